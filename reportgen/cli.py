@@ -1,0 +1,254 @@
+"""Command line: ``reportgen build | demo | layers | techniques``."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+import click
+
+from . import __version__
+
+MODEL_HELP = (
+    "The model: a torchvision name (resnet18; weights from --weights or the torch hub cache, never downloaded), "
+    "path/to/file.py:factory or package.module:factory (returns an nn.Module), a TorchScript archive, a "
+    "torch.export .pt2 archive, or 'demo' for the embedded Fashion-MNIST model."
+)
+
+
+def _progress(iterable: Iterable, desc: str = "", total: int | None = None):
+    """A progress bar on stderr (plain log lines when stderr is not a terminal)."""
+    if total is None:
+        try:
+            total = len(iterable)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+    if not sys.stderr.isatty():
+        click.echo(f"      {desc}" + (f" ({total} steps)" if total else ""), err=True)
+        yield from iterable
+        return
+    with click.progressbar(iterable, length=total, label=f"      {desc}", file=sys.stderr,
+                           show_eta=True, show_pos=True, width=30) as bar:
+        yield from bar
+
+
+def _log(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _floats3(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        vals = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("expected three numbers such as 0.485,0.456,0.406") from None
+    if len(vals) != 3:
+        raise click.BadParameter("expected three comma-separated numbers (R,G,B)")
+    return vals
+
+
+def _ids(ctx, param, value):
+    if not value:
+        return None
+    out = []
+    for v in value:
+        out += [s.strip() for s in v.split(",") if s.strip()]
+    return out
+
+
+def _ints(ctx, param, value):
+    if not value:
+        return None
+    try:
+        return [int(s) for s in value.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter("expected class indices such as 1,207,945") from None
+
+
+def _open_hint(index: Path) -> str:
+    uri = index.resolve().as_uri()
+    if sys.platform == "darwin":
+        cmd = f"open {index}"
+    elif os.name == "nt":
+        cmd = f"start {index}"
+    else:
+        cmd = f"xdg-open {index}"
+    return f"Open it: {cmd}\n   or in a browser: {uri}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="reportgen")
+def main() -> None:
+    """reportgen: a static HTML model-card gallery of the classic "visualizing and understanding CNNs"
+    techniques, for any PyTorch image classifier and image folder.
+
+    \b
+    Quick start:
+      reportgen demo                                   # embedded model and images, offline
+      reportgen build --model resnet18 --weights r18.pth --images photos/ --out report/
+      reportgen layers --model resnet18 --weights r18.pth
+      reportgen techniques
+    """
+
+
+def _run_build(**kw) -> None:
+    from .errors import ReportgenError
+
+    t0 = time.perf_counter()
+    try:
+        from .build import build_report
+
+        result = build_report(progress=_progress, log=_log, **kw)
+    except ReportgenError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted: no report was written (any previous report is unchanged)", err=True)
+        sys.exit(130)
+    dt = time.perf_counter() - t0
+    rep = result.report
+    click.echo(f"\nReport written to {result.out.resolve()} in {dt:.1f} s "
+               f"({len(rep.sections)} sections, {len(rep.skipped_images)} skipped images).")
+    click.echo(_open_hint(result.index))
+    if rep.failed:
+        names = ", ".join(s.id for s in rep.failed)
+        click.echo(f"\n{len(rep.failed)} section(s) failed: {names}. Their pages show the error; "
+                   "rerun with --strict to stop at the first failure with a traceback.", err=True)
+        sys.exit(1)
+
+
+def build_options(f):
+    opts = [
+        click.option("--weights", type=click.Path(dir_okay=False), help="State dict to load into the model "
+                     "(torch.load weights_only=True; checkpoint dicts and 'module.' prefixes are handled)."),
+        click.option("--trust-weights", "trust", is_flag=True, help="Allow --weights files that contain pickled "
+                     "Python objects (weights_only=False). Only for files from a source you trust."),
+        click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+                     help="Class names, one per line (or a JSON list). Default: torchvision metadata, else class_<i>."),
+        click.option("--preset", type=click.Choice(["minimal", "standard", "full"]), default="standard",
+                     show_default=True, help="How much work each technique does (minimal: seconds, for CI)."),
+        click.option("--config", "config", type=click.Path(exists=True, dir_okay=False),
+                     help="TOML file with [general] and [techniques.<id>] options (see README)."),
+        click.option("--only", multiple=True, callback=_ids, help="Comma-separated technique ids to run (only these)."),
+        click.option("--skip", multiple=True, callback=_ids, help="Comma-separated technique ids to leave out."),
+        click.option("--set", "set_options", multiple=True, metavar="ID.OPTION=VALUE",
+                     help="Override one technique option, e.g. --set occlusion.window=32 (repeatable)."),
+        click.option("--layer", help="Dotted name of the layer layer-level techniques inspect "
+                     "(default: the last convolution). See `reportgen layers`."),
+        click.option("--classes", callback=_ints, help="Class indices for class-level techniques, e.g. 1,207."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 or mps."),
+        click.option("--theme", default="light", show_default=True, help="Report theme (light or dark)."),
+        click.option("--single-file", is_flag=True, help="Write one self-contained index.html with everything inlined."),
+        click.option("--input-size", type=click.IntRange(8, 4096), help="Centre-crop size fed to the model."),
+        click.option("--resize", type=click.IntRange(8, 8192), help="Resize the short side to this before the crop."),
+        click.option("--mean", callback=_floats3, help="Normalisation mean R,G,B (in [0,1] pixel units)."),
+        click.option("--std", callback=_floats3, help="Normalisation std R,G,B."),
+        click.option("--max-images", type=click.IntRange(1), help="Use at most N images (a seeded sample)."),
+        click.option("--batch-size", type=click.IntRange(1), help="Images per forward/backward batch."),
+        click.option("--seed", type=int, help="Seed for every random choice (default 0)."),
+        click.option("--strict", is_flag=True, help="Stop at the first failing technique (with a traceback)."),
+        click.option("--no-cache", "no_cache", is_flag=True, help="Recompute everything (the cache lives in "
+                     "OUT/.cache and is reused by the next build into the same folder)."),
+        click.option("--title", help="Report title."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@main.command()
+@click.option("--model", "model", required=True, help=MODEL_HELP)
+@click.option("--images", required=True, type=click.Path(), help="Folder of images (recursive; one sub-folder "
+              "per class gives labels).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (replaced atomically).")
+@build_options
+def build(model, images, out, no_cache, **kw) -> None:
+    """Build a report for MODEL over the images in a folder."""
+    _run_build(model=model, images=images, out=out, use_cache=not no_cache, **kw)
+
+
+@main.command()
+@click.option("--out", default="reportgen-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder.")
+@click.option("--theme", default="light", show_default=True, help="Report theme (light or dark).")
+@click.option("--preset", type=click.Choice(["minimal", "standard", "full"]), default="standard", show_default=True)
+@click.option("--single-file", is_flag=True, help="Write one self-contained index.html.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--no-cache", "no_cache", is_flag=True, help="Recompute everything.")
+def demo(out, theme, preset, single_file, device, no_cache) -> None:
+    """Build the demo report: the embedded Fashion-MNIST CNN on its shipped test images, offline,
+    running every registered technique."""
+    from .demo import images_dir
+
+    _run_build(model="demo", images=str(images_dir()), out=out, theme=theme, preset=preset,
+               single_file=single_file, device=device, use_cache=not no_cache,
+               title="Demo: FashionNet on Fashion-MNIST — model card")
+
+
+@main.command()
+@click.option("--model", "model", required=True, help=MODEL_HELP)
+@click.option("--weights", type=click.Path(dir_okay=False), help="State dict to load (weights_only=True).")
+@click.option("--trust-weights", "trust", is_flag=True, help="Allow pickled objects in --weights.")
+@click.option("--input-size", type=click.IntRange(8, 4096), help="Input size for the shape pass.")
+@click.option("--all", "show_all", is_flag=True, help="Include container modules, not only leaf layers.")
+def layers(model, weights, trust, input_size, show_all) -> None:
+    """List the model's layers: dotted names (for --layer), types, output shapes and parameters."""
+    import torch
+
+    from . import models
+    from .errors import ReportgenError
+    from .layers import describe_layers
+
+    try:
+        loaded = models.load_model(model, weights=weights, trust=trust)
+        pre = models.resolve_preprocessing(loaded, input_size=input_size)
+        x = torch.zeros(1, 3, pre.size, pre.size)
+        try:
+            infos = describe_layers(loaded.model, x)
+        except Exception as e:  # shapes are a bonus; names still help
+            click.echo(f"(output shapes unavailable: {type(e).__name__}: {e})", err=True)
+            infos = describe_layers(loaded.model, None)
+    except ReportgenError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    rows = [i for i in infos if show_all or i.is_leaf]
+    w = max([len(r.name) for r in rows] + [5])
+    tw = max([len(r.type) for r in rows] + [4])
+    click.echo(f"{'layer'.ljust(w)}  {'type'.ljust(tw)}  {'output shape'.ljust(18)}  parameters")
+    for r in rows:
+        shape = "x".join(str(s) for s in r.output_shape) if r.output_shape else "-"
+        click.echo(f"{r.name.ljust(w)}  {r.type.ljust(tw)}  {shape.ljust(18)}  {r.params:,}")
+    total = sum(p.numel() for p in loaded.model.parameters())
+    click.echo(f"\n{len(rows)} layers, {total:,} parameters; input 3x{pre.size}x{pre.size}.")
+
+
+@main.command()
+@click.option("--verbose", "-v", is_flag=True, help="Show each technique's options and their preset values.")
+@click.option("--markdown", is_flag=True, help="Print the Markdown reference (docs/techniques.md).")
+def techniques(verbose, markdown) -> None:
+    """List the registered techniques: ids, titles, papers, and which presets run each."""
+    import dataclasses
+
+    from . import registry
+
+    if markdown:
+        from .docs import techniques_markdown
+
+        click.echo(techniques_markdown(), nl=False)
+        return
+    for t in registry.all_techniques():
+        papers = "; ".join(f"{r.short()}" for r in t.references)
+        click.echo(f"{t.id:<22} {t.title}")
+        click.echo(f"{'':<22} presets: {', '.join(t.runs_in)}" + (f"   papers: {papers}" if papers else ""))
+        if verbose:
+            for f in dataclasses.fields(t.options):
+                vals = {p: getattr(t.default_options(p), f.name) for p in registry.PRESETS}
+                click.echo(f"{'':<24}{t.id}.{f.name} = " + ", ".join(f"{p}: {v!r}" for p, v in vals.items()))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

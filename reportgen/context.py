@@ -1,0 +1,138 @@
+"""RunContext: everything a technique may use, built once per run by :mod:`reportgen.build`.
+
+Techniques receive ``(ctx, opts)`` and must not touch files: images come from ``ctx.images``,
+the model from ``ctx.model`` (the user's module, eval mode, on ``ctx.device``) or
+``ctx.pixel_model`` (the same model behind its normalisation: RGB in [0, 1] in, logits out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import layers as layers_mod
+from .cache import Cache, digest
+from .config import Config, GeneralOptions
+from .errors import LayerError
+from .images import ImageSet
+from .preprocess import PixelModel, Preprocessing
+
+T = TypeVar("T")
+ProgressFn = Callable[..., Iterable]
+
+
+def no_progress(iterable: Iterable[T], desc: str = "", total: int | None = None) -> Iterable[T]:
+    return iterable
+
+
+@dataclass
+class RunContext:
+    model: nn.Module
+    device: torch.device
+    pre: Preprocessing
+    images: ImageSet
+    class_names: list[str]
+    config: Config
+    model_hash: str = ""
+    model_info: dict[str, Any] = field(default_factory=dict)
+    progress: ProgressFn = no_progress
+    cache: Cache | None = None
+    pixel_model: nn.Module = None  # type: ignore[assignment]
+    _features: Any = None
+    _memo: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.pixel_model is None:
+            self.pixel_model = PixelModel(self.model, self.pre).to(self.device).eval()
+
+    # ----- options -------------------------------------------------------------------------
+    @property
+    def general(self) -> GeneralOptions:
+        return self.config.general
+
+    @property
+    def batch_size(self) -> int:
+        return max(1, int(self.config.general.batch_size))
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.general.seed)
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU torch.Generator seeded from the run's seed (+offset, one per technique)."""
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1000003 + offset)
+        return g
+
+    def rng(self, offset: int = 0) -> np.random.Generator:
+        return np.random.default_rng(self.seed * 1000003 + offset)
+
+    # ----- classes -------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def class_name(self, k: int) -> str:
+        return self.class_names[k] if 0 <= k < len(self.class_names) else f"class_{k}"
+
+    # ----- layers --------------------------------------------------------------------------
+    def layer(self, name: str) -> nn.Module:
+        return layers_mod.resolve_layer(self.model, name)
+
+    def chosen_layer(self) -> str:
+        """The layer named by ``--layer``, else the last convolution."""
+        name = self.config.general.layer
+        if name:
+            self.layer(name)  # validate
+            return name
+        name = layers_mod.last_conv(self.model)
+        if name is None:
+            raise LayerError(
+                "the model has no nn.Conv2d layer and no --layer was given; pass --layer NAME "
+                "(see `reportgen layers`)"
+            )
+        return name
+
+    def first_conv(self) -> str:
+        name = layers_mod.first_conv(self.model)
+        if name is None:
+            raise LayerError("the model has no nn.Conv2d layer to show filters of")
+        return name
+
+    # ----- data shared by techniques ---------------------------------------------------------
+    def features(self, layers: list[str] | None = None):
+        """The one batched pass over the image set (logits, penultimate features, layer stats).
+
+        Computed once per run (and cached across runs); see :mod:`reportgen.features`.
+        """
+        from .features import compute_features
+
+        key = tuple(sorted(set(layers or [])))
+        have = self._features
+        if have is not None and set(key) <= set(have.layers):
+            return have
+        wanted = sorted(set(key) | set(have.layers if have is not None else ()))
+        self._features = compute_features(self, wanted)
+        return self._features
+
+    def cache_key(self, *parts: Any) -> str:
+        """Digest of the model, preprocessing, image set and ``parts``."""
+        return digest(self.model_hash, self.pre.to_dict(), self.images.content_hash(), *parts)
+
+    def memo(self, key: str, fn: Callable[[], T]) -> T:
+        """Per-run memo (shared between techniques in one run)."""
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True)
+
+    @contextlib.contextmanager
+    def autocast_off(self) -> Iterator[None]:
+        yield

@@ -1,0 +1,175 @@
+"""Every hook reportgen puts on a model lives in a context manager defined here.
+
+Each manager removes what it added in ``finally`` (also on exceptions and Ctrl-C) and
+restores the train/eval flag of every module, so a technique can never leave the user's
+model changed. ``count_hooks`` lets tests assert that (captum's ``test_hook_removal`` idea).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+def count_hooks(model: nn.Module) -> int:
+    """Number of forward/backward hooks registered on ``model`` and all its submodules."""
+    n = 0
+    for m in model.modules():
+        for attr in (
+            "_forward_hooks",
+            "_forward_pre_hooks",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+            "_state_dict_hooks",
+            "_load_state_dict_pre_hooks",
+        ):
+            d = getattr(m, attr, None)
+            if d:
+                n += len(d)
+    return n
+
+
+def module_signature(model: nn.Module) -> list[tuple[str, type, bool]]:
+    """(name, class, training) of every submodule: equal before/after means nothing was swapped."""
+    return [(name, type(m), m.training) for name, m in model.named_modules()]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode; restore each module's own flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, f in flags:
+            m.training = f
+
+
+@contextlib.contextmanager
+def frozen_params(model: nn.Module) -> Iterator[nn.Module]:
+    """Turn off ``requires_grad`` on parameters (we only want gradients w.r.t. the input)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
+@contextlib.contextmanager
+def capture_outputs(
+    modules: dict[str, nn.Module], detach: bool = True, keep_last: bool = True
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record each module's forward output into the yielded dict under its name.
+
+    ``detach=False`` keeps the graph (for gradients w.r.t. an intermediate activation).
+    With ``keep_last`` only the latest call's output is kept (modules called twice).
+    """
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make(name: str):
+        def hook(_m, _inp, out):
+            t = out[0] if isinstance(out, (tuple, list)) else out
+            store[name] = t.detach() if detach else t
+
+        return hook
+
+    try:
+        for name, m in modules.items():
+            handles.append(m.register_forward_hook(make(name)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def capture_input(module: nn.Module, detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the first positional input of ``module`` (e.g. the classifier's input = features)."""
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_m, inp):
+        t = inp[0]
+        store["input"] = t.detach() if detach else t
+
+    h = module.register_forward_pre_hook(hook)
+    try:
+        yield store
+    finally:
+        h.remove()
+
+
+class StopForward(Exception):
+    """Raised by :func:`truncate_after` to end a forward pass early."""
+
+
+@contextlib.contextmanager
+def truncate_after(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Stop the forward pass right after ``module`` (saves the rest of the network's compute).
+
+    Use as::
+
+        with truncate_after(layer) as out:
+            try: model(x)
+            except StopForward: pass
+        act = out["output"]
+    """
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_m, _inp, out):
+        store["output"] = out[0] if isinstance(out, (tuple, list)) else out
+        raise StopForward
+
+    h = module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        h.remove()
+
+
+def forward_to(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run ``model`` on ``x`` only as far as ``layer`` and return its output (keeps the graph)."""
+    with truncate_after(layer) as store:
+        try:
+            model(x)
+        except StopForward:
+            pass
+    if "output" not in store:
+        raise RuntimeError("the layer was not called during the forward pass")
+    return store["output"]
+
+
+@contextlib.contextmanager
+def capture_until_complete(modules: dict[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
+    """Like ``capture_outputs(modules, detach=False)``, but once every module has produced its
+    output in a forward pass, raise :class:`StopForward` (the rest of the network is skipped).
+
+    The caller catches ``StopForward``; ``store`` is cleared by the caller between passes.
+    Used by image optimisation when the objective needs only intermediate layers.
+    """
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    wanted = set(modules)
+
+    def make(name: str):
+        def hook(_m, _inp, out):
+            store[name] = out[0] if isinstance(out, (tuple, list)) else out
+            if wanted <= set(store):
+                raise StopForward
+
+        return hook
+
+    try:
+        for name, m in modules.items():
+            handles.append(m.register_forward_hook(make(name)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,0 +1,310 @@
+"""The image set: discovery, robust decoding, labels from folders, and skipped files.
+
+Every image under the folder (recursively) is decoded once up front, so broken files are
+found before any technique runs: a corrupt, truncated, empty or absurdly large file is
+skipped and listed in the report, never fatal. Modes are converted explicitly: EXIF
+orientation is applied, palette/greyscale/CMYK become RGB, RGBA is composited on white,
+16-bit and float images are rescaled to 8 bits by their own range.
+
+Labels: when images sit in one sub-folder per class, the folder names are the labels; they
+are matched to the model's class names (case, punctuation and a leading number ignored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import ImageSetError
+from .preprocess import Preprocessing
+from .report import SkippedImage
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+MAX_PIXELS = 120_000_000  # larger images are skipped (decompression-bomb guard)
+MAX_FILE_BYTES = 200 * 1024 * 1024
+
+
+def _norm_name(s: str) -> str:
+    s = s.lower()
+    s = re.sub(r"^\d+[\s_\-.]+", "", s)  # "0_t-shirt_top" -> "t-shirt_top"
+    return re.sub(r"[^a-z0-9]+", "", s)
+
+
+def decode_image(data: bytes, name: str = "") -> Image.Image:
+    """Bytes -> RGB PIL image, or raise ValueError with a human reason."""
+    if not data:
+        raise ValueError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ValueError(f"image too large ({w}x{h} = {w * h / 1e6:.0f} MP; limit {MAX_PIXELS / 1e6:.0f} MP)")
+            if w == 0 or h == 0:
+                raise ValueError("image has zero width or height")
+            if img.format == "JPEG":
+                img.draft("RGB", (1024, 1024))  # decode large JPEGs at reduced size: much faster
+            img.load()
+    except ValueError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"image too large: {e}") from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, struct.error... on broken files
+        msg = str(e) or type(e).__name__
+        if "truncated" in msg:
+            msg = "truncated file (" + msg + ")"
+        elif "cannot identify image file" in msg:
+            msg = "not a readable image (unknown or corrupt format)"
+        raise ValueError(msg) from None
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Apply EXIF orientation and convert any PIL mode to 8-bit RGB."""
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not lose the image
+        pass
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        if mode.startswith("I;16") or (mode == "I" and hi > 255):
+            lo, hi = (0.0, 65535.0) if hi > 255 else (0.0, 255.0)
+        a = np.zeros_like(a) if hi - lo < 1e-12 else (a - lo) / (hi - lo) * 255.0
+        img = Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), mode="L")
+        mode = "L"
+    if mode == "P":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA") or (mode == "RGB" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    if mode == "CMYK":
+        return img.convert("RGB")
+    if mode != "RGB":
+        img = img.convert("RGB")
+    return img
+
+
+@dataclass
+class ImageRecord:
+    index: int
+    path: Path
+    rel: str  # path relative to the image folder (POSIX), shown in the report
+    sha256: str
+    width: int
+    height: int
+    label: int | None = None  # class index in the model's label list
+    label_name: str | None = None  # the folder / file name the label came from
+
+
+class ImageSet:
+    """The valid images of a folder, decoded lazily through a bounded cache of model-size arrays."""
+
+    def __init__(
+        self,
+        root: Path,
+        records: list[ImageRecord],
+        skipped: list[SkippedImage],
+        pre: Preprocessing,
+        label_source: str | None,
+        cache_bytes: int = 512 * 1024 * 1024,
+    ):
+        self.root = root
+        self.records = records
+        self.skipped = skipped
+        self.pre = pre
+        self.label_source = label_source
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_bytes = cache_bytes
+        self._cached_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def has_labels(self) -> bool:
+        return any(r.label is not None for r in self.records)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Class index per image (-1 where unknown)."""
+        return np.array([-1 if r.label is None else r.label for r in self.records], dtype=np.int64)
+
+    def content_hash(self) -> str:
+        """Hash of the image bytes, their order and the preprocessing: a cache key for the set."""
+        h = hashlib.sha256()
+        h.update(repr(self.pre.to_dict()).encode())
+        for r in self.records:
+            h.update(r.sha256.encode())
+        return h.hexdigest()
+
+    def pil(self, i: int) -> Image.Image:
+        """The original image (RGB, full size)."""
+        r = self.records[i]
+        return decode_image(r.path.read_bytes(), r.rel)
+
+    def array(self, i: int) -> np.ndarray:
+        """uint8 HxWx3 at the model's input size (resized + centre-cropped)."""
+        a = self._cache.get(i)
+        if a is not None:
+            self._cache.move_to_end(i)
+            return a
+        a = self.pre.pil_to_array(self.pil(i))
+        self._put(i, a)
+        return a
+
+    def _put(self, i: int, a: np.ndarray) -> None:
+        if a.nbytes > self._cache_bytes:
+            return
+        self._cache[i] = a
+        self._cached_bytes += a.nbytes
+        while self._cached_bytes > self._cache_bytes and self._cache:
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= old.nbytes
+
+    def tensor(self, i: int):
+        """float CxHxW in [0, 1] (torch)."""
+        return Preprocessing.array_to_tensor(self.array(i))
+
+    def batch(self, indices: list[int]):
+        """float NxCxHxW in [0, 1] (torch) for the given image indices."""
+        import torch
+
+        return torch.stack([self.tensor(i) for i in indices])
+
+    def batches(self, batch_size: int, indices: list[int] | None = None) -> Iterator[tuple[list[int], "object"]]:
+        """Yield (indices, tensor batch in [0, 1]) over the set (or the given indices)."""
+        idx = list(range(len(self))) if indices is None else list(indices)
+        for s in range(0, len(idx), batch_size):
+            chunk = idx[s:s + batch_size]
+            yield chunk, self.batch(chunk)
+
+    def thumbnail(self, i: int, size: int = 96) -> np.ndarray:
+        """uint8 thumbnail (the model-size array, downscaled) for mosaics and grids."""
+        a = self.array(i)
+        if max(a.shape[:2]) <= size:
+            return a
+        return np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))
+
+    def display(self, i: int, size: int | None = None) -> np.ndarray:
+        """The model-input image as uint8, optionally resized to ``size`` pixels square."""
+        a = self.array(i)
+        if size and a.shape[0] != size:
+            a = np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))
+        return a
+
+    def name(self, i: int) -> str:
+        return self.records[i].rel
+
+
+def _match_labels(names: list[str], class_names: list[str]) -> tuple[dict[str, int], int]:
+    """Map folder/file label names to class indices; returns (mapping, number matched)."""
+    by_norm: dict[str, int] = {}
+    for k, c in enumerate(class_names):
+        by_norm.setdefault(_norm_name(c), k)
+    mapping: dict[str, int] = {}
+    for n in names:
+        if n.isdigit() and int(n) < len(class_names):
+            mapping[n] = int(n)
+            continue
+        k = by_norm.get(_norm_name(n))
+        if k is None:
+            m = re.match(r"^(\d+)[\s_\-.]", n)
+            if m and int(m.group(1)) < len(class_names):
+                k = int(m.group(1))
+        if k is not None:
+            mapping[n] = k
+    return mapping, len(mapping)
+
+
+def discover_images(
+    folder: str | Path,
+    pre: Preprocessing,
+    class_names: list[str],
+    max_images: int | None = None,
+    seed: int = 0,
+    progress: Callable | None = None,
+) -> ImageSet:
+    """Find, decode and validate every image under ``folder``; raise ImageSetError if none is usable."""
+    root = Path(folder)
+    if not root.exists():
+        raise ImageSetError(f"image folder {root} does not exist")
+    if root.is_file():
+        files = [root]
+        root = root.parent
+    else:
+        files = sorted(
+            (p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)),
+            key=lambda p: p.relative_to(root).as_posix(),
+        )
+    candidates = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    skipped: list[SkippedImage] = []
+    if not candidates:
+        others = len(files)
+        raise ImageSetError(
+            f"no images found under {root}"
+            + (f" ({others} other files; supported extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})" if others else " (the folder is empty)")
+        )
+    if max_images is not None and len(candidates) > max_images:
+        rng = np.random.default_rng(seed)
+        keep = sorted(rng.choice(len(candidates), size=max_images, replace=False).tolist())
+        candidates = [candidates[k] for k in keep]
+
+    # labels: one sub-folder per class?
+    rels = [p.relative_to(root) for p in candidates]
+    folder_names = [r.parts[0] if len(r.parts) >= 2 else None for r in rels]
+    label_source = None
+    mapping: dict[str, int] = {}
+    distinct = sorted({f for f in folder_names if f is not None})
+    if all(f is not None for f in folder_names) and len(distinct) >= 2 and class_names:
+        mapping, n = _match_labels(distinct, class_names)
+        if n == len(distinct):
+            label_source = "sub-folder names"
+        elif n:
+            label_source = f"sub-folder names ({n} of {len(distinct)} folders matched a class name)"
+    if label_source is None and class_names:
+        stems = [re.sub(r"^n\d{8}[_\-]", "", p.stem) for p in candidates]
+        fmap, n = _match_labels(sorted(set(stems)), class_names)
+        if n and sum(s in fmap for s in stems) >= 0.8 * len(stems):
+            label_source = "file names"
+            folder_names = stems
+            mapping = fmap
+
+    records: list[ImageRecord] = []
+    it = candidates if progress is None else progress(candidates, "Reading images")
+    for p, fname in zip(it, folder_names):
+        rel = p.relative_to(root).as_posix()
+        try:
+            size = p.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise ValueError(f"file too large ({size / 1e6:.0f} MB)")
+            data = p.read_bytes()
+            img = decode_image(data, rel)
+        except (OSError, ValueError) as e:
+            skipped.append(SkippedImage(rel, str(e)))
+            continue
+        label = mapping.get(fname) if (label_source and fname is not None) else None
+        records.append(
+            ImageRecord(
+                index=len(records), path=p, rel=rel, sha256=hashlib.sha256(data).hexdigest(),
+                width=img.size[0], height=img.size[1], label=label,
+                label_name=fname if label_source else None,
+            )
+        )
+    if not records:
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5])
+        raise ImageSetError(f"none of the {len(candidates)} image files under {root} could be read ({reasons})")
+    return ImageSet(root, records, skipped, pre, label_source)

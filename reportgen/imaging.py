@@ -1,0 +1,132 @@
+"""Numpy/PIL/matplotlib helpers that turn computed arrays into displayable uint8 images.
+
+No torch here: techniques convert tensors with ``.cpu().numpy()`` and call these.
+Conventions: float images are ``HxWxC`` in [0, 1]; maps are ``HxW`` floats.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from .report import ImageData
+
+
+def to_uint8(img: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Scale a float array to uint8. With lo/hi None the array's own min/max are used (min-max normalise)."""
+    a = np.asarray(img, dtype=np.float64)
+    lo = float(np.nanmin(a)) if lo is None else lo
+    hi = float(np.nanmax(a)) if hi is None else hi
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo < 1e-12:
+        return np.zeros(a.shape, dtype=np.uint8)
+    a = (a - lo) / (hi - lo)
+    return (np.clip(np.nan_to_num(a), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def unit_to_uint8(img: np.ndarray) -> np.ndarray:
+    """[0, 1] float image -> uint8 (clipped)."""
+    return (np.clip(np.nan_to_num(np.asarray(img, dtype=np.float64)), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def chw_to_hwc(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        a = a.transpose(1, 2, 0)
+    elif a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[0] < a.shape[-1]:
+        a = a.transpose(1, 2, 0)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    return a
+
+
+def symmetric_to_uint8(a: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """Signed array -> uint8 with 0 at mid-grey (gradients, perturbations): 128 + 127 * a / max|a|."""
+    a = np.asarray(a, dtype=np.float64)
+    m = float(np.max(np.abs(a))) if scale is None else scale
+    if m < 1e-12:
+        return np.full(a.shape, 128, dtype=np.uint8)
+    return np.clip(128 + 127 * a / m, 0, 255).astype(np.uint8)
+
+
+def resize(img: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Resize a uint8 image to (width, height)."""
+    pil = Image.fromarray(img)
+    return np.asarray(pil.resize(size, Image.NEAREST if nearest else Image.BILINEAR))
+
+
+def resize_map(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a float HxW map to (width, height) bilinearly, keeping float values."""
+    pil = Image.fromarray(np.asarray(m, dtype=np.float32), mode="F")
+    return np.asarray(pil.resize(size, Image.BILINEAR), dtype=np.float32)
+
+
+def colormap(m: np.ndarray, cmap: str = "inferno", lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Float HxW map -> uint8 RGB through a matplotlib colormap."""
+    from matplotlib import colormaps
+
+    u = to_uint8(m, lo, hi)
+    rgba = colormaps[cmap](u.astype(np.float64) / 255.0)
+    return (rgba[..., :3] * 255 + 0.5).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet",
+            lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Blend a float heat map (resized to the image) over a uint8 RGB image."""
+    h, w = image.shape[:2]
+    if heat.shape != (h, w):
+        heat = resize_map(heat, (w, h))
+    col = colormap(heat, cmap, lo, hi).astype(np.float64)
+    base = image.astype(np.float64)
+    if base.ndim == 2:
+        base = np.stack([base] * 3, -1)
+    return np.clip((1 - alpha) * base + alpha * col, 0, 255).astype(np.uint8)
+
+
+def mask_overlay(image: np.ndarray, mask: np.ndarray, color=(255, 64, 64), alpha: float = 0.45) -> np.ndarray:
+    """Tint the pixels where ``mask`` is true and dim the rest."""
+    base = image.astype(np.float64)
+    if base.ndim == 2:
+        base = np.stack([base] * 3, -1)
+    out = base * 0.45
+    m = mask.astype(bool)
+    out[m] = (1 - alpha) * base[m] + alpha * np.asarray(color, dtype=np.float64)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def tile(images: list[np.ndarray], columns: int, pad: int = 1, pad_value: int = 255) -> np.ndarray:
+    """Tile equally sized uint8 images into one mosaic (for a compact single-image grid)."""
+    if not images:
+        raise ValueError("nothing to tile")
+    h, w = images[0].shape[:2]
+    colour = any(i.ndim == 3 for i in images)
+    ims = [np.stack([i] * 3, -1) if (colour and i.ndim == 2) else i for i in images]
+    rows = (len(ims) + columns - 1) // columns
+    shape = (rows * (h + pad) + pad, columns * (w + pad) + pad) + ((3,) if colour else ())
+    out = np.full(shape, pad_value, dtype=np.uint8)
+    for k, im in enumerate(ims):
+        r, c = divmod(k, columns)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = im
+    return out
+
+
+def figure_to_png(fig, dpi: int = 110) -> ImageData:
+    """Render a matplotlib figure to PNG bytes (and close it)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return ImageData(data=buf.getvalue(), mime="image/png")
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def upscale_small(img: np.ndarray, min_size: int = 64) -> tuple[np.ndarray, bool]:
+    """Return (img, pixelated): small images are marked for nearest-neighbour display scaling."""
+    return img, max(img.shape[:2]) < min_size

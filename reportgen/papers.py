@@ -1,0 +1,77 @@
+"""The papers the report's sections cite (one place, so citations are consistent)."""
+
+from .report import Reference
+
+KRIZHEVSKY_2012 = Reference(
+    "Alex Krizhevsky, Ilya Sutskever, Geoffrey E. Hinton",
+    "ImageNet Classification with Deep Convolutional Neural Networks", "NeurIPS", 2012,
+    "https://papers.nips.cc/paper/2012/hash/c399862d3b9d6b76c8436e924a68c45b-Abstract.html")
+ZEILER_FERGUS_2014 = Reference(
+    "Matthew D. Zeiler, Rob Fergus", "Visualizing and Understanding Convolutional Networks", "ECCV", 2014,
+    "https://arxiv.org/abs/1311.2901")
+YOSINSKI_2015 = Reference(
+    "Jason Yosinski, Jeff Clune, Anh Nguyen, Thomas Fuchs, Hod Lipson",
+    "Understanding Neural Networks Through Deep Visualization", "ICML Deep Learning Workshop", 2015,
+    "https://arxiv.org/abs/1506.06579")
+SIMONYAN_2014 = Reference(
+    "Karen Simonyan, Andrea Vedaldi, Andrew Zisserman",
+    "Deep Inside Convolutional Networks: Visualising Image Classification Models and Saliency Maps",
+    "ICLR Workshop", 2014, "https://arxiv.org/abs/1312.6034")
+SPRINGENBERG_2015 = Reference(
+    "Jost Tobias Springenberg, Alexey Dosovitskiy, Thomas Brox, Martin Riedmiller",
+    "Striving for Simplicity: The All Convolutional Net", "ICLR Workshop", 2015,
+    "https://arxiv.org/abs/1412.6806")
+GIRSHICK_2014 = Reference(
+    "Ross Girshick, Jeff Donahue, Trevor Darrell, Jitendra Malik",
+    "Rich feature hierarchies for accurate object detection and semantic segmentation", "CVPR", 2014,
+    "https://arxiv.org/abs/1311.2524")
+VAN_DER_MAATEN_2008 = Reference(
+    "Laurens van der Maaten, Geoffrey Hinton", "Visualizing Data using t-SNE", "JMLR", 2008,
+    "https://www.jmlr.org/papers/v9/vandermaaten08a.html")
+ROTHER_2004 = Reference(
+    "Carsten Rother, Vladimir Kolmogorov, Andrew Blake",
+    "GrabCut: Interactive Foreground Extraction using Iterated Graph Cuts", "SIGGRAPH", 2004,
+    "https://doi.org/10.1145/1015706.1015720")
+SZEGEDY_2014 = Reference(
+    "Christian Szegedy, Wojciech Zaremba, Ilya Sutskever, Joan Bruna, Dumitru Erhan, Ian Goodfellow, Rob Fergus",
+    "Intriguing properties of neural networks", "ICLR", 2014, "https://arxiv.org/abs/1312.6199")
+GOODFELLOW_2015 = Reference(
+    "Ian J. Goodfellow, Jonathon Shlens, Christian Szegedy",
+    "Explaining and Harnessing Adversarial Examples", "ICLR", 2015, "https://arxiv.org/abs/1412.6572")
+MADRY_2018 = Reference(
+    "Aleksander Madry, Aleksandar Makelov, Ludwig Schmidt, Dimitris Tsipras, Adrian Vladu",
+    "Towards Deep Learning Models Resistant to Adversarial Attacks", "ICLR", 2018,
+    "https://arxiv.org/abs/1706.06083")
+NGUYEN_2015 = Reference(
+    "Anh Nguyen, Jason Yosinski, Jeff Clune",
+    "Deep Neural Networks are Easily Fooled: High Confidence Predictions for Unrecognizable Images", "CVPR", 2015,
+    "https://arxiv.org/abs/1412.1897")
+MORDVINTSEV_2015 = Reference(
+    "Alexander Mordvintsev, Christopher Olah, Mike Tyka",
+    "Inceptionism: Going Deeper into Neural Networks", "Google Research Blog", 2015,
+    "https://research.google/blog/inceptionism-going-deeper-into-neural-networks/")
+KARPATHY_TSNE = Reference(
+    "Andrej Karpathy", "t-SNE visualization of CNN codes", "web page", 2014,
+    "https://cs.stanford.edu/people/karpathy/cnnembed/")
+MAHENDRAN_VEDALDI_2015 = Reference(
+    "Aravindh Mahendran, Andrea Vedaldi", "Understanding Deep Image Representations by Inverting Them", "CVPR",
+    2015, "https://arxiv.org/abs/1412.0035")
+GATYS_TEXTURE_2015 = Reference(
+    "Leon A. Gatys, Alexander S. Ecker, Matthias Bethge", "Texture Synthesis Using Convolutional Neural Networks",
+    "NeurIPS", 2015, "https://arxiv.org/abs/1505.07376")
+GATYS_STYLE_2016 = Reference(
+    "Leon A. Gatys, Alexander S. Ecker, Matthias Bethge",
+    "Image Style Transfer Using Convolutional Neural Networks", "CVPR", 2016,
+    "https://openaccess.thecvf.com/content_cvpr_2016/html/Gatys_Image_Style_Transfer_CVPR_2016_paper.html")
+JOHNSON_2016 = Reference(
+    "Justin Johnson, Alexandre Alahi, Li Fei-Fei", "Perceptual Losses for Real-Time Style Transfer and Super-Resolution",
+    "ECCV", 2016, "https://arxiv.org/abs/1603.08155")
+EFROS_LEUNG_1999 = Reference(
+    "Alexei A. Efros, Thomas K. Leung", "Texture Synthesis by Non-parametric Sampling", "ICCV", 1999,
+    "https://doi.org/10.1109/ICCV.1999.790383")
+WEI_LEVOY_2000 = Reference(
+    "Li-Yi Wei, Marc Levoy", "Fast Texture Synthesis using Tree-structured Vector Quantization", "SIGGRAPH", 2000,
+    "https://doi.org/10.1145/344779.345009")
+OLAH_2017 = Reference(
+    "Chris Olah, Alexander Mordvintsev, Ludwig Schubert", "Feature Visualization", "Distill", 2017,
+    "https://distill.pub/2017/feature-visualization/")

@@ -1,0 +1,167 @@
+"""The technique registry: the one list the CLI, the docs, the config and the tests read.
+
+Each technique lives in its own module under :mod:`reportgen.techniques` and registers itself::
+
+    @dataclass
+    class SaliencyOptions:
+        max_images: int = 8
+
+    @technique(
+        "saliency", "Saliency maps", options=SaliencyOptions,
+        presets={"minimal": {"max_images": 2}},
+        references=[SIMONYAN_2014], order=60,
+        summary="...two sentences on how to read the figure...",
+    )
+    def saliency(ctx: RunContext, opts: SaliencyOptions) -> Section:
+        ...
+
+A technique computes and returns a :class:`reportgen.report.Section` of plain data; it never
+writes files. Registering the same id twice raises (as torchvision's ``register_model`` does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from .report import Reference, Section
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import RunContext
+
+PRESETS = ("minimal", "standard", "full")
+
+
+@dataclass
+class NoOptions:
+    """For techniques without options."""
+
+
+@dataclass(frozen=True)
+class TechniqueInfo:
+    id: str
+    title: str
+    fn: Callable[..., Section]
+    options: type
+    presets: dict[str, dict[str, Any]]
+    references: tuple[Reference, ...]
+    order: int
+    summary: str
+    runs_in: tuple[str, ...]
+    module: str
+    needs_autograd: bool = False
+    needs_layers: bool = False
+    cacheable: bool = True
+
+    def default_options(self, preset: str = "standard") -> Any:
+        """Options dataclass for ``preset`` (dataclass defaults, then the preset's overrides)."""
+        overrides = self.presets.get(preset, {})
+        return self.options(**overrides)
+
+    @property
+    def option_fields(self) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(self.options))
+
+
+_REGISTRY: dict[str, TechniqueInfo] = {}
+_LOADED = False
+
+
+def technique(
+    id: str,
+    title: str,
+    *,
+    options: type | None = None,
+    presets: dict[str, dict[str, Any]] | None = None,
+    references: list[Reference] | tuple[Reference, ...] = (),
+    order: int = 100,
+    summary: str = "",
+    runs_in: tuple[str, ...] = PRESETS,
+    needs_autograd: bool = False,
+    needs_layers: bool = False,
+    cacheable: bool = True,
+) -> Callable[[Callable[..., Section]], Callable[..., Section]]:
+    """Register ``fn(ctx, opts) -> Section`` under ``id``. Duplicate ids are an error."""
+    if not id or not id.replace("_", "").isalnum() or id != id.lower():
+        raise ValueError(f"technique id must be lower_snake_case, got {id!r}")
+    opts_cls = options or NoOptions
+    if not dataclasses.is_dataclass(opts_cls):
+        raise TypeError(f"options for {id!r} must be a dataclass")
+    presets = dict(presets or {})
+    for name, over in presets.items():
+        if name not in PRESETS:
+            raise ValueError(f"technique {id!r}: unknown preset {name!r} (known: {', '.join(PRESETS)})")
+        known = {f.name for f in dataclasses.fields(opts_cls)}
+        bad = set(over) - known
+        if bad:
+            raise ValueError(f"technique {id!r}: preset {name!r} sets unknown options {sorted(bad)}")
+    for p in runs_in:
+        if p not in PRESETS:
+            raise ValueError(f"technique {id!r}: unknown preset {p!r} in runs_in")
+
+    def deco(fn: Callable[..., Section]) -> Callable[..., Section]:
+        if id in _REGISTRY:
+            raise ValueError(
+                f"technique id {id!r} is already registered by {_REGISTRY[id].module}; ids must be unique"
+            )
+        _REGISTRY[id] = TechniqueInfo(
+            id=id,
+            title=title,
+            fn=fn,
+            options=opts_cls,
+            presets=presets,
+            references=tuple(references),
+            order=order,
+            summary=summary,
+            runs_in=tuple(runs_in),
+            module=fn.__module__,
+            needs_autograd=needs_autograd,
+            needs_layers=needs_layers,
+            cacheable=cacheable,
+        )
+        return fn
+
+    return deco
+
+
+def unregister(id: str) -> None:
+    """Remove a technique (tests register throw-away techniques)."""
+    _REGISTRY.pop(id, None)
+
+
+def load_all() -> None:
+    """Import every module under :mod:`reportgen.techniques` so that they register."""
+    global _LOADED
+    if _LOADED:
+        return
+    from . import techniques
+
+    for mod in sorted(pkgutil.iter_modules(techniques.__path__), key=lambda m: m.name):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{techniques.__name__}.{mod.name}")
+    _LOADED = True
+
+
+def all_techniques() -> list[TechniqueInfo]:
+    """Every registered technique, in report order."""
+    load_all()
+    return sorted(_REGISTRY.values(), key=lambda t: (t.order, t.id))
+
+
+def get(id: str) -> TechniqueInfo:
+    load_all()
+    try:
+        return _REGISTRY[id]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(id, list(_REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown technique {id!r}.{hint} Known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def ids() -> list[str]:
+    return [t.id for t in all_techniques()]

@@ -1,0 +1,238 @@
+"""Image assets: PNG-encode arrays, name files by content hash, or inline them as data: URIs.
+
+Every file name is derived from a SHA-256 of the bytes written, never from user data, so nothing
+can escape ``out_dir/assets`` and identical pictures are written once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import math
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..report import ImageData
+
+ASSETS_DIRNAME = "assets"
+HASH_LEN = 16
+
+# mime -> file extension; anything else is decoded with Pillow and re-encoded as PNG.
+MIME_EXT = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+    "image/svg+xml": "svg",
+}
+
+# Pixelated pictures (filters, activations) are scaled up by an integer factor to at least this many CSS px.
+MIN_PIXELATED_PX = 64
+MIN_PIXELATED_CELL_PX = 48
+MAX_AUTO_CELL_PX = 160
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:HASH_LEN]
+
+
+def encode_png(a: np.ndarray) -> bytes:
+    """uint8 HxW / HxWx3 / HxWx4 -> PNG bytes (deterministic for a given array)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) >= 24 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", data[16:24])
+        return int(w), int(h)
+    return None
+
+
+_SVG_NUM = r"([0-9]+(?:\.[0-9]+)?)"
+
+
+def _svg_size(data: bytes) -> tuple[int, int] | None:
+    head = data[:4096].decode("utf-8", "replace")
+    m = re.search(r"<svg\b[^>]*>", head, re.S)
+    if not m:
+        return None
+    tag = m.group(0)
+    w = re.search(r'\bwidth\s*=\s*["\']\s*' + _SVG_NUM + r"\s*(?:px|pt)?\s*[\"']", tag)
+    h = re.search(r'\bheight\s*=\s*["\']\s*' + _SVG_NUM + r"\s*(?:px|pt)?\s*[\"']", tag)
+    if w and h:
+        return max(1, round(float(w.group(1)))), max(1, round(float(h.group(1))))
+    vb = re.search(r'\bviewBox\s*=\s*["\']\s*[-0-9.]+[\s,]+[-0-9.]+[\s,]+' + _SVG_NUM + r"[\s,]+" + _SVG_NUM, tag)
+    if vb:
+        return max(1, round(float(vb.group(1)))), max(1, round(float(vb.group(2))))
+    return None
+
+
+def _pil_size(data: bytes) -> tuple[int, int] | None:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.width), int(im.height)
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One encoded picture: where it lives (relative to out_dir) and its natural size."""
+
+    path: str  # "assets/<hash>.<ext>" (POSIX, relative to out_dir)
+    mime: str
+    width: int  # natural size in pixels (best effort for SVG)
+    height: int
+    data: bytes
+
+    def data_uri(self) -> str:
+        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """What a template needs to write an <img>: src and display size in CSS px."""
+
+    src: str
+    width: int
+    height: int
+    pixelated: bool
+    asset: Asset
+    error: str = ""  # set when the picture could not be encoded (a placeholder is shown instead)
+
+
+class AssetStore:
+    """Collects assets for one render; writes each distinct picture once (or only keeps it for inlining)."""
+
+    def __init__(self, out_dir: Path, write: bool = True):
+        self.out_dir = Path(out_dir)
+        self.dir = self.out_dir / ASSETS_DIRNAME
+        self.write = write
+        self.assets: dict[str, Asset] = {}  # path -> Asset
+        self._by_obj: dict[int, tuple[ImageData, Asset]] = {}  # id(ImageData) -> asset (keeps obj alive)
+        self._by_array: dict[tuple, Asset] = {}  # (shape, sha of raw bytes) -> asset (skip re-encoding)
+        self.files_written = 0
+        self._root: Path | None = None
+        self.errors: dict[int, str] = {}  # id(ImageData) -> why it could not be encoded
+
+    # -- encoding -------------------------------------------------------------------------------
+    def add(self, img: ImageData) -> Asset:
+        hit = self._by_obj.get(id(img))
+        if hit is not None and hit[0] is img:
+            return hit[1]
+        try:
+            asset = self._encode(img)
+        except Exception as e:  # one undecodable picture must not sink the whole report
+            self.errors[id(img)] = f"image could not be rendered: {type(e).__name__}: {e}"
+            asset = self._store(encode_png(_placeholder()), "image/png", (64, 48))
+        self._by_obj[id(img)] = (img, asset)
+        return asset
+
+    def _encode(self, img: ImageData) -> Asset:
+        if img.array is not None:
+            a = np.asarray(img.array)
+            key = (a.shape, hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest())
+            cached = self._by_array.get(key)
+            if cached is not None:
+                return cached
+            data = encode_png(a)
+            asset = self._store(data, "image/png", (int(a.shape[1]), int(a.shape[0])))
+            self._by_array[key] = asset
+            return asset
+        data = bytes(img.data or b"")
+        mime = (img.mime or "").strip().lower()
+        if mime not in MIME_EXT:
+            # Unknown type: let Pillow decode it and re-encode as PNG (raises a clear error when it can't).
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    im.load()
+                    if im.mode not in ("L", "RGB", "RGBA"):
+                        im = im.convert("RGBA")
+                    buf = io.BytesIO()
+                    im.save(buf, format="PNG")
+            except Exception as e:
+                raise ValueError(f"cannot render an image of type {img.mime!r}: {e}") from None
+            data, mime = buf.getvalue(), "image/png"
+        if mime == "image/png":
+            size = _png_size(data) or _pil_size(data)
+        elif mime == "image/svg+xml":
+            size = _svg_size(data)
+        else:
+            size = _pil_size(data)
+        return self._store(data, mime, size)
+
+    def _store(self, data: bytes, mime: str, size: tuple[int, int] | None) -> Asset:
+        path = f"{ASSETS_DIRNAME}/{content_hash(data)}.{MIME_EXT[mime]}"
+        existing = self.assets.get(path)
+        if existing is not None:
+            return existing
+        w, h = size or (640, 480)
+        # Bytes are only kept for inlining (single-file); written assets are not held in memory.
+        asset = Asset(path=path, mime=mime, width=max(1, w), height=max(1, h), data=b"" if self.write else data)
+        self.assets[path] = asset
+        if self.write:
+            self.write_file(path, data)
+        return asset
+
+    def write_file(self, rel: str, data: bytes) -> str:
+        """Write ``data`` to ``out_dir/rel`` (rel is renderer-made: assets/<hash>.<ext>); refuse anything else."""
+        folder, _, name = rel.partition("/")
+        if folder != ASSETS_DIRNAME or not re.fullmatch(r"[a-z0-9-]+\.[a-z0-9]+", name):
+            raise ValueError(f"refusing to write an asset outside {self.dir}: {rel!r}")
+        if self._root is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._root = self.dir.resolve()
+        (self._root / name).write_bytes(data)
+        self.files_written += 1
+        return rel
+
+    # -- display ----------------------------------------------------------------------------------
+    def ref(self, img: ImageData, root: str, inline: bool, width: int | None = None) -> ImageRef:
+        """An <img> reference. ``width`` (CSS px) overrides the picture's own ``display_width``."""
+        asset = self.add(img)
+        w, h = display_size(asset.width, asset.height, width or img.display_width, img.pixelated)
+        src = asset.data_uri() if inline else root + asset.path
+        return ImageRef(src=src, width=w, height=h, pixelated=bool(img.pixelated), asset=asset,
+                        error=self.errors.get(id(img), ""))
+
+
+def _placeholder() -> np.ndarray:
+    """A grey 64x48 tile with a cross: stands in for a picture that could not be encoded."""
+    a = np.full((48, 64), 200, dtype=np.uint8)
+    a[[0, -1], :] = 150
+    a[:, [0, -1]] = 150
+    for i in range(48):
+        j = int(i * 64 / 48)
+        a[i, min(j, 63)] = a[i, 63 - min(j, 63)] = 120
+    return a
+
+
+def display_size(w: int, h: int, want_w: int | None, pixelated: bool) -> tuple[int, int]:
+    """CSS display size: the requested width (keeping aspect), or an integer upscale for small pixelated art."""
+    if want_w:
+        dw = max(1, int(want_w))
+    elif pixelated and max(w, h) < MIN_PIXELATED_PX:
+        dw = w * math.ceil(MIN_PIXELATED_PX / max(w, h))
+    else:
+        dw = w
+    dh = max(1, round(h * dw / w))
+    return dw, dh
+
+
+def auto_cell_width(sizes: list[tuple[int, int]], min_px: int = MIN_PIXELATED_CELL_PX) -> int:
+    """Cell width for a grid without ``cell_width``: small pictures get an integer upscale to at least ``min_px``
+    (so 3x3..28x28 filters and activations stay visible and crisp), big ones are capped."""
+    if not sizes:
+        return 96
+    w = max(max(s[0], s[1]) for s in sizes)
+    if w < min_px:
+        return w * math.ceil(min_px / w)
+    return min(w, MAX_AUTO_CELL_PX)

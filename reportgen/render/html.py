@@ -1,0 +1,461 @@
+"""Report tree -> static HTML (Jinja, autoescaped, StrictUndefined). No torch here.
+
+Structure (after ydata-profiling's ``report/structure`` -> ``flavours/html``): every block class has one
+template ``templates/elements/<name>.html``; :func:`render_block` dispatches on the class name, and
+``row``/``group`` templates call it again for their children. Pages extend ``layouts/base.html``.
+
+Everything user-provided (class names, file names, captions, errors) reaches HTML only through Jinja's
+autoescaping; links are only made from ``http(s)`` URLs; output files are named from content hashes and
+sanitised section ids.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import numbers
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, pass_context
+from markupsafe import Markup
+
+from .. import __version__
+from .._resources import templates_dir
+from ..report import Figure, Grid, Group, ImageData, KeyValues, Note, Report, Row, Section, Table, iter_images
+from .assets import ASSETS_DIRNAME, AssetStore, auto_cell_width, content_hash
+from .themes import Theme, load_theme
+
+CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+       "base-uri 'none'; form-action 'none'")
+
+SECTIONS_DIRNAME = "sections"
+CARD_ID = "card"
+LONG_TABLE_ROWS = 15  # taller tables scroll inside their container
+
+# Block class -> element template name (subclasses are matched through the MRO).
+BLOCK_TEMPLATES = {
+    Figure: "figure", Grid: "grid", Table: "table", Note: "note", KeyValues: "keyvalues", Row: "row", Group: "group",
+}
+TONES = {"ok", "bad", "warn", "warning", "info", "error", "muted"}
+NOTE_KINDS = {"info": "Note", "warning": "Warning", "error": "Error"}
+
+
+# ------------------------------------------------------------------------------------------------
+# small pure helpers (also Jinja filters)
+
+
+def slugify(text: str, fallback: str = "section") -> str:
+    """Section id -> file/anchor name: lower-case ``[a-z0-9_-]``, never empty, never dots or slashes."""
+    s = re.sub(r"[^a-z0-9_-]+", "-", str(text).lower()).strip("-_")
+    return s[:80] or fallback
+
+
+def fmt_value(v: Any) -> str:
+    """A table/key-value cell as text: floats get 4 significant digits, containers become compact JSON."""
+    if v is None:
+        return "—"
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, numbers.Integral):
+        return str(int(v))
+    if isinstance(v, numbers.Real):
+        x = float(v)
+        if math.isnan(x):
+            return "NaN"
+        if math.isinf(x):
+            return "∞" if x > 0 else "−∞"
+        if x == 0:
+            return "0"
+        ax = abs(x)
+        if 1e-3 <= ax < 1e4:
+            return f"{x:.4g}"
+        if 1e4 <= ax < 1e9:
+            return f"{x:,.0f}" if ax >= 1e5 else f"{x:.1f}"
+        return f"{x:.3e}"
+    if isinstance(v, (dict, list, tuple, set, frozenset)):
+        try:
+            return json.dumps(v if not isinstance(v, (set, frozenset)) else sorted(v, key=str),
+                              default=str, ensure_ascii=False)
+        except (TypeError, ValueError):
+            return str(v)
+    if isinstance(v, Path):
+        return str(v)
+    return str(v)
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (numbers.Real, np.number)) and not isinstance(v, (bool, np.bool_))
+
+
+def fmt_duration(s: Any) -> str:
+    try:
+        s = float(s)
+    except (TypeError, ValueError):
+        return "—"
+    if not math.isfinite(s) or s < 0:
+        return "—"
+    if s < 0.05:
+        return "<0.1 s"
+    if s < 60:
+        return f"{s:.1f} s"
+    m, sec = divmod(int(round(s)), 60)
+    if m < 60:
+        return f"{m} min {sec:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def first_sentence(text: str, limit: int = 180) -> str:
+    text = " ".join(str(text or "").split())
+    m = re.search(r"(?<=[.!?])\s+(?=[A-Z(\"'])", text)
+    s = text[: m.start()] if m else text
+    if len(s) > limit:
+        s = s[: limit - 1].rsplit(" ", 1)[0] + "…"
+    return s
+
+
+def paragraphs(text: str) -> list[str]:
+    """Split prose on blank lines; single newlines become spaces."""
+    return [" ".join(p.split()) for p in re.split(r"\n\s*\n", str(text or "")) if p.strip()]
+
+
+def tone_class(tone: Any) -> str:
+    t = str(tone or "").strip().lower()
+    if not t:
+        return ""
+    t = "warn" if t == "warning" else t
+    return f" tone-{t}" if t in TONES else f" tone-{slugify(t, 'other')}"
+
+
+def safe_url(url: Any) -> str:
+    """Only http(s) URLs become links (no javascript:, data:, file:)."""
+    u = str(url or "").strip()
+    return u if re.match(r"https?://[^\s<>\"']+$", u, re.I) else ""
+
+
+def short_hash(h: Any, n: int = 12) -> str:
+    h = str(h or "")
+    return h[:n] + "…" if len(h) > n else h
+
+
+# ------------------------------------------------------------------------------------------------
+# views the templates read (computed here so templates stay simple and StrictUndefined-safe)
+
+
+@dataclass
+class SectionView:
+    section: Section
+    slug: str
+    number: int
+    page: str  # path relative to out_dir ("sections/<slug>.html", or "index.html" in single-file mode)
+    anchor: str  # id of the section's element ("sec-<slug>")
+    status: str  # "ok" | "failed"
+    summary_line: str
+    time: str
+    is_card: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+@dataclass
+class Fact:
+    label: str
+    value: str
+    mono: bool = False
+    title: str = ""
+
+
+@dataclass
+class FactGroup:
+    title: str
+    facts: list[Fact] = field(default_factory=list)
+
+    def add(self, label: str, value: Any, mono: bool = False, title: str = "") -> None:
+        if value is None or value == "" or value == []:
+            return
+        self.facts.append(Fact(label, fmt_value(value) if not isinstance(value, str) else value, mono, title))
+
+
+@dataclass
+class GridInfo:
+    columns: int | None
+    cell: int
+    pixelated: bool
+
+
+@dataclass
+class TableCell:
+    text: str
+    numeric: bool
+
+
+@dataclass
+class TableRow:
+    tone: str
+    cells: list[TableCell]
+
+
+@dataclass
+class TableInfo:
+    columns: list[TableCell]
+    rows: list[TableRow]
+    long: bool
+
+
+def grid_info(grid: Grid) -> GridInfo:
+    sizes = []
+    pix = False
+    for it in grid.items:
+        img = it.image
+        pix = pix or bool(img.pixelated)
+        if img.array is not None:
+            sizes.append((int(img.array.shape[1]), int(img.array.shape[0])))
+    if grid.cell_width:
+        cell = int(grid.cell_width)
+    else:
+        # leave room for the text under each picture
+        min_px = 80 if any(it.sublabel for it in grid.items) else 64 if any(it.label for it in grid.items) else 48
+        cell = auto_cell_width(sizes, min_px)
+    cols = int(grid.columns) if grid.columns and grid.columns > 0 else None
+    return GridInfo(columns=cols, cell=max(8, cell), pixelated=pix)
+
+
+def table_info(t: Table) -> TableInfo:
+    ncol = max([len(t.columns)] + [len(r) for r in t.rows]) if (t.columns or t.rows) else 0
+    names = list(t.columns) + [""] * (ncol - len(t.columns))
+    numeric = {int(i) for i in (t.numeric or []) if isinstance(i, numbers.Integral)}
+    for j in range(ncol):  # also right-align columns that hold only numbers
+        vals = [r[j] for r in t.rows if j < len(r) and r[j] is not None and r[j] != ""]
+        if vals and all(is_number(v) for v in vals):
+            numeric.add(j)
+    rows = []
+    highlight = t.highlight or {}
+    for i, r in enumerate(t.rows):
+        cells = [TableCell(fmt_value(r[j]) if j < len(r) else "", j in numeric) for j in range(ncol)]
+        rows.append(TableRow(tone_class(highlight.get(i, "")).strip(), cells))
+    return TableInfo(columns=[TableCell(str(n), j in numeric) for j, n in enumerate(names)], rows=rows,
+                     long=len(rows) > LONG_TABLE_ROWS)
+
+
+def params_rows(params: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(str(k), fmt_value(v)) for k, v in params.items()]
+
+
+def overview_groups(report: Report) -> list[FactGroup]:
+    m = report.meta or {}
+    model = m.get("model") if isinstance(m.get("model"), dict) else {}
+    images = m.get("images") if isinstance(m.get("images"), dict) else {}
+    config = m.get("config") if isinstance(m.get("config"), dict) else {}
+    g_model = FactGroup("Model")
+    g_model.add("Model", model.get("spec"), mono=True)
+    g_model.add("Kind", model.get("kind"))
+    g_model.add("Weights", model.get("weights") or ("none given" if model else None), mono=bool(model.get("weights")))
+    g_model.add("Classes", m.get("num_classes"))
+    if m.get("model_hash"):
+        g_model.add("Hash", short_hash(m.get("model_hash"), 12), mono=True, title=str(m.get("model_hash")))
+    g_data = FactGroup("Data")
+    g_data.add("Image folder", images.get("folder"), mono=True)
+    g_data.add("Images used", images.get("count"))
+    if "skipped" in images or report.skipped_images:
+        g_data.add("Images skipped", images.get("skipped", len(report.skipped_images)))
+    if images:
+        g_data.add("Labels from", images.get("labels_from") or "none (unlabelled)")
+    g_run = FactGroup("Run")
+    g_run.add("Device", m.get("device"))
+    g_run.add("Preset", config.get("preset"))
+    general = config.get("general") if isinstance(config.get("general"), dict) else {}
+    if general:
+        g_run.add("Layer", general.get("layer") or "last convolution", mono=bool(general.get("layer")))
+        g_run.add("Seed", general.get("seed"))
+        g_run.add("Batch size", general.get("batch_size"))
+    if m.get("total_time_s") is not None:
+        g_run.add("Total time", fmt_duration(m.get("total_time_s")))
+    g_run.add("Generated", m.get("generated"))
+    return [g for g in (g_model, g_data, g_run) if g.facts]
+
+
+# ------------------------------------------------------------------------------------------------
+# Jinja environment and dispatcher
+
+
+def _template_for(block: Any) -> str | None:
+    for cls in type(block).__mro__:
+        name = BLOCK_TEMPLATES.get(cls)
+        if name:
+            return name
+    return None
+
+
+@pass_context
+def render_block(ctx, block: Any, depth: int = 0) -> Markup:
+    """The dispatcher: render ``block`` with ``elements/<class name>.html``."""
+    name = _template_for(block)
+    env = ctx.environment
+    tpl = env.get_template(f"elements/{name or 'unknown'}.html")
+    try:
+        return Markup(tpl.render({**ctx.get_all(), "block": block, "depth": depth}))
+    except TemplateNotFound:
+        raise
+    except Exception as e:  # a malformed block (a technique bug) shows an error box instead of sinking the report
+        return Markup(env.get_template("elements/render_error.html").render(
+            kind=type(block).__name__, error=f"{type(e).__name__}: {e}"))
+
+
+@pass_context
+def img(ctx, image: ImageData, width: int | None = None):
+    """ImageRef (src, width, height, pixelated) for ``image`` on the page being rendered."""
+    store: AssetStore = ctx["_store"]
+    return store.ref(image, root=ctx["root"], inline=ctx["single_file"], width=width)
+
+
+@pass_context
+def href(ctx, target: Any) -> str:
+    """Relative link to the overview (``"overview"``) or a section (a SectionView) from the current page."""
+    single = ctx["single_file"]
+    if isinstance(target, SectionView):
+        return f"#{target.anchor}" if single else f"{ctx['root']}{target.page}"
+    if target == "overview":
+        return "#overview" if single else f"{ctx['root']}index.html"
+    raise ValueError(f"unknown link target {target!r}")
+
+
+@functools.lru_cache(maxsize=4)
+def make_env(templates: str | None = None) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(templates or str(templates_dir())),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.globals.update(render_block=render_block, img=img, href=href, grid_info=grid_info, table_info=table_info,
+                       params_rows=params_rows, tone_class=tone_class, safe_url=safe_url,
+                       note_title=lambda kind: NOTE_KINDS.get(str(kind), "Note"),
+                       note_kind=lambda kind: str(kind) if str(kind) in NOTE_KINDS else "info")
+    env.filters.update(render_block=render_block, fmt=fmt_value, duration=fmt_duration, paragraphs=paragraphs,
+                       first_sentence=first_sentence, slugify=slugify)
+    return env
+
+
+# ------------------------------------------------------------------------------------------------
+# the renderer
+
+
+def _section_views(sections: list[Section], single_file: bool) -> list[SectionView]:
+    views, used = [], set()
+    for k, s in enumerate(sections, 1):
+        slug = base = slugify(s.id, f"section-{k}")
+        n = 2
+        while slug in used:
+            slug = f"{base}-{n}"
+            n += 1
+        used.add(slug)
+        page = "index.html" if single_file else f"{SECTIONS_DIRNAME}/{slug}.html"
+        views.append(SectionView(
+            section=s, slug=slug, number=k, page=page, anchor=f"sec-{slug}",
+            status="failed" if s.error else "ok", summary_line=first_sentence(s.summary),
+            time=fmt_duration(s.wall_time_s), is_card=(s.id == CARD_ID),
+        ))
+    return views
+
+
+def _write_text(out_dir: Path, rel: str, text: str) -> None:
+    target = (out_dir / rel).resolve()
+    if out_dir.resolve() not in target.parents:
+        raise ValueError(f"refusing to write outside {out_dir}: {rel!r}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+
+
+def render_report(report: Report, out_dir: Path, theme: str = "light", single_file: bool = False) -> dict:
+    """Write the report's HTML into ``out_dir``; return the manifest (index, pages, per-section page & assets)."""
+    th: Theme = load_theme(theme)  # first: an unknown theme writes nothing
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = make_env()
+    store = AssetStore(out_dir, write=not single_file)
+
+    css = th.css()
+    if "</" in css:
+        raise ValueError(f"theme {theme!r}: stylesheet must not contain '</'")
+    css_path = f"{ASSETS_DIRNAME}/style-{content_hash(css.encode('utf-8'))}.css"
+    if not single_file:
+        store.write_file(css_path, css.encode("utf-8"))
+
+    views = _section_views(report.sections, single_file)
+    card = next((v for v in views if v.is_card), None)
+
+    # Register every picture first, so the manifest lists each section's assets in document order.
+    manifest_sections: dict[str, dict[str, Any]] = {}
+    for v in views:
+        paths: list[str] = []
+        for im in iter_images(v.section.blocks):
+            p = store.add(im).path
+            if p not in paths:
+                paths.append(p)
+        manifest_sections[v.section.id] = {
+            "page": f"index.html#{v.anchor}" if single_file else v.page,
+            "assets": [] if single_file else paths,
+        }
+
+    meta = report.meta or {}
+    versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else None
+    n_images = (meta.get("images") or {}).get("count") if isinstance(meta.get("images"), dict) else None
+    common = {
+        "report": report,
+        "title": report.title,
+        "sections": views,
+        "card": card,
+        "failed": [v for v in views if v.failed],
+        "n_cached": sum(1 for v in views if v.section.cached),
+        "n_images": n_images,
+        "total_time": fmt_duration(meta["total_time_s"]) if meta.get("total_time_s") is not None else None,
+        "groups": overview_groups(report),
+        "preprocessing": str(meta.get("preprocessing_text") or ""),
+        "model_notes": [str(n) for n in ((meta.get("model") or {}).get("notes") or [])]
+        if isinstance(meta.get("model"), dict) else [],
+        "versions": [(str(k), str(v)) for k, v in versions.items()],
+        "config_json": json.dumps(config, indent=2, default=str, ensure_ascii=False) if config else None,
+        "command": meta.get("command") or None,
+        "skipped": list(report.skipped_images),
+        "theme": th,
+        "csp": Markup(CSP),  # a constant with no double quotes: written verbatim
+        "version": str(versions.get("reportgen") or __version__),
+        "generated": str(meta.get("generated") or time.strftime("%Y-%m-%d %H:%M:%S %Z")),
+        "single_file": single_file,
+        "css_path": css_path,
+        "css_inline": Markup(css) if single_file else None,
+        "_store": store,
+    }
+
+    pages = ["index.html"]
+    html = env.get_template("layouts/index.html").render(
+        {**common, "root": "", "current": "overview", "page_kind": "index", "hbase": 2 if single_file else 1})
+    _write_text(out_dir, "index.html", html)
+
+    if not single_file:
+        tpl = env.get_template("layouts/section.html")
+        for i, v in enumerate(views):
+            html = tpl.render({
+                **common, "root": "../", "current": v.slug, "page_kind": "section", "hbase": 1, "sec": v,
+                "prev": views[i - 1] if i > 0 else None, "next": views[i + 1] if i + 1 < len(views) else None,
+            })
+            _write_text(out_dir, v.page, html)
+            pages.append(v.page)
+
+    return {"index": "index.html", "pages": pages, "sections": manifest_sections}
+
+
+__all__ = ["render_report", "make_env", "render_block", "slugify", "fmt_value", "CSP"]

@@ -1,0 +1,209 @@
+"""The neutral report tree: report -> sections -> blocks (figures, grids, tables, notes).
+
+Techniques build these plain dataclasses from numpy arrays and strings; the renderer
+(:mod:`reportgen.render`) turns them into HTML. Nothing here imports torch, so a tree can be
+pickled into the cache and re-rendered with another theme without recomputation.
+
+Images are ``numpy.uint8`` arrays, ``HxW`` (greyscale), ``HxWx3`` (RGB) or ``HxWx4`` (RGBA),
+or already-encoded PNG/SVG bytes (matplotlib plots, see :func:`reportgen.imaging.figure_to_png`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+
+@dataclass
+class Reference:
+    """A paper a section cites."""
+
+    authors: str
+    title: str
+    venue: str
+    year: int
+    url: str = ""
+
+    def short(self) -> str:
+        """``Zeiler & Fergus (2014)``, ``Simonyan et al. (2014)``."""
+        names = [n.strip() for n in self.authors.replace(" and ", ", ").split(",") if n.strip()]
+        surnames = [n.split()[-1] for n in names] or [self.authors]
+        if len(surnames) == 1:
+            who = surnames[0]
+        elif len(surnames) == 2:
+            who = f"{surnames[0]} & {surnames[1]}"
+        else:
+            who = f"{surnames[0]} et al."
+        return f"{who} ({self.year})"
+
+
+@dataclass
+class ImageData:
+    """One picture. ``array`` is uint8 HxW / HxWx3 / HxWx4; or ``data`` holds encoded bytes.
+
+    ``pixelated`` asks the renderer to upscale with nearest-neighbour (small filters, activations)
+    instead of smoothing. ``display_width`` is the CSS width in pixels the picture should get
+    (``None``: natural size, capped by the layout).
+    """
+
+    array: np.ndarray | None = None
+    data: bytes | None = None
+    mime: str = "image/png"
+    pixelated: bool = False
+    display_width: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.array is None and self.data is None:
+            raise ValueError("ImageData needs an array or encoded bytes")
+        if self.array is not None:
+            a = np.asarray(self.array)
+            if a.dtype != np.uint8:
+                raise TypeError(f"ImageData arrays must be uint8, got {a.dtype}; use imaging.to_uint8")
+            if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
+                raise ValueError(f"ImageData arrays must be HxW, HxWx3 or HxWx4, got shape {a.shape}")
+            if a.ndim == 3 and a.shape[2] == 1:
+                a = a[:, :, 0]
+            self.array = np.ascontiguousarray(a)
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(width, height) in pixels when known."""
+        if self.array is not None:
+            return int(self.array.shape[1]), int(self.array.shape[0])
+        return None
+
+
+@dataclass
+class Figure:
+    """A single picture with a caption and alt text."""
+
+    image: ImageData
+    caption: str = ""
+    alt: str = ""
+    title: str = ""
+
+
+@dataclass
+class GridItem:
+    image: ImageData
+    label: str = ""
+    sublabel: str = ""
+    alt: str = ""
+    # Optional CSS class hint for the renderer: "ok", "bad" (e.g. a wrong prediction).
+    tone: str = ""
+
+
+@dataclass
+class Grid:
+    """A grid of small labelled images (filters, activation channels, neighbours...)."""
+
+    items: list[GridItem]
+    columns: int | None = None
+    title: str = ""
+    caption: str = ""
+    # Width in CSS px of each cell's image; None lets the renderer pick from image size.
+    cell_width: int | None = None
+
+
+@dataclass
+class Table:
+    """A table of plain values (str, int, float). ``numeric`` columns are right-aligned."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+    title: str = ""
+    caption: str = ""
+    numeric: list[int] = field(default_factory=list)
+    # Rows in ``highlight`` get a tone class (e.g. misclassified images).
+    highlight: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class Note:
+    """A paragraph of prose. ``kind`` is one of info, warning, error."""
+
+    text: str
+    kind: str = "info"
+
+
+@dataclass
+class KeyValues:
+    """A definition list: ``[(key, value), ...]``."""
+
+    pairs: list[tuple[str, str]]
+    title: str = ""
+
+
+@dataclass
+class Row:
+    """Blocks shown side by side (wrapping on narrow screens)."""
+
+    blocks: list["Block"]
+    title: str = ""
+    caption: str = ""
+
+
+@dataclass
+class Group:
+    """A titled sub-section of blocks."""
+
+    title: str
+    blocks: list["Block"]
+    description: str = ""
+
+
+Block = Union[Figure, Grid, Table, Note, KeyValues, Row, Group]
+
+
+@dataclass
+class Section:
+    """One technique's output: a page of the report."""
+
+    id: str
+    title: str
+    summary: str = ""  # two sentences: what it is and how to read the figures
+    references: list[Reference] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
+    error: str | None = None  # set when the technique raised; blocks may be empty
+    traceback: str | None = None
+    wall_time_s: float = 0.0
+    cached: bool = False
+    params: dict[str, Any] = field(default_factory=dict)  # the options the technique ran with
+
+    def add(self, *blocks: Block) -> "Section":
+        self.blocks.extend(blocks)
+        return self
+
+
+@dataclass
+class SkippedImage:
+    path: str
+    reason: str
+
+
+@dataclass
+class Report:
+    """The whole report. ``meta`` holds the model spec, preprocessing, versions, device..."""
+
+    title: str
+    sections: list[Section]
+    meta: dict[str, Any] = field(default_factory=dict)
+    skipped_images: list[SkippedImage] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Section]:
+        return [s for s in self.sections if s.error]
+
+
+def iter_images(blocks: list[Block]):
+    """Yield every ImageData in a block list, depth first (renderer and report.json use it)."""
+    for b in blocks:
+        if isinstance(b, Figure):
+            yield b.image
+        elif isinstance(b, Grid):
+            for it in b.items:
+                yield it.image
+        elif isinstance(b, (Row, Group)):
+            yield from iter_images(b.blocks)

@@ -1,0 +1,89 @@
+"""Activation maps: every channel of one layer for a few images (Yosinski et al. 2015, ConvNetJS).
+
+For input ``x`` and layer ``l``, shows ``a_l(x)[c]`` for every channel ``c`` as a greyscale tile,
+min-max normalised over the whole layer for that image (so tiles are comparable: black = the
+channel's lowest response in that image's layer, white = the highest). Most channels are dark
+on any given image: units are sparse and selective.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..hooks import capture_outputs, eval_mode
+from ..imaging import to_uint8
+from ..layers import activation_after
+from ..papers import YOSINSKI_2015, ZEILER_FERGUS_2014
+from ..registry import technique
+from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Section
+
+
+@dataclass
+class ActivationsOptions:
+    max_images: int = 3
+    """How many images to show."""
+    max_channels: int = 256
+    """At most this many channels per image (the first ones, in channel order)."""
+    layer: str | None = None
+    """Layer to show (None: the run's --layer, else the activation right after the last convolution)."""
+
+
+@technique(
+    "activations",
+    "Activation maps",
+    options=ActivationsOptions,
+    presets={"minimal": {"max_images": 1, "max_channels": 32}, "full": {"max_images": 6, "max_channels": 512}},
+    references=[YOSINSKI_2015, ZEILER_FERGUS_2014],
+    order=30,
+    summary=(
+        "Each tile is one channel of the chosen layer's output for the image on the left, drawn in greyscale "
+        "(white = strong response). Channels that light up on the object rather than the background are the "
+        "units the network relies on; most channels stay dark because units are selective."
+    ),
+    needs_layers=True,
+)
+def activations(ctx, opts: ActivationsOptions) -> Section:
+    name = opts.layer or ctx.general.layer
+    if not name:  # post-activation maps read best: the ReLU after the last conv when there is one
+        conv = ctx.chosen_layer()
+        name = activation_after(ctx.model, conv) or conv
+    layer = ctx.layer(name)
+    n = min(opts.max_images, len(ctx.images))
+    idx = list(range(n))
+    with eval_mode(ctx.model), torch.inference_mode(), capture_outputs({name: layer}) as out:
+        logits = ctx.pixel_model(ctx.to_device(ctx.images.batch(idx)))
+    if name not in out:
+        raise RuntimeError(f"layer {name!r} was not called in the forward pass")
+    acts = out[name].float().cpu().numpy()
+    if acts.ndim != 4:
+        raise ValueError(f"layer {name!r} outputs shape {tuple(acts.shape[1:])}; activation maps need a CxHxW output")
+    preds = logits.argmax(1).cpu().numpy()
+    sec = Section(id="activations", title="Activation maps")
+    c, h, w = acts.shape[1:]
+    shown = min(c, opts.max_channels)
+    cell = max(40, min(96, 4 * max(h, w)))
+    for k, i in enumerate(idx):
+        a = acts[k, :shown]
+        lo, hi = float(a.min()), float(a.max())
+        items = [
+            GridItem(ImageData(to_uint8(a[ch], lo, hi), pixelated=True), label=str(ch),
+                     alt=f"channel {ch} of {name}")
+            for ch in range(shown)
+        ]
+        inp = Figure(
+            ImageData(ctx.images.display(k), display_width=224),
+            caption=f"{ctx.images.name(i)} — predicted {ctx.class_name(int(preds[k]))}",
+            alt=f"input image {ctx.images.name(i)}",
+        )
+        grid = Grid(items, columns=max(8, int(math.ceil(math.sqrt(shown)))), cell_width=cell,
+                    caption=f"{shown} of {c} channels, {h}x{w} each, one shared grey scale [{lo:.3g}, {hi:.3g}]")
+        sec.add(Group(f"{ctx.images.name(i)}", [Row([inp, grid])]))
+    if shown < c:
+        sec.add(Note(f"Showing the first {shown} of {c} channels (option activations.max_channels)."))
+    sec.params["layer"] = name
+    sec.params["layer_shape"] = f"{c}x{h}x{w}"
+    return sec

@@ -1,0 +1,172 @@
+"""The model card overview: architecture, input spec, predictions, accuracy and confusions.
+
+Architecture: every leaf module with its type, output shape (from one forward pass on a
+dummy batch) and parameter count. Predictions: ``softmax(f(x))`` top-5 for each image from the
+shared feature pass. With labels (class sub-folders or file names): top-1 / top-5 accuracy
+and the confusion matrix ``M[i, j] = #{images of class i predicted as j}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..imaging import figure_to_png
+from ..layers import describe_layers
+from ..papers import ZEILER_FERGUS_2014
+from ..registry import technique
+from ..report import Grid, GridItem, Group, ImageData, KeyValues, Note, Section, Table
+
+
+@dataclass
+class CardOptions:
+    gallery: int = 48
+    """Images shown with their prediction in the gallery."""
+    max_confusion_classes: int = 20
+    """Draw the confusion matrix when at most this many classes occur; else list the top confusions."""
+    all_layers: bool = False
+    """List container modules too, not only leaf layers."""
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+@technique(
+    "card",
+    "Model card",
+    options=CardOptions,
+    presets={"minimal": {"gallery": 8}, "full": {"gallery": 96}},
+    references=[ZEILER_FERGUS_2014],
+    order=0,
+    summary=(
+        "What was analysed: the architecture layer by layer, the input the model expects, and what it predicts "
+        "on this image set. With labelled images it also reports accuracy and which classes it confuses."
+    ),
+)
+def card(ctx, opts: CardOptions) -> Section:
+    sec = Section(id="card", title="Model card")
+    model = ctx.model
+    example = torch.zeros(1, 3, ctx.pre.size, ctx.pre.size, device=ctx.device)
+    layers = describe_layers(model, ctx.pre.normalizer().to(ctx.device)(example))
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_conv = sum(1 for li in layers if li.type in ("Conv2d", "Conv1d", "Conv3d"))
+    pairs = [
+        ("class", type(model).__name__),
+        ("parameters", f"{_fmt_int(total)} ({_fmt_int(trainable)} trainable)"),
+        ("layers", f"{len([li for li in layers if li.is_leaf])} leaf modules, {n_conv} convolutions"),
+        ("input", f"3 x {ctx.pre.size} x {ctx.pre.size}, {ctx.num_classes} classes"),
+    ]
+    for note in ctx.model_info.get("notes", []) or []:
+        pairs.append(("note", str(note)))
+    sec.add(KeyValues(pairs, title="Model"))
+
+    feats = ctx.features()
+    probs = feats.probs
+    preds = feats.preds
+    top5 = np.argsort(-probs, axis=1)[:, :5]
+    labels = ctx.images.labels
+    known = labels >= 0
+
+    if known.any():
+        kl = labels[known]
+        acc1 = float((preds[known] == kl).mean())
+        acc5 = float(np.mean([kl[i] in top5[known][i] for i in range(len(kl))]))
+        sec.add(KeyValues([("labelled images", str(int(known.sum()))), ("top-1 accuracy", f"{acc1:.3f}"),
+                           ("top-5 accuracy", f"{acc5:.3f}")], title="Accuracy on this image set"))
+        _confusion(sec, ctx, kl, preds[known], opts)
+
+    # gallery
+    n = min(opts.gallery, len(ctx.images))
+    # an evenly spread, deterministic sample (folders are sorted by class: the first n would be one class)
+    picks = np.unique(np.linspace(0, len(ctx.images) - 1, n).round().astype(int))
+    items = []
+    for i in picks:
+        i = int(i)
+        p = int(preds[i])
+        tone = ""
+        if labels[i] >= 0:
+            tone = "ok" if p == labels[i] else "bad"
+        sub = f"{ctx.class_name(p)} {probs[i, p]:.2f}"
+        if labels[i] >= 0 and p != labels[i]:
+            sub += f" (true: {ctx.class_name(int(labels[i]))})"
+        items.append(GridItem(ImageData(ctx.images.thumbnail(i, 128)), label=ctx.images.name(i), sublabel=sub,
+                              alt=f"{ctx.images.name(i)} predicted {ctx.class_name(p)}", tone=tone))
+    sec.add(Grid(items, columns=8, cell_width=112, title="Predictions",
+                 caption=f"{len(picks)} of {len(ctx.images)} images, evenly spread over the set, with their top-1 prediction and probability"
+                         + (" (green: correct, red: wrong)." if known.any() else ".")))
+
+    rows, highlight = [], {}
+    for i in range(len(ctx.images)):
+        row = [ctx.images.name(i)]
+        if known.any():
+            row.append(ctx.class_name(int(labels[i])) if labels[i] >= 0 else "")
+        row += [f"{ctx.class_name(int(k))} ({probs[i, k]:.3f})" for k in top5[i]]
+        if labels[i] >= 0 and preds[i] != labels[i]:
+            highlight[len(rows)] = "bad"
+        rows.append(row)
+    cols = ["image"] + (["label"] if known.any() else []) + [f"top-{k + 1}" for k in range(top5.shape[1])]
+    sec.add(Group("Top-5 predictions per image",
+                  [Table(cols, rows, caption="Softmax probabilities in brackets; misclassified rows are marked.",
+                         highlight=highlight)]))
+
+    arch_rows = []
+    for li in layers:
+        if not opts.all_layers and not li.is_leaf:
+            continue
+        shape = " x ".join(str(s) for s in li.output_shape) if li.output_shape else "—"
+        arch_rows.append([li.name, li.type, shape, _fmt_int(li.params)])
+    sec.add(Group("Architecture", [Table(["layer", "type", "output shape", "parameters"], arch_rows, numeric=[3],
+                                         caption=f"{len(arch_rows)} layers (dotted names as accepted by --layer); "
+                                                 f"{_fmt_int(total)} parameters in total.")]))
+    sec.params["num_parameters"] = total
+    return sec
+
+
+def _confusion(sec: Section, ctx, labels: np.ndarray, preds: np.ndarray, opts: CardOptions) -> None:
+    present = np.unique(np.concatenate([labels, preds]))
+    if len(present) <= opts.max_confusion_classes:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        idx = {c: k for k, c in enumerate(present)}
+        m = np.zeros((len(present), len(present)), dtype=np.int64)
+        for t, p in zip(labels, preds):
+            m[idx[t], idx[p]] += 1
+        names = [ctx.class_name(int(c)) for c in present]
+        size = max(4.0, 0.45 * len(present) + 2)
+        fig, ax = plt.subplots(figsize=(size, size))
+        ax.imshow(m, cmap="Blues")
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        thresh = m.max() / 2 if m.max() else 1
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                if m[i, j]:
+                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if m[i, j] > thresh else "black")
+        ax.set_title("Confusion matrix")
+        from ..report import Figure
+
+        sec.add(Figure(figure_to_png(fig), caption="Rows: true class; columns: predicted class; counts of images.",
+                       alt="confusion matrix of true versus predicted classes"))
+    else:
+        pairs: dict[tuple[int, int], int] = {}
+        for t, p in zip(labels, preds):
+            if t != p:
+                pairs[(int(t), int(p))] = pairs.get((int(t), int(p)), 0) + 1
+        top = sorted(pairs.items(), key=lambda kv: -kv[1])[:20]
+        if top:
+            sec.add(Table(["true class", "predicted as", "images"],
+                          [[ctx.class_name(t), ctx.class_name(p), n] for (t, p), n in top], numeric=[2],
+                          title="Most frequent confusions",
+                          caption=f"{len(present)} classes occur, too many for a readable confusion matrix."))
+        else:
+            sec.add(Note("No labelled image is misclassified."))

@@ -1,0 +1,148 @@
+"""Class visualisation by gradient ascent (Simonyan et al. 2014; Yosinski et al. 2015).
+
+Starting from the mean image, ascend ``argmax_I S_c(I) - lambda ||I - mu||^2`` (``S_c``: the class score
+before the softmax, ``mu``: the model's normalisation mean, i.e. the lecture's "zero" image). With the
+L2 penalty alone the result is high-frequency texture that the network scores highly but a person cannot
+read; Yosinski et al.'s regularisers — jitter, a Gaussian blur every few steps, clipping pixels with
+small norm and pixels with small contribution — bias it towards natural-image statistics, and object
+parts (eyes, legs, textures) appear. The two are shown side by side for the same classes, with the
+class probability the network gives the result and the objective per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import optvis
+from ..imaging import unit_to_uint8
+from ..optvis import objectives as O
+from ..optvis import regularizers as R
+from ..optvis import transforms as T
+from ..optvis.plotting import history_plot
+from ..papers import SIMONYAN_2014, YOSINSKI_2015
+from ..registry import technique
+from ..report import Grid, GridItem, ImageData, KeyValues, Note, Row, Section
+
+
+@dataclass
+class ClassVisualizationOptions:
+    num_classes: int = 4
+    """How many classes (the run's --classes, else the most predicted classes of the image set)."""
+    image_size: int | None = 160
+    """Side of the optimised image in pixels (None: the model's input size)."""
+    steps: int = 150
+    """Gradient-ascent steps (Adam) for each variant."""
+    lr: float = 0.03
+    """Adam learning rate in pixel units ([0, 1] scale)."""
+    l2_weight: float = 3e-3
+    """lambda of the L2 penalty ||I - mean||^2 (both variants)."""
+    init: str = "noise"
+    """Start image: grey (the normalisation mean), noise (mean + small Gaussian noise) or zeros (black)."""
+    jitter: int = 8
+    """Regularised variant: random roll of up to this many pixels each step."""
+    blur_every: int = 4
+    """Regularised variant: Gaussian blur every this many steps (0: never)."""
+    blur_sigma: float = 0.7
+    """Regularised variant: blur standard deviation in pixels."""
+    clip_norm_percentile: float = 10.0
+    """Regularised variant: pixels whose colour norm is in this lowest percentile are reset to the mean."""
+    clip_contribution_percentile: float = 10.0
+    """Regularised variant: pixels with the smallest |(I - mean) . dS/dI| (this percentile) are reset."""
+
+
+def pick_classes(ctx, n: int) -> list[int]:
+    """``--classes`` if given, else the most predicted classes over the image set (ties: mean probability)."""
+    if ctx.general.classes:
+        return [int(c) for c in ctx.general.classes][: max(1, n)] if n else [int(c) for c in ctx.general.classes]
+    feats = ctx.features()
+    preds = feats.preds
+    probs = feats.probs
+    counts = np.bincount(preds, minlength=probs.shape[1]).astype(np.float64)
+    score = counts + probs.mean(0)  # counts first, mean probability breaks ties and fills up
+    order = np.argsort(-score, kind="stable")
+    return [int(c) for c in order[: max(1, n)]]
+
+
+@technique(
+    "class_visualization",
+    "Class visualisation (gradient ascent)",
+    options=ClassVisualizationOptions,
+    presets={
+        "minimal": {"num_classes": 2, "image_size": None, "steps": 12, "lr": 0.05, "jitter": 2, "blur_every": 3},
+        "full": {"num_classes": 8, "image_size": 224, "steps": 300, "jitter": 12},
+    },
+    references=[SIMONYAN_2014, YOSINSKI_2015],
+    order=80,
+    summary=(
+        "Synthetic images that maximise one class score, found by gradient ascent on the pixels: on the left with "
+        "only an L2 penalty, on the right with jitter, periodic blur and pixel clipping as well. The left images "
+        "score highly but look like noise; the regularised ones show what the network has learned to look for."
+    ),
+    needs_autograd=True,
+)
+def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
+    classes = pick_classes(ctx, opts.num_classes)
+    size = int(opts.image_size or ctx.pre.size)
+    mean = tuple(float(m) for m in ctx.pre.mean)
+    g0 = ctx.generator(8001)
+    init = optvis.pixel_image(len(classes), size, opts.init, center=mean, sd=0.02, generator=g0).image().detach()
+    objective = O.class_logit(classes) - opts.l2_weight * O.l2(mean)
+
+    runs = {}
+    variants = {
+        "L2 only": dict(transforms=[], regularizers=[]),
+        "regularised": dict(
+            transforms=[T.jitter(opts.jitter)] if opts.jitter > 0 else [],
+            regularizers=[
+                *([R.BlurEvery(opts.blur_every, opts.blur_sigma)] if opts.blur_every > 0 else []),
+                *([R.ClipSmallNorm(opts.clip_norm_percentile, mean)] if opts.clip_norm_percentile > 0 else []),
+                *([R.ClipSmallContribution(opts.clip_contribution_percentile, mean)]
+                  if opts.clip_contribution_percentile > 0 else []),
+            ],
+        ),
+    }
+    for k, (label, kw) in enumerate(variants.items()):
+        param = optvis.pixel_image(init=init.clone(), device=ctx.device)
+        runs[label] = optvis.render(
+            ctx.pixel_model, objective, param, optimizer="adam", steps=opts.steps, lr=opts.lr,
+            generator=ctx.generator(8100 + k), layer_root=ctx.model, evaluate_final=True,
+            progress=ctx.progress, desc=f"Class visualisation ({label})", **kw)
+
+    sec = Section(id="class_visualization", title="Class visualisation (gradient ascent)")
+    items = []
+    for j, c in enumerate(classes):
+        for label, res in runs.items():
+            p = torch.softmax(res.final_logits, 1)[j]
+            rank = int((res.final_logits[j] > res.final_logits[j, c]).sum()) + 1
+            items.append(GridItem(
+                ImageData(unit_to_uint8(res.images[j].permute(1, 2, 0).numpy()), display_width=min(224, 2 * size)),
+                label=f"{ctx.class_name(c)} — {label}",
+                sublabel=f"S_c = {float(res.final_logits[j, c]):.1f}, p = {float(p[c]):.3f} (rank {rank})",
+                alt=f"image maximising class {ctx.class_name(c)}, {label}",
+                tone="ok" if rank == 1 else "",
+            ))
+    src = "--classes" if ctx.general.classes else "the most predicted classes of the image set"
+    grid = Grid(items, columns=2, cell_width=min(224, max(96, 2 * size)),
+                caption=f"Left: argmax S_c(I) − λ‖I − μ‖² (λ = {opts.l2_weight:g}); right: the same plus "
+                        "jitter, blur and pixel clipping. Classes: " + src + ".")
+    curves = {f"{label}: {ctx.class_name(c)}"[:40]: res.history[:, j]
+              for label, res in runs.items() for j, c in enumerate(classes[:4])}
+    plot = history_plot(curves, title="objective S_c − λ‖I−μ‖² per step", ylabel="objective")
+    sec.add(Row([grid, plot]))
+    reg = runs["regularised"]
+    sec.add(KeyValues([
+        ("image", f"{size}×{size} pixels, start: {opts.init} around the normalisation mean {mean}"),
+        ("optimiser", f"Adam, lr {opts.lr:g} (pixel units), {opts.steps} steps, pixels clamped to [0, 1]"),
+        ("regularised variant", ", ".join([f"jitter ±{opts.jitter}px"] + reg.info["regularizers"])),
+        ("time", ", ".join(f"{k}: {v.wall_time_s:.1f} s" for k, v in runs.items())),
+    ], title="Settings"))
+    weak = [ctx.class_name(c) for j, c in enumerate(classes) if not reg.improved()[j]]
+    if weak:
+        sec.add(Note("The objective did not increase for: " + ", ".join(weak) + " (try more steps or a larger lr).",
+                     kind="warning"))
+    sec.params["classes"] = classes
+    sec.params["image_size"] = size
+    return sec

@@ -1,0 +1,205 @@
+"""2-D embeddings of the penultimate features: PCA and t-SNE (van der Maaten & Hinton 2008),
+and Karpathy's t-SNE image mosaic.
+
+PCA projects the features on their two directions of largest variance (linear, global
+distances). t-SNE first reduces them to 50 dimensions with PCA, then finds 2-D positions whose
+neighbour probabilities match the features' (``perplexity = min(30, (N - 1) / 3)``, at least 2,
+PCA initialisation, seeded): clusters are meaningful, distances between clusters are not. The
+mosaic snaps each image's t-SNE position to a grid cell (the nearest free one, greedy) and draws
+its thumbnail there. Sets larger than ``max_points`` are subsampled (seeded).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..imaging import figure_to_png
+from ..papers import KARPATHY_TSNE, VAN_DER_MAATEN_2008
+from ..registry import technique
+from ..report import Figure, ImageData, Note, Section
+
+
+def tsne_perplexity(n: int) -> float:
+    """min(30, (n - 1) / 3), at least 2 (and below n, which scikit-learn requires)."""
+    p = max(2.0, min(30.0, (n - 1) / 3.0))
+    return float(min(p, max(1.0, n - 1.0)))
+
+
+def embed_2d(x: np.ndarray, seed: int, tsne: bool = True, max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """(PCA 2-D, t-SNE 2-D or None, info) of the rows of ``x`` (deterministic for a seed)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    x = np.asarray(x, dtype=np.float32)
+    n, d = x.shape
+    x = x - x.mean(axis=0, keepdims=True)
+    info: dict = {}
+    k2 = min(2, n, d)
+    pca2 = PCA(n_components=k2, svd_solver="full", random_state=seed).fit(x)
+    p2 = pca2.transform(x)
+    if k2 < 2:
+        p2 = np.concatenate([p2, np.zeros((n, 2 - k2), dtype=p2.dtype)], 1)
+    info["pca_explained"] = [float(v) for v in pca2.explained_variance_ratio_]
+    t2 = None
+    if tsne and n >= 4:
+        k50 = min(50, n, d)
+        x50 = PCA(n_components=k50, svd_solver="full", random_state=seed).fit_transform(x) if d > 50 else x
+        perp = tsne_perplexity(n)
+        info["perplexity"] = perp
+        info["pca_dims_before_tsne"] = int(x50.shape[1])
+        t2 = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed, learning_rate="auto",
+                  max_iter=max(250, int(max_iter))).fit_transform(x50.astype(np.float32))
+    return p2.astype(np.float32), None if t2 is None else t2.astype(np.float32), info
+
+
+def grid_assign(pos: np.ndarray, cells: int, rng: np.random.Generator) -> np.ndarray:
+    """Snap 2-D points to a ``cells`` x ``cells`` grid, each to the nearest free cell (greedy).
+
+    Points are placed in a seeded random order; returns (row, col) per point.
+    """
+    n = pos.shape[0]
+    if n > cells * cells:
+        raise ValueError("more points than grid cells")
+    p = pos - pos.min(axis=0)
+    span = np.maximum(p.max(axis=0), 1e-12)
+    p = p / span * (cells - 1)
+    gy, gx = np.mgrid[0:cells, 0:cells]
+    centres = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float64)  # (x, y) per cell
+    free = np.ones(cells * cells, dtype=bool)
+    out = np.zeros((n, 2), dtype=np.int64)
+    for i in rng.permutation(n):
+        d = ((centres - p[i]) ** 2).sum(1)
+        d[~free] = np.inf
+        c = int(np.argmin(d))
+        free[c] = False
+        out[i] = (c // cells, c % cells)
+    return out
+
+
+def mosaic(ctx, indices: list[int], pos: np.ndarray, size: int, rng) -> tuple[np.ndarray, int, int]:
+    """Karpathy's t-SNE grid: thumbnails at their snapped 2-D positions on a white canvas."""
+    n = len(indices)
+    cells = max(1, int(math.ceil(math.sqrt(n * 1.15))))
+    cell = max(4, size // cells)
+    rc = grid_assign(pos, cells, rng)
+    canvas = np.full((cells * cell, cells * cell, 3), 255, dtype=np.uint8)
+    # t-SNE's y axis points up in the scatter plot; keep the same orientation in the mosaic
+    for (r, c), i in zip(rc, indices):
+        th = ctx.images.thumbnail(int(i), cell)
+        if th.shape[0] != cell:
+            from ..imaging import resize
+
+            th = resize(th, (cell, cell))
+        rr = cells - 1 - r
+        canvas[rr * cell:(rr + 1) * cell, c * cell:(c + 1) * cell] = th[:, :, :3] if th.ndim == 3 else th[:, :, None]
+    return canvas, cells, cell
+
+
+def scatter_figure(points: list[tuple[str, np.ndarray]], colour_ids: np.ndarray, names: dict[int, str],
+                   legend_title: str, top: int = 10) -> ImageData:
+    """Scatter plots (one per embedding) coloured by class: the ``top`` most frequent get colours."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    ids, counts = np.unique(colour_ids, return_counts=True)
+    order = np.lexsort((ids, -counts))
+    shown = [int(ids[j]) for j in order[:top]]
+    cmap = plt.get_cmap("tab10" if len(shown) <= 10 else "tab20")
+    fig, axes = plt.subplots(1, len(points), figsize=(5.2 * len(points) + 1.8, 4.8), squeeze=False)
+    for ax, (title, p) in zip(axes[0], points):
+        other = ~np.isin(colour_ids, shown)
+        if other.any():
+            ax.scatter(p[other, 0], p[other, 1], s=7, c="#c8c8c8", linewidths=0,
+                       label=f"other ({len(ids) - len(shown)} classes)")
+        for k, cid in enumerate(shown):
+            m = colour_ids == cid
+            ax.scatter(p[m, 0], p[m, 1], s=12, color=cmap(k % cmap.N), linewidths=0, label=names[cid][:24])
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title=legend_title,
+               title_fontsize=8, markerscale=1.6, frameon=False)
+    fig.tight_layout()
+    return figure_to_png(fig)
+
+
+@dataclass
+class EmbeddingOptions:
+    max_points: int = 2000
+    """Embed at most this many images (a seeded subsample beyond)."""
+    mosaic_size: int = 1200
+    """Side of the t-SNE mosaic in pixels."""
+    tsne: bool = True
+    """Also run t-SNE (PCA is always drawn)."""
+    tsne_iter: int = 1000
+    """t-SNE optimisation iterations (at least 250)."""
+    top_classes: int = 10
+    """Classes that get their own colour in the scatter plots (the most frequent)."""
+
+
+@technique(
+    "embedding",
+    "Feature embedding: PCA, t-SNE and image mosaic",
+    options=EmbeddingOptions,
+    presets={"minimal": {"max_points": 200, "mosaic_size": 240, "tsne_iter": 250},
+             "full": {"max_points": 5000, "mosaic_size": 2000}},
+    references=[VAN_DER_MAATEN_2008, KARPATHY_TSNE],
+    order=26,
+    summary=(
+        "Each point (or thumbnail in the mosaic) is one image placed by its penultimate features squeezed to 2-D: "
+        "PCA keeps the two directions of largest variance, t-SNE keeps each image's nearest neighbours close. "
+        "Tight groups of one colour or of similar-looking thumbnails are classes the model separates; with "
+        "t-SNE only neighbourhoods matter, not the distances between groups."
+    ),
+)
+def embedding(ctx, opts: EmbeddingOptions) -> Section:
+    feats = ctx.features()
+    n = len(ctx.images)
+    sec = Section(id="embedding", title="Feature embedding: PCA, t-SNE and image mosaic")
+    if n < 3:
+        sec.add(Note("An embedding needs at least three images.", kind="warning"))
+        return sec
+    rng = ctx.rng(53)
+    idx = np.arange(n)
+    sub = n > opts.max_points
+    if sub:
+        idx = np.sort(rng.choice(n, size=int(opts.max_points), replace=False))
+    x = feats.penultimate[idx].astype(np.float32)
+    p2, t2, info = embed_2d(x, ctx.seed, tsne=opts.tsne, max_iter=opts.tsne_iter)
+    labels = ctx.images.labels[idx]
+    if ctx.images.has_labels:
+        colour_ids = np.where(labels >= 0, labels, -1)
+        legend = "true label"
+    else:
+        colour_ids = feats.preds[idx]
+        legend = "predicted class"
+    names = {int(c): (ctx.class_name(int(c)) if c >= 0 else "unlabelled") for c in np.unique(colour_ids)}
+    ev = info["pca_explained"]
+    points = [(f"PCA ({100 * sum(ev):.0f}% of the variance)", p2)]
+    if t2 is not None:
+        points.append((f"t-SNE (perplexity {info['perplexity']:.1f}, after PCA to {info['pca_dims_before_tsne']})", t2))
+    n_classes = len(names)
+    sec.add(Figure(scatter_figure(points, colour_ids, names, legend, opts.top_classes),
+                   caption=(f"{len(idx)} images, coloured by {legend}"
+                            + (f"; only the {opts.top_classes} most frequent of {n_classes} classes get a colour, "
+                               "the rest are grey" if n_classes > opts.top_classes else "")
+                            + f". Features: {feats.penultimate_source}, {feats.penultimate.shape[1]}-D."),
+                   alt="PCA and t-SNE scatter plots of the penultimate features"))
+    if t2 is not None:
+        canvas, cells, cell = mosaic(ctx, idx.tolist(), t2, int(opts.mosaic_size), ctx.rng(59))
+        sec.add(Figure(ImageData(canvas), caption=(
+            f"t-SNE mosaic: each image's thumbnail at its t-SNE position, snapped to the nearest free cell of a "
+            f"{cells}x{cells} grid ({cell}px cells)."), alt="t-SNE image mosaic"))
+    else:
+        sec.add(Note("t-SNE was skipped (option embedding.tsne is off, or fewer than 4 images).", kind="info"))
+    if sub:
+        sec.add(Note(f"The set has {n} images; {len(idx)} were embedded (a seeded random subsample, option "
+                     "embedding.max_points).", kind="info"))
+    sec.params.update({"points": int(len(idx)), "subsampled": bool(sub), **{k: v for k, v in info.items()}})
+    return sec

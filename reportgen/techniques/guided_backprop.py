@@ -1,0 +1,153 @@
+"""Intermediate features via (guided) backprop (Zeiler & Fergus 2014; Springenberg et al. 2015).
+
+Pick a neuron ``a = A_l[c, y, x]`` of a layer (the strongest units of the image) or the predicted class
+score, and compute the image-space gradient ``dA/dI`` three ways, differing only in how the signal
+crosses each ReLU ``y = relu(x)`` with upstream gradient ``g``: backprop ``g·[x>0]``, deconvnet
+``relu(g)``, guided backprop ``relu(g)·[x>0]``. Plain gradients look like noise; guided backprop
+keeps only the paths that both fired and push the unit up, so it draws the *part of the image the
+unit responds to* (edges, an eye, a wheel). Grey = 0; brighter/darker = positive/negative gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..gradrules import RULES, gradient_rule
+from ..hooks import capture_outputs, eval_mode, frozen_params
+from ..imaging import symmetric_to_uint8
+from ..papers import SPRINGENBERG_2015, ZEILER_FERGUS_2014
+from ..registry import technique
+from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Section
+
+RULE_TITLES = {"backprop": "backprop", "deconvnet": "deconvnet", "guided": "guided backprop"}
+
+
+@dataclass
+class GuidedBackpropOptions:
+    max_images: int = 2
+    """How many images (the first ones of the set)."""
+    units: int = 3
+    """Strongest units (channels, at their maximum position) of the layer to explain, per image."""
+    layer: str | None = None
+    """Layer whose units are explained (None: the run's --layer, else the last convolution)."""
+    include_class: bool = True
+    """Also explain the predicted class score."""
+    percentile: float = 99.5
+    """Each gradient is shown with +-(this percentile of |gradient|) mapped to white/black."""
+
+
+def gradient_image(g: np.ndarray, percentile: float) -> np.ndarray:
+    """3xHxW gradient -> uint8 RGB, grey = 0, scaled by a robust per-image maximum."""
+    hwc = np.transpose(g, (1, 2, 0))
+    scale = float(np.percentile(np.abs(hwc), percentile)) if hwc.size else 0.0
+    if scale <= 1e-12:
+        scale = float(np.abs(hwc).max()) or 1.0
+    return symmetric_to_uint8(hwc, scale)
+
+
+def top_units(acts: torch.Tensor, k: int) -> list[list[tuple[int, tuple[int, ...], float]]]:
+    """Per image, the ``k`` channels with the strongest maximum: [(channel, position, value)]."""
+    out = []
+    for a in acts:
+        flat = a.flatten(1) if a.dim() > 1 else a[:, None]
+        vals, pos = flat.max(1)
+        order = torch.argsort(vals, descending=True)[:k]
+        units = []
+        for c in order.tolist():
+            p = int(pos[c])
+            where = tuple(int(v) for v in np.unravel_index(p, tuple(a.shape[1:]))) if a.dim() > 1 else ()
+            units.append((c, where, float(vals[c])))
+        out.append(units)
+    return out
+
+
+@technique(
+    "guided_backprop",
+    "Guided backprop",
+    options=GuidedBackpropOptions,
+    presets={"minimal": {"max_images": 1, "units": 2}, "full": {"max_images": 4, "units": 6}},
+    references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015],
+    order=70,
+    summary=(
+        "For the strongest units of a layer and for the predicted class, the gradient of the unit with respect "
+        "to the pixels, passed back through the ReLUs by plain backprop, by the deconvnet rule and by guided "
+        "backprop. Grey is zero: guided backprop keeps only the evidence that fired and increases the unit, so "
+        "it outlines the image parts the unit detects, while plain gradients look noisy."
+    ),
+    needs_autograd=True,
+    needs_layers=True,
+)
+def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
+    name = opts.layer or ctx.chosen_layer()
+    layer = ctx.layer(name)
+    n = min(max(1, opts.max_images), len(ctx.images))
+    idx = list(range(n))
+    x = ctx.to_device(ctx.images.batch(idx))
+    k = max(1, opts.units)
+    model, pm = ctx.model, ctx.pixel_model
+
+    with eval_mode(model), torch.inference_mode(), capture_outputs({name: layer}) as out:
+        logits = pm(x)
+    if name not in out:
+        raise RuntimeError(f"layer {name!r} was not called in the forward pass")
+    units = top_units(out[name].float(), min(k, out[name].shape[1]))
+    probs = torch.softmax(logits.float(), 1)
+    preds = logits.argmax(1)
+    k = len(units[0])
+
+    # grads[rule][t]: B x 3 x H x W, t = 0..k-1 units, k = class
+    grads: dict[str, list[np.ndarray]] = {}
+    notes: dict[str, str] = {}
+    bidx = torch.arange(n, device=x.device)
+    for rule in RULES:
+        with eval_mode(model), frozen_params(model), torch.enable_grad(), \
+                gradient_rule(pm, rule) as rep, capture_outputs({name: layer}, detach=False) as acts:
+            xr = x.detach().clone().requires_grad_(True)
+            z = pm(xr)
+            a = acts[name]
+            targets = []
+            for j in range(k):
+                ch = torch.tensor([units[b][j][0] for b in range(n)], device=x.device)
+                sel = a[bidx, ch]
+                if sel.dim() > 1:
+                    pos = [units[b][j][1] for b in range(n)]
+                    sel = torch.stack([sel[b][pos[b]] for b in range(n)])
+                targets.append(sel)
+            if opts.include_class:
+                targets.append(z[bidx, preds])
+            gl = []
+            for t_i, t in enumerate(targets):
+                (g,) = torch.autograd.grad(t.sum(), xr, retain_graph=t_i < len(targets) - 1)
+                gl.append(g.detach().float().cpu().numpy())
+            grads[rule] = gl
+        notes[rule] = rep.describe()
+
+    sec = Section(id="guided_backprop", title="Guided backprop")
+    for b, i in enumerate(idx):
+        items = []
+        rows = [(f"unit {c} of {name}" + (f" at {tuple(p)}" if p else ""), f"activation {v:.3g}")
+                for c, p, v in units[b]]
+        if opts.include_class:
+            rows.append((f"class score: {ctx.class_name(int(preds[b]))}", f"p = {float(probs[b, preds[b]]):.2f}"))
+        for t, (label, sub) in enumerate(rows):
+            for rule in RULES:
+                items.append(GridItem(
+                    ImageData(gradient_image(grads[rule][t][b], opts.percentile)),
+                    label=f"{RULE_TITLES[rule]}", sublabel=f"{label} ({sub})",
+                    alt=f"{RULE_TITLES[rule]} gradient of {label} for {ctx.images.name(i)}",
+                ))
+        inp = Figure(ImageData(ctx.images.display(i), display_width=224),
+                     caption=f"{ctx.images.name(i)} — predicted {ctx.class_name(int(preds[b]))} "
+                             f"({float(probs[b, preds[b]]):.2f})",
+                     alt=f"input image {ctx.images.name(i)}")
+        grid = Grid(items, columns=3, cell_width=min(224, max(96, ctx.pre.size)),
+                    caption="Rows: the explained unit or class; columns: backprop | deconvnet | guided backprop. "
+                            f"Grey = 0, each tile scaled to its own {opts.percentile:g}th percentile of |gradient|.")
+        sec.add(Group(ctx.images.name(i), [Row([inp, grid])]))
+    sec.add(Note("How the gradient crossed each activation — deconvnet: " + notes["deconvnet"]
+                 + " Guided backprop: " + notes["guided"] + " Backprop: " + notes["backprop"]))
+    sec.params["layer"] = name
+    return sec

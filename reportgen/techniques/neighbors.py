@@ -1,0 +1,163 @@
+"""Nearest neighbours in feature space vs pixel space (Krizhevsky et al. 2012, figure 4; CS231n).
+
+For a few query images, the ``k`` images of the set closest to the query's penultimate feature
+vector (cosine distance ``1 - <f_q, f_i> / (|f_q| |f_i|)`` by default) beside the ``k`` closest
+in raw pixel space (L2 distance between the model-input images area-downsampled to 32x32,
+``sqrt(sum (p_q - p_i)^2)`` over 3*32*32 values in [0, 1]). Feature neighbours that share the
+query's class although their pixels differ show that the features encode semantics; pixel
+neighbours mostly share colour and layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..features import spread_indices
+from ..papers import KRIZHEVSKY_2012
+from ..registry import technique
+from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
+
+
+def pairwise_distances(queries: np.ndarray, data: np.ndarray, metric: str, chunk: int = 4096) -> np.ndarray:
+    """q x N distances (``metric``: "cosine" or "l2"), computed in float32 chunks of the data."""
+    q = np.asarray(queries, dtype=np.float32)
+    out = np.empty((q.shape[0], data.shape[0]), dtype=np.float32)
+    if metric == "cosine":
+        qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    elif metric == "l2":
+        q2 = (q.astype(np.float64) ** 2).sum(1)[:, None]
+    else:
+        raise ValueError(f"unknown metric {metric!r} (cosine or l2)")
+    for s in range(0, data.shape[0], chunk):
+        d = np.asarray(data[s:s + chunk], dtype=np.float32)
+        if metric == "cosine":
+            dn = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+            out[:, s:s + chunk] = 1.0 - qn @ dn.T
+        else:
+            d2 = (d.astype(np.float64) ** 2).sum(1)[None, :]
+            sq = q2 + d2 - 2.0 * (q.astype(np.float64) @ d.astype(np.float64).T)
+            out[:, s:s + chunk] = np.sqrt(np.maximum(sq, 0.0))
+    return out
+
+
+def nearest(queries_idx: list[int], data: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(indices q x k, distances q x k) of the k nearest rows of ``data`` to each query row, query excluded.
+
+    Ties are broken by the lower index (stable sort), so results are deterministic.
+    """
+    d = pairwise_distances(data[queries_idx], data, metric)
+    d[np.arange(len(queries_idx)), queries_idx] = np.inf
+    k = min(k, data.shape[0] - 1)
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(d, order, axis=1)
+
+
+def neighbour_agreement(data: np.ndarray, classes: np.ndarray, metric: str, max_queries: int, rng) -> float | None:
+    """Fraction of images whose nearest neighbour (itself excluded) has the same class."""
+    valid = np.flatnonzero(classes >= 0)
+    if valid.size < 2:
+        return None
+    q = valid if valid.size <= max_queries else np.sort(rng.choice(valid, size=max_queries, replace=False))
+    hits = 0
+    for s in range(0, q.size, 256):
+        part = q[s:s + 256].tolist()
+        nn, _ = nearest(part, data, 1, metric)
+        hits += int((classes[nn[:, 0]] == classes[part]).sum())
+    return hits / q.size
+
+
+@dataclass
+class NeighborsOptions:
+    num_queries: int = 6
+    """Query images (chosen deterministically, one per class in turn)."""
+    k: int = 6
+    """Neighbours shown per query and space."""
+    metric: str = "cosine"
+    """Feature-space distance: "cosine" or "l2" (pixel space always uses L2)."""
+    thumb: int = 96
+    """Thumbnail side in pixels."""
+    agreement_queries: int = 2000
+    """Images used for the nearest-neighbour class agreement table (a seeded sample beyond this)."""
+
+
+@technique(
+    "neighbors",
+    "Nearest neighbours: features vs pixels",
+    options=NeighborsOptions,
+    presets={"minimal": {"num_queries": 2, "k": 3, "thumb": 48, "agreement_queries": 50},
+             "full": {"num_queries": 12, "k": 8}},
+    references=[KRIZHEVSKY_2012],
+    order=24,
+    summary=(
+        "Each query image (left) is followed by its nearest images in the model's penultimate feature space (top "
+        "row) and in raw pixel space (bottom row), with distances. Feature neighbours of the same class that "
+        "look different in pixels show the features capture what the object is, not just colour and layout."
+    ),
+)
+def neighbors(ctx, opts: NeighborsOptions) -> Section:
+    if opts.metric not in ("cosine", "l2"):
+        raise ValueError(f"neighbors.metric must be 'cosine' or 'l2', got {opts.metric!r}")
+    feats = ctx.features()
+    n = len(ctx.images)
+    sec = Section(id="neighbors", title="Nearest neighbours: features vs pixels")
+    if n < 2:
+        sec.add(Note("Nearest neighbours need at least two images.", kind="warning"))
+        return sec
+    labels = ctx.images.labels
+    preds = feats.preds
+    by_label = ctx.images.has_labels
+    classes = np.where(labels >= 0, labels, preds) if by_label else preds
+    queries = spread_indices(ctx, opts.num_queries, offset=1, classes=classes)
+    k = max(1, min(opts.k, n - 1))
+    fidx, fdist = nearest(queries, feats.penultimate, k, opts.metric)
+    pidx, pdist = nearest(queries, feats.pixels, k, "l2")
+    thumb = int(opts.thumb)
+
+    def cls_name(i: int) -> str:
+        return ctx.class_name(int(classes[i]))
+
+    def item(i: int, d: float | None, q: int) -> GridItem:
+        same = classes[i] == classes[q]
+        return GridItem(ImageData(ctx.images.thumbnail(i, thumb)), label=cls_name(i)[:24],
+                        sublabel=("query" if d is None else f"d = {d:.3f}"),
+                        alt=f"{ctx.images.name(i)} ({cls_name(i)})",
+                        tone=("" if d is None else ("ok" if same else "")))
+
+    dist_name = "cosine distance" if opts.metric == "cosine" else "L2 distance"
+    for r, q in enumerate(queries):
+        frow = [item(q, None, q)] + [item(int(i), float(d), q) for i, d in zip(fidx[r], fdist[r])]
+        prow = [item(q, None, q)] + [item(int(i), float(d), q) for i, d in zip(pidx[r], pdist[r])]
+        sec.add(Group(f"{ctx.images.name(q)} — {cls_name(q)}", [
+            Grid(frow, columns=k + 1, cell_width=thumb,
+                 title=f"Feature space ({dist_name} of {feats.penultimate.shape[1]}-D penultimate features)"),
+            Grid(prow, columns=k + 1, cell_width=thumb,
+                 title=f"Pixel space (L2 distance of {feats.pixel_size}x{feats.pixel_size} RGB thumbnails)"),
+        ]))
+    which = "true label" if by_label else "predicted class"
+    rows = []
+    rng = ctx.rng(31)
+    fa = neighbour_agreement(feats.penultimate, classes, opts.metric, opts.agreement_queries, rng)
+    pa = neighbour_agreement(feats.pixels, classes, "l2", opts.agreement_queries, ctx.rng(31))
+    counts = np.bincount(classes[classes >= 0]) if (classes >= 0).any() else np.zeros(0, dtype=int)
+    if fa is not None and pa is not None and (counts >= 2).any():
+        chance = float(((counts / counts.sum()) ** 2).sum())
+        rows = [["penultimate features", f"{100 * fa:.1f}%"], ["pixels (32x32)", f"{100 * pa:.1f}%"],
+                ["chance (same class at random)", f"{100 * chance:.1f}%"]]
+        sec.add(Table(["space", f"nearest neighbour has the query's {which}"], rows, numeric=[1],
+                      title="Nearest-neighbour class agreement over the set",
+                      caption=(f"Leave-one-out: for each of {min(n, opts.agreement_queries)} images, is its single "
+                               f"nearest other image of the same {which}?")))
+    else:
+        sec.add(Note(f"Every {which} occurs once in this image set, so neighbour class agreement is not measured; "
+                     "judge the rows by eye.", kind="info"))
+    sec.add(Note(
+        f"Feature space: {dist_name} between penultimate feature vectors ({feats.penultimate_source}, stored as "
+        f"float16). Pixel space: L2 distance between the model-input images downsampled to "
+        f"{feats.pixel_size}x{feats.pixel_size} (float16, values in [0, 1]). Green cells share the query's "
+        f"{which}; the query itself is excluded from its neighbours."))
+    sec.params.update({"queries": [ctx.images.name(q) for q in queries],
+                       "feature_agreement": None if fa is None else round(fa, 4),
+                       "pixel_agreement": None if pa is None else round(pa, 4)})
+    return sec

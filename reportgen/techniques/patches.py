@@ -1,0 +1,165 @@
+"""Maximally activating patches (Zeiler & Fergus 2014; Springenberg et al. 2015; Girshick et al. 2014).
+
+For a layer ``l`` and channel ``c``, every image ``i`` is scored by the channel's maximum over
+positions, ``max_{y,x} a_l(x_i)[c, y, x]``; the ``k`` best images across the WHOLE set (from the
+one streaming pass of :mod:`reportgen.features`) are shown, each cropped to the exact receptive
+field of the unit ``(c, y*, x*)`` at that maximum (:mod:`reportgen.receptive`, gradient support),
+padded with grey where the field runs past the image border. Patches that share a pattern
+(a texture, a part, an object) show what that unit detects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import layers as layers_mod
+from ..features import TOPK, plans_layers
+from ..papers import GIRSHICK_2014, SPRINGENBERG_2015, ZEILER_FERGUS_2014
+from ..receptive import ReceptiveField, crop_field, gradient_receptive_field
+from ..registry import technique
+from ..report import Grid, GridItem, Group, ImageData, Note, Section
+
+PAD_GREY = (128, 128, 128)
+
+
+def field_of(ctx, layer: str) -> ReceptiveField:
+    """Receptive field of ``layer`` at the run's input size (gradient support), memoised per run."""
+    return ctx.memo(f"receptive:{layer}:{ctx.pre.size}",
+                    lambda: gradient_receptive_field(ctx.model, layer, ctx.pre.size))
+
+
+def auto_layer(ctx, fraction: float) -> str:
+    """The deepest convolution whose receptive field is at most ``fraction`` of the input side.
+
+    Binary search over the convolutions in definition order (fields grow with depth).
+    """
+    convs = layers_mod.conv_layers(ctx.model)
+    if not convs:
+        return ctx.chosen_layer()  # raises a helpful LayerError
+    limit = fraction * ctx.pre.size
+    lo, hi, best = 0, len(convs) - 1, convs[0]
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        rf = field_of(ctx, convs[mid])
+        if max(rf.size) <= limit and not rf.clipped:
+            best, lo = convs[mid], mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def patch_layer(ctx, opts: "PatchesOptions") -> tuple[str, str]:
+    """(layer, how it was chosen)."""
+    if opts.layer:
+        ctx.layer(opts.layer)
+        return opts.layer, "option patches.layer"
+    if ctx.general.layer:
+        return ctx.chosen_layer(), "--layer"
+    name = ctx.memo(f"patches:auto:{opts.auto_rf_fraction}", lambda: auto_layer(ctx, opts.auto_rf_fraction))
+    return name, (f"automatic: the deepest convolution whose receptive field is at most "
+                  f"{opts.auto_rf_fraction:g} of the input side (set --layer or patches.layer to choose)")
+
+
+@plans_layers("patches")
+def _plan(ctx) -> list[str]:
+    return [patch_layer(ctx, ctx.config.options("patches"))[0]]
+
+
+def pick_channels(stats, n: int, rank: str = "peak") -> list[int]:
+    """The ``n`` channels with the highest peak response over the set (or peak z-score)."""
+    peak = stats.peak.astype(np.float64)
+    if rank == "zscore":
+        score = (peak - stats.mean) / np.maximum(stats.std, 1e-12)
+    elif rank == "peak":
+        score = peak
+    else:
+        raise ValueError(f"patches.rank must be 'peak' or 'zscore', got {rank!r}")
+    score = np.where(np.isfinite(score) & (stats.top_image[:, 0] >= 0), score, -np.inf)
+    order = np.argsort(-score, kind="stable")
+    return [int(c) for c in order[:n] if np.isfinite(score[c])]
+
+
+@dataclass
+class PatchesOptions:
+    layer: str | None = None
+    """Layer (None: --layer if given, else chosen automatically from receptive-field size)."""
+    channels: list[int] | None = None
+    """Channels to show (None: those with the highest peak response over the set)."""
+    num_channels: int = 8
+    """How many channels when choosing automatically."""
+    k: int = 9
+    """Top patches per channel (at most 16)."""
+    rank: str = "peak"
+    """Automatic channel choice: "peak" (highest response) or "zscore" (peak in standard deviations)."""
+    auto_rf_fraction: float = 0.5
+    """Automatic layer: deepest convolution whose receptive field is at most this fraction of the input."""
+    cell_width: int = 80
+    """Display width of each patch in CSS pixels."""
+
+
+@technique(
+    "patches",
+    "Maximally activating patches",
+    options=PatchesOptions,
+    presets={"minimal": {"num_channels": 2, "k": 4}, "full": {"num_channels": 16, "k": 16}},
+    references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015, GIRSHICK_2014],
+    order=34,
+    summary=(
+        "Each row is one channel of the layer: the image regions, from the whole image set, where that channel "
+        "responds most strongly, each cropped to exactly the pixels the unit can see. Patches that share a "
+        "pattern reveal what the unit detects; grey borders are the padding beyond the image edge."
+    ),
+    needs_layers=True,
+)
+def patches(ctx, opts: PatchesOptions) -> Section:
+    layer, how = patch_layer(ctx, opts)
+    feats = ctx.features(layers=[layer])
+    st = feats.stats(layer)
+    if len(st.shape) != 3:
+        raise ValueError(f"layer {layer!r} outputs shape {st.shape}; patches need a CxHxW feature map")
+    rf = field_of(ctx, layer)
+    c = st.channels
+    if opts.channels:
+        bad = [ch for ch in opts.channels if not 0 <= ch < c]
+        if bad:
+            raise ValueError(f"patches.channels {bad} out of range: {layer!r} has {c} channels")
+        channels = [int(ch) for ch in opts.channels]
+        chosen = "option patches.channels"
+    else:
+        channels = pick_channels(st, opts.num_channels, opts.rank)
+        chosen = f"the {len(channels)} of {c} channels with the highest {'peak' if opts.rank == 'peak' else 'peak z-score'}"
+    k = max(1, min(int(opts.k), TOPK))
+    sec = Section(id="patches", title="Maximally activating patches")
+    size = ctx.pre.size
+    for ch in channels:
+        items = []
+        for j in range(k):
+            i = int(st.top_image[ch, j])
+            if i < 0:
+                break
+            y, x = int(st.top_y[ch, j]), int(st.top_x[ch, j])
+            patch = crop_field(ctx.images.array(i), rf, y, x, PAD_GREY)
+            items.append(GridItem(ImageData(patch, pixelated=max(patch.shape[:2]) < 48),
+                                  label=f"{float(st.top_values[ch, j]):.3g}",
+                                  sublabel=ctx.images.name(i)[-28:],
+                                  alt=f"patch of {ctx.images.name(i)} at unit ({y}, {x}) of channel {ch}"))
+        sec.add(Group(f"Channel {ch}", [Grid(items, columns=min(k, 9 if k <= 9 else int(math.ceil(k / 2))),
+                                             cell_width=opts.cell_width)],
+                      description=(f"peak {float(st.peak[ch]):.3g}, mean {float(st.mean[ch]):.3g} over the set")))
+    hh, ww = st.spatial
+    sec.add(Note(
+        f"Layer {layer} ({how}); output {c}x{hh}x{ww}. Receptive field {rf.size[0]}x{rf.size[1]} input pixels "
+        f"(step {rf.jump[0]} px between units, from the gradient support of one unit), on a {size}x{size} input. "
+        f"Channels: {chosen}. Each patch is the field of the unit where the channel peaks in that image (one "
+        f"patch per image); the label is the activation value."))
+    if max(rf.size) > size:
+        sec.add(Note(f"The receptive field ({rf.size[0]} px) is larger than the input ({size} px): every patch holds "
+                     "the whole image inside grey padding. Pick an earlier layer (patches.layer) for smaller patches.",
+                     kind="warning"))
+    if opts.k > TOPK:
+        sec.add(Note(f"Only the top {TOPK} images per channel are recorded; showing {k}.", kind="info"))
+    sec.params.update({"layer": layer, "layer_choice": how, "receptive_field": rf.to_dict(), "channels": channels})
+    return sec

@@ -1,0 +1,154 @@
+"""Vanilla saliency maps (Simonyan, Vedaldi & Zisserman 2014).
+
+``M(x) = max_c |d S_k(x) / d x_c|``: the absolute gradient of the unnormalised class score
+``S_k`` (the logit, not the softmax probability) w.r.t. each input pixel, maximised over the
+colour channels. Bright pixels are those whose small change would change the class score most.
+Computed in pixel space (RGB in [0, 1], the normalisation is part of the model) with one
+backward pass per batch of images (the sum of the selected class scores: images do not
+interact, so each image's gradient is its own). The maps are memoised per run, so
+``segmentation`` reuses them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..features import spread_indices, target_classes
+from ..hooks import eval_mode, frozen_params
+from ..imaging import to_uint8
+from ..papers import SIMONYAN_2014
+from ..registry import technique
+from ..report import Grid, GridItem, ImageData, Note, Section
+
+MEMO_KEY = "saliency:maps"
+
+
+@dataclass
+class SaliencyResult:
+    """Saliency of one image: the map (H x W float32), the class it explains and the prediction."""
+
+    index: int
+    map: np.ndarray
+    target: int
+    from_label: bool
+    pred: int
+    prob: float  # softmax probability of ``target``
+
+
+def saliency_maps(ctx, indices: list[int], classes: list[int] | None = None,
+                  batch_size: int | None = None) -> list[SaliencyResult]:
+    """Saliency maps of ``indices``, ``batch_size`` images per forward/backward pass.
+
+    ``classes`` gives the class to explain per image; by default the true label when known,
+    else the predicted class (decided from the same forward pass).
+    """
+    bs = max(1, int(batch_size or ctx.batch_size))
+    out: list[SaliencyResult] = []
+    model = ctx.model
+    nb = (len(indices) + bs - 1) // bs
+    with eval_mode(model), frozen_params(model), torch.enable_grad():
+        for b in ctx.progress(range(nb), "Saliency maps", total=nb):
+            idx = list(indices[b * bs:(b + 1) * bs])
+            x = ctx.to_device(ctx.images.batch(idx)).requires_grad_(True)
+            logits = ctx.pixel_model(x)
+            preds = logits.detach().argmax(1).cpu().numpy()
+            if classes is None:
+                tgt, known = target_classes(ctx, idx, preds)
+            else:
+                tgt = np.asarray(classes[b * bs:(b + 1) * bs], dtype=np.int64)
+                known = np.zeros(len(idx), dtype=bool)
+            t = torch.as_tensor(tgt, device=logits.device)
+            score = logits.gather(1, t[:, None]).sum()
+            (g,) = torch.autograd.grad(score, x)
+            sal = g.abs().amax(dim=1).float().cpu().numpy()
+            probs = torch.softmax(logits.detach().float(), 1).gather(1, t[:, None])[:, 0].cpu().numpy()
+            for k, i in enumerate(idx):
+                out.append(SaliencyResult(int(i), sal[k].astype(np.float32), int(tgt[k]), bool(known[k]),
+                                          int(preds[k]), float(probs[k])))
+    return out
+
+
+def cached_saliency(ctx, indices: list[int]) -> list[SaliencyResult]:
+    """Saliency maps (default classes) for ``indices``, computed once per run and shared."""
+    memo: dict[int, SaliencyResult] = ctx.memo(MEMO_KEY, dict)
+    todo = [i for i in indices if i not in memo]
+    if todo:
+        for r in saliency_maps(ctx, todo):
+            memo[r.index] = r
+    return [memo[i] for i in indices]
+
+
+def show_indices(ctx, n: int) -> list[int]:
+    """The images that saliency, occlusion and segmentation show (the same ones, in order)."""
+    return spread_indices(ctx, n, offset=0)
+
+
+def saliency_to_uint8(m: np.ndarray, pct: float = 99.0) -> np.ndarray:
+    """A saliency map as greyscale: 0 -> black, its ``pct`` percentile and above -> white."""
+    hi = float(np.percentile(m, pct))
+    if hi <= 0:
+        hi = float(m.max())
+    return to_uint8(m, 0.0, hi if hi > 0 else None)
+
+
+def class_text(ctx, r) -> str:
+    return f"{ctx.class_name(r.target)} ({'true label' if r.from_label else 'predicted'})"
+
+
+@dataclass
+class SaliencyOptions:
+    max_images: int = 8
+    """How many images to show (chosen deterministically, spread across classes)."""
+    percentile: float = 99.0
+    """Map values at or above this percentile are shown white (a few extreme pixels would hide the rest)."""
+
+
+@technique(
+    "saliency",
+    "Saliency maps",
+    options=SaliencyOptions,
+    presets={"minimal": {"max_images": 2}, "full": {"max_images": 16}},
+    references=[SIMONYAN_2014],
+    order=44,
+    summary=(
+        "Beside each image is the absolute gradient of its class score with respect to every pixel (max over "
+        "colour channels): bright pixels are those whose change would move the score most. A model that looks "
+        "at the object lights up the object's outline and parts; light on the background or the frame means it "
+        "relies on context."
+    ),
+    needs_autograd=True,
+)
+def saliency(ctx, opts: SaliencyOptions) -> Section:
+    idx = show_indices(ctx, opts.max_images)
+    results = cached_saliency(ctx, idx)
+    items = []
+    for r in results:
+        img = ctx.images.display(r.index)
+        tone = "" if not r.from_label else ("ok" if r.pred == r.target else "bad")
+        items.append(GridItem(ImageData(img), label=ctx.images.name(r.index),
+                              sublabel=f"{class_text(ctx, r)}, p={r.prob:.2f}"
+                              + ("" if r.pred == r.target else f"; predicted {ctx.class_name(r.pred)}"),
+                              alt=f"input {ctx.images.name(r.index)}", tone=tone))
+        sal = saliency_to_uint8(r.map, opts.percentile)
+        items.append(GridItem(ImageData(sal), label="saliency",
+                              sublabel=f"max |grad| = {float(r.map.max()):.3g}",
+                              alt=f"saliency map of {ctx.images.name(r.index)} for {ctx.class_name(r.target)}"))
+    sec = Section(id="saliency", title="Saliency maps")
+    any_label = any(r.from_label for r in results)
+    any_pred = any(not r.from_label for r in results)
+    which = ("the true label" if any_label and not any_pred else "the predicted class" if not any_label
+             else "the true label where known, else the predicted class")
+    sec.add(Grid(items, columns=4, cell_width=min(224, ctx.pre.size * 2 if ctx.pre.size < 112 else ctx.pre.size),
+                 caption=(f"Each image beside |d score / d pixel| (max over RGB) for {which}, the unnormalised "
+                          f"score (logit) of that class. Grey scale per map: black = 0, white = its "
+                          f"{opts.percentile:g}th percentile or more.")))
+    if not results:
+        sec.add(Note("No images to show.", kind="warning"))
+    sec.params["images"] = [ctx.images.name(r.index) for r in results]
+    return sec
+
+
+__all__ = ["saliency_maps", "cached_saliency", "SaliencyResult", "show_indices", "saliency_to_uint8"]

@@ -1,0 +1,112 @@
+"""Shared fixtures: tiny models and synthetic image folders built in the tests (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+class TinyCNN(nn.Module):
+    """conv-relu-pool-conv-relu-conv-relu-gap-linear: every technique's minimal customer."""
+
+    def __init__(self, num_classes: int = 4, width: int = 8):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def make_tiny_cnn(num_classes: int = 4, seed: int = 0) -> TinyCNN:
+    torch.manual_seed(seed)
+    return TinyCNN(num_classes).eval()
+
+
+CLASSES = ["red", "green", "blue", "white"]
+
+
+def write_image_folder(root: Path, per_class: int = 3, size: int = 32, seed: int = 0) -> Path:
+    """Class sub-folders of simple coloured images with a bright square at a random place."""
+    rng = np.random.default_rng(seed)
+    colours = {"red": (200, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 200), "white": (220, 220, 220)}
+    for name, col in colours.items():
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            a = (rng.random((size, size, 3)) * 60).astype(np.uint8)
+            y, x = rng.integers(0, size - 10, size=2)
+            a[y:y + 10, x:x + 10] = col
+            Image.fromarray(a).save(d / f"{name}_{k}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> TinyCNN:
+    return make_tiny_cnn()
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pre():
+    from reportgen.preprocess import Preprocessing
+
+    return Preprocessing(resize=None, input_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), source="test")
+
+
+@pytest.fixture()
+def make_ctx(tiny_pre):
+    """Factory: make_ctx(model, images, preset='minimal', **technique_overrides) -> RunContext."""
+    from reportgen.build import make_context
+    from reportgen.config import make_config
+
+    def _make(model, images, preset="minimal", general=None, overrides=None, class_names=None, pre=None):
+        cfg = make_config(preset, general=general or {}, technique_overrides=overrides or {})
+        return make_context(model, images, class_names=class_names, pre=pre or tiny_pre, config=cfg, device="cpu")
+
+    return _make
+
+
+@pytest.fixture()
+def ctx(make_ctx, tiny_model, image_dir):
+    return make_ctx(tiny_model, image_dir, class_names=CLASSES)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED / "models" / "mobilenet_v2_imagenet" / "build.py").is_file():
+        pytest.skip("../shared is not available")
+    return SHARED

@@ -1,0 +1,392 @@
+"""The HTML renderer: files, links, escaping, CSP, assets, themes, single-file mode (no torch needed)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+import pytest
+
+from reportgen.report import (
+    Figure, Grid, GridItem, Group, ImageData, KeyValues, Note, Reference, Report, Row, Section, SkippedImage, Table,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+XSS = "<img src=x onerror=alert(1)>"
+XSS_RAW = "<img src=x onerror"  # must never appear unescaped in any page
+CSP_EXPECTED = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                "base-uri 'none'; form-action 'none'")
+REF = Reference("Matthew D. Zeiler, Rob Fergus", "Visualizing and Understanding Convolutional Networks", "ECCV", 2014,
+                "https://arxiv.org/abs/1311.2901")
+BAD_REF = Reference("Evil Author", "A paper with a javascript link", "Nowhere", 2020, "javascript:alert(1)")
+
+
+def _matplotlib_png() -> ImageData:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1, 2], [0, 1, 4])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=50)
+    plt.close(fig)
+    return ImageData(data=buf.getvalue(), mime="image/png")
+
+
+def make_report() -> Report:
+    rng = np.random.default_rng(0)
+    filt = [rng.integers(0, 256, (3, 3, 3), dtype=np.uint8) for _ in range(6)]
+    same = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20"><rect width="40" height="20"/></svg>'
+    card = Section(id="card", title="Model card", summary="Headline numbers. Read them first.")
+    card.add(KeyValues([("Top-1", "91 %"), (XSS, XSS), ("conf", 0.51234)], title="Accuracy"))
+    main = Section(
+        id="filters", title="Filters " + XSS, summary="First sentence. Second sentence with " + XSS,
+        references=[REF, BAD_REF], wall_time_s=1.25, params={"layer": "features.0", "xss": XSS, "list": [1, 2]},
+    )
+    main.add(
+        Figure(_matplotlib_png(), caption="A plot " + XSS, alt=XSS, title="Plot"),
+        Figure(ImageData(same.copy(), pixelated=True), caption="tiny"),
+        Figure(ImageData(same.copy(), display_width=200), caption="same pixels again (written once)"),
+        Figure(ImageData(rgba), caption="rgba"),
+        Figure(ImageData(data=svg, mime="image/svg+xml"), caption="svg"),
+        Grid([GridItem(ImageData(f, pixelated=True), label=f"{k} {XSS}", sublabel="s", tone="bad" if k == 1 else "ok")
+              for k, f in enumerate(filt)], columns=3, title="Grid", caption="grid caption"),
+        Grid([GridItem(ImageData(f)) for f in filt[:2]]),  # no cell_width / columns
+        Table(["class", "n", "score"], [[XSS, 3, 0.5], ["b", 10, float("nan")], ["c", np.int64(7), np.float32(1e-5)]],
+              title="Tab", numeric=[1], highlight={0: "bad", 2: "<script>"}),
+        Note("info " + XSS), Note("careful\n\nsecond paragraph", kind="warning"), Note("broken", kind="error"),
+        Row([Figure(ImageData(filt[0], pixelated=True)), Note("side")], caption="row caption"),
+        Group("Group " + XSS, [Group("Nested", [Note("deep")], description="d")], description="desc " + XSS),
+    )
+    failed = Section(id="bad/../../sect!on", title="Broken technique", summary="Fails.",
+                     error="RuntimeError: boom " + XSS, traceback="Traceback (most recent call last):\n  x\n" + XSS)
+    cached = Section(id="cached", title="Cached one", cached=True, wall_time_s=75.0, summary="From the cache.")
+    return Report(
+        title="Report " + XSS,
+        sections=[card, main, failed, cached],
+        skipped_images=[SkippedImage(f"folder/{XSS}.jpg", "cannot identify image file " + XSS)],
+        meta={
+            "model": {"spec": "tiny:" + XSS, "kind": "module", "weights": None, "notes": [XSS]},
+            "model_hash": "ab" * 32, "num_classes": 4, "preprocessing_text": "centre-crop 32x32",
+            "images": {"folder": "imgs/" + XSS, "count": 12, "skipped": 1, "labels_from": "sub-folder names"},
+            "config": {"preset": "minimal", "general": {"seed": 0, "layer": XSS, "batch_size": 4}},
+            "device": "cpu (2 cores)", "versions": {"reportgen": "0.1.0", "python": "3.11"},
+            "generated": "2025-01-01 00:00:00 UTC", "total_time_s": 3.5, "command": "reportgen build " + XSS,
+        },
+    )
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs: list[tuple[str, str, str]] = []  # (tag, attr, value)
+        self.ids: set[str] = set()
+        self.metas: list[dict] = []
+        self.imgs: list[dict] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "meta":
+            self.metas.append(a)
+        if tag == "img":
+            self.imgs.append(a)
+        for k in ("href", "src"):
+            if k in a and a[k] is not None:
+                self.refs.append((tag, k, a[k]))
+
+
+def parse(path: Path) -> _Links:
+    p = _Links()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p
+
+
+def render(tmp_path: Path, **kw) -> tuple[Path, dict]:
+    from reportgen.render import render_report
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".cache").mkdir()  # build.py's cache folder may already be there
+    manifest = render_report(make_report(), out, **kw)
+    return out, manifest
+
+
+def check_pages(out: Path, manifest: dict) -> None:
+    ref_urls = {REF.url}
+    for page in manifest["pages"]:
+        path = out / page
+        assert path.is_file(), page
+        text = path.read_text(encoding="utf-8")
+        assert XSS_RAW not in text, f"unescaped user text in {page}"
+        assert "<script" not in text.lower(), page
+        assert "javascript:" not in text.lower(), page
+        p = parse(path)
+        csp = [m for m in p.metas if (m.get("http-equiv") or "").lower() == "content-security-policy"]
+        assert csp and csp[0]["content"] == CSP_EXPECTED, page
+        assert f'content="{CSP_EXPECTED}"' in text, page
+        for img in p.imgs:
+            assert img.get("alt"), (page, img)
+            assert img.get("width", "").isdigit() and img.get("height", "").isdigit(), (page, img)
+            assert img.get("loading") == "lazy", (page, img)
+        for tag, attr, url in p.refs:
+            if url.startswith("data:"):
+                assert tag in ("img", "link"), (page, tag, url[:40])
+                continue
+            parts = urlsplit(url)
+            if parts.scheme in ("http", "https"):
+                # the only network URLs allowed are <a> links to the papers
+                assert tag == "a" and url in ref_urls, (page, tag, url)
+                continue
+            assert not parts.scheme and not parts.netloc and not url.startswith("/"), (page, url)
+            if not parts.path:  # same-page anchor
+                assert parts.fragment in p.ids, (page, url)
+                continue
+            target = (path.parent / unquote(parts.path)).resolve()
+            assert target.is_file(), (page, url)
+            assert out.resolve() in target.parents, (page, url)
+            if parts.fragment:
+                assert parts.fragment in parse(target).ids, (page, url)
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_multi_page(tmp_path, theme):
+    out, manifest = render(tmp_path, theme=theme)
+    assert manifest["index"] == "index.html"
+    assert manifest["pages"][0] == "index.html"
+    assert set(manifest["sections"]) == {"card", "filters", "bad/../../sect!on", "cached"}
+    assert manifest["sections"]["filters"]["page"] == "sections/filters.html"
+    # ids are sanitised: nothing escapes out/ and names are [a-z0-9_-]
+    bad_page = manifest["sections"]["bad/../../sect!on"]["page"]
+    assert re.fullmatch(r"sections/[a-z0-9_-]+\.html", bad_page), bad_page
+    for page in manifest["pages"]:
+        assert (out / page).resolve().is_relative_to(out.resolve())
+    check_pages(out, manifest)
+    # everything written lives in out/ (plus the untouched .cache/)
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assets = {a for a in written if a.startswith("assets/")}
+    assert written == set(manifest["pages"]) | assets
+    assert (out / ".cache").is_dir()
+    for a in assets:
+        assert re.fullmatch(r"assets/(style-)?[0-9a-f]{16}\.(png|svg|css)", a), a
+    # every section asset exists, and the manifest lists each once
+    for sid, entry in manifest["sections"].items():
+        assert len(entry["assets"]) == len(set(entry["assets"]))
+        for a in entry["assets"]:
+            assert (out / a).is_file()
+    assert any(a.endswith(".svg") for a in manifest["sections"]["filters"]["assets"])
+    # stylesheet: theme variables + shared rules, linked relatively from every page
+    css = [a for a in assets if a.endswith(".css")]
+    assert len(css) == 1
+    css_text = (out / css[0]).read_text()
+    assert ":root" in css_text and "--bg:" in css_text and "@media print" in css_text
+    assert "://" not in css_text and "@import" not in css_text and "url(" not in css_text
+    sec_html = (out / "sections/filters.html").read_text()
+    assert f'href="../{css[0]}"' in sec_html
+    assert 'href="../index.html"' in sec_html
+
+
+def test_identical_images_written_once(tmp_path):
+    out, manifest = render(tmp_path)
+    pngs = sorted((out / "assets").glob("*.png"))
+    hashes = [p.stem for p in pngs]
+    assert len(hashes) == len(set(hashes))
+    # the 16x16 array appears twice (pixelated and display_width=200): one file, two <img>s
+    html = (out / "sections/filters.html").read_text()
+    srcs = re.findall(r'<img src="(\.\./assets/[0-9a-f]{16}\.png)"', html)
+    assert len(srcs) > len(set(srcs))
+    # content-addressed: a file's name is the hash of its bytes
+    import hashlib
+
+    for p in pngs:
+        assert hashlib.sha256(p.read_bytes()).hexdigest()[:16] == p.stem
+
+
+def test_images_sizes_and_pixelation(tmp_path):
+    out, _ = render(tmp_path)
+    html = (out / "sections/filters.html").read_text()
+    # a 16x16 pixelated figure is upscaled (integer factor) and nearest-neighbour rendered
+    m = re.search(r'<img src="[^"]+" width="(\d+)" height="(\d+)" alt="tiny"[^>]*class="pixelated"', html)
+    assert m and int(m.group(1)) >= 48 and int(m.group(1)) % 16 == 0 and m.group(1) == m.group(2)
+    # display_width sets the width, keeping the aspect ratio
+    assert re.search(r'width="200" height="200" alt="same pixels again', html)
+    # 3x3 filters in a grid get cells of at least 48 px
+    cell = int(re.search(r"--cell: (\d+)px; --cols: 3", html).group(1))
+    assert cell >= 48
+    css = next((out / "assets").glob("style-*.css")).read_text()
+    assert "image-rendering: pixelated" in css
+    # svg size comes from its width/height attributes
+    assert re.search(r'width="40" height="20" alt="svg"', html)
+
+
+def test_escaping_and_links(tmp_path):
+    out, _ = render(tmp_path)
+    html = (out / "sections/filters.html").read_text()
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    # only http(s) reference URLs become links
+    assert 'href="https://arxiv.org/abs/1311.2901"' in html
+    assert "A paper with a javascript link" in html and "javascript:" not in html
+    index = (out / "index.html").read_text()
+    assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in index  # skipped image path shown as text
+    assert "cannot identify image file" in index
+
+
+def test_index_overview(tmp_path):
+    out, manifest = render(tmp_path)
+    index = (out / "index.html").read_text()
+    for text in ("Model card", "Contents", "Skipped images", "centre-crop 32x32", "cpu (2 cores)", "sub-folder names",
+                 "3.5 s", "1 min 15 s", "cached", "failed", "Headline numbers.", "First sentence.", "91 %"):
+        assert text in index, text
+    # one-line summaries: only the first sentence of each section's summary in the contents
+    assert "Second sentence" not in index
+    # the failed section is marked in the nav of every page
+    for page in manifest["pages"]:
+        assert "(failed)" in (out / page).read_text()
+    # the card section's blocks are on the overview
+    assert "Top-1" in index
+
+
+def test_error_section(tmp_path):
+    out, manifest = render(tmp_path)
+    page = out / manifest["sections"]["bad/../../sect!on"]["page"]
+    html = page.read_text()
+    assert "This section failed" in html
+    assert "RuntimeError: boom &lt;img" in html
+    assert re.search(r"<details[^>]*>\s*<summary>Traceback</summary>", html)
+    assert 'role="alert"' in html
+
+
+def test_no_block_failed_to_render(tmp_path):
+    out, manifest = render(tmp_path)
+    for page in manifest["pages"]:
+        assert "could not be rendered" not in (out / page).read_text()
+
+
+def test_bad_blocks_do_not_sink_the_report(tmp_path):
+    from reportgen.render import render_report
+
+    sec = Section(id="x", title="X").add(
+        KeyValues([("only-a-key",)]),  # malformed pair
+        Figure(ImageData(data=b"not an image", mime="image/x-unknown"), caption="garbage bytes"),
+        "not a block",
+        Note("still rendered"),
+    )
+    out = tmp_path / "o"
+    out.mkdir()
+    manifest = render_report(Report(title="T", sections=[sec]), out)
+    html = (out / manifest["sections"]["x"]["page"]).read_text()
+    assert "This KeyValues block could not be rendered" in html
+    assert "image could not be rendered" in html  # a placeholder picture, with the reason
+    assert "Unsupported block" in html and "str" in html
+    assert "still rendered" in html
+    for a in manifest["sections"]["x"]["assets"]:
+        assert (out / a).is_file()
+
+
+def test_prev_next_links(tmp_path):
+    out, manifest = render(tmp_path)
+    pages = [manifest["sections"][s]["page"] for s in manifest["sections"]]
+    second = (out / pages[1]).read_text()
+    assert f'href="../{pages[0]}" rel="prev"' in second
+    assert f'href="../{pages[2]}" rel="next"' in second
+
+
+def test_single_file(tmp_path):
+    out, manifest = render(tmp_path, theme="dark", single_file=True)
+    assert manifest["pages"] == ["index.html"]
+    assert all(v["page"].startswith("index.html#") for v in manifest["sections"].values())
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert written == {"index.html"}
+    html = (out / "index.html").read_text()
+    assert "assets/" not in html
+    assert "data:image/png;base64," in html
+    assert "data:image/svg+xml;base64," in html
+    assert "<style>" in html and "--bg:" in html and '<link rel="stylesheet"' not in html
+    assert "Broken technique" in html and "This section failed" in html
+    check_pages(out, manifest)
+    # every section is an anchor in the same file
+    ids = parse(out / "index.html").ids
+    for v in manifest["sections"].values():
+        assert v["page"].split("#", 1)[1] in ids
+
+
+def test_themes_and_resources():
+    from reportgen import _resources
+    from reportgen.render import available_themes, load_theme, render_report
+
+    assert {"light", "dark"} <= set(available_themes())
+    assert (_resources.templates_dir() / "layouts" / "base.html").is_file()
+    assert (_resources.themes_dir() / "_base.css").is_file()
+    light, dark = load_theme("light"), load_theme("dark")
+    assert set(light.colors) == set(dark.colors)  # both themes define every variable
+    assert light.colors["bg"] != dark.colors["bg"] and dark.color_scheme == "dark"
+    # the shared stylesheet only uses theme variables for colours (so dark recolours everything)
+    base = (_resources.themes_dir() / "_base.css").read_text()
+    screen_rules = base.split("@media print")[0]
+    assert not re.search(r":\s*#[0-9a-fA-F]{3,6}\b", screen_rules)
+    for var in set(re.findall(r"var\(--([a-z0-9-]+)", base)) - {"w", "cell", "cols", "gap"}:
+        assert var in light.colors, var
+    with pytest.raises(ValueError):
+        render_report(make_report(), Path("/nonexistent-never-written"), theme="nope")
+
+
+def test_empty_report(tmp_path):
+    from reportgen.render import render_report
+
+    out = tmp_path / "o"
+    out.mkdir()
+    manifest = render_report(Report(title="Empty", sections=[]), out)
+    assert manifest == {"index": "index.html", "pages": ["index.html"], "sections": {}}
+    assert "Empty" in (out / "index.html").read_text()
+
+
+def test_render_does_not_import_torch():
+    code = "import sys, reportgen.render; assert 'torch' not in sys.modules, 'torch was imported'"
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+
+
+def test_resources_prefer_installed_data(tmp_path, monkeypatch):
+    from reportgen import _resources
+
+    pkg = tmp_path / "site" / "reportgen"
+    for base in (pkg / "_data", pkg.parent):  # installed copy and a source-style copy next to the package
+        (base / "templates" / "layouts").mkdir(parents=True)
+        (base / "templates" / "layouts" / "base.html").write_text("x")
+        (base / "themes").mkdir(parents=True)
+        (base / "themes" / "_base.css").write_text("x")
+    monkeypatch.setattr(_resources, "_PKG", pkg)
+    assert _resources.templates_dir() == pkg / "_data" / "templates"
+    assert _resources.themes_dir() == pkg / "_data" / "themes"
+    import shutil
+
+    shutil.rmtree(pkg / "_data")
+    assert _resources.templates_dir() == pkg.parent / "templates"
+    shutil.rmtree(pkg.parent / "templates")
+    with pytest.raises(FileNotFoundError):
+        _resources.templates_dir()
+
+
+def test_toml_fallback_parser_matches_tomllib(monkeypatch):
+    from reportgen import _resources
+    from reportgen.render import themes
+
+    for name in themes.available_themes():
+        text = (_resources.themes_dir() / name / "theme.toml").read_text()
+        full = themes._parse_toml(text)
+        monkeypatch.setattr(themes, "_toml", None)  # Python 3.10 without tomli
+        assert themes._parse_toml(text) == full
+        monkeypatch.undo()
