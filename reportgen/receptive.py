@@ -184,7 +184,8 @@ def _constant_copy(model: nn.Module, collapse: bool) -> nn.Module:
         for bname, b in list(om._buffers.items()):
             if b is None:
                 continue
-            m._buffers[bname] = b.detach().clone().double() if b.is_floating_point() else b.detach().clone()
+            b = b.detach().to("cpu", copy=True)  # the copy always runs on the CPU
+            m._buffers[bname] = b.double() if b.is_floating_point() else b
         if collapse and isinstance(m, nn.modules.conv._ConvNd):
             m.in_channels = m.out_channels = 1
             m.groups = 1
@@ -235,6 +236,8 @@ def _support(cp: nn.Module, layer: nn.Module, size: int, collapse: bool) -> tupl
             y2, x2 = min(yc + 1, h - 1), min(xc + 1, w - 1)
             score = out[0, :, yc, xc].sum() + out[1, :, y2, x2].sum()
             (g,) = torch.autograd.grad(score, x)
+            if not torch.isfinite(g).all():
+                raise RuntimeError("non-finite gradient on the constant copy (weight standardisation or similar?)")
     finally:
         for hd in handles:
             hd.remove()
@@ -259,7 +262,10 @@ def gradient_receptive_field(model: nn.Module, layer: str, input_size: int = 224
     never modified (all work happens on a constant copy).
     """
     last_err: Exception | None = None
+    threads = torch.get_num_threads()
     for collapse in (True, False):
+        # the one-channel copy is a chain of tiny ops: one thread avoids thread-pool sync overhead
+        torch.set_num_threads(1 if collapse else threads)
         try:
             cp = _constant_copy(model, collapse)
             mod = layers_mod.resolve_layer(cp, layer)
@@ -276,6 +282,8 @@ def gradient_receptive_field(model: nn.Module, layer: str, input_size: int = 224
         except Exception as e:  # noqa: BLE001 - collapsed copy unsupported: try full width
             last_err = e
             continue
+        finally:
+            torch.set_num_threads(threads)
     raise RuntimeError(f"could not compute the receptive field of {layer!r}: {last_err}")
 
 
@@ -347,6 +355,28 @@ def analytic_receptive_field(model: nn.Module, layer: str) -> ReceptiveField:
     ri, ji = int(round(r)), int(round(j))
     y0 = int(math.floor(start - (r - 1) / 2.0 + 1e-9))
     return ReceptiveField(layer=layer, size=(ri, ri), jump=(ji, ji), origin=(y0, y0), method="analytic")
+
+
+def field_for(ctx, layer: str) -> ReceptiveField:
+    """Receptive field of ``layer`` of ``ctx.model`` at the run's input size, memoised per run."""
+    return ctx.memo(f"receptive:{layer}:{ctx.pre.size}",
+                    lambda: gradient_receptive_field(ctx.model, layer, ctx.pre.size))
+
+
+def interior_units(rf: ReceptiveField, grid: tuple[int, int], input_size: int) -> tuple[int, int, int, int] | None:
+    """Grid range ``(y0, x0, y1, x1)`` (end exclusive) of the units whose whole field lies inside the input.
+
+    None when no unit's field fits (fields larger than the image).
+    """
+    out = []
+    for a in range(2):
+        o, j, s, n = rf.origin[a], max(1, rf.jump[a]), rf.size[a], grid[a]
+        lo = max(0, -((o) // j))  # ceil(-o / j): first unit with o + u * j >= 0
+        hi = min(n - 1, (input_size - s - o) // j)  # last unit with o + u * j + s <= input_size
+        if hi < lo:
+            return None
+        out.append((lo, hi + 1))
+    return out[0][0], out[1][0], out[0][1], out[1][1]
 
 
 def receptive_field(model: nn.Module, layer: str, input_size: int = 224, method: str = "gradient") -> ReceptiveField:

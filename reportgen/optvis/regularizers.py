@@ -56,11 +56,13 @@ class BlurEvery(Regularizer):
 
 
 class ClipSmallNorm(Regularizer):
-    """Set the pixels whose colour norm ``||I[:, y, x] - center||`` is below the ``percentile``-th percentile to ``center``."""
+    """Set the pixels whose colour norm ``||I[:, y, x] - center||`` is below the ``percentile``-th
+    percentile to ``center``."""
 
     def __init__(self, percentile: float = 10.0, center: float | Sequence[float] = 0.5, every: int = 1):
         self.pct, self.center, self.every = float(percentile), center, max(1, int(every))
-        self.name = f"clip pixels with the smallest {self.pct:g}% norms"
+        self.name = (f"clip pixels with the smallest {self.pct:g}% norms"
+                     + (f" every {self.every} steps" if self.every > 1 else ""))
 
     @torch.no_grad()
     def after_step(self, step, param, image_grad):
@@ -78,7 +80,8 @@ class ClipSmallContribution(Regularizer):
 
     def __init__(self, percentile: float = 10.0, center: float | Sequence[float] = 0.5, every: int = 1):
         self.pct, self.center, self.every = float(percentile), center, max(1, int(every))
-        self.name = f"clip pixels with the smallest {self.pct:g}% contributions"
+        self.name = (f"clip pixels with the smallest {self.pct:g}% contributions"
+                     + (f" every {self.every} steps" if self.every > 1 else ""))
 
     @torch.no_grad()
     def after_step(self, step, param, image_grad):

@@ -154,7 +154,8 @@ def render(
                 now = stop(acts).detach().cpu().bool().reshape(-1) & ~done
                 if now.any():
                     snap = img.detach().clone()
-                    frozen = snap if frozen is None else torch.where(now.view(-1, 1, 1, 1).to(snap.device), snap, frozen)
+                    mask = now.view(-1, 1, 1, 1).to(snap.device)
+                    frozen = snap if frozen is None else torch.where(mask, snap, frozen)
                     steps_taken[now.numpy()] = step
                     done |= now
                 if bool(done.all()):

@@ -226,6 +226,8 @@ def grid_info(grid: Grid) -> GridInfo:
         # leave room for the text under each picture
         min_px = 80 if any(it.sublabel for it in grid.items) else 64 if any(it.label for it in grid.items) else 48
         cell = auto_cell_width(sizes, min_px)
+    if any(it.sublabel for it in grid.items):
+        cell = max(cell, 104)  # two lines of caption need room, whatever the picture size
     cols = int(grid.columns) if grid.columns and grid.columns > 0 else None
     return GridInfo(columns=cols, cell=max(8, cell), pixelated=pix)
 

@@ -34,7 +34,9 @@ class AdversarialOptions:
     """Cap on the targeted attack's steps."""
     step_size: float = 1.0
     """Targeted attack: largest pixel change per step, in /255 units."""
-    epsilons: list[float] = field(default_factory=lambda: [2.0, 8.0])
+    min_target_prob: float = 0.5
+    """Targeted attack: stop once the target is predicted with at least this probability (0: once it is top)."""
+    epsilons: list[float] = field(default_factory=lambda: [0.5, 2.0, 8.0])
     """Untargeted FGSM / PGD budgets (L-inf, in /255 units)."""
     pgd_steps: int = 10
     """PGD iterations (step eps/4, random start)."""
@@ -43,10 +45,11 @@ class AdversarialOptions:
 
 
 def targeted_attack(pixel_model, x: torch.Tensor, targets: list[int] | torch.Tensor, *, max_steps: int = 100,
-                    step: float = 1 / 255, generator: torch.Generator | None = None, layer_root=None,
-                    progress=None) -> optvis.OptResult:
+                    step: float = 1 / 255, min_prob: float = 0.0, generator: torch.Generator | None = None,
+                    layer_root=None, progress=None) -> optvis.OptResult:
     """Gradient ascent on ``log p_target`` (steps of at most ``step`` per pixel) until each image is
-    classified as its target; images in [0, 1]. ``result.done``/``steps_taken`` say who flipped when."""
+    classified as its target (with probability >= ``min_prob``); images in [0, 1].
+    ``result.done``/``steps_taken`` say who flipped when."""
     t = torch.as_tensor(targets, dtype=torch.long, device=x.device).flatten()
     if t.numel() == 1:
         t = t.expand(x.shape[0])
@@ -54,7 +57,14 @@ def targeted_attack(pixel_model, x: torch.Tensor, targets: list[int] | torch.Ten
     return optvis.render(
         pixel_model, O.class_log_prob(t), param, optimizer="sgd", lr=step, grad_norm="linf", steps=max_steps,
         generator=generator, layer_root=layer_root, evaluate_final=True,
-        stop=lambda acts: acts[O.LOGITS].argmax(1) == t, progress=progress, desc="Targeted attack")
+        stop=lambda acts: _fooled(acts[O.LOGITS], t, min_prob), progress=progress, desc="Targeted attack")
+
+
+def _fooled(logits: torch.Tensor, t: torch.Tensor, min_prob: float) -> torch.Tensor:
+    hit = logits.argmax(1) == t
+    if min_prob > 0:
+        hit = hit & (torch.softmax(logits.float(), 1).gather(1, t[:, None])[:, 0] >= min_prob)
+    return hit
 
 
 def untargeted_attack(pixel_model, x: torch.Tensor, labels: torch.Tensor, eps: float, steps: int = 1,
@@ -99,8 +109,9 @@ def _fmt_p(ctx, probs_row: torch.Tensor, k: int) -> str:
     "Fooling images (adversarial examples)",
     options=AdversarialOptions,
     presets={
-        "minimal": {"max_images": 1, "max_steps": 40, "step_size": 4.0, "attack_images": 4, "pgd_steps": 3},
-        "full": {"max_images": 6, "max_steps": 200, "attack_images": 64, "epsilons": [1.0, 2.0, 4.0, 8.0]},
+        "minimal": {"max_images": 1, "max_steps": 40, "step_size": 4.0, "min_target_prob": 0.0, "attack_images": 4,
+                    "pgd_steps": 3, "epsilons": [2.0, 8.0]},
+        "full": {"max_images": 6, "max_steps": 200, "attack_images": 64, "epsilons": [0.5, 1.0, 2.0, 4.0, 8.0]},
     },
     references=[SZEGEDY_2014, GOODFELLOW_2015, MADRY_2018],
     order=90,
@@ -122,6 +133,7 @@ def adversarial(ctx, opts: AdversarialOptions) -> Section:
     pred0 = p0.argmax(1)
     targets = _pick_targets(ctx, opts, p0)
     res = targeted_attack(pm, x, targets, max_steps=opts.max_steps, step=opts.step_size / 255.0,
+                          min_prob=opts.min_target_prob,
                           generator=ctx.generator(9002), layer_root=ctx.model, progress=ctx.progress)
     fooled = res.images
     with torch.inference_mode():
@@ -182,7 +194,8 @@ def adversarial(ctx, opts: AdversarialOptions) -> Section:
                           "steps of ε/4 from a random start in the ε-ball; both stay in [0, 1].",
                   numeric=[3, 4, 5]))
     sec.add(Note(f"Targeted attack: steps of at most {opts.step_size:g}/255 per pixel along ∇ log p_target "
-                 f"(scaled so the largest pixel change is the step), until the target is predicted or "
+                 f"(scaled so the largest pixel change is the step), until the target is predicted"
+                 + (f" with p ≥ {opts.min_target_prob:g}" if opts.min_target_prob > 0 else "") + " or "
                  f"{opts.max_steps} steps; pixels stay in [0, 1]. Fooled {int(res.done.sum())} of {n}."))
     sec.params["targets"] = targets
     return sec

@@ -24,7 +24,7 @@ from ..optvis import transforms as T
 from ..optvis.plotting import history_plot
 from ..papers import SIMONYAN_2014, YOSINSKI_2015
 from ..registry import technique
-from ..report import Grid, GridItem, ImageData, KeyValues, Note, Row, Section
+from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Row, Section
 
 
 @dataclass
@@ -33,30 +33,33 @@ class ClassVisualizationOptions:
     """How many classes (the run's --classes, else the most predicted classes of the image set)."""
     image_size: int | None = 160
     """Side of the optimised image in pixels (None: the model's input size)."""
-    steps: int = 150
+    steps: int = 200
     """Gradient-ascent steps (Adam) for each variant."""
-    lr: float = 0.03
+    lr: float = 0.05
     """Adam learning rate in pixel units ([0, 1] scale)."""
     l2_weight: float = 3e-3
-    """lambda of the L2 penalty ||I - mean||^2 (both variants)."""
+    """lambda of the L2 penalty, the squared distance of the image from the mean image (both variants)."""
     init: str = "noise"
     """Start image: grey (the normalisation mean), noise (mean + small Gaussian noise) or zeros (black)."""
-    jitter: int = 8
+    jitter: int = 16
     """Regularised variant: random roll of up to this many pixels each step."""
+    scale_rotate: bool = True
+    """Regularised variant: also rescale (±10%) and rotate (±5°) the image randomly each step."""
     blur_every: int = 4
     """Regularised variant: Gaussian blur every this many steps (0: never)."""
-    blur_sigma: float = 0.7
+    blur_sigma: float = 1.0
     """Regularised variant: blur standard deviation in pixels."""
-    clip_norm_percentile: float = 10.0
-    """Regularised variant: pixels whose colour norm is in this lowest percentile are reset to the mean."""
-    clip_contribution_percentile: float = 10.0
-    """Regularised variant: pixels with the smallest |(I - mean) . dS/dI| (this percentile) are reset."""
+    clip_norm_percentile: float = 5.0
+    """Regularised variant: pixels whose colour norm is in this lowest percentile are reset (with every blur)."""
+    clip_contribution_percentile: float = 5.0
+    """Regularised variant: pixels with the smallest abs((I - mean) . dS/dI) (percentile) are reset (with every blur)."""
 
 
 def pick_classes(ctx, n: int) -> list[int]:
-    """``--classes`` if given, else the most predicted classes over the image set (ties: mean probability)."""
+    """``--classes`` if given (all of them), else the ``n`` most predicted classes over the image set
+    (ties and too few distinct predictions: the highest mean probability)."""
     if ctx.general.classes:
-        return [int(c) for c in ctx.general.classes][: max(1, n)] if n else [int(c) for c in ctx.general.classes]
+        return [int(c) for c in ctx.general.classes]
     feats = ctx.features()
     preds = feats.preds
     probs = feats.probs
@@ -92,14 +95,16 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
     objective = O.class_logit(classes) - opts.l2_weight * O.l2(mean)
 
     runs = {}
+    every = max(1, opts.blur_every)
     variants = {
         "L2 only": dict(transforms=[], regularizers=[]),
         "regularised": dict(
-            transforms=[T.jitter(opts.jitter)] if opts.jitter > 0 else [],
+            transforms=([T.jitter(opts.jitter)] if opts.jitter > 0 else [])
+            + ([T.random_scale([0.9, 0.95, 1.0, 1.05, 1.1]), T.random_rotate([-5, 0, 5])] if opts.scale_rotate else []),
             regularizers=[
                 *([R.BlurEvery(opts.blur_every, opts.blur_sigma)] if opts.blur_every > 0 else []),
-                *([R.ClipSmallNorm(opts.clip_norm_percentile, mean)] if opts.clip_norm_percentile > 0 else []),
-                *([R.ClipSmallContribution(opts.clip_contribution_percentile, mean)]
+                *([R.ClipSmallNorm(opts.clip_norm_percentile, mean, every)] if opts.clip_norm_percentile > 0 else []),
+                *([R.ClipSmallContribution(opts.clip_contribution_percentile, mean, every)]
                   if opts.clip_contribution_percentile > 0 else []),
             ],
         ),
@@ -131,12 +136,16 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
     curves = {f"{label}: {ctx.class_name(c)}"[:40]: res.history[:, j]
               for label, res in runs.items() for j, c in enumerate(classes[:4])}
     plot = history_plot(curves, title="objective S_c − λ‖I−μ‖² per step", ylabel="objective")
-    sec.add(Row([grid, plot]))
+    sec.add(Row([grid, Figure(plot, caption="Objective per step (first four classes); the regularised curve is "
+                                            "noisier because of the jitter and the pixel resets.",
+                                    alt="objective per optimisation step")]))
     reg = runs["regularised"]
     sec.add(KeyValues([
         ("image", f"{size}×{size} pixels, start: {opts.init} around the normalisation mean {mean}"),
         ("optimiser", f"Adam, lr {opts.lr:g} (pixel units), {opts.steps} steps, pixels clamped to [0, 1]"),
-        ("regularised variant", ", ".join([f"jitter ±{opts.jitter}px"] + reg.info["regularizers"])),
+        ("regularised variant", ", ".join([f"jitter ±{opts.jitter}px"]
+                                          + (["random scale ±10% and rotation ±5°"] if opts.scale_rotate else [])
+                                          + reg.info["regularizers"])),
         ("time", ", ".join(f"{k}: {v.wall_time_s:.1f} s" for k, v in runs.items())),
     ], title="Settings"))
     weak = [ctx.class_name(c) for j, c in enumerate(classes) if not reg.improved()[j]]

@@ -31,7 +31,7 @@ from ..report import Figure, Group, ImageData, KeyValues, Row, Section
 class DeepDreamOptions:
     layers: list[str] | None = None
     """Layers to dream with (None: three convolutions at 1/4, 1/2 and 3/4 of the depth)."""
-    max_images: int = 1
+    max_images: int = 2
     """How many images (the first ones of the set)."""
     image_size: int | None = None
     """Side of the dreamed image (None: the model's input size)."""
@@ -42,7 +42,7 @@ class DeepDreamOptions:
     steps: int = 10
     """Gradient-ascent steps per octave."""
     lr: float = 0.01
-    """Step size in pixel units ([0, 1]) for a gradient normalised to mean |g| = 1."""
+    """Step size in pixel units ([0, 1]) for a gradient normalised to a mean absolute value of 1."""
     jitter: int = 16
     """Random roll of up to this many pixels each step (scaled down at small octaves)."""
 
@@ -94,8 +94,8 @@ def dream(pixel_model, layer_names: list[str], image: torch.Tensor, *, octaves: 
     "DeepDream",
     options=DeepDreamOptions,
     presets={
-        "minimal": {"octaves": 2, "steps": 3, "jitter": 2},
-        "full": {"max_images": 2, "octaves": 4, "steps": 20, "image_size": 320},
+        "minimal": {"max_images": 1, "octaves": 2, "steps": 3, "jitter": 2},
+        "full": {"max_images": 4, "octaves": 4, "steps": 20, "image_size": 320},
     },
     references=[MORDVINTSEV_2015],
     order=100,
@@ -131,14 +131,17 @@ def deepdream(ctx, opts: DeepDreamOptions) -> Section:
         for b, name in enumerate(names):
             gain = [float(r.history[-1, b] / max(r.history[0, b], 1e-12)) for r in results]
             figs.append(Figure(ImageData(unit_to_uint8(dreams[b].permute(1, 2, 0).numpy()), display_width=224),
-                               caption=f"dreamed at {name} ({type(ctx.layer(name)).__name__}); 0.5‖a‖² ×{gain[-1]:.2f} "
-                                       "over the last octave",
+                               caption=f"dreamed at {name} ({type(ctx.layer(name)).__name__}); "
+                                       f"0.5‖a‖² ×{gain[-1]:.2f} over the last octave",
                                alt=f"DeepDream of {ctx.images.name(i)} at layer {name}"))
         boundaries = list(np.cumsum([len(r.history) for r in results])[:-1])
         norm = hist / np.maximum(hist[:1], 1e-12)
         plot = history_plot({nm: norm[:, b] for b, nm in enumerate(names)}, boundaries=boundaries,
-                            title="0.5‖a‖² per step (÷ first step); dashed: new octave", ylabel="relative objective")
-        sec.add(Group(ctx.images.name(i), [Row(figs), plot]))
+                            title="0.5‖a‖² per step (÷ first step); dashed: new octave",
+                            ylabel="relative objective")
+        sec.add(Group(ctx.images.name(i), [Row(figs), Figure(plot, caption="DeepDream objective per step, "
+                                                               "relative to the first step of the first octave",
+                                                               alt="objective per step")]))
     sec.add(KeyValues([
         ("layers", ", ".join(names) + ("" if opts.layers else " (convolutions at 1/4, 1/2, 3/4 of the depth)")),
         ("schedule", f"{opts.octaves} octave(s) × {opts.steps} steps, octave scale {opts.octave_scale:g}, "

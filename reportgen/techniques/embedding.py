@@ -28,8 +28,26 @@ def tsne_perplexity(n: int) -> float:
     return float(min(p, max(1.0, n - 1.0)))
 
 
-def embed_2d(x: np.ndarray, seed: int, tsne: bool = True, max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """(PCA 2-D, t-SNE 2-D or None, info) of the rows of ``x`` (deterministic for a seed)."""
+def embed_2d(x: np.ndarray, seed: int, tsne: bool = True, max_iter: int = 1000,
+             threads: int | None = 1) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """(PCA 2-D, t-SNE 2-D or None, info) of the rows of ``x`` (deterministic for a seed).
+
+    ``threads`` caps scikit-learn's BLAS/OpenMP threads (None: the libraries' default). One
+    thread is the default: on a busy machine the spinning thread pools of OpenBLAS/OpenMP can
+    be ten times slower than one thread, and t-SNE of a few thousand points is quick on one core.
+    """
+    import contextlib
+
+    import sklearn.decomposition  # noqa: F401 - load the BLAS / OpenMP libraries first:
+    import sklearn.manifold  # noqa: F401 - threadpool_limits only reaches libraries already loaded
+    from threadpoolctl import threadpool_limits
+
+    limit = threadpool_limits(limits=int(threads)) if threads else contextlib.nullcontext()
+    with limit:
+        return _embed_2d(x, seed, tsne, max_iter)
+
+
+def _embed_2d(x: np.ndarray, seed: int, tsne: bool, max_iter: int) -> tuple[np.ndarray, np.ndarray | None, dict]:
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
@@ -98,6 +116,18 @@ def mosaic(ctx, indices: list[int], pos: np.ndarray, size: int, rng) -> tuple[np
     return canvas, cells, cell
 
 
+def _jpeg(canvas: np.ndarray, quality: int) -> ImageData:
+    if not quality:
+        return ImageData(canvas)
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(canvas).save(buf, format="JPEG", quality=int(quality), optimize=True)
+    return ImageData(data=buf.getvalue(), mime="image/jpeg")
+
+
 def scatter_figure(points: list[tuple[str, np.ndarray]], colour_ids: np.ndarray, names: dict[int, str],
                    legend_title: str, top: int = 10) -> ImageData:
     """Scatter plots (one per embedding) coloured by class: the ``top`` most frequent get colours."""
@@ -129,6 +159,27 @@ def scatter_figure(points: list[tuple[str, np.ndarray]], colour_ids: np.ndarray,
     return figure_to_png(fig)
 
 
+def confidence_figure(points: list[tuple[str, np.ndarray]], conf: np.ndarray) -> ImageData:
+    """The same scatter plots coloured by the model's confidence (top softmax probability)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(points), figsize=(5.2 * len(points) + 1.2, 4.8), squeeze=False)
+    order = np.argsort(-conf, kind="stable")  # confident points first, unsure ones drawn on top
+    sc = None
+    for ax, (title, p) in zip(axes[0], points):
+        sc = ax.scatter(p[order, 0], p[order, 1], s=10, c=conf[order], cmap="viridis", vmin=0, vmax=1,
+                        linewidths=0)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    cb = fig.colorbar(sc, ax=axes[0].tolist(), fraction=0.03, pad=0.02)
+    cb.set_label("top softmax probability", fontsize=8)
+    return figure_to_png(fig)
+
+
 @dataclass
 class EmbeddingOptions:
     max_points: int = 2000
@@ -141,6 +192,10 @@ class EmbeddingOptions:
     """t-SNE optimisation iterations (at least 250)."""
     top_classes: int = 10
     """Classes that get their own colour in the scatter plots (the most frequent)."""
+    threads: int = 1
+    """BLAS/OpenMP threads for PCA and t-SNE (0: the libraries' default; see embed_2d)."""
+    mosaic_quality: int = 88
+    """JPEG quality of the mosaic (a photo collage: JPEG is about ten times smaller than PNG; 0: PNG)."""
 
 
 @technique(
@@ -171,7 +226,7 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
     if sub:
         idx = np.sort(rng.choice(n, size=int(opts.max_points), replace=False))
     x = feats.penultimate[idx].astype(np.float32)
-    p2, t2, info = embed_2d(x, ctx.seed, tsne=opts.tsne, max_iter=opts.tsne_iter)
+    p2, t2, info = embed_2d(x, ctx.seed, tsne=opts.tsne, max_iter=opts.tsne_iter, threads=opts.threads or None)
     labels = ctx.images.labels[idx]
     if ctx.images.has_labels:
         colour_ids = np.where(labels >= 0, labels, -1)
@@ -191,9 +246,18 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
                                "the rest are grey" if n_classes > opts.top_classes else "")
                             + f". Features: {feats.penultimate_source}, {feats.penultimate.shape[1]}-D."),
                    alt="PCA and t-SNE scatter plots of the penultimate features"))
+    ids, counts = np.unique(colour_ids, return_counts=True)
+    coverage = float(np.sort(counts)[::-1][:opts.top_classes].sum()) / len(idx)
+    if coverage < 0.3:
+        conf = feats.probs[idx].max(axis=1)
+        sec.add(Figure(confidence_figure(points, conf), caption=(
+            f"The {opts.top_classes} most frequent classes cover only {100 * coverage:.0f}% of the points, so the "
+            "same plots are also coloured by the model's confidence (its top softmax probability): dark points are "
+            "images the model is unsure about; a region of dark points is a part of feature space it finds "
+            "ambiguous."), alt="PCA and t-SNE coloured by confidence"))
     if t2 is not None:
         canvas, cells, cell = mosaic(ctx, idx.tolist(), t2, int(opts.mosaic_size), ctx.rng(59))
-        sec.add(Figure(ImageData(canvas), caption=(
+        sec.add(Figure(_jpeg(canvas, opts.mosaic_quality), caption=(
             f"t-SNE mosaic: each image's thumbnail at its t-SNE position, snapped to the nearest free cell of a "
             f"{cells}x{cells} grid ({cell}px cells)."), alt="t-SNE image mosaic"))
     else:

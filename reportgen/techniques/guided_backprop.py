@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..gradrules import RULES, gradient_rule
 from ..hooks import capture_outputs, eval_mode, frozen_params
@@ -36,7 +37,7 @@ class GuidedBackpropOptions:
     include_class: bool = True
     """Also explain the predicted class score."""
     percentile: float = 99.5
-    """Each gradient is shown with +-(this percentile of |gradient|) mapped to white/black."""
+    """Each gradient is shown with +-(this percentile of abs(gradient)) mapped to white/black."""
 
 
 def gradient_image(g: np.ndarray, percentile: float) -> np.ndarray:
@@ -149,5 +150,12 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
         sec.add(Group(ctx.images.name(i), [Row([inp, grid])]))
     sec.add(Note("How the gradient crossed each activation — deconvnet: " + notes["deconvnet"]
                  + " Guided backprop: " + notes["guided"] + " Backprop: " + notes["backprop"]))
+    if not any(isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d))
+               for m in model.modules()):
+        sec.add(Note("This network has no max-pooling, so the deconvnet signal never looks at the image: "
+                     "relu(g) ignores the forward pass and convolutions/batch-norm are linear, so the "
+                     "deconvnet column is the same pattern for every image (only the unit's position matters). "
+                     "Guided backprop adds the forward ReLU mask, which is what makes it image-specific "
+                     "(Springenberg et al.'s motivation)."))
     sec.params["layer"] = name
     return sec

@@ -17,13 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..features import target_classes
+from ..features import device_batch_size, target_classes
 from ..hooks import eval_mode
 from ..imaging import figure_to_png, overlay
 from ..papers import ZEILER_FERGUS_2014
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, Note, Section
 from .saliency import show_indices
+
+MIN_SPAN = 0.05  # overlay colour scale spans at least this much probability
 
 
 def window_positions(size: int, window: int, stride: int) -> list[int]:
@@ -46,6 +48,7 @@ def resolve_window(size: int, window: int | None, stride: int | None) -> tuple[i
 class OcclusionResult:
     index: int
     heat: np.ndarray  # H x W: mean probability of the class over the windows covering each pixel
+    # (the unoccluded probability where no window covers a pixel, i.e. stride > window)
     grid: np.ndarray  # ny x nx: probability with the window at each position
     base: float  # probability without occlusion
     target: int
@@ -102,9 +105,12 @@ def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size
     for j, x0 in enumerate(xs):
         C[j, x0:x0 + wx] = 1
     cover = R.T @ np.ones((len(ys), len(xs))) @ C
+    uncovered = cover == 0  # only when stride > window: those pixels were never occluded
+    cover[uncovered] = 1
     out = []
     for k, i in enumerate(indices):
         heat = (R.T @ grids[k].astype(np.float64) @ C) / cover
+        heat[uncovered] = base[k]
         out.append(OcclusionResult(int(i), heat.astype(np.float32), grids[k], float(base[k]), int(tgt[k]),
                                    bool(known[k]), int(preds[k])))
     return out
@@ -136,8 +142,9 @@ class OcclusionOptions:
     """Side of the grey square in input pixels (None: 1/7 of the input side)."""
     stride: int | None = None
     """Step between window positions in input pixels (None: half the window)."""
-    batch_size: int = 64
-    """Occluded copies per forward pass."""
+    batch_size: int = 0
+    """Occluded copies per forward pass (0: automatic, 64 on a GPU, cache-sized on the CPU; see
+    features.device_batch_size)."""
     fill: str = "mean"
     """Colour of the square: "mean" (the image set's mean colour) or "grey" (0.5)."""
 
@@ -146,7 +153,7 @@ class OcclusionOptions:
     "occlusion",
     "Occlusion sensitivity",
     options=OcclusionOptions,
-    presets={"minimal": {"max_images": 1, "window": 8, "stride": 8, "batch_size": 16},
+    presets={"minimal": {"max_images": 1, "window": 8, "stride": 8},
              "full": {"max_images": 8}},
     references=[ZEILER_FERGUS_2014],
     order=40,
@@ -163,7 +170,8 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
         raise ValueError(f"occlusion.fill must be 'mean' or 'grey', got {opts.fill!r}")
     fill = ctx.features().mean_rgb if opts.fill == "mean" else np.full(3, 0.5, dtype=np.float32)
     idx = show_indices(ctx, opts.max_images)
-    results = occlusion_maps(ctx, idx, window, stride, max(1, opts.batch_size), fill)
+    batch = opts.batch_size if opts.batch_size > 0 else device_batch_size(ctx)
+    results = occlusion_maps(ctx, idx, window, stride, batch, fill)
     sec = Section(id="occlusion", title="Occlusion sensitivity")
     items = []
     for r in results:
@@ -173,8 +181,11 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
         items.append(GridItem(ImageData(img), label=ctx.images.name(r.index),
                               sublabel=f"{ctx.class_name(r.target)} ({'true label' if r.from_label else 'predicted'})",
                               alt=f"input {ctx.images.name(r.index)}", tone=tone))
-        # low probability = important: map the minimum to red
-        items.append(GridItem(ImageData(overlay(img, -r.heat, alpha=0.5, cmap="jet", lo=-hi, hi=-lo)),
+        # low probability = important: red = the largest drop below the unoccluded probability; drops
+        # smaller than MIN_SPAN stay blue, so a map of negligible changes is not painted red
+        drop = np.clip(r.base - r.heat, 0, None)
+        span = max(float(drop.max()), MIN_SPAN)
+        items.append(GridItem(ImageData(overlay(img, drop, alpha=0.5, cmap="jet", lo=0.0, hi=span)),
                               label="occluded probability",
                               sublabel=f"p={r.base:.2f} unoccluded, {lo:.2f}..{hi:.2f} occluded",
                               alt=f"occlusion map of {ctx.images.name(r.index)}"))
@@ -186,8 +197,9 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
     npos = len(window_positions(size, window, stride)) ** 2
     sec.add(Grid(items, columns=4, cell_width=min(224, size * 2 if size < 112 else size),
                  caption=(f"A {window}x{window}-pixel square of {fill_txt} at {npos} positions (stride {stride} px) "
-                          f"of the {size}x{size} input; overlay: probability of {which}, red = lowest "
-                          f"(covering this region hurts most), blue = highest, scaled per image.")))
+                          f"of the {size}x{size} input. Overlay: drop of the probability of {which} when the "
+                          f"region is covered, red = the largest drop in that image (covering it hurts most), blue "
+                          f"= none; drops below {MIN_SPAN:g} never reach red.")))
     if results:
         sec.add(Figure(_heatmap_figure(ctx, results), caption=(
             "The same maps in probability units (each pixel: the mean class probability over the window "
@@ -195,7 +207,7 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
             alt="occlusion probability maps with colour bars"))
     else:
         sec.add(Note("No images to show.", kind="warning"))
-    sec.params.update({"window_px": window, "stride_px": stride, "positions_per_image": npos,
+    sec.params.update({"window_px": window, "stride_px": stride, "positions_per_image": npos, "batch_size": batch,
                        "images": [ctx.images.name(r.index) for r in results]})
     return sec
 

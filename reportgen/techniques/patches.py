@@ -18,7 +18,7 @@ import numpy as np
 from .. import layers as layers_mod
 from ..features import TOPK, plans_layers
 from ..papers import GIRSHICK_2014, SPRINGENBERG_2015, ZEILER_FERGUS_2014
-from ..receptive import ReceptiveField, crop_field, gradient_receptive_field
+from ..receptive import ReceptiveField, crop_field, field_for
 from ..registry import technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section
 
@@ -27,8 +27,7 @@ PAD_GREY = (128, 128, 128)
 
 def field_of(ctx, layer: str) -> ReceptiveField:
     """Receptive field of ``layer`` at the run's input size (gradient support), memoised per run."""
-    return ctx.memo(f"receptive:{layer}:{ctx.pre.size}",
-                    lambda: gradient_receptive_field(ctx.model, layer, ctx.pre.size))
+    return field_for(ctx, layer)
 
 
 def auto_layer(ctx, fraction: float) -> str:
@@ -94,6 +93,9 @@ class PatchesOptions:
     """Top patches per channel (at most 16)."""
     rank: str = "peak"
     """Automatic channel choice: "peak" (highest response) or "zscore" (peak in standard deviations)."""
+    interior: bool = True
+    """Only units whose whole receptive field lies inside the image (no zero padding in the patch);
+    all units when no unit's field fits."""
     auto_rf_fraction: float = 0.5
     """Automatic layer: deepest convolution whose receptive field is at most this fraction of the input."""
     cell_width: int = 80
@@ -110,17 +112,18 @@ class PatchesOptions:
     summary=(
         "Each row is one channel of the layer: the image regions, from the whole image set, where that channel "
         "responds most strongly, each cropped to exactly the pixels the unit can see. Patches that share a "
-        "pattern reveal what the unit detects; grey borders are the padding beyond the image edge."
+        "pattern (a texture, a part, an object) reveal what the unit detects."
     ),
     needs_layers=True,
 )
 def patches(ctx, opts: PatchesOptions) -> Section:
     layer, how = patch_layer(ctx, opts)
     feats = ctx.features(layers=[layer])
-    st = feats.stats(layer)
-    if len(st.shape) != 3:
-        raise ValueError(f"layer {layer!r} outputs shape {st.shape}; patches need a CxHxW feature map")
+    full = feats.stats(layer)
+    if len(full.shape) != 3:
+        raise ValueError(f"layer {layer!r} outputs shape {full.shape}; patches need a CxHxW feature map")
     rf = field_of(ctx, layer)
+    st = full.interior if (opts.interior and full.interior is not None) else full
     c = st.channels
     if opts.channels:
         bad = [ch for ch in opts.channels if not 0 <= ch < c]
@@ -149,17 +152,25 @@ def patches(ctx, opts: PatchesOptions) -> Section:
         sec.add(Group(f"Channel {ch}", [Grid(items, columns=min(k, 9 if k <= 9 else int(math.ceil(k / 2))),
                                              cell_width=opts.cell_width)],
                       description=(f"peak {float(st.peak[ch]):.3g}, mean {float(st.mean[ch]):.3g} over the set")))
-    hh, ww = st.spatial
+    hh, ww = full.spatial
+    if st is full.interior:
+        y0, x0, y1, x1 = full.interior_region
+        where = (f"Only the {y1 - y0}x{x1 - x0} interior units (rows {y0}..{y1 - 1}, columns {x0}..{x1 - 1}) whose "
+                 "field lies wholly inside the image are searched, so no patch contains padding.")
+    else:
+        where = ("All units are searched; grey in a patch is the zero padding beyond the image edge that the unit "
+                 "also sees.")
     sec.add(Note(
         f"Layer {layer} ({how}); output {c}x{hh}x{ww}. Receptive field {rf.size[0]}x{rf.size[1]} input pixels "
         f"(step {rf.jump[0]} px between units, from the gradient support of one unit), on a {size}x{size} input. "
         f"Channels: {chosen}. Each patch is the field of the unit where the channel peaks in that image (one "
-        f"patch per image); the label is the activation value."))
-    if max(rf.size) > size:
+        f"patch per image, the best images over the whole set); the label is the activation value. {where}"))
+    if max(rf.size) > size and st is full:
         sec.add(Note(f"The receptive field ({rf.size[0]} px) is larger than the input ({size} px): every patch holds "
                      "the whole image inside grey padding. Pick an earlier layer (patches.layer) for smaller patches.",
                      kind="warning"))
     if opts.k > TOPK:
         sec.add(Note(f"Only the top {TOPK} images per channel are recorded; showing {k}.", kind="info"))
-    sec.params.update({"layer": layer, "layer_choice": how, "receptive_field": rf.to_dict(), "channels": channels})
+    sec.params.update({"layer": layer, "layer_choice": how, "receptive_field": rf.to_dict(), "channels": channels,
+                       "interior_only": st is full.interior})
     return sec

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..features import spread_indices, target_classes
+from ..features import device_batch_size, spread_indices, target_classes
 from ..hooks import eval_mode, frozen_params
-from ..imaging import to_uint8
+from ..imaging import overlay, to_uint8
 from ..papers import SIMONYAN_2014
 from ..registry import technique
 from ..report import Grid, GridItem, ImageData, Note, Section
@@ -42,10 +42,13 @@ def saliency_maps(ctx, indices: list[int], classes: list[int] | None = None,
                   batch_size: int | None = None) -> list[SaliencyResult]:
     """Saliency maps of ``indices``, ``batch_size`` images per forward/backward pass.
 
+    ``batch_size`` None: the run's batch size on a GPU; cache-sized batches on the CPU (see
+    :func:`reportgen.features.device_batch_size`).
+
     ``classes`` gives the class to explain per image; by default the true label when known,
     else the predicted class (decided from the same forward pass).
     """
-    bs = max(1, int(batch_size or ctx.batch_size))
+    bs = max(1, int(batch_size or device_batch_size(ctx, cap=ctx.batch_size)))
     out: list[SaliencyResult] = []
     model = ctx.model
     nb = (len(indices) + bs - 1) // bs
@@ -94,6 +97,13 @@ def saliency_to_uint8(m: np.ndarray, pct: float = 99.0) -> np.ndarray:
     return to_uint8(m, 0.0, hi if hi > 0 else None)
 
 
+def smooth(m: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of a float map (OpenCV)."""
+    import cv2
+
+    return cv2.GaussianBlur(np.asarray(m, dtype=np.float32), (0, 0), sigmaX=float(sigma))
+
+
 def class_text(ctx, r) -> str:
     return f"{ctx.class_name(r.target)} ({'true label' if r.from_label else 'predicted'})"
 
@@ -104,6 +114,8 @@ class SaliencyOptions:
     """How many images to show (chosen deterministically, spread across classes)."""
     percentile: float = 99.0
     """Map values at or above this percentile are shown white (a few extreme pixels would hide the rest)."""
+    smoothed_overlay: bool = True
+    """Also show the map Gaussian-smoothed and overlaid on the image (easier to see where it lies)."""
 
 
 @technique(
@@ -136,15 +148,24 @@ def saliency(ctx, opts: SaliencyOptions) -> Section:
         items.append(GridItem(ImageData(sal), label="saliency",
                               sublabel=f"max |grad| = {float(r.map.max()):.3g}",
                               alt=f"saliency map of {ctx.images.name(r.index)} for {ctx.class_name(r.target)}"))
+        if opts.smoothed_overlay:
+            sm = smooth(r.map, max(1.0, ctx.pre.size / 56.0))
+            items.append(GridItem(ImageData(overlay(img, sm, alpha=0.55, cmap="inferno", lo=0.0,
+                                                    hi=float(np.percentile(sm, 99.5)) or None)),
+                                  label="smoothed, over the image",
+                                  alt=f"smoothed saliency of {ctx.images.name(r.index)} over the image"))
     sec = Section(id="saliency", title="Saliency maps")
     any_label = any(r.from_label for r in results)
     any_pred = any(not r.from_label for r in results)
     which = ("the true label" if any_label and not any_pred else "the predicted class" if not any_label
              else "the true label where known, else the predicted class")
-    sec.add(Grid(items, columns=4, cell_width=min(224, ctx.pre.size * 2 if ctx.pre.size < 112 else ctx.pre.size),
+    per = 3 if opts.smoothed_overlay else 2
+    sec.add(Grid(items, columns=2 * per, cell_width=min(224, ctx.pre.size * 2 if ctx.pre.size < 112 else ctx.pre.size),
                  caption=(f"Each image beside |d score / d pixel| (max over RGB) for {which}, the unnormalised "
                           f"score (logit) of that class. Grey scale per map: black = 0, white = its "
-                          f"{opts.percentile:g}th percentile or more.")))
+                          f"{opts.percentile:g}th percentile or more"
+                          + ("; then the same map Gaussian-smoothed (sigma = input side / 56) over the image."
+                             if opts.smoothed_overlay else "."))))
     if not results:
         sec.add(Note("No images to show.", kind="warning"))
     sec.params["images"] = [ctx.images.name(r.index) for r in results]

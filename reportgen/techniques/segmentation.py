@@ -18,7 +18,7 @@ from ..imaging import mask_overlay
 from ..papers import ROTHER_2004, SIMONYAN_2014
 from ..registry import technique
 from ..report import Grid, GridItem, ImageData, Note, Section
-from .saliency import cached_saliency, class_text, show_indices
+from .saliency import cached_saliency, class_text, show_indices, smooth
 
 
 def seeds_from_saliency(sal: np.ndarray, fg_quantile: float, bg_quantile: float, blur: float) -> np.ndarray:
@@ -27,7 +27,7 @@ def seeds_from_saliency(sal: np.ndarray, fg_quantile: float, bg_quantile: float,
 
     m = np.asarray(sal, dtype=np.float32)
     if blur > 0:
-        m = cv2.GaussianBlur(m, (0, 0), sigmaX=float(blur))
+        m = smooth(m, blur)
     hi, lo, mid = np.quantile(m, [fg_quantile, bg_quantile, 0.5])
     mask = np.where(m > mid, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     mask[m >= hi] = cv2.GC_FGD

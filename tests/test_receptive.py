@@ -1,0 +1,155 @@
+"""Receptive fields (reportgen.receptive): known values, exactness on odd wiring, cropping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from reportgen.hooks import count_hooks, module_signature
+from reportgen.receptive import (
+    ReceptiveField,
+    analytic_receptive_field,
+    crop_field,
+    gradient_receptive_field,
+    interior_units,
+)
+
+from conftest import make_tiny_cnn
+
+
+@pytest.mark.parametrize(
+    "ctor, layer, size, jump",
+    [
+        (torchvision.models.vgg16, "features.28", 196, 16),  # conv5_3
+        (torchvision.models.alexnet, "features.10", 163, 16),  # conv5
+    ],
+)
+def test_known_receptive_fields(ctor, layer, size, jump):
+    torch.manual_seed(0)
+    model = ctor(weights=None).eval()
+    g = gradient_receptive_field(model, layer, 224)
+    a = analytic_receptive_field(model, layer)
+    assert g.size == (size, size) and g.jump == (jump, jump) and not g.clipped
+    assert a.size == (size, size) and a.jump == (jump, jump)
+    assert g.origin == a.origin  # both place unit (0, 0) at the same pixels
+
+
+def test_resnet18_gradient_field_sees_branches():
+    # ResNet-18's last block sees 435 px; composing its layers as a chain would get this wrong
+    model = torchvision.models.resnet18(weights=None).eval()
+    rf = gradient_receptive_field(model, "layer4.1", 224)
+    assert rf.size == (435, 435) and rf.jump == (32, 32)
+    assert rf.input_size >= 448 and not rf.clipped  # grew the input until the field fitted
+
+
+def test_tiny_cnn_field_and_boxes():
+    model = make_tiny_cnn()
+    rf = gradient_receptive_field(model, "features.6", 32)
+    # conv3 -> pool2 -> conv3 -> pool2 -> conv3: 3, 4, 8, 10, 18; step 4
+    assert rf.size == (18, 18) and rf.jump == (4, 4)
+    a = analytic_receptive_field(model, "features.6")
+    assert (a.size, a.jump, a.origin) == (rf.size, rf.jump, rf.origin)
+    assert rf.box(0, 0) == (rf.origin[0], rf.origin[1], rf.origin[0] + 18, rf.origin[1] + 18)
+    assert rf.box(2, 3)[0] == rf.origin[0] + 8 and rf.box(2, 3)[1] == rf.origin[1] + 12
+    assert rf.clipped_box(0, 0, 32, 32) == (0, 0, rf.origin[0] + 18, rf.origin[1] + 18)
+
+
+def test_field_is_exact_on_the_real_model():
+    """The real (random-weight) model's gradient never leaves the box, and reaches every edge of it."""
+    torch.manual_seed(1)
+    model = make_tiny_cnn(seed=3)
+    rf = gradient_receptive_field(model, "features.6", 32)
+    y, x = 4, 3
+    union = np.zeros((40, 40), dtype=bool)
+    for _ in range(12):
+        inp = torch.rand(1, 3, 40, 40, requires_grad=True)
+        out = model.features(inp)
+        (g,) = torch.autograd.grad(out[0, :, y, x].sum(), inp)
+        union |= (g[0].abs().sum(0) > 0).numpy()
+    rows, cols = np.flatnonzero(union.any(1)), np.flatnonzero(union.any(0))
+    y0, x0, y1, x1 = rf.clipped_box(y, x, 40, 40)
+    assert rows.min() == y0 and rows.max() + 1 == y1
+    assert cols.min() == x0 and cols.max() + 1 == x1
+
+
+class LeftPadNet(nn.Module):
+    """Pads only the left/top in forward (invisible to kernel/stride/padding composition)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, (1, 0, 1, 0)))
+
+
+def test_gradient_method_sees_padding_in_forward():
+    rf = gradient_receptive_field(LeftPadNet(), "conv", 32)
+    assert rf.size == (3, 3) and rf.jump == (2, 2)
+    assert rf.origin == (-1, -1)  # unit 0 sees the padded row/column -1, 0, 1
+    assert analytic_receptive_field(LeftPadNet(), "conv").origin == (0, 0)  # the chain view misses it
+
+
+def test_dilation_and_maxpool():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, dilation=2, padding=2), nn.ReLU(),
+                          nn.MaxPool2d(3, stride=1, padding=2, dilation=2), nn.Conv2d(4, 4, 1))
+    g = gradient_receptive_field(model, "3", 32)
+    a = analytic_receptive_field(model, "3")
+    assert g.size == a.size == (9, 9)
+    assert g.origin == a.origin
+
+
+class ChunkNet(nn.Module):
+    """Splits channels in forward: the one-channel fast path cannot run it, the full-width one can."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a = nn.Conv2d(4, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 5, padding=2)
+        self.head = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        p, q = self.stem(x).chunk(2, dim=1)
+        return self.head(torch.cat([self.a(p), self.b(q)], 1))
+
+
+def test_falls_back_to_full_width_copy():
+    rf = gradient_receptive_field(ChunkNet(), "head", 32)
+    assert rf.method == "gradient (full width)"
+    assert rf.size == (7, 7)  # the wider branch: 3 + 5 - 1
+
+
+def test_user_model_is_untouched():
+    model = make_tiny_cnn()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sig = module_signature(model)
+    gradient_receptive_field(model, "features.3", 32)
+    assert count_hooks(model) == 0 and module_signature(model) == sig
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_crop_field_pads_at_borders():
+    img = np.arange(20 * 20 * 3, dtype=np.int64).reshape(20, 20, 3).astype(np.uint8)
+    rf = ReceptiveField("l", (8, 8), (4, 4), (-3, -3))
+    p = crop_field(img, rf, 0, 0, fill=(1, 2, 3))
+    assert p.shape == (8, 8, 3)
+    assert (p[:3, :, :] == (1, 2, 3)).all() and (p[:, :3, :] == (1, 2, 3)).all()
+    assert np.array_equal(p[3:, 3:], img[0:5, 0:5])
+    inner = crop_field(img, rf, 2, 2)
+    assert np.array_equal(inner, img[5:13, 5:13])
+
+
+def test_interior_units_match_brute_force():
+    rf = ReceptiveField("l", (107, 107), (16, 16), (-38, -38))
+    y0, x0, y1, x1 = interior_units(rf, (14, 14), 224)
+    inside = [u for u in range(14) if rf.box(u, u)[0] >= 0 and rf.box(u, u)[2] <= 224]
+    assert (y0, y1) == (inside[0], inside[-1] + 1) and (x0, x1) == (y0, y1)
+    assert interior_units(ReceptiveField("l", (300, 300), (32, 32), (-100, -100)), (7, 7), 224) is None
