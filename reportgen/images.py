@@ -215,6 +215,11 @@ def _match_labels(names: list[str], class_names: list[str]) -> tuple[dict[str, i
     by_norm: dict[str, int] = {}
     for k, c in enumerate(class_names):
         by_norm.setdefault(_norm_name(c), k)
+    for k, c in enumerate(class_names):  # ImageNet-style "tench, Tinca tinca": each synonym names the class
+        for syn in c.split(",")[1:] if "," in c else []:
+            by_norm.setdefault(_norm_name(syn), k)
+        if "," in c:
+            by_norm.setdefault(_norm_name(c.split(",")[0]), k)
     mapping: dict[str, int] = {}
     for n in names:
         if n.isdigit() and int(n) < len(class_names):

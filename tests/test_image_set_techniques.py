@@ -16,7 +16,7 @@ from reportgen import registry
 from reportgen.build import run_technique
 from reportgen.hooks import count_hooks, module_signature
 from reportgen.preprocess import Preprocessing
-from reportgen.report import Grid, Group, Section, iter_images
+from reportgen.report import Group, Section, iter_images
 
 from conftest import CLASSES, write_image_folder
 

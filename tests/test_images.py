@@ -126,7 +126,7 @@ def test_labels_from_class_folders_match_class_names(tmp_path: Path):
 def test_labels_from_file_names(tmp_path: Path):
     for stem in ["n01440764_tench", "n01443537_goldfish", "n99999999_goldfish"]:
         Image.new("RGB", (8, 8)).save(tmp_path / f"{stem}.png")
-    s = discover_images(tmp_path, PRE, ["background", "tench", "goldfish"])
+    s = discover_images(tmp_path, PRE, ["background", "tench, Tinca tinca", "goldfish, Carassius auratus"])
     assert s.label_source == "file names"
     assert sorted(s.labels.tolist()) == [1, 2, 2]
 
