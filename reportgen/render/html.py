@@ -212,6 +212,10 @@ class TableInfo:
     long: bool
 
 
+CONTENT_WIDTH_PX = 940  # main column at a 1280 px window (sidebar and padding taken off; themes/_base.css)
+GRID_GAP_PX = 6  # .grid --gap in themes/_base.css
+
+
 def grid_info(grid: Grid) -> GridInfo:
     sizes = []
     pix = False
@@ -229,6 +233,9 @@ def grid_info(grid: Grid) -> GridInfo:
     if any(it.sublabel for it in grid.items):
         cell = max(cell, 104)  # two lines of caption need room, whatever the picture size
     cols = int(grid.columns) if grid.columns and grid.columns > 0 else None
+    if cols and cols * (cell + GRID_GAP_PX) > CONTENT_WIDTH_PX:
+        # keep the technique's row structure (e.g. image | map | overlay triplets) on a desktop page
+        cell = max(48, CONTENT_WIDTH_PX // cols - GRID_GAP_PX)
     return GridInfo(columns=cols, cell=max(8, cell), pixelated=pix)
 
 

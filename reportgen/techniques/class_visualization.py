@@ -32,7 +32,7 @@ class ClassVisualizationOptions:
     num_classes: int = 4
     """How many classes (the run's --classes, else the most predicted classes of the image set)."""
     image_size: int | None = 160
-    """Side of the optimised image in pixels (None: the model's input size)."""
+    """Side of the optimised image in pixels, at most the model's input size (None: the input size)."""
     steps: int = 200
     """Gradient-ascent steps (Adam) for each variant."""
     lr: float = 0.05
@@ -88,7 +88,9 @@ def pick_classes(ctx, n: int) -> list[int]:
 )
 def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
     classes = pick_classes(ctx, opts.num_classes)
-    size = int(opts.image_size or ctx.pre.size)
+    # never larger than what the model was built for: a 28 px model shown a 160 px canvas only paints texture
+    size = int(min(opts.image_size or ctx.pre.size, ctx.pre.size))
+    jitter = min(opts.jitter, max(1, size // 10))  # the roll is relative to the canvas
     mean = tuple(float(m) for m in ctx.pre.mean)
     g0 = ctx.generator(8001)
     init = optvis.pixel_image(len(classes), size, opts.init, center=mean, sd=0.02, generator=g0).image().detach()
@@ -99,7 +101,7 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
     variants = {
         "L2 only": dict(transforms=[], regularizers=[]),
         "regularised": dict(
-            transforms=([T.jitter(opts.jitter)] if opts.jitter > 0 else [])
+            transforms=([T.jitter(jitter)] if opts.jitter > 0 else [])
             + ([T.random_scale([0.9, 0.95, 1.0, 1.05, 1.1]), T.random_rotate([-5, 0, 5])] if opts.scale_rotate else []),
             regularizers=[
                 *([R.BlurEvery(opts.blur_every, opts.blur_sigma)] if opts.blur_every > 0 else []),
@@ -143,7 +145,7 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
     sec.add(KeyValues([
         ("image", f"{size}×{size} pixels, start: {opts.init} around the normalisation mean {mean}"),
         ("optimiser", f"Adam, lr {opts.lr:g} (pixel units), {opts.steps} steps, pixels clamped to [0, 1]"),
-        ("regularised variant", ", ".join([f"jitter ±{opts.jitter}px"]
+        ("regularised variant", ", ".join([f"jitter ±{jitter}px"]
                                           + (["random scale ±10% and rotation ±5°"] if opts.scale_rotate else [])
                                           + reg.info["regularizers"])),
         ("time", ", ".join(f"{k}: {v.wall_time_s:.1f} s" for k, v in runs.items())),
