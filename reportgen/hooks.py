@@ -64,20 +64,24 @@ def frozen_params(model: nn.Module) -> Iterator[nn.Module]:
 
 @contextlib.contextmanager
 def capture_outputs(
-    modules: dict[str, nn.Module], detach: bool = True, keep_last: bool = True
+    modules: dict[str, nn.Module], detach: bool = True, keep_last: bool = True, stop_when_complete: bool = False
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record each module's forward output into the yielded dict under its name.
 
     ``detach=False`` keeps the graph (for gradients w.r.t. an intermediate activation).
     With ``keep_last`` only the latest call's output is kept (modules called twice).
+    With ``stop_when_complete`` the forward pass ends (:class:`StopForward`) once every module ran.
     """
     store: dict[str, torch.Tensor] = {}
     handles = []
+    wanted = set(modules)
 
     def make(name: str):
         def hook(_m, _inp, out):
             t = out[0] if isinstance(out, (tuple, list)) else out
             store[name] = t.detach() if detach else t
+            if stop_when_complete and wanted <= set(store):
+                raise StopForward
 
         return hook
 
@@ -146,30 +150,11 @@ def forward_to(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Ten
     return store["output"]
 
 
-@contextlib.contextmanager
-def capture_until_complete(modules: dict[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
+def capture_until_complete(modules: dict[str, nn.Module]):
     """Like ``capture_outputs(modules, detach=False)``, but once every module has produced its
     output in a forward pass, raise :class:`StopForward` (the rest of the network is skipped).
 
     The caller catches ``StopForward``; ``store`` is cleared by the caller between passes.
     Used by image optimisation when the objective needs only intermediate layers.
     """
-    store: dict[str, torch.Tensor] = {}
-    handles = []
-    wanted = set(modules)
-
-    def make(name: str):
-        def hook(_m, _inp, out):
-            store[name] = out[0] if isinstance(out, (tuple, list)) else out
-            if wanted <= set(store):
-                raise StopForward
-
-        return hook
-
-    try:
-        for name, m in modules.items():
-            handles.append(m.register_forward_hook(make(name)))
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
+    return capture_outputs(modules, detach=False, stop_when_complete=True)

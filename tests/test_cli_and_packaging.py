@@ -124,3 +124,13 @@ def test_wheel_carries_templates_and_themes_and_works_elsewhere(tmp_path, factor
     r = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (elsewhere / "rep" / "index.html").is_file()
+
+
+def test_example_report_is_current_with_the_registry():
+    """example_reports/demo is regenerated whenever sections change (`python3 dev.py demo --out
+    example_reports/demo --no-cache`): it must hold a section for every registered technique, none failed."""
+    data = json.loads((ROOT / "example_reports" / "demo" / "report.json").read_text())
+    assert [s["id"] for s in data["sections"]] == [t.id for t in registry.all_techniques()]
+    assert all(s["error"] is None for s in data["sections"])
+    for s in data["sections"]:
+        assert (ROOT / "example_reports" / "demo" / s["page"]).is_file()
