@@ -7,9 +7,8 @@ the model from ``ctx.model`` (the user's module, eval mode, on ``ctx.device``) o
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 import torch
@@ -90,6 +89,7 @@ class RunContext:
         if name:
             self.layer(name)  # validate
             return name
+        self._require_hooks()
         name = layers_mod.last_conv(self.model)
         if name is None:
             raise LayerError(
@@ -98,7 +98,14 @@ class RunContext:
             )
         return name
 
+    def _require_hooks(self) -> None:
+        from .hooks import hookable
+
+        if not hookable(self.model):
+            self.layer("<any layer>")  # raises the TorchScript explanation
+
     def first_conv(self) -> str:
+        self._require_hooks()
         name = layers_mod.first_conv(self.model)
         if name is None:
             raise LayerError("the model has no nn.Conv2d layer to show filters of")
@@ -133,6 +140,3 @@ class RunContext:
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True)
 
-    @contextlib.contextmanager
-    def autocast_off(self) -> Iterator[None]:
-        yield

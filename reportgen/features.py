@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from . import layers as layers_mod
 from .errors import LayerError
-from .hooks import capture_input, capture_outputs, eval_mode
+from .hooks import capture_input, capture_outputs, eval_mode, hookable
 
 FEATURES_VERSION = "3"
 TOPK = 16  # top images kept per channel (patches can show at most this many)
@@ -291,6 +291,9 @@ def _forward_pass(ctx, layer_names: list[str]) -> tuple[_Base, dict[str, LayerSt
     model = ctx.model
     clf_name = layers_mod.classifier_layer(model)
     last_conv = layers_mod.last_conv(model)
+    if not hookable(model):  # TorchScript: no hooks, so the logits stand in for the features
+        clf_name = last_conv = None
+        layer_names = []
     modules = {n: ctx.layer(n) for n in layer_names}
     logits, feats, pixels = [], [], []
     rgb_sum = torch.zeros(3, dtype=torch.float64)
@@ -310,7 +313,8 @@ def _forward_pass(ctx, layer_names: list[str]) -> tuple[_Base, dict[str, LayerSt
                 capture_outputs({last_conv: layers_mod.resolve_layer(model, last_conv)}))
             source = f"global-average-pooled output of {last_conv}"
         else:
-            source = "logits (no Linear or Conv2d layer found)"
+            source = ("logits (TorchScript archive: no hooks)" if not hookable(model)
+                      else "logits (no Linear or Conv2d layer found)")
         acts = stack.enter_context(capture_outputs(modules)) if modules else {}
         nb = (len(ctx.images) + ctx.batch_size - 1) // ctx.batch_size
         desc = "Forward pass over the image set" + (f" (+{len(modules)} layer(s))" if modules else "")
@@ -392,6 +396,8 @@ def device_batch_size(ctx, cap: int = 64, budget: int = CPU_BATCH_BUDGET) -> int
     """
     if ctx.device.type != "cpu":
         return cap
+    if not hookable(ctx.model):  # no hooks to measure activations with: a cautious fixed size
+        return int(max(1, min(cap, 8)))
 
     def probe() -> int:
         leaves = {n: m for n, m in ctx.model.named_modules() if n and not list(m.children())}

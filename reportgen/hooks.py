@@ -14,6 +14,11 @@ import torch
 from torch import nn
 
 
+def hookable(model: nn.Module) -> bool:
+    """False for TorchScript modules, which refuse forward/backward hooks."""
+    return not isinstance(model, torch.jit.ScriptModule)
+
+
 def count_hooks(model: nn.Module) -> int:
     """Number of forward/backward hooks registered on ``model`` and all its submodules."""
     n = 0

@@ -18,6 +18,13 @@ def layer_names(model: nn.Module) -> list[str]:
 
 def resolve_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name`` (e.g. ``"features.12.conv.0"``), or a LayerError listing close names."""
+    if isinstance(model, torch.jit.ScriptModule):
+        what = "layers" if name.startswith("<") else f"layer {name!r}"
+        raise LayerError(
+            f"cannot inspect {what}: TorchScript archives do not allow hooks, so layer-level sections "
+            "cannot run on them. Pass the model as path/to/file.py:factory (with --weights) or as a "
+            "torch.export .pt2 archive to get every section."
+        )
     modules = dict(model.named_modules())
     if name in modules and name:
         return modules[name]

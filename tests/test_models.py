@@ -542,3 +542,22 @@ def test_labels_errors(tmp_path):
     e.write_text("\n\n")
     with pytest.raises(ConfigError, match="empty"):
         models.load_labels(e)
+
+
+def test_torchscript_archive_gets_every_output_level_section(tmp_path, image_dir):
+    """TorchScript refuses hooks: output-level sections still work, layer-level ones say why they cannot."""
+    import torch
+
+    from conftest import CLASSES, make_tiny_cnn
+    from reportgen.build import build_report
+
+    path = tmp_path / "tiny_ts.pt"
+    torch.jit.save(torch.jit.script(make_tiny_cnn()), str(path))
+    res = build_report(str(path), image_dir, tmp_path / "rep", labels=CLASSES, preset="minimal", resize=None,
+                       input_size=32, device="cpu")
+    by_id = {s.id: s for s in res.report.sections}
+    for ok in ["card", "neighbors", "embedding", "occlusion", "saliency", "segmentation", "class_visualization",
+               "adversarial"]:
+        assert by_id[ok].error is None, (ok, by_id[ok].error)
+    for layer_level in ["filters", "activations", "patches", "guided_backprop", "deepdream"]:
+        assert "TorchScript archives do not allow hooks" in by_id[layer_level].error

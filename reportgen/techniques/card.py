@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..imaging import figure_to_png
+from ..hooks import hookable
 from ..layers import describe_layers
 from ..papers import ZEILER_FERGUS_2014
 from ..registry import technique
@@ -50,7 +51,8 @@ def card(ctx, opts: CardOptions) -> Section:
     sec = Section(id="card", title="Model card")
     model = ctx.model
     example = torch.zeros(1, 3, ctx.pre.size, ctx.pre.size, device=ctx.device)
-    layers = describe_layers(model, ctx.pre.normalizer().to(ctx.device)(example))
+    # output shapes need forward hooks; TorchScript archives refuse them (names and parameters still show)
+    layers = describe_layers(model, ctx.pre.normalizer().to(ctx.device)(example) if hookable(model) else None)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_conv = sum(1 for li in layers if li.type in ("Conv2d", "Conv1d", "Conv3d"))
