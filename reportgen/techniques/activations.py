@@ -18,6 +18,7 @@ from ..hooks import capture_outputs, eval_mode
 from ..imaging import to_uint8
 from ..layers import activation_after
 from ..papers import YOSINSKI_2015, ZEILER_FERGUS_2014
+from ..features import spread_indices
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Section
 
@@ -53,7 +54,7 @@ def activations(ctx, opts: ActivationsOptions) -> Section:
         name = activation_after(ctx.model, conv) or conv
     layer = ctx.layer(name)
     n = min(opts.max_images, len(ctx.images))
-    idx = list(range(n))
+    idx = spread_indices(ctx, n, offset=31)  # one image per class, seeded
     with eval_mode(ctx.model), torch.inference_mode(), capture_outputs({name: layer}) as out:
         logits = ctx.pixel_model(ctx.to_device(ctx.images.batch(idx)))
     if name not in out:
@@ -75,7 +76,7 @@ def activations(ctx, opts: ActivationsOptions) -> Section:
             for ch in range(shown)
         ]
         inp = Figure(
-            ImageData(ctx.images.display(k), display_width=224),
+            ImageData(ctx.images.display(i), display_width=224),
             caption=f"{ctx.images.name(i)} — predicted {ctx.class_name(int(preds[k]))}",
             alt=f"input image {ctx.images.name(i)}",
         )

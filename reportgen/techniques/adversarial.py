@@ -20,6 +20,7 @@ from ..imaging import symmetric_to_uint8, unit_to_uint8
 from ..optvis import objectives as O
 from ..optvis import regularizers as R
 from ..papers import GOODFELLOW_2015, MADRY_2018, SZEGEDY_2014
+from ..features import spread_indices
 from ..registry import technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
 
@@ -126,7 +127,7 @@ def _fmt_p(ctx, probs_row: torch.Tensor, k: int) -> str:
 def adversarial(ctx, opts: AdversarialOptions) -> Section:
     pm = ctx.pixel_model
     n = min(max(1, opts.max_images), len(ctx.images))
-    idx = list(range(n))
+    idx = spread_indices(ctx, n, offset=37)  # one image per class, seeded
     x = ctx.to_device(ctx.images.batch(idx))
     with torch.inference_mode():
         p0 = torch.softmax(pm(x).float(), 1).cpu()

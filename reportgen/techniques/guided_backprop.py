@@ -20,6 +20,7 @@ from ..gradrules import RULES, gradient_rule
 from ..hooks import capture_outputs, eval_mode, frozen_params
 from ..imaging import symmetric_to_uint8
 from ..papers import SPRINGENBERG_2015, ZEILER_FERGUS_2014
+from ..features import spread_indices
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Section
 
@@ -85,7 +86,7 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
     name = opts.layer or ctx.chosen_layer()
     layer = ctx.layer(name)
     n = min(max(1, opts.max_images), len(ctx.images))
-    idx = list(range(n))
+    idx = spread_indices(ctx, n, offset=41)  # one image per class, seeded
     x = ctx.to_device(ctx.images.batch(idx))
     k = max(1, opts.units)
     model, pm = ctx.model, ctx.pixel_model
