@@ -399,7 +399,7 @@ def build_report(
                     "num_classes": ctx.num_classes,
                     "preprocessing": pre.to_dict(),
                     "preprocessing_text": pre.describe(),
-                    "images": {"folder": str(images), "count": len(ctx.images),
+                    "images": {"folder": _display_path(images), "count": len(ctx.images),
                                "skipped": len(ctx.images.skipped), "labels_from": ctx.images.label_source},
                     "config": cfg.to_dict(),
                     "device": device_description(dev),
@@ -419,6 +419,15 @@ def build_report(
                 shutil.rmtree(tmp, ignore_errors=True)
     index = out / manifest.get("index", "index.html")
     return BuildResult(out=out, index=index, report=report, manifest=manifest)
+
+
+def _display_path(p: str | Path) -> str:
+    """A path as a published report should show it: relative when under the working folder, else as given."""
+    try:
+        rel = Path(p).resolve().relative_to(Path.cwd().resolve())
+        return rel.as_posix() or "."
+    except (ValueError, OSError):
+        return str(p)
 
 
 def _write_json(report: Report, manifest: dict[str, Any], path: Path, cache: Cache) -> None:

@@ -168,7 +168,8 @@ def _load_demo(weights: str | None, trust: bool) -> LoadedModel:
     loaded = LoadedModel(model=model, spec="demo", kind="demo", preprocessing=pre,
                          class_names=list(demo.labels()))
     wp = getattr(demo, "WEIGHTS_PATH", None)
-    loaded.weights = str(wp) if wp is not None else None
+    # shown in published reports: name the shipped file, not this machine's install path
+    loaded.weights = f"embedded ({__package__}/demo/{Path(wp).name})" if wp is not None else None
     if weights is not None:
         loaded.weights, notes = _apply_weights_file(model, weights, trust, "the demo model")
         loaded.notes += notes
