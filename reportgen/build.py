@@ -435,7 +435,7 @@ def _write_json(report: Report, manifest: dict[str, Any], path: Path, cache: Cac
     for s in report.sections:
         secs.append({
             "id": s.id, "title": s.title, "error": s.error, "wall_time_s": round(s.wall_time_s, 3),
-            "cached": s.cached, "params": s.params,
+            "cached": s.cached, "params": s.params, "results": s.results,
             "references": [dataclasses.asdict(r) for r in s.references],
             "page": manifest.get("sections", {}).get(s.id, {}).get("page"),
             "figures": manifest.get("sections", {}).get(s.id, {}).get("assets", []),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 CACHE_DIRNAME = ".cache"
-CODE_VERSION = "1"  # bump when a technique's output format changes
+CODE_VERSION = "2"  # bump when a technique's output format changes
 
 _ALLOWED_MODULES = ("builtins", "collections", "numpy", "numpy.core.multiarray", "numpy._core.multiarray",
                     "numpy.core.numeric", "numpy._core.numeric", "numpy.dtypes", "reportgen.report", "reportgen.features",

@@ -171,6 +171,8 @@ class Section:
     wall_time_s: float = 0.0
     cached: bool = False
     params: dict[str, Any] = field(default_factory=dict)  # the options the technique ran with
+    # key numbers for machines (report.json "results"): plain JSON types only, never pixel arrays
+    results: dict[str, Any] = field(default_factory=dict)
 
     def add(self, *blocks: Block) -> "Section":
         self.blocks.extend(blocks)
