@@ -28,12 +28,14 @@ from torch import nn
 
 from . import __version__, registry
 from .cache import CACHE_DIRNAME, CODE_VERSION, Cache, digest
+from .checks import check_classifier, folder_class_names, keeps_train_mode, model_title
 from .config import Config, make_config, parse_set
 from .context import ProgressFn, RunContext, no_progress
 from .errors import ModelError, OutputError, ReportgenError
 from .hooks import count_hooks, module_signature
 from .images import ImageSet, discover_images
 from .preprocess import Preprocessing
+from .published import display_path, published_command, published_model_info
 from .report import Report, Section, SkippedImage
 
 MARKER = "report.json"
@@ -77,39 +79,6 @@ def model_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def check_classifier(model: nn.Module, pre: Preprocessing, device: torch.device) -> int:
-    """Run one dummy batch; return the number of classes or raise ModelError with the reason."""
-    x = torch.rand(2, 3, pre.size, pre.size, device=device)
-    from .hooks import eval_mode
-    from .preprocess import PixelModel
-
-    pm = PixelModel(model, pre).to(device)
-    try:
-        with eval_mode(model), torch.inference_mode():
-            out = pm(x)
-    except Exception as e:
-        raise ModelError(
-            f"the model failed on a 2x3x{pre.size}x{pre.size} input batch: {type(e).__name__}: {e}. "
-            "Check --input-size and that the model takes RGB images."
-        ) from None
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if isinstance(out, dict):
-        raise ModelError(
-            f"the model returns a dict (keys {sorted(out)[:5]}), not class scores: reportgen needs an image "
-            "classifier whose forward returns a (batch, num_classes) tensor of logits"
-        )
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError(
-            f"the model is not a classifier: its output has shape {shape}, expected (batch, num_classes). "
-            "Wrap a detector/segmenter/backbone in a module that returns class logits."
-        )
-    if out.shape[1] < 2:
-        raise ModelError(f"the model outputs {out.shape[1]} score per image; a classifier needs at least 2 classes")
-    return int(out.shape[1])
-
-
 def make_context(
     model: nn.Module,
     images: str | Path | ImageSet,
@@ -127,7 +96,14 @@ def make_context(
     pre = pre or Preprocessing()
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     model = model.to(dev)
-    n_classes = check_classifier(model, pre, dev)
+    model_info = dict(model_info or {})
+    notes = model_info["notes"] = list(model_info.get("notes") or [])
+    n_classes = check_classifier(model, pre, dev, notes=notes)
+    if class_names is None and not isinstance(images, ImageSet):
+        class_names = folder_class_names(images, n_classes)
+        if class_names:
+            notes.append(f"class names: the {n_classes} sorted sub-folder names of the image folder (torchvision's "
+                         "ImageFolder convention), as the model has none; --labels names them otherwise")
     if class_names is None:
         class_names = [f"class_{i}" for i in range(n_classes)]
     elif len(class_names) != n_classes:
@@ -140,7 +116,7 @@ def make_context(
                                  seed=config.general.seed, progress=progress)
     return RunContext(
         model=model, device=dev, pre=pre, images=images, class_names=list(class_names), config=config,
-        model_hash=model_hash(model), model_info=dict(model_info or {}), progress=progress, cache=cache,
+        model_hash=model_hash(model), model_info=model_info, progress=progress, cache=cache,
     )
 
 
@@ -305,6 +281,7 @@ class BuildResult:
         return not self.report.failed
 
 
+@keeps_train_mode
 def build_report(
     model: str | nn.Module,
     images: str | Path,
@@ -325,6 +302,7 @@ def build_report(
     resize: int | None = None,
     mean: tuple[float, float, float] | None = None,
     std: tuple[float, float, float] | None = None,
+    channels: int | None = None,
     max_images: int | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
@@ -336,12 +314,13 @@ def build_report(
     progress: ProgressFn = no_progress,
     log: Callable[[str], None] | None = None,
 ) -> BuildResult:
-    """Build a report. ``model`` is a SPEC string (see :func:`reportgen.models.load_model`) or an nn.Module.
+    """Build a report. ``model`` is a SPEC string (see :func:`reportgen.loading.load_model`) or an nn.Module.
 
     Returns a BuildResult; ``result.ok`` is False when a technique failed (its section shows the error).
     Raises :class:`reportgen.errors.ReportgenError` for bad input (nothing is written then).
     """
-    from . import models
+    from . import loading
+    from .labels import load_labels
     from .render import available_themes, render_report
 
     t_start = time.perf_counter()
@@ -358,15 +337,18 @@ def build_report(
 
     # model
     if isinstance(model, nn.Module):
-        loaded = models.LoadedModel(model=model, spec=type(model).__name__, kind="module")
+        loaded = loading.LoadedModel(model=model, spec=type(model).__name__, kind="module")
     else:
-        loaded = models.load_model(model, weights=weights, trust=trust)
-    pre = models.resolve_preprocessing(loaded, input_size=input_size, resize=resize, mean=mean, std=std)
+        loaded = loading.load_model(model, weights=weights, trust=trust)
+    pre = loading.resolve_preprocessing(loaded, input_size=input_size, resize=resize, mean=mean, std=std,
+                                        channels=channels)
+    if loaded.static_batch:
+        cfg.general.batch_size = 1  # the model takes one image at a time: hooks then see whole batches
     class_names = None
     if isinstance(labels, (list, tuple)):
         class_names = list(labels)
     elif labels is not None:
-        class_names = models.load_labels(labels)
+        class_names = load_labels(labels)
     elif loaded.class_names:
         class_names = list(loaded.class_names)
     dev = resolve_device(device)
@@ -381,8 +363,7 @@ def build_report(
             ctx = make_context(
                 loaded.model, images, class_names=class_names, pre=pre, config=cfg, device=dev,
                 progress=progress, cache=cache,
-                model_info={"spec": loaded.spec, "kind": loaded.kind, "weights": loaded.weights,
-                            "notes": list(loaded.notes)},
+                model_info=published_model_info(loaded),
             )
             log(f"Images: {len(ctx.images)} usable under {images}"
                 + (f", {len(ctx.images.skipped)} skipped" if ctx.images.skipped else "")
@@ -390,7 +371,7 @@ def build_report(
             techniques = cfg.enabled()
             sections = compute_sections(ctx, techniques, strict=strict, log=log)
             report = Report(
-                title=title or f"{loaded.spec} — model card",
+                title=title or f"{model_title(loaded.model, loaded.spec, loaded.kind)} — model card",
                 sections=sections,
                 skipped_images=list(ctx.images.skipped),
                 meta={
@@ -399,14 +380,14 @@ def build_report(
                     "num_classes": ctx.num_classes,
                     "preprocessing": pre.to_dict(),
                     "preprocessing_text": pre.describe(),
-                    "images": {"folder": _display_path(images), "count": len(ctx.images),
+                    "images": {"folder": display_path(images), "count": len(ctx.images),
                                "skipped": len(ctx.images.skipped), "labels_from": ctx.images.label_source},
                     "config": cfg.to_dict(),
                     "device": device_description(dev),
                     "versions": versions(),
                     "theme": theme,
                     "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                    "command": " ".join(sys.argv) if sys.argv and sys.argv[0].endswith("reportgen") else None,
+                    "command": published_command(sys.argv),
                 },
             )
             report.meta["total_time_s"] = round(time.perf_counter() - t_start, 2)
@@ -419,15 +400,6 @@ def build_report(
                 shutil.rmtree(tmp, ignore_errors=True)
     index = out / manifest.get("index", "index.html")
     return BuildResult(out=out, index=index, report=report, manifest=manifest)
-
-
-def _display_path(p: str | Path) -> str:
-    """A path as a published report should show it: relative when under the working folder, else as given."""
-    try:
-        rel = Path(p).resolve().relative_to(Path.cwd().resolve())
-        return rel.as_posix() or "."
-    except (ValueError, OSError):
-        return str(p)
 
 
 def _write_json(report: Report, manifest: dict[str, Any], path: Path, cache: Cache) -> None:

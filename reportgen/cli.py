@@ -147,6 +147,8 @@ def build_options(f):
         click.option("--resize", type=click.IntRange(8, 8192), help="Resize the short side to this before the crop."),
         click.option("--mean", callback=_floats3, help="Normalisation mean R,G,B (in [0,1] pixel units)."),
         click.option("--std", callback=_floats3, help="Normalisation std R,G,B."),
+        click.option("--channels", type=click.IntRange(1, 3), help="Input channels: 1 (greyscale; images are "
+                     "converted) or 3 (RGB). Default: the first convolution's in_channels."),
         click.option("--max-images", type=click.IntRange(1), help="Use at most N images (a seeded sample)."),
         click.option("--batch-size", type=click.IntRange(1), help="Images per forward/backward batch."),
         click.option("--seed", type=int, help="Seed for every random choice (default 0)."),
@@ -199,14 +201,14 @@ def layers(model, weights, trust, input_size, show_all) -> None:
     """List the model's layers: dotted names (for --layer), types, output shapes and parameters."""
     import torch
 
-    from . import models
+    from . import loading
     from .errors import ReportgenError
     from .layers import describe_layers
 
     try:
-        loaded = models.load_model(model, weights=weights, trust=trust)
-        pre = models.resolve_preprocessing(loaded, input_size=input_size)
-        x = torch.zeros(1, 3, pre.size, pre.size)
+        loaded = loading.load_model(model, weights=weights, trust=trust)
+        pre = loading.resolve_preprocessing(loaded, input_size=input_size)
+        x = torch.zeros(1, pre.channels, pre.size, pre.size)
         try:
             infos = describe_layers(loaded.model, x)
         except Exception as e:  # shapes are a bonus; names still help
@@ -223,7 +225,7 @@ def layers(model, weights, trust, input_size, show_all) -> None:
         shape = "x".join(str(s) for s in r.output_shape) if r.output_shape else "-"
         click.echo(f"{r.name.ljust(w)}  {r.type.ljust(tw)}  {shape.ljust(18)}  {r.params:,}")
     total = sum(p.numel() for p in loaded.model.parameters())
-    click.echo(f"\n{len(rows)} layers, {total:,} parameters; input 3x{pre.size}x{pre.size}.")
+    click.echo(f"\n{len(rows)} layers, {total:,} parameters; input {pre.channels}x{pre.size}x{pre.size}.")
 
 
 @main.command()

@@ -322,9 +322,7 @@ def _forward_pass(ctx, layer_names: list[str]) -> tuple[_Base, dict[str, LayerSt
             for s0 in range(0, len(idx_b), micro):  # cache-sized chunks on the CPU (same results)
                 idx = idx_b[s0:s0 + micro]
                 x = ctx.to_device(x_b[s0:s0 + micro])
-                out = ctx.pixel_model(x)
-                if isinstance(out, (tuple, list)):
-                    out = out[0]
+                out = ctx.pixel_model(x)  # logits: PixelModel unpacks tuple / dict outputs
                 logits.append(out.float().cpu().numpy())
                 if pen is not None:
                     f = pen["input"].flatten(1)

@@ -25,18 +25,13 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import ImageSetError
+from .labels import match_labels
 from .preprocess import Preprocessing
 from .report import SkippedImage
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 MAX_PIXELS = 120_000_000  # larger images are skipped (decompression-bomb guard)
 MAX_FILE_BYTES = 200 * 1024 * 1024
-
-
-def _norm_name(s: str) -> str:
-    s = s.lower()
-    s = re.sub(r"^\d+[\s_\-.]+", "", s)  # "0_t-shirt_top" -> "t-shirt_top"
-    return re.sub(r"[^a-z0-9]+", "", s)
 
 
 def decode_image(data: bytes, name: str = "") -> Image.Image:
@@ -210,31 +205,6 @@ class ImageSet:
         return self.records[i].rel
 
 
-def _match_labels(names: list[str], class_names: list[str]) -> tuple[dict[str, int], int]:
-    """Map folder/file label names to class indices; returns (mapping, number matched)."""
-    by_norm: dict[str, int] = {}
-    for k, c in enumerate(class_names):
-        by_norm.setdefault(_norm_name(c), k)
-    for k, c in enumerate(class_names):  # ImageNet-style "tench, Tinca tinca": each synonym names the class
-        for syn in c.split(",")[1:] if "," in c else []:
-            by_norm.setdefault(_norm_name(syn), k)
-        if "," in c:
-            by_norm.setdefault(_norm_name(c.split(",")[0]), k)
-    mapping: dict[str, int] = {}
-    for n in names:
-        if n.isdigit() and int(n) < len(class_names):
-            mapping[n] = int(n)
-            continue
-        k = by_norm.get(_norm_name(n))
-        if k is None:
-            m = re.match(r"^(\d+)[\s_\-.]", n)
-            if m and int(m.group(1)) < len(class_names):
-                k = int(m.group(1))
-        if k is not None:
-            mapping[n] = k
-    return mapping, len(mapping)
-
-
 def discover_images(
     folder: str | Path,
     pre: Preprocessing,
@@ -275,14 +245,14 @@ def discover_images(
     mapping: dict[str, int] = {}
     distinct = sorted({f for f in folder_names if f is not None})
     if all(f is not None for f in folder_names) and len(distinct) >= 2 and class_names:
-        mapping, n = _match_labels(distinct, class_names)
+        mapping, n = match_labels(distinct, class_names)
         if n == len(distinct):
             label_source = "sub-folder names"
         elif n:
             label_source = f"sub-folder names ({n} of {len(distinct)} folders matched a class name)"
     if label_source is None and class_names:
         stems = [re.sub(r"^n\d{8}[_\-]", "", p.stem) for p in candidates]
-        fmap, n = _match_labels(sorted(set(stems)), class_names)
+        fmap, n = match_labels(sorted(set(stems)), class_names)
         if n and sum(s in fmap for s in stems) >= 0.8 * len(stems):
             label_source = "file names"
             folder_names = stems

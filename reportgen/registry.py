@@ -25,12 +25,9 @@ import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from .report import Reference, Section
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .context import RunContext
 
 PRESETS = ("minimal", "standard", "full")
 

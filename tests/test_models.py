@@ -1,4 +1,4 @@
-"""reportgen.models: every SPEC form, weights files, preprocessing resolution and labels files.
+"""reportgen.loading and reportgen.labels: every SPEC form, weights files, preprocessing resolution and labels files.
 
 Tiny models are built here; torchvision models are built with ``weights=None`` and their state
 dicts saved locally (the hub cache is pointed at tmp_path). Nothing is ever downloaded: an autouse
@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from reportgen import models
+from reportgen import labels, loading
 from reportgen.errors import ConfigError, ModelError
 from reportgen.preprocess import Preprocessing
 
@@ -98,7 +98,7 @@ def test_demo_spec():
     demo = pytest.importorskip("reportgen.demo")
     if not Path(getattr(demo, "WEIGHTS_PATH", "")).is_file():
         pytest.skip("demo weights are not built yet")
-    lm = models.load_model("demo")
+    lm = loading.load_model("demo")
     assert lm.kind == "demo" and not lm.model.training
     assert lm.class_names == list(demo.labels())
     assert lm.preprocessing.input_size == demo.INPUT_SIZE and lm.preprocessing.mean == tuple(demo.MEAN)
@@ -122,7 +122,7 @@ def test_torchvision_with_weights_file(tmp_path):
     ref = torchvision.models.get_model("squeezenet1_1", weights=None)
     f = tmp_path / "my_squeezenet.pth"
     torch.save(ref.state_dict(), f)
-    lm = models.load_model("squeezenet1_1", weights=str(f))
+    lm = loading.load_model("squeezenet1_1", weights=str(f))
     assert lm.kind == "torchvision" and lm.weights == str(f) and not lm.model.training
     assert same_weights(lm.model, ref)
     assert len(lm.class_names) == 1000 and lm.class_names[0] == "tench"
@@ -138,7 +138,7 @@ def test_torchvision_finetuned_head_and_checkpoint_wrapping(tmp_path):
     ref = torchvision.models.get_model("squeezenet1_1", weights=None, num_classes=5)
     f = tmp_path / "ft.pth"
     torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in ref.state_dict().items()}}, f)
-    lm = models.load_model("squeezenet1_1", weights=f)
+    lm = loading.load_model("squeezenet1_1", weights=f)
     assert same_weights(lm.model, ref)
     assert lm.class_names is None  # 5 outputs: ImageNet names do not apply
     text = " ".join(lm.notes)
@@ -154,7 +154,7 @@ def test_torchvision_from_hub_cache_torch_home(tmp_path, monkeypatch):
     ckpt.mkdir(parents=True)
     ref = torchvision.models.get_model("mobilenet_v3_small", weights=None)
     torch.save(ref.state_dict(), ckpt / _tv_file("mobilenet_v3_small"))
-    lm = models.load_model("mobilenet_v3_small")
+    lm = loading.load_model("mobilenet_v3_small")
     assert same_weights(lm.model, ref)
     assert lm.weights == str(ckpt / _tv_file("mobilenet_v3_small"))
     assert any(n.startswith("weights from the torch hub cache") for n in lm.notes)
@@ -169,14 +169,14 @@ def test_torchvision_from_hub_cache_set_dir(tmp_path, monkeypatch):
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     ref = torchvision.models.get_model("squeezenet1_1", weights=None)
     torch.save(ref.state_dict(), tmp_path / "hub" / "checkpoints" / _tv_file("squeezenet1_1"))
-    lm = models.load_model("squeezenet1_1")
+    lm = loading.load_model("squeezenet1_1")
     assert same_weights(lm.model, ref) and lm.kind == "torchvision"
 
 
 def test_torchvision_missing_weights_message(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "empty_hub"))
     with pytest.raises(ModelError) as ei:
-        models.load_model("resnet18")
+        loading.load_model("resnet18")
     msg = str(ei.value)
     expected = tmp_path / "empty_hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert str(expected) in msg
@@ -187,7 +187,7 @@ def test_torchvision_missing_weights_message(tmp_path, monkeypatch):
 @pytest.mark.parametrize("spec, suggestion", [("resnet19", "resnet18"), ("mobilenetv2", "mobilenet_v2")])
 def test_unknown_torchvision_name_suggests(spec, suggestion):
     with pytest.raises(ModelError) as ei:
-        models.load_model(spec)
+        loading.load_model(spec)
     assert suggestion in str(ei.value) and "SPEC forms" in str(ei.value)
 
 
@@ -195,7 +195,7 @@ def test_torchvision_wrong_architecture_weights(tmp_path):
     f = tmp_path / "tiny.pth"
     torch.save(tiny().state_dict(), f)
     with pytest.raises(ModelError) as ei:
-        models.load_model("squeezenet1_1", weights=f)
+        loading.load_model("squeezenet1_1", weights=f)
     assert "unexpected key" in str(ei.value) and "fc.weight" in str(ei.value)
 
 
@@ -207,7 +207,7 @@ def test_file_factory_with_sibling_import(model_file):
     import sys
 
     before = list(sys.path)
-    lm = models.load_model(f"{model_file}:make_model")
+    lm = loading.load_model(f"{model_file}:make_model")
     assert lm.kind == "factory" and not lm.model.training
     assert type(lm.model).__name__ == "TinyNet"
     assert lm.class_names == ["a", "b", "c"]  # from the module's labels()
@@ -219,7 +219,7 @@ def test_file_factory_with_weights_and_prefix(model_file, tmp_path):
     ref = tiny(seed=7)
     f = tmp_path / "w.pt"
     torch.save({"model": {"module." + k: v for k, v in ref.state_dict().items()}}, f)
-    lm = models.load_model(f"{model_file}:make_model", weights=f)
+    lm = loading.load_model(f"{model_file}:make_model", weights=f)
     assert same_weights(lm.model, ref) and lm.weights == str(f)
     x = torch.rand(2, 3, 8, 8)
     assert torch.allclose(lm.model(x), ref(x))
@@ -231,7 +231,7 @@ def test_checkpoint_shapes(model_file, tmp_path, key):
     sd = ref.state_dict()
     f = tmp_path / "ckpt.pth"
     torch.save(sd if key is None else {key: sd, "epoch": 1}, f)
-    lm = models.load_model(f"{model_file}:make_model", weights=f)
+    lm = loading.load_model(f"{model_file}:make_model", weights=f)
     assert same_weights(lm.model, ref)
 
 
@@ -239,7 +239,7 @@ def test_model_prefix_stripped(model_file, tmp_path):
     ref = tiny(seed=4)
     f = tmp_path / "lightning.ckpt"
     torch.save({"state_dict": {"model." + k: v for k, v in ref.state_dict().items()}}, f)
-    lm = models.load_model(f"{model_file}:make_model", weights=f)
+    lm = loading.load_model(f"{model_file}:make_model", weights=f)
     assert same_weights(lm.model, ref)
     assert any("'model.'" in n for n in lm.notes)
 
@@ -251,7 +251,7 @@ def test_mismatched_keys_error(model_file, tmp_path):
     f = tmp_path / "bad.pth"
     torch.save(sd, f)
     with pytest.raises(ModelError) as ei:
-        models.load_model(f"{model_file}:make_model", weights=f)
+        loading.load_model(f"{model_file}:make_model", weights=f)
     msg = str(ei.value)
     assert "missing key(s): fc.weight" in msg
     assert "unexpected key(s): head.weight" in msg
@@ -263,10 +263,10 @@ def test_weights_only_refuses_pickled_objects_unless_trusted(model_file, tmp_pat
     f = tmp_path / "with_args.pth"
     torch.save({"state_dict": ref.state_dict(), "args": argparse.Namespace(lr=0.1)}, f)
     with pytest.raises(ModelError) as ei:
-        models.load_model(f"{model_file}:make_model", weights=f)
+        loading.load_model(f"{model_file}:make_model", weights=f)
     msg = str(ei.value)
     assert "pickled Python objects" in msg and "--trust-weights" in msg and "argparse.Namespace" in msg
-    lm = models.load_model(f"{model_file}:make_model", weights=f, trust=True)
+    lm = loading.load_model(f"{model_file}:make_model", weights=f, trust=True)
     assert same_weights(lm.model, ref)
     assert any("--trust-weights" in n for n in lm.notes)
 
@@ -285,13 +285,13 @@ def test_whole_pickled_module_only_with_trust(tmp_path, monkeypatch):
     f = tmp_path / "whole.pth"
     torch.save(whole, f)
     with pytest.raises(ModelError, match="--trust-weights"):
-        models.load_model("tinypkg.nets:make_model", weights=f)
-    lm = models.load_model("tinypkg.nets:make_model", weights=f, trust=True)
+        loading.load_model("tinypkg.nets:make_model", weights=f)
+    lm = loading.load_model("tinypkg.nets:make_model", weights=f, trust=True)
     assert same_weights(lm.model, whole)
     # the pickled model itself as SPEC
     with pytest.raises(ModelError, match="--weights"):
-        models.load_model(str(f))
-    lm = models.load_model(str(f), trust=True)
+        loading.load_model(str(f))
+    lm = loading.load_model(str(f), trust=True)
     assert lm.kind == "module" and same_weights(lm.model, whole)
 
 
@@ -306,32 +306,32 @@ def test_package_module_factory(tmp_path, monkeypatch):
         + " 'std': (0.2, 0.2, 0.2)}\n"
     )
     monkeypatch.syspath_prepend(str(pkg))
-    lm = models.load_model("mypkg.arch:make_model")
+    lm = loading.load_model("mypkg.arch:make_model")
     assert lm.kind == "factory" and isinstance(lm.model, nn.Module) and not lm.model.training
     assert lm.class_names == ["x", "y", "z"]
     assert (lm.preprocessing.resize, lm.preprocessing.input_size) == (40, 32)
     # a class is a factory too
-    assert type(models.load_model("mypkg.arch:TinyNet").model).__name__ == "TinyNet"
+    assert type(loading.load_model("mypkg.arch:TinyNet").model).__name__ == "TinyNet"
 
 
 def test_factory_errors(tmp_path, model_file):
     (tmp_path / "notamodel.py").write_text("def make():\n    return 42\n\ndef needs_args(n):\n    return n\n")
     with pytest.raises(ModelError, match="not a torch.nn.Module"):
-        models.load_model(f"{tmp_path / 'notamodel.py'}:make")
+        loading.load_model(f"{tmp_path / 'notamodel.py'}:make")
     with pytest.raises(ModelError, match="no arguments"):
-        models.load_model(f"{tmp_path / 'notamodel.py'}:needs_args")
+        loading.load_model(f"{tmp_path / 'notamodel.py'}:needs_args")
     with pytest.raises(ModelError, match="Did you mean: make_model"):
-        models.load_model(f"{model_file.parent / 'tinynet.py'}:make_modle")
+        loading.load_model(f"{model_file.parent / 'tinynet.py'}:make_modle")
     with pytest.raises(ModelError, match="needs_args|make"):
-        models.load_model(str(tmp_path / "notamodel.py"))  # a .py without :factory
+        loading.load_model(str(tmp_path / "notamodel.py"))  # a .py without :factory
     with pytest.raises(ModelError, match="cannot import module 'no_such_pkg_xyz.arch'.*PYTHONPATH"):
-        models.load_model("no_such_pkg_xyz.arch:build")
+        loading.load_model("no_such_pkg_xyz.arch:build")
 
 
 def test_missing_path_and_unknown_spec_list_forms(tmp_path):
     for spec in [str(tmp_path / "nope.pt"), str(tmp_path / "nope.py") + ":make", "not-a-model"]:
         with pytest.raises(ModelError) as ei:
-            models.load_model(spec)
+            loading.load_model(spec)
         assert "Accepted model SPEC forms" in str(ei.value)
 
 
@@ -350,7 +350,7 @@ def test_torchscript_archive(tmp_path, suffix):
     ref = tiny(seed=2)
     f = tmp_path / f"scripted{suffix}"
     _save_script(ref, f)
-    lm = models.load_model(str(f))
+    lm = loading.load_model(str(f))
     assert lm.kind == "torchscript" and not lm.model.training
     x = torch.rand(2, 3, 8, 8)
     assert torch.allclose(lm.model(x), ref(x), atol=1e-6)
@@ -359,7 +359,7 @@ def test_torchscript_archive(tmp_path, suffix):
     with pytest.raises(RuntimeError):
         lm.model.register_forward_hook(lambda *a: None)
     with pytest.raises(ModelError, match="carries its own weights"):
-        models.load_model(str(f), weights=str(f))
+        loading.load_model(str(f), weights=str(f))
 
 
 @pytest.fixture(scope="module")
@@ -386,7 +386,7 @@ def test_export_archive_hierarchy_hooks_and_layers(exported):
     from reportgen.layers import classifier_layer, first_conv, last_conv
 
     ref, f = exported
-    lm = models.load_model(str(f))
+    lm = loading.load_model(str(f))
     assert lm.kind == "export"
     m = lm.model
     x = torch.rand(3, 3, 16, 16)
@@ -410,7 +410,7 @@ def test_export_archive_hierarchy_hooks_and_layers(exported):
     # static image size is reported and enforced
     assert lm.fixed_input_size == 16 and lm.preprocessing.input_size == 16
     with pytest.raises(ConfigError, match="16x16"):
-        models.resolve_preprocessing(lm, input_size=32)
+        loading.resolve_preprocessing(lm, input_size=32)
     assert any("unflatten" in n for n in lm.notes)
 
 
@@ -418,7 +418,7 @@ def test_export_model_deepcopy_and_other_suffix(exported, tmp_path):
     ref, f = exported
     other = tmp_path / "model.bin"  # detected by content, not by name
     other.write_bytes(f.read_bytes())
-    m = models.load_model(str(other)).model
+    m = loading.load_model(str(other)).model
     m2 = copy.deepcopy(m)
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
@@ -429,7 +429,7 @@ def test_export_model_deepcopy_and_other_suffix(exported, tmp_path):
     with pytest.raises(Exception, match="16"):
         m2(torch.rand(2, 3, 20, 20))  # the copy still checks its input shape
     with pytest.raises(ModelError, match="carries its own weights"):
-        models.load_model(str(f), weights=str(f))
+        loading.load_model(str(f), weights=str(f))
 
 
 def test_export_with_context(exported, tmp_path):
@@ -438,25 +438,34 @@ def test_export_with_context(exported, tmp_path):
     from conftest import write_image_folder
 
     _, f = exported
-    lm = models.load_model(str(f))
-    pre = models.resolve_preprocessing(lm)
+    lm = loading.load_model(str(f))
+    pre = loading.resolve_preprocessing(lm)
     ctx = make_context(lm.model, write_image_folder(tmp_path / "imgs", per_class=1), pre=pre, device="cpu")
     assert ctx.num_classes == 3
 
 
-def test_export_fixed_batch_is_explained(tmp_path):
-    m = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2)).eval()
+def test_export_static_batch_of_one_runs_one_image_at_a_time(tmp_path):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2)).eval()
     f = tmp_path / "fixed.pt2"
-    torch.export.save(torch.export.export(m, (torch.rand(1, 3, 8, 8),)), str(f))
-    with pytest.raises(ModelError, match="fixed batch size of 1.*dynamic_shapes"):
-        models.load_model(str(f))
+    torch.export.save(torch.export.export(m, (torch.rand(1, 3, 8, 8),)), str(f))  # torch.export's default
+    lm = loading.load_model(str(f))
+    assert lm.static_batch and any("one at a time" in n for n in lm.notes)
+    x = torch.rand(3, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(lm.model(x), m(x), atol=1e-5)  # a batch of 3 through a batch-1 program
+    assert copy.deepcopy(lm.model)(x).shape == (3, 2)
+    f2 = tmp_path / "fixed4.pt2"
+    torch.export.save(torch.export.export(m, (torch.rand(4, 3, 8, 8),)), str(f2))
+    with pytest.raises(ModelError, match="fixed batch size of 4.*dynamic_shapes"):
+        loading.load_model(str(f2))
 
 
 def test_plain_checkpoint_as_spec_is_explained(tmp_path):
     f = tmp_path / "weights.pth"
     torch.save(tiny().state_dict(), f)
     with pytest.raises(ModelError, match="--weights"):
-        models.load_model(str(f))
+        loading.load_model(str(f))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -464,30 +473,31 @@ def test_plain_checkpoint_as_spec_is_explained(tmp_path):
 
 
 def test_preprocessing_defaults_and_overrides():
-    lm = models.LoadedModel(model=tiny(), spec="t", kind="module")
-    pre = models.resolve_preprocessing(lm)
+    lm = loading.LoadedModel(model=tiny(), spec="t", kind="module")
+    pre = loading.resolve_preprocessing(lm)
     assert pre == Preprocessing()
-    pre = models.resolve_preprocessing(lm, input_size=112)
+    pre = loading.resolve_preprocessing(lm, input_size=112)
     assert (pre.resize, pre.input_size) == (128, 112) and "--input-size" in pre.source
-    pre = models.resolve_preprocessing(lm, input_size=32, resize=64, mean=(0.5, 0.5, 0.5), std=[0.2, 0.3, 0.4])
+    pre = loading.resolve_preprocessing(lm, input_size=32, resize=64, mean=(0.5, 0.5, 0.5), std=[0.2, 0.3, 0.4])
     assert (pre.resize, pre.input_size, pre.mean, pre.std) == (64, 32, (0.5, 0.5, 0.5), (0.2, 0.3, 0.4))
-    for flag in ("--input-size", "--resize", "--mean", "--std"):
-        assert flag in pre.source
+    assert pre.source == "resize from --resize; input size from --input-size; mean from --mean; std from --std"
+    assert "defaults" not in pre.source  # every value came from a flag
 
 
 def test_preprocessing_from_metadata_with_override():
     known = Preprocessing(resize=342, input_size=299, mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6),
                           source="torchvision weights metadata (Inception_V3_Weights.IMAGENET1K_V1)")
-    lm = models.LoadedModel(model=tiny(), spec="t", kind="torchvision", preprocessing=known)
-    assert models.resolve_preprocessing(lm) == known
-    pre = models.resolve_preprocessing(lm, mean=(0.0, 0.0, 0.0))
+    lm = loading.LoadedModel(model=tiny(), spec="t", kind="torchvision", preprocessing=known)
+    assert loading.resolve_preprocessing(lm) == known
+    pre = loading.resolve_preprocessing(lm, mean=(0.0, 0.0, 0.0))
     assert pre.mean == (0.0, 0.0, 0.0) and pre.std == known.std and pre.input_size == 299
-    assert pre.source.startswith("torchvision weights metadata") and pre.source.endswith("--mean")
-    pre = models.resolve_preprocessing(lm, input_size=598)  # keeps the resize/crop ratio
+    assert pre.source == ("resize, input size, std from torchvision weights metadata "
+                          "(Inception_V3_Weights.IMAGENET1K_V1); mean from --mean")  # each value's origin
+    pre = loading.resolve_preprocessing(lm, input_size=598)  # keeps the resize/crop ratio
     assert (pre.resize, pre.input_size) == (684, 598)
-    no_resize = models.LoadedModel(model=tiny(), spec="t", kind="factory",
+    no_resize = loading.LoadedModel(model=tiny(), spec="t", kind="factory",
                                    preprocessing=Preprocessing(resize=None, input_size=32, source="factory"))
-    assert models.resolve_preprocessing(no_resize, input_size=224).resize == 256
+    assert loading.resolve_preprocessing(no_resize, input_size=224).resize == 256
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -495,9 +505,9 @@ def test_preprocessing_from_metadata_with_override():
     {"resize": -5}, {"input_size": 2.5}, {"mean": ("a", "b", "c")},
 ])
 def test_preprocessing_validation(kwargs):
-    lm = models.LoadedModel(model=tiny(), spec="t", kind="module")
+    lm = loading.LoadedModel(model=tiny(), spec="t", kind="module")
     with pytest.raises(ConfigError):
-        models.resolve_preprocessing(lm, **kwargs)
+        loading.resolve_preprocessing(lm, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -507,41 +517,41 @@ def test_preprocessing_validation(kwargs):
 def test_labels_text_file(tmp_path):
     f = tmp_path / "labels.txt"
     f.write_text("  cat \ndog\nsea lion\n\n", encoding="utf-8")
-    assert models.load_labels(f) == ["cat", "dog", "sea lion"]
+    assert labels.load_labels(f) == ["cat", "dog", "sea lion"]
     f.write_text("\ufeffchat\nchien", encoding="utf-8")  # BOM, no final newline
-    assert models.load_labels(str(f)) == ["chat", "chien"]
+    assert labels.load_labels(str(f)) == ["chat", "chien"]
     f.write_text("a\n\nb\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="line 2"):
-        models.load_labels(f)
+        labels.load_labels(f)
 
 
 def test_labels_json_forms(tmp_path):
     f = tmp_path / "labels.json"
     f.write_text(json.dumps(["a", "b", "c"]))
-    assert models.load_labels(f) == ["a", "b", "c"]
+    assert labels.load_labels(f) == ["a", "b", "c"]
     f.write_text(json.dumps({"1": "b", "0": "a", "2": "c"}))
-    assert models.load_labels(f) == ["a", "b", "c"]
+    assert labels.load_labels(f) == ["a", "b", "c"]
     f.write_text(json.dumps({"0": ["n01440764", "tench"], "1": ["n01443537", "goldfish"]}))
-    assert models.load_labels(f) == ["tench", "goldfish"]
+    assert labels.load_labels(f) == ["tench", "goldfish"]
     f.write_text(json.dumps({"0": "a", "2": "c"}))
     with pytest.raises(ConfigError, match="missing"):
-        models.load_labels(f)
+        labels.load_labels(f)
     f.write_text("[1, 2")
     with pytest.raises(ConfigError, match="JSON"):
-        models.load_labels(f)
+        labels.load_labels(f)
 
 
 def test_labels_errors(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
-        models.load_labels(tmp_path / "missing.txt")
+        labels.load_labels(tmp_path / "missing.txt")
     f = tmp_path / "latin1.txt"
     f.write_bytes("caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="UTF-8"):
-        models.load_labels(f)
+        labels.load_labels(f)
     e = tmp_path / "empty.txt"
     e.write_text("\n\n")
     with pytest.raises(ConfigError, match="empty"):
-        models.load_labels(e)
+        labels.load_labels(e)
 
 
 def test_torchscript_archive_gets_every_output_level_section(tmp_path, image_dir):
@@ -561,3 +571,24 @@ def test_torchscript_archive_gets_every_output_level_section(tmp_path, image_dir
         assert by_id[ok].error is None, (ok, by_id[ok].error)
     for layer_level in ["filters", "activations", "patches", "guided_backprop", "deepdream"]:
         assert "TorchScript archives do not allow hooks" in by_id[layer_level].error
+
+
+def test_torchvision_googlenet_builder_details_without_patching_weights_enum(tmp_path):
+    """The pretrained builder's details (transform_input, aux heads dropped) without touching the weights enum."""
+    import torchvision
+
+    enum = torchvision.models.get_model_weights("googlenet")
+    before = dict(vars(type(enum.DEFAULT)))
+    torch.manual_seed(0)
+    ref = torchvision.models.get_model("googlenet", weights=None, aux_logits=True, transform_input=True,
+                                       init_weights=False).eval()
+    f = tmp_path / "googlenet.pth"
+    torch.save(ref.state_dict(), f)
+    lm = loading.load_model("googlenet", weights=f)
+    m = lm.model
+    assert m.transform_input and m.aux1 is None and m.aux2 is None and not m.training
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(m(x), ref(x), atol=1e-5)
+    assert dict(vars(type(enum.DEFAULT))) == before  # no process-wide monkeypatch
+    assert len(lm.class_names) == 1000

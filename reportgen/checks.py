@@ -1,0 +1,125 @@
+"""Checks on the user's model before any technique runs, each failing with a one-line reason.
+
+:func:`check_classifier` feeds one random batch through :class:`~reportgen.preprocess.PixelModel` and
+checks what comes back: class scores (a ``(logits, aux)`` tuple or a dict with ``logits`` is unpacked
+there, with a note), finite values (NaN/Inf is bad input, not a report of blank figures), at least two
+classes. When the forward itself fails it says which input the model seems to want (channels, size).
+:func:`folder_class_names` applies torchvision's ``ImageFolder`` convention when the model has no
+class names; :func:`model_title` names the model for the report's title.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+from .preprocess import PixelModel, Preprocessing, unpack_logits
+
+#: input sides tried when a model fails at the requested one (MNIST, CIFAR, ImageNet-style)
+_TRY_SIZES = (28, 32, 64, 96, 128, 224, 299)
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else ""
+
+
+def check_classifier(model: nn.Module, pre: Preprocessing, device: torch.device,
+                     notes: list[str] | None = None) -> int:
+    """Run one random batch; return the number of classes or raise ModelError with the reason.
+
+    A note on how the output was unpacked (tuple, dict) is appended to ``notes``.
+    """
+    from .hooks import eval_mode
+
+    pm = PixelModel(model, pre).to(device)
+    x = torch.rand(2, 3, pre.size, pre.size, device=device)
+    try:
+        with eval_mode(model), torch.inference_mode():
+            out = pm.raw(x)
+    except Exception as e:
+        raise ModelError(_forward_failure(pm, pre, device, e)) from None
+    logits, how = unpack_logits(out)
+    if how and notes is not None:
+        notes.append(how + " (one place: every section sees the logits only)")
+    if logits.dim() != 2 or logits.shape[0] != 2:
+        raise ModelError(
+            f"the model is not a classifier: its output has shape {tuple(logits.shape)}, expected (batch, "
+            "num_classes). Wrap a detector/segmenter/backbone in a module that returns class logits."
+        )
+    if logits.shape[1] < 2:
+        raise ModelError(f"the model outputs {logits.shape[1]} score per image; a classifier needs at least 2 classes")
+    bad = ~torch.isfinite(logits)
+    if bad.any():
+        kinds = " and ".join(k for k, m in (("NaN", torch.isnan(logits)), ("Inf", torch.isinf(logits))) if m.any())
+        raise ModelError(
+            f"the model outputs {kinds} ({int(bad.sum())} of {logits.numel()} scores on a random input batch): "
+            "its weights or forward are broken (diverged training, a division by zero?), so no report was built"
+        )
+    return int(logits.shape[1])
+
+
+def _forward_failure(pm: PixelModel, pre: Preprocessing, device: torch.device, e: Exception) -> str:
+    """One line: what failed, and the input the model seems to take when another one works."""
+    msg = f"the model failed on a 2x3x{pre.size}x{pre.size} input batch ({type(e).__name__}: {_first_line(e)[:300]})"
+    m = re.search(r"to have (\d+) channels", str(e))
+    if m and int(m.group(1)) != pre.channels:
+        c = int(m.group(1))
+        hint = f"pass --channels {c}" if c in (1, 3) else "reportgen feeds RGB (3) or greyscale (1) images"
+        return msg + f": it takes {c}-channel images; {hint}"
+    for size in _TRY_SIZES:
+        if size == pre.size:
+            continue
+        try:
+            with torch.inference_mode():
+                pm.raw(torch.rand(2, 3, size, size, device=device))
+        except Exception:
+            continue
+        return msg + f": it runs on {size}x{size} inputs (a fixed input size): pass --input-size {size}"
+    return msg + ". Check --input-size and --channels, and that the model takes images"
+
+
+def folder_class_names(images: str | Path, n_classes: int) -> list[str] | None:
+    """torchvision's ``ImageFolder`` convention: the sorted sub-folder names, when there are ``n_classes``.
+
+    Only for a model without class names; hidden folders are ignored.
+    """
+    root = Path(images)
+    if not root.is_dir():
+        return None
+    try:
+        names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return None
+    return names if len(names) == n_classes and n_classes >= 2 else None
+
+
+def model_title(model: nn.Module, spec: str, kind: str) -> str:
+    """The model's class name (and the torchvision name it was built from): never a path."""
+    name = getattr(model, "original_name", None) if kind == "torchscript" else None
+    if kind == "export":
+        name = Path(spec).stem
+    name = name or type(model).__name__
+    if kind == "torchvision" and spec.lower() != name.lower():
+        return f"{name} ({spec})"
+    return name
+
+
+def keeps_train_mode(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: when the first argument is an ``nn.Module``, every module's train/eval flag is restored after."""
+    from .hooks import eval_mode
+
+    @functools.wraps(fn)
+    def wrapper(model: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(model, nn.Module):
+            return fn(model, *args, **kwargs)
+        with eval_mode(model):
+            return fn(model, *args, **kwargs)
+
+    return wrapper

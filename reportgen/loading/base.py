@@ -1,0 +1,51 @@
+"""What every loader returns (:class:`LoadedModel`) and the SPEC forms they accept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ..preprocess import Preprocessing
+
+
+SPEC_FORMS = """Accepted model SPEC forms:
+  demo                      the embedded demo model (a small Fashion-MNIST CNN)
+  resnet18, mobilenet_v2..  a torchvision classification model; weights from --weights FILE or the
+                            torch hub cache (reportgen never downloads)
+  path/to/file.py:factory   a function (or class) in a Python file, called with no arguments,
+                            returning a torch.nn.Module; --weights FILE is loaded into it
+  package.module:factory    the same, from an importable module
+  model.pt / model.ts       a TorchScript archive (torch.jit.save)
+  model.pt2                 a torch.export archive (torch.export.save)"""
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model with what is known about how to feed it."""
+
+    model: nn.Module  # eval mode, on the CPU
+    spec: str
+    kind: str  # "torchvision", "factory", "torchscript", "export", "module", "demo"
+    preprocessing: Preprocessing | None = None  # known preprocessing (weights metadata, factory, demo)
+    class_names: list[str] | None = None
+    weights: str | None = None  # path of the weights file used
+    notes: list[str] = field(default_factory=list)  # human notes shown in the report
+    fixed_input_size: int | None = None  # input side the model only accepts (exported programs)
+    channels: int | None = None  # input channels when known (1: greyscale), else found from the first conv
+    channels_source: str = ""  # where ``channels`` came from
+    static_batch: bool = False  # the model only takes one image at a time (exported with batch 1)
+
+
+def input_channels(model: nn.Module) -> tuple[int | None, str]:
+    """Input channels from the first convolution's ``in_channels`` (None when there is no such layer)."""
+    from ..layers import first_conv, resolve_layer
+
+    try:
+        name = first_conv(model)
+        if name is None:
+            return None, ""
+        n = int(resolve_layer(model, name).in_channels)
+    except Exception:  # exotic modules: assume RGB
+        return None, ""
+    return n, f"in_channels of the first convolution ({name})"
