@@ -19,15 +19,11 @@ import torch
 from torch import nn
 
 from .errors import ModelError
+from .loading.files import first_line
 from .preprocess import PixelModel, Preprocessing, unpack_logits
 
 #: input sides tried when a model fails at the requested one (MNIST, CIFAR, ImageNet-style)
 _TRY_SIZES = (28, 32, 64, 96, 128, 224, 299)
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else ""
 
 
 def check_classifier(model: nn.Module, pre: Preprocessing, device: torch.device,
@@ -67,7 +63,7 @@ def check_classifier(model: nn.Module, pre: Preprocessing, device: torch.device,
 
 def _forward_failure(pm: PixelModel, pre: Preprocessing, device: torch.device, e: Exception) -> str:
     """One line: what failed, and the input the model seems to take when another one works."""
-    msg = f"the model failed on a 2x3x{pre.size}x{pre.size} input batch ({type(e).__name__}: {_first_line(e)[:300]})"
+    msg = f"the model failed on a 2x3x{pre.size}x{pre.size} input batch ({type(e).__name__}: {first_line(e)[:300]})"
     m = re.search(r"to have (\d+) channels", str(e))
     if m and int(m.group(1)) != pre.channels:
         c = int(m.group(1))

@@ -50,8 +50,9 @@ class Preprocessing:
         if self.input_size:
             parts.append(f"centre-crop {self.input_size}x{self.input_size}")
         parts.append("RGB in [0, 1]" if self.channels == 3 else "greyscale in [0, 1] (1 channel)")
+        mean, std = (self.mean, self.std) if self.channels == 3 else ((sum(self.mean) / 3,), (sum(self.std) / 3,))
         parts.append("normalise mean=({}) std=({})".format(
-            ", ".join(f"{m:.4g}" for m in self.mean), ", ".join(f"{s:.4g}" for s in self.std)))
+            ", ".join(f"{m:.4g}" for m in mean), ", ".join(f"{s:.4g}" for s in std)))
         return ", ".join(parts)
 
     @property

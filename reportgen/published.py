@@ -53,8 +53,10 @@ def scrub(text: str, paths: Iterable[str | os.PathLike | None]) -> str:
 
 
 def published_command(argv: list[str]) -> str | None:
-    """The ``reportgen ...`` command line with every path argument displayed (None when not run as reportgen)."""
-    if not argv or not argv[0].endswith("reportgen"):
+    """The ``reportgen ...`` command line with every path argument displayed (None when not run as reportgen,
+    either the installed script or ``python -m reportgen``)."""
+    prog = Path(argv[0]) if argv else None
+    if prog is None or not (prog.name == "reportgen" or prog.parent.name == "reportgen" and prog.name == "__main__.py"):
         return None
     out = ["reportgen"]
     for arg in argv[1:]:

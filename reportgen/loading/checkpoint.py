@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .files import existing_file, read_weights
+from .files import existing_file, first_line, read_weights
 
 
 #: state-dict containers found in training checkpoints, in order of preference
@@ -146,7 +146,7 @@ def load_strict(model: nn.Module, sd: Mapping[str, Any], source: str, what: str)
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise ModelError(f"the weights in {source} do not fit {what}: {e}") from None
+        raise ModelError(f"the weights in {source} do not fit {what}: {first_line(e)}") from None
 
 
 def apply_weights_file(model: nn.Module, weights: str, trust: bool, what: str) -> tuple[str, list[str]]:

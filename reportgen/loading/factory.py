@@ -20,6 +20,7 @@ from ..labels import labels_from_mapping
 from ..preprocess import Preprocessing, validated
 from .base import SPEC_FORMS, LoadedModel
 from .checkpoint import apply_weights_file
+from .files import first_line
 
 
 @contextlib.contextmanager
@@ -52,7 +53,7 @@ def load_factory_file(target: str, attr: str, spec: str, weights: str | None, tr
             module_spec.loader.exec_module(module)
         except Exception as e:
             sys.modules.pop(modname, None)
-            raise ModelError(f"importing {path} failed: {type(e).__name__}: {e}") from e
+            raise ModelError(f"importing {path} failed: {type(e).__name__}: {first_line(e)}") from e
         model = _call_factory(module, attr, spec, str(path))
     return _finish_factory(model, module, spec, weights, trust)
 
@@ -67,9 +68,9 @@ def load_factory_module(target: str, attr: str, spec: str, weights: str | None, 
                     f"cannot import module {target!r} ({e}). Is it installed, or on PYTHONPATH? "
                     f"For a file, write path/to/file.py:{attr}.\n" + SPEC_FORMS
                 ) from None
-            raise ModelError(f"importing {target} failed: {type(e).__name__}: {e}") from e
+            raise ModelError(f"importing {target} failed: {type(e).__name__}: {first_line(e)}") from e
         except Exception as e:
-            raise ModelError(f"importing {target} failed: {type(e).__name__}: {e}") from e
+            raise ModelError(f"importing {target} failed: {type(e).__name__}: {first_line(e)}") from e
         model = _call_factory(module, attr, spec, target)
     return _finish_factory(model, module, spec, weights, trust)
 
@@ -96,7 +97,7 @@ def _call_factory(module: Any, attr: str, spec: str, where: str) -> nn.Module:
         except TypeError as e:
             raise ModelError(f"{spec}: the factory must be callable with no arguments ({e})") from e
         except Exception as e:
-            raise ModelError(f"{spec}: calling {attr}() raised {type(e).__name__}: {e}") from e
+            raise ModelError(f"{spec}: calling {attr}() raised {type(e).__name__}: {first_line(e)}") from e
     else:
         raise ModelError(f"{spec}: {attr} is a {type(obj).__name__}, not a function or class returning a model")
     if not isinstance(model, nn.Module):
