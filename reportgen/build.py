@@ -413,7 +413,10 @@ def _write_json(report: Report, manifest: dict[str, Any], path: Path, cache: Cac
         "sections": secs,
         "cache": {"hits": cache.hits, "misses": cache.misses, "enabled": cache.enabled},  # no path: it is private
     }
-    path.write_text(json.dumps(data, indent=2, default=_json_default), encoding="utf-8")
+    from .render.html import clean_strings
+
+    data = clean_strings(json.loads(json.dumps(data, default=_json_default)))  # plain JSON, undecodable names shown
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def _json_default(o: Any) -> Any:

@@ -50,6 +50,30 @@ NOTE_KINDS = {"info": "Note", "warning": "Warning", "error": "Error"}
 # small pure helpers (also Jinja filters)
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def safe_text(text: str) -> str:
+    """Make text encodable as UTF-8: a byte a file name could not decode (Python keeps it as a lone surrogate,
+    e.g. Latin-1 ``caf\\xe9.png``) is shown as ``\\xe9``; any other lone surrogate becomes U+FFFD."""
+    def sub(m: re.Match) -> str:
+        c = ord(m.group(0))
+        return f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else "\ufffd"
+
+    return _SURROGATE.sub(sub, text)
+
+
+def clean_strings(obj: Any) -> Any:
+    """``safe_text`` applied to every string (and key) of a JSON-like structure."""
+    if isinstance(obj, str):
+        return safe_text(obj)
+    if isinstance(obj, dict):
+        return {clean_strings(k): clean_strings(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_strings(v) for v in obj]
+    return obj
+
+
 def slugify(text: str, fallback: str = "section") -> str:
     """Section id -> file/anchor name: lower-case ``[a-z0-9_-]``, never empty, never dots or slashes."""
     s = re.sub(r"[^a-z0-9_-]+", "-", str(text).lower()).strip("-_")
@@ -384,7 +408,7 @@ def _write_text(out_dir: Path, rel: str, text: str) -> None:
     if out_dir.resolve() not in target.parents:
         raise ValueError(f"refusing to write outside {out_dir}: {rel!r}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
+    target.write_text(safe_text(text), encoding="utf-8")
 
 
 def render_report(report: Report, out_dir: Path, theme: str = "light", single_file: bool = False) -> dict:
@@ -467,4 +491,4 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
     return {"index": "index.html", "pages": pages, "sections": manifest_sections}
 
 
-__all__ = ["render_report", "make_env", "render_block", "slugify", "fmt_value", "CSP"]
+__all__ = ["render_report", "make_env", "render_block", "slugify", "fmt_value", "safe_text", "clean_strings", "CSP"]
