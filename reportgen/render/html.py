@@ -159,6 +159,21 @@ def tone_class(tone: Any) -> str:
     return f" tone-{t}" if t in TONES else f" tone-{slugify(t, 'other')}"
 
 
+# Tones are never shown by colour alone: a mark (and words for screen readers) goes with them (WCAG 1.4.1).
+TONE_MARKS = {"ok": ("✓", "correct"), "bad": ("✗", "incorrect"), "error": ("✗", "error"),
+              "warn": ("!", "warning"), "warning": ("!", "warning")}
+
+
+def tone_mark(tone: Any) -> Markup:
+    """``<span class="tone-mark">✓</span><span class="sr-only">(correct)</span>`` for a tone, or nothing."""
+    t = str(tone or "").strip().lower().removeprefix("tone-")
+    mark = TONE_MARKS.get(t)
+    if not mark:
+        return Markup("")
+    return Markup('<span class="tone-mark" aria-hidden="true">{}</span><span class="sr-only">({})</span>').format(
+        *mark)
+
+
 def safe_url(url: Any) -> str:
     """Only http(s) URLs become links (no javascript:, data:, file:)."""
     u = str(url or "").strip()
@@ -373,7 +388,7 @@ def make_env(templates: str | None = None) -> Environment:
         keep_trailing_newline=True,
     )
     env.globals.update(render_block=render_block, img=img, href=href, grid_info=grid_info, table_info=table_info,
-                       params_rows=params_rows, tone_class=tone_class, safe_url=safe_url,
+                       params_rows=params_rows, tone_class=tone_class, tone_mark=tone_mark, safe_url=safe_url,
                        note_title=lambda kind: NOTE_KINDS.get(str(kind), "Note"),
                        note_kind=lambda kind: str(kind) if str(kind) in NOTE_KINDS else "info")
     env.filters.update(render_block=render_block, fmt=fmt_value, duration=fmt_duration, paragraphs=paragraphs,
