@@ -28,7 +28,7 @@ from markupsafe import Markup
 from .. import __version__
 from .._resources import templates_dir
 from ..report import Figure, Grid, Group, ImageData, KeyValues, Note, Report, Row, Section, Table, iter_images
-from .assets import ASSETS_DIRNAME, AssetStore, auto_cell_width, content_hash
+from .assets import ASSETS_DIRNAME, MIN_PICTURE_PX, AssetStore, auto_cell_width, content_hash
 from .themes import Theme, load_theme
 
 CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -271,6 +271,9 @@ def grid_info(grid: Grid) -> GridInfo:
         cell = auto_cell_width(sizes, min_px)
     if any(it.sublabel for it in grid.items):
         cell = max(cell, 104)  # two lines of caption need room, whatever the picture size
+    if not pix and sizes and len(sizes) == len(grid.items) and max(max(s) for s in sizes) < MIN_PICTURE_PX:
+        w = max(max(s) for s in sizes)  # small inputs (CIFAR, MNIST): an integer enlargement to >= 128 px
+        cell = max(cell, w * -(-MIN_PICTURE_PX // w))
     cols = int(grid.columns) if grid.columns and grid.columns > 0 else None
     if cols and cols * (cell + GRID_GAP_PX) > CONTENT_WIDTH_PX:
         # keep the technique's row structure (e.g. image | map | overlay triplets) on a desktop page
