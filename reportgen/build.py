@@ -343,6 +343,8 @@ def build_report(
             log(f"Images: {len(ctx.images)} usable under {images}"
                 + (f", {len(ctx.images.skipped)} skipped" if ctx.images.skipped else "")
                 + (f"; labels from {ctx.images.label_source}" if ctx.images.label_source else ""))
+            if cfg.general.layer:  # a typo is bad input (exit 2, close names suggested), not N failed sections
+                ctx.layer(cfg.general.layer)
             techniques = cfg.enabled()
             sections = compute_sections(ctx, techniques, strict=strict, log=log)
             report = Report(
