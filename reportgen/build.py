@@ -13,11 +13,9 @@ import json
 import os
 import platform
 import shutil
-import signal
 import sys
 import time
 import traceback
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,18 +25,19 @@ import torch
 from torch import nn
 
 from . import __version__, registry
-from .cache import CACHE_DIRNAME, CODE_VERSION, Cache, digest
+from .cache import CODE_VERSION, Cache, default_cache_dir, digest, parse_size
 from .checks import check_classifier, folder_class_names, keeps_train_mode, model_title
 from .config import Config, make_config, parse_set
 from .context import ProgressFn, RunContext, no_progress
-from .errors import ModelError, OutputError, ReportgenError
+from .errors import ModelError, ReportgenError
 from .hooks import count_hooks, module_signature
 from .images import ImageSet, discover_images
+from .output import (MARKER, OutputLock, TermAsInterrupt, check_out, clean_stale, disk_error, embed_json,
+                     is_single_file_target, publish_file, sibling, swap_in)
 from .preprocess import Preprocessing
 from .published import display_path, published_command, published_model_info
 from .report import Report, Section, SkippedImage
 
-MARKER = "report.json"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -213,62 +212,6 @@ def device_description(dev: torch.device) -> str:
     return dev.type
 
 
-# ----------------------------------------------------------------------------------------------
-# atomic output
-
-
-class _TermAsInterrupt:
-    """Turn SIGTERM into KeyboardInterrupt while building, so cleanup in ``finally`` runs."""
-
-    def __enter__(self):
-        self.old = None
-        try:
-            self.old = signal.signal(signal.SIGTERM, self._handler)
-        except ValueError:  # not the main thread
-            self.old = None
-        return self
-
-    @staticmethod
-    def _handler(signum, frame):
-        raise KeyboardInterrupt(f"terminated by signal {signum}")
-
-    def __exit__(self, *exc):
-        if self.old is not None:
-            signal.signal(signal.SIGTERM, self.old)
-        return False
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise OutputError(
-            f"--out {out} is a non-empty folder that is not a reportgen report; refusing to replace it. "
-            "Choose a new or empty folder."
-        )
-    parent = out.resolve().parent
-    if not parent.exists():
-        parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write into {parent}")
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace ``out`` by ``tmp`` with two renames (the old report survives until the new one is in place)."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 @dataclass
 class BuildResult:
     out: Path
@@ -310,6 +253,9 @@ def build_report(
     strict: bool = False,
     trust: bool = False,
     use_cache: bool = True,
+    cache_dir: str | Path | None = None,
+    cache_size: str | int | None = None,
+    wait: bool = False,
     title: str | None = None,
     progress: ProgressFn = no_progress,
     log: Callable[[str], None] | None = None,
@@ -317,7 +263,10 @@ def build_report(
     """Build a report. ``model`` is a SPEC string (see :func:`reportgen.loading.load_model`) or an nn.Module.
 
     Returns a BuildResult; ``result.ok`` is False when a technique failed (its section shows the error).
-    Raises :class:`reportgen.errors.ReportgenError` for bad input (nothing is written then).
+    Raises :class:`reportgen.errors.ReportgenError` for bad input (nothing is written then), including
+    :class:`reportgen.output.OutputBusyError` when another build holds ``out`` and ``wait`` is False.
+    ``out`` ending in ``.html`` writes one self-contained file (``single_file``) with report.json inside it.
+    The cache lives in ``cache_dir`` (default: the user cache directory), capped at ``cache_size``.
     """
     from . import loading
     from .labels import load_labels
@@ -326,6 +275,7 @@ def build_report(
     t_start = time.perf_counter()
     log = log or (lambda s: None)
     out = Path(out)
+    single_file = single_file or is_single_file_target(out)
     if theme not in available_themes():
         raise ReportgenError(f"unknown theme {theme!r}; available: {', '.join(available_themes())}")
     cfg = make_config(
@@ -333,7 +283,12 @@ def build_report(
         general={"layer": layer, "classes": classes, "max_images": max_images, "seed": seed, "batch_size": batch_size},
         technique_overrides=parse_set(set_options or []), only=only, skip=skip,
     )
-    _check_out(out)
+    check_out(out, images if isinstance(images, (str, Path)) else None)
+    try:
+        cache = Cache(Path(cache_dir) if cache_dir else default_cache_dir(), enabled=use_cache,
+                      max_bytes=parse_size(cache_size))
+    except ValueError as e:
+        raise ReportgenError(f"--cache-size: {e}") from None
 
     # model
     if isinstance(model, nn.Module):
@@ -355,11 +310,12 @@ def build_report(
     log(f"Model: {loaded.spec} ({loaded.kind}) on {device_description(dev)}")
     log(f"Preprocessing: {pre.describe()} [{pre.source}]")
 
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    with _TermAsInterrupt():
+    with OutputLock(out, wait=wait, log=log), TermAsInterrupt():
+        clean_stale(out, log)
+        check_out(out)  # again, now that nobody else is writing it
+        tmp = sibling(out, "tmp")
         try:
             tmp.mkdir(parents=True)
-            cache = Cache(tmp / CACHE_DIRNAME, [out / CACHE_DIRNAME], enabled=use_cache)
             ctx = make_context(
                 loaded.model, images, class_names=class_names, pre=pre, config=cfg, device=dev,
                 progress=progress, cache=cache,
@@ -368,6 +324,8 @@ def build_report(
             log(f"Images: {len(ctx.images)} usable under {images}"
                 + (f", {len(ctx.images.skipped)} skipped" if ctx.images.skipped else "")
                 + (f"; labels from {ctx.images.label_source}" if ctx.images.label_source else ""))
+            if cfg.general.layer:  # a typo is bad input (exit 2, close names suggested), not N failed sections
+                ctx.layer(cfg.general.layer)
             techniques = cfg.enabled()
             sections = compute_sections(ctx, techniques, strict=strict, log=log)
             report = Report(
@@ -391,13 +349,22 @@ def build_report(
                 },
             )
             report.meta["total_time_s"] = round(time.perf_counter() - t_start, 2)
-            manifest = render_report(report, tmp, theme=theme, single_file=single_file)
-            _write_json(report, manifest, tmp / MARKER, cache)
-            cache.carry_over()
-            _swap_in(tmp, out)
+            try:
+                manifest = render_report(report, tmp, theme=theme, single_file=single_file)
+                _write_json(report, manifest, tmp / MARKER, cache)
+                if is_single_file_target(out):
+                    embed_json(tmp / "index.html", tmp / MARKER)
+                    publish_file(tmp / "index.html", out)
+                else:
+                    swap_in(tmp, out)
+            except OSError as e:
+                raise disk_error(e, out) from None
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+        cache.trim()
+    if is_single_file_target(out):
+        return BuildResult(out=out, index=out, report=report, manifest=manifest)
     index = out / manifest.get("index", "index.html")
     return BuildResult(out=out, index=index, report=report, manifest=manifest)
 
@@ -418,9 +385,12 @@ def _write_json(report: Report, manifest: dict[str, Any], path: Path, cache: Cac
         **{k: v for k, v in report.meta.items()},
         "skipped_images": [dataclasses.asdict(s) for s in report.skipped_images],
         "sections": secs,
-        "cache": {"hits": cache.hits, "misses": cache.misses, "enabled": cache.enabled},
+        "cache": {"hits": cache.hits, "misses": cache.misses, "enabled": cache.enabled},  # no path: it is private
     }
-    path.write_text(json.dumps(data, indent=2, default=_json_default), encoding="utf-8")
+    from .render.html import clean_strings
+
+    data = clean_strings(json.loads(json.dumps(data, default=_json_default)))  # plain JSON, undecodable names shown
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def _json_default(o: Any) -> Any:

@@ -4,9 +4,11 @@ Keys are SHA-256 digests of everything a result depends on (model weights, prepr
 image bytes, layer, options, code version), so a re-render with a new theme or an extra
 section recomputes nothing it already has, and any change of input misses cleanly.
 
-The cache lives inside the output folder (``<out>/.cache/``), so nothing is written outside it:
-a build reads entries from the previous report's cache and writes new ones into the report
-being built; when that report is swapped in, unused old entries are carried over.
+The cache lives in the user cache directory, like pip's and torch hub's: ``$XDG_CACHE_HOME/reportgen``
+(default ``~/.cache/reportgen``), or ``--cache-dir``; the published report folder holds only the report.
+Its size is capped (least recently used entries are evicted by mtime; a hit refreshes the mtime), and
+``reportgen cache info`` / ``reportgen cache clear`` show and empty it. Only reportgen's own entry files
+(``<2 hex>/<sha256>.pkl``) are ever deleted, so a ``--cache-dir`` pointing at a busy folder is safe.
 
 Entries are pickles, read back with an unpickler that only admits numpy and reportgen's own
 plain-data classes, so a tampered cache file cannot run code.
@@ -19,11 +21,15 @@ import io
 import json
 import os
 import pickle
-import shutil
+import re
+import time
 from pathlib import Path
 from typing import Any
 
-CACHE_DIRNAME = ".cache"
+DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB
+TAG_NAME = "CACHEDIR.TAG"
+TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+            "# This file marks the reportgen cache (https://bford.info/cachedir/): backups may skip it.\n")
 CODE_VERSION = "2"  # bump when a technique's output format changes
 
 _ALLOWED_MODULES = ("builtins", "collections", "numpy", "numpy.core.multiarray", "numpy._core.multiarray",
@@ -53,15 +59,53 @@ def digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
-class Cache:
-    """Read from ``read_dirs`` (old reports' caches), write to ``write_dir``."""
+_ENTRY = re.compile(r"[0-9a-f]{64}\.pkl")
 
-    def __init__(self, write_dir: Path | None, read_dirs: list[Path] | None = None, enabled: bool = True):
-        self.write_dir = write_dir
-        self.read_dirs = [d for d in (read_dirs or []) if d is not None]
-        self.enabled = enabled and write_dir is not None
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/reportgen``, else ``~/.cache/reportgen`` (read at call time, never at import)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "reportgen"
+
+
+def parse_size(text: str | int | None) -> int:
+    """``500M``, ``2G``, ``750MB``, ``1.5GiB`` or a byte count -> bytes (0 disables the cap)."""
+    if text is None:
+        return DEFAULT_MAX_BYTES
+    if isinstance(text, int):
+        return max(0, text)
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*", str(text), re.I)
+    if not m:
+        raise ValueError(f"cannot read a size from {text!r}; use e.g. 500M or 2G")
+    mult = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[m.group(2).lower()]
+    return int(float(m.group(1)) * mult)
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+class Cache:
+    """Entries under ``directory`` (``<key[:2]>/<key>.pkl``); ``read_dirs`` are extra read-only locations."""
+
+    def __init__(self, directory: Path | None, read_dirs: list[Path] | None = None, enabled: bool = True,
+                 max_bytes: int = DEFAULT_MAX_BYTES):
+        self.dir = Path(directory) if directory is not None else None
+        self.read_dirs = [Path(d) for d in (read_dirs or []) if d is not None]
+        self.enabled = enabled and directory is not None
+        self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
+        self.evicted = 0
+
+    @property
+    def write_dir(self) -> Path | None:  # the name earlier versions used
+        return self.dir
 
     def _path(self, base: Path, key: str) -> Path:
         return base / key[:2] / f"{key}.pkl"
@@ -69,7 +113,7 @@ class Cache:
     def get(self, key: str) -> Any | None:
         if not self.enabled:
             return None
-        for base in [self.write_dir, *self.read_dirs]:
+        for base in [self.dir, *self.read_dirs]:
             p = self._path(base, key)
             if p.is_file():
                 try:
@@ -77,40 +121,104 @@ class Cache:
                         obj = _SafeUnpickler(f).load()
                 except Exception:
                     continue  # unreadable entry: recompute
-                if base != self.write_dir:  # bring it into the report being built
-                    self._copy_in(p, key)
+                if base == self.dir:
+                    try:
+                        os.utime(p)  # least recently USED goes first
+                    except OSError:
+                        pass
                 self.hits += 1
                 return obj
         self.misses += 1
         return None
 
-    def _copy_in(self, src: Path, key: str) -> None:
-        dst = self._path(self.write_dir, key)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
     def put(self, key: str, obj: Any) -> None:
+        """Write one entry atomically; a full or read-only disk only costs the cache, never the build."""
         if not self.enabled:
             return
-        p = self._path(self.write_dir, key)
-        p.parent.mkdir(parents=True, exist_ok=True)
+        p = self._path(self.dir, key)
         buf = io.BytesIO()
         pickle.dump(obj, buf, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp = p.with_suffix(".part")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, p)
+        tmp = p.with_name(f"{p.stem}.{os.getpid()}.part")
+        try:
+            self._ensure_dir()
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(buf.getvalue())
+            os.replace(tmp, p)
+        except OSError:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
 
-    def carry_over(self) -> None:
-        """Hard-link old entries that were not used in this run into the new cache (kept for later runs)."""
-        if not self.enabled:
-            return
-        for base in self.read_dirs:
-            if not base.is_dir():
+    def _ensure_dir(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tag = self.dir / TAG_NAME
+        if not tag.exists():
+            tag.write_text(TAG_TEXT)
+
+    def entries(self) -> list[tuple[Path, int, float]]:
+        """(path, bytes, mtime) of every entry (only reportgen's own files)."""
+        out = []
+        if self.dir is None or not self.dir.is_dir():
+            return out
+        for sub in self.dir.iterdir():
+            if not (sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name)):
                 continue
-            for p in base.glob("*/*.pkl"):
-                dst = self._path(self.write_dir, p.stem)
-                if not dst.exists():
-                    self._copy_in(p, p.stem)
+            for p in sub.iterdir():
+                if _ENTRY.fullmatch(p.name) or p.name.endswith(".part"):
+                    try:
+                        st = p.stat()
+                    except OSError:
+                        continue
+                    out.append((p, st.st_size, st.st_mtime))
+        return out
+
+    def size(self) -> int:
+        return sum(s for _, s, _ in self.entries())
+
+    def trim(self, max_bytes: int | None = None) -> int:
+        """Evict least recently used entries until the cache fits ``max_bytes`` (0: no cap). Returns evictions."""
+        cap = self.max_bytes if max_bytes is None else max_bytes
+        if not cap:
+            return 0
+        now = time.time()
+        ents = self.entries()
+        total = sum(s for _, s, _ in ents)
+        n = 0
+        for p, s, mt in sorted(ents, key=lambda e: e[2]):
+            if total <= cap:
+                break
+            if p.name.endswith(".part") and now - mt < 3600:
+                continue  # another build may be writing it
+            try:
+                p.unlink()
+            except OSError:
+                continue
+            total -= s
+            n += 1
+        self.evicted += n
+        self._prune_dirs()
+        return n
+
+    def clear(self) -> tuple[int, int]:
+        """Delete every entry; returns (files, bytes) removed."""
+        n = b = 0
+        for p, s, _ in self.entries():
+            try:
+                p.unlink()
+            except OSError:
+                continue
+            n += 1
+            b += s
+        self._prune_dirs()
+        return n, b
+
+    def _prune_dirs(self) -> None:
+        if self.dir is None or not self.dir.is_dir():
+            return
+        for sub in self.dir.iterdir():
+            if sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name):
+                try:
+                    sub.rmdir()  # only when empty
+                except OSError:
+                    pass

@@ -95,7 +95,26 @@ def main() -> None:
     """
 
 
-def _run_build(**kw) -> None:
+EXIT_CODES = """\b
+Exit codes:
+  0    the report was written and every section succeeded
+  1    the report was written, but some section failed (its page shows the error)
+  2    bad input: model, images, labels, options, or an output that cannot be written
+       or is locked by another build (nothing was replaced)
+  3    internal error (a bug: rerun with --debug and report the traceback)
+  130  interrupted (Ctrl-C / SIGTERM; any previous report is unchanged)
+"""
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
+def _run_build(debug: bool = False, **kw) -> None:
+    """Run a build with the documented exit codes: one-line messages, a traceback only with --debug."""
+    import traceback
+
     from .errors import ReportgenError
 
     t0 = time.perf_counter()
@@ -104,11 +123,19 @@ def _run_build(**kw) -> None:
 
         result = build_report(progress=_progress, log=_log, **kw)
     except ReportgenError as e:
-        click.echo(f"error: {e}", err=True)
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {_one_line(e)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted: no report was written (any previous report is unchanged)", err=True)
         sys.exit(130)
+    except Exception as e:  # a bug, or --strict stopping at a failing section
+        if debug or kw.get("strict"):
+            traceback.print_exc()
+        click.echo(f"error: {type(e).__name__}: {_one_line(e)}"
+                   + ("" if debug else " (rerun with --debug for the traceback)"), err=True)
+        sys.exit(3)
     dt = time.perf_counter() - t0
     rep = result.report
     click.echo(f"\nReport written to {result.out.resolve()} in {dt:.1f} s "
@@ -142,7 +169,8 @@ def build_options(f):
         click.option("--classes", callback=_ints, help="Class indices for class-level techniques, e.g. 1,207."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 or mps."),
         click.option("--theme", default="light", show_default=True, help="Report theme (light or dark)."),
-        click.option("--single-file", is_flag=True, help="Write one self-contained index.html with everything inlined."),
+        click.option("--single-file", is_flag=True, help="Write one self-contained HTML file with everything inlined "
+                     "(with --out NAME.html: exactly that one file, report.json embedded in it)."),
         click.option("--input-size", type=click.IntRange(8, 4096), help="Centre-crop size fed to the model."),
         click.option("--resize", type=click.IntRange(8, 8192), help="Resize the short side to this before the crop."),
         click.option("--mean", callback=_floats3, help="Normalisation mean R,G,B (in [0,1] pixel units)."),
@@ -153,42 +181,60 @@ def build_options(f):
         click.option("--batch-size", type=click.IntRange(1), help="Images per forward/backward batch."),
         click.option("--seed", type=int, help="Seed for every random choice (default 0)."),
         click.option("--strict", is_flag=True, help="Stop at the first failing technique (with a traceback)."),
-        click.option("--no-cache", "no_cache", is_flag=True, help="Recompute everything (the cache lives in "
-                     "OUT/.cache and is reused by the next build into the same folder)."),
         click.option("--title", help="Report title."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return common_options(f)
+
+
+def common_options(f):
+    """Options ``build`` and ``demo`` share: cache, locking, debugging."""
+    opts = [
+        click.option("--no-cache", "no_cache", is_flag=True, help="Recompute everything (nothing read from or "
+                     "written to the cache)."),
+        click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache folder (default: "
+                     "$XDG_CACHE_HOME/reportgen, i.e. ~/.cache/reportgen). Never inside the published report."),
+        click.option("--cache-size", default="2G", show_default=True, help="Cap on the cache's size; least "
+                     "recently used entries are evicted (e.g. 500M, 10G; 0 = no cap)."),
+        click.option("--wait", is_flag=True, help="If another build is writing the same --out, wait for it "
+                     "instead of failing (exit 2)."),
+        click.option("--debug", is_flag=True, help="Show the full traceback of an error."),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES)
 @click.option("--model", "model", required=True, help=MODEL_HELP)
 @click.option("--images", required=True, type=click.Path(), help="Folder of images (recursive; one sub-folder "
-              "per class gives labels).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (replaced atomically).")
+              "per class gives labels), one image file, or a quoted glob such as 'photos/*.jpg'.")
+@click.option("--out", required=True, type=click.Path(), help="Output folder (replaced atomically, locked while "
+              "building), or NAME.html for one self-contained file.")
 @build_options
 def build(model, images, out, no_cache, **kw) -> None:
     """Build a report for MODEL over the images in a folder."""
     _run_build(model=model, images=images, out=out, use_cache=not no_cache, **kw)
 
 
-@main.command()
-@click.option("--out", default="reportgen-demo", show_default=True, type=click.Path(file_okay=False),
-              help="Output folder.")
+@main.command(epilog=EXIT_CODES)
+@click.option("--out", default="reportgen-demo", show_default=True, type=click.Path(),
+              help="Output folder, or NAME.html for one self-contained file.")
 @click.option("--theme", default="light", show_default=True, help="Report theme (light or dark).")
 @click.option("--preset", type=click.Choice(["minimal", "standard", "full"]), default="standard", show_default=True)
-@click.option("--single-file", is_flag=True, help="Write one self-contained index.html.")
+@click.option("--only", multiple=True, callback=_ids, help="Comma-separated technique ids to run (only these).")
+@click.option("--single-file", is_flag=True, help="Write one self-contained HTML file.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
-@click.option("--no-cache", "no_cache", is_flag=True, help="Recompute everything.")
-def demo(out, theme, preset, single_file, device, no_cache) -> None:
+@common_options
+def demo(out, theme, preset, only, single_file, device, no_cache, **kw) -> None:
     """Build the demo report: the embedded Fashion-MNIST CNN on its shipped test images, offline,
     running every registered technique."""
     from .demo import images_dir
 
-    _run_build(model="demo", images=str(images_dir()), out=out, theme=theme, preset=preset,
+    _run_build(model="demo", images=str(images_dir()), out=out, theme=theme, preset=preset, only=only,
                single_file=single_file, device=device, use_cache=not no_cache,
-               title="Demo: FashionNet on Fashion-MNIST — model card")
+               title="Demo: FashionNet on Fashion-MNIST — model card", **kw)
 
 
 @main.command()
@@ -250,6 +296,44 @@ def techniques(verbose, markdown) -> None:
             for f in dataclasses.fields(t.options):
                 vals = {p: getattr(t.default_options(p), f.name) for p in registry.PRESETS}
                 click.echo(f"{'':<24}{t.id}.{f.name} = " + ", ".join(f"{p}: {v!r}" for p, v in vals.items()))
+
+
+@main.group()
+def cache() -> None:
+    """Show or empty the cache of computed results (default $XDG_CACHE_HOME/reportgen or ~/.cache/reportgen)."""
+
+
+_cache_dir_option = click.option("--cache-dir", type=click.Path(file_okay=False),
+                                 help="Cache folder (default: the user cache directory).")
+
+
+def _open_cache(cache_dir):
+    from .cache import Cache, default_cache_dir
+
+    return Cache(Path(cache_dir) if cache_dir else default_cache_dir())
+
+
+@cache.command("info")
+@_cache_dir_option
+def cache_info(cache_dir) -> None:
+    """Where the cache is, how many entries it holds and their size."""
+    from .cache import human_size
+
+    c = _open_cache(cache_dir)
+    ents = c.entries()
+    click.echo(f"Cache folder: {c.dir}")
+    click.echo(f"Entries: {len(ents)}, {human_size(sum(e[1] for e in ents))}")
+
+
+@cache.command("clear")
+@_cache_dir_option
+def cache_clear(cache_dir) -> None:
+    """Delete every cached entry (only reportgen's own files are removed)."""
+    from .cache import human_size
+
+    c = _open_cache(cache_dir)
+    n, b = c.clear()
+    click.echo(f"Removed {n} entries ({human_size(b)}) from {c.dir}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,8 +12,10 @@ are matched to the model's class names (case, punctuation and a leading number i
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
+import os
 import re
 import warnings
 from collections import OrderedDict
@@ -215,14 +217,21 @@ def discover_images(
 ) -> ImageSet:
     """Find, decode and validate every image under ``folder``; raise ImageSetError if none is usable."""
     root = Path(folder)
-    if not root.exists():
+    pattern = str(folder)
+    if not root.exists() and glob.has_magic(pattern):  # --images 'photos/*.jpg' (quoted: not expanded by the shell)
+        files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        if not files:
+            raise ImageSetError(f"no file matches {pattern}")
+        root = Path(os.path.commonpath([str(p.parent) for p in files]))
+    elif not root.exists():
         raise ImageSetError(f"image folder {root} does not exist")
-    if root.is_file():
+    elif root.is_file():
         files = [root]
         root = root.parent
-    else:
+    else:  # symbolic links that lead nowhere (or in a loop) are kept, to be listed as skipped with the reason
         files = sorted(
-            (p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)),
+            (p for p in root.rglob("*") if (p.is_file() or p.is_symlink() and not p.is_dir())
+             and not any(part.startswith(".") for part in p.relative_to(root).parts)),
             key=lambda p: p.relative_to(root).as_posix(),
         )
     candidates = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
@@ -268,8 +277,8 @@ def discover_images(
                 raise ValueError(f"file too large ({size / 1e6:.0f} MB)")
             data = p.read_bytes()
             img = decode_image(data, rel)
-        except (OSError, ValueError) as e:
-            skipped.append(SkippedImage(rel, str(e)))
+        except (OSError, ValueError) as e:  # OSError: its reason alone, not the (long, absolute) path
+            skipped.append(SkippedImage(rel, (e.strerror if isinstance(e, OSError) and e.strerror else str(e))))
             continue
         label = mapping.get(fname) if (label_source and fname is not None) else None
         records.append(

@@ -70,6 +70,12 @@ def write_image_folder(root: Path, per_class: int = 3, size: int = 32, seed: int
     return root
 
 
+@pytest.fixture(autouse=True)
+def _private_cache_dir(tmp_path_factory, monkeypatch):
+    """Every test's cache (build_report's default $XDG_CACHE_HOME/reportgen) lives in a temp folder, never in ~."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> TinyCNN:
     return make_tiny_cnn()

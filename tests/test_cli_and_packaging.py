@@ -82,8 +82,9 @@ def test_build_command_bad_layer_is_a_clear_error(factory_file, image_dir, tmp_p
         "build", "--model", f"{factory_file}:build", "--images", str(image_dir), "--out", str(tmp_path / "o"),
         "--preset", "minimal", "--only", "activations", "--layer", "features.99", "--input-size", "32",
         "--device", "cpu"])
-    assert r.exit_code == 1
+    assert r.exit_code == 2  # a --layer typo is bad input: nothing is built, close names are suggested
     assert "no layer named 'features.99'" in (r.output + (r.stderr if r.stderr_bytes else ""))
+    assert "Traceback" not in r.output and not (tmp_path / "o").exists()
 
 
 def test_build_command_empty_folder(factory_file, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -100,11 +101,31 @@ def test_cache_roundtrip_and_refuses_code(tmp_path):
     assert c.get(bad) is None  # refused, treated as a miss
 
 
-def test_cache_carries_old_entries_over(tmp_path):
-    old = Cache(tmp_path / "old")
-    old.put("ab" + "0" * 62, [1, 2])
-    new = Cache(tmp_path / "new", [tmp_path / "old"])
-    assert new.get("ab" + "0" * 62) == [1, 2]
-    old.put("cd" + "0" * 62, [3])
-    new.carry_over()
-    assert (tmp_path / "new" / "cd" / ("cd" + "0" * 62 + ".pkl")).is_file()
+def test_cache_lives_in_the_user_cache_dir_and_is_capped(tmp_path, monkeypatch):
+    from reportgen.cache import default_cache_dir, parse_size
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "reportgen"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "reportgen"
+    assert parse_size("2G") == 2 * 1024**3 and parse_size("500M") == 500 * 1024**2 and parse_size("0") == 0
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+    c = Cache(tmp_path / "c", max_bytes=10_000)
+    keys = [digest("k", i) for i in range(5)]
+    for i, k in enumerate(keys):
+        c.put(k, np.full(1000, i, np.uint8))  # ~1.2 kB each
+        p = c._path(c.dir, k)
+        os.utime(p, (1000 + i, 1000 + i))
+    assert (tmp_path / "c" / "CACHEDIR.TAG").is_file()
+    assert c.get(keys[0]) is not None  # used now: becomes the most recent
+    c.max_bytes = 3 * c._path(c.dir, keys[0]).stat().st_size
+    assert c.trim() == 2
+    left = {k for k in keys if c._path(c.dir, k).is_file()}
+    assert left == {keys[0], keys[3], keys[4]}  # the least recently used went first
+    (tmp_path / "c" / "notes.txt").write_text("mine")  # a foreign file is never touched
+    n, b = c.clear()
+    assert n == 3 and b > 0 and c.entries() == []
+    assert (tmp_path / "c" / "notes.txt").read_text() == "mine"

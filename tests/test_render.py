@@ -390,3 +390,24 @@ def test_toml_fallback_parser_matches_tomllib(monkeypatch):
         monkeypatch.setattr(themes, "_toml", None)  # Python 3.10 without tomli
         assert themes._parse_toml(text) == full
         monkeypatch.undo()
+
+
+def test_small_inputs_are_enlarged_with_nearest_neighbour(tmp_path):
+    """CIFAR-size (32 px) pictures are shown at >= 128 px, integer-scaled with crisp pixels; plots are not."""
+    from reportgen.render import render_report
+    from reportgen.render.html import grid_info
+
+    rng = np.random.default_rng(0)
+    small = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
+    grid = Grid([GridItem(ImageData(a), label=f"img {k}", sublabel="cat") for k, a in enumerate(small)],
+                columns=4, cell_width=64)  # what a technique asks for a 32-px model: 2x
+    assert grid_info(grid).cell == 128
+    sec = Section(id="inputs", title="Inputs")
+    sec.add(grid, Figure(ImageData(small[0]), caption="one input"), Figure(_matplotlib_png(), caption="a plot"))
+    render_report(Report(title="t", sections=[sec]), tmp_path)
+    page = (tmp_path / "sections" / "inputs.html").read_text()
+    imgs = re.findall(r"<img [^>]*>", page)
+    assert len(imgs) == 6
+    for tag in imgs[:5]:  # the grid's four and the figure
+        assert 'width="128"' in tag and 'class="pixelated"' in tag, tag
+    assert 'class="pixelated"' not in imgs[5]  # a matplotlib plot keeps its own resolution and smoothing

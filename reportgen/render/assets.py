@@ -35,6 +35,9 @@ MIME_EXT = {
 # Pixelated pictures (filters, activations) are scaled up by an integer factor to at least this many CSS px.
 MIN_PIXELATED_PX = 64
 MIN_PIXELATED_CELL_PX = 48
+# Pictures computed at a small model's input size (CIFAR 32 px, MNIST 28 px) are shown at least this big,
+# enlarged by an integer factor with nearest-neighbour so every input pixel stays a crisp square.
+MIN_PICTURE_PX = 128
 MAX_AUTO_CELL_PX = 160
 
 
@@ -198,9 +201,11 @@ class AssetStore:
     def ref(self, img: ImageData, root: str, inline: bool, width: int | None = None) -> ImageRef:
         """An <img> reference. ``width`` (CSS px) overrides the picture's own ``display_width``."""
         asset = self.add(img)
-        w, h = display_size(asset.width, asset.height, width or img.display_width, img.pixelated)
+        raster = img.array is not None  # computed pixels (not a matplotlib plot, which has its own resolution)
+        w, h = display_size(asset.width, asset.height, width or img.display_width, img.pixelated, raster)
         src = asset.data_uri() if inline else root + asset.path
-        return ImageRef(src=src, width=w, height=h, pixelated=bool(img.pixelated), asset=asset,
+        nearest = bool(img.pixelated) or (raster and w >= 2 * asset.width)  # enlarged pixels stay square
+        return ImageRef(src=src, width=w, height=h, pixelated=nearest, asset=asset,
                         error=self.errors.get(id(img), ""))
 
 
@@ -215,12 +220,15 @@ def _placeholder() -> np.ndarray:
     return a
 
 
-def display_size(w: int, h: int, want_w: int | None, pixelated: bool) -> tuple[int, int]:
-    """CSS display size: the requested width (keeping aspect), or an integer upscale for small pixelated art."""
+def display_size(w: int, h: int, want_w: int | None, pixelated: bool, raster: bool = False) -> tuple[int, int]:
+    """CSS display size: the requested width (keeping aspect), or an integer upscale for small pixelated art
+    (to ``MIN_PIXELATED_PX``) and for small computed pictures such as 32-px inputs (to ``MIN_PICTURE_PX``)."""
     if want_w:
         dw = max(1, int(want_w))
     elif pixelated and max(w, h) < MIN_PIXELATED_PX:
         dw = w * math.ceil(MIN_PIXELATED_PX / max(w, h))
+    elif raster and not pixelated and max(w, h) < MIN_PICTURE_PX:
+        dw = w * math.ceil(MIN_PICTURE_PX / max(w, h))
     else:
         dw = w
     dh = max(1, round(h * dw / w))

@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import numbers
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, pass_context
 from markupsafe import Markup
 
 from .. import __version__
 from .._resources import templates_dir
 from ..report import Figure, Grid, Group, ImageData, KeyValues, Note, Report, Row, Section, Table, iter_images
-from .assets import ASSETS_DIRNAME, AssetStore, auto_cell_width, content_hash
+from .assets import ASSETS_DIRNAME, MIN_PICTURE_PX, AssetStore, auto_cell_width, content_hash
+from .text import (clean_strings, first_sentence, fmt_duration, fmt_value, is_number, paragraphs, safe_text,
+                   safe_url, short_hash, slugify, tone_class, tone_mark)
 from .themes import Theme, load_theme
 
 CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -42,108 +41,7 @@ LONG_TABLE_ROWS = 15  # taller tables scroll inside their container
 BLOCK_TEMPLATES = {
     Figure: "figure", Grid: "grid", Table: "table", Note: "note", KeyValues: "keyvalues", Row: "row", Group: "group",
 }
-TONES = {"ok", "bad", "warn", "warning", "info", "error", "muted"}
 NOTE_KINDS = {"info": "Note", "warning": "Warning", "error": "Error"}
-
-
-# ------------------------------------------------------------------------------------------------
-# small pure helpers (also Jinja filters)
-
-
-def slugify(text: str, fallback: str = "section") -> str:
-    """Section id -> file/anchor name: lower-case ``[a-z0-9_-]``, never empty, never dots or slashes."""
-    s = re.sub(r"[^a-z0-9_-]+", "-", str(text).lower()).strip("-_")
-    return s[:80] or fallback
-
-
-def fmt_value(v: Any) -> str:
-    """A table/key-value cell as text: floats get 4 significant digits, containers become compact JSON."""
-    if v is None:
-        return "—"
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, numbers.Integral):
-        return str(int(v))
-    if isinstance(v, numbers.Real):
-        x = float(v)
-        if math.isnan(x):
-            return "NaN"
-        if math.isinf(x):
-            return "∞" if x > 0 else "−∞"
-        if x == 0:
-            return "0"
-        ax = abs(x)
-        if 1e-3 <= ax < 1e4:
-            return f"{x:.4g}"
-        if 1e4 <= ax < 1e9:
-            return f"{x:,.0f}" if ax >= 1e5 else f"{x:.1f}"
-        return f"{x:.3e}"
-    if isinstance(v, (dict, list, tuple, set, frozenset)):
-        try:
-            return json.dumps(v if not isinstance(v, (set, frozenset)) else sorted(v, key=str),
-                              default=str, ensure_ascii=False)
-        except (TypeError, ValueError):
-            return str(v)
-    if isinstance(v, Path):
-        return str(v)
-    return str(v)
-
-
-def is_number(v: Any) -> bool:
-    return isinstance(v, (numbers.Real, np.number)) and not isinstance(v, (bool, np.bool_))
-
-
-def fmt_duration(s: Any) -> str:
-    try:
-        s = float(s)
-    except (TypeError, ValueError):
-        return "—"
-    if not math.isfinite(s) or s < 0:
-        return "—"
-    if s < 0.05:
-        return "<0.1 s"
-    if s < 60:
-        return f"{s:.1f} s"
-    m, sec = divmod(int(round(s)), 60)
-    if m < 60:
-        return f"{m} min {sec:02d} s"
-    h, m = divmod(m, 60)
-    return f"{h} h {m:02d} min"
-
-
-def first_sentence(text: str, limit: int = 180) -> str:
-    text = " ".join(str(text or "").split())
-    m = re.search(r"(?<=[.!?])\s+(?=[A-Z(\"'])", text)
-    s = text[: m.start()] if m else text
-    if len(s) > limit:
-        s = s[: limit - 1].rsplit(" ", 1)[0] + "…"
-    return s
-
-
-def paragraphs(text: str) -> list[str]:
-    """Split prose on blank lines; single newlines become spaces."""
-    return [" ".join(p.split()) for p in re.split(r"\n\s*\n", str(text or "")) if p.strip()]
-
-
-def tone_class(tone: Any) -> str:
-    t = str(tone or "").strip().lower()
-    if not t:
-        return ""
-    t = "warn" if t == "warning" else t
-    return f" tone-{t}" if t in TONES else f" tone-{slugify(t, 'other')}"
-
-
-def safe_url(url: Any) -> str:
-    """Only http(s) URLs become links (no javascript:, data:, file:)."""
-    u = str(url or "").strip()
-    return u if re.match(r"https?://[^\s<>\"']+$", u, re.I) else ""
-
-
-def short_hash(h: Any, n: int = 12) -> str:
-    h = str(h or "")
-    return h[:n] + "…" if len(h) > n else h
 
 
 # ------------------------------------------------------------------------------------------------
@@ -232,6 +130,9 @@ def grid_info(grid: Grid) -> GridInfo:
         cell = auto_cell_width(sizes, min_px)
     if any(it.sublabel for it in grid.items):
         cell = max(cell, 104)  # two lines of caption need room, whatever the picture size
+    if not pix and sizes and len(sizes) == len(grid.items) and max(max(s) for s in sizes) < MIN_PICTURE_PX:
+        w = max(max(s) for s in sizes)  # small inputs (CIFAR, MNIST): an integer enlargement to >= 128 px
+        cell = max(cell, w * -(-MIN_PICTURE_PX // w))
     cols = int(grid.columns) if grid.columns and grid.columns > 0 else None
     if cols and cols * (cell + GRID_GAP_PX) > CONTENT_WIDTH_PX:
         # keep the technique's row structure (e.g. image | map | overlay triplets) on a desktop page
@@ -349,7 +250,7 @@ def make_env(templates: str | None = None) -> Environment:
         keep_trailing_newline=True,
     )
     env.globals.update(render_block=render_block, img=img, href=href, grid_info=grid_info, table_info=table_info,
-                       params_rows=params_rows, tone_class=tone_class, safe_url=safe_url,
+                       params_rows=params_rows, tone_class=tone_class, tone_mark=tone_mark, safe_url=safe_url,
                        note_title=lambda kind: NOTE_KINDS.get(str(kind), "Note"),
                        note_kind=lambda kind: str(kind) if str(kind) in NOTE_KINDS else "info")
     env.filters.update(render_block=render_block, fmt=fmt_value, duration=fmt_duration, paragraphs=paragraphs,
@@ -384,7 +285,7 @@ def _write_text(out_dir: Path, rel: str, text: str) -> None:
     if out_dir.resolve() not in target.parents:
         raise ValueError(f"refusing to write outside {out_dir}: {rel!r}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
+    target.write_text(safe_text(text), encoding="utf-8")
 
 
 def render_report(report: Report, out_dir: Path, theme: str = "light", single_file: bool = False) -> dict:
@@ -467,4 +368,4 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
     return {"index": "index.html", "pages": pages, "sections": manifest_sections}
 
 
-__all__ = ["render_report", "make_env", "render_block", "slugify", "fmt_value", "CSP"]
+__all__ = ["render_report", "make_env", "render_block", "slugify", "fmt_value", "safe_text", "clean_strings", "CSP"]

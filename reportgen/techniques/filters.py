@@ -113,7 +113,8 @@ def filters(ctx, opts: FiltersOptions) -> Section:
         for i in range(nf):
             for j in range(nc):
                 tiles.append(_upscale(to_uint8(hw[i, j]), factor))
-        mosaic = tile(tiles, columns=nc, pad=2, pad_value=128)
+        # one input channel per filter (depthwise): tile the filters in a square-ish block, not a 16x1 column
+        mosaic = tile(tiles, columns=nc if nc > 1 else int(math.ceil(math.sqrt(nf))), pad=2, pad_value=128)
         sec.add(
             KeyValues([("layer", higher), ("weight shape", f"{hk} x {hc} x {hkh} x {hkw}"),
                        ("groups", str(hconv.groups)), ("shown", f"{nf} filters (rows) x {nc} input channels (columns)")],
