@@ -57,9 +57,12 @@ def patch_layer(ctx, opts: "PatchesOptions") -> tuple[str, str]:
         return opts.layer, "option patches.layer"
     if ctx.general.layer:
         return ctx.chosen_layer(), "--layer"
-    name = ctx.memo(f"patches:auto:{opts.auto_rf_fraction}", lambda: auto_layer(ctx, opts.auto_rf_fraction))
-    return name, (f"automatic: the deepest convolution whose receptive field is at most "
-                  f"{opts.auto_rf_fraction:g} of the input side (set --layer or patches.layer to choose)")
+    conv = ctx.memo(f"patches:auto:{opts.auto_rf_fraction}", lambda: auto_layer(ctx, opts.auto_rf_fraction))
+    # rank on the post-activation output (after batch-norm and the ReLU), as `activations` shows
+    name = layers_mod.activation_after(ctx.model, conv) or conv
+    after = f", ranked on the activation {name} that follows it" if name != conv else ""
+    return name, (f"automatic: the deepest convolution ({conv}) whose receptive field is at most "
+                  f"{opts.auto_rf_fraction:g} of the input side{after} (set --layer or patches.layer to choose)")
 
 
 @plans_layers("patches")
@@ -173,4 +176,11 @@ def patches(ctx, opts: PatchesOptions) -> Section:
         sec.add(Note(f"Only the top {TOPK} images per channel are recorded; showing {k}.", kind="info"))
     sec.params.update({"layer": layer, "layer_choice": how, "receptive_field": rf.to_dict(), "channels": channels,
                        "interior_only": st is full.interior})
+    sec.results = {
+        "layer": layer, "layer_type": type(ctx.layer(layer)).__name__,
+        "receptive_field": rf.to_dict(), "interior_only": st is full.interior,
+        "channels": [{"channel": ch, "peak": round(float(st.peak[ch]), 5), "mean": round(float(st.mean[ch]), 5),
+                      "top_images": [ctx.images.name(int(i)) for i in st.top_image[ch, :k] if i >= 0]}
+                     for ch in channels],
+    }
     return sec

@@ -169,6 +169,14 @@ def saliency(ctx, opts: SaliencyOptions) -> Section:
     if not results:
         sec.add(Note("No images to show.", kind="warning"))
     sec.params["images"] = [ctx.images.name(r.index) for r in results]
+    sec.results = {"images": [{
+        "image": ctx.images.name(r.index), "class": ctx.class_name(r.target), "class_index": int(r.target),
+        "class_from_label": bool(r.from_label), "p": round(float(r.prob), 4), "predicted": ctx.class_name(r.pred),
+        "max_abs_grad": float(r.map.max()),
+        # share of the total saliency inside the brightest 5% of pixels: 0.05 = flat, near 1 = concentrated
+        "top5pct_mass": round(float(np.sort(r.map.ravel())[::-1][:max(1, r.map.size // 20)].sum()
+                                    / max(float(r.map.sum()), 1e-12)), 4),
+    } for r in results]}
     return sec
 
 
