@@ -25,6 +25,37 @@ from ..features import spread_indices
 from ..registry import technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "epsilon_255": "L-inf budget of the targeted attack in /255 (null: unbounded)",
+    "images": "images attacked with a target",
+    "fooled": "of those, predicted as their target at the end (float images)",
+    "fooled_8bit": "the same after rounding the attacked images to 8 bits",
+    "targeted[].image": "image name",
+    "targeted[].predicted": "prediction before the attack",
+    "targeted[].p_predicted_before": "its probability",
+    "targeted[].target": "target class",
+    "targeted[].target_index": "target index",
+    "targeted[].p_target_before": "target probability before",
+    "targeted[].p_target_after": "target probability after (float image)",
+    "targeted[].p_target_8bit": "target probability after 8-bit rounding",
+    "targeted[].steps": "steps taken",
+    "targeted[].linf_255": "L-inf size of the perturbation in /255 (never above epsilon_255)",
+    "targeted[].l2_255": "L2 size in 0-255 units",
+    "targeted[].fooled": "predicted as the target (float image)",
+    "targeted[].fooled_8bit": "predicted as the target after 8-bit rounding",
+    "untargeted_against": "which label the untargeted attacks work against",
+    "untargeted[].attack": "FGSM or PGD-n",
+    "untargeted[].epsilon_255": "L-inf budget in /255",
+    "untargeted[].images": "images attacked (spread across classes)",
+    "untargeted[].changed": "images whose prediction changed",
+    "untargeted[].success_rate": "changed / images",
+    "untargeted[].changed_8bit": "images whose prediction changed after 8-bit rounding of the attacked image",
+    "untargeted[].success_rate_8bit": "changed_8bit / images",
+    "untargeted[].p_label_before": "mean probability of the attacked label before",
+    "untargeted[].p_label_after": "mean probability of the attacked label after",
+}
+
 
 @dataclass
 class AdversarialOptions:

@@ -30,6 +30,22 @@ from ..papers import MORDVINTSEV_2015
 from ..registry import technique
 from ..report import Figure, Group, ImageData, KeyValues, Row, Section
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "layers": "layers requested",
+    "objective_layers": "layer each objective reads (the activation after the requested one where there is one)",
+    "relu_applied": "per layer: relu applied to the layer's output because no activation follows it",
+    "jitter_px": "jitter at full size after the cap",
+    "image_size": "side of the dreamed images",
+    "dreams[].image": "image name",
+    "dreams[].layer": "requested layer",
+    "dreams[].objective_layer": "layer read",
+    "dreams[].relu_applied": "relu applied",
+    "dreams[].gain_last_octave": "objective at the end / at the start of the last octave",
+    "dreams[].objective_start_last_octave": "0.5 ||a||^2 at the start of the last octave",
+    "dreams[].objective_end": "0.5 ||a||^2 at the end",
+}
+
 
 @dataclass
 class DeepDreamOptions:

@@ -24,6 +24,19 @@ from ..features import spread_indices
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Section
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "layer": "layer whose units are explained (post-activation by default)",
+    "max_pool_calls": "max-pooling calls seen in one forward pass (module or functional); 0: deconvnet is image-independent",
+    "unreached_activations": "activation calls the gradient-rule patcher could not reach (they keep the plain gradient)",
+    "images[].image": "image name",
+    "images[].predicted": "predicted class",
+    "images[].p": "its probability",
+    "images[].units[].channel": "channel of an explained unit",
+    "images[].units[].position": "its position [y, x] (the channel's maximum)",
+    "images[].units[].activation": "its activation",
+}
+
 RULE_TITLES = {"backprop": "backprop", "deconvnet": "deconvnet", "guided": "guided backprop"}
 
 

@@ -22,6 +22,18 @@ from ..receptive import ReceptiveField, crop_field, field_for
 from ..registry import technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "layer": "layer whose channels are ranked (post-activation by default)",
+    "layer_type": "its module class",
+    "receptive_field": "receptive field of its units: layer, size, jump, origin, method, clipped, input_size",
+    "interior_only": "only units whose field lies inside the image were searched",
+    "channels[].channel": "channel index",
+    "channels[].peak": "highest response over the set",
+    "channels[].mean": "mean response over the set",
+    "channels[].top_images": "names of the images of the shown patches, best first",
+}
+
 PAD_GREY = (128, 128, 128)
 
 

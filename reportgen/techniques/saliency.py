@@ -23,6 +23,18 @@ from ..papers import SIMONYAN_2014
 from ..registry import technique
 from ..report import Grid, GridItem, ImageData, Note, Section
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "images[].image": "image name",
+    "images[].class": "class explained",
+    "images[].class_index": "its index",
+    "images[].class_from_label": "the class is the true label (else the prediction)",
+    "images[].p": "softmax probability of the class",
+    "images[].predicted": "predicted class",
+    "images[].max_abs_grad": "largest |d score / d pixel|",
+    "images[].top5pct_mass": "share of the map's total in its brightest 5% of pixels (0.05: flat)",
+}
+
 MEMO_KEY = "saliency:maps"
 
 

@@ -22,6 +22,19 @@ from ..registry import technique
 from ..report import Grid, GridItem, ImageData, Note, Section
 from .saliency import cached_saliency, class_text, show_indices, smooth
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "iterations": "graph cuts (1: colour models from the seeds only, as in the paper)",
+    "skipped": "images where GrabCut could not run (flat map)",
+    "mean_foreground_fraction": "mean share of the image in the mask (null: no image)",
+    "images[].image": "image name",
+    "images[].class": "class whose saliency seeded the cut",
+    "images[].class_from_label": "the class is the true label (else the prediction)",
+    "images[].foreground_fraction": "share of the image in the mask (largest connected component)",
+    "images[].fg_seed_fraction": "share of pixels seeded as foreground",
+    "images[].bg_seed_fraction": "share of pixels seeded as background",
+}
+
 
 def seeds_from_saliency(sal: np.ndarray, fg_quantile: float, bg_quantile: float, blur: float) -> np.ndarray:
     """GrabCut mask (cv2.GC_* values): sure foreground above the ``fg_quantile`` of the (smoothed) map,
