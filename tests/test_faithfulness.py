@@ -199,3 +199,298 @@ def test_segmentation_caption_cites_section_3_1(ctx):
     assert "section 3.1" in cap and "seed pixels only" in cap and "largest connected" in cap
     assert "section 6" not in (registry.get("segmentation").fn.__module__ and
                                __import__("reportgen.techniques.segmentation", fromlist=["_"]).__doc__)
+
+
+# ----- 5. class visualisation: reach warnings, credits, optimiser and regularisers as run -----------------
+def test_class_visualization_warns_when_the_class_is_not_reached(make_ctx, tiny_model, image_dir):
+    # before: "shows what the network has learned" under every image, reached or not
+    c = make_ctx(tiny_model, image_dir, class_names=CLASSES, general={"classes": [3, 1]})
+    sec = run_technique(c, registry.get("class_visualization"), strict=True)
+    rows = sec.results["classes"]
+    unreached = [r["class"] for r in rows if not r["regularised"]["reached"]]
+    assert unreached  # an untrained 4-class model never gets p >= 0.5 in 12 steps
+    warn = [n.text for n in _notes(sec) if n.kind == "warning" and "not reached" in n.text]
+    assert warn and all(name in " ".join(warn) for name in unreached)
+    items = next(b for b in _walk(sec.blocks) if isinstance(b, Grid)).items
+    assert any("NOT reached" in it.sublabel and it.tone == "bad" for it in items)
+    for r in rows:  # rank/p in results are those of the final images
+        for v in ("L2 only", "regularised"):
+            assert r[v]["reached"] == (r[v]["rank"] == 1 and r[v]["p"] >= 0.5)
+
+
+def test_class_visualization_reaches_an_easy_class_and_credits_the_right_papers(make_ctx, image_dir):
+    c = make_ctx(ColourMeans(), image_dir, class_names=["red", "green", "blue"], pre=IDENTITY,
+                 general={"classes": [0]}, overrides={"class_visualization": {"steps": 30}})
+    sec = run_technique(c, registry.get("class_visualization"), strict=True)
+    row = sec.results["classes"][0]
+    assert row["regularised"]["rank"] == 1 and row["regularised"]["reached"]
+    assert not any("not reached" in n.text for n in _notes(sec))
+    info = registry.get("class_visualization")
+    assert {r.short() for r in info.references} >= {"Mordvintsev et al. (2015)", "Olah et al. (2017)"}
+    settings = dict(next(b for b in sec.blocks if hasattr(b, "pairs")).pairs)
+    assert "Adam" in settings["optimiser"]
+    reg = settings["regularised variant"]
+    assert "L2 decay" in reg and "Yosinski" in reg and "DeepDream" in reg
+    assert reg.index("Yosinski") < reg.index("L2 decay") < reg.index("DeepDream") < reg.index("jitter")
+
+
+# ----- 6. guided backprop and patches rank post-activation units ------------------------------------------
+def test_guided_backprop_and_patches_rank_post_activation_units(ctx):
+    # before: features.6 (the raw Conv2d) for guided backprop; patches picked a Conv2d too
+    gb = run_technique(ctx, registry.get("guided_backprop"), strict=True)
+    assert gb.results["layer"] == "features.7"
+    assert all(u["activation"] > 0 for im in gb.results["images"] for u in im["units"])
+    pt = run_technique(ctx, registry.get("patches"), strict=True)
+    assert pt.results["layer_type"] == "ReLU"
+
+
+def test_guided_backprop_output_is_the_guided_gradient(make_ctx, image_dir):
+    # behavioural: for ColourMeans the predicted class's guided gradient is positive in its own colour channel
+    # and exactly zero in the others
+    c = make_ctx(ColourMeans(), image_dir, class_names=["red", "green", "blue"], pre=IDENTITY,
+                 overrides={"guided_backprop": {"max_images": 1, "units": 1}})
+    sec = run_technique(c, registry.get("guided_backprop"), strict=True)
+    pred = sec.results["images"][0]["predicted"]
+    k = ["red", "green", "blue"].index(pred)
+    grid = next(b for b in _walk(sec.blocks) if isinstance(b, Grid))
+    guided_class = grid.items[-1].image.array.astype(int)  # last row = class score, last column = guided
+    assert "guided" in grid.items[-1].label
+    assert guided_class[..., k].mean() > 150
+    for other in {0, 1, 2} - {k}:
+        assert np.abs(guided_class[..., other] - 128).max() <= 1
+
+
+# ----- 7. activations the patcher cannot reach, functional max-pooling ------------------------------------
+class Functional(nn.Module):
+    def __init__(self, kind: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c2, self.kind = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), kind
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = F.relu(self.c1(x))
+        x = self.c2(x)
+        x = {"gelu": F.gelu, "silu": F.silu, "clamp": lambda t: torch.clamp(t, min=0)}.get(self.kind, F.relu)(x)
+        x = F.max_pool2d(x, 2)
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("kind,label", [("gelu", "gelu"), ("silu", "silu"), ("clamp", "clamp(min=0)")])
+def test_unreached_activations_are_reported(kind, label):
+    # before: the note listed only what was patched
+    from reportgen.gradrules import gradient_rule
+
+    m = Functional(kind).eval()
+    x = torch.rand(1, 3, 8, 8, requires_grad=True)
+    with gradient_rule(m, "guided") as rep:
+        m(x).sum().backward()
+    assert sum(rep.unreached.values()) == 1 and label in next(iter(rep.unreached))
+    assert "1 activation call was not reached" in rep.describe() and "plain gradient" in rep.describe()
+    assert rep.max_pool_calls == 1  # F.max_pool2d, no nn.MaxPool2d module
+
+
+def test_import_bound_relu_gets_the_rule():
+    # `from torch.nn.functional import relu` is dispatched through the watch to the patched F.relu
+    from torch.nn.functional import relu as bound_relu
+
+    from reportgen.gradrules import gradient_rule
+
+    class Bound(nn.Module):
+        def __init__(self, module_relu: bool):
+            super().__init__()
+            torch.manual_seed(0)
+            self.c = nn.Conv2d(3, 3, 3, padding=1)
+            self.act = nn.ReLU() if module_relu else bound_relu
+
+        def forward(self, x):
+            return self.act(self.c(x)).sum((2, 3))
+
+    x = torch.randn(1, 3, 6, 6)
+    grads = []
+    for module_relu in (False, True):
+        m = Bound(module_relu).eval()
+        xr = x.clone().requires_grad_(True)
+        with gradient_rule(m, "guided") as rep:
+            y = m(xr)
+            (g,) = torch.autograd.grad(y[0, 0] - y[0, 1], xr)
+        grads.append(g)
+        if not module_relu:
+            assert rep.functional_calls["F.relu"] == 1 and not rep.unreached
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)  # the same rule as an nn.ReLU module gets
+
+
+def test_guided_backprop_sees_functional_max_pool_and_warns_about_gelu(make_ctx, image_dir):
+    # before: "no max-pooling, so deconvnet is image-independent" although F.max_pool2d ran
+    c = make_ctx(Functional("gelu").eval(), image_dir, class_names=["red", "green", "blue"], pre=IDENTITY,
+                 overrides={"guided_backprop": {"layer": "c2"}})
+    sec = run_technique(c, registry.get("guided_backprop"), strict=True)
+    assert sec.results["max_pool_calls"] >= 1
+    assert not any("no max-pooling" in n.text for n in _notes(sec))
+    assert sec.results["unreached_activations"] == 1
+    assert any(n.kind == "warning" and "not reached" in n.text for n in _notes(sec))
+
+
+# ----- 8. neighbours without labels; occlusion's fill and diverging scale ---------------------------------
+def test_neighbors_without_labels_hides_the_circular_table(make_ctx, tiny_model, tmp_path):
+    # before: agreement with the model's own predictions was shown as evidence
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / f"img_{k}.png")
+    c = make_ctx(tiny_model, tmp_path, class_names=CLASSES)
+    sec = run_technique(c, registry.get("neighbors"), strict=True)
+    assert not any(isinstance(b, Table) for b in _walk(sec.blocks))
+    assert any("circular" in n.text for n in _notes(sec))
+    assert sec.results["feature_agreement"] is None and sec.results["labelled_images"] == 0
+    labels = [it.label for b in _walk(sec.blocks) if isinstance(b, Grid) for it in b.items]
+    assert labels and all(lab.endswith("(predicted)") for lab in labels)
+
+
+def test_neighbors_with_labels_marks_labels(ctx):
+    sec = run_technique(ctx, registry.get("neighbors"), strict=True)
+    labels = [it.label for b in _walk(sec.blocks) if isinstance(b, Grid) for it in b.items]
+    assert all(lab.endswith("(label)") for lab in labels)
+    assert sec.results["feature_agreement"] is not None
+
+
+def test_occlusion_names_its_fill_and_uses_a_diverging_scale(ctx):
+    # before: "a grey square" with a mean-colour fill; a rise in p was painted like "no effect"
+    from reportgen.techniques.occlusion import change_overlay
+
+    assert "grey square" not in registry.get("occlusion").summary
+    sec = run_technique(ctx, registry.get("occlusion"), strict=True)
+    cap = next(b for b in sec.blocks if isinstance(b, Grid)).caption
+    assert "mean colour" in cap and sec.results["fill"] == "mean"
+    assert np.allclose(sec.results["fill_rgb"], ctx.features().mean_rgb, atol=1e-3)
+    img = np.full((4, 6, 3), 128, np.uint8)
+    heat = np.array([[0.2] * 2 + [0.5] * 2 + [0.8] * 2] * 4, np.float32)  # base 0.5: drop | none | rise
+    out = change_overlay(img, 0.5, heat).astype(int)
+    drop, none, rise = out[0, 0], out[0, 2], out[0, 4]
+    assert drop[0] > drop[2] + 25 and rise[2] > rise[0] + 25
+    assert abs(none[0] - none[2]) < 10 and none.min() > 150  # near white blended: "no effect" is neutral
+
+
+# ----- 9. filters: known weights, global scale, dead filters; TSNE keyword --------------------------------
+def test_filter_of_known_weights_renders_to_known_pixels(make_ctx, image_dir):
+    from conftest import make_tiny_cnn
+
+    m = make_tiny_cnn()
+    with torch.no_grad():
+        w = m.features[0].weight
+        w[0].zero_()
+        w[0, 0, 0, 0] = 1.0  # red, top-left
+        w[0, 2, 2, 2] = -1.0  # blue, bottom-right
+        w[1].fill_(0.01)  # a nearly dead filter
+    tiles = {}
+    for scale in ("filter", "global"):
+        c = make_ctx(m, image_dir, class_names=CLASSES, overrides={"filters": {"scale": scale}})
+        sec = run_technique(c, registry.get("filters"), strict=True)
+        grid = next(b for b in sec.blocks if isinstance(b, Grid))
+        tiles[scale] = [it.image.array.astype(int) for it in grid.items]
+        assert sec.results["dead_filters"] == [1]
+        assert "(dead)" in grid.items[1].label
+    f0 = tiles["filter"][0]
+    assert tuple(f0[0, 0]) == (255, 128, 128) or tuple(f0[0, 0]) == (255, 127, 127)
+    assert f0[2, 2, 2] == 0 and abs(f0[1, 1] - 127.5).max() <= 1
+    # per-filter min/max stretches the dead filter; the global scale shows it flat grey
+    assert np.abs(tiles["global"][1] - 128).max() <= 2
+    assert np.array_equal(tiles["global"][0], f0)  # its max |w| is the layer's: the same pixels
+
+
+def test_tsne_iteration_keyword_matches_installed_sklearn():
+    import inspect
+
+    from sklearn.manifold import TSNE
+
+    from reportgen.techniques.embedding import tsne_iter_keyword
+
+    assert tsne_iter_keyword() in inspect.signature(TSNE.__init__).parameters
+
+
+# ----- behavioural tests replacing structure-only ones ----------------------------------------------------
+class Detector(nn.Module):
+    """Channel 0 sums brightness in a 5x5 window; channel 1 its negation (dead after the ReLU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 5, padding=2, bias=False)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.conv.weight[0].fill_(1.0)
+            self.conv.weight[1].fill_(-1.0)
+
+    def forward(self, x):
+        return self.fc(self.act(self.conv(x)).mean((2, 3)))
+
+
+def test_activation_map_peaks_where_the_pattern_is(make_ctx, tmp_path):
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[4:10, 20:26] = 255
+    Image.fromarray(img).save(tmp_path / "a.png")
+    c = make_ctx(Detector().eval(), tmp_path, class_names=["x", "y"], pre=IDENTITY,
+                 overrides={"activations": {"max_images": 1}})
+    sec = run_technique(c, registry.get("activations"), strict=True)
+    assert sec.results["layer"] == "act" and sec.results["images"][0]["active_channels"] == 1
+    grid = next(b for b in _walk(sec.blocks) if isinstance(b, Grid))
+    tile0 = grid.items[0].image.array
+    y, x = np.unravel_index(int(np.argmax(tile0)), tile0.shape)
+    assert 4 <= y <= 9 and 20 <= x <= 25
+    assert grid.items[1].image.array.max() == tile0.min()  # channel 1 is dead: the layer's minimum everywhere
+
+
+def test_embedding_keeps_well_separated_clusters_apart():
+    from reportgen.techniques.embedding import embed_2d
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, (20, 16)) + 10
+    b = rng.normal(0, 1, (20, 16)) - 10
+    x = np.concatenate([a, b]).astype(np.float32)
+    lab = np.array([0] * 20 + [1] * 20)
+    p2, t2, _ = embed_2d(x, seed=0, max_iter=300)
+    for pts in (p2, t2):
+        cent = np.stack([pts[lab == k].mean(0) for k in (0, 1)])
+        nearest = np.argmin(((pts[:, None] - cent[None]) ** 2).sum(-1), 1)
+        assert (nearest == lab).all()
+
+
+def test_card_accuracy_and_confusion_on_a_tiny_model(make_ctx, image_dir):
+    c = make_ctx(ColourMeans(), image_dir, class_names=["red", "green", "blue"], pre=IDENTITY)
+    sec = run_technique(c, registry.get("card"), strict=True)
+    labels = c.images.labels
+    with torch.no_grad():
+        preds = c.pixel_model(c.images.batch(list(range(len(c.images))))).argmax(1).numpy()
+    known = labels >= 0
+    assert sec.results["labelled_images"] == int(known.sum()) == 9  # "white" is not a class
+    assert sec.results["top1_accuracy"] == pytest.approx(float((preds[known] == labels[known]).mean()), abs=1e-4)
+    names = ["red", "green", "blue"]
+    expect = {}
+    for t, p in zip(labels[known], preds[known]):
+        expect[(names[t], names[p])] = expect.get((names[t], names[p]), 0) + 1
+    assert {(t, p): n for t, p, n in sec.results["confusion"]} == expect
+    assert sec.results["top5_accuracy"] == 1.0  # 3 classes: always in the top 5
+
+
+# ----- machine-readable results -------------------------------------------------------------------------
+def test_every_section_writes_declared_json_results(make_ctx, tiny_model, image_dir):
+    from reportgen import results_schema as rs
+
+    c = make_ctx(tiny_model, image_dir, class_names=CLASSES)
+    for t in registry.all_techniques():
+        sec = run_technique(c, t, strict=True)
+        if rs.declared(t.id):
+            assert sec.results, t.id
+            json.dumps(sec.results)
+            assert not rs.undeclared(t.id, sec.results), (t.id, rs.undeclared(t.id, sec.results))
+            assert not rs.missing(t.id, sec.results), (t.id, rs.missing(t.id, sec.results))
+    ours = ["card", "filters", "activations", "patches", "neighbors", "embedding", "occlusion", "saliency",
+            "segmentation", "guided_backprop", "class_visualization", "adversarial", "deepdream"]
+    assert all(rs.declared(t) for t in ours)
+
+
+def test_results_doc_is_current():
+    from reportgen.results_schema import results_markdown
+
+    doc = ROOT / "docs" / "results.md"
+    assert doc.read_text(encoding="utf-8") == results_markdown(), (
+        "docs/results.md is stale: run `python -m reportgen.results_schema > docs/results.md`")

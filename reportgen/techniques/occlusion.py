@@ -197,11 +197,7 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
         items.append(GridItem(ImageData(img), label=ctx.images.name(r.index),
                               sublabel=f"{ctx.class_name(r.target)} ({'true label' if r.from_label else 'predicted'})",
                               alt=f"input {ctx.images.name(r.index)}", tone=tone))
-        # diverging scale centred on "no effect": red = the probability drops when covered, blue = it rises;
-        # changes smaller than MIN_SPAN never reach full colour, so a map of negligible changes stays pale
-        drop = r.base - r.heat
-        span = max(float(np.abs(drop).max()), MIN_SPAN)
-        items.append(GridItem(ImageData(overlay(img, drop, alpha=0.5, cmap="RdBu_r", lo=-span, hi=span)),
+        items.append(GridItem(ImageData(change_overlay(img, r.base, r.heat)),
                               label="change when covered",
                               sublabel=f"p={r.base:.2f} unoccluded, {lo:.2f}..{hi:.2f} occluded",
                               alt=f"occlusion map of {ctx.images.name(r.index)}"))
@@ -234,6 +230,15 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
                        "p_occluded_min": round(float(r.grid.min()), 4), "p_occluded_max": round(float(r.grid.max()), 4),
                    } for r in results]}
     return sec
+
+
+def change_overlay(img: np.ndarray, base: float, heat: np.ndarray) -> np.ndarray:
+    """The probability change ``base - heat`` over the image on a diverging scale centred on "no effect":
+    red = the probability drops when covered, blue = it rises, white = unchanged; symmetric per image,
+    and changes smaller than MIN_SPAN never reach full colour (a map of negligible changes stays pale)."""
+    drop = base - heat
+    span = max(float(np.abs(drop).max()), MIN_SPAN)
+    return overlay(img, drop, alpha=0.5, cmap="RdBu_r", lo=-span, hi=span)
 
 
 def _heatmap_figure(ctx, results: list[OcclusionResult]) -> ImageData:
