@@ -268,7 +268,8 @@ def adversarial(ctx, opts: AdversarialOptions) -> Section:
         else:
             state = (f"NOT fooled within {budget} in {steps} steps: still {_fmt_p(ctx, p1[b], int(p1[b].argmax()))}, "
                      f"target p = {float(p1[b, tgt]):.3f}")
-        state8 = ("still the target" if ok8 else f"{_fmt_p(ctx, pq[b], int(pq[b].argmax()))}, not the target")
+        state8 = (f"still the target (p = {float(pq[b, tgt]):.3f})" if ok8 else
+                  f"{_fmt_p(ctx, pq[b], int(pq[b].argmax()))}, not the target")
         fool = Figure(ImageData(unit_to_uint8(fooled[b].permute(1, 2, 0).numpy()), display_width=224),
                       caption=f"attacked — target {ctx.class_name(tgt)}: {state}; as 8-bit PNG: {state8}",
                       alt=f"adversarial image targeting {ctx.class_name(tgt)}")
