@@ -494,3 +494,21 @@ def test_results_doc_is_current():
     doc = ROOT / "docs" / "results.md"
     assert doc.read_text(encoding="utf-8") == results_markdown(), (
         "docs/results.md is stale: run `python -m reportgen.results_schema > docs/results.md`")
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_mobilenet_v2_dreams_on_relu6_and_attacks_stay_in_budget(shared_dir, tmp_path):
+    """On the real MobileNetV2 the default dream layers were linear 1x1 projections before the fix."""
+    from reportgen.build import build_report
+
+    spec = f"{shared_dir / 'models' / 'mobilenet_v2_imagenet' / 'build.py'}:build"
+    res = build_report(spec, shared_dir / "images" / "photos", tmp_path / "rep", preset="minimal",
+                       only=["deepdream", "adversarial"], strict=True, resize=256, input_size=224,
+                       mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), device="cpu")
+    assert res.ok
+    data = {s["id"]: s["results"] for s in json.loads((tmp_path / "rep" / "report.json").read_text())["sections"]}
+    assert not any(data["deepdream"]["relu_applied"])
+    assert all(name.endswith(".2") for name in data["deepdream"]["objective_layers"])  # ConvBNReLU6's ReLU6
+    eps = data["adversarial"]["epsilon_255"]
+    assert all(t["linf_255"] <= eps + 1e-3 for t in data["adversarial"]["targeted"])

@@ -217,7 +217,8 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
         sec.add(Figure(_heatmap_figure(ctx, results), caption=(
             "The same maps in probability units: each pixel's mean class probability over the window positions "
             "covering it minus the unoccluded probability (red: lower, blue: higher, white: unchanged), with "
-            "colour bars; the dashed contour marks 90% of the unoccluded probability."),
+            f"colour bars spanning at least ±{MIN_SPAN:g}; the dashed contour marks 90% of the unoccluded "
+            "probability."),
             alt="occlusion probability maps with colour bars"))
     else:
         sec.add(Note("No images to show.", kind="warning"))
@@ -255,7 +256,7 @@ def _heatmap_figure(ctx, results: list[OcclusionResult]) -> ImageData:
         ax.axis("off")
     for ax, r in zip(axes.ravel(), results):
         delta = r.heat - r.base
-        m = max(float(np.abs(delta).max()), 1e-6)
+        m = max(float(np.abs(delta).max()), MIN_SPAN)  # negligible changes stay pale, as in the overlay
         im = ax.imshow(delta, cmap="RdBu", vmin=-m, vmax=m)
         if r.heat.min() < 0.9 * r.base < r.heat.max():
             ax.contour(r.heat, levels=[0.9 * r.base], colors="black", linewidths=0.8, linestyles="dashed")
