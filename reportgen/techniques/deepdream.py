@@ -151,8 +151,9 @@ def dream(pixel_model, layer_names: list[str], image: torch.Tensor, *, octaves: 
     references=[MORDVINTSEV_2015],
     order=100,
     summary=(
-        "The image is changed by gradient ascent to make the chosen layer's activations stronger everywhere, so "
-        "whatever that layer already detects is exaggerated. Shallow layers add strokes and textures; deeper "
+        "The image is changed by gradient ascent to make the chosen layer's rectified activations (the output of "
+        "the activation function after it) stronger everywhere, so whatever that layer already detects is "
+        "exaggerated. Shallow layers add strokes and textures; deeper "
         "layers hallucinate object parts, showing what the network is primed to see."
     ),
     needs_autograd=True,
