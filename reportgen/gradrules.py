@@ -21,10 +21,14 @@ Where the rules are applied:
   ``forward`` is replaced *on the instance* for the duration of the ``with`` block (no module is
   swapped, no hook is registered; the class' forward is back afterwards);
 * **functional** calls made inside ``forward``: ``F.relu``, ``F.relu_``, ``F.relu6``, ``torch.relu``,
-  ``torch.relu_``, ``Tensor.relu``/``relu_`` are patched at call time for the duration of the block
-  (a name bound at import time with ``from torch.nn.functional import relu`` cannot be reached, and
-  ``torch.clamp(x, min=0)`` is not recognised as a ReLU). The patch is process-wide while the block
-  runs: do not run other models in other threads meanwhile.
+  ``torch.relu_``, ``Tensor.relu``/``relu_`` are patched at call time for the duration of the block.
+  The patch is process-wide while the block runs: do not run other models in other threads meanwhile.
+* what the patcher **cannot reach** is detected, not assumed: forward passes inside the block run
+  under a :class:`torch.overrides.TorchFunctionMode` (:mod:`reportgen.gradwatch`) that sees every
+  functional call, so functional ``F.gelu``/``F.silu``/..., ``torch.clamp(x, min=0)`` and names bound
+  at import time (``from torch.nn.functional import relu``) are counted in ``RuleReport.unreached``
+  and the description says "N activations were not reached; those layers use the plain gradient".
+  The same watch counts max-pooling calls (``nn.MaxPool2d`` and ``F.max_pool2d`` alike).
 
 Everything is restored in ``finally`` (also on exceptions). Usage::
 
@@ -44,6 +48,8 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .gradwatch import FunctionWatch, quiet
 
 RULES = ("backprop", "deconvnet", "guided")
 
@@ -73,6 +79,7 @@ class _ClampRule(torch.autograd.Function):
     """``y = clamp(x, lo, hi)`` (ReLU: lo=0, hi=None; ReLU6: 0, 6) with a chosen backward rule."""
 
     @staticmethod
+    @quiet
     def forward(ctx, x, lo, hi, rule, inplace):  # type: ignore[override]
         if inplace:
             y = x.clamp_(min=lo, max=hi)
@@ -85,6 +92,7 @@ class _ClampRule(torch.autograd.Function):
         return y
 
     @staticmethod
+    @quiet
     def backward(ctx, g):  # type: ignore[override]
         (y,) = ctx.saved_tensors
         if ctx.rule == "deconvnet":
@@ -100,6 +108,7 @@ class _SmoothRule(torch.autograd.Function):
     """``y = f(x)`` for a smooth/leaky activation ``f``; guided = relu(g)·f'(x), deconvnet = relu(g)."""
 
     @staticmethod
+    @quiet
     def forward(ctx, x, fn, rule, inplace):  # type: ignore[override]
         xs = x.detach().clone() if inplace else x.detach()
         with torch.no_grad():
@@ -113,6 +122,7 @@ class _SmoothRule(torch.autograd.Function):
         return y
 
     @staticmethod
+    @quiet
     def backward(ctx, g):  # type: ignore[override]
         (xs,) = ctx.saved_tensors
         if ctx.rule == "deconvnet":
@@ -132,6 +142,18 @@ class RuleReport:
     rule: str
     modules: dict[str, str] = field(default_factory=dict)  # module name -> "TypeName: rule text"
     functional_calls: Counter = field(default_factory=Counter)  # "F.relu" -> number of calls seen
+    # activations the patcher could not reach (functional gelu/silu, clamp(min=0), import-bound relu), per pass
+    unreached: Counter = field(default_factory=Counter)
+    max_pool_calls: int = 0  # max-pooling calls seen in forward passes inside the block (module or functional)
+
+    def unreached_text(self) -> str:
+        """"N activations were not reached (F.gelu ×2); those layers use the plain gradient." or ""."""
+        n = sum(self.unreached.values())
+        if n == 0 or self.rule == "backprop":
+            return ""
+        what = ", ".join(f"{k} ×{v}" for k, v in sorted(self.unreached.items()))
+        return (f"{n} activation call{'s were' if n != 1 else ' was'} not reached ({what}); "
+                f"{'those layers use' if n != 1 else 'that layer uses'} the plain gradient.")
 
     def by_type(self) -> dict[str, list[str]]:
         """``{"ReLU6": ["guided relu(g)·[0<x<6]", ...]}`` (rule texts per activation type)."""
@@ -153,9 +175,11 @@ class RuleReport:
         for t, hows in self.by_type().items():
             n = counts.get(t)
             parts.append(f"{t}{f' ×{n}' if n else ''}: {'; '.join(hows)}")
+        missed = self.unreached_text()
         if not parts:
-            return f"No ReLU-family activation was found: the '{self.rule}' rule changed nothing (plain gradient)."
-        return "; ".join(parts) + "."
+            return (f"No ReLU-family activation was reached: the '{self.rule}' rule changed nothing (plain gradient)."
+                    + (" " + missed if missed else ""))
+        return "; ".join(parts) + "." + (" " + missed if missed else "")
 
 
 def _describe(rule: str, kind: str, lo: float = 0.0, hi: float | None = None, gate: bool = False) -> str:
@@ -204,6 +228,7 @@ def gradient_rule(model: nn.Module, rule: str) -> Iterator[RuleReport]:
         yield report
         return
 
+    watch = FunctionWatch(report)
     patched: list[tuple[nn.Module, object]] = []  # (module, previous instance 'forward' or _MISSING)
     fn_patches: list[tuple[object, str, object]] = []  # (owner, attribute, previous value or _MISSING)
     try:
@@ -267,7 +292,9 @@ def gradient_rule(model: nn.Module, rule: str) -> Iterator[RuleReport]:
             prev = owner.__dict__.get(attr, _MISSING) if isinstance(owner, type) else getattr(owner, attr, _MISSING)
             fn_patches.append((owner, attr, prev))
             setattr(owner, attr, fn)
-        yield report
+        watch.patched = {id(fn) for _, _, fn in replacements}
+        with watch:
+            yield report
     finally:
         for owner, attr, prev in reversed(fn_patches):
             if prev is _MISSING:

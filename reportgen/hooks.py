@@ -76,6 +76,11 @@ def capture_outputs(
     ``detach=False`` keeps the graph (for gradients w.r.t. an intermediate activation).
     With ``keep_last`` only the latest call's output is kept (modules called twice).
     With ``stop_when_complete`` the forward pass ends (:class:`StopForward`) once every module ran.
+
+    The output is cloned when captured: a following in-place op (``ReLU(inplace=True)`` in
+    torchvision's VGG/AlexNet) would otherwise rewrite the stored tensor, so a convolution's
+    negative pre-activations would silently come back rectified. With ``detach=False`` the clone
+    is part of the graph, so gradients still flow to the input.
     """
     store: dict[str, torch.Tensor] = {}
     handles = []
@@ -84,7 +89,7 @@ def capture_outputs(
     def make(name: str):
         def hook(_m, _inp, out):
             t = out[0] if isinstance(out, (tuple, list)) else out
-            store[name] = t.detach() if detach else t
+            store[name] = t.detach().clone() if detach else t.clone()
             if stop_when_complete and wanted <= set(store):
                 raise StopForward
 

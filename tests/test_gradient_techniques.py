@@ -61,7 +61,8 @@ def test_class_visualization_uses_given_classes(make_ctx, tiny_model, image_dir)
     assert sec.params["classes"] == [3, 1]
     grid = sec.blocks[0].blocks[0]
     assert len(grid.items) == 4 and "white" in grid.items[0].label and "green" in grid.items[2].label
-    assert not any(isinstance(b, Note) and b.kind == "warning" for b in sec.blocks)  # objective improved
+    # objective improved (the tiny untrained model may still not reach the class: that is a separate warning)
+    assert not any(isinstance(b, Note) and "did not increase" in b.text for b in sec.blocks)
 
 
 class ColourMeans(nn.Module):
@@ -92,7 +93,7 @@ def test_targeted_attack_flips_the_label():
     x[1, 2] = 0.6  # blue
     with torch.no_grad():
         assert pm(x).argmax(1).tolist() == [0, 2]
-    res = targeted_attack(pm, x, [1, 0], max_steps=200, step=2 / 255, min_prob=0.9)
+    res = targeted_attack(pm, x, [1, 0], max_steps=200, step=2 / 255, min_prob=0.9, eps=None)
     assert res.done.all()
     with torch.no_grad():
         z = pm(res.images)
@@ -103,17 +104,18 @@ def test_targeted_attack_flips_the_label():
     # the objective (log p_target) went up while attacking
     assert (res.history[-1] > res.history[0]).all()
     # deterministic
-    again = targeted_attack(pm, x, [1, 0], max_steps=200, step=2 / 255, min_prob=0.9)
+    again = targeted_attack(pm, x, [1, 0], max_steps=200, step=2 / 255, min_prob=0.9, eps=None)
     assert torch.equal(again.images, res.images) and np.array_equal(again.steps_taken, res.steps_taken)
 
 
 def test_adversarial_section_reports_a_flip(make_ctx, image_dir):
     c = make_ctx(ColourMeans(), image_dir, class_names=["red", "green", "blue"],
                  pre=Preprocessing(None, 32, (0.0,) * 3, (1.0,) * 3),
-                 overrides={"adversarial": {"max_steps": 150, "step_size": 2.0}})
+                 overrides={"adversarial": {"max_steps": 150, "step_size": 2.0, "epsilon": 128.0}})
     sec = run_technique(c, registry.get("adversarial"), strict=True)
     note = next(b.text for b in sec.blocks if isinstance(b, Note))
-    assert "Fooled 1 of 1" in note
+    assert "Fooled 1 of 1 within ε = 128/255" in note
+    assert sec.results["fooled"] == 1 and sec.results["targeted"][0]["linf_255"] <= 128 + 1e-3
     table = next(b for b in sec.blocks if isinstance(b, Table))
     assert len(table.rows) == 2 * len(c.config.options("adversarial").epsilons)
 

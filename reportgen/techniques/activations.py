@@ -22,6 +22,17 @@ from ..features import spread_indices
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Section
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "layer": "dotted name of the layer shown",
+    "layer_type": "its module class (ReLU when the post-activation output is shown)",
+    "shape": "[channels, height, width] of its output",
+    "images[].image": "image name",
+    "images[].predicted": "predicted class",
+    "images[].active_channels": "channels with a positive value somewhere in the map",
+    "images[].strongest_channels": "the five channels with the highest maximum",
+}
+
 
 @dataclass
 class ActivationsOptions:
@@ -87,4 +98,11 @@ def activations(ctx, opts: ActivationsOptions) -> Section:
         sec.add(Note(f"Showing the first {shown} of {c} channels (option activations.max_channels)."))
     sec.params["layer"] = name
     sec.params["layer_shape"] = f"{c}x{h}x{w}"
+    flat = acts.reshape(acts.shape[0], c, -1)
+    sec.results = {"layer": name, "layer_type": type(layer).__name__, "shape": [int(c), int(h), int(w)],
+                   "images": [{"image": ctx.images.name(i), "predicted": ctx.class_name(int(preds[k])),
+                               # channels whose map is > 0 somewhere (post-ReLU: the units that fired)
+                               "active_channels": int((flat[k].max(1) > 0).sum()),
+                               "strongest_channels": [int(v) for v in np.argsort(-flat[k].max(1), kind="stable")[:5]]}
+                              for k, i in enumerate(idx)]}
     return sec

@@ -1,9 +1,10 @@
 """Fooling images / adversarial examples (Szegedy et al. 2014; Goodfellow et al. 2015; Madry et al. 2018).
 
 Targeted: start from a real image ``I``, pick a target class ``t``, and take gradient steps on the pixels,
-``I <- clip(I + alpha * g / max|g|)`` with ``g = d log p_t(I) / dI``, until the network predicts ``t``.
-The perturbation that does it is small (a few /255 per pixel) and looks like structured noise: the
-model's decision depends on directions in pixel space a person does not see. Untargeted FGSM,
+``I <- Proj_{||I - I0||_inf <= eps}(clip(I + alpha * g / max|g|))`` with ``g = d log p_t(I) / dI``, until the
+network predicts ``t`` or the step budget runs out; the perturbation never leaves the L-inf ball of radius
+``eps`` (default 8/255). Whether it is fooled within that budget, and how large the change is, are
+measured and reported per image (also after rounding to 8 bits, as a saved PNG would be). Untargeted FGSM,
 ``I + eps * sign(d CE / dI)``, and PGD (iterated FGSM projected on the L-inf ball of radius ``eps``)
 show how often a perturbation of a stated size changes the prediction.
 """
@@ -24,6 +25,37 @@ from ..features import spread_indices
 from ..registry import technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "epsilon_255": "L-inf budget of the targeted attack in /255 (null: unbounded)",
+    "images": "images attacked with a target",
+    "fooled": "of those, predicted as their target (top-1 with p >= min_target_prob) at the end (float images)",
+    "fooled_8bit": "the same after rounding the attacked images to 8 bits",
+    "targeted[].image": "image name",
+    "targeted[].predicted": "prediction before the attack",
+    "targeted[].p_predicted_before": "its probability",
+    "targeted[].target": "target class",
+    "targeted[].target_index": "target index",
+    "targeted[].p_target_before": "target probability before",
+    "targeted[].p_target_after": "target probability after (float image)",
+    "targeted[].p_target_8bit": "target probability after 8-bit rounding",
+    "targeted[].steps": "steps taken",
+    "targeted[].linf_255": "L-inf size of the perturbation in /255 (never above epsilon_255)",
+    "targeted[].l2_255": "L2 size in 0-255 units",
+    "targeted[].fooled": "predicted as the target, top-1 with p >= min_target_prob (float image)",
+    "targeted[].fooled_8bit": "the same after 8-bit rounding",
+    "untargeted_against": "which label the untargeted attacks work against",
+    "untargeted[].attack": "FGSM or PGD-n",
+    "untargeted[].epsilon_255": "L-inf budget in /255",
+    "untargeted[].images": "images attacked (spread across classes)",
+    "untargeted[].changed": "images whose prediction changed",
+    "untargeted[].success_rate": "changed / images",
+    "untargeted[].changed_8bit": "images whose prediction changed after 8-bit rounding of the attacked image",
+    "untargeted[].success_rate_8bit": "changed_8bit / images",
+    "untargeted[].p_label_before": "mean probability of the attacked label before",
+    "untargeted[].p_label_after": "mean probability of the attacked label after",
+}
+
 
 @dataclass
 class AdversarialOptions:
@@ -37,26 +69,29 @@ class AdversarialOptions:
     """Targeted attack: largest pixel change per step, in /255 units."""
     min_target_prob: float = 0.5
     """Targeted attack: stop once the target is predicted with at least this probability (0: once it is top)."""
-    epsilons: list[float] = field(default_factory=lambda: [0.5, 2.0, 8.0])
-    """Untargeted FGSM / PGD budgets (L-inf, in /255 units)."""
+    epsilon: float = 8.0
+    """Targeted attack: L-inf budget in /255 units; the perturbation is projected onto this ball every step."""
+    epsilons: list[float] = field(default_factory=lambda: [1.0, 2.0, 8.0])
+    """Untargeted FGSM / PGD budgets (L-inf, in /255 units; success is also measured after 8-bit rounding)."""
     pgd_steps: int = 10
     """PGD iterations (step eps/4, random start)."""
     attack_images: int = 16
-    """Images used for the FGSM / PGD success rates."""
+    """Images used for the FGSM / PGD success rates (seeded, spread across classes)."""
 
 
 def targeted_attack(pixel_model, x: torch.Tensor, targets: list[int] | torch.Tensor, *, max_steps: int = 100,
-                    step: float = 1 / 255, min_prob: float = 0.0, generator: torch.Generator | None = None,
-                    layer_root=None, progress=None) -> optvis.OptResult:
-    """Gradient ascent on ``log p_target`` (steps of at most ``step`` per pixel) until each image is
-    classified as its target (with probability >= ``min_prob``); images in [0, 1].
-    ``result.done``/``steps_taken`` say who flipped when."""
+                    step: float = 1 / 255, min_prob: float = 0.0, eps: float | None = 8 / 255,
+                    generator: torch.Generator | None = None, layer_root=None, progress=None) -> optvis.OptResult:
+    """Gradient ascent on ``log p_target`` (steps of at most ``step`` per pixel), projected onto the L-inf
+    ball of radius ``eps`` around ``x`` (None: unbounded), until each image is classified as its target
+    (with probability >= ``min_prob``); images in [0, 1]. ``result.done``/``steps_taken`` say who flipped when."""
     t = torch.as_tensor(targets, dtype=torch.long, device=x.device).flatten()
     if t.numel() == 1:
         t = t.expand(x.shape[0])
     param = optvis.pixel_image(init=x.detach().clone())
     return optvis.render(
         pixel_model, O.class_log_prob(t), param, optimizer="sgd", lr=step, grad_norm="linf", steps=max_steps,
+        regularizers=[R.ProjectLinf(x, eps)] if eps is not None else [],
         generator=generator, layer_root=layer_root, evaluate_final=True,
         stop=lambda acts: _fooled(acts[O.LOGITS], t, min_prob), progress=progress, desc="Targeted attack")
 
@@ -105,22 +140,90 @@ def _fmt_p(ctx, probs_row: torch.Tensor, k: int) -> str:
     return f"{ctx.class_name(k)} ({float(probs_row[k]):.3f})"
 
 
+def size_text(linf255: float) -> str:
+    """What an L-inf change of ``linf255`` grey levels amounts to, in words driven by the number."""
+    if linf255 < 0.5:
+        return f"{linf255:.2f}/255: below one 8-bit grey level, so it does not survive saving as a PNG"
+    if linf255 <= 4:
+        return f"{linf255:.1f}/255: at most {linf255:.1f} of 255 grey levels per pixel, small"
+    return f"{linf255:.1f}/255: up to {linf255:.0f} of 255 grey levels per pixel, visible on close inspection"
+
+
+def _against(ctx, idx: list[int], preds: torch.Tensor) -> torch.Tensor:
+    """True labels where known (and in range), else the model's predictions."""
+    labels = torch.as_tensor(np.asarray(ctx.images.labels)[list(idx)], dtype=torch.long)
+    ok = (labels >= 0) & (labels < ctx.num_classes)
+    return torch.where(ok, labels, preds.cpu())
+
+
+def untargeted_table(ctx, opts: AdversarialOptions) -> tuple[Table, list[dict], str]:
+    """FGSM / PGD success over ``attack_images`` images spread across classes, as float and as 8-bit images."""
+    pm = ctx.pixel_model
+    m = min(max(1, opts.attack_images), len(ctx.images))
+    idx = spread_indices(ctx, m, offset=53)
+    g = ctx.generator(9003)
+    pgd = f"PGD-{opts.pgd_steps}"
+    rows, out = [], []
+    n_true = 0
+    for eps255 in opts.epsilons:
+        eps = float(eps255) / 255.0
+        stats = {name: [0, 0, 0, 0.0, 0.0] for name in ("FGSM", pgd)}
+        n_true = 0
+        for pos, xb in ctx.images.batches(ctx.batch_size, idx):
+            xb = ctx.to_device(xb)
+            with torch.inference_mode():
+                pb = torch.softmax(pm(xb).float(), 1)
+            yb = ctx.to_device(_against(ctx, pos, pb.argmax(1)))
+            n_true += int((np.asarray(ctx.images.labels)[list(pos)] >= 0).sum())
+            for name, kw in (("FGSM", dict(steps=1)), (pgd, dict(steps=opts.pgd_steps, random_start=True,
+                                                                  generator=g))):
+                adv = untargeted_attack(pm, xb, yb, eps, **kw)
+                with torch.inference_mode():
+                    pa = torch.softmax(pm(adv).float(), 1)
+                    pa8 = torch.softmax(pm(torch.round(adv * 255) / 255).float(), 1)
+                    p_before = pb.argmax(1)
+                s = stats[name]
+                s[0] += int((pa.argmax(1) != p_before).sum())
+                s[1] += int((pa8.argmax(1) != p_before).sum())
+                s[2] += len(pos)
+                s[3] += float(pb.gather(1, yb[:, None]).sum())
+                s[4] += float(pa.gather(1, yb[:, None]).sum())
+        for name, (flipped, flipped8, total, pb_sum, pa_sum) in stats.items():
+            t = max(total, 1)
+            rows.append([name, f"{eps255:g}/255", f"{flipped}/{total}", round(flipped / t, 3),
+                         f"{flipped8}/{total}", round(pb_sum / t, 3), round(pa_sum / t, 3)])
+            out.append({"attack": name, "epsilon_255": float(eps255), "images": total, "changed": flipped,
+                        "success_rate": round(flipped / t, 4), "changed_8bit": flipped8,
+                        "success_rate_8bit": round(flipped8 / t, 4), "p_label_before": round(pb_sum / t, 4),
+                        "p_label_after": round(pa_sum / t, 4)})
+    against = ("the true label" if n_true == m else
+               f"the true label where known ({n_true} of {m}), else the predicted class" if n_true else
+               "the predicted class (no labels)")
+    table = Table(["attack", "ε (L∞)", "changed", "success rate", "changed as 8-bit", "p(label) before",
+                   "p(label) after"], rows, title="Untargeted attacks",
+                  caption=f"Over {m} images spread across classes; each attack raises the cross-entropy of {against}; "
+                          "success = the predicted class changed, also after rounding the attacked image to 8 bits "
+                          f"(what a saved PNG holds). PGD: {opts.pgd_steps} steps of ε/4 from a random start in "
+                          "the ε-ball; both stay in [0, 1].", numeric=[3, 5, 6])
+    return table, out, against
+
+
 @technique(
     "adversarial",
     "Fooling images (adversarial examples)",
     options=AdversarialOptions,
     presets={
-        "minimal": {"max_images": 1, "max_steps": 40, "step_size": 4.0, "min_target_prob": 0.0, "attack_images": 4,
+        "minimal": {"max_images": 1, "max_steps": 40, "step_size": 2.0, "min_target_prob": 0.0, "attack_images": 4,
                     "pgd_steps": 3, "epsilons": [2.0, 8.0]},
-        "full": {"max_images": 6, "max_steps": 200, "attack_images": 64, "epsilons": [0.5, 1.0, 2.0, 4.0, 8.0]},
+        "full": {"max_images": 6, "max_steps": 200, "attack_images": 64, "epsilons": [1.0, 2.0, 4.0, 8.0]},
     },
     references=[SZEGEDY_2014, GOODFELLOW_2015, MADRY_2018],
     order=90,
     summary=(
-        "Each row starts from a real image, adds a small perturbation found by gradient ascent on a chosen target "
-        "class, and shows the perturbation magnified and the fooled image the network now assigns to the target. "
-        "The two images look the same to a person; the table shows how often perturbations of a stated size "
-        "(FGSM, PGD) change the prediction."
+        "Each row starts from a real image and adds a perturbation, bounded by an L∞ budget ε, found by gradient "
+        "ascent on a chosen target class; it shows the perturbation magnified and the attacked image with the "
+        "class the network now gives it, or says the target was not reached within ε. The table shows how often "
+        "untargeted perturbations of a stated size (FGSM, PGD) change the prediction."
     ),
     needs_autograd=True,
 )
@@ -133,70 +236,67 @@ def adversarial(ctx, opts: AdversarialOptions) -> Section:
         p0 = torch.softmax(pm(x).float(), 1).cpu()
     pred0 = p0.argmax(1)
     targets = _pick_targets(ctx, opts, p0)
+    eps = float(opts.epsilon) / 255.0 if opts.epsilon and opts.epsilon > 0 else None
     res = targeted_attack(pm, x, targets, max_steps=opts.max_steps, step=opts.step_size / 255.0,
-                          min_prob=opts.min_target_prob,
+                          min_prob=opts.min_target_prob, eps=eps,
                           generator=ctx.generator(9002), layer_root=ctx.model, progress=ctx.progress)
     fooled = res.images
     with torch.inference_mode():
-        p1 = torch.softmax(res.final_logits, 1)
+        p1 = torch.softmax(res.final_logits.float(), 1).cpu()
         q = torch.round(fooled * 255) / 255  # what a saved 8-bit PNG of the fooled image would give
         pq = torch.softmax(pm(ctx.to_device(q)).float(), 1).cpu()
 
+    budget = f"ε = {opts.epsilon:g}/255" if eps is not None else "no ε budget"
     sec = Section(id="adversarial", title="Fooling images (adversarial examples)")
+    rows = []
     for b, i in enumerate(idx):
         delta = (fooled[b] - x[b].cpu()).permute(1, 2, 0).numpy()
         linf, l2 = float(np.abs(delta).max()), float(np.sqrt((delta ** 2).sum()))
-        ok = bool(res.done[b])
-        steps = int(res.steps_taken[b])
         tgt = targets[b]
+        # one criterion for the float and the 8-bit image: the attack's own (top-1, and p >= min_target_prob)
+        ok = bool(_fooled(p1[b:b + 1].clamp_min(1e-30).log(), torch.tensor([tgt]), opts.min_target_prob)[0])
+        ok8 = bool(_fooled(pq[b:b + 1].clamp_min(1e-30).log(), torch.tensor([tgt]), opts.min_target_prob)[0])
+        steps = int(res.steps_taken[b])
         orig = Figure(ImageData(ctx.images.display(i), display_width=224),
                       caption=f"original — {_fmt_p(ctx, p0[b], int(pred0[b]))}", alt=f"original {ctx.images.name(i)}")
         mag = 0.5 / max(linf, 1e-12)
         pert = Figure(ImageData(symmetric_to_uint8(delta, linf if linf > 0 else None), display_width=224),
-                      caption=f"perturbation ×{mag:.0f} (grey = 0): L∞ = {linf * 255:.2f}/255, "
-                              f"L2 = {l2 * 255:.1f} (0–255 units) = {l2:.3f} ([0,1] units)",
+                      caption=f"perturbation ×{mag:.0f} (grey = 0): L∞ = {size_text(linf * 255)}; "
+                              f"L2 = {l2 * 255:.1f} (0–255 units)",
                       alt="the perturbation, magnified")
-        state = (f"predicted {_fmt_p(ctx, p1[b], int(p1[b].argmax()))} after {steps} steps" if ok else
-                 f"NOT fooled within {steps} steps: {_fmt_p(ctx, p1[b], int(p1[b].argmax()))}")
+        if ok:
+            state = f"fooled within {budget} after {steps} steps: {_fmt_p(ctx, p1[b], int(p1[b].argmax()))}"
+        else:
+            state = (f"NOT fooled within {budget} in {steps} steps: predicted {_fmt_p(ctx, p1[b], int(p1[b].argmax()))}, "
+                     f"target p = {float(p1[b, tgt]):.3f}")
+        state8 = (f"still the target (p = {float(pq[b, tgt]):.3f})" if ok8 else
+                  f"{_fmt_p(ctx, pq[b], int(pq[b].argmax()))}; target p = {float(pq[b, tgt]):.3f}, not reached")
         fool = Figure(ImageData(unit_to_uint8(fooled[b].permute(1, 2, 0).numpy()), display_width=224),
-                      caption=f"fooled — target {ctx.class_name(tgt)}: {state}; as 8-bit PNG: "
-                              f"{_fmt_p(ctx, pq[b], int(pq[b].argmax()))}",
+                      caption=f"attacked — target {ctx.class_name(tgt)}: {state}; as 8-bit PNG: {state8}",
                       alt=f"adversarial image targeting {ctx.class_name(tgt)}")
-        sec.add(Group(f"{ctx.images.name(i)} → {ctx.class_name(tgt)}", [Row([orig, pert, fool])]))
+        title = f"{ctx.images.name(i)} → {ctx.class_name(tgt)}" + ("" if ok else " (not reached)")
+        sec.add(Group(title, [Row([orig, pert, fool])]))
+        rows.append({"image": ctx.images.name(i), "predicted": ctx.class_name(int(pred0[b])),
+                     "p_predicted_before": round(float(p0[b, pred0[b]]), 4), "target": ctx.class_name(tgt),
+                     "target_index": tgt, "p_target_before": round(float(p0[b, tgt]), 4),
+                     "p_target_after": round(float(p1[b, tgt]), 4), "p_target_8bit": round(float(pq[b, tgt]), 4),
+                     "steps": steps, "linf_255": round(linf * 255, 3), "l2_255": round(l2 * 255, 3),
+                     "fooled": ok, "fooled_8bit": ok8})
 
-    # untargeted FGSM / PGD success rates
-    m = min(max(1, opts.attack_images), len(ctx.images))
-    rows = []
-    g = ctx.generator(9003)
-    for eps255 in opts.epsilons:
-        eps = float(eps255) / 255.0
-        stats = {"FGSM": [0, 0, 0.0, 0.0], f"PGD-{opts.pgd_steps}": [0, 0, 0.0, 0.0]}
-        for chunk, xb in ctx.images.batches(ctx.batch_size, list(range(m))):
-            xb = ctx.to_device(xb)
-            with torch.inference_mode():
-                pb = torch.softmax(pm(xb).float(), 1)
-            yb = pb.argmax(1)
-            for name, kw in (("FGSM", dict(steps=1)),
-                             (f"PGD-{opts.pgd_steps}", dict(steps=opts.pgd_steps, random_start=True, generator=g))):
-                adv = untargeted_attack(pm, xb, yb, eps, **kw)
-                with torch.inference_mode():
-                    pa = torch.softmax(pm(adv).float(), 1)
-                s = stats[name]
-                s[0] += int((pa.argmax(1) != yb).sum())
-                s[1] += len(chunk)
-                s[2] += float(pb.gather(1, yb[:, None]).sum())
-                s[3] += float(pa.gather(1, yb[:, None]).sum())
-        for name, (flipped, total, pb_sum, pa_sum) in stats.items():
-            rows.append([name, f"{eps255:g}/255", f"{flipped}/{total}", round(flipped / max(total, 1), 3),
-                         round(pb_sum / max(total, 1), 3), round(pa_sum / max(total, 1), 3)])
-    sec.add(Table(["attack", "ε (L∞)", "changed", "success rate", "p(original) before", "p(original) after"],
-                  rows, title="Untargeted attacks",
-                  caption=f"Over the first {m} images; success = the predicted class changed. PGD: {opts.pgd_steps} "
-                          "steps of ε/4 from a random start in the ε-ball; both stay in [0, 1].",
-                  numeric=[3, 4, 5]))
+    table, untargeted, against = untargeted_table(ctx, opts)
+    sec.add(table)
+    n_ok = sum(r["fooled"] for r in rows)
+    n_ok8 = sum(r["fooled_8bit"] for r in rows)
+    worst = max((r["linf_255"] for r in rows), default=0.0)
     sec.add(Note(f"Targeted attack: steps of at most {opts.step_size:g}/255 per pixel along ∇ log p_target "
-                 f"(scaled so the largest pixel change is the step), until the target is predicted"
+                 f"(scaled so the largest pixel change is the step), projected onto the L∞ ball ({budget}) and "
+                 "[0, 1], until the target is predicted"
                  + (f" with p ≥ {opts.min_target_prob:g}" if opts.min_target_prob > 0 else "") + " or "
-                 f"{opts.max_steps} steps; pixels stay in [0, 1]. Fooled {int(res.done.sum())} of {n}."))
+                 f"{opts.max_steps} steps. Fooled {n_ok} of {n} within {budget} ({n_ok8} of {n} after 8-bit "
+                 f"rounding); the largest change used was {worst:.1f}/255.",
+                 kind="info" if n_ok == n else "warning"))
     sec.params["targets"] = targets
+    sec.results = {"epsilon_255": float(opts.epsilon) if eps is not None else None, "targeted": rows,
+                   "fooled": n_ok, "fooled_8bit": n_ok8, "images": n, "untargeted": untargeted,
+                   "untargeted_against": against}
     return sec

@@ -20,6 +20,22 @@ from ..papers import ZEILER_FERGUS_2014
 from ..registry import technique
 from ..report import Grid, GridItem, Group, ImageData, KeyValues, Note, Section, Table
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "model_class": "class name of the model",
+    "parameters": "number of parameters",
+    "trainable_parameters": "parameters with requires_grad",
+    "input_size": "side of the model input in pixels",
+    "num_classes": "number of classes",
+    "images": "images in the set",
+    "mean_top1_probability": "mean of each image's top softmax probability",
+    "predicted_counts": "{class name: images predicted as it} (classes predicted at least once)",
+    "labelled_images": "(with labels) images with a true label",
+    "top1_accuracy": "(with labels) fraction of labelled images whose top-1 prediction is the label",
+    "top5_accuracy": "(with labels) fraction whose label is in the top 5",
+    "confusion": "(with labels) sparse confusion matrix: [true class, predicted class, images] per non-zero cell",
+}
+
 
 @dataclass
 class CardOptions:
@@ -80,6 +96,13 @@ def card(ctx, opts: CardOptions) -> Section:
         sec.add(KeyValues([("labelled images", str(int(known.sum()))), ("top-1 accuracy", f"{acc1:.3f}"),
                            ("top-5 accuracy", f"{acc5:.3f}")], title="Accuracy on this image set"))
         _confusion(sec, ctx, kl, preds[known], opts)
+        present, m = confusion_matrix(kl, preds[known])
+        sec.results.update({
+            "labelled_images": int(known.sum()), "top1_accuracy": round(acc1, 4), "top5_accuracy": round(acc5, 4),
+            # sparse confusion counts [true, predicted, images] (class names), correct cells included
+            "confusion": [[ctx.class_name(int(present[i])), ctx.class_name(int(present[j])), int(m[i, j])]
+                          for i, j in zip(*np.nonzero(m))],
+        })
 
     # gallery
     n = min(opts.gallery, len(ctx.images))
@@ -125,21 +148,34 @@ def card(ctx, opts: CardOptions) -> Section:
                                          caption=f"{len(arch_rows)} layers (dotted names as accepted by --layer); "
                                                  f"{_fmt_int(total)} parameters in total.")]))
     sec.params["num_parameters"] = total
+    counts = np.bincount(preds, minlength=ctx.num_classes)
+    sec.results.update({
+        "model_class": type(model).__name__, "parameters": int(total), "trainable_parameters": int(trainable),
+        "input_size": int(ctx.pre.size), "num_classes": int(ctx.num_classes), "images": int(len(ctx.images)),
+        "mean_top1_probability": round(float(probs.max(1).mean()), 4) if len(probs) else None,
+        "predicted_counts": {ctx.class_name(int(c)): int(counts[c]) for c in np.flatnonzero(counts)},
+    })
     return sec
 
 
-def _confusion(sec: Section, ctx, labels: np.ndarray, preds: np.ndarray, opts: CardOptions) -> None:
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(classes present, M) with ``M[i, j]`` = images of class ``present[i]`` predicted as ``present[j]``."""
     present = np.unique(np.concatenate([labels, preds]))
+    idx = {int(c): k for k, c in enumerate(present)}
+    m = np.zeros((len(present), len(present)), dtype=np.int64)
+    for t, p in zip(labels, preds):
+        m[idx[int(t)], idx[int(p)]] += 1
+    return present, m
+
+
+def _confusion(sec: Section, ctx, labels: np.ndarray, preds: np.ndarray, opts: CardOptions) -> None:
+    present, m = confusion_matrix(labels, preds)
     if len(present) <= opts.max_confusion_classes:
         import matplotlib
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
-        idx = {c: k for k, c in enumerate(present)}
-        m = np.zeros((len(present), len(present)), dtype=np.int64)
-        for t, p in zip(labels, preds):
-            m[idx[t], idx[p]] += 1
         names = [ctx.class_name(int(c)) for c in present]
         size = max(4.0, 0.45 * len(present) + 2)
         fig, ax = plt.subplots(figsize=(size, size))

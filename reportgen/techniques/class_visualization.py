@@ -1,12 +1,14 @@
-"""Class visualisation by gradient ascent (Simonyan et al. 2014; Yosinski et al. 2015).
+"""Class visualisation by gradient ascent (Simonyan et al. 2014; Yosinski et al. 2015; Olah et al. 2017).
 
-Starting from the mean image, ascend ``argmax_I S_c(I) - lambda ||I - mu||^2`` (``S_c``: the class score
-before the softmax, ``mu``: the model's normalisation mean, i.e. the lecture's "zero" image). With the
-L2 penalty alone the result is high-frequency texture that the network scores highly but a person cannot
-read; Yosinski et al.'s regularisers — jitter, a Gaussian blur every few steps, clipping pixels with
-small norm and pixels with small contribution — bias it towards natural-image statistics, and object
-parts (eyes, legs, textures) appear. The two are shown side by side for the same classes, with the
-class probability the network gives the result and the objective per step.
+Starting near the mean image, Adam ascends ``argmax_I S_c(I) - lambda ||I - mu||^2`` (``S_c``: the class
+score before the softmax, ``mu``: the model's normalisation mean, i.e. the lecture's "zero" image;
+Simonyan et al.). With the L2 penalty alone the result is high-frequency texture that the network scores
+highly but a person cannot read. The regularised variant ascends ``S_c(I)`` with Yosinski et al.'s
+regularisers as implemented here — multiplicative L2 decay ``I <- mu + (1 - d)(I - mu)`` after each step, a
+Gaussian blur every few steps, and resetting pixels with small norm and small contribution — plus the
+random jitter, scaling and rotation of each step's input that DeepDream (Mordvintsev et al. 2015) and
+Olah et al. (2017) use for transformation robustness. Each image is labelled with the probability and
+rank the network gives its class; a class that is not reached (rank > 1 or low p) is flagged.
 """
 
 from __future__ import annotations
@@ -22,9 +24,21 @@ from ..optvis import objectives as O
 from ..optvis import regularizers as R
 from ..optvis import transforms as T
 from ..optvis.plotting import history_plot
-from ..papers import SIMONYAN_2014, YOSINSKI_2015
+from ..papers import MORDVINTSEV_2015, OLAH_2017, SIMONYAN_2014, YOSINSKI_2015
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Row, Section
+
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "image_size": "side of the optimised images",
+    "steps": "optimisation steps per variant",
+    "min_prob": "probability below which a class counts as not reached",
+    "reached": "{variant: classes reached (rank 1 and p >= min_prob)}",
+    "classes[].class": "class name",
+    "classes[].class_index": "class index",
+    "classes[].L2 only": "{logit, p, rank, reached} of the final L2-only image",
+    "classes[].regularised": "{logit, p, rank, reached} of the final regularised image",
+}
 
 
 @dataclass
@@ -38,7 +52,11 @@ class ClassVisualizationOptions:
     lr: float = 0.05
     """Adam learning rate in pixel units ([0, 1] scale)."""
     l2_weight: float = 3e-3
-    """lambda of the L2 penalty, the squared distance of the image from the mean image (both variants)."""
+    """lambda of the L2 penalty, the squared distance of the image from the mean image (L2-only variant)."""
+    l2_decay: float = 0.005
+    """Regularised variant: Yosinski et al.'s multiplicative L2 decay I <- mu + (1 - d)(I - mu) after each step."""
+    min_prob: float = 0.5
+    """An image whose class is not rank 1, or has probability below this, is flagged as not reaching its class."""
     init: str = "noise"
     """Start image: grey (the normalisation mean), noise (mean + small Gaussian noise) or zeros (black)."""
     jitter: int = 16
@@ -77,12 +95,14 @@ def pick_classes(ctx, n: int) -> list[int]:
         "minimal": {"num_classes": 2, "image_size": None, "steps": 12, "lr": 0.05, "jitter": 2, "blur_every": 3},
         "full": {"num_classes": 8, "image_size": 224, "steps": 300, "jitter": 12},
     },
-    references=[SIMONYAN_2014, YOSINSKI_2015],
+    references=[SIMONYAN_2014, YOSINSKI_2015, MORDVINTSEV_2015, OLAH_2017],
     order=80,
     summary=(
         "Synthetic images that maximise one class score, found by gradient ascent on the pixels: on the left with "
-        "only an L2 penalty, on the right with jitter, periodic blur and pixel clipping as well. The left images "
-        "score highly but look like noise; the regularised ones show what the network has learned to look for."
+        "only an L2 penalty, on the right with L2 decay, periodic blur and pixel clipping (Yosinski et al.) and "
+        "random jitter, scaling and rotation (as in DeepDream). Each image gives the probability and rank the "
+        "network assigns its class; only images that reach rank 1 with a high probability show what the network "
+        "responds to for that class, and the others are flagged."
     ),
     needs_autograd=True,
 )
@@ -95,6 +115,7 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
     g0 = ctx.generator(8001)
     init = optvis.pixel_image(len(classes), size, opts.init, center=mean, sd=0.02, generator=g0).image().detach()
     objective = O.class_logit(classes) - opts.l2_weight * O.l2(mean)
+    objectives = {"L2 only": objective, "regularised": O.class_logit(classes)}
 
     runs = {}
     every = max(1, opts.blur_every)
@@ -104,6 +125,7 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
             transforms=([T.jitter(jitter)] if opts.jitter > 0 else [])
             + ([T.random_scale([0.9, 0.95, 1.0, 1.05, 1.1]), T.random_rotate([-5, 0, 5])] if opts.scale_rotate else []),
             regularizers=[
+                *([R.L2Decay(opts.l2_decay, mean)] if opts.l2_decay > 0 else []),
                 *([R.BlurEvery(opts.blur_every, opts.blur_sigma)] if opts.blur_every > 0 else []),
                 *([R.ClipSmallNorm(opts.clip_norm_percentile, mean, every)] if opts.clip_norm_percentile > 0 else []),
                 *([R.ClipSmallContribution(opts.clip_contribution_percentile, mean, every)]
@@ -114,46 +136,72 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
     for k, (label, kw) in enumerate(variants.items()):
         param = optvis.pixel_image(init=init.clone(), device=ctx.device)
         runs[label] = optvis.render(
-            ctx.pixel_model, objective, param, optimizer="adam", steps=opts.steps, lr=opts.lr,
+            ctx.pixel_model, objectives[label], param, optimizer="adam", steps=opts.steps, lr=opts.lr,
             generator=ctx.generator(8100 + k), layer_root=ctx.model, evaluate_final=True,
             progress=ctx.progress, desc=f"Class visualisation ({label})", **kw)
 
     sec = Section(id="class_visualization", title="Class visualisation (gradient ascent)")
     items = []
+    reached = {label: [] for label in runs}
+    per_class = []
     for j, c in enumerate(classes):
+        row = {"class": ctx.class_name(c), "class_index": c}
         for label, res in runs.items():
-            p = torch.softmax(res.final_logits, 1)[j]
-            rank = int((res.final_logits[j] > res.final_logits[j, c]).sum()) + 1
+            logit, p, rank = final_score(res.final_logits, j, c)
+            ok = rank == 1 and p >= opts.min_prob
+            reached[label].append(ok)
+            row[label] = {"logit": round(logit, 4), "p": round(p, 4), "rank": rank, "reached": ok}
             items.append(GridItem(
                 ImageData(unit_to_uint8(res.images[j].permute(1, 2, 0).numpy()), display_width=min(224, 2 * size)),
                 label=f"{ctx.class_name(c)} — {label}",
-                sublabel=f"S_c = {float(res.final_logits[j, c]):.1f}, p = {float(p[c]):.3f} (rank {rank})",
+                sublabel=f"S_c = {logit:.1f}, p = {p:.3f} (rank {rank})"
+                         + ("" if ok else " — NOT reached: the network does not see this class here"),
                 alt=f"image maximising class {ctx.class_name(c)}, {label}",
-                tone="ok" if rank == 1 else "",
+                tone="ok" if ok else "bad",
             ))
+        per_class.append(row)
     src = "--classes" if ctx.general.classes else "the most predicted classes of the image set"
     grid = Grid(items, columns=2, cell_width=min(224, max(96, 2 * size)),
-                caption=f"Left: argmax S_c(I) − λ‖I − μ‖² (λ = {opts.l2_weight:g}); right: the same plus "
-                        "jitter, blur and pixel clipping. Classes: " + src + ".")
+                caption=f"Left: argmax S_c(I) − λ‖I − μ‖² (λ = {opts.l2_weight:g}); right: argmax S_c(I) with L2 "
+                        "decay, blur and pixel clipping (Yosinski et al.) and random jitter/scale/rotation (DeepDream; "
+                        f"Olah et al. 2017). Classes: {src}. Green: rank 1 with p ≥ {opts.min_prob:g}; red: the "
+                        "class was not reached.")
     curves = {f"{label}: {ctx.class_name(c)}"[:40]: res.history[:, j]
               for label, res in runs.items() for j, c in enumerate(classes[:4])}
-    plot = history_plot(curves, title="objective S_c − λ‖I−μ‖² per step", ylabel="objective")
+    plot = history_plot(curves, title="objective per step (L2 only: S_c − λ‖I−μ‖²; regularised: S_c)",
+                        ylabel="objective")
     sec.add(Row([grid, Figure(plot, caption="Objective per step (first four classes); the regularised curve is "
                                             "noisier because of the jitter and the pixel resets.",
                                     alt="objective per optimisation step")]))
     reg = runs["regularised"]
     sec.add(KeyValues([
         ("image", f"{size}×{size} pixels, start: {opts.init} around the normalisation mean {mean}"),
-        ("optimiser", f"Adam, lr {opts.lr:g} (pixel units), {opts.steps} steps, pixels clamped to [0, 1]"),
-        ("regularised variant", ", ".join([f"jitter ±{jitter}px"]
-                                          + (["random scale ±10% and rotation ±5°"] if opts.scale_rotate else [])
-                                          + reg.info["regularizers"])),
+        ("optimiser", f"Adam (Kingma & Ba), lr {opts.lr:g} (pixel units), {opts.steps} steps, pixels clamped to "
+                      "[0, 1], for both variants"),
+        ("regularised variant", "Yosinski et al.'s regularisers: " + (", ".join(reg.info["regularizers"]) or "none")
+         + "; transformation robustness (DeepDream, Olah et al. 2017): "
+         + ", ".join(([f"jitter ±{jitter}px"] if opts.jitter > 0 else [])
+                     + (["random scale ±10% and rotation ±5°"] if opts.scale_rotate else [])) + "; no L2 penalty term"),
         ("time", ", ".join(f"{k}: {v.wall_time_s:.1f} s" for k, v in runs.items())),
     ], title="Settings"))
     weak = [ctx.class_name(c) for j, c in enumerate(classes) if not reg.improved()[j]]
     if weak:
         sec.add(Note("The objective did not increase for: " + ", ".join(weak) + " (try more steps or a larger lr).",
                      kind="warning"))
+    for label in runs:
+        missed = [ctx.class_name(c) for c, ok in zip(classes, reached[label]) if not ok]
+        if missed:
+            sec.add(Note(f"{label}: {len(missed)} of {len(classes)} classes were not reached (not rank 1 or "
+                         f"p < {opts.min_prob:g}): {', '.join(missed)}. Those images show what raises the score, "
+                         "not what the network recognises as the class.", kind="warning"))
     sec.params["classes"] = classes
     sec.params["image_size"] = size
+    sec.results = {"classes": per_class, "image_size": size, "steps": opts.steps, "min_prob": opts.min_prob,
+                   "reached": {label: int(sum(v)) for label, v in reached.items()}}
     return sec
+
+
+def final_score(logits: torch.Tensor, j: int, c: int) -> tuple[float, float, int]:
+    """(logit S_c, softmax p_c, rank of c: 1 = top) of image ``j`` of the final images."""
+    z = logits[j].float()
+    return float(z[c]), float(torch.softmax(z, 0)[c]), int((z > z[c]).sum()) + 1

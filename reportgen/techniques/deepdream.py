@@ -1,7 +1,10 @@
 """DeepDream: amplify the features a layer already sees (Mordvintsev, Olah & Tyka 2015).
 
-From a real image, repeat: forward to layer ``l``, set the layer's gradient to its own activation
-(i.e. ascend ``0.5 ||a_l(I)||^2``), backprop to the pixels and take a step ``I <- I + lr * g / mean|g|``,
+From a real image, repeat: forward to layer ``l``, set the layer's gradient to its own *rectified*
+activation (i.e. ascend ``0.5 ||a_l(I)||^2`` where ``a_l`` is the output of the activation function
+that follows the chosen block, or ``relu`` of the layer's output when no activation follows it: the
+paper dreams on rectified units, and squaring a raw pre-activation would reward pushing negative
+responses further down), backprop to the pixels and take a step ``I <- I + lr * g / mean|g|``,
 with a random jitter (roll) each step and pixels clipped to [0, 1]; do this over octaves (a small copy
 of the image first, then larger ones, carrying the added detail up). Whatever the layer responds to
 gets stronger: shallow layers paint strokes and textures, deeper layers paint object parts (eyes,
@@ -22,17 +25,35 @@ from ..imaging import unit_to_uint8
 from ..optvis import objectives as O
 from ..optvis import transforms as T
 from ..optvis.plotting import history_plot
+from ..features import spread_indices
 from ..papers import MORDVINTSEV_2015
 from ..registry import technique
 from ..report import Figure, Group, ImageData, KeyValues, Row, Section
+
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "layers": "layers requested",
+    "objective_layers": "layer each objective reads (the activation after the requested one where there is one)",
+    "relu_applied": "per layer: relu applied to the layer's output because no activation follows it",
+    "jitter_px": "jitter at full size after the cap",
+    "image_size": "side of the dreamed images",
+    "dreams[].image": "image name",
+    "dreams[].layer": "requested layer",
+    "dreams[].objective_layer": "layer read",
+    "dreams[].relu_applied": "relu applied",
+    "dreams[].gain_last_octave": "objective at the end / at the start of the last octave",
+    "dreams[].objective_start_last_octave": "0.5 ||a||^2 at the start of the last octave",
+    "dreams[].objective_end": "0.5 ||a||^2 at the end",
+}
 
 
 @dataclass
 class DeepDreamOptions:
     layers: list[str] | None = None
-    """Layers to dream with (None: three convolutions at 1/4, 1/2 and 3/4 of the depth)."""
+    """Layers to dream with (None: the activations after three convolutions at 1/4, 1/2 and 3/4 of the
+    depth). A convolution is replaced by the activation module that follows it; without one, relu(a) is used."""
     max_images: int = 2
-    """How many images (the first ones of the set)."""
+    """How many images (seeded, spread across classes)."""
     image_size: int | None = None
     """Side of the dreamed image (None: the model's input size)."""
     octaves: int = 3
@@ -45,11 +66,16 @@ class DeepDreamOptions:
     """Step size in pixel units ([0, 1]) for a gradient normalised to a mean absolute value of 1."""
     jitter: int = 16
     """Random roll of up to this many pixels each step (scaled down at small octaves)."""
+    max_jitter_fraction: float = 0.07
+    """Cap on the roll as a fraction of the image side (16 px at 224 px, 2 px at 28 px)."""
 
 
 def default_layers(model, k: int = 3) -> list[str]:
-    """``k`` convolutions evenly spread through the depth (by dotted name, never by index)."""
+    """``k`` convolutions evenly spread through the depth (by dotted name, never by index), preferring
+    convolutions followed by an activation (on MobileNetV2 the linear 1x1 projections have none)."""
     convs = layers_mod.conv_layers(model)
+    rectified = [c for c in convs if layers_mod.activation_after(model, c)]
+    convs = rectified or convs
     if not convs:
         return []
     fracs = [(j + 1) / (k + 1) for j in range(k)]
@@ -57,10 +83,34 @@ def default_layers(model, k: int = 3) -> list[str]:
     return list(dict.fromkeys(picks))
 
 
+def rectified_layer(model, name: str) -> tuple[str, bool, str]:
+    """(layer to read, apply relu to it?, how to say it) for a requested dream layer ``name``."""
+    m = layers_mod.resolve_layer(model, name)
+    if isinstance(m, layers_mod.ACTIVATION_TYPES):
+        return name, False, f"{name} ({type(m).__name__} output)"
+    act = layers_mod.activation_after(model, name)
+    if act:
+        return act, False, f"{act} ({type(layers_mod.resolve_layer(model, act)).__name__} after {name})"
+    return name, True, f"relu({name}) (no activation module follows {type(m).__name__} {name})"
+
+
+def rectified_l2(layer: str, relu: bool) -> O.Objective:
+    """``0.5 ||a||^2`` of ``layer``'s output, rectified first when ``relu``; gradient = the (rectified) activation."""
+    if not relu:
+        return O.layer_l2(layer)
+
+    def fn(acts, img):
+        a = acts[layer]
+        return 0.5 * torch.relu(a).pow(2).flatten(1).sum(1)
+
+    return O.Objective(fn, (layer,), f"0.5·||relu({layer})||²")
+
+
 def dream(pixel_model, layer_names: list[str], image: torch.Tensor, *, octaves: int = 3, octave_scale: float = 1.4,
           steps: int = 10, lr: float = 0.01, jitter: int = 16, generator: torch.Generator | None = None,
           layer_root=None, progress=None) -> tuple[torch.Tensor, list[optvis.OptResult]]:
     """Dream ``image`` (3 x H x W in [0, 1]) once per layer (batched: element b uses layer b).
+    A layer is a name (its output squared) or ``(name, relu)`` (see :func:`rectified_l2`).
 
     Returns (dreams L x 3 x H x W, one OptResult per octave, smallest first)."""
     L = len(layer_names)
@@ -71,7 +121,8 @@ def dream(pixel_model, layer_names: list[str], image: torch.Tensor, *, octaves: 
         nh, nw = max(8, round(h / octave_scale)), max(8, round(w / octave_scale))
         pyramid.append(F.interpolate(pyramid[-1], size=(nh, nw), mode="bilinear", align_corners=False,
                                      antialias=True))
-    objective = O.per_image([O.layer_l2(n) for n in layer_names])
+    objective = O.per_image([rectified_l2(n, False) if isinstance(n, str) else rectified_l2(*n)
+                             for n in layer_names])
     detail = torch.zeros_like(pyramid[-1])
     results = []
     full = base.shape[-1]
@@ -94,14 +145,15 @@ def dream(pixel_model, layer_names: list[str], image: torch.Tensor, *, octaves: 
     "DeepDream",
     options=DeepDreamOptions,
     presets={
-        "minimal": {"max_images": 1, "octaves": 2, "steps": 3, "jitter": 2},
+        "minimal": {"max_images": 1, "octaves": 2, "steps": 3},
         "full": {"max_images": 4, "octaves": 4, "steps": 20, "image_size": 320},
     },
     references=[MORDVINTSEV_2015],
     order=100,
     summary=(
-        "The image is changed by gradient ascent to make the chosen layer's activations stronger everywhere, so "
-        "whatever that layer already detects is exaggerated. Shallow layers add strokes and textures; deeper "
+        "The image is changed by gradient ascent to make the chosen layer's rectified activations (the output of "
+        "the activation function after it) stronger everywhere, so whatever that layer already detects is "
+        "exaggerated. Shallow layers add strokes and textures; deeper "
         "layers hallucinate object parts, showing what the network is primed to see."
     ),
     needs_autograd=True,
@@ -113,26 +165,35 @@ def deepdream(ctx, opts: DeepDreamOptions) -> Section:
         names = [ctx.chosen_layer()]
     for name in names:
         ctx.layer(name)  # validate early, with a helpful error
+    targets = [rectified_layer(ctx.model, name) for name in names]  # (read, relu?, text)
     n = min(max(1, opts.max_images), len(ctx.images))
     size = int(opts.image_size or ctx.pre.size)
+    jitter = min(int(opts.jitter), max(1, round(opts.max_jitter_fraction * size))) if opts.jitter > 0 else 0
     sec = Section(id="deepdream", title="DeepDream")
-    for i in range(n):
+    gains: list[dict] = []
+    for i in spread_indices(ctx, n, offset=43):
         img = ctx.images.tensor(i)
         if img.shape[-1] != size:
             img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False,
                                 antialias=True)[0]
         img = ctx.to_device(img)
-        dreams, results = dream(ctx.pixel_model, names, img, octaves=opts.octaves, octave_scale=opts.octave_scale,
-                                steps=opts.steps, lr=opts.lr, jitter=opts.jitter, generator=ctx.generator(7000 + i),
+        dreams, results = dream(ctx.pixel_model, [(r, relu) for r, relu, _ in targets], img, octaves=opts.octaves,
+                                octave_scale=opts.octave_scale, steps=opts.steps, lr=opts.lr, jitter=jitter,
+                                generator=ctx.generator(7000 + i),
                                 layer_root=ctx.model, progress=ctx.progress)
         figs = [Figure(ImageData(unit_to_uint8(img.cpu().permute(1, 2, 0).numpy()), display_width=224),
                        caption=f"{ctx.images.name(i)} (input)", alt=f"input {ctx.images.name(i)}")]
         hist = np.concatenate([r.history for r in results], 0)  # steps x layers
         for b, name in enumerate(names):
             gain = [float(r.history[-1, b] / max(r.history[0, b], 1e-12)) for r in results]
+            gains.append({"image": ctx.images.name(i), "layer": name, "objective_layer": targets[b][0],
+                          "relu_applied": targets[b][1], "gain_last_octave": round(gain[-1], 4),
+                          "objective_start_last_octave": float(results[-1].history[0, b]),
+                          "objective_end": float(results[-1].history[-1, b])})
+            weak = "" if gain[-1] > 1.05 else " — barely changed: the layer is hardly active here"
             figs.append(Figure(ImageData(unit_to_uint8(dreams[b].permute(1, 2, 0).numpy()), display_width=224),
-                               caption=f"dreamed at {name} ({type(ctx.layer(name)).__name__}); "
-                                       f"0.5‖a‖² ×{gain[-1]:.2f} over the last octave",
+                               caption=f"dreamed at {targets[b][2]}; 0.5‖a‖² ×{gain[-1]:.2f} over the last "
+                                       f"octave{weak}",
                                alt=f"DeepDream of {ctx.images.name(i)} at layer {name}"))
         boundaries = list(np.cumsum([len(r.history) for r in results])[:-1])
         norm = hist / np.maximum(hist[:1], 1e-12)
@@ -144,9 +205,13 @@ def deepdream(ctx, opts: DeepDreamOptions) -> Section:
                                                                alt="objective per step")]))
     sec.add(KeyValues([
         ("layers", ", ".join(names) + ("" if opts.layers else " (convolutions at 1/4, 1/2, 3/4 of the depth)")),
+        ("objective", "0.5‖a‖² of the rectified activation: " + "; ".join(t for _, _, t in targets)),
         ("schedule", f"{opts.octaves} octave(s) × {opts.steps} steps, octave scale {opts.octave_scale:g}, "
                      f"image {size}×{size}"),
-        ("step", f"I ← clip(I + {opts.lr:g}·g/mean|g|, 0, 1), jitter ±{opts.jitter}px (scaled per octave)"),
+        ("step", f"I ← clip(I + {opts.lr:g}·g/mean|g|, 0, 1), jitter ±{jitter}px at full size (scaled per "
+                 f"octave; at most {opts.max_jitter_fraction:g} of the side)"),
     ], title="Settings"))
     sec.params["layers"] = names
+    sec.results = {"layers": names, "objective_layers": [t[0] for t in targets],
+                   "relu_applied": [t[1] for t in targets], "jitter_px": jitter, "image_size": size, "dreams": gains}
     return sec

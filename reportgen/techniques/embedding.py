@@ -21,11 +21,32 @@ from ..papers import KARPATHY_TSNE, VAN_DER_MAATEN_2008
 from ..registry import technique
 from ..report import Figure, ImageData, Note, Section
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "points": "images embedded",
+    "images": "images in the set",
+    "subsampled": "true when points < images (seeded subsample)",
+    "coloured_by": "true label or predicted class",
+    "pca_explained": "variance ratio of the two principal components",
+    "tsne": "whether t-SNE ran",
+    "perplexity": "t-SNE perplexity (null when it did not run)",
+    "feature_dims": "dimension of the embedded features",
+}
+
 
 def tsne_perplexity(n: int) -> float:
     """min(30, (n - 1) / 3), at least 2 (and below n, which scikit-learn requires)."""
     p = max(2.0, min(30.0, (n - 1) / 3.0))
     return float(min(p, max(1.0, n - 1.0)))
+
+
+def tsne_iter_keyword() -> str:
+    """scikit-learn renamed TSNE's ``n_iter`` to ``max_iter`` in 1.5 (and removed ``n_iter`` in 1.7)."""
+    import inspect
+
+    from sklearn.manifold import TSNE
+
+    return "max_iter" if "max_iter" in inspect.signature(TSNE.__init__).parameters else "n_iter"
 
 
 def embed_2d(x: np.ndarray, seed: int, tsne: bool = True, max_iter: int = 1000,
@@ -69,7 +90,7 @@ def _embed_2d(x: np.ndarray, seed: int, tsne: bool, max_iter: int) -> tuple[np.n
         info["perplexity"] = perp
         info["pca_dims_before_tsne"] = int(x50.shape[1])
         t2 = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed, learning_rate="auto",
-                  max_iter=max(250, int(max_iter))).fit_transform(x50.astype(np.float32))
+                  **{tsne_iter_keyword(): max(250, int(max_iter))}).fit_transform(x50.astype(np.float32))
     return p2.astype(np.float32), None if t2 is None else t2.astype(np.float32), info
 
 
@@ -266,4 +287,7 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
         sec.add(Note(f"The set has {n} images; {len(idx)} were embedded (a seeded random subsample, option "
                      "embedding.max_points).", kind="info"))
     sec.params.update({"points": int(len(idx)), "subsampled": bool(sub), **{k: v for k, v in info.items()}})
+    sec.results = {"points": int(len(idx)), "images": int(n), "subsampled": bool(sub), "coloured_by": legend,
+                   "pca_explained": [round(v, 4) for v in ev], "tsne": t2 is not None,
+                   "perplexity": info.get("perplexity"), "feature_dims": int(feats.penultimate.shape[1])}
     return sec

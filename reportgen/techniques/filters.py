@@ -24,6 +24,17 @@ from ..papers import KRIZHEVSKY_2012, YOSINSKI_2015
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "first_layer": "dotted name of the first convolution",
+    "first_shape": "[filters, input channels, kernel height, kernel width]",
+    "scale": "colour scale used: filter (per-filter min/max) or global",
+    "first_max_abs_weight": "largest |weight| of the first layer",
+    "dead_filters": "indices of first-layer filters whose largest |weight| is below dead_fraction of the layer's",
+    "filter_max_abs_weight": "largest |weight| of each shown first-layer filter",
+    "higher_layer": "dotted name of the higher convolution shown (null: none)",
+}
+
 
 @dataclass
 class FiltersOptions:
@@ -35,6 +46,23 @@ class FiltersOptions:
     """Filters (rows) of the higher layer."""
     max_in_channels: int = 32
     """Input channels (columns) of the higher layer."""
+    scale: str = "filter"
+    """First layer colour scale: "filter" (each filter to its own min/max: shows every filter's pattern, but a
+    dead, near-zero filter looks as strong as the rest) or "global" (one symmetric scale for the layer, grey = 0:
+    filter strength is comparable and dead filters are flat grey)."""
+    dead_fraction: float = 0.02
+    """A filter whose largest |weight| is below this fraction of the layer's largest is counted as dead."""
+
+
+def filter_tile(f: np.ndarray, scale: str, layer_max: float) -> np.ndarray:
+    """One first-layer kernel (C x kh x kw) as uint8 pixels: RGB when C == 3, else the mean over channels.
+
+    ``scale="filter"``: ``(W - min W) / (max W - min W)``; ``"global"``: ``0.5 + W / (2 max|W_layer|)``."""
+    a = f.transpose(1, 2, 0) if f.shape[0] == 3 else f.mean(0)
+    if scale == "global":
+        m = max(float(layer_max), 1e-12)
+        return to_uint8(a, -m, m)
+    return to_uint8(a)  # per-filter min-max over all channels keeps colour balance
 
 
 def _higher_conv(model: nn.Module, first: str) -> str | None:
@@ -75,14 +103,16 @@ def filters(ctx, opts: FiltersOptions) -> Section:
     w = conv.weight.detach().float().cpu().numpy()  # K x C x kh x kw
     k, c, kh, kw = w.shape
     shown = min(k, opts.max_first)
+    if opts.scale not in ("filter", "global"):
+        raise ValueError(f"filters.scale must be 'filter' or 'global', got {opts.scale!r}")
+    layer_max = float(np.abs(w).max()) if w.size else 0.0
+    strength = np.abs(w).reshape(k, -1).max(1)
+    dead = [int(i) for i in np.flatnonzero(strength < opts.dead_fraction * max(layer_max, 1e-12))]
     items = []
     for i in range(shown):
-        f = w[i]
-        if c == 3:
-            img = to_uint8(f.transpose(1, 2, 0))  # per-filter min-max over all channels keeps colour balance
-        else:
-            img = to_uint8(f.mean(0))
-        items.append(GridItem(ImageData(img, pixelated=True), label=str(i), alt=f"first-layer filter {i}"))
+        img = filter_tile(w[i], opts.scale, layer_max)
+        items.append(GridItem(ImageData(img, pixelated=True), label=str(i) + (" (dead)" if i in dead else ""),
+                              alt=f"first-layer filter {i}", tone="bad" if i in dead else ""))
     cell = max(40, min(72, kw * 6))
     sec.add(
         KeyValues([("layer", first), ("type", type(conv).__name__),
@@ -92,8 +122,15 @@ def filters(ctx, opts: FiltersOptions) -> Section:
                   title="First convolution"),
         Grid(items, columns=min(16, max(4, int(math.ceil(math.sqrt(shown))))), cell_width=cell,
              title=f"First layer: {first}",
-             caption=f"{shown} of {k} filters, {kh}x{kw}, each normalised to its own min/max."),
+             caption=f"{shown} of {k} filters, {kh}x{kw}, " + (
+                 "each normalised to its own min/max (a weak filter looks as strong as the rest; filters.scale = "
+                 "global shows them on one scale)." if opts.scale == "filter" else
+                 f"on one symmetric scale for the layer: grey = 0, full colour = ±{layer_max:.3g}.")),
     )
+    if dead:
+        sec.add(Note(f"{len(dead)} of {k} first-layer filters are nearly dead (largest |weight| below "
+                     f"{opts.dead_fraction:g} of the layer's largest): {', '.join(map(str, dead[:20]))}"
+                     + ("..." if len(dead) > 20 else "") + ".", kind="warning"))
     if c != 3:
         sec.add(Note(f"The first convolution takes {c} input channels, so filters are drawn in greyscale "
                      "(mean over input channels) rather than as RGB."))
@@ -129,4 +166,7 @@ def filters(ctx, opts: FiltersOptions) -> Section:
             sec.add(Note(f"{higher} is a grouped convolution ({hconv.groups} groups): each filter sees only "
                          f"{hc} input channel(s) of its group."))
     sec.params.update({"first_layer": first, "higher_layer": higher})
+    sec.results = {"first_layer": first, "first_shape": [k, c, kh, kw], "scale": opts.scale,
+                   "first_max_abs_weight": round(layer_max, 6), "dead_filters": dead, "higher_layer": higher,
+                   "filter_max_abs_weight": [round(float(v), 6) for v in strength[:shown]]}
     return sec

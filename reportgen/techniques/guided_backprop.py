@@ -14,15 +14,28 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..gradrules import RULES, gradient_rule
 from ..hooks import capture_outputs, eval_mode, frozen_params
 from ..imaging import symmetric_to_uint8
+from ..layers import activation_after
 from ..papers import SPRINGENBERG_2015, ZEILER_FERGUS_2014
 from ..features import spread_indices
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Section
+
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "layer": "layer whose units are explained (post-activation by default)",
+    "max_pool_calls": "max-pooling calls seen in one forward pass (module or functional); 0: deconvnet is image-independent",
+    "unreached_activations": "activation calls the gradient-rule patcher could not reach (they keep the plain gradient)",
+    "images[].image": "image name",
+    "images[].predicted": "predicted class",
+    "images[].p": "its probability",
+    "images[].units[].channel": "channel of an explained unit",
+    "images[].units[].position": "its position [y, x] (the channel's maximum)",
+    "images[].units[].activation": "its activation",
+}
 
 RULE_TITLES = {"backprop": "backprop", "deconvnet": "deconvnet", "guided": "guided backprop"}
 
@@ -34,7 +47,8 @@ class GuidedBackpropOptions:
     units: int = 3
     """Strongest units (channels, at their maximum position) of the layer to explain, per image."""
     layer: str | None = None
-    """Layer whose units are explained (None: the run's --layer, else the last convolution)."""
+    """Layer whose units are explained (None: the run's --layer, else the activation after the last
+    convolution, so units are ranked on what the network passes on, after batch-norm and the ReLU)."""
     include_class: bool = True
     """Also explain the predicted class score."""
     percentile: float = 99.5
@@ -83,7 +97,10 @@ def top_units(acts: torch.Tensor, k: int) -> list[list[tuple[int, tuple[int, ...
     needs_layers=True,
 )
 def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
-    name = opts.layer or ctx.chosen_layer()
+    name = opts.layer or ctx.general.layer
+    if not name:  # rank on the post-activation output (BatchNorm's scale and sign change which units fire)
+        conv = ctx.chosen_layer()
+        name = activation_after(ctx.model, conv) or conv
     layer = ctx.layer(name)
     n = min(max(1, opts.max_images), len(ctx.images))
     idx = spread_indices(ctx, n, offset=41)  # one image per class, seeded
@@ -103,6 +120,7 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
     # grads[rule][t]: B x 3 x H x W, t = 0..k-1 units, k = class
     grads: dict[str, list[np.ndarray]] = {}
     notes: dict[str, str] = {}
+    reports = {}
     bidx = torch.arange(n, device=x.device)
     for rule in RULES:
         with eval_mode(model), frozen_params(model), torch.enable_grad(), \
@@ -126,6 +144,7 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
                 gl.append(g.detach().float().cpu().numpy())
             grads[rule] = gl
         notes[rule] = rep.describe()
+        reports[rule] = rep
 
     sec = Section(id="guided_backprop", title="Guided backprop")
     for b, i in enumerate(idx):
@@ -151,12 +170,27 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
         sec.add(Group(ctx.images.name(i), [Row([inp, grid])]))
     sec.add(Note("How the gradient crossed each activation — deconvnet: " + notes["deconvnet"]
                  + " Guided backprop: " + notes["guided"] + " Backprop: " + notes["backprop"]))
-    if not any(isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d))
-               for m in model.modules()):
+    # max-pool calls seen during the forward pass (nn.MaxPool2d and F.max_pool2d alike), not module types
+    if reports["deconvnet"].max_pool_calls == 0:
         sec.add(Note("This network has no max-pooling, so the deconvnet signal never looks at the image: "
                      "relu(g) ignores the forward pass and convolutions/batch-norm are linear, so the "
                      "deconvnet column is the same pattern for every image (only the unit's position matters). "
                      "Guided backprop adds the forward ReLU mask, which is what makes it image-specific "
                      "(Springenberg et al.'s motivation)."))
     sec.params["layer"] = name
+    missed = sum(reports["guided"].unreached.values())
+    if missed:
+        sec.add(Note(reports["guided"].unreached_text() + " Their columns mix the rule with plain gradients.",
+                     kind="warning"))
+    sec.results = {
+        "layer": name,
+        "max_pool_calls": reports["deconvnet"].max_pool_calls,
+        "unreached_activations": missed,
+        "images": [{
+            "image": ctx.images.name(i),
+            "predicted": ctx.class_name(int(preds[b])),
+            "p": round(float(probs[b, preds[b]]), 4),
+            "units": [{"channel": c, "position": list(p), "activation": round(v, 5)} for c, p, v in units[b]],
+        } for b, i in enumerate(idx)],
+    }
     return sec

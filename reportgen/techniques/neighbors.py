@@ -19,6 +19,21 @@ from ..papers import KRIZHEVSKY_2012
 from ..registry import technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "feature_agreement": "leave-one-out: fraction of labelled images whose nearest labelled neighbour in feature space has the same TRUE label (null without labels: agreement with predictions would be circular)",
+    "pixel_agreement": "the same in pixel space (null without labels)",
+    "chance": "probability that two random labelled images share a label (null without labels)",
+    "labelled_images": "images with a true label",
+    "metric": "feature-space distance (cosine or l2)",
+    "queries[].image": "query image",
+    "queries[].class": "its class (label where known, else prediction)",
+    "queries[].class_is_label": "true when the class is a label, false when it is a prediction",
+    "queries[].feature_neighbours_same_class": "of its k feature-space neighbours, how many share that class",
+    "queries[].pixel_neighbours_same_class": "the same in pixel space",
+    "queries[].k": "neighbours per space",
+}
+
 
 def pairwise_distances(queries: np.ndarray, data: np.ndarray, metric: str, chunk: int = 4096) -> np.ndarray:
     """q x N distances (``metric``: "cosine" or "l2"), computed in float32 chunks of the data."""
@@ -116,11 +131,11 @@ def neighbors(ctx, opts: NeighborsOptions) -> Section:
     thumb = int(opts.thumb)
 
     def cls_name(i: int) -> str:
-        return ctx.class_name(int(classes[i]))
+        return ctx.class_name(int(classes[i])) + (" (label)" if labels[i] >= 0 else " (predicted)")
 
     def item(i: int, d: float | None, q: int) -> GridItem:
         same = classes[i] == classes[q]
-        return GridItem(ImageData(ctx.images.thumbnail(i, thumb)), label=cls_name(i)[:24],
+        return GridItem(ImageData(ctx.images.thumbnail(i, thumb)), label=cls_name(i)[-36:],
                         sublabel=("query" if d is None else f"d = {d:.3f}"),
                         alt=f"{ctx.images.name(i)} ({cls_name(i)})",
                         tone=("" if d is None else ("ok" if same else "")))
@@ -135,29 +150,47 @@ def neighbors(ctx, opts: NeighborsOptions) -> Section:
             Grid(prow, columns=k + 1, cell_width=thumb,
                  title=f"Pixel space (L2 distance of {feats.pixel_size}x{feats.pixel_size} RGB thumbnails)"),
         ]))
-    which = "true label" if by_label else "predicted class"
-    rows = []
-    rng = ctx.rng(31)
-    fa = neighbour_agreement(feats.penultimate, classes, opts.metric, opts.agreement_queries, rng)
-    pa = neighbour_agreement(feats.pixels, classes, "l2", opts.agreement_queries, ctx.rng(31))
-    counts = np.bincount(classes[classes >= 0]) if (classes >= 0).any() else np.zeros(0, dtype=int)
-    if fa is not None and pa is not None and (counts >= 2).any():
+    # agreement is measured against TRUE labels only: predictions are made from the same features, so
+    # "feature neighbours share the predicted class" would be circular evidence
+    known = np.flatnonzero(labels >= 0)
+    fa = pa = None
+    lab = labels[known]
+    counts = np.bincount(lab) if known.size else np.zeros(0, dtype=int)
+    if known.size < 2:
+        sec.add(Note("No true labels: the nearest-neighbour class agreement table is not shown, because agreement "
+                     "with the model's own predictions (made from these same features) would be circular. Judge "
+                     "the rows by eye; each cell says whether its class is a label or a prediction.", kind="info"))
+    elif (counts >= 2).any():
+        fa = neighbour_agreement(feats.penultimate[known], lab, opts.metric, opts.agreement_queries, ctx.rng(31))
+        pa = neighbour_agreement(feats.pixels[known], lab, "l2", opts.agreement_queries, ctx.rng(31))
         chance = float(((counts / counts.sum()) ** 2).sum())
         rows = [["penultimate features", f"{100 * fa:.1f}%"], ["pixels (32x32)", f"{100 * pa:.1f}%"],
                 ["chance (same class at random)", f"{100 * chance:.1f}%"]]
-        sec.add(Table(["space", f"nearest neighbour has the query's {which}"], rows, numeric=[1],
-                      title="Nearest-neighbour class agreement over the set",
-                      caption=(f"Leave-one-out: for each of {min(n, opts.agreement_queries)} images, is its single "
-                               f"nearest other image of the same {which}?")))
+        sec.add(Table(["space", "nearest neighbour has the query's true label"], rows, numeric=[1],
+                      title="Nearest-neighbour class agreement over the labelled images",
+                      caption=(f"Leave-one-out among the {known.size} labelled images: for each of "
+                               f"{min(known.size, opts.agreement_queries)} of them, is its single nearest other "
+                               "labelled image of the same true label?")))
     else:
-        sec.add(Note(f"Every {which} occurs once in this image set, so neighbour class agreement is not measured; "
+        sec.add(Note("Every true label occurs once in this image set, so neighbour class agreement is not measured; "
                      "judge the rows by eye.", kind="info"))
     sec.add(Note(
         f"Feature space: {dist_name} between penultimate feature vectors ({feats.penultimate_source}, stored as "
         f"float16). Pixel space: L2 distance between the model-input images downsampled to "
         f"{feats.pixel_size}x{feats.pixel_size} (float16, values in [0, 1]). Green cells share the query's "
-        f"{which}; the query itself is excluded from its neighbours."))
+        f"class (its label where known, else its prediction); each cell says which; the query itself is excluded from its neighbours."))
     sec.params.update({"queries": [ctx.images.name(q) for q in queries],
                        "feature_agreement": None if fa is None else round(fa, 4),
                        "pixel_agreement": None if pa is None else round(pa, 4)})
+    sec.results = {
+        "feature_agreement": None if fa is None else round(fa, 4),
+        "pixel_agreement": None if pa is None else round(pa, 4),
+        "chance": round(float(((counts / counts.sum()) ** 2).sum()), 4) if counts.sum() else None,
+        "labelled_images": int(known.size), "metric": opts.metric,
+        "queries": [{"image": ctx.images.name(q), "class": ctx.class_name(int(classes[q])),
+                     "class_is_label": bool(labels[q] >= 0),
+                     "feature_neighbours_same_class": int(sum(classes[int(i)] == classes[q] for i in fidx[r])),
+                     "pixel_neighbours_same_class": int(sum(classes[int(i)] == classes[q] for i in pidx[r])),
+                     "k": k} for r, q in enumerate(queries)],
+    }
     return sec

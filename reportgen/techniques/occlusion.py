@@ -1,6 +1,6 @@
 """Occlusion sensitivity (Zeiler & Fergus 2014).
 
-A ``window`` x ``window`` square of the set's mean colour is slid over the image with step
+A ``window`` x ``window`` square of the set's mean colour (or grey 0.5, option ``fill``) is slid over the image with step
 ``stride``; for each position the softmax probability ``p_k(x with the square at (y, x))`` of
 the class ``k`` (true label when known, else the prediction) is recorded. The heat map assigns
 each pixel the mean probability over all window positions that cover it, so it has the image's
@@ -24,6 +24,20 @@ from ..papers import ZEILER_FERGUS_2014
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, Note, Section
 from .saliency import show_indices
+
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "fill": "fill option: mean (the set's mean colour) or grey",
+    "fill_rgb": "the fill colour actually used, RGB in [0, 1]",
+    "window_px": "side of the square",
+    "stride_px": "step between positions",
+    "images[].image": "image name",
+    "images[].class": "class whose probability is tracked",
+    "images[].class_from_label": "the class is the true label (else the prediction)",
+    "images[].p_unoccluded": "its probability without occlusion",
+    "images[].p_occluded_min": "lowest probability over the window positions",
+    "images[].p_occluded_max": "highest probability over the window positions (above p_unoccluded: covering raised it)",
+}
 
 MIN_SPAN = 0.05  # overlay colour scale spans at least this much probability
 
@@ -139,7 +153,7 @@ class OcclusionOptions:
     max_images: int = 4
     """How many images (the same ones saliency and segmentation show)."""
     window: int | None = None
-    """Side of the grey square in input pixels (None: 1/7 of the input side)."""
+    """Side of the occluding square in input pixels (None: 1/7 of the input side)."""
     stride: int | None = None
     """Step between window positions in input pixels (None: half the window)."""
     batch_size: int = 0
@@ -158,9 +172,11 @@ class OcclusionOptions:
     references=[ZEILER_FERGUS_2014],
     order=40,
     summary=(
-        "A grey square is slid over each image and the probability of the class is recorded at every position; "
-        "the map gives each pixel the average probability while it was covered. Red regions in the overlay are "
-        "where hiding the image hurts the class most, i.e. the evidence the model uses."
+        "A square (by default of the image set's mean colour; the caption says which) is slid over each image and "
+        "the probability of the class is recorded at every position; the map gives each pixel the average change "
+        "of that probability while it was covered. Red regions are where hiding the image lowers the class "
+        "probability (the evidence the model uses), blue where hiding it raises the probability, and clear where "
+        "covering has no effect."
     ),
 )
 def occlusion(ctx, opts: OcclusionOptions) -> Section:
@@ -181,12 +197,8 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
         items.append(GridItem(ImageData(img), label=ctx.images.name(r.index),
                               sublabel=f"{ctx.class_name(r.target)} ({'true label' if r.from_label else 'predicted'})",
                               alt=f"input {ctx.images.name(r.index)}", tone=tone))
-        # low probability = important: red = the largest drop below the unoccluded probability; drops
-        # smaller than MIN_SPAN stay blue, so a map of negligible changes is not painted red
-        drop = np.clip(r.base - r.heat, 0, None)
-        span = max(float(drop.max()), MIN_SPAN)
-        items.append(GridItem(ImageData(overlay(img, drop, alpha=0.5, cmap="jet", lo=0.0, hi=span)),
-                              label="occluded probability",
+        items.append(GridItem(ImageData(change_overlay(img, r.base, r.heat)),
+                              label="change when covered",
                               sublabel=f"p={r.base:.2f} unoccluded, {lo:.2f}..{hi:.2f} occluded",
                               alt=f"occlusion map of {ctx.images.name(r.index)}"))
     fill_txt = ("the image set's mean colour (" + ", ".join(f"{v:.2f}" for v in fill) + ")"
@@ -197,19 +209,37 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
     npos = len(window_positions(size, window, stride)) ** 2
     sec.add(Grid(items, columns=4, cell_width=min(224, size * 2 if size < 112 else size),
                  caption=(f"A {window}x{window}-pixel square of {fill_txt} at {npos} positions (stride {stride} px) "
-                          f"of the {size}x{size} input. Overlay: drop of the probability of {which} when the "
-                          f"region is covered, red = the largest drop in that image (covering it hurts most), blue "
-                          f"= none; drops below {MIN_SPAN:g} never reach red.")))
+                          f"of the {size}x{size} input. Overlay (diverging scale, symmetric per image): change of "
+                          f"the probability of {which} when the region is covered; red = it drops (covering it "
+                          f"hurts), blue = it rises (the region argued against the class), white = no effect; "
+                          f"changes below {MIN_SPAN:g} never reach full colour.")))
     if results:
         sec.add(Figure(_heatmap_figure(ctx, results), caption=(
-            "The same maps in probability units (each pixel: the mean class probability over the window "
-            "positions covering it), with colour bars; the dashed contour marks 90% of the unoccluded probability."),
+            "The same maps in probability units: each pixel's mean class probability over the window positions "
+            "covering it minus the unoccluded probability (red: lower, blue: higher, white: unchanged), with "
+            f"colour bars spanning at least ±{MIN_SPAN:g}; the dashed contour marks 90% of the unoccluded "
+            "probability."),
             alt="occlusion probability maps with colour bars"))
     else:
         sec.add(Note("No images to show.", kind="warning"))
     sec.params.update({"window_px": window, "stride_px": stride, "positions_per_image": npos, "batch_size": batch,
                        "images": [ctx.images.name(r.index) for r in results]})
+    sec.results = {"fill": opts.fill, "fill_rgb": [round(float(v), 4) for v in fill], "window_px": window,
+                   "stride_px": stride, "images": [{
+                       "image": ctx.images.name(r.index), "class": ctx.class_name(r.target),
+                       "class_from_label": r.from_label, "p_unoccluded": round(r.base, 4),
+                       "p_occluded_min": round(float(r.grid.min()), 4), "p_occluded_max": round(float(r.grid.max()), 4),
+                   } for r in results]}
     return sec
+
+
+def change_overlay(img: np.ndarray, base: float, heat: np.ndarray) -> np.ndarray:
+    """The probability change ``base - heat`` over the image on a diverging scale centred on "no effect":
+    red = the probability drops when covered, blue = it rises, white = unchanged; symmetric per image,
+    and changes smaller than MIN_SPAN never reach full colour (a map of negligible changes stays pale)."""
+    drop = base - heat
+    span = max(float(np.abs(drop).max()), MIN_SPAN)
+    return overlay(img, drop, alpha=0.5, cmap="RdBu_r", lo=-span, hi=span)
 
 
 def _heatmap_figure(ctx, results: list[OcclusionResult]) -> ImageData:
@@ -225,10 +255,12 @@ def _heatmap_figure(ctx, results: list[OcclusionResult]) -> ImageData:
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     for ax, r in zip(axes.ravel(), results):
-        im = ax.imshow(r.heat, cmap="jet_r", vmin=float(r.heat.min()), vmax=float(r.heat.max()))
+        delta = r.heat - r.base
+        m = max(float(np.abs(delta).max()), MIN_SPAN)  # negligible changes stay pale, as in the overlay
+        im = ax.imshow(delta, cmap="RdBu", vmin=-m, vmax=m)
         if r.heat.min() < 0.9 * r.base < r.heat.max():
-            ax.contour(r.heat, levels=[0.9 * r.base], colors="white", linewidths=0.8, linestyles="dashed")
-        ax.set_title(f"{ctx.class_name(r.target)[:28]}\np={r.base:.2f} unoccluded", fontsize=8)
+            ax.contour(r.heat, levels=[0.9 * r.base], colors="black", linewidths=0.8, linestyles="dashed")
+        ax.set_title(f"{ctx.class_name(r.target)[:28]}: Δp when covered\np={r.base:.2f} unoccluded", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
         cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)

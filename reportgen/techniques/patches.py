@@ -22,6 +22,18 @@ from ..receptive import ReceptiveField, crop_field, field_for
 from ..registry import technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "layer": "layer whose channels are ranked (post-activation by default)",
+    "layer_type": "its module class",
+    "receptive_field": "receptive field of its units: layer, size, jump, origin, method, clipped, input_size",
+    "interior_only": "only units whose field lies inside the image were searched",
+    "channels[].channel": "channel index",
+    "channels[].peak": "highest response over the set",
+    "channels[].mean": "mean response over the set",
+    "channels[].top_images": "names of the images of the shown patches, best first",
+}
+
 PAD_GREY = (128, 128, 128)
 
 
@@ -57,9 +69,12 @@ def patch_layer(ctx, opts: "PatchesOptions") -> tuple[str, str]:
         return opts.layer, "option patches.layer"
     if ctx.general.layer:
         return ctx.chosen_layer(), "--layer"
-    name = ctx.memo(f"patches:auto:{opts.auto_rf_fraction}", lambda: auto_layer(ctx, opts.auto_rf_fraction))
-    return name, (f"automatic: the deepest convolution whose receptive field is at most "
-                  f"{opts.auto_rf_fraction:g} of the input side (set --layer or patches.layer to choose)")
+    conv = ctx.memo(f"patches:auto:{opts.auto_rf_fraction}", lambda: auto_layer(ctx, opts.auto_rf_fraction))
+    # rank on the post-activation output (after batch-norm and the ReLU), as `activations` shows
+    name = layers_mod.activation_after(ctx.model, conv) or conv
+    after = f", ranked on the activation {name} that follows it" if name != conv else ""
+    return name, (f"automatic: the deepest convolution ({conv}) whose receptive field is at most "
+                  f"{opts.auto_rf_fraction:g} of the input side{after} (set --layer or patches.layer to choose)")
 
 
 @plans_layers("patches")
@@ -173,4 +188,11 @@ def patches(ctx, opts: PatchesOptions) -> Section:
         sec.add(Note(f"Only the top {TOPK} images per channel are recorded; showing {k}.", kind="info"))
     sec.params.update({"layer": layer, "layer_choice": how, "receptive_field": rf.to_dict(), "channels": channels,
                        "interior_only": st is full.interior})
+    sec.results = {
+        "layer": layer, "layer_type": type(ctx.layer(layer)).__name__,
+        "receptive_field": rf.to_dict(), "interior_only": st is full.interior,
+        "channels": [{"channel": ch, "peak": round(float(st.peak[ch]), 5), "mean": round(float(st.mean[ch]), 5),
+                      "top_images": [ctx.images.name(int(i)) for i in st.top_image[ch, :k] if i >= 0]}
+                     for ch in channels],
+    }
     return sec

@@ -1,11 +1,13 @@
-"""Weakly supervised segmentation from saliency (Simonyan et al. 2014, section 6) with GrabCut.
+"""Weakly supervised segmentation from saliency (Simonyan et al. 2014, section 3.1) with GrabCut.
 
-The saliency map (see :mod:`reportgen.techniques.saliency`, reused from the same run) is
-smoothed; pixels above its ``fg_quantile`` become sure foreground seeds, pixels below its
-``bg_quantile`` sure background, and the rest "probably foreground" above the median and
-"probably background" below. GrabCut (Rother et al. 2004; OpenCV's ``grabCut``) fits colour
-models to the seeds and cuts the graph; the foreground mask is drawn over the image.
-The model was never trained to segment: a good mask means its saliency sits on the object.
+As in the paper: the saliency map (see :mod:`reportgen.techniques.saliency`, reused from the same
+run) is smoothed; pixels above its ``fg_quantile`` (95%) are foreground seeds and pixels below its
+``bg_quantile`` (30%) background seeds. The foreground and background colour models (GMMs, 5
+components each) are estimated from the seed pixels only; every other pixel is unknown. GrabCut
+(Rother et al. 2004; OpenCV) then labels the unknown pixels by a graph cut with those frozen models
+(``iterations`` > 1 adds GrabCut's own re-estimation from the current labelling), and the mask is
+the largest connected component of the foreground. The model was never trained to segment: a good
+mask means its saliency sits on the object.
 """
 
 from __future__ import annotations
@@ -20,25 +22,73 @@ from ..registry import technique
 from ..report import Grid, GridItem, ImageData, Note, Section
 from .saliency import cached_saliency, class_text, show_indices, smooth
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "iterations": "graph cuts (1: colour models from the seeds only, as in the paper)",
+    "skipped": "images where GrabCut could not run (flat map)",
+    "mean_foreground_fraction": "mean share of the image in the mask (null: no image)",
+    "images[].image": "image name",
+    "images[].class": "class whose saliency seeded the cut",
+    "images[].class_from_label": "the class is the true label (else the prediction)",
+    "images[].foreground_fraction": "share of the image in the mask (largest connected component)",
+    "images[].fg_seed_fraction": "share of pixels seeded as foreground",
+    "images[].bg_seed_fraction": "share of pixels seeded as background",
+}
+
 
 def seeds_from_saliency(sal: np.ndarray, fg_quantile: float, bg_quantile: float, blur: float) -> np.ndarray:
-    """GrabCut mask (cv2.GC_* values) seeded from a saliency map's quantiles."""
+    """GrabCut mask (cv2.GC_* values): sure foreground above the ``fg_quantile`` of the (smoothed) map,
+    sure background below its ``bg_quantile``, everything else unknown (``GC_PR_BGD``; its value does
+    not reach the colour models, see :func:`seed_color_models`)."""
     import cv2
 
     m = np.asarray(sal, dtype=np.float32)
     if blur > 0:
         m = smooth(m, blur)
-    hi, lo, mid = np.quantile(m, [fg_quantile, bg_quantile, 0.5])
-    mask = np.where(m > mid, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+    hi, lo = np.quantile(m, [fg_quantile, bg_quantile])
+    mask = np.full(m.shape, cv2.GC_PR_BGD, np.uint8)
     mask[m >= hi] = cv2.GC_FGD
     mask[m <= lo] = cv2.GC_BGD
     return mask
 
 
+def seed_color_models(image: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(background, foreground) GMMs in OpenCV's 1x65 layout, fit on the seed pixels ONLY.
+
+    OpenCV's ``GC_INIT_WITH_MASK`` fits the models on every pixel of the mask (probable labels
+    included), so the seed pixels are passed alone, as a 1xN image, with ``iterCount=0`` (fit,
+    no cut)."""
+    import cv2
+
+    sel = (seeds == cv2.GC_FGD) | (seeds == cv2.GC_BGD)
+    bgr = np.ascontiguousarray(image[:, :, ::-1])
+    pix = np.ascontiguousarray(bgr[sel][None])  # 1 x N x 3
+    lab = np.ascontiguousarray(seeds[sel][None])
+    bgd = np.zeros((1, 65), np.float64)
+    fgd = np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    cv2.grabCut(pix, lab, None, bgd, fgd, 0, cv2.GC_INIT_WITH_MASK)
+    return bgd, fgd
+
+
+def largest_component(fg: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a boolean mask (the paper's final mask)."""
+    import cv2
+
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(fg.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros_like(fg, dtype=bool)
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return lab == k
+
+
 def grabcut_from_saliency(image: np.ndarray, sal: np.ndarray, fg_quantile: float = 0.95,
-                          bg_quantile: float = 0.30, iterations: int = 5,
+                          bg_quantile: float = 0.30, iterations: int = 1,
                           blur: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(foreground mask bool HxW, seed mask) from an RGB uint8 image and its saliency map."""
+    """(foreground mask bool HxW: largest connected component, seed mask) from an RGB uint8 image and its map.
+
+    The cut uses colour models fit on the seeds only (:func:`seed_color_models`, ``GC_EVAL_FREEZE_MODEL``);
+    each further iteration re-estimates them from the current labelling (GrabCut's ``GC_EVAL``)."""
     import cv2
 
     h, w = image.shape[:2]
@@ -47,14 +97,15 @@ def grabcut_from_saliency(image: np.ndarray, sal: np.ndarray, fg_quantile: float
     seeds = seeds_from_saliency(sal, fg_quantile, bg_quantile, blur)
     if not (seeds == cv2.GC_FGD).any() or not (seeds == cv2.GC_BGD).any():
         raise ValueError("the saliency map is flat: no foreground/background seeds")
+    bgd, fgd = seed_color_models(image, seeds)
     mask = seeds.copy()
-    bgd = np.zeros((1, 65), np.float64)
-    fgd = np.zeros((1, 65), np.float64)
     bgr = np.ascontiguousarray(image[:, :, ::-1])
     cv2.setRNGSeed(0)
-    cv2.grabCut(bgr, mask, None, bgd, fgd, max(1, int(iterations)), cv2.GC_INIT_WITH_MASK)
+    cv2.grabCut(bgr, mask, None, bgd, fgd, 1, cv2.GC_EVAL_FREEZE_MODEL)
+    if iterations > 1:
+        cv2.grabCut(bgr, mask, None, bgd, fgd, int(iterations) - 1, cv2.GC_EVAL)
     fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-    return fg, seeds
+    return largest_component(fg), seeds
 
 
 def seeds_image(image: np.ndarray, seeds: np.ndarray) -> np.ndarray:
@@ -75,8 +126,8 @@ class SegmentationOptions:
     """Saliency above this quantile seeds sure foreground."""
     bg_quantile: float = 0.30
     """Saliency below this quantile seeds sure background."""
-    iterations: int = 5
-    """GrabCut iterations."""
+    iterations: int = 1
+    """Graph cuts: 1 = the paper (colour models from the seeds only); more adds GrabCut's re-estimation."""
     blur: float | None = None
     """Gaussian sigma (pixels) applied to the saliency map first (None: input side / 56)."""
 
@@ -85,13 +136,14 @@ class SegmentationOptions:
     "segmentation",
     "Segmentation from saliency",
     options=SegmentationOptions,
-    presets={"minimal": {"max_images": 1, "iterations": 2}, "full": {"max_images": 12}},
+    presets={"minimal": {"max_images": 1}, "full": {"max_images": 12}},
     references=[SIMONYAN_2014, ROTHER_2004],
     order=46,
     summary=(
-        "The most salient pixels seed the foreground (red) and the least salient the background (blue); GrabCut "
-        "grows these seeds into a mask along colour edges. The model never saw a mask: a mask that covers the "
-        "object shows its saliency is on the object, a mask on the background shows it is not."
+        "The most salient pixels seed the foreground (red) and the least salient the background (blue); colour "
+        "models fit on these seeds label the other pixels by a graph cut (GrabCut), and the largest connected "
+        "foreground region is the mask (Simonyan et al. 2014, section 3.1). The model never saw a mask: a mask "
+        "that covers the object shows its saliency is on the object, a mask on the background shows it is not."
     ),
     needs_autograd=True,
 )
@@ -103,6 +155,7 @@ def segmentation(ctx, opts: SegmentationOptions) -> Section:
     items = []
     failed = []
     fg_fracs = []
+    per_image = []
     for r in results:
         img = ctx.images.display(r.index)
         name = ctx.images.name(r.index)
@@ -113,6 +166,11 @@ def segmentation(ctx, opts: SegmentationOptions) -> Section:
             failed.append(f"{name}: {e}")
             continue
         fg_fracs.append(float(fg.mean()))
+        per_image.append({"image": name, "class": ctx.class_name(int(r.target)),
+                          "class_from_label": bool(r.from_label),
+                          "foreground_fraction": round(float(fg.mean()), 4),
+                          "fg_seed_fraction": round(float((seeds == 1).mean()), 4),
+                          "bg_seed_fraction": round(float((seeds == 0).mean()), 4)})
         items.append(GridItem(ImageData(img), label=name, sublabel=class_text(ctx, r), alt=f"input {name}"))
         items.append(GridItem(ImageData(seeds_image(img, seeds)), label="seeds",
                               sublabel=f"top {100 * (1 - opts.fg_quantile):.0f}% / bottom "
@@ -126,8 +184,12 @@ def segmentation(ctx, opts: SegmentationOptions) -> Section:
         sec.add(Grid(items, columns=6, cell_width=min(192, size * 2 if size < 96 else size),
                      caption=(f"Image, seeds from its saliency map (Gaussian-smoothed; red: above the "
                               f"{opts.fg_quantile:g} quantile, blue: below the {opts.bg_quantile:g} quantile), and "
-                              f"the GrabCut foreground after {opts.iterations} iterations (tinted; the rest dimmed). "
-                              "Saliency explains the true label where known, else the predicted class.")))
+                              "the mask (tinted; the rest dimmed): foreground/background colour models (5-component "
+                              "GMMs) fit on the seed pixels only, a graph cut labels the unseeded pixels"
+                              + (f" ({opts.iterations - 1} more GrabCut re-estimation round(s) from the cut)"
+                                 if opts.iterations > 1 else "")
+                              + ", and the largest connected foreground component is kept (Simonyan et al. 2014, "
+                              "section 3.1). Saliency explains the true label where known, else the predicted class.")))
     if failed:
         sec.add(Note("GrabCut was skipped for: " + "; ".join(failed), kind="warning"))
     if not results:
@@ -135,4 +197,6 @@ def segmentation(ctx, opts: SegmentationOptions) -> Section:
     sec.params["images"] = [ctx.images.name(r.index) for r in results]
     if fg_fracs:
         sec.params["mean_foreground_fraction"] = round(float(np.mean(fg_fracs)), 3)
+    sec.results = {"images": per_image, "skipped": len(failed), "iterations": int(opts.iterations),
+                   "mean_foreground_fraction": round(float(np.mean(fg_fracs)), 4) if fg_fracs else None}
     return sec

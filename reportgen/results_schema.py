@@ -1,0 +1,77 @@
+"""The schema of ``report.json``'s per-section ``results`` (``docs/results.md``), from each technique's ``RESULTS``.
+
+A technique module declares ``RESULTS = {"key": "meaning", "images[].p": "meaning", ...}``: dotted
+paths, ``[]`` marking a list of objects; a meaning starting with "(with labels)" may be absent.
+:func:`result_paths` flattens a section's results the same way, so a test can check that every
+number a section writes is declared (and the page stays current). Regenerate the page with
+``python -m reportgen.results_schema > docs/results.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import registry
+
+
+def declared(technique_id: str) -> dict[str, str]:
+    """``RESULTS`` of a technique's module ({} when it declares none)."""
+    mod = importlib.import_module(registry.get(technique_id).module)
+    return dict(getattr(mod, "RESULTS", {}) or {})
+
+
+def result_paths(results: dict, prefix: str = "") -> set[str]:
+    """Key paths of a results dict: ``{"a": 1, "b": [{"c": 2}], "d": {"x": 1}}`` -> ``{"a", "b[].c", "d"}``.
+
+    Lists of objects are descended into (``b[].c``); any other value, a dict included (its keys may be
+    data, such as class names), is one declared key."""
+    out: set[str] = set()
+    for k, v in results.items():
+        if isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
+            for row in v:
+                out |= result_paths(row, f"{prefix}{k}[].")
+        else:
+            out.add(prefix + k)
+    return out
+
+
+def undeclared(technique_id: str, results: dict) -> set[str]:
+    """Paths a section wrote that its ``RESULTS`` does not declare."""
+    keys = set(declared(technique_id))
+    return {p for p in result_paths(results) if p not in keys}
+
+
+def missing(technique_id: str, results: dict) -> set[str]:
+    """Declared top-level keys the section did not write (optional "(with labels)" keys excepted)."""
+    have = set(results)
+    out = set()
+    for key, meaning in declared(technique_id).items():
+        top = key.split("[]")[0].split(".")[0]
+        if top not in have and not meaning.startswith("(with labels)"):
+            out.add(key)
+    return out
+
+
+def results_markdown() -> str:
+    out = ["# Machine-readable results (`report.json`)\n",
+           "Generated from each technique's `RESULTS` declaration by "
+           "`python -m reportgen.results_schema > docs/results.md`; do not edit by hand.\n",
+           "Every section in `report.json` has a `results` object with its key numbers as plain JSON (no pixel "
+           "arrays), so two runs can be diffed and CI can check a report without parsing HTML. `a[].b` means "
+           "`a` is a list of objects, each with a key `b`. Keys marked *(with labels)* appear only when the image "
+           "set has labels.\n"]
+    for t in registry.all_techniques():
+        schema = declared(t.id)
+        if not schema:
+            continue
+        out.append(f"## `{t.id}`: {t.title}\n")
+        out.append("| key | meaning |\n| --- | --- |")
+        for key, meaning in schema.items():
+            out.append(f"| `{key}` | {meaning.replace('|', '/')} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(results_markdown(), end="")
