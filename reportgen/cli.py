@@ -154,6 +154,10 @@ def build_options(f):
         click.option("--no-cache", "no_cache", is_flag=True, help="Recompute everything (the cache lives in "
                      "OUT/.cache and is reused by the next build into the same folder)."),
         click.option("--title", help="Report title."),
+        click.option("--style-images", type=click.Path(exists=True, file_okay=False),
+                     help="Folder of style images (default: public-domain paintings shipped with reportgen)."),
+        click.option("--texture-images", type=click.Path(exists=True, file_okay=False),
+                     help="Folder of texture images (default: CC0 textures shipped with reportgen)."),
     ]
     for o in reversed(opts):
         f = o(f)

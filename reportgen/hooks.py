@@ -69,13 +69,16 @@ def frozen_params(model: nn.Module) -> Iterator[nn.Module]:
 
 @contextlib.contextmanager
 def capture_outputs(
-    modules: dict[str, nn.Module], detach: bool = True, keep_last: bool = True, stop_when_complete: bool = False
+    modules: dict[str, nn.Module], detach: bool = True, keep_last: bool = True, stop_when_complete: bool = False,
+    clone: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record each module's forward output into the yielded dict under its name.
 
     ``detach=False`` keeps the graph (for gradients w.r.t. an intermediate activation).
     With ``keep_last`` only the latest call's output is kept (modules called twice).
     With ``stop_when_complete`` the forward pass ends (:class:`StopForward`) once every module ran.
+    ``clone`` copies each output when it is produced, so a later in-place op (``ReLU(inplace=True)``)
+    cannot rewrite what was captured.
     """
     store: dict[str, torch.Tensor] = {}
     handles = []
@@ -84,7 +87,8 @@ def capture_outputs(
     def make(name: str):
         def hook(_m, _inp, out):
             t = out[0] if isinstance(out, (tuple, list)) else out
-            store[name] = t.detach() if detach else t
+            t = t.detach() if detach else t
+            store[name] = t.clone() if clone else t
             if stop_when_complete and wanted <= set(store):
                 raise StopForward
 
