@@ -55,7 +55,8 @@ class ClassVisualizationOptions:
     """Regularised variant: pixels with the smallest abs((I - mean) . dS/dI) (percentile) are reset (with every blur)."""
     parameterization: str = "fft"
     """Regularised variant's image: fft (Olah et al. 2017's decorrelated Fourier image, with the jitter/scale/rotate
-    transforms and no blur or clipping) or pixel (Yosinski et al.'s blur and clipping)."""
+    transforms and no blur or clipping) or pixel (Yosinski et al.'s blur and clipping). The minimal preset uses
+    pixel: a Fourier image barely moves in its 12 steps."""
 
 
 def pick_classes(ctx, n: int) -> list[int]:
@@ -77,7 +78,8 @@ def pick_classes(ctx, n: int) -> list[int]:
     "Class visualisation (gradient ascent)",
     options=ClassVisualizationOptions,
     presets={
-        "minimal": {"num_classes": 2, "image_size": None, "steps": 12, "lr": 0.05, "jitter": 2, "blur_every": 3},
+        "minimal": {"num_classes": 2, "image_size": None, "steps": 12, "lr": 0.05, "jitter": 2, "blur_every": 3,
+                    "parameterization": "pixel"},
         "full": {"num_classes": 8, "image_size": 224, "steps": 300, "jitter": 12},
     },
     references=[SIMONYAN_2014, YOSINSKI_2015],
