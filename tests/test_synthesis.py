@@ -168,3 +168,22 @@ def test_shipped_assets_have_sources_and_licences():
     lic = (root / "THIRD_PARTY_LICENSES.md").read_text()
     assert "fashion-mnist" in lic.lower() and "CC0" in lic and "public domain" in lic
     assert "MIT License" in (root / "LICENSE").read_text()
+
+
+def test_style_and_texture_folders_are_options(make_ctx, tiny_model, image_dir, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from reportgen.cli import main
+    from reportgen.stylekit import source_images
+
+    help_text = CliRunner().invoke(main, ["build", "--help"]).output
+    assert "--style-images" in help_text and "--texture-images" in help_text
+    for k in range(3):
+        Image.fromarray(np.full((20, 30, 3), 60 * k, np.uint8)).save(tmp_path / f"s{k}.png")
+    ctx = make_ctx(tiny_model, image_dir, class_names=CLASSES, general={"style_images": str(tmp_path)})
+    imgs, where = source_images(ctx, "styles", 2, 16)
+    assert [s.name for s in imgs] == ["s0", "s2"] and imgs[0].image.shape == (3, 16, 24)
+    assert "folder given" in where
+    shipped, where = source_images(ctx, "textures", 3, 16, square=True)
+    assert [s.name for s in shipped] == ["brick", "grass", "gravel"] and "shipped" in where

@@ -32,7 +32,7 @@ from .style_transfer import StyleTransferOptions, per_image_seconds, setup
 class FastStyleOptions:
     max_styles: int = 1
     """Styles to train a network for (the first ones used by style_transfer)."""
-    iterations: int = 150
+    iterations: int = 300
     """Adam iterations of training per style."""
     batch: int = 2
     """Content images per training iteration."""

@@ -43,7 +43,7 @@ class TextureOptions:
     """Gram layers, shallow to deep (None: first block, then about 1/4, 1/2, 3/4 of the depth)."""
     image_size: int | None = 112
     """Side of the Gram-synthesised texture (None: the model's input size), at most twice the input size."""
-    steps: int = 50
+    steps: int = 80
     """Optimisation steps of the Gram synthesis."""
     optimizer: str = "lbfgs"
     """lbfgs (as in the paper) or adam."""
