@@ -187,3 +187,16 @@ def test_style_and_texture_folders_are_options(make_ctx, tiny_model, image_dir, 
     assert "folder given" in where
     shipped, where = source_images(ctx, "textures", 3, 16, square=True)
     assert [s.name for s in shipped] == ["brick", "grass", "gravel"] and "shipped" in where
+
+
+@pytest.mark.shared
+def test_mobilenet_v2_layer_choice(shared_dir):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mnv2_build", shared_dir / "models/mobilenet_v2_imagenet/build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model = mod.build()
+    assert spread_layers(model) == ["features.4", "features.9", "features.13", "features.18"]
+    acts = activations(model, ["features.4", "features.18"], torch.rand(1, 3, 96, 96))
+    assert acts["features.18"].shape[1] == 1280 and count_hooks(model) == 0
