@@ -44,6 +44,9 @@ class FastStyleOptions:
     """Channels of the first convolution (Johnson et al.: 32)."""
     res_blocks: int = 3
     """Residual blocks (Johnson et al.: 5)."""
+    style_weight: float = 10.0
+    """w_s for training (style_transfer's layers and TV weight are used): lower than style_transfer's, because a
+    small, briefly trained network otherwise learns to paint the style over the content."""
 
 
 def _content_set(ctx, opts: FastStyleOptions, held_out: list[int], size: int) -> tuple[torch.Tensor, list[int]]:
@@ -87,7 +90,7 @@ def fast_style(ctx, opts: FastStyleOptions) -> Section:
         targets = s["style_targets"][si]
 
         def objective_for(ct, targets=targets):
-            return style_objective(layers, targets, st_opts.style_weight, content=(clayer, ct),
+            return style_objective(layers, targets, opts.style_weight, content=(clayer, ct),
                                    tv_weight=st_opts.tv_weight, pixels=size * size)
 
         def loss_fn(x, y, objective_for=objective_for):
@@ -97,7 +100,7 @@ def fast_style(ctx, opts: FastStyleOptions) -> Section:
         net = TransformNet(opts.width, opts.res_blocks).to(ctx.device)
         style_sha = hashlib.sha256(style.image.numpy().tobytes()).hexdigest()[:16]
         key = ctx.cache_key("fast_style.net", style_sha, layers, clayer, size, repr(opts),
-                            st_opts.style_weight, st_opts.tv_weight, chosen)
+                            st_opts.tv_weight, chosen)
         with torch.no_grad():
             before = float(loss_fn(held, net(held)).mean())
         hit = ctx.cache.get(key) if ctx.cache is not None else None
@@ -159,7 +162,8 @@ def fast_style(ctx, opts: FastStyleOptions) -> Section:
                     f"resize-conv upsampling, {sum(p.numel() for p in nets[0].parameters()):,} parameters"),
         ("training", f"Adam lr {opts.lr:g}, {opts.iterations} iterations of {opts.batch} images "
                      f"({len(chosen)} training images, {len(s['idx'])} held out), {size} px; losses of "
-                     f"style_transfer (w_s = {st_opts.style_weight:g}, layers {', '.join(layers)}, content {clayer})"),
+                     f"style_transfer with w_s = {opts.style_weight:g} (style_transfer: {st_opts.style_weight:g}; "
+                     f"layers {', '.join(layers)}, content {clayer})"),
         ("training time", ", ".join(f"{i['style']}: {i['seconds']:.1f} s" + (" (cached network, from an earlier build)"
                                                                            if i["cached"] else "") for i in infos)),
         ("speed", f"forward {1000 * np.mean([i['forward_s'] for i in infos]):.2f} ms per image vs optimisation "

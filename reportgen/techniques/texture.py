@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import optvis
 from ..imaging import unit_to_uint8
 from ..nnsynth import synthesize_nn
 from ..optvis.plotting import history_plot
@@ -69,10 +70,20 @@ def gram_synthesis(ctx, opts: TextureOptions) -> dict:
         targets = stack_targets([per_tex[j] for j in range(len(textures)) for _ in range(n_sets)])
         weights = torch.tensor([[1.0 if li <= k else 0.0 for li in range(n_sets)]
                                 for _ in textures for k in range(n_sets)])
-        obj = style_objective(layers, targets, 1.0, layer_weights=weights)
-        res = synthesize(ctx, obj, "noise", batch=len(textures) * n_sets, size=size, optimizer=opts.optimizer,
-                         steps=opts.steps, parameterization=opts.parameterization, generator=ctx.generator(12000),
-                         desc="Gram texture synthesis")
+        # one optimisation per image: a batch would share L-BFGS's line search and curvature estimate
+        runs = []
+        for b in range(len(textures) * n_sets):
+            obj = style_objective(layers, {n: t[b:b + 1] for n, t in targets.items()}, 1.0,
+                                  layer_weights=weights[b:b + 1])
+            runs.append(synthesize(ctx, obj, "noise", batch=1, size=size, optimizer=opts.optimizer, steps=opts.steps,
+                                   parameterization=opts.parameterization, generator=ctx.generator(12000 + b),
+                                   desc=f"Gram texture synthesis {b + 1}/{len(textures) * n_sets}"))
+        res = optvis.OptResult(
+            images=torch.cat([r.images for r in runs]),
+            history=np.concatenate([r.history[: min(len(q.history) for q in runs)] for r in runs], 1),
+            steps=runs[0].steps, steps_taken=np.array([r.steps for r in runs]), done=np.zeros(len(runs), bool),
+            wall_time_s=sum(r.wall_time_s for r in runs),
+            info={"evaluations": sum(r.info["evaluations"] for r in runs)})
         errors = relative_gram_errors(ctx, layers, res.images, targets)  # (T*S) x L
         return dict(layers=layers, size=size, textures=textures, where=where, result=res, errors=errors,
                     targets=per_tex, n_sets=n_sets)
@@ -146,7 +157,7 @@ def texture(ctx, opts: TextureOptions) -> Section:
         ("textures", syn["where"]),
         ("Gram layers", ", ".join(layers)),
         ("Gram synthesis", f"{'L-BFGS' if opts.optimizer == 'lbfgs' else 'Adam'} ({opts.optimizer} ran), "
-                           f"{res.steps} steps, {res.info['evaluations']} evaluations, {opts.parameterization} "
+                           f"{res.steps} steps per image, {res.info['evaluations']} evaluations in all, {opts.parameterization} "
                            f"parameterisation, {syn['size']}×{syn['size']} from noise, {res.wall_time_s:.1f} s"),
         ("nearest neighbour", f"{opts.nn_window}×{opts.nn_window} causal window, {opts.nn_levels} levels, "
                               f"{np.mean(nn_times):.1f} s per texture"),
