@@ -2,7 +2,8 @@
 
 The network: a 9x9 convolution, two stride-2 convolutions (downsampling), residual blocks, two upsampling
 stages done as nearest-neighbour resize followed by a 3x3 convolution (resize-convolution, which avoids the
-checkerboard artefacts of transposed convolutions), and a 9x9 convolution to RGB through a sigmoid. Every
+checkerboard artefacts of transposed convolutions), and a 9x9 convolution to RGB through a sigmoid (by default
+added to the input's logit: a residual over the content image, see :class:`TransformNet`). Every
 convolution but the last is followed by instance normalisation (Ulyanov et al. 2016) and a ReLU. The output
 always has the input's size.
 
@@ -48,11 +49,16 @@ class _Residual(nn.Module):
 
 
 class TransformNet(nn.Module):
-    """Image in [0, 1] (B x 3 x H x W) -> stylised image in [0, 1] of the same size."""
+    """Image in [0, 1] (B x 3 x H x W) -> stylised image in [0, 1] of the same size.
 
-    def __init__(self, width: int = 16, res_blocks: int = 3):
+    ``residual``: the last convolution adds to the input's logit (``sigmoid(out + logit(x))``), so the untrained
+    network starts near the identity and a short CPU training keeps the content's colours; Johnson et al.'s
+    network (``residual=False``) has to learn to reproduce the content from scratch."""
+
+    def __init__(self, width: int = 16, res_blocks: int = 3, residual: bool = True):
         super().__init__()
         w = width
+        self.residual = residual
         self.down = nn.Sequential(_ConvIN(3, w, 9), _ConvIN(w, 2 * w, 3, 2), _ConvIN(2 * w, 4 * w, 3, 2))
         self.res = nn.Sequential(*[_Residual(4 * w) for _ in range(res_blocks)])
         self.up1 = _ConvIN(4 * w, 2 * w, 3)
@@ -65,7 +71,9 @@ class TransformNet(nn.Module):
         y = self.res(self.down(x))
         y = self.up1(F.interpolate(y, size=((h + 1) // 2, (w + 1) // 2), mode="nearest"))
         y = self.up2(F.interpolate(y, size=(h, w), mode="nearest"))
-        return torch.sigmoid(self.out(self.pad(y)))
+        if not self.residual:
+            return torch.sigmoid(self.out(self.pad(y)))
+        return torch.sigmoid(self.out(self.pad(y)) + torch.logit(x.clamp(1e-3, 1 - 1e-3)))
 
 
 def perceptual_loss(pixel_model, root, objective_for: Callable, layers: Sequence[str], content_layer: str,

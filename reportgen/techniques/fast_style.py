@@ -99,7 +99,7 @@ def fast_style(ctx, opts: FastStyleOptions) -> Section:
         torch.manual_seed(ctx.seed + 14000 + si)  # initial weights (the global RNG is only touched here)
         net = TransformNet(opts.width, opts.res_blocks).to(ctx.device)
         style_sha = hashlib.sha256(style.image.numpy().tobytes()).hexdigest()[:16]
-        key = ctx.cache_key("fast_style.net", style_sha, layers, clayer, size, repr(opts),
+        key = ctx.cache_key("fast_style.net.residual", style_sha, layers, clayer, size, repr(opts),
                             st_opts.tv_weight, chosen)
         with torch.no_grad():
             before = float(loss_fn(held, net(held)).mean())
