@@ -54,7 +54,7 @@ def _trunk(model: nn.Module) -> tuple[str, nn.Module] | None:
     for name, m in model.named_modules():
         if not isinstance(m, nn.Sequential):
             continue
-        n = sum(1 for c in m.children() if isinstance(c, nn.Conv2d) or any(isinstance(d, nn.Conv2d) for d in c.modules()))
+        n = sum(1 for c in m.children() if any(isinstance(d, nn.Conv2d) for d in c.modules()))
         if n > best_n:
             best, best_n = (name, m), n
     return best

@@ -140,12 +140,21 @@ def style_objective(style_layer_names: Sequence[str], style_targets: dict[str, t
     return -total
 
 
+def resolve_parameterization(name: str, side: int) -> str:
+    """``"auto"`` -> ``"fft"`` for images of 96 px and more, else ``"pixel"``; other names unchanged."""
+    return ("fft" if side >= 96 else "pixel") if name == "auto" else name
+
+
 def synthesize(ctx, objective: O.Objective, init: torch.Tensor | str, *, batch: int = 1, size: int = 128,
                optimizer: str = "lbfgs", steps: int = 100, lr: float | None = None, parameterization: str = "pixel",
                generator: torch.Generator | None = None, desc: str = "Synthesis") -> optvis.OptResult:
     """Run :func:`reportgen.optvis.render` on ``objective`` from ``init`` (an image batch, or "noise").
 
-    L-BFGS (Gatys et al.) steps with lr 1 and a line search; Adam with lr 0.02 (pixels) or 0.05 (Fourier)."""
+    L-BFGS (Gatys et al.) steps with lr 1 and a line search; Adam with lr 0.02 (pixels) or 0.05 (Fourier).
+    ``parameterization="auto"``: the Fourier image from 96 px up (where pixel optimisation leaves high-frequency
+    noise), pixels below (small images converge faster and better in pixel space)."""
+    parameterization = resolve_parameterization(parameterization, init.shape[-1] if isinstance(init, torch.Tensor)
+                                                else size)
     if lr is None:
         lr = 1.0 if optimizer == "lbfgs" else (0.05 if parameterization == "fft" else 0.02)
     if isinstance(init, torch.Tensor):
@@ -169,4 +178,4 @@ def relative_gram_errors(ctx, layers: Sequence[str], images: torch.Tensor,
 
 
 __all__ = ["Source", "source_images", "source_dir", "style_layers", "content_layer", "resize_to", "gram_targets",
-           "stack_targets", "style_objective", "synthesize", "relative_gram_errors"]
+           "stack_targets", "style_objective", "synthesize", "resolve_parameterization", "relative_gram_errors"]

@@ -24,7 +24,7 @@ from ..optvis.plotting import history_plot
 from ..papers import MAHENDRAN_VEDALDI_2015
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
-from ..stylekit import resize_to
+from ..stylekit import resize_to, resolve_parameterization
 
 
 @dataclass
@@ -82,7 +82,7 @@ def inversion(ctx, opts: InversionOptions) -> Section:
     targets = activations(ctx.pixel_model, names, x0d, root=ctx.model)
     pixels = size * size
     lam = opts.tv_weight * (size / 128) ** 2
-    par = opts.parameterization if opts.parameterization != "auto" else ("fft" if size >= 96 else "pixel")
+    par = resolve_parameterization(opts.parameterization, size)
     runs = {}
     for k, name in enumerate(names):
         objective = -(O.feature_loss(name, targets[name]) + (lam / pixels) * O.total_variation(opts.tv_beta))

@@ -22,8 +22,8 @@ from ..papers import GATYS_STYLE_2016
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 from ..extract import activations
-from ..stylekit import (content_layer, gram_targets, relative_gram_errors, resize_to, source_images,
-                        stack_targets, style_layers, style_objective, synthesize)
+from ..stylekit import (content_layer, gram_targets, relative_gram_errors, resize_to, resolve_parameterization,
+                        source_images, stack_targets, style_layers, style_objective, synthesize)
 
 
 @dataclass
@@ -46,8 +46,9 @@ class StyleTransferOptions:
     """Ratios for the strip (None: five values from w_s/100 to w_s*100, four orders of magnitude)."""
     tv_weight: float = 10.0
     """w_tv: weight of the total-variation term per pixel."""
-    parameterization: str = "fft"
-    """fft (decorrelated Fourier image started from the content: fewer high-frequency artefacts) or pixel."""
+    parameterization: str = "auto"
+    """fft (Olah et al.'s decorrelated Fourier image: from pixel noise a few dozen L-BFGS steps leave high-frequency
+    noise on networks with strided convolutions), pixel (Gatys et al.) or auto (fft from 96 px up, else pixel)."""
     layers: list[str] | None = None
     """Style (Gram) layers (None: first block, then about 1/4, 1/2 and 3/4 of the depth)."""
     content_layer: str | None = None
@@ -139,7 +140,8 @@ def style_transfer(ctx, opts: StyleTransferOptions) -> Section:
                                   sublabel=f"Gram err {errs[b].mean():.3f}",
                                   alt=f"{ctx.images.name(idx[ci])} in the style of {st.name}"))
     sec.add(Grid(items, columns=len(styles) + 1, cell_width=160,
-                 caption=f"Rows: content images; columns: styles. w_s = {opts.style_weight:g}; Gram err = mean relative "
+                 caption=f"Rows: content images; columns: styles. w_s = {opts.style_weight:g}; "
+                         "Gram err = mean relative "
                          "Gram error over the style layers after the optimisation."))
     ratios = list(opts.ratios) if opts.ratios else [opts.style_weight * 10.0 ** e for e in (-2, -1, 0, 1, 2)]
     strip, serr = transfer(ctx, opts, s, [(0, 0)] * len(ratios), ratios, "Style transfer: weight ratios")
@@ -173,7 +175,8 @@ def style_transfer(ctx, opts: StyleTransferOptions) -> Section:
         ("content layer", s["content_layer"]),
         ("style layers", ", ".join(s["layers"])),
         ("optimiser", f"{opt_name} ran ({res.steps} steps, {res.info['evaluations']} loss evaluations), from the "
-                      f"content image, {opts.parameterization} parameterisation, {s['size']} px short side; w_tv = {opts.tv_weight:g}"),
+                      f"content image, {resolve_parameterization(opts.parameterization, s['size'])} parameterisation, "
+                      f"{s['size']} px short side; w_tv = {opts.tv_weight:g}"),
         ("time", f"grid {res.wall_time_s:.1f} s for {len(grid['pairs'])} images ({grid['seconds_per_image']:.2f} s "
                  f"per image, batched), strip {strip.wall_time_s:.1f} s"),
     ], title="Settings"))

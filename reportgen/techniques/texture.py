@@ -24,8 +24,8 @@ from ..optvis.plotting import history_plot
 from ..papers import EFROS_LEUNG_1999, GATYS_TEXTURE_2015, WEI_LEVOY_2000
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
-from ..stylekit import (gram_targets, relative_gram_errors, resize_to, source_images, stack_targets, style_layers,
-                        style_objective, synthesize)
+from ..stylekit import (gram_targets, relative_gram_errors, resize_to, resolve_parameterization, source_images,
+                        stack_targets, style_layers, style_objective, synthesize)
 
 
 @dataclass
@@ -48,9 +48,9 @@ class TextureOptions:
     """Optimisation steps of the Gram synthesis."""
     optimizer: str = "lbfgs"
     """lbfgs (as in the paper) or adam."""
-    parameterization: str = "fft"
-    """fft (Olah et al.'s decorrelated Fourier image; from white pixel noise L-BFGS stays noisy on networks with
-    strided convolutions in a few dozen steps) or pixel (Gatys et al.)."""
+    parameterization: str = "auto"
+    """fft (Olah et al.'s decorrelated Fourier image: from pixel noise a few dozen L-BFGS steps leave high-frequency
+    noise on networks with strided convolutions), pixel (Gatys et al.) or auto (fft from 96 px up, else pixel)."""
 
 
 def gram_synthesis(ctx, opts: TextureOptions) -> dict:
@@ -157,7 +157,8 @@ def texture(ctx, opts: TextureOptions) -> Section:
         ("textures", syn["where"]),
         ("Gram layers", ", ".join(layers)),
         ("Gram synthesis", f"{'L-BFGS' if opts.optimizer == 'lbfgs' else 'Adam'} ({opts.optimizer} ran), "
-                           f"{res.steps} steps per image, {res.info['evaluations']} evaluations in all, {opts.parameterization} "
+                           f"{res.steps} steps per image, {res.info['evaluations']} evaluations in all, "
+                           f"{resolve_parameterization(opts.parameterization, syn['size'])} "
                            f"parameterisation, {syn['size']}×{syn['size']} from noise, {res.wall_time_s:.1f} s"),
         ("nearest neighbour", f"{opts.nn_window}×{opts.nn_window} causal window, {opts.nn_levels} levels, "
                               f"{np.mean(nn_times):.1f} s per texture"),
