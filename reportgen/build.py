@@ -250,6 +250,8 @@ def build_report(
     batch_size: int | None = None,
     seed: int | None = None,
     set_options: list[str] | None = None,
+    style_images: str | Path | None = None,
+    texture_images: str | Path | None = None,
     strict: bool = False,
     trust: bool = False,
     use_cache: bool = True,
@@ -280,7 +282,9 @@ def build_report(
         raise ReportgenError(f"unknown theme {theme!r}; available: {', '.join(available_themes())}")
     cfg = make_config(
         preset=preset, toml_path=config,
-        general={"layer": layer, "classes": classes, "max_images": max_images, "seed": seed, "batch_size": batch_size},
+        general={"layer": layer, "classes": classes, "max_images": max_images, "seed": seed, "batch_size": batch_size,
+                 "style_images": str(style_images) if style_images else None,
+                 "texture_images": str(texture_images) if texture_images else None},
         technique_overrides=parse_set(set_options or []), only=only, skip=skip,
     )
     check_out(out, images if isinstance(images, (str, Path)) else None)

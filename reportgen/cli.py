@@ -182,6 +182,10 @@ def build_options(f):
         click.option("--seed", type=int, help="Seed for every random choice (default 0)."),
         click.option("--strict", is_flag=True, help="Stop at the first failing technique (with a traceback)."),
         click.option("--title", help="Report title."),
+        click.option("--style-images", type=click.Path(exists=True, file_okay=False),
+                     help="Folder of style images (default: public-domain paintings shipped with reportgen)."),
+        click.option("--texture-images", type=click.Path(exists=True, file_okay=False),
+                     help="Folder of texture images (default: CC0 textures shipped with reportgen)."),
     ]
     for o in reversed(opts):
         f = o(f)

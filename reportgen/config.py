@@ -51,6 +51,10 @@ class GeneralOptions:
     """Class indices for class-level techniques (None: the most predicted classes)."""
     num_workers: int = 0
     """Image decoding worker threads (0: decode in the main thread)."""
+    style_images: str | None = None
+    """Folder of style images for texture/gram/style sections (None: the paintings shipped with reportgen)."""
+    texture_images: str | None = None
+    """Folder of texture images for the texture and gram sections (None: the textures shipped with reportgen)."""
 
 
 # Preset overrides of the general options.

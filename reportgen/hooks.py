@@ -69,7 +69,7 @@ def frozen_params(model: nn.Module) -> Iterator[nn.Module]:
 
 @contextlib.contextmanager
 def capture_outputs(
-    modules: dict[str, nn.Module], detach: bool = True, keep_last: bool = True, stop_when_complete: bool = False
+    modules: dict[str, nn.Module], detach: bool = True, keep_last: bool = True, stop_when_complete: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record each module's forward output into the yielded dict under its name.
 

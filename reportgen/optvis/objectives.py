@@ -196,15 +196,68 @@ def l1(center: float | Sequence[float] = 0.5) -> Objective:
     return Objective(fn, (), "|I|₁")
 
 
+def tv_beta(img: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
+    """``R_TV^beta(x) = sum_(c,i,j) ((x[i,j+1] - x[i,j])^2 + (x[i+1,j] - x[i,j])^2)^(beta/2)`` per image
+    (Mahendran & Vedaldi 2015). Exactly 0 for a constant image; for ``beta < 2`` a tiny epsilon keeps the
+    gradient finite where both differences vanish (and is subtracted again)."""
+    dx = img[:, :, :-1, 1:] - img[:, :, :-1, :-1]
+    dy = img[:, :, 1:, :-1] - img[:, :, :-1, :-1]
+    s = dx.pow(2) + dy.pow(2)
+    if beta == 2.0:
+        return s.flatten(1).sum(1)
+    eps = 1e-8
+    return ((s + eps).pow(beta / 2) - eps ** (beta / 2)).flatten(1).sum(1)
+
+
 def total_variation(beta: float = 2.0) -> Objective:
-    """``sum (dx^2 + dy^2)^(beta/2)`` per image (Mahendran & Vedaldi's TV^beta prior)."""
+    """``sum (dx^2 + dy^2)^(beta/2)`` per image (Mahendran & Vedaldi's TV^beta prior, :func:`tv_beta`)."""
 
     def fn(acts, img):
-        dx = img[:, :, :-1, 1:] - img[:, :, :-1, :-1]
-        dy = img[:, :, 1:, :-1] - img[:, :, :-1, :-1]
-        return (dx.pow(2) + dy.pow(2) + 1e-8).pow(beta / 2).flatten(1).sum(1)
+        return tv_beta(img, beta)
 
-    return Objective(fn, (), "TV")
+    return Objective(fn, (), "TV" if beta == 2.0 else f"TV^{beta:g}")
+
+
+# ----- feature statistics: inversion, texture and style (Mahendran & Vedaldi 2015; Gatys et al. 2015/2016) ----
+def gram_matrix(f: torch.Tensor) -> torch.Tensor:
+    """``G = F F^T / (H W)`` for a B x C x H x W feature map (F: C x HW): channel co-activations, B x C x C."""
+    b, c = f.shape[:2]
+    flat = f.reshape(b, c, -1)
+    return flat @ flat.transpose(1, 2) / flat.shape[-1]
+
+
+def relative_sq_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``||x - t||^2 / ||t||^2`` per batch element (``target`` broadcasts over the batch)."""
+    t = target.expand_as(x)
+    return (x - t).pow(2).flatten(1).sum(1) / t.pow(2).flatten(1).sum(1).clamp_min(1e-12)
+
+
+def feature_loss(layer: str, target: torch.Tensor) -> Objective:
+    """Feature matching (inversion, content loss): ``||phi_l(x) - phi_l(x0)||^2 / ||phi_l(x0)||^2``.
+    Positive: subtract it. ``target`` is 1 x ... or B x ... (one target per image)."""
+
+    def fn(acts, img):
+        return relative_sq_error(_get(acts, layer), target.to(img.device))
+
+    return Objective(fn, (layer,), f"feat[{layer}]")
+
+
+def gram_loss(layers: Sequence[str], targets: dict, weights: torch.Tensor | None = None) -> Objective:
+    """Gram (style / texture) loss ``sum_l w_l ||G_l(x) - G_l(target)||^2 / ||G_l(target)||^2``.
+
+    ``targets[layer]`` is 1 x C x C or B x C x C; ``weights`` is None (1 for every layer) or a B x L
+    tensor (e.g. a growing set of layers per image). Positive: subtract it."""
+    names = list(layers)
+
+    def fn(acts, img):
+        total = 0.0
+        for k, name in enumerate(names):
+            e = relative_sq_error(gram_matrix(_get(acts, name)), targets[name].to(img.device))
+            w = 1.0 if weights is None else weights[:, k].to(e)
+            total = total + w * e
+        return total
+
+    return Objective(fn, names, "gram[" + ",".join(names) + "]")
 
 
 def per_image(objectives: Sequence[Objective]) -> Objective:

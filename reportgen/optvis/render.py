@@ -3,7 +3,8 @@
 Each step: ``img = param.image()``; ``x = transforms(img)``; forward ``model(x)`` while the layers the
 objective names are captured (the forward stops early when the logits are not needed); ``v =
 objective(acts, img)`` (one value per image, recorded in ``history``); backprop ``-sum(v)`` to the
-parameters; optionally normalise the gradient; regularisers' ``on_grad``; optimiser step;
+parameters; optionally normalise the gradient; regularisers' ``on_grad``; optimiser step (``"lbfgs"``:
+``opt.step(closure)``, the closure being that whole forward/backward, re-run by the line search);
 ``param.project()``; regularisers' ``after_step``. ``stop(acts)`` can end the run per image (an image
 that is done is frozen and its step count recorded): the adversarial attack stops when fooled.
 
@@ -61,7 +62,18 @@ def _make_optimizer(optimizer, params: list[torch.Tensor], lr: float) -> torch.o
         return torch.optim.Adam(params, lr=lr)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
-    raise ValueError(f"unknown optimizer {optimizer!r} (adam, sgd or a callable(params, lr))")
+    if name == "lbfgs":  # one L-BFGS iteration per step (its history persists), strong-Wolfe line search
+        return torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+    raise ValueError(f"unknown optimizer {optimizer!r} (adam, sgd, lbfgs or a callable(params, lr))")
+
+
+def _memory_format(model: nn.Module) -> torch.memory_format | None:
+    """channels_last when the model's convolution weights are stored that way (the image itself stays NCHW:
+    L-BFGS flattens its parameters with ``view``, which fails on a channels_last tensor)."""
+    for p in model.parameters():
+        if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
+            return torch.channels_last
+    return None
 
 
 def normalize_gradient(g: torch.Tensor, how: str | None) -> torch.Tensor:
@@ -112,6 +124,9 @@ def render(
     need_logits = objective.needs_logits or stop is not None or evaluate_final or not modules
     params = param.parameters()
     opt = _make_optimizer(optimizer, params, lr)
+    lbfgs = isinstance(opt, torch.optim.LBFGS)
+    if lbfgs and stop is not None:
+        raise ValueError("stop= is not supported with L-BFGS (its line search re-evaluates the objective)")
     history: list[np.ndarray] = []
     batch = param.image().shape[0]
     done = torch.zeros(batch, dtype=torch.bool)
@@ -141,39 +156,60 @@ def render(
             store = stack.enter_context(capture_outputs(modules, detach=False))
         else:
             store = stack.enter_context(capture_until_complete(modules))
-        for step in it:
+        fmt = _memory_format(model)
+        state: dict = {}
+
+        def closure() -> torch.Tensor:
+            """One forward/backward pass; the optimiser may call it several times per step (L-BFGS)."""
             opt.zero_grad(set_to_none=True)
             img = param.image()
             if img.requires_grad and not img.is_leaf:
                 img.retain_grad()
             x = tf(img, gen)
+            if fmt is not None:
+                x = x.contiguous(memory_format=fmt)
             acts = forward(x, store)
             values = objective(acts, img)
-            history.append(values.detach().float().cpu().numpy().copy())
+            state["evals"] = state.get("evals", 0) + 1
+            if "values" not in state:  # the step's first evaluation is the one recorded
+                state.update(values=values.detach(), acts=acts, img=img)
+            active = (~done).to(values.device, values.dtype)
+            loss = -(values * active).sum()
+            loss.backward()
+            image_grad = img.grad.detach() if img.grad is not None else None
+            if grad_norm is not None:
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.copy_(normalize_gradient(p.grad, grad_norm))
+            for r in regularizers:
+                r.on_grad(state["step"], param, image_grad, [p.grad for p in params])
+            state.setdefault("image_grad", image_grad)
+            return loss
+
+        for step in it:
+            for k in ("values", "acts", "img", "image_grad"):
+                state.pop(k, None)
+            state["step"] = step
+            if lbfgs:
+                opt.step(closure)
+            else:
+                closure()
+            history.append(state["values"].float().cpu().numpy().copy())
             if stop is not None:
-                now = stop(acts).detach().cpu().bool().reshape(-1) & ~done
+                now = stop(state["acts"]).detach().cpu().bool().reshape(-1) & ~done
                 if now.any():
-                    snap = img.detach().clone()
+                    snap = state["img"].detach().clone()
                     mask = now.view(-1, 1, 1, 1).to(snap.device)
                     frozen = snap if frozen is None else torch.where(mask, snap, frozen)
                     steps_taken[now.numpy()] = step
                     done |= now
                 if bool(done.all()):
                     break
-            active = (~done).to(values.device, values.dtype)
-            (-(values * active).sum()).backward()
-            image_grad = img.grad.detach() if img.grad is not None else None
-            grads = [p.grad for p in params]
-            if grad_norm is not None:
-                for p in params:
-                    if p.grad is not None:
-                        p.grad.copy_(normalize_gradient(p.grad, grad_norm))
-            for r in regularizers:
-                r.on_grad(step, param, image_grad, grads)
-            opt.step()
+            if not lbfgs:
+                opt.step()
             param.project()
             for r in regularizers:
-                r.after_step(step, param, image_grad)
+                r.after_step(step, param, state["image_grad"])
             if frozen is not None and bool(done.any()):
                 with torch.no_grad():
                     cur = param.image().detach()
@@ -204,5 +240,6 @@ def render(
         final_logits=final_logits,
         wall_time_s=time.perf_counter() - t0,
         info={"objective": objective.name, "optimizer": str(optimizer), "lr": lr,
-              "regularizers": [repr(r) for r in regularizers], "grad_norm": grad_norm},
+              "regularizers": [repr(r) for r in regularizers], "grad_norm": grad_norm,
+              "evaluations": int(state.get("evals", 0))},
     )

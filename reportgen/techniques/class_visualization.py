@@ -71,6 +71,10 @@ class ClassVisualizationOptions:
     """Regularised variant: pixels whose colour norm is in this lowest percentile are reset (with every blur)."""
     clip_contribution_percentile: float = 5.0
     """Regularised variant: pixels with the smallest abs((I - mean) . dS/dI) (percentile) are reset (with every blur)."""
+    parameterization: str = "fft"
+    """Regularised variant's image: fft (Olah et al. 2017's decorrelated Fourier image, with the jitter/scale/rotate
+    transforms and no blur or clipping) or pixel (Yosinski et al.'s blur and clipping). The minimal preset uses
+    pixel: a Fourier image barely moves in its 12 steps."""
 
 
 def pick_classes(ctx, n: int) -> list[int]:
@@ -92,7 +96,8 @@ def pick_classes(ctx, n: int) -> list[int]:
     "Class visualisation (gradient ascent)",
     options=ClassVisualizationOptions,
     presets={
-        "minimal": {"num_classes": 2, "image_size": None, "steps": 12, "lr": 0.05, "jitter": 2, "blur_every": 3},
+        "minimal": {"num_classes": 2, "image_size": None, "steps": 12, "lr": 0.05, "jitter": 2, "blur_every": 3,
+                    "parameterization": "pixel"},
         "full": {"num_classes": 8, "image_size": 224, "steps": 300, "jitter": 12},
     },
     references=[SIMONYAN_2014, YOSINSKI_2015, MORDVINTSEV_2015, OLAH_2017],
@@ -133,8 +138,12 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
             ],
         ),
     }
+    if opts.parameterization == "fft":
+        variants["regularised"]["regularizers"] = []
     for k, (label, kw) in enumerate(variants.items()):
         param = optvis.pixel_image(init=init.clone(), device=ctx.device)
+        if label == "regularised" and opts.parameterization == "fft":
+            param = optvis.param.fourier_image(len(classes), size, generator=ctx.generator(8002), device=ctx.device)
         runs[label] = optvis.render(
             ctx.pixel_model, objectives[label], param, optimizer="adam", steps=opts.steps, lr=opts.lr,
             generator=ctx.generator(8100 + k), layer_root=ctx.model, evaluate_final=True,

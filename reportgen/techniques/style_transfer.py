@@ -1,0 +1,188 @@
+"""Neural style transfer by optimisation (Gatys, Ecker & Bethge, CVPR 2016).
+
+Starting from the content image ``c``, minimise ``L = ||phi_l(x) - phi_l(c)||^2 / ||phi_l(c)||^2 + w_s sum_k
+||G_k(x) - G_k(s)||^2 / ||G_k(s)||^2 + w_tv TV(x)``: keep the content layer's features of the photograph (where
+things are) while matching the Gram matrices of the painting (which features co-occur: colours, strokes,
+textures). Every term is normalised, so ``w_s`` is the style / content ratio; a strip varies it over four orders
+of magnitude: at the low end the photograph is kept, at the high end the painting's texture takes over.
+L-BFGS (the paper's optimiser) and Adam are both available; the section says which ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..features import spread_indices
+from ..imaging import unit_to_uint8
+from ..optvis.plotting import history_plot
+from ..papers import GATYS_STYLE_2016
+from ..registry import technique
+from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
+from ..extract import activations
+from ..stylekit import (content_layer, gram_targets, relative_gram_errors, resize_to, resolve_parameterization,
+                        source_images, stack_targets, style_layers, style_objective, synthesize)
+
+
+@dataclass
+class StyleTransferOptions:
+    max_contents: int = 2
+    """Content images (seeded, spread over the classes)."""
+    max_styles: int = 3
+    """Style images (the first ones of the style folder, sorted by name)."""
+    image_size: int | None = 128
+    """Side of the stylised image (None: the model's input size), at most twice the input size."""
+    steps: int = 60
+    """Optimisation steps (L-BFGS iterations or Adam steps)."""
+    optimizer: str = "lbfgs"
+    """lbfgs (as in the paper) or adam."""
+    lr: float | None = None
+    """Learning rate (None: 1 for L-BFGS with its line search, 0.02 for Adam in pixel units)."""
+    style_weight: float = 50.0
+    """w_s: style / content weight ratio for the grid (both losses are relative errors)."""
+    ratios: list[float] | None = None
+    """Ratios for the strip (None: five values from w_s/100 to w_s*100, four orders of magnitude)."""
+    tv_weight: float = 10.0
+    """w_tv: weight of the total-variation term per pixel."""
+    parameterization: str = "auto"
+    """fft (Olah et al.'s decorrelated Fourier image: from pixel noise a few dozen L-BFGS steps leave high-frequency
+    noise on networks with strided convolutions), pixel (Gatys et al.) or auto (fft from 96 px up, else pixel)."""
+    layers: list[str] | None = None
+    """Style (Gram) layers (None: first block, then about 1/4, 1/2 and 3/4 of the depth)."""
+    content_layer: str | None = None
+    """Content layer (None: the block at about half the depth)."""
+
+
+def setup(ctx, opts: StyleTransferOptions) -> dict:
+    """Layers, content images and style targets (memoised per run: fast_style uses the same ones)."""
+    key = repr(("style_setup", opts.layers, opts.content_layer, opts.image_size, opts.max_contents, opts.max_styles))
+
+    def run():
+        layers = style_layers(ctx, opts.layers)
+        clayer = content_layer(ctx, opts.content_layer)
+        size = min(int(opts.image_size or ctx.pre.size), max(64, 2 * ctx.pre.size))
+        idx = spread_indices(ctx, min(max(1, opts.max_contents), len(ctx.images)), offset=130)
+        contents = resize_to(ctx.images.batch(idx), size)
+        styles, where = source_images(ctx, "styles", opts.max_styles, size)
+        style_t = [gram_targets(ctx, layers, s.image[None]) for s in styles]
+        return dict(layers=layers, content_layer=clayer, size=size, idx=idx, contents=contents, styles=styles,
+                    where=where, style_targets=style_t)
+
+    return ctx.memo(key, run)
+
+
+def transfer(ctx, opts: StyleTransferOptions, s: dict, pairs: list[tuple[int, int]], weights, desc: str):
+    """Stylise content ``ci`` with style ``si`` for every (ci, si) in ``pairs`` (one batch); ``weights`` is a
+    number or one style weight per pair."""
+    contents = s["contents"][[ci for ci, _ in pairs]]
+    targets = stack_targets([s["style_targets"][si] for _, si in pairs])
+    ctarget = activations(ctx.pixel_model, [s["content_layer"]], ctx.to_device(contents), root=ctx.model)
+    w = torch.as_tensor(weights, dtype=torch.float32) if isinstance(weights, (list, tuple)) else weights
+    obj = style_objective(s["layers"], targets, w, content=(s["content_layer"], ctarget[s["content_layer"]]),
+                          tv_weight=opts.tv_weight, pixels=s["size"] ** 2)
+    res = synthesize(ctx, obj, contents, optimizer=opts.optimizer, steps=opts.steps, lr=opts.lr,
+                     parameterization=opts.parameterization, generator=ctx.generator(13000), desc=desc)
+    errs = relative_gram_errors(ctx, s["layers"], res.images, targets)
+    return res, errs
+
+
+def per_image_seconds(ctx, opts: StyleTransferOptions) -> dict:
+    """Time per stylised image of the optimisation-based method (the grid's run, memoised; fast_style compares)."""
+    return ctx.memo("style_transfer_grid:" + repr(opts), lambda: _grid(ctx, opts))
+
+
+def _grid(ctx, opts):
+    s = setup(ctx, opts)
+    pairs = [(ci, si) for ci in range(len(s["contents"])) for si in range(len(s["styles"]))]
+    res, errs = transfer(ctx, opts, s, pairs, opts.style_weight, "Style transfer")
+    return dict(pairs=pairs, result=res, errors=errs, seconds_per_image=res.wall_time_s / len(pairs))
+
+
+def _img(x: torch.Tensor, width: int = 160) -> ImageData:
+    return ImageData(unit_to_uint8(x.permute(1, 2, 0).numpy()), display_width=width)
+
+
+@technique(
+    "style_transfer",
+    "Style transfer (Gatys et al.)",
+    options=StyleTransferOptions,
+    presets={
+        "minimal": {"max_contents": 1, "max_styles": 1, "image_size": 32, "steps": 8},
+        "full": {"max_contents": 3, "image_size": 512, "steps": 300},
+    },
+    references=[GATYS_STYLE_2016],
+    order=130,
+    summary=(
+        "Each photograph is changed, starting from itself, so that one layer's features stay those of the photograph "
+        "while the Gram matrices of several layers become those of a painting. The strip shows the trade-off: a low "
+        "style weight keeps the photograph, a high one lets the painting's colours and strokes take over."
+    ),
+    needs_autograd=True,
+    needs_layers=True,
+)
+def style_transfer(ctx, opts: StyleTransferOptions) -> Section:
+    s = setup(ctx, opts)
+    grid = per_image_seconds(ctx, opts)
+    res, errs = grid["result"], grid["errors"]
+    styles, contents, idx = s["styles"], s["contents"], s["idx"]
+    opt_name = "L-BFGS" if opts.optimizer == "lbfgs" else "Adam"
+    sec = Section(id="style_transfer", title="Style transfer (Gatys et al.)")
+    items = [GridItem(_img(torch.ones_like(contents[0]), 64), label="content \\ style")]
+    items += [GridItem(_img(st.image), label=st.name, sublabel="style", alt=f"style {st.name}") for st in styles]
+    for ci in range(len(contents)):
+        items.append(GridItem(_img(contents[ci]), label=ctx.images.name(idx[ci]), sublabel="content",
+                              alt=f"content image {ctx.images.name(idx[ci])}"))
+        for si, st in enumerate(styles):
+            b = grid["pairs"].index((ci, si))
+            items.append(GridItem(_img(res.images[b]), label=f"× {st.name}",
+                                  sublabel=f"Gram err {errs[b].mean():.3f}",
+                                  alt=f"{ctx.images.name(idx[ci])} in the style of {st.name}"))
+    sec.add(Grid(items, columns=len(styles) + 1, cell_width=160,
+                 caption=f"Rows: content images; columns: styles. w_s = {opts.style_weight:g}; "
+                         "Gram err = mean relative "
+                         "Gram error over the style layers after the optimisation."))
+    ratios = list(opts.ratios) if opts.ratios else [opts.style_weight * 10.0 ** e for e in (-2, -1, 0, 1, 2)]
+    strip, serr = transfer(ctx, opts, s, [(0, 0)] * len(ratios), ratios, "Style transfer: weight ratios")
+    ctarget = activations(ctx.pixel_model, [s["content_layer"]], ctx.to_device(contents[:1]), root=ctx.model)
+    got = activations(ctx.pixel_model, [s["content_layer"]], ctx.to_device(strip.images), root=ctx.model)
+    cerr = ((got[s["content_layer"]] - ctarget[s["content_layer"]]).pow(2).flatten(1).sum(1)
+            / ctarget[s["content_layer"]].pow(2).sum()).cpu().numpy()
+    sec.add(Grid([GridItem(_img(strip.images[k]), label=f"w_s = {r:g}",
+                           sublabel=f"content err {cerr[k]:.3f}, Gram err {serr[k].mean():.3f}",
+                           alt=f"style weight {r:g}") for k, r in enumerate(ratios)],
+                 columns=len(ratios), cell_width=140,
+                 title=f"Style / content ratio: {ctx.images.name(idx[0])} × {styles[0].name}",
+                 caption="The same pair with the style weight growing over four orders of magnitude (left to right)."))
+    monotone = bool(np.all(np.diff(serr.mean(1)) <= 1e-6)) and bool(np.all(np.diff(cerr) >= -1e-6))
+    sec.add(Note(
+        f"{opt_name} ran. " + ("Along the strip the Gram error falls and the content error rises as w_s grows: the "
+                               "two losses trade off as in the paper." if monotone else
+                               "Along the strip the errors do not change monotonically with w_s in this run "
+                               f"(Gram err {', '.join(f'{v:.3f}' for v in serr.mean(1))}; content err "
+                               f"{', '.join(f'{v:.3f}' for v in cerr)}): more steps would be needed."),
+        kind="info" if monotone else "warning"))
+    fell = np.concatenate([res.improved(), strip.improved()])
+    if not fell.all():
+        sec.add(Note("The total loss did not fall for some images.", kind="warning"))
+    curves = {f"{ctx.images.name(idx[ci])} × {styles[si].name}"[:40]: -res.history[:, b]
+              for b, (ci, si) in enumerate(grid["pairs"][:6])}
+    sec.add(Figure(history_plot(curves, title=f"total loss per {opt_name} step", ylabel="loss"),
+                   caption="Total loss per step (grid images).", alt="style transfer loss per step"))
+    sec.add(KeyValues([
+        ("styles", s["where"]),
+        ("content layer", s["content_layer"]),
+        ("style layers", ", ".join(s["layers"])),
+        ("optimiser", f"{opt_name} ran ({res.steps} steps, {res.info['evaluations']} loss evaluations), from the "
+                      f"content image, {resolve_parameterization(opts.parameterization, s['size'])} parameterisation, "
+                      f"{s['size']} px short side; w_tv = {opts.tv_weight:g}"),
+        ("time", f"grid {res.wall_time_s:.1f} s for {len(grid['pairs'])} images ({grid['seconds_per_image']:.2f} s "
+                 f"per image, batched), strip {strip.wall_time_s:.1f} s"),
+    ], title="Settings"))
+    sec.params.update(layers=s["layers"], content_layer=s["content_layer"], optimizer=opts.optimizer)
+    sec.results.update(optimizer=opts.optimizer, seconds_per_image=round(grid["seconds_per_image"], 3),
+                       gram_error=float(errs.mean()), ratios=ratios,
+                       strip_gram_error=[float(v) for v in serr.mean(1)], strip_content_error=[float(v) for v in cerr],
+                       loss_fell=bool(fell.all()))
+    return sec
