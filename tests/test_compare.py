@@ -92,3 +92,23 @@ def test_calibration_and_confusion():
     # bins: 0.9 (right), 0.6 (right), 0.8 (right), 0.7 (wrong): ECE = (0.1 + 0.4 + 0.2 + 0.7) / 4
     assert cal.ece == pytest.approx((0.1 + 0.4 + 0.2 + 0.7) / 4)
     assert confusion(labels, probs.argmax(1), 2).tolist() == [[2, 0], [1, 1]]
+
+
+def test_compare_across_architectures_matches_layers_by_cka(tmp_path):
+    from torch import nn
+
+    torch.manual_seed(0)
+    other = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 12, 3),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 10)).eval()
+    out = tmp_path / "x"
+    compare_reports("demo", other, demo.images_dir(), out, names=("fashionnet", "seq"), techniques=(),
+                    preset="minimal", cka_images=24, max_images=40, device="cpu", input_size=demo.INPUT_SIZE,
+                    mean=demo.MEAN, std=demo.STD, labels=demo.labels())
+    data = json.loads((out / "report.json").read_text())
+    cka = next(s for s in data["sections"] if s["id"] == "cka")["results"]
+    assert cka["layers_a"] == ["features.0", "features.4", "features.8", "classifier"]
+    assert cka["layers_b"] == ["0", "3", "7"]
+    ab = np.array(cka["cka_ab"])
+    assert ab.shape == (4, 3) and np.allclose(np.diag(np.array(cka["cka_aa"])), 1.0)
+    assert set(cka["matches"]) == set(cka["layers_a"]) and set(cka["matches"].values()) <= set(cka["layers_b"])
+    assert [s["id"] for s in data["sections"]] == ["flipped", "per_class", "calibration", "cka"]

@@ -131,7 +131,7 @@ def compare_reports(
                         per_class_section(names, ca.class_names, pa, pb, y),
                         calibration_section(names, pa, pb, y),
                         cka_section(ca, cb, names, cka_images, cka_layers)]
-            infos = cfg.enabled()
+            infos = cfg.enabled() if techniques else []
             secs = [compute_sections(c, infos, log=log) for c in ctxs]
             sections += [paired_section(i, names, a, b) for i, a, b in zip(infos, *secs)]
             report = Report(
