@@ -272,7 +272,7 @@ def build_report(
     """
     from . import loading
     from .labels import load_labels
-    from .render import available_themes, render_report
+    from .render import available_themes
 
     t_start = time.perf_counter()
     log = log or (lambda s: None)
@@ -353,16 +353,7 @@ def build_report(
                 },
             )
             report.meta["total_time_s"] = round(time.perf_counter() - t_start, 2)
-            try:
-                manifest = render_report(report, tmp, theme=theme, single_file=single_file)
-                _write_json(report, manifest, tmp / MARKER, cache)
-                if is_single_file_target(out):
-                    embed_json(tmp / "index.html", tmp / MARKER)
-                    publish_file(tmp / "index.html", out)
-                else:
-                    swap_in(tmp, out)
-            except OSError as e:
-                raise disk_error(e, out) from None
+            manifest = publish_report(report, tmp, out, cache, theme=theme, single_file=single_file)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -371,6 +362,27 @@ def build_report(
         return BuildResult(out=out, index=out, report=report, manifest=manifest)
     index = out / manifest.get("index", "index.html")
     return BuildResult(out=out, index=index, report=report, manifest=manifest)
+
+
+def publish_report(report: Report, tmp: Path, out: Path, cache: Cache, *, theme: str,
+                   single_file: bool = False) -> dict[str, Any]:
+    """Render ``report`` into ``tmp`` with its report.json, then move it into place as ``out`` (atomically).
+
+    The caller holds :class:`~reportgen.output.OutputLock` on ``out`` and removes ``tmp`` afterwards.
+    """
+    from .render import render_report
+
+    try:
+        manifest = render_report(report, tmp, theme=theme, single_file=single_file)
+        _write_json(report, manifest, tmp / MARKER, cache)
+        if is_single_file_target(out):
+            embed_json(tmp / "index.html", tmp / MARKER)
+            publish_file(tmp / "index.html", out)
+        else:
+            swap_in(tmp, out)
+    except OSError as e:
+        raise disk_error(e, out) from None
+    return manifest
 
 
 def _write_json(report: Report, manifest: dict[str, Any], path: Path, cache: Cache) -> None:
@@ -409,5 +421,5 @@ def _json_default(o: Any) -> Any:
     return repr(o)
 
 
-__all__ = ["build_report", "make_context", "BuildResult", "resolve_device", "run_technique", "compute_sections",
+__all__ = ["build_report", "make_context", "publish_report", "BuildResult", "resolve_device", "run_technique", "compute_sections",
            "SkippedImage", "digest"]

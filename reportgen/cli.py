@@ -340,5 +340,67 @@ def cache_clear(cache_dir) -> None:
     click.echo(f"Removed {n} entries ({human_size(b)}) from {c.dir}")
 
 
+@main.command()
+@click.option("--model", "models_", multiple=True, required=True, help="Give twice: model A, then model B. "
+              + MODEL_HELP)
+@click.option("--weights", "weights", multiple=True, help="Give twice (A, then B) to load a checkpoint into each; "
+              "'-' for none.")
+@click.option("--name", "names", multiple=True, help="Give twice: short names for A and B (default A, B).")
+@click.option("--images", required=True, type=click.Path(), help="Folder of images both models see.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (replaced atomically).")
+@click.option("--technique", "techniques_", multiple=True, callback=_ids,
+              help="Techniques shown side by side (default: filters, saliency, class_visualization).")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line.")
+@click.option("--preset", type=click.Choice(["minimal", "standard", "full"]), default="standard", show_default=True)
+@click.option("--cka-images", type=click.IntRange(4), default=64, show_default=True,
+              help="Images (a seeded sample) for the CKA heatmaps.")
+@click.option("--input-size", type=click.IntRange(8, 4096), help="Centre-crop size fed to both models.")
+@click.option("--max-images", type=click.IntRange(1), help="Use at most N images (a seeded sample).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--theme", default="light", show_default=True)
+@click.option("--trust-weights", "trust", is_flag=True, help="Allow pickled objects in --weights files.")
+@click.option("--title", help="Report title.")
+def compare(models_, weights, names, images, out, techniques_, **kw) -> None:
+    """Compare two models on the same images: flipped predictions, per-class accuracy, calibration,
+    layer-by-layer CKA and techniques side by side."""
+    from .errors import ReportgenError
+
+    if len(models_) != 2 or len(weights) not in (0, 2) or len(names) not in (0, 2):
+        raise click.UsageError("give --model exactly twice (and --weights / --name either never or twice)")
+    w = [None if x in ("-", "") else x for x in weights] or [None, None]
+    t0 = time.perf_counter()
+    try:
+        from .compare import PAIRED, compare_reports
+
+        res = compare_reports(models_[0], models_[1], images, out, weights_a=w[0], weights_b=w[1],
+                              names=tuple(names) or ("A", "B"), techniques=list(techniques_ or ()) or list(PAIRED),
+                              progress=_progress, log=_log, **kw)
+    except ReportgenError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    click.echo(f"\nComparison written to {res.out.resolve()} in {time.perf_counter() - t0:.1f} s.")
+    click.echo(_open_hint(res.index))
+
+
+@main.command()
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Site folder (replaced atomically).")
+@click.option("--theme", default="light", show_default=True)
+@click.option("--title", default="Model reports", show_default=True)
+@click.option("--link", is_flag=True, help="Symlink the report folders instead of copying them.")
+def site(reports, out, theme, title, link) -> None:
+    """One static landing page listing several built reports (copied into the site folder)."""
+    from .errors import ReportgenError
+    from .site import build_site
+
+    try:
+        index = build_site([Path(r) for r in reports], Path(out), theme=theme, title=title, link=link)
+    except ReportgenError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    click.echo(f"Site written to {Path(out).resolve()} ({len(reports)} reports).")
+    click.echo(_open_hint(index))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

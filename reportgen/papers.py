@@ -75,3 +75,31 @@ WEI_LEVOY_2000 = Reference(
 OLAH_2017 = Reference(
     "Chris Olah, Alexander Mordvintsev, Ludwig Schubert", "Feature Visualization", "Distill", 2017,
     "https://distill.pub/2017/feature-visualization/")
+SELVARAJU_2017 = Reference(
+    "Ramprasaath R. Selvaraju, Michael Cogswell, Abhishek Das, Ramakrishna Vedantam, Devi Parikh, Dhruv Batra",
+    "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization", "ICCV", 2017,
+    "https://arxiv.org/abs/1610.02391")
+CHATTOPADHAY_2018 = Reference(
+    "Aditya Chattopadhay, Anirban Sarkar, Prantik Howlader, Vineeth N Balasubramanian",
+    "Grad-CAM++: Generalized Gradient-based Visual Explanations for Deep Convolutional Networks", "WACV", 2018,
+    "https://arxiv.org/abs/1710.11063")
+SMILKOV_2017 = Reference(
+    "Daniel Smilkov, Nikhil Thorat, Been Kim, Fernanda Viegas, Martin Wattenberg",
+    "SmoothGrad: removing noise by adding noise", "ICML Workshop on Visualization for Deep Learning", 2017,
+    "https://arxiv.org/abs/1706.03825")
+SUNDARARAJAN_2017 = Reference(
+    "Mukund Sundararajan, Ankur Taly, Qiqi Yan", "Axiomatic Attribution for Deep Networks", "ICML", 2017,
+    "https://arxiv.org/abs/1703.01365")
+ADEBAYO_2018 = Reference(
+    "Julius Adebayo, Justin Gilmer, Michael Muelly, Ian Goodfellow, Moritz Hardt, Been Kim",
+    "Sanity Checks for Saliency Maps", "NeurIPS", 2018, "https://arxiv.org/abs/1810.03292")
+KORNBLITH_2019 = Reference(
+    "Simon Kornblith, Mohammad Norouzi, Honglak Lee, Geoffrey Hinton",
+    "Similarity of Neural Network Representations Revisited", "ICML", 2019, "https://arxiv.org/abs/1905.00414")
+GUO_2017 = Reference(
+    "Chuan Guo, Geoff Pleiss, Yu Sun, Kilian Q. Weinberger", "On Calibration of Modern Neural Networks", "ICML",
+    2017, "https://arxiv.org/abs/1706.04599")
+WANG_SSIM_2004 = Reference(
+    "Zhou Wang, Alan C. Bovik, Hamid R. Sheikh, Eero P. Simoncelli",
+    "Image Quality Assessment: From Error Visibility to Structural Similarity", "IEEE Transactions on Image Processing",
+    2004, "https://doi.org/10.1109/TIP.2003.819861")

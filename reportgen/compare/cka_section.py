@@ -1,0 +1,76 @@
+"""The CKA section of a comparison: layer x layer heatmaps (A vs B, A vs A) and each layer's best match."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from .. import randomization as R
+from ..imaging import figure_to_png
+from ..papers import KORNBLITH_2019
+from ..report import Figure, Note, Section, Table
+from .cka import cka_matrix, layer_grams, pick_layers
+
+
+def cka_layer_names(ctx, k: int) -> list[str]:
+    """Convolution and linear layers in forward order, at most ``k`` spread over the depth."""
+    names = R.param_layers(ctx.model, ctx.to_device(ctx.images.batch([0])))
+    keep = [n for n in names if isinstance(ctx.layer(n), (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+    return pick_layers(keep or names, k)
+
+
+def grams(ctx, names: list[str], idx: list[int]) -> dict[str, np.ndarray]:
+    batches = (x for _, x in ctx.images.batches(ctx.batch_size, idx))
+    return layer_grams(ctx.pixel_model, {n: ctx.layer(n) for n in names}, batches, ctx.device)
+
+
+def cka_section(ca, cb, names: tuple[str, str], n_images: int, n_layers: int) -> Section:
+    sec = Section(id="cka", title="Representation similarity (linear CKA)", references=[KORNBLITH_2019])
+    n = min(n_images, len(ca.images))
+    idx = sorted(ca.rng(4242).choice(len(ca.images), size=n, replace=False).tolist())
+    la, lb = cka_layer_names(ca, n_layers), cka_layer_names(cb, n_layers)
+    ga, gb = grams(ca, la, idx), grams(cb, lb, idx)
+    ab = cka_matrix([ga[x] for x in la], [gb[x] for x in lb])
+    aa = cka_matrix([ga[x] for x in la], [ga[x] for x in la])
+    sec.add(Figure(_heatmaps(ab, aa, la, lb, names), alt="CKA heatmaps", caption=(
+        f"Linear CKA between layers over the same {n} images (a seeded sample). Left: {names[0]}'s layers (rows) "
+        f"against {names[1]}'s (columns); right: {names[0]} against itself, the reference for how similar "
+        "neighbouring layers of one network are. 1 = the same representation up to rotation and scale. Feature "
+        "maps are average-pooled to at most 8x8 positions before flattening.")))
+    best = ab.argmax(1)
+    rows = [[a, lb[j], round(float(ab[i, j]), 3)] for i, (a, j) in enumerate(zip(la, best))]
+    sec.add(Table([f"layer of {names[0]}", f"most similar layer of {names[1]}", "CKA"], rows, numeric=[2],
+                  caption="Layers matched by CKA (works across architectures: names do not need to agree)."))
+    mean_best = float(ab.max(1).mean())
+    same = la == lb
+    text = f"On average a layer of {names[0]} finds a layer of {names[1]} with CKA {mean_best:.2f}."
+    if same:
+        diag = np.diag(ab)
+        lo = int(diag.argmin())
+        text += (f" Same-named layers: CKA {diag.mean():.2f} on average; the most changed is {la[lo]} "
+                 f"({diag[lo]:.2f}).")
+    if n < 20:
+        text += f" Only {n} images: CKA estimates from so few examples are biased upwards."
+    sec.add(Note(text))
+    sec.results = {"images": n, "layers_a": la, "layers_b": lb, "cka_ab": np.round(ab, 4).tolist(),
+                   "cka_aa": np.round(aa, 4).tolist(), "mean_best_match": round(mean_best, 4),
+                   "matches": {r[0]: r[1] for r in rows}}
+    return sec
+
+
+def _heatmaps(ab, aa, la, lb, names):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    for ax, m, cols, title in ((axes[0], ab, lb, f"{names[0]} vs {names[1]}"), (axes[1], aa, la, f"{names[0]} vs {names[0]}")):
+        im = ax.imshow(m, vmin=0, vmax=1, cmap="magma", origin="lower")
+        ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(la)), la, fontsize=7)
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="linear CKA")
+    png = figure_to_png(fig)
+    plt.close(fig)
+    return png

@@ -1,0 +1,114 @@
+"""Grad-CAM, Grad-CAM++ and Guided Grad-CAM (Selvaraju et al. 2017; Chattopadhay et al. 2018).
+
+Grad-CAM: ``L = relu(sum_c w_c A_c)`` with ``w_c = mean_ij dS_k/dA_cij`` — the layer's channels
+weighted by how much the class score ``S_k`` (logit) grows with them on average, keeping the positive
+evidence. Grad-CAM++ weights each position by ``alpha = g^2 / (2g^2 + sum A g^3)`` and keeps only
+positive gradients, so several instances of a class all light up. Guided Grad-CAM multiplies guided
+backprop by the upsampled Grad-CAM: fine detail, but only inside the class-discriminative region.
+The maps live at the layer's resolution (the default layer is the last spatial block) and are
+upsampled bilinearly to the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import attribution as A
+from ..imaging import symmetric_to_uint8
+from ..papers import CHATTOPADHAY_2018, SELVARAJU_2017, SPRINGENBERG_2015
+from ..registry import technique
+from ..report import Grid, GridItem, ImageData, Note, Section, Table
+from ._explain import cell_width, explain_batch, heat_item, input_item, peak_area
+
+
+@dataclass
+class GradCamOptions:
+    max_images: int = 6
+    """How many images (the same ones saliency shows)."""
+    layer: str | None = None
+    """Dotted layer name (None: the last module with a spatial output, e.g. ``features`` or ``layer4``)."""
+    guided: bool = True
+    """Also show Guided Grad-CAM (guided backprop x Grad-CAM)."""
+
+
+def cam_layer(ctx, name: str | None) -> str:
+    """``name`` validated, or the last spatial block of the model."""
+    if name:
+        ctx.layer(name)
+        return name
+    ctx._require_hooks()
+    return A.last_spatial_block(ctx.model, ctx.to_device(ctx.images.batch([0])))
+
+
+@technique(
+    "gradcam",
+    "Grad-CAM, Grad-CAM++ and Guided Grad-CAM",
+    options=GradCamOptions,
+    presets={"minimal": {"max_images": 2}, "full": {"max_images": 12}},
+    references=[SELVARAJU_2017, CHATTOPADHAY_2018, SPRINGENBERG_2015],
+    order=46,
+    summary=(
+        "Where in the image the evidence for a class lies, at the resolution of a late layer: its channels weighted "
+        "by the class score's average gradient (Grad-CAM) or by positive, position-weighted gradients (Grad-CAM++). "
+        "Red means the layer's features there raise the score; Guided Grad-CAM keeps the fine guided-backprop "
+        "detail only inside that region."
+    ),
+    needs_autograd=True,
+    needs_layers=True,
+)
+def gradcam(ctx, opts: GradCamOptions) -> Section:
+    name = cam_layer(ctx, opts.layer)
+    layer = ctx.layer(name)
+    b = explain_batch(ctx, opts.max_images)
+    pm, x, t = ctx.pixel_model, b.x, b.targets
+    raw = A.gradcam(pm, layer, x, t)
+    hw = tuple(raw.shape[-2:])
+    size = tuple(x.shape[-2:])
+    cam = A.upsample(raw, size).cpu().numpy()
+    campp = A.gradcam_plus_plus(pm, layer, x, t, size=size).cpu().numpy()
+    gg = A.guided_gradcam(pm, layer, x, t, cam=raw).float().cpu().numpy() if opts.guided else None
+
+    items, rows, agree, flat = [], [], [], []
+    for k, i in enumerate(b.idx):
+        img = ctx.images.display(i)
+        items.append(input_item(ctx, b, k))
+        r = A.rank_correlation(cam[k], campp[k])
+        agree.append(r)
+        if cam[k].max() <= 0:
+            flat.append(ctx.images.name(i))
+        items.append(heat_item(ctx, img, cam[k], "Grad-CAM", f"peak area {peak_area(cam[k]):.0%}"))
+        items.append(heat_item(ctx, img, campp[k], "Grad-CAM++", f"rank corr. to Grad-CAM {r:.2f}"))
+        if gg is not None:
+            g = np.transpose(gg[k], (1, 2, 0))
+            s = float(np.percentile(np.abs(g), 99.5)) or None
+            items.append(GridItem(ImageData(symmetric_to_uint8(g, s)), label="Guided Grad-CAM",
+                                  alt=f"guided Grad-CAM of {ctx.images.name(i)}"))
+        rows.append([ctx.images.name(i), ctx.class_name(int(t[k])), round(float(b.probs[k]), 3),
+                     round(peak_area(cam[k]), 3), round(peak_area(campp[k]), 3), round(r, 3)])
+
+    per = 4 if gg is not None else 3
+    sec = Section(id="gradcam", title="Grad-CAM, Grad-CAM++ and Guided Grad-CAM")
+    sec.add(Grid(items, columns=2 * per if per == 3 else per, cell_width=cell_width(ctx), caption=(
+        f"Layer {name} ({hw[0]}x{hw[1]} cells, upsampled to the image). Each image, then Grad-CAM and Grad-CAM++ "
+        "over it (colour scale per map: 0 = blue, its 99.5th percentile = red)"
+        + (", then Guided Grad-CAM (grey = 0)." if gg is not None else ".")
+        + " Peak area: share of the image at or above half the map's maximum.")))
+    sec.add(Table(["image", "class", "p", "Grad-CAM peak area", "Grad-CAM++ peak area", "rank corr."], rows,
+                  numeric=[2, 3, 4, 5]))
+    med = float(np.median(agree)) if agree else 0.0
+    text = (f"Grad-CAM and Grad-CAM++ {'mostly agree' if med >= 0.8 else 'differ noticeably'} here "
+            f"(median Spearman rank correlation {med:.2f}).")
+    if hw[0] * hw[1] <= 16:
+        text += f" The layer is only {hw[0]}x{hw[1]}: the maps can say which region, not which pixels."
+    sec.add(Note(text))
+    if flat:
+        sec.add(Note(f"No positive evidence at {name} for: {', '.join(flat)} (the map is zero everywhere; "
+                     "the class score falls with every channel's average gradient).", kind="warning"))
+    sec.params.update(layer=name, images=[ctx.images.name(i) for i in b.idx])
+    sec.results = {"layer": name, "layer_cells": list(hw), "median_rank_corr_gradcam_vs_pp": round(med, 4),
+                   "zero_maps": flat,
+                   "images": [{"image": r[0], "class": r[1], "p": r[2], "peak_area": r[3], "peak_area_pp": r[4]}
+                              for r in rows]}
+    return sec
