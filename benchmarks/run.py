@@ -265,6 +265,31 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
           f"ratio {t_c / t_o:5.2f}x vs ours batched   max rel diff {gerr:.1e}")
 
 
+# ---------------------------------------------------------------- threads
+def bench_threads(name, size, n):
+    """Forward throughput with 1..all CPUs as torch threads, interleaved (1, k, 1, k...)."""
+    from reportgen.threads import available_cpus, free_cpus
+
+    model = make_model(name)
+    x = torch.rand(n, 3, size, size)
+    before = torch.get_num_threads()
+    counts = sorted({1, available_cpus()})
+    best = {k: float("inf") for k in counts}
+    try:
+        with torch.inference_mode():
+            model(x[:1])
+            for _ in range(2):
+                for k in counts:
+                    torch.set_num_threads(k)
+                    best[k] = min(best[k], timed(lambda: model(x))[0])
+    finally:
+        torch.set_num_threads(before)
+    print(f"  {name} {size}px forward of {n} images; the automatic --threads choice now: {free_cpus()} "
+          f"(load average {os.getloadavg()[0]:.1f})")
+    for k in counts:
+        print(f"    {k} thread(s): {n / best[k]:7.1f} img/s   ({best[1] / best[k]:4.2f}x of 1 thread)")
+
+
 # ---------------------------------------------------------------- end to end
 def write_images(root: Path, n: int, size: int = 28) -> None:
     from PIL import Image
@@ -307,7 +332,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny model, tiny sizes, no timing claims")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared 2-core machine)")
     ap.add_argument("--e2e", default="250,1000", help="image counts for the end-to-end builds ('' = none)")
-    ap.add_argument("--only", default="ceiling,occlusion,gradients,e2e", help="comma-separated sections")
+    ap.add_argument("--only", default="ceiling,occlusion,gradients,threads,e2e", help="comma-separated sections")
     ap.add_argument("--batch", type=int, default=16, help="occluded copies / images per pass")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", module="captum")
@@ -332,6 +357,9 @@ def main(argv=None) -> int:
         work = [("tiny", 32, 4)] if args.quick else [("resnet18", 224, 32), ("mobilenet_v2", 224, 32)]
         for name, size, n in work:
             bench_gradients(name, size, n, args.batch, ceiling, captum, gradcam)
+    if "threads" in only:
+        print("threads (torch intra-op threads; reportgen build --threads N, default: the CPUs not busy)")
+        bench_threads(*(("tiny", 32, 8) if args.quick else ("resnet18", 224, 16)))
     if "e2e" in only and args.e2e:
         sizes = [20] if args.quick else [int(v) for v in args.e2e.split(",") if v]
         print(f"end-to-end: `reportgen build --model demo --preset {'minimal' if args.quick else 'standard'}` "

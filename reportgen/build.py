@@ -35,6 +35,7 @@ from .hooks import count_hooks, module_signature
 from .images import ImageSet, discover_images
 from .preprocess import Preprocessing
 from .report import Report, Section, SkippedImage
+from .threads import apply_threads
 
 MARKER = "report.json"
 
@@ -148,6 +149,7 @@ def _section_key(ctx: RunContext, info: registry.TechniqueInfo, opts: Any) -> st
     g = dataclasses.asdict(ctx.config.general)
     g.pop("max_images", None)  # already part of the image-set hash
     g.pop("num_workers", None)
+    g.pop("threads", None)  # speed only
     return ctx.cache_key("section", info.id, CODE_VERSION, dataclasses.asdict(opts), g,
                          ctx.class_names, str(ctx.device.type))
 
@@ -327,6 +329,7 @@ def build_report(
     std: tuple[float, float, float] | None = None,
     max_images: int | None = None,
     batch_size: int | None = None,
+    threads: int | None = None,
     seed: int | None = None,
     set_options: list[str] | None = None,
     strict: bool = False,
@@ -351,10 +354,12 @@ def build_report(
         raise ReportgenError(f"unknown theme {theme!r}; available: {', '.join(available_themes())}")
     cfg = make_config(
         preset=preset, toml_path=config,
-        general={"layer": layer, "classes": classes, "max_images": max_images, "seed": seed, "batch_size": batch_size},
+        general={"layer": layer, "classes": classes, "max_images": max_images, "seed": seed, "batch_size": batch_size,
+                 "threads": threads},
         technique_overrides=parse_set(set_options or []), only=only, skip=skip,
     )
     _check_out(out)
+    log(f"CPU threads: {apply_threads(cfg.general.threads)}")
 
     # model
     if isinstance(model, nn.Module):

@@ -51,6 +51,9 @@ class GeneralOptions:
     """Class indices for class-level techniques (None: the most predicted classes)."""
     num_workers: int = 0
     """Image decoding worker threads (0: decode in the main thread)."""
+    threads: int = 0
+    """torch CPU threads (0: the CPUs not already busy by the 1-minute load average, at least 1;
+    see reportgen.threads)."""
 
 
 # Preset overrides of the general options.

@@ -20,11 +20,11 @@ def test_benchmark_quick_runs_and_checks_maps(capsys):
 
     threads = torch.get_num_threads()
     try:
-        assert _load().main(["--quick", "--only", "ceiling,occlusion,gradients"]) == 0
+        assert _load().main(["--quick", "--only", "ceiling,occlusion,gradients,threads"]) == 0
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
-    assert "fp32 matmul ceiling" in out and "FLOP-count limit" in out and "saliency (ours)" in out
+    assert "fp32 matmul ceiling" in out and "FLOP-count limit" in out and "saliency (ours)" in out and "thread(s)" in out
 
 
 @pytest.mark.slow
