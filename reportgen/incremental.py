@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .accel import run_halving
+
 POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
                      nn.Hardsigmoid, nn.GELU, nn.ELU, nn.Mish, nn.Identity)
 DROPOUT_MODULES = (nn.Dropout, nn.Dropout2d, nn.AlphaDropout)
@@ -168,7 +170,7 @@ class IncrementalOccluder:
     columns ``x``. ``tau``: region share of a map above which the copies are materialised.
     """
 
-    def __init__(self, gm, tau: float = 0.6):
+    def __init__(self, gm, tau: float = 0.8):
         self.gm, self.tau = gm, tau
         self.modules = dict(gm.named_modules())
         self.nodes = list(gm.graph.nodes)
@@ -190,7 +192,7 @@ class IncrementalOccluder:
                     raise Unsupported(f"{n.name} changes {src.name} in place and {src.name} is read elsewhere")
 
     @classmethod
-    def build(cls, model: nn.Module, tau: float = 0.6):
+    def build(cls, model: nn.Module, tau: float = 0.8):
         """(occluder or None, reason it could not be built)."""
         if isinstance(model, torch.jit.ScriptModule):
             return None, "TorchScript model"
@@ -340,14 +342,15 @@ def _map(a, fn):
 
 
 def occlusion_logits(occ: IncrementalOccluder, img: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
-                     fill: torch.Tensor, wy: int, wx: int, batch_size: int, progress=None) -> torch.Tensor:
-    """Logits of ``img`` (1 x C x H x W) with a ``wy`` x ``wx`` square of ``fill`` (C) at each (ys[i], xs[i])."""
+                     fill: torch.Tensor, wy: int, wx: int, batch_size: int) -> torch.Tensor:
+    """Logits of ``img`` (1 x C x H x W) with a ``wy`` x ``wx`` square of ``fill`` (C) at each (ys[i], xs[i]);
+    ``batch_size`` copies per pass (halved on CUDA out-of-memory)."""
     base = occ.base(img)
-    out = []
     c = img.shape[1]
-    starts = range(0, len(ys), batch_size)
-    for s in (progress(starts) if progress else starts):
-        y, x = ys[s:s + batch_size], xs[s:s + batch_size]
-        patch = fill.to(img).view(1, c, 1, 1).expand(len(y), c, wy, wx)
-        out.append(occ.logits(base, y.to(img.device), x.to(img.device), patch).float())
-    return torch.cat(out)
+    ys, xs = ys.to(img.device), xs.to(img.device)
+
+    def run(a, b):
+        patch = fill.to(img).view(1, c, 1, 1).expand(b - a, c, wy, wx)
+        return occ.logits(base, ys[a:b], xs[a:b], patch).float()
+
+    return torch.cat(run_halving(run, len(ys), batch_size))
