@@ -120,13 +120,14 @@ def bench_occlusion(name, size, window, stride, batch, ceiling, captum):
         with torch.inference_mode():
             return torch.softmax(occlusion_logits(occ, img, ys, xs, fill, window, window, batch), 1)[:, target]
 
-    def naive():  # the plain batched loop: every occluded copy through the whole network
+    def naive():  # the plain batched loop: every occluded copy through the whole network (channels_last)
         out = []
         with torch.inference_mode():
             for s in range(0, P, batch):
                 x = img.repeat(len(ys[s:s + batch]), 1, 1, 1)
                 for b, (y, x0) in enumerate(zip(ys[s:s + batch].tolist(), xs[s:s + batch].tolist())):
                     x[b, :, y:y + window, x0:x0 + window] = 0.5
+                x = x.contiguous(memory_format=torch.channels_last)
                 out.append(torch.softmax(model(x), 1)[:, target])
         return torch.cat(out)
 
@@ -140,8 +141,9 @@ def bench_occlusion(name, size, window, stride, batch, ceiling, captum):
     print(f"  {name:13s} {size}px window {window} stride {stride}: {P} positions, batch {batch}")
     print(f"    incremental      {t_ours:7.2f} s  {P / t_ours:7.1f} pos/s  {gf:6.1f} GFLOP/s "
           f"({gf / ceiling:5.1%} of ceiling)  [{f_inc / 1e9:.0f} GFLOP vs {f_full / 1e9:.0f} full]")
-    print(f"    naive batched    {t_naive:7.2f} s  ratio {t_naive / t_ours:5.2f}x   "
-          f"FLOP-count limit {f_full / f_inc:4.2f}x   max |dp| {err:.1e}")
+    print(f"    plain batched    {t_naive:7.2f} s  ratio {t_naive / t_ours:5.2f}x   "
+          f"FLOP-count limit {f_full / f_inc:4.2f}x   max |dp| {err:.1e} "
+          f"(p spans {float(p_ref.min()):.3g}..{float(p_ref.max()):.3g})")
     assert err < 1e-5, f"occlusion maps differ by {err}"
     if captum is None:
         print("    captum: not installed (pip install -e .[bench]), skipped")
@@ -157,7 +159,7 @@ def bench_occlusion(name, size, window, stride, batch, ceiling, captum):
                                              baselines=0.5, target=target, perturbations_per_eval=batch)
 
     t_ours2, t_cap, _, attr = interleaved(ours, cap)
-    # captum's map: mean over covering windows of p(x) - p(occluded); ours: the same from the position grid
+    # Captum as a user calls it (model and input in the default memory format); captum's map: mean over covering windows of p(x) - p(occluded); ours: the same from the position grid
     with torch.inference_mode():
         base = float(prob(img)[0, target])
     R = np.zeros((len(pos), size))
@@ -343,20 +345,25 @@ def main(argv=None) -> int:
     print(f"reportgen benchmarks: torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at start"
           f"{'  [--quick: smoke test, numbers mean nothing]' if args.quick else ''}")
-    ceiling = matmul_ceiling(256 if args.quick else 2048)
+    n_mm = 256 if args.quick else 2048
+    ceiling = matmul_ceiling(n_mm)
     if "ceiling" in only:
-        print(f"fp32 matmul ceiling: {ceiling:.1f} GFLOP/s")
+        print(f"fp32 matmul ceiling ({torch.get_num_threads()} thread(s), {n_mm}x{n_mm}): {ceiling:.1f} GFLOP/s "
+              "(re-measured before each workload; fractions use the best so far)")
     if "occlusion" in only:
         print("occlusion (exact incremental inference vs full forwards)")
         work = [("tiny", 32, 8, 4)] if args.quick else [("vgg16", 224, 32, 16), ("resnet18", 224, 32, 16),
                                                         ("mobilenet_v2", 224, 32, 16)]
         for name, size, w, s in work:
+            ceiling = max(ceiling, matmul_ceiling(n_mm))  # the best seen: the load changes during the run
             bench_occlusion(name, size, w, s, args.batch, ceiling, captum)
     if "gradients" in only:
         print("saliency and guided backprop (gradient of the class score w.r.t. the input)")
         work = [("tiny", 32, 4)] if args.quick else [("resnet18", 224, 32), ("mobilenet_v2", 224, 32)]
         for name, size, n in work:
+            ceiling = max(ceiling, matmul_ceiling(n_mm))
             bench_gradients(name, size, n, args.batch, ceiling, captum, gradcam)
+    print(f"fp32 matmul ceiling, best seen: {ceiling:.1f} GFLOP/s")
     if "threads" in only:
         print("threads (torch intra-op threads; reportgen build --threads N, default: the CPUs not busy)")
         bench_threads(*(("tiny", 32, 8) if args.quick else ("resnet18", 224, 16)))
