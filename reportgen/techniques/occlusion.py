@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..accel import fast_layout
 from ..features import device_batch_size, target_classes
 from ..hooks import eval_mode
 from ..imaging import figure_to_png, overlay
@@ -103,7 +104,7 @@ def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size
             rmask = (rows_h >= y0) & (rows_h < y0 + wy)  # B x H
             cmask = (cols_w >= x0) & (cols_w < x0 + wx)  # B x W
             m = (rmask[:, :, None] & cmask[:, None, :])[:, None]  # B x 1 x H x W
-            x = torch.where(m, fill_t, imgs[im]).contiguous(memory_format=torch.channels_last)  # faster convs
+            x = fast_layout(torch.where(m, fill_t, imgs[im]))
             logits = ctx.pixel_model(ctx.to_device(x)).float()
             p = torch.softmax(logits, 1).gather(1, ctx.to_device(tgt_t[im])[:, None])[:, 0]
             probs[sl] = p.cpu().numpy()
