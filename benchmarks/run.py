@@ -66,7 +66,7 @@ def flops_of(fn) -> float:
 def matmul_ceiling(n: int) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
-    best = min(timed(lambda: torch.mm(a, b))[0] for _ in range(3))
+    best = min(timed(lambda: torch.mm(a, b))[0] for _ in range(10))
     return 2 * n ** 3 / best / 1e9
 
 
@@ -119,7 +119,7 @@ def bench_occlusion(name, size, window, stride, batch, ceiling, captum):
 
     def ours():
         with torch.inference_mode():
-            return torch.softmax(occlusion_logits(occ, img, ys, xs, fill, window, window, batch), 1)[:, target]
+            return occlusion_logits(occ, img, ys, xs, fill, window, window, batch)[:, target]
 
     def naive():  # the plain batched loop: every occluded copy through the whole network (channels_last)
         out = []
@@ -129,7 +129,7 @@ def bench_occlusion(name, size, window, stride, batch, ceiling, captum):
                 for b, (y, x0) in enumerate(zip(ys[s:s + batch].tolist(), xs[s:s + batch].tolist())):
                     x[b, :, y:y + window, x0:x0 + window] = 0.5
                 x = x.contiguous(memory_format=torch.channels_last)
-                out.append(torch.softmax(model(x), 1)[:, target])
+                out.append(model(x)[:, target])
         return torch.cat(out)
 
     ours()  # warm-up
@@ -143,26 +143,26 @@ def bench_occlusion(name, size, window, stride, batch, ceiling, captum):
     print(f"    incremental      {t_ours:7.2f} s  {P / t_ours:7.1f} pos/s  {gf:6.1f} GFLOP/s "
           f"({gf / ceiling:5.1%} of ceiling)  [{f_inc / 1e9:.0f} GFLOP vs {f_full / 1e9:.0f} full]")
     print(f"    plain batched    {t_naive:7.2f} s  ratio {t_naive / t_ours:5.2f}x   "
-          f"FLOP-count limit {f_full / f_inc:4.2f}x   max |dp| {err:.1e} "
-          f"(p spans {float(p_ref.min()):.3g}..{float(p_ref.max()):.3g})")
-    assert err < 1e-5, f"occlusion maps differ by {err}"
+          f"FLOP-count limit {f_full / f_inc:4.2f}x   max |d logit| {err:.1e} "
+          f"(target logit spans {float(p_ref.min()):.4g}..{float(p_ref.max()):.4g})")
+    assert err <= 1e-5 * max(1.0, float(p_ref.abs().max())), f"occlusion maps differ by {err}"
     if captum is None:
         print("    captum: not installed (pip install -e .[bench]), skipped")
         return
     from captum.attr import Occlusion
 
-    def prob(x):
-        return torch.softmax(model(x), 1)
-
     def cap():
         with torch.no_grad():
-            return Occlusion(prob).attribute(img, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
-                                             baselines=0.5, target=target, perturbations_per_eval=batch)
+            return Occlusion(model).attribute(img, sliding_window_shapes=(3, window, window),
+                                              strides=(3, stride, stride), baselines=0.5, target=target,
+                                              perturbations_per_eval=batch)
 
     t_ours2, t_cap, _, attr = interleaved(ours, cap)
-    # Captum as a user calls it (model and input in the default memory format); captum's map: mean over covering windows of p(x) - p(occluded); ours: the same from the position grid
+    # Captum as a user calls it (model and input in the default memory format), on the target's logit (a
+    # random-init network's softmax is nearly flat: logits make the equality check meaningful). Captum's map:
+    # mean over the covering windows of f(x) - f(occluded); ours: the same from the position grid.
     with torch.inference_mode():
-        base = float(prob(img)[0, target])
+        base = float(model(img)[0, target])
     R = np.zeros((len(pos), size))
     for i, y0 in enumerate(pos):
         R[i, y0:y0 + window] = 1
@@ -171,7 +171,7 @@ def bench_occlusion(name, size, window, stride, batch, ceiling, captum):
     cerr = float(np.abs((base - heat) - attr[0, 0].double().numpy()).max())
     print(f"    captum Occlusion {t_cap:7.2f} s  ratio {t_cap / min(t_ours, t_ours2):5.2f}x   "
           f"FLOP-count limit {f_full / f_inc:4.2f}x   max |d map| {cerr:.1e}")
-    assert cerr < 1e-5, f"occlusion map differs from captum's by {cerr}"
+    assert cerr <= 1e-5 * max(1.0, float(p_ref.abs().max())), f"occlusion map differs from captum's by {cerr}"
 
 
 # ---------------------------------------------------------------- gradients
@@ -183,7 +183,7 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
         tgt = model(x).argmax(1)
     fwd = flops_of(lambda: model(x))  # forward; a backward to the input costs about 2x more
 
-    def grads(rule, xs, ts, layout=fast_layout):  # what saliency_maps / guided_backprop do
+    def grads(rule, xs, ts, layout=lambda t: t):  # what saliency_maps / guided_backprop do
         with eval_mode(model), frozen_params(model), torch.enable_grad(), gradient_rule(model, rule):
             out = []
             for s in range(0, len(xs), batch):
@@ -206,20 +206,21 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
     def ours():
         return grads("backprop", x, tgt).abs().amax(1)
 
-    def ours_contiguous():
-        return grads("backprop", x, tgt, layout=lambda t: t).abs().amax(1)
+    def ours_channels_last():
+        return grads("backprop", x, tgt, layout=fast_layout).abs().amax(1)
 
     ours()
     t_ours, t_naive, s, s_ref = interleaved(ours, naive_loop)
-    t_o2, t_plain, _, s_plain = interleaved(ours, ours_contiguous)
+    t_cl, t_o2, s_cl, _ = interleaved(ours_channels_last, ours)
     rel = float((s - s_ref).abs().max() / s_ref.abs().max())
     gf = 3 * fwd / t_ours / 1e9
     print(f"  {name:13s} {size}px, {n} images, batch {batch}")
     print(f"    saliency (ours)  {t_ours:7.2f} s  {n / t_ours:7.1f} img/s  ~{gf:6.1f} GFLOP/s "
           f"({gf / ceiling:5.1%} of ceiling, forward+backward ~3x forward FLOPs)")
     print(f"    naive loop       {t_naive:7.2f} s  ratio {t_naive / t_ours:5.2f}x   max rel diff {rel:.1e}")
-    print(f"    contiguous input {t_plain:7.2f} s  ratio {t_plain / t_o2:5.2f}x (ours uses channels_last on the CPU)  "
-          f"max rel diff {float((s_plain - s).abs().max() / s.abs().max()):.1e}")
+    print(f"    channels_last    {t_cl:7.2f} s  ratio {t_o2 / t_cl:5.2f}x  max rel diff "
+          f"{float((s_cl - s).abs().max() / s.abs().max()):.1e} (not used: its input gradients are not consistent "
+          "across batch sizes on oneDNN)")
     if captum is not None:
         from captum.attr import GuidedBackprop, Saliency
 
@@ -341,7 +342,7 @@ def main(argv=None) -> int:
     print(f"reportgen benchmarks: torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at start"
           f"{'  [--quick: smoke test, numbers mean nothing]' if args.quick else ''}")
-    n_mm = 256 if args.quick else 2048
+    n_mm = 256 if args.quick else 1024
     ceiling = matmul_ceiling(n_mm)
     if "ceiling" in only:
         print(f"fp32 matmul ceiling ({torch.get_num_threads()} thread(s), {n_mm}x{n_mm}): {ceiling:.1f} GFLOP/s "

@@ -1,4 +1,5 @@
-"""Exact incremental inference for occlusion (Nakandala, Kumar, Papakonstantinou, SIGMOD 2019).
+"""Exact incremental inference for occlusion (papers.NAKANDALA_2019: Nakandala, Kumar, Papakonstantinou,
+"Incremental and Approximate Inference for Faster Occlusion-based Deep CNN Explanations", SIGMOD 2019).
 
 An occluded copy of an image differs from the original only inside the patch, and after each
 layer only inside the patch's growing cone: for a convolution or pooling layer with kernel ``k``,

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..accel import fast_layout
 from ..gradrules import RULES, gradient_rule
 from ..hooks import capture_outputs, eval_mode, frozen_params
 from ..imaging import symmetric_to_uint8
@@ -108,7 +107,7 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
     for rule in RULES:
         with eval_mode(model), frozen_params(model), torch.enable_grad(), \
                 gradient_rule(pm, rule) as rep, capture_outputs({name: layer}, detach=False) as acts:
-            xr = fast_layout(x.detach().clone()).requires_grad_(True)
+            xr = x.detach().clone().requires_grad_(True)
             z = pm(xr)
             a = acts[name]
             targets = []

@@ -22,7 +22,7 @@ from ..features import device_batch_size, target_classes
 from ..hooks import eval_mode
 from ..imaging import figure_to_png, overlay
 from ..incremental import IncrementalOccluder, occlusion_logits
-from ..papers import ZEILER_FERGUS_2014
+from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, Note, Section
 from .saliency import show_indices
@@ -167,7 +167,7 @@ class OcclusionOptions:
     options=OcclusionOptions,
     presets={"minimal": {"max_images": 1, "window": 8, "stride": 8},
              "full": {"max_images": 8}},
-    references=[ZEILER_FERGUS_2014],
+    references=[ZEILER_FERGUS_2014, NAKANDALA_2019],
     order=40,
     summary=(
         "A grey square is slid over each image and the probability of the class is recorded at every position; "

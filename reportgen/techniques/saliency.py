@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..accel import fast_layout
 from ..features import device_batch_size, spread_indices, target_classes
 from ..hooks import eval_mode, frozen_params
 from ..imaging import overlay, to_uint8
@@ -56,7 +55,7 @@ def saliency_maps(ctx, indices: list[int], classes: list[int] | None = None,
     with eval_mode(model), frozen_params(model), torch.enable_grad():
         for b in ctx.progress(range(nb), "Saliency maps", total=nb):
             idx = list(indices[b * bs:(b + 1) * bs])
-            x = fast_layout(ctx.to_device(ctx.images.batch(idx))).requires_grad_(True)
+            x = ctx.to_device(ctx.images.batch(idx)).requires_grad_(True)
             logits = ctx.pixel_model(x)
             preds = logits.detach().argmax(1).cpu().numpy()
             if classes is None:
