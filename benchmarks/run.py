@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -97,7 +96,24 @@ def make_model(name: str) -> nn.Module:
         return Tiny().eval()
     import torchvision
 
-    return torchvision.models.get_model(name, weights=None).eval()
+    return calibrate_bn(torchvision.models.get_model(name, weights=None))
+
+
+def calibrate_bn(model: nn.Module) -> nn.Module:
+    """Random-init BatchNorm statistics (mean 0, var 1) leave e.g. MobileNetV2's logits input-independent
+    (~1e-10): set them to the statistics of 16 seeded random images, so the maps compared are not flat."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model.eval()
+    for m in bns:
+        m.momentum = None  # cumulative average
+        m.reset_running_stats()
+    g = torch.Generator().manual_seed(3)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(8, 3, 224, 224, generator=g))
+    return model.eval()
 
 
 # ---------------------------------------------------------------- occlusion
@@ -181,6 +197,9 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
     x = torch.rand(n, 3, size, size, generator=g)
     with torch.no_grad():
         tgt = model(x).argmax(1)
+    acts = {type(m).__name__ for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU,
+                                                                    nn.GELU, nn.SiLU, nn.Hardswish))}
+    same_rule = acts <= {"ReLU"}  # captum / grad-cam guided backprop only replace nn.ReLU
     fwd = flops_of(lambda: model(x))  # forward; a backward to the input costs about 2x more
 
     def grads(rule, xs, ts, layout=lambda t: t):  # what saliency_maps / guided_backprop do
@@ -239,6 +258,10 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
             return torch.cat([GuidedBackprop(model).attribute(x[s:s + batch], target=tgt[s:s + batch])
                               for s in range(0, n, batch)])
 
+        if not same_rule:
+            print("    guided backprop: Captum and pytorch-grad-cam change nn.ReLU only, this model's activations "
+                  f"are {', '.join(sorted(acts))}: not the same method, not compared")
+            return
         gb()
         t_o, t_c, a, b = interleaved(gb, cap_gb)
         gerr = float((a - b).abs().max() / b.abs().max())
@@ -246,7 +269,7 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
               f"max rel diff {gerr:.1e}")
     else:
         print("    captum: not installed (pip install -e .[bench]), skipped")
-    if gradcam is None:
+    if gradcam is None or not same_rule:
         return
     from pytorch_grad_cam import GuidedBackpropReLUModel
 
@@ -309,10 +332,10 @@ def bench_build(sizes, threads, preset="standard"):
         with tempfile.TemporaryDirectory(prefix="reportgen-bench-") as tmp:
             images, out = Path(tmp) / "images", Path(tmp) / "out"
             write_images(images, n)
-            cmd = [sys.executable, "-c", "import resource, sys, runpy; sys.argv = sys.argv[1:]; "
+            cmd = [sys.executable, "-c", "import sys, runpy; sys.argv = sys.argv[1:]; "
                    "sys.argv[0] = 'reportgen';\ntry:\n    runpy.run_module('reportgen', run_name='__main__')\n"
-                   "finally:\n    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-                   "file=sys.stderr)",
+                   "finally:\n    print('PEAK_RSS_KB', [ln.split()[1] for ln in open('/proc/self/status') "
+                   "if ln.startswith('VmHWM')][0], file=sys.stderr)",
                    "reportgen", "build", "--model", "demo", "--images", str(images), "--out", str(out),
                    "--preset", preset, "--no-cache"]
             env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
