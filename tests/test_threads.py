@@ -32,3 +32,17 @@ def test_threads_is_a_general_option_and_a_build_flag():
 
     assert make_config("standard", general={"threads": 2}).general.threads == 2
     assert "--threads" in CliRunner().invoke(main, ["build", "--help"]).output
+
+
+def test_omp_num_threads_in_the_environment_wins_over_the_automatic_choice(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        monkeypatch.setattr(threads, "available_cpus", lambda: 8)
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+        assert threads.apply_threads(0) == 1 and torch.get_num_threads() == 1
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert threads.choose_threads(0) == 8
+    finally:
+        torch.set_num_threads(before)
