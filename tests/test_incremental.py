@@ -150,3 +150,25 @@ def test_inplace_aliasing_is_refused():
 
     occ, why = IncrementalOccluder.build(Alias().eval())
     assert occ is None and "in place" in why
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_real_mobilenet_occlusion_incremental_equals_full(shared_dir, make_ctx):
+    """The ImageNet MobileNetV2 of ../shared on one real photo: incremental maps equal full forwards."""
+    import importlib.util
+
+    from reportgen.preprocess import Preprocessing
+
+    spec = importlib.util.spec_from_file_location(
+        "mnv2_build", shared_dir / "models" / "mobilenet_v2_imagenet" / "build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    pre = Preprocessing(resize=256, input_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), source="test")
+    ctx = make_ctx(mod.build().eval(), shared_dir / "images" / "imagenet_dev",
+                   general={"max_images": 1}, pre=pre)
+    assert IncrementalOccluder.build(ctx.pixel_model)[0] is not None
+    inc = occlusion_maps(ctx, [0], 56, 56, batch_size=8, fill=0.5)[0]
+    full = occlusion_maps(ctx, [0], 56, 56, batch_size=8, fill=0.5, incremental=False)[0]
+    np.testing.assert_allclose(inc.grid, full.grid, atol=1e-5)
+    assert inc.base - inc.grid.min() > 0.01  # some window really changes the prediction
