@@ -37,6 +37,7 @@ from .output import (MARKER, OutputLock, TermAsInterrupt, check_out, clean_stale
 from .preprocess import Preprocessing
 from .published import display_path, published_command, published_model_info
 from .report import Report, Section, SkippedImage
+from .threads import apply_threads
 
 
 
@@ -123,6 +124,7 @@ def _section_key(ctx: RunContext, info: registry.TechniqueInfo, opts: Any) -> st
     g = dataclasses.asdict(ctx.config.general)
     g.pop("max_images", None)  # already part of the image-set hash
     g.pop("num_workers", None)
+    g.pop("threads", None)  # speed only
     return ctx.cache_key("section", info.id, CODE_VERSION, dataclasses.asdict(opts), g,
                          ctx.class_names, str(ctx.device.type))
 
@@ -248,6 +250,7 @@ def build_report(
     channels: int | None = None,
     max_images: int | None = None,
     batch_size: int | None = None,
+    threads: int | None = None,
     seed: int | None = None,
     set_options: list[str] | None = None,
     style_images: str | Path | None = None,
@@ -284,7 +287,7 @@ def build_report(
         preset=preset, toml_path=config,
         general={"layer": layer, "classes": classes, "max_images": max_images, "seed": seed, "batch_size": batch_size,
                  "style_images": str(style_images) if style_images else None,
-                 "texture_images": str(texture_images) if texture_images else None},
+                 "texture_images": str(texture_images) if texture_images else None, "threads": threads},
         technique_overrides=parse_set(set_options or []), only=only, skip=skip,
     )
     check_out(out, images if isinstance(images, (str, Path)) else None)
@@ -293,6 +296,7 @@ def build_report(
                       max_bytes=parse_size(cache_size))
     except ValueError as e:
         raise ReportgenError(f"--cache-size: {e}") from None
+    log(f"CPU threads: {apply_threads(cfg.general.threads)}")
 
     # model
     if isinstance(model, nn.Module):

@@ -179,6 +179,8 @@ def build_options(f):
                      "converted) or 3 (RGB). Default: the first convolution's in_channels."),
         click.option("--max-images", type=click.IntRange(1), help="Use at most N images (a seeded sample)."),
         click.option("--batch-size", type=click.IntRange(1), help="Images per forward/backward batch."),
+        click.option("--threads", type=click.IntRange(0), help="torch CPU threads (default 0: the CPUs not "
+                     "already busy, by the load average; on a loaded machine extra threads slow torch down)."),
         click.option("--seed", type=int, help="Seed for every random choice (default 0)."),
         click.option("--strict", is_flag=True, help="Stop at the first failing technique (with a traceback)."),
         click.option("--title", help="Report title."),

@@ -55,6 +55,9 @@ class GeneralOptions:
     """Folder of style images for texture/gram/style sections (None: the paintings shipped with reportgen)."""
     texture_images: str | None = None
     """Folder of texture images for the texture and gram sections (None: the textures shipped with reportgen)."""
+    threads: int = 0
+    """torch CPU threads (0: the CPUs not already busy by the 1-minute load average, at least 1;
+    see reportgen.threads)."""
 
 
 # Preset overrides of the general options.

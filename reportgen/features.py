@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from . import layers as layers_mod
+from .accel import autocast_agrees, low_precision_dtype, scan_autocast
 from .errors import LayerError
 from .hooks import capture_input, capture_outputs, eval_mode, hookable
 
@@ -303,6 +304,7 @@ def _forward_pass(ctx, layer_names: list[str]) -> tuple[_Base, dict[str, LayerSt
     fields = {n: _field_or_none(ctx, n) for n in layer_names}
     source = ""
     micro = device_batch_size(ctx, cap=ctx.batch_size)
+    low, checked = low_precision_dtype(ctx.device), False  # None on the CPU: float32 as before
     with eval_mode(model), torch.inference_mode(), contextlib.ExitStack() as stack:
         pen = outs_last = None
         if clf_name is not None:
@@ -322,7 +324,11 @@ def _forward_pass(ctx, layer_names: list[str]) -> tuple[_Base, dict[str, LayerSt
             for s0 in range(0, len(idx_b), micro):  # cache-sized chunks on the CPU (same results)
                 idx = idx_b[s0:s0 + micro]
                 x = ctx.to_device(x_b[s0:s0 + micro])
-                out = ctx.pixel_model(x)  # logits: PixelModel unpacks tuple / dict outputs
+                if low is not None and not checked:  # GPU: bf16/fp16 only where top-1 agrees with float32
+                    low = low if autocast_agrees(ctx.pixel_model, x, low) else None
+                    checked = True
+                with scan_autocast(ctx.device, low):
+                    out = ctx.pixel_model(x)  # logits: PixelModel unpacks tuple / dict outputs
                 logits.append(out.float().cpu().numpy())
                 if pen is not None:
                     f = pen["input"].flatten(1)

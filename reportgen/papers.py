@@ -9,6 +9,10 @@ KRIZHEVSKY_2012 = Reference(
 ZEILER_FERGUS_2014 = Reference(
     "Matthew D. Zeiler, Rob Fergus", "Visualizing and Understanding Convolutional Networks", "ECCV", 2014,
     "https://arxiv.org/abs/1311.2901")
+NAKANDALA_2019 = Reference(
+    "Supun Nakandala, Arun Kumar, Yannis Papakonstantinou",
+    "Incremental and Approximate Inference for Faster Occlusion-based Deep CNN Explanations", "SIGMOD", 2019,
+    "https://dblp.org/rec/conf/sigmod/NakandalaKP19")
 YOSINSKI_2015 = Reference(
     "Jason Yosinski, Jeff Clune, Anh Nguyen, Thomas Fuchs, Hod Lipson",
     "Understanding Neural Networks Through Deep Visualization", "ICML Deep Learning Workshop", 2015,

@@ -1,0 +1,33 @@
+"""benchmarks/run.py --quick runs end to end on a tiny model (a smoke test; no timing claims)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("bench_run", RUN)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_quick_runs_and_checks_maps(capsys):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert _load().main(["--quick", "--only", "ceiling,occlusion,gradients,threads"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "fp32 matmul ceiling" in out and "FLOP-count limit" in out and "saliency (ours)" in out and "thread(s)" in out
+
+
+@pytest.mark.slow
+def test_benchmark_quick_end_to_end_build(capsys):
+    assert _load().main(["--quick", "--only", "e2e"]) == 0
+    assert " ok" in capsys.readouterr().out
