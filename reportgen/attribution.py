@@ -168,7 +168,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target, base
 def _layer_and_grad(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: Target):
     """Activation ``A`` of ``layer`` (B x C x h x w) and ``dS_k/dA`` in one forward/backward pass."""
     with eval_mode(model), frozen_params(model), torch.enable_grad(), \
-            capture_outputs({"layer": layer}, detach=False) as store:
+            capture_outputs({"layer": layer}, detach=False, clone=False) as store:
         z = model(x.detach().clone().requires_grad_(True))
         if "layer" not in store:
             raise RuntimeError("the layer was not called during the forward pass")

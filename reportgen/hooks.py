@@ -70,6 +70,7 @@ def frozen_params(model: nn.Module) -> Iterator[nn.Module]:
 @contextlib.contextmanager
 def capture_outputs(
     modules: dict[str, nn.Module], detach: bool = True, keep_last: bool = True, stop_when_complete: bool = False,
+    clone: bool = True,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record each module's forward output into the yielded dict under its name.
 
@@ -80,7 +81,8 @@ def capture_outputs(
     The output is cloned when captured: a following in-place op (``ReLU(inplace=True)`` in
     torchvision's VGG/AlexNet) would otherwise rewrite the stored tensor, so a convolution's
     negative pre-activations would silently come back rectified. With ``detach=False`` the clone
-    is part of the graph, so gradients still flow to the input.
+    is part of the graph, so gradients still flow to the input. ``clone=False`` keeps the live tensor, for
+    ``torch.autograd.grad`` w.r.t. the activation itself (Grad-CAM); the caller then owns the in-place risk.
     """
     store: dict[str, torch.Tensor] = {}
     handles = []
@@ -89,7 +91,8 @@ def capture_outputs(
     def make(name: str):
         def hook(_m, _inp, out):
             t = out[0] if isinstance(out, (tuple, list)) else out
-            store[name] = t.detach().clone() if detach else t.clone()
+            t = t.detach() if detach else t
+            store[name] = t.clone() if clone else t
             if stop_when_complete and wanted <= set(store):
                 raise StopForward
 

@@ -95,7 +95,6 @@ def card(ctx, opts: CardOptions) -> Section:
         acc5 = float(np.mean([kl[i] in top5[known][i] for i in range(len(kl))]))
         sec.add(KeyValues([("labelled images", str(int(known.sum()))), ("top-1 accuracy", f"{acc1:.3f}"),
                            ("top-5 accuracy", f"{acc5:.3f}")], title="Accuracy on this image set"))
-        sec.results.update(top1_accuracy=round(acc1, 4), top5_accuracy=round(acc5, 4), labelled=int(known.sum()))
         _confusion(sec, ctx, kl, preds[known], opts)
         present, m = confusion_matrix(kl, preds[known])
         sec.results.update({
