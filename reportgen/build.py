@@ -111,7 +111,7 @@ def make_context(
         )
     if not isinstance(images, ImageSet):
         images = discover_images(images, pre, class_names, max_images=config.general.max_images,
-                                 seed=config.general.seed, progress=progress)
+                                 seed=config.general.seed, progress=progress, cache=cache)
     return RunContext(
         model=model, device=dev, pre=pre, images=images, class_names=list(class_names), config=config,
         model_hash=model_hash(model), model_info=model_info, progress=progress, cache=cache,
@@ -190,16 +190,19 @@ def compute_sections(ctx: RunContext, techniques: list[registry.TechniqueInfo], 
 
 
 def versions() -> dict[str, str]:
-    import jinja2
-    import matplotlib
-    import PIL
-    import sklearn
-    import torchvision
+    """Installed versions, read from package metadata (importing torchvision and sklearn costs seconds)."""
+    from importlib import metadata
+
+    def ver(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
 
     return {
-        "reportgen": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "torchvision": torchvision.__version__, "numpy": np.__version__, "pillow": PIL.__version__,
-        "matplotlib": matplotlib.__version__, "scikit-learn": sklearn.__version__, "jinja2": jinja2.__version__,
+        "reportgen": __version__, "python": platform.python_version(), "torch": str(torch.__version__),
+        "torchvision": ver("torchvision"), "numpy": np.__version__, "pillow": ver("pillow"),
+        "matplotlib": ver("matplotlib"), "scikit-learn": ver("scikit-learn"), "jinja2": ver("jinja2"),
         "platform": platform.platform(),
     }
 

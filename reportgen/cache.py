@@ -34,6 +34,7 @@ CODE_VERSION = "2"  # bump when a technique's output format changes
 
 _ALLOWED_MODULES = ("builtins", "collections", "numpy", "numpy.core.multiarray", "numpy._core.multiarray",
                     "numpy.core.numeric", "numpy._core.numeric", "numpy.dtypes", "reportgen.report", "reportgen.features",
+                    "reportgen.arrays",
                     "datetime", "_codecs", "copyreg")
 _BUILTINS_OK = {"list", "dict", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",
                 "complex", "bool", "slice", "range", "NoneType", "object"}
@@ -59,7 +60,7 @@ def digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
-_ENTRY = re.compile(r"[0-9a-f]{64}\.pkl")
+_ENTRY = re.compile(r"[0-9a-f]{64}\.(pkl|npy)")  # pickles, memory-mapped matrices (reportgen.arrays)
 
 
 def default_cache_dir() -> Path:
