@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, registry
+from . import __version__, distributed, registry
 from .cache import CODE_VERSION, Cache, default_cache_dir, digest, parse_size
 from .checks import check_classifier, folder_class_names, keeps_train_mode, model_title
 from .config import Config, make_config, parse_set
@@ -219,12 +219,13 @@ def device_description(dev: torch.device) -> str:
 class BuildResult:
     out: Path
     index: Path
-    report: Report
+    report: Report | None
     manifest: dict[str, Any] = field(default_factory=dict)
+    worker: bool = False  # a torch.distributed rank other than 0: it scanned its shard; rank 0 wrote the report
 
     @property
     def ok(self) -> bool:
-        return not self.report.failed
+        return self.report is not None and not self.report.failed
 
 
 @keeps_train_mode
@@ -319,12 +320,26 @@ def build_report(
     log(f"Model: {loaded.spec} ({loaded.kind}) on {device_description(dev)}")
     log(f"Preprocessing: {pre.describe()} [{pre.source}]")
 
+    group = distributed.init()  # torchrun: every rank scans a shard of the image set, rank 0 goes on
+    if group is not None and group.rank > 0:
+        try:
+            distributed.shared_pass(make_context(loaded.model, images, class_names=class_names, pre=pre, config=cfg,
+                                                 device=dev, model_info=published_model_info(loaded)), group)
+        finally:
+            distributed.close(group)
+        return BuildResult(out=out, index=out, report=None, worker=True)
     with staged_output(out, wait=wait, log=log) as tmp:
-        ctx = make_context(
-            loaded.model, images, class_names=class_names, pre=pre, config=cfg, device=dev,
-            progress=progress, cache=cache,
-            model_info=published_model_info(loaded),
-        )
+        try:
+            ctx = make_context(
+                loaded.model, images, class_names=class_names, pre=pre, config=cfg, device=dev,
+                progress=progress, cache=cache,
+                model_info=published_model_info(loaded),
+            )
+            if group is not None:
+                log(f"Distributed: {group.size} processes scan the image set")
+                distributed.shared_pass(ctx, group)
+        finally:
+            distributed.close(group)
         log(f"Images: {len(ctx.images)} usable under {images}"
             + (f", {len(ctx.images.skipped)} skipped" if ctx.images.skipped else "")
             + (f"; labels from {ctx.images.label_source}" if ctx.images.label_source else ""))

@@ -137,6 +137,8 @@ def _run_build(debug: bool = False, **kw) -> None:
                    + ("" if debug else " (rerun with --debug for the traceback)"), err=True)
         sys.exit(3)
     dt = time.perf_counter() - t0
+    if result.worker:  # torch.distributed rank > 0: its shard went to rank 0, which writes the report
+        return
     rep = result.report
     click.echo(f"\nReport written to {result.out.resolve()} in {dt:.1f} s "
                f"({len(rep.sections)} sections, {len(rep.skipped_images)} skipped images).")
