@@ -136,14 +136,20 @@ class Cache:
         """Write one entry atomically; a full or read-only disk only costs the cache, never the build."""
         if not self.enabled:
             return
-        p = self._path(self.dir, key)
         buf = io.BytesIO()
         pickle.dump(obj, buf, protocol=pickle.HIGHEST_PROTOCOL)
+        self.put_pickled(key, buf.getvalue())
+
+    def put_pickled(self, key: str, data: bytes) -> None:
+        """:meth:`put` for an object already pickled (``data``)."""
+        if not self.enabled:
+            return
+        p = self._path(self.dir, key)
         tmp = p.with_name(f"{p.stem}.{os.getpid()}.part")
         try:
             self._ensure_dir()
             p.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(buf.getvalue())
+            tmp.write_bytes(data)
             os.replace(tmp, p)
         except OSError:
             try:

@@ -46,7 +46,7 @@ def store_tree(report: Report, cache: Cache) -> str | None:
     buf = io.BytesIO()
     pickle.dump(report, buf, protocol=pickle.HIGHEST_PROTOCOL)
     key = hashlib.sha256(buf.getvalue()).hexdigest()
-    cache.put(key, report)
+    cache.put_pickled(key, buf.getvalue())
     report.meta[TREE_KEY] = {"sha256": key}
     return key
 
