@@ -9,10 +9,8 @@ stops at the first failure instead).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
-import shutil
 import sys
 import time
 import traceback
@@ -24,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, registry
+from . import __version__, distributed, registry
 from .cache import CODE_VERSION, Cache, default_cache_dir, digest, parse_size
 from .checks import check_classifier, folder_class_names, keeps_train_mode, model_title
 from .config import Config, make_config, parse_set
@@ -32,11 +30,11 @@ from .context import ProgressFn, RunContext, no_progress
 from .errors import ModelError, ReportgenError
 from .hooks import count_hooks, module_signature
 from .images import ImageSet, discover_images
-from .output import (MARKER, OutputLock, TermAsInterrupt, check_out, clean_stale, disk_error, embed_json,
-                     is_single_file_target, publish_file, sibling, swap_in)
+from .output import check_out, is_single_file_target
 from .preprocess import Preprocessing
 from .published import display_path, published_command, published_model_info
 from .report import Report, Section, SkippedImage
+from .rerender import publish_report, staged_output, store_tree
 from .threads import apply_threads
 
 
@@ -113,7 +111,7 @@ def make_context(
         )
     if not isinstance(images, ImageSet):
         images = discover_images(images, pre, class_names, max_images=config.general.max_images,
-                                 seed=config.general.seed, progress=progress)
+                                 seed=config.general.seed, progress=progress, cache=cache)
     return RunContext(
         model=model, device=dev, pre=pre, images=images, class_names=list(class_names), config=config,
         model_hash=model_hash(model), model_info=model_info, progress=progress, cache=cache,
@@ -192,16 +190,19 @@ def compute_sections(ctx: RunContext, techniques: list[registry.TechniqueInfo], 
 
 
 def versions() -> dict[str, str]:
-    import jinja2
-    import matplotlib
-    import PIL
-    import sklearn
-    import torchvision
+    """Installed versions, read from package metadata (importing torchvision and sklearn costs seconds)."""
+    from importlib import metadata
+
+    def ver(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
 
     return {
-        "reportgen": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "torchvision": torchvision.__version__, "numpy": np.__version__, "pillow": PIL.__version__,
-        "matplotlib": matplotlib.__version__, "scikit-learn": sklearn.__version__, "jinja2": jinja2.__version__,
+        "reportgen": __version__, "python": platform.python_version(), "torch": str(torch.__version__),
+        "torchvision": ver("torchvision"), "numpy": np.__version__, "pillow": ver("pillow"),
+        "matplotlib": ver("matplotlib"), "scikit-learn": ver("scikit-learn"), "jinja2": ver("jinja2"),
         "platform": platform.platform(),
     }
 
@@ -218,12 +219,13 @@ def device_description(dev: torch.device) -> str:
 class BuildResult:
     out: Path
     index: Path
-    report: Report
+    report: Report | None
     manifest: dict[str, Any] = field(default_factory=dict)
+    worker: bool = False  # a torch.distributed rank other than 0: it scanned its shard; rank 0 wrote the report
 
     @property
     def ok(self) -> bool:
-        return not self.report.failed
+        return self.report is not None and not self.report.failed
 
 
 @keeps_train_mode
@@ -318,111 +320,61 @@ def build_report(
     log(f"Model: {loaded.spec} ({loaded.kind}) on {device_description(dev)}")
     log(f"Preprocessing: {pre.describe()} [{pre.source}]")
 
-    with OutputLock(out, wait=wait, log=log), TermAsInterrupt():
-        clean_stale(out, log)
-        check_out(out)  # again, now that nobody else is writing it
-        tmp = sibling(out, "tmp")
+    group = distributed.init()  # torchrun: every rank scans a shard of the image set, rank 0 goes on
+    if group is not None and group.rank > 0:
         try:
-            tmp.mkdir(parents=True)
+            distributed.shared_pass(make_context(loaded.model, images, class_names=class_names, pre=pre, config=cfg,
+                                                 device=dev, model_info=published_model_info(loaded)), group)
+        finally:
+            distributed.close(group)
+        return BuildResult(out=out, index=out, report=None, worker=True)
+    with staged_output(out, wait=wait, log=log) as tmp:
+        try:
             ctx = make_context(
                 loaded.model, images, class_names=class_names, pre=pre, config=cfg, device=dev,
                 progress=progress, cache=cache,
                 model_info=published_model_info(loaded),
             )
-            log(f"Images: {len(ctx.images)} usable under {images}"
-                + (f", {len(ctx.images.skipped)} skipped" if ctx.images.skipped else "")
-                + (f"; labels from {ctx.images.label_source}" if ctx.images.label_source else ""))
-            if cfg.general.layer:  # a typo is bad input (exit 2, close names suggested), not N failed sections
-                ctx.layer(cfg.general.layer)
-            techniques = cfg.enabled()
-            sections = compute_sections(ctx, techniques, strict=strict, log=log)
-            report = Report(
-                title=title or f"{model_title(loaded.model, loaded.spec, loaded.kind)} — model card",
-                sections=sections,
-                skipped_images=list(ctx.images.skipped),
-                meta={
-                    "model": ctx.model_info,
-                    "model_hash": ctx.model_hash,
-                    "num_classes": ctx.num_classes,
-                    "preprocessing": pre.to_dict(),
-                    "preprocessing_text": pre.describe(),
-                    "images": {"folder": display_path(images), "count": len(ctx.images),
-                               "skipped": len(ctx.images.skipped), "labels_from": ctx.images.label_source},
-                    "config": cfg.to_dict(),
-                    "device": device_description(dev),
-                    "versions": versions(),
-                    "theme": theme,
-                    "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                    "command": published_command(sys.argv),
-                },
-            )
-            report.meta["total_time_s"] = round(time.perf_counter() - t_start, 2)
-            manifest = publish_report(report, tmp, out, cache, theme=theme, single_file=single_file)
+            if group is not None:
+                log(f"Distributed: {group.size} processes scan the image set")
+                distributed.shared_pass(ctx, group)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            distributed.close(group)
+        log(f"Images: {len(ctx.images)} usable under {images}"
+            + (f", {len(ctx.images.skipped)} skipped" if ctx.images.skipped else "")
+            + (f"; labels from {ctx.images.label_source}" if ctx.images.label_source else ""))
+        if cfg.general.layer:  # a typo is bad input (exit 2, close names suggested), not N failed sections
+            ctx.layer(cfg.general.layer)
+        techniques = cfg.enabled()
+        sections = compute_sections(ctx, techniques, strict=strict, log=log)
+        report = Report(
+            title=title or f"{model_title(loaded.model, loaded.spec, loaded.kind)} — model card",
+            sections=sections,
+            skipped_images=list(ctx.images.skipped),
+            meta={
+                "model": ctx.model_info,
+                "model_hash": ctx.model_hash,
+                "num_classes": ctx.num_classes,
+                "preprocessing": pre.to_dict(),
+                "preprocessing_text": pre.describe(),
+                "images": {"folder": display_path(images), "count": len(ctx.images),
+                           "skipped": len(ctx.images.skipped), "labels_from": ctx.images.label_source},
+                "config": cfg.to_dict(),
+                "device": device_description(dev),
+                "versions": versions(),
+                "theme": theme,
+                "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "command": published_command(sys.argv),
+            },
+        )
+        report.meta["total_time_s"] = round(time.perf_counter() - t_start, 2)
+        store_tree(report, cache)  # `reportgen render` re-renders it without the model
+        manifest = publish_report(report, tmp, out, cache, theme=theme, single_file=single_file)
         cache.trim()
     if is_single_file_target(out):
         return BuildResult(out=out, index=out, report=report, manifest=manifest)
     index = out / manifest.get("index", "index.html")
     return BuildResult(out=out, index=index, report=report, manifest=manifest)
-
-
-def publish_report(report: Report, tmp: Path, out: Path, cache: Cache, *, theme: str,
-                   single_file: bool = False) -> dict[str, Any]:
-    """Render ``report`` into ``tmp`` with its report.json, then move it into place as ``out`` (atomically).
-
-    The caller holds :class:`~reportgen.output.OutputLock` on ``out`` and removes ``tmp`` afterwards.
-    """
-    from .render import render_report
-
-    try:
-        manifest = render_report(report, tmp, theme=theme, single_file=single_file)
-        _write_json(report, manifest, tmp / MARKER, cache)
-        if is_single_file_target(out):
-            embed_json(tmp / "index.html", tmp / MARKER)
-            publish_file(tmp / "index.html", out)
-        else:
-            swap_in(tmp, out)
-    except OSError as e:
-        raise disk_error(e, out) from None
-    return manifest
-
-
-def _write_json(report: Report, manifest: dict[str, Any], path: Path, cache: Cache) -> None:
-    secs = []
-    for s in report.sections:
-        secs.append({
-            "id": s.id, "title": s.title, "error": s.error, "wall_time_s": round(s.wall_time_s, 3),
-            "cached": s.cached, "params": s.params, "results": s.results,
-            "references": [dataclasses.asdict(r) for r in s.references],
-            "page": manifest.get("sections", {}).get(s.id, {}).get("page"),
-            "figures": manifest.get("sections", {}).get(s.id, {}).get("assets", []),
-        })
-    data = {
-        "reportgen": report.meta.get("versions", {}).get("reportgen"),
-        "title": report.title,
-        **{k: v for k, v in report.meta.items()},
-        "skipped_images": [dataclasses.asdict(s) for s in report.skipped_images],
-        "sections": secs,
-        "cache": {"hits": cache.hits, "misses": cache.misses, "enabled": cache.enabled},  # no path: it is private
-    }
-    from .render.html import clean_strings
-
-    data = clean_strings(json.loads(json.dumps(data, default=_json_default)))  # plain JSON, undecodable names shown
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return repr(o)
 
 
 __all__ = ["build_report", "make_context", "publish_report", "BuildResult", "resolve_device", "run_technique", "compute_sections",

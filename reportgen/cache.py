@@ -34,6 +34,7 @@ CODE_VERSION = "2"  # bump when a technique's output format changes
 
 _ALLOWED_MODULES = ("builtins", "collections", "numpy", "numpy.core.multiarray", "numpy._core.multiarray",
                     "numpy.core.numeric", "numpy._core.numeric", "numpy.dtypes", "reportgen.report", "reportgen.features",
+                    "reportgen.arrays",
                     "datetime", "_codecs", "copyreg")
 _BUILTINS_OK = {"list", "dict", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",
                 "complex", "bool", "slice", "range", "NoneType", "object"}
@@ -59,7 +60,7 @@ def digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
-_ENTRY = re.compile(r"[0-9a-f]{64}\.pkl")
+_ENTRY = re.compile(r"[0-9a-f]{64}\.(pkl|npy)")  # pickles, memory-mapped matrices (reportgen.arrays)
 
 
 def default_cache_dir() -> Path:
@@ -135,14 +136,20 @@ class Cache:
         """Write one entry atomically; a full or read-only disk only costs the cache, never the build."""
         if not self.enabled:
             return
-        p = self._path(self.dir, key)
         buf = io.BytesIO()
         pickle.dump(obj, buf, protocol=pickle.HIGHEST_PROTOCOL)
+        self.put_pickled(key, buf.getvalue())
+
+    def put_pickled(self, key: str, data: bytes) -> None:
+        """:meth:`put` for an object already pickled (``data``)."""
+        if not self.enabled:
+            return
+        p = self._path(self.dir, key)
         tmp = p.with_name(f"{p.stem}.{os.getpid()}.part")
         try:
             self._ensure_dir()
             p.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(buf.getvalue())
+            tmp.write_bytes(data)
             os.replace(tmp, p)
         except OSError:
             try:

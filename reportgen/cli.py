@@ -1,4 +1,4 @@
-"""Command line: ``reportgen build | demo | layers | techniques``."""
+"""Command line: ``reportgen build | demo | render | layers | techniques``."""
 
 from __future__ import annotations
 
@@ -137,6 +137,8 @@ def _run_build(debug: bool = False, **kw) -> None:
                    + ("" if debug else " (rerun with --debug for the traceback)"), err=True)
         sys.exit(3)
     dt = time.perf_counter() - t0
+    if result.worker:  # torch.distributed rank > 0: its shard went to rank 0, which writes the report
+        return
     rep = result.report
     click.echo(f"\nReport written to {result.out.resolve()} in {dt:.1f} s "
                f"({len(rep.sections)} sections, {len(rep.skipped_images)} skipped images).")
@@ -241,6 +243,36 @@ def demo(out, theme, preset, only, single_file, device, no_cache, **kw) -> None:
     _run_build(model="demo", images=str(images_dir()), out=out, theme=theme, preset=preset, only=only,
                single_file=single_file, device=device, use_cache=not no_cache,
                title="Demo: FashionNet on Fashion-MNIST — model card", **kw)
+
+
+@main.command()
+@click.argument("report", type=click.Path(exists=True))
+@click.option("--theme", help="Theme to render with (default: the report's own).")
+@click.option("--single-file", is_flag=True, help="Write one self-contained HTML file.")
+@click.option("--out", "new_out", type=click.Path(), help="Write here instead of replacing REPORT "
+              "(a folder, or NAME.html for one file).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache folder the build used "
+              "(default: the user cache directory).")
+@click.option("--wait", is_flag=True, help="Wait for another build writing the same output.")
+def render(report, theme, single_file, new_out, cache_dir, wait) -> None:
+    """Re-render a built REPORT (folder or .html) from its stored report tree, e.g. with another theme:
+    no model is loaded and no image is read (seconds). The tree lives in the cache; if it was evicted,
+    rebuild with `reportgen build`."""
+    from .cache import Cache, default_cache_dir
+    from .errors import ReportgenError
+    from .rerender import rerender
+
+    t0 = time.perf_counter()
+    try:
+        target, rep = rerender(report, theme=theme, single_file=single_file, new_out=new_out, wait=wait,
+                               cache=Cache(Path(cache_dir) if cache_dir else default_cache_dir()), log=_log)
+    except ReportgenError as e:
+        click.echo(f"error: {_one_line(e)}", err=True)
+        sys.exit(2)
+    click.echo(f"Report re-rendered to {target.resolve()} ({rep.meta.get('theme')} theme, "
+               f"{len(rep.sections)} sections) in {time.perf_counter() - t0:.1f} s.")
+    index = target if target.suffix.lower() in (".html", ".htm") else target / "index.html"
+    click.echo(_open_hint(index))
 
 
 @main.command()

@@ -50,7 +50,7 @@ class GeneralOptions:
     classes: list[int] | None = None
     """Class indices for class-level techniques (None: the most predicted classes)."""
     num_workers: int = 0
-    """Image decoding worker threads (0: decode in the main thread)."""
+    """DataLoader worker processes that decode and resize images ahead of the feature pass (0: in this process)."""
     style_images: str | None = None
     """Folder of style images for texture/gram/style sections (None: the paintings shipped with reportgen)."""
     texture_images: str | None = None

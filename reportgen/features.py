@@ -27,18 +27,16 @@ one without a planner) costs one more pass, for that layer only.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from . import layers as layers_mod
-from .accel import autocast_agrees, low_precision_dtype, scan_autocast
+from .arrays import resolve
 from .errors import LayerError
-from .hooks import capture_input, capture_outputs, eval_mode, hookable
+from .hooks import capture_outputs, eval_mode, hookable
 
 FEATURES_VERSION = "3"
 TOPK = 16  # top images kept per channel (patches can show at most this many)
@@ -174,6 +172,18 @@ def _layer_key(ctx, name: str) -> str:
     return ctx.cache_key("features", "layer", FEATURES_VERSION, name, TOPK)
 
 
+def cached_features_complete(ctx, layers: list[str]) -> bool:
+    """True when the cache already holds the base record and every layer in ``layers`` (no pass needed)."""
+    cache = ctx.cache
+    if cache is None or not cache.enabled:
+        return False
+    hit = cache.get(_base_key(ctx))
+    if not (isinstance(hit, _Base) and resolve(hit.penultimate, cache) is not None
+            and resolve(hit.pixels, cache) is not None):
+        return False
+    return all(isinstance(cache.get(_layer_key(ctx, n)), LayerStats) for n in layers)
+
+
 def compute_features(ctx, layers: list[str]) -> FeatureStore:
     """Logits, penultimate features, pixel vectors and per-layer stats, from memory, cache or ONE pass."""
     requested = list(dict.fromkeys(layers))
@@ -195,8 +205,10 @@ def compute_features(ctx, layers: list[str]) -> FeatureStore:
 
     if base is None and cache is not None:
         hit = cache.get(_base_key(ctx))
-        if isinstance(hit, _Base):
-            base = hit
+        if isinstance(hit, _Base):  # its big matrices are memory-mapped files beside it (reportgen.arrays)
+            pen, pix = resolve(hit.penultimate, cache), resolve(hit.pixels, cache)
+            if pen is not None and pix is not None:
+                base = dataclasses.replace(hit, penultimate=pen, pixels=pix)
     for name in requested:
         from_cache(name)
     missing = [n for n in requested if n not in stats]
@@ -207,10 +219,10 @@ def compute_features(ctx, layers: list[str]) -> FeatureStore:
             from_cache(name)
             if name not in stats and name not in missing:
                 missing.append(name)
-        base, new = _forward_pass(ctx, missing)
+        base, new, refs = _forward_pass(ctx, missing)
         passes = 1
         if cache is not None:
-            cache.put(_base_key(ctx), base)
+            cache.put(_base_key(ctx), dataclasses.replace(base, **{k: v for k, v in refs.items() if v is not None}))
             for name, st in new.items():
                 cache.put(_layer_key(ctx, name), st)
         stats.update(new)
@@ -221,157 +233,12 @@ def compute_features(ctx, layers: list[str]) -> FeatureStore:
     )
 
 
-class _TopK:
-    """Running per-channel top-k over images of the channel's spatial maximum (bounded memory)."""
+def _forward_pass(ctx, layer_names: list[str]):
+    """One pass over the set (see :mod:`reportgen.scan`): (base, {layer: LayerStats}, {name: ArrayRef})."""
+    from .scan import forward_pass
 
-    def __init__(self, k: int, region: tuple[int, int, int, int] | None = None):
-        self.k = k
-        self.region = region  # (y0, x0, y1, x1): only units in this part of the grid
-        self.values: torch.Tensor | None = None  # C x k
-        self.image = self.pos = None
-        self.sum = self.sumsq = None
-        self.count = 0
-        self.shape: tuple[int, ...] = ()
-
-    def update(self, act: torch.Tensor, idx: list[int]) -> None:
-        a = act.detach().float()
-        if a.dim() == 1:
-            a = a[:, None]
-        self.shape = tuple(a.shape[1:])
-        b, c = a.shape[:2]
-        if self.region is not None:
-            y0, x0, y1, x1 = self.region
-            a = a[:, :, y0:y1, x0:x1]
-        flat = a.reshape(b, c, -1)
-        vmax, pos = flat.max(dim=2)  # B x C
-        if self.region is not None:  # back to positions in the full grid
-            rw = x1 - x0
-            pos = (pos // rw + y0) * self.shape[-1] + (pos % rw + x0)
-        s = flat.sum(dim=(0, 2)).double().cpu()
-        s2 = flat.double().pow(2).sum(dim=(0, 2)).cpu()
-        self.sum = s if self.sum is None else self.sum + s
-        self.sumsq = s2 if self.sumsq is None else self.sumsq + s2
-        self.count += b * flat.shape[2]
-        vals = vmax.t().cpu()  # C x B
-        imgs = torch.as_tensor(idx, dtype=torch.int64)[None, :].expand(c, b)
-        poss = pos.t().cpu().to(torch.int64)
-        if self.values is not None:
-            vals = torch.cat([self.values, vals], 1)
-            imgs = torch.cat([self.image, imgs], 1)
-            poss = torch.cat([self.pos, poss], 1)
-        k = min(self.k, vals.shape[1])
-        # stable tie-break: among equal values the earlier image wins (the argmax over the set)
-        order = torch.sort(vals, dim=1, descending=True, stable=True).indices[:, :k]
-        self.values = vals.gather(1, order)
-        self.image = imgs.gather(1, order)
-        self.pos = poss.gather(1, order)
-
-    def finish(self, name: str) -> LayerStats:
-        c = self.values.shape[0]
-        k = self.k
-        vals = np.full((c, k), -np.inf, dtype=np.float32)
-        img = np.full((c, k), -1, dtype=np.int64)
-        ys = np.zeros((c, k), dtype=np.int32)
-        xs = np.zeros((c, k), dtype=np.int32)
-        n = self.values.shape[1]
-        vals[:, :n] = self.values.numpy()
-        img[:, :n] = self.image.numpy()
-        w = int(self.shape[-1]) if len(self.shape) >= 2 else 1
-        pos = self.pos.numpy()
-        ys[:, :n] = pos // w if len(self.shape) >= 2 else 0
-        xs[:, :n] = pos % w if len(self.shape) >= 2 else 0
-        shape = self.shape if len(self.shape) >= 1 else (c,)
-        n_all = max(1, self.count)
-        mean = self.sum / n_all
-        var = (self.sumsq / n_all - mean ** 2).clamp_min(0)
-        return LayerStats(name=name, shape=tuple(int(s) for s in shape), top_values=vals, top_image=img,
-                          top_y=ys, top_x=xs, mean=mean.float().numpy(), std=var.sqrt().float().numpy())
-
-
-def _forward_pass(ctx, layer_names: list[str]) -> tuple[_Base, dict[str, LayerStats]]:
-    model = ctx.model
-    clf_name = layers_mod.classifier_layer(model)
-    last_conv = layers_mod.last_conv(model)
-    if not hookable(model):  # TorchScript: no hooks, so the logits stand in for the features
-        clf_name = last_conv = None
-        layer_names = []
-    modules = {n: ctx.layer(n) for n in layer_names}
-    logits, feats, pixels = [], [], []
-    rgb_sum = torch.zeros(3, dtype=torch.float64)
-    n_pix = 0
-    tops = {n: _TopK(TOPK) for n in layer_names}
-    inner: dict[str, _TopK | None] = {}
-    fields = {n: _field_or_none(ctx, n) for n in layer_names}
-    source = ""
-    micro = device_batch_size(ctx, cap=ctx.batch_size)
-    low, checked = low_precision_dtype(ctx.device), False  # None on the CPU: float32 as before
-    with eval_mode(model), torch.inference_mode(), contextlib.ExitStack() as stack:
-        pen = outs_last = None
-        if clf_name is not None:
-            pen = stack.enter_context(capture_input(layers_mod.resolve_layer(model, clf_name)))
-            source = f"input of {clf_name} (last Linear)"
-        elif last_conv is not None:
-            outs_last = stack.enter_context(
-                capture_outputs({last_conv: layers_mod.resolve_layer(model, last_conv)}))
-            source = f"global-average-pooled output of {last_conv}"
-        else:
-            source = ("logits (TorchScript archive: no hooks)" if not hookable(model)
-                      else "logits (no Linear or Conv2d layer found)")
-        acts = stack.enter_context(capture_outputs(modules)) if modules else {}
-        nb = (len(ctx.images) + ctx.batch_size - 1) // ctx.batch_size
-        desc = "Forward pass over the image set" + (f" (+{len(modules)} layer(s))" if modules else "")
-        for idx_b, x_b in ctx.progress(ctx.images.batches(ctx.batch_size), desc, total=nb):
-            for s0 in range(0, len(idx_b), micro):  # cache-sized chunks on the CPU (same results)
-                idx = idx_b[s0:s0 + micro]
-                x = ctx.to_device(x_b[s0:s0 + micro])
-                if low is not None and not checked:  # GPU: bf16/fp16 only where top-1 agrees with float32
-                    low = low if autocast_agrees(ctx.pixel_model, x, low) else None
-                    checked = True
-                with scan_autocast(ctx.device, low):
-                    out = ctx.pixel_model(x)  # logits: PixelModel unpacks tuple / dict outputs
-                logits.append(out.float().cpu().numpy())
-                if pen is not None:
-                    f = pen["input"].flatten(1)
-                elif outs_last is not None:
-                    a = outs_last[last_conv]
-                    f = a.mean(dim=(2, 3)) if a.dim() == 4 else a.flatten(1)
-                else:
-                    f = out
-                feats.append(f.float().cpu().numpy().astype(np.float16))
-                xf = x.float()
-                small = F.adaptive_avg_pool2d(xf, PIXEL_SIZE) if xf.shape[-1] != PIXEL_SIZE else xf
-                pixels.append(small.flatten(1).cpu().numpy().astype(np.float16))
-                rgb_sum += xf.sum(dim=(0, 2, 3)).double().cpu()
-                n_pix += xf.shape[0] * xf.shape[2] * xf.shape[3]
-                for name in layer_names:
-                    if name not in acts:
-                        raise RuntimeError(f"layer {name!r} was not called during the forward pass")
-                    a = acts[name]
-                    tops[name].update(a, idx)
-                    if name not in inner:
-                        region = None
-                        if a.dim() == 4 and fields[name] is not None:
-                            from .receptive import interior_units
-
-                            region = interior_units(fields[name], tuple(a.shape[-2:]), int(x.shape[-1]))
-                        inner[name] = _TopK(TOPK, region) if region is not None else None
-                    if inner[name] is not None:
-                        inner[name].update(a, idx)
-    base = _Base(
-        logits=np.concatenate(logits).astype(np.float32),
-        penultimate=np.concatenate(feats),
-        penultimate_source=source,
-        pixels=np.concatenate(pixels),
-        mean_rgb=(rgb_sum / max(1, n_pix)).float().numpy(),
-    )
-    out = {}
-    for n, t in tops.items():
-        st = t.finish(n)
-        if inner.get(n) is not None:
-            st.interior = inner[n].finish(n)
-            st.interior_region = inner[n].region
-        out[n] = st
-    return base, out
+    key = _base_key(ctx) if ctx.cache is not None and ctx.cache.enabled else None
+    return forward_pass(ctx, layer_names, key, TOPK, PIXEL_SIZE)
 
 
 def _field_or_none(ctx, name: str):

@@ -214,8 +214,13 @@ def discover_images(
     max_images: int | None = None,
     seed: int = 0,
     progress: Callable | None = None,
+    cache=None,
 ) -> ImageSet:
-    """Find, decode and validate every image under ``folder``; raise ImageSetError if none is usable."""
+    """Find, decode and validate every image under ``folder``; raise ImageSetError if none is usable.
+
+    With a ``cache`` (:class:`reportgen.cache.Cache`), what decoding found (SHA-256 and size, or why the file
+    was skipped) is remembered per file path, size and modification time, so a rebuild reads no image.
+    """
     root = Path(folder)
     pattern = str(folder)
     if not root.exists() and glob.has_magic(pattern):  # --images 'photos/*.jpg' (quoted: not expanded by the shell)
@@ -268,27 +273,58 @@ def discover_images(
             mapping = fmap
 
     records: list[ImageRecord] = []
-    it = candidates if progress is None else progress(candidates, "Reading images")
-    for p, fname in zip(it, folder_names):
+    for p, fname, found in zip(candidates, folder_names, _checked_files(candidates, root, progress, cache)):
         rel = p.relative_to(root).as_posix()
-        try:
-            size = p.stat().st_size
-            if size > MAX_FILE_BYTES:
-                raise ValueError(f"file too large ({size / 1e6:.0f} MB)")
-            data = p.read_bytes()
-            img = decode_image(data, rel)
-        except (OSError, ValueError) as e:  # OSError: its reason alone, not the (long, absolute) path
-            skipped.append(SkippedImage(rel, (e.strerror if isinstance(e, OSError) and e.strerror else str(e))))
+        if isinstance(found, str):
+            skipped.append(SkippedImage(rel, found))
             continue
         label = mapping.get(fname) if (label_source and fname is not None) else None
         records.append(
             ImageRecord(
-                index=len(records), path=p, rel=rel, sha256=hashlib.sha256(data).hexdigest(),
-                width=img.size[0], height=img.size[1], label=label,
-                label_name=fname if label_source else None,
+                index=len(records), path=p, rel=rel, sha256=found[0], width=found[1], height=found[2],
+                label=label, label_name=fname if label_source else None,
             )
         )
     if not records:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5])
         raise ImageSetError(f"none of the {len(candidates)} image files under {root} could be read ({reasons})")
     return ImageSet(root, records, skipped, pre, label_source)
+
+
+def _check_file(p: Path, rel: str) -> tuple[str, int, int] | str:
+    """(sha256, width, height) of a readable image file, or the reason it is skipped."""
+    try:
+        size = p.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ValueError(f"file too large ({size / 1e6:.0f} MB)")
+        data = p.read_bytes()
+        img = decode_image(data, rel)
+    except (OSError, ValueError) as e:  # OSError: its reason alone, not the (long, absolute) path
+        return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return hashlib.sha256(data).hexdigest(), img.size[0], img.size[1]
+
+
+def _checked_files(files: list[Path], root: Path, progress: Callable | None, cache) -> list:
+    """:func:`_check_file` for each file, remembered in ``cache`` by (path, size, mtime) of the whole list."""
+    key = None
+    if cache is not None and getattr(cache, "enabled", False):
+        from .cache import digest
+
+        stats = []
+        for p in files:
+            try:
+                st = p.stat()
+                stats.append((str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino))
+            except OSError:
+                stats = None  # something changes or is broken: check for real
+                break
+        if stats is not None:
+            key = digest("image-scan", 1, MAX_PIXELS, MAX_FILE_BYTES, stats)
+            hit = cache.get(key)
+            if isinstance(hit, list) and len(hit) == len(files):
+                return [tuple(h) if isinstance(h, (list, tuple)) else h for h in hit]
+    it = files if progress is None else progress(files, "Reading images")
+    found = [_check_file(p, p.relative_to(root).as_posix()) for p in it]
+    if key is not None:
+        cache.put(key, found)
+    return found

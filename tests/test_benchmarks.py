@@ -31,3 +31,13 @@ def test_benchmark_quick_runs_and_checks_maps(capsys):
 def test_benchmark_quick_end_to_end_build(capsys):
     assert _load().main(["--quick", "--only", "e2e"]) == 0
     assert " ok" in capsys.readouterr().out
+
+
+def test_scale_benchmark_tiny(capsys):
+    """benchmarks/scale.py end to end on 120 generated JPEGs (the 10k / 100k runs are in the README)."""
+    spec = importlib.util.spec_from_file_location("bench_scale", RUN.parent / "scale.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--n", "120", "--sizes", "120", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" ok") == 2 and "peak RSS" in out

@@ -1,0 +1,80 @@
+"""`reportgen render`: a built report re-rendered from its stored tree, without the model or the images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from reportgen import loading
+from reportgen.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    base = tmp_path_factory.mktemp("rerender")
+    out, cache = base / "report", base / "cache"
+    r = CliRunner().invoke(main, ["demo", "--out", str(out), "--preset", "minimal", "--only", "saliency,neighbors",
+                                  "--cache-dir", str(cache), "--theme", "light"])
+    assert r.exit_code == 0, r.output
+    return out, cache
+
+
+def _theme(page: Path) -> str:
+    text = page.read_text(encoding="utf-8")
+    return "dark" if 'data-theme="dark"' in text else "light"
+
+
+def test_render_changes_theme_without_the_model(built, tmp_path, monkeypatch):
+    out, cache = built
+    before = json.loads((out / "report.json").read_text())
+    assert _theme(out / "index.html") == "light"
+
+    def boom(*a, **k):
+        raise AssertionError("render must not load the model")
+
+    monkeypatch.setattr(loading, "load_model", boom)
+    new = tmp_path / "dark"
+    r = CliRunner().invoke(main, ["render", str(out), "--theme", "dark", "--out", str(new), "--cache-dir", str(cache)])
+    assert r.exit_code == 0, r.output
+    after = json.loads((new / "report.json").read_text())
+    assert after["theme"] == "dark" and before["theme"] == "light"
+    pages = [new / "index.html", *sorted((new / "sections").glob("*.html"))]
+    assert len(pages) >= 3 and all(_theme(p) == "dark" for p in pages)
+    assert [s["results"] for s in after["sections"]] == [s["results"] for s in before["sections"]]
+    assert after["report_tree"] == before["report_tree"]
+    # one self-contained file, and from that file back to a folder
+    one = tmp_path / "one.html"
+    r = CliRunner().invoke(main, ["render", str(new), "--out", str(one), "--cache-dir", str(cache)])
+    assert r.exit_code == 0, r.output
+    assert _theme(one) == "dark" and 'id="reportgen-report"' in one.read_text(encoding="utf-8")
+    r = CliRunner().invoke(main, ["render", str(one), "--theme", "light", "--out", str(tmp_path / "back"),
+                                  "--cache-dir", str(cache)])
+    assert r.exit_code == 0, r.output
+    assert _theme(tmp_path / "back" / "index.html") == "light"
+
+
+def test_render_does_not_import_torch(built, tmp_path):
+    out, cache = built
+    code = ("import sys; from reportgen.cli import main\n"
+            "try:\n main(['render', sys.argv[1], '--theme', 'dark', '--out', sys.argv[2], '--cache-dir', sys.argv[3]])\n"
+            "except SystemExit as e:\n assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    p = subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "x"), str(cache)], cwd=ROOT,
+                       capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "x" / "index.html").is_file()
+
+
+def test_render_refuses_when_the_tree_is_gone(built, tmp_path):
+    out, _ = built
+    r = CliRunner().invoke(main, ["render", str(out), "--theme", "dark", "--cache-dir", str(tmp_path / "empty")])
+    assert r.exit_code == 2
+    assert "rebuild with reportgen build" in r.output
+    assert _theme(out / "index.html") == "light"  # the report was left as it was
