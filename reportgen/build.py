@@ -30,13 +30,13 @@ from .checks import check_classifier, folder_class_names, keeps_train_mode, mode
 from .config import Config, make_config, parse_set
 from .context import ProgressFn, RunContext, no_progress
 from .errors import ModelError, ReportgenError
-from .hooks import count_hooks, module_signature
 from .images import ImageSet, discover_images
 from .output import (MARKER, OutputLock, TermAsInterrupt, check_out, clean_stale, disk_error, embed_json,
                      is_single_file_target, publish_file, sibling, swap_in)
+from .policy import PolicyViolation, isolated, unsupported_reason
 from .preprocess import Preprocessing
 from .published import display_path, published_command, published_model_info
-from .report import Report, Section, SkippedImage
+from .report import Note, Report, Section, SkippedImage
 from .threads import apply_threads
 
 
@@ -125,27 +125,34 @@ def _section_key(ctx: RunContext, info: registry.TechniqueInfo, opts: Any) -> st
     g.pop("max_images", None)  # already part of the image-set hash
     g.pop("num_workers", None)
     g.pop("threads", None)  # speed only
-    return ctx.cache_key("section", info.id, CODE_VERSION, dataclasses.asdict(opts), g,
+    return ctx.cache_key("section", info.id, CODE_VERSION, registry.code_hash(info), dataclasses.asdict(opts), g,
                          ctx.class_names, str(ctx.device.type))
 
 
 def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = False) -> Section:
-    """Run one technique in isolation: errors become the section's error; hooks are checked."""
+    """Run one technique under the policy (:mod:`reportgen.policy`): eval mode, frozen parameters, and a check
+    that hooks, buffers, parameters and modules are as before. Errors and violations become the section's error;
+    a technique the model cannot support (its registry metadata says why) becomes a section with a note."""
     opts = ctx.config.options(info.id)
+    why = unsupported_reason(ctx, info)
+    if why is not None:
+        return Section(id=info.id, title=info.title, summary=info.summary, references=list(info.references),
+                       blocks=[Note(why, kind="warning")], params=dataclasses.asdict(opts),
+                       results={"skipped": why})
     key = _section_key(ctx, info, opts) if info.cacheable else None
     if ctx.cache is not None and key is not None:
         hit = ctx.cache.get(key)
         if isinstance(hit, Section):
             hit.cached = True
             return hit
-    hooks_before = count_hooks(ctx.model)
-    sig_before = module_signature(ctx.model)
     grad_before = torch.is_grad_enabled()
+    problems: list[str] = []
     t0 = time.perf_counter()
     try:
-        sec = info.fn(ctx, opts)
-        if not isinstance(sec, Section):
-            raise TypeError(f"technique {info.id!r} returned {type(sec).__name__}, not a Section")
+        with isolated(ctx.pixel_model, f"technique {info.id!r}") as problems:
+            sec = info.fn(ctx, opts)
+            if not isinstance(sec, Section):
+                raise TypeError(f"technique {info.id!r} returned {type(sec).__name__}, not a Section")
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:
@@ -158,6 +165,8 @@ def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = 
                 torch.cuda.empty_cache()
         else:
             msg = f"{type(e).__name__}: {e}"
+        if problems and not isinstance(e, PolicyViolation):
+            msg += f" (and it left the model changed: {'; '.join(problems)})"
         sec = Section(id=info.id, title=info.title, error=msg, traceback=traceback.format_exc())
     finally:
         torch.set_grad_enabled(grad_before)
@@ -168,9 +177,6 @@ def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = 
         sec.references = list(info.references)
     sec.wall_time_s = time.perf_counter() - t0
     sec.params = {**dataclasses.asdict(opts), **sec.params}
-    leaked = count_hooks(ctx.model) - hooks_before
-    if leaked or module_signature(ctx.model) != sig_before:
-        raise RuntimeError(f"technique {info.id!r} left {leaked} hook(s) or changed modules on the model (a bug)")
     if ctx.cache is not None and key is not None and sec.error is None:
         ctx.cache.put(key, sec)
     return sec

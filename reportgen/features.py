@@ -20,7 +20,7 @@ one pass for that layer only.
 
 One pass for the whole run: when a pass is needed at all, it also gathers the layers the run
 will ask for later: ``ctx.chosen_layer()`` and whatever each enabled technique declared with
-:func:`plans_layers` (e.g. ``patches`` when it picks its own layer). A technique that later asks
+``@technique(plans_layers=...)`` (e.g. ``patches`` when it picks its own layer). A technique that later asks
 for a layer nobody declared (say ``--set patches.layer=...`` on a layer other than the chosen
 one without a planner) costs one more pass, for that layer only.
 """
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -39,6 +38,7 @@ from . import layers as layers_mod
 from .accel import autocast_agrees, low_precision_dtype, scan_autocast
 from .errors import LayerError
 from .hooks import capture_input, capture_outputs, eval_mode, hookable
+from .sampling import device_batch_size
 
 FEATURES_VERSION = "3"
 TOPK = 16  # top images kept per channel (patches can show at most this many)
@@ -126,19 +126,8 @@ class _Base:
 
 
 # ----------------------------------------------------------------------------------------------
-# layer planning: techniques declare the layers they will ask for, so one pass gathers them all
-
-_PLANNERS: dict[str, Callable] = {}
-
-
-def plans_layers(technique_id: str):
-    """Decorator: ``fn(ctx) -> list[str]`` names the layers technique ``technique_id`` will request."""
-
-    def deco(fn):
-        _PLANNERS[technique_id] = fn
-        return fn
-
-    return deco
+# layer planning: techniques declare the layers they will ask for (``@technique(plans_layers=fn)``),
+# so one pass gathers them all
 
 
 def planned_layers(ctx) -> list[str]:
@@ -149,11 +138,11 @@ def planned_layers(ctx) -> list[str]:
     except LayerError:
         pass
     try:
-        enabled = [t.id for t in ctx.config.enabled()]
+        enabled = list(ctx.config.enabled())
     except Exception:  # pragma: no cover - a broken config is reported elsewhere
         enabled = []
-    for tid in enabled:
-        fn = _PLANNERS.get(tid)
+    for info in enabled:
+        fn = getattr(info, "plans_layers", None)
         if fn is None:
             continue
         try:
@@ -161,9 +150,6 @@ def planned_layers(ctx) -> list[str]:
         except Exception:  # a planner must never break the pass; the technique reports its own error
             continue
     return list(dict.fromkeys(out))
-
-
-# ----------------------------------------------------------------------------------------------
 
 
 def _base_key(ctx) -> str:
@@ -382,86 +368,3 @@ def _field_or_none(ctx, name: str):
         return field_for(ctx, name)
     except Exception:  # noqa: BLE001 - exotic models: fall back to all units
         return None
-
-
-# ----------------------------------------------------------------------------------------------
-# helpers shared by the image-set techniques
-
-CPU_BATCH_BUDGET = 16 << 20  # bytes of the largest activation of one CPU batch (about a last-level cache)
-
-
-def device_batch_size(ctx, cap: int = 64, budget: int = CPU_BATCH_BUDGET) -> int:
-    """A batch size for many small forward passes (occlusion): ``cap`` on a GPU; on the CPU as many
-    images as keep the model's largest intermediate activation within ``budget`` bytes.
-
-    On a CPU, big batches of a large-resolution network spill its activations out of the caches
-    and run slower per image than small ones (MobileNetV2 at 224 px: ~25 ms/image at batch 4 vs
-    ~60 ms at batch 64 on 2 cores), while small models gain from batching. Memoised per run.
-    """
-    if ctx.device.type != "cpu":
-        return cap
-    if not hookable(ctx.model):  # no hooks to measure activations with: a cautious fixed size
-        return int(max(1, min(cap, 8)))
-
-    def probe() -> int:
-        leaves = {n: m for n, m in ctx.model.named_modules() if n and not list(m.children())}
-        x = ctx.to_device(torch.zeros(1, 3, ctx.pre.size, ctx.pre.size))
-        with eval_mode(ctx.model), torch.inference_mode(), capture_outputs(leaves) as outs:
-            ctx.pixel_model(x)
-        biggest = max([t.numel() * t.element_size() for t in outs.values() if isinstance(t, torch.Tensor)]
-                      + [x.numel() * x.element_size()])
-        return int(max(1, min(cap, budget // max(1, biggest))))
-
-    return ctx.memo(f"device_batch_size:{cap}:{budget}", probe)
-
-
-
-def target_classes(ctx, indices: list[int], preds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(class per image, is_true_label per image): the true label when known, else the prediction.
-
-    ``preds`` are the model's predictions for ``indices`` (needed only where a label is unknown).
-    """
-    labels = ctx.images.labels[list(indices)]
-    known = labels >= 0
-    if not known.all():
-        if preds is None:
-            raise ValueError("predictions are needed for images without a label")
-        labels = np.where(known, labels, np.asarray(preds))
-    return labels.astype(np.int64), known
-
-
-def spread_indices(ctx, n: int, offset: int = 0, classes: np.ndarray | None = None) -> list[int]:
-    """``n`` image indices chosen deterministically (seeded) and spread across classes.
-
-    Classes are the labels when known (or ``classes``, e.g. predictions); images are visited in
-    a seeded random order, one per class in turn, so the first ``n`` of a longer list are the
-    same images (techniques that show fewer images share a prefix).
-    """
-    total = len(ctx.images)
-    n = max(0, min(n, total))
-    order = ctx.rng(7919 + offset).permutation(total)
-    cls = classes
-    if cls is None and ctx.images.has_labels:
-        cls = ctx.images.labels
-    if cls is None:
-        return [int(i) for i in order[:n]]
-    cls = np.asarray(cls)
-    buckets: dict[int, list[int]] = {}
-    for i in order:
-        buckets.setdefault(int(cls[i]), []).append(int(i))
-    # visit classes in order of their first appearance in the permutation
-    queues = list(buckets.values())
-    out: list[int] = []
-    depth = 0
-    while len(out) < n:
-        progressed = False
-        for q in queues:
-            if depth < len(q):
-                out.append(q[depth])
-                progressed = True
-                if len(out) == n:
-                    break
-        if not progressed:
-            break
-        depth += 1
-    return out
