@@ -51,11 +51,18 @@ def remove_new_hooks(model: nn.Module, before: dict[tuple[int, str], set]) -> in
     return n
 
 
-def _fingerprint(t: torch.Tensor) -> tuple:
-    """Cheap: identity, version counter (bumped by every in-place write), shape and sum."""
-    d = t.detach()
-    total = float(d.double().sum()) if d.numel() else 0.0
-    return (d.data_ptr(), d._version, tuple(d.shape), d.dtype, total)
+def _fingerprints(tensors: dict[str, torch.Tensor]) -> dict[str, tuple]:
+    """Cheap, per tensor: identity, version counter (bumped by every in-place write), shape, dtype and sum
+    (float32: MPS has no float64; the sums of all tensors come back in one transfer per device)."""
+    sums: dict[str, float] = {}
+    by_device: dict[torch.device, list[str]] = {}
+    for k, t in tensors.items():
+        by_device.setdefault(t.device, []).append(k)
+    for names in by_device.values():
+        with torch.no_grad():
+            vals = torch.stack([tensors[k].detach().float().sum() for k in names]).cpu().tolist()
+        sums.update(zip(names, vals))
+    return {k: (t.data_ptr(), t._version, tuple(t.shape), t.dtype, sums[k]) for k, t in tensors.items()}
 
 
 @contextlib.contextmanager
@@ -67,7 +74,7 @@ def isolated(model: nn.Module, name: str = "technique") -> Iterator[list[str]]:
     """
     hooks = _hook_ids(model)
     buffers = dict(model.named_buffers())
-    prints = {k: _fingerprint(b) for k, b in buffers.items()}
+    prints = _fingerprints(buffers)
     size = sum(b.numel() * b.element_size() for b in buffers.values())
     saved = {k: b.detach().clone() for k, b in buffers.items()} if size <= RESTORE_LIMIT else None
     params = {k: (p.data_ptr(), p._version) for k, p in model.named_parameters()}
@@ -92,8 +99,8 @@ def _audit(model, hooks, signature, buffers, prints, saved, params) -> list[str]
     if module_signature(model) != signature:
         out.append("a submodule was replaced or switched to train mode")
     now = dict(model.named_buffers())
-    moved = sorted(k for k in prints if k not in now or now[k] is not buffers[k]
-                   or _fingerprint(now[k]) != prints[k])
+    after = _fingerprints(now)
+    moved = sorted(k for k in prints if k not in now or now[k] is not buffers[k] or after[k] != prints[k])
     moved += sorted(set(now) - set(prints))
     if moved:
         fixed = ""

@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import importlib
 import inspect
+import os
 import pkgutil
 import sys
 import textwrap
@@ -145,16 +146,42 @@ def unregister(id: str) -> None:
 
 
 def load_all() -> None:
-    """Import every module under :mod:`reportgen.techniques` so that they register."""
+    """Import every module under :mod:`reportgen.techniques`, then the extensions, so that they register.
+
+    Extensions are modules of other packages that use ``@technique``: named in the environment variable
+    ``REPORTGEN_TECHNIQUES`` (comma-separated module names, read here, at first use) or declared as entry
+    points of the group ``reportgen.techniques`` by an installed package.
+    """
     global _LOADED
     if _LOADED:
         return
+    _LOADED = True  # before importing: an extension may ask the registry while it loads
+    try:
+        _load_modules()
+    except BaseException:
+        _LOADED = False
+        raise
+
+
+def _load_modules() -> None:
     from . import techniques
 
     for mod in sorted(pkgutil.iter_modules(techniques.__path__), key=lambda m: m.name):
         if not mod.name.startswith("_"):
             importlib.import_module(f"{techniques.__name__}.{mod.name}")
-    _LOADED = True
+    names = [n.strip() for n in os.environ.get("REPORTGEN_TECHNIQUES", "").split(",") if n.strip()]
+    try:
+        from importlib.metadata import entry_points
+
+        names += [ep.value for ep in entry_points(group="reportgen.techniques")]
+    except Exception:  # noqa: BLE001 - broken package metadata must not hide the built-in techniques
+        pass
+    for name in dict.fromkeys(names):
+        try:
+            importlib.import_module(name.split(":")[0])
+        except ImportError as e:
+            raise ImportError(f"technique extension {name!r} (REPORTGEN_TECHNIQUES or an entry point) "
+                              f"could not be imported: {e}") from e
 
 
 def all_techniques() -> list[TechniqueInfo]:

@@ -50,12 +50,18 @@ def torch_generator(run_seed: int, name: str) -> torch.Generator:
 # images and targets
 
 
-def target_classes(ctx, indices: list[int], preds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(class per image, is_true_label per image): the true label when known, else the prediction.
+def target_classes(ctx, indices: list[int], preds: np.ndarray | None = None,
+                   given: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(class per image, is_true_label per image): the true label when known, else the prediction;
+    or the ``given`` class for every image (``is_true_label`` then says where it is the label).
 
     ``preds`` are the model's predictions for ``indices`` (needed only where a label is unknown).
     """
     labels = ctx.images.labels[list(indices)]
+    if given is not None:
+        if not 0 <= int(given) < ctx.num_classes:
+            raise ValueError(f"class {given} is out of range: the model has {ctx.num_classes} classes")
+        return np.full(len(labels), int(given), dtype=np.int64), labels == int(given)
     known = labels >= 0
     if not known.all():
         if preds is None:

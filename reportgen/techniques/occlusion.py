@@ -170,7 +170,7 @@ class OcclusionOptions:
     """Step between window positions in input pixels (None: half the window)."""
     batch_size: int = 0
     """Occluded copies per forward pass (0: automatic, 64 on a GPU, cache-sized on the CPU; see
-    features.device_batch_size)."""
+    sampling.device_batch_size)."""
     fill: str = "mean"
     """Colour of the square: "mean" (the image set's mean colour) or "grey" (0.5)."""
 

@@ -55,7 +55,7 @@ def saliency_maps(ctx, indices: list[int], classes: list[int] | None = None,
     """Saliency maps of ``indices``, ``batch_size`` images per forward/backward pass.
 
     ``batch_size`` None: the run's batch size on a GPU; cache-sized batches on the CPU (see
-    :func:`reportgen.features.device_batch_size`).
+    :func:`reportgen.sampling.device_batch_size`).
 
     ``classes`` gives the class to explain per image; by default the true label when known,
     else the predicted class (decided from the same forward pass).
