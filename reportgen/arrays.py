@@ -103,3 +103,29 @@ def resolve(value, cache) -> np.ndarray | None:
                     pass
             return arr
     return None
+
+
+class Rows:
+    """The per-image matrices of a pass: logits (float32), penultimate features and pixels (float16)."""
+
+    def __init__(self, ctx, n: int, key: str | None):
+        self.ctx, self.n, self.key = ctx, n, key
+        self.stores: dict[str, RowStore] = {}
+
+    def write(self, name: str, rows: np.ndarray, where: list[int], dtype) -> None:
+        st = self.stores.get(name)
+        if st is None:
+            cache = self.ctx.cache if self.key is not None and name != "logits" else None
+            st = self.stores[name] = RowStore(cache, array_key(self.key or "", name), self.n, rows.shape[1], dtype)
+        if len(where) and where[-1] - where[0] == len(where) - 1:
+            st.write(where[0], rows)
+        else:
+            st.array[np.asarray(where)] = rows
+
+    def finish(self):
+        out = {name: st.finish() for name, st in self.stores.items()}
+        return {k: v[0] for k, v in out.items()}, {k: v[1] for k, v in out.items()}
+
+    def discard(self) -> None:
+        for st in self.stores.values():
+            st.discard()

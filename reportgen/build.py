@@ -22,18 +22,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, distributed, registry
+from . import __version__, distributed, features, registry
 from .cache import CODE_VERSION, Cache, default_cache_dir, digest, parse_size
 from .checks import check_classifier, folder_class_names, keeps_train_mode, model_title
 from .config import Config, make_config, parse_set
 from .context import ProgressFn, RunContext, no_progress
 from .errors import ModelError, ReportgenError
-from .hooks import count_hooks, module_signature
 from .images import ImageSet, discover_images
 from .output import check_out, is_single_file_target
+from .policy import PolicyViolation, isolated, unsupported_reason
 from .preprocess import Preprocessing
 from .published import display_path, published_command, published_model_info
-from .report import Report, Section, SkippedImage
+from .report import Note, Report, Section, SkippedImage
 from .rerender import publish_report, staged_output, store_tree
 from .threads import apply_threads
 
@@ -123,27 +123,34 @@ def _section_key(ctx: RunContext, info: registry.TechniqueInfo, opts: Any) -> st
     g.pop("max_images", None)  # already part of the image-set hash
     g.pop("num_workers", None)
     g.pop("threads", None)  # speed only
-    return ctx.cache_key("section", info.id, CODE_VERSION, dataclasses.asdict(opts), g,
+    return ctx.cache_key("section", info.id, CODE_VERSION, registry.code_hash(info), dataclasses.asdict(opts), g,
                          ctx.class_names, str(ctx.device.type))
 
 
 def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = False) -> Section:
-    """Run one technique in isolation: errors become the section's error; hooks are checked."""
+    """Run one technique under the policy (:mod:`reportgen.policy`): eval mode, frozen parameters, and a check
+    that hooks, buffers, parameters and modules are as before. Errors and violations become the section's error;
+    a technique the model cannot support (its registry metadata says why) becomes a section with a note."""
     opts = ctx.config.options(info.id)
+    why = unsupported_reason(ctx, info)
+    if why is not None:
+        return Section(id=info.id, title=info.title, summary=info.summary, references=list(info.references),
+                       blocks=[Note(why, kind="warning")], params=dataclasses.asdict(opts),
+                       results={"skipped": why})
     key = _section_key(ctx, info, opts) if info.cacheable else None
     if ctx.cache is not None and key is not None:
         hit = ctx.cache.get(key)
         if isinstance(hit, Section):
             hit.cached = True
             return hit
-    hooks_before = count_hooks(ctx.model)
-    sig_before = module_signature(ctx.model)
     grad_before = torch.is_grad_enabled()
+    problems: list[str] = []
     t0 = time.perf_counter()
     try:
-        sec = info.fn(ctx, opts)
-        if not isinstance(sec, Section):
-            raise TypeError(f"technique {info.id!r} returned {type(sec).__name__}, not a Section")
+        with isolated(ctx.pixel_model, f"technique {info.id!r}") as problems:
+            sec = info.fn(ctx, opts)
+            if not isinstance(sec, Section):
+                raise TypeError(f"technique {info.id!r} returned {type(sec).__name__}, not a Section")
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:
@@ -156,6 +163,8 @@ def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = 
                 torch.cuda.empty_cache()
         else:
             msg = f"{type(e).__name__}: {e}"
+        if problems and not isinstance(e, PolicyViolation):
+            msg += f" (and it left the model changed: {'; '.join(problems)})"
         sec = Section(id=info.id, title=info.title, error=msg, traceback=traceback.format_exc())
     finally:
         torch.set_grad_enabled(grad_before)
@@ -166,9 +175,6 @@ def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = 
         sec.references = list(info.references)
     sec.wall_time_s = time.perf_counter() - t0
     sec.params = {**dataclasses.asdict(opts), **sec.params}
-    leaked = count_hooks(ctx.model) - hooks_before
-    if leaked or module_signature(ctx.model) != sig_before:
-        raise RuntimeError(f"technique {info.id!r} left {leaked} hook(s) or changed modules on the model (a bug)")
     if ctx.cache is not None and key is not None and sec.error is None:
         ctx.cache.put(key, sec)
     return sec
@@ -182,8 +188,8 @@ def compute_sections(ctx: RunContext, techniques: list[registry.TechniqueInfo], 
             log(f"[{k}/{len(techniques)}] {info.title} ({info.id})")
         sec = run_technique(ctx, info, strict=strict)
         if log:
-            state = "cached" if sec.cached else ("FAILED: " + (sec.error or "").splitlines()[0][:200] if sec.error
-                                                  else f"{sec.wall_time_s:.1f} s")
+            state = ("cached" if sec.cached else "skipped (see its note)" if "skipped" in sec.results else
+                     "FAILED: " + (sec.error or "").splitlines()[0][:200] if sec.error else f"{sec.wall_time_s:.1f} s")
             log(f"      {state}")
         sections.append(sec)
     return sections
@@ -323,7 +329,7 @@ def build_report(
     group = distributed.init()  # torchrun: every rank scans a shard of the image set, rank 0 goes on
     if group is not None and group.rank > 0:
         try:
-            distributed.shared_pass(make_context(loaded.model, images, class_names=class_names, pre=pre, config=cfg,
+            features.shared_pass(make_context(loaded.model, images, class_names=class_names, pre=pre, config=cfg,
                                                  device=dev, model_info=published_model_info(loaded)), group)
         finally:
             distributed.close(group)
@@ -337,7 +343,7 @@ def build_report(
             )
             if group is not None:
                 log(f"Distributed: {group.size} processes scan the image set")
-                distributed.shared_pass(ctx, group)
+                features.shared_pass(ctx, group)
         finally:
             distributed.close(group)
         log(f"Images: {len(ctx.images)} usable under {images}"

@@ -33,7 +33,7 @@ TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
 CODE_VERSION = "2"  # bump when a technique's output format changes
 
 _ALLOWED_MODULES = ("builtins", "collections", "numpy", "numpy.core.multiarray", "numpy._core.multiarray",
-                    "numpy.core.numeric", "numpy._core.numeric", "numpy.dtypes", "reportgen.report", "reportgen.features",
+                    "numpy.core.numeric", "numpy._core.numeric", "numpy.dtypes", "reportgen.report", "reportgen.passdata",
                     "reportgen.arrays",
                     "datetime", "_codecs", "copyreg")
 _BUILTINS_OK = {"list", "dict", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",

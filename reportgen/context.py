@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import layers as layers_mod
+from . import sampling
 from .cache import Cache, digest
 from .config import Config, GeneralOptions
 from .errors import LayerError
@@ -62,14 +63,17 @@ class RunContext:
     def seed(self) -> int:
         return int(self.config.general.seed)
 
-    def generator(self, offset: int = 0) -> torch.Generator:
-        """A CPU torch.Generator seeded from the run's seed (+offset, one per technique)."""
-        g = torch.Generator()
-        g.manual_seed(self.seed * 1000003 + offset)
-        return g
+    def generator(self, name: str) -> torch.Generator:
+        """A CPU torch.Generator for the random stream ``name`` (see :mod:`reportgen.sampling`)."""
+        return sampling.torch_generator(self.seed, name)
 
-    def rng(self, offset: int = 0) -> np.random.Generator:
-        return np.random.default_rng(self.seed * 1000003 + offset)
+    def rng(self, name: str) -> np.random.Generator:
+        """A numpy Generator for the random stream ``name``, e.g. ``"adversarial/targets"``."""
+        return sampling.numpy_rng(self.seed, name)
+
+    def seed_for(self, name: str) -> int:
+        """An integer seed for the random stream ``name`` (for APIs that take an int)."""
+        return sampling.seed_int(self.seed, name)
 
     # ----- classes -------------------------------------------------------------------------
     @property

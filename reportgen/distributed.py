@@ -17,11 +17,14 @@ ranks never disagree; the workers do not read or write the cache.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .arrays import Rows
 
 _KEY = "distributed"  # where the group lives in the run's memo (never a module global)
 
@@ -59,18 +62,19 @@ def group_of(ctx) -> Group | None:
     return ctx._memo.get(_KEY)
 
 
-def shared_pass(ctx, group: Group) -> None:
-    """Every rank: run the run's one feature pass together (rank 0 keeps the merged record in ``ctx``)."""
-    from .features import cached_features_complete, planned_layers
-
-    layers = planned_layers(ctx)
-    need = [group.rank != 0 or not cached_features_complete(ctx, layers)]
+def agree_needed(group: Group, mine: bool) -> bool:
+    """Rank 0's answer to "is a pass needed?", the same on every rank."""
+    need = [mine]
     torch.distributed.broadcast_object_list(need, src=0)
-    if not need[0]:
-        return
+    return bool(need[0])
+
+
+@contextlib.contextmanager
+def joined(ctx, group: Group):
+    """Within: the context's feature pass scans this rank's shard and merges on rank 0."""
     ctx._memo[_KEY] = group
     try:
-        ctx.features(layers)
+        yield
     finally:
         ctx._memo.pop(_KEY, None)
 
@@ -78,14 +82,12 @@ def shared_pass(ctx, group: Group) -> None:
 def merge_pass(ctx, group: Group, mine: list[int], mats: dict, rgb_sum, n_pix: int, tops: dict, inner: dict,
                key: str | None):
     """Gather every rank's shard on rank 0 and merge; other ranks get their own shard back unchanged."""
-    from .scan import _Rows
-
     payload = (mine, mats, rgb_sum, n_pix, tops, inner)
     got = [None] * group.size if group.rank == 0 else None
     torch.distributed.gather_object(payload, got, dst=0)
     if group.rank != 0:
         return mats, {}, rgb_sum, n_pix, tops, inner
-    rows = _Rows(ctx, len(ctx.images), key)
+    rows = Rows(ctx, len(ctx.images), key)
     dtypes = {"logits": np.float32, "penultimate": np.float16, "pixels": np.float16}
     try:
         for r, (idx, m, s, n, t, inn) in enumerate(got):

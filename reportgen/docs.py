@@ -8,20 +8,6 @@ import inspect
 from . import registry
 
 
-def _field_doc(cls: type, name: str) -> str:
-    """The string literal under a dataclass field (attribute docstring), if any."""
-    try:
-        src = inspect.getsource(cls).splitlines()
-    except (OSError, TypeError):
-        return ""
-    for k, line in enumerate(src):
-        if line.strip().startswith(f"{name}:") and k + 1 < len(src):
-            nxt = src[k + 1].strip()
-            if nxt.startswith('"""') and nxt.endswith('"""') and len(nxt) > 6:
-                return nxt.strip('"')
-    return ""
-
-
 def techniques_markdown() -> str:
     out = ["# Techniques\n",
            "Generated from the registry by `python -m reportgen techniques --markdown`; do not edit by hand.\n"]
@@ -44,6 +30,6 @@ def techniques_markdown() -> str:
             for f in fields:
                 vals = [repr(getattr(t.default_options(p), f.name)) for p in registry.PRESETS]
                 out.append(f"| `{t.id}.{f.name}` | " + " | ".join(f"`{v}`" for v in vals)
-                           + f" | {_field_doc(t.options, f.name)} |")
+                           + f" | {registry.option_help(t.options, f.name)} |")
         out.append("")
     return "\n".join(out) + "\n"

@@ -21,9 +21,16 @@ writes files. Registering the same id twice raises (as torchvision's ``register_
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import hashlib
 import importlib
+import inspect
+import os
 import pkgutil
+import sys
+import textwrap
+import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -52,6 +59,7 @@ class TechniqueInfo:
     needs_autograd: bool = False
     needs_layers: bool = False
     cacheable: bool = True
+    plans_layers: Callable[[Any], list[str]] | None = None
 
     def default_options(self, preset: str = "standard") -> Any:
         """Options dataclass for ``preset`` (dataclass defaults, then the preset's overrides)."""
@@ -80,8 +88,15 @@ def technique(
     needs_autograd: bool = False,
     needs_layers: bool = False,
     cacheable: bool = True,
+    plans_layers: Callable[[Any], list[str]] | None = None,
 ) -> Callable[[Callable[..., Section]], Callable[..., Section]]:
-    """Register ``fn(ctx, opts) -> Section`` under ``id``. Duplicate ids are an error."""
+    """Register ``fn(ctx, opts) -> Section`` under ``id``. Duplicate ids are an error.
+
+    Metadata the build reads: ``needs_layers`` (hooks on intermediate layers: skipped with a note on a
+    TorchScript archive), ``needs_autograd`` (input gradients), ``plans_layers`` (``fn(ctx) -> [layer names]``
+    the technique will ask :meth:`RunContext.features` for, so the one shared pass gathers them) and
+    ``cacheable`` (the section may be served from the cache; the key includes :func:`code_hash`).
+    """
     if not id or not id.replace("_", "").isalnum() or id != id.lower():
         raise ValueError(f"technique id must be lower_snake_case, got {id!r}")
     opts_cls = options or NoOptions
@@ -118,6 +133,7 @@ def technique(
             needs_autograd=needs_autograd,
             needs_layers=needs_layers,
             cacheable=cacheable,
+            plans_layers=plans_layers,
         )
         return fn
 
@@ -130,16 +146,42 @@ def unregister(id: str) -> None:
 
 
 def load_all() -> None:
-    """Import every module under :mod:`reportgen.techniques` so that they register."""
+    """Import every module under :mod:`reportgen.techniques`, then the extensions, so that they register.
+
+    Extensions are modules of other packages that use ``@technique``: named in the environment variable
+    ``REPORTGEN_TECHNIQUES`` (comma-separated module names, read here, at first use) or declared as entry
+    points of the group ``reportgen.techniques`` by an installed package.
+    """
     global _LOADED
     if _LOADED:
         return
+    _LOADED = True  # before importing: an extension may ask the registry while it loads
+    try:
+        _load_modules()
+    except BaseException:
+        _LOADED = False
+        raise
+
+
+def _load_modules() -> None:
     from . import techniques
 
     for mod in sorted(pkgutil.iter_modules(techniques.__path__), key=lambda m: m.name):
         if not mod.name.startswith("_"):
             importlib.import_module(f"{techniques.__name__}.{mod.name}")
-    _LOADED = True
+    names = [n.strip() for n in os.environ.get("REPORTGEN_TECHNIQUES", "").split(",") if n.strip()]
+    try:
+        from importlib.metadata import entry_points
+
+        names += [ep.value for ep in entry_points(group="reportgen.techniques")]
+    except Exception:  # noqa: BLE001 - broken package metadata must not hide the built-in techniques
+        pass
+    for name in dict.fromkeys(names):
+        try:
+            importlib.import_module(name.split(":")[0])
+        except ImportError as e:
+            raise ImportError(f"technique extension {name!r} (REPORTGEN_TECHNIQUES or an entry point) "
+                              f"could not be imported: {e}") from e
 
 
 def all_techniques() -> list[TechniqueInfo]:
@@ -162,3 +204,56 @@ def get(id: str) -> TechniqueInfo:
 
 def ids() -> list[str]:
     return [t.id for t in all_techniques()]
+
+
+# ----------------------------------------------------------------------------------------------
+# metadata read from the code itself
+
+
+def code_hash(info: TechniqueInfo) -> str:
+    """Digest of the technique's module source and of the ``reportgen`` modules it imports names from.
+
+    Part of the section cache key: editing a technique (or a helper it uses) never serves a stale section.
+    Read from the files each time (a few small reads), so an edit within one process counts too.
+    """
+    mod = sys.modules.get(info.module)
+    names = {info.module}
+    if mod is not None:
+        for v in vars(mod).values():
+            owner = v.__name__ if isinstance(v, types.ModuleType) else getattr(v, "__module__", None)
+            if isinstance(owner, str) and (owner == "reportgen" or owner.startswith("reportgen.")):
+                names.add(owner)
+    h = hashlib.sha256()
+    for name in sorted(names):
+        m = sys.modules.get(name)
+        path = getattr(m, "__file__", None)
+        h.update(name.encode())
+        try:
+            with open(path, "rb") as f:  # type: ignore[arg-type]
+                h.update(f.read())
+        except (OSError, TypeError):
+            h.update(b"<no source>")
+    return h.hexdigest()[:16]
+
+
+def option_help(cls: type, name: str) -> str:
+    """Help for option ``name`` of dataclass ``cls``: ``field(metadata={"help": ...})``, else the attribute
+    docstring (the string literal under the field, any number of lines)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name and f.metadata.get("help"):
+            return " ".join(str(f.metadata["help"]).split())
+    return _attribute_docs(cls).get(name, "")
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = next((n.body for n in tree.body if isinstance(n, ast.ClassDef)), [])
+    out = {}
+    for a, b in zip(body, body[1:]):
+        if (isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr)
+                and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str)):
+            out[a.target.id] = " ".join(b.value.value.split())
+    return out

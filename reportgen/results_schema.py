@@ -10,7 +10,6 @@ number a section writes is declared (and the page stays current). Regenerate the
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from . import registry
 

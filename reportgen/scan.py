@@ -20,8 +20,9 @@ import torch.nn.functional as F
 
 from . import layers as layers_mod
 from .accel import autocast_agrees, low_precision_dtype, scan_autocast
-from .arrays import RowStore, array_key
+from .arrays import Rows
 from .hooks import capture_input, capture_outputs, eval_mode, hookable
+from .passdata import BaseRecord, LayerStats, field_or_none
 
 
 class TopK:
@@ -83,7 +84,6 @@ class TopK:
         self._keep(other.values, other.image, other.pos)
 
     def finish(self, name: str):
-        from .features import LayerStats
 
         c = self.values.shape[0]
         k = self.k
@@ -131,39 +131,13 @@ def image_batches(images, indices: list[int], batch_size: int, num_workers: int 
     yield from loader
 
 
-class _Rows:
-    """The per-image matrices of a pass: logits (float32), penultimate features and pixels (float16)."""
-
-    def __init__(self, ctx, n: int, key: str | None):
-        self.ctx, self.n, self.key = ctx, n, key
-        self.stores: dict[str, RowStore] = {}
-
-    def write(self, name: str, rows: np.ndarray, where: list[int], dtype) -> None:
-        st = self.stores.get(name)
-        if st is None:
-            cache = self.ctx.cache if self.key is not None and name != "logits" else None
-            st = self.stores[name] = RowStore(cache, array_key(self.key or "", name), self.n, rows.shape[1], dtype)
-        if len(where) and where[-1] - where[0] == len(where) - 1:
-            st.write(where[0], rows)
-        else:
-            st.array[np.asarray(where)] = rows
-
-    def finish(self):
-        out = {name: st.finish() for name, st in self.stores.items()}
-        return {k: v[0] for k, v in out.items()}, {k: v[1] for k, v in out.items()}
-
-    def discard(self) -> None:
-        for st in self.stores.values():
-            st.discard()
-
-
 def forward_pass(ctx, layer_names: list[str], key: str | None, topk: int, pixel_size: int):
     """(base record, {layer: LayerStats}, {"penultimate"|"pixels": ArrayRef or None}) from one pass.
 
     ``key`` names the memory-mapped matrices in the cache (None: in memory).
     """
     from . import distributed
-    from .features import _Base, _field_or_none, device_batch_size
+    from .sampling import device_batch_size
 
     model = ctx.model
     clf_name = layers_mod.classifier_layer(model)
@@ -175,12 +149,12 @@ def forward_pass(ctx, layer_names: list[str], key: str | None, topk: int, pixel_
     group = distributed.group_of(ctx)
     n_all = len(ctx.images)
     mine = list(range(n_all))[group.rank::group.size] if group else list(range(n_all))
-    rows = _Rows(ctx, n_all if not group else len(mine), key if not group else None)
+    rows = Rows(ctx, n_all if not group else len(mine), key if not group else None)
     rgb_sum = torch.zeros(3, dtype=torch.float64)
     n_pix = 0
     tops = {n: TopK(topk) for n in layer_names}
     inner: dict[str, TopK | None] = {}
-    fields = {n: _field_or_none(ctx, n) for n in layer_names}
+    fields = {n: field_or_none(ctx, n) for n in layer_names}
     source = ""
     micro = device_batch_size(ctx, cap=ctx.batch_size)
     low, checked = low_precision_dtype(ctx.device), False  # None on the CPU: float32 as before
@@ -248,7 +222,7 @@ def forward_pass(ctx, layer_names: list[str], key: str | None, topk: int, pixel_
     if group:  # rank 0 gets every shard's rows and statistics; the others stop after this pass
         mats, refs, rgb_sum, n_pix, tops, inner = distributed.merge_pass(
             ctx, group, mine, mats, rgb_sum, n_pix, tops, inner, key)
-    base = _Base(logits=mats["logits"], penultimate=mats["penultimate"], penultimate_source=source,
+    base = BaseRecord(logits=mats["logits"], penultimate=mats["penultimate"], penultimate_source=source,
                  pixels=mats["pixels"], mean_rgb=(rgb_sum / max(1, n_pix)).float().numpy())
     out = {}
     for n, t in tops.items():

@@ -161,7 +161,7 @@ def synthesize(ctx, objective: O.Objective, init: torch.Tensor | str, *, batch: 
         param = optvis.param.make_image(parameterization, init.shape[0], init.shape[-1], ctx.to_device(init),
                                         device=ctx.device)
     else:
-        g = generator if generator is not None else ctx.generator(0)
+        g = generator if generator is not None else ctx.generator("stylekit/init")
         if parameterization == "fft":
             param = optvis.param.fourier_image(batch, size, generator=g, device=ctx.device)
         else:  # Gatys et al. start from white noise

@@ -102,7 +102,7 @@ def test_rectified_objective_ignores_negative_preactivations():
 
 
 # ----- 3. fooling images: epsilon ball, honest text, 8-bit table, spread images ---------------------------
-def test_targeted_attack_never_leaves_the_epsilon_ball_and_says_so(make_ctx, image_dir):
+def test_targeted_attack_never_leaves_the_epsilon_ball_and_says_so(make_ctx, image_dir, tmp_path):
     # before: no budget (the demo used 41/255) and "the two images look the same to a person"
     from reportgen.techniques.adversarial import targeted_attack
 
@@ -113,7 +113,12 @@ def test_targeted_attack_never_leaves_the_epsilon_ball_and_says_so(make_ctx, ima
     for eps in (2 / 255, 8 / 255):
         res = targeted_attack(pm, x, [1, 0], max_steps=60, step=1 / 255, min_prob=0.9, eps=eps)
         assert float((res.images - x).abs().max()) <= eps + 1e-6
-    c = make_ctx(ColourMeans(), image_dir, class_names=["red", "green", "blue"], pre=IDENTITY,
+    import shutil
+
+    rgb = tmp_path / "rgb"  # the three classes the model knows (a white image is a near-tie, fooled at 1/255)
+    for name in ("red", "green", "blue"):
+        shutil.copytree(image_dir / name, rgb / name)
+    c = make_ctx(ColourMeans(), rgb, class_names=["red", "green", "blue"], pre=IDENTITY,
                  overrides={"adversarial": {"max_steps": 60, "step_size": 2.0, "epsilon": 2.0}})
     sec = run_technique(c, registry.get("adversarial"), strict=True)
     t = sec.results["targeted"][0]
@@ -124,6 +129,10 @@ def test_targeted_attack_never_leaves_the_epsilon_ball_and_says_so(make_ctx, ima
     table = next(b for b in sec.blocks if isinstance(b, Table))
     assert "changed as 8-bit" in table.columns
     assert all("changed_8bit" in row for row in sec.results["untargeted"])
+    assert sec.results["untargeted_against"] == "the true label"
+    c = make_ctx(ColourMeans(), image_dir, class_names=["red", "green", "blue"], pre=IDENTITY,
+                 overrides={"adversarial": {"max_steps": 4}})
+    sec = run_technique(c, registry.get("adversarial"), strict=True)
     assert sec.results["untargeted_against"].startswith("the true label where known")  # "white" is not a class
     assert min(c.config.options("adversarial").epsilons) >= 1.0  # below 1/255 does not survive 8 bits
 

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from reportgen import features as feat_mod
 from reportgen.cache import Cache
-from reportgen.features import FeatureStore, LayerStats, compute_features, spread_indices
+from reportgen.features import FeatureStore, LayerStats, compute_features
+from reportgen.sampling import spread_indices
 from reportgen.hooks import capture_input, capture_outputs, count_hooks
 
 from conftest import CLASSES
@@ -147,7 +148,7 @@ def test_store_is_plain_numpy(ctx):
 
 
 def test_device_batch_size_fits_the_cache_budget(ctx):
-    from reportgen.features import device_batch_size
+    from reportgen.sampling import device_batch_size
 
     assert device_batch_size(ctx) == 64  # tiny activations: the cap
     # TinyCNN's largest activation is its first conv output: 8 x 32 x 32 float32 = 32 KiB

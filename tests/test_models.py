@@ -569,8 +569,13 @@ def test_torchscript_archive_gets_every_output_level_section(tmp_path, image_dir
     for ok in ["card", "neighbors", "embedding", "occlusion", "saliency", "segmentation", "class_visualization",
                "adversarial"]:
         assert by_id[ok].error is None, (ok, by_id[ok].error)
-    for layer_level in ["filters", "activations", "patches", "guided_backprop", "deepdream"]:
-        assert "TorchScript archives do not allow hooks" in by_id[layer_level].error
+    from reportgen import registry
+
+    layer_level = [t.id for t in registry.all_techniques() if t.needs_layers and t.id in by_id]
+    assert {"filters", "activations", "patches", "guided_backprop", "deepdream"} <= set(layer_level)
+    for tid in layer_level:  # skipped from the registry metadata, with a note; not failed
+        assert by_id[tid].error is None and "TorchScript archives do not allow hooks" in by_id[tid].results["skipped"]
+    assert res.ok
 
 
 def test_torchvision_googlenet_builder_details_without_patching_weights_enum(tmp_path):

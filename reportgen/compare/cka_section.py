@@ -27,7 +27,7 @@ def grams(ctx, names: list[str], idx: list[int]) -> dict[str, np.ndarray]:
 def cka_section(ca, cb, names: tuple[str, str], n_images: int, n_layers: int) -> Section:
     sec = Section(id="cka", title="Representation similarity (linear CKA)", references=[KORNBLITH_2019])
     n = min(n_images, len(ca.images))
-    idx = sorted(ca.rng(4242).choice(len(ca.images), size=n, replace=False).tolist())
+    idx = sorted(ca.rng("compare/cka/images").choice(len(ca.images), size=n, replace=False).tolist())
     la, lb = cka_layer_names(ca, n_layers), cka_layer_names(cb, n_layers)
     ga, gb = grams(ca, la, idx), grams(cb, lb, idx)
     ab = cka_matrix([ga[x] for x in la], [gb[x] for x in lb])

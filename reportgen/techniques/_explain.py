@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..features import target_classes
-from ..hooks import eval_mode
 from ..imaging import overlay
 from ..report import GridItem, ImageData
+from ..sampling import target_classes
 from .saliency import saliency_to_uint8, show_indices
 
 
@@ -31,7 +30,7 @@ def explain_batch(ctx, n: int) -> Batch:
     """The same images saliency/occlusion show; the true label where known, else the predicted class."""
     idx = show_indices(ctx, n)
     x = ctx.to_device(ctx.images.batch(idx))
-    with eval_mode(ctx.model), torch.inference_mode():
+    with torch.inference_mode():
         p = torch.softmax(ctx.pixel_model(x).float(), 1).cpu().numpy()
     preds = p.argmax(1)
     tgt, known = target_classes(ctx, idx, preds)

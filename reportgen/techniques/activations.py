@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..hooks import capture_outputs, eval_mode
+from ..hooks import capture_outputs
 from ..imaging import to_uint8
 from ..layers import activation_after
 from ..papers import YOSINSKI_2015, ZEILER_FERGUS_2014
-from ..features import spread_indices
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Section
+from ..sampling import spread_indices
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -65,8 +65,8 @@ def activations(ctx, opts: ActivationsOptions) -> Section:
         name = activation_after(ctx.model, conv) or conv
     layer = ctx.layer(name)
     n = min(opts.max_images, len(ctx.images))
-    idx = spread_indices(ctx, n, offset=31)  # one image per class, seeded
-    with eval_mode(ctx.model), torch.inference_mode(), capture_outputs({name: layer}) as out:
+    idx = spread_indices(ctx, n, "activations/images")  # one image per class, seeded
+    with torch.inference_mode(), capture_outputs({name: layer}) as out:
         logits = ctx.pixel_model(ctx.to_device(ctx.images.batch(idx)))
     if name not in out:
         raise RuntimeError(f"layer {name!r} was not called in the forward pass")

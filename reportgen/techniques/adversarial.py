@@ -21,9 +21,9 @@ from ..imaging import symmetric_to_uint8, unit_to_uint8
 from ..optvis import objectives as O
 from ..optvis import regularizers as R
 from ..papers import GOODFELLOW_2015, MADRY_2018, SZEGEDY_2014
-from ..features import spread_indices
 from ..registry import technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
+from ..sampling import spread_indices
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -121,7 +121,7 @@ def untargeted_attack(pixel_model, x: torch.Tensor, labels: torch.Tensor, eps: f
 def _pick_targets(ctx, opts: AdversarialOptions, probs: torch.Tensor) -> list[int]:
     n, c = probs.shape
     preds = probs.argmax(1)
-    rng = ctx.rng(9001)
+    rng = ctx.rng("adversarial/targets")
     out = []
     for b in range(n):
         if opts.target == "least_likely":
@@ -160,8 +160,8 @@ def untargeted_table(ctx, opts: AdversarialOptions) -> tuple[Table, list[dict], 
     """FGSM / PGD success over ``attack_images`` images spread across classes, as float and as 8-bit images."""
     pm = ctx.pixel_model
     m = min(max(1, opts.attack_images), len(ctx.images))
-    idx = spread_indices(ctx, m, offset=53)
-    g = ctx.generator(9003)
+    idx = spread_indices(ctx, m, "adversarial/universal_images")
+    g = ctx.generator("adversarial/universal")
     pgd = f"PGD-{opts.pgd_steps}"
     rows, out = [], []
     n_true = 0
@@ -230,7 +230,7 @@ def untargeted_table(ctx, opts: AdversarialOptions) -> tuple[Table, list[dict], 
 def adversarial(ctx, opts: AdversarialOptions) -> Section:
     pm = ctx.pixel_model
     n = min(max(1, opts.max_images), len(ctx.images))
-    idx = spread_indices(ctx, n, offset=37)  # one image per class, seeded
+    idx = spread_indices(ctx, n, "adversarial/images")  # one image per class, seeded
     x = ctx.to_device(ctx.images.batch(idx))
     with torch.inference_mode():
         p0 = torch.softmax(pm(x).float(), 1).cpu()
@@ -239,7 +239,7 @@ def adversarial(ctx, opts: AdversarialOptions) -> Section:
     eps = float(opts.epsilon) / 255.0 if opts.epsilon and opts.epsilon > 0 else None
     res = targeted_attack(pm, x, targets, max_steps=opts.max_steps, step=opts.step_size / 255.0,
                           min_prob=opts.min_target_prob, eps=eps,
-                          generator=ctx.generator(9002), layer_root=ctx.model, progress=ctx.progress)
+                          generator=ctx.generator("adversarial/fooling"), layer_root=ctx.model, progress=ctx.progress)
     fooled = res.images
     with torch.inference_mode():
         p1 = torch.softmax(res.final_logits.float(), 1).cpu()

@@ -117,7 +117,7 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
     size = int(min(opts.image_size or ctx.pre.size, ctx.pre.size))
     jitter = min(opts.jitter, max(1, size // 10))  # the roll is relative to the canvas
     mean = tuple(float(m) for m in ctx.pre.mean)
-    g0 = ctx.generator(8001)
+    g0 = ctx.generator("class_visualization/init")
     init = optvis.pixel_image(len(classes), size, opts.init, center=mean, sd=0.02, generator=g0).image().detach()
     objective = O.class_logit(classes) - opts.l2_weight * O.l2(mean)
     objectives = {"L2 only": objective, "regularised": O.class_logit(classes)}
@@ -143,10 +143,10 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
     for k, (label, kw) in enumerate(variants.items()):
         param = optvis.pixel_image(init=init.clone(), device=ctx.device)
         if label == "regularised" and opts.parameterization == "fft":
-            param = optvis.param.fourier_image(len(classes), size, generator=ctx.generator(8002), device=ctx.device)
+            param = optvis.param.fourier_image(len(classes), size, generator=ctx.generator("class_visualization/fourier"), device=ctx.device)
         runs[label] = optvis.render(
             ctx.pixel_model, objectives[label], param, optimizer="adam", steps=opts.steps, lr=opts.lr,
-            generator=ctx.generator(8100 + k), layer_root=ctx.model, evaluate_final=True,
+            generator=ctx.generator(f"class_visualization/jitter/{k}"), layer_root=ctx.model, evaluate_final=True,
             progress=ctx.progress, desc=f"Class visualisation ({label})", **kw)
 
     sec = Section(id="class_visualization", title="Class visualisation (gradient ascent)")

@@ -25,10 +25,10 @@ from ..imaging import unit_to_uint8
 from ..optvis import objectives as O
 from ..optvis import transforms as T
 from ..optvis.plotting import history_plot
-from ..features import spread_indices
 from ..papers import MORDVINTSEV_2015
 from ..registry import technique
 from ..report import Figure, Group, ImageData, KeyValues, Row, Section
+from ..sampling import spread_indices
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -171,7 +171,7 @@ def deepdream(ctx, opts: DeepDreamOptions) -> Section:
     jitter = min(int(opts.jitter), max(1, round(opts.max_jitter_fraction * size))) if opts.jitter > 0 else 0
     sec = Section(id="deepdream", title="DeepDream")
     gains: list[dict] = []
-    for i in spread_indices(ctx, n, offset=43):
+    for i in spread_indices(ctx, n, "deepdream/images"):
         img = ctx.images.tensor(i)
         if img.shape[-1] != size:
             img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False,
@@ -179,7 +179,7 @@ def deepdream(ctx, opts: DeepDreamOptions) -> Section:
         img = ctx.to_device(img)
         dreams, results = dream(ctx.pixel_model, [(r, relu) for r, relu, _ in targets], img, octaves=opts.octaves,
                                 octave_scale=opts.octave_scale, steps=opts.steps, lr=opts.lr, jitter=jitter,
-                                generator=ctx.generator(7000 + i),
+                                generator=ctx.generator(f"deepdream/jitter/{i}"),
                                 layer_root=ctx.model, progress=ctx.progress)
         figs = [Figure(ImageData(unit_to_uint8(img.cpu().permute(1, 2, 0).numpy()), display_width=224),
                        caption=f"{ctx.images.name(i)} (input)", alt=f"input {ctx.images.name(i)}")]

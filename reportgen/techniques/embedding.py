@@ -241,13 +241,13 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
     if n < 3:
         sec.add(Note("An embedding needs at least three images.", kind="warning"))
         return sec
-    rng = ctx.rng(53)
+    rng = ctx.rng("embedding/subsample")
     idx = np.arange(n)
     sub = n > opts.max_points
     if sub:
         idx = np.sort(rng.choice(n, size=int(opts.max_points), replace=False))
     x = feats.penultimate[idx].astype(np.float32)
-    p2, t2, info = embed_2d(x, ctx.seed, tsne=opts.tsne, max_iter=opts.tsne_iter, threads=opts.threads or None)
+    p2, t2, info = embed_2d(x, ctx.seed_for("embedding/layout"), tsne=opts.tsne, max_iter=opts.tsne_iter, threads=opts.threads or None)
     labels = ctx.images.labels[idx]
     if ctx.images.has_labels:
         colour_ids = np.where(labels >= 0, labels, -1)
@@ -277,7 +277,7 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
             "images the model is unsure about; a region of dark points is a part of feature space it finds "
             "ambiguous."), alt="PCA and t-SNE coloured by confidence"))
     if t2 is not None:
-        canvas, cells, cell = mosaic(ctx, idx.tolist(), t2, int(opts.mosaic_size), ctx.rng(59))
+        canvas, cells, cell = mosaic(ctx, idx.tolist(), t2, int(opts.mosaic_size), ctx.rng("embedding/mosaic"))
         sec.add(Figure(_jpeg(canvas, opts.mosaic_quality), caption=(
             f"t-SNE mosaic: each image's thumbnail at its t-SNE position, snapped to the nearest free cell of a "
             f"{cells}x{cells} grid ({cell}px cells)."), alt="t-SNE image mosaic"))

@@ -53,7 +53,7 @@ def _content_set(ctx, opts: FastStyleOptions, held_out: list[int], size: int) ->
     pool = [i for i in range(len(ctx.images)) if i not in set(held_out)]
     if not pool:  # a one-image set: train on it (then nothing is held out)
         pool = list(held_out)
-    order = ctx.rng(14001).permutation(len(pool))[: max(1, opts.train_images)]
+    order = ctx.rng("fast_style/train_images").permutation(len(pool))[: max(1, opts.train_images)]
     chosen = sorted(pool[k] for k in order)
     return resize_to(ctx.images.batch(chosen), size), chosen
 
@@ -96,7 +96,7 @@ def fast_style(ctx, opts: FastStyleOptions) -> Section:
         def loss_fn(x, y, objective_for=objective_for):
             return perceptual_loss(ctx.pixel_model, ctx.model, objective_for, layers, clayer, x, y)
 
-        torch.manual_seed(ctx.seed + 14000 + si)  # initial weights (the global RNG is only touched here)
+        torch.manual_seed(ctx.seed_for(f"fast_style/weights/{si}"))  # initial weights (the global RNG is only touched here)
         net = TransformNet(opts.width, opts.res_blocks).to(ctx.device)
         style_sha = hashlib.sha256(style.image.numpy().tobytes()).hexdigest()[:16]
         key = ctx.cache_key("fast_style.net.residual", style_sha, layers, clayer, size, repr(opts),
@@ -109,7 +109,7 @@ def fast_style(ctx, opts: FastStyleOptions) -> Section:
             info = {"losses": np.asarray(hit["losses"]), "seconds": float(hit["seconds"]), "cached": True}
         else:
             info = train(net, loss_fn, data, iterations=opts.iterations, batch=opts.batch, lr=opts.lr,
-                         generator=ctx.generator(14100 + si), progress=ctx.progress)
+                         generator=ctx.generator(f"fast_style/batches/{si}"), progress=ctx.progress)
             info["cached"] = False
             if ctx.cache is not None:
                 ctx.cache.put(key, {"state": state_to_numpy(net), "losses": info["losses"].tolist(),

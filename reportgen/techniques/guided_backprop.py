@@ -20,9 +20,9 @@ from ..hooks import capture_outputs, eval_mode, frozen_params
 from ..imaging import symmetric_to_uint8
 from ..layers import activation_after
 from ..papers import SPRINGENBERG_2015, ZEILER_FERGUS_2014
-from ..features import spread_indices
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Section
+from ..sampling import spread_indices
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -103,7 +103,7 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
         name = activation_after(ctx.model, conv) or conv
     layer = ctx.layer(name)
     n = min(max(1, opts.max_images), len(ctx.images))
-    idx = spread_indices(ctx, n, offset=41)  # one image per class, seeded
+    idx = spread_indices(ctx, n, "guided_backprop/images")  # one image per class, seeded
     x = ctx.to_device(ctx.images.batch(idx))
     k = max(1, opts.units)
     model, pm = ctx.model, ctx.pixel_model

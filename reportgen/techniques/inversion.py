@@ -13,17 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .. import optvis
 from ..extract import activations, spread_layers
-from ..features import spread_indices
 from ..imaging import unit_to_uint8
 from ..optvis import objectives as O
 from ..optvis.plotting import history_plot
 from ..papers import MAHENDRAN_VEDALDI_2015
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
+from ..sampling import spread_indices
 from ..stylekit import resize_to, resolve_parameterization
 
 
@@ -76,7 +75,7 @@ def inversion(ctx, opts: InversionOptions) -> Section:
         ctx._require_hooks()
         names = spread_layers(ctx.model) or [ctx.chosen_layer()]
     size = int(min(opts.image_size or ctx.pre.size, ctx.pre.size))
-    idx = spread_indices(ctx, min(max(1, opts.max_images), len(ctx.images)), offset=110)
+    idx = spread_indices(ctx, min(max(1, opts.max_images), len(ctx.images)), "inversion/images")
     x0 = resize_to(ctx.images.batch(idx), size)
     x0d = ctx.to_device(x0)
     targets = activations(ctx.pixel_model, names, x0d, root=ctx.model)
@@ -86,13 +85,13 @@ def inversion(ctx, opts: InversionOptions) -> Section:
     runs = {}
     for k, name in enumerate(names):
         objective = -(O.feature_loss(name, targets[name]) + (lam / pixels) * O.total_variation(opts.tv_beta))
-        g = ctx.generator(11000 + k)
+        g = ctx.generator(f"inversion/init/{k}")
         param = (optvis.param.fourier_image(len(idx), size, generator=g, device=ctx.device)
                  if par == "fft" else
                  optvis.pixel_image(len(idx), size, "uniform", generator=g, device=ctx.device))
         lr = 1.0 if opts.optimizer == "lbfgs" else opts.lr
         runs[name] = optvis.render(ctx.pixel_model, objective, param, optimizer=opts.optimizer, steps=opts.steps,
-                                   lr=lr, generator=ctx.generator(11100 + k), layer_root=ctx.model,
+                                   lr=lr, generator=ctx.generator(f"inversion/jitter/{k}"), layer_root=ctx.model,
                                    progress=ctx.progress, desc=f"Inverting {name}")
 
     feat_err = {}

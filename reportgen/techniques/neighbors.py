@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..features import spread_indices
 from ..papers import KRIZHEVSKY_2012
 from ..registry import technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
+from ..sampling import spread_indices
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -124,7 +124,7 @@ def neighbors(ctx, opts: NeighborsOptions) -> Section:
     preds = feats.preds
     by_label = ctx.images.has_labels
     classes = np.where(labels >= 0, labels, preds) if by_label else preds
-    queries = spread_indices(ctx, opts.num_queries, offset=1, classes=classes)
+    queries = spread_indices(ctx, opts.num_queries, "neighbors/queries", classes=classes)
     k = max(1, min(opts.k, n - 1))
     fidx, fdist = nearest(queries, feats.penultimate, k, opts.metric)
     pidx, pdist = nearest(queries, feats.pixels, k, "l2")
@@ -161,8 +161,8 @@ def neighbors(ctx, opts: NeighborsOptions) -> Section:
                      "with the model's own predictions (made from these same features) would be circular. Judge "
                      "the rows by eye; each cell says whether its class is a label or a prediction.", kind="info"))
     elif (counts >= 2).any():
-        fa = neighbour_agreement(feats.penultimate[known], lab, opts.metric, opts.agreement_queries, ctx.rng(31))
-        pa = neighbour_agreement(feats.pixels[known], lab, "l2", opts.agreement_queries, ctx.rng(31))
+        fa = neighbour_agreement(feats.penultimate[known], lab, opts.metric, opts.agreement_queries, ctx.rng("neighbors/agreement"))
+        pa = neighbour_agreement(feats.pixels[known], lab, "l2", opts.agreement_queries, ctx.rng("neighbors/agreement"))
         chance = float(((counts / counts.sum()) ** 2).sum())
         rows = [["penultimate features", f"{100 * fa:.1f}%"], ["pixels (32x32)", f"{100 * pa:.1f}%"],
                 ["chance (same class at random)", f"{100 * chance:.1f}%"]]

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from ..accel import fast_layout
-from ..features import device_batch_size, target_classes
 from ..hooks import eval_mode
 from ..imaging import figure_to_png, overlay
 from ..incremental import IncrementalOccluder, occlusion_logits
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, Note, Section
+from ..sampling import device_batch_size, target_classes
 from .saliency import show_indices
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -170,7 +170,7 @@ class OcclusionOptions:
     """Step between window positions in input pixels (None: half the window)."""
     batch_size: int = 0
     """Occluded copies per forward pass (0: automatic, 64 on a GPU, cache-sized on the CPU; see
-    features.device_batch_size)."""
+    sampling.device_batch_size)."""
     fill: str = "mean"
     """Colour of the square: "mean" (the image set's mean colour) or "grey" (0.5)."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import layers as layers_mod
-from ..features import TOPK, plans_layers
+from ..features import TOPK
 from ..papers import GIRSHICK_2014, SPRINGENBERG_2015, ZEILER_FERGUS_2014
 from ..receptive import ReceptiveField, crop_field, field_for
 from ..registry import technique
@@ -77,7 +77,6 @@ def patch_layer(ctx, opts: "PatchesOptions") -> tuple[str, str]:
                   f"{opts.auto_rf_fraction:g} of the input side{after} (set --layer or patches.layer to choose)")
 
 
-@plans_layers("patches")
 def _plan(ctx) -> list[str]:
     return [patch_layer(ctx, ctx.config.options("patches"))[0]]
 
@@ -130,6 +129,7 @@ class PatchesOptions:
         "pattern (a texture, a part, an object) reveal what the unit detects."
     ),
     needs_layers=True,
+    plans_layers=_plan,
 )
 def patches(ctx, opts: PatchesOptions) -> Section:
     layer, how = patch_layer(ctx, opts)

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..features import device_batch_size, spread_indices, target_classes
 from ..hooks import eval_mode, frozen_params
 from ..imaging import overlay, to_uint8
 from ..papers import SIMONYAN_2014
 from ..registry import technique
 from ..report import Grid, GridItem, ImageData, Note, Section
+from ..sampling import device_batch_size, spread_indices, target_classes
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -55,7 +55,7 @@ def saliency_maps(ctx, indices: list[int], classes: list[int] | None = None,
     """Saliency maps of ``indices``, ``batch_size`` images per forward/backward pass.
 
     ``batch_size`` None: the run's batch size on a GPU; cache-sized batches on the CPU (see
-    :func:`reportgen.features.device_batch_size`).
+    :func:`reportgen.sampling.device_batch_size`).
 
     ``classes`` gives the class to explain per image; by default the true label when known,
     else the predicted class (decided from the same forward pass).
@@ -98,7 +98,7 @@ def cached_saliency(ctx, indices: list[int]) -> list[SaliencyResult]:
 
 def show_indices(ctx, n: int) -> list[int]:
     """The images that saliency, occlusion and segmentation show (the same ones, in order)."""
-    return spread_indices(ctx, n, offset=0)
+    return spread_indices(ctx, n, "explain/images")
 
 
 def saliency_to_uint8(m: np.ndarray, pct: float = 99.0) -> np.ndarray:

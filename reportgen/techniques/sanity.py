@@ -73,11 +73,11 @@ def run_randomisations(ctx, b, fns, names: list[str], stages: list[int]):
     top_down = names[::-1]
     cascade, independent = [], []
     for k in ctx.progress(stages, "Sanity: cascading randomisation", total=len(stages)):
-        twin = R.randomized_copy(pm, top_down[:k], ctx.seed, root="model")
+        twin = R.randomized_copy(pm, top_down[:k], ctx.seed_for("sanity/cascade"), root="model")
         cascade.append({m: f(twin, x, t) for m, f in fns.items()})
         del twin
     for k in ctx.progress(stages, "Sanity: independent randomisation", total=len(stages)):
-        twin = R.randomized_copy(pm, [top_down[k - 1]], ctx.seed, root="model")
+        twin = R.randomized_copy(pm, [top_down[k - 1]], ctx.seed_for("sanity/independent"), root="model")
         independent.append({m: f(twin, x, t) for m, f in fns.items()})
         del twin
     return orig, cascade, independent

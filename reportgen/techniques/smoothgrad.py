@@ -54,7 +54,7 @@ def smoothgrad(ctx, opts: SmoothGradOptions) -> Section:
     pm = ctx.pixel_model
     plain = A.to_map(A.gradient(pm, b.x, b.targets)).cpu().numpy()
     sg = A.to_map(A.smoothgrad(pm, b.x, b.targets, n_samples=opts.samples, noise=opts.noise,
-                               generator=ctx.generator(1201))).cpu().numpy()
+                               generator=ctx.generator("smoothgrad/noise"))).cpu().numpy()
     items, tv_ratio, corr = [], [], []
     for k, i in enumerate(b.idx):
         img = ctx.images.display(i)

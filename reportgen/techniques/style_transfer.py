@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..features import spread_indices
 from ..imaging import unit_to_uint8
 from ..optvis.plotting import history_plot
 from ..papers import GATYS_STYLE_2016
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 from ..extract import activations
+from ..sampling import spread_indices
 from ..stylekit import (content_layer, gram_targets, relative_gram_errors, resize_to, resolve_parameterization,
                         source_images, stack_targets, style_layers, style_objective, synthesize)
 
@@ -63,7 +63,7 @@ def setup(ctx, opts: StyleTransferOptions) -> dict:
         layers = style_layers(ctx, opts.layers)
         clayer = content_layer(ctx, opts.content_layer)
         size = min(int(opts.image_size or ctx.pre.size), max(64, 2 * ctx.pre.size))
-        idx = spread_indices(ctx, min(max(1, opts.max_contents), len(ctx.images)), offset=130)
+        idx = spread_indices(ctx, min(max(1, opts.max_contents), len(ctx.images)), "style_transfer/contents")
         contents = resize_to(ctx.images.batch(idx), size)
         styles, where = source_images(ctx, "styles", opts.max_styles, size)
         style_t = [gram_targets(ctx, layers, s.image[None]) for s in styles]
@@ -83,7 +83,7 @@ def transfer(ctx, opts: StyleTransferOptions, s: dict, pairs: list[tuple[int, in
     obj = style_objective(s["layers"], targets, w, content=(s["content_layer"], ctarget[s["content_layer"]]),
                           tv_weight=opts.tv_weight, pixels=s["size"] ** 2)
     res = synthesize(ctx, obj, contents, optimizer=opts.optimizer, steps=opts.steps, lr=opts.lr,
-                     parameterization=opts.parameterization, generator=ctx.generator(13000), desc=desc)
+                     parameterization=opts.parameterization, generator=ctx.generator("style_transfer/init"), desc=desc)
     errs = relative_gram_errors(ctx, s["layers"], res.images, targets)
     return res, errs
 

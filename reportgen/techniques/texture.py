@@ -76,7 +76,7 @@ def gram_synthesis(ctx, opts: TextureOptions) -> dict:
             obj = style_objective(layers, {n: t[b:b + 1] for n, t in targets.items()}, 1.0,
                                   layer_weights=weights[b:b + 1])
             runs.append(synthesize(ctx, obj, "noise", batch=1, size=size, optimizer=opts.optimizer, steps=opts.steps,
-                                   parameterization=opts.parameterization, generator=ctx.generator(12000 + b),
+                                   parameterization=opts.parameterization, generator=ctx.generator(f"texture/init/{b}"),
                                    desc=f"Gram texture synthesis {b + 1}/{len(textures) * n_sets}"))
         res = optvis.OptResult(
             images=torch.cat([r.images for r in runs]),
@@ -122,7 +122,7 @@ def texture(ctx, opts: TextureOptions) -> Section:
         src_small = src_small[: opts.nn_source_size, : opts.nn_source_size]
         t0 = time.perf_counter()
         nn_img, info = synthesize_nn(src_small, opts.nn_size, levels=opts.nn_levels, window=opts.nn_window,
-                                     seed=ctx.seed * 7 + j)
+                                     seed=ctx.seed_for(f"texture/nnsynth/{j}"))
         nn_times.append(time.perf_counter() - t0)
         nn_hist.append(_hist_distance(src_small, nn_img))
         width = 128
