@@ -1,5 +1,6 @@
-"""Shared by the attribution techniques (gradcam, smoothgrad, integrated_gradients, sanity): which images,
-which classes, and how a map is drawn. Not a technique (the leading underscore keeps the registry out)."""
+"""Shared by the attribution techniques (saliency, occlusion, gradcam, smoothgrad, integrated_gradients, sanity):
+which images, which classes, and the grid cells that show them (maps are drawn by :mod:`reportgen.views`).
+Not a technique (the leading underscore keeps the registry out)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..imaging import overlay
 from ..report import GridItem, ImageData
-from ..sampling import target_classes
-from .saliency import saliency_to_uint8, show_indices
+from ..sampling import spread_indices, target_classes
+from ..views import attr_item
 
 
 @dataclass
@@ -26,37 +26,50 @@ class Batch:
     probs: np.ndarray  # softmax probability of the target
 
 
-def explain_batch(ctx, n: int) -> Batch:
-    """The same images saliency/occlusion show; the true label where known, else the predicted class."""
-    idx = show_indices(ctx, n)
+def predict_batch(ctx, idx: list[int], classes=None) -> Batch:
+    """``idx`` on the device with one forward pass: prediction, and the class to explain per image (``classes``,
+    else the true label when known, else the predicted class) with its softmax probability."""
     x = ctx.to_device(ctx.images.batch(idx))
     with torch.inference_mode():
         p = torch.softmax(ctx.pixel_model(x).float(), 1).cpu().numpy()
     preds = p.argmax(1)
-    tgt, known = target_classes(ctx, idx, preds)
-    return Batch(idx, x, tgt, known, preds, p[np.arange(len(idx)), tgt])
+    if classes is None:
+        tgt, known = target_classes(ctx, idx, preds)
+    else:
+        tgt, known = np.asarray(classes, dtype=np.int64), np.zeros(len(idx), dtype=bool)
+    return Batch(list(idx), x, tgt, known, preds, p[np.arange(len(idx)), tgt])
+
+
+def show_indices(ctx, n: int) -> list[int]:
+    """The images that saliency, occlusion and segmentation show (the same ones, in order)."""
+    return spread_indices(ctx, n, "explain/images")
+
+
+def explain_batch(ctx, n: int) -> Batch:
+    """The same images saliency/occlusion show; the true label where known, else the predicted class."""
+    return predict_batch(ctx, show_indices(ctx, n))
+
+
+def image_item(ctx, i: int, target: int, from_label: bool, pred: int, prob: float) -> GridItem:
+    """Image ``i`` with the explained class, its probability and (if wrong) the prediction; green/red
+    outline where the true label is known and the prediction is right/wrong."""
+    wrong = int(pred) != int(target)
+    sub = f"{ctx.class_name(int(target))} ({'true label' if from_label else 'predicted'}), p={prob:.2f}"
+    if wrong:
+        sub += f"; predicted {ctx.class_name(int(pred))}"
+    return GridItem(ImageData(ctx.images.display(i)), label=ctx.images.name(i), sublabel=sub,
+                    alt=f"input {ctx.images.name(i)}", tone=("" if not from_label else "bad" if wrong else "ok"))
 
 
 def input_item(ctx, b: Batch, k: int) -> GridItem:
-    """The input image with its class, probability and (if wrong) the prediction."""
-    i, t = b.idx[k], int(b.targets[k])
-    wrong = int(b.preds[k]) != t
-    sub = f"{ctx.class_name(t)} ({'true label' if b.from_label[k] else 'predicted'}), p={b.probs[k]:.2f}"
-    if wrong:
-        sub += f"; predicted {ctx.class_name(int(b.preds[k]))}"
-    return GridItem(ImageData(ctx.images.display(i)), label=ctx.images.name(i), sublabel=sub,
-                    alt=f"input {ctx.images.name(i)}", tone=("bad" if wrong and b.from_label[k] else ""))
+    """:func:`image_item` of the ``k``-th image of a batch."""
+    return image_item(ctx, b.idx[k], int(b.targets[k]), bool(b.from_label[k]), int(b.preds[k]), float(b.probs[k]))
 
 
 def heat_item(ctx, image: np.ndarray, m: np.ndarray, label: str, sublabel: str = "", over: bool = True,
               pct: float = 99.5) -> GridItem:
-    """A non-negative map, over the image (colour) or on its own (grey, white = its ``pct`` percentile)."""
-    if over:
-        hi = float(np.percentile(m, pct)) or float(m.max()) or None
-        pic = overlay(image, m, alpha=0.5, cmap="jet", lo=0.0, hi=hi)
-    else:
-        pic = saliency_to_uint8(m, pct)
-    return GridItem(ImageData(pic), label=label, sublabel=sublabel, alt=f"{label} {sublabel}".strip())
+    """A non-negative map, over the image (``jet``) or on its own (grey, white = its ``pct`` percentile)."""
+    return attr_item(m, image, "overlay" if over else "map", label, sublabel, outlier_perc=100.0 - pct)
 
 
 def cell_width(ctx) -> int:

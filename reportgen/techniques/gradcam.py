@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import attribution as A
-from ..imaging import symmetric_to_uint8
 from ..papers import CHATTOPADHAY_2018, SELVARAJU_2017, SPRINGENBERG_2015
 from ..registry import technique
-from ..report import Grid, GridItem, ImageData, Note, Section, Table
+from ..report import Grid, Note, Section, Table
+from ..views import attr_item
 from ._explain import cell_width, explain_batch, heat_item, input_item, peak_area
 
 
@@ -81,10 +81,8 @@ def gradcam(ctx, opts: GradCamOptions) -> Section:
         items.append(heat_item(ctx, img, cam[k], "Grad-CAM", f"peak area {peak_area(cam[k]):.0%}"))
         items.append(heat_item(ctx, img, campp[k], "Grad-CAM++", f"rank corr. to Grad-CAM {r:.2f}"))
         if gg is not None:
-            g = np.transpose(gg[k], (1, 2, 0))
-            s = float(np.percentile(np.abs(g), 99.5)) or None
-            items.append(GridItem(ImageData(symmetric_to_uint8(g, s)), label="Guided Grad-CAM",
-                                  alt=f"guided Grad-CAM of {ctx.images.name(i)}"))
+            items.append(attr_item(gg[k], view="map", label="Guided Grad-CAM", sign="all", outlier_perc=0.5,
+                                   alt=f"guided Grad-CAM of {ctx.images.name(i)}"))
         rows.append([ctx.images.name(i), ctx.class_name(int(t[k])), round(float(b.probs[k]), 3),
                      round(peak_area(cam[k]), 3), round(peak_area(campp[k]), 3), round(r, 3)])
 

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..gradrules import RULES, gradient_rule
-from ..hooks import capture_outputs, eval_mode, frozen_params
-from ..imaging import symmetric_to_uint8
+from .. import attribution as A
+from ..gradrules import RULES
+from ..hooks import capture_outputs
 from ..layers import activation_after
 from ..papers import SPRINGENBERG_2015, ZEILER_FERGUS_2014
 from ..registry import technique
-from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Section
+from ..report import Figure, Grid, Group, ImageData, Note, Row, Section
 from ..sampling import spread_indices
+from ..views import attr_item
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -53,15 +54,6 @@ class GuidedBackpropOptions:
     """Also explain the predicted class score."""
     percentile: float = 99.5
     """Each gradient is shown with +-(this percentile of abs(gradient)) mapped to white/black."""
-
-
-def gradient_image(g: np.ndarray, percentile: float) -> np.ndarray:
-    """3xHxW gradient -> uint8 RGB, grey = 0, scaled by a robust per-image maximum."""
-    hwc = np.transpose(g, (1, 2, 0))
-    scale = float(np.percentile(np.abs(hwc), percentile)) if hwc.size else 0.0
-    if scale <= 1e-12:
-        scale = float(np.abs(hwc).max()) or 1.0
-    return symmetric_to_uint8(hwc, scale)
 
 
 def top_units(acts: torch.Tensor, k: int) -> list[list[tuple[int, tuple[int, ...], float]]]:
@@ -106,9 +98,9 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
     idx = spread_indices(ctx, n, "guided_backprop/images")  # one image per class, seeded
     x = ctx.to_device(ctx.images.batch(idx))
     k = max(1, opts.units)
-    model, pm = ctx.model, ctx.pixel_model
+    pm = ctx.pixel_model
 
-    with eval_mode(model), torch.inference_mode(), capture_outputs({name: layer}) as out:
+    with torch.inference_mode(), capture_outputs({name: layer}) as out:
         logits = pm(x)
     if name not in out:
         raise RuntimeError(f"layer {name!r} was not called in the forward pass")
@@ -118,33 +110,16 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
     k = len(units[0])
 
     # grads[rule][t]: B x 3 x H x W, t = 0..k-1 units, k = class
+    targets = [A.unit_target([units[b][j][0] for b in range(n)], [units[b][j][1] for b in range(n)])
+               for j in range(k)]
+    if opts.include_class:
+        targets.append(A.class_target(preds))
     grads: dict[str, list[np.ndarray]] = {}
-    notes: dict[str, str] = {}
     reports = {}
-    bidx = torch.arange(n, device=x.device)
     for rule in RULES:
-        with eval_mode(model), frozen_params(model), torch.enable_grad(), \
-                gradient_rule(pm, rule) as rep, capture_outputs({name: layer}, detach=False) as acts:
-            xr = x.detach().clone().requires_grad_(True)
-            z = pm(xr)
-            a = acts[name]
-            targets = []
-            for j in range(k):
-                ch = torch.tensor([units[b][j][0] for b in range(n)], device=x.device)
-                sel = a[bidx, ch]
-                if sel.dim() > 1:
-                    pos = [units[b][j][1] for b in range(n)]
-                    sel = torch.stack([sel[b][pos[b]] for b in range(n)])
-                targets.append(sel)
-            if opts.include_class:
-                targets.append(z[bidx, preds])
-            gl = []
-            for t_i, t in enumerate(targets):
-                (g,) = torch.autograd.grad(t.sum(), xr, retain_graph=t_i < len(targets) - 1)
-                gl.append(g.detach().float().cpu().numpy())
-            grads[rule] = gl
-        notes[rule] = rep.describe()
-        reports[rule] = rep
+        gl, reports[rule] = A.rule_gradients(pm, x, targets, rule, layer=layer)
+        grads[rule] = [g.float().cpu().numpy() for g in gl]
+    notes = {rule: rep.describe() for rule, rep in reports.items()}
 
     sec = Section(id="guided_backprop", title="Guided backprop")
     for b, i in enumerate(idx):
@@ -155,11 +130,9 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
             rows.append((f"class score: {ctx.class_name(int(preds[b]))}", f"p = {float(probs[b, preds[b]]):.2f}"))
         for t, (label, sub) in enumerate(rows):
             for rule in RULES:
-                items.append(GridItem(
-                    ImageData(gradient_image(grads[rule][t][b], opts.percentile)),
-                    label=f"{RULE_TITLES[rule]}", sublabel=f"{label} ({sub})",
-                    alt=f"{RULE_TITLES[rule]} gradient of {label} for {ctx.images.name(i)}",
-                ))
+                items.append(attr_item(grads[rule][t][b], view="map", label=RULE_TITLES[rule],
+                                       sublabel=f"{label} ({sub})", sign="all", outlier_perc=100.0 - opts.percentile,
+                                       alt=f"{RULE_TITLES[rule]} gradient of {label} for {ctx.images.name(i)}"))
         inp = Figure(ImageData(ctx.images.display(i), display_width=224),
                      caption=f"{ctx.images.name(i)} — predicted {ctx.class_name(int(preds[b]))} "
                              f"({float(probs[b, preds[b]]):.2f})",

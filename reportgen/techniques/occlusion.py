@@ -6,8 +6,10 @@ the class ``k`` (true label when known, else the prediction) is recorded. The he
 each pixel the mean probability over all window positions that cover it, so it has the image's
 size and is aligned with it pixel for pixel. Low probability = that part of the image matters.
 
-All occluded copies are built as one tensor operation and evaluated ``batch_size`` at a time,
-mixing windows of several images in one batch.
+The compute is :func:`reportgen.attribution.occlusion_grid` (exact incremental inference where the model
+allows it, else all occluded copies as one tensor operation, ``batch_size`` at a time); this module picks
+the images, classes, window and fill, and draws the change ``p(unoccluded) - heat`` with
+:mod:`reportgen.views`.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..accel import fast_layout
-from ..hooks import eval_mode
-from ..imaging import figure_to_png, overlay
-from ..incremental import IncrementalOccluder, occlusion_logits
+from .. import attribution as A
+from ..attribution import window_positions
+from ..imaging import figure_to_png
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
 from ..registry import technique
-from ..report import Figure, Grid, GridItem, ImageData, Note, Section
-from ..sampling import device_batch_size, target_classes
+from ..report import Figure, Grid, ImageData, Note, Section
+from ..sampling import device_batch_size
+from ..views import attr_image, attr_item
+from ._explain import cell_width, image_item, predict_batch
 from .saliency import show_indices
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -42,15 +45,8 @@ RESULTS = {
 }
 
 MIN_SPAN = 0.05  # overlay colour scale spans at least this much probability
-
-
-def window_positions(size: int, window: int, stride: int) -> list[int]:
-    """Top (or left) edges of the windows: every ``stride`` pixels, plus one flush with the far edge."""
-    window = min(window, size)
-    pos = list(range(0, size - window + 1, max(1, stride)))
-    if pos[-1] != size - window:
-        pos.append(size - window)
-    return pos
+# the change map: signed, scaled by its largest |change| (at least MIN_SPAN), red = the probability drops
+CHANGE_SCALE = {"sign": "all", "outlier_perc": 0.0, "floor": MIN_SPAN, "cmap": "RdBu_r", "alpha": 0.5}
 
 
 def resolve_window(size: int, window: int | None, stride: int | None) -> tuple[int, int]:
@@ -75,71 +71,15 @@ class OcclusionResult:
 def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size: int = 64,
                    fill: np.ndarray | float = 0.5, classes: list[int] | None = None,
                    incremental: bool = True) -> list[OcclusionResult]:
-    """Occlusion probability maps of ``indices`` (see the module docstring); batched and vectorised.
-
-    ``incremental``: compute the occluded copies by exact incremental inference (reportgen.incremental,
-    Nakandala et al. 2019) where the model allows it, else full forward passes; same maps."""
-    model = ctx.model
-    imgs = ctx.images.batch(list(indices)).float()  # n x C x H x W in [0, 1] (CPU)
-    n, c, h, w = imgs.shape
-    ys, xs = window_positions(h, window, stride), window_positions(w, window, stride)
-    wy, wx = min(window, h), min(window, w)
-    fill_t = torch.as_tensor(np.broadcast_to(np.asarray(fill, dtype=np.float32), (c,)).copy()).view(1, c, 1, 1)
-    with eval_mode(model), torch.inference_mode():
-        base_logits = torch.cat([ctx.pixel_model(ctx.to_device(imgs[s:s + batch_size])).float().cpu()
-                                 for s in range(0, n, batch_size)])
-        preds = base_logits.argmax(1).numpy()
-        if classes is None:
-            tgt, known = target_classes(ctx, list(indices), preds)
-        else:
-            tgt, known = np.asarray(classes, dtype=np.int64), np.zeros(n, dtype=bool)
-        base = torch.softmax(base_logits, 1)[torch.arange(n), torch.as_tensor(tgt)].numpy()
-        # every (image, y, x) triple, streamed in batches
-        img_of = np.repeat(np.arange(n), len(ys) * len(xs))
-        y_of = np.tile(np.repeat(np.asarray(ys), len(xs)), n)
-        x_of = np.tile(np.tile(np.asarray(xs), len(ys)), n)
-        total = len(img_of)
-        probs = np.empty(total, dtype=np.float32)
-        rows_h = torch.arange(h)[None, :]
-        cols_w = torch.arange(w)[None, :]
-        tgt_t = torch.as_tensor(tgt)
-        occ = IncrementalOccluder.build(ctx.pixel_model)[0] if incremental else None
-        npos = len(ys) * len(xs)
-        for k in (ctx.progress(range(n), "Occlusion (incremental)", total=n) if occ is not None else ()):
-            logits = occlusion_logits(occ, ctx.to_device(imgs[k:k + 1]), torch.as_tensor(y_of[:npos]),
-                                      torch.as_tensor(x_of[:npos]), fill_t.view(c), wy, wx, batch_size)
-            probs[k * npos:(k + 1) * npos] = torch.softmax(logits, 1)[:, int(tgt[k])].cpu().numpy()
-        nb = 0 if occ is not None else (total + batch_size - 1) // batch_size
-        for b in (ctx.progress(range(nb), "Occlusion", total=nb) if nb else ()):
-            sl = slice(b * batch_size, min(total, (b + 1) * batch_size))
-            im = torch.as_tensor(img_of[sl])
-            y0 = torch.as_tensor(y_of[sl])[:, None]
-            x0 = torch.as_tensor(x_of[sl])[:, None]
-            rmask = (rows_h >= y0) & (rows_h < y0 + wy)  # B x H
-            cmask = (cols_w >= x0) & (cols_w < x0 + wx)  # B x W
-            m = (rmask[:, :, None] & cmask[:, None, :])[:, None]  # B x 1 x H x W
-            x = fast_layout(torch.where(m, fill_t, imgs[im]))
-            logits = ctx.pixel_model(ctx.to_device(x)).float()
-            p = torch.softmax(logits, 1).gather(1, ctx.to_device(tgt_t[im])[:, None])[:, 0]
-            probs[sl] = p.cpu().numpy()
-    grids = probs.reshape(n, len(ys), len(xs))
-    # coverage-averaged map: heat = R^T P C / R^T 1 C with R, C the row/column window indicators
-    R = np.zeros((len(ys), h), dtype=np.float64)
-    for i, y0 in enumerate(ys):
-        R[i, y0:y0 + wy] = 1
-    C = np.zeros((len(xs), w), dtype=np.float64)
-    for j, x0 in enumerate(xs):
-        C[j, x0:x0 + wx] = 1
-    cover = R.T @ np.ones((len(ys), len(xs))) @ C
-    uncovered = cover == 0  # only when stride > window: those pixels were never occluded
-    cover[uncovered] = 1
-    out = []
-    for k, i in enumerate(indices):
-        heat = (R.T @ grids[k].astype(np.float64) @ C) / cover
-        heat[uncovered] = base[k]
-        out.append(OcclusionResult(int(i), heat.astype(np.float32), grids[k], float(base[k]), int(tgt[k]),
-                                   bool(known[k]), int(preds[k])))
-    return out
+    """Occlusion probability maps of ``indices`` (:func:`reportgen.attribution.occlusion_grid`, exact incremental
+    inference where the model allows it unless ``incremental`` is False; same maps either way)."""
+    bt = predict_batch(ctx, list(indices), classes)
+    x = bt.x.float()
+    grids = A.occlusion_grid(ctx.pixel_model, x, bt.targets, window, stride, fill, batch_size, incremental,
+                             progress=lambda it, desc, total: ctx.progress(it, desc, total=total))
+    heats = A.coverage_average(grids, tuple(x.shape[-2:]), window, stride, bt.probs).numpy()
+    return [OcclusionResult(int(i), heats[k], grids[k].numpy(), float(bt.probs[k]), int(bt.targets[k]),
+                            bool(bt.from_label[k]), int(bt.preds[k])) for k, i in enumerate(bt.idx)]
 
 
 def naive_occlusion(ctx, index: int, target: int, window: int, stride: int, fill) -> np.ndarray:
@@ -150,7 +90,7 @@ def naive_occlusion(ctx, index: int, target: int, window: int, stride: int, fill
     wy, wx = min(window, h), min(window, w)
     fill_v = torch.as_tensor(np.broadcast_to(np.asarray(fill, dtype=np.float32), (c,)).copy())
     grid = np.empty((len(ys), len(xs)), dtype=np.float32)
-    with eval_mode(ctx.model), torch.inference_mode():
+    with torch.inference_mode():
         for a, y0 in enumerate(ys):
             for b, x0 in enumerate(xs):
                 x = img.clone()
@@ -203,23 +143,17 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
     sec = Section(id="occlusion", title="Occlusion sensitivity")
     items = []
     for r in results:
-        img = ctx.images.display(r.index)
-        lo, hi = float(r.heat.min()), float(r.heat.max())
-        tone = "" if not r.from_label else ("ok" if r.pred == r.target else "bad")
-        items.append(GridItem(ImageData(img), label=ctx.images.name(r.index),
-                              sublabel=f"{ctx.class_name(r.target)} ({'true label' if r.from_label else 'predicted'})",
-                              alt=f"input {ctx.images.name(r.index)}", tone=tone))
-        items.append(GridItem(ImageData(change_overlay(img, r.base, r.heat)),
-                              label="change when covered",
-                              sublabel=f"p={r.base:.2f} unoccluded, {lo:.2f}..{hi:.2f} occluded",
-                              alt=f"occlusion map of {ctx.images.name(r.index)}"))
+        items.append(image_item(ctx, r.index, r.target, r.from_label, r.pred, r.base))
+        items.append(attr_item(r.base - r.heat, ctx.images.display(r.index), "overlay", label="change when covered",
+                               sublabel=f"p={r.base:.2f} unoccluded, {r.heat.min():.2f}..{r.heat.max():.2f} occluded",
+                               alt=f"occlusion map of {ctx.images.name(r.index)}", **CHANGE_SCALE))
     fill_txt = ("the image set's mean colour (" + ", ".join(f"{v:.2f}" for v in fill) + ")"
                 if opts.fill == "mean" else "grey 0.5")
     any_pred = any(not r.from_label for r in results)
     which = "the true label" if not any_pred else (
         "the predicted class" if not any(r.from_label for r in results) else "the true label where known, else the prediction")
     npos = len(window_positions(size, window, stride)) ** 2
-    sec.add(Grid(items, columns=4, cell_width=min(224, size * 2 if size < 112 else size),
+    sec.add(Grid(items, columns=4, cell_width=cell_width(ctx),
                  caption=(f"A {window}x{window}-pixel square of {fill_txt} at {npos} positions (stride {stride} px) "
                           f"of the {size}x{size} input. Overlay (diverging scale, symmetric per image): change of "
                           f"the probability of {which} when the region is covered; red = it drops (covering it "
@@ -249,9 +183,7 @@ def change_overlay(img: np.ndarray, base: float, heat: np.ndarray) -> np.ndarray
     """The probability change ``base - heat`` over the image on a diverging scale centred on "no effect":
     red = the probability drops when covered, blue = it rises, white = unchanged; symmetric per image,
     and changes smaller than MIN_SPAN never reach full colour (a map of negligible changes stays pale)."""
-    drop = base - heat
-    span = max(float(np.abs(drop).max()), MIN_SPAN)
-    return overlay(img, drop, alpha=0.5, cmap="RdBu_r", lo=-span, hi=span)
+    return attr_image(base - heat, img, "overlay", **CHANGE_SCALE)
 
 
 def _heatmap_figure(ctx, results: list[OcclusionResult]) -> ImageData:

@@ -14,14 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from ..hooks import eval_mode, frozen_params
-from ..imaging import overlay, to_uint8
+from .. import attribution as A
 from ..papers import SIMONYAN_2014
 from ..registry import technique
-from ..report import Grid, GridItem, ImageData, Note, Section
-from ..sampling import device_batch_size, spread_indices, target_classes
+from ..report import Grid, Note, Section
+from ..sampling import device_batch_size
+from ..views import attr_image, attr_item
+from ._explain import cell_width, image_item, predict_batch, show_indices
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -58,31 +58,18 @@ def saliency_maps(ctx, indices: list[int], classes: list[int] | None = None,
     :func:`reportgen.sampling.device_batch_size`).
 
     ``classes`` gives the class to explain per image; by default the true label when known,
-    else the predicted class (decided from the same forward pass).
+    else the predicted class (decided by a forward pass before the gradient's).
     """
     bs = max(1, int(batch_size or device_batch_size(ctx, cap=ctx.batch_size)))
     out: list[SaliencyResult] = []
-    model = ctx.model
     nb = (len(indices) + bs - 1) // bs
-    with eval_mode(model), frozen_params(model), torch.enable_grad():
-        for b in ctx.progress(range(nb), "Saliency maps", total=nb):
-            idx = list(indices[b * bs:(b + 1) * bs])
-            x = ctx.to_device(ctx.images.batch(idx)).requires_grad_(True)
-            logits = ctx.pixel_model(x)
-            preds = logits.detach().argmax(1).cpu().numpy()
-            if classes is None:
-                tgt, known = target_classes(ctx, idx, preds)
-            else:
-                tgt = np.asarray(classes[b * bs:(b + 1) * bs], dtype=np.int64)
-                known = np.zeros(len(idx), dtype=bool)
-            t = torch.as_tensor(tgt, device=logits.device)
-            score = logits.gather(1, t[:, None]).sum()
-            (g,) = torch.autograd.grad(score, x)
-            sal = g.abs().amax(dim=1).float().cpu().numpy()
-            probs = torch.softmax(logits.detach().float(), 1).gather(1, t[:, None])[:, 0].cpu().numpy()
-            for k, i in enumerate(idx):
-                out.append(SaliencyResult(int(i), sal[k].astype(np.float32), int(tgt[k]), bool(known[k]),
-                                          int(preds[k]), float(probs[k])))
+    for b in ctx.progress(range(nb), "Saliency maps", total=nb):
+        sl = slice(b * bs, (b + 1) * bs)
+        bt = predict_batch(ctx, list(indices[sl]), None if classes is None else classes[sl])
+        sal = A.to_map(A.saliency(ctx.pixel_model, bt.x, bt.targets)).float().cpu().numpy()
+        for k, i in enumerate(bt.idx):
+            out.append(SaliencyResult(int(i), sal[k].astype(np.float32), int(bt.targets[k]), bool(bt.from_label[k]),
+                                      int(bt.preds[k]), float(bt.probs[k])))
     return out
 
 
@@ -96,17 +83,9 @@ def cached_saliency(ctx, indices: list[int]) -> list[SaliencyResult]:
     return [memo[i] for i in indices]
 
 
-def show_indices(ctx, n: int) -> list[int]:
-    """The images that saliency, occlusion and segmentation show (the same ones, in order)."""
-    return spread_indices(ctx, n, "explain/images")
-
-
 def saliency_to_uint8(m: np.ndarray, pct: float = 99.0) -> np.ndarray:
     """A saliency map as greyscale: 0 -> black, its ``pct`` percentile and above -> white."""
-    hi = float(np.percentile(m, pct))
-    if hi <= 0:
-        hi = float(m.max())
-    return to_uint8(m, 0.0, hi if hi > 0 else None)
+    return attr_image(m, view="map", outlier_perc=100.0 - pct)
 
 
 def smooth(m: np.ndarray, sigma: float) -> np.ndarray:
@@ -114,10 +93,6 @@ def smooth(m: np.ndarray, sigma: float) -> np.ndarray:
     import cv2
 
     return cv2.GaussianBlur(np.asarray(m, dtype=np.float32), (0, 0), sigmaX=float(sigma))
-
-
-def class_text(ctx, r) -> str:
-    return f"{ctx.class_name(r.target)} ({'true label' if r.from_label else 'predicted'})"
 
 
 @dataclass
@@ -151,28 +126,22 @@ def saliency(ctx, opts: SaliencyOptions) -> Section:
     items = []
     for r in results:
         img = ctx.images.display(r.index)
-        tone = "" if not r.from_label else ("ok" if r.pred == r.target else "bad")
-        items.append(GridItem(ImageData(img), label=ctx.images.name(r.index),
-                              sublabel=f"{class_text(ctx, r)}, p={r.prob:.2f}"
-                              + ("" if r.pred == r.target else f"; predicted {ctx.class_name(r.pred)}"),
-                              alt=f"input {ctx.images.name(r.index)}", tone=tone))
-        sal = saliency_to_uint8(r.map, opts.percentile)
-        items.append(GridItem(ImageData(sal), label="saliency",
-                              sublabel=f"max |grad| = {float(r.map.max()):.3g}",
-                              alt=f"saliency map of {ctx.images.name(r.index)} for {ctx.class_name(r.target)}"))
+        name = ctx.images.name(r.index)
+        items.append(image_item(ctx, r.index, r.target, r.from_label, r.pred, r.prob))
+        items.append(attr_item(r.map, view="map", label="saliency", sublabel=f"max |grad| = {float(r.map.max()):.3g}",
+                               alt=f"saliency map of {name} for {ctx.class_name(r.target)}",
+                               outlier_perc=100.0 - opts.percentile))
         if opts.smoothed_overlay:
-            sm = smooth(r.map, max(1.0, ctx.pre.size / 56.0))
-            items.append(GridItem(ImageData(overlay(img, sm, alpha=0.55, cmap="inferno", lo=0.0,
-                                                    hi=float(np.percentile(sm, 99.5)) or None)),
-                                  label="smoothed, over the image",
-                                  alt=f"smoothed saliency of {ctx.images.name(r.index)} over the image"))
+            items.append(attr_item(smooth(r.map, max(1.0, ctx.pre.size / 56.0)), img, "overlay",
+                                   label="smoothed, over the image", alt=f"smoothed saliency of {name} over the image",
+                                   outlier_perc=0.5, cmap="inferno", alpha=0.55))
     sec = Section(id="saliency", title="Saliency maps")
     any_label = any(r.from_label for r in results)
     any_pred = any(not r.from_label for r in results)
     which = ("the true label" if any_label and not any_pred else "the predicted class" if not any_label
              else "the true label where known, else the predicted class")
     per = 3 if opts.smoothed_overlay else 2
-    sec.add(Grid(items, columns=2 * per, cell_width=min(224, ctx.pre.size * 2 if ctx.pre.size < 112 else ctx.pre.size),
+    sec.add(Grid(items, columns=2 * per, cell_width=cell_width(ctx),
                  caption=(f"Each image beside |d score / d pixel| (max over RGB) for {which}, the unnormalised "
                           f"score (logit) of that class. Grey scale per map: black = 0, white = its "
                           f"{opts.percentile:g}th percentile or more"

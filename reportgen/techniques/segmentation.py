@@ -20,7 +20,8 @@ from ..imaging import mask_overlay
 from ..papers import ROTHER_2004, SIMONYAN_2014
 from ..registry import technique
 from ..report import Grid, GridItem, ImageData, Note, Section
-from .saliency import cached_saliency, class_text, show_indices, smooth
+from ._explain import image_item
+from .saliency import cached_saliency, show_indices, smooth
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -171,7 +172,7 @@ def segmentation(ctx, opts: SegmentationOptions) -> Section:
                           "foreground_fraction": round(float(fg.mean()), 4),
                           "fg_seed_fraction": round(float((seeds == 1).mean()), 4),
                           "bg_seed_fraction": round(float((seeds == 0).mean()), 4)})
-        items.append(GridItem(ImageData(img), label=name, sublabel=class_text(ctx, r), alt=f"input {name}"))
+        items.append(image_item(ctx, r.index, r.target, r.from_label, r.pred, r.prob))
         items.append(GridItem(ImageData(seeds_image(img, seeds)), label="seeds",
                               sublabel=f"top {100 * (1 - opts.fg_quantile):.0f}% / bottom "
                                        f"{100 * opts.bg_quantile:.0f}% saliency",

@@ -1,4 +1,4 @@
-"""Attribution on tensors (captum-style): functions of ``(model, x, target)``, no RunContext needed.
+"""Gradient attributions on tensors: functions of ``(model, x, target)``, no RunContext needed.
 
 ``model`` maps a batch ``x`` (B x C x H x W) to logits (B x K); ``target`` is an int or a length-B
 sequence/tensor of class indices. Every function is batched (one forward/backward per batch or per
@@ -10,9 +10,6 @@ flags (:mod:`reportgen.hooks`) and leaves no hook behind.
 * :func:`integrated_gradients` — Sundararajan et al. (2017):
   ``(x - x') * int_0^1 dS_k(x' + a (x - x'))/dx da`` with a completeness check
   (``sum IG = S_k(x) - S_k(x')``); the step count is raised until the gap is within ``tol``.
-* :func:`gradcam` — Selvaraju et al. (2017): ``relu(sum_c w_c A_c)``, ``w_c = mean_ij dS_k/dA_cij``;
-  :func:`gradcam_plus_plus` — Chattopadhay et al. (2018); :func:`guided_gradcam` — guided backprop
-  times the upsampled Grad-CAM.
 """
 
 from __future__ import annotations
@@ -22,10 +19,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .hooks import capture_outputs, eval_mode, frozen_params
+from ..hooks import eval_mode, frozen_params
 
 Target = int | Sequence[int] | torch.Tensor
 
@@ -161,132 +157,3 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target, base
             break
         s = min(max_steps, 2 * s)
     return IGResult(attr, s, gap, delta, total, tol, bool(gap.max(initial=0.0) <= tol), tried)
-
-
-# ----- class activation maps ------------------------------------------------------------------
-
-def _layer_and_grad(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: Target):
-    """Activation ``A`` of ``layer`` (B x C x h x w) and ``dS_k/dA`` in one forward/backward pass."""
-    with eval_mode(model), frozen_params(model), torch.enable_grad(), \
-            capture_outputs({"layer": layer}, detach=False, clone=False) as store:
-        z = model(x.detach().clone().requires_grad_(True))
-        if "layer" not in store:
-            raise RuntimeError("the layer was not called during the forward pass")
-        a = store["layer"]
-        if not a.requires_grad:
-            raise RuntimeError("the layer's output does not depend on the input")
-        t = _targets(target, len(x), z.device)
-        (g,) = torch.autograd.grad(z.gather(1, t[:, None]).sum(), a)
-    if a.dim() != 4:
-        raise ValueError(f"Grad-CAM needs a spatial layer (B x C x h x w output), got shape {tuple(a.shape)}")
-    return a.detach().float(), g.detach().float()
-
-
-def gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: Target,
-            size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Selvaraju et al. (2017): ``relu(sum_c w_c A_c)``, ``w_c = mean_ij dS_k/dA_cij`` (B x h x w).
-
-    ``size`` upsamples bilinearly (e.g. to the input's H x W); the values are not normalised.
-    """
-    a, g = _layer_and_grad(model, layer, x, target)
-    cam = F.relu((g.mean((2, 3), keepdim=True) * a).sum(1))
-    return upsample(cam, size) if size else cam
-
-
-def gradcam_plus_plus(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: Target,
-                      size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Chattopadhay et al. (2018): ``w_c = sum_ij alpha_cij relu(dS/dA_cij)``,
-    ``alpha = g^2 / (2 g^2 + sum_ij A_cij g^3)`` (the closed form for ``exp(S)``); map ``relu(sum_c w_c A_c)``.
-    """
-    a, g = _layer_and_grad(model, layer, x, target)
-    g2, g3 = g ** 2, g ** 3
-    denom = 2 * g2 + (a.sum((2, 3), keepdim=True) * g3)
-    denom = torch.where(denom != 0, denom, torch.ones_like(denom))
-    alpha = g2 / denom
-    w = (alpha * F.relu(g)).sum((2, 3), keepdim=True)
-    cam = F.relu((w * a).sum(1))
-    return upsample(cam, size) if size else cam
-
-
-def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
-    """Springenberg et al. (2015): ``dS_k/dx`` with ``relu(g)·[x>0]`` at every ReLU (B x C x H x W)."""
-    from .gradrules import gradient_rule
-
-    with gradient_rule(model, "guided"):
-        return gradient(model, x, target)
-
-
-def guided_gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: Target,
-                   cam: torch.Tensor | None = None) -> torch.Tensor:
-    """Selvaraju et al. (2017): guided backprop (B x C x H x W) times Grad-CAM upsampled to H x W."""
-    if cam is None:
-        cam = gradcam(model, layer, x, target)
-    up = upsample(cam, tuple(x.shape[-2:]))
-    return guided_backprop(model, x, target) * up[:, None].to(x.device)
-
-
-def upsample(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """B x h x w -> B x H x W, bilinear."""
-    return F.interpolate(cam[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-
-
-def normalise(m: torch.Tensor) -> torch.Tensor:
-    """Per-image min-max to [0, 1] (a flat map becomes 0)."""
-    flat = m.flatten(1)
-    lo, hi = flat.amin(1), flat.amax(1)
-    shape = (len(m), *([1] * (m.dim() - 1)))
-    return (m - lo.view(shape)) / (hi - lo).clamp_min(1e-12).view(shape)
-
-
-def last_spatial_block(model: nn.Module, example: torch.Tensor) -> str:
-    """Dotted name of the last module to *finish* with a spatial output (B x C x h x w, h*w > 1).
-
-    Forward hooks fire when a module returns, so this is the outermost block around the last spatial
-    operation (``features`` in VGG/MobileNet, ``layer4`` in ResNet), i.e. Grad-CAM's usual layer.
-    """
-    mods = {n: m for n, m in model.named_modules() if n}
-    with eval_mode(model), torch.inference_mode(), capture_outputs(mods) as store:
-        model(example[:1])
-    best = None
-    for name, t in store.items():  # insertion order = order in which modules first returned
-        if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[2] * t.shape[3] > 1:
-            best = name
-    if best is None:
-        raise ValueError("the model has no layer with a spatial (B x C x h x w) output")
-    return best
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two maps (ties get average ranks); 0 when either is constant."""
-    from scipy.stats import rankdata
-
-    ra, rb = rankdata(np.ravel(a)), rankdata(np.ravel(b))
-    if ra.std() == 0 or rb.std() == 0:
-        return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> float:
-    """Structural similarity (Wang et al. 2004) of two maps, each min-max scaled to [0, 1] first;
-    Gaussian window ``sigma``, ``C1 = 0.01^2``, ``C2 = 0.03^2``."""
-    import cv2
-
-    def unit(m):
-        m = np.asarray(m, dtype=np.float64)
-        r = m.max() - m.min()
-        return (m - m.min()) / r if r > 0 else np.zeros_like(m)
-
-    x, y = unit(a), unit(b)
-    blur = lambda m: cv2.GaussianBlur(m, (0, 0), sigmaX=sigma)  # noqa: E731
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return float(s.mean())
-
-
-__all__ = [
-    "class_scores", "gradient", "saliency", "to_map", "smoothgrad", "IGResult", "integrated_gradients",
-    "gradcam", "gradcam_plus_plus", "guided_backprop", "guided_gradcam", "upsample", "normalise",
-    "last_spatial_block", "rank_correlation", "ssim",
-]
