@@ -31,7 +31,7 @@ from .config import Config, make_config, parse_set
 from .context import ProgressFn, RunContext, no_progress
 from .errors import ModelError, ReportgenError
 from .hooks import count_hooks, module_signature
-from .images import ImageSet, discover_images
+from .imageset import ImageSet, discover_images
 from .output import (MARKER, OutputLock, TermAsInterrupt, check_out, clean_stale, disk_error, embed_json,
                      is_single_file_target, publish_file, sibling, swap_in)
 from .preprocess import Preprocessing

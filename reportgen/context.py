@@ -18,7 +18,7 @@ from . import layers as layers_mod
 from .cache import Cache, digest
 from .config import Config, GeneralOptions
 from .errors import LayerError
-from .images import ImageSet
+from .imageset import ImageSet
 from .preprocess import PixelModel, Preprocessing
 
 T = TypeVar("T")

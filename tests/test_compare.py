@@ -16,7 +16,7 @@ from reportgen.compare.diff import calibration, confusion
 def fine_tuned_demo(path, steps: int = 6, lr: float = 0.05, seed: int = 0):
     """The demo model after a few SGD steps on its own images with shuffled labels: a second checkpoint
     whose predictions differ on some images."""
-    from reportgen.images import discover_images
+    from reportgen.imageset import discover_images
     from reportgen.preprocess import Normalize, Preprocessing
 
     torch.manual_seed(seed)
