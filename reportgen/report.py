@@ -5,7 +5,7 @@ Techniques build these plain dataclasses from numpy arrays and strings; the rend
 pickled into the cache and re-rendered with another theme without recomputation.
 
 Images are ``numpy.uint8`` arrays, ``HxW`` (greyscale), ``HxWx3`` (RGB) or ``HxWx4`` (RGBA),
-or already-encoded PNG/SVG bytes (matplotlib plots, see :func:`reportgen.imaging.figure_to_png`).
+or already-encoded PNG/SVG bytes (matplotlib plots, see :func:`reportgen.pictures.figure_to_png`).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class ImageData:
         if self.array is not None:
             a = np.asarray(self.array)
             if a.dtype != np.uint8:
-                raise TypeError(f"ImageData arrays must be uint8, got {a.dtype}; use imaging.to_uint8")
+                raise TypeError(f"ImageData arrays must be uint8, got {a.dtype}; use pictures.to_uint8")
             if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
                 raise ValueError(f"ImageData arrays must be HxW, HxWx3 or HxWx4, got shape {a.shape}")
             if a.ndim == 3 and a.shape[2] == 1:

@@ -6,7 +6,7 @@ import numpy as np
 from torch import nn
 
 from .. import randomization as R
-from ..imaging import figure_to_png
+from ..pictures import figure_to_png
 from ..papers import KORNBLITH_2019
 from ..report import Figure, Note, Section, Table
 from .cka import cka_matrix, layer_grams, pick_layers

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..imaging import figure_to_png
+from ..pictures import figure_to_png
 from ..papers import GUO_2017
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, Table
 

@@ -10,7 +10,7 @@ import torch
 
 from ..features import target_classes
 from ..hooks import eval_mode
-from ..imaging import overlay
+from ..pictures import overlay
 from ..report import GridItem, ImageData
 from .saliency import saliency_to_uint8, show_indices
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..imaging import figure_to_png
+from ..pictures import figure_to_png
 from ..hooks import hookable
 from ..layers import describe_layers
 from ..papers import ZEILER_FERGUS_2014

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..imaging import figure_to_png
+from ..pictures import figure_to_png
 from ..papers import KARPATHY_TSNE, VAN_DER_MAATEN_2008
 from ..registry import technique
 from ..report import Figure, ImageData, Note, Section
@@ -129,7 +129,7 @@ def mosaic(ctx, indices: list[int], pos: np.ndarray, size: int, rng) -> tuple[np
     for (r, c), i in zip(rc, indices):
         th = ctx.images.thumbnail(int(i), cell)
         if th.shape[0] != cell:
-            from ..imaging import resize
+            from ..pictures import resize
 
             th = resize(th, (cell, cell))
         rr = cells - 1 - r

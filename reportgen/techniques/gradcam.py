@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import attribution as A
-from ..imaging import symmetric_to_uint8
+from ..pictures import symmetric_to_uint8
 from ..papers import CHATTOPADHAY_2018, SELVARAJU_2017, SPRINGENBERG_2015
 from ..registry import technique
 from ..report import Grid, GridItem, ImageData, Note, Section, Table

@@ -17,7 +17,7 @@ import torch
 
 from ..gradrules import RULES, gradient_rule
 from ..hooks import capture_outputs, eval_mode, frozen_params
-from ..imaging import symmetric_to_uint8
+from ..pictures import symmetric_to_uint8
 from ..layers import activation_after
 from ..papers import SPRINGENBERG_2015, ZEILER_FERGUS_2014
 from ..features import spread_indices

@@ -20,7 +20,7 @@ import torch
 from ..accel import fast_layout
 from ..features import device_batch_size, target_classes
 from ..hooks import eval_mode
-from ..imaging import figure_to_png, overlay
+from ..pictures import figure_to_png, overlay
 from ..incremental import IncrementalOccluder, occlusion_logits
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
 from ..registry import technique

@@ -18,7 +18,7 @@ import torch
 
 from ..features import device_batch_size, spread_indices, target_classes
 from ..hooks import eval_mode, frozen_params
-from ..imaging import overlay, to_uint8
+from ..pictures import overlay, to_uint8
 from ..papers import SIMONYAN_2014
 from ..registry import technique
 from ..report import Grid, GridItem, ImageData, Note, Section

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import attribution as A
 from .. import randomization as R
-from ..imaging import figure_to_png
+from ..pictures import figure_to_png
 from ..layers import resolve_layer
 from ..papers import ADEBAYO_2018, WANG_SSIM_2004
 from ..registry import technique

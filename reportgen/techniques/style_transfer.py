@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..features import spread_indices
-from ..imaging import unit_to_uint8
+from ..pictures import unit_to_uint8
 from ..optvis.plotting import history_plot
 from ..papers import GATYS_STYLE_2016
 from ..registry import technique
