@@ -36,7 +36,7 @@ from .output import (MARKER, OutputLock, TermAsInterrupt, check_out, clean_stale
                      is_single_file_target, publish_file, sibling, swap_in)
 from .preprocess import Preprocessing
 from .published import display_path, published_command, published_model_info
-from .report import Report, Section, SkippedImage
+from .report import ImagesInfo, Report, RunInfo, Section, SkippedImage
 from .threads import apply_threads
 
 
@@ -275,14 +275,13 @@ def build_report(
     """
     from . import loading
     from .labels import load_labels
-    from .render import available_themes
+    from .render import check_theme
 
     t_start = time.perf_counter()
     log = log or (lambda s: None)
     out = Path(out)
     single_file = single_file or is_single_file_target(out)
-    if theme not in available_themes():
-        raise ReportgenError(f"unknown theme {theme!r}; available: {', '.join(available_themes())}")
+    check_theme(theme)
     cfg = make_config(
         preset=preset, toml_path=config,
         general={"layer": layer, "classes": classes, "max_images": max_images, "seed": seed, "batch_size": batch_size,
@@ -340,23 +339,23 @@ def build_report(
                 title=title or f"{model_title(loaded.model, loaded.spec, loaded.kind)} — model card",
                 sections=sections,
                 skipped_images=list(ctx.images.skipped),
-                meta={
-                    "model": ctx.model_info,
-                    "model_hash": ctx.model_hash,
-                    "num_classes": ctx.num_classes,
-                    "preprocessing": pre.to_dict(),
-                    "preprocessing_text": pre.describe(),
-                    "images": {"folder": display_path(images), "count": len(ctx.images),
-                               "skipped": len(ctx.images.skipped), "labels_from": ctx.images.label_source},
-                    "config": cfg.to_dict(),
-                    "device": device_description(dev),
-                    "versions": versions(),
-                    "theme": theme,
-                    "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                    "command": published_command(sys.argv),
-                },
+                meta=RunInfo(
+                    model=ctx.model_info,
+                    model_hash=ctx.model_hash,
+                    num_classes=ctx.num_classes,
+                    preprocessing=pre.to_dict(),
+                    preprocessing_text=pre.describe(),
+                    images=ImagesInfo(folder=display_path(images), count=len(ctx.images),
+                                      skipped=len(ctx.images.skipped), labels_from=ctx.images.label_source),
+                    config=cfg.to_dict(),
+                    device=device_description(dev),
+                    versions=versions(),
+                    theme=theme,
+                    generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                    command=published_command(sys.argv),
+                ),
             )
-            report.meta["total_time_s"] = round(time.perf_counter() - t_start, 2)
+            report.meta.total_time_s = round(time.perf_counter() - t_start, 2)
             manifest = publish_report(report, tmp, out, cache, theme=theme, single_file=single_file)
         finally:
             if tmp.exists():
@@ -400,9 +399,9 @@ def _write_json(report: Report, manifest: dict[str, Any], path: Path, cache: Cac
             "figures": manifest.get("sections", {}).get(s.id, {}).get("assets", []),
         })
     data = {
-        "reportgen": report.meta.get("versions", {}).get("reportgen"),
+        "reportgen": report.meta.versions.get("reportgen"),
         "title": report.title,
-        **{k: v for k, v in report.meta.items()},
+        **report.meta.to_dict(),
         "skipped_images": [dataclasses.asdict(s) for s in report.skipped_images],
         "sections": secs,
         "cache": {"hits": cache.hits, "misses": cache.misses, "enabled": cache.enabled},  # no path: it is private

@@ -66,10 +66,9 @@ def _slug(name: str, taken: set[str]) -> str:
 def build_site(reports: list[Path], out: Path, theme: str = "light", title: str = "Model reports",
                link: bool = False) -> Path:
     """Write the site; returns the path of its ``index.html``."""
-    from .render.themes import available_themes
+    from .render.themes import check_theme
 
-    if theme not in available_themes():
-        raise ReportgenError(f"unknown theme {theme!r}; available: {', '.join(available_themes())}")
+    check_theme(theme)
     out = Path(out)
     if out.is_dir() and any(out.iterdir()) and not (out / SITE_MARKER).is_file():
         raise OutputError(f"--out {out} is a non-empty folder that is not a reportgen site; refusing to replace it")
@@ -111,7 +110,7 @@ def _write_site(tmp: Path, out: Path, reports: list[Path], entries: list[dict[st
     (tmp / css_path).write_text(css, encoding="utf-8")
     from markupsafe import Markup
 
-    html = make_env().get_template("site/index.html").render(
+    html = make_env(th.template_dirs()).get_template("site/index.html").render(
         title=title, reports=entries, theme=th, csp=Markup(CSP), css_path=css_path, version=__version__)
     (tmp / "index.html").write_text(html, encoding="utf-8")
     (tmp / SITE_MARKER).write_text(json.dumps({"title": title, "reports": entries}, indent=2), encoding="utf-8")
