@@ -20,7 +20,7 @@ import torch
 from ..accel import fast_layout
 from ..features import device_batch_size, target_classes
 from ..hooks import eval_mode
-from ..pictures import figure_to_png, overlay
+from ..pictures import figure_to_png, new_figure, overlay
 from ..incremental import IncrementalOccluder, occlusion_logits
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
 from ..registry import technique
@@ -255,15 +255,11 @@ def change_overlay(img: np.ndarray, base: float, heat: np.ndarray) -> np.ndarray
 
 
 def _heatmap_figure(ctx, results: list[OcclusionResult]) -> ImageData:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     n = len(results)
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 2.8 * rows), squeeze=False)
+    fig = new_figure((3.1 * cols, 2.8 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     for ax, r in zip(axes.ravel(), results):
