@@ -275,7 +275,7 @@ def build_report(
     """
     from . import loading
     from .labels import load_labels
-    from .render import check_theme
+    from .render import check_theme, theme_label
 
     t_start = time.perf_counter()
     log = log or (lambda s: None)
@@ -350,7 +350,7 @@ def build_report(
                     config=cfg.to_dict(),
                     device=device_description(dev),
                     versions=versions(),
-                    theme=theme,
+                    theme=theme_label(theme),
                     generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                     command=published_command(sys.argv),
                 ),

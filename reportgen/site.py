@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import OutputError, ReportgenError
 from .output import MARKER, OutputLock, TermAsInterrupt, clean_stale, sibling, swap_in
+from .report import RunInfo
 
 SITE_MARKER = "site.json"
 
@@ -38,19 +39,19 @@ def report_entry(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ReportgenError(f"{folder} is not a reportgen report (no {MARKER})")
     data = json.loads(path.read_text(encoding="utf-8"))
+    info = RunInfo.from_dict(data)  # the run keys report.json shares with Report.meta
     secs = data.get("sections") or []
-    acc = data.get("accuracy")
+    acc = info.extra.get("accuracy")
     if isinstance(acc, dict) and acc:  # a comparison
         accuracy = " / ".join(f"{k} {100 * float(v):.1f}%" for k, v in acc.items())
     else:
         card = next((s for s in secs if (s.get("results") or {}).get("top1_accuracy") is not None), None)
         accuracy = f"{100 * float(card['results']['top1_accuracy']):.1f}%" if card else "n/a"
-    model = data.get("model") if isinstance(data.get("model"), dict) else {}
     return {
-        "title": data.get("title") or folder.name, "model": model.get("spec") or "?",
-        "date": data.get("generated") or "?", "accuracy": accuracy, "sections": len(secs),
+        "title": data.get("title") or folder.name, "model": info.model.get("spec") or "?",
+        "date": info.generated or "?", "accuracy": accuracy, "sections": len(secs),
         "failed": sum(1 for s in secs if s.get("error")), "size": _human(_size(folder)),
-        "kind": data.get("kind") or "report",
+        "kind": info.kind or "report",
     }
 
 

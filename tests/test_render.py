@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -493,3 +494,23 @@ def test_run_info_round_trips_and_accepts_the_old_dict():
     assert extra.to_dict()["accuracy"] == {"A": 0.5} and RunInfo.from_dict(extra.to_dict()) == extra
     old = Report(title="t", sections=[], meta={"device": "cpu", "images": {"count": 3}, "custom": 1})
     assert old.meta.device == "cpu" and old.meta.images.count == 3 and old.meta.extra == {"custom": 1}
+
+
+def test_build_with_a_theme_folder_records_a_published_path(tmp_path, image_dir, monkeypatch):
+    from conftest import make_tiny_cnn
+    from reportgen.build import build_report
+
+    folder = _theme(tmp_path / "themes" / "mine", 'extends = "dark"\n[colors]\naccent = "#8fb4ff"\n')
+    monkeypatch.chdir(tmp_path)
+    res = build_report(make_tiny_cnn(), image_dir, tmp_path / "out", preset="minimal", only=["card"], device="cpu",
+                       input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, theme=str(folder))
+    assert res.report.meta.theme == "themes/mine"
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert data["theme"] == "themes/mine"
+    # report.json's top level is what it was when Report.meta was a dict (RunInfo.to_dict)
+    assert set(data) == {"reportgen", "title", "model", "model_hash", "num_classes", "preprocessing",
+                         "preprocessing_text", "images", "config", "device", "versions", "theme", "generated",
+                         "command", "total_time_s", "skipped_images", "sections", "cache"}
+    assert set(data["images"]) == {"folder", "count", "skipped", "labels_from"}
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert 'data-theme="mine"' in html and 'content="dark"' in html

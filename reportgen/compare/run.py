@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from torch import nn
 
@@ -153,6 +153,8 @@ def compare_reports(
 
 
 def _meta(ctxs, names, images, cfg, dev, theme) -> RunInfo:
+    from ..render import theme_label
+
     ca, cb = ctxs
     acc = {}
     if ca.images.has_labels:
@@ -166,7 +168,7 @@ def _meta(ctxs, names, images, cfg, dev, theme) -> RunInfo:
         num_classes=ca.num_classes,
         images=ImagesInfo(folder=display_path(images), count=len(ca.images), skipped=len(ca.images.skipped),
                           labels_from=ca.images.label_source),
-        config=cfg.to_dict(), device=device_description(dev), versions=versions(), theme=theme,
+        config=cfg.to_dict(), device=device_description(dev), versions=versions(), theme=theme_label(theme),
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         extra={"models": {n: {**c.model_info, "hash": c.model_hash, "preprocessing": c.pre.to_dict()}
                           for n, c in zip(names, ctxs)},

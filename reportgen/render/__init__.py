@@ -13,6 +13,6 @@ This package never imports torch, so a cached report can be re-rendered anywhere
 from __future__ import annotations
 
 from .html import CSP, render_report
-from .themes import available_themes, check_theme, load_theme
+from .themes import available_themes, check_theme, load_theme, theme_label
 
-__all__ = ["render_report", "available_themes", "check_theme", "load_theme", "CSP"]
+__all__ = ["render_report", "available_themes", "check_theme", "load_theme", "theme_label", "CSP"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._resources import themes_dir
+from ..published import display_path
 from ..errors import ReportgenError
 
 if sys.version_info >= (3, 11):
@@ -146,3 +147,8 @@ def check_theme(name: str | Path) -> None:
         load_theme(name)
     except ValueError as e:
         raise ReportgenError(str(e)) from None
+
+
+def theme_label(name: str | Path) -> str:
+    """``name`` as report.json records it: a built-in theme's name, or its folder as a published path."""
+    return str(name) if str(name) in available_themes() else display_path(name)
