@@ -207,9 +207,9 @@ class ImagesInfo:
 class RunInfo:
     """What a report was computed from and how: the overview's facts and report.json's top-level keys.
 
-    ``None`` means "not recorded for this kind of report" (a comparison has no single model hash or
-    command): :meth:`to_dict` leaves such keys out. ``extra`` holds kind-specific keys (a comparison's
-    ``models`` and ``accuracy``), written at the top level of report.json as well.
+    Every field is written to report.json (``None`` as ``null``) except those named in ``unrecorded``
+    (a comparison has no single model hash, preprocessing or command line) and ``kind`` when ``None``.
+    ``extra`` holds kind-specific keys (a comparison's ``models`` and ``accuracy``), written at the top level.
     """
 
     kind: str | None = None  # None: a model report; "compare": two models side by side
@@ -224,18 +224,19 @@ class RunInfo:
     versions: dict[str, str] = field(default_factory=dict)
     theme: str | None = None
     generated: str | None = None
-    command: str | None = None
+    command: str | None = None  # None: not run from the command line
     total_time_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    unrecorded: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """report.json's run keys: every recorded field, then ``extra`` (no ``extra`` key of its own)."""
+        """report.json's run keys: the recorded fields, then ``extra``."""
+        skip = {"extra", "unrecorded", *self.unrecorded} | ({"kind"} if self.kind is None else set())
         out: dict[str, Any] = {}
         for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name == "extra" or v is None:
-                continue
-            out[f.name] = dict(vars(v)) if isinstance(v, ImagesInfo) else v
+            if f.name not in skip:
+                v = getattr(self, f.name)
+                out[f.name] = dict(vars(v)) if isinstance(v, ImagesInfo) else v
         for k, v in self.extra.items():
             out.setdefault(k, v)
         return out
@@ -243,17 +244,18 @@ class RunInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunInfo":
         """The inverse of :meth:`to_dict` (report.json or an older pickled ``meta`` dict); unknown keys go to
-        ``extra``, malformed values are dropped."""
-        names = {f.name for f in fields(cls)} - {"extra"}
+        ``extra``, absent ones to ``unrecorded``, malformed values are dropped."""
+        names = {f.name for f in fields(cls)} - {"extra", "unrecorded"}
         kw: dict[str, Any] = {k: v for k, v in data.items() if k in names}
         for k in ("model", "config", "versions", "preprocessing"):
             if k in kw and not isinstance(kw[k], dict):
-                kw.pop(k)
+                kw[k] = None if k == "preprocessing" else {}
         images = kw.pop("images", None)
         if isinstance(images, dict):
             known = {f.name for f in fields(ImagesInfo)}
             kw["images"] = ImagesInfo(**{k: v for k, v in images.items() if k in known})
-        return cls(**kw, extra={k: v for k, v in data.items() if k not in names})
+        unrecorded = tuple(sorted(names - set(data) - {"kind"}))
+        return cls(**kw, extra={k: v for k, v in data.items() if k not in names}, unrecorded=unrecorded)
 
 
 @dataclass

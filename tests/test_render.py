@@ -490,8 +490,10 @@ def test_run_info_round_trips_and_accepts_the_old_dict():
     d = info.to_dict()
     assert RunInfo.from_dict(d) == info
     assert "kind" not in d and "extra" not in d and d["images"]["labels_from"] == "sub-folder names"
-    extra = RunInfo(kind="compare", extra={"accuracy": {"A": 0.5}})
-    assert extra.to_dict()["accuracy"] == {"A": 0.5} and RunInfo.from_dict(extra.to_dict()) == extra
+    assert d["preprocessing"] is None  # not given: null, but the key is there
+    pair = RunInfo(kind="compare", extra={"accuracy": {"A": 0.5}}, unrecorded=("command", "model_hash"))
+    assert pair.to_dict()["accuracy"] == {"A": 0.5} and "command" not in pair.to_dict()
+    assert RunInfo.from_dict(pair.to_dict()) == pair
     old = Report(title="t", sections=[], meta={"device": "cpu", "images": {"count": 3}, "custom": 1})
     assert old.meta.device == "cpu" and old.meta.images.count == 3 and old.meta.extra == {"custom": 1}
 

@@ -173,6 +173,7 @@ def _meta(ctxs, names, images, cfg, dev, theme) -> RunInfo:
         extra={"models": {n: {**c.model_info, "hash": c.model_hash, "preprocessing": c.pre.to_dict()}
                           for n, c in zip(names, ctxs)},
                "accuracy": acc},
+        unrecorded=("model_hash", "preprocessing", "preprocessing_text", "command"),  # per model, in "models"
     )
 
 
