@@ -28,12 +28,12 @@ from .checks import check_classifier, folder_class_names, keeps_train_mode, mode
 from .config import Config, make_config, parse_set
 from .context import ProgressFn, RunContext, no_progress
 from .errors import ModelError, ReportgenError
-from .images import ImageSet, discover_images
+from .imageset import ImageSet, discover_images
 from .output import check_out, is_single_file_target
 from .policy import PolicyViolation, isolated, unsupported_reason
 from .preprocess import Preprocessing
 from .published import display_path, published_command, published_model_info
-from .report import Note, Report, Section, SkippedImage
+from .report import ImagesInfo, Note, Report, RunInfo, Section, SkippedImage
 from .rerender import publish_report, staged_output, store_tree
 from .threads import apply_threads
 
@@ -283,14 +283,13 @@ def build_report(
     """
     from . import loading
     from .labels import load_labels
-    from .render import available_themes
+    from .render import check_theme, theme_label
 
     t_start = time.perf_counter()
     log = log or (lambda s: None)
     out = Path(out)
     single_file = single_file or is_single_file_target(out)
-    if theme not in available_themes():
-        raise ReportgenError(f"unknown theme {theme!r}; available: {', '.join(available_themes())}")
+    check_theme(theme)
     cfg = make_config(
         preset=preset, toml_path=config,
         general={"layer": layer, "classes": classes, "max_images": max_images, "seed": seed, "batch_size": batch_size,
@@ -357,23 +356,23 @@ def build_report(
             title=title or f"{model_title(loaded.model, loaded.spec, loaded.kind)} — model card",
             sections=sections,
             skipped_images=list(ctx.images.skipped),
-            meta={
-                "model": ctx.model_info,
-                "model_hash": ctx.model_hash,
-                "num_classes": ctx.num_classes,
-                "preprocessing": pre.to_dict(),
-                "preprocessing_text": pre.describe(),
-                "images": {"folder": display_path(images), "count": len(ctx.images),
-                           "skipped": len(ctx.images.skipped), "labels_from": ctx.images.label_source},
-                "config": cfg.to_dict(),
-                "device": device_description(dev),
-                "versions": versions(),
-                "theme": theme,
-                "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                "command": published_command(sys.argv),
-            },
+            meta=RunInfo(
+                model=ctx.model_info,
+                model_hash=ctx.model_hash,
+                num_classes=ctx.num_classes,
+                preprocessing=pre.to_dict(),
+                preprocessing_text=pre.describe(),
+                images=ImagesInfo(folder=display_path(images), count=len(ctx.images),
+                                  skipped=len(ctx.images.skipped), labels_from=ctx.images.label_source),
+                config=cfg.to_dict(),
+                device=device_description(dev),
+                versions=versions(),
+                theme=theme_label(theme),
+                generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                command=published_command(sys.argv),
+            ),
         )
-        report.meta["total_time_s"] = round(time.perf_counter() - t_start, 2)
+        report.meta.total_time_s = round(time.perf_counter() - t_start, 2)
         store_tree(report, cache)  # `reportgen render` re-renders it without the model
         manifest = publish_report(report, tmp, out, cache, theme=theme, single_file=single_file)
         cache.trim()

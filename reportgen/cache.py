@@ -30,7 +30,7 @@ DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB
 TAG_NAME = "CACHEDIR.TAG"
 TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
             "# This file marks the reportgen cache (https://bford.info/cachedir/): backups may skip it.\n")
-CODE_VERSION = "2"  # bump when a technique's output format changes
+CODE_VERSION = "3"  # bump when a technique's output format changes (3: Section.placement)
 
 _ALLOWED_MODULES = ("builtins", "collections", "numpy", "numpy.core.multiarray", "numpy._core.multiarray",
                     "numpy.core.numeric", "numpy._core.numeric", "numpy.dtypes", "reportgen.report", "reportgen.passdata",
@@ -103,10 +103,6 @@ class Cache:
         self.hits = 0
         self.misses = 0
         self.evicted = 0
-
-    @property
-    def write_dir(self) -> Path | None:  # the name earlier versions used
-        return self.dir
 
     def _path(self, base: Path, key: str) -> Path:
         return base / key[:2] / f"{key}.pkl"

@@ -269,7 +269,7 @@ def render(report, theme, single_file, new_out, cache_dir, wait) -> None:
     except ReportgenError as e:
         click.echo(f"error: {_one_line(e)}", err=True)
         sys.exit(2)
-    click.echo(f"Report re-rendered to {target.resolve()} ({rep.meta.get('theme')} theme, "
+    click.echo(f"Report re-rendered to {target.resolve()} ({rep.meta.theme} theme, "
                f"{len(rep.sections)} sections) in {time.perf_counter() - t0:.1f} s.")
     index = target if target.suffix.lower() in (".html", ".htm") else target / "index.html"
     click.echo(_open_hint(index))

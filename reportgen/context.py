@@ -19,7 +19,7 @@ from . import sampling
 from .cache import Cache, digest
 from .config import Config, GeneralOptions
 from .errors import LayerError
-from .images import ImageSet
+from .imageset import ImageSet
 from .preprocess import PixelModel, Preprocessing
 
 T = TypeVar("T")

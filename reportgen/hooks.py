@@ -124,43 +124,7 @@ def capture_input(module: nn.Module, detach: bool = True) -> Iterator[dict[str, 
 
 
 class StopForward(Exception):
-    """Raised by :func:`truncate_after` to end a forward pass early."""
-
-
-@contextlib.contextmanager
-def truncate_after(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """Stop the forward pass right after ``module`` (saves the rest of the network's compute).
-
-    Use as::
-
-        with truncate_after(layer) as out:
-            try: model(x)
-            except StopForward: pass
-        act = out["output"]
-    """
-    store: dict[str, torch.Tensor] = {}
-
-    def hook(_m, _inp, out):
-        store["output"] = out[0] if isinstance(out, (tuple, list)) else out
-        raise StopForward
-
-    h = module.register_forward_hook(hook)
-    try:
-        yield store
-    finally:
-        h.remove()
-
-
-def forward_to(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Run ``model`` on ``x`` only as far as ``layer`` and return its output (keeps the graph)."""
-    with truncate_after(layer) as store:
-        try:
-            model(x)
-        except StopForward:
-            pass
-    if "output" not in store:
-        raise RuntimeError("the layer was not called during the forward pass")
-    return store["output"]
+    """Raised by a hook (e.g. :func:`capture_until_complete`) to end a forward pass early."""
 
 
 def capture_until_complete(modules: dict[str, nn.Module]):

@@ -5,12 +5,12 @@ Techniques build these plain dataclasses from numpy arrays and strings; the rend
 pickled into the cache and re-rendered with another theme without recomputation.
 
 Images are ``numpy.uint8`` arrays, ``HxW`` (greyscale), ``HxWx3`` (RGB) or ``HxWx4`` (RGBA),
-or already-encoded PNG/SVG bytes (matplotlib plots, see :func:`reportgen.imaging.figure_to_png`).
+or already-encoded PNG/SVG bytes (matplotlib plots, see :func:`reportgen.pictures.figure_to_png`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Union
 
 import numpy as np
@@ -60,7 +60,7 @@ class ImageData:
         if self.array is not None:
             a = np.asarray(self.array)
             if a.dtype != np.uint8:
-                raise TypeError(f"ImageData arrays must be uint8, got {a.dtype}; use imaging.to_uint8")
+                raise TypeError(f"ImageData arrays must be uint8, got {a.dtype}; use pictures.to_uint8")
             if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
                 raise ValueError(f"ImageData arrays must be HxW, HxWx3 or HxWx4, got shape {a.shape}")
             if a.ndim == 3 and a.shape[2] == 1:
@@ -173,6 +173,9 @@ class Section:
     params: dict[str, Any] = field(default_factory=dict)  # the options the technique ran with
     # key numbers for machines (report.json "results"): plain JSON types only, never pixel arrays
     results: dict[str, Any] = field(default_factory=dict)
+    # where the renderer shows the blocks: PAGE (its own page) or OVERVIEW (also on the report's front page,
+    # like the model card); the renderer reads this flag and never a section's id or title
+    placement: str = "page"
 
     def add(self, *blocks: Block) -> "Section":
         self.blocks.extend(blocks)
@@ -185,14 +188,88 @@ class SkippedImage:
     reason: str
 
 
+PAGE = "page"
+OVERVIEW = "overview"
+PLACEMENTS = (PAGE, OVERVIEW)
+
+
+@dataclass
+class ImagesInfo:
+    """The image set a run used."""
+
+    folder: str = ""
+    count: int = 0
+    skipped: int = 0
+    labels_from: str | None = None
+
+
+@dataclass
+class RunInfo:
+    """What a report was computed from and how: the overview's facts and report.json's top-level keys.
+
+    Every field is written to report.json (``None`` as ``null``) except those named in ``unrecorded``
+    (a comparison has no single model hash, preprocessing or command line) and ``kind`` when ``None``.
+    ``extra`` holds kind-specific keys (a comparison's ``models`` and ``accuracy``), written at the top level.
+    """
+
+    kind: str | None = None  # None: a model report; "compare": two models side by side
+    model: dict[str, Any] = field(default_factory=dict)  # spec, kind, weights, notes (published_model_info)
+    model_hash: str | None = None
+    num_classes: int | None = None
+    preprocessing: dict[str, Any] | None = None
+    preprocessing_text: str | None = None
+    images: ImagesInfo | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    theme: str | None = None
+    generated: str | None = None
+    command: str | None = None  # None: not run from the command line
+    total_time_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    unrecorded: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """report.json's run keys: the recorded fields, then ``extra``."""
+        skip = {"extra", "unrecorded", *self.unrecorded} | ({"kind"} if self.kind is None else set())
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name not in skip:
+                v = getattr(self, f.name)
+                out[f.name] = dict(vars(v)) if isinstance(v, ImagesInfo) else v
+        for k, v in self.extra.items():
+            out.setdefault(k, v)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunInfo":
+        """The inverse of :meth:`to_dict` (report.json or an older pickled ``meta`` dict); unknown keys go to
+        ``extra``, absent ones to ``unrecorded``, malformed values are dropped."""
+        names = {f.name for f in fields(cls)} - {"extra", "unrecorded"}
+        kw: dict[str, Any] = {k: v for k, v in data.items() if k in names}
+        for k in ("model", "config", "versions", "preprocessing"):
+            if k in kw and not isinstance(kw[k], dict):
+                kw[k] = None if k == "preprocessing" else {}
+        images = kw.pop("images", None)
+        if isinstance(images, dict):
+            known = {f.name for f in fields(ImagesInfo)}
+            kw["images"] = ImagesInfo(**{k: v for k, v in images.items() if k in known})
+        unrecorded = tuple(sorted(names - set(data) - {"kind"}))
+        return cls(**kw, extra={k: v for k, v in data.items() if k not in names}, unrecorded=unrecorded)
+
+
 @dataclass
 class Report:
-    """The whole report. ``meta`` holds the model spec, preprocessing, versions, device..."""
+    """The whole report: its sections and the :class:`RunInfo` it was computed from."""
 
     title: str
     sections: list[Section]
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: RunInfo = field(default_factory=RunInfo)
     skipped_images: list[SkippedImage] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.meta, dict):  # a caller (or an older pickle) with the untyped form
+            self.meta = RunInfo.from_dict(self.meta)
 
     @property
     def failed(self) -> list[Section]:

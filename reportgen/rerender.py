@@ -30,7 +30,7 @@ from .cache import Cache
 from .errors import OutputError, ReportgenError
 from .output import (MARKER, OutputLock, TermAsInterrupt, check_out, clean_stale, disk_error, embed_json,
                      is_single_file_target, publish_file, sibling, swap_in)
-from .report import Report
+from .report import Report, RunInfo
 
 TREE_KEY = "report_tree"  # report.json: {"sha256": ...} of the stored tree
 _EMBED_START = '<script type="application/json" id="reportgen-report">'
@@ -40,14 +40,14 @@ def store_tree(report: Report, cache: Cache) -> str | None:
     """Put ``report`` in ``cache`` under the SHA-256 of its pickle; returns that key (None: cache disabled)."""
     if not cache.enabled:
         return None
-    report.meta.pop(TREE_KEY, None)
+    report.meta.extra.pop(TREE_KEY, None)
     # plain JSON types only (torch.__version__ is a TorchVersion): the tree must unpickle without torch
-    report.meta = json.loads(json.dumps(report.meta, default=_json_default))
+    report.meta = RunInfo.from_dict(json.loads(json.dumps(report.meta.to_dict(), default=_json_default)))
     buf = io.BytesIO()
     pickle.dump(report, buf, protocol=pickle.HIGHEST_PROTOCOL)
     key = hashlib.sha256(buf.getvalue()).hexdigest()
     cache.put_pickled(key, buf.getvalue())
-    report.meta[TREE_KEY] = {"sha256": key}
+    report.meta.extra[TREE_KEY] = {"sha256": key}
     return key
 
 
@@ -80,9 +80,9 @@ def load_tree(out: Path, cache: Cache) -> Report:
     if not isinstance(tree, Report):
         raise ReportgenError(f"the report tree of {out} is no longer in the cache ({cache.dir}; evicted or "
                              "cleared); rebuild with reportgen build (it reuses whatever is still cached)")
-    tree.meta[TREE_KEY] = {"sha256": key}
+    tree.meta.extra[TREE_KEY] = {"sha256": key}
     if data.get("theme"):
-        tree.meta["theme"] = data["theme"]  # as last rendered
+        tree.meta.theme = data["theme"]  # as last rendered
     return tree
 
 
@@ -90,20 +90,19 @@ def rerender(out: str | Path, *, theme: str | None = None, single_file: bool = F
              new_out: str | Path | None = None, cache: Cache, wait: bool = False,
              log: Callable[[str], None] | None = None) -> tuple[Path, Report]:
     """Render the built report at ``out`` again (theme / single file) into ``new_out`` (default: in place)."""
-    from .render import available_themes
+    from .render import check_theme, theme_label
 
     log = log or (lambda s: None)
     out = Path(out)
     target = Path(new_out) if new_out else out
     report = load_tree(out, cache)
-    theme = theme or report.meta.get("theme") or "light"
-    if theme not in available_themes():
-        raise ReportgenError(f"unknown theme {theme!r}; available: {', '.join(available_themes())}")
+    theme = theme or report.meta.theme or "light"
+    check_theme(theme)
     single_file = single_file or is_single_file_target(target)
     if is_single_file_target(out) and not new_out and not single_file:  # pragma: no cover - implied above
         single_file = True
-    report.meta["theme"] = theme
-    report.meta["rendered"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    report.meta.theme = theme_label(theme)
+    report.meta.extra["rendered"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     with staged_output(target, wait=wait, log=log) as tmp:
         publish_report(report, tmp, target, cache, theme=theme, single_file=single_file)
     return target, report
@@ -157,9 +156,9 @@ def write_json(report: Report, manifest: dict[str, Any], path: Path, cache: Cach
             "figures": manifest.get("sections", {}).get(s.id, {}).get("assets", []),
         })
     data = {
-        "reportgen": report.meta.get("versions", {}).get("reportgen"),
+        "reportgen": report.meta.versions.get("reportgen"),
         "title": report.title,
-        **{k: v for k, v in report.meta.items()},
+        **report.meta.to_dict(),
         "skipped_images": [dataclasses.asdict(s) for s in report.skipped_images],
         "sections": secs,
         "cache": {"hits": cache.hits, "misses": cache.misses, "enabled": cache.enabled},  # no path: it is private

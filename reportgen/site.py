@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import OutputError, ReportgenError
 from .output import MARKER, OutputLock, TermAsInterrupt, clean_stale, sibling, swap_in
+from .report import RunInfo
 
 SITE_MARKER = "site.json"
 
@@ -38,19 +39,19 @@ def report_entry(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ReportgenError(f"{folder} is not a reportgen report (no {MARKER})")
     data = json.loads(path.read_text(encoding="utf-8"))
+    info = RunInfo.from_dict(data)  # the run keys report.json shares with Report.meta
     secs = data.get("sections") or []
-    acc = data.get("accuracy")
+    acc = info.extra.get("accuracy")
     if isinstance(acc, dict) and acc:  # a comparison
         accuracy = " / ".join(f"{k} {100 * float(v):.1f}%" for k, v in acc.items())
     else:
         card = next((s for s in secs if (s.get("results") or {}).get("top1_accuracy") is not None), None)
         accuracy = f"{100 * float(card['results']['top1_accuracy']):.1f}%" if card else "n/a"
-    model = data.get("model") if isinstance(data.get("model"), dict) else {}
     return {
-        "title": data.get("title") or folder.name, "model": model.get("spec") or "?",
-        "date": data.get("generated") or "?", "accuracy": accuracy, "sections": len(secs),
+        "title": data.get("title") or folder.name, "model": info.model.get("spec") or "?",
+        "date": info.generated or "?", "accuracy": accuracy, "sections": len(secs),
         "failed": sum(1 for s in secs if s.get("error")), "size": _human(_size(folder)),
-        "kind": data.get("kind") or "report",
+        "kind": info.kind or "report",
     }
 
 
@@ -66,10 +67,9 @@ def _slug(name: str, taken: set[str]) -> str:
 def build_site(reports: list[Path], out: Path, theme: str = "light", title: str = "Model reports",
                link: bool = False) -> Path:
     """Write the site; returns the path of its ``index.html``."""
-    from .render.themes import available_themes
+    from .render.themes import check_theme
 
-    if theme not in available_themes():
-        raise ReportgenError(f"unknown theme {theme!r}; available: {', '.join(available_themes())}")
+    check_theme(theme)
     out = Path(out)
     if out.is_dir() and any(out.iterdir()) and not (out / SITE_MARKER).is_file():
         raise OutputError(f"--out {out} is a non-empty folder that is not a reportgen site; refusing to replace it")
@@ -111,7 +111,7 @@ def _write_site(tmp: Path, out: Path, reports: list[Path], entries: list[dict[st
     (tmp / css_path).write_text(css, encoding="utf-8")
     from markupsafe import Markup
 
-    html = make_env().get_template("site/index.html").render(
+    html = make_env(th.template_dirs()).get_template("site/index.html").render(
         title=title, reports=entries, theme=th, csp=Markup(CSP), css_path=css_path, version=__version__)
     (tmp / "index.html").write_text(html, encoding="utf-8")
     (tmp / SITE_MARKER).write_text(json.dumps({"title": title, "reports": entries}, indent=2), encoding="utf-8")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .imaging import overlay, unit_to_uint8
+from .pictures import overlay, unit_to_uint8
 from .report import GridItem, ImageData
 
 SIGNS = ("absolute_value", "positive", "negative", "all")

@@ -146,7 +146,7 @@ def _build(tmp_path: Path, model, images: Path, only=("card",), **kw):
 
 
 def _notes(res) -> str:
-    return " ".join(res.report.meta["model"]["notes"])
+    return " ".join(res.report.meta.model["notes"])
 
 
 def _card_value(res, key: str) -> str | None:
@@ -185,9 +185,9 @@ def test_one_channel_model_gets_grey_images_and_grey_filters(tmp_path, image_dir
     res = _build(tmp_path, f"{f}:make", image_dir, only=("card", "filters", "saliency"), labels=CLASSES)
     for s in res.report.sections:
         assert s.error is None, (s.id, s.error)
-    pre = res.report.meta["preprocessing"]
+    pre = res.report.meta.preprocessing
     assert pre["channels"] == 1 and "in_channels of the first convolution (features.0)" in pre["source"]
-    assert "greyscale" in res.report.meta["preprocessing_text"]
+    assert "greyscale" in res.report.meta.preprocessing_text
     filters = next(s for s in res.report.sections if s.id == "filters")
     text = repr(filters.blocks)
     assert "greyscale (mean over input channels)" in text
@@ -228,7 +228,7 @@ def test_export_with_static_batch_of_one_runs_image_by_image(tmp_path, image_dir
     for s in res.report.sections:
         assert s.error is None, (s.id, s.error)
     assert "one at a time" in _notes(res)
-    assert res.report.meta["config"]["general"]["batch_size"] == 1
+    assert res.report.meta.config["general"]["batch_size"] == 1
     # the same predictions as the eager model on the same images
     eager = _build(tmp_path / "eager", model, image_dir, labels=CLASSES)
     assert _card_value(res, "top-1 accuracy") == _card_value(eager, "top-1 accuracy") is not None
@@ -238,16 +238,16 @@ def test_cifar_style_folders_name_the_classes(tmp_path):
     images = write_image_folder(tmp_path / "imgs", per_class=2)  # red/green/blue/white folders
     res = _build(tmp_path, make_tiny_cnn(), images)
     meta = res.report.meta
-    assert meta["images"]["labels_from"] == "sub-folder names"
+    assert meta.images.labels_from == "sub-folder names"
     assert "ImageFolder convention" in _notes(res)
     assert _card_value(res, "top-1 accuracy") is not None
     # --labels still wins; a model with its own names too
     res = _build(tmp_path, make_tiny_cnn(), images, labels=["a", "b", "c", "d"])
     assert "ImageFolder" not in _notes(res) and meta is not res.report.meta
-    assert res.report.meta["images"]["labels_from"] is None
+    assert res.report.meta.images.labels_from is None
     # folder count != outputs: no guess
     res = _build(tmp_path, make_tiny_cnn(num_classes=5), images)
-    assert "ImageFolder" not in _notes(res) and res.report.meta["images"]["labels_from"] is None
+    assert "ImageFolder" not in _notes(res) and res.report.meta.images.labels_from is None
 
 
 def test_build_report_restores_the_callers_train_mode(tmp_path, image_dir):
@@ -267,11 +267,11 @@ def test_title_is_the_model_class_and_published_paths_are_relative(tmp_path, ima
                                      f"--weights={tmp_path / 'w.pth'}", "--images", str(image_dir)])
     res = _build(tmp_path, f"{f}:make", image_dir, weights=tmp_path / "w.pth", labels=CLASSES)
     assert res.report.title == "Net — model card"
-    info = res.report.meta["model"]
+    info = res.report.meta.model
     assert info["spec"] == "net.py:make" and info["weights"] == "w.pth"
     published = (tmp_path / "rep" / "report.json").read_text()
     assert str(tmp_path) not in published
-    assert res.report.meta["command"].startswith("reportgen build --model net.py:make --weights=w.pth")
+    assert res.report.meta.command.startswith("reportgen build --model net.py:make --weights=w.pth")
     res = _build(tmp_path, f"{f}:make", image_dir, labels=CLASSES, title="My net")
     assert res.report.title == "My net"
 
@@ -302,7 +302,7 @@ def test_greyscale_image_folder_with_rgb_model_still_works(tmp_path):
     for k in range(2):
         Image.fromarray((np.random.default_rng(k).random((32, 32)) * 255).astype(np.uint8), mode="L").save(d / f"{k}.png")
     res = _build(tmp_path, make_tiny_cnn(), tmp_path / "g")
-    assert not res.report.failed and res.report.meta["preprocessing"].get("channels", 3) == 3
+    assert not res.report.failed and res.report.meta.preprocessing.get("channels", 3) == 3
 
 
 def test_unpack_logits_refuses_what_is_not_logits():

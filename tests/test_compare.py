@@ -16,7 +16,7 @@ from reportgen.compare.diff import calibration, confusion
 def fine_tuned_demo(path, steps: int = 6, lr: float = 0.05, seed: int = 0):
     """The demo model after a few SGD steps on its own images with shuffled labels: a second checkpoint
     whose predictions differ on some images."""
-    from reportgen.images import discover_images
+    from reportgen.imageset import discover_images
     from reportgen.preprocess import Normalize, Preprocessing
 
     torch.manual_seed(seed)
@@ -83,6 +83,11 @@ def run_compare(tmp_path, techniques=("filters", "saliency", "class_visualizatio
     assert all(0.0 <= v <= 1.0 + 1e-9 for row in cka["cka_ab"] for v in row)
     assert set(data["accuracy"]) == {"shipped", "tuned"}
     assert data["accuracy"]["shipped"] > data["accuracy"]["tuned"]  # shuffled labels hurt
+    # the run keys (RunInfo.to_dict) are those report.json had when Report.meta was a dict
+    assert set(data) == {"reportgen", "title", "kind", "model", "models", "accuracy", "num_classes", "images",
+                         "config", "device", "versions", "theme", "generated", "total_time_s", "skipped_images",
+                         "sections", "cache"}
+    assert data["kind"] == "compare" and set(data["models"]) == {"shipped", "tuned"}
 
 
 def test_calibration_and_confusion():

@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import make_tiny_cnn
 from reportgen.cache import Cache, digest
 from reportgen.errors import LayerError
-from reportgen.hooks import (capture_input, capture_outputs, count_hooks, eval_mode, forward_to, frozen_params,
+from reportgen.hooks import (capture_input, capture_outputs, count_hooks, eval_mode, frozen_params,
                              module_signature)
 from reportgen.layers import classifier_layer, describe_layers, first_conv, last_conv, resolve_layer
 from reportgen.preprocess import PixelModel, Preprocessing
@@ -50,16 +50,6 @@ def test_hook_managers_clean_up_even_on_error():
             raise RuntimeError("boom")
     assert count_hooks(m) == 0 and module_signature(m) == sig and m.training
     assert all(p.requires_grad for p in m.parameters())
-
-
-def test_forward_to_stops_at_the_layer_and_keeps_the_graph():
-    m = make_tiny_cnn()
-    x = torch.rand(1, 3, 16, 16, requires_grad=True)
-    a = forward_to(m, m.features[3], x)
-    assert a.shape == (1, 16, 8, 8)
-    a.sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0
-    assert count_hooks(m) == 0
 
 
 def test_pixel_model_normalises_like_torchvision():

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from reportgen.errors import ImageSetError
-from reportgen.images import decode_image, discover_images
+from reportgen.imageset import decode_image, discover_images
 from reportgen.preprocess import Preprocessing
 
 PRE = Preprocessing(resize=None, input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -78,7 +78,7 @@ def test_truncated_file_is_an_error():
 
 
 def test_huge_image_is_refused(monkeypatch):
-    import reportgen.images as im
+    import reportgen.imageset as im
 
     monkeypatch.setattr(im, "MAX_PIXELS", 1000)
     with pytest.raises(ValueError, match="too large"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 
 from reportgen.report import (
-    Figure, Grid, GridItem, Group, ImageData, KeyValues, Note, Reference, Report, Row, Section, SkippedImage, Table,
+    OVERVIEW, Figure, Grid, GridItem, Group, ImageData, ImagesInfo, KeyValues, Note, Reference, Report, Row, RunInfo,
+    Section, SkippedImage, Table,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,16 +31,12 @@ BAD_REF = Reference("Evil Author", "A paper with a javascript link", "Nowhere", 
 
 
 def _matplotlib_png() -> ImageData:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(2, 1.5))
-    ax.plot([0, 1, 2], [0, 1, 4])
+    fig = Figure(figsize=(2, 1.5))
+    fig.subplots().plot([0, 1, 2], [0, 1, 4])
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=50)
-    plt.close(fig)
     return ImageData(data=buf.getvalue(), mime="image/png")
 
 
@@ -48,7 +46,7 @@ def make_report() -> Report:
     same = rng.integers(0, 256, (16, 16), dtype=np.uint8)
     rgba = rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20"><rect width="40" height="20"/></svg>'
-    card = Section(id="card", title="Model card", summary="Headline numbers. Read them first.")
+    card = Section(id="card", title="Model card", summary="Headline numbers. Read them first.", placement=OVERVIEW)
     card.add(KeyValues([("Top-1", "91 %"), (XSS, XSS), ("conf", 0.51234)], title="Accuracy"))
     main = Section(
         id="filters", title="Filters " + XSS, summary="First sentence. Second sentence with " + XSS,
@@ -76,14 +74,14 @@ def make_report() -> Report:
         title="Report " + XSS,
         sections=[card, main, failed, cached],
         skipped_images=[SkippedImage(f"folder/{XSS}.jpg", "cannot identify image file " + XSS)],
-        meta={
-            "model": {"spec": "tiny:" + XSS, "kind": "module", "weights": None, "notes": [XSS]},
-            "model_hash": "ab" * 32, "num_classes": 4, "preprocessing_text": "centre-crop 32x32",
-            "images": {"folder": "imgs/" + XSS, "count": 12, "skipped": 1, "labels_from": "sub-folder names"},
-            "config": {"preset": "minimal", "general": {"seed": 0, "layer": XSS, "batch_size": 4}},
-            "device": "cpu (2 cores)", "versions": {"reportgen": "0.1.0", "python": "3.11"},
-            "generated": "2025-01-01 00:00:00 UTC", "total_time_s": 3.5, "command": "reportgen build " + XSS,
-        },
+        meta=RunInfo(
+            model={"spec": "tiny:" + XSS, "kind": "module", "weights": None, "notes": [XSS]},
+            model_hash="ab" * 32, num_classes=4, preprocessing_text="centre-crop 32x32",
+            images=ImagesInfo(folder="imgs/" + XSS, count=12, skipped=1, labels_from="sub-folder names"),
+            config={"preset": "minimal", "general": {"seed": 0, "layer": XSS, "batch_size": 4}},
+            device="cpu (2 cores)", versions={"reportgen": "0.1.0", "python": "3.11"},
+            generated="2025-01-01 00:00:00 UTC", total_time_s=3.5, command="reportgen build " + XSS,
+        ),
     )
 
 
@@ -324,7 +322,7 @@ def test_single_file(tmp_path):
 
 def test_themes_and_resources():
     from reportgen import _resources
-    from reportgen.render import available_themes, load_theme, render_report
+    from reportgen.render import available_themes, load_theme, render_report, themes
 
     assert {"light", "dark"} <= set(available_themes())
     assert (_resources.templates_dir() / "layouts" / "base.html").is_file()
@@ -332,12 +330,19 @@ def test_themes_and_resources():
     light, dark = load_theme("light"), load_theme("dark")
     assert set(light.colors) == set(dark.colors)  # both themes define every variable
     assert light.colors["bg"] != dark.colors["bg"] and dark.color_scheme == "dark"
-    # the shared stylesheet only uses theme variables for colours (so dark recolours everything)
+    # the defaults live in one :root block; the other rules only use variables for colours and layout sizes
     base = (_resources.themes_dir() / "_base.css").read_text()
-    screen_rules = base.split("@media print")[0]
-    assert not re.search(r":\s*#[0-9a-fA-F]{3,6}\b", screen_rules)
-    for var in set(re.findall(r"var\(--([a-z0-9-]+)", base)) - {"w", "cell", "cols", "gap"}:
+    screen = base.split("@media print")[0]
+    assert len(re.findall(r":root\s*\{", screen)) == 1  # (print has its own black-on-white overrides)
+    rules = re.sub(r":root\s*\{[^}]*\}", "", screen)
+    assert not re.search(r":\s*#[0-9a-fA-F]{3,6}\b", rules)
+    for var in set(re.findall(r"var\(--([a-z0-9-]+)", base)) - {"w", "cell", "cols", "cell-min"}:
         assert var in light.colors, var
+    # the light theme is the defaults; dark states every colour; the page gets one resolved :root
+    assert light.colors == themes.default_variables()
+    css = dark.css()
+    assert len(re.findall(r":root\s*\{", css.split("@media print")[0])) == 1
+    assert f"--bg: {dark.colors['bg']};" in css and "color-scheme: dark;" in css
     with pytest.raises(ValueError):
         render_report(make_report(), Path("/nonexistent-never-written"), theme="nope")
 
@@ -380,16 +385,56 @@ def test_resources_prefer_installed_data(tmp_path, monkeypatch):
         _resources.templates_dir()
 
 
-def test_toml_fallback_parser_matches_tomllib(monkeypatch):
-    from reportgen import _resources
-    from reportgen.render import themes
+def _theme(folder: Path, toml: str, **files: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "theme.toml").write_text(toml)
+    for rel, text in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    return folder
 
-    for name in themes.available_themes():
-        text = (_resources.themes_dir() / name / "theme.toml").read_text()
-        full = themes._parse_toml(text)
-        monkeypatch.setattr(themes, "_toml", None)  # Python 3.10 without tomli
-        assert themes._parse_toml(text) == full
-        monkeypatch.undo()
+
+def test_a_theme_of_ones_own_extends_light_and_overrides_a_template(tmp_path):
+    """mkdocs/Pelican-style: ``extends``, only the changed variable, a template override, extra blocks."""
+    from reportgen.render import load_theme, render_report
+
+    folder = _theme(tmp_path / "mytheme", 'name = "Mine"\nextends = "light"\n[colors]\naccent = "#7a1fa2"\n',
+                    **{"style.css": ".brand-title { letter-spacing: 0.02em; }\n",
+                       "templates/layouts/base.html": '{% extends "reportgen:layouts/base.html" %}'
+                       '{% block footer %}<p class="house-footer">House footer</p>{% endblock %}'})
+    th = load_theme(folder)
+    light = load_theme("light")
+    assert th.colors == {**light.colors, "accent": "#7a1fa2"} and th.color_scheme == "light" and th.title == "Mine"
+    out = tmp_path / "out"
+    render_report(make_report(), out, theme=str(folder))
+    css = next((out / "assets").glob("style-*.css")).read_text()
+    assert "--accent: #7a1fa2;" in css and "--accent: #2451c9;" not in css
+    assert css.index(".brand-mark") < css.index(".brand-title { letter-spacing")  # parent's style.css first
+    for page in ("index.html", "sections/filters.html"):
+        html = (out / page).read_text()
+        assert '<p class="house-footer">House footer</p>' in html and "Generated by" not in html, page
+        assert "Skip to content" in html  # the rest of base.html is the package's
+
+
+def test_theme_errors_are_clear(tmp_path):
+    from reportgen.errors import ReportgenError
+    from reportgen.render import check_theme, load_theme
+
+    a = _theme(tmp_path / "a", 'extends = "b"\n')
+    _theme(tmp_path / "b", 'extends = "a"\n')
+    with pytest.raises(ValueError, match="cycle"):
+        load_theme(a)
+    typo = _theme(tmp_path / "typo", 'extends = "dark"\n[colors]\naccnet = "#000000"\n')
+    with pytest.raises(ValueError, match="unknown variable 'accnet'"):
+        load_theme(typo)
+    bad = _theme(tmp_path / "bad", '[colors]\nbg = "red; } body { x"\n')
+    with pytest.raises(ValueError, match="bad variable"):
+        load_theme(bad)
+    with pytest.raises(ReportgenError, match="unknown theme 'nope'"):
+        check_theme("nope")
+    # a child of dark inherits its colour scheme and colours
+    child = load_theme(_theme(tmp_path / "dim", 'extends = "dark"\n[colors]\nmuted = "#a0a8b4"\n'))
+    assert child.color_scheme == "dark" and child.colors["bg"] == load_theme("dark").colors["bg"]
 
 
 def test_small_inputs_are_enlarged_with_nearest_neighbour(tmp_path):
@@ -411,3 +456,64 @@ def test_small_inputs_are_enlarged_with_nearest_neighbour(tmp_path):
     for tag in imgs[:5]:  # the grid's four and the figure
         assert 'width="128"' in tag and 'class="pixelated"' in tag, tag
     assert 'class="pixelated"' not in imgs[5]  # a matplotlib plot keeps its own resolution and smoothing
+
+
+def test_library_draws_without_pyplot():
+    """Every plot is a ``matplotlib.figure.Figure``: no pyplot state machine, no backend switch."""
+    from pathlib import Path
+
+    import reportgen
+
+    root = Path(reportgen.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if "matplotlib.pyplot" in p.read_text() or "matplotlib.use(" in p.read_text()]
+    assert offenders == []
+
+
+def test_overview_placement_is_declared_by_the_section_not_its_id(tmp_path):
+    """The renderer puts a section's blocks on the front page because of ``placement``, never its id or title."""
+    from reportgen.render import render_report
+
+    a = Section(id="card", title="Model card").add(Note("stays on its own page"))
+    b = Section(id="headline", title="Anything", placement=OVERVIEW).add(Note("on the front page"))
+    render_report(Report(title="t", sections=[a, b]), tmp_path)
+    index = (tmp_path / "index.html").read_text()
+    assert "on the front page" in index and 'id="overview-headline"' in index
+    assert "stays on its own page" not in index
+    render_dir = Path(__file__).resolve().parents[1] / "reportgen" / "render"
+    code = "".join(p.read_text() for p in render_dir.glob("*.py"))
+    assert '"card"' not in code and "'card'" not in code
+
+
+def test_run_info_round_trips_and_accepts_the_old_dict():
+    info = make_report().meta
+    d = info.to_dict()
+    assert RunInfo.from_dict(d) == info
+    assert "kind" not in d and "extra" not in d and d["images"]["labels_from"] == "sub-folder names"
+    assert d["preprocessing"] is None  # not given: null, but the key is there
+    pair = RunInfo(kind="compare", extra={"accuracy": {"A": 0.5}}, unrecorded=("command", "model_hash"))
+    assert pair.to_dict()["accuracy"] == {"A": 0.5} and "command" not in pair.to_dict()
+    assert RunInfo.from_dict(pair.to_dict()) == pair
+    old = Report(title="t", sections=[], meta={"device": "cpu", "images": {"count": 3}, "custom": 1})
+    assert old.meta.device == "cpu" and old.meta.images.count == 3 and old.meta.extra == {"custom": 1}
+
+
+def test_build_with_a_theme_folder_records_a_published_path(tmp_path, image_dir, monkeypatch):
+    from conftest import make_tiny_cnn
+    from reportgen.build import build_report
+
+    folder = _theme(tmp_path / "themes" / "mine", 'extends = "dark"\n[colors]\naccent = "#8fb4ff"\n')
+    monkeypatch.chdir(tmp_path)
+    res = build_report(make_tiny_cnn(), image_dir, tmp_path / "out", preset="minimal", only=["card"], device="cpu",
+                       input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, theme=str(folder))
+    assert res.report.meta.theme == "themes/mine"
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert data["theme"] == "themes/mine"
+    # report.json's top level is what it was when Report.meta was a dict (RunInfo.to_dict)
+    assert set(data) == {"reportgen", "title", "model", "model_hash", "num_classes", "preprocessing",
+                         "preprocessing_text", "images", "config", "device", "versions", "theme", "generated",
+                         "command", "total_time_s", "skipped_images", "sections", "cache",
+                         "report_tree"}  # the stored tree `reportgen render` reads
+    assert set(data["images"]) == {"folder", "count", "skipped", "labels_from"}
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert 'data-theme="mine"' in html and 'content="dark"' in html

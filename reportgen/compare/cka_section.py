@@ -6,7 +6,7 @@ import numpy as np
 from torch import nn
 
 from .. import randomization as R
-from ..imaging import figure_to_png
+from ..pictures import figure_to_png, new_figure
 from ..papers import KORNBLITH_2019
 from ..report import Figure, Note, Section, Table
 from .cka import cka_matrix, layer_grams, pick_layers
@@ -59,12 +59,8 @@ def cka_section(ca, cb, names: tuple[str, str], n_images: int, n_layers: int) ->
 
 
 def _heatmaps(ab, aa, la, lb, names):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    fig = new_figure((11, 4.8))
+    axes = fig.subplots(1, 2)
     for ax, m, cols, title in ((axes[0], ab, lb, f"{names[0]} vs {names[1]}"), (axes[1], aa, la, f"{names[0]} vs {names[0]}")):
         im = ax.imshow(m, vmin=0, vmax=1, cmap="magma", origin="lower")
         ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=7)
@@ -72,5 +68,4 @@ def _heatmaps(ab, aa, la, lb, names):
         ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=axes, shrink=0.8, label="linear CKA")
     png = figure_to_png(fig)
-    plt.close(fig)
     return png

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..imaging import figure_to_png
+from ..pictures import figure_to_png, new_figure
 from ..papers import GUO_2017
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, Table
 
@@ -122,13 +122,9 @@ def per_class_section(names, class_names, pa, pb, labels) -> Section:
 
 
 def _diff_plot(diff: np.ndarray, class_names, names) -> ImageData:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     k = len(diff)
-    fig, ax = plt.subplots(figsize=(min(10, 2 + 0.5 * k), min(9, 1.6 + 0.45 * k)))
+    fig = new_figure((min(10, 2 + 0.5 * k), min(9, 1.6 + 0.45 * k)))
+    ax = fig.subplots()
     signed = diff.astype(float).copy()
     np.fill_diagonal(signed, -np.diag(diff))  # gains blue everywhere
     m = max(1.0, float(np.abs(diff).max()))
@@ -146,7 +142,6 @@ def _diff_plot(diff: np.ndarray, class_names, names) -> ImageData:
     ax.set_title(f"{names[1]} - {names[0]}", fontsize=9)
     fig.tight_layout()
     png = figure_to_png(fig)
-    plt.close(fig)
     return png
 
 
@@ -156,12 +151,8 @@ def calibration_section(names, pa, pb, labels) -> Section:
     if not known.any():
         return sec.add(Note("The images have no labels, so calibration cannot be measured.", kind="warning"))
     cals = [calibration(p[known], labels[known]) for p in (pa, pb)]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), sharey=True)
+    fig = new_figure((8, 3.8))
+    axes = fig.subplots(1, 2, sharey=True)
     centres = (np.arange(ECE_BINS) + 0.5) / ECE_BINS
     for ax, cal, name in zip(axes, cals, names):
         ok = cal.counts > 0
@@ -175,7 +166,6 @@ def calibration_section(names, pa, pb, labels) -> Section:
     axes[0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     png = figure_to_png(fig)
-    plt.close(fig)
     n = int(known.sum())
     sec.add(Figure(png, alt="reliability diagrams", caption=(
         f"Reliability diagrams over {n} labelled images, {ECE_BINS} equal-width confidence bins: bars below the "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from torch import nn
 
@@ -26,7 +26,7 @@ from ..context import no_progress
 from ..errors import ReportgenError
 from ..output import OutputLock, TermAsInterrupt, check_out, clean_stale, sibling
 from ..published import display_path
-from ..report import Group, Note, Report, Row, Section
+from ..report import Group, ImagesInfo, Note, Report, Row, RunInfo, Section
 from .cka_section import cka_section
 from .diff import calibration_section, flipped_section, per_class_section
 
@@ -92,13 +92,12 @@ def compare_reports(
     """Build a comparison report of ``model_a`` and ``model_b`` (SPEC strings or modules) on ``images``."""
     from .. import loading
     from ..labels import load_labels
-    from ..render import available_themes
+    from ..render import check_theme
 
     t_start = time.perf_counter()
     log = log or (lambda s: None)
     out = Path(out)
-    if theme not in available_themes():
-        raise ReportgenError(f"unknown theme {theme!r}; available: {', '.join(available_themes())}")
+    check_theme(theme)
     if names[0] == names[1]:
         raise ReportgenError("the two models need different names")
     for t in techniques:
@@ -144,7 +143,7 @@ def compare_reports(
                 title=title or f"{names[0]}: {loaded[0].spec} vs {names[1]}: {loaded[1].spec}",
                 sections=sections, skipped_images=list(ca.images.skipped),
                 meta=_meta(ctxs, names, images, cfg, dev, theme))
-            report.meta["total_time_s"] = round(time.perf_counter() - t_start, 2)
+            report.meta.total_time_s = round(time.perf_counter() - t_start, 2)
             manifest = publish_report(report, tmp, out, cache, theme=theme)
         finally:
             if tmp.exists():
@@ -153,26 +152,29 @@ def compare_reports(
     return BuildResult(out=out, index=out / manifest.get("index", "index.html"), report=report, manifest=manifest)
 
 
-def _meta(ctxs, names, images, cfg, dev, theme) -> dict[str, Any]:
+def _meta(ctxs, names, images, cfg, dev, theme) -> RunInfo:
+    from ..render import theme_label
+
     ca, cb = ctxs
     acc = {}
     if ca.images.has_labels:
         y = ca.images.labels
         k = y >= 0
         acc = {n: round(float((c.features().preds[k] == y[k]).mean()), 4) for n, c in zip(names, ctxs)}
-    return {
-        "kind": "compare",
-        "model": {"spec": f"{names[0]}: {ca.model_info['spec']} | {names[1]}: {cb.model_info['spec']}",
-                  "kind": "comparison", "weights": " | ".join(str(c.model_info.get("weights") or "-") for c in ctxs)},
-        "models": {n: {**c.model_info, "hash": c.model_hash, "preprocessing": c.pre.to_dict()}
-                   for n, c in zip(names, ctxs)},
-        "accuracy": acc,
-        "num_classes": ca.num_classes,
-        "images": {"folder": display_path(images), "count": len(ca.images), "skipped": len(ca.images.skipped),
-                   "labels_from": ca.images.label_source},
-        "config": cfg.to_dict(), "device": device_description(dev), "versions": versions(), "theme": theme,
-        "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }
+    return RunInfo(
+        kind="compare",
+        model={"spec": f"{names[0]}: {ca.model_info['spec']} | {names[1]}: {cb.model_info['spec']}",
+               "kind": "comparison", "weights": " | ".join(str(c.model_info.get("weights") or "-") for c in ctxs)},
+        num_classes=ca.num_classes,
+        images=ImagesInfo(folder=display_path(images), count=len(ca.images), skipped=len(ca.images.skipped),
+                          labels_from=ca.images.label_source),
+        config=cfg.to_dict(), device=device_description(dev), versions=versions(), theme=theme_label(theme),
+        generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        extra={"models": {n: {**c.model_info, "hash": c.model_hash, "preprocessing": c.pre.to_dict()}
+                          for n, c in zip(names, ctxs)},
+               "accuracy": acc},
+        unrecorded=("model_hash", "preprocessing", "preprocessing_text", "command"),  # per model, in "models"
+    )
 
 
 __all__ = ["compare_reports", "paired_section", "PAIRED"]

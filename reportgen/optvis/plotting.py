@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..imaging import figure_to_png
+from ..pictures import figure_to_png
 from ..report import ImageData
 
 

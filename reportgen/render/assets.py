@@ -32,6 +32,9 @@ MIME_EXT = {
     "image/svg+xml": "svg",
 }
 
+# Picture policy, not page layout (that is CSS, themes/_base.css): a picture's display size is an integer
+# multiple of its pixel size, which the stylesheet cannot compute. Page layout (grid gaps, room for labels,
+# columns that fit the page) lives in the stylesheet's :root variables.
 # Pixelated pictures (filters, activations) are scaled up by an integer factor to at least this many CSS px.
 MIN_PIXELATED_PX = 64
 MIN_PIXELATED_CELL_PX = 48

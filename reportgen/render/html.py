@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, pass_context
+from jinja2 import (ChoiceLoader, Environment, FileSystemLoader, PrefixLoader, StrictUndefined, TemplateNotFound,
+                    pass_context)
 from markupsafe import Markup
 
 from .. import __version__
 from .._resources import templates_dir
-from ..report import Figure, Grid, Group, ImageData, KeyValues, Note, Report, Row, Section, Table, iter_images
+from ..report import (OVERVIEW, Figure, Grid, Group, ImageData, KeyValues, Note, Report, Row, RunInfo, Section, Table,
+                      iter_images)
 from .assets import ASSETS_DIRNAME, MIN_PICTURE_PX, AssetStore, auto_cell_width, content_hash
 from .text import (clean_strings, first_sentence, fmt_duration, fmt_value, is_number, paragraphs, safe_text,
                    safe_url, short_hash, slugify, tone_class, tone_mark)
@@ -34,7 +36,6 @@ CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inlin
        "base-uri 'none'; form-action 'none'")
 
 SECTIONS_DIRNAME = "sections"
-CARD_ID = "card"
 LONG_TABLE_ROWS = 15  # taller tables scroll inside their container
 
 # Block class -> element template name (subclasses are matched through the MRO).
@@ -58,7 +59,7 @@ class SectionView:
     status: str  # "ok" | "failed"
     summary_line: str
     time: str
-    is_card: bool = False
+    on_overview: bool = False  # the section's placement asks for its blocks on the front page too
 
     @property
     def failed(self) -> bool:
@@ -77,6 +78,7 @@ class Fact:
 class FactGroup:
     title: str
     facts: list[Fact] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # caveats listed under the facts
 
     def add(self, label: str, value: Any, mono: bool = False, title: str = "") -> None:
         if value is None or value == "" or value == []:
@@ -87,9 +89,9 @@ class FactGroup:
 @dataclass
 class GridInfo:
     columns: int | None
-    cell: int
+    cell: int  # the pictures' display size in CSS px (page layout: label room, fitting columns, is in the CSS)
     pixelated: bool
-
+    labels: str  # CSS class: "has-sublabels", "has-labels" or ""
 
 @dataclass
 class TableCell:
@@ -110,11 +112,9 @@ class TableInfo:
     long: bool
 
 
-CONTENT_WIDTH_PX = 940  # main column at a 1280 px window (sidebar and padding taken off; themes/_base.css)
-GRID_GAP_PX = 6  # .grid --gap in themes/_base.css
-
-
 def grid_info(grid: Grid) -> GridInfo:
+    """Display size of a grid's pictures. Only picture policy lives here (integer enlargement of small or
+    pixelated pictures, see :mod:`.assets`); how cells fit the page is the stylesheet's ``.grid`` rules."""
     sizes = []
     pix = False
     for it in grid.items:
@@ -122,22 +122,14 @@ def grid_info(grid: Grid) -> GridInfo:
         pix = pix or bool(img.pixelated)
         if img.array is not None:
             sizes.append((int(img.array.shape[1]), int(img.array.shape[0])))
-    if grid.cell_width:
-        cell = int(grid.cell_width)
-    else:
-        # leave room for the text under each picture
-        min_px = 80 if any(it.sublabel for it in grid.items) else 64 if any(it.label for it in grid.items) else 48
-        cell = auto_cell_width(sizes, min_px)
-    if any(it.sublabel for it in grid.items):
-        cell = max(cell, 104)  # two lines of caption need room, whatever the picture size
+    cell = int(grid.cell_width) if grid.cell_width else auto_cell_width(sizes)
     if not pix and sizes and len(sizes) == len(grid.items) and max(max(s) for s in sizes) < MIN_PICTURE_PX:
         w = max(max(s) for s in sizes)  # small inputs (CIFAR, MNIST): an integer enlargement to >= 128 px
         cell = max(cell, w * -(-MIN_PICTURE_PX // w))
     cols = int(grid.columns) if grid.columns and grid.columns > 0 else None
-    if cols and cols * (cell + GRID_GAP_PX) > CONTENT_WIDTH_PX:
-        # keep the technique's row structure (e.g. image | map | overlay triplets) on a desktop page
-        cell = max(48, CONTENT_WIDTH_PX // cols - GRID_GAP_PX)
-    return GridInfo(columns=cols, cell=max(8, cell), pixelated=pix)
+    labels = ("has-sublabels" if any(it.sublabel for it in grid.items)
+              else "has-labels" if any(it.label for it in grid.items) else "")
+    return GridInfo(columns=cols, cell=max(8, cell), pixelated=pix, labels=labels)
 
 
 def table_info(t: Table) -> TableInfo:
@@ -161,36 +153,41 @@ def params_rows(params: dict[str, Any]) -> list[tuple[str, str]]:
     return [(str(k), fmt_value(v)) for k, v in params.items()]
 
 
+def run_info(report: Report) -> RunInfo:
+    """The report's :class:`RunInfo` (an older pickled report may still hold a plain dict)."""
+    meta = report.meta
+    return meta if isinstance(meta, RunInfo) else RunInfo.from_dict(meta if isinstance(meta, dict) else {})
+
+
 def overview_groups(report: Report) -> list[FactGroup]:
-    m = report.meta or {}
-    model = m.get("model") if isinstance(m.get("model"), dict) else {}
-    images = m.get("images") if isinstance(m.get("images"), dict) else {}
-    config = m.get("config") if isinstance(m.get("config"), dict) else {}
-    g_model = FactGroup("Model")
+    m = run_info(report)
+    model, images, config = m.model, m.images, m.config
+    g_model = FactGroup("Model", notes=[str(n) for n in (model.get("notes") or [])])
     g_model.add("Model", model.get("spec"), mono=True)
     g_model.add("Kind", model.get("kind"))
     g_model.add("Weights", model.get("weights") or ("none given" if model else None), mono=bool(model.get("weights")))
-    g_model.add("Classes", m.get("num_classes"))
-    if m.get("model_hash"):
-        g_model.add("Hash", short_hash(m.get("model_hash"), 12), mono=True, title=str(m.get("model_hash")))
+    g_model.add("Classes", m.num_classes)
+    if m.model_hash:
+        g_model.add("Hash", short_hash(m.model_hash, 12), mono=True, title=str(m.model_hash))
     g_data = FactGroup("Data")
-    g_data.add("Image folder", images.get("folder"), mono=True)
-    g_data.add("Images used", images.get("count"))
-    if "skipped" in images or report.skipped_images:
-        g_data.add("Images skipped", images.get("skipped", len(report.skipped_images)))
-    if images:
-        g_data.add("Labels from", images.get("labels_from") or "none (unlabelled)")
+    if images is not None:
+        g_data.add("Image folder", images.folder, mono=True)
+        g_data.add("Images used", images.count)
+        g_data.add("Images skipped", images.skipped)
+        g_data.add("Labels from", images.labels_from or "none (unlabelled)")
+    elif report.skipped_images:
+        g_data.add("Images skipped", len(report.skipped_images))
     g_run = FactGroup("Run")
-    g_run.add("Device", m.get("device"))
+    g_run.add("Device", m.device)
     g_run.add("Preset", config.get("preset"))
     general = config.get("general") if isinstance(config.get("general"), dict) else {}
     if general:
         g_run.add("Layer", general.get("layer") or "last convolution", mono=bool(general.get("layer")))
         g_run.add("Seed", general.get("seed"))
         g_run.add("Batch size", general.get("batch_size"))
-    if m.get("total_time_s") is not None:
-        g_run.add("Total time", fmt_duration(m.get("total_time_s")))
-    g_run.add("Generated", m.get("generated"))
+    if m.total_time_s is not None:
+        g_run.add("Total time", fmt_duration(m.total_time_s))
+    g_run.add("Generated", m.generated)
     return [g for g in (g_model, g_data, g_run) if g.facts]
 
 
@@ -234,15 +231,20 @@ def href(ctx, target: Any) -> str:
     single = ctx["single_file"]
     if isinstance(target, SectionView):
         return f"#{target.anchor}" if single else f"{ctx['root']}{target.page}"
-    if target == "overview":
+    if target == OVERVIEW:
         return "#overview" if single else f"{ctx['root']}index.html"
     raise ValueError(f"unknown link target {target!r}")
 
 
-@functools.lru_cache(maxsize=4)
-def make_env(templates: str | None = None) -> Environment:
+@functools.lru_cache(maxsize=8)
+def make_env(template_dirs: tuple[str, ...] = ()) -> Environment:
+    """The Jinja environment. ``template_dirs`` (a theme's ``templates/`` folders, most specific first) are
+    searched before the package's templates, so a theme overrides any template by giving its path; an override
+    can still extend the package's own as ``reportgen:<path>`` (e.g. ``{% extends "reportgen:layouts/base.html" %}``)."""
+    package = FileSystemLoader(str(templates_dir()))
     env = Environment(
-        loader=FileSystemLoader(templates or str(templates_dir())),
+        loader=ChoiceLoader([FileSystemLoader(d) for d in template_dirs]
+                            + [package, PrefixLoader({"reportgen": package}, delimiter=":")]),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -275,7 +277,7 @@ def _section_views(sections: list[Section], single_file: bool) -> list[SectionVi
         views.append(SectionView(
             section=s, slug=slug, number=k, page=page, anchor=f"sec-{slug}",
             status="failed" if s.error else "ok", summary_line=first_sentence(s.summary),
-            time=fmt_duration(s.wall_time_s), is_card=(s.id == CARD_ID),
+            time=fmt_duration(s.wall_time_s), on_overview=(s.placement == OVERVIEW),
         ))
     return views
 
@@ -293,18 +295,15 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
     th: Theme = load_theme(theme)  # first: an unknown theme writes nothing
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = make_env()
+    env = make_env(th.template_dirs())
     store = AssetStore(out_dir, write=not single_file)
 
     css = th.css()
-    if "</" in css:
-        raise ValueError(f"theme {theme!r}: stylesheet must not contain '</'")
     css_path = f"{ASSETS_DIRNAME}/style-{content_hash(css.encode('utf-8'))}.css"
     if not single_file:
         store.write_file(css_path, css.encode("utf-8"))
 
     views = _section_views(report.sections, single_file)
-    card = next((v for v in views if v.is_card), None)
 
     # Register every picture first, so the manifest lists each section's assets in document order.
     manifest_sections: dict[str, dict[str, Any]] = {}
@@ -319,31 +318,26 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
             "assets": [] if single_file else paths,
         }
 
-    meta = report.meta or {}
-    versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else None
-    n_images = (meta.get("images") or {}).get("count") if isinstance(meta.get("images"), dict) else None
+    meta = run_info(report)
     common = {
         "report": report,
         "title": report.title,
         "sections": views,
-        "card": card,
+        "featured": [v for v in views if v.on_overview],
         "failed": [v for v in views if v.failed],
         "n_cached": sum(1 for v in views if v.section.cached),
-        "n_images": n_images,
-        "total_time": fmt_duration(meta["total_time_s"]) if meta.get("total_time_s") is not None else None,
+        "n_images": meta.images.count if meta.images is not None else None,
+        "total_time": fmt_duration(meta.total_time_s) if meta.total_time_s is not None else None,
         "groups": overview_groups(report),
-        "preprocessing": str(meta.get("preprocessing_text") or ""),
-        "model_notes": [str(n) for n in ((meta.get("model") or {}).get("notes") or [])]
-        if isinstance(meta.get("model"), dict) else [],
-        "versions": [(str(k), str(v)) for k, v in versions.items()],
-        "config_json": json.dumps(config, indent=2, default=str, ensure_ascii=False) if config else None,
-        "command": meta.get("command") or None,
+        "preprocessing": str(meta.preprocessing_text or ""),
+        "versions": [(str(k), str(v)) for k, v in meta.versions.items()],
+        "config_json": json.dumps(meta.config, indent=2, default=str, ensure_ascii=False) if meta.config else None,
+        "command": meta.command or None,
         "skipped": list(report.skipped_images),
         "theme": th,
         "csp": Markup(CSP),  # a constant with no double quotes: written verbatim
-        "version": str(versions.get("reportgen") or __version__),
-        "generated": str(meta.get("generated") or time.strftime("%Y-%m-%d %H:%M:%S %Z")),
+        "version": str(meta.versions.get("reportgen") or __version__),
+        "generated": str(meta.generated or time.strftime("%Y-%m-%d %H:%M:%S %Z")),
         "single_file": single_file,
         "css_path": css_path,
         "css_inline": Markup(css) if single_file else None,

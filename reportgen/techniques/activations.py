@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..hooks import capture_outputs
-from ..imaging import to_uint8
+from ..pictures import to_uint8
 from ..layers import activation_after
 from ..papers import YOSINSKI_2015, ZEILER_FERGUS_2014
 from ..registry import technique

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .. import optvis
-from ..imaging import symmetric_to_uint8, unit_to_uint8
+from ..pictures import symmetric_to_uint8, unit_to_uint8
 from ..optvis import objectives as O
 from ..optvis import regularizers as R
 from ..papers import GOODFELLOW_2015, MADRY_2018, SZEGEDY_2014

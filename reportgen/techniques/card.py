@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..imaging import figure_to_png
+from ..pictures import figure_to_png, new_figure
 from ..hooks import hookable
 from ..layers import describe_layers
 from ..papers import ZEILER_FERGUS_2014
 from ..registry import technique
-from ..report import Grid, GridItem, Group, ImageData, KeyValues, Note, Section, Table
+from ..report import OVERVIEW, Grid, GridItem, Group, ImageData, KeyValues, Note, Section, Table
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -64,7 +64,7 @@ def _fmt_int(n: int) -> str:
     ),
 )
 def card(ctx, opts: CardOptions) -> Section:
-    sec = Section(id="card", title="Model card")
+    sec = Section(id="card", title="Model card", placement=OVERVIEW)  # its figures also open the report
     model = ctx.model
     example = torch.zeros(1, 3, ctx.pre.size, ctx.pre.size, device=ctx.device)
     # output shapes need forward hooks; TorchScript archives refuse them (names and parameters still show)
@@ -171,14 +171,10 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray,
 def _confusion(sec: Section, ctx, labels: np.ndarray, preds: np.ndarray, opts: CardOptions) -> None:
     present, m = confusion_matrix(labels, preds)
     if len(present) <= opts.max_confusion_classes:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
         names = [ctx.class_name(int(c)) for c in present]
         size = max(4.0, 0.45 * len(present) + 2)
-        fig, ax = plt.subplots(figsize=(size, size))
+        fig = new_figure((size, size))
+        ax = fig.subplots()
         ax.imshow(m, cmap="Blues")
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(len(names)), names, fontsize=8)

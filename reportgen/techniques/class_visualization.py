@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import optvis
-from ..imaging import unit_to_uint8
+from ..pictures import unit_to_uint8
 from ..optvis import objectives as O
 from ..optvis import regularizers as R
 from ..optvis import transforms as T

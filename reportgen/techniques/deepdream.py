@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .. import layers as layers_mod
 from .. import optvis
-from ..imaging import unit_to_uint8
+from ..pictures import unit_to_uint8
 from ..optvis import objectives as O
 from ..optvis import transforms as T
 from ..optvis.plotting import history_plot

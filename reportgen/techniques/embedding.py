@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..imaging import figure_to_png
+from ..pictures import figure_to_png, new_figure
 from ..papers import KARPATHY_TSNE, VAN_DER_MAATEN_2008
 from ..registry import technique
 from ..report import Figure, ImageData, Note, Section
@@ -129,7 +129,7 @@ def mosaic(ctx, indices: list[int], pos: np.ndarray, size: int, rng) -> tuple[np
     for (r, c), i in zip(rc, indices):
         th = ctx.images.thumbnail(int(i), cell)
         if th.shape[0] != cell:
-            from ..imaging import resize
+            from ..pictures import resize
 
             th = resize(th, (cell, cell))
         rr = cells - 1 - r
@@ -152,16 +152,14 @@ def _jpeg(canvas: np.ndarray, quality: int) -> ImageData:
 def scatter_figure(points: list[tuple[str, np.ndarray]], colour_ids: np.ndarray, names: dict[int, str],
                    legend_title: str, top: int = 10) -> ImageData:
     """Scatter plots (one per embedding) coloured by class: the ``top`` most frequent get colours."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
     ids, counts = np.unique(colour_ids, return_counts=True)
     order = np.lexsort((ids, -counts))
     shown = [int(ids[j]) for j in order[:top]]
-    cmap = plt.get_cmap("tab10" if len(shown) <= 10 else "tab20")
-    fig, axes = plt.subplots(1, len(points), figsize=(5.2 * len(points) + 1.8, 4.8), squeeze=False)
+    cmap = colormaps["tab10" if len(shown) <= 10 else "tab20"]
+    fig = new_figure((5.2 * len(points) + 1.8, 4.8))
+    axes = fig.subplots(1, len(points), squeeze=False)
     for ax, (title, p) in zip(axes[0], points):
         other = ~np.isin(colour_ids, shown)
         if other.any():
@@ -182,12 +180,8 @@ def scatter_figure(points: list[tuple[str, np.ndarray]], colour_ids: np.ndarray,
 
 def confidence_figure(points: list[tuple[str, np.ndarray]], conf: np.ndarray) -> ImageData:
     """The same scatter plots coloured by the model's confidence (top softmax probability)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(points), figsize=(5.2 * len(points) + 1.2, 4.8), squeeze=False)
+    fig = new_figure((5.2 * len(points) + 1.2, 4.8))
+    axes = fig.subplots(1, len(points), squeeze=False)
     order = np.argsort(-conf, kind="stable")  # confident points first, unsure ones drawn on top
     sc = None
     for ax, (title, p) in zip(axes[0], points):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..imaging import unit_to_uint8
+from ..pictures import unit_to_uint8
 from ..optvis.plotting import history_plot
 from ..papers import GATYS_STYLE_2016, JOHNSON_2016
 from ..registry import technique

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from ..imaging import tile, to_uint8
+from ..pictures import tile, to_uint8
 from ..papers import KRIZHEVSKY_2012, YOSINSKI_2015
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section

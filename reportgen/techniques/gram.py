@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..imaging import figure_to_png, unit_to_uint8
+from ..pictures import figure_to_png, unit_to_uint8
 from ..papers import GATYS_STYLE_2016, GATYS_TEXTURE_2015
 from ..registry import technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import optvis
 from ..extract import activations, spread_layers
-from ..imaging import unit_to_uint8
+from ..pictures import unit_to_uint8
 from ..optvis import objectives as O
 from ..optvis.plotting import history_plot
 from ..papers import MAHENDRAN_VEDALDI_2015

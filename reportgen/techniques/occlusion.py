@@ -21,7 +21,7 @@ import torch
 
 from .. import attribution as A
 from ..attribution import window_positions
-from ..imaging import figure_to_png
+from ..pictures import figure_to_png, new_figure
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
 from ..registry import technique
 from ..report import Figure, Grid, ImageData, Note, Section
@@ -187,15 +187,11 @@ def change_overlay(img: np.ndarray, base: float, heat: np.ndarray) -> np.ndarray
 
 
 def _heatmap_figure(ctx, results: list[OcclusionResult]) -> ImageData:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     n = len(results)
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 2.8 * rows), squeeze=False)
+    fig = new_figure((3.1 * cols, 2.8 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     for ax, r in zip(axes.ravel(), results):

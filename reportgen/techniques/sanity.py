@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import attribution as A
 from .. import randomization as R
-from ..imaging import figure_to_png
+from ..pictures import figure_to_png, new_figure
 from ..layers import resolve_layer
 from ..papers import ADEBAYO_2018, WANG_SSIM_2004
 from ..registry import technique
@@ -84,12 +84,8 @@ def run_randomisations(ctx, b, fns, names: list[str], stages: list[int]):
 
 
 def curve_plot(labels: list[str], cas: dict[str, list[float]], ind: dict[str, list[float]]) -> ImageData:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    fig = new_figure((10, 3.6))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, data, title in ((axes[0], cas, "cascading (top layers randomised down to ...)"),
                             (axes[1], ind, "independent (only this layer randomised)")):
         for m in METHODS:
@@ -103,7 +99,6 @@ def curve_plot(labels: list[str], cas: dict[str, list[float]], ind: dict[str, li
     axes[1].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     png = figure_to_png(fig)
-    plt.close(fig)
     return png
 
 

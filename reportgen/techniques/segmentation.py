@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..imaging import mask_overlay
+from ..pictures import mask_overlay
 from ..papers import ROTHER_2004, SIMONYAN_2014
 from ..registry import technique
 from ..report import Grid, GridItem, ImageData, Note, Section

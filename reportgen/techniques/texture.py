@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .. import optvis
-from ..imaging import unit_to_uint8
+from ..pictures import unit_to_uint8
 from ..nnsynth import synthesize_nn
 from ..optvis.plotting import history_plot
 from ..papers import EFROS_LEUNG_1999, GATYS_TEXTURE_2015, WEI_LEVOY_2000

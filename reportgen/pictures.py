@@ -1,4 +1,4 @@
-"""Numpy/PIL/matplotlib helpers that turn computed arrays into displayable uint8 images.
+"""Pictures from arrays: numpy/PIL/matplotlib helpers that turn computed arrays into displayable uint8 images.
 
 No torch here: techniques convert tensors with ``.cpu().numpy()`` and call these.
 Conventions: float images are ``HxWxC`` in [0, 1]; maps are ``HxW`` floats.
@@ -28,17 +28,6 @@ def to_uint8(img: np.ndarray, lo: float | None = None, hi: float | None = None) 
 def unit_to_uint8(img: np.ndarray) -> np.ndarray:
     """[0, 1] float image -> uint8 (clipped)."""
     return (np.clip(np.nan_to_num(np.asarray(img, dtype=np.float64)), 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def chw_to_hwc(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a)
-    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
-        a = a.transpose(1, 2, 0)
-    elif a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[0] < a.shape[-1]:
-        a = a.transpose(1, 2, 0)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    return a
 
 
 def symmetric_to_uint8(a: np.ndarray, scale: float | None = None) -> np.ndarray:
@@ -111,22 +100,17 @@ def tile(images: list[np.ndarray], columns: int, pad: int = 1, pad_value: int = 
     return out
 
 
-def figure_to_png(fig, dpi: int = 110) -> ImageData:
-    """Render a matplotlib figure to PNG bytes (and close it)."""
-    import matplotlib.pyplot as plt
+def new_figure(figsize: tuple[float, float]):
+    """A ``matplotlib.figure.Figure`` that no pyplot state machine holds: safe in threads, nothing to close,
+    independent of the interactive backend. Draw on it with ``fig.subplots(...)``; encode with :func:`figure_to_png`."""
+    from matplotlib.figure import Figure
 
+    return Figure(figsize=figsize)
+
+
+def figure_to_png(fig, dpi: int = 110) -> ImageData:
+    """Render a matplotlib figure to PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-    plt.close(fig)
     return ImageData(data=buf.getvalue(), mime="image/png")
 
-
-def encode_png(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
-
-
-def upscale_small(img: np.ndarray, min_size: int = 64) -> tuple[np.ndarray, bool]:
-    """Return (img, pixelated): small images are marked for nearest-neighbour display scaling."""
-    return img, max(img.shape[:2]) < min_size
