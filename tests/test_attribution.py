@@ -51,6 +51,23 @@ def test_integrated_gradients_completeness_and_step_raise():
     assert np.allclose(res.attributions.flatten(1).sum(1).numpy(), s.numpy(), rtol=0.011, atol=1e-3)
 
 
+def test_integrated_gradients_refines_only_the_images_that_need_it():
+    m = make_tiny_cnn().double()
+    x = _x(4, seed=3).double()
+    t = [0, 1, 2, 3]
+    res = A.integrated_gradients(m, x, t, baseline=0.0, steps=2, tol=0.01, max_steps=256)
+    # each image's map is exactly what the fixed rule gives alone at that image's own step count
+    for k in range(len(x)):
+        alone = A.integrated_gradients(m, x[k:k + 1], t[k], baseline=0.0, steps=int(res.steps_per_image[k]),
+                                       tol=1e9, max_steps=int(res.steps_per_image[k]))
+        assert torch.allclose(res.attributions[k:k + 1].double(), alone.attributions.double(), atol=1e-6)
+    # an image within tolerance stops: it is never recomputed at a higher count
+    for k in range(len(x)):
+        if res.steps_per_image[k] < res.steps:
+            assert res.gap[k] <= 0.01
+    assert res.steps == int(res.steps_per_image.max())
+
+
 class LinearModel(nn.Module):
     def __init__(self):
         super().__init__()
