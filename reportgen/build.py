@@ -188,7 +188,8 @@ def compute_sections(ctx: RunContext, techniques: list[registry.TechniqueInfo], 
             log(f"[{k}/{len(techniques)}] {info.title} ({info.id})")
         sec = run_technique(ctx, info, strict=strict)
         if log:
-            state = ("cached" if sec.cached else "skipped (see its note)" if "skipped" in sec.results else
+            unsupported = isinstance(sec.results.get("skipped"), str)  # run_technique's note, not a section's count
+            state = ("cached" if sec.cached else "skipped (see its note)" if unsupported else
                      "FAILED: " + (sec.error or "").splitlines()[0][:200] if sec.error else f"{sec.wall_time_s:.1f} s")
             log(f"      {state}")
         sections.append(sec)

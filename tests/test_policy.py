@@ -110,7 +110,7 @@ def test_torchscript_skips_layer_level_sections_from_the_metadata(make_ctx, imag
         if not info.needs_layers:
             continue
         sec = run_technique(ctx, info, strict=True)  # strict: a skip is not an exception
-        assert sec.error is None and "skipped" in sec.results, info.id
+        assert sec.error is None and isinstance(sec.results.get("skipped"), str), info.id
         assert isinstance(sec.blocks[0], Note) and "TorchScript archives do not allow hooks" in sec.blocks[0].text
 
 
