@@ -33,7 +33,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from reportgen import optvis  # noqa: E402
 from reportgen.accel import fast_layout  # noqa: E402
+from reportgen.folding import fold_batchnorm  # noqa: E402
 from reportgen.gradrules import gradient_rule  # noqa: E402
 from reportgen.hooks import eval_mode, frozen_params  # noqa: E402
 from reportgen.incremental import IncrementalOccluder, occlusion_logits  # noqa: E402
@@ -202,12 +204,14 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
     same_rule = acts <= {"ReLU"}  # captum / grad-cam guided backprop only replace nn.ReLU
     fwd = flops_of(lambda: model(x))  # forward; a backward to the input costs about 2x more
 
-    def grads(rule, xs, ts, layout=lambda t: t):  # what saliency_maps / guided_backprop do
-        with eval_mode(model), frozen_params(model), torch.enable_grad(), gradient_rule(model, rule):
+    folded, n_folded = fold_batchnorm(model)  # what saliency_maps uses (ctx.output_model)
+
+    def grads(rule, xs, ts, layout=lambda t: t, m=model):  # what saliency_maps / guided_backprop do
+        with eval_mode(m), frozen_params(m), torch.enable_grad(), gradient_rule(m, rule):
             out = []
             for s in range(0, len(xs), batch):
                 xi = layout(xs[s:s + batch].clone()).requires_grad_(True)
-                z = model(xi)
+                z = m(xi)
                 (gr,) = torch.autograd.grad(z.gather(1, ts[s:s + batch, None]).sum(), xi)
                 out.append(gr.contiguous())
         return torch.cat(out)
@@ -223,17 +227,18 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
         return torch.cat(out)
 
     def ours():
-        return grads("backprop", x, tgt).abs().amax(1)
+        return grads("backprop", x, tgt, m=folded).abs().amax(1)
 
     def ours_channels_last():
-        return grads("backprop", x, tgt, layout=fast_layout).abs().amax(1)
+        return grads("backprop", x, tgt, layout=fast_layout, m=folded).abs().amax(1)
 
     ours()
     t_ours, t_naive, s, s_ref = interleaved(ours, naive_loop)
     t_cl, t_o2, s_cl, _ = interleaved(ours_channels_last, ours)
     rel = float((s - s_ref).abs().max() / s_ref.abs().max())
     gf = 3 * fwd / t_ours / 1e9
-    print(f"  {name:13s} {size}px, {n} images, batch {batch}")
+    print(f"  {name:13s} {size}px, {n} images, batch {batch}; {n_folded} Conv->BatchNorm pairs folded "
+          "(reportgen.folding)")
     print(f"    saliency (ours)  {t_ours:7.2f} s  {n / t_ours:7.1f} img/s  ~{gf:6.1f} GFLOP/s "
           f"({gf / ceiling:5.1%} of ceiling, forward+backward ~3x forward FLOPs)")
     print(f"    naive loop       {t_naive:7.2f} s  ratio {t_naive / t_ours:5.2f}x   max rel diff {rel:.1e}")
@@ -285,6 +290,37 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
     gerr = max(float(np.abs(a[i] - ref[i]).max() / np.abs(ref[i]).max()) for i in range(k))
     print(f"    pytorch-grad-cam GuidedBackpropReLUModel ({k} images, one at a time) {t_c:7.2f} s  "
           f"ratio {t_c / t_o:5.2f}x vs ours batched   max rel diff {gerr:.1e}")
+
+
+def bench_class_vis(name, size, classes, steps):
+    """Class visualisation: optvis.render on the folded model vs the plain loop a script would write (Adam on
+    the pixels, the model as loaded: parameters requiring gradients, BatchNorm unfolded)."""
+    model = make_model(name)
+    folded, _ = fold_batchnorm(model)
+    t = torch.tensor(classes)
+    init = torch.rand(len(classes), 3, size, size, generator=torch.Generator().manual_seed(3)) * 0.2 + 0.4
+
+    def ours():
+        res = optvis.render(folded, optvis.objectives.class_logit(t), optvis.pixel_image(init=init.clone()),
+                            optimizer="adam", steps=steps, lr=0.05, evaluate_final=True)
+        return res.final_logits.gather(1, t[:, None])[:, 0]
+
+    def plain():
+        xi = init.clone().requires_grad_(True)
+        opt = torch.optim.Adam([xi], lr=0.05)
+        for _ in range(steps):
+            opt.zero_grad()
+            (-model(xi.clamp(0, 1)).gather(1, t[:, None]).sum()).backward()
+            opt.step()
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            return model(xi.clamp(0, 1)).gather(1, t[:, None])[:, 0]
+
+    for p in model.parameters():
+        p.requires_grad_(True)
+    t_o, t_p, a, b = interleaved(ours, plain)
+    print(f"  {name:13s} {size}px, {len(classes)} classes x {steps} Adam steps: ours {t_o:6.2f} s, plain loop "
+          f"{t_p:6.2f} s, ratio {t_p / t_o:5.2f}x   final class logits ours {a.mean():.2f} vs plain {b.mean():.2f}")
 
 
 # ---------------------------------------------------------------- threads
@@ -354,7 +390,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny model, tiny sizes, no timing claims")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared 2-core machine)")
     ap.add_argument("--e2e", default="250,1000", help="image counts for the end-to-end builds ('' = none)")
-    ap.add_argument("--only", default="ceiling,occlusion,gradients,threads,e2e", help="comma-separated sections")
+    ap.add_argument("--only", default="ceiling,occlusion,gradients,classvis,threads,e2e", help="comma-separated sections")
     ap.add_argument("--batch", type=int, default=16, help="occluded copies / images per pass")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", module="captum")
@@ -383,6 +419,12 @@ def main(argv=None) -> int:
         for name, size, n in work:
             ceiling = max(ceiling, matmul_ceiling(n_mm))
             bench_gradients(name, size, n, args.batch, ceiling, captum, gradcam)
+    if "classvis" in only:
+        print("class visualisation (gradient ascent on the input)")
+        work = [("tiny", 32, [0, 1], 5)] if args.quick else [("resnet18", 224, [1, 207, 530, 950], 20),
+                                                              ("mobilenet_v2", 224, [1, 207, 530, 950], 20)]
+        for name, size, cls, steps in work:
+            bench_class_vis(name, size, cls, steps)
     print(f"fp32 matmul ceiling, best seen: {ceiling:.1f} GFLOP/s")
     if "threads" in only:
         print("threads (torch intra-op threads; reportgen build --threads N, default: the CPUs not busy)")

@@ -115,6 +115,20 @@ class RunContext:
             raise LayerError("the model has no nn.Conv2d layer to show filters of")
         return name
 
+    @property
+    def output_model(self) -> nn.Module:
+        """``pixel_model`` with BatchNorm folded into the convolutions (:mod:`reportgen.folding`): the same
+        logits and input gradients, faster. For techniques that use only the output; layers and hooks belong
+        on ``pixel_model``. The model itself when nothing can be folded."""
+
+        def make() -> nn.Module:
+            from .folding import fold_batchnorm
+
+            folded, n = fold_batchnorm(self.model)
+            return self.pixel_model if n == 0 else PixelModel(folded, self.pre).to(self.device).eval()
+
+        return self.memo("context:output_model", make)
+
     # ----- data shared by techniques ---------------------------------------------------------
     def features(self, layers: list[str] | None = None):
         """The one batched pass over the image set (logits, penultimate features, layer stats).

@@ -145,7 +145,7 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
         if label == "regularised" and opts.parameterization == "fft":
             param = optvis.param.fourier_image(len(classes), size, generator=ctx.generator("class_visualization/fourier"), device=ctx.device)
         runs[label] = optvis.render(
-            ctx.pixel_model, objectives[label], param, optimizer="adam", steps=opts.steps, lr=opts.lr,
+            ctx.output_model, objectives[label], param, optimizer="adam", steps=opts.steps, lr=opts.lr,
             generator=ctx.generator(f"class_visualization/jitter/{k}"), layer_root=ctx.model, evaluate_final=True,
             progress=ctx.progress, desc=f"Class visualisation ({label})", **kw)
 

@@ -68,7 +68,7 @@ def make_baseline(x: torch.Tensor, kind: str) -> torch.Tensor:
 def integrated_gradients(ctx, opts: IntegratedGradientsOptions) -> Section:
     b = explain_batch(ctx, opts.max_images)
     base = make_baseline(b.x, opts.baseline)
-    res = A.integrated_gradients(ctx.pixel_model, b.x, b.targets, baseline=base, steps=opts.steps,
+    res = A.integrated_gradients(ctx.output_model, b.x, b.targets, baseline=base, steps=opts.steps,
                                  tol=opts.tolerance, max_steps=opts.max_steps)
     maps = A.to_map(res.attributions, "abssum").cpu().numpy()
     with torch.inference_mode():

@@ -66,7 +66,7 @@ def saliency_maps(ctx, indices: list[int], classes: list[int] | None = None,
     for b in ctx.progress(range(nb), "Saliency maps", total=nb):
         sl = slice(b * bs, (b + 1) * bs)
         bt = predict_batch(ctx, list(indices[sl]), None if classes is None else classes[sl])
-        sal = A.to_map(A.saliency(ctx.pixel_model, bt.x, bt.targets)).float().cpu().numpy()
+        sal = A.to_map(A.saliency(ctx.output_model, bt.x, bt.targets)).float().cpu().numpy()
         for k, i in enumerate(bt.idx):
             out.append(SaliencyResult(int(i), sal[k].astype(np.float32), int(bt.targets[k]), bool(bt.from_label[k]),
                                       int(bt.preds[k]), float(bt.probs[k])))
