@@ -256,8 +256,8 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
         cerr = float((s - s_c).abs().max() / s_c.abs().max())
         print(f"    captum Saliency  {t_c:7.2f} s  ratio {t_c / t_o:5.2f}x   max rel diff {cerr:.1e}")
 
-        def gb():
-            return grads("guided", x, tgt)
+        def gb():  # what guided_backprop does (ctx.output_model_with: folded where its layer survives)
+            return grads("guided", x, tgt, m=folded)
 
         def cap_gb():
             return torch.cat([GuidedBackprop(model).attribute(x[s:s + batch], target=tgt[s:s + batch])
@@ -285,7 +285,7 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
         return [gbm(x[i:i + 1], target_category=int(tgt[i])) for i in range(k)]
 
     t_c, ref = timed(gc)
-    t_o, a = timed(lambda: grads("guided", x[:k], tgt[:k]))
+    t_o, a = timed(lambda: grads("guided", x[:k], tgt[:k], m=folded))
     a = a.permute(0, 2, 3, 1).numpy()
     gerr = max(float(np.abs(a[i] - ref[i]).max() / np.abs(ref[i]).max()) for i in range(k))
     print(f"    pytorch-grad-cam GuidedBackpropReLUModel ({k} images, one at a time) {t_c:7.2f} s  "

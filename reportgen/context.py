@@ -129,6 +129,19 @@ class RunContext:
 
         return self.memo("context:output_model", make)
 
+    def output_model_with(self, name: str) -> tuple[nn.Module, nn.Module]:
+        """(model, its module called ``name``) for a technique that reads one layer besides the output:
+        :attr:`output_model` when that layer survives the folding (an activation does, a BatchNorm does not),
+        else ``pixel_model`` and :meth:`layer`."""
+        om = self.output_model
+        inner = getattr(om, "model", None)
+        graph = getattr(inner, "graph", None)
+        if om is not self.pixel_model and graph is not None:
+            called = {n.target for n in graph.nodes if n.op == "call_module"}
+            if name in called:
+                return om, layers_mod.resolve_layer(inner, name)
+        return self.pixel_model, self.layer(name)
+
     # ----- data shared by techniques ---------------------------------------------------------
     def features(self, layers: list[str] | None = None):
         """The one batched pass over the image set (logits, penultimate features, layer stats).

@@ -94,3 +94,20 @@ def test_context_output_model_is_folded_and_pixel_model_is_not(make_ctx, image_d
     with torch.no_grad():
         assert torch.allclose(om(x), ctx.pixel_model(x), atol=1e-5)
     assert isinstance(ctx.model.stem[1], nn.BatchNorm2d)
+
+
+def test_a_layer_is_read_from_the_folded_model_only_where_it_survives(make_ctx, image_dir):
+    from reportgen import attribution as A
+
+    ctx = make_ctx(_trained_stats(BNNet()), image_dir)
+    m, layer = ctx.output_model_with("stem.2")  # the ReLU6 after a folded pair: still called
+    assert m is ctx.output_model and layer is not ctx.layer("stem.2")
+    m2, layer2 = ctx.output_model_with("stem.1")  # the folded BatchNorm: only the user's model has it
+    assert m2 is ctx.pixel_model and layer2 is ctx.layer("stem.1")
+    x = ctx.to_device(ctx.images.batch([0, 1]))
+    sel = [A.unit_target([3, 5], [(2, 2), (4, 1)]), A.class_target([0, 1])]
+    for rule in ("guided", "deconvnet"):
+        got, _ = A.rule_gradients(m, x, sel, rule, layer=layer)
+        ref, _ = A.rule_gradients(ctx.pixel_model, x, sel, rule, layer=ctx.layer("stem.2"))
+        for g, r in zip(got, ref):
+            assert torch.allclose(g, r, atol=1e-5 * float(r.abs().max()) + 1e-7)

@@ -93,12 +93,11 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
     if not name:  # rank on the post-activation output (BatchNorm's scale and sign change which units fire)
         conv = ctx.chosen_layer()
         name = activation_after(ctx.model, conv) or conv
-    layer = ctx.layer(name)
+    pm, layer = ctx.output_model_with(name)  # BatchNorm folded where the layer survives it: same gradients
     n = min(max(1, opts.max_images), len(ctx.images))
     idx = spread_indices(ctx, n, "guided_backprop/images")  # one image per class, seeded
     x = ctx.to_device(ctx.images.batch(idx))
     k = max(1, opts.units)
-    pm = ctx.pixel_model
 
     with torch.inference_mode(), capture_outputs({name: layer}) as out:
         logits = pm(x)
