@@ -1,4 +1,4 @@
-"""Image assets: PNG-encode arrays, name files by content hash, or inline them as data: URIs.
+"""Image assets: encode arrays (PNG, JPEG for photographs), name files by content hash, or inline them as data: URIs.
 
 Every file name is derived from a SHA-256 of the bytes written, never from user data, so nothing
 can escape ``out_dir/assets`` and identical pictures are written once.
@@ -53,6 +53,32 @@ def encode_png(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
+
+
+# Photographs (inputs, overlays on them, smooth heat maps) are stored as JPEG when that is much smaller than PNG:
+# a published report of a real model is mostly such pictures. Quality 92 without chroma subsampling keeps heat-map
+# edges and thin outlines clean; pixelated pictures and small ones stay PNG (exact pixels matter there).
+JPEG_QUALITY = 92
+JPEG_MIN_SIDE = 96
+JPEG_MAX_RATIO = 0.6  # JPEG only when it is at most this fraction of the PNG's size
+
+
+def encode_jpeg(a: np.ndarray) -> bytes:
+    """uint8 HxW / HxWx3 -> JPEG bytes (quality 92, 4:4:4; deterministic for a given array)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0,
+                                                  optimize=True)
+    return buf.getvalue()
+
+
+def encode_array(a: np.ndarray, pixelated: bool = False) -> tuple[bytes, str]:
+    """(bytes, mime): PNG, or JPEG for a photograph-like picture where it is much smaller."""
+    png = encode_png(a)
+    opaque = a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)
+    if pixelated or not opaque or min(a.shape[:2]) < JPEG_MIN_SIDE:
+        return png, "image/png"
+    jpg = encode_jpeg(a)
+    return (jpg, "image/jpeg") if len(jpg) <= JPEG_MAX_RATIO * len(png) else (png, "image/png")
 
 
 def _png_size(data: bytes) -> tuple[int, int] | None:
@@ -149,8 +175,8 @@ class AssetStore:
             cached = self._by_array.get(key)
             if cached is not None:
                 return cached
-            data = encode_png(a)
-            asset = self._store(data, "image/png", (int(a.shape[1]), int(a.shape[0])))
+            data, mime = encode_array(a, img.pixelated)
+            asset = self._store(data, mime, (int(a.shape[1]), int(a.shape[0])))
             self._by_array[key] = asset
             return asset
         data = bytes(img.data or b"")
