@@ -224,12 +224,11 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
     keeps the two directions of largest variance, t-SNE keeps each image's nearest neighbours close. Tight groups of
     one colour or of similar-looking thumbnails are classes the model separates; with t-SNE only neighbourhoods
     matter, not the distances between groups."""
-    feats = ctx.features()
     n = len(ctx.images)
     sec = Section(id="embedding", title="Feature embedding: PCA, t-SNE and image mosaic")
     if n < 3:
-        sec.add(Note("An embedding needs at least three images.", kind="warning"))
-        return sec
+        return sec.add(Note("An embedding needs at least three images.", kind="warning"))
+    feats = ctx.features()
     rng = ctx.rng("embedding/subsample")
     idx = np.arange(n)
     sub = n > opts.max_points

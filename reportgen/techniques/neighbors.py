@@ -109,12 +109,11 @@ def neighbors(ctx, opts: NeighborsOptions) -> Section:
     pixels show the features capture what the object is, not just colour and layout."""
     if opts.metric not in ("cosine", "l2"):
         raise ValueError(f"neighbors.metric must be 'cosine' or 'l2', got {opts.metric!r}")
-    feats = ctx.features()
     n = len(ctx.images)
     sec = Section(id="neighbors", title="Nearest neighbours: features vs pixels")
     if n < 2:
-        sec.add(Note("Nearest neighbours need at least two images.", kind="warning"))
-        return sec
+        return sec.add(Note("Nearest neighbours need at least two images.", kind="warning"))
+    feats = ctx.features()
     labels = ctx.images.labels
     preds = feats.preds
     by_label = ctx.images.has_labels
