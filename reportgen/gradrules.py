@@ -75,6 +75,14 @@ def _rectify(g: torch.Tensor) -> torch.Tensor:
     return g.clamp(min=0)
 
 
+def _by_rule(rule: str, g: torch.Tensor, through: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The gradient an activation passes back under ``rule``, given ``through`` = the plain chain rule:
+    deconvnet relu(g) (ignores the forward pass), guided through(relu(g)), plain through(g)."""
+    if rule == "deconvnet":
+        return _rectify(g)
+    return through(_rectify(g) if rule == "guided" else g)
+
+
 class _ClampRule(torch.autograd.Function):
     """``y = clamp(x, lo, hi)`` (ReLU: lo=0, hi=None; ReLU6: 0, 6) with a chosen backward rule."""
 
@@ -95,13 +103,14 @@ class _ClampRule(torch.autograd.Function):
     @quiet
     def backward(ctx, g):  # type: ignore[override]
         (y,) = ctx.saved_tensors
-        if ctx.rule == "deconvnet":
-            return _rectify(g), None, None, None, None
-        mask = y > ctx.lo
-        if ctx.hi is not None:
-            mask = mask & (y < ctx.hi)
-        gi = _rectify(g) if ctx.rule == "guided" else g
-        return gi * mask.to(g.dtype), None, None, None, None
+
+        def through(gout):  # the clamp's derivative: 1 inside the pass band, else 0
+            mask = y > ctx.lo
+            if ctx.hi is not None:
+                mask = mask & (y < ctx.hi)
+            return gout * mask.to(g.dtype)
+
+        return _by_rule(ctx.rule, g, through), None, None, None, None
 
 
 class _SmoothRule(torch.autograd.Function):
@@ -125,14 +134,15 @@ class _SmoothRule(torch.autograd.Function):
     @quiet
     def backward(ctx, g):  # type: ignore[override]
         (xs,) = ctx.saved_tensors
-        if ctx.rule == "deconvnet":
-            return _rectify(g), None, None, None
-        gout = _rectify(g) if ctx.rule == "guided" else g
-        with torch.enable_grad():
-            xx = xs.detach().requires_grad_(True)
-            yy = ctx.fn(xx.clone())  # clone: fn may be in-place (SiLU(inplace=True))
-            (gi,) = torch.autograd.grad(yy, xx, grad_outputs=gout)
-        return gi, None, None, None
+
+        def through(gout):  # vector-Jacobian product with f'(x)
+            with torch.enable_grad():
+                xx = xs.detach().requires_grad_(True)
+                yy = ctx.fn(xx.clone())  # clone: fn may be in-place (SiLU(inplace=True))
+                (gi,) = torch.autograd.grad(yy, xx, grad_outputs=gout)
+            return gi
+
+        return _by_rule(ctx.rule, g, through), None, None, None
 
 
 @dataclass

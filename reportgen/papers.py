@@ -1,109 +1,204 @@
-"""The papers the report's sections cite (one place, so citations are consistent)."""
+"""The papers the report's sections cite (one place, so citations are consistent).
+
+Each entry of the table below is a name line (the module attribute, ``from reportgen.papers import
+SIMONYAN_2014``), then indented: authors; title; venue, year; url. :data:`PAPERS` maps the names to
+:class:`~reportgen.report.Reference` objects.
+"""
 
 from .report import Reference
 
-KRIZHEVSKY_2012 = Reference(
-    "Alex Krizhevsky, Ilya Sutskever, Geoffrey E. Hinton",
-    "ImageNet Classification with Deep Convolutional Neural Networks", "NeurIPS", 2012,
-    "https://papers.nips.cc/paper/2012/hash/c399862d3b9d6b76c8436e924a68c45b-Abstract.html")
-ZEILER_FERGUS_2014 = Reference(
-    "Matthew D. Zeiler, Rob Fergus", "Visualizing and Understanding Convolutional Networks", "ECCV", 2014,
-    "https://arxiv.org/abs/1311.2901")
-NAKANDALA_2019 = Reference(
-    "Supun Nakandala, Arun Kumar, Yannis Papakonstantinou",
-    "Incremental and Approximate Inference for Faster Occlusion-based Deep CNN Explanations", "SIGMOD", 2019,
-    "https://dblp.org/rec/conf/sigmod/NakandalaKP19")
-YOSINSKI_2015 = Reference(
-    "Jason Yosinski, Jeff Clune, Anh Nguyen, Thomas Fuchs, Hod Lipson",
-    "Understanding Neural Networks Through Deep Visualization", "ICML Deep Learning Workshop", 2015,
-    "https://arxiv.org/abs/1506.06579")
-SIMONYAN_2014 = Reference(
-    "Karen Simonyan, Andrea Vedaldi, Andrew Zisserman",
-    "Deep Inside Convolutional Networks: Visualising Image Classification Models and Saliency Maps",
-    "ICLR Workshop", 2014, "https://arxiv.org/abs/1312.6034")
-SPRINGENBERG_2015 = Reference(
-    "Jost Tobias Springenberg, Alexey Dosovitskiy, Thomas Brox, Martin Riedmiller",
-    "Striving for Simplicity: The All Convolutional Net", "ICLR Workshop", 2015,
-    "https://arxiv.org/abs/1412.6806")
-GIRSHICK_2014 = Reference(
-    "Ross Girshick, Jeff Donahue, Trevor Darrell, Jitendra Malik",
-    "Rich feature hierarchies for accurate object detection and semantic segmentation", "CVPR", 2014,
-    "https://arxiv.org/abs/1311.2524")
-VAN_DER_MAATEN_2008 = Reference(
-    "Laurens van der Maaten, Geoffrey Hinton", "Visualizing Data using t-SNE", "JMLR", 2008,
-    "https://www.jmlr.org/papers/v9/vandermaaten08a.html")
-ROTHER_2004 = Reference(
-    "Carsten Rother, Vladimir Kolmogorov, Andrew Blake",
-    "GrabCut: Interactive Foreground Extraction using Iterated Graph Cuts", "SIGGRAPH", 2004,
-    "https://doi.org/10.1145/1015706.1015720")
-SZEGEDY_2014 = Reference(
-    "Christian Szegedy, Wojciech Zaremba, Ilya Sutskever, Joan Bruna, Dumitru Erhan, Ian Goodfellow, Rob Fergus",
-    "Intriguing properties of neural networks", "ICLR", 2014, "https://arxiv.org/abs/1312.6199")
-GOODFELLOW_2015 = Reference(
-    "Ian J. Goodfellow, Jonathon Shlens, Christian Szegedy",
-    "Explaining and Harnessing Adversarial Examples", "ICLR", 2015, "https://arxiv.org/abs/1412.6572")
-MADRY_2018 = Reference(
-    "Aleksander Madry, Aleksandar Makelov, Ludwig Schmidt, Dimitris Tsipras, Adrian Vladu",
-    "Towards Deep Learning Models Resistant to Adversarial Attacks", "ICLR", 2018,
-    "https://arxiv.org/abs/1706.06083")
-NGUYEN_2015 = Reference(
-    "Anh Nguyen, Jason Yosinski, Jeff Clune",
-    "Deep Neural Networks are Easily Fooled: High Confidence Predictions for Unrecognizable Images", "CVPR", 2015,
-    "https://arxiv.org/abs/1412.1897")
-MORDVINTSEV_2015 = Reference(
-    "Alexander Mordvintsev, Christopher Olah, Mike Tyka",
-    "Inceptionism: Going Deeper into Neural Networks", "Google Research Blog", 2015,
-    "https://research.google/blog/inceptionism-going-deeper-into-neural-networks/")
-KARPATHY_TSNE = Reference(
-    "Andrej Karpathy", "t-SNE visualization of CNN codes", "web page", 2014,
-    "https://cs.stanford.edu/people/karpathy/cnnembed/")
-MAHENDRAN_VEDALDI_2015 = Reference(
-    "Aravindh Mahendran, Andrea Vedaldi", "Understanding Deep Image Representations by Inverting Them", "CVPR",
-    2015, "https://arxiv.org/abs/1412.0035")
-GATYS_TEXTURE_2015 = Reference(
-    "Leon A. Gatys, Alexander S. Ecker, Matthias Bethge", "Texture Synthesis Using Convolutional Neural Networks",
-    "NeurIPS", 2015, "https://arxiv.org/abs/1505.07376")
-GATYS_STYLE_2016 = Reference(
-    "Leon A. Gatys, Alexander S. Ecker, Matthias Bethge",
-    "Image Style Transfer Using Convolutional Neural Networks", "CVPR", 2016,
-    "https://openaccess.thecvf.com/content_cvpr_2016/html/Gatys_Image_Style_Transfer_CVPR_2016_paper.html")
-JOHNSON_2016 = Reference(
-    "Justin Johnson, Alexandre Alahi, Li Fei-Fei", "Perceptual Losses for Real-Time Style Transfer and Super-Resolution",
-    "ECCV", 2016, "https://arxiv.org/abs/1603.08155")
-EFROS_LEUNG_1999 = Reference(
-    "Alexei A. Efros, Thomas K. Leung", "Texture Synthesis by Non-parametric Sampling", "ICCV", 1999,
-    "https://doi.org/10.1109/ICCV.1999.790383")
-WEI_LEVOY_2000 = Reference(
-    "Li-Yi Wei, Marc Levoy", "Fast Texture Synthesis using Tree-structured Vector Quantization", "SIGGRAPH", 2000,
-    "https://doi.org/10.1145/344779.345009")
-OLAH_2017 = Reference(
-    "Chris Olah, Alexander Mordvintsev, Ludwig Schubert", "Feature Visualization", "Distill", 2017,
-    "https://distill.pub/2017/feature-visualization/")
-SELVARAJU_2017 = Reference(
-    "Ramprasaath R. Selvaraju, Michael Cogswell, Abhishek Das, Ramakrishna Vedantam, Devi Parikh, Dhruv Batra",
-    "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization", "ICCV", 2017,
-    "https://arxiv.org/abs/1610.02391")
-CHATTOPADHAY_2018 = Reference(
-    "Aditya Chattopadhay, Anirban Sarkar, Prantik Howlader, Vineeth N Balasubramanian",
-    "Grad-CAM++: Generalized Gradient-based Visual Explanations for Deep Convolutional Networks", "WACV", 2018,
-    "https://arxiv.org/abs/1710.11063")
-SMILKOV_2017 = Reference(
-    "Daniel Smilkov, Nikhil Thorat, Been Kim, Fernanda Viegas, Martin Wattenberg",
-    "SmoothGrad: removing noise by adding noise", "ICML Workshop on Visualization for Deep Learning", 2017,
-    "https://arxiv.org/abs/1706.03825")
-SUNDARARAJAN_2017 = Reference(
-    "Mukund Sundararajan, Ankur Taly, Qiqi Yan", "Axiomatic Attribution for Deep Networks", "ICML", 2017,
-    "https://arxiv.org/abs/1703.01365")
-ADEBAYO_2018 = Reference(
-    "Julius Adebayo, Justin Gilmer, Michael Muelly, Ian Goodfellow, Moritz Hardt, Been Kim",
-    "Sanity Checks for Saliency Maps", "NeurIPS", 2018, "https://arxiv.org/abs/1810.03292")
-KORNBLITH_2019 = Reference(
-    "Simon Kornblith, Mohammad Norouzi, Honglak Lee, Geoffrey Hinton",
-    "Similarity of Neural Network Representations Revisited", "ICML", 2019, "https://arxiv.org/abs/1905.00414")
-GUO_2017 = Reference(
-    "Chuan Guo, Geoff Pleiss, Yu Sun, Kilian Q. Weinberger", "On Calibration of Modern Neural Networks", "ICML",
-    2017, "https://arxiv.org/abs/1706.04599")
-WANG_SSIM_2004 = Reference(
-    "Zhou Wang, Alan C. Bovik, Hamid R. Sheikh, Eero P. Simoncelli",
-    "Image Quality Assessment: From Error Visibility to Structural Similarity", "IEEE Transactions on Image Processing",
-    2004, "https://doi.org/10.1109/TIP.2003.819861")
+_TABLE = """
+KRIZHEVSKY_2012
+    Alex Krizhevsky, Ilya Sutskever, Geoffrey E. Hinton
+    ImageNet Classification with Deep Convolutional Neural Networks
+    NeurIPS, 2012
+    https://papers.nips.cc/paper/2012/hash/c399862d3b9d6b76c8436e924a68c45b-Abstract.html
+
+ZEILER_FERGUS_2014
+    Matthew D. Zeiler, Rob Fergus
+    Visualizing and Understanding Convolutional Networks
+    ECCV, 2014
+    https://arxiv.org/abs/1311.2901
+
+NAKANDALA_2019
+    Supun Nakandala, Arun Kumar, Yannis Papakonstantinou
+    Incremental and Approximate Inference for Faster Occlusion-based Deep CNN Explanations
+    SIGMOD, 2019
+    https://dblp.org/rec/conf/sigmod/NakandalaKP19
+
+YOSINSKI_2015
+    Jason Yosinski, Jeff Clune, Anh Nguyen, Thomas Fuchs, Hod Lipson
+    Understanding Neural Networks Through Deep Visualization
+    ICML Deep Learning Workshop, 2015
+    https://arxiv.org/abs/1506.06579
+
+SIMONYAN_2014
+    Karen Simonyan, Andrea Vedaldi, Andrew Zisserman
+    Deep Inside Convolutional Networks: Visualising Image Classification Models and Saliency Maps
+    ICLR Workshop, 2014
+    https://arxiv.org/abs/1312.6034
+
+SPRINGENBERG_2015
+    Jost Tobias Springenberg, Alexey Dosovitskiy, Thomas Brox, Martin Riedmiller
+    Striving for Simplicity: The All Convolutional Net
+    ICLR Workshop, 2015
+    https://arxiv.org/abs/1412.6806
+
+GIRSHICK_2014
+    Ross Girshick, Jeff Donahue, Trevor Darrell, Jitendra Malik
+    Rich feature hierarchies for accurate object detection and semantic segmentation
+    CVPR, 2014
+    https://arxiv.org/abs/1311.2524
+
+VAN_DER_MAATEN_2008
+    Laurens van der Maaten, Geoffrey Hinton
+    Visualizing Data using t-SNE
+    JMLR, 2008
+    https://www.jmlr.org/papers/v9/vandermaaten08a.html
+
+ROTHER_2004
+    Carsten Rother, Vladimir Kolmogorov, Andrew Blake
+    GrabCut: Interactive Foreground Extraction using Iterated Graph Cuts
+    SIGGRAPH, 2004
+    https://doi.org/10.1145/1015706.1015720
+
+SZEGEDY_2014
+    Christian Szegedy, Wojciech Zaremba, Ilya Sutskever, Joan Bruna, Dumitru Erhan, Ian Goodfellow, Rob Fergus
+    Intriguing properties of neural networks
+    ICLR, 2014
+    https://arxiv.org/abs/1312.6199
+
+GOODFELLOW_2015
+    Ian J. Goodfellow, Jonathon Shlens, Christian Szegedy
+    Explaining and Harnessing Adversarial Examples
+    ICLR, 2015
+    https://arxiv.org/abs/1412.6572
+
+MADRY_2018
+    Aleksander Madry, Aleksandar Makelov, Ludwig Schmidt, Dimitris Tsipras, Adrian Vladu
+    Towards Deep Learning Models Resistant to Adversarial Attacks
+    ICLR, 2018
+    https://arxiv.org/abs/1706.06083
+
+NGUYEN_2015
+    Anh Nguyen, Jason Yosinski, Jeff Clune
+    Deep Neural Networks are Easily Fooled: High Confidence Predictions for Unrecognizable Images
+    CVPR, 2015
+    https://arxiv.org/abs/1412.1897
+
+MORDVINTSEV_2015
+    Alexander Mordvintsev, Christopher Olah, Mike Tyka
+    Inceptionism: Going Deeper into Neural Networks
+    Google Research Blog, 2015
+    https://research.google/blog/inceptionism-going-deeper-into-neural-networks/
+
+KARPATHY_TSNE
+    Andrej Karpathy
+    t-SNE visualization of CNN codes
+    web page, 2014
+    https://cs.stanford.edu/people/karpathy/cnnembed/
+
+MAHENDRAN_VEDALDI_2015
+    Aravindh Mahendran, Andrea Vedaldi
+    Understanding Deep Image Representations by Inverting Them
+    CVPR, 2015
+    https://arxiv.org/abs/1412.0035
+
+GATYS_TEXTURE_2015
+    Leon A. Gatys, Alexander S. Ecker, Matthias Bethge
+    Texture Synthesis Using Convolutional Neural Networks
+    NeurIPS, 2015
+    https://arxiv.org/abs/1505.07376
+
+GATYS_STYLE_2016
+    Leon A. Gatys, Alexander S. Ecker, Matthias Bethge
+    Image Style Transfer Using Convolutional Neural Networks
+    CVPR, 2016
+    https://openaccess.thecvf.com/content_cvpr_2016/html/Gatys_Image_Style_Transfer_CVPR_2016_paper.html
+
+JOHNSON_2016
+    Justin Johnson, Alexandre Alahi, Li Fei-Fei
+    Perceptual Losses for Real-Time Style Transfer and Super-Resolution
+    ECCV, 2016
+    https://arxiv.org/abs/1603.08155
+
+EFROS_LEUNG_1999
+    Alexei A. Efros, Thomas K. Leung
+    Texture Synthesis by Non-parametric Sampling
+    ICCV, 1999
+    https://doi.org/10.1109/ICCV.1999.790383
+
+WEI_LEVOY_2000
+    Li-Yi Wei, Marc Levoy
+    Fast Texture Synthesis using Tree-structured Vector Quantization
+    SIGGRAPH, 2000
+    https://doi.org/10.1145/344779.345009
+
+OLAH_2017
+    Chris Olah, Alexander Mordvintsev, Ludwig Schubert
+    Feature Visualization
+    Distill, 2017
+    https://distill.pub/2017/feature-visualization/
+
+SELVARAJU_2017
+    Ramprasaath R. Selvaraju, Michael Cogswell, Abhishek Das, Ramakrishna Vedantam, Devi Parikh, Dhruv Batra
+    Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization
+    ICCV, 2017
+    https://arxiv.org/abs/1610.02391
+
+CHATTOPADHAY_2018
+    Aditya Chattopadhay, Anirban Sarkar, Prantik Howlader, Vineeth N Balasubramanian
+    Grad-CAM++: Generalized Gradient-based Visual Explanations for Deep Convolutional Networks
+    WACV, 2018
+    https://arxiv.org/abs/1710.11063
+
+SMILKOV_2017
+    Daniel Smilkov, Nikhil Thorat, Been Kim, Fernanda Viegas, Martin Wattenberg
+    SmoothGrad: removing noise by adding noise
+    ICML Workshop on Visualization for Deep Learning, 2017
+    https://arxiv.org/abs/1706.03825
+
+SUNDARARAJAN_2017
+    Mukund Sundararajan, Ankur Taly, Qiqi Yan
+    Axiomatic Attribution for Deep Networks
+    ICML, 2017
+    https://arxiv.org/abs/1703.01365
+
+ADEBAYO_2018
+    Julius Adebayo, Justin Gilmer, Michael Muelly, Ian Goodfellow, Moritz Hardt, Been Kim
+    Sanity Checks for Saliency Maps
+    NeurIPS, 2018
+    https://arxiv.org/abs/1810.03292
+
+KORNBLITH_2019
+    Simon Kornblith, Mohammad Norouzi, Honglak Lee, Geoffrey Hinton
+    Similarity of Neural Network Representations Revisited
+    ICML, 2019
+    https://arxiv.org/abs/1905.00414
+
+GUO_2017
+    Chuan Guo, Geoff Pleiss, Yu Sun, Kilian Q. Weinberger
+    On Calibration of Modern Neural Networks
+    ICML, 2017
+    https://arxiv.org/abs/1706.04599
+
+WANG_SSIM_2004
+    Zhou Wang, Alan C. Bovik, Hamid R. Sheikh, Eero P. Simoncelli
+    Image Quality Assessment: From Error Visibility to Structural Similarity
+    IEEE Transactions on Image Processing, 2004
+    https://doi.org/10.1109/TIP.2003.819861
+"""
+
+
+def _parse(table: str) -> dict[str, Reference]:
+    papers: dict[str, Reference] = {}
+    for record in table.strip().split("\n\n"):
+        name, authors, title, venue_year, url = (line.strip() for line in record.splitlines())
+        venue, year = venue_year.rsplit(",", 1)
+        papers[name] = Reference(authors, title, venue, int(year), url)
+    return papers
+
+
+PAPERS = _parse(_TABLE)
+globals().update(PAPERS)
+__all__ = ["PAPERS", *PAPERS]

@@ -10,9 +10,9 @@ Each technique lives in its own module under :mod:`reportgen.techniques` and reg
         "saliency", "Saliency maps", options=SaliencyOptions,
         presets={"minimal": {"max_images": 2}},
         references=[SIMONYAN_2014], order=60,
-        summary="...two sentences on how to read the figure...",
     )
     def saliency(ctx: RunContext, opts: SaliencyOptions) -> Section:
+        "...two sentences on how to read the figure: the section's summary..."
         ...
 
 A technique computes and returns a :class:`reportgen.report.Section` of plain data; it never
@@ -92,6 +92,9 @@ def technique(
 ) -> Callable[[Callable[..., Section]], Callable[..., Section]]:
     """Register ``fn(ctx, opts) -> Section`` under ``id``. Duplicate ids are an error.
 
+    ``summary`` (how to read the section's figures, shown above them) defaults to ``fn``'s docstring,
+    white space folded.
+
     Metadata the build reads: ``needs_layers`` (hooks on intermediate layers: skipped with a note on a
     TorchScript archive), ``needs_autograd`` (input gradients), ``plans_layers`` (``fn(ctx) -> [layer names]``
     the technique will ask :meth:`RunContext.features` for, so the one shared pass gathers them) and
@@ -127,7 +130,7 @@ def technique(
             presets=presets,
             references=tuple(references),
             order=order,
-            summary=summary,
+            summary=summary or " ".join((fn.__doc__ or "").split()),
             runs_in=tuple(runs_in),
             module=fn.__module__,
             needs_autograd=needs_autograd,

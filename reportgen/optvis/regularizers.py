@@ -55,43 +55,51 @@ class BlurEvery(Regularizer):
             param.set_image(gaussian_blur(param.image().detach(), self.sigma))
 
 
-class ClipSmallNorm(Regularizer):
+class _ClipSmall(Regularizer):
+    """Set the pixels whose :meth:`score` is below its ``percentile``-th percentile to ``center``
+    (every ``every`` steps)."""
+
+    what = ""  # the score's name in the regulariser's name
+    needs_grad = False
+
+    def __init__(self, percentile: float = 10.0, center: float | Sequence[float] = 0.5, every: int = 1):
+        self.pct, self.center, self.every = float(percentile), center, max(1, int(every))
+        self.name = (f"clip pixels with the smallest {self.pct:g}% {self.what}"
+                     + (f" every {self.every} steps" if self.every > 1 else ""))
+
+    def score(self, shifted: torch.Tensor, image_grad: torch.Tensor | None) -> torch.Tensor:
+        """B x H x W from the centred image ``shifted = I - center``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_step(self, step, param, image_grad):
+        if self.pct <= 0 or (self.needs_grad and image_grad is None) or (step + 1) % self.every:
+            return
+        img = param.image().detach()
+        c = _center(self.center, img)
+        mask = _below_percentile(self.score(img - c, image_grad), self.pct)[:, None]
+        param.set_image(torch.where(mask, c.expand_as(img), img))
+
+
+class ClipSmallNorm(_ClipSmall):
     """Set the pixels whose colour norm ``||I[:, y, x] - center||`` is below the ``percentile``-th
     percentile to ``center``."""
 
-    def __init__(self, percentile: float = 10.0, center: float | Sequence[float] = 0.5, every: int = 1):
-        self.pct, self.center, self.every = float(percentile), center, max(1, int(every))
-        self.name = (f"clip pixels with the smallest {self.pct:g}% norms"
-                     + (f" every {self.every} steps" if self.every > 1 else ""))
+    what = "norms"
 
-    @torch.no_grad()
-    def after_step(self, step, param, image_grad):
-        if self.pct <= 0 or (step + 1) % self.every:
-            return
-        img = param.image().detach()
-        c = _center(self.center, img)
-        mask = _below_percentile((img - c).norm(dim=1), self.pct)[:, None]
-        param.set_image(torch.where(mask, c.expand_as(img), img))
+    def score(self, shifted, image_grad):
+        return shifted.norm(dim=1)
 
 
-class ClipSmallContribution(Regularizer):
+class ClipSmallContribution(_ClipSmall):
     """Set the pixels with the smallest contribution ``|sum_c (I - center) * dS/dI|`` to ``center``
     (Yosinski's approximation of 'how much the score would drop if the pixel were zeroed')."""
 
-    def __init__(self, percentile: float = 10.0, center: float | Sequence[float] = 0.5, every: int = 1):
-        self.pct, self.center, self.every = float(percentile), center, max(1, int(every))
-        self.name = (f"clip pixels with the smallest {self.pct:g}% contributions"
-                     + (f" every {self.every} steps" if self.every > 1 else ""))
+    what = "contributions"
+    needs_grad = True
 
-    @torch.no_grad()
-    def after_step(self, step, param, image_grad):
-        if self.pct <= 0 or image_grad is None or (step + 1) % self.every:
-            return
-        img = param.image().detach()
-        c = _center(self.center, img)
-        contrib = ((img - c) * image_grad).sum(1).abs()
-        mask = _below_percentile(contrib, self.pct)[:, None]
-        param.set_image(torch.where(mask, c.expand_as(img), img))
+    def score(self, shifted, image_grad):
+        return (shifted * image_grad).sum(1).abs()
 
 
 class ClipSmallGradient(Regularizer):

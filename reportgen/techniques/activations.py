@@ -45,20 +45,14 @@ class ActivationsOptions:
 
 
 @technique(
-    "activations",
-    "Activation maps",
-    options=ActivationsOptions,
-    presets={"minimal": {"max_images": 1, "max_channels": 32}, "full": {"max_images": 6, "max_channels": 512}},
+    "activations", "Activation maps", options=ActivationsOptions, order=30, needs_layers=True,
     references=[YOSINSKI_2015, ZEILER_FERGUS_2014],
-    order=30,
-    summary=(
-        "Each tile is one channel of the chosen layer's output for the image on the left, drawn in greyscale "
-        "(white = strong response). Channels that light up on the object rather than the background are the "
-        "units the network relies on; most channels stay dark because units are selective."
-    ),
-    needs_layers=True,
+    presets={"minimal": {"max_images": 1, "max_channels": 32}, "full": {"max_images": 6, "max_channels": 512}},
 )
 def activations(ctx, opts: ActivationsOptions) -> Section:
+    """Each tile is one channel of the chosen layer's output for the image on the left, drawn in greyscale (white =
+    strong response). Channels that light up on the object rather than the background are the units the network
+    relies on; most channels stay dark because units are selective."""
     name = opts.layer or ctx.general.layer
     if not name:  # post-activation maps read best: the ReLU after the last conv when there is one
         conv = ctx.chosen_layer()

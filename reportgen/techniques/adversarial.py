@@ -209,25 +209,20 @@ def untargeted_table(ctx, opts: AdversarialOptions) -> tuple[Table, list[dict], 
 
 
 @technique(
-    "adversarial",
-    "Fooling images (adversarial examples)",
-    options=AdversarialOptions,
+    "adversarial", "Fooling images (adversarial examples)", options=AdversarialOptions, order=90,
+    needs_autograd=True,
+    references=[SZEGEDY_2014, GOODFELLOW_2015, MADRY_2018],
     presets={
         "minimal": {"max_images": 1, "max_steps": 40, "step_size": 2.0, "min_target_prob": 0.0, "attack_images": 4,
                     "pgd_steps": 3, "epsilons": [2.0, 8.0]},
         "full": {"max_images": 6, "max_steps": 200, "attack_images": 64, "epsilons": [1.0, 2.0, 4.0, 8.0]},
     },
-    references=[SZEGEDY_2014, GOODFELLOW_2015, MADRY_2018],
-    order=90,
-    summary=(
-        "Each row starts from a real image and adds a perturbation, bounded by an L∞ budget ε, found by gradient "
-        "ascent on a chosen target class; it shows the perturbation magnified and the attacked image with the "
-        "class the network now gives it, or says the target was not reached within ε. The table shows how often "
-        "untargeted perturbations of a stated size (FGSM, PGD) change the prediction."
-    ),
-    needs_autograd=True,
 )
 def adversarial(ctx, opts: AdversarialOptions) -> Section:
+    """Each row starts from a real image and adds a perturbation, bounded by an L∞ budget ε, found by gradient
+    ascent on a chosen target class; it shows the perturbation magnified and the attacked image with the class the
+    network now gives it, or says the target was not reached within ε. The table shows how often untargeted
+    perturbations of a stated size (FGSM, PGD) change the prediction."""
     pm = ctx.pixel_model
     n = min(max(1, opts.max_images), len(ctx.images))
     idx = spread_indices(ctx, n, "adversarial/images")  # one image per class, seeded

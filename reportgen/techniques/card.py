@@ -52,18 +52,13 @@ def _fmt_int(n: int) -> str:
 
 
 @technique(
-    "card",
-    "Model card",
-    options=CardOptions,
-    presets={"minimal": {"gallery": 8}, "full": {"gallery": 96}},
+    "card", "Model card", options=CardOptions, order=0,
     references=[ZEILER_FERGUS_2014],
-    order=0,
-    summary=(
-        "What was analysed: the architecture layer by layer, the input the model expects, and what it predicts "
-        "on this image set. With labelled images it also reports accuracy and which classes it confuses."
-    ),
+    presets={"minimal": {"gallery": 8}, "full": {"gallery": 96}},
 )
 def card(ctx, opts: CardOptions) -> Section:
+    """What was analysed: the architecture layer by layer, the input the model expects, and what it predicts on this
+    image set. With labelled images it also reports accuracy and which classes it confuses."""
     sec = Section(id="card", title="Model card", placement=OVERVIEW)  # its figures also open the report
     model = ctx.model
     example = torch.zeros(1, 3, ctx.pre.size, ctx.pre.size, device=ctx.device)

@@ -92,26 +92,21 @@ def pick_classes(ctx, n: int) -> list[int]:
 
 
 @technique(
-    "class_visualization",
-    "Class visualisation (gradient ascent)",
-    options=ClassVisualizationOptions,
+    "class_visualization", "Class visualisation (gradient ascent)", options=ClassVisualizationOptions, order=80,
+    needs_autograd=True,
+    references=[SIMONYAN_2014, YOSINSKI_2015, MORDVINTSEV_2015, OLAH_2017],
     presets={
         "minimal": {"num_classes": 2, "image_size": None, "steps": 12, "lr": 0.05, "jitter": 2, "blur_every": 3,
                     "parameterization": "pixel"},
         "full": {"num_classes": 8, "image_size": 224, "steps": 300, "jitter": 12},
     },
-    references=[SIMONYAN_2014, YOSINSKI_2015, MORDVINTSEV_2015, OLAH_2017],
-    order=80,
-    summary=(
-        "Synthetic images that maximise one class score, found by gradient ascent on the pixels: on the left with "
-        "only an L2 penalty, on the right with L2 decay, periodic blur and pixel clipping (Yosinski et al.) and "
-        "random jitter, scaling and rotation (as in DeepDream). Each image gives the probability and rank the "
-        "network assigns its class; only images that reach rank 1 with a high probability show what the network "
-        "responds to for that class, and the others are flagged."
-    ),
-    needs_autograd=True,
 )
 def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
+    """Synthetic images that maximise one class score, found by gradient ascent on the pixels: on the left with only
+    an L2 penalty, on the right with L2 decay, periodic blur and pixel clipping (Yosinski et al.) and random jitter,
+    scaling and rotation (as in DeepDream). Each image gives the probability and rank the network assigns its class;
+    only images that reach rank 1 with a high probability show what the network responds to for that class, and the
+    others are flagged."""
     classes = pick_classes(ctx, opts.num_classes)
     # never larger than what the model was built for: a 28 px model shown a 160 px canvas only paints texture
     size = int(min(opts.image_size or ctx.pre.size, ctx.pre.size))

@@ -141,25 +141,18 @@ def dream(pixel_model, layer_names: list[str], image: torch.Tensor, *, octaves: 
 
 
 @technique(
-    "deepdream",
-    "DeepDream",
-    options=DeepDreamOptions,
+    "deepdream", "DeepDream", options=DeepDreamOptions, order=100, needs_autograd=True, needs_layers=True,
+    references=[MORDVINTSEV_2015],
     presets={
         "minimal": {"max_images": 1, "octaves": 2, "steps": 3},
         "full": {"max_images": 4, "octaves": 4, "steps": 20, "image_size": 320},
     },
-    references=[MORDVINTSEV_2015],
-    order=100,
-    summary=(
-        "The image is changed by gradient ascent to make the chosen layer's rectified activations (the output of "
-        "the activation function after it) stronger everywhere, so whatever that layer already detects is "
-        "exaggerated. Shallow layers add strokes and textures; deeper "
-        "layers hallucinate object parts, showing what the network is primed to see."
-    ),
-    needs_autograd=True,
-    needs_layers=True,
 )
 def deepdream(ctx, opts: DeepDreamOptions) -> Section:
+    """The image is changed by gradient ascent to make the chosen layer's rectified activations (the output of the
+    activation function after it) stronger everywhere, so whatever that layer already detects is exaggerated.
+    Shallow layers add strokes and textures; deeper layers hallucinate object parts, showing what the network is
+    primed to see."""
     names = list(opts.layers) if opts.layers else default_layers(ctx.model)
     if not names:
         names = [ctx.chosen_layer()]

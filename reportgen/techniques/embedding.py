@@ -214,27 +214,21 @@ class EmbeddingOptions:
 
 
 @technique(
-    "embedding",
-    "Feature embedding: PCA, t-SNE and image mosaic",
-    options=EmbeddingOptions,
+    "embedding", "Feature embedding: PCA, t-SNE and image mosaic", options=EmbeddingOptions, order=26,
+    references=[VAN_DER_MAATEN_2008, KARPATHY_TSNE],
     presets={"minimal": {"max_points": 200, "mosaic_size": 240, "tsne_iter": 250},
              "full": {"max_points": 5000, "mosaic_size": 2000}},
-    references=[VAN_DER_MAATEN_2008, KARPATHY_TSNE],
-    order=26,
-    summary=(
-        "Each point (or thumbnail in the mosaic) is one image placed by its penultimate features squeezed to 2-D: "
-        "PCA keeps the two directions of largest variance, t-SNE keeps each image's nearest neighbours close. "
-        "Tight groups of one colour or of similar-looking thumbnails are classes the model separates; with "
-        "t-SNE only neighbourhoods matter, not the distances between groups."
-    ),
 )
 def embedding(ctx, opts: EmbeddingOptions) -> Section:
-    feats = ctx.features()
+    """Each point (or thumbnail in the mosaic) is one image placed by its penultimate features squeezed to 2-D: PCA
+    keeps the two directions of largest variance, t-SNE keeps each image's nearest neighbours close. Tight groups of
+    one colour or of similar-looking thumbnails are classes the model separates; with t-SNE only neighbourhoods
+    matter, not the distances between groups."""
     n = len(ctx.images)
     sec = Section(id="embedding", title="Feature embedding: PCA, t-SNE and image mosaic")
     if n < 3:
-        sec.add(Note("An embedding needs at least three images.", kind="warning"))
-        return sec
+        return sec.add(Note("An embedding needs at least three images.", kind="warning"))
+    feats = ctx.features()
     rng = ctx.rng("embedding/subsample")
     idx = np.arange(n)
     sub = n > opts.max_points

@@ -59,24 +59,18 @@ def _content_set(ctx, opts: FastStyleOptions, held_out: list[int], size: int) ->
 
 
 @technique(
-    "fast_style",
-    "Fast style transfer (Johnson et al.)",
-    options=FastStyleOptions,
+    "fast_style", "Fast style transfer (Johnson et al.)", options=FastStyleOptions, order=140, needs_autograd=True,
+    needs_layers=True,
+    references=[JOHNSON_2016, GATYS_STYLE_2016],
     presets={
         "minimal": {"iterations": 6, "train_images": 6, "width": 8, "res_blocks": 1},
         "full": {"max_styles": 3, "iterations": 2000, "batch": 4, "width": 32, "res_blocks": 5, "train_images": 1000},
     },
-    references=[JOHNSON_2016, GATYS_STYLE_2016],
-    order=140,
-    summary=(
-        "A small network is trained to do style transfer in one forward pass, using this model's feature and Gram "
-        "losses as the teacher. The stylised images are a little weaker than per-image optimisation, but each takes "
-        "milliseconds instead of seconds: the time ratio below is the point of the method."
-    ),
-    needs_autograd=True,
-    needs_layers=True,
 )
 def fast_style(ctx, opts: FastStyleOptions) -> Section:
+    """A small network is trained to do style transfer in one forward pass, using this model's feature and Gram
+    losses as the teacher. The stylised images are a little weaker than per-image optimisation, but each takes
+    milliseconds instead of seconds: the time ratio below is the point of the method."""
     st_opts = ctx.config.options("style_transfer") if "style_transfer" in ctx.config.techniques \
         else StyleTransferOptions()
     s = setup(ctx, st_opts)

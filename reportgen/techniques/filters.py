@@ -80,22 +80,16 @@ def _upscale(a: np.ndarray, f: int) -> np.ndarray:
 
 
 @technique(
-    "filters",
-    "Filters",
-    options=FiltersOptions,
+    "filters", "Filters", options=FiltersOptions, order=20, needs_layers=True,
+    references=[KRIZHEVSKY_2012, YOSINSKI_2015],
     presets={"minimal": {"max_first": 16, "max_filters": 4, "max_in_channels": 8},
              "full": {"max_first": 256, "max_filters": 32, "max_in_channels": 64}},
-    references=[KRIZHEVSKY_2012, YOSINSKI_2015],
-    order=20,
-    summary=(
-        "The first grid shows each first-layer kernel as a colour image (normalised per filter): they are the "
-        "pixel patterns the network matches directly, typically edges, colour blobs and gratings. The second "
-        "shows a deeper convolution's kernels one input channel at a time in greyscale: these weigh feature "
-        "maps, not pixels, so they are much harder to read than the first layer."
-    ),
-    needs_layers=True,
 )
 def filters(ctx, opts: FiltersOptions) -> Section:
+    """The first grid shows each first-layer kernel as a colour image (normalised per filter): they are the pixel
+    patterns the network matches directly, typically edges, colour blobs and gratings. The second shows a deeper
+    convolution's kernels one input channel at a time in greyscale: these weigh feature maps, not pixels, so they
+    are much harder to read than the first layer."""
     sec = Section(id="filters", title="Filters")
     model = ctx.model
     first = ctx.first_conv()

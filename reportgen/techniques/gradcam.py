@@ -43,22 +43,16 @@ def cam_layer(ctx, name: str | None) -> str:
 
 
 @technique(
-    "gradcam",
-    "Grad-CAM, Grad-CAM++ and Guided Grad-CAM",
-    options=GradCamOptions,
-    presets={"minimal": {"max_images": 2}, "full": {"max_images": 12}},
-    references=[SELVARAJU_2017, CHATTOPADHAY_2018, SPRINGENBERG_2015],
-    order=46,
-    summary=(
-        "Where in the image the evidence for a class lies, at the resolution of a late layer: its channels weighted "
-        "by the class score's average gradient (Grad-CAM) or by positive, position-weighted gradients (Grad-CAM++). "
-        "Red means the layer's features there raise the score; Guided Grad-CAM keeps the fine guided-backprop "
-        "detail only inside that region."
-    ),
-    needs_autograd=True,
+    "gradcam", "Grad-CAM, Grad-CAM++ and Guided Grad-CAM", options=GradCamOptions, order=46, needs_autograd=True,
     needs_layers=True,
+    references=[SELVARAJU_2017, CHATTOPADHAY_2018, SPRINGENBERG_2015],
+    presets={"minimal": {"max_images": 2}, "full": {"max_images": 12}},
 )
 def gradcam(ctx, opts: GradCamOptions) -> Section:
+    """Where in the image the evidence for a class lies, at the resolution of a late layer: its channels weighted by
+    the class score's average gradient (Grad-CAM) or by positive, position-weighted gradients (Grad-CAM++). Red
+    means the layer's features there raise the score; Guided Grad-CAM keeps the fine guided-backprop detail only
+    inside that region."""
     name = cam_layer(ctx, opts.layer)
     layer = ctx.layer(name)
     b = explain_batch(ctx, opts.max_images)

@@ -66,21 +66,14 @@ def gram_heatmaps(grams: dict[str, np.ndarray], title: str, max_channels: int) -
 
 
 @technique(
-    "gram",
-    "Gram matrices",
-    options=GramOptions,
-    presets={"minimal": {"max_styles": 1, "max_channels": 32}, "full": {"max_styles": 3}},
+    "gram", "Gram matrices", options=GramOptions, order=125, needs_autograd=True, needs_layers=True,
     references=[GATYS_TEXTURE_2015, GATYS_STYLE_2016],
-    order=125,
-    summary=(
-        "Each heatmap is one layer's Gram matrix: entry (i, j) is how strongly channels i and j fire together over "
-        "the whole image, with the position thrown away. Channels are reordered so co-active groups form bright "
-        "blocks; this summary is all that texture synthesis and style transfer keep of an image."
-    ),
-    needs_layers=True,
-    needs_autograd=True,
+    presets={"minimal": {"max_styles": 1, "max_channels": 32}, "full": {"max_styles": 3}},
 )
 def gram(ctx, opts: GramOptions) -> Section:
+    """Each heatmap is one layer's Gram matrix: entry (i, j) is how strongly channels i and j fire together over the
+    whole image, with the position thrown away. Channels are reordered so co-active groups form bright blocks; this
+    summary is all that texture synthesis and style transfer keep of an image."""
     topts = ctx.config.options("texture") if "texture" in ctx.config.techniques else TextureOptions()
     syn = gram_synthesis(ctx, topts)
     layers, n_sets, errors = syn["layers"], syn["n_sets"], syn["errors"]

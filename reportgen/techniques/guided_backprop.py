@@ -73,22 +73,16 @@ def top_units(acts: torch.Tensor, k: int) -> list[list[tuple[int, tuple[int, ...
 
 
 @technique(
-    "guided_backprop",
-    "Guided backprop",
-    options=GuidedBackpropOptions,
-    presets={"minimal": {"max_images": 1, "units": 2}, "full": {"max_images": 4, "units": 6}},
-    references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015],
-    order=70,
-    summary=(
-        "For the strongest units of a layer and for the predicted class, the gradient of the unit with respect "
-        "to the pixels, passed back through the ReLUs by plain backprop, by the deconvnet rule and by guided "
-        "backprop. Grey is zero: guided backprop keeps only the evidence that fired and increases the unit, so "
-        "it outlines the image parts the unit detects, while plain gradients look noisy."
-    ),
-    needs_autograd=True,
+    "guided_backprop", "Guided backprop", options=GuidedBackpropOptions, order=70, needs_autograd=True,
     needs_layers=True,
+    references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015],
+    presets={"minimal": {"max_images": 1, "units": 2}, "full": {"max_images": 4, "units": 6}},
 )
 def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
+    """For the strongest units of a layer and for the predicted class, the gradient of the unit with respect to the
+    pixels, passed back through the ReLUs by plain backprop, by the deconvnet rule and by guided backprop. Grey is
+    zero: guided backprop keeps only the evidence that fired and increases the unit, so it outlines the image parts
+    the unit detects, while plain gradients look noisy."""
     name = opts.layer or ctx.general.layer
     if not name:  # rank on the post-activation output (BatchNorm's scale and sign change which units fire)
         conv = ctx.chosen_layer()

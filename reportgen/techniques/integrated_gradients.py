@@ -52,20 +52,15 @@ def make_baseline(x: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 @technique(
-    "integrated_gradients",
-    "Integrated Gradients",
-    options=IntegratedGradientsOptions,
-    presets={"minimal": {"max_images": 2, "steps": 8, "max_steps": 64}, "full": {"max_images": 12}},
-    references=[SUNDARARAJAN_2017],
-    order=47,
-    summary=(
-        "Gradients averaged along the straight path from a baseline image to the input, times the pixel "
-        "difference: the map divides the class score's difference between input and baseline among the pixels. "
-        "The table checks that the attributions add up to that difference (completeness)."
-    ),
+    "integrated_gradients", "Integrated Gradients", options=IntegratedGradientsOptions, order=47,
     needs_autograd=True,
+    references=[SUNDARARAJAN_2017],
+    presets={"minimal": {"max_images": 2, "steps": 8, "max_steps": 64}, "full": {"max_images": 12}},
 )
 def integrated_gradients(ctx, opts: IntegratedGradientsOptions) -> Section:
+    """Gradients averaged along the straight path from a baseline image to the input, times the pixel difference:
+    the map divides the class score's difference between input and baseline among the pixels. The table checks that
+    the attributions add up to that difference (completeness)."""
     b = explain_batch(ctx, opts.max_images)
     base = make_baseline(b.x, opts.baseline)
     res = A.integrated_gradients(ctx.output_model, b.x, b.targets, baseline=base, steps=opts.steps,

@@ -51,24 +51,17 @@ class InversionOptions:
 
 
 @technique(
-    "inversion",
-    "Feature inversion",
-    options=InversionOptions,
+    "inversion", "Feature inversion", options=InversionOptions, order=110, needs_autograd=True, needs_layers=True,
+    references=[MAHENDRAN_VEDALDI_2015],
     presets={
         "minimal": {"max_images": 1, "steps": 30, "image_size": None},
         "full": {"max_images": 4, "steps": 400, "image_size": 224},
     },
-    references=[MAHENDRAN_VEDALDI_2015],
-    order=110,
-    summary=(
-        "Each image is rebuilt from noise so that one layer's activations match the original's (plus a smoothness "
-        "prior). From early layers the reconstruction is almost the photograph; from deep layers only what the "
-        "class needs survives: parts and textures in roughly the right place, colour and exact shape lost."
-    ),
-    needs_autograd=True,
-    needs_layers=True,
 )
 def inversion(ctx, opts: InversionOptions) -> Section:
+    """Each image is rebuilt from noise so that one layer's activations match the original's (plus a smoothness
+    prior). From early layers the reconstruction is almost the photograph; from deep layers only what the class
+    needs survives: parts and textures in roughly the right place, colour and exact shape lost."""
     if opts.layers:
         names = [n for n in opts.layers if ctx.layer(n) is not None]
     else:

@@ -98,28 +98,22 @@ class NeighborsOptions:
 
 
 @technique(
-    "neighbors",
-    "Nearest neighbours: features vs pixels",
-    options=NeighborsOptions,
+    "neighbors", "Nearest neighbours: features vs pixels", options=NeighborsOptions, order=24,
+    references=[KRIZHEVSKY_2012],
     presets={"minimal": {"num_queries": 2, "k": 3, "thumb": 48, "agreement_queries": 50},
              "full": {"num_queries": 12, "k": 8}},
-    references=[KRIZHEVSKY_2012],
-    order=24,
-    summary=(
-        "Each query image (left) is followed by its nearest images in the model's penultimate feature space (top "
-        "row) and in raw pixel space (bottom row), with distances. Feature neighbours of the same class that "
-        "look different in pixels show the features capture what the object is, not just colour and layout."
-    ),
 )
 def neighbors(ctx, opts: NeighborsOptions) -> Section:
+    """Each query image (left) is followed by its nearest images in the model's penultimate feature space (top row)
+    and in raw pixel space (bottom row), with distances. Feature neighbours of the same class that look different in
+    pixels show the features capture what the object is, not just colour and layout."""
     if opts.metric not in ("cosine", "l2"):
         raise ValueError(f"neighbors.metric must be 'cosine' or 'l2', got {opts.metric!r}")
-    feats = ctx.features()
     n = len(ctx.images)
     sec = Section(id="neighbors", title="Nearest neighbours: features vs pixels")
     if n < 2:
-        sec.add(Note("Nearest neighbours need at least two images.", kind="warning"))
-        return sec
+        return sec.add(Note("Nearest neighbours need at least two images.", kind="warning"))
+    feats = ctx.features()
     labels = ctx.images.labels
     preds = feats.preds
     by_label = ctx.images.has_labels

@@ -116,22 +116,16 @@ class OcclusionOptions:
 
 
 @technique(
-    "occlusion",
-    "Occlusion sensitivity",
-    options=OcclusionOptions,
+    "occlusion", "Occlusion sensitivity", options=OcclusionOptions, order=40,
+    references=[ZEILER_FERGUS_2014, NAKANDALA_2019],
     presets={"minimal": {"max_images": 1, "window": 8, "stride": 8},
              "full": {"max_images": 8}},
-    references=[ZEILER_FERGUS_2014, NAKANDALA_2019],
-    order=40,
-    summary=(
-        "A square (by default of the image set's mean colour; the caption says which) is slid over each image and "
-        "the probability of the class is recorded at every position; the map gives each pixel the average change "
-        "of that probability while it was covered. Red regions are where hiding the image lowers the class "
-        "probability (the evidence the model uses), blue where hiding it raises the probability, and clear where "
-        "covering has no effect."
-    ),
 )
 def occlusion(ctx, opts: OcclusionOptions) -> Section:
+    """A square (by default of the image set's mean colour; the caption says which) is slid over each image and the
+    probability of the class is recorded at every position; the map gives each pixel the average change of that
+    probability while it was covered. Red regions are where hiding the image lowers the class probability (the
+    evidence the model uses), blue where hiding it raises the probability, and clear where covering has no effect."""
     size = ctx.pre.size
     window, stride = resolve_window(size, opts.window, opts.stride)
     if opts.fill not in ("mean", "grey", "gray"):

@@ -117,21 +117,15 @@ class PatchesOptions:
 
 
 @technique(
-    "patches",
-    "Maximally activating patches",
-    options=PatchesOptions,
-    presets={"minimal": {"num_channels": 2, "k": 4}, "full": {"num_channels": 16, "k": 16}},
-    references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015, GIRSHICK_2014],
-    order=34,
-    summary=(
-        "Each row is one channel of the layer: the image regions, from the whole image set, where that channel "
-        "responds most strongly, each cropped to exactly the pixels the unit can see. Patches that share a "
-        "pattern (a texture, a part, an object) reveal what the unit detects."
-    ),
-    needs_layers=True,
+    "patches", "Maximally activating patches", options=PatchesOptions, order=34, needs_layers=True,
     plans_layers=_plan,
+    references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015, GIRSHICK_2014],
+    presets={"minimal": {"num_channels": 2, "k": 4}, "full": {"num_channels": 16, "k": 16}},
 )
 def patches(ctx, opts: PatchesOptions) -> Section:
+    """Each row is one channel of the layer: the image regions, from the whole image set, where that channel
+    responds most strongly, each cropped to exactly the pixels the unit can see. Patches that share a pattern (a
+    texture, a part, an object) reveal what the unit detects."""
     layer, how = patch_layer(ctx, opts)
     feats = ctx.features(layers=[layer])
     full = feats.stats(layer)

@@ -106,21 +106,14 @@ class SaliencyOptions:
 
 
 @technique(
-    "saliency",
-    "Saliency maps",
-    options=SaliencyOptions,
-    presets={"minimal": {"max_images": 2}, "full": {"max_images": 16}},
+    "saliency", "Saliency maps", options=SaliencyOptions, order=44, needs_autograd=True,
     references=[SIMONYAN_2014],
-    order=44,
-    summary=(
-        "Beside each image is the absolute gradient of its class score with respect to every pixel (max over "
-        "colour channels): bright pixels are those whose change would move the score most. A model that looks "
-        "at the object lights up the object's outline and parts; light on the background or the frame means it "
-        "relies on context."
-    ),
-    needs_autograd=True,
+    presets={"minimal": {"max_images": 2}, "full": {"max_images": 16}},
 )
 def saliency(ctx, opts: SaliencyOptions) -> Section:
+    """Beside each image is the absolute gradient of its class score with respect to every pixel (max over colour
+    channels): bright pixels are those whose change would move the score most. A model that looks at the object
+    lights up the object's outline and parts; light on the background or the frame means it relies on context."""
     idx = show_indices(ctx, opts.max_images)
     results = cached_saliency(ctx, idx)
     items = []

@@ -143,22 +143,16 @@ def stage_grid(ctx, b, orig, maps, method, labels, caption) -> Grid:
 
 
 @technique(
-    "sanity",
-    "Sanity checks for saliency maps",
-    options=SanityOptions,
-    presets={"minimal": {"max_images": 1, "stages": 3, "ig_steps": 8}, "full": {"max_images": 6, "stages": 12, "ig_steps": 32}},
-    references=[ADEBAYO_2018, WANG_SSIM_2004],
-    order=49,
-    summary=(
-        "The model's weights are re-initialised layer by layer, from the top down (cascading) or one layer at a "
-        "time (independent), and each saliency method is run again. A method that explains the model must "
-        "change when the model is destroyed: a high rank correlation to the trained model's map means the map "
-        "shows the image, not what the network learned."
-    ),
-    needs_autograd=True,
+    "sanity", "Sanity checks for saliency maps", options=SanityOptions, order=49, needs_autograd=True,
     needs_layers=True,
+    references=[ADEBAYO_2018, WANG_SSIM_2004],
+    presets={"minimal": {"max_images": 1, "stages": 3, "ig_steps": 8}, "full": {"max_images": 6, "stages": 12, "ig_steps": 32}},
 )
 def sanity(ctx, opts: SanityOptions) -> Section:
+    """The model's weights are re-initialised layer by layer, from the top down (cascading) or one layer at a time
+    (independent), and each saliency method is run again. A method that explains the model must change when the
+    model is destroyed: a high rank correlation to the trained model's map means the map shows the image, not what
+    the network learned."""
     b = explain_batch(ctx, opts.max_images)
     cam_name = cam_layer(ctx, opts.layer)
     names = R.param_layers(ctx.model, ctx.to_device(ctx.images.batch([0])))

@@ -134,21 +134,15 @@ class SegmentationOptions:
 
 
 @technique(
-    "segmentation",
-    "Segmentation from saliency",
-    options=SegmentationOptions,
-    presets={"minimal": {"max_images": 1}, "full": {"max_images": 12}},
+    "segmentation", "Segmentation from saliency", options=SegmentationOptions, order=46, needs_autograd=True,
     references=[SIMONYAN_2014, ROTHER_2004],
-    order=46,
-    summary=(
-        "The most salient pixels seed the foreground (red) and the least salient the background (blue); colour "
-        "models fit on these seeds label the other pixels by a graph cut (GrabCut), and the largest connected "
-        "foreground region is the mask (Simonyan et al. 2014, section 3.1). The model never saw a mask: a mask "
-        "that covers the object shows its saliency is on the object, a mask on the background shows it is not."
-    ),
-    needs_autograd=True,
+    presets={"minimal": {"max_images": 1}, "full": {"max_images": 12}},
 )
 def segmentation(ctx, opts: SegmentationOptions) -> Section:
+    """The most salient pixels seed the foreground (red) and the least salient the background (blue); colour models
+    fit on these seeds label the other pixels by a graph cut (GrabCut), and the largest connected foreground region
+    is the mask (Simonyan et al. 2014, section 3.1). The model never saw a mask: a mask that covers the object shows
+    its saliency is on the object, a mask on the background shows it is not."""
     if not 0 < opts.bg_quantile < opts.fg_quantile < 1:
         raise ValueError("need 0 < bg_quantile < fg_quantile < 1")
     idx = show_indices(ctx, opts.max_images)

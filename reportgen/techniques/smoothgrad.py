@@ -36,20 +36,14 @@ def total_variation(m: np.ndarray) -> float:
 
 
 @technique(
-    "smoothgrad",
-    "SmoothGrad",
-    options=SmoothGradOptions,
-    presets={"minimal": {"max_images": 2, "samples": 8}, "full": {"max_images": 12, "samples": 50}},
+    "smoothgrad", "SmoothGrad", options=SmoothGradOptions, order=45, needs_autograd=True,
     references=[SMILKOV_2017, SIMONYAN_2014],
-    order=45,
-    summary=(
-        "The saliency map averaged over many copies of the image with Gaussian noise added. Noise that the "
-        "plain gradient picks up from the score's local wiggles averages out, so SmoothGrad's map should be "
-        "less speckled and sit more on the object than the plain gradient beside it."
-    ),
-    needs_autograd=True,
+    presets={"minimal": {"max_images": 2, "samples": 8}, "full": {"max_images": 12, "samples": 50}},
 )
 def smoothgrad(ctx, opts: SmoothGradOptions) -> Section:
+    """The saliency map averaged over many copies of the image with Gaussian noise added. Noise that the plain
+    gradient picks up from the score's local wiggles averages out, so SmoothGrad's map should be less speckled and
+    sit more on the object than the plain gradient beside it."""
     b = explain_batch(ctx, opts.max_images)
     pm = ctx.output_model  # BatchNorm folded: same gradients, faster
     plain = A.to_map(A.gradient(pm, b.x, b.targets)).cpu().numpy()

@@ -105,24 +105,18 @@ def _img(x: torch.Tensor, width: int = 160) -> ImageData:
 
 
 @technique(
-    "style_transfer",
-    "Style transfer (Gatys et al.)",
-    options=StyleTransferOptions,
+    "style_transfer", "Style transfer (Gatys et al.)", options=StyleTransferOptions, order=130, needs_autograd=True,
+    needs_layers=True,
+    references=[GATYS_STYLE_2016],
     presets={
         "minimal": {"max_contents": 1, "max_styles": 1, "image_size": 32, "steps": 8},
         "full": {"max_contents": 3, "image_size": 512, "steps": 300},
     },
-    references=[GATYS_STYLE_2016],
-    order=130,
-    summary=(
-        "Each photograph is changed, starting from itself, so that one layer's features stay those of the photograph "
-        "while the Gram matrices of several layers become those of a painting. The strip shows the trade-off: a low "
-        "style weight keeps the photograph, a high one lets the painting's colours and strokes take over."
-    ),
-    needs_autograd=True,
-    needs_layers=True,
 )
 def style_transfer(ctx, opts: StyleTransferOptions) -> Section:
+    """Each photograph is changed, starting from itself, so that one layer's features stay those of the photograph
+    while the Gram matrices of several layers become those of a painting. The strip shows the trade-off: a low style
+    weight keeps the photograph, a high one lets the painting's colours and strokes take over."""
     s = setup(ctx, opts)
     grid = per_image_seconds(ctx, opts)
     res, errs = grid["result"], grid["errors"]

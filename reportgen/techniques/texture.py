@@ -92,25 +92,18 @@ def gram_synthesis(ctx, opts: TextureOptions) -> dict:
 
 
 @technique(
-    "texture",
-    "Texture synthesis",
-    options=TextureOptions,
+    "texture", "Texture synthesis", options=TextureOptions, order=120, needs_autograd=True, needs_layers=True,
+    references=[EFROS_LEUNG_1999, WEI_LEVOY_2000, GATYS_TEXTURE_2015],
     presets={
         "minimal": {"max_textures": 1, "nn_source_size": 24, "nn_size": 32, "nn_levels": 2, "image_size": 32,
                     "steps": 10},
         "full": {"nn_source_size": 96, "nn_size": 160, "image_size": 256, "steps": 200},
     },
-    references=[EFROS_LEUNG_1999, WEI_LEVOY_2000, GATYS_TEXTURE_2015],
-    order=120,
-    summary=(
-        "New textures made from a source texture two ways: by copying source pixels whose neighbourhoods match "
-        "(no network), and by optimising noise until its Gram matrices (channel co-activations) at some layers "
-        "of this model match the source's. More Gram layers give larger structures."
-    ),
-    needs_autograd=True,
-    needs_layers=True,
 )
 def texture(ctx, opts: TextureOptions) -> Section:
+    """New textures made from a source texture two ways: by copying source pixels whose neighbourhoods match (no
+    network), and by optimising noise until its Gram matrices (channel co-activations) at some layers of this model
+    match the source's. More Gram layers give larger structures."""
     syn = gram_synthesis(ctx, opts)
     layers, textures, res, errors, n_sets = syn["layers"], syn["textures"], syn["result"], syn["errors"], syn["n_sets"]
     sec = Section(id="texture", title="Texture synthesis")
