@@ -36,12 +36,12 @@ RESULTS = {
 
 @dataclass
 class ActivationsOptions:
+    layer: str | None = None
+    """Layer to show (None: the run's --layer, else the activation right after the last convolution)."""
     max_images: int = 3
     """How many images to show."""
     max_channels: int = 256
     """At most this many channels per image (the first ones, in channel order)."""
-    layer: str | None = None
-    """Layer to show (None: the run's --layer, else the activation right after the last convolution)."""
 
 
 @technique(

@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from .. import optvis
-from ..pictures import symmetric_to_uint8, unit_to_uint8
-from ..optvis import objectives as O
-from ..optvis import regularizers as R
+from ..optvis import objectives as O, regularizers as R
 from ..papers import GOODFELLOW_2015, MADRY_2018, SZEGEDY_2014
+from ..pictures import symmetric_to_uint8, unit_to_uint8
 from ..registry import technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
 from ..sampling import spread_indices

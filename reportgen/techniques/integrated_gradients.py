@@ -29,12 +29,12 @@ class IntegratedGradientsOptions:
     """How many images (the same ones saliency shows)."""
     baseline: str = "black"
     """The reference input x': black, grey or blur."""
+    tolerance: float = 0.01
+    """Largest accepted |sum IG - (S(x) - S(x'))| / |S(x) - S(x')|."""
     steps: int = 16
     """Initial quadrature steps (doubled, per image, until completeness holds)."""
     max_steps: int = 256
     """Upper limit for the step count."""
-    tolerance: float = 0.01
-    """Largest accepted |sum IG - (S(x) - S(x'))| / |S(x) - S(x')|."""
 
 
 def make_baseline(x: torch.Tensor, kind: str) -> torch.Tensor:
