@@ -17,6 +17,7 @@ from .. import attribution as A
 from ..papers import SUNDARARAJAN_2017
 from ..registry import technique
 from ..report import Grid, Note, Section, Table
+from ..sampling import device_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item
 
 BASELINES = {"black": "a black image (all pixels 0)", "grey": "a uniform mid-grey image (0.5)",
@@ -64,7 +65,7 @@ def integrated_gradients(ctx, opts: IntegratedGradientsOptions) -> Section:
     b = explain_batch(ctx, opts.max_images)
     base = make_baseline(b.x, opts.baseline)
     res = A.integrated_gradients(ctx.output_model, b.x, b.targets, baseline=base, steps=opts.steps,
-                                 tol=opts.tolerance, max_steps=opts.max_steps)
+                                 tol=opts.tolerance, max_steps=opts.max_steps, chunk=device_batch_size(ctx))
     maps = A.to_map(res.attributions, "abssum").cpu().numpy()
     with torch.inference_mode():
         logits = ctx.pixel_model(b.x).float()

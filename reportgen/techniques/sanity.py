@@ -22,6 +22,7 @@ from ..layers import resolve_layer
 from ..papers import ADEBAYO_2018, WANG_SSIM_2004
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Section, Table
+from ..sampling import device_batch_size
 from ._explain import cell_width, explain_batch, input_item
 from .gradcam import cam_layer
 from .saliency import saliency_to_uint8
@@ -43,14 +44,14 @@ class SanityOptions:
     """Grad-CAM layer (None: the last spatial block)."""
 
 
-def map_functions(cam_name: str, ig_steps: int) -> dict[str, Callable]:
+def map_functions(cam_name: str, ig_steps: int, chunk: int = 64) -> dict[str, Callable]:
     """method -> fn(pixel_model, x, targets) -> B x H x W numpy (absolute-value maps)."""
 
     def cam(pm, x, t):
         return A.gradcam(pm, resolve_layer(pm.model, cam_name), x, t, size=tuple(x.shape[-2:])).cpu().numpy()
 
     def ig(pm, x, t):
-        r = A.integrated_gradients(pm, x, t, steps=ig_steps, max_steps=ig_steps)
+        r = A.integrated_gradients(pm, x, t, steps=ig_steps, max_steps=ig_steps, chunk=chunk)
         return A.to_map(r.attributions, "abssum").cpu().numpy()
 
     return {
@@ -159,7 +160,7 @@ def sanity(ctx, opts: SanityOptions) -> Section:
     if not names:
         raise ValueError("the model has no parameters to randomise")
     stages = R.cascade_stages(len(names), opts.stages)
-    fns = map_functions(cam_name, opts.ig_steps)
+    fns = map_functions(cam_name, opts.ig_steps, chunk=device_batch_size(ctx))
     orig, cascade, independent = run_randomisations(ctx, b, fns, names, stages)
     top_down = names[::-1]
     cas_lab = [top_down[k - 1] for k in stages]

@@ -16,6 +16,7 @@ from .. import attribution as A
 from ..papers import SIMONYAN_2014, SMILKOV_2017
 from ..registry import technique
 from ..report import Grid, Note, Section
+from ..sampling import device_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item
 
 
@@ -48,7 +49,8 @@ def smoothgrad(ctx, opts: SmoothGradOptions) -> Section:
     pm = ctx.output_model  # BatchNorm folded: same gradients, faster
     plain = A.to_map(A.gradient(pm, b.x, b.targets)).cpu().numpy()
     sg = A.to_map(A.smoothgrad(pm, b.x, b.targets, n_samples=opts.samples, noise=opts.noise,
-                               generator=ctx.generator("smoothgrad/noise"))).cpu().numpy()
+                               generator=ctx.generator("smoothgrad/noise"),
+                               chunk=max(1, device_batch_size(ctx) // len(b.idx)))).cpu().numpy()
     items, tv_ratio, corr = [], [], []
     for k, i in enumerate(b.idx):
         img = ctx.images.display(i)
