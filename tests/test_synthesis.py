@@ -200,3 +200,17 @@ def test_mobilenet_v2_layer_choice(shared_dir):
     assert spread_layers(model) == ["features.4", "features.9", "features.13", "features.18"]
     acts = activations(model, ["features.4", "features.18"], torch.rand(1, 3, 96, 96))
     assert acts["features.18"].shape[1] == 1280 and count_hooks(model) == 0
+
+
+def test_texture_note_names_flat_and_unmatched_syntheses():
+    import numpy as np
+
+    from reportgen.techniques.texture import _gram_note
+
+    names = ["brick with 1 layer(s)", "brick with 2 layer(s)", "grass with 1 layer(s)"]
+    note = _gram_note(np.array([0.05, 0.9, 0.8]), np.array([0.002, 0.6, 0.01]), names)
+    assert note.kind == "warning" and note.text.startswith("1 of 3 Gram syntheses")
+    assert "Flat, not a texture: brick with 1 layer(s) (contrast 5%" in note.text
+    assert "Statistics not reached: brick with 2 layer(s) (Gram err 0.600)" in note.text
+    good = _gram_note(np.array([0.9, 0.8]), np.array([0.01, 0.02]), names[:2])
+    assert good.kind == "info" and "Flat" not in good.text and good.text.startswith("2 of 2")

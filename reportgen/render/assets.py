@@ -66,8 +66,7 @@ JPEG_MAX_RATIO = 0.6  # JPEG only when it is at most this fraction of the PNG's 
 def encode_jpeg(a: np.ndarray) -> bytes:
     """uint8 HxW / HxWx3 -> JPEG bytes (quality 92, 4:4:4; deterministic for a given array)."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0,
-                                                  optimize=True)
+    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
     return buf.getvalue()
 
 
@@ -77,7 +76,10 @@ def encode_array(a: np.ndarray, pixelated: bool = False) -> tuple[bytes, str]:
     opaque = a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)
     if pixelated or not opaque or min(a.shape[:2]) < JPEG_MIN_SIDE:
         return png, "image/png"
-    jpg = encode_jpeg(a)
+    try:
+        jpg = encode_jpeg(a)
+    except OSError:  # an encoder hiccup costs bytes, never the picture
+        return png, "image/png"
     return (jpg, "image/jpeg") if len(jpg) <= JPEG_MAX_RATIO * len(png) else (png, "image/png")
 
 

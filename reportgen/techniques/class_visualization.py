@@ -103,8 +103,9 @@ def pick_classes(ctx, n: int) -> list[int]:
 )
 def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
     """Synthetic images that maximise one class score, found by gradient ascent on the pixels: on the left with only
-    an L2 penalty, on the right with L2 decay, periodic blur and pixel clipping (Yosinski et al.) and random jitter,
-    scaling and rotation (as in DeepDream). Each image gives the probability and rank the network assigns its class;
+    an L2 penalty, on the right regularised, by a Fourier-space colour-decorrelated image (Olah et al.; the default)
+    or by L2 decay, periodic blur and pixel clipping (Yosinski et al.), with random jitter, scaling and rotation (as
+    in DeepDream). Each image gives the probability and rank the network assigns its class;
     only images that reach rank 1 with a high probability show what the network responds to for that class, and the
     others are flagged."""
     classes = pick_classes(ctx, opts.num_classes)
@@ -166,10 +167,12 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
         per_class.append(row)
     src = "--classes" if ctx.general.classes else "the most predicted classes of the image set"
     grid = Grid(items, columns=2, cell_width=min(224, max(96, 2 * size)),
-                caption=f"Left: argmax S_c(I) − λ‖I − μ‖² (λ = {opts.l2_weight:g}); right: argmax S_c(I) with L2 "
-                        "decay, blur and pixel clipping (Yosinski et al.) and random jitter/scale/rotation (DeepDream; "
-                        f"Olah et al. 2017). Classes: {src}. Green: rank 1 with p ≥ {opts.min_prob:g}; red: the "
-                        "class was not reached.")
+                caption=f"Left: argmax S_c(I) − λ‖I − μ‖² (λ = {opts.l2_weight:g}); right: argmax S_c(I) "
+                        + ("over a Fourier-space, colour-decorrelated image (Olah et al. 2017)"
+                           if opts.parameterization == "fft" else
+                           "with L2 decay, blur and pixel clipping (Yosinski et al.)")
+                        + " and random jitter/scale/rotation (DeepDream). "
+                        f"Classes: {src}. Green: rank 1 with p ≥ {opts.min_prob:g}; red: the class was not reached.")
     curves = {f"{label}: {ctx.class_name(c)}"[:40]: res.history[:, j]
               for label, res in runs.items() for j, c in enumerate(classes[:4])}
     plot = history_plot(curves, title="objective per step (L2 only: S_c − λ‖I−μ‖²; regularised: S_c)",
@@ -182,7 +185,8 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
         ("image", f"{size}×{size} pixels, start: {opts.init} around the normalisation mean {mean}"),
         ("optimiser", f"Adam (Kingma & Ba), lr {opts.lr:g} (pixel units), {opts.steps} steps, pixels clamped to "
                       "[0, 1], for both variants"),
-        ("regularised variant", "Yosinski et al.'s regularisers: " + (", ".join(reg.info["regularizers"]) or "none")
+        ("regularised variant", f"{opts.parameterization} parameterisation; Yosinski et al.'s regularisers: "
+         + (", ".join(reg.info["regularizers"]) or "none")
          + "; transformation robustness (DeepDream, Olah et al. 2017): "
          + ", ".join(([f"jitter ±{jitter}px"] if opts.jitter > 0 else [])
                      + (["random scale ±10% and rotation ±5°"] if opts.scale_rotate else [])) + "; no L2 penalty term"),

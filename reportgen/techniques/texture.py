@@ -140,10 +140,13 @@ def texture(ctx, opts: TextureOptions) -> Section:
               for j in range(min(2, len(textures))) for k in range(n_sets)}
     sec.add(Figure(history_plot(curves, title="Gram loss per step", ylabel="Σ relative Gram error"),
                    caption="Gram loss per optimisation step (first two textures).", alt="Gram loss per step"))
-    text = (f"Nearest-neighbour copies only source pixels: its colour histogram is {np.mean(nn_hist):.3f} (total "
-            "variation distance, 0 = identical) from the source's. The Gram syntheses keep the colours and grain with "
-            "one layer; adding deeper layers should add larger structures (blobs, strokes, repeated elements).")
-    sec.add(Note(text))
+    sec.add(Note(f"Nearest-neighbour copies only source pixels: its colour histogram is {np.mean(nn_hist):.3f} (total "
+                 "variation distance, 0 = identical) from the source's."))
+    contrast = np.array([float(res.images[j * n_sets + k].std() / max(float(textures[j].image.std()), 1e-6))
+                         for j in range(len(textures)) for k in range(n_sets)])
+    err = np.array([float(errors[b, :b % n_sets + 1].mean()) for b in range(len(textures) * n_sets)])
+    sec.add(_gram_note(contrast, err, [f"{textures[b // n_sets].name} with {b % n_sets + 1} layer(s)"
+                                       for b in range(len(contrast))]))
     if not fell.all():
         sec.add(Note(f"The Gram loss did not fall for {int((~fell).sum())} of {len(fell)} syntheses.", kind="warning"))
     sec.add(KeyValues([
@@ -162,8 +165,29 @@ def texture(ctx, opts: TextureOptions) -> Section:
         nn_seconds=[round(t, 2) for t in nn_times], nn_histogram_distance=[round(h, 4) for h in nn_hist],
         gram_error_by_set=[[float(errors[j * n_sets + k, :k + 1].mean()) for k in range(n_sets)]
                            for j in range(len(textures))],
-        loss_fell=bool(fell.all()))
+        loss_fell=bool(fell.all()), contrast_by_set=[[round(float(c), 3) for c in contrast[j * n_sets:(j + 1) * n_sets]]
+                                                      for j in range(len(textures))])
     return sec
+
+
+FLAT_CONTRAST = 0.3  # pixel std of a synthesis below this fraction of its source's: a flat image, not a texture
+GRAM_MISSED = 0.1  # mean relative Gram error above this: the optimisation did not match the statistics
+
+
+def _gram_note(contrast: np.ndarray, err: np.ndarray, names: list[str]) -> Note:
+    """What this run's Gram syntheses show, from their contrast and Gram error (weak ones named)."""
+    flat = [f"{n} (contrast {100 * c:.0f}% of the source's)" for n, c in zip(names, contrast) if c < FLAT_CONTRAST]
+    missed = [f"{n} (Gram err {e:.3f})" for n, e in zip(names, err) if e > GRAM_MISSED]
+    good = int(((contrast >= FLAT_CONTRAST) & (err <= GRAM_MISSED)).sum())
+    text = (f"{good} of {len(names)} Gram syntheses match their layers' statistics (Gram err <= {GRAM_MISSED:g}) with "
+            f"at least {100 * FLAT_CONTRAST:.0f}% of the source's contrast; compare the columns: with more (deeper) "
+            "layers the structures should grow (blobs, strokes, repeated elements).")
+    if flat:
+        text += (" Flat, not a texture: " + "; ".join(flat) + ". The Gram matrices used here are not centred, so at "
+                 "shallow layers the mean colour alone can match them.")
+    if missed:
+        text += " Statistics not reached: " + "; ".join(missed) + "."
+    return Note(text, kind="warning" if flat or missed else "info")
 
 
 def _hist_distance(a: np.ndarray, b: np.ndarray, bins: int = 8) -> float:
