@@ -17,6 +17,9 @@ def history_plot(series: Mapping[str, np.ndarray], title: str = "", ylabel: str 
     (e.g. where a new octave starts)."""
     from matplotlib.figure import Figure  # no pyplot: independent of the interactive backend
 
+    outside = len(series) > 4  # many curves: the legend goes beside the axes, not over the lines
+    if outside:
+        width += 1.9
     fig = Figure(figsize=(width, height))
     ax = fig.add_subplot(1, 1, 1)
     for label, y in series.items():
@@ -29,8 +32,10 @@ def history_plot(series: Mapping[str, np.ndarray], title: str = "", ylabel: str 
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    if len(series) > 1:
-        ax.legend(fontsize=7, frameon=False)
+    if outside:
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    elif len(series) > 1:
+        ax.legend(fontsize=7, framealpha=0.85)
     fig.tight_layout()
     img = figure_to_png(fig)
     img.display_width = int(width * 100)

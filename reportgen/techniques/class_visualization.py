@@ -177,8 +177,10 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
               for label, res in runs.items() for j, c in enumerate(classes[:4])}
     plot = history_plot(curves, title="objective per step (L2 only: S_c − λ‖I−μ‖²; regularised: S_c)",
                         ylabel="objective")
-    sec.add(Row([grid, Figure(plot, caption="Objective per step (first four classes); the regularised curve is "
-                                            "noisier because of the jitter and the pixel resets.",
+    noisier = "the random transformations" + (" and the pixel resets" if runs["regularised"].info["regularizers"]
+                                               else "")
+    sec.add(Row([grid, Figure(plot, caption=f"Objective per step (first four classes); the regularised curve is "
+                                            f"noisier because of {noisier}.",
                                     alt="objective per optimisation step")]))
     reg = runs["regularised"]
     sec.add(KeyValues([

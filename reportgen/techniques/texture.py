@@ -145,8 +145,11 @@ def texture(ctx, opts: TextureOptions) -> Section:
     contrast = np.array([float(res.images[j * n_sets + k].std() / max(float(textures[j].image.std()), 1e-6))
                          for j in range(len(textures)) for k in range(n_sets)])
     err = np.array([float(errors[b, :b % n_sets + 1].mean()) for b in range(len(textures) * n_sets)])
+    hist = np.array([_hist_distance(unit_to_uint8(textures[b // n_sets].image.permute(1, 2, 0).numpy()),
+                                    unit_to_uint8(res.images[b].permute(1, 2, 0).numpy()))
+                     for b in range(len(contrast))])
     sec.add(_gram_note(contrast, err, [f"{textures[b // n_sets].name} with {b % n_sets + 1} layer(s)"
-                                       for b in range(len(contrast))]))
+                                       for b in range(len(contrast))], hist))
     if not fell.all():
         sec.add(Note(f"The Gram loss did not fall for {int((~fell).sum())} of {len(fell)} syntheses.", kind="warning"))
     sec.add(KeyValues([
@@ -172,22 +175,31 @@ def texture(ctx, opts: TextureOptions) -> Section:
 
 FLAT_CONTRAST = 0.3  # pixel std of a synthesis below this fraction of its source's: a flat image, not a texture
 GRAM_MISSED = 0.1  # mean relative Gram error above this: the optimisation did not match the statistics
+COLOURS_FAR = 0.5  # colour-histogram distance (total variation, 8 bins per channel) from the source: other colours
 
 
-def _gram_note(contrast: np.ndarray, err: np.ndarray, names: list[str]) -> Note:
-    """What this run's Gram syntheses show, from their contrast and Gram error (weak ones named)."""
+def _gram_note(contrast: np.ndarray, err: np.ndarray, names: list[str], hist: np.ndarray | None = None) -> Note:
+    """What this run's Gram syntheses show, from their contrast, Gram error and colour-histogram distance to the
+    source (weak ones named)."""
+    hist = np.zeros(len(names)) if hist is None else np.asarray(hist)
     flat = [f"{n} (contrast {100 * c:.0f}% of the source's)" for n, c in zip(names, contrast) if c < FLAT_CONTRAST]
     missed = [f"{n} (Gram err {e:.3f})" for n, e in zip(names, err) if e > GRAM_MISSED]
-    good = int(((contrast >= FLAT_CONTRAST) & (err <= GRAM_MISSED)).sum())
+    colours = [f"{n} ({h:.2f})" for n, h in zip(names, hist) if h >= COLOURS_FAR]
+    good = int(((contrast >= FLAT_CONTRAST) & (err <= GRAM_MISSED) & (hist < COLOURS_FAR)).sum())
     text = (f"{good} of {len(names)} Gram syntheses match their layers' statistics (Gram err <= {GRAM_MISSED:g}) with "
-            f"at least {100 * FLAT_CONTRAST:.0f}% of the source's contrast; compare the columns: with more (deeper) "
-            "layers the structures should grow (blobs, strokes, repeated elements).")
+            f"at least {100 * FLAT_CONTRAST:.0f}% of the source's contrast and colours close to the source's "
+            f"(histogram distance < {COLOURS_FAR:g}); compare the columns: with more (deeper) layers the structures "
+            "should grow (blobs, strokes, repeated elements).")
+    if colours:
+        text += (" Colours unlike the source's (histogram distance): " + "; ".join(colours) + ": the matched "
+                 "statistics do not pin the colours down (a model that sees little colour, or too few layers), so "
+                 "these are not textures of the source.")
     if flat:
         text += (" Flat, not a texture: " + "; ".join(flat) + ". The Gram matrices used here are not centred, so at "
                  "shallow layers the mean colour alone can match them.")
     if missed:
         text += " Statistics not reached: " + "; ".join(missed) + "."
-    return Note(text, kind="warning" if flat or missed else "info")
+    return Note(text, kind="warning" if flat or missed or colours else "info")
 
 
 def _hist_distance(a: np.ndarray, b: np.ndarray, bins: int = 8) -> float:
