@@ -202,9 +202,8 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
     acts = {type(m).__name__ for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU,
                                                                     nn.GELU, nn.SiLU, nn.Hardswish))}
     same_rule = acts <= {"ReLU"}  # captum / grad-cam guided backprop only replace nn.ReLU
-    fwd = flops_of(lambda: model(x))  # forward; a backward to the input costs about 2x more
-
     folded, n_folded = fold_batchnorm(model)  # what saliency_maps uses (ctx.output_model)
+    fwd = flops_of(lambda: folded(x))  # forward of what runs; a backward to the input costs about 2x more
 
     def grads(rule, xs, ts, layout=lambda t: t, m=model):  # what saliency_maps / guided_backprop do
         with eval_mode(m), frozen_params(m), torch.enable_grad(), gradient_rule(m, rule):
