@@ -39,6 +39,7 @@ from reportgen.folding import fold_batchnorm  # noqa: E402
 from reportgen.gradrules import gradient_rule  # noqa: E402
 from reportgen.hooks import eval_mode, frozen_params  # noqa: E402
 from reportgen.incremental import IncrementalOccluder, occlusion_logits  # noqa: E402
+from reportgen.sampling import cpu_batch_size  # noqa: E402
 from reportgen.techniques.occlusion import window_positions  # noqa: E402
 
 
@@ -205,13 +206,13 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
     folded, n_folded = fold_batchnorm(model)  # what saliency_maps uses (ctx.output_model)
     fwd = flops_of(lambda: folded(x))  # forward of what runs; a backward to the input costs about 2x more
 
-    def grads(rule, xs, ts, layout=lambda t: t, m=model):  # what saliency_maps / guided_backprop do
+    def grads(rule, xs, ts, layout=lambda t: t, m=model, bs=batch):  # what saliency_maps / guided_backprop do
         with eval_mode(m), frozen_params(m), torch.enable_grad(), gradient_rule(m, rule):
             out = []
-            for s in range(0, len(xs), batch):
-                xi = layout(xs[s:s + batch].clone()).requires_grad_(True)
+            for s in range(0, len(xs), bs):
+                xi = layout(xs[s:s + bs].clone()).requires_grad_(True)
                 z = m(xi)
-                (gr,) = torch.autograd.grad(z.gather(1, ts[s:s + batch, None]).sum(), xi)
+                (gr,) = torch.autograd.grad(z.gather(1, ts[s:s + bs, None]).sum(), xi)
                 out.append(gr.contiguous())
         return torch.cat(out)
 
@@ -225,8 +226,10 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
         model.zero_grad(set_to_none=True)
         return torch.cat(out)
 
+    own = cpu_batch_size(model, model, size, cap=batch)  # what saliency_maps picks on a CPU (device_batch_size)
+
     def ours():
-        return grads("backprop", x, tgt, m=folded).abs().amax(1)
+        return grads("backprop", x, tgt, m=folded, bs=own).abs().amax(1)
 
     def ours_channels_last():
         return grads("backprop", x, tgt, layout=fast_layout, m=folded).abs().amax(1)
@@ -236,8 +239,8 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
     t_cl, t_o2, s_cl, _ = interleaved(ours_channels_last, ours)
     rel = float((s - s_ref).abs().max() / s_ref.abs().max())
     gf = 3 * fwd / t_ours / 1e9
-    print(f"  {name:13s} {size}px, {n} images, batch {batch}; {n_folded} Conv->BatchNorm pairs folded "
-          "(reportgen.folding)")
+    print(f"  {name:13s} {size}px, {n} images; ours: batch {own} (cache-sized, what the technique picks on a CPU), "
+          f"{n_folded} Conv->BatchNorm pairs folded (reportgen.folding); others: batch {batch}")
     print(f"    saliency (ours)  {t_ours:7.2f} s  {n / t_ours:7.1f} img/s  ~{gf:6.1f} GFLOP/s "
           f"({gf / ceiling:5.1%} of ceiling, forward+backward ~3x forward FLOPs)")
     print(f"    naive loop       {t_naive:7.2f} s  ratio {t_naive / t_ours:5.2f}x   max rel diff {rel:.1e}")
@@ -255,8 +258,15 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
         cerr = float((s - s_c).abs().max() / s_c.abs().max())
         print(f"    captum Saliency  {t_c:7.2f} s  ratio {t_c / t_o:5.2f}x   max rel diff {cerr:.1e}")
 
+        def cap_sal_own():  # Captum given our batch size too: what the folding alone gains
+            return torch.cat([Saliency(model).attribute(x[s:s + own], target=tgt[s:s + own], abs=True).amax(1)
+                              for s in range(0, n, own)])
+
+        t_o, t_c, _, _ = interleaved(ours, cap_sal_own)
+        print(f"    captum Saliency at batch {own}: {t_c:7.2f} s  ratio {t_c / t_o:5.2f}x")
+
         def gb():  # what guided_backprop does (ctx.output_model_with: folded where its layer survives)
-            return grads("guided", x, tgt, m=folded)
+            return grads("guided", x, tgt, m=folded)  # one batch, as the section passes its images
 
         def cap_gb():
             return torch.cat([GuidedBackprop(model).attribute(x[s:s + batch], target=tgt[s:s + batch])

@@ -121,12 +121,18 @@ def device_batch_size(ctx, cap: int = 64, budget: int = CPU_BATCH_BUDGET) -> int
         return int(max(1, min(cap, 8)))
 
     def probe() -> int:
-        leaves = {n: m for n, m in ctx.model.named_modules() if n and not list(m.children())}
-        x = ctx.to_device(torch.zeros(1, 3, ctx.pre.size, ctx.pre.size))
-        with eval_mode(ctx.model), torch.inference_mode(), capture_outputs(leaves) as outs:
-            ctx.pixel_model(x)
-        biggest = max([t.numel() * t.element_size() for t in outs.values() if isinstance(t, torch.Tensor)]
-                      + [x.numel() * x.element_size()])
-        return int(max(1, min(cap, budget // max(1, biggest))))
+        return cpu_batch_size(ctx.model, ctx.pixel_model, ctx.pre.size, ctx.device, cap, budget)
 
     return ctx.memo(f"device_batch_size:{cap}:{budget}", probe)
+
+
+def cpu_batch_size(model, forward, size: int, device=None, cap: int = 64, budget: int = CPU_BATCH_BUDGET) -> int:
+    """Images per CPU batch that keep ``model``'s largest intermediate activation (measured on one ``size`` px
+    image through ``forward``) within ``budget`` bytes; at most ``cap``."""
+    leaves = {n: m for n, m in model.named_modules() if n and not list(m.children())}
+    x = torch.zeros(1, 3, size, size, device=device)
+    with eval_mode(model), torch.inference_mode(), capture_outputs(leaves) as outs:
+        forward(x)
+    biggest = max([t.numel() * t.element_size() for t in outs.values() if isinstance(t, torch.Tensor)]
+                  + [x.numel() * x.element_size()])
+    return int(max(1, min(cap, budget // max(1, biggest))))
