@@ -238,11 +238,11 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
     t_ours, t_naive, s, s_ref = interleaved(ours, naive_loop)
     t_cl, t_o2, s_cl, _ = interleaved(ours_channels_last, ours)
     rel = float((s - s_ref).abs().max() / s_ref.abs().max())
-    gf = 3 * fwd / t_ours / 1e9
+    gf = 2 * fwd / t_ours / 1e9  # backward to the input only (frozen weights): about one forward more
     print(f"  {name:13s} {size}px, {n} images; ours: batch {own} (cache-sized, what the technique picks on a CPU), "
           f"{n_folded} Conv->BatchNorm pairs folded (reportgen.folding); others: batch {batch}")
     print(f"    saliency (ours)  {t_ours:7.2f} s  {n / t_ours:7.1f} img/s  ~{gf:6.1f} GFLOP/s "
-          f"({gf / ceiling:5.1%} of ceiling, forward+backward ~3x forward FLOPs)")
+          f"({gf / ceiling:5.1%} of ceiling, forward + input-only backward ~2x forward FLOPs)")
     print(f"    naive loop       {t_naive:7.2f} s  ratio {t_naive / t_ours:5.2f}x   max rel diff {rel:.1e}")
     print(f"    channels_last    {t_cl:7.2f} s  ratio {t_o2 / t_cl:5.2f}x  max rel diff "
           f"{float((s_cl - s).abs().max() / s.abs().max()):.1e} (not used: its input gradients are not consistent "
