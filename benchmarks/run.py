@@ -266,7 +266,7 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
         print(f"    captum Saliency at batch {own}: {t_c:7.2f} s  ratio {t_c / t_o:5.2f}x")
 
         def gb():  # what guided_backprop does (ctx.output_model_with: folded where its layer survives)
-            return grads("guided", x, tgt, m=folded)  # one batch, as the section passes its images
+            return grads("guided", x, tgt, m=folded, bs=own)
 
         def cap_gb():
             return torch.cat([GuidedBackprop(model).attribute(x[s:s + batch], target=tgt[s:s + batch])

@@ -55,6 +55,16 @@ def test_guided_backprop_layout_and_rule_note(ctx):
     assert "ReLU" in note and "guided relu(g)" in note
 
 
+def test_guided_backprop_is_the_same_in_batches_of_one(make_ctx, tiny_model, image_dir):
+    over = {"guided_backprop": {"max_images": 3}}
+    whole = make_ctx(tiny_model, image_dir, class_names=CLASSES, overrides=over)
+    ones = make_ctx(tiny_model, image_dir, class_names=CLASSES, overrides=over, general={"batch_size": 1})
+    a = [im.array for im in iter_images(run_technique(whole, registry.get("guided_backprop"), strict=True).blocks)]
+    b = [im.array for im in iter_images(run_technique(ones, registry.get("guided_backprop"), strict=True).blocks)]
+    assert len(a) == len(b) > 3
+    assert max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b)) <= 1  # rounding only
+
+
 def test_class_visualization_uses_given_classes(make_ctx, tiny_model, image_dir):
     c = make_ctx(tiny_model, image_dir, class_names=CLASSES, general={"classes": [3, 1]})
     sec = run_technique(c, registry.get("class_visualization"), strict=True)

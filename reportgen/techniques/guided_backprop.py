@@ -22,7 +22,7 @@ from ..layers import activation_after
 from ..papers import SPRINGENBERG_2015, ZEILER_FERGUS_2014
 from ..registry import technique
 from ..report import Figure, Grid, Group, ImageData, Note, Row, Section
-from ..sampling import spread_indices
+from ..sampling import device_batch_size, spread_indices
 from ..views import attr_item
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -102,16 +102,21 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
     preds = logits.argmax(1)
     k = len(units[0])
 
-    # grads[rule][t]: B x 3 x H x W, t = 0..k-1 units, k = class
-    targets = [A.unit_target([units[b][j][0] for b in range(n)], [units[b][j][1] for b in range(n)])
-               for j in range(k)]
-    if opts.include_class:
-        targets.append(A.class_target(preds))
-    grads: dict[str, list[np.ndarray]] = {}
+    # grads[rule][t]: B x 3 x H x W, t = 0..k-1 units, k = class; cache-sized batches on a CPU
+    bs = device_batch_size(ctx, cap=ctx.batch_size)
+    parts: dict[str, list[list[np.ndarray]]] = {rule: [[] for _ in range(k + int(opts.include_class))]
+                                                for rule in RULES}
     reports = {}
-    for rule in RULES:
-        gl, reports[rule] = A.rule_gradients(pm, x, targets, rule, layer=layer)
-        grads[rule] = [g.float().cpu().numpy() for g in gl]
+    for s in range(0, n, bs):
+        chunk = range(s, min(n, s + bs))
+        targets = [A.unit_target([units[b][j][0] for b in chunk], [units[b][j][1] for b in chunk]) for j in range(k)]
+        if opts.include_class:
+            targets.append(A.class_target(preds[s:s + bs]))
+        for rule in RULES:
+            gl, reports[rule] = A.rule_gradients(pm, x[s:s + bs], targets, rule, layer=layer)
+            for t, g in enumerate(gl):
+                parts[rule][t].append(g.float().cpu().numpy())
+    grads = {rule: [np.concatenate(p) for p in per_target] for rule, per_target in parts.items()}
     notes = {rule: rep.describe() for rule, rep in reports.items()}
 
     sec = Section(id="guided_backprop", title="Guided backprop")
