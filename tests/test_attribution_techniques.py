@@ -68,3 +68,28 @@ def test_smoothgrad_section(ctx):
     notes = [b for b in sec.blocks if isinstance(b, Note)]
     ratio = sec.results["median_speckle_ratio"]
     assert ("removed speckle" in notes[0].text) == (ratio < 0.8)
+
+
+def test_occlusion_flags_flat_maps(make_ctx, image_dir):
+    import torch
+    from torch import nn
+
+    from conftest import CLASSES, make_tiny_cnn
+
+    class Blind(nn.Module):
+        """A classifier that looks only at the mean colour: no square changes its answer by much."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            return self.conv(x).mean((2, 3)) * 0.01 + torch.tensor([3.0, 0.0, 0.0, 0.0])
+
+    flat = _run(make_ctx(Blind().eval(), image_dir, class_names=CLASSES), "occlusion")
+    notes = " ".join(b.text for b in flat.blocks if isinstance(b, Note))
+    assert "Flat maps:" in notes and all(im["max_change"] < 0.05 for im in flat.results["images"])
+    sharp = _run(make_ctx(make_tiny_cnn(), image_dir, class_names=CLASSES), "occlusion")
+    flagged = [im["image"] for im in sharp.results["images"] if im["max_change"] < 0.05]
+    text = " ".join(b.text for b in sharp.blocks if isinstance(b, Note))
+    assert ("Flat maps:" in text) == bool(flagged) and all(name in text for name in flagged)

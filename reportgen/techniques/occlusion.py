@@ -42,6 +42,7 @@ RESULTS = {
     "images[].p_unoccluded": "its probability without occlusion",
     "images[].p_occluded_min": "lowest probability over the window positions",
     "images[].p_occluded_max": "highest probability over the window positions (above p_unoccluded: covering raised it)",
+    "images[].max_change": "largest |probability change| over the window positions (below 0.05: a flat map, flagged)",
 }
 
 MIN_SPAN = 0.05  # overlay colour scale spans at least this much probability
@@ -162,6 +163,12 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
             alt="occlusion probability maps with colour bars"))
     else:
         sec.add(Note("No images to show.", kind="warning"))
+    flat = [f"{ctx.images.name(r.index)} (largest change {_max_change(r):.3f})" for r in results
+            if _max_change(r) < MIN_SPAN]
+    if flat:
+        sec.add(Note(f"Flat maps: for {', '.join(flat)} no {window}-px square changes the probability by "
+                     f"{MIN_SPAN:g} or more. The evidence is spread over the image or present more than once, so "
+                     "these maps do not locate it (a larger window would).", kind="warning"))
     sec.params.update({"window_px": window, "stride_px": stride, "positions_per_image": npos, "batch_size": batch,
                        "images": [ctx.images.name(r.index) for r in results]})
     sec.results = {"fill": opts.fill, "fill_rgb": [round(float(v), 4) for v in fill], "window_px": window,
@@ -169,8 +176,14 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
                        "image": ctx.images.name(r.index), "class": ctx.class_name(r.target),
                        "class_from_label": r.from_label, "p_unoccluded": round(r.base, 4),
                        "p_occluded_min": round(float(r.grid.min()), 4), "p_occluded_max": round(float(r.grid.max()), 4),
+                       "max_change": round(_max_change(r), 4),
                    } for r in results]}
     return sec
+
+
+def _max_change(r: OcclusionResult) -> float:
+    """Largest |p(occluded) - p(unoccluded)| over the window positions."""
+    return float(np.abs(np.asarray(r.grid, dtype=np.float64) - r.base).max(initial=0.0))
 
 
 def change_overlay(img: np.ndarray, base: float, heat: np.ndarray) -> np.ndarray:
