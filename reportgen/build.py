@@ -127,6 +127,10 @@ def _section_key(ctx: RunContext, info: registry.TechniqueInfo, opts: Any) -> st
                          ctx.class_names, str(ctx.device.type))
 
 
+# results key of a section the model cannot support (why, in words); no technique writes it itself
+UNSUPPORTED = "unsupported"
+
+
 def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = False) -> Section:
     """Run one technique under the policy (:mod:`reportgen.policy`): eval mode, frozen parameters, and a check
     that hooks, buffers, parameters and modules are as before. Errors and violations become the section's error;
@@ -136,7 +140,7 @@ def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = 
     if why is not None:
         return Section(id=info.id, title=info.title, summary=info.summary, references=list(info.references),
                        blocks=[Note(why, kind="warning")], params=dataclasses.asdict(opts),
-                       results={"skipped": why})
+                       results={UNSUPPORTED: why})
     key = _section_key(ctx, info, opts) if info.cacheable else None
     if ctx.cache is not None and key is not None:
         hit = ctx.cache.get(key)
@@ -188,8 +192,7 @@ def compute_sections(ctx: RunContext, techniques: list[registry.TechniqueInfo], 
             log(f"[{k}/{len(techniques)}] {info.title} ({info.id})")
         sec = run_technique(ctx, info, strict=strict)
         if log:
-            unsupported = isinstance(sec.results.get("skipped"), str)  # run_technique's note, not a section's count
-            state = ("cached" if sec.cached else "skipped (see its note)" if unsupported else
+            state = ("cached" if sec.cached else "skipped (see its note)" if UNSUPPORTED in sec.results else
                      "FAILED: " + (sec.error or "").splitlines()[0][:200] if sec.error else f"{sec.wall_time_s:.1f} s")
             log(f"      {state}")
         sections.append(sec)

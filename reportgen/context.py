@@ -124,7 +124,9 @@ class RunContext:
         def make() -> nn.Module:
             from .folding import fold_batchnorm
 
-            folded, n = fold_batchnorm(self.model)
+            g = torch.Generator().manual_seed(0)
+            example = torch.rand(2, 3, self.pre.size, self.pre.size, generator=g).to(self.device)  # RGB in [0, 1]
+            folded, n = fold_batchnorm(self.model, example=self.pixel_model.normalize(example))
             return self.pixel_model if n == 0 else PixelModel(folded, self.pre).to(self.device).eval()
 
         return self.memo("context:output_model", make)

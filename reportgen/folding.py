@@ -5,10 +5,12 @@ In eval mode a BatchNorm after a convolution is an affine map per channel, so th
 (Ioffe & Szegedy 2015; the "folding" every inference engine does). The folded copy computes the same logits
 and the same input gradients up to float rounding, and its backward pass skips every BatchNorm.
 
-Used only where a technique needs the model's output (and its gradient with respect to the input), never
-its layers: the copy is traced with :mod:`torch.fx`, so a BatchNorm's name no longer exists in it, and hooks
-belong on ``ctx.pixel_model``. A model fx cannot trace (data-dependent control flow), or one without a
-Conv -> BatchNorm pair, is returned unchanged: the speed-up is optional, the result is not.
+Used where a technique needs the model's output and its gradient with respect to the input (and, through
+``ctx.output_model_with``, a layer that survives the folding): the copy is traced with :mod:`torch.fx`, so a
+BatchNorm's name no longer exists in it, and other hooks belong on ``ctx.pixel_model``. A model fx cannot trace
+(data-dependent control flow), one without a Conv -> BatchNorm pair, or one whose folded copy does not reproduce
+its outputs on ``example`` (a convolution subclass that transforms its weights, say weight standardisation) is
+returned unchanged: the speed-up is optional, the result is not.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ class _LeafTracer(fx.Tracer):
         return isinstance(m, _CONVS + _NORMS) or super().is_leaf_module(m, qualname)
 
 
-def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
+def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None,
+                   rtol: float = 1e-3) -> tuple[nn.Module, int]:
     """(an eval-mode copy of ``model`` with every Conv -> BatchNorm pair folded, number of pairs folded).
 
     ``model`` itself is never modified; ``(model, 0)`` when nothing can be folded or fx cannot trace it.
     Only pairs where the convolution's output feeds the BatchNorm alone are folded, and only BatchNorms
-    that use running statistics with a matching channel count.
+    that use running statistics with a matching channel count. With ``example`` (a model input), the folded
+    copy must give the same outputs on it (within ``rtol`` of their largest magnitude) or nothing is folded.
     """
     try:
         work = copy.deepcopy(model).eval()
@@ -69,4 +73,31 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     out = fx.GraphModule(work, graph).eval()
     for p in out.parameters():
         p.requires_grad_(False)
+    if example is not None and not _same_outputs(model, out, example, rtol):
+        return model, 0
     return out, folded
+
+
+def _same_outputs(a: nn.Module, b: nn.Module, x: torch.Tensor, rtol: float) -> bool:
+    """Whether ``a`` and ``b`` (both in eval mode) give the same tensors on ``x``, within ``rtol`` of the largest."""
+    from torch.utils._pytree import tree_leaves
+
+    was = a.training
+    try:
+        a.eval()
+        with torch.inference_mode():
+            ya = [t for t in tree_leaves(a(x)) if isinstance(t, torch.Tensor)]
+            yb = [t for t in tree_leaves(b(x)) if isinstance(t, torch.Tensor)]
+    except Exception:  # noqa: BLE001 - a copy that cannot run is not used
+        return False
+    finally:
+        a.train(was)
+    if len(ya) != len(yb):
+        return False
+    for u, v in zip(ya, yb):
+        if u.shape != v.shape:
+            return False
+        scale = float(u.float().abs().max()) if u.numel() else 0.0
+        if u.numel() and float((u.float() - v.float()).abs().max()) > rtol * max(scale, 1e-6):
+            return False
+    return True

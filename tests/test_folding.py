@@ -111,3 +111,27 @@ def test_a_layer_is_read_from_the_folded_model_only_where_it_survives(make_ctx, 
         ref, _ = A.rule_gradients(ctx.pixel_model, x, sel, rule, layer=ctx.layer("stem.2"))
         for g, r in zip(got, ref):
             assert torch.allclose(g, r, atol=1e-5 * float(r.abs().max()) + 1e-7)
+
+
+class StdConv(nn.Conv2d):
+    """Weight standardisation (as timm's StdConv2d): the forward rescales the weights, so folding a BatchNorm's
+    scale into them would be undone."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5)
+        return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+def test_a_fold_that_changes_the_outputs_is_refused():
+    m = _trained_stats(nn.Sequential(StdConv(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                                     nn.LazyLinear(2)))
+    x = torch.rand(2, 3, 9, 9)
+    m(x)  # materialise the lazy layer
+    blind, n = fold_batchnorm(m)
+    assert n == 1  # without an example the fold is taken on trust ...
+    with torch.no_grad():
+        assert not torch.allclose(blind(x), m(x), atol=1e-4)  # ... and would be wrong here
+    assert fold_batchnorm(m, example=x) == (m, 0)  # with one, the wrong copy is refused
+    good = _trained_stats(BNNet())
+    assert fold_batchnorm(good, example=torch.rand(2, 3, 17, 17))[1] == 2  # a right one is kept
