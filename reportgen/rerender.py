@@ -133,7 +133,9 @@ def publish_report(report: Report, tmp: Path, out: Path, cache: Cache, *, theme:
     from .render import render_report
 
     try:
-        manifest = render_report(report, tmp, theme=theme, single_file=single_file)
+        previous = out if not (single_file or is_single_file_target(out)) and (out / MARKER).is_file() else None
+        manifest = render_report(report, tmp, theme=theme, single_file=single_file,
+                                 encoded=cache if cache.enabled else None, link_from=previous)
         write_json(report, manifest, tmp / MARKER, cache)
         if is_single_file_target(out):
             embed_json(tmp / "index.html", tmp / MARKER)

@@ -30,3 +30,45 @@ def test_other_errors_and_size_one_oom_propagate():
 def test_no_autocast_on_the_cpu(tiny_model):
     assert low_precision_dtype(torch.device("cpu")) is None
     assert autocast_agrees(tiny_model, torch.rand(2, 3, 32, 32), None) is False
+
+
+class _Close(torch.nn.Module):
+    """Two logits ``margin`` apart: bf16 (8 bits of mantissa) cannot tell them apart below ~1/128 of their size."""
+
+    def __init__(self, margin: float):
+        super().__init__()
+        self.fc = torch.nn.Linear(1, 2, bias=False)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[1.0], [1.0 + margin]]))
+
+    def forward(self, x):
+        return self.fc(x.abs().mean(dim=(1, 2, 3)).reshape(-1, 1) + 1.0)
+
+
+def test_autocast_guard_refuses_a_precision_that_flips_top1():
+    """bf16 autocast on the CPU stands in for a GPU's: the guard must see a flipped prediction."""
+    x = torch.full((4, 3, 8, 8), 0.5)
+    assert autocast_agrees(_Close(0.5), x, torch.bfloat16) is True  # a clear margin survives bf16
+    assert _Close(1e-4)(x).argmax(1).tolist() == [1] * 4  # float32 sees the tiny margin...
+    assert autocast_agrees(_Close(1e-4), x, torch.bfloat16) is False  # ...bf16 rounds it away: refused
+
+
+def test_scan_uses_autocast_only_where_top1_agrees(make_ctx, tiny_model, image_dir, monkeypatch):
+    """The shared pass's GPU path, run on the CPU with bf16: same top-1 as float32, and float32 kept for a model
+    whose predictions bf16 would change."""
+    from reportgen import scan
+
+    ref = make_ctx(tiny_model, image_dir).features().logits.argmax(1)
+    monkeypatch.setattr(scan, "low_precision_dtype", lambda device: torch.bfloat16)
+    used = []
+    real = scan.scan_autocast
+    monkeypatch.setattr(scan, "scan_autocast", lambda device, dtype: (used.append(dtype), real(device, dtype))[1])
+    low = make_ctx(tiny_model, image_dir).features().logits
+    assert (low.argmax(1) == ref).all()
+    assert used and all(d == torch.bfloat16 for d in used)
+
+    used.clear()
+    fragile = _Close(1e-4)
+    got = make_ctx(fragile, image_dir).features().logits
+    assert used and all(d is None for d in used)  # refused after the probe batch: float32 throughout
+    assert (got.argmax(1) == 1).all()

@@ -183,7 +183,10 @@ def _previous_report(imgs: Path, tmp: Path) -> list[str]:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, data)
 
-    _previous_report.patch = (Path, "write_bytes", full)
+    def no_link(*a, **k):  # a full disk refuses new directory entries too (unchanged assets are hard-linked)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    _previous_report.patch = [(Path, "write_bytes", full), (os, "link", no_link)]
     return ["--no-cache"]
 
 
@@ -268,8 +271,8 @@ def test_bad_input(kind, tmp_path, monkeypatch):
 
         monkeypatch.setattr(Path, "read_bytes", denied)
     patch = getattr(case.setup, "patch", None)
-    if patch:
-        monkeypatch.setattr(*patch)
+    for p in [patch] if isinstance(patch, tuple) else patch or []:
+        monkeypatch.setattr(*p)
     out = tmp_path / "out"
     if "--out" not in extra:
         extra = ["--out", str(out)] + extra

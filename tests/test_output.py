@@ -245,7 +245,11 @@ def test_full_disk_while_writing_keeps_the_previous_report(tmp_path, monkeypatch
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, data)
 
+    def no_link(*a, **k):  # a full disk refuses new directory entries too (unchanged assets are hard-linked)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(Path, "write_bytes", full)
+    monkeypatch.setattr(os, "link", no_link)
     with pytest.raises(OutputError, match="no space left on device"):
         build_report("demo", images_dir(), out, use_cache=False, **DEMO)
     monkeypatch.undo()

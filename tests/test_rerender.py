@@ -78,3 +78,44 @@ def test_render_refuses_when_the_tree_is_gone(built, tmp_path):
     assert r.exit_code == 2
     assert "rebuild with reportgen build" in r.output
     assert _theme(out / "index.html") == "light"  # the report was left as it was
+
+
+def test_rerender_reuses_encoded_pictures_and_links_unchanged_files(built, tmp_path, monkeypatch):
+    import numpy as np
+
+    from reportgen.cache import Cache
+    from reportgen.render import assets as assets_mod
+    from reportgen.render import render_report
+    from reportgen.rerender import load_tree
+    from reportgen.report import Figure, ImageData, iter_images
+
+    out, cache = built
+    tree = load_tree(out, Cache(cache))
+    memo = Cache(tmp_path / "encoded")  # the real cache: its safe unpickler must admit these entries
+    first = tmp_path / "first"
+    render_report(tree, first, theme="light", encoded=memo)
+    names = sorted(p.name for p in (first / "assets").iterdir() if p.suffix in (".png", ".jpg"))
+    assert names and list((tmp_path / "encoded").rglob("*.pkl"))
+
+    def no_encoding(*a, **k):
+        raise AssertionError("a picture was encoded again")
+
+    monkeypatch.setattr(assets_mod, "encode_array", no_encoding)
+    (first / "assets" / names[0]).write_bytes(b"tampered")  # never linked: its bytes are not the asset's
+    second = tmp_path / "second"
+    render_report(tree, second, theme="dark", encoded=memo, link_from=first)
+    assert sorted(p.name for p in (second / "assets").iterdir() if p.suffix in (".png", ".jpg")) == names
+    st = {n: ((first / "assets" / n).stat().st_ino, (second / "assets" / n).stat().st_ino) for n in names}
+    assert all(a == b for n, (a, b) in st.items() if n != names[0])  # hard links, not copies
+    assert st[names[0]][0] != st[names[0]][1]
+    data = (second / "assets" / names[0]).read_bytes()
+    assert assets_mod.content_hash(data) == names[0].split(".")[0]  # written afresh with the right bytes
+
+    # a section whose pictures change is encoded again, alone; the others still come from the cache
+    calls = []
+    monkeypatch.setattr(assets_mod, "encode_array", lambda a, pixelated=False: (calls.append(a.shape),
+                        (assets_mod.encode_png(a), "image/png"))[1])
+    sec = next(s for s in tree.sections if any(True for _ in iter_images(s.blocks)))
+    sec.blocks.append(Figure(image=ImageData(array=np.full((20, 30, 3), 7, np.uint8)), caption="new"))
+    render_report(tree, tmp_path / "third", theme="light", encoded=memo)
+    assert calls == [(20, 30, 3)]

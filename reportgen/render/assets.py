@@ -2,6 +2,10 @@
 
 Every file name is derived from a SHA-256 of the bytes written, never from user data, so nothing
 can escape ``out_dir/assets`` and identical pictures are written once.
+
+Re-rendering (another theme, a warm rebuild) repeats no work on pictures: encoded bytes are kept in the cache,
+one entry per section keyed by the SHA-256 of its pixel arrays (:meth:`AssetStore.begin_section`), and a file
+the report being replaced already holds with the same bytes is hard-linked instead of written again.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import base64
 import hashlib
 import io
 import math
+import os
 import re
 import struct
 from dataclasses import dataclass
@@ -143,19 +148,79 @@ class ImageRef:
     error: str = ""  # set when the picture could not be encoded (a placeholder is shown instead)
 
 
-class AssetStore:
-    """Collects assets for one render; writes each distinct picture once (or only keeps it for inlining)."""
+# Part of every encoded-picture cache key: change it when the encoders' settings change.
+ENCODING = f"png6+jpeg{JPEG_QUALITY}:444<={JPEG_MAX_RATIO}>={JPEG_MIN_SIDE}"
 
-    def __init__(self, out_dir: Path, write: bool = True):
+
+class AssetStore:
+    """Collects assets for one render; writes each distinct picture once (or only keeps it for inlining).
+
+    ``encoded``: a cache (``get(key)`` / ``put(key, obj)``, e.g. :class:`reportgen.cache.Cache`) of encoded
+    pictures, so a re-render does not encode again. ``link_from``: the folder of the report being replaced;
+    an asset it holds with exactly the bytes to write is hard-linked (content-addressed names make that safe).
+    """
+
+    def __init__(self, out_dir: Path, write: bool = True, encoded=None, link_from: Path | None = None):
         self.out_dir = Path(out_dir)
         self.dir = self.out_dir / ASSETS_DIRNAME
         self.write = write
         self.assets: dict[str, Asset] = {}  # path -> Asset
         self._by_obj: dict[int, tuple[ImageData, Asset]] = {}  # id(ImageData) -> asset (keeps obj alive)
-        self._by_array: dict[tuple, Asset] = {}  # (shape, sha of raw bytes) -> asset (skip re-encoding)
+        self._by_array: dict[str, Asset] = {}  # array key -> asset (skip re-encoding)
+        self._keys: dict[int, tuple[ImageData, str]] = {}  # id(ImageData) -> (obj, array key)
+        self.encoded = encoded
+        self._memo: dict[str, tuple[bytes, str]] = {}  # array key -> (bytes, mime) from / for the cache
+        self._section: tuple[str, str, list[str]] | None = None  # (key, per-name key, array keys) of the open one
+        self._section_new = False
+        self.link_from = Path(link_from) / ASSETS_DIRNAME if link_from is not None else None
         self.files_written = 0
+        self.files_linked = 0
+        self.encoded_hits = 0
         self._root: Path | None = None
         self.errors: dict[int, str] = {}  # id(ImageData) -> why it could not be encoded
+
+    # -- the encoded-picture cache, one entry per section -----------------------------------------
+    def _array_key(self, img: ImageData) -> str:
+        hit = self._keys.get(id(img))
+        if hit is not None and hit[0] is img:
+            return hit[1]
+        a = np.ascontiguousarray(img.array)
+        h = hashlib.sha256(f"{ENCODING}|{a.shape}|{a.dtype.str}|{bool(img.pixelated)}|".encode())
+        h.update(a.data if a.dtype != object else repr(a.tolist()).encode())
+        key = h.hexdigest()
+        self._keys[id(img)] = (img, key)
+        return key
+
+    def begin_section(self, images: list[ImageData], name: str = "") -> None:
+        """Load the cached encodings of these pictures (one section's, called ``name``): the entry for exactly
+        this set of pictures, else the last one stored for ``name`` (a section that changed in part keeps the
+        encodings of its unchanged pictures; each is keyed by its own content, so a stale entry is harmless)."""
+        self.end_section()
+        if self.encoded is None:
+            return
+        keys = sorted({self._array_key(im) for im in images if im.array is not None})
+        if not keys:
+            return
+        ck = hashlib.sha256(("encoded-pictures|" + "|".join(keys)).encode()).hexdigest()
+        latest = hashlib.sha256(f"encoded-pictures-of|{ENCODING}|{name}".encode()).hexdigest()
+        self._section, self._section_new = (ck, latest, keys), False
+        got = self.encoded.get(ck)
+        if got is None:
+            ref = self.encoded.get(latest)
+            got = self.encoded.get(ref) if isinstance(ref, str) and re.fullmatch(r"[0-9a-f]{64}", ref) else None
+        if isinstance(got, dict):
+            for k, v in got.items():
+                if (isinstance(k, str) and isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], bytes)
+                        and v[1] in MIME_EXT):
+                    self._memo.setdefault(k, v)
+
+    def end_section(self) -> None:
+        """Store the open section's encodings when some of them were new."""
+        if self._section is not None and self._section_new and self.encoded is not None:
+            ck, latest, keys = self._section
+            self.encoded.put(ck, {k: self._memo[k] for k in keys if k in self._memo})
+            self.encoded.put(latest, ck)
+        self._section, self._section_new = None, False
 
     # -- encoding -------------------------------------------------------------------------------
     def add(self, img: ImageData) -> Asset:
@@ -173,11 +238,18 @@ class AssetStore:
     def _encode(self, img: ImageData) -> Asset:
         if img.array is not None:
             a = np.asarray(img.array)
-            key = (a.shape, hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest())
+            key = self._array_key(img)
             cached = self._by_array.get(key)
             if cached is not None:
                 return cached
-            data, mime = encode_array(a, img.pixelated)
+            memo = self._memo.get(key)
+            if memo is not None:
+                data, mime = memo
+                self.encoded_hits += 1
+            else:
+                data, mime = encode_array(a, img.pixelated)
+                self._memo[key] = (data, mime)
+                self._section_new = True
             asset = self._store(data, mime, (int(a.shape[1]), int(a.shape[0])))
             self._by_array[key] = asset
             return asset
@@ -224,9 +296,25 @@ class AssetStore:
         if self._root is None:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._root = self.dir.resolve()
-        (self._root / name).write_bytes(data)
-        self.files_written += 1
+        if not self._link(name, data):
+            (self._root / name).write_bytes(data)
+            self.files_written += 1
         return rel
+
+    def _link(self, name: str, data: bytes) -> bool:
+        """Hard-link ``name`` from the report being replaced when it holds exactly ``data`` (a new file is
+        ~30x dearer than a link on common file systems); False when it does not or linking fails."""
+        if self.link_from is None:
+            return False
+        old = self.link_from / name
+        try:
+            if not old.is_file() or old.is_symlink() or old.stat().st_size != len(data) or old.read_bytes() != data:
+                return False
+            os.link(old, self._root / name)
+        except OSError:
+            return False
+        self.files_linked += 1
+        return True
 
     # -- display ----------------------------------------------------------------------------------
     def ref(self, img: ImageData, root: str, inline: bool, width: int | None = None) -> ImageRef:

@@ -290,13 +290,18 @@ def _write_text(out_dir: Path, rel: str, text: str) -> None:
     target.write_text(safe_text(text), encoding="utf-8")
 
 
-def render_report(report: Report, out_dir: Path, theme: str = "light", single_file: bool = False) -> dict:
-    """Write the report's HTML into ``out_dir``; return the manifest (index, pages, per-section page & assets)."""
+def render_report(report: Report, out_dir: Path, theme: str = "light", single_file: bool = False, *,
+                  encoded=None, link_from: Path | None = None) -> dict:
+    """Write the report's HTML into ``out_dir``; return the manifest (index, pages, per-section page & assets).
+
+    ``encoded`` (a cache with ``get``/``put``) keeps encoded pictures between renders; ``link_from`` is the
+    report folder being replaced, whose identical asset files are hard-linked rather than written again.
+    """
     th: Theme = load_theme(theme)  # first: an unknown theme writes nothing
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = make_env(th.template_dirs())
-    store = AssetStore(out_dir, write=not single_file)
+    store = AssetStore(out_dir, write=not single_file, encoded=encoded, link_from=link_from)
 
     css = th.css()
     css_path = f"{ASSETS_DIRNAME}/style-{content_hash(css.encode('utf-8'))}.css"
@@ -309,10 +314,13 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
     manifest_sections: dict[str, dict[str, Any]] = {}
     for v in views:
         paths: list[str] = []
-        for im in iter_images(v.section.blocks):
+        images = list(iter_images(v.section.blocks))
+        store.begin_section(images, v.section.id)
+        for im in images:
             p = store.add(im).path
             if p not in paths:
                 paths.append(p)
+        store.end_section()
         manifest_sections[v.section.id] = {
             "page": f"index.html#{v.anchor}" if single_file else v.page,
             "assets": [] if single_file else paths,

@@ -28,7 +28,11 @@ def safe_text(text: str) -> str:
         c = ord(m.group(0))
         return f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else "\ufffd"
 
-    return _SURROGATE.sub(sub, text)
+    try:
+        text.encode("utf-8")  # the common case: encodable, and far cheaper to check than to search
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(sub, text)
 
 
 def clean_strings(obj: Any) -> Any:
