@@ -133,3 +133,11 @@ def activation_after(model: nn.Module, name: str, window: int = 3) -> str | None
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             return None
     return None
+
+
+def leaf_before(model: nn.Module, name: str) -> str | None:
+    """The leaf module registered just before leaf ``name`` (for a conv -> norm -> activation block: the input of
+    the activation), or None."""
+    names = [n for n, m in model.named_modules() if n and not list(m.children())]
+    k = names.index(name) if name in names else 0
+    return names[k - 1] if k > 0 else None

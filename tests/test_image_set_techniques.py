@@ -292,6 +292,43 @@ def test_patches_auto_layer_respects_field_fraction(ctx):
     assert max(field_of(ctx, name).size) <= 16
 
 
+class _Saturating(nn.Module):
+    """conv-BN-ReLU6 blocks with a large BN gain: most positive responses hit the ReLU6 ceiling of 6."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6())
+        with torch.no_grad():
+            for bn in (self.features[1], self.features[5]):
+                bn.weight.fill_(50.0)
+        self.classifier = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
+def test_patches_rank_before_a_clipping_activation_and_name_ties(make_ctx, image_dir):
+    """ReLU6 ties the strongest responses at 6: the automatic choice ranks on its input (the BN output, same
+    order below the clip), and a clipping layer chosen by hand gets a warning that its order is arbitrary."""
+    model = _Saturating().eval()
+    c = make_ctx(model, image_dir, class_names=CLASSES, overrides={"patches": {"num_channels": 4, "k": 4}})
+    sec = run_technique(c, registry.get("patches"), strict=True)
+    assert sec.results["layer"] == "features.5" and sec.results["layer_type"] == "BatchNorm2d"
+    assert "ReLU6 features.6" in " ".join(getattr(b, "text", "") for b in sec.blocks)
+    assert sec.results["tied_channels"] == []
+    peaks = [ch["peak"] for ch in sec.results["channels"]]
+    assert max(peaks) > 6 and len(set(peaks)) == len(peaks)  # beyond the clip, and the channels are ordered
+
+    c = make_ctx(model, image_dir, class_names=CLASSES,
+                 overrides={"patches": {"layer": "features.6", "num_channels": 4, "k": 4}})
+    sec = run_technique(c, registry.get("patches"), strict=True)
+    assert sec.results["tied_channels"] and all(ch["peak"] == 6.0 for ch in sec.results["channels"])
+    warn = [b for b in sec.blocks if getattr(b, "kind", "") == "warning"]
+    assert warn and "tie at the channel's largest value" in warn[0].text
+
+
 # ------------------------------------------------------------------------------------------------
 # segmentation
 

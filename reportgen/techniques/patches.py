@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from torch import nn
 
 from .. import layers as layers_mod
 from ..features import TOPK
@@ -24,8 +25,10 @@ from ..report import Grid, GridItem, Group, ImageData, Note, Section
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
-    "layer": "layer whose channels are ranked (post-activation by default)",
+    "layer": "layer whose channels are ranked (post-activation by default; the activation's input when it clips, "
+             "as ReLU6 does)",
     "layer_type": "its module class",
+    "tied_channels": "shown channels where several of the top patches tie at the channel's largest value",
     "receptive_field": "receptive field of its units: layer, size, jump, origin, method, clipped, input_size",
     "interior_only": "only units whose field lies inside the image were searched",
     "channels[].channel": "channel index",
@@ -73,6 +76,12 @@ def patch_layer(ctx, opts: "PatchesOptions") -> tuple[str, str]:
     # rank on the post-activation output (after batch-norm and the ReLU), as `activations` shows
     name = layers_mod.activation_after(ctx.model, conv) or conv
     after = f", ranked on the activation {name} that follows it" if name != conv else ""
+    act = ctx.layer(name)
+    pre = layers_mod.leaf_before(ctx.model, name) if name != conv and isinstance(act, nn.Hardtanh) else None
+    if pre:  # ReLU6 / Hardtanh clip: the strongest responses would all tie at the ceiling, in arbitrary order
+        after = (f", ranked on {pre}, the input of the {type(act).__name__} {name} that follows it: that clips at "
+                 f"{float(act.max_val):g} and would tie the strongest responses (below the clip the order is the same)")
+        name = pre
     return name, (f"automatic: the deepest convolution ({conv}) whose receptive field is at most "
                   f"{opts.auto_rf_fraction:g} of the input side{after} (set --layer or patches.layer to choose)")
 
@@ -178,12 +187,21 @@ def patches(ctx, opts: PatchesOptions) -> Section:
         sec.add(Note(f"The receptive field ({rf.size[0]} px) is larger than the input ({size} px): every patch holds "
                      "the whole image inside grey padding. Pick an earlier layer (patches.layer) for smaller patches.",
                      kind="warning"))
+    tied = {ch: int(np.sum(np.isclose(st.top_values[ch, :k], st.peak[ch], rtol=1e-6, atol=0)
+                           & (st.top_image[ch, :k] >= 0))) for ch in channels}
+    tied = {ch: t for ch, t in tied.items() if t > 1}
+    if tied:
+        sec.add(Note(f"In {len(tied)} of the {len(channels)} channels shown, several patches tie at the channel's "
+                     f"largest value ({sum(tied.values())} patches in all): the layer saturates (a clipping "
+                     "activation such as ReLU6), so the order among them, and which images are shown, is arbitrary. "
+                     "Rank on the layer before the activation (patches.layer) to order them.", kind="warning"))
     if opts.k > TOPK:
         sec.add(Note(f"Only the top {TOPK} images per channel are recorded; showing {k}.", kind="info"))
     sec.params.update({"layer": layer, "layer_choice": how, "receptive_field": rf.to_dict(), "channels": channels,
                        "interior_only": st is full.interior})
     sec.results = {
         "layer": layer, "layer_type": type(ctx.layer(layer)).__name__,
+        "tied_channels": sorted(tied),
         "receptive_field": rf.to_dict(), "interior_only": st is full.interior,
         "channels": [{"channel": ch, "peak": round(float(st.peak[ch]), 5), "mean": round(float(st.mean[ch]), 5),
                       "top_images": [ctx.images.name(int(i)) for i in st.top_image[ch, :k] if i >= 0]}
