@@ -119,3 +119,31 @@ def test_rerender_reuses_encoded_pictures_and_links_unchanged_files(built, tmp_p
     sec.blocks.append(Figure(image=ImageData(array=np.full((20, 30, 3), 7, np.uint8)), caption="new"))
     render_report(tree, tmp_path / "third", theme="light", encoded=memo)
     assert calls == [(20, 30, 3)]
+
+
+def test_a_tampered_encoded_picture_entry_is_not_used(tmp_path):
+    """Cached encodings are trusted only when they are PNG or JPEG bytes: an entry rewritten into, say, an SVG with
+    a script is ignored and the picture is encoded afresh."""
+    import numpy as np
+
+    from reportgen.render.assets import AssetStore
+    from reportgen.report import ImageData
+
+    class Entries(dict):
+        def put(self, key, obj):
+            self[key] = obj
+
+    img = ImageData(array=np.zeros((8, 8, 3), np.uint8))
+    cache = Entries()
+    first = AssetStore(tmp_path / "a", encoded=cache)
+    first.begin_section([img], "s")
+    good = first.add(img)
+    first.end_section()
+    assert cache and first.encoded_hits == 0
+    for k, v in list(cache.items()):
+        if isinstance(v, dict):
+            cache[k] = {a: (b"<svg onload=alert(1)>", "image/svg+xml") for a in v}
+    again = AssetStore(tmp_path / "b", encoded=cache)
+    again.begin_section([img], "s")
+    asset = again.add(img)
+    assert again.encoded_hits == 0 and asset.path == good.path and asset.mime == "image/png"

@@ -122,6 +122,13 @@ def _pil_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
+def _is_encoded(data, mime) -> bool:
+    """A cached encoding is used only if it is what :func:`encode_array` makes: PNG or JPEG bytes."""
+    return isinstance(data, bytes) and (
+        (mime == "image/png" and data[:8] == b"\x89PNG\r\n\x1a\n")
+        or (mime == "image/jpeg" and data[:3] == b"\xff\xd8\xff"))
+
+
 @dataclass(frozen=True)
 class Asset:
     """One encoded picture: where it lives (relative to out_dir) and its natural size."""
@@ -210,8 +217,7 @@ class AssetStore:
             got = self.encoded.get(ref) if isinstance(ref, str) and re.fullmatch(r"[0-9a-f]{64}", ref) else None
         if isinstance(got, dict):
             for k, v in got.items():
-                if (isinstance(k, str) and isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], bytes)
-                        and v[1] in MIME_EXT):
+                if isinstance(k, str) and isinstance(v, tuple) and len(v) == 2 and _is_encoded(*v):
                     self._memo.setdefault(k, v)
 
     def end_section(self) -> None:
