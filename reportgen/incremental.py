@@ -132,6 +132,34 @@ def spatial_params(m: nn.Module):
     return None
 
 
+def _conv_call_params(args: list, kw: dict):
+    """:func:`spatial_params` of a functional ``conv2d(input, weight, bias, stride, padding, dilation, groups)``
+    call (a Conv2d subclass whose forward pads first, e.g. TensorFlow 'SAME' ports, is traced into one)."""
+    names = ["input", "weight", "bias", "stride", "padding", "dilation", "groups"]
+    a = {**dict(zip(names, args)), **kw}
+    weight, bias = a.get("weight"), a.get("bias")
+    padding = a.get("padding", 0)
+    if (not isinstance(weight, torch.Tensor) or weight.dim() != 4 or isinstance(padding, str)
+            or not (bias is None or isinstance(bias, torch.Tensor))):
+        return None
+    stride, dilation, groups = _pair(a.get("stride", 1)), _pair(a.get("dilation", 1)), int(a.get("groups", 1))
+    return (tuple(weight.shape[-2:]), stride, _pair(padding), dilation, 0.0,
+            lambda t: F.conv2d(t, weight, bias, stride, 0, dilation, groups))
+
+
+def _shifted_by_pad(s: "Inc", args: list, kw: dict, out_base: torch.Tensor, functional: bool = True):
+    """Constant padding of the last two dimensions: the changed region moves by (top, left), unchanged."""
+    pad = list(args[1]) if len(args) > 1 else list(kw.get("pad", ()))
+    mode = (args[2] if len(args) > 2 else kw.get("mode", "constant")) if functional else "constant"
+    if mode != "constant" or len(pad) not in (2, 4) or any(not isinstance(v, int) or v < 0 for v in pad):
+        return None
+    left, right, top, bottom = (pad + [0, 0])[:4]
+    h, w = s.base.shape[-2:]
+    if tuple(out_base.shape[-2:]) != (h + top + bottom, w + left + right) or out_base.shape[:2] != s.base.shape[:2]:
+        return None
+    return Inc(out_base, s.y + top, s.x + left, s.vals)
+
+
 def _pointwise_module(m: nn.Module) -> bool:
     if isinstance(m, POINTWISE_MODULES):
         return True
@@ -289,6 +317,11 @@ class IncrementalOccluder:
             return None
         first = args[0] if args else None
         rest = args[1:]
+        if n.op == "call_function" and n.target in (F.pad, torch.constant_pad_nd) and isinstance(first, Inc):
+            return _shifted_by_pad(first, args, kw, out_base, functional=n.target is F.pad)
+        if n.op == "call_function" and n.target in (F.conv2d, torch.conv2d) and isinstance(first, Inc):
+            sp = _conv_call_params(args, kw)
+            return self._sliding(first, sp, out_base) if sp is not None and len(incs) == 1 else None
         if n.op == "call_function" and n.target in BINARY and len(args) == 2 and not kw:
             a, b = args
             if isinstance(a, Inc) and isinstance(b, Inc):

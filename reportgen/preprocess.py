@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+import torch.fx
 from PIL import Image
 from torch import nn
 
@@ -120,6 +121,12 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def _tensor(v: Any) -> bool:
+    """A tensor, or a torch.fx Proxy standing for one while the model is traced (so a PixelModel traces through:
+    exact incremental occlusion and BatchNorm folding work on the graph)."""
+    return isinstance(v, (torch.Tensor, torch.fx.Proxy))
+
+
 def unpack_logits(out: Any) -> tuple[torch.Tensor, str]:
     """The logits in a model's output, and how they were found ('' for a plain tensor).
 
@@ -127,18 +134,18 @@ def unpack_logits(out: Any) -> tuple[torch.Tensor, str]:
     ``InceptionOutputs``); a dict (or an object with ``.logits``, e.g. a ``ModelOutput``) gives its
     ``logits`` entry, or its only tensor. Raises :class:`ModelError` when no logits can be found.
     """
-    if isinstance(out, torch.Tensor):
+    if _tensor(out):
         return out, ""
     if isinstance(out, (tuple, list)):
-        if out and isinstance(out[0], torch.Tensor):
+        if out and _tensor(out[0]):
             return out[0], f"the model returns a {type(out).__name__} of {len(out)}; its first element is used as the logits"
         raise ModelError(f"the model returns a {type(out).__name__} whose first element is not a tensor of logits")
-    if not isinstance(out, Mapping) and isinstance(getattr(out, "logits", None), torch.Tensor):
+    if not isinstance(out, Mapping) and _tensor(getattr(out, "logits", None)):
         return out.logits, f"the model returns a {type(out).__name__}; its .logits are used"
     if isinstance(out, Mapping):
-        if isinstance(out.get("logits"), torch.Tensor):
+        if _tensor(out.get("logits")):
             return out["logits"], "the model returns a dict; its 'logits' entry is used"
-        tensors = [k for k, v in out.items() if isinstance(v, torch.Tensor)]
+        tensors = [k for k, v in out.items() if _tensor(v)]
         if len(tensors) == 1:
             return out[tensors[0]], f"the model returns a dict; its only tensor {tensors[0]!r} is used as the logits"
         raise ModelError(

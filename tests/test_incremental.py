@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import BasicBlock, Bottleneck
@@ -122,6 +123,7 @@ def test_untraceable_model_is_refused_and_occlusion_still_works(make_ctx, image_
     res = occlusion_maps(ctx, [0], 8, 8, batch_size=5, fill=0.5)
     ref = naive_occlusion(ctx, 0, res[0].target, 8, 8, 0.5)
     np.testing.assert_allclose(res[0].grid, ref, atol=1e-6)
+    assert res[0].method.startswith("full forward passes (not traceable")
 
 
 @pytest.mark.parametrize("make", [_vgg, _resnet, _mobilenet])
@@ -131,6 +133,8 @@ def test_occlusion_maps_incremental_equal_naive(make_ctx, image_dir, make):
     inc = occlusion_maps(ctx, [0, 3], 8, 6, batch_size=9, fill=0.4)
     full = occlusion_maps(ctx, [0, 3], 8, 6, batch_size=9, fill=0.4, incremental=False)
     for a, b in zip(inc, full):
+        # through ctx.pixel_model (normalisation + output unpacking), as the section runs it
+        assert a.method == "incremental" and b.method.startswith("full forward passes")
         np.testing.assert_allclose(a.grid, b.grid, atol=1e-5)
         np.testing.assert_allclose(a.grid, naive_occlusion(ctx, a.index, a.target, 8, 6, 0.4), atol=1e-5)
         assert a.grid.max() - a.grid.min() > 1e-4
@@ -172,3 +176,66 @@ def test_real_mobilenet_occlusion_incremental_equals_full(shared_dir, make_ctx):
     full = occlusion_maps(ctx, [0], 56, 56, batch_size=8, fill=0.5, incremental=False)[0]
     np.testing.assert_allclose(inc.grid, full.grid, atol=1e-5)
     assert inc.base - inc.grid.min() > 0.01  # some window really changes the prediction
+
+
+class _DictOut(nn.Module):
+    """A classifier whose forward returns a dict, as many hub models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return {"logits": self.head(self.body(x).mean(dim=(2, 3))), "aux": x.mean()}
+
+
+def test_the_occlusion_section_runs_incrementally_through_the_pixel_model(make_ctx, image_dir):
+    """The section's model is ctx.pixel_model (normalisation, then the logits unpacked from a dict): it must trace,
+    or every report silently falls back to full forward passes."""
+    from reportgen import registry
+    from reportgen.build import run_technique
+
+    torch.manual_seed(0)
+    ctx = make_ctx(_DictOut().eval(), image_dir, overrides={"occlusion": {"max_images": 2, "window": 8,
+                                                                        "stride": 8}})
+    assert IncrementalOccluder.build(ctx.pixel_model)[0] is not None
+    sec = run_technique(ctx, registry.get("occlusion"), strict=True)
+    assert sec.results["method"] == "incremental"
+    res = occlusion_maps(ctx, [1], 8, 8, batch_size=5, fill=0.5)
+    np.testing.assert_allclose(res[0].grid, naive_occlusion(ctx, 1, res[0].target, 8, 8, 0.5), atol=1e-5)
+
+
+class _SamePad(nn.Conv2d):
+    """TensorFlow 'SAME' for a stride-2 convolution: pad right and bottom, then convolve (traced into F.pad and a
+    functional conv2d, not a Conv2d module)."""
+
+    def forward(self, x):
+        return super().forward(F.pad(x, (0, 1, 0, 1)))
+
+
+def _same_pad_net():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(),
+                        _SamePad(8, 16, 3, stride=2), nn.BatchNorm2d(16), nn.ReLU6(),
+                        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(16, 4))
+    return _randomise_bn(net, scale=10.0).eval()
+
+
+def test_padding_and_functional_convolutions_stay_incremental(make_ctx, image_dir):
+    """F.pad shifts the changed region, a functional conv2d slides like the module: exact maps, incremental ops."""
+    torch.manual_seed(0)
+    ctx = make_ctx(_same_pad_net(), image_dir)
+    occ, why = IncrementalOccluder.build(ctx.pixel_model)
+    assert occ is not None, why
+    inc = occlusion_maps(ctx, [0, 2], 8, 6, batch_size=9, fill=0.4)
+    for r in inc:
+        np.testing.assert_allclose(r.grid, naive_occlusion(ctx, r.index, r.target, 8, 6, 0.4), atol=1e-5)
+        assert r.grid.max() - r.grid.min() > 1e-4
+    # one call: normalisation, conv, BN, ReLU6, then the pad, the functional convolution and the layers after them
+    # all run on the changed region only (before, everything from the pad on ran on whole copies)
+    occ = IncrementalOccluder.build(ctx.pixel_model)[0]
+    with torch.inference_mode():
+        base = occ.base(ctx.images.batch([0]))
+        occ.logits(base, torch.tensor([4, 10]), torch.tensor([6, 0]), torch.zeros(2, 3, 8, 8))
+    assert occ.stats["incremental_ops"] >= 11, occ.stats

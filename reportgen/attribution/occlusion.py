@@ -48,9 +48,10 @@ def _quiet(it, _desc, _total):
 
 def occlusion_grid(model: nn.Module, x: torch.Tensor, target: Target, window: int, stride: int,
                    baseline: float | torch.Tensor | np.ndarray = 0.5, batch: int = 64, incremental: bool = True,
-                   progress: Progress | None = None) -> torch.Tensor:
+                   progress: Progress | None = None, occluder: IncrementalOccluder | None = None) -> torch.Tensor:
     """``p_target(x occluded at (ys[a], xs[b]))`` per image: B x ny x nx (float32, CPU), positions from
-    :func:`window_positions`. ``progress(iterable, description, total)`` may wrap the loops."""
+    :func:`window_positions`. ``progress(iterable, description, total)`` may wrap the loops. ``occluder``: an
+    :class:`IncrementalOccluder` already built for ``model`` (else one is built when ``incremental``)."""
     progress = progress or _quiet
     n, c, h, w = x.shape
     ys, xs = window_positions(h, window, stride), window_positions(w, window, stride)
@@ -61,7 +62,7 @@ def occlusion_grid(model: nn.Module, x: torch.Tensor, target: Target, window: in
     y_of = torch.as_tensor(ys).repeat_interleave(len(xs))
     x_of = torch.as_tensor(xs).repeat(len(ys))
     probs = torch.empty(n, npos, dtype=torch.float32)
-    occ = IncrementalOccluder.build(model)[0] if incremental else None
+    occ = None if not incremental else occluder if occluder is not None else IncrementalOccluder.build(model)[0]
     with eval_mode(model), torch.inference_mode():
         if occ is not None:
             for k in progress(range(n), "Occlusion (incremental)", n):
