@@ -521,3 +521,23 @@ def test_mobilenet_v2_dreams_on_relu6_and_attacks_stay_in_budget(shared_dir, tmp
     assert all(name.endswith(".2") for name in data["deepdream"]["objective_layers"])  # ConvBNReLU6's ReLU6
     eps = data["adversarial"]["epsilon_255"]
     assert all(t["linf_255"] <= eps + 1e-3 for t in data["adversarial"]["targeted"])
+
+
+def test_confusion_table_does_not_rank_ties():
+    """With too many classes for a matrix, confusions that each occur once are not called "most frequent"."""
+    from types import SimpleNamespace
+
+    from reportgen.report import Section, Table
+    from reportgen.techniques.card import CardOptions, _confusion
+
+    ctx = SimpleNamespace(class_name=lambda k: f"class {k}")
+    opts = CardOptions(max_confusion_classes=2)
+    sec = Section(id="card", title="card")
+    _confusion(sec, ctx, np.array([0, 1, 2, 3]), np.array([1, 2, 3, 0]), opts)
+    table = next(b for b in sec.blocks if isinstance(b, Table))
+    assert table.title == "Confusions" and "not a ranking" in table.caption
+    sec = Section(id="card", title="card")
+    _confusion(sec, ctx, np.array([0, 0, 1, 2]), np.array([1, 1, 2, 0]), opts)
+    table = next(b for b in sec.blocks if isinstance(b, Table))
+    assert table.title == "Most frequent confusions" and "not a ranking" not in table.caption
+    assert table.rows[0] == ["class 0", "class 1", 2]

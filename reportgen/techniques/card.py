@@ -193,9 +193,14 @@ def _confusion(sec: Section, ctx, labels: np.ndarray, preds: np.ndarray, opts: C
                 pairs[(int(t), int(p))] = pairs.get((int(t), int(p)), 0) + 1
         top = sorted(pairs.items(), key=lambda kv: -kv[1])[:20]
         if top:
+            caption = f"{len(present)} classes occur, too many for a readable confusion matrix."
+            repeated = sum(1 for n in pairs.values() if n > 1)
+            if not repeated:  # a ranking of ties says nothing: say so rather than call them "most frequent"
+                caption += (f" No confusion occurs more than once ({len(pairs)} distinct ones), so these are the "
+                            f"first {len(top)} in the order of the image set, not a ranking.")
             sec.add(Table(["true class", "predicted as", "images"],
                           [[ctx.class_name(t), ctx.class_name(p), n] for (t, p), n in top], numeric=[2],
-                          title="Most frequent confusions",
-                          caption=f"{len(present)} classes occur, too many for a readable confusion matrix."))
+                          title="Most frequent confusions" if repeated else "Confusions",
+                          caption=caption))
         else:
             sec.add(Note("No labelled image is misclassified."))
