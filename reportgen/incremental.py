@@ -111,10 +111,9 @@ def _pair(v):
 def spatial_params(m: nn.Module):
     """(kernel, stride, padding, dilation, pad value, fn(window)) of a local sliding-window module, or None."""
     if isinstance(m, nn.Conv2d):
-        if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        if m.padding_mode != "zeros":
             return None
-        return (_pair(m.kernel_size), _pair(m.stride), _pair(m.padding), _pair(m.dilation), 0.0,
-                lambda t: F.conv2d(t, m.weight, m.bias, m.stride, 0, m.dilation, m.groups))
+        return _conv_params(m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
     if isinstance(m, nn.MaxPool2d):
         if m.return_indices:
             return None
@@ -132,19 +131,23 @@ def spatial_params(m: nn.Module):
     return None
 
 
+def _conv_params(weight, bias, stride, padding, dilation, groups):
+    """:func:`spatial_params` of a zero-padded 2-D convolution (module or functional), or None."""
+    if (not isinstance(weight, torch.Tensor) or weight.dim() != 4 or isinstance(padding, str)
+            or not (bias is None or isinstance(bias, torch.Tensor))):
+        return None
+    stride, dilation, groups = _pair(stride), _pair(dilation), int(groups)
+    return (tuple(weight.shape[-2:]), stride, _pair(padding), dilation, 0.0,
+            lambda t: F.conv2d(t, weight, bias, stride, 0, dilation, groups))
+
+
 def _conv_call_params(args: list, kw: dict):
     """:func:`spatial_params` of a functional ``conv2d(input, weight, bias, stride, padding, dilation, groups)``
     call (a Conv2d subclass whose forward pads first, e.g. TensorFlow 'SAME' ports, is traced into one)."""
     names = ["input", "weight", "bias", "stride", "padding", "dilation", "groups"]
     a = {**dict(zip(names, args)), **kw}
-    weight, bias = a.get("weight"), a.get("bias")
-    padding = a.get("padding", 0)
-    if (not isinstance(weight, torch.Tensor) or weight.dim() != 4 or isinstance(padding, str)
-            or not (bias is None or isinstance(bias, torch.Tensor))):
-        return None
-    stride, dilation, groups = _pair(a.get("stride", 1)), _pair(a.get("dilation", 1)), int(a.get("groups", 1))
-    return (tuple(weight.shape[-2:]), stride, _pair(padding), dilation, 0.0,
-            lambda t: F.conv2d(t, weight, bias, stride, 0, dilation, groups))
+    return _conv_params(a.get("weight"), a.get("bias"), a.get("stride", 1), a.get("padding", 0),
+                        a.get("dilation", 1), a.get("groups", 1))
 
 
 def _shifted_by_pad(s: "Inc", args: list, kw: dict, out_base: torch.Tensor, functional: bool = True):

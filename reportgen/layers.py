@@ -122,7 +122,7 @@ def activation_after(model: nn.Module, name: str, window: int = 3) -> str | None
     Registration order is a heuristic for execution order; it holds for Sequential-style blocks
     (conv -> norm -> ReLU), which is where it is used: showing post-activation maps by default.
     """
-    leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
+    leaves = _leaves(model)
     names = [n for n, _ in leaves]
     if name not in names:
         return None
@@ -138,6 +138,11 @@ def activation_after(model: nn.Module, name: str, window: int = 3) -> str | None
 def leaf_before(model: nn.Module, name: str) -> str | None:
     """The leaf module registered just before leaf ``name`` (for a conv -> norm -> activation block: the input of
     the activation), or None."""
-    names = [n for n, m in model.named_modules() if n and not list(m.children())]
+    names = [n for n, _ in _leaves(model)]
     k = names.index(name) if name in names else 0
     return names[k - 1] if k > 0 else None
+
+
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(dotted name, module) of every leaf module, in registration order."""
+    return [(n, m) for n, m in model.named_modules() if n and not list(m.children())]

@@ -191,9 +191,10 @@ def patches(ctx, opts: PatchesOptions) -> Section:
                            & (st.top_image[ch, :k] >= 0))) for ch in channels}
     tied = {ch: t for ch, t in tied.items() if t > 1}
     if tied:
+        which = (" and, where every shown patch ties, which images are shown" if max(tied.values()) >= k else "")
         sec.add(Note(f"In {len(tied)} of the {len(channels)} channels shown, several patches tie at the channel's "
                      f"largest value ({sum(tied.values())} patches in all): the layer saturates (a clipping "
-                     "activation such as ReLU6), so the order among them, and which images are shown, is arbitrary. "
+                     f"activation such as ReLU6), so the order among them{which} is arbitrary. "
                      "Rank on the layer before the activation (patches.layer) to order them.", kind="warning"))
     if opts.k > TOPK:
         sec.add(Note(f"Only the top {TOPK} images per channel are recorded; showing {k}.", kind="info"))
