@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from reportgen import optvis  # noqa: E402
-from reportgen.accel import fast_layout  # noqa: E402
-from reportgen.folding import fold_batchnorm  # noqa: E402
-from reportgen.gradrules import gradient_rule  # noqa: E402
-from reportgen.hooks import eval_mode, frozen_params  # noqa: E402
-from reportgen.incremental import IncrementalOccluder, occlusion_logits  # noqa: E402
+from reportgen.device import fast_layout  # noqa: E402
+from reportgen.inspection.folding import fold_batchnorm  # noqa: E402
+from reportgen.attribution.relu_rules import gradient_rule  # noqa: E402
+from reportgen.inspection.hooks import eval_mode, frozen_params  # noqa: E402
+from reportgen.attribution.incremental import IncrementalOccluder, occlusion_logits  # noqa: E402
 from reportgen.sampling import cpu_batch_size  # noqa: E402
 from reportgen.techniques.occlusion import window_positions  # noqa: E402
 
@@ -240,7 +240,7 @@ def bench_gradients(name, size, n, batch, ceiling, captum, gradcam):
     rel = float((s - s_ref).abs().max() / s_ref.abs().max())
     gf = 2 * fwd / t_ours / 1e9  # backward to the input only (frozen weights): about one forward more
     print(f"  {name:13s} {size}px, {n} images; ours: batch {own} (cache-sized, what the technique picks on a CPU), "
-          f"{n_folded} Conv->BatchNorm pairs folded (reportgen.folding); others: batch {batch}")
+          f"{n_folded} Conv->BatchNorm pairs folded (reportgen.inspection.folding); others: batch {batch}")
     print(f"    saliency (ours)  {t_ours:7.2f} s  {n / t_ours:7.1f} img/s  ~{gf:6.1f} GFLOP/s "
           f"({gf / ceiling:5.1%} of ceiling, forward + input-only backward ~2x forward FLOPs)")
     print(f"    naive loop       {t_naive:7.2f} s  ratio {t_naive / t_ours:5.2f}x   max rel diff {rel:.1e}")
@@ -335,7 +335,7 @@ def bench_class_vis(name, size, classes, steps):
 # ---------------------------------------------------------------- threads
 def bench_threads(name, size, n):
     """Forward throughput with 1..all CPUs as torch threads, interleaved (1, k, 1, k...)."""
-    from reportgen.threads import available_cpus, free_cpus
+    from reportgen.device import available_cpus, free_cpus
 
     model = make_model(name)
     x = torch.rand(n, 3, size, size)

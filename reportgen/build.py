@@ -22,20 +22,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, distributed, features, registry
+from . import __version__, registry
+from .features import distributed, compute as features
 from .cache import CODE_VERSION, Cache, default_cache_dir, digest, parse_size
 from .checks import check_classifier, folder_class_names, keeps_train_mode, model_title
 from .config import Config, make_config, parse_set
 from .context import ProgressFn, RunContext, no_progress
 from .errors import ModelError, ReportgenError
 from .imageset import ImageSet, discover_images
-from .output import check_out, is_single_file_target
+from .publish.atomic import check_out, is_single_file_target
 from .policy import PolicyViolation, isolated, unsupported_reason
 from .preprocess import Preprocessing
-from .published import display_path, published_command, published_model_info
+from .display_paths import display_path, published_command, published_model_info
 from .report import ImagesInfo, Note, Report, RunInfo, Section, SkippedImage
-from .rerender import publish_report, staged_output, store_tree
-from .threads import apply_threads
+from .publish.rerender import publish_report, staged_output, store_tree
+from .device import apply_threads
 
 
 
@@ -281,7 +282,7 @@ def build_report(
 
     Returns a BuildResult; ``result.ok`` is False when a technique failed (its section shows the error).
     Raises :class:`reportgen.errors.ReportgenError` for bad input (nothing is written then), including
-    :class:`reportgen.output.OutputBusyError` when another build holds ``out`` and ``wait`` is False.
+    :class:`reportgen.publish.atomic.OutputBusyError` when another build holds ``out`` and ``wait`` is False.
     ``out`` ending in ``.html`` writes one self-contained file (``single_file``) with report.json inside it.
     The cache lives in ``cache_dir`` (default: the user cache directory), capped at ``cache_size``.
     """

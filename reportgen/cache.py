@@ -33,8 +33,8 @@ TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
 CODE_VERSION = "3"  # bump when a technique's output format changes (3: Section.placement)
 
 _ALLOWED_MODULES = ("builtins", "collections", "numpy", "numpy.core.multiarray", "numpy._core.multiarray",
-                    "numpy.core.numeric", "numpy._core.numeric", "numpy.dtypes", "reportgen.report", "reportgen.passdata",
-                    "reportgen.arrays",
+                    "numpy.core.numeric", "numpy._core.numeric", "numpy.dtypes", "reportgen.report", "reportgen.features.records",
+                    "reportgen.features.rowstore",
                     "datetime", "_codecs", "copyreg")
 _BUILTINS_OK = {"list", "dict", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",
                 "complex", "bool", "slice", "range", "NoneType", "object"}
@@ -60,7 +60,7 @@ def digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
-_ENTRY = re.compile(r"[0-9a-f]{64}\.(pkl|npy)")  # pickles, memory-mapped matrices (reportgen.arrays)
+_ENTRY = re.compile(r"[0-9a-f]{64}\.(pkl|npy)")  # pickles, memory-mapped matrices (reportgen.features.rowstore)
 
 
 def default_cache_dir() -> Path:

@@ -32,7 +32,7 @@ def check_classifier(model: nn.Module, pre: Preprocessing, device: torch.device,
 
     A note on how the output was unpacked (tuple, dict) is appended to ``notes``.
     """
-    from .hooks import eval_mode
+    from .inspection.hooks import eval_mode
 
     pm = PixelModel(model, pre).to(device)
     x = torch.rand(2, 3, pre.size, pre.size, device=device)
@@ -109,7 +109,7 @@ def model_title(model: nn.Module, spec: str, kind: str) -> str:
 
 def keeps_train_mode(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator: when the first argument is an ``nn.Module``, every module's train/eval flag is restored after."""
-    from .hooks import eval_mode
+    from .inspection.hooks import eval_mode
 
     @functools.wraps(fn)
     def wrapper(model: Any, *args: Any, **kwargs: Any) -> Any:

@@ -260,7 +260,7 @@ def render(report, theme, single_file, new_out, cache_dir, wait) -> None:
     rebuild with `reportgen build`."""
     from .cache import Cache, default_cache_dir
     from .errors import ReportgenError
-    from .rerender import rerender
+    from .publish.rerender import rerender
 
     t0 = time.perf_counter()
     try:
@@ -287,7 +287,7 @@ def layers(model, weights, trust, input_size, show_all) -> None:
 
     from . import loading
     from .errors import ReportgenError
-    from .layers import describe_layers
+    from .inspection.layers import describe_layers
 
     try:
         loaded = loading.load_model(model, weights=weights, trust=trust)
@@ -425,7 +425,7 @@ def compare(models_, weights, names, images, out, techniques_, **kw) -> None:
 def site(reports, out, theme, title, link) -> None:
     """One static landing page listing several built reports (copied into the site folder)."""
     from .errors import ReportgenError
-    from .site import build_site
+    from .publish.site import build_site
 
     try:
         index = build_site([Path(r) for r in reports], Path(out), theme=theme, title=title, link=link)

@@ -57,7 +57,7 @@ class GeneralOptions:
     """Folder of texture images for the texture and gram sections (None: the textures shipped with reportgen)."""
     threads: int = 0
     """torch CPU threads (0: the CPUs not already busy by the 1-minute load average, at least 1;
-    see reportgen.threads)."""
+    see reportgen.device)."""
 
 
 # Preset overrides of the general options.

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import layers as layers_mod
+from .inspection import layers as layers_mod
 from . import sampling
 from .cache import Cache, digest
 from .config import Config, GeneralOptions
@@ -103,7 +103,7 @@ class RunContext:
         return name
 
     def _require_hooks(self) -> None:
-        from .hooks import hookable
+        from .inspection.hooks import hookable
 
         if not hookable(self.model):
             self.layer("<any layer>")  # raises the TorchScript explanation
@@ -117,12 +117,12 @@ class RunContext:
 
     @property
     def output_model(self) -> nn.Module:
-        """``pixel_model`` with BatchNorm folded into the convolutions (:mod:`reportgen.folding`): the same
+        """``pixel_model`` with BatchNorm folded into the convolutions (:mod:`reportgen.inspection.folding`): the same
         logits and input gradients, faster. For techniques that use only the output; layers and hooks belong
         on ``pixel_model``. The model itself when nothing can be folded."""
 
         def make() -> nn.Module:
-            from .folding import fold_batchnorm
+            from .inspection.folding import fold_batchnorm
 
             g = torch.Generator().manual_seed(0)
             example = torch.rand(2, 3, self.pre.size, self.pre.size, generator=g).to(self.device)  # RGB in [0, 1]
@@ -148,9 +148,9 @@ class RunContext:
     def features(self, layers: list[str] | None = None):
         """The one batched pass over the image set (logits, penultimate features, layer stats).
 
-        Computed once per run (and cached across runs); see :mod:`reportgen.features`.
+        Computed once per run (and cached across runs); see :mod:`reportgen.features.compute`.
         """
-        from .features import compute_features
+        from .features.compute import compute_features
 
         key = tuple(sorted(set(layers or [])))
         have = self._features

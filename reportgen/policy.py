@@ -1,8 +1,8 @@
 """The policy every technique runs under, enforced once by :func:`reportgen.build.run_technique`.
 
 As pytorch-grad-cam's ``BaseCAM`` calls ``eval()`` once for every CAM, each technique runs inside
-:func:`isolated`: every module in eval mode (:func:`~reportgen.hooks.eval_mode`), parameters frozen
-(:func:`~reportgen.hooks.frozen_params`; techniques want gradients w.r.t. the input only), and on the way
+:func:`isolated`: every module in eval mode (:func:`~reportgen.inspection.hooks.eval_mode`), parameters frozen
+(:func:`~reportgen.inspection.hooks.frozen_params`; techniques want gradients w.r.t. the input only), and on the way
 out, *still inside that isolation*, a check that the technique left the model as it found it:
 
 * no forward/backward hook added (a leaked hook is removed, and reported);
@@ -21,7 +21,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .hooks import eval_mode, frozen_params, module_signature
+from .inspection.hooks import eval_mode, frozen_params, module_signature
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
                "_state_dict_hooks", "_load_state_dict_pre_hooks")
@@ -119,7 +119,7 @@ def _audit(model, hooks, signature, buffers, prints, saved, params) -> list[str]
 
 def unsupported_reason(ctx, info) -> str | None:
     """Why technique ``info`` cannot run on this model, from its registry metadata (None: it can)."""
-    from .hooks import hookable
+    from .inspection.hooks import hookable
 
     if info.needs_layers and not hookable(ctx.model):
         return (f"{info.title} was skipped: it reads intermediate layers (needs_layers), through hooks, and "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .hooks import capture_outputs, eval_mode, hookable
+from .inspection.hooks import capture_outputs, eval_mode, hookable
 
 CPU_BATCH_BUDGET = 16 << 20  # bytes of the largest activation of one CPU batch (about a last-level cache)
 

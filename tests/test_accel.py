@@ -1,9 +1,9 @@
-"""reportgen.accel on the CPU: out-of-memory halving and the autocast guard (no GPU needed)."""
+"""reportgen.device on the CPU: out-of-memory halving and the autocast guard (no GPU needed)."""
 
 import pytest
 import torch
 
-from reportgen.accel import autocast_agrees, low_precision_dtype, run_halving
+from reportgen.device import autocast_agrees, low_precision_dtype, run_halving
 
 
 def test_batches_halve_on_out_of_memory_and_cover_everything():
@@ -56,7 +56,7 @@ def test_autocast_guard_refuses_a_precision_that_flips_top1():
 def test_scan_uses_autocast_only_where_top1_agrees(make_ctx, tiny_model, image_dir, monkeypatch):
     """The shared pass's GPU path, run on the CPU with bf16: same top-1 as float32, and float32 kept for a model
     whose predictions bf16 would change."""
-    from reportgen import scan
+    from reportgen.features import scan
 
     ref = make_ctx(tiny_model, image_dir).features().logits.argmax(1)
     monkeypatch.setattr(scan, "low_precision_dtype", lambda device: torch.bfloat16)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from reportgen import attribution as A
-from reportgen.hooks import count_hooks, module_signature
+from reportgen.inspection.hooks import count_hooks, module_signature
 
 from conftest import make_tiny_cnn
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from reportgen import attribution as A
-from reportgen.hooks import count_hooks
+from reportgen.inspection.hooks import count_hooks
 
 from conftest import make_tiny_cnn
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from reportgen import registry
-from reportgen.hooks import count_hooks
+from reportgen.inspection.hooks import count_hooks
 from reportgen.report import Grid, Note, Table
 
 

@@ -75,7 +75,7 @@ def demo_reports(tmp_path_factory):
 
     from reportgen.build import build_report
     from reportgen.demo import images_dir
-    from reportgen.output import embed_json
+    from reportgen.publish.atomic import embed_json
     from reportgen.render import render_report
 
     root = tmp_path_factory.mktemp("browser")

@@ -18,7 +18,7 @@ from conftest import CLASSES, make_tiny_cnn, write_image_folder
 from reportgen import registry
 from reportgen.build import build_report, run_technique
 from reportgen.errors import ImageSetError, LayerError, ModelError, OutputError
-from reportgen.hooks import count_hooks, module_signature
+from reportgen.inspection.hooks import count_hooks, module_signature
 from reportgen.report import Section
 
 TINY = dict(preset="minimal", resize=None, input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, device="cpu")

@@ -13,9 +13,12 @@ from PIL import Image
 from conftest import make_tiny_cnn
 from reportgen.cache import Cache, digest
 from reportgen.errors import LayerError
-from reportgen.hooks import (capture_input, capture_outputs, count_hooks, eval_mode, frozen_params,
-                             module_signature)
-from reportgen.layers import classifier_layer, describe_layers, first_conv, last_conv, resolve_layer
+from reportgen.inspection.hooks import (
+    capture_input, capture_outputs, count_hooks, eval_mode, frozen_params, module_signature,
+)
+from reportgen.inspection.layers import (
+    classifier_layer, describe_layers, first_conv, last_conv, resolve_layer,
+)
 from reportgen.preprocess import PixelModel, Preprocessing
 
 

@@ -117,7 +117,7 @@ def test_every_option_has_help():
 
 def test_planned_layers_come_from_the_registry():
     assert registry.get("patches").plans_layers is not None
-    import reportgen.features as F
+    import reportgen.features.compute as F
 
     assert not hasattr(F, "plans_layers") and not hasattr(F, "_PLANNERS")
 

@@ -52,7 +52,7 @@ class VGGish(nn.Module):
 
 def test_capture_outputs_keeps_negative_preactivations_before_inplace_relu():
     # before: both convolutions came back rectified by the following ReLU(inplace=True)
-    from reportgen.hooks import capture_outputs
+    from reportgen.inspection.hooks import capture_outputs
 
     m = VGGish().eval()
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -288,7 +288,7 @@ class Functional(nn.Module):
 @pytest.mark.parametrize("kind,label", [("gelu", "gelu"), ("silu", "silu"), ("clamp", "clamp(min=0)")])
 def test_unreached_activations_are_reported(kind, label):
     # before: the note listed only what was patched
-    from reportgen.gradrules import gradient_rule
+    from reportgen.attribution.relu_rules import gradient_rule
 
     m = Functional(kind).eval()
     x = torch.rand(1, 3, 8, 8, requires_grad=True)
@@ -303,7 +303,7 @@ def test_import_bound_relu_gets_the_rule():
     # `from torch.nn.functional import relu` is dispatched through the watch to the patched F.relu
     from torch.nn.functional import relu as bound_relu
 
-    from reportgen.gradrules import gradient_rule
+    from reportgen.attribution.relu_rules import gradient_rule
 
     class Bound(nn.Module):
         def __init__(self, module_relu: bool):

@@ -1,4 +1,4 @@
-"""The one batched pass over the image set (reportgen.features): values, streaming top-k, caching."""
+"""The one batched pass over the image set (reportgen.features.compute): values, streaming top-k, caching."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reportgen import features as feat_mod
+from reportgen.features import compute as feat_mod
 from reportgen.cache import Cache
-from reportgen.features import FeatureStore, LayerStats, compute_features
+from reportgen.features.compute import FeatureStore, LayerStats, compute_features
 from reportgen.sampling import spread_indices
-from reportgen.hooks import capture_input, capture_outputs, count_hooks
+from reportgen.inspection.hooks import capture_input, capture_outputs, count_hooks
 
 from conftest import CLASSES
 

@@ -7,7 +7,7 @@ import torch
 
 from conftest import CLASSES
 from reportgen.cache import Cache
-from reportgen.scan import TopK
+from reportgen.features.scan import TopK
 
 
 def test_matrices_are_memory_mapped_in_the_cache(make_ctx, tiny_model, image_dir, tmp_path):

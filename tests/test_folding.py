@@ -1,4 +1,4 @@
-"""BatchNorm folding (reportgen.folding): same logits and input gradients, the user's model untouched."""
+"""BatchNorm folding (reportgen.inspection.folding): same logits and input gradients, the user's model untouched."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from reportgen import attribution as A
-from reportgen.folding import fold_batchnorm
-from reportgen.hooks import count_hooks
+from reportgen.inspection.folding import fold_batchnorm
+from reportgen.inspection.hooks import count_hooks
 
 
 class SameConv(nn.Conv2d):

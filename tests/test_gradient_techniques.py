@@ -9,7 +9,7 @@ from torch import nn
 
 from reportgen import registry
 from reportgen.build import run_technique
-from reportgen.hooks import count_hooks, module_signature
+from reportgen.inspection.hooks import count_hooks, module_signature
 from reportgen.preprocess import PixelModel, Preprocessing
 from reportgen.report import Grid, Group, Note, Row, Table, iter_images
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reportgen.gradrules import RULES, gradient_rule, input_gradient
-from reportgen.hooks import count_hooks, module_signature
+from reportgen.attribution.relu_rules import RULES, gradient_rule, input_gradient
+from reportgen.inspection.hooks import count_hooks, module_signature
 
 # Linear(2 -> 6, no bias) - activation - Linear(6 -> 1, no bias), input x = (4, 4):
 #   hidden pre-activations h = W1 x = (8, -4, -2, 8, 4, 4)

@@ -14,7 +14,7 @@ from torch import nn
 
 from reportgen import registry
 from reportgen.build import run_technique
-from reportgen.hooks import count_hooks, module_signature
+from reportgen.inspection.hooks import count_hooks, module_signature
 from reportgen.preprocess import Preprocessing
 from reportgen.report import Group, Section, iter_images
 
@@ -265,8 +265,8 @@ def test_embedding_subsamples_with_a_note(make_ctx, tiny_model, image_dir):
 
 
 def test_top_patch_is_the_crop_at_the_argmax(make_ctx, tiny_model, image_dir):
-    from reportgen.hooks import capture_outputs
-    from reportgen.receptive import crop_field, gradient_receptive_field
+    from reportgen.inspection.hooks import capture_outputs
+    from reportgen.inspection.receptive import crop_field, gradient_receptive_field
 
     c = make_ctx(tiny_model, image_dir, class_names=CLASSES,
                  overrides={"patches": {"layer": "features.3", "channels": [1, 5], "interior": False}})

@@ -1,4 +1,4 @@
-"""Exact incremental occlusion (reportgen.incremental): same logits/maps as full forward passes."""
+"""Exact incremental occlusion (reportgen.attribution.incremental): same logits/maps as full forward passes."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from reportgen.incremental import IncrementalOccluder, occlusion_logits
+from reportgen.attribution.incremental import IncrementalOccluder, occlusion_logits
 from reportgen.techniques.occlusion import naive_occlusion, occlusion_maps, window_positions
 
 

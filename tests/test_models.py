@@ -382,8 +382,8 @@ def exported(tmp_path_factory):
 
 
 def test_export_archive_hierarchy_hooks_and_layers(exported):
-    from reportgen.hooks import capture_outputs, count_hooks
-    from reportgen.layers import classifier_layer, first_conv, last_conv
+    from reportgen.inspection.hooks import capture_outputs, count_hooks
+    from reportgen.inspection.layers import classifier_layer, first_conv, last_conv
 
     ref, f = exported
     lm = loading.load_model(str(f))

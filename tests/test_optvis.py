@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from reportgen import optvis
-from reportgen.hooks import count_hooks, module_signature
+from reportgen.inspection.hooks import count_hooks, module_signature
 from reportgen.optvis import objectives as O
 from reportgen.optvis import regularizers as R
 from reportgen.optvis import transforms as T

@@ -19,7 +19,7 @@ from conftest import CLASSES, make_tiny_cnn
 from reportgen.build import build_report
 from reportgen.demo import images_dir
 from reportgen.errors import OutputError
-from reportgen.output import OutputBusyError, OutputLock, clean_stale
+from reportgen.publish.atomic import OutputBusyError, OutputLock, clean_stale
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -117,7 +117,7 @@ def test_clean_stale_restores_a_report_left_aside(tmp_path):
 
 HOLDER = r"""
 import sys, time
-from reportgen.output import OutputLock
+from reportgen.publish.atomic import OutputLock
 with OutputLock(__import__("pathlib").Path(sys.argv[1])):
     print("LOCKED", flush=True)
     sys.stdin.readline()

@@ -12,7 +12,7 @@ from torch import nn
 from conftest import CLASSES
 from reportgen import registry, sampling
 from reportgen.build import compute_sections, run_technique
-from reportgen.hooks import count_hooks, module_signature
+from reportgen.inspection.hooks import count_hooks, module_signature
 from reportgen.policy import PolicyViolation, isolated
 from reportgen.report import Note, Section
 

@@ -1,4 +1,4 @@
-"""Receptive fields (reportgen.receptive): known values, exactness on odd wiring, cropping."""
+"""Receptive fields (reportgen.inspection.receptive): known values, exactness on odd wiring, cropping."""
 
 from __future__ import annotations
 
@@ -9,13 +9,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from reportgen.hooks import count_hooks, module_signature
-from reportgen.receptive import (
-    ReceptiveField,
-    analytic_receptive_field,
-    crop_field,
-    gradient_receptive_field,
-    interior_units,
+from reportgen.inspection.hooks import count_hooks, module_signature
+from reportgen.inspection.receptive import (
+    ReceptiveField, analytic_receptive_field, crop_field, gradient_receptive_field, interior_units,
 )
 
 from conftest import make_tiny_cnn

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from reportgen.report import (
-    OVERVIEW, Figure, Grid, GridItem, Group, ImageData, ImagesInfo, KeyValues, Note, Reference, Report, Row, RunInfo,
-    Section, SkippedImage, Table,
+    OVERVIEW, Figure, Grid, GridItem, Group, ImageData, ImagesInfo, KeyValues, Note, Reference, Report, Row,
+    RunInfo, Section, SkippedImage, Table,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

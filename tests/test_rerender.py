@@ -86,7 +86,7 @@ def test_rerender_reuses_encoded_pictures_and_links_unchanged_files(built, tmp_p
     from reportgen.cache import Cache
     from reportgen.render import assets as assets_mod
     from reportgen.render import render_report
-    from reportgen.rerender import load_tree
+    from reportgen.publish.rerender import load_tree
     from reportgen.report import Figure, ImageData, iter_images
 
     out, cache = built

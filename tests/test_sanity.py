@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import make_tiny_cnn
-from reportgen import randomization as R
+from reportgen.attribution import randomization as R
 from reportgen import registry
-from reportgen.hooks import count_hooks
+from reportgen.inspection.hooks import count_hooks
 from reportgen.report import Note
 
 

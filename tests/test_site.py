@@ -13,7 +13,7 @@ from reportgen.build import build_report
 from reportgen.cli import main
 from reportgen.errors import OutputError
 from reportgen.render.html import CSP
-from reportgen.site import build_site
+from reportgen.publish.site import build_site
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ from torch import nn
 from conftest import CLASSES
 
 from reportgen import optvis
-from reportgen.extract import activations, block_layers, spread_layers
-from reportgen.hooks import count_hooks, module_signature
-from reportgen.nnsynth import synthesize_nn
+from reportgen.inspection.activations import activations, block_layers, spread_layers
+from reportgen.inspection.hooks import count_hooks, module_signature
+from reportgen.synthesis.nearest_neighbour import synthesize_nn
 from reportgen.optvis import objectives as O
-from reportgen.stylekit import ASSETS
+from reportgen.synthesis.style import ASSETS
 
 
 def test_gram_matrix_hand_computed_symmetric_psd():
@@ -104,7 +104,7 @@ def test_inversion_early_layer_reconstructs_better_than_deep(make_ctx, tiny_mode
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_style_loss_decreases_with_lbfgs_and_adam(make_ctx, tiny_model, image_dir, optimizer):
-    from reportgen.stylekit import gram_targets, relative_gram_errors, style_objective, synthesize
+    from reportgen.synthesis.style import gram_targets, relative_gram_errors, style_objective, synthesize
 
     ctx = _ctx(make_ctx, tiny_model, image_dir)
     layers = ["features.1", "features.4"]
@@ -118,8 +118,8 @@ def test_style_loss_decreases_with_lbfgs_and_adam(make_ctx, tiny_model, image_di
 
 
 def test_transform_net_size_and_training_lowers_held_out_style_loss(make_ctx, tiny_model, image_dir):
-    from reportgen.stylekit import gram_targets, style_objective
-    from reportgen.transformnet import TransformNet, perceptual_loss, train
+    from reportgen.synthesis.style import gram_targets, style_objective
+    from reportgen.synthesis.transformnet import TransformNet, perceptual_loss, train
 
     net = TransformNet(width=8, res_blocks=1)
     assert net(torch.rand(2, 3, 30, 22)).shape == (2, 3, 30, 22)
@@ -175,7 +175,7 @@ def test_style_and_texture_folders_are_options(make_ctx, tiny_model, image_dir, 
     from PIL import Image
 
     from reportgen.cli import main
-    from reportgen.stylekit import source_images
+    from reportgen.synthesis.style import source_images
 
     help_text = CliRunner().invoke(main, ["build", "--help"]).output
     assert "--style-images" in help_text and "--texture-images" in help_text

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from reportgen import threads
+from reportgen import device as threads
 
 
 def test_explicit_thread_count_is_used_and_restorable():

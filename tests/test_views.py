@@ -1,4 +1,4 @@
-"""reportgen.views: normalize_attr on known inputs for each sign, and the image | map | overlay view."""
+"""reportgen.attribution.visualization: normalize_attr on known inputs for each sign, and the image | map | overlay view."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from reportgen.report import GridItem
-from reportgen.views import attr_image, attr_item, normalize_attr
+from reportgen.attribution.visualization import attr_image, attr_item, normalize_attr
 
 # 0..10 by 1 and their negatives: the 90th percentile of |a| over 21 values is 9
 A = np.concatenate([np.arange(11.0), -np.arange(1.0, 11.0)])

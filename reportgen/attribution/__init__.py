@@ -2,8 +2,8 @@
 
 ``model`` maps a batch ``x`` (B x C x H x W) to logits (B x K); ``target`` is an int or a length-B
 sequence/tensor of class indices. Every function is batched, restores the model's train/eval and
-``requires_grad`` flags (:mod:`reportgen.hooks`) and leaves no hook behind. Drawing the results is
-:mod:`reportgen.views` (numpy only).
+``requires_grad`` flags (:mod:`reportgen.inspection.hooks`) and leaves no hook behind. Drawing the results is
+:mod:`reportgen.attribution.visualization` (numpy only).
 
 * :mod:`.gradients` — :func:`gradient` / :func:`saliency` (Simonyan et al. 2014), :func:`smoothgrad`
   (Smilkov et al. 2017), :func:`integrated_gradients` (Sundararajan et al. 2017) with its completeness check.
@@ -16,8 +16,9 @@ sequence/tensor of class indices. Every function is batched, restores the model'
 """
 
 from .cam import gradcam, gradcam_plus_plus, guided_gradcam, last_spatial_block, normalise, upsample
-from .gradients import (IGResult, Target, class_scores, gradient, integrated_gradients, saliency, smoothgrad,
-                        to_map)
+from .gradients import (
+    IGResult, Target, class_scores, gradient, integrated_gradients, saliency, smoothgrad, to_map,
+)
 from .guided import class_target, guided, guided_backprop, rule_gradients, unit_target
 from .metrics import rank_correlation, ssim
 from .occlusion import coverage_average, occlusion, occlusion_grid, window_positions

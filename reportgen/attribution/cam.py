@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hooks import capture_outputs, eval_mode, frozen_params
+from ..inspection.hooks import capture_outputs, eval_mode, frozen_params
 from .gradients import Target, _targets
 from .guided import guided
 

@@ -3,7 +3,7 @@
 ``model`` maps a batch ``x`` (B x C x H x W) to logits (B x K); ``target`` is an int or a length-B
 sequence/tensor of class indices. Every function is batched (one forward/backward per batch or per
 chunk of interpolation/noise samples), restores the model's train/eval flags and ``requires_grad``
-flags (:mod:`reportgen.hooks`) and leaves no hook behind.
+flags (:mod:`reportgen.inspection.hooks`) and leaves no hook behind.
 
 * :func:`gradient` / :func:`saliency` — Simonyan et al. (2014): ``dS_k/dx`` and ``|dS_k/dx|``.
 * :func:`smoothgrad` — Smilkov et al. (2017): ``mean_n A(x + N(0, sigma^2))``.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..hooks import eval_mode, frozen_params
+from ..inspection.hooks import eval_mode, frozen_params
 
 Target = int | Sequence[int] | torch.Tensor
 

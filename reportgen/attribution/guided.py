@@ -1,7 +1,7 @@
 """Input gradients under a ReLU rule (Zeiler & Fergus 2014; Springenberg et al. 2015), on tensors.
 
 The three rules differ only in how the upstream gradient ``g`` crosses each ``y = relu(x)``
-(:mod:`reportgen.gradrules`): ``backprop`` ``g·[x>0]`` (the plain gradient), ``deconvnet``
+(:mod:`reportgen.attribution.relu_rules`): ``backprop`` ``g·[x>0]`` (the plain gradient), ``deconvnet``
 ``relu(g)``, ``guided`` ``relu(g)·[x>0]`` (guided backprop). The output is ``dT/dx`` (B x C x H x W)
 for a target ``T`` per image: a class score (:func:`guided`) or any scalar picked from the logits or
 from one layer's activation (:func:`rule_gradients`, e.g. one unit per image via :func:`unit_target`).
@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..gradrules import RuleReport, gradient_rule
-from ..hooks import capture_outputs, eval_mode, frozen_params
+from .relu_rules import RuleReport, gradient_rule
+from ..inspection.hooks import capture_outputs, eval_mode, frozen_params
 from .gradients import Target, _targets
 
 # selector(logits B x K, activation of ``layer`` or None) -> B scalars whose input gradients are wanted

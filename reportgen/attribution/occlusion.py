@@ -6,7 +6,7 @@ softmax probability of the target class at every position (B x ny x nx), and :fu
 coverage-averaged map (B x H x W): each pixel gets the mean probability over the positions whose window
 covers it (the unoccluded probability where none does, i.e. stride > window). Low = that part matters.
 
-Where the model can be traced and is proven local (:mod:`reportgen.incremental`, Nakandala et al. 2019)
+Where the model can be traced and is proven local (:mod:`reportgen.attribution.incremental`, Nakandala et al. 2019)
 the occluded copies are evaluated by exact incremental inference; otherwise (or ``incremental=False``)
 all copies are built as one tensor operation and run ``batch`` at a time, mixing several images per batch.
 Both give the same probabilities up to float summation order.
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..accel import fast_layout
-from ..hooks import eval_mode
-from ..incremental import IncrementalOccluder, occlusion_logits
+from ..device import fast_layout
+from ..inspection.hooks import eval_mode
+from .incremental import IncrementalOccluder, occlusion_logits
 from .gradients import Target, _targets
 
 Progress = Callable[[Iterable, str, int], Iterable]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hooks import capture_outputs, eval_mode
+from ..inspection.hooks import capture_outputs, eval_mode
 
 MAX_SPATIAL = 8  # feature maps are average-pooled to at most 8 x 8 positions before flattening
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from .. import randomization as R
+from ..attribution import randomization as R
 from ..pictures import figure_to_png, new_figure
 from ..papers import KORNBLITH_2019
 from ..report import Figure, Note, Section, Table

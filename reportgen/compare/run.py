@@ -18,14 +18,16 @@ from typing import Callable
 from torch import nn
 
 from .. import registry
-from ..build import (BuildResult, compute_sections, device_description, make_context, publish_report, resolve_device,
-                     versions)
+from ..build import (
+    BuildResult, compute_sections, device_description, make_context, publish_report, resolve_device,
+    versions,
+)
 from ..cache import Cache, default_cache_dir
 from ..config import make_config
 from ..context import no_progress
 from ..errors import ReportgenError
-from ..output import OutputLock, TermAsInterrupt, check_out, clean_stale, sibling
-from ..published import display_path
+from ..publish.atomic import OutputLock, TermAsInterrupt, check_out, clean_stale, sibling
+from ..display_paths import display_path
 from ..report import Group, ImagesInfo, Note, Report, Row, RunInfo, Section
 from .cka_section import cka_section
 from .diff import calibration_section, flipped_section, per_class_section

@@ -39,7 +39,7 @@ class LoadedModel:
 
 def input_channels(model: nn.Module) -> tuple[int | None, str]:
     """Input channels from the first convolution's ``in_channels`` (None when there is no such layer)."""
-    from ..layers import first_conv, resolve_layer
+    from ..inspection.layers import first_conv, resolve_layer
 
     try:
         name = first_conv(model)

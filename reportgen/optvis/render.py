@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..hooks import StopForward, capture_outputs, capture_until_complete, eval_mode, frozen_params
-from ..layers import resolve_layer
+from ..inspection.hooks import StopForward, capture_outputs, capture_until_complete, eval_mode, frozen_params
+from ..inspection.layers import resolve_layer
 from .objectives import INPUT, LOGITS, Objective
 from .param import ImageParam
 from .regularizers import Regularizer

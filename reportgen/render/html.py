@@ -25,11 +25,15 @@ from markupsafe import Markup
 
 from .. import __version__
 from .._resources import templates_dir
-from ..report import (OVERVIEW, Figure, Grid, Group, ImageData, KeyValues, Note, Report, Row, RunInfo, Section, Table,
-                      iter_images)
+from ..report import (
+    OVERVIEW, Figure, Grid, Group, ImageData, KeyValues, Note, Report, Row, RunInfo, Section, Table,
+    iter_images,
+)
 from .assets import ASSETS_DIRNAME, MIN_PICTURE_PX, AssetStore, auto_cell_width, content_hash
-from .text import (clean_strings, first_sentence, fmt_duration, fmt_value, is_number, paragraphs, safe_text,
-                   safe_url, short_hash, slugify, tone_class, tone_mark)
+from .text import (
+    clean_strings, first_sentence, fmt_duration, fmt_value, is_number, paragraphs, safe_text, safe_url,
+    short_hash, slugify, tone_class, tone_mark,
+)
 from .themes import Theme, load_theme
 
 CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._resources import themes_dir
-from ..published import display_path
+from ..display_paths import display_path
 from ..errors import ReportgenError
 
 if sys.version_info >= (3, 11):

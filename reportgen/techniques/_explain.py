@@ -1,5 +1,5 @@
 """Shared by the attribution techniques (saliency, occlusion, gradcam, smoothgrad, integrated_gradients, sanity):
-which images, which classes, and the grid cells that show them (maps are drawn by :mod:`reportgen.views`).
+which images, which classes, and the grid cells that show them (maps are drawn by :mod:`reportgen.attribution.visualization`).
 Not a technique (the leading underscore keeps the registry out)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from ..report import GridItem, ImageData
 from ..sampling import spread_indices, target_classes
-from ..views import attr_item
+from ..attribution.visualization import attr_item
 
 
 @dataclass

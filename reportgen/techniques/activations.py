@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..hooks import capture_outputs
+from ..inspection.hooks import capture_outputs
 from ..pictures import to_uint8
-from ..layers import activation_after
+from ..inspection.layers import activation_after
 from ..papers import YOSINSKI_2015, ZEILER_FERGUS_2014
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Section

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from ..pictures import figure_to_png, new_figure
-from ..hooks import hookable
-from ..layers import describe_layers
+from ..inspection.hooks import hookable
+from ..inspection.layers import describe_layers
 from ..papers import ZEILER_FERGUS_2014
 from ..registry import technique
 from ..report import OVERVIEW, Grid, GridItem, Group, ImageData, KeyValues, Note, Section, Table

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import layers as layers_mod
+from ..inspection import layers as layers_mod
 from .. import optvis
 from ..pictures import unit_to_uint8
 from ..optvis import objectives as O

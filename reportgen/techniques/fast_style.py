@@ -1,6 +1,6 @@
 """Fast style transfer (Johnson, Alahi & Fei-Fei, ECCV 2016): the optimisation done once, in a network.
 
-A feed-forward image transformation network (:class:`reportgen.transformnet.TransformNet`: downsampling
+A feed-forward image transformation network (:class:`reportgen.synthesis.transformnet.TransformNet`: downsampling
 convolutions, residual blocks, instance normalisation, resize-convolution upsampling) is trained per style to
 minimise the same perceptual loss as Gatys et al.'s optimisation, ``L_content + w_s L_style + w_tv TV``,
 computed by the user's frozen model, over the image set (a seeded subsample, with the shown images held out).
@@ -23,8 +23,8 @@ from ..optvis.plotting import history_plot
 from ..papers import GATYS_STYLE_2016, JOHNSON_2016
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
-from ..stylekit import resize_to, style_objective
-from ..transformnet import TransformNet, load_numpy_state, perceptual_loss, state_to_numpy, train
+from ..synthesis.style import resize_to, style_objective
+from ..synthesis.transformnet import TransformNet, load_numpy_state, perceptual_loss, state_to_numpy, train
 from .style_transfer import StyleTransferOptions, per_image_seconds, setup
 
 

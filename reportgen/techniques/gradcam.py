@@ -19,7 +19,7 @@ from .. import attribution as A
 from ..papers import CHATTOPADHAY_2018, SELVARAJU_2017, SPRINGENBERG_2015
 from ..registry import technique
 from ..report import Grid, Note, Section, Table
-from ..views import attr_item
+from ..attribution.visualization import attr_item
 from ._explain import cell_width, explain_batch, heat_item, input_item, peak_area
 
 

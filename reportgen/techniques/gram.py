@@ -18,7 +18,7 @@ from ..pictures import figure_to_png, unit_to_uint8
 from ..papers import GATYS_STYLE_2016, GATYS_TEXTURE_2015
 from ..registry import technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
-from ..stylekit import gram_targets, source_images
+from ..synthesis.style import gram_targets, source_images
 from .texture import TextureOptions, gram_synthesis
 
 

@@ -16,14 +16,14 @@ import numpy as np
 import torch
 
 from .. import attribution as A
-from ..gradrules import RULES
-from ..hooks import capture_outputs
-from ..layers import activation_after
+from ..attribution.relu_rules import RULES
+from ..inspection.hooks import capture_outputs
+from ..inspection.layers import activation_after
 from ..papers import SPRINGENBERG_2015, ZEILER_FERGUS_2014
 from ..registry import technique
 from ..report import Figure, Grid, Group, ImageData, Note, Row, Section
 from ..sampling import device_batch_size, spread_indices
-from ..views import attr_item
+from ..attribution.visualization import attr_item
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {

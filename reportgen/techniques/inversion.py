@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import optvis
-from ..extract import activations, spread_layers
+from ..inspection.activations import activations, spread_layers
 from ..pictures import unit_to_uint8
 from ..optvis import objectives as O
 from ..optvis.plotting import history_plot
@@ -23,7 +23,7 @@ from ..papers import MAHENDRAN_VEDALDI_2015
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 from ..sampling import spread_indices
-from ..stylekit import resize_to, resolve_parameterization
+from ..synthesis.style import resize_to, resolve_parameterization
 
 
 @dataclass

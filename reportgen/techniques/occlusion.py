@@ -9,7 +9,7 @@ size and is aligned with it pixel for pixel. Low probability = that part of the 
 The compute is :func:`reportgen.attribution.occlusion_grid` (exact incremental inference where the model
 allows it, else all occluded copies as one tensor operation, ``batch_size`` at a time); this module picks
 the images, classes, window and fill, and draws the change ``p(unoccluded) - heat`` with
-:mod:`reportgen.views`.
+:mod:`reportgen.attribution.visualization`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import torch
 
 from .. import attribution as A
 from ..attribution import window_positions
-from ..incremental import IncrementalOccluder
+from ..attribution.incremental import IncrementalOccluder
 from ..pictures import figure_to_png, new_figure
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
 from ..registry import technique
 from ..report import Figure, Grid, ImageData, Note, Section
 from ..sampling import device_batch_size
-from ..views import attr_image, attr_item
+from ..attribution.visualization import attr_image, attr_item
 from ._explain import cell_width, image_item, predict_batch
 from .saliency import show_indices
 

@@ -2,8 +2,8 @@
 
 For a layer ``l`` and channel ``c``, every image ``i`` is scored by the channel's maximum over
 positions, ``max_{y,x} a_l(x_i)[c, y, x]``; the ``k`` best images across the WHOLE set (from the
-one streaming pass of :mod:`reportgen.features`) are shown, each cropped to the exact receptive
-field of the unit ``(c, y*, x*)`` at that maximum (:mod:`reportgen.receptive`, gradient support),
+one streaming pass of :mod:`reportgen.features.compute`) are shown, each cropped to the exact receptive
+field of the unit ``(c, y*, x*)`` at that maximum (:mod:`reportgen.inspection.receptive`, gradient support),
 padded with grey where the field runs past the image border. Patches that share a pattern
 (a texture, a part, an object) show what that unit detects.
 """
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from .. import layers as layers_mod
-from ..features import TOPK
+from ..inspection import layers as layers_mod
+from ..features.compute import TOPK
 from ..papers import GIRSHICK_2014, SPRINGENBERG_2015, ZEILER_FERGUS_2014
-from ..receptive import ReceptiveField, crop_field, field_for
+from ..inspection.receptive import ReceptiveField, crop_field, field_for
 from ..registry import technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section
 

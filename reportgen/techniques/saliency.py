@@ -20,7 +20,7 @@ from ..papers import SIMONYAN_2014
 from ..registry import technique
 from ..report import Grid, Note, Section
 from ..sampling import device_batch_size
-from ..views import attr_image, attr_item
+from ..attribution.visualization import attr_image, attr_item
 from ._explain import cell_width, image_item, predict_batch, show_indices
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)

@@ -16,9 +16,9 @@ from typing import Callable
 import numpy as np
 
 from .. import attribution as A
-from .. import randomization as R
+from ..attribution import randomization as R
 from ..pictures import figure_to_png, new_figure
-from ..layers import resolve_layer
+from ..inspection.layers import resolve_layer
 from ..papers import ADEBAYO_2018, WANG_SSIM_2004
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Section, Table

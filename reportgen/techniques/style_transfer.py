@@ -20,10 +20,12 @@ from ..optvis.plotting import history_plot
 from ..papers import GATYS_STYLE_2016
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
-from ..extract import activations
+from ..inspection.activations import activations
 from ..sampling import spread_indices
-from ..stylekit import (content_layer, gram_targets, relative_gram_errors, resize_to, resolve_parameterization,
-                        source_images, stack_targets, style_layers, style_objective, synthesize)
+from ..synthesis.style import (
+    content_layer, gram_targets, relative_gram_errors, resize_to, resolve_parameterization, source_images,
+    stack_targets, style_layers, style_objective, synthesize,
+)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Texture synthesis two ways, from the same source textures.
 
 1. Non-parametric (Efros & Leung 1999; Wei & Levoy 2000): pixels generated in scan-line order over a pyramid,
-   each copied from the source pixel whose causal neighbourhood matches best (:mod:`reportgen.nnsynth`).
+   each copied from the source pixel whose causal neighbourhood matches best (:mod:`reportgen.synthesis.nearest_neighbour`).
    No model: the texture is a rearrangement of the source's own pixels.
 2. Gram-matrix synthesis through the user's model (Gatys, Ecker & Bethge 2015): from noise, minimise
    ``sum_l ||G_l(x) - G_l(s)||^2 / ||G_l(s)||^2`` with ``G_l = F_l F_l^T / (H_l W_l)``, for growing sets of
@@ -19,13 +19,15 @@ import torch
 
 from .. import optvis
 from ..pictures import unit_to_uint8
-from ..nnsynth import synthesize_nn
+from ..synthesis.nearest_neighbour import synthesize_nn
 from ..optvis.plotting import history_plot
 from ..papers import EFROS_LEUNG_1999, GATYS_TEXTURE_2015, WEI_LEVOY_2000
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
-from ..stylekit import (gram_targets, relative_gram_errors, resize_to, resolve_parameterization, source_images,
-                        stack_targets, style_layers, style_objective, synthesize)
+from ..synthesis.style import (
+    gram_targets, relative_gram_errors, resize_to, resolve_parameterization, source_images, stack_targets,
+    style_layers, style_objective, synthesize,
+)
 
 
 @dataclass

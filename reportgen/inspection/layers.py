@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import LayerError
+from ..errors import LayerError
 from .hooks import eval_mode
 
 

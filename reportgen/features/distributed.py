@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .arrays import Rows
+from .rowstore import Rows
 
 _KEY = "distributed"  # where the group lives in the run's memo (never a module global)
 

@@ -24,7 +24,7 @@ Where the rules are applied:
   ``torch.relu_``, ``Tensor.relu``/``relu_`` are patched at call time for the duration of the block.
   The patch is process-wide while the block runs: do not run other models in other threads meanwhile.
 * what the patcher **cannot reach** is detected, not assumed: forward passes inside the block run
-  under a :class:`torch.overrides.TorchFunctionMode` (:mod:`reportgen.gradwatch`) that sees every
+  under a :class:`torch.overrides.TorchFunctionMode` (:mod:`reportgen.attribution._function_watch`) that sees every
   functional call, so functional ``F.gelu``/``F.silu``/..., ``torch.clamp(x, min=0)`` and names bound
   at import time (``from torch.nn.functional import relu``) are counted in ``RuleReport.unreached``
   and the description says "N activations were not reached; those layers use the plain gradient".
@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gradwatch import FunctionWatch, quiet
+from ._function_watch import FunctionWatch, quiet
 
 RULES = ("backprop", "deconvnet", "guided")
 

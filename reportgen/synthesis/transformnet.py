@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .extract import activations
+from ..inspection.activations import activations
 
 
 class _ConvIN(nn.Module):

@@ -5,7 +5,7 @@ Gram targets, and the optimisation-based synthesis itself (Gatys, Ecker & Bethge
   images shipped in ``reportgen/assets``; read-only, never written);
 * :func:`style_layers` picks Gram layers (the first block, then about 1/4, 1/2, 3/4 of the depth) and
   :func:`content_layer` the content layer (about 1/2), both by dotted name and overridable;
-* :func:`gram_targets` computes ``G_l = F_l F_l^T / (H_l W_l)`` of an image with :func:`reportgen.extract.activations`;
+* :func:`gram_targets` computes ``G_l = F_l F_l^T / (H_l W_l)`` of an image with :func:`reportgen.inspection.activations.activations`;
 * :func:`synthesize` runs the one optvis loop on ``-(content loss + w_s * style loss + w_tv * TV)``: texture
   synthesis from noise (no content term) and style transfer from the content image.
 """
@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import optvis
-from .errors import ReportgenError
-from .extract import activations, spread_layers
-from .optvis import objectives as O
+from .. import optvis
+from ..errors import ReportgenError
+from ..inspection.activations import activations, spread_layers
+from ..optvis import objectives as O
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 

@@ -1,11 +1,11 @@
-"""The forward pass over the image set behind :func:`reportgen.features.compute_features`, in bounded memory.
+"""The forward pass over the image set behind :func:`reportgen.features.compute.compute_features`, in bounded memory.
 
 * Rows (logits, penultimate features, pixel vectors) go straight into preallocated N-row matrices, memory-
-  mapped in the cache (:mod:`reportgen.arrays`), never into growing lists: peak memory does not grow with N.
+  mapped in the cache (:mod:`reportgen.features.rowstore`), never into growing lists: peak memory does not grow with N.
 * Images are decoded and resized in ``general.num_workers`` DataLoader worker processes (0: in this process),
   which prepare the next batches while the model runs on the current one.
 * Per-layer statistics are streamed: a running per-channel top-k (:class:`TopK`) and sums of squares.
-* Under ``torch.distributed`` (:mod:`reportgen.distributed`) each rank scans its shard (every ``world``-th
+* Under ``torch.distributed`` (:mod:`reportgen.features.distributed`) each rank scans its shard (every ``world``-th
   image) and rank 0 merges the shards: rows by image index, top-k by (value, then the lower image index:
   the same tie-break as one process), sums added, so the merged record equals a one-process pass.
 """
@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import layers as layers_mod
-from .accel import autocast_agrees, low_precision_dtype, scan_autocast
-from .arrays import Rows
-from .hooks import capture_input, capture_outputs, eval_mode, hookable
-from .passdata import BaseRecord, LayerStats, field_or_none
+from ..inspection import layers as layers_mod
+from ..device import autocast_agrees, low_precision_dtype, scan_autocast
+from .rowstore import Rows
+from ..inspection.hooks import capture_input, capture_outputs, eval_mode, hookable
+from .records import BaseRecord, LayerStats, field_or_none
 
 
 class TopK:
@@ -137,7 +137,7 @@ def forward_pass(ctx, layer_names: list[str], key: str | None, topk: int, pixel_
     ``key`` names the memory-mapped matrices in the cache (None: in memory).
     """
     from . import distributed
-    from .sampling import device_batch_size
+    from ..sampling import device_batch_size
 
     model = ctx.model
     clf_name = layers_mod.classifier_layer(model)
@@ -209,7 +209,7 @@ def forward_pass(ctx, layer_names: list[str], key: str | None, topk: int, pixel_
                         if name not in inner:
                             region = None
                             if a.dim() == 4 and fields[name] is not None:
-                                from .receptive import interior_units
+                                from ..inspection.receptive import interior_units
 
                                 region = interior_units(fields[name], tuple(a.shape[-2:]), int(x.shape[-1]))
                             inner[name] = TopK(topk, region) if region is not None else None

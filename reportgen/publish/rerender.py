@@ -26,11 +26,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .cache import Cache
-from .errors import OutputError, ReportgenError
-from .output import (MARKER, OutputLock, TermAsInterrupt, check_out, clean_stale, disk_error, embed_json,
-                     is_single_file_target, publish_file, sibling, swap_in)
-from .report import Report, RunInfo
+from ..cache import Cache
+from ..errors import OutputError, ReportgenError
+from .atomic import (
+    MARKER, OutputLock, TermAsInterrupt, check_out, clean_stale, disk_error, embed_json,
+    is_single_file_target, publish_file, sibling, swap_in,
+)
+from ..report import Report, RunInfo
 
 TREE_KEY = "report_tree"  # report.json: {"sha256": ...} of the stored tree
 _EMBED_START = '<script type="application/json" id="reportgen-report">'
@@ -90,7 +92,7 @@ def rerender(out: str | Path, *, theme: str | None = None, single_file: bool = F
              new_out: str | Path | None = None, cache: Cache, wait: bool = False,
              log: Callable[[str], None] | None = None) -> tuple[Path, Report]:
     """Render the built report at ``out`` again (theme / single file) into ``new_out`` (default: in place)."""
-    from .render import check_theme, theme_label
+    from ..render import check_theme, theme_label
 
     log = log or (lambda s: None)
     out = Path(out)
@@ -128,9 +130,9 @@ def publish_report(report: Report, tmp: Path, out: Path, cache: Cache, *, theme:
                    single_file: bool = False) -> dict[str, Any]:
     """Render ``report`` into ``tmp`` with its report.json, then move it into place as ``out`` (atomically).
 
-    The caller holds :class:`~reportgen.output.OutputLock` on ``out`` and removes ``tmp`` afterwards.
+    The caller holds :class:`~reportgen.publish.atomic.OutputLock` on ``out`` and removes ``tmp`` afterwards.
     """
-    from .render import render_report
+    from ..render import render_report
 
     try:
         previous = out if not (single_file or is_single_file_target(out)) and (out / MARKER).is_file() else None
@@ -165,7 +167,7 @@ def write_json(report: Report, manifest: dict[str, Any], path: Path, cache: Cach
         "sections": secs,
         "cache": {"hits": cache.hits, "misses": cache.misses, "enabled": cache.enabled},  # no path: it is private
     }
-    from .render.html import clean_strings
+    from ..render.html import clean_strings
 
     data = clean_strings(json.loads(json.dumps(data, default=_json_default)))  # plain JSON, undecodable names shown
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")

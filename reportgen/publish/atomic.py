@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from .errors import OutputError
+from ..errors import OutputError
 
 try:
     import fcntl

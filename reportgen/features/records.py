@@ -1,6 +1,6 @@
 """The records one pass over the image set produces (plain numpy, picklable, cached).
 
-:mod:`reportgen.scan` fills them, :mod:`reportgen.features` caches and serves them; kept apart from both so
+:mod:`reportgen.features.scan` fills them, :mod:`reportgen.features.compute` caches and serves them; kept apart from both so
 neither imports the other's internals (no import cycle).
 """
 
@@ -96,7 +96,7 @@ class BaseRecord:
 def field_or_none(ctx, name: str):
     """The layer's receptive field (for the interior top-k), or None if it cannot be computed."""
     try:
-        from .receptive import field_for
+        from ..inspection.receptive import field_for
 
         return field_for(ctx, name)
     except Exception:  # noqa: BLE001 - exotic models: fall back to all units

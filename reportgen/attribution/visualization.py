@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .pictures import overlay, unit_to_uint8
-from .report import GridItem, ImageData
+from ..pictures import overlay, unit_to_uint8
+from ..report import GridItem, ImageData
 
 SIGNS = ("absolute_value", "positive", "negative", "all")
 VIEWS = ("image", "map", "overlay")

@@ -10,7 +10,7 @@ streaming per-channel statistics: the top-``TOPK`` images by the channel's spati
 Memory is bounded by the batch: activations are reduced batch by batch (running top-k merge)
 and never stored, except the N x D penultimate and N x 3*32*32 pixel matrices, both float16.
 For layers with a spatial output the top-k is also kept for the "interior" units only, whose
-receptive field (:mod:`reportgen.receptive`) lies wholly inside the image, so maximally
+receptive field (:mod:`reportgen.inspection.receptive`) lies wholly inside the image, so maximally
 activating patches need not show zero padding.
 
 Caching is by content and per piece: the base record (logits, features, pixels) and each
@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from .arrays import resolve
-from .errors import LayerError
-from .passdata import PIXEL_SIZE, BaseRecord, FeatureStore, LayerStats
+from .rowstore import resolve
+from ..errors import LayerError
+from .records import PIXEL_SIZE, BaseRecord, FeatureStore, LayerStats
 
 FEATURES_VERSION = "3"
 TOPK = 16  # top images kept per channel (patches can show at most this many)
@@ -105,7 +105,7 @@ def compute_features(ctx, layers: list[str]) -> FeatureStore:
 
     if base is None and cache is not None:
         hit = cache.get(_base_key(ctx))
-        if isinstance(hit, BaseRecord):  # its big matrices are memory-mapped files beside it (reportgen.arrays)
+        if isinstance(hit, BaseRecord):  # its big matrices are memory-mapped files beside it (reportgen.features.rowstore)
             pen, pix = resolve(hit.penultimate, cache), resolve(hit.pixels, cache)
             if pen is not None and pix is not None:
                 base = dataclasses.replace(hit, penultimate=pen, pixels=pix)
@@ -134,7 +134,7 @@ def compute_features(ctx, layers: list[str]) -> FeatureStore:
 
 
 def _forward_pass(ctx, layer_names: list[str]):
-    """One pass over the set (see :mod:`reportgen.scan`): (base, {layer: LayerStats}, {name: ArrayRef})."""
+    """One pass over the set (see :mod:`reportgen.features.scan`): (base, {layer: LayerStats}, {name: ArrayRef})."""
     from .scan import forward_pass
 
     key = _base_key(ctx) if ctx.cache is not None and ctx.cache.enabled else None
@@ -143,7 +143,7 @@ def _forward_pass(ctx, layer_names: list[str]):
 
 def shared_pass(ctx, group) -> None:
     """Every rank of a ``torchrun`` group: run the run's one feature pass together (rank 0 keeps the merged
-    record in ``ctx``; see :mod:`reportgen.distributed`)."""
+    record in ``ctx``; see :mod:`reportgen.features.distributed`)."""
     from . import distributed
 
     layers = planned_layers(ctx)

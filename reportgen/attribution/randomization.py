@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from .hooks import capture_outputs, eval_mode
-from .layers import resolve_layer
+from ..inspection.hooks import capture_outputs, eval_mode
+from ..inspection.layers import resolve_layer
 
 NORM_TYPES = (_NormBase, nn.GroupNorm, nn.LayerNorm)
 

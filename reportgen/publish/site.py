@@ -14,9 +14,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError, ReportgenError
-from .output import MARKER, OutputLock, TermAsInterrupt, clean_stale, sibling, swap_in
-from .report import RunInfo
+from ..errors import OutputError, ReportgenError
+from .atomic import MARKER, OutputLock, TermAsInterrupt, clean_stale, sibling, swap_in
+from ..report import RunInfo
 
 SITE_MARKER = "site.json"
 
@@ -67,7 +67,7 @@ def _slug(name: str, taken: set[str]) -> str:
 def build_site(reports: list[Path], out: Path, theme: str = "light", title: str = "Model reports",
                link: bool = False) -> Path:
     """Write the site; returns the path of its ``index.html``."""
-    from .render.themes import check_theme
+    from ..render.themes import check_theme
 
     check_theme(theme)
     out = Path(out)
@@ -88,10 +88,10 @@ def build_site(reports: list[Path], out: Path, theme: str = "light", title: str 
 
 def _write_site(tmp: Path, out: Path, reports: list[Path], entries: list[dict[str, Any]], theme: str, title: str,
                 link: bool) -> None:
-    from . import __version__
-    from .render.assets import ASSETS_DIRNAME, content_hash
-    from .render.html import CSP, make_env
-    from .render.themes import load_theme
+    from .. import __version__
+    from ..render.assets import ASSETS_DIRNAME, content_hash
+    from ..render.html import CSP, make_env
+    from ..render.themes import load_theme
 
     (tmp / "reports").mkdir(parents=True)
     taken: set[str] = set()

@@ -1,4 +1,4 @@
-"""See which functions a forward pass calls, to report what :mod:`reportgen.gradrules` could not reach.
+"""See which functions a forward pass calls, to report what :mod:`reportgen.attribution.relu_rules` could not reach.
 
 The gradient-rule patcher replaces activation modules' ``forward`` and the ``F.relu``-family
 attributes. Calls it cannot reach still run with their plain gradient: functional smooth
@@ -7,7 +7,7 @@ at import time (``from torch.nn.functional import relu``). :class:`FunctionWatch
 :class:`torch.overrides.TorchFunctionMode`: while it is active every torch function call passes
 through it, so it counts those calls (and max-pooling calls, which decide whether deconvnet's
 signal depends on the image) without hooks or patches. It is only active inside
-:func:`reportgen.gradrules.gradient_rule`, and calls made by the rules themselves are ignored.
+:func:`reportgen.attribution.relu_rules.gradient_rule`, and calls made by the rules themselves are ignored.
 """
 
 from __future__ import annotations

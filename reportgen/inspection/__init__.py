@@ -1,0 +1,1 @@
+"""Looking inside a model: hooks, layers, activations, receptive fields, BatchNorm folding."""

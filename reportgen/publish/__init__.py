@@ -1,0 +1,1 @@
+"""Getting a report onto disk: the atomic swap under a lock, re-rendering, the multi-report site."""

@@ -1,0 +1,1 @@
+"""Image synthesis on top of optvis: style/texture kit, non-parametric synthesis, the transform net."""
