@@ -116,3 +116,22 @@ def shared_dir() -> Path:
     if not (SHARED / "models" / "mobilenet_v2_imagenet" / "build.py").is_file():
         pytest.skip("../shared is not available")
     return SHARED
+
+
+class ColourMeans(nn.Module):
+    """logit_k = 20 * (mean of colour channel k) - a tiny CNN whose label can always be flipped."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.act = nn.ReLU(inplace=True)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(3, 3)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            self.conv.bias.zero_()
+            self.fc.weight.copy_(20 * torch.eye(3))
+            self.fc.bias.zero_()
+
+    def forward(self, x):
+        return self.fc(self.pool(self.act(self.conv(x))).flatten(1))

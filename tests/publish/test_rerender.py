@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from reportgen import loading
 from reportgen.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

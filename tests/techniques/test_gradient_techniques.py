@@ -13,7 +13,7 @@ from reportgen.inspection.hooks import count_hooks, module_signature
 from reportgen.preprocess import PixelModel, Preprocessing
 from reportgen.report import Grid, Group, Note, Row, Table, iter_images
 
-from conftest import CLASSES
+from conftest import CLASSES, ColourMeans
 
 IDS = ["guided_backprop", "class_visualization", "adversarial", "deepdream"]
 
@@ -73,25 +73,6 @@ def test_class_visualization_uses_given_classes(make_ctx, tiny_model, image_dir)
     assert len(grid.items) == 4 and "white" in grid.items[0].label and "green" in grid.items[2].label
     # objective improved (the tiny untrained model may still not reach the class: that is a separate warning)
     assert not any(isinstance(b, Note) and "did not increase" in b.text for b in sec.blocks)
-
-
-class ColourMeans(nn.Module):
-    """logit_k = 20 * (mean of colour channel k) - a tiny CNN whose label can always be flipped."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 3, 1)
-        self.act = nn.ReLU(inplace=True)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(3, 3)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
-            self.conv.bias.zero_()
-            self.fc.weight.copy_(20 * torch.eye(3))
-            self.fc.bias.zero_()
-
-    def forward(self, x):
-        return self.fc(self.pool(self.act(self.conv(x))).flatten(1))
 
 
 def test_targeted_attack_flips_the_label():

@@ -20,9 +20,9 @@ from reportgen.preprocess import PixelModel, Preprocessing
 from reportgen.report import Figure, Grid, Group, Note, Row, Table
 
 from conftest import CLASSES
-from test_gradient_techniques import ColourMeans
+from conftest import ColourMeans
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IDENTITY = Preprocessing(None, 32, (0.0,) * 3, (1.0,) * 3)
 
 

@@ -21,7 +21,7 @@ from reportgen.demo import images_dir
 from reportgen.errors import OutputError
 from reportgen.publish.atomic import OutputBusyError, OutputLock, clean_stale
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent.parent
 ROOT = TESTS.parent
 DEMO = dict(preset="minimal", only=["card", "filters"], device="cpu", max_images=20)
 

@@ -164,7 +164,7 @@ def test_shipped_assets_have_sources_and_licences():
             assert f.name in text and f.stat().st_size < 150_000
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     lic = (root / "THIRD_PARTY_LICENSES.md").read_text()
     assert "fashion-mnist" in lic.lower() and "CC0" in lic and "public domain" in lic
     assert "MIT License" in (root / "LICENSE").read_text()

@@ -14,7 +14,7 @@ import torch
 
 from reportgen.demo import images_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = "card,neighbors,embedding,patches"
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),

@@ -20,7 +20,7 @@ from reportgen.report import (
     RunInfo, Section, SkippedImage, Table,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 XSS = "<img src=x onerror=alert(1)>"
 XSS_RAW = "<img src=x onerror"  # must never appear unescaped in any page
 CSP_EXPECTED = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -480,7 +480,7 @@ def test_overview_placement_is_declared_by_the_section_not_its_id(tmp_path):
     index = (tmp_path / "index.html").read_text()
     assert "on the front page" in index and 'id="overview-headline"' in index
     assert "stays on its own page" not in index
-    render_dir = Path(__file__).resolve().parents[1] / "reportgen" / "render"
+    render_dir = Path(__file__).resolve().parents[2] / "reportgen" / "render"
     code = "".join(p.read_text() for p in render_dir.glob("*.py"))
     assert '"card"' not in code and "'card'" not in code
 
