@@ -12,17 +12,25 @@ Its size is capped (least recently used entries are evicted by mtime; a hit refr
 
 Entries are pickles, read back with an unpickler that only admits numpy and reportgen's own
 plain-data classes, so a tampered cache file cannot run code.
+
+Code in keys: :func:`code_digest` hashes the source of every module a computation reaches through its
+imports (read with :mod:`ast`, never by importing) and reportgen's version, so an edited helper, however
+deep, or an upgraded reportgen never serves a result computed by other code. ``CODE_VERSION`` is only for
+changes of the stored format.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import json
 import os
 import pickle
 import re
+import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +38,7 @@ DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB
 TAG_NAME = "CACHEDIR.TAG"
 TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
             "# This file marks the reportgen cache (https://bford.info/cachedir/): backups may skip it.\n")
-CODE_VERSION = "3"  # bump when a technique's output format changes (3: Section.placement)
+CODE_VERSION = "3"  # bump when the stored format changes (3: Section.placement); code edits need no bump
 
 _ALLOWED_MODULES = ("builtins", "collections", "numpy", "numpy.core.multiarray", "numpy._core.multiarray",
                     "numpy.core.numeric", "numpy._core.numeric", "numpy.dtypes", "reportgen.report", "reportgen.features.records",
@@ -225,3 +233,120 @@ class Cache:
                     sub.rmdir()  # only when empty
                 except OSError:
                     pass
+
+
+# ----------------------------------------------------------------------------------------------
+# code digests: the source a cached result was computed by
+
+_IMPORTS: dict[tuple[str, bool, str], tuple[tuple[str, tuple[str, ...]], ...]] = {}  # per process, per source
+
+
+def _locate(name: str) -> tuple[Path, bool] | None:
+    """(source file, is a package) of module ``name``, found from its top-level package's folder without
+    importing anything; None when that package is not loaded or has no source (built-in, namespace, zip)."""
+    top, *rest = name.split(".")
+    mod = sys.modules.get(top)
+    file = getattr(mod, "__file__", None)
+    if not file:
+        return None
+    base = Path(file)
+    if getattr(mod, "__path__", None) is None:  # a single-file top-level module
+        return (base, False) if not rest else None
+    p = base.parent.joinpath(*rest)
+    if (p / "__init__.py").is_file():
+        return p / "__init__.py", True
+    if rest and p.with_suffix(".py").is_file():
+        return p.with_suffix(".py"), False
+    return None
+
+
+def _imports(name: str, is_pkg: bool, source: bytes) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The import statements anywhere in ``source`` (module ``name``: module level and inside functions,
+    relative or absolute) as ``(module, ())`` for ``import module`` and ``(base, names)`` for
+    ``from base import names``, relative bases resolved. Cached per source text."""
+    key = (name, is_pkg, hashlib.sha256(source).hexdigest())
+    if key not in _IMPORTS:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            tree = ast.Module(body=[], type_ignores=[])
+        package = name.split(".") if is_pkg else name.split(".")[:-1]
+        out: list[tuple[str, tuple[str, ...]]] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                out += [(a.name, ()) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level and node.level - 1 > len(package):
+                    continue
+                parts = package[:len(package) - node.level + 1] if node.level else []
+                base = ".".join(parts + ([node.module] if node.module else []))
+                out.append((base, tuple(a.name for a in node.names)))
+        _IMPORTS[key] = tuple(out)
+    return _IMPORTS[key]
+
+
+def import_closure(*modules: str) -> dict[str, Path]:
+    """Every module (name -> source file) reached from ``modules`` through imports, transitively, within the
+    top-level packages of ``modules`` and ``reportgen``.
+
+    ``from pkg import x`` reaches the module ``pkg.x`` when there is one, else ``pkg`` (where ``x`` is
+    defined), and from there whatever ``pkg/__init__`` imports; a parent package's ``__init__`` that merely
+    runs first is not counted (what a module uses, not every import side effect). Dynamic imports
+    (``importlib.import_module``) are not followed."""
+    tops = {m.split(".")[0] for m in modules} | {"reportgen"}
+    found: dict[str, Path] = {}
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        if name in found or name.split(".")[0] not in tops:
+            continue
+        where = _locate(name)
+        if where is None:
+            continue
+        path, is_pkg = where
+        found[name] = path
+        try:
+            source = path.read_bytes()
+        except OSError:
+            continue
+        for base, names in _imports(name, is_pkg, source):
+            if not names:
+                todo.append(base)
+                continue
+            subs = [f"{base}.{x}" for x in names if x != "*"]
+            mods = [m for m in subs if m.split(".")[0] in tops and _locate(m) is not None]
+            todo += mods
+            if len(mods) < len(names):  # some name is defined in ``base`` itself (or ``*``)
+                todo.append(base)
+    return found
+
+
+@lru_cache(maxsize=1)
+def _installed_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("reportgen")
+    except (ImportError, PackageNotFoundError, ValueError):
+        return "-"
+
+
+def reportgen_version() -> str:
+    """``reportgen.__version__`` (read at call time) and the installed distribution's version."""
+    mod = sys.modules.get("reportgen")
+    return f"{getattr(mod, '__version__', '?')}/{_installed_version()}"
+
+
+def code_digest(*modules: str) -> str:
+    """Digest of reportgen's version and the source of every module in :func:`import_closure` of ``modules``.
+
+    Files are read each call (a few dozen small reads), so an edit within one process counts too; the
+    :mod:`ast` parse is cached per source text."""
+    h = hashlib.sha256(reportgen_version().encode())
+    for name, path in sorted(import_closure(*modules).items()):
+        h.update(b"\0" + name.encode() + b"\0")
+        try:
+            h.update(path.read_bytes())
+        except OSError:
+            h.update(b"<no source>")
+    return h.hexdigest()[:16]

@@ -28,9 +28,7 @@ import importlib
 import inspect
 import os
 import pkgutil
-import sys
 import textwrap
-import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -214,29 +212,18 @@ def ids() -> list[str]:
 
 
 def code_hash(info: TechniqueInfo) -> str:
-    """Digest of the technique's module source and of the ``reportgen`` modules it imports names from.
+    """Digest of the code a technique's section is computed by, and of reportgen's version: the source of its
+    module and of every module reached from it through imports, transitively (``from .. import attribution as
+    A`` reaches ``attribution/__init__`` and each module it imports; imports inside functions count), plus
+    :mod:`reportgen.context`'s closure (the ``ctx`` every technique is handed: feature pass, layers, sampling).
 
-    Part of the section cache key: editing a technique (or a helper it uses) never serves a stale section.
-    Read from the files each time (a few small reads), so an edit within one process counts too.
+    Part of the section cache key (:func:`reportgen.cache.code_digest`): editing any helper, however deep,
+    or upgrading reportgen never serves a stale section; a module the technique does not reach leaves the key
+    as it was. Read from the files each time, so an edit within one process counts too.
     """
-    mod = sys.modules.get(info.module)
-    names = {info.module}
-    if mod is not None:
-        for v in vars(mod).values():
-            owner = v.__name__ if isinstance(v, types.ModuleType) else getattr(v, "__module__", None)
-            if isinstance(owner, str) and (owner == "reportgen" or owner.startswith("reportgen.")):
-                names.add(owner)
-    h = hashlib.sha256()
-    for name in sorted(names):
-        m = sys.modules.get(name)
-        path = getattr(m, "__file__", None)
-        h.update(name.encode())
-        try:
-            with open(path, "rb") as f:  # type: ignore[arg-type]
-                h.update(f.read())
-        except (OSError, TypeError):
-            h.update(b"<no source>")
-    return h.hexdigest()[:16]
+    from .cache import code_digest
+
+    return code_digest(info.module, "reportgen.context")
 
 
 def option_help(cls: type, name: str) -> str:

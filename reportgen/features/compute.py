@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..cache import code_digest
 from .rowstore import resolve
 from ..errors import LayerError
 from .records import PIXEL_SIZE, BaseRecord, FeatureStore, LayerStats
@@ -65,11 +66,12 @@ def planned_layers(ctx) -> list[str]:
 
 
 def _base_key(ctx) -> str:
-    return ctx.cache_key("features", "base", FEATURES_VERSION, PIXEL_SIZE)
+    return ctx.cache_key("features", "base", FEATURES_VERSION, code_digest(__name__), PIXEL_SIZE)
 
 
 def _layer_key(ctx, name: str) -> str:
-    return ctx.cache_key("features", "layer", FEATURES_VERSION, name, TOPK)
+    # code_digest: this module's import closure (features/, inspection/, ...) and reportgen's version
+    return ctx.cache_key("features", "layer", FEATURES_VERSION, code_digest(__name__), name, TOPK)
 
 
 def cached_features_complete(ctx, layers: list[str]) -> bool:
