@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import hashlib
 import importlib
 import inspect
 import os

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import CLASSES, make_tiny_cnn
 
 import reportgen
-from conftest import CLASSES, make_tiny_cnn
 from reportgen import cache, registry
 
 ROOT = Path(reportgen.__file__).parent
