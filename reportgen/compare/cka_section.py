@@ -6,6 +6,7 @@ import numpy as np
 from torch import nn
 
 from ..attribution import randomization as R
+from ..features.degenerate import check_gram
 from ..pictures import figure_to_png, new_figure
 from ..papers import KORNBLITH_2019
 from ..report import Figure, Note, Section, Table
@@ -32,30 +33,66 @@ def cka_section(ca, cb, names: tuple[str, str], n_images: int, n_layers: int) ->
     ga, gb = grams(ca, la, idx), grams(cb, lb, idx)
     ab = cka_matrix([ga[x] for x in la], [gb[x] for x in lb])
     aa = cka_matrix([ga[x] for x in la], [ga[x] for x in la])
+    bad = _degenerate_layers(sec, names, (la, ga), (lb, gb), n)
+    ab[[i for i, x in enumerate(la) if (names[0], x) in bad], :] = np.nan
+    ab[:, [j for j, x in enumerate(lb) if (names[1], x) in bad]] = np.nan
+    aa[[i for i, x in enumerate(la) if (names[0], x) in bad], :] = np.nan
+    aa[:, [i for i, x in enumerate(la) if (names[0], x) in bad]] = np.nan
+    if np.isnan(ab).all():
+        sec.results = {"images": n, "layers_a": la, "layers_b": lb, "cka_ab": None, "cka_aa": None,
+                       "mean_best_match": None, "matches": {}, "degenerate": _bad_results(bad)}
+        return sec
     sec.add(Figure(_heatmaps(ab, aa, la, lb, names), alt="CKA heatmaps", caption=(
         f"Linear CKA between layers over the same {n} images (a seeded sample). Left: {names[0]}'s layers (rows) "
         f"against {names[1]}'s (columns); right: {names[0]} against itself, the reference for how similar "
         "neighbouring layers of one network are. 1 = the same representation up to rotation and scale. Feature "
         "maps are average-pooled to at most 8x8 positions before flattening.")))
-    best = ab.argmax(1)
-    rows = [[a, lb[j], round(float(ab[i, j]), 3)] for i, (a, j) in enumerate(zip(la, best))]
+    best = np.nanargmax(np.where(np.isnan(ab), -np.inf, ab), 1)
+    rows = [[a, lb[j], round(float(ab[i, j]), 3)] for i, (a, j) in enumerate(zip(la, best)) if np.isfinite(ab[i, j])]
     sec.add(Table([f"layer of {names[0]}", f"most similar layer of {names[1]}", "CKA"], rows, numeric=[2],
                   caption="Layers matched by CKA (works across architectures: names do not need to agree)."))
-    mean_best = float(ab.max(1).mean())
+    mean_best = float(np.nanmax(np.where(np.isnan(ab), -np.inf, ab), 1)[np.isfinite(ab).any(1)].mean())
     same = la == lb
     text = f"On average a layer of {names[0]} finds a layer of {names[1]} with CKA {mean_best:.2f}."
     if same:
-        diag = np.diag(ab)
+        diag = np.where(np.isnan(np.diag(ab)), np.inf, np.diag(ab))
         lo = int(diag.argmin())
+        diag = diag[np.isfinite(diag)]
         text += (f" Same-named layers: CKA {diag.mean():.2f} on average; the most changed is {la[lo]} "
                  f"({diag[lo]:.2f}).")
     if n < 20:
         text += f" Only {n} images: CKA estimates from so few examples are biased upwards."
     sec.add(Note(text))
-    sec.results = {"images": n, "layers_a": la, "layers_b": lb, "cka_ab": np.round(ab, 4).tolist(),
-                   "cka_aa": np.round(aa, 4).tolist(), "mean_best_match": round(mean_best, 4),
-                   "matches": {r[0]: r[1] for r in rows}}
+    sec.results = {"images": n, "layers_a": la, "layers_b": lb, "cka_ab": _json(ab), "cka_aa": _json(aa),
+                   "mean_best_match": round(mean_best, 4), "matches": {r[0]: r[1] for r in rows},
+                   "degenerate": _bad_results(bad) if bad else None}
     return sec
+
+
+def _json(m: np.ndarray) -> list:
+    return [[None if not np.isfinite(v) else round(float(v), 4) for v in row] for row in m]
+
+
+def _degenerate_layers(sec: Section, names, a, b, n: int) -> dict[tuple[str, str], str]:
+    """{(model, layer): kind} for layers whose outputs are constant or non-finite over the images (their CKA is
+    0/0, not a similarity); one note naming them (:mod:`reportgen.features.degenerate`)."""
+    bad: dict[tuple[str, str], str] = {}
+    for model, (layers, gr) in zip(names, (a, b)):
+        for x in layers:
+            kind = check_gram(gr[x])
+            if kind is not None:
+                bad[(model, x)] = kind
+    if bad:
+        words = {"constant": f"the same output for all {n} images (it does not depend on the input)",
+                 "non_finite": "NaN or infinite values"}
+        text = "; ".join(f"{m}'s {x} gives {words[k]}" for (m, x), k in bad.items())
+        sec.add(Note(f"CKA is undefined for {len(bad)} layer(s), left blank: {text}. A randomly initialised or "
+                     "broken checkpoint?", kind="warning"))
+    return bad
+
+
+def _bad_results(bad: dict[tuple[str, str], str]) -> dict:
+    return {"layers": [{"model": m, "layer": x, "kind": k} for (m, x), k in bad.items()]}
 
 
 def _heatmaps(ab, aa, la, lb, names):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..features.degenerate import check_features
 from ..pictures import figure_to_png, new_figure
 from ..papers import KARPATHY_TSNE, VAN_DER_MAATEN_2008
 from ..registry import technique
@@ -31,6 +32,7 @@ RESULTS = {
     "tsne": "whether t-SNE ran",
     "perplexity": "t-SNE perplexity (null when it did not run)",
     "feature_dims": "dimension of the embedded features",
+    "degenerate": "null, or what makes the features unusable or weak (kind non_finite / constant / rank_one, message)",
 }
 
 
@@ -74,6 +76,9 @@ def _embed_2d(x: np.ndarray, seed: int, tsne: bool, max_iter: int) -> tuple[np.n
 
     x = np.asarray(x, dtype=np.float32)
     n, d = x.shape
+    deg = check_features(x, "these features")
+    if deg is not None and deg.blocking:  # PCA would divide by a zero variance, t-SNE can crash the process
+        raise ValueError(deg.message)
     x = x - x.mean(axis=0, keepdims=True)
     info: dict = {}
     k2 = min(2, n, d)
@@ -235,6 +240,15 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
     if sub:
         idx = np.sort(rng.choice(n, size=int(opts.max_points), replace=False))
     x = feats.penultimate[idx].astype(np.float32)
+    deg = check_features(x, f"the model's penultimate layer ({feats.penultimate_source})")
+    if deg is not None and deg.blocking:
+        sec.add(Note(f"No embedding: {deg.message}", kind="warning"))
+        sec.results = {"points": int(len(idx)), "images": int(n), "subsampled": bool(sub), "coloured_by": None,
+                       "pca_explained": None, "tsne": False, "perplexity": None,
+                       "feature_dims": int(x.shape[1]), "degenerate": deg.results()}
+        return sec
+    if deg is not None:
+        sec.add(Note(f"Weak embedding: {deg.message}", kind="warning"))
     p2, t2, info = embed_2d(x, ctx.seed_for("embedding/layout"), tsne=opts.tsne, max_iter=opts.tsne_iter, threads=opts.threads or None)
     labels = ctx.images.labels[idx]
     if ctx.images.has_labels:
@@ -277,5 +291,6 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
     sec.params.update({"points": int(len(idx)), "subsampled": bool(sub), **{k: v for k, v in info.items()}})
     sec.results = {"points": int(len(idx)), "images": int(n), "subsampled": bool(sub), "coloured_by": legend,
                    "pca_explained": [round(v, 4) for v in ev], "tsne": t2 is not None,
-                   "perplexity": info.get("perplexity"), "feature_dims": int(feats.penultimate.shape[1])}
+                   "perplexity": info.get("perplexity"), "feature_dims": int(feats.penultimate.shape[1]),
+                   "degenerate": None if deg is None else deg.results()}
     return sec

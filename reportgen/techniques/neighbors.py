@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..features.degenerate import check_features
 from ..papers import KRIZHEVSKY_2012
 from ..registry import technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
@@ -32,6 +33,7 @@ RESULTS = {
     "queries[].feature_neighbours_same_class": "of its k feature-space neighbours, how many share that class",
     "queries[].pixel_neighbours_same_class": "the same in pixel space",
     "queries[].k": "neighbours per space",
+    "degenerate": "null, or why the feature-space neighbours mean nothing (kind non_finite / constant / rank_one, message)",
 }
 
 
@@ -114,6 +116,15 @@ def neighbors(ctx, opts: NeighborsOptions) -> Section:
     if n < 2:
         return sec.add(Note("Nearest neighbours need at least two images.", kind="warning"))
     feats = ctx.features()
+    deg = check_features(feats.penultimate, f"the model's penultimate layer ({feats.penultimate_source})")
+    if deg is not None and deg.blocking:
+        sec.add(Note(f"No feature-space neighbours: {deg.message}", kind="warning"))
+        sec.results = {"feature_agreement": None, "pixel_agreement": None, "chance": None,
+                       "labelled_images": int((ctx.images.labels >= 0).sum()), "metric": opts.metric,
+                       "degenerate": deg.results()}
+        return sec
+    if deg is not None:
+        sec.add(Note(f"Weak feature space: {deg.message}", kind="warning"))
     labels = ctx.images.labels
     preds = feats.preds
     by_label = ctx.images.has_labels
@@ -187,5 +198,6 @@ def neighbors(ctx, opts: NeighborsOptions) -> Section:
                      "feature_neighbours_same_class": int(sum(classes[int(i)] == classes[q] for i in fidx[r])),
                      "pixel_neighbours_same_class": int(sum(classes[int(i)] == classes[q] for i in pidx[r])),
                      "k": k} for r, q in enumerate(queries)],
+        "degenerate": None if deg is None else deg.results(),
     }
     return sec
