@@ -32,6 +32,7 @@ from .errors import ModelError, ReportgenError
 from .imageset import ImageSet, discover_images
 from .publish.atomic import check_out, is_single_file_target
 from .policy import PolicyViolation, isolated, unsupported_reason
+from .options import ModelOptions, RunOptions
 from .preprocess import Preprocessing
 from .display_paths import display_path, published_command, published_model_info
 from .report import ImagesInfo, Note, Report, RunInfo, Section, SkippedImage
@@ -239,94 +240,86 @@ class BuildResult:
         return self.report is not None and not self.report.failed
 
 
+def run_config(o: RunOptions) -> Config:
+    """The run's configuration from its options (preset, TOML file, general flags, ``--set``, only/skip)."""
+    return make_config(preset=o.preset, toml_path=o.config, general=o.general(),
+                       technique_overrides=parse_set(o.set_options or []), only=o.only, skip=o.skip)
+
+
+def open_cache(o: RunOptions) -> Cache:
+    try:
+        return Cache(Path(o.cache_dir) if o.cache_dir else default_cache_dir(), enabled=o.use_cache,
+                     max_bytes=parse_size(o.cache_size))
+    except ValueError as e:
+        raise ReportgenError(f"--cache-size: {e}") from None
+
+
+def load_for_run(model: str | nn.Module, mo: ModelOptions, trust: bool) -> tuple[Any, Preprocessing]:
+    """The loaded model (a :class:`~reportgen.loading.LoadedModel`) and its preprocessing under ``mo``."""
+    from . import loading
+
+    if isinstance(model, nn.Module):
+        loaded = loading.LoadedModel(model=model, spec=type(model).__name__, kind="module")
+    else:
+        loaded = loading.load_model(model, weights=mo.weights, trust=trust)
+    return loaded, loading.resolve_preprocessing(loaded, **mo.preprocessing_overrides())
+
+
+def run_class_names(labels: str | Path | list[str] | None, loaded: Any) -> list[str] | None:
+    """``--labels`` (a file or a list), else the model's own class names, else None."""
+    from .labels import load_labels
+
+    if isinstance(labels, (list, tuple)):
+        return list(labels)
+    if labels is not None:
+        return load_labels(labels)
+    return list(loaded.class_names) if loaded.class_names else None
+
+
 @keeps_train_mode
 def build_report(
     model: str | nn.Module,
     images: str | Path,
     out: str | Path,
+    options: RunOptions | None = None,
     *,
-    weights: str | Path | None = None,
-    labels: str | Path | list[str] | None = None,
-    preset: str = "standard",
-    config: str | Path | None = None,
-    only: list[str] | None = None,
-    skip: list[str] | None = None,
-    layer: str | None = None,
-    classes: list[int] | None = None,
-    device: str = "auto",
-    theme: str = "light",
-    single_file: bool = False,
-    input_size: int | None = None,
-    resize: int | None = None,
-    mean: tuple[float, float, float] | None = None,
-    std: tuple[float, float, float] | None = None,
-    channels: int | None = None,
-    max_images: int | None = None,
-    batch_size: int | None = None,
-    threads: int | None = None,
-    seed: int | None = None,
-    set_options: list[str] | None = None,
-    style_images: str | Path | None = None,
-    texture_images: str | Path | None = None,
-    strict: bool = False,
-    trust: bool = False,
-    use_cache: bool = True,
-    cache_dir: str | Path | None = None,
-    cache_size: str | int | None = None,
-    wait: bool = False,
-    title: str | None = None,
     progress: ProgressFn = no_progress,
     log: Callable[[str], None] | None = None,
+    **kw: Any,
 ) -> BuildResult:
     """Build a report. ``model`` is a SPEC string (see :func:`reportgen.loading.load_model`) or an nn.Module.
 
+    ``options`` (:class:`reportgen.options.RunOptions`, shared with :func:`reportgen.compare.compare_reports`)
+    and/or its fields as keywords (``preset="minimal"``, ``mean=(...)``, ``weights=...``) say how.
     Returns a BuildResult; ``result.ok`` is False when a technique failed (its section shows the error).
     Raises :class:`reportgen.errors.ReportgenError` for bad input (nothing is written then), including
     :class:`reportgen.publish.atomic.OutputBusyError` when another build holds ``out`` and ``wait`` is False.
     ``out`` ending in ``.html`` writes one self-contained file (``single_file``) with report.json inside it.
     The cache lives in ``cache_dir`` (default: the user cache directory), capped at ``cache_size``.
     """
-    from . import loading
-    from .labels import load_labels
     from .render import check_theme, theme_label
 
+    o = RunOptions.of(options, **kw)
     t_start = time.perf_counter()
     log = log or (lambda s: None)
     out = Path(out)
-    single_file = single_file or is_single_file_target(out)
+    single_file = o.single_file or is_single_file_target(out)
+    theme = o.theme
     check_theme(theme)
-    cfg = make_config(
-        preset=preset, toml_path=config,
-        general={"layer": layer, "classes": classes, "max_images": max_images, "seed": seed, "batch_size": batch_size,
-                 "style_images": str(style_images) if style_images else None,
-                 "texture_images": str(texture_images) if texture_images else None, "threads": threads},
-        technique_overrides=parse_set(set_options or []), only=only, skip=skip,
-    )
+    cfg = run_config(o)
+    (mo,) = o.models(1)
+    if mo.layer:
+        cfg.general.layer = mo.layer
     check_out(out, images if isinstance(images, (str, Path)) else None)
-    try:
-        cache = Cache(Path(cache_dir) if cache_dir else default_cache_dir(), enabled=use_cache,
-                      max_bytes=parse_size(cache_size))
-    except ValueError as e:
-        raise ReportgenError(f"--cache-size: {e}") from None
+    cache = open_cache(o)
     log(f"CPU threads: {apply_threads(cfg.general.threads)}")
 
     # model
-    if isinstance(model, nn.Module):
-        loaded = loading.LoadedModel(model=model, spec=type(model).__name__, kind="module")
-    else:
-        loaded = loading.load_model(model, weights=weights, trust=trust)
-    pre = loading.resolve_preprocessing(loaded, input_size=input_size, resize=resize, mean=mean, std=std,
-                                        channels=channels)
+    loaded, pre = load_for_run(model, mo, o.trust)
     if loaded.static_batch:
         cfg.general.batch_size = 1  # the model takes one image at a time: hooks then see whole batches
-    class_names = None
-    if isinstance(labels, (list, tuple)):
-        class_names = list(labels)
-    elif labels is not None:
-        class_names = load_labels(labels)
-    elif loaded.class_names:
-        class_names = list(loaded.class_names)
-    dev = resolve_device(device)
+    class_names = run_class_names(o.labels, loaded)
+    dev = resolve_device(o.device)
     log(f"Model: {loaded.spec} ({loaded.kind}) on {device_description(dev)}")
     log(f"Preprocessing: {pre.describe()} [{pre.source}]")
 
@@ -338,7 +331,7 @@ def build_report(
         finally:
             distributed.close(group)
         return BuildResult(out=out, index=out, report=None, worker=True)
-    with staged_output(out, wait=wait, log=log) as tmp:
+    with staged_output(out, wait=o.wait, log=log) as tmp:
         try:
             ctx = make_context(
                 loaded.model, images, class_names=class_names, pre=pre, config=cfg, device=dev,
@@ -356,9 +349,9 @@ def build_report(
         if cfg.general.layer:  # a typo is bad input (exit 2, close names suggested), not N failed sections
             ctx.layer(cfg.general.layer)
         techniques = cfg.enabled()
-        sections = compute_sections(ctx, techniques, strict=strict, log=log)
+        sections = compute_sections(ctx, techniques, strict=o.strict, log=log)
         report = Report(
-            title=title or f"{model_title(loaded.model, loaded.spec, loaded.kind)} — model card",
+            title=o.title or f"{model_title(loaded.model, loaded.spec, loaded.kind)} — model card",
             sections=sections,
             skipped_images=list(ctx.images.skipped),
             meta=RunInfo(
@@ -387,5 +380,6 @@ def build_report(
     return BuildResult(out=out, index=index, report=report, manifest=manifest)
 
 
-__all__ = ["build_report", "make_context", "publish_report", "BuildResult", "resolve_device", "run_technique", "compute_sections",
+__all__ = ["build_report", "RunOptions", "ModelOptions", "run_config", "open_cache", "load_for_run",
+           "run_class_names", "make_context", "publish_report", "BuildResult", "resolve_device", "run_technique", "compute_sections",
            "SkippedImage", "digest"]

@@ -42,6 +42,8 @@ def _log(msg: str) -> None:
 def _floats3(ctx, param, value):
     if value is None:
         return None
+    if isinstance(value, (tuple, list)):  # a flag given several times (compare: model A, then B)
+        return tuple(_floats3(ctx, param, v) for v in value)
     try:
         vals = tuple(float(v) for v in value.split(","))
     except ValueError:
@@ -111,17 +113,16 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 600 else text[:597] + "..."
 
 
-def _run_build(debug: bool = False, **kw) -> None:
-    """Run a build with the documented exit codes: one-line messages, a traceback only with --debug."""
+def _run(work, debug: bool = False, strict: bool = False, what: str = "Report"):
+    """Run ``work()`` (a build or a comparison) with the documented exit codes: one-line messages, a traceback
+    only with --debug; then say where the report is, and exit 1 when a section failed."""
     import traceback
 
     from .errors import ReportgenError
 
     t0 = time.perf_counter()
     try:
-        from .build import build_report
-
-        result = build_report(progress=_progress, log=_log, **kw)
+        result = work()
     except ReportgenError as e:
         if debug:
             traceback.print_exc()
@@ -131,7 +132,7 @@ def _run_build(debug: bool = False, **kw) -> None:
         click.echo("interrupted: no report was written (any previous report is unchanged)", err=True)
         sys.exit(130)
     except Exception as e:  # a bug, or --strict stopping at a failing section
-        if debug or kw.get("strict"):
+        if debug or strict:
             traceback.print_exc()
         click.echo(f"error: {type(e).__name__}: {_one_line(e)}"
                    + ("" if debug else " (rerun with --debug for the traceback)"), err=True)
@@ -140,7 +141,7 @@ def _run_build(debug: bool = False, **kw) -> None:
     if result.worker:  # torch.distributed rank > 0: its shard went to rank 0, which writes the report
         return
     rep = result.report
-    click.echo(f"\nReport written to {result.out.resolve()} in {dt:.1f} s "
+    click.echo(f"\n{what} written to {result.out.resolve()} in {dt:.1f} s "
                f"({len(rep.sections)} sections, {len(rep.skipped_images)} skipped images).")
     click.echo(_open_hint(result.index))
     if rep.failed:
@@ -150,10 +151,58 @@ def _run_build(debug: bool = False, **kw) -> None:
         sys.exit(1)
 
 
-def build_options(f):
+def _run_build(model, images, out, **kw) -> None:
+    """``build`` / ``demo``: CLI keywords -> :class:`~reportgen.options.RunOptions` -> ``build_report``."""
+
+    def work():
+        from .build import build_report
+
+        o = _run_options(kw, 1)
+        return build_report(model, images, out, o, progress=_progress, log=_log)
+
+    _run(work, debug=bool(kw.get("debug")), strict=bool(kw.get("strict")))
+
+
+#: flags a comparison takes once (both models) or twice (model A, then B)
+PER_MODEL_FLAGS = ("weights", "input_size", "resize", "mean", "std", "channels", "layer")
+
+
+def _run_options(kw: dict, n_models: int):
+    """The click keywords of :func:`run_options` as one RunOptions; per-model flags given once apply to every
+    model, given ``n_models`` times one value each (``-`` for none); other counts are bad input (exit 2)."""
+    import dataclasses
+
+    from .options import ModelOptions, RunOptions, per_model
+
+    kw = dict(kw)
+    shared: dict = {}
+    own: list[dict] = [{} for _ in range(n_models)]
+    for k in PER_MODEL_FLAGS:
+        raw = kw.pop(k, None)
+        raw = (raw,) if raw is not None and not isinstance(raw, (tuple, list)) else raw or ()
+        if k == "mean" or k == "std":
+            raw = raw if raw and isinstance(raw[0], tuple) else ((raw,) if raw else ())
+        one, each = per_model("--" + k.replace("_", "-"), [None if v in ("-", "") else v for v in raw],
+                              n_models)
+        if one is not None:
+            shared[k] = one
+        for d, v in zip(own, each):
+            d[k] = v
+    kw["use_cache"] = not kw.pop("no_cache", False)
+    o = RunOptions.of(**shared, **kw)
+    if n_models == 2 and any(own):
+        o = dataclasses.replace(o, model_a=ModelOptions(**own[0]), model_b=ModelOptions(**own[1]))
+    return o
+
+
+def run_options(f):
+    """The one option set ``build`` and ``compare`` share (:class:`reportgen.options.RunOptions`). The
+    per-model flags (weights, preprocessing, layer) may be given twice to ``compare``: model A, then B."""
+    twice = " With compare: once for both models, or twice (A, then B)."
     opts = [
-        click.option("--weights", type=click.Path(dir_okay=False), help="State dict to load into the model "
-                     "(torch.load weights_only=True; checkpoint dicts and 'module.' prefixes are handled)."),
+        click.option("--weights", multiple=True, type=click.Path(dir_okay=False), help="State dict to load into "
+                     "the model (torch.load weights_only=True; checkpoint dicts and 'module.' prefixes are "
+                     "handled); '-' for none." + twice),
         click.option("--trust-weights", "trust", is_flag=True, help="Allow --weights files that contain pickled "
                      "Python objects (weights_only=False). Only for files from a source you trust."),
         click.option("--labels", type=click.Path(exists=True, dir_okay=False),
@@ -161,24 +210,29 @@ def build_options(f):
         click.option("--preset", type=click.Choice(["minimal", "standard", "full"]), default="standard",
                      show_default=True, help="How much work each technique does (minimal: seconds, for CI)."),
         click.option("--config", "config", type=click.Path(exists=True, dir_okay=False),
-                     help="TOML file with [general] and [techniques.<id>] options (see README)."),
-        click.option("--only", multiple=True, callback=_ids, help="Comma-separated technique ids to run (only these)."),
+                     help="TOML file with [general], [techniques.<id>] and [model] options (compare: also "
+                     "[model_a] / [model_b]; see reportgen.options)."),
+        click.option("--only", multiple=True, callback=_ids, help="Comma-separated technique ids to run (only "
+                     "these; compare: the techniques shown side by side)."),
         click.option("--skip", multiple=True, callback=_ids, help="Comma-separated technique ids to leave out."),
         click.option("--set", "set_options", multiple=True, metavar="ID.OPTION=VALUE",
                      help="Override one technique option, e.g. --set occlusion.window=32 (repeatable)."),
-        click.option("--layer", help="Dotted name of the layer layer-level techniques inspect "
-                     "(default: the last convolution). See `reportgen layers`."),
+        click.option("--layer", multiple=True, help="Dotted name of the layer layer-level techniques inspect "
+                     "(default: the last convolution). See `reportgen layers`." + twice),
         click.option("--classes", callback=_ints, help="Class indices for class-level techniques, e.g. 1,207."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 or mps."),
         click.option("--theme", default="light", show_default=True, help="Report theme (light or dark)."),
         click.option("--single-file", is_flag=True, help="Write one self-contained HTML file with everything inlined "
                      "(with --out NAME.html: exactly that one file, report.json embedded in it)."),
-        click.option("--input-size", type=click.IntRange(8, 4096), help="Centre-crop size fed to the model."),
-        click.option("--resize", type=click.IntRange(8, 8192), help="Resize the short side to this before the crop."),
-        click.option("--mean", callback=_floats3, help="Normalisation mean R,G,B (in [0,1] pixel units)."),
-        click.option("--std", callback=_floats3, help="Normalisation std R,G,B."),
-        click.option("--channels", type=click.IntRange(1, 3), help="Input channels: 1 (greyscale; images are "
-                     "converted) or 3 (RGB). Default: the first convolution's in_channels."),
+        click.option("--input-size", multiple=True, type=click.IntRange(8, 4096),
+                     help="Centre-crop size fed to the model." + twice),
+        click.option("--resize", multiple=True, type=click.IntRange(8, 8192),
+                     help="Resize the short side to this before the crop." + twice),
+        click.option("--mean", multiple=True, callback=_floats3,
+                     help="Normalisation mean R,G,B (in [0,1] pixel units)." + twice),
+        click.option("--std", multiple=True, callback=_floats3, help="Normalisation std R,G,B." + twice),
+        click.option("--channels", multiple=True, type=click.IntRange(1, 3), help="Input channels: 1 (greyscale; "
+                     "images are converted) or 3 (RGB). Default: the first convolution's in_channels." + twice),
         click.option("--max-images", type=click.IntRange(1), help="Use at most N images (a seeded sample)."),
         click.option("--batch-size", type=click.IntRange(1), help="Images per forward/backward batch."),
         click.option("--threads", type=click.IntRange(0), help="torch CPU threads (default 0: the CPUs not "
@@ -220,10 +274,10 @@ def common_options(f):
               "per class gives labels), one image file, or a quoted glob such as 'photos/*.jpg'.")
 @click.option("--out", required=True, type=click.Path(), help="Output folder (replaced atomically, locked while "
               "building), or NAME.html for one self-contained file.")
-@build_options
-def build(model, images, out, no_cache, **kw) -> None:
+@run_options
+def build(model, images, out, **kw) -> None:
     """Build a report for MODEL over the images in a folder."""
-    _run_build(model=model, images=images, out=out, use_cache=not no_cache, **kw)
+    _run_build(model, images, out, **kw)
 
 
 @main.command(epilog=EXIT_CODES)
@@ -235,13 +289,13 @@ def build(model, images, out, no_cache, **kw) -> None:
 @click.option("--single-file", is_flag=True, help="Write one self-contained HTML file.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
 @common_options
-def demo(out, theme, preset, only, single_file, device, no_cache, **kw) -> None:
+def demo(out, theme, preset, only, single_file, device, **kw) -> None:
     """Build the demo report: the embedded Fashion-MNIST CNN on its shipped test images, offline,
     running every registered technique."""
     from .demo import images_dir
 
-    _run_build(model="demo", images=str(images_dir()), out=out, theme=theme, preset=preset, only=only,
-               single_file=single_file, device=device, use_cache=not no_cache,
+    _run_build("demo", str(images_dir()), out, theme=theme, preset=preset, only=only,
+               single_file=single_file, device=device,
                title="Demo: FashionNet on Fashion-MNIST — model card", **kw)
 
 
@@ -374,46 +428,41 @@ def cache_clear(cache_dir) -> None:
     click.echo(f"Removed {n} entries ({human_size(b)}) from {c.dir}")
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES)
 @click.option("--model", "models_", multiple=True, required=True, help="Give twice: model A, then model B. "
               + MODEL_HELP)
-@click.option("--weights", "weights", multiple=True, help="Give twice (A, then B) to load a checkpoint into each; "
-              "'-' for none.")
 @click.option("--name", "names", multiple=True, help="Give twice: short names for A and B (default A, B).")
 @click.option("--images", required=True, type=click.Path(), help="Folder of images both models see.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (replaced atomically).")
+@click.option("--out", required=True, type=click.Path(), help="Output folder (replaced atomically), or "
+              "NAME.html for one self-contained file.")
 @click.option("--technique", "techniques_", multiple=True, callback=_ids,
-              help="Techniques shown side by side (default: filters, saliency, class_visualization).")
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line.")
-@click.option("--preset", type=click.Choice(["minimal", "standard", "full"]), default="standard", show_default=True)
+              help="Techniques shown side by side (default: filters, saliency, class_visualization, and "
+              "faithfulness when installed); the same as --only.")
 @click.option("--cka-images", type=click.IntRange(4), default=64, show_default=True,
-              help="Images (a seeded sample) for the CKA heatmaps.")
-@click.option("--input-size", type=click.IntRange(8, 4096), help="Centre-crop size fed to both models.")
-@click.option("--max-images", type=click.IntRange(1), help="Use at most N images (a seeded sample).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--theme", default="light", show_default=True)
-@click.option("--trust-weights", "trust", is_flag=True, help="Allow pickled objects in --weights files.")
-@click.option("--title", help="Report title.")
-def compare(models_, weights, names, images, out, techniques_, **kw) -> None:
+              help="Images (a seeded sample) for the CKA heatmaps (below 50 the page warns: unreliable).")
+@click.option("--cka-layers", type=click.IntRange(2), default=12, show_default=True,
+              help="Layers of each model (spread over the depth) in the CKA heatmaps.")
+@click.option("--cka-estimator", type=click.Choice(["unbiased", "biased"]), default="unbiased", show_default=True,
+              help="HSIC estimator of CKA: unbiased (Song et al. 2012; near 0 for unrelated representations at "
+              "any n) or biased (Kornblith et al. 2019; inflated at small n).")
+@run_options
+def compare(models_, names, images, out, techniques_, cka_images, cka_layers, cka_estimator, **kw) -> None:
     """Compare two models on the same images: flipped predictions, per-class accuracy, calibration,
-    layer-by-layer CKA and techniques side by side."""
-    from .errors import ReportgenError
+    layer-by-layer CKA and techniques side by side. Takes every option of `build`; the per-model ones
+    (--weights, --input-size, --resize, --mean, --std, --channels, --layer) once for both or twice (A, B)."""
+    if len(models_) != 2 or len(names) not in (0, 2):
+        raise click.UsageError("give --model exactly twice (and --name either never or twice)")
 
-    if len(models_) != 2 or len(weights) not in (0, 2) or len(names) not in (0, 2):
-        raise click.UsageError("give --model exactly twice (and --weights / --name either never or twice)")
-    w = [None if x in ("-", "") else x for x in weights] or [None, None]
-    t0 = time.perf_counter()
-    try:
-        from .compare import PAIRED, compare_reports
+    def work():
+        from .compare import compare_reports
 
-        res = compare_reports(models_[0], models_[1], images, out, weights_a=w[0], weights_b=w[1],
-                              names=tuple(names) or ("A", "B"), techniques=list(techniques_ or ()) or list(PAIRED),
-                              progress=_progress, log=_log, **kw)
-    except ReportgenError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    click.echo(f"\nComparison written to {res.out.resolve()} in {time.perf_counter() - t0:.1f} s.")
-    click.echo(_open_hint(res.index))
+        o = _run_options(kw, 2)
+        chosen = list(techniques_ or ()) + list(o.only or ())
+        return compare_reports(models_[0], models_[1], images, out, o, names=tuple(names) or ("A", "B"),
+                               techniques=chosen or None, cka_images=cka_images, cka_layers=cka_layers,
+                               cka_estimator=cka_estimator, progress=_progress, log=_log)
+
+    _run(work, debug=bool(kw.get("debug")), strict=bool(kw.get("strict")), what="Comparison")
 
 
 @main.command()

@@ -187,7 +187,7 @@ def make_config(
             raise ConfigError(f"config file {p} does not exist") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
-        unknown = set(data) - {"preset", "general", "techniques", "only", "skip"}
+        unknown = set(data) - {"preset", "general", "techniques", "only", "skip", "model", "model_a", "model_b"}
         if unknown:
             raise ConfigError(f"config file {p}: unknown top-level keys {sorted(unknown)}")
         if "preset" in data and preset == "standard":

@@ -176,6 +176,18 @@ KORNBLITH_2019
     ICML, 2019
     https://arxiv.org/abs/1905.00414
 
+SONG_2012
+    Le Song, Alex Smola, Arthur Gretton, Justin Bedo, Karsten Borgwardt
+    Feature Selection via Dependence Maximization
+    Journal of Machine Learning Research 13, 2012
+    https://jmlr.org/papers/v13/song12a.html
+
+NGUYEN_2021
+    Thao Nguyen, Maithra Raghu, Simon Kornblith
+    Do Wide and Deep Networks Learn the Same Things? Uncovering How Neural Network Representations Vary with Width and Depth
+    ICLR, 2021
+    https://arxiv.org/abs/2010.15327
+
 GUO_2017
     Chuan Guo, Geoff Pleiss, Yu Sun, Kilian Q. Weinberger
     On Calibration of Modern Neural Networks

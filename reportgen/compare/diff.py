@@ -69,7 +69,10 @@ def flipped_section(images, names: tuple[str, str], class_names, pa, pb, labels,
                f"({pb[i, b[i]]:.2f})" + (f"; label {class_names[lab]}" if lab >= 0 else ""))
         items.append(GridItem(ImageData(images.thumbnail(i, 96)), label=images.name(i), sublabel=sub,
                               alt=f"{images.name(i)}: {sub}", tone=tone))
-    sec = Section(id="flipped", title="Predictions that changed", references=[])
+    sec = Section(id="flipped", title="Predictions that changed", references=[], summary=(
+        f"The images on which {names[0]} and {names[1]} give different top-1 classes, with both models' accuracy "
+        f"and how many mistakes {names[1]} fixed or made. Green tiles: {names[1]} is right where {names[0]} was "
+        "wrong; red: the reverse."))
     n = len(labels)
     pairs = [("images", str(n)), ("predictions that differ", f"{len(idx)} ({len(idx) / max(1, n):.1%})")]
     if known.any():
@@ -91,7 +94,9 @@ def flipped_section(images, names: tuple[str, str], class_names, pa, pb, labels,
 
 
 def per_class_section(names, class_names, pa, pb, labels) -> Section:
-    sec = Section(id="per_class", title="Per-class accuracy and confusion difference")
+    sec = Section(id="per_class", title="Per-class accuracy and confusion difference", summary=(
+        f"Accuracy of each class under {names[0]} and {names[1]}, and the difference of their confusion matrices: "
+        "which classes gained or lost, and which confusions appeared or disappeared."))
     known = labels >= 0
     if not known.any():
         return sec.add(Note("The images have no labels (no class sub-folders), so accuracy cannot be compared.",
@@ -146,7 +151,9 @@ def _diff_plot(diff: np.ndarray, class_names, names) -> ImageData:
 
 
 def calibration_section(names, pa, pb, labels) -> Section:
-    sec = Section(id="calibration", title="Calibration", references=[GUO_2017])
+    sec = Section(id="calibration", title="Calibration", references=[GUO_2017], summary=(
+        f"Whether {names[0]}'s and {names[1]}'s confidences match how often they are right: reliability diagrams "
+        "and the expected calibration error (ECE) of each; bars below the diagonal are over-confidence."))
     known = labels >= 0
     if not known.any():
         return sec.add(Note("The images have no labels, so calibration cannot be measured.", kind="warning"))

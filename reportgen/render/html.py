@@ -173,6 +173,12 @@ def overview_groups(report: Report) -> list[FactGroup]:
     g_model.add("Classes", m.num_classes)
     if m.model_hash:
         g_model.add("Hash", short_hash(m.model_hash, 12), mono=True, title=str(m.model_hash))
+    models = m.extra.get("models") if m.kind == "compare" else None
+    if isinstance(models, dict) and models:  # a comparison: one card per model, with its accuracy
+        g_models = [_model_group(str(n), v) for n, v in models.items() if isinstance(v, dict)]
+        g_model = FactGroup("Models", facts=[Fact("Classes", fmt_value(m.num_classes))] if m.num_classes else [])
+    else:
+        g_models = []
     g_data = FactGroup("Data")
     if images is not None:
         g_data.add("Image folder", images.folder, mono=True)
@@ -192,7 +198,21 @@ def overview_groups(report: Report) -> list[FactGroup]:
     if m.total_time_s is not None:
         g_run.add("Total time", fmt_duration(m.total_time_s))
     g_run.add("Generated", m.generated)
-    return [g for g in (g_model, g_data, g_run) if g.facts]
+    return [g for g in (*g_models, g_model, g_data, g_run) if g.facts]
+
+
+def _model_group(name: str, info: dict[str, Any]) -> FactGroup:
+    """One model of a comparison: what it is, its accuracy on these images and its preprocessing."""
+    g = FactGroup(f"Model {name}", notes=[str(n) for n in (info.get("notes") or [])])
+    g.add("Model", info.get("spec"), mono=True)
+    g.add("Kind", info.get("kind"))
+    g.add("Weights", info.get("weights") or "none given", mono=bool(info.get("weights")))
+    acc = info.get("accuracy")
+    g.add("Accuracy", f"{100 * acc:.1f}% (top-1, labelled images)" if is_number(acc) else "no labels")
+    g.add("Preprocessing", info.get("preprocessing_text"))
+    if info.get("hash"):
+        g.add("Hash", short_hash(str(info["hash"]), 12), mono=True, title=str(info["hash"]))
+    return g
 
 
 # ------------------------------------------------------------------------------------------------
