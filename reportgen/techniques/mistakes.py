@@ -12,11 +12,9 @@ from T. Beside each image: its nearest correctly classified images of P and of T
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
-from .. import attribution as A
 from ..attribution import contrast as C
 from ..attribution.visualization import attr_item
 from ..concepts.confusions import confused_pairs, lowest_margin_pairs, nearest_of_class
@@ -24,6 +22,7 @@ from ..papers import PRABHUSHANKAR_2020, SELVARAJU_2017
 from ..registry import technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
 from ._explain import cell_width, heat_item
+from ._setlevel import METHOD_NAMES, MapMethod, check_method, map_layer
 
 RESULTS = {
     "mode": "confusions (labelled mistakes) or lowest_margin (no labelled mistakes: the least certain predictions)",
@@ -42,8 +41,6 @@ RESULTS = {
     "pairs[].images[].nearest_true_distance": "cosine distance to the nearest correctly classified image of T (null: none)",
 }
 
-Method = Literal["gradcam", "gradient_x_input"]
-
 
 @dataclass
 class MistakesOptions:
@@ -53,20 +50,13 @@ class MistakesOptions:
     """Images shown per pair."""
     neighbours: int = 3
     """Nearest correctly classified images shown per class and image."""
-    method: Method = "gradcam"
+    method: MapMethod = "gradcam"
     """Which attribution draws the maps for P and for T: "gradcam" (the default: the faithfulness section's ranking
     is not read, sections being independent) or "gradient_x_input". The contrastive map is always drawn both ways."""
     layer: str | None = None
     """Grad-CAM layer (None: the last module with a spatial output)."""
     thumb: int = 64
     """Neighbour thumbnail side in pixels."""
-
-
-def _layer(ctx, name: str | None) -> str:
-    if name:
-        ctx.layer(name)
-        return name
-    return A.last_spatial_block(ctx.model, ctx.to_device(ctx.images.batch([0])))
 
 
 def _maps(ctx, layer, idx: list[int], pred: np.ndarray, other: np.ndarray, method: str):
@@ -100,8 +90,7 @@ def mistakes(ctx, opts: MistakesOptions) -> Section:
     for T, and two contrastive maps of the logit difference S_P - S_T (Grad-CAM and gradient x input, positive
     part: what makes the model prefer P over T). Under each pair, the image's nearest correctly classified images
     of P and of T in the model's feature space: if the P neighbours are closer, the model sees the image as a P."""
-    if opts.method not in ("gradcam", "gradient_x_input"):
-        raise ValueError(f"mistakes.method must be 'gradcam' or 'gradient_x_input', got {opts.method!r}")
+    check_method("mistakes", opts.method)
     sec = Section(id="mistakes", title="Mistakes: confused pairs and why P rather than T")
     feats = ctx.features()
     probs, preds, labels = feats.probs, feats.preds, ctx.images.labels
@@ -115,7 +104,7 @@ def mistakes(ctx, opts: MistakesOptions) -> Section:
                      + f": shown instead are the {sum(len(p.images) for p in pairs)} predictions with the smallest "
                      "margin between the two most probable classes; 'T' is then the runner-up class, not a label.",
                      kind="info"))
-    name = _layer(ctx, opts.layer)
+    name = map_layer(ctx, opts.layer)
     layer = ctx.layer(name)
     idx = [i for p in pairs for i in p.images]
     pv = np.array([p.predicted for p in pairs for _ in p.images], dtype=np.int64)
@@ -123,7 +112,7 @@ def mistakes(ctx, opts: MistakesOptions) -> Section:
     maps = _maps(ctx, layer, idx, pv, ov, opts.method)
     correct = known & (preds == labels) if known.any() else np.ones(len(preds), dtype=bool)
     tname = "T" if mode == "confusions" else "runner-up"
-    mname = "Grad-CAM" if opts.method == "gradcam" else "gradient x input (positive part)"
+    mname = METHOD_NAMES[opts.method]
     if mode == "confusions":
         rows = [[ctx.class_name(p.other), ctx.class_name(p.predicted), p.count] for p in pairs]
         sec.add(Table(["true class", "predicted", "images"], rows, numeric=[2],
