@@ -199,6 +199,36 @@ WANG_SSIM_2004
     Image Quality Assessment: From Error Visibility to Structural Similarity
     IEEE Transactions on Image Processing, 2004
     https://doi.org/10.1109/TIP.2003.819861
+
+FEL_2023
+    Thomas Fel, Agustin Picard, Louis Bethune, Thibaut Boissin, David Vigouroux, Julien Colin, Remi Cadene, Thomas Serre
+    CRAFT: Concept Recursive Activation FacTorization for Explainability
+    CVPR, 2023
+    https://arxiv.org/abs/2211.10154
+
+COLLINS_2018
+    Edo Collins, Radhakrishna Achanta, Sabine Susstrunk
+    Deep Feature Factorization for Concept Discovery
+    ECCV, 2018
+    https://arxiv.org/abs/1806.10206
+
+LAPUSCHKIN_2019
+    Sebastian Lapuschkin, Stephan Waldchen, Alexander Binder, Gregoire Montavon, Wojciech Samek, Klaus-Robert Muller
+    Unmasking Clever Hans predictors and assessing what machines really learn
+    Nature Communications, 2019
+    https://doi.org/10.1038/s41467-019-08987-4
+
+PRABHUSHANKAR_2020
+    Mohit Prabhushankar, Gukyeong Kwon, Dogancan Temel, Ghassan AlRegib
+    Contrastive Explanations in Neural Networks
+    ICIP, 2020
+    https://arxiv.org/abs/2008.00178
+
+VON_LUXBURG_2007
+    Ulrike von Luxburg
+    A Tutorial on Spectral Clustering
+    Statistics and Computing, 2007
+    https://arxiv.org/abs/0711.0189
 """
 
 
