@@ -39,7 +39,8 @@ def grams(ctx, names: list[str], idx: list[int]) -> dict[str, np.ndarray]:
 
 
 SUMMARY = ("How similar the two networks' internal representations are, layer by layer: linear CKA between "
-           "every layer of A and every layer of B over the same images (1 = the same up to rotation and scale).")
+           "every layer of {a} and every layer of {b} over the same {n} images (1 = the same up to rotation and "
+           "scale, about 0 = unrelated).")
 
 
 def null_spread(n: int) -> float:
@@ -50,8 +51,9 @@ def null_spread(n: int) -> float:
 def cka_section(ca, cb, names: tuple[str, str], n_images: int, n_layers: int,
                 estimator: Estimator = "unbiased") -> Section:
     refs = [KORNBLITH_2019] + ([SONG_2012, NGUYEN_2021] if estimator == "unbiased" else [])
-    sec = Section(id="cka", title="Representation similarity (linear CKA)", summary=SUMMARY, references=refs)
     n = min(n_images, len(ca.images))
+    sec = Section(id="cka", title="Representation similarity (linear CKA)", references=refs,
+                  summary=SUMMARY.format(a=names[0], b=names[1], n=n))
     if n < 4:
         return sec.add(Note(f"CKA needs at least 4 images; only {n} are usable.", kind="warning"))
     idx = sorted(ca.rng("compare/cka/images").choice(len(ca.images), size=n, replace=False).tolist())

@@ -176,10 +176,12 @@ def overview_groups(report: Report) -> list[FactGroup]:
     models = m.extra.get("models") if m.kind == "compare" else None
     if isinstance(models, dict) and models:  # a comparison: one card per model, with its accuracy
         g_models = [_model_group(str(n), v) for n, v in models.items() if isinstance(v, dict)]
-        g_model = FactGroup("Models", facts=[Fact("Classes", fmt_value(m.num_classes))] if m.num_classes else [])
+        g_model = FactGroup("Models")  # the classes go to the data card
     else:
         g_models = []
     g_data = FactGroup("Data")
+    if g_models:
+        g_data.add("Classes", m.num_classes)
     if images is not None:
         g_data.add("Image folder", images.folder, mono=True)
         g_data.add("Images used", images.count)
@@ -361,6 +363,7 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
         "n_images": meta.images.count if meta.images is not None else None,
         "total_time": fmt_duration(meta.total_time_s) if meta.total_time_s is not None else None,
         "groups": overview_groups(report),
+        "eyebrow": "Model comparison" if meta.kind == "compare" else "Model card",
         "preprocessing": str(meta.preprocessing_text or ""),
         "versions": [(str(k), str(v)) for k, v in meta.versions.items()],
         "config_json": json.dumps(meta.config, indent=2, default=str, ensure_ascii=False) if meta.config else None,
