@@ -39,7 +39,7 @@ from reportgen.inspection.folding import fold_batchnorm  # noqa: E402
 from reportgen.attribution.relu_rules import gradient_rule  # noqa: E402
 from reportgen.inspection.hooks import eval_mode, frozen_params  # noqa: E402
 from reportgen.attribution.incremental import IncrementalOccluder, occlusion_logits  # noqa: E402
-from reportgen.sampling import cpu_batch_size  # noqa: E402
+from reportgen.device import cpu_batch_size  # noqa: E402
 from reportgen.techniques.occlusion import window_positions  # noqa: E402
 
 

@@ -18,10 +18,8 @@ from typing import Callable
 from torch import nn
 
 from .. import registry
-from ..build import (
-    BuildResult, compute_sections, device_description, make_context, publish_report, resolve_device,
-    versions,
-)
+from ..build import BuildResult, compute_sections, make_context, publish_report, versions
+from ..device import device_description, resolve_device
 from ..cache import Cache, default_cache_dir
 from ..config import make_config
 from ..context import no_progress

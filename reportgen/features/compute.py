@@ -89,7 +89,7 @@ def compute_features(ctx, layers: list[str]) -> FeatureStore:
     requested = list(dict.fromkeys(layers))
     for name in requested:
         ctx.layer(name)  # LayerError with close names for a typo
-    have: FeatureStore | None = getattr(ctx, "_features", None)
+    have: FeatureStore | None = ctx.feature_store
     stats: dict[str, LayerStats] = dict(have.layer_stats) if have is not None else {}
     base: BaseRecord | None = None
     if have is not None and have.pixels is not None and have.mean_rgb is not None:

@@ -26,9 +26,6 @@ import torch
 
 from .rowstore import Rows
 
-_KEY = "distributed"  # where the group lives in the run's memo (never a module global)
-
-
 @dataclass(frozen=True)
 class Group:
     rank: int
@@ -59,7 +56,8 @@ def close(group: Group | None) -> None:
 
 
 def group_of(ctx) -> Group | None:
-    return ctx._memo.get(_KEY)
+    """The group the context's feature pass is shared with (``RunContext.group``; never a module global)."""
+    return ctx.group
 
 
 def agree_needed(group: Group, mine: bool) -> bool:
@@ -72,11 +70,11 @@ def agree_needed(group: Group, mine: bool) -> bool:
 @contextlib.contextmanager
 def joined(ctx, group: Group):
     """Within: the context's feature pass scans this rank's shard and merges on rank 0."""
-    ctx._memo[_KEY] = group
+    ctx.group = group
     try:
         yield
     finally:
-        ctx._memo.pop(_KEY, None)
+        ctx.group = None
 
 
 def merge_pass(ctx, group: Group, mine: list[int], mats: dict, rgb_sum, n_pix: int, tops: dict, inner: dict,

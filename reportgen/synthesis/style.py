@@ -83,7 +83,7 @@ def style_layers(ctx, given: Sequence[str] | None) -> list[str]:
     """Gram layers: ``given``, else the first block and the blocks at about 1/4, 1/2 and 3/4 of the depth."""
     if given:
         return _validated(ctx, given)
-    ctx._require_hooks()
+    ctx.require_hooks()
     names = spread_layers(ctx.model, (0.0, 0.25, 0.5, 0.75))
     if not names:
         names = [ctx.chosen_layer()]
@@ -94,7 +94,7 @@ def content_layer(ctx, given: str | None) -> str:
     """Content layer: ``given``, else the block at about half the depth (Gatys et al. use conv4_2 of 5 stages)."""
     if given:
         return _validated(ctx, [given])[0]
-    ctx._require_hooks()
+    ctx.require_hooks()
     names = spread_layers(ctx.model, (0.5,))
     return names[0] if names else ctx.chosen_layer()
 
