@@ -5,7 +5,9 @@
     python3 dev.py test [pytest options]                       # run the test suite
 
 Both create ``.venv`` beside this file on first use and install reportgen (editable) with its
-test dependencies into it; later runs reinstall only when ``pyproject.toml`` changed.
+test dependencies (the ``test`` and ``crosscheck`` extras) into it; later runs reinstall only when
+``pyproject.toml`` changed. ``test`` sets ``REPORTGEN_REQUIRE_CROSSCHECK=1``: a cross-check whose reference
+library is missing fails instead of skipping.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".reportgen-installed"
+# test: pytest; crosscheck: Captum, pytorch-grad-cam, Quantus, so the cross-checks run instead of skipping
+EXTRAS = "test,crosscheck"
 
 
 def _say(msg: str) -> None:
@@ -39,7 +43,7 @@ def ensure_env() -> None:
         venv.EnvBuilder(with_pip=True, clear=False).create(VENV)
     _say("installing reportgen and its dependencies into .venv (first run only; torch is large)")
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
-    cmd = [str(PY), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]"]
+    cmd = [str(PY), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[{EXTRAS}]"]
     r = subprocess.run(cmd, cwd=ROOT, env=env)
     if r.returncode != 0:
         sys.exit(f"[dev.py] installation failed (exit {r.returncode}): {' '.join(cmd)}")
@@ -57,6 +61,7 @@ def main(argv: list[str]) -> int:
         return 0
     if cmd == "demo":
         return subprocess.run([str(PY), "-m", "reportgen", "demo", *rest], cwd=ROOT, env=env).returncode
+    env["REPORTGEN_REQUIRE_CROSSCHECK"] = "1"
     r = subprocess.run([str(PY), "-m", "pytest", "-q", *rest], cwd=ROOT, env=env).returncode
     if r == 5:
         print("[dev.py] pytest collected no tests: that is a failure", file=sys.stderr)
