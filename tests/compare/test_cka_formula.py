@@ -58,6 +58,25 @@ def test_cka_matrix_rows_are_layers_of_a():
             assert m[i, j] == pytest.approx(reference_cka(x, y), rel=1e-10)
 
 
+def test_scale_does_not_matter_down_to_tiny_activations():
+    """CKA is invariant to isotropic scaling: features of size 1e-4 (a Gram matrix norm far below 1) give the same
+    value as features of size 1e4."""
+    x, y = _pair(5)
+    want = reference_cka(x, y)
+    assert linear_cka(1e-4 * x, y) == pytest.approx(want, rel=1e-9)
+    assert linear_cka(x, 1e4 * y) == pytest.approx(want, rel=1e-9)
+    assert linear_cka(1e-4 * x, 1e-4 * y) == pytest.approx(want, rel=1e-9)
+
+
+def test_float32_activations_are_accumulated_in_float64():
+    """Activations arrive as float32; with a large common offset a float32 Gram matrix loses the centred part
+    (entries ~1e9, float32 keeps 7 digits), float64 keeps it."""
+    x, y = _pair(6, n=40)
+    x32, y32 = (x + 3000.0).astype(np.float32), (y + 3000.0).astype(np.float32)
+    assert linear_cka(x32, y32) == pytest.approx(reference_cka(x32, y32), rel=1e-6)
+    assert gram(x32).dtype == np.float64 and centre_gram(gram(x32).astype(np.float32)).dtype == np.float64
+
+
 def test_mismatched_examples_are_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="same examples: 4 vs 5"):
         linear_cka(np.ones((4, 2)), np.ones((5, 2)))
