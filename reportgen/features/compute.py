@@ -105,7 +105,8 @@ def compute_features(ctx, layers: list[str]) -> FeatureStore:
 
     if base is None and cache is not None:
         hit = cache.get(_base_key(ctx))
-        if isinstance(hit, BaseRecord):  # its big matrices are memory-mapped files beside it (reportgen.features.rowstore)
+        # its big matrices are memory-mapped files beside it (reportgen.features.rowstore)
+        if isinstance(hit, BaseRecord):
             pen, pix = resolve(hit.penultimate, cache), resolve(hit.pixels, cache)
             if pen is not None and pix is not None:
                 base = dataclasses.replace(hit, penultimate=pen, pixels=pix)

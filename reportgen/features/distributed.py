@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,9 +82,9 @@ def merge_pass(ctx, group: Group, mine: list[int], mats: dict, rgb_sum, n_pix: i
                key: str | None):
     """Gather every rank's shard on rank 0 and merge; other ranks get their own shard back unchanged."""
     payload = (mine, mats, rgb_sum, n_pix, tops, inner)
-    got = [None] * group.size if group.rank == 0 else None
+    got: list[Any] | None = [None] * group.size if group.rank == 0 else None
     torch.distributed.gather_object(payload, got, dst=0)
-    if group.rank != 0:
+    if got is None:  # not rank 0
         return mats, {}, rgb_sum, n_pix, tops, inner
     rows = Rows(ctx, len(ctx.images), key)
     dtypes = {"logits": np.float32, "penultimate": np.float16, "pixels": np.float16}

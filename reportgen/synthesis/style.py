@@ -5,7 +5,8 @@ Gram targets, and the optimisation-based synthesis itself (Gatys, Ecker & Bethge
   images shipped in ``reportgen/assets``; read-only, never written);
 * :func:`style_layers` picks Gram layers (the first block, then about 1/4, 1/2, 3/4 of the depth) and
   :func:`content_layer` the content layer (about 1/2), both by dotted name and overridable;
-* :func:`gram_targets` computes ``G_l = F_l F_l^T / (H_l W_l)`` of an image with :func:`reportgen.inspection.activations.activations`;
+* :func:`gram_targets` computes ``G_l = F_l F_l^T / (H_l W_l)`` of an image with
+  :func:`reportgen.inspection.activations.activations`;
 * :func:`synthesize` runs the one optvis loop on ``-(content loss + w_s * style loss + w_tv * TV)``: texture
   synthesis from noise (no content term) and style transfer from the content image.
 """
@@ -61,7 +62,7 @@ def source_images(ctx, kind: str, n: int, size: int, square: bool = False) -> tu
             im = im.convert("RGB")
             w, h = im.size
             s = size / min(w, h)
-            im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS)
+            im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS)
             if square:
                 w, h = im.size
                 left, top = (w - size) // 2, (h - size) // 2

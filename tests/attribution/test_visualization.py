@@ -1,4 +1,5 @@
-"""reportgen.attribution.visualization: normalize_attr on known inputs for each sign, and the image | map | overlay view."""
+"""reportgen.attribution.visualization: normalize_attr on known inputs for each sign, and the image | map | overlay
+view."""
 
 from __future__ import annotations
 
