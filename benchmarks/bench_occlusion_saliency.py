@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from reportgen.build import make_context  # noqa: E402
 from reportgen.config import make_config  # noqa: E402
-from reportgen.sampling import device_batch_size  # noqa: E402
+from reportgen.device import device_batch_size  # noqa: E402
 from reportgen.preprocess import Preprocessing  # noqa: E402
 from reportgen.techniques.occlusion import naive_occlusion, occlusion_maps, resolve_window  # noqa: E402
-from reportgen.techniques.saliency import saliency_maps  # noqa: E402
+from reportgen.techniques._explain import saliency_maps  # noqa: E402
 
 
 def load_model(spec: str):
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--window", type=int, default=None, help="occlusion window in px (default: input/7)")
     ap.add_argument("--stride", type=int, default=None, help="occlusion stride in px (default: window/2)")
     ap.add_argument("--batch-size", type=int, default=0,
-                    help="occluded copies per batch (0: what the technique picks, see sampling.device_batch_size)")
+                    help="occluded copies per batch (0: what the technique picks, see device.device_batch_size)")
     ap.add_argument("--saliency-batch", type=int, default=0,
                     help="images per saliency backward pass (0: what the technique picks)")
     ap.add_argument("--resize", type=int, default=None)

@@ -39,7 +39,7 @@ from reportgen.inspection.folding import fold_batchnorm  # noqa: E402
 from reportgen.attribution.relu_rules import gradient_rule  # noqa: E402
 from reportgen.inspection.hooks import eval_mode, frozen_params  # noqa: E402
 from reportgen.attribution.incremental import IncrementalOccluder, occlusion_logits  # noqa: E402
-from reportgen.sampling import cpu_batch_size  # noqa: E402
+from reportgen.device import cpu_batch_size  # noqa: E402
 from reportgen.techniques.occlusion import window_positions  # noqa: E402
 
 
@@ -384,7 +384,7 @@ def bench_build(sizes, threads, preset="standard"):
                    "reportgen", "build", "--model", "demo", "--images", str(images), "--out", str(out),
                    "--preset", preset, "--no-cache", "--threads", str(threads)]
             env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
-            t, proc = timed(lambda: subprocess.run(cmd, env=env, capture_output=True, text=True))
+            t, proc = timed(lambda cmd=cmd, env=env: subprocess.run(cmd, env=env, capture_output=True, text=True))
             peak = [ln for ln in proc.stderr.splitlines() if ln.startswith("PEAK_RSS_KB")]
             rss = int(peak[-1].split()[1]) / 1024 if peak else float("nan")
             size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and ".cache" not in f.parts) \
@@ -399,7 +399,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny model, tiny sizes, no timing claims")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared 2-core machine)")
     ap.add_argument("--e2e", default="250,1000", help="image counts for the end-to-end builds ('' = none)")
-    ap.add_argument("--only", default="ceiling,occlusion,gradients,classvis,threads,e2e", help="comma-separated sections")
+    ap.add_argument("--only", default="ceiling,occlusion,gradients,classvis,threads,e2e",
+                    help="comma-separated sections")
     ap.add_argument("--batch", type=int, default=16, help="occluded copies / images per pass")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", module="captum")

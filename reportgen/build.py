@@ -9,7 +9,6 @@ stops at the first failure instead).
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 import sys
 import time
@@ -25,7 +24,7 @@ from torch import nn
 from . import __version__, registry
 from .features import distributed, compute as features
 from .cache import CODE_VERSION, Cache, default_cache_dir, digest, parse_size
-from .checks import check_classifier, folder_class_names, keeps_train_mode, model_title
+from .checks import check_classifier, model_title
 from .config import Config, make_config, parse_set
 from .context import ProgressFn, RunContext, no_progress
 from .errors import ModelError, ReportgenError
@@ -34,33 +33,13 @@ from .publish.atomic import check_out, is_single_file_target
 from .policy import PolicyViolation, isolated, unsupported_reason
 from .options import ModelOptions, RunOptions
 from .preprocess import Preprocessing
+from .inspection.hooks import keeps_train_mode
+from .labels import folder_class_names
 from .display_paths import display_path, published_command, published_model_info
 from .report import ImagesInfo, Note, Report, RunInfo, Section, SkippedImage
 from .publish.rerender import publish_report, staged_output, store_tree
-from .device import apply_threads
+from .device import apply_threads, device_description, resolve_device
 
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, then Apple MPS, else the CPU (decided per run, not at import)."""
-    name = (name or "auto").lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ReportgenError("--device cuda was requested but CUDA is not available on this machine")
-    if name == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ReportgenError("--device mps was requested but Apple MPS is not available")
-    try:
-        return torch.device(name)
-    except RuntimeError as e:
-        raise ReportgenError(f"unknown device {name!r}: {e}") from None
 
 
 def model_hash(model: nn.Module) -> str:
@@ -219,14 +198,6 @@ def versions() -> dict[str, str]:
     }
 
 
-def device_description(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(dev)})"
-    if dev.type == "cpu":
-        return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-    return dev.type
-
-
 @dataclass
 class BuildResult:
     out: Path
@@ -381,5 +352,5 @@ def build_report(
 
 
 __all__ = ["build_report", "RunOptions", "ModelOptions", "run_config", "open_cache", "load_for_run",
-           "run_class_names", "make_context", "publish_report", "BuildResult", "resolve_device", "run_technique", "compute_sections",
+           "run_class_names", "make_context", "publish_report", "BuildResult", "run_technique", "compute_sections",
            "SkippedImage", "digest"]

@@ -4,16 +4,13 @@
 checks what comes back: class scores (a ``(logits, aux)`` tuple or a dict with ``logits`` is unpacked
 there, with a note), finite values (NaN/Inf is bad input, not a report of blank figures), at least two
 classes. When the forward itself fails it says which input the model seems to want (channels, size).
-:func:`folder_class_names` applies torchvision's ``ImageFolder`` convention when the model has no
-class names; :func:`model_title` names the model for the report's title.
+:func:`model_title` names the model for the report's title.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -81,21 +78,6 @@ def _forward_failure(pm: PixelModel, pre: Preprocessing, device: torch.device, e
     return msg + ". Check --input-size and --channels, and that the model takes images"
 
 
-def folder_class_names(images: str | Path, n_classes: int) -> list[str] | None:
-    """torchvision's ``ImageFolder`` convention: the sorted sub-folder names, when there are ``n_classes``.
-
-    Only for a model without class names; hidden folders are ignored.
-    """
-    root = Path(images)
-    if not root.is_dir():
-        return None
-    try:
-        names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError:
-        return None
-    return names if len(names) == n_classes and n_classes >= 2 else None
-
-
 def model_title(model: nn.Module, spec: str, kind: str) -> str:
     """The model's class name (and the torchvision name it was built from): never a path."""
     name = getattr(model, "original_name", None) if kind == "torchscript" else None
@@ -105,17 +87,3 @@ def model_title(model: nn.Module, spec: str, kind: str) -> str:
     if kind == "torchvision" and spec.lower() != name.lower():
         return f"{name} ({spec})"
     return name
-
-
-def keeps_train_mode(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator: when the first argument is an ``nn.Module``, every module's train/eval flag is restored after."""
-    from .inspection.hooks import eval_mode
-
-    @functools.wraps(fn)
-    def wrapper(model: Any, *args: Any, **kwargs: Any) -> Any:
-        if not isinstance(model, nn.Module):
-            return fn(model, *args, **kwargs)
-        with eval_mode(model):
-            return fn(model, *args, **kwargs)
-
-    return wrapper

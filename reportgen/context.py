@@ -8,7 +8,7 @@ the model from ``ctx.model`` (the user's module, eval mode, on ``ctx.device``) o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +21,10 @@ from .config import Config, GeneralOptions
 from .errors import LayerError
 from .imageset import ImageSet
 from .preprocess import PixelModel, Preprocessing
+
+if TYPE_CHECKING:
+    from .features.distributed import Group
+    from .features.records import FeatureStore
 
 T = TypeVar("T")
 ProgressFn = Callable[..., Iterable]
@@ -43,7 +47,11 @@ class RunContext:
     progress: ProgressFn = no_progress
     cache: Cache | None = None
     pixel_model: nn.Module = None  # type: ignore[assignment]
-    _features: Any = None
+    feature_store: FeatureStore | None = None
+    """The run's one feature pass so far (:meth:`features` fills and extends it)."""
+    group: Group | None = None
+    """The torchrun process group while the feature pass is shared (:mod:`reportgen.features.distributed`),
+    else None: a one-process build."""
     _memo: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -93,7 +101,7 @@ class RunContext:
         if name:
             self.layer(name)  # validate
             return name
-        self._require_hooks()
+        self.require_hooks()
         name = layers_mod.last_conv(self.model)
         if name is None:
             raise LayerError(
@@ -102,14 +110,14 @@ class RunContext:
             )
         return name
 
-    def _require_hooks(self) -> None:
+    def require_hooks(self) -> None:
         from .inspection.hooks import hookable
 
         if not hookable(self.model):
             self.layer("<any layer>")  # raises the TorchScript explanation
 
     def first_conv(self) -> str:
-        self._require_hooks()
+        self.require_hooks()
         name = layers_mod.first_conv(self.model)
         if name is None:
             raise LayerError("the model has no nn.Conv2d layer to show filters of")
@@ -153,12 +161,12 @@ class RunContext:
         from .features.compute import compute_features
 
         key = tuple(sorted(set(layers or [])))
-        have = self._features
+        have = self.feature_store
         if have is not None and set(key) <= set(have.layers):
             return have
         wanted = sorted(set(key) | set(have.layers if have is not None else ()))
-        self._features = compute_features(self, wanted)
-        return self._features
+        self.feature_store = compute_features(self, wanted)
+        return self.feature_store
 
     def cache_key(self, *parts: Any) -> str:
         """Digest of the model, preprocessing, image set and ``parts``."""

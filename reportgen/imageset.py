@@ -194,13 +194,13 @@ class ImageSet:
         a = self.array(i)
         if max(a.shape[:2]) <= size:
             return a
-        return np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))
+        return np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BILINEAR))
 
     def display(self, i: int, size: int | None = None) -> np.ndarray:
         """The model-input image as uint8, optionally resized to ``size`` pixels square."""
         a = self.array(i)
         if size and a.shape[0] != size:
-            a = np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))
+            a = np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BILINEAR))
         return a
 
     def name(self, i: int) -> str:
@@ -245,7 +245,8 @@ def discover_images(
         others = len(files)
         raise ImageSetError(
             f"no images found under {root}"
-            + (f" ({others} other files; supported extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})" if others else " (the folder is empty)")
+            + (f" ({others} other files; supported extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})" if others
+               else " (the folder is empty)")
         )
     if max_images is not None and len(candidates) > max_images:
         rng = np.random.default_rng(seed)

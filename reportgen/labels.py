@@ -4,7 +4,8 @@ A labels file is a text file (one name per line, in output order), a JSON list, 
 ``{index: name}`` object (``imagenet_class_index.json``'s ``{"0": ["n01440764", "tench"]}`` works).
 Folder and file names are matched to class names with case, punctuation and a leading number
 ignored (``0_t-shirt_top`` matches ``T-shirt/top``); ImageNet-style ``"tench, Tinca tinca"`` names
-match each synonym.
+match each synonym. :func:`folder_class_names` applies torchvision's ``ImageFolder`` convention (sorted
+sub-folder names) when the model has no class names.
 """
 
 from __future__ import annotations
@@ -128,3 +129,18 @@ def match_labels(names: list[str], class_names: list[str]) -> tuple[dict[str, in
         if k is not None:
             mapping[n] = k
     return mapping, len(mapping)
+
+
+def folder_class_names(images: str | Path, n_classes: int) -> list[str] | None:
+    """torchvision's ``ImageFolder`` convention: the sorted sub-folder names, when there are ``n_classes``.
+
+    Only for a model without class names; hidden folders are ignored.
+    """
+    root = Path(images)
+    if not root.is_dir():
+        return None
+    try:
+        names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return None
+    return names if len(names) == n_classes and n_classes >= 2 else None

@@ -244,3 +244,9 @@ def _parse(table: str) -> dict[str, Reference]:
 PAPERS = _parse(_TABLE)
 globals().update(PAPERS)
 __all__ = ["PAPERS", *PAPERS]
+
+
+def __getattr__(name: str) -> Reference:
+    """Only reached for a name the table does not define (those are module globals): tells type checkers that
+    ``from reportgen.papers import SOME_2019`` is a :class:`Reference`."""
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r} (not in the references table)")

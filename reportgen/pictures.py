@@ -42,13 +42,13 @@ def symmetric_to_uint8(a: np.ndarray, scale: float | None = None) -> np.ndarray:
 def resize(img: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
     """Resize a uint8 image to (width, height)."""
     pil = Image.fromarray(img)
-    return np.asarray(pil.resize(size, Image.NEAREST if nearest else Image.BILINEAR))
+    return np.asarray(pil.resize(size, Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR))
 
 
 def resize_map(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a float HxW map to (width, height) bilinearly, keeping float values."""
     pil = Image.fromarray(np.asarray(m, dtype=np.float32), mode="F")
-    return np.asarray(pil.resize(size, Image.BILINEAR), dtype=np.float32)
+    return np.asarray(pil.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def colormap(m: np.ndarray, cmap: str = "inferno", lo: float | None = None, hi: float | None = None) -> np.ndarray:

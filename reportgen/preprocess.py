@@ -69,13 +69,13 @@ class Preprocessing:
             s = self.resize / min(w, h)
             nw, nh = max(1, round(w * s)), max(1, round(h * s))
             if (nw, nh) != (w, h):
-                img = img.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
+                img = img.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
         if self.input_size:
             c = self.input_size
             w, h = img.size
             if w < c or h < c:  # too small to crop: scale up so the crop fits
                 s = c / min(w, h)
-                img = img.resize((max(c, round(w * s)), max(c, round(h * s))), Image.BILINEAR)
+                img = img.resize((max(c, round(w * s)), max(c, round(h * s))), Image.Resampling.BILINEAR)
                 w, h = img.size
             left, top = (w - c) // 2, (h - c) // 2
             img = img.crop((left, top, left + c, top + c))
@@ -138,7 +138,8 @@ def unpack_logits(out: Any) -> tuple[torch.Tensor, str]:
         return out, ""
     if isinstance(out, (tuple, list)):
         if out and _tensor(out[0]):
-            return out[0], f"the model returns a {type(out).__name__} of {len(out)}; its first element is used as the logits"
+            return out[0], (f"the model returns a {type(out).__name__} of {len(out)}; its first element is used as "
+                            "the logits")
         raise ModelError(f"the model returns a {type(out).__name__} whose first element is not a tensor of logits")
     if not isinstance(out, Mapping) and _tensor(getattr(out, "logits", None)):
         return out.logits, f"the model returns a {type(out).__name__}; its .logits are used"

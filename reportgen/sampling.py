@@ -6,7 +6,6 @@
   readable, and no technique picks a magic integer offset that could collide with another's.
 * **Image selection.** :func:`spread_indices` picks ``n`` images deterministically, one per class in turn.
 * **Target choice.** :func:`target_classes`: the true label when known, else the prediction.
-* **Batch size** for many small passes (:func:`device_batch_size`).
 """
 
 from __future__ import annotations
@@ -14,9 +13,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .inspection.hooks import capture_outputs, eval_mode, hookable
-
-CPU_BATCH_BUDGET = 16 << 20  # bytes of the largest activation of one CPU batch (about a last-level cache)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,34 +101,3 @@ def spread_indices(ctx, n: int, stream: str = "images", classes: np.ndarray | No
             break
         depth += 1
     return out
-
-
-def device_batch_size(ctx, cap: int = 64, budget: int = CPU_BATCH_BUDGET) -> int:
-    """A batch size for many small forward passes (occlusion): ``cap`` on a GPU; on the CPU as many
-    images as keep the model's largest intermediate activation within ``budget`` bytes.
-
-    On a CPU, big batches of a large-resolution network spill its activations out of the caches
-    and run slower per image than small ones (MobileNetV2 at 224 px: ~25 ms/image at batch 4 vs
-    ~60 ms at batch 64 on 2 cores), while small models gain from batching. Memoised per run.
-    """
-    if ctx.device.type != "cpu":
-        return cap
-    if not hookable(ctx.model):  # no hooks to measure activations with: a cautious fixed size
-        return int(max(1, min(cap, 8)))
-
-    def probe() -> int:
-        return cpu_batch_size(ctx.model, ctx.pixel_model, ctx.pre.size, ctx.device, cap, budget)
-
-    return ctx.memo(f"device_batch_size:{cap}:{budget}", probe)
-
-
-def cpu_batch_size(model, forward, size: int, device=None, cap: int = 64, budget: int = CPU_BATCH_BUDGET) -> int:
-    """Images per CPU batch that keep ``model``'s largest intermediate activation (measured on one ``size`` px
-    image through ``forward``) within ``budget`` bytes; at most ``cap``."""
-    leaves = {n: m for n, m in model.named_modules() if n and not list(m.children())}
-    x = torch.zeros(1, 3, size, size, device=device)
-    with eval_mode(model), torch.inference_mode(), capture_outputs(leaves) as outs:
-        forward(x)
-    biggest = max([t.numel() * t.element_size() for t in outs.values() if isinstance(t, torch.Tensor)]
-                  + [x.numel() * x.element_size()])
-    return int(max(1, min(cap, budget // max(1, biggest))))

@@ -30,6 +30,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def reference(module: str):
+    """Import a reference library of the cross-checks (the ``crosscheck`` extra): skip when it is missing, unless
+    ``REPORTGEN_REQUIRE_CROSSCHECK`` is set (``python3 dev.py test`` / ``.ci/run`` set it), where missing fails."""
+    if os.environ.get("REPORTGEN_REQUIRE_CROSSCHECK"):
+        import importlib
+
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} missing: pip install -e .[crosscheck]")
+
+
 class TinyCNN(nn.Module):
     """conv-relu-pool-conv-relu-conv-relu-gap-linear: every technique's minimal customer."""
 

@@ -26,7 +26,8 @@ def module_graph(root: Path, pkg: str = "reportgen", deferred: bool = False) -> 
             for n in stmts:
                 if isinstance(n, ast.If):
                     t = n.test
-                    if isinstance(t, ast.Name) and t.id == "TYPE_CHECKING" or isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING":
+                    if (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING"
+                            or isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"):
                         continue
                     visit(n.body); visit(n.orelse)
                 elif isinstance(n, ast.Try):

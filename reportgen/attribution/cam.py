@@ -31,7 +31,7 @@ def _layer_and_grad(model: nn.Module, layer: nn.Module, x: torch.Tensor, target:
 
 
 def gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: Target,
-            size: tuple[int, int] | None = None) -> torch.Tensor:
+            size: tuple[int, ...] | None = None) -> torch.Tensor:
     """Selvaraju et al. (2017): ``relu(sum_c w_c A_c)``, ``w_c = mean_ij dS_k/dA_cij`` (B x h x w).
 
     ``size`` upsamples bilinearly (e.g. to the input's H x W); the values are not normalised.
@@ -42,7 +42,7 @@ def gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: Target,
 
 
 def gradcam_plus_plus(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: Target,
-                      size: tuple[int, int] | None = None) -> torch.Tensor:
+                      size: tuple[int, ...] | None = None) -> torch.Tensor:
     """Chattopadhay et al. (2018): ``w_c = sum_ij alpha_cij relu(dS/dA_cij)``,
     ``alpha = g^2 / (2 g^2 + sum_ij A_cij g^3)`` (the closed form for ``exp(S)``); map ``relu(sum_c w_c A_c)``.
     """
@@ -65,7 +65,7 @@ def guided_gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: 
     return guided(model, x, target, "guided") * up[:, None].to(x.device)
 
 
-def upsample(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def upsample(cam: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """B x h x w -> B x H x W, bilinear."""
     return F.interpolate(cam[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
 

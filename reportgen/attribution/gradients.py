@@ -23,7 +23,7 @@ from torch import nn
 
 from ..inspection.hooks import eval_mode, frozen_params
 
-Target = int | Sequence[int] | torch.Tensor
+Target = int | Sequence[int] | torch.Tensor | np.ndarray
 
 
 def _targets(target: Target, n: int, device) -> torch.Tensor:

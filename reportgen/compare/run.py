@@ -21,12 +21,12 @@ from torch import nn
 
 from .. import registry
 from ..build import (
-    BuildResult, compute_sections, device_description, load_for_run, make_context, open_cache, publish_report,
-    resolve_device, run_class_names, run_config, versions,
+    BuildResult, compute_sections, load_for_run, make_context, open_cache, publish_report, run_class_names,
+    run_config, versions,
 )
 from ..checks import model_title
+from ..device import apply_threads, device_description, resolve_device
 from ..context import no_progress
-from ..device import apply_threads
 from ..display_paths import display_path, published_command, published_model_info
 from ..errors import ConfigError, ReportgenError
 from ..options import RunOptions

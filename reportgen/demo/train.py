@@ -282,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_docs:
         out_dir = args.out.parent
         (out_dir / "labels.txt").write_text("\n".join(CLASS_NAMES) + "\n", encoding="utf-8")
-        command = "python -m reportgen.demo.train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+        given = sys.argv[1:] if argv is None else argv
+        command = "python -m reportgen.demo.train " + " ".join(shlex.quote(a) for a in given)
         write_training_md(out_dir / "TRAINING.md", command=command.strip(), args=args, train_acc=train_acc,
                           test_acc=test_acc, seconds=seconds,
                           n_params=sum(p.numel() for p in model.parameters()), weights=args.out,

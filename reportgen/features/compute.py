@@ -91,7 +91,7 @@ def compute_features(ctx, layers: list[str]) -> FeatureStore:
     requested = list(dict.fromkeys(layers))
     for name in requested:
         ctx.layer(name)  # LayerError with close names for a typo
-    have: FeatureStore | None = getattr(ctx, "_features", None)
+    have: FeatureStore | None = ctx.feature_store
     stats: dict[str, LayerStats] = dict(have.layer_stats) if have is not None else {}
     base: BaseRecord | None = None
     if have is not None and have.pixels is not None and have.mean_rgb is not None:
@@ -107,7 +107,8 @@ def compute_features(ctx, layers: list[str]) -> FeatureStore:
 
     if base is None and cache is not None:
         hit = cache.get(_base_key(ctx))
-        if isinstance(hit, BaseRecord):  # its big matrices are memory-mapped files beside it (reportgen.features.rowstore)
+        # its big matrices are memory-mapped files beside it (reportgen.features.rowstore)
+        if isinstance(hit, BaseRecord):
             pen, pix = resolve(hit.penultimate, cache), resolve(hit.pixels, cache)
             if pen is not None and pix is not None:
                 base = dataclasses.replace(hit, penultimate=pen, pixels=pix)

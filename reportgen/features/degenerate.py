@@ -87,7 +87,7 @@ def _rank_one(c: np.ndarray, iters: int = 20) -> bool:
     total = float(np.sqrt((c * c).sum()))
     if total == 0.0:
         return False
-    v = np.random.default_rng(0).standard_normal(c.shape[1])
+    v = np.random.default_rng(0).standard_normal(size=(c.shape[1],))
     for _ in range(iters):
         v = c.T @ (c @ v)
         nv = float(np.linalg.norm(v))

@@ -20,14 +20,12 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from .rowstore import Rows
-
-_KEY = "distributed"  # where the group lives in the run's memo (never a module global)
-
 
 @dataclass(frozen=True)
 class Group:
@@ -59,7 +57,8 @@ def close(group: Group | None) -> None:
 
 
 def group_of(ctx) -> Group | None:
-    return ctx._memo.get(_KEY)
+    """The group the context's feature pass is shared with (``RunContext.group``; never a module global)."""
+    return ctx.group
 
 
 def agree_needed(group: Group, mine: bool) -> bool:
@@ -72,20 +71,20 @@ def agree_needed(group: Group, mine: bool) -> bool:
 @contextlib.contextmanager
 def joined(ctx, group: Group):
     """Within: the context's feature pass scans this rank's shard and merges on rank 0."""
-    ctx._memo[_KEY] = group
+    ctx.group = group
     try:
         yield
     finally:
-        ctx._memo.pop(_KEY, None)
+        ctx.group = None
 
 
 def merge_pass(ctx, group: Group, mine: list[int], mats: dict, rgb_sum, n_pix: int, tops: dict, inner: dict,
                key: str | None):
     """Gather every rank's shard on rank 0 and merge; other ranks get their own shard back unchanged."""
     payload = (mine, mats, rgb_sum, n_pix, tops, inner)
-    got = [None] * group.size if group.rank == 0 else None
+    got: list[Any] | None = [None] * group.size if group.rank == 0 else None
     torch.distributed.gather_object(payload, got, dst=0)
-    if group.rank != 0:
+    if got is None:  # not rank 0
         return mats, {}, rgb_sum, n_pix, tops, inner
     rows = Rows(ctx, len(ctx.images), key)
     dtypes = {"logits": np.float32, "penultimate": np.float16, "pixels": np.float16}

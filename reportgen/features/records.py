@@ -1,7 +1,7 @@
 """The records one pass over the image set produces (plain numpy, picklable, cached).
 
-:mod:`reportgen.features.scan` fills them, :mod:`reportgen.features.compute` caches and serves them; kept apart from both so
-neither imports the other's internals (no import cycle).
+:mod:`reportgen.features.scan` fills them, :mod:`reportgen.features.compute` caches and serves them; kept apart from
+both so neither imports the other's internals (no import cycle).
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ def forward_pass(ctx, layer_names: list[str], key: str | None, topk: int, pixel_
     ``key`` names the memory-mapped matrices in the cache (None: in memory).
     """
     from . import distributed
-    from ..sampling import device_batch_size
+    from ..device import device_batch_size
 
     model = ctx.model
     clf_name = layers_mod.classifier_layer(model)

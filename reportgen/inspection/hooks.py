@@ -3,12 +3,14 @@
 Each manager removes what it added in ``finally`` (also on exceptions and Ctrl-C) and
 restores the train/eval flag of every module, so a technique can never leave the user's
 model changed. ``count_hooks`` lets tests assert that (captum's ``test_hook_removal`` idea).
+:func:`keeps_train_mode` is the same flag restoration as a decorator of public entry points.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import functools
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -135,3 +137,15 @@ def capture_until_complete(modules: dict[str, nn.Module]):
     Used by image optimisation when the objective needs only intermediate layers.
     """
     return capture_outputs(modules, detach=False, stop_when_complete=True)
+
+
+def keeps_train_mode(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: when the first argument is an ``nn.Module``, every module's train/eval flag is restored after."""
+    @functools.wraps(fn)
+    def wrapper(model: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(model, nn.Module):
+            return fn(model, *args, **kwargs)
+        with eval_mode(model):
+            return fn(model, *args, **kwargs)
+
+    return wrapper

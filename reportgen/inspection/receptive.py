@@ -328,7 +328,7 @@ def analytic_receptive_field(model: nn.Module, layer: str) -> ReceptiveField:
     inside = {id(m) for m in target.modules()}
     r, j, start = 1.0, 1.0, 0.0  # field size, step, centre of unit 0 (pixel coordinates)
     reached = False
-    for name, m in model.named_modules():
+    for _name, m in model.named_modules():
         if list(m.children()):
             continue
         if id(m) in inside:

@@ -79,8 +79,8 @@ def _call_factory(module: Any, attr: str, spec: str, where: str) -> nn.Module:
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            public = sorted(n for n, v in vars(module).items()
-                            if not n.startswith("_") and callable(v) and getattr(v, "__module__", None) == module.__name__)
+            public = sorted(n for n, v in vars(module).items() if not n.startswith("_") and callable(v)
+                            and getattr(v, "__module__", None) == module.__name__)
             close = difflib.get_close_matches(attr, public, n=3, cutoff=0.5)
             msg = f"{where} has no attribute {attr!r}."
             if close:

@@ -140,7 +140,8 @@ def _first_int(v: Any) -> int | None:
     return int(v)
 
 
-_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 
 def _build_torchvision(name: str, member: Any, sd: Mapping[str, Any], source: str) -> tuple[nn.Module, list[str]]:

@@ -266,7 +266,8 @@ def href(ctx, target: Any) -> str:
 def make_env(template_dirs: tuple[str, ...] = ()) -> Environment:
     """The Jinja environment. ``template_dirs`` (a theme's ``templates/`` folders, most specific first) are
     searched before the package's templates, so a theme overrides any template by giving its path; an override
-    can still extend the package's own as ``reportgen:<path>`` (e.g. ``{% extends "reportgen:layouts/base.html" %}``)."""
+    can still extend the package's own as ``reportgen:<path>``
+    (e.g. ``{% extends "reportgen:layouts/base.html" %}``)."""
     package = FileSystemLoader(str(templates_dir()))
     env = Environment(
         loader=ChoiceLoader([FileSystemLoader(d) for d in template_dirs]

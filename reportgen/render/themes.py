@@ -67,7 +67,8 @@ class Theme:
 
     def css(self) -> str:
         """The full stylesheet: ``_base.css`` with the resolved ``:root``, then the style.css files, parent first."""
-        decls = "\n".join([f"  color-scheme: {self.color_scheme};"] + [f"  --{k}: {v};" for k, v in self.colors.items()])
+        decls = "\n".join([f"  color-scheme: {self.color_scheme};"]
+                          + [f"  --{k}: {v};" for k, v in self.colors.items()])
         base = _ROOT.sub(lambda _m: ":root {\n" + decls + "\n}", _base_css(), count=1)
         extras = [(f / "style.css").read_text(encoding="utf-8").rstrip()
                   for f in reversed(self.folders) if (f / "style.css").is_file()]
@@ -137,8 +138,9 @@ def load_theme(name: str | Path) -> Theme:
     if scheme not in ("light", "dark"):
         raise ValueError(f"theme {label!r}: color_scheme must be 'light' or 'dark', got {scheme!r}")
     own = chain[0][1]
-    return Theme(name=chain[0][0].name, title=str(own.get("name", chain[0][0].name)), description=str(own.get("description", "")),
-                 color_scheme=scheme, colors=colors, folders=tuple(f for f, _ in chain))
+    return Theme(name=chain[0][0].name, title=str(own.get("name", chain[0][0].name)),
+                 description=str(own.get("description", "")), color_scheme=scheme, colors=colors,
+                 folders=tuple(f for f, _ in chain))
 
 
 def check_theme(name: str | Path) -> None:

@@ -5,7 +5,8 @@ Gram targets, and the optimisation-based synthesis itself (Gatys, Ecker & Bethge
   images shipped in ``reportgen/assets``; read-only, never written);
 * :func:`style_layers` picks Gram layers (the first block, then about 1/4, 1/2, 3/4 of the depth) and
   :func:`content_layer` the content layer (about 1/2), both by dotted name and overridable;
-* :func:`gram_targets` computes ``G_l = F_l F_l^T / (H_l W_l)`` of an image with :func:`reportgen.inspection.activations.activations`;
+* :func:`gram_targets` computes ``G_l = F_l F_l^T / (H_l W_l)`` of an image with
+  :func:`reportgen.inspection.activations.activations`;
 * :func:`synthesize` runs the one optvis loop on ``-(content loss + w_s * style loss + w_tv * TV)``: texture
   synthesis from noise (no content term) and style transfer from the content image.
 """
@@ -61,7 +62,7 @@ def source_images(ctx, kind: str, n: int, size: int, square: bool = False) -> tu
             im = im.convert("RGB")
             w, h = im.size
             s = size / min(w, h)
-            im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS)
+            im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS)
             if square:
                 w, h = im.size
                 left, top = (w - size) // 2, (h - size) // 2
@@ -83,7 +84,7 @@ def style_layers(ctx, given: Sequence[str] | None) -> list[str]:
     """Gram layers: ``given``, else the first block and the blocks at about 1/4, 1/2 and 3/4 of the depth."""
     if given:
         return _validated(ctx, given)
-    ctx._require_hooks()
+    ctx.require_hooks()
     names = spread_layers(ctx.model, (0.0, 0.25, 0.5, 0.75))
     if not names:
         names = [ctx.chosen_layer()]
@@ -94,7 +95,7 @@ def content_layer(ctx, given: str | None) -> str:
     """Content layer: ``given``, else the block at about half the depth (Gatys et al. use conv4_2 of 5 stages)."""
     if given:
         return _validated(ctx, [given])[0]
-    ctx._require_hooks()
+    ctx.require_hooks()
     names = spread_layers(ctx.model, (0.5,))
     return names[0] if names else ctx.chosen_layer()
 

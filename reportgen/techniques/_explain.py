@@ -1,5 +1,7 @@
-"""Shared by the attribution techniques (saliency, occlusion, gradcam, smoothgrad, integrated_gradients, sanity):
-which images, which classes, and the grid cells that show them (maps are drawn by :mod:`reportgen.attribution.visualization`).
+"""Shared by the attribution techniques (saliency, occlusion, gradcam, smoothgrad, integrated_gradients, sanity,
+segmentation): which images, which classes, the grid cells that show them (maps are drawn by
+:mod:`reportgen.attribution.visualization`), the run's saliency maps (computed once, shown by saliency and
+segmentation) and the Grad-CAM layer (gradcam, sanity). Techniques take these from here, never from each other.
 Not a technique (the leading underscore keeps the registry out)."""
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import attribution as A
 from ..report import GridItem, ImageData
+from ..device import device_batch_size
 from ..sampling import spread_indices, target_classes
-from ..attribution.visualization import attr_item
+from ..attribution.visualization import attr_image, attr_item
 
 
 @dataclass
@@ -80,3 +84,73 @@ def peak_area(m: np.ndarray) -> float:
     """Fraction of the map at or above half its maximum (0 for an all-zero map): how focused it is."""
     mx = float(m.max())
     return float((m >= 0.5 * mx).mean()) if mx > 0 else 0.0
+
+
+def cam_layer(ctx, name: str | None) -> str:
+    """``name`` validated, or the last spatial block of the model."""
+    if name:
+        ctx.layer(name)
+        return name
+    ctx.require_hooks()
+    return A.last_spatial_block(ctx.model, ctx.to_device(ctx.images.batch([0])))
+
+
+# ----- saliency maps (Simonyan et al. 2014), shared by the saliency and segmentation sections ----------
+MEMO_KEY = "saliency:maps"
+
+
+@dataclass
+class SaliencyResult:
+    """Saliency of one image: the map (H x W float32), the class it explains and the prediction."""
+
+    index: int
+    map: np.ndarray
+    target: int
+    from_label: bool
+    pred: int
+    prob: float  # softmax probability of ``target``
+
+
+def saliency_maps(ctx, indices: list[int], classes: list[int] | None = None,
+                  batch_size: int | None = None) -> list[SaliencyResult]:
+    """Saliency maps of ``indices``, ``batch_size`` images per forward/backward pass.
+
+    ``batch_size`` None: the run's batch size on a GPU; cache-sized batches on the CPU (see
+    :func:`reportgen.device.device_batch_size`).
+
+    ``classes`` gives the class to explain per image; by default the true label when known,
+    else the predicted class (decided by a forward pass before the gradient's).
+    """
+    bs = max(1, int(batch_size or device_batch_size(ctx, cap=ctx.batch_size)))
+    out: list[SaliencyResult] = []
+    nb = (len(indices) + bs - 1) // bs
+    for b in ctx.progress(range(nb), "Saliency maps", total=nb):
+        sl = slice(b * bs, (b + 1) * bs)
+        bt = predict_batch(ctx, list(indices[sl]), None if classes is None else classes[sl])
+        sal = A.to_map(A.saliency(ctx.output_model, bt.x, bt.targets)).float().cpu().numpy()
+        for k, i in enumerate(bt.idx):
+            out.append(SaliencyResult(int(i), sal[k].astype(np.float32), int(bt.targets[k]), bool(bt.from_label[k]),
+                                      int(bt.preds[k]), float(bt.probs[k])))
+    return out
+
+
+def cached_saliency(ctx, indices: list[int]) -> list[SaliencyResult]:
+    """Saliency maps (default classes) for ``indices``, computed once per run and shared."""
+    memo: dict[int, SaliencyResult] = ctx.memo(MEMO_KEY, dict)
+    todo = [i for i in indices if i not in memo]
+    if todo:
+        for r in saliency_maps(ctx, todo):
+            memo[r.index] = r
+    return [memo[i] for i in indices]
+
+
+def saliency_to_uint8(m: np.ndarray, pct: float = 99.0) -> np.ndarray:
+    """A saliency map as greyscale: 0 -> black, its ``pct`` percentile and above -> white."""
+    return attr_image(m, view="map", outlier_perc=100.0 - pct)
+
+
+def smooth(m: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of a float map (OpenCV)."""
+    import cv2
+
+    return cv2.GaussianBlur(np.asarray(m, dtype=np.float32), (0, 0), sigmaX=float(sigma))

@@ -25,7 +25,7 @@ from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 from ..synthesis.style import resize_to, style_objective
 from ..synthesis.transformnet import TransformNet, load_numpy_state, perceptual_loss, state_to_numpy, train
-from .style_transfer import StyleTransferOptions, per_image_seconds, setup
+from ..synthesis.gatys import options_of, per_image_seconds, style_setup
 
 
 @dataclass
@@ -71,9 +71,8 @@ def fast_style(ctx, opts: FastStyleOptions) -> Section:
     """A small network is trained to do style transfer in one forward pass, using this model's feature and Gram
     losses as the teacher. The stylised images are a little weaker than per-image optimisation, but each takes
     milliseconds instead of seconds: the time ratio below is the point of the method."""
-    st_opts = ctx.config.options("style_transfer") if "style_transfer" in ctx.config.techniques \
-        else StyleTransferOptions()
-    s = setup(ctx, st_opts)
+    st_opts = options_of(ctx, "style_transfer")
+    s = style_setup(ctx, st_opts)
     layers, clayer, size = s["layers"], s["content_layer"], s["size"]
     data, chosen = _content_set(ctx, opts, s["idx"], size)
     data = ctx.to_device(data)

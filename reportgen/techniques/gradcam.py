@@ -20,7 +20,7 @@ from ..papers import CHATTOPADHAY_2018, SELVARAJU_2017, SPRINGENBERG_2015
 from ..registry import technique
 from ..report import Grid, Note, Section, Table
 from ..attribution.visualization import attr_item
-from ._explain import cell_width, explain_batch, heat_item, input_item, peak_area
+from ._explain import cam_layer, cell_width, explain_batch, heat_item, input_item, peak_area
 
 
 @dataclass
@@ -31,15 +31,6 @@ class GradCamOptions:
     """Dotted layer name (None: the last module with a spatial output, e.g. ``features`` or ``layer4``)."""
     guided: bool = True
     """Also show Guided Grad-CAM (guided backprop x Grad-CAM)."""
-
-
-def cam_layer(ctx, name: str | None) -> str:
-    """``name`` validated, or the last spatial block of the model."""
-    if name:
-        ctx.layer(name)
-        return name
-    ctx._require_hooks()
-    return A.last_spatial_block(ctx.model, ctx.to_device(ctx.images.batch([0])))
 
 
 @technique(

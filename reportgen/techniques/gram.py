@@ -19,7 +19,7 @@ from ..papers import GATYS_STYLE_2016, GATYS_TEXTURE_2015
 from ..registry import technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
 from ..synthesis.style import gram_targets, source_images
-from .texture import TextureOptions, gram_synthesis
+from ..synthesis.gatys import gram_synthesis, options_of
 
 
 @dataclass
@@ -74,8 +74,7 @@ def gram(ctx, opts: GramOptions) -> Section:
     """Each heatmap is one layer's Gram matrix: entry (i, j) is how strongly channels i and j fire together over the
     whole image, with the position thrown away. Channels are reordered so co-active groups form bright blocks; this
     summary is all that texture synthesis and style transfer keep of an image."""
-    topts = ctx.config.options("texture") if "texture" in ctx.config.techniques else TextureOptions()
-    syn = gram_synthesis(ctx, topts)
+    syn = gram_synthesis(ctx, options_of(ctx, "texture"))
     layers, n_sets, errors = syn["layers"], syn["n_sets"], syn["errors"]
     sec = Section(id="gram", title="Gram matrices")
     rows = []

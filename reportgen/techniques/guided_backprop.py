@@ -22,7 +22,8 @@ from ..inspection.layers import activation_after
 from ..papers import SPRINGENBERG_2015, ZEILER_FERGUS_2014
 from ..registry import technique
 from ..report import Figure, Grid, Group, ImageData, Note, Row, Section
-from ..sampling import device_batch_size, spread_indices
+from ..device import device_batch_size
+from ..sampling import spread_indices
 from ..attribution.visualization import attr_item
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)

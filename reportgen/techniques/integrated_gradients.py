@@ -17,7 +17,7 @@ from .. import attribution as A
 from ..papers import SUNDARARAJAN_2017
 from ..registry import technique
 from ..report import Grid, Note, Section, Table
-from ..sampling import device_batch_size
+from ..device import device_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item
 
 BASELINES = {"black": "a black image (all pixels 0)", "grey": "a uniform mid-grey image (0.5)",

@@ -65,7 +65,7 @@ def inversion(ctx, opts: InversionOptions) -> Section:
     if opts.layers:
         names = [n for n in opts.layers if ctx.layer(n) is not None]
     else:
-        ctx._require_hooks()
+        ctx.require_hooks()
         names = spread_layers(ctx.model) or [ctx.chosen_layer()]
     size = int(min(opts.image_size or ctx.pre.size, ctx.pre.size))
     idx = spread_indices(ctx, min(max(1, opts.max_images), len(ctx.images)), "inversion/images")

@@ -26,10 +26,9 @@ from ..pictures import figure_to_png, new_figure
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
 from ..registry import technique
 from ..report import Figure, Grid, ImageData, Note, Section
-from ..sampling import device_batch_size
+from ..device import device_batch_size
 from ..attribution.visualization import attr_image, attr_item
-from ._explain import cell_width, image_item, predict_batch
-from .saliency import show_indices
+from ._explain import cell_width, image_item, predict_batch, show_indices
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -125,7 +124,7 @@ class OcclusionOptions:
     """Step between window positions in input pixels (None: half the window)."""
     batch_size: int = 0
     """Occluded copies per forward pass (0: automatic, 64 on a GPU; on the CPU cache-sized for full passes, see
-    sampling.device_batch_size, and at least 32 for incremental ones)."""
+    device.device_batch_size, and at least 32 for incremental ones)."""
     fill: str = "mean"
     """Colour of the square: "mean" (the image set's mean colour) or "grey" (0.5)."""
 

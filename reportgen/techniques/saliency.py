@@ -5,8 +5,8 @@
 colour channels. Bright pixels are those whose small change would change the class score most.
 Computed in pixel space (RGB in [0, 1], the normalisation is part of the model) with one
 backward pass per batch of images (the sum of the selected class scores: images do not
-interact, so each image's gradient is its own). The maps are memoised per run, so
-``segmentation`` reuses them.
+interact, so each image's gradient is its own). The maps are memoised per run
+(:func:`reportgen.techniques._explain.cached_saliency`), so ``segmentation`` reuses them.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import attribution as A
 from ..papers import SIMONYAN_2014
 from ..registry import technique
 from ..report import Grid, Note, Section
-from ..sampling import device_batch_size
-from ..attribution.visualization import attr_image, attr_item
-from ._explain import cell_width, image_item, predict_batch, show_indices
+from ..attribution.visualization import attr_item
+from ._explain import cached_saliency, cell_width, image_item, show_indices, smooth
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -34,66 +32,6 @@ RESULTS = {
     "images[].max_abs_grad": "largest |d score / d pixel|",
     "images[].top5pct_mass": "share of the map's total in its brightest 5% of pixels (0.05: flat)",
 }
-
-MEMO_KEY = "saliency:maps"
-
-
-@dataclass
-class SaliencyResult:
-    """Saliency of one image: the map (H x W float32), the class it explains and the prediction."""
-
-    index: int
-    map: np.ndarray
-    target: int
-    from_label: bool
-    pred: int
-    prob: float  # softmax probability of ``target``
-
-
-def saliency_maps(ctx, indices: list[int], classes: list[int] | None = None,
-                  batch_size: int | None = None) -> list[SaliencyResult]:
-    """Saliency maps of ``indices``, ``batch_size`` images per forward/backward pass.
-
-    ``batch_size`` None: the run's batch size on a GPU; cache-sized batches on the CPU (see
-    :func:`reportgen.sampling.device_batch_size`).
-
-    ``classes`` gives the class to explain per image; by default the true label when known,
-    else the predicted class (decided by a forward pass before the gradient's).
-    """
-    bs = max(1, int(batch_size or device_batch_size(ctx, cap=ctx.batch_size)))
-    out: list[SaliencyResult] = []
-    nb = (len(indices) + bs - 1) // bs
-    for b in ctx.progress(range(nb), "Saliency maps", total=nb):
-        sl = slice(b * bs, (b + 1) * bs)
-        bt = predict_batch(ctx, list(indices[sl]), None if classes is None else classes[sl])
-        sal = A.to_map(A.saliency(ctx.output_model, bt.x, bt.targets)).float().cpu().numpy()
-        for k, i in enumerate(bt.idx):
-            out.append(SaliencyResult(int(i), sal[k].astype(np.float32), int(bt.targets[k]), bool(bt.from_label[k]),
-                                      int(bt.preds[k]), float(bt.probs[k])))
-    return out
-
-
-def cached_saliency(ctx, indices: list[int]) -> list[SaliencyResult]:
-    """Saliency maps (default classes) for ``indices``, computed once per run and shared."""
-    memo: dict[int, SaliencyResult] = ctx.memo(MEMO_KEY, dict)
-    todo = [i for i in indices if i not in memo]
-    if todo:
-        for r in saliency_maps(ctx, todo):
-            memo[r.index] = r
-    return [memo[i] for i in indices]
-
-
-def saliency_to_uint8(m: np.ndarray, pct: float = 99.0) -> np.ndarray:
-    """A saliency map as greyscale: 0 -> black, its ``pct`` percentile and above -> white."""
-    return attr_image(m, view="map", outlier_perc=100.0 - pct)
-
-
-def smooth(m: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of a float map (OpenCV)."""
-    import cv2
-
-    return cv2.GaussianBlur(np.asarray(m, dtype=np.float32), (0, 0), sigmaX=float(sigma))
-
 
 @dataclass
 class SaliencyOptions:
@@ -153,5 +91,3 @@ def saliency(ctx, opts: SaliencyOptions) -> Section:
     } for r in results]}
     return sec
 
-
-__all__ = ["saliency_maps", "cached_saliency", "SaliencyResult", "show_indices", "saliency_to_uint8"]

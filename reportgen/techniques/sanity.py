@@ -22,10 +22,8 @@ from ..inspection.layers import resolve_layer
 from ..papers import ADEBAYO_2018, WANG_SSIM_2004
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Section, Table
-from ..sampling import device_batch_size
-from ._explain import cell_width, explain_batch, input_item
-from .gradcam import cam_layer
-from .saliency import saliency_to_uint8
+from ..device import device_batch_size
+from ._explain import cam_layer, cell_width, explain_batch, input_item, saliency_to_uint8
 
 METHODS = ("gradient", "guided backprop", "Grad-CAM", "Integrated Gradients")
 FLAG_RHO = 0.5  # mean rank correlation at or above which a map "barely changes"

@@ -20,8 +20,7 @@ from ..pictures import mask_overlay
 from ..papers import ROTHER_2004, SIMONYAN_2014
 from ..registry import technique
 from ..report import Grid, GridItem, ImageData, Note, Section
-from ._explain import image_item
-from .saliency import cached_saliency, show_indices, smooth
+from ._explain import cached_saliency, image_item, show_indices, smooth
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {

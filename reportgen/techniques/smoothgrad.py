@@ -16,7 +16,7 @@ from .. import attribution as A
 from ..papers import SIMONYAN_2014, SMILKOV_2017
 from ..registry import technique
 from ..report import Grid, Note, Section
-from ..sampling import device_batch_size
+from ..device import device_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item
 
 

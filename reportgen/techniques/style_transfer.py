@@ -21,11 +21,8 @@ from ..papers import GATYS_STYLE_2016
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 from ..inspection.activations import activations
-from ..sampling import spread_indices
-from ..synthesis.style import (
-    content_layer, gram_targets, relative_gram_errors, resize_to, resolve_parameterization, source_images,
-    stack_targets, style_layers, style_objective, synthesize,
-)
+from ..synthesis.gatys import per_image_seconds, style_setup, transfer
+from ..synthesis.style import resolve_parameterization
 
 
 @dataclass
@@ -57,51 +54,6 @@ class StyleTransferOptions:
     """Content layer (None: the block at about half the depth)."""
 
 
-def setup(ctx, opts: StyleTransferOptions) -> dict:
-    """Layers, content images and style targets (memoised per run: fast_style uses the same ones)."""
-    key = repr(("style_setup", opts.layers, opts.content_layer, opts.image_size, opts.max_contents, opts.max_styles))
-
-    def run():
-        layers = style_layers(ctx, opts.layers)
-        clayer = content_layer(ctx, opts.content_layer)
-        size = min(int(opts.image_size or ctx.pre.size), max(64, 2 * ctx.pre.size))
-        idx = spread_indices(ctx, min(max(1, opts.max_contents), len(ctx.images)), "style_transfer/contents")
-        contents = resize_to(ctx.images.batch(idx), size)
-        styles, where = source_images(ctx, "styles", opts.max_styles, size)
-        style_t = [gram_targets(ctx, layers, s.image[None]) for s in styles]
-        return dict(layers=layers, content_layer=clayer, size=size, idx=idx, contents=contents, styles=styles,
-                    where=where, style_targets=style_t)
-
-    return ctx.memo(key, run)
-
-
-def transfer(ctx, opts: StyleTransferOptions, s: dict, pairs: list[tuple[int, int]], weights, desc: str):
-    """Stylise content ``ci`` with style ``si`` for every (ci, si) in ``pairs`` (one batch); ``weights`` is a
-    number or one style weight per pair."""
-    contents = s["contents"][[ci for ci, _ in pairs]]
-    targets = stack_targets([s["style_targets"][si] for _, si in pairs])
-    ctarget = activations(ctx.pixel_model, [s["content_layer"]], ctx.to_device(contents), root=ctx.model)
-    w = torch.as_tensor(weights, dtype=torch.float32) if isinstance(weights, (list, tuple)) else weights
-    obj = style_objective(s["layers"], targets, w, content=(s["content_layer"], ctarget[s["content_layer"]]),
-                          tv_weight=opts.tv_weight, pixels=s["size"] ** 2)
-    res = synthesize(ctx, obj, contents, optimizer=opts.optimizer, steps=opts.steps, lr=opts.lr,
-                     parameterization=opts.parameterization, generator=ctx.generator("style_transfer/init"), desc=desc)
-    errs = relative_gram_errors(ctx, s["layers"], res.images, targets)
-    return res, errs
-
-
-def per_image_seconds(ctx, opts: StyleTransferOptions) -> dict:
-    """Time per stylised image of the optimisation-based method (the grid's run, memoised; fast_style compares)."""
-    return ctx.memo("style_transfer_grid:" + repr(opts), lambda: _grid(ctx, opts))
-
-
-def _grid(ctx, opts):
-    s = setup(ctx, opts)
-    pairs = [(ci, si) for ci in range(len(s["contents"])) for si in range(len(s["styles"]))]
-    res, errs = transfer(ctx, opts, s, pairs, opts.style_weight, "Style transfer")
-    return dict(pairs=pairs, result=res, errors=errs, seconds_per_image=res.wall_time_s / len(pairs))
-
-
 def _img(x: torch.Tensor, width: int = 160) -> ImageData:
     return ImageData(unit_to_uint8(x.permute(1, 2, 0).numpy()), display_width=width)
 
@@ -119,7 +71,7 @@ def style_transfer(ctx, opts: StyleTransferOptions) -> Section:
     """Each photograph is changed, starting from itself, so that one layer's features stay those of the photograph
     while the Gram matrices of several layers become those of a painting. The strip shows the trade-off: a low style
     weight keeps the photograph, a high one lets the painting's colours and strokes take over."""
-    s = setup(ctx, opts)
+    s = style_setup(ctx, opts)
     grid = per_image_seconds(ctx, opts)
     res, errs = grid["result"], grid["errors"]
     styles, contents, idx = s["styles"], s["contents"], s["idx"]

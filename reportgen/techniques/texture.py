@@ -15,19 +15,15 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from .. import optvis
 from ..pictures import unit_to_uint8
 from ..synthesis.nearest_neighbour import synthesize_nn
 from ..optvis.plotting import history_plot
 from ..papers import EFROS_LEUNG_1999, GATYS_TEXTURE_2015, WEI_LEVOY_2000
 from ..registry import technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
-from ..synthesis.style import (
-    gram_targets, relative_gram_errors, resize_to, resolve_parameterization, source_images, stack_targets,
-    style_layers, style_objective, synthesize,
-)
+from ..synthesis.gatys import gram_synthesis
+from ..synthesis.style import resize_to, resolve_parameterization
 
 
 @dataclass
@@ -53,44 +49,6 @@ class TextureOptions:
     parameterization: str = "auto"
     """fft (Olah et al.'s decorrelated Fourier image: from pixel noise a few dozen L-BFGS steps leave high-frequency
     noise on networks with strided convolutions), pixel (Gatys et al.) or auto (fft from 96 px up, else pixel)."""
-
-
-def gram_synthesis(ctx, opts: TextureOptions) -> dict:
-    """Gram synthesis for growing layer sets (memoised per run: the gram section reuses it)."""
-    key = repr(("gram_synthesis", opts.layers, opts.image_size, opts.steps, opts.optimizer, opts.parameterization,
-                opts.max_textures))
-
-    def run() -> dict:
-        layers = style_layers(ctx, opts.layers)
-        # a small model's textures need no more than about twice its input size
-        size = min(int(opts.image_size or ctx.pre.size), max(64, 2 * ctx.pre.size))
-        textures, where = source_images(ctx, "textures", opts.max_textures, size, square=True)
-        src = torch.stack([t.image for t in textures])
-        per_tex = [gram_targets(ctx, layers, src[j:j + 1]) for j in range(len(textures))]
-        n_sets = len(layers)
-        # image (texture j, set k) matches the first k+1 layers
-        targets = stack_targets([per_tex[j] for j in range(len(textures)) for _ in range(n_sets)])
-        weights = torch.tensor([[1.0 if li <= k else 0.0 for li in range(n_sets)]
-                                for _ in textures for k in range(n_sets)])
-        # one optimisation per image: a batch would share L-BFGS's line search and curvature estimate
-        runs = []
-        for b in range(len(textures) * n_sets):
-            obj = style_objective(layers, {n: t[b:b + 1] for n, t in targets.items()}, 1.0,
-                                  layer_weights=weights[b:b + 1])
-            runs.append(synthesize(ctx, obj, "noise", batch=1, size=size, optimizer=opts.optimizer, steps=opts.steps,
-                                   parameterization=opts.parameterization, generator=ctx.generator(f"texture/init/{b}"),
-                                   desc=f"Gram texture synthesis {b + 1}/{len(textures) * n_sets}"))
-        res = optvis.OptResult(
-            images=torch.cat([r.images for r in runs]),
-            history=np.concatenate([r.history[: min(len(q.history) for q in runs)] for r in runs], 1),
-            steps=runs[0].steps, steps_taken=np.array([r.steps for r in runs]), done=np.zeros(len(runs), bool),
-            wall_time_s=sum(r.wall_time_s for r in runs),
-            info={"evaluations": sum(r.info["evaluations"] for r in runs)})
-        errors = relative_gram_errors(ctx, layers, res.images, targets)  # (T*S) x L
-        return dict(layers=layers, size=size, textures=textures, where=where, result=res, errors=errors,
-                    targets=per_tex, n_sets=n_sets)
-
-    return ctx.memo(key, run)
 
 
 @technique(

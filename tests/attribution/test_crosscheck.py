@@ -1,4 +1,4 @@
-"""reportgen.attribution against Captum and pytorch-grad-cam (runs only where the `bench` extra is installed)."""
+"""reportgen.attribution against Captum and pytorch-grad-cam (the `crosscheck` extra; `.ci/run` installs it)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_cnn
+from conftest import make_tiny_cnn, reference
 from reportgen import attribution as A
 
 
@@ -18,7 +18,7 @@ TARGETS = [0, 2, 3]
 
 
 def test_saliency_equals_captum():
-    captum = pytest.importorskip("captum.attr")
+    captum = reference("captum.attr")
     m = make_tiny_cnn()
     x = _x()
     theirs = captum.Saliency(m).attribute(x.clone().requires_grad_(True), target=TARGETS, abs=True)
@@ -26,7 +26,7 @@ def test_saliency_equals_captum():
 
 
 def test_integrated_gradients_equals_captum():
-    captum = pytest.importorskip("captum.attr")
+    captum = reference("captum.attr")
     m = make_tiny_cnn()
     x = _x()
     ours = A.integrated_gradients(m, x, TARGETS, baseline=0.0, steps=64, tol=1.0)  # fixed 64 steps
@@ -40,7 +40,7 @@ def test_integrated_gradients_equals_captum():
 
 
 def test_smoothgrad_agrees_with_captum_noise_tunnel():
-    captum = pytest.importorskip("captum.attr")
+    captum = reference("captum.attr")
     m = make_tiny_cnn()
     x = _x(2)
     n = 200
@@ -56,7 +56,7 @@ def test_smoothgrad_agrees_with_captum_noise_tunnel():
 
 @pytest.mark.parametrize("which", ["GradCAM", "GradCAMPlusPlus"])
 def test_gradcam_equals_pytorch_grad_cam(which):
-    pgc = pytest.importorskip("pytorch_grad_cam")
+    pgc = reference("pytorch_grad_cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     m = make_tiny_cnn()

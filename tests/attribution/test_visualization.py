@@ -1,9 +1,12 @@
-"""reportgen.attribution.visualization: normalize_attr on known inputs for each sign, and the image | map | overlay view."""
+"""reportgen.attribution.visualization: normalize_attr on known inputs for each sign, and the image | map | overlay
+view."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from conftest import reference
 
 from reportgen.report import GridItem
 from reportgen.attribution.visualization import attr_image, attr_item, normalize_attr
@@ -46,7 +49,7 @@ def test_normalize_attr_sparse_flat_floor_and_bad_sign():
 
 
 def test_normalize_attr_matches_captum_without_outliers():
-    viz = pytest.importorskip("captum.attr._utils.visualization")
+    viz = reference("captum.attr._utils.visualization")
     rng = np.random.default_rng(0)
     a = rng.integers(-5, 6, size=(8, 8, 1)).astype(np.float64)  # exact cumulative sums in captum
     for sign in ("absolute_value", "positive", "negative", "all"):

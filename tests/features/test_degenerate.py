@@ -127,7 +127,7 @@ def test_random_init_efficientnet_b0_gives_a_report_not_a_segfault(tmp_path):
         m = torchvision.models.efficientnet_b0(weights=None, num_classes=4).eval()
         res = build_report(m, {str(image_dir)!r}, {str(tmp_path / 'out')!r}, preset='minimal',
                            only=['embedding', 'neighbors'], input_size=64, use_cache=False)
-        print({{s.id: s.results.get('degenerate', {{}}) and s.results['degenerate']['kind'] for s in res.report.sections}})
+        print({{s.id: (s.results.get('degenerate') or {{}}).get('kind') for s in res.report.sections}})
         assert res.ok
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)

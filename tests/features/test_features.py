@@ -148,7 +148,7 @@ def test_store_is_plain_numpy(ctx):
 
 
 def test_device_batch_size_fits_the_cache_budget(ctx):
-    from reportgen.sampling import device_batch_size
+    from reportgen.device import device_batch_size
 
     assert device_batch_size(ctx) == 64  # tiny activations: the cap
     # TinyCNN's largest activation is its first conv output: 8 x 32 x 32 float32 = 32 KiB

@@ -300,7 +300,8 @@ def test_greyscale_image_folder_with_rgb_model_still_works(tmp_path):
     d = tmp_path / "g" / "a"
     d.mkdir(parents=True)
     for k in range(2):
-        Image.fromarray((np.random.default_rng(k).random((32, 32)) * 255).astype(np.uint8), mode="L").save(d / f"{k}.png")
+        grey = (np.random.default_rng(k).random((32, 32)) * 255).astype(np.uint8)
+        Image.fromarray(grey, mode="L").save(d / f"{k}.png")
     res = _build(tmp_path, make_tiny_cnn(), tmp_path / "g")
     assert not res.report.failed and res.report.meta.preprocessing.get("channels", 3) == 3
 

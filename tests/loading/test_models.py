@@ -52,7 +52,8 @@ class TinyNet(nn.Module):
 
     def __init__(self, num_classes: int = 3):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(4, num_classes)
 

@@ -63,7 +63,8 @@ def test_render_changes_theme_without_the_model(built, tmp_path, monkeypatch):
 def test_render_does_not_import_torch(built, tmp_path):
     out, cache = built
     code = ("import sys; from reportgen.cli import main\n"
-            "try:\n main(['render', sys.argv[1], '--theme', 'dark', '--out', sys.argv[2], '--cache-dir', sys.argv[3]])\n"
+            "try:\n main(['render', sys.argv[1], '--theme', 'dark', '--out', sys.argv[2],\n"
+            "       '--cache-dir', sys.argv[3]])\n"
             "except SystemExit as e:\n assert not e.code, e.code\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     p = subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "x"), str(cache)], cwd=ROOT,

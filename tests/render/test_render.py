@@ -139,7 +139,7 @@ def check_pages(out: Path, manifest: dict) -> None:
             assert img.get("alt"), (page, img)
             assert img.get("width", "").isdigit() and img.get("height", "").isdigit(), (page, img)
             assert img.get("loading") == "lazy", (page, img)
-        for tag, attr, url in p.refs:
+        for tag, _attr, url in p.refs:
             if url.startswith("data:"):
                 assert tag in ("img", "link"), (page, tag, url[:40])
                 continue
@@ -180,7 +180,7 @@ def test_multi_page(tmp_path, theme):
     for a in assets:
         assert re.fullmatch(r"assets/(style-)?[0-9a-f]{16}\.(png|svg|css)", a), a
     # every section asset exists, and the manifest lists each once
-    for sid, entry in manifest["sections"].items():
+    for entry in manifest["sections"].values():
         assert len(entry["assets"]) == len(set(entry["assets"]))
         for a in entry["assets"]:
             assert (out / a).is_file()

@@ -43,7 +43,7 @@ def test_runs_minimal_and_leaves_no_hook(ctx, tid):
 def test_all_six_share_one_pass(ctx):
     for tid in IDS:
         run_technique(ctx, registry.get(tid), strict=True)
-    assert ctx._features.passes == 1
+    assert ctx.feature_store.passes == 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def pre16():
 
 
 def test_saliency_is_the_input_gradient_and_matches_finite_differences(make_ctx, small_dir, pre16):
-    from reportgen.techniques.saliency import saliency_maps
+    from reportgen.techniques._explain import saliency_maps
 
     model = SmoothNet().eval()
     ctx = make_ctx(model, small_dir, class_names=CLASSES, pre=pre16)
@@ -103,7 +103,7 @@ def test_saliency_is_the_input_gradient_and_matches_finite_differences(make_ctx,
 
 
 def test_saliency_batched_equals_one_at_a_time(ctx):
-    from reportgen.techniques.saliency import saliency_maps
+    from reportgen.techniques._explain import saliency_maps
 
     idx = list(range(6))
     a = saliency_maps(ctx, idx, batch_size=4)
@@ -153,7 +153,7 @@ def _inside(yx, region, margin=0):
 
 
 def test_saliency_peaks_in_the_region(region_ctx):
-    from reportgen.techniques.saliency import saliency_maps
+    from reportgen.techniques._explain import saliency_maps
 
     for r in saliency_maps(region_ctx, [0, 1, 2]):
         y0, x0, y1, x1 = REGION
@@ -350,10 +350,10 @@ def test_grabcut_from_saliency_finds_the_object():
 
 
 def test_segmentation_reuses_saliency(ctx):
-    from reportgen.techniques import saliency as sal_mod
+    from reportgen.techniques import _explain
 
     run_technique(ctx, registry.get("saliency"), strict=True)
-    memo = ctx._memo[sal_mod.MEMO_KEY]
+    memo = ctx.memo(_explain.MEMO_KEY, dict)
     before = {i: r.map for i, r in memo.items()}
     run_technique(ctx, registry.get("segmentation"), strict=True)
     assert all(memo[i].map is m for i, m in before.items())  # same arrays: nothing recomputed
