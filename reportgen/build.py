@@ -26,7 +26,7 @@ from . import __version__, registry
 from .features import distributed, compute as features
 from .cache import CODE_VERSION, Cache, default_cache_dir, digest, parse_size
 from .checks import check_classifier, folder_class_names, keeps_train_mode, model_title
-from .config import Config, make_config, parse_set
+from .config import Config, check_config, make_config, parse_set
 from .context import ProgressFn, RunContext, no_progress
 from .errors import ModelError, ReportgenError
 from .imageset import ImageSet, discover_images
@@ -91,7 +91,7 @@ def make_context(
     model_info: dict[str, Any] | None = None,
 ) -> RunContext:
     """Build a RunContext (the library entry point tests and ``build_report`` share)."""
-    config = config or make_config("standard")
+    config = check_config(config) if config is not None else make_config("standard")  # before any work
     pre = pre or Preprocessing()
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     model = model.to(dev)
@@ -308,7 +308,7 @@ def build_report(
                       max_bytes=parse_size(cache_size))
     except ValueError as e:
         raise ReportgenError(f"--cache-size: {e}") from None
-    log(f"CPU threads: {apply_threads(cfg.general.threads)}")
+    apply_threads(cfg.general.threads, log=log)  # logs "threads: N (why)"
 
     # model
     if isinstance(model, nn.Module):

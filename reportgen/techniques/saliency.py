@@ -12,12 +12,13 @@ interact, so each image's gradient is its own). The maps are memoised per run, s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
 from .. import attribution as A
 from ..papers import SIMONYAN_2014
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Grid, Note, Section
 from ..sampling import device_batch_size
 from ..attribution.visualization import attr_image, attr_item
@@ -97,9 +98,9 @@ def smooth(m: np.ndarray, sigma: float) -> np.ndarray:
 
 @dataclass
 class SaliencyOptions:
-    max_images: int = 8
+    max_images: Annotated[int, Range(ge=1)] = 8
     """How many images to show (chosen deterministically, spread across classes)."""
-    percentile: float = 99.0
+    percentile: Annotated[float, Range(gt=0, le=100)] = 99.0
     """Map values at or above this percentile are shown white (a few extreme pixels would hide the rest)."""
     smoothed_overlay: bool = True
     """Also show the map Gaussian-smoothed and overlaid on the image (easier to see where it lies)."""
