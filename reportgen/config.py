@@ -2,6 +2,11 @@
 
 Resolution order (later wins): dataclass defaults -> preset -> TOML file -> CLI flags / ``--set``.
 
+Every value, from any of them or set in Python, is checked against its field's type by :func:`check_config`
+before any work: ``Literal[...]`` choices and ``Annotated[int, registry.Range(ge=1)]`` bounds (see
+docs/adding-a-technique.md). A bad value is a :class:`ConfigError` (exit 2) naming the option, the value and
+what is allowed, with a close match for a mistyped choice.
+
 TOML layout::
 
     preset = "standard"
