@@ -25,7 +25,7 @@ from . import __version__, registry
 from .features import distributed, compute as features
 from .cache import CODE_VERSION, Cache, default_cache_dir, digest, parse_size
 from .checks import check_classifier, model_title
-from .config import Config, make_config, parse_set
+from .config import Config, check_config, make_config, parse_set
 from .context import ProgressFn, RunContext, no_progress
 from .errors import ModelError, ReportgenError
 from .imageset import ImageSet, discover_images
@@ -71,7 +71,7 @@ def make_context(
     model_info: dict[str, Any] | None = None,
 ) -> RunContext:
     """Build a RunContext (the library entry point tests and ``build_report`` share)."""
-    config = config or make_config("standard")
+    config = check_config(config) if config is not None else make_config("standard")  # before any work
     pre = pre or Preprocessing()
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     model = model.to(dev)
@@ -283,7 +283,7 @@ def build_report(
         cfg.general.layer = mo.layer
     check_out(out, images if isinstance(images, (str, Path)) else None)
     cache = open_cache(o)
-    log(f"CPU threads: {apply_threads(cfg.general.threads)}")
+    apply_threads(cfg.general.threads, log=log)  # logs "threads: N (why)"
 
     # model
     loaded, pre = load_for_run(model, mo, o.trust)

@@ -235,8 +235,8 @@ def run_options(f):
                      "images are converted) or 3 (RGB). Default: the first convolution's in_channels." + twice),
         click.option("--max-images", type=click.IntRange(1), help="Use at most N images (a seeded sample)."),
         click.option("--batch-size", type=click.IntRange(1), help="Images per forward/backward batch."),
-        click.option("--threads", type=click.IntRange(0), help="torch CPU threads (default 0: the CPUs not "
-                     "already busy, by the load average; on a loaded machine extra threads slow torch down)."),
+        click.option("--threads", type=click.IntRange(0), help="torch CPU threads (default 0: the CPUs "
+                     "idle now, sampled over 150 ms; on a loaded machine extra threads slow torch down)."),
         click.option("--seed", type=int, help="Seed for every random choice (default 0)."),
         click.option("--strict", is_flag=True, help="Stop at the first failing technique (with a traceback)."),
         click.option("--title", help="Report title."),
@@ -374,6 +374,7 @@ def techniques(verbose, markdown) -> None:
     import dataclasses
 
     from . import registry
+    from .config import allowed_values
 
     if markdown:
         from .docs import techniques_markdown
@@ -387,7 +388,8 @@ def techniques(verbose, markdown) -> None:
         if verbose:
             for f in dataclasses.fields(t.options):
                 vals = {p: getattr(t.default_options(p), f.name) for p in registry.PRESETS}
-                click.echo(f"{'':<24}{t.id}.{f.name} = " + ", ".join(f"{p}: {v!r}" for p, v in vals.items()))
+                click.echo(f"{'':<24}{t.id}.{f.name} = " + ", ".join(f"{p}: {v!r}" for p, v in vals.items())
+                           + f"   allowed: {allowed_values(t.options, f.name)}")
 
 
 @main.group()

@@ -13,17 +13,22 @@ before that batch is retried, so a wide GPU batch degrades instead of failing.
 (bf16 where the GPU supports it, else fp16) and says whether the top-1 predictions agree on every
 image; forward-only scans may then use :func:`scan_autocast`. Never used on the CPU.
 
-Threads (``--threads``, config ``general.threads``): On a loaded CPU, OpenMP threads that compete with other processes for the same cores wait on each
-other at every parallel region: measured on a 2-core machine shared with other jobs, torch with 2
-threads ran 10-50x slower than with 1. The automatic choice therefore counts only the cores that
-are not already busy: ``max(1, available CPUs - round(1-minute load average))``, unless
-``OMP_NUM_THREADS`` is set in the environment.
+Threads (``--threads``, config ``general.threads``): on a loaded CPU, OpenMP threads that compete with other
+processes for the same cores wait on each other at every parallel region: measured on a 2-core machine shared
+with other jobs, torch with 2 threads ran 10-50x slower than with 1. The automatic choice therefore counts the
+cores that are idle NOW: the busy time of this process's CPUs (``os.sched_getaffinity``) is sampled from
+``/proc/stat`` over ``SAMPLE_S`` (150 ms), and ``round(n * idle fraction)`` threads are used, at least 1 (where
+``/proc/stat`` cannot be read: CPUs minus the 1-minute load average, which lags by minutes and so
+under-uses a machine that another job has just left). ``--threads`` and an ``OMP_NUM_THREADS`` set in the
+environment win over it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
+from typing import Callable
 
 import torch
 
@@ -86,6 +91,10 @@ def fast_layout(x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last)
     return x
 
+SAMPLE_S = 0.15  # seconds of /proc/stat sampling behind the automatic thread count
+_IDLE_FIELDS = (3, 4)  # idle, iowait: columns of a /proc/stat cpuN line after the name
+
+
 def available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -93,29 +102,85 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def free_cpus() -> int:
-    """CPUs this process may use minus those the 1-minute load average says are busy (at least 1)."""
-    n = available_cpus()
+def _cpu_set() -> set[int] | None:
     try:
-        busy = int(round(os.getloadavg()[0]))
+        return set(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        busy = 0
-    return max(1, n - busy)
+        return None
+
+
+def read_cpu_times(path: str = "/proc/stat") -> dict[int, tuple[int, int]]:
+    """``{cpu: (idle ticks, total ticks)}`` from ``/proc/stat``'s ``cpuN`` lines (guest time, already counted in
+    user time, left out); empty when the file cannot be read."""
+    out: dict[int, tuple[int, int]] = {}
+    try:
+        with open(path, encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return out
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if not (name.startswith("cpu") and name[3:].isdigit()):
+            continue
+        ticks = [int(v) for v in rest.split()[:8]]
+        if len(ticks) >= 5:
+            out[int(name[3:])] = (sum(ticks[i] for i in _IDLE_FIELDS), sum(ticks))
+    return out
+
+
+def idle_cpus(sample_s: float = SAMPLE_S) -> tuple[int, str]:
+    """(CPUs of this process that are idle now, at least 1; why, in words), from two ``/proc/stat`` readings
+    ``sample_s`` apart; the 1-minute load average where they cannot be had."""
+    allowed = _cpu_set()
+    n = len(allowed) if allowed else available_cpus()
+    first = read_cpu_times()
+    if first:
+        time.sleep(sample_s)
+        second = read_cpu_times()
+        cpus = [c for c in first if c in second and (allowed is None or c in allowed)]
+        idle = sum(second[c][0] - first[c][0] for c in cpus)
+        total = sum(second[c][1] - first[c][1] for c in cpus)
+        if cpus and total > 0:
+            frac = min(1.0, max(0.0, idle / total))
+            k = max(1, min(n, round(n * frac)))
+            return k, f"{k} of {n} CPUs idle over {sample_s * 1000:.0f} ms"
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return n, f"{n} CPUs, no load reading"
+    k = max(1, n - round(load))
+    return k, f"{n} CPUs minus the 1-minute load average {load:.1f}"
+
+
+def free_cpus() -> int:
+    """CPUs this process may use that are idle now (at least 1): :func:`idle_cpus`."""
+    return idle_cpus()[0]
+
+
+def thread_choice(requested: int | None) -> tuple[int, str]:
+    """(intra-op thread count, why): ``requested`` when positive, else an ``OMP_NUM_THREADS`` set in the
+    environment (torch already follows it), else :func:`idle_cpus`."""
+    if requested and requested > 0:
+        return int(requested), "--threads / general.threads"
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp:
+        return torch.get_num_threads(), f"OMP_NUM_THREADS={omp}"
+    return idle_cpus()
 
 
 def choose_threads(requested: int | None) -> int:
-    """``requested`` when positive, else :func:`free_cpus`."""
+    """``requested`` when positive, else :func:`free_cpus` (the environment is not consulted)."""
     return int(requested) if requested and requested > 0 else free_cpus()
 
 
-def apply_threads(requested: int | None) -> int:
-    """Set torch's intra-op thread count for this process; returns the number used. Without an explicit
-    count, an ``OMP_NUM_THREADS`` set in the environment is respected (torch already follows it)."""
-    if not (requested and requested > 0) and os.environ.get("OMP_NUM_THREADS"):
-        return torch.get_num_threads()
-    n = choose_threads(requested)
+def apply_threads(requested: int | None, log: Callable[[str], None] | None = None) -> int:
+    """Set torch's intra-op thread count for this process (:func:`thread_choice`); returns the number used and
+    tells ``log`` how many and why, e.g. ``threads: 2 (2 of 2 CPUs idle over 150 ms)``."""
+    n, why = thread_choice(requested)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+    if log is not None:
+        log(f"threads: {n} ({why})")
     return n
 
 

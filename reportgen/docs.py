@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 
 from . import registry
+from .config import allowed_values
 
 
 def techniques_markdown() -> str:
@@ -26,10 +27,12 @@ def techniques_markdown() -> str:
             out.append(f"- {r.authors}. *{r.title}*. {r.venue}, {r.year}. {r.url}")
         fields = dataclasses.fields(t.options)
         if fields:
-            out.append("\n| option | minimal | standard | full | meaning |\n| --- | --- | --- | --- | --- |")
+            out.append("\n| option | minimal | standard | full | allowed | meaning |\n"
+                       "| --- | --- | --- | --- | --- | --- |")
             for f in fields:
                 vals = [repr(getattr(t.default_options(p), f.name)) for p in registry.PRESETS]
+                allowed = allowed_values(t.options, f.name).replace("|", "\\|")
                 out.append(f"| `{t.id}.{f.name}` | " + " | ".join(f"`{v}`" for v in vals)
-                           + f" | {registry.option_help(t.options, f.name)} |")
+                           + f" | {allowed} | {registry.option_help(t.options, f.name)} |")
         out.append("")
     return "\n".join(out) + "\n"

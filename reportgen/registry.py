@@ -36,6 +36,27 @@ from .report import Reference, Section
 PRESETS = ("minimal", "standard", "full")
 
 
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric option, declared on its field's type: ``window: Annotated[int, Range(ge=1)] = 8``
+    (``ge``/``gt``: at least / above; ``le``/``lt``: at most / below). Choices are ``Literal[...]`` types.
+    :mod:`reportgen.config` checks both whenever a configuration is made (TOML, ``--set``, Python API)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def admits(self, v: float) -> bool:
+        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
+                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
+
+    def __str__(self) -> str:
+        parts = [f"{op} {b:g}" for op, b in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+                 if b is not None]
+        return " and ".join(parts) or "any value"
+
+
 @dataclass
 class NoOptions:
     """For techniques without options."""

@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from reportgen import demo as demo_model
 from reportgen.cli import main
 from reportgen.demo import images_dir
 
@@ -200,6 +201,41 @@ def _tree(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+FACTORY_CALLS: list[int] = []
+_BUILD_DEMO = demo_model.build_model
+
+
+def _recording_factory():
+    FACTORY_CALLS.append(1)
+    return _BUILD_DEMO()
+
+
+def _option(*args: str):
+    """A bad option value (``--set`` or a TOML file): refused before the model factory runs."""
+
+    def setup(imgs: Path, tmp: Path) -> list[str]:
+        FACTORY_CALLS.clear()
+        extra = []
+        for a in args:
+            if a.startswith("[techniques."):  # a TOML file's text
+                (tmp / "bad.toml").write_text(a.replace("; ", "\n"))
+                extra += ["--config", str(tmp / "bad.toml")]
+            else:
+                extra += ["--set", a]
+        return extra
+
+    setup.patch = ("reportgen.demo.build_model", _recording_factory)
+    return setup
+
+
+def _factory_not_called(out: Path, tmp: Path) -> None:
+    assert FACTORY_CALLS == [], "the model was loaded before the bad option was refused"
+
+
+def _factory_called(out: Path, tmp: Path) -> None:
+    assert FACTORY_CALLS == [1]
+
+
 CASES: dict[str, Case] = {
     "truncated JPEG": Case(_write("cut.jpg", _truncated_jpeg), 0, "truncated", used=3),
     "zero-byte file": Case(_write("empty.png", b""), 0, "empty file", used=3),
@@ -237,6 +273,27 @@ CASES: dict[str, Case] = {
     "unknown technique id": Case(lambda i, t: ["--only", "card,salency"], 2, "salency"),
     "malformed --set": Case(lambda i, t: ["--set", "filters"], 2, "technique.option=value"),
     "unreadable --cache-size": Case(lambda i, t: ["--cache-size", "lots"], 2, "cache-size"),
+    # option values, checked against the options dataclasses' types before the model is loaded
+    "unknown option choice": Case(_option("integrated_gradients.baseline=blu"), 2,
+                                  r"integrated_gradients\.baseline: 'blu' .*did you mean blur\?.*"
+                                  r"allowed: black \| grey \| blur", check=_factory_not_called),
+    "negative size": Case(_option("occlusion.window=-3"), 2, r"occlusion\.window: '-3' is out of range; "
+                          r"allowed: int >= 1 or None", check=_factory_not_called),
+    "zero count": Case(_option("saliency.max_images=0"), 2, r"saliency\.max_images: '0' is out of range; "
+                       r"allowed: int >= 1", check=_factory_not_called),
+    "probability above 1": Case(_option("segmentation.fg_quantile=1.5"), 2, r"fg_quantile: '1\.5' .*<= 1",
+                                check=_factory_not_called),
+    "float where int": Case(_option("occlusion.stride=2.5"), 2, r"occlusion\.stride: expected an integer, "
+                            r"got '2\.5'", check=_factory_not_called),
+    "unknown option name": Case(_option("occlusion.windw=8"), 2, r"unknown option 'windw' \(did you mean window",
+                                check=_factory_not_called),
+    "wrong section id in --set": Case(_option("occlusoin.window=8"), 2,
+                                      r"unknown technique 'occlusoin'\. Did you mean occlusion",
+                                      check=_factory_not_called),
+    "bad choice in a TOML file": Case(_option('[techniques.occlusion]; fill = "gray"'), 2,
+                                      r"occlusion\.fill: 'gray' .*did you mean grey", check=_factory_not_called),
+    "good option values (control)": Case(_option("occlusion.window=8", "integrated_gradients.baseline=grey"), 0,
+                                         used=3, check=_factory_called),
 }
 
 

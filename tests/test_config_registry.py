@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from reportgen import registry
-from reportgen.config import make_config, parse_set
+from reportgen.config import allowed_values, make_config, parse_set
 from reportgen.errors import ConfigError
 from reportgen.report import Section
 
@@ -98,3 +99,41 @@ def test_config_errors_are_clear(tmp_path):
 def test_only_selects_in_report_order():
     cfg = make_config(only=["activations", "card"])
     assert [t.id for t in cfg.enabled()] == ["card", "activations"]
+
+
+def test_option_domains_are_checked_in_one_place_for_every_entry_point(tmp_path, image_dir):
+    """Literal choices and Range bounds: --set text, TOML values and Python values go through one check; a
+    Config built by hand is checked by make_context before the model is touched; every preset is valid."""
+    from reportgen.build import make_context
+    from reportgen.config import check_config
+    from reportgen.registry import all_techniques
+
+    for preset in ("minimal", "standard", "full"):
+        check_config(make_config(preset))  # defaults and presets are inside their own domains
+    with pytest.raises(ConfigError, match=r"occlusion\.window: -3 is out of range; allowed: int >= 1 or None"):
+        make_config(technique_overrides={"occlusion": {"window": -3}})  # Python value, not text
+    with pytest.raises(ConfigError, match=r"'blu' is not one of the choices \(did you mean blur\?\)"):
+        make_config(technique_overrides=parse_set(["integrated_gradients.baseline=blu"]))
+    toml = tmp_path / "c.toml"
+    toml.write_text("[techniques.smoothgrad]\nnoise = -0.1\n")
+    with pytest.raises(ConfigError, match=r"smoothgrad\.noise: -0\.1 is out of range"):
+        make_config(toml_path=toml)
+    with pytest.raises(ConfigError, match=r"epsilons: 0\.0 is out of range; allowed: list of float > 0"):
+        make_config(technique_overrides={"adversarial": {"epsilons": [1.0, 0.0]}})
+    assert make_config(technique_overrides=parse_set(["adversarial.target=3"])).options("adversarial").target == 3
+    assert make_config(technique_overrides={"adversarial": {"target": "least_likely"}})
+
+    cfg = make_config("minimal")
+    cfg.techniques["occlusion"] = dataclasses.replace(cfg.options("occlusion"), fill="gray")
+    touched = []
+
+    class Recorder(torch.nn.Module):
+        def to(self, *a, **k):
+            touched.append(1)
+            return super().to(*a, **k)
+
+    with pytest.raises(ConfigError, match="did you mean grey"):
+        make_context(Recorder(), image_dir, config=cfg)
+    assert touched == []
+    described = [allowed_values(t.options, f.name) for t in all_techniques() for f in dataclasses.fields(t.options)]
+    assert sum("|" in d for d in described) >= 12 and sum(">" in d for d in described) >= 60

@@ -85,7 +85,7 @@ def compare_reports(
     per_model = o.models(2)
     check_out(out, images if isinstance(images, (str, Path)) else None)
     cache = open_cache(o)
-    log(f"CPU threads: {apply_threads(cfg.general.threads)}")
+    apply_threads(cfg.general.threads, log=log)  # logs "threads: N (why)"
     loaded = [load_for_run(m, mo, o.trust) for m, mo in zip((model_a, model_b), per_model)]
     dev = resolve_device(o.device)
     with staged_output(out, wait=o.wait, log=log) as tmp:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from ..inspection.hooks import capture_outputs
 from ..pictures import to_uint8
 from ..inspection.layers import activation_after
 from ..papers import YOSINSKI_2015, ZEILER_FERGUS_2014
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Section
 from ..sampling import spread_indices
 
@@ -38,9 +39,9 @@ RESULTS = {
 class ActivationsOptions:
     layer: str | None = None
     """Layer to show (None: the run's --layer, else the activation right after the last convolution)."""
-    max_images: int = 3
+    max_images: Annotated[int, Range(ge=1)] = 3
     """How many images to show."""
-    max_channels: int = 256
+    max_channels: Annotated[int, Range(ge=1)] = 256
     """At most this many channels per image (the first ones, in channel order)."""
 
 

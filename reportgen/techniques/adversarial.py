@@ -12,6 +12,7 @@ show how often a perturbation of a stated size changes the prediction.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from .. import optvis
 from ..optvis import objectives as O, regularizers as R
 from ..papers import GOODFELLOW_2015, MADRY_2018, SZEGEDY_2014
 from ..pictures import symmetric_to_uint8, unit_to_uint8
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
 from ..sampling import spread_indices
 
@@ -58,23 +59,23 @@ RESULTS = {
 
 @dataclass
 class AdversarialOptions:
-    max_images: int = 3
+    max_images: Annotated[int, Range(ge=1)] = 3
     """Images attacked with a target class (shown one row each)."""
-    target: str = "random"
+    target: Literal["random", "least_likely"] | int = "random"
     """Target class: random (seeded, not the predicted class), least_likely, or a class index."""
-    max_steps: int = 100
+    max_steps: Annotated[int, Range(ge=1)] = 100
     """Cap on the targeted attack's steps."""
-    step_size: float = 1.0
+    step_size: Annotated[float, Range(gt=0)] = 1.0
     """Targeted attack: largest pixel change per step, in /255 units."""
-    min_target_prob: float = 0.5
+    min_target_prob: Annotated[float, Range(ge=0, le=1)] = 0.5
     """Targeted attack: stop once the target is predicted with at least this probability (0: once it is top)."""
-    epsilon: float = 8.0
+    epsilon: Annotated[float, Range(gt=0)] = 8.0
     """Targeted attack: L-inf budget in /255 units; the perturbation is projected onto this ball every step."""
-    epsilons: list[float] = field(default_factory=lambda: [1.0, 2.0, 8.0])
+    epsilons: list[Annotated[float, Range(gt=0)]] = field(default_factory=lambda: [1.0, 2.0, 8.0])
     """Untargeted FGSM / PGD budgets (L-inf, in /255 units; success is also measured after 8-bit rounding)."""
-    pgd_steps: int = 10
+    pgd_steps: Annotated[int, Range(ge=1)] = 10
     """PGD iterations (step eps/4, random start)."""
-    attack_images: int = 16
+    attack_images: Annotated[int, Range(ge=1)] = 16
     """Images used for the FGSM / PGD success rates (seeded, spread across classes)."""
 
 
@@ -125,7 +126,7 @@ def _pick_targets(ctx, opts: AdversarialOptions, probs: torch.Tensor) -> list[in
     for b in range(n):
         if opts.target == "least_likely":
             out.append(int(probs[b].argmin()))
-        elif opts.target.strip().lstrip("-").isdigit():
+        elif str(opts.target).strip().lstrip("-").isdigit():
             out.append(int(opts.target) % c)
         elif opts.target == "random":
             choices = [k for k in range(c) if k != int(preds[b]) and ctx.class_name(k).lower() != "background"]

@@ -9,6 +9,7 @@ and the confusion matrix ``M[i, j] = #{images of class i predicted as j}``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from ..pictures import figure_to_png, new_figure
 from ..inspection.hooks import hookable
 from ..inspection.layers import describe_layers
 from ..papers import ZEILER_FERGUS_2014
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import OVERVIEW, Grid, GridItem, Group, ImageData, KeyValues, Note, Section, Table
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -39,9 +40,9 @@ RESULTS = {
 
 @dataclass
 class CardOptions:
-    gallery: int = 48
+    gallery: Annotated[int, Range(ge=0)] = 48
     """Images shown with their prediction in the gallery."""
-    max_confusion_classes: int = 20
+    max_confusion_classes: Annotated[int, Range(ge=0)] = 20
     """Draw the confusion matrix when at most this many classes occur; else list the top confusions."""
     all_layers: bool = False
     """List container modules too, not only leaf layers."""

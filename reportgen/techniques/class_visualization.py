@@ -14,6 +14,7 @@ rank the network gives its class; a class that is not reached (rank > 1 or low p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from ..optvis import regularizers as R
 from ..optvis import transforms as T
 from ..optvis.plotting import history_plot
 from ..papers import MORDVINTSEV_2015, OLAH_2017, SIMONYAN_2014, YOSINSKI_2015
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Row, Section
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -43,35 +44,35 @@ RESULTS = {
 
 @dataclass
 class ClassVisualizationOptions:
-    num_classes: int = 4
+    num_classes: Annotated[int, Range(ge=1)] = 4
     """How many classes (the run's --classes, else the most predicted classes of the image set)."""
-    image_size: int | None = 160
+    image_size: Annotated[int, Range(ge=1)] | None = 160
     """Side of the optimised image in pixels, at most the model's input size (None: the input size)."""
-    steps: int = 200
+    steps: Annotated[int, Range(ge=1)] = 200
     """Gradient-ascent steps (Adam) for each variant."""
-    lr: float = 0.05
+    lr: Annotated[float, Range(gt=0)] = 0.05
     """Adam learning rate in pixel units ([0, 1] scale)."""
-    l2_weight: float = 3e-3
+    l2_weight: Annotated[float, Range(ge=0)] = 3e-3
     """lambda of the L2 penalty, the squared distance of the image from the mean image (L2-only variant)."""
-    l2_decay: float = 0.005
+    l2_decay: Annotated[float, Range(ge=0, lt=1)] = 0.005
     """Regularised variant: Yosinski et al.'s multiplicative L2 decay I <- mu + (1 - d)(I - mu) after each step."""
-    min_prob: float = 0.5
+    min_prob: Annotated[float, Range(ge=0, le=1)] = 0.5
     """An image whose class is not rank 1, or has probability below this, is flagged as not reaching its class."""
-    init: str = "noise"
+    init: Literal["grey", "noise", "zeros"] = "noise"
     """Start image: grey (the normalisation mean), noise (mean + small Gaussian noise) or zeros (black)."""
-    jitter: int = 16
+    jitter: Annotated[int, Range(ge=0)] = 16
     """Regularised variant: random roll of up to this many pixels each step."""
     scale_rotate: bool = True
     """Regularised variant: also rescale (±10%) and rotate (±5°) the image randomly each step."""
-    blur_every: int = 4
+    blur_every: Annotated[int, Range(ge=0)] = 4
     """Regularised variant: Gaussian blur every this many steps (0: never)."""
-    blur_sigma: float = 1.0
+    blur_sigma: Annotated[float, Range(ge=0)] = 1.0
     """Regularised variant: blur standard deviation in pixels."""
-    clip_norm_percentile: float = 5.0
+    clip_norm_percentile: Annotated[float, Range(ge=0, le=100)] = 5.0
     """Regularised variant: pixels whose colour norm is in this lowest percentile are reset (with every blur)."""
-    clip_contribution_percentile: float = 5.0
+    clip_contribution_percentile: Annotated[float, Range(ge=0, le=100)] = 5.0
     """Regularised variant: pixels with the smallest abs((I - mean) . dS/dI) (percentile) are reset (with every blur)."""
-    parameterization: str = "fft"
+    parameterization: Literal["fft", "pixel"] = "fft"
     """Regularised variant's image: fft (Olah et al. 2017's decorrelated Fourier image, with the jitter/scale/rotate
     transforms and no blur or clipping) or pixel (Yosinski et al.'s blur and clipping). The minimal preset uses
     pixel: a Fourier image barely moves in its 12 steps."""

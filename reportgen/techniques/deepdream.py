@@ -14,6 +14,7 @@ fur, arches) where the network half-sees them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from ..optvis import objectives as O
 from ..optvis import transforms as T
 from ..optvis.plotting import history_plot
 from ..papers import MORDVINTSEV_2015
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, Group, ImageData, KeyValues, Row, Section
 from ..sampling import spread_indices
 
@@ -52,21 +53,21 @@ class DeepDreamOptions:
     layers: list[str] | None = None
     """Layers to dream with (None: the activations after three convolutions at 1/4, 1/2 and 3/4 of the
     depth). A convolution is replaced by the activation module that follows it; without one, relu(a) is used."""
-    max_images: int = 2
+    max_images: Annotated[int, Range(ge=1)] = 2
     """How many images (seeded, spread across classes)."""
-    image_size: int | None = None
+    image_size: Annotated[int, Range(ge=1)] | None = None
     """Side of the dreamed image (None: the model's input size)."""
-    octaves: int = 3
+    octaves: Annotated[int, Range(ge=1)] = 3
     """Scales, each ``octave_scale`` times smaller than the next."""
-    octave_scale: float = 1.4
+    octave_scale: Annotated[float, Range(ge=1)] = 1.4
     """Size ratio between octaves."""
-    steps: int = 10
+    steps: Annotated[int, Range(ge=1)] = 10
     """Gradient-ascent steps per octave."""
-    lr: float = 0.01
+    lr: Annotated[float, Range(gt=0)] = 0.01
     """Step size in pixel units ([0, 1]) for a gradient normalised to a mean absolute value of 1."""
-    jitter: int = 16
+    jitter: Annotated[int, Range(ge=0)] = 16
     """Random roll of up to this many pixels each step (scaled down at small octaves)."""
-    max_jitter_fraction: float = 0.07
+    max_jitter_fraction: Annotated[float, Range(ge=0, le=1)] = 0.07
     """Cap on the roll as a fraction of the image side (16 px at 224 px, 2 px at 28 px)."""
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
 from ..features.degenerate import check_features
 from ..pictures import figure_to_png, new_figure
 from ..papers import KARPATHY_TSNE, VAN_DER_MAATEN_2008
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, ImageData, Note, Section
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -202,19 +203,19 @@ def confidence_figure(points: list[tuple[str, np.ndarray]], conf: np.ndarray) ->
 
 @dataclass
 class EmbeddingOptions:
-    max_points: int = 2000
+    max_points: Annotated[int, Range(ge=1)] = 2000
     """Embed at most this many images (a seeded subsample beyond)."""
-    mosaic_size: int = 1200
+    mosaic_size: Annotated[int, Range(ge=1)] = 1200
     """Side of the t-SNE mosaic in pixels."""
     tsne: bool = True
     """Also run t-SNE (PCA is always drawn)."""
-    tsne_iter: int = 1000
+    tsne_iter: Annotated[int, Range(ge=250)] = 1000
     """t-SNE optimisation iterations (at least 250)."""
-    top_classes: int = 10
+    top_classes: Annotated[int, Range(ge=1)] = 10
     """Classes that get their own colour in the scatter plots (the most frequent)."""
-    threads: int = 1
+    threads: Annotated[int, Range(ge=0)] = 1
     """BLAS/OpenMP threads for PCA and t-SNE (0: the libraries' default; see embed_2d)."""
-    mosaic_quality: int = 88
+    mosaic_quality: Annotated[int, Range(ge=0, le=100)] = 88
     """JPEG quality of the mosaic (a photo collage: JPEG is about ten times smaller than PNG; 0: PNG)."""
 
 

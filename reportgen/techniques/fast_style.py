@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ import torch
 from ..pictures import unit_to_uint8
 from ..optvis.plotting import history_plot
 from ..papers import GATYS_STYLE_2016, JOHNSON_2016
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 from ..synthesis.style import resize_to, style_objective
 from ..synthesis.transformnet import TransformNet, load_numpy_state, perceptual_loss, state_to_numpy, train
@@ -30,21 +31,21 @@ from ..synthesis.gatys import options_of, per_image_seconds, style_setup
 
 @dataclass
 class FastStyleOptions:
-    max_styles: int = 1
+    max_styles: Annotated[int, Range(ge=1)] = 1
     """Styles to train a network for (the first ones used by style_transfer)."""
-    iterations: int = 300
+    iterations: Annotated[int, Range(ge=1)] = 300
     """Adam iterations of training per style."""
-    batch: int = 2
+    batch: Annotated[int, Range(ge=1)] = 2
     """Content images per training iteration."""
-    lr: float = 3e-3
+    lr: Annotated[float, Range(gt=0)] = 3e-3
     """Adam learning rate."""
-    train_images: int = 64
+    train_images: Annotated[int, Range(ge=1)] = 64
     """At most this many images of the set as training content (seeded subsample; shown images held out)."""
-    width: int = 16
+    width: Annotated[int, Range(ge=1)] = 16
     """Channels of the first convolution (Johnson et al.: 32)."""
-    res_blocks: int = 3
+    res_blocks: Annotated[int, Range(ge=0)] = 3
     """Residual blocks (Johnson et al.: 5)."""
-    style_weight: float = 10.0
+    style_weight: Annotated[float, Range(ge=0)] = 10.0
     """w_s for training (style_transfer's layers and TV weight are used): lower than style_transfer's, because a
     small, briefly trained network otherwise learns to paint the style over the content."""
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 from torch import nn
 
 from ..pictures import tile, to_uint8
 from ..papers import KRIZHEVSKY_2012, YOSINSKI_2015
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -38,19 +39,19 @@ RESULTS = {
 
 @dataclass
 class FiltersOptions:
-    max_first: int = 96
+    max_first: Annotated[int, Range(ge=1)] = 96
     """At most this many first-layer filters."""
     layer: str | None = None
     """The higher convolution to show per input channel (None: the second full convolution)."""
-    max_filters: int = 16
+    max_filters: Annotated[int, Range(ge=1)] = 16
     """Filters (rows) of the higher layer."""
-    max_in_channels: int = 32
+    max_in_channels: Annotated[int, Range(ge=1)] = 32
     """Input channels (columns) of the higher layer."""
-    scale: str = "filter"
+    scale: Literal["filter", "global"] = "filter"
     """First layer colour scale: "filter" (each filter to its own min/max: shows every filter's pattern, but a
     dead, near-zero filter looks as strong as the rest) or "global" (one symmetric scale for the layer, grey = 0:
     filter strength is comparable and dead filters are flat grey)."""
-    dead_fraction: float = 0.02
+    dead_fraction: Annotated[float, Range(ge=0, le=1)] = 0.02
     """A filter whose largest |weight| is below this fraction of the layer's largest is counted as dead."""
 
 

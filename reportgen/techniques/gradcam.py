@@ -12,12 +12,13 @@ upsampled bilinearly to the image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
 from .. import attribution as A
 from ..papers import CHATTOPADHAY_2018, SELVARAJU_2017, SPRINGENBERG_2015
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Grid, Note, Section, Table
 from ..attribution.visualization import attr_item
 from ._explain import cam_layer, cell_width, explain_batch, heat_item, input_item, peak_area
@@ -25,7 +26,7 @@ from ._explain import cam_layer, cell_width, explain_batch, heat_item, input_ite
 
 @dataclass
 class GradCamOptions:
-    max_images: int = 6
+    max_images: Annotated[int, Range(ge=1)] = 6
     """How many images (the same ones saliency shows)."""
     layer: str | None = None
     """Dotted layer name (None: the last module with a spatial output, e.g. ``features`` or ``layer4``)."""

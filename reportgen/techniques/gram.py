@@ -11,12 +11,13 @@ that the Gram synthesis of the texture section reached at each layer is given be
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
 from ..pictures import figure_to_png, unit_to_uint8
 from ..papers import GATYS_STYLE_2016, GATYS_TEXTURE_2015
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
 from ..synthesis.style import gram_targets, source_images
 from ..synthesis.gatys import gram_synthesis, options_of
@@ -24,9 +25,9 @@ from ..synthesis.gatys import gram_synthesis, options_of
 
 @dataclass
 class GramOptions:
-    max_styles: int = 2
+    max_styles: Annotated[int, Range(ge=0)] = 2
     """How many style images to show (besides the textures of the texture section)."""
-    max_channels: int = 128
+    max_channels: Annotated[int, Range(ge=1)] = 128
     """Show at most this many channels per layer (the most active ones) so that the heatmap stays readable."""
 
 

@@ -11,6 +11,7 @@ unit responds to* (edges, an eye, a wheel). Grey = 0; brighter/darker = positive
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from ..attribution.relu_rules import RULES
 from ..inspection.hooks import capture_outputs
 from ..inspection.layers import activation_after
 from ..papers import SPRINGENBERG_2015, ZEILER_FERGUS_2014
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, Grid, Group, ImageData, Note, Row, Section
 from ..device import device_batch_size
 from ..sampling import spread_indices
@@ -44,16 +45,16 @@ RULE_TITLES = {"backprop": "backprop", "deconvnet": "deconvnet", "guided": "guid
 
 @dataclass
 class GuidedBackpropOptions:
-    max_images: int = 2
+    max_images: Annotated[int, Range(ge=1)] = 2
     """How many images (the first ones of the set)."""
-    units: int = 3
+    units: Annotated[int, Range(ge=0)] = 3
     """Strongest units (channels, at their maximum position) of the layer to explain, per image."""
     layer: str | None = None
     """Layer whose units are explained (None: the run's --layer, else the activation after the last
     convolution, so units are ranked on what the network passes on, after batch-norm and the ReLU)."""
     include_class: bool = True
     """Also explain the predicted class score."""
-    percentile: float = 99.5
+    percentile: Annotated[float, Range(gt=0, le=100)] = 99.5
     """Each gradient is shown with +-(this percentile of abs(gradient)) mapped to white/black."""
 
 

@@ -10,12 +10,13 @@ difference (the table shows each image's final steps and remaining gap). Shown a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 
 from .. import attribution as A
 from ..papers import SUNDARARAJAN_2017
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Grid, Note, Section, Table
 from ..device import device_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item
@@ -26,15 +27,15 @@ BASELINES = {"black": "a black image (all pixels 0)", "grey": "a uniform mid-gre
 
 @dataclass
 class IntegratedGradientsOptions:
-    max_images: int = 6
+    max_images: Annotated[int, Range(ge=1)] = 6
     """How many images (the same ones saliency shows)."""
-    baseline: str = "black"
+    baseline: Literal["black", "grey", "blur"] = "black"
     """The reference input x': black, grey or blur."""
-    tolerance: float = 0.01
+    tolerance: Annotated[float, Range(gt=0)] = 0.01
     """Largest accepted |sum IG - (S(x) - S(x'))| / |S(x) - S(x')|."""
-    steps: int = 16
+    steps: Annotated[int, Range(ge=1)] = 16
     """Initial quadrature steps (doubled, per image, until completeness holds)."""
-    max_steps: int = 256
+    max_steps: Annotated[int, Range(ge=1)] = 256
     """Upper limit for the step count."""
 
 

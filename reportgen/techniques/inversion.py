@@ -11,6 +11,7 @@ relative feature error (did the optimisation match the features?) and its pixel 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from ..pictures import unit_to_uint8
 from ..optvis import objectives as O
 from ..optvis.plotting import history_plot
 from ..papers import MAHENDRAN_VEDALDI_2015
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 from ..sampling import spread_indices
 from ..synthesis.style import resize_to, resolve_parameterization
@@ -30,22 +31,22 @@ from ..synthesis.style import resize_to, resolve_parameterization
 class InversionOptions:
     layers: list[str] | None = None
     """Layers to invert, shallow to deep (None: block outputs at about 1/4, 1/2, 3/4 of the depth and the last)."""
-    max_images: int = 2
+    max_images: Annotated[int, Range(ge=1)] = 2
     """How many images (seeded, spread over the classes)."""
-    image_size: int | None = 128
+    image_size: Annotated[int, Range(ge=1)] | None = 128
     """Side of the reconstructed image, at most the model's input size (None: the input size)."""
-    steps: int = 200
+    steps: Annotated[int, Range(ge=1)] = 200
     """Optimisation steps per layer."""
-    optimizer: str = "adam"
+    optimizer: Literal["adam", "lbfgs"] = "adam"
     """adam or lbfgs."""
-    lr: float = 0.05
+    lr: Annotated[float, Range(gt=0)] = 0.05
     """Adam learning rate (pixel units); L-BFGS uses 1 with a line search."""
-    tv_weight: float = 15.0
+    tv_weight: Annotated[float, Range(ge=0)] = 15.0
     """lambda: weight of the TV^beta prior per pixel at 128 px, scaled by (size/128)^2 for other sizes (neighbour
     differences grow as an image shrinks); the feature loss is relative, about 1 at the start."""
-    tv_beta: float = 2.0
+    tv_beta: Annotated[float, Range(gt=0)] = 2.0
     """beta of R_TV^beta (Mahendran & Vedaldi use 1 to 2)."""
-    parameterization: str = "auto"
+    parameterization: Literal["fft", "pixel", "auto"] = "auto"
     """fft (Olah et al.'s decorrelated Fourier image: fewer high-frequency artefacts), pixel (the paper's) or auto
     (fft from 96 px up, where high-frequency artefacts appear; pixel below, where it converges faster)."""
 

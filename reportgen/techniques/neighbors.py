@@ -11,12 +11,13 @@ neighbours mostly share colour and layout.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 
 from ..features.degenerate import check_features
 from ..papers import KRIZHEVSKY_2012
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
 from ..sampling import spread_indices
 
@@ -87,15 +88,15 @@ def neighbour_agreement(data: np.ndarray, classes: np.ndarray, metric: str, max_
 
 @dataclass
 class NeighborsOptions:
-    num_queries: int = 6
+    num_queries: Annotated[int, Range(ge=1)] = 6
     """Query images (chosen deterministically, one per class in turn)."""
-    k: int = 6
+    k: Annotated[int, Range(ge=1)] = 6
     """Neighbours shown per query and space."""
-    metric: str = "cosine"
+    metric: Literal["cosine", "l2"] = "cosine"
     """Feature-space distance: "cosine" or "l2" (pixel space always uses L2)."""
-    thumb: int = 96
+    thumb: Annotated[int, Range(ge=1)] = 96
     """Thumbnail side in pixels."""
-    agreement_queries: int = 2000
+    agreement_queries: Annotated[int, Range(ge=1)] = 2000
     """Images used for the nearest-neighbour class agreement table (a seeded sample beyond this)."""
 
 

@@ -15,6 +15,7 @@ the images, classes, window and fill, and draws the change ``p(unoccluded) - hea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from ..attribution import window_positions
 from ..attribution.incremental import IncrementalOccluder
 from ..pictures import figure_to_png, new_figure
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, Grid, ImageData, Note, Section
 from ..device import device_batch_size
 from ..attribution.visualization import attr_image, attr_item
@@ -116,16 +117,16 @@ def naive_occlusion(ctx, index: int, target: int, window: int, stride: int, fill
 
 @dataclass
 class OcclusionOptions:
-    max_images: int = 4
+    max_images: Annotated[int, Range(ge=1)] = 4
     """How many images (the same ones saliency and segmentation show)."""
-    window: int | None = None
+    window: Annotated[int, Range(ge=1)] | None = None
     """Side of the occluding square in input pixels (None: 1/7 of the input side)."""
-    stride: int | None = None
+    stride: Annotated[int, Range(ge=1)] | None = None
     """Step between window positions in input pixels (None: half the window)."""
-    batch_size: int = 0
+    batch_size: Annotated[int, Range(ge=0)] = 0
     """Occluded copies per forward pass (0: automatic, 64 on a GPU; on the CPU cache-sized for full passes, see
     device.device_batch_size, and at least 32 for incremental ones)."""
-    fill: str = "mean"
+    fill: Literal["mean", "grey"] = "mean"
     """Colour of the square: "mean" (the image set's mean colour) or "grey" (0.5)."""
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 from torch import nn
@@ -20,7 +21,7 @@ from ..inspection import layers as layers_mod
 from ..features.compute import TOPK
 from ..papers import GIRSHICK_2014, SPRINGENBERG_2015, ZEILER_FERGUS_2014
 from ..inspection.receptive import ReceptiveField, crop_field, field_for
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -108,20 +109,20 @@ def pick_channels(stats, n: int, rank: str = "peak") -> list[int]:
 class PatchesOptions:
     layer: str | None = None
     """Layer (None: --layer if given, else chosen automatically from receptive-field size)."""
-    channels: list[int] | None = None
+    channels: list[Annotated[int, Range(ge=0)]] | None = None
     """Channels to show (None: those with the highest peak response over the set)."""
-    num_channels: int = 8
+    num_channels: Annotated[int, Range(ge=1)] = 8
     """How many channels when choosing automatically."""
-    k: int = 9
+    k: Annotated[int, Range(ge=1, le=16)] = 9
     """Top patches per channel (at most 16)."""
-    rank: str = "peak"
+    rank: Literal["peak", "zscore"] = "peak"
     """Automatic channel choice: "peak" (highest response) or "zscore" (peak in standard deviations)."""
     interior: bool = True
     """Only units whose whole receptive field lies inside the image (no zero padding in the patch);
     all units when no unit's field fits."""
-    auto_rf_fraction: float = 0.5
+    auto_rf_fraction: Annotated[float, Range(gt=0, le=1)] = 0.5
     """Automatic layer: deepest convolution whose receptive field is at most this fraction of the input."""
-    cell_width: int = 80
+    cell_width: Annotated[int, Range(ge=1)] = 80
     """Display width of each patch in CSS pixels."""
 
 

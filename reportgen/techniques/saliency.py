@@ -12,11 +12,12 @@ interact, so each image's gradient is its own). The maps are memoised per run
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
 from ..papers import SIMONYAN_2014
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Grid, Note, Section
 from ..attribution.visualization import attr_item
 from ._explain import cached_saliency, cell_width, image_item, show_indices, smooth
@@ -35,9 +36,9 @@ RESULTS = {
 
 @dataclass
 class SaliencyOptions:
-    max_images: int = 8
+    max_images: Annotated[int, Range(ge=1)] = 8
     """How many images to show (chosen deterministically, spread across classes)."""
-    percentile: float = 99.0
+    percentile: Annotated[float, Range(gt=0, le=100)] = 99.0
     """Map values at or above this percentile are shown white (a few extreme pixels would hide the rest)."""
     smoothed_overlay: bool = True
     """Also show the map Gaussian-smoothed and overlaid on the image (easier to see where it lies)."""

@@ -11,7 +11,7 @@ is flagged. All randomised models are deep copies; the user's model is never mod
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from ..attribution import randomization as R
 from ..pictures import figure_to_png, new_figure
 from ..inspection.layers import resolve_layer
 from ..papers import ADEBAYO_2018, WANG_SSIM_2004
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Section, Table
 from ..device import device_batch_size
 from ._explain import cam_layer, cell_width, explain_batch, input_item, saliency_to_uint8
@@ -31,11 +31,11 @@ FLAG_RHO = 0.5  # mean rank correlation at or above which a map "barely changes"
 
 @dataclass
 class SanityOptions:
-    max_images: int = 3
+    max_images: Annotated[int, Range(ge=1)] = 3
     """How many images (the same ones saliency shows)."""
-    stages: int = 7
+    stages: Annotated[int, Range(ge=1)] = 7
     """Cascade stages shown (spread over the parameter layers; the last randomises all of them)."""
-    ig_steps: int = 8
+    ig_steps: Annotated[int, Range(ge=1)] = 8
     """Gauss-Legendre steps for Integrated Gradients (fixed here, no completeness doubling: the maps are only
     compared with each other; black baseline)."""
     layer: str | None = None

@@ -13,12 +13,13 @@ mask means its saliency sits on the object.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
 from ..pictures import mask_overlay
 from ..papers import ROTHER_2004, SIMONYAN_2014
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Grid, GridItem, ImageData, Note, Section
 from ._explain import cached_saliency, image_item, show_indices, smooth
 
@@ -120,15 +121,15 @@ def seeds_image(image: np.ndarray, seeds: np.ndarray) -> np.ndarray:
 
 @dataclass
 class SegmentationOptions:
-    max_images: int = 6
+    max_images: Annotated[int, Range(ge=1)] = 6
     """How many images (the first ones of those saliency shows, so their maps are reused)."""
-    fg_quantile: float = 0.95
+    fg_quantile: Annotated[float, Range(ge=0, le=1)] = 0.95
     """Saliency above this quantile seeds sure foreground."""
-    bg_quantile: float = 0.30
+    bg_quantile: Annotated[float, Range(ge=0, le=1)] = 0.30
     """Saliency below this quantile seeds sure background."""
-    iterations: int = 1
+    iterations: Annotated[int, Range(ge=1)] = 1
     """Graph cuts: 1 = the paper (colour models from the seeds only); more adds GrabCut's re-estimation."""
-    blur: float | None = None
+    blur: Annotated[float, Range(ge=0)] | None = None
     """Gaussian sigma (pixels) applied to the saliency map first (None: input side / 56)."""
 
 

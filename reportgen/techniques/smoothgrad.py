@@ -9,12 +9,13 @@ what is stable nearby: the map should look less speckled and more on the object.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
 from .. import attribution as A
 from ..papers import SIMONYAN_2014, SMILKOV_2017
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Grid, Note, Section
 from ..device import device_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item
@@ -22,11 +23,11 @@ from ._explain import cell_width, explain_batch, heat_item, input_item
 
 @dataclass
 class SmoothGradOptions:
-    max_images: int = 6
+    max_images: Annotated[int, Range(ge=1)] = 6
     """How many images (the same ones saliency shows)."""
-    samples: int = 25
+    samples: Annotated[int, Range(ge=1)] = 25
     """Noisy copies per image (the paper: 50; the map stops changing after a few dozen)."""
-    noise: float = 0.15
+    noise: Annotated[float, Range(ge=0)] = 0.15
     """Noise standard deviation as a share of the image's value range (the paper: 10-20%)."""
 
 

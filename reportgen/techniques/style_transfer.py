@@ -11,6 +11,7 @@ L-BFGS (the paper's optimiser) and Adam are both available; the section says whi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ import torch
 from ..pictures import unit_to_uint8
 from ..optvis.plotting import history_plot
 from ..papers import GATYS_STYLE_2016
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 from ..inspection.activations import activations
 from ..synthesis.gatys import per_image_seconds, style_setup, transfer
@@ -27,25 +28,25 @@ from ..synthesis.style import resolve_parameterization
 
 @dataclass
 class StyleTransferOptions:
-    max_contents: int = 2
+    max_contents: Annotated[int, Range(ge=1)] = 2
     """Content images (seeded, spread over the classes)."""
-    max_styles: int = 3
+    max_styles: Annotated[int, Range(ge=1)] = 3
     """Style images (the first ones of the style folder, sorted by name)."""
-    image_size: int | None = 128
+    image_size: Annotated[int, Range(ge=1)] | None = 128
     """Side of the stylised image (None: the model's input size), at most twice the input size."""
-    steps: int = 60
+    steps: Annotated[int, Range(ge=1)] = 60
     """Optimisation steps (L-BFGS iterations or Adam steps)."""
-    optimizer: str = "lbfgs"
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
     """lbfgs (as in the paper) or adam."""
-    lr: float | None = None
+    lr: Annotated[float, Range(gt=0)] | None = None
     """Learning rate (None: 1 for L-BFGS with its line search, 0.02 for Adam in pixel units)."""
-    style_weight: float = 50.0
+    style_weight: Annotated[float, Range(gt=0)] = 50.0
     """w_s: style / content weight ratio for the grid (both losses are relative errors)."""
-    ratios: list[float] | None = None
+    ratios: list[Annotated[float, Range(gt=0)]] | None = None
     """Ratios for the strip (None: five values from w_s/100 to w_s*100, four orders of magnitude)."""
-    tv_weight: float = 10.0
+    tv_weight: Annotated[float, Range(ge=0)] = 10.0
     """w_tv: weight of the total-variation term per pixel."""
-    parameterization: str = "auto"
+    parameterization: Literal["fft", "pixel", "auto"] = "auto"
     """fft (Olah et al.'s decorrelated Fourier image: from pixel noise a few dozen L-BFGS steps leave high-frequency
     noise on networks with strided convolutions), pixel (Gatys et al.) or auto (fft from 96 px up, else pixel)."""
     layers: list[str] | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from ..pictures import unit_to_uint8
 from ..synthesis.nearest_neighbour import synthesize_nn
 from ..optvis.plotting import history_plot
 from ..papers import EFROS_LEUNG_1999, GATYS_TEXTURE_2015, WEI_LEVOY_2000
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 from ..synthesis.gatys import gram_synthesis
 from ..synthesis.style import resize_to, resolve_parameterization
@@ -28,25 +29,25 @@ from ..synthesis.style import resize_to, resolve_parameterization
 
 @dataclass
 class TextureOptions:
-    max_textures: int = 3
+    max_textures: Annotated[int, Range(ge=1)] = 3
     """How many texture images (the first ones, sorted by name)."""
-    nn_source_size: int = 64
+    nn_source_size: Annotated[int, Range(ge=1)] = 64
     """Side of the source texture for nearest-neighbour synthesis."""
-    nn_size: int = 96
+    nn_size: Annotated[int, Range(ge=1)] = 96
     """Side of the nearest-neighbour output."""
-    nn_window: int = 5
+    nn_window: Annotated[int, Range(ge=1)] = 5
     """Side of the (causal) neighbourhood window."""
-    nn_levels: int = 3
+    nn_levels: Annotated[int, Range(ge=1)] = 3
     """Pyramid levels of the nearest-neighbour synthesis."""
     layers: list[str] | None = None
     """Gram layers, shallow to deep (None: first block, then about 1/4, 1/2, 3/4 of the depth)."""
-    image_size: int | None = 112
+    image_size: Annotated[int, Range(ge=1)] | None = 112
     """Side of the Gram-synthesised texture (None: the model's input size), at most twice the input size."""
-    steps: int = 80
+    steps: Annotated[int, Range(ge=1)] = 80
     """Optimisation steps of the Gram synthesis."""
-    optimizer: str = "lbfgs"
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
     """lbfgs (as in the paper) or adam."""
-    parameterization: str = "auto"
+    parameterization: Literal["fft", "pixel", "auto"] = "auto"
     """fft (Olah et al.'s decorrelated Fourier image: from pixel noise a few dozen L-BFGS steps leave high-frequency
     noise on networks with strided convolutions), pixel (Gatys et al.) or auto (fft from 96 px up, else pixel)."""
 
