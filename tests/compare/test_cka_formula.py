@@ -2,7 +2,7 @@
 
 The reference centres the columns of X and Y and computes ``||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)``; reportgen
 works from n x n Gram matrices (``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with ``K = X X^T``). The two must
-agree to rounding. Only the default (biased HSIC) functions are called, with their default arguments.
+agree to rounding. The feature-space formula is the biased HSIC estimator's, so ``estimator="biased"``.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ def test_linear_cka_equals_the_feature_space_formula(seed, mix):
     x, y = _pair(seed, mix=mix)
     want = reference_cka(x, y)
     assert 0.0 < want < 1.0
-    assert linear_cka(x, y) == pytest.approx(want, rel=1e-10)
-    assert cka_from_grams(x @ x.T, y @ y.T) == pytest.approx(want, rel=1e-10)
-    assert linear_cka(y, x) == pytest.approx(want, rel=1e-10)  # symmetric
+    assert linear_cka(x, y, estimator="biased") == pytest.approx(want, rel=1e-10)
+    assert cka_from_grams(x @ x.T, y @ y.T, "biased") == pytest.approx(want, rel=1e-10)
+    assert linear_cka(y, x, estimator="biased") == pytest.approx(want, rel=1e-10)  # symmetric
 
 
 def test_gram_and_centring_are_the_textbook_ones():
@@ -51,7 +51,7 @@ def test_gram_and_centring_are_the_textbook_ones():
 def test_cka_matrix_rows_are_layers_of_a():
     xs = [_pair(s)[0] for s in range(3)]
     ys = [_pair(s + 10)[1] for s in range(2)]
-    m = cka_matrix([gram(x) for x in xs], [gram(y) for y in ys])
+    m = cka_matrix([gram(x) for x in xs], [gram(y) for y in ys], "biased")
     assert m.shape == (3, 2)
     for i, x in enumerate(xs):
         for j, y in enumerate(ys):
@@ -63,9 +63,9 @@ def test_scale_does_not_matter_down_to_tiny_activations():
     value as features of size 1e4."""
     x, y = _pair(5)
     want = reference_cka(x, y)
-    assert linear_cka(1e-4 * x, y) == pytest.approx(want, rel=1e-9)
-    assert linear_cka(x, 1e4 * y) == pytest.approx(want, rel=1e-9)
-    assert linear_cka(1e-4 * x, 1e-4 * y) == pytest.approx(want, rel=1e-9)
+    assert linear_cka(1e-4 * x, y, estimator="biased") == pytest.approx(want, rel=1e-9)
+    assert linear_cka(x, 1e4 * y, estimator="biased") == pytest.approx(want, rel=1e-9)
+    assert linear_cka(1e-4 * x, 1e-4 * y, estimator="biased") == pytest.approx(want, rel=1e-9)
 
 
 def test_float32_activations_are_accumulated_in_float64():
@@ -73,7 +73,7 @@ def test_float32_activations_are_accumulated_in_float64():
     (entries ~1e9, float32 keeps 7 digits), float64 keeps it."""
     x, y = _pair(6, n=40)
     x32, y32 = (x + 3000.0).astype(np.float32), (y + 3000.0).astype(np.float32)
-    assert linear_cka(x32, y32) == pytest.approx(reference_cka(x32, y32), rel=1e-6)
+    assert linear_cka(x32, y32, estimator="biased") == pytest.approx(reference_cka(x32, y32), rel=1e-6)
     assert gram(x32).dtype == np.float64 and centre_gram(gram(x32).astype(np.float32)).dtype == np.float64
 
 
