@@ -30,6 +30,7 @@ from ..publish.atomic import OutputLock, TermAsInterrupt, check_out, clean_stale
 from ..display_paths import display_path
 from ..report import Group, ImagesInfo, Note, Report, Row, RunInfo, Section
 from .cka_section import cka_section
+from .concepts import concepts_section
 from .diff import calibration_section, flipped_section, per_class_section
 
 PAIRED = ("filters", "saliency", "class_visualization")
@@ -137,7 +138,7 @@ def compare_reports(
             sections = [flipped_section(ca.images, names, ca.class_names, pa, pb, y),
                         per_class_section(names, ca.class_names, pa, pb, y),
                         calibration_section(names, pa, pb, y),
-                        cka_section(ca, cb, names, cka_images, cka_layers)]
+                        cka_section(ca, cb, names, cka_images, cka_layers), concepts_section(ca, cb, names)]
             infos = cfg.enabled() if techniques else []
             secs = [compute_sections(c, infos, log=log) for c in ctxs]
             sections += [paired_section(i, names, a, b) for i, a, b in zip(infos, *secs)]
