@@ -107,6 +107,7 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
     step = max(1, min(ctx.batch_size, 64) // len(boxes))
     thumb = min(96, max(48, ctx.pre.size * 2))
     out, bases, cnames = [], [], []
+    first_crop: dict[tuple[int, int], tuple[int, tuple[int, int, int]]] = {}  # (class pos, concept) -> top crop
     for c in chosen:
         members = np.flatnonzero(classes == c)
         if members.size > opts.per_class:
@@ -150,6 +151,8 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
             for r in tops[j]:
                 i, box = idx[int(r) // len(boxes)], boxes[int(r) % len(boxes)]
                 crops_j.append({"image": ctx.images.name(i), "box": list(box)})
+                if len(crops_j) == 1:
+                    first_crop[(len(cnames), rank)] = (i, box)
                 items.append(GridItem(ImageData(_crop_thumb(ctx, i, box, thumb)),
                                       label=(f"concept {rank}" if len(crops_j) == 1 else ""),
                                       sublabel=(f"share {share[j]:+.0%}" if len(crops_j) == 1 else ""),
@@ -183,6 +186,18 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
         pairs = [cos[a, b] for a in flat for b in flat if a < b and
                  np.searchsorted(offs, a, "right") != np.searchsorted(offs, b, "right")]
         atlas.append({"members": [f"{cnames[ci]}:{j}" for ci, j in g], "min_cosine": round(float(min(pairs)), 4)})
+    if atlas:
+        width = max(len(g) for g in groups)
+        cells = []
+        for g in groups:
+            for ci, j in g:
+                i, box = first_crop[(ci, j)]
+                cells.append(GridItem(ImageData(_crop_thumb(ctx, i, box, thumb)), label=f"{cnames[ci]}:{j}",
+                                      alt=f"top crop of concept {j} of {cnames[ci]}"))
+            cells += [GridItem(ImageData(np.full((4, 4, 3), 255, dtype=np.uint8)), alt="")] * (width - len(g))
+        sec.add(Grid(cells, columns=width, cell_width=thumb, title="Concept atlas: shared concepts",
+                     caption="Each row: one group of concepts shared by several classes, shown by each member's most "
+                             "activating crop."))
     if len(chosen) >= 2:
         sec.add(Table(["shared concept group (class:concept)", "smallest cosine"],
                       [[", ".join(a["members"]), a["min_cosine"]] for a in atlas], numeric=[1],

@@ -153,7 +153,7 @@ def mistakes(ctx, opts: MistakesOptions) -> Section:
         closer = sum(1 for d in rimgs if d["nearest_predicted_distance"] is not None
                      and d["nearest_true_distance"] is not None
                      and d["nearest_predicted_distance"] < d["nearest_true_distance"])
-        title = (f"{tname} {ctx.class_name(p.other)} → predicted {ctx.class_name(p.predicted)} "
+        title = (f"{'true' if mode == 'confusions' else 'runner-up'} {ctx.class_name(p.other)} → predicted {ctx.class_name(p.predicted)} "
                  f"({p.count} image{'s' if p.count != 1 else ''} in the set)")
         sec.add(Group(title, [Grid(items, columns=5, cell_width=cell_width(ctx)), *nrows, Note(
             f"Nearest correctly classified neighbours (cosine distance of penultimate features"
