@@ -40,11 +40,10 @@ def match_concepts(ua: np.ndarray, ub: np.ndarray) -> tuple[list[tuple[int, int,
 def crop_activations(ctx, idx: list[int], boxes) -> tuple[np.ndarray, float, str]:
     """(crops x C pooled activations of the model's last spatial block, their minimum, the layer name)."""
     name = A.last_spatial_block(ctx.model, ctx.to_device(ctx.images.batch(idx[:1])))
-    layer = ctx.layer(name)
     out, lo = [], 0.0
     step = max(1, 64 // len(boxes))
     for s in range(0, len(idx), step):
-        a = layer_output(ctx.pixel_model, layer, crops_of(ctx.to_device(ctx.images.batch(idx[s:s + step])), boxes))
+        a = layer_output(ctx.pixel_model, ctx.model, name, crops_of(ctx.to_device(ctx.images.batch(idx[s:s + step])), boxes))
         lo = min(lo, float(a.min()))
         out.append(a.mean((2, 3)).cpu().numpy())
     return np.concatenate(out), lo, name

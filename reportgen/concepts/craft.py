@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..inspection.activations import activations
 from ..inspection.hooks import capture_outputs, eval_mode, frozen_params
 
 
@@ -37,19 +38,19 @@ def crops_of(x: torch.Tensor, boxes: list[tuple[int, int, int]]) -> torch.Tensor
     return torch.stack(out, 1).flatten(0, 1)
 
 
-def layer_output(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The layer's output for ``x`` (no gradient)."""
-    with eval_mode(model), torch.inference_mode(), capture_outputs({"l": layer}) as store:
-        model(x)
-    a = store["l"].float()
+def layer_output(model: nn.Module, root: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
+    """Layer ``name`` (resolved on ``root``) of ``model(x)``, as :func:`reportgen.inspection.activations.activations`
+    gives it (the forward stops there; no gradient), as B x C x h x w."""
+    with torch.inference_mode():
+        a = activations(model, [name], x, root=root)[name].float()
     if a.dim() != 4:
         raise ValueError(f"concepts need a spatial layer (B x C x h x w output), got shape {tuple(a.shape)}")
     return a
 
 
-def pooled(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> np.ndarray:
+def pooled(model: nn.Module, root: nn.Module, name: str, x: torch.Tensor) -> np.ndarray:
     """B x C: the layer's output averaged over positions."""
-    return layer_output(model, layer, x).mean((2, 3)).cpu().numpy()
+    return layer_output(model, root, name, x).mean((2, 3)).cpu().numpy()
 
 
 def layer_and_grad(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int):

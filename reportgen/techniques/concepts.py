@@ -116,7 +116,7 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
         acts, lowest = [], 0.0
         for s in range(0, len(idx), step):
             x = ctx.to_device(ctx.images.batch(idx[s:s + step]))
-            a = layer_output(pm, layer, crops_of(x, boxes))
+            a = layer_output(pm, ctx.model, name, crops_of(x, boxes))
             lowest = min(lowest, float(a.min()))
             acts.append(a.mean((2, 3)).cpu().numpy())
         if lowest < -1e-5:
