@@ -30,6 +30,7 @@ RESULTS = {
     "layer": "the Grad-CAM layer",
     "labelled_images": "images with a true label",
     "mistakes": "labelled images whose prediction differs from the label",
+    "pairs": "the pairs shown",
     "pairs[].true": "the true class (confusions) or the runner-up class (lowest_margin)",
     "pairs[].predicted": "the predicted class",
     "pairs[].count": "images of the whole set with this (true, predicted) pair (lowest_margin: this runner-up and prediction)",
