@@ -35,6 +35,7 @@ from ..publish.rerender import staged_output, store_tree
 from ..report import ImagesInfo, Report, RunInfo
 from .cka import Estimator
 from .cka_section import cka_section
+from .concepts import concepts_section
 from .diff import calibration_section, flipped_section, per_class_section
 from .paired import PAIRED, default_paired, paired_section
 
@@ -118,7 +119,8 @@ def compare_reports(
         sections = [flipped_section(ca.images, names, ca.class_names, pa, pb, y),
                     per_class_section(names, ca.class_names, pa, pb, y),
                     calibration_section(names, pa, pb, y),
-                    cka_section(ca, cb, names, cka_images, cka_layers, cka_estimator)]
+                    cka_section(ca, cb, names, cka_images, cka_layers, cka_estimator),
+                    concepts_section(ca, cb, names)]
         infos = cfg.enabled() if chosen else []
         secs = [compute_sections(c, infos, strict=o.strict, log=log) for c in ctxs]
         sections += [paired_section(i, names, a, b) for i, a, b in zip(infos, *secs)]

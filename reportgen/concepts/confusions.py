@@ -26,19 +26,19 @@ class Pair:
 
 
 def confused_pairs(probs: np.ndarray, labels: np.ndarray, max_pairs: int, per_pair: int) -> tuple[list[Pair], int]:
-    """(pairs ranked by count, then by class ids; number of labelled mistakes). Images per pair: the most
-    confident mistakes first (largest ``p_P - p_T``), ties by index."""
+    """(pairs ranked by count, ties by their most confident mistake (largest ``p_P - p_T``), then class ids; number
+    of labelled mistakes). Images per pair: the most confident mistakes first, ties by index."""
     preds = probs.argmax(1)
     wrong = np.flatnonzero((labels >= 0) & (preds != labels))
     counts = Counter((int(labels[i]), int(preds[i])) for i in wrong)
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_pairs]
     out = []
-    for (t, p), c in ranked:
+    for (t, p), c in counts.items():
         members = wrong[(labels[wrong] == t) & (preds[wrong] == p)]
         margin = probs[members, p] - probs[members, t]
         order = np.lexsort((members, -margin))
-        out.append(Pair(t, p, c, [int(members[j]) for j in order[:per_pair]]))
-    return out, int(wrong.size)
+        out.append((c, float(margin.max()), Pair(t, p, c, [int(members[j]) for j in order[:per_pair]])))
+    out.sort(key=lambda r: (-r[0], -r[1], r[2].other, r[2].predicted))
+    return [r[2] for r in out[:max_pairs]], int(wrong.size)
 
 
 def lowest_margin_pairs(probs: np.ndarray, max_images: int) -> list[Pair]:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..inspection.activations import activations
 from ..inspection.hooks import capture_outputs, eval_mode, frozen_params
 
 
@@ -37,19 +38,19 @@ def crops_of(x: torch.Tensor, boxes: list[tuple[int, int, int]]) -> torch.Tensor
     return torch.stack(out, 1).flatten(0, 1)
 
 
-def layer_output(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The layer's output for ``x`` (no gradient)."""
-    with eval_mode(model), torch.inference_mode(), capture_outputs({"l": layer}) as store:
-        model(x)
-    a = store["l"].float()
+def layer_output(model: nn.Module, root: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
+    """Layer ``name`` (resolved on ``root``) of ``model(x)``, as :func:`reportgen.inspection.activations.activations`
+    gives it (the forward stops there; no gradient), as B x C x h x w."""
+    with torch.inference_mode():
+        a = activations(model, [name], x, root=root)[name].float()
     if a.dim() != 4:
         raise ValueError(f"concepts need a spatial layer (B x C x h x w output), got shape {tuple(a.shape)}")
     return a
 
 
-def pooled(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> np.ndarray:
+def pooled(model: nn.Module, root: nn.Module, name: str, x: torch.Tensor) -> np.ndarray:
     """B x C: the layer's output averaged over positions."""
-    return layer_output(model, layer, x).mean((2, 3)).cpu().numpy()
+    return layer_output(model, root, name, x).mean((2, 3)).cpu().numpy()
 
 
 def layer_and_grad(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int):
@@ -135,26 +136,29 @@ def crop_similarity(acts: np.ndarray, tops: np.ndarray) -> tuple[float, float]:
 
 
 def shared_groups(bases: list[np.ndarray], threshold: float) -> tuple[list[list[tuple[int, int]]], np.ndarray]:
-    """Concepts of different classes whose basis vectors have cosine >= ``threshold``, joined into groups
-    (connected components); (groups of (class position, concept) with >= 2 classes, the full cosine matrix)."""
+    """Groups of concepts of different classes (at most one per class) whose basis vectors ALL have pairwise cosine
+    >= ``threshold`` (complete linkage, merged greedily from the most similar pair down); only groups of >= 2
+    classes. Returns (groups of (class position, concept), the full cosine matrix over the concatenated bases)."""
     owner = [(ci, j) for ci, b in enumerate(bases) for j in range(len(b))]
     if not owner:
         return [], np.zeros((0, 0))
     s = _cos(np.concatenate(bases))
-    parent = list(range(len(owner)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(owner)):
-        for j in range(i + 1, len(owner)):
-            if owner[i][0] != owner[j][0] and s[i, j] >= threshold:
-                parent[find(i)] = find(j)
-    comp: dict[int, list[int]] = {}
-    for i in range(len(owner)):
-        comp.setdefault(find(i), []).append(i)
-    groups = [[owner[i] for i in v] for v in comp.values() if len({owner[i][0] for i in v}) >= 2]
-    return groups, s
+    group = {i: {i} for i in range(len(owner))}  # representative -> members
+    where = list(range(len(owner)))
+    iu, ju = np.triu_indices(len(owner), 1)
+    cand = [(float(s[i, j]), int(i), int(j)) for i, j in zip(iu, ju)
+            if owner[i][0] != owner[j][0] and s[i, j] >= threshold]
+    for _, i, j in sorted(cand, key=lambda t: (-t[0], t[1], t[2])):
+        gi, gj = where[i], where[j]
+        if gi == gj:
+            continue
+        a, b = group[gi], group[gj]
+        if {owner[m][0] for m in a} & {owner[m][0] for m in b}:
+            continue
+        if all(s[m, q] >= threshold for m in a for q in b):
+            group[gi] = a | b
+            for q in b:
+                where[q] = gi
+            del group[gj]
+    out = [sorted(owner[m] for m in g) for g in group.values() if len(g) >= 2]
+    return sorted(out), s

@@ -37,6 +37,7 @@ RESULTS = {
     "layer": "the layer factorised (its output must be non-negative)",
     "importance_method": "gradient_x_coefficient (first-order; CRAFT's Sobol indices are not computed)",
     "crops_per_image": "crops taken from each image",
+    "classes": "one entry per class analysed (an empty list when none has enough images)",
     "classes[].class": "class name",
     "classes[].images": "images of the class used",
     "classes[].crops": "crops factorised",
@@ -48,6 +49,7 @@ RESULTS = {
     "classes[].concepts[].share": "importance / sum of |importance| over the class's concepts",
     "classes[].concepts[].top_crops[].image": "one of its most activating crops: the image",
     "classes[].concepts[].top_crops[].box": "that crop's box (y, x, side) in input pixels",
+    "atlas": "groups of concepts shared across classes (an empty list when none)",
     "atlas[].members": "class:concept members of a group of concepts shared across classes",
     "atlas[].min_cosine": "the smallest basis-vector cosine between members of different classes in the group",
     "atlas_threshold": "cosine at or above which two classes' concepts are joined",
@@ -107,6 +109,7 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
     step = max(1, min(ctx.batch_size, 64) // len(boxes))
     thumb = min(96, max(48, ctx.pre.size * 2))
     out, bases, cnames = [], [], []
+    first_crop: dict[tuple[int, int], tuple[int, tuple[int, int, int]]] = {}  # (class pos, concept) -> top crop
     for c in chosen:
         members = np.flatnonzero(classes == c)
         if members.size > opts.per_class:
@@ -115,7 +118,7 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
         acts, lowest = [], 0.0
         for s in range(0, len(idx), step):
             x = ctx.to_device(ctx.images.batch(idx[s:s + step]))
-            a = layer_output(pm, layer, crops_of(x, boxes))
+            a = layer_output(pm, ctx.model, name, crops_of(x, boxes))
             lowest = min(lowest, float(a.min()))
             acts.append(a.mean((2, 3)).cpu().numpy())
         if lowest < -1e-5:
@@ -150,6 +153,8 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
             for r in tops[j]:
                 i, box = idx[int(r) // len(boxes)], boxes[int(r) % len(boxes)]
                 crops_j.append({"image": ctx.images.name(i), "box": list(box)})
+                if len(crops_j) == 1:
+                    first_crop[(len(cnames), rank)] = (i, box)
                 items.append(GridItem(ImageData(_crop_thumb(ctx, i, box, thumb)),
                                       label=(f"concept {rank}" if len(crops_j) == 1 else ""),
                                       sublabel=(f"share {share[j]:+.0%}" if len(crops_j) == 1 else ""),
@@ -183,6 +188,18 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
         pairs = [cos[a, b] for a in flat for b in flat if a < b and
                  np.searchsorted(offs, a, "right") != np.searchsorted(offs, b, "right")]
         atlas.append({"members": [f"{cnames[ci]}:{j}" for ci, j in g], "min_cosine": round(float(min(pairs)), 4)})
+    if atlas:
+        width = max(len(g) for g in groups)
+        cells = []
+        for g in groups:
+            for ci, j in g:
+                i, box = first_crop[(ci, j)]
+                cells.append(GridItem(ImageData(_crop_thumb(ctx, i, box, thumb)), label=f"{cnames[ci]}:{j}",
+                                      alt=f"top crop of concept {j} of {cnames[ci]}"))
+            cells += [GridItem(ImageData(np.full((4, 4, 3), 255, dtype=np.uint8)), alt="")] * (width - len(g))
+        sec.add(Grid(cells, columns=width, cell_width=thumb, title="Concept atlas: shared concepts",
+                     caption="Each row: one group of concepts shared by several classes, shown by each member's most "
+                             "activating crop."))
     if len(chosen) >= 2:
         sec.add(Table(["shared concept group (class:concept)", "smallest cosine"],
                       [[", ".join(a["members"]), a["min_cosine"]] for a in atlas], numeric=[1],

@@ -30,6 +30,7 @@ RESULTS = {
     "layer": "the Grad-CAM layer",
     "labelled_images": "images with a true label",
     "mistakes": "labelled images whose prediction differs from the label",
+    "pairs": "the pairs shown",
     "pairs[].true": "the true class (confusions) or the runner-up class (lowest_margin)",
     "pairs[].predicted": "the predicted class",
     "pairs[].count": "images of the whole set with this (true, predicted) pair (lowest_margin: this runner-up and prediction)",
@@ -116,7 +117,10 @@ def mistakes(ctx, opts: MistakesOptions) -> Section:
     if mode == "confusions":
         rows = [[ctx.class_name(p.other), ctx.class_name(p.predicted), p.count] for p in pairs]
         sec.add(Table(["true class", "predicted", "images"], rows, numeric=[2],
-                      title=f"Most frequent confusions ({wrong} of {int(known.sum())} labelled images are wrong)"))
+                      title=f"Most frequent confusions ({wrong} of {int(known.sum())} labelled images are wrong)",
+                      caption=("Every pair shown occurs once in this set, so none is a systematic confusion yet; ties "
+                               "are ordered by the most confident mistake." if all(p.count == 1 for p in pairs)
+                               else "Ties are ordered by the most confident mistake.")))
     out_pairs, k, thumb = [], max(0, opts.neighbours), int(opts.thumb)
     row = 0
     for p in pairs:
@@ -150,16 +154,21 @@ def mistakes(ctx, opts: MistakesOptions) -> Section:
                           "p_true": round(pT, 4), "nearest_predicted_distance": _r(dist["P"]),
                           "nearest_true_distance": _r(dist[tname])})
         row += len(p.images)
-        closer = sum(1 for d in rimgs if d["nearest_predicted_distance"] is not None
-                     and d["nearest_true_distance"] is not None
-                     and d["nearest_predicted_distance"] < d["nearest_true_distance"])
-        title = (f"{tname} {ctx.class_name(p.other)} → predicted {ctx.class_name(p.predicted)} "
-                 f"({p.count} image{'s' if p.count != 1 else ''} in the set)")
+        both = [d for d in rimgs if d["nearest_predicted_distance"] is not None
+                and d["nearest_true_distance"] is not None]
+        closer = sum(1 for d in both if d["nearest_predicted_distance"] < d["nearest_true_distance"])
+        if both:
+            verdict = (f"for {closer} of {len(both)} image(s) the nearest {ctx.class_name(p.predicted)} is closer "
+                       f"than the nearest {ctx.class_name(p.other)}.")
+        else:
+            missing = [ctx.class_name(c) for c, pool in ((p.predicted, pool_p), (p.other, pool_t)) if pool.size == 0]
+            verdict = f"no correctly classified image of {' or '.join(missing) or 'either class'} in the set to compare with."
+        title = (f"{'true' if mode == 'confusions' else 'runner-up'} {ctx.class_name(p.other)} → predicted "
+                 f"{ctx.class_name(p.predicted)} ({p.count} image{'s' if p.count != 1 else ''} in the set)")
         sec.add(Group(title, [Grid(items, columns=5, cell_width=cell_width(ctx)), *nrows, Note(
             f"Nearest correctly classified neighbours (cosine distance of penultimate features"
             f"{'' if known.any() else '; without labels: images predicted as that class, not checked'}): "
-            f"for {closer} of {len(rimgs)} image(s) the nearest {ctx.class_name(p.predicted)} is closer than the "
-            f"nearest {ctx.class_name(p.other)}.")]))
+            + verdict)]))
         out_pairs.append({"true": ctx.class_name(p.other), "predicted": ctx.class_name(p.predicted),
                           "count": p.count, "images": rimgs})
     sec.add(Note(f"Maps for P and for {tname}: {mname}" + (f" at layer {name}" if opts.method == "gradcam" else "")

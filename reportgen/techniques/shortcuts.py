@@ -35,6 +35,7 @@ RESULTS = {
     "side": "maps are downsampled to side x side before clustering",
     "classes_from": "labels or predictions (the class each image is grouped under)",
     "candidates": "number of clusters named as candidate shortcuts (to be checked by a person)",
+    "classes": "one entry per class scanned (an empty list when no class has enough images)",
     "classes[].class": "class name",
     "classes[].images": "images of the class that were clustered",
     "classes[].clusters": "number of clusters (eigengap)",

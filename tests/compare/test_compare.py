@@ -117,4 +117,4 @@ def test_compare_across_architectures_matches_layers_by_cka(tmp_path):
     ab = np.array(cka["cka_ab"])
     assert ab.shape == (4, 3) and np.allclose(np.diag(np.array(cka["cka_aa"])), 1.0)
     assert set(cka["matches"]) == set(cka["layers_a"]) and set(cka["matches"].values()) <= set(cka["layers_b"])
-    assert [s["id"] for s in data["sections"]] == ["flipped", "per_class", "calibration", "cka"]
+    assert [s["id"] for s in data["sections"]] == ["flipped", "per_class", "calibration", "cka", "concepts_match"]

@@ -58,7 +58,7 @@ def test_importance_is_gradient_times_coefficient(demo_model):
     with torch.inference_mode():
         from reportgen.concepts.craft import pooled
 
-        acts = pooled(pm, layer, crops_of(x, boxes))
+        acts = pooled(pm, demo_model, "features", crops_of(x, boxes))
     con = factorise(acts, 3, seed=0)
     a, g = layer_and_grad(pm, layer, x, 2)
     imp, maps = importance_and_maps(con, a, g)
