@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import fast_layout
 from ..inspection.hooks import eval_mode
 from ._imputation import noisy_linear_imputation
 from .gradients import Target, _targets
@@ -95,7 +96,7 @@ def _pixels(units: torch.Tensor, patch: int, size: tuple[int, int]) -> torch.Ten
 
 
 def _scores(model: nn.Module, x: torch.Tensor, t: torch.Tensor, output: Output) -> torch.Tensor:
-    z = model(x).float()
+    z = model(fast_layout(x)).float()
     if output == "prob":
         z = torch.softmax(z, 1)
     return z.gather(1, t[:, None])[:, 0]
@@ -267,7 +268,7 @@ def road_curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Te
     probs, correct = [], []
     with eval_mode(model), torch.inference_mode():
         for lo in range(0, len(allx), batch):
-            z = model(allx[lo:lo + batch]).float()
+            z = model(fast_layout(allx[lo:lo + batch])).float()
             tt = ti[lo:lo + batch]
             probs.append(torch.softmax(z, 1).gather(1, tt[:, None])[:, 0].cpu())
             correct.append((z.argmax(1) == tt).cpu())
