@@ -229,6 +229,30 @@ VON_LUXBURG_2007
     A Tutorial on Spectral Clustering
     Statistics and Computing, 2007
     https://arxiv.org/abs/0711.0189
+
+PETSIUK_2018
+    Vitali Petsiuk, Abir Das, Kate Saenko
+    RISE: Randomized Input Sampling for Explanation of Black-box Models
+    BMVC, 2018
+    https://arxiv.org/abs/1806.07421
+
+BHATT_2020
+    Umang Bhatt, Adrian Weller, Jose M. F. Moura
+    Evaluating and Aggregating Feature-based Model Explanations
+    IJCAI, 2020
+    https://arxiv.org/abs/2005.00631
+
+RONG_2022
+    Yao Rong, Tobias Leemann, Vadim Borisov, Gjergji Kasneci, Enkelejda Kasneci
+    A Consistent and Efficient Evaluation Strategy for Attribution Methods
+    ICML, 2022
+    https://arxiv.org/abs/2202.00449
+
+SIXT_2020
+    Leon Sixt, Maximilian Granz, Tim Landgraf
+    When Explanations Lie: Why Many Modified BP Attributions Fail
+    ICML, 2020
+    https://arxiv.org/abs/1912.09818
 """
 
 

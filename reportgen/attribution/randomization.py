@@ -81,3 +81,19 @@ def cascade_stages(n_layers: int, stages: int) -> list[int]:
 
 
 __all__ = ["param_layers", "reinit_", "randomized_copy", "cascade_stages", "layer_seed"]
+
+
+def random_other_classes(targets, num_classes: int, seed: int):
+    """A random class other than each target, for the random-logit test (Sixt, Granz & Landgraf 2020): draw
+    ``r ~ U{0..K-2}`` per image from ``numpy.random.RandomState(seed)`` and take the ``r``-th class of the others
+    in index order (Quantus's ``RandomLogit`` draw, so the same seed picks the same classes)."""
+    import numpy as np
+
+    t = np.asarray(targets, dtype=np.int64).reshape(-1)
+    if num_classes < 2:
+        raise ValueError("the random-logit test needs at least two classes")
+    r = np.random.RandomState(int(seed) % (2 ** 32)).randint(0, num_classes - 1, len(t))
+    return (r + (r >= t)).astype(np.int64)
+
+
+__all__ += ["random_other_classes"]

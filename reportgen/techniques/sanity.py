@@ -19,7 +19,7 @@ from .. import attribution as A
 from ..attribution import randomization as R
 from ..pictures import figure_to_png, new_figure
 from ..inspection.layers import resolve_layer
-from ..papers import ADEBAYO_2018, WANG_SSIM_2004
+from ..papers import ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004
 from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Section, Table
 from ..device import device_batch_size
@@ -127,6 +127,28 @@ def verdicts(cas: dict[str, list[float]], n_layers: int, stages: list[int]) -> t
     return notes, status
 
 
+def random_logit(ctx, b, fns, orig) -> tuple[Table, Note, dict]:
+    """Random-logit test (Sixt, Granz & Landgraf 2020): each method's map for a random other class (seeded) should
+    differ from its map for the explained class; a high rank correlation means the map ignores the class."""
+    other = R.random_other_classes(b.targets, ctx.num_classes, ctx.seed_for("sanity/random-logit"))
+    res, rows = {}, []
+    for m, f in fns.items():
+        rho, ss = compare(orig[m], f(ctx.pixel_model, b.x, other))
+        r, s = float(np.mean(rho)), float(np.mean(ss))
+        res[m] = {"rank_corr": round(r, 4), "ssim": round(s, 4), "verdict": "passes" if r < FLAG_RHO else "fails"}
+        rows.append([m, round(r, 3), round(s, 3), res[m]["verdict"]])
+    bad = [m for m in res if res[m]["verdict"] == "fails"]
+    note = Note((f"Random-logit test: {', '.join(bad)} draw(s) nearly the same map for a random other class "
+                 f"(mean rho >= {FLAG_RHO}): the map shows the image, not the class." if bad else
+                 "Random-logit test: every method's map changes when a random other class is explained."),
+                kind="warning" if bad else "info")
+    table = Table(["method", "rho to the other class's map", "SSIM", "verdict"], rows, numeric=[1, 2],
+                  caption=("Random-logit test: mean Spearman rho and SSIM between each method's map for the explained "
+                           "class and for a random other class (seeded, one per image): "
+                           + ", ".join(ctx.class_name(int(k)) for k in other) + f". Below {FLAG_RHO} passes."))
+    return table, note, {"classes": [ctx.class_name(int(k)) for k in other], "methods": res}
+
+
 def stage_grid(ctx, b, orig, maps, method, labels, caption) -> Grid:
     items = []
     for k in range(len(b.idx)):
@@ -144,7 +166,7 @@ def stage_grid(ctx, b, orig, maps, method, labels, caption) -> Grid:
 @technique(
     "sanity", "Sanity checks for saliency maps", options=SanityOptions, order=49, needs_autograd=True,
     needs_layers=True,
-    references=[ADEBAYO_2018, WANG_SSIM_2004],
+    references=[ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004],
     presets={"minimal": {"max_images": 1, "stages": 3, "ig_steps": 8}, "full": {"max_images": 6, "stages": 12, "ig_steps": 32}},
 )
 def sanity(ctx, opts: SanityOptions) -> Section:
@@ -174,6 +196,8 @@ def sanity(ctx, opts: SanityOptions) -> Section:
         f"layer randomised. Dotted line: rho = {FLAG_RHO}."), alt="rank correlation against randomised layers"))
     notes, status = verdicts(cas, len(names), stages)
     sec.add(*notes)
+    rl_table, rl_note, rl = random_logit(ctx, b, fns, orig)
+    sec.add(rl_note, rl_table)
     rows = [[m] + [f"{r:.2f} / {s:.2f}" for r, s in zip(cas[m], cas_ssim[m])] for m in METHODS]
     sec.add(Table(["method"] + [f"to {n}" for n in cas_lab], rows,
                   caption="Cascading randomisation: mean rho / mean SSIM to the trained model's map."))
@@ -195,5 +219,6 @@ def sanity(ctx, opts: SanityOptions) -> Section:
         "cascade_rank_corr": {m: [round(v, 4) for v in cas[m]] for m in METHODS},
         "cascade_ssim": {m: [round(v, 4) for v in cas_ssim[m]] for m in METHODS},
         "independent_rank_corr": {m: [round(v, 4) for v in ind[m]] for m in METHODS},
+        "random_logit": rl,
     }
     return sec

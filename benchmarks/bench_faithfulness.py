@@ -1,0 +1,123 @@
+"""Benchmark: the batched faithfulness metrics vs Quantus on the same work, with the same numbers checked first.
+
+Deletion (Quantus ``PixelFlipping``) and MuFidelity (``FaithfulnessCorrelation``) on the same model, images, maps,
+baseline (0), step size and subsets; the script asserts that the curves and correlations agree, then times both
+(best of ``--repeat``, interleaved) and prints the ratios.
+
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/bench_faithfulness.py                    # demo model
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/bench_faithfulness.py --model mobilenet  # ../shared
+
+Needs quantus (``pip install reportgen[bench]``). Timings depend on the machine and its load; compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from reportgen.attribution import faithfulness as FM  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "models" / "mobilenet_v2_imagenet" / "build.py"
+
+
+def load(name: str):
+    """(model on pixels in [0, 1], input side, channels)."""
+    if name == "demo":
+        from reportgen import demo
+        from reportgen.preprocess import PixelModel, Preprocessing
+
+        pre = Preprocessing(resize=None, input_size=demo.INPUT_SIZE, mean=demo.MEAN, std=demo.STD, source="demo")
+        return PixelModel(demo.build_model(), pre).eval(), demo.INPUT_SIZE, 3
+    if name == "mobilenet":
+        from reportgen.preprocess import PixelModel, Preprocessing
+
+        spec = importlib.util.spec_from_file_location("mb", SHARED)
+        mb = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mb)
+        pre = Preprocessing(resize=None, input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3, source="shared")
+        return PixelModel(mb.build(), pre).eval(), 224, 3
+    raise SystemExit(f"unknown --model {name!r}: demo or mobilenet")
+
+
+def best(fn, repeat: int) -> tuple[float, object]:
+    out, times = None, []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="demo")
+    ap.add_argument("--images", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=24, help="a multiple of 3 (see --side)")
+    ap.add_argument("--side", type=int, default=0, help="input side (0: 24 for demo, 192 for mobilenet): Quantus needs "
+                    "3 x pixels-per-step to divide the pixel count, which 28 and 224 px RGB images never allow")
+    ap.add_argument("--runs", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=64, help="perturbed copies per forward pass (ours)")
+    a = ap.parse_args(argv)
+    import quantus
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    model, side, c = load(a.model)
+    side = a.side or (24 if a.model == "demo" else 192)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(a.images, c, side, side, generator=g)
+    maps = torch.rand(a.images, side, side, generator=g)
+    with torch.inference_mode():
+        y = model(x).argmax(1)
+    xn, yn, an = x.numpy(), y.numpy(), maps[:, None].numpy()
+    n_val = c * side * side
+    if n_val % a.steps or (side * side) % (n_val // a.steps):
+        raise SystemExit("--steps must divide the pixel count (Quantus needs whole steps)")
+    pf = quantus.PixelFlipping(features_in_step=n_val // a.steps, perturb_baseline=0.0, normalise=False, abs=False,
+                               disable_warnings=True)
+    size = max(1, n_val // 20)
+    fc = quantus.FaithfulnessCorrelation(nr_runs=a.runs, subset_size=size, perturb_baseline=0.0, normalise=False,
+                                         abs=False, return_aggregate=False, disable_warnings=True)
+    np.random.seed(1)
+    subsets = torch.from_numpy(np.stack([np.stack([np.random.choice(n_val, size, replace=False)
+                                                   for _ in range(a.images)]) for _ in range(a.runs)], 1))
+
+    def q_pf():
+        return np.asarray(pf(model=model, x_batch=xn, y_batch=yn, a_batch=an, device="cpu", softmax=True))
+
+    def o_pf():
+        return FM.deletion_curve(model, x, y, maps, steps=a.steps, fill=0.0, batch=a.batch).scores[:, 1:]
+
+    def q_fc():
+        np.random.seed(1)
+        return np.asarray(fc(model=model, x_batch=xn, y_batch=yn, a_batch=an, device="cpu", softmax=True))
+
+    def o_fc():
+        return FM.faithfulness_correlation(model, x, y, maps, size, baseline=0.0, unit="value", subsets=subsets,
+                                           batch=a.batch).corr
+
+    print(f"model {a.model}, {a.images} images of {side} px, {a.steps} deletion steps, {a.runs} MuFidelity subsets "
+          f"of {size} values, our batch {a.batch}, 1 thread, best of {a.repeat}")
+    ok = True
+    for name, q, o in (("deletion / pixel flipping", q_pf, o_pf), ("MuFidelity / faithfulness correlation", q_fc, o_fc)):
+        tq, rq = best(q, a.repeat)
+        to, ro = best(o, a.repeat)
+        diff = float(np.abs(np.asarray(rq) - np.asarray(ro)).max())
+        ok &= diff < 1e-4
+        print(f"{name}: Quantus {tq:.3f} s, ours {to:.3f} s, ratio {tq / to:.2f}x, max |difference| {diff:.1e}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

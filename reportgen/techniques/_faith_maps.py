@@ -1,0 +1,118 @@
+"""The attribution maps the faithfulness section scores: every attribution method this run's configuration enables,
+recomputed with :mod:`reportgen.attribution` on the same images and with each method's own options, plus two
+baselines. Each entry is ``fn(model, x, targets) -> B x H x W`` numpy (higher = more important), so the same
+method can be rerun on a randomised copy or for another class. Not a technique (leading underscore)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from .. import attribution as A
+from ..attribution import faithfulness as FM
+from ..inspection.layers import resolve_layer
+from ..registry import get
+from ..sampling import device_batch_size
+from .gradcam import cam_layer
+from .integrated_gradients import make_baseline
+from .occlusion import resolve_window
+
+MapFn = Callable[[torch.nn.Module, torch.Tensor, np.ndarray], np.ndarray]
+RANDOM, CENTRE = "random map (baseline)", "centre Gaussian (baseline)"
+BASELINES = (RANDOM, CENTRE)
+# technique id -> the methods it shows
+SOURCES = {"saliency": ("saliency",), "smoothgrad": ("SmoothGrad",), "integrated_gradients": ("Integrated Gradients",),
+           "gradcam": ("Grad-CAM", "Grad-CAM++", "Guided Grad-CAM"), "guided_backprop": ("guided backprop",),
+           "occlusion": ("occlusion",), "attention": ("attention rollout",)}
+
+
+def _opts(ctx, tid: str):
+    try:
+        return ctx.config.options(tid)
+    except KeyError:
+        return get(tid).default_options(ctx.config.preset)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+def _attention(ctx) -> MapFn | None:
+    """Attention rollout (Abnar & Zuidema 2020) when :mod:`reportgen.attribution.attention` exists and finds global
+    self-attention in the model; None otherwise."""
+    try:
+        from ..attribution import attention as AT  # optional: added by another change
+        sites = AT.find_attention(ctx.model)
+    except Exception:  # noqa: BLE001 - absent module or an unsupported model: no rollout row
+        return None
+    if not sites:
+        return None
+
+    def fn(pm, x, t):
+        attns, _ = AT.attention_weights(pm, AT.find_attention(pm), x)
+        prefix, (h, w) = AT.token_layout(attns[0].shape[-1], tuple(x.shape[-2:]))
+        row = AT.class_row(AT.rollout(attns), prefix)
+        return _np(A.upsample(row.reshape(len(x), h, w), tuple(x.shape[-2:])))
+
+    return fn
+
+
+def method_functions(ctx) -> tuple[dict[str, MapFn], bool]:
+    """method -> map function, for the attribution techniques enabled in this run (all of them, flagged False,
+    when none is), with each technique's configured options."""
+    enabled = {t.id for t in ctx.config.enabled()}
+    chosen = [tid for tid in SOURCES if tid in enabled]
+    from_config = bool(chosen)
+    chosen = chosen or list(SOURCES)
+    chunk = device_batch_size(ctx)
+    fns: dict[str, MapFn] = {}
+    for tid in chosen:
+        o = _opts(ctx, tid)
+        if tid == "saliency":
+            fns["saliency"] = lambda pm, x, t: _np(A.to_map(A.saliency(pm, x, t)))
+        elif tid == "smoothgrad":
+            def sg(pm, x, t, o=o):
+                return _np(A.to_map(A.smoothgrad(pm, x, t, n_samples=o.samples, noise=o.noise,
+                                                 generator=ctx.generator("faithfulness/smoothgrad"),
+                                                 chunk=max(1, chunk // len(x)))))
+            fns["SmoothGrad"] = sg
+        elif tid == "integrated_gradients":
+            def ig(pm, x, t, o=o):
+                r = A.integrated_gradients(pm, x, t, baseline=make_baseline(x, o.baseline), steps=o.steps,
+                                           tol=o.tolerance, max_steps=o.max_steps, chunk=chunk)
+                return _np(A.to_map(r.attributions, "abssum"))
+            fns["Integrated Gradients"] = ig
+        elif tid == "gradcam":
+            name = cam_layer(ctx, o.layer)
+            fns["Grad-CAM"] = lambda pm, x, t, n=name: _np(A.gradcam(pm, resolve_layer(pm.model, n), x, t,
+                                                                     size=tuple(x.shape[-2:])))
+            fns["Grad-CAM++"] = lambda pm, x, t, n=name: _np(A.gradcam_plus_plus(pm, resolve_layer(pm.model, n), x, t,
+                                                                                 size=tuple(x.shape[-2:])))
+            if o.guided:
+                fns["Guided Grad-CAM"] = lambda pm, x, t, n=name: _np(A.to_map(
+                    A.guided_gradcam(pm, resolve_layer(pm.model, n), x, t)))
+        elif tid == "guided_backprop":
+            fns["guided backprop"] = lambda pm, x, t: _np(A.to_map(A.guided_backprop(pm, x, t)))
+        elif tid == "occlusion":
+            window, stride = resolve_window(ctx.pre.size, o.window, o.stride)
+            fill = ctx.features().mean_rgb if o.fill == "mean" else np.full(3, 0.5, dtype=np.float32)
+
+            def occ(pm, x, t, window=window, stride=stride, fill=fill):
+                heat = A.occlusion(pm, x.float(), t, window, stride, fill, batch=chunk, incremental=False)
+                with torch.inference_mode():
+                    p = torch.softmax(pm(x).float(), 1).gather(1, torch.as_tensor(t, device=x.device)[:, None])
+                return p.cpu().numpy()[:, :, None] - heat.numpy()
+            fns["occlusion"] = occ
+        elif tid == "attention":
+            roll = _attention(ctx)
+            if roll is not None:
+                fns["attention rollout"] = roll
+
+    def rnd(pm, x, t):
+        return _np(FM.random_map((len(x), *x.shape[-2:]), ctx.generator("faithfulness/random-map")))
+
+    fns[RANDOM] = rnd
+    fns[CENTRE] = lambda pm, x, t: _np(FM.centre_map(len(x), *x.shape[-2:]))
+    return fns, from_config

@@ -1,0 +1,269 @@
+"""Faithfulness of the attribution maps: which method's map follows the evidence this model uses?
+
+Every attribution method the run enables (recomputed on the images the attribution sections show, with their own
+options) and two baselines (a seeded random map, a fixed centre Gaussian) are scored per image by
+* deletion and insertion (Petsiuk, Das & Saenko 2018): the class probability as the map's top units are replaced
+  by the fill / restored onto a blurred copy; AUC = trapezoid over the fraction (deletion: lower is better,
+  insertion: higher); the ranking score is ``insertion AUC - deletion AUC``;
+* MuFidelity (Bhatt, Weller & Moura 2020): Pearson correlation over random subsets ``S`` between the map's sum
+  over ``S`` and the probability drop when ``S`` is set to the fill;
+* ROAD (Rong et al. 2022): probability after removing a fraction of pixels most- (MoRF, lower is better) or
+  least-relevant first (LeRF, higher) by noisy linear imputation, which leaves no mask-shaped edge.
+The ranking's spread is a seeded bootstrap over images; a method whose paired interval against the random map
+reaches 0 is named as no better than random. Sanity verdicts (all weights re-initialised, Adebayo et al. 2018;
+a random other class, Sixt et al. 2020) join the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..attribution import faithfulness as FM
+from ..attribution import randomization as R
+from ..attribution.metrics import rank_correlation
+from ..papers import ADEBAYO_2018, BHATT_2020, PETSIUK_2018, RONG_2022, SIXT_2020
+from ..pictures import figure_to_png, new_figure
+from ..registry import technique
+from ..report import Figure, Note, Section, Table
+from ..sampling import device_batch_size
+from ._explain import explain_batch
+from ._faith_maps import BASELINES, RANDOM, method_functions
+
+RESULTS = {
+    "images": "names of the images scored (the ones the attribution sections show)",
+    "ranked_by": "the per-image score the ranking uses (insertion AUC - deletion AUC)",
+    "deletion_fill": "what deleted pixels are replaced by",
+    "insertion_start": "the image insertion starts from",
+    "steps": "deletion/insertion steps from 0 to all units",
+    "patch_px": "side of the square units removed/inserted together (1: single pixels)",
+    "fractions": "fractions of the units changed at each step",
+    "road_fractions": "fractions of pixels imputed by ROAD ([] when ROAD is off)",
+    "road_images": "how many of the images ROAD scored",
+    "methods_from_config": "the methods are those enabled in this run (false: none was, all were scored)",
+    "most_faithful": "the top-ranked method (null when none beats the random map)",
+    "no_better_than_random": "methods whose paired bootstrap interval against the random map reaches 0 (under 3 images: whose mean score is not above it)",
+    "methods[].method": "attribution method or baseline",
+    "methods[].rank": "rank by mean insertion - deletion AUC (1 = most faithful)",
+    "methods[].deletion_auc": "mean deletion AUC of the class probability (lower = more faithful)",
+    "methods[].insertion_auc": "mean insertion AUC (higher = more faithful)",
+    "methods[].score": "mean insertion - deletion AUC",
+    "methods[].score_ci95": "seeded bootstrap 95% interval of that mean over images",
+    "methods[].vs_random_ci95": "bootstrap 95% interval of the mean paired difference to the random map",
+    "methods[].mufidelity": "mean faithfulness correlation (0 for a constant map)",
+    "methods[].road_morf": "ROAD: mean probability with the most relevant pixels imputed (lower = better; null: off)",
+    "methods[].road_lerf": "ROAD: mean probability with the least relevant pixels imputed (higher = better)",
+    "methods[].weights_rho": "Spearman rho of the map to the one with every layer re-initialised (null: not run)",
+    "methods[].random_class_rho": "Spearman rho of the map to the map of a random other class (null: not run)",
+    "methods[].sanity": "verdicts: weights passes/fails, class passes/fails (rho below 0.5 passes)",
+    "per_image_score": "method -> insertion - deletion AUC per image",
+    "curves": "method -> mean deletion and insertion curves over the images",
+}
+
+FLAG_RHO = 0.5  # the sanity section's threshold for "the map barely changed"
+FILLS = ("mean", "blur", "black")
+
+
+@dataclass
+class FaithfulnessOptions:
+    max_images: int = 4
+    """How many images (the same ones saliency shows)."""
+    steps: int = 32
+    """Deletion/insertion steps from none to all of the image."""
+    patch: int = 0
+    """Side of the square units removed together, px (0: input side / 56, at least 1)."""
+    deletion_fill: str = "mean"
+    """What deleted pixels become: mean (each image's own mean colour), blur (its blurred copy) or black."""
+    blur_sigma: float = 0.0
+    """Gaussian sigma of the blurred copy insertion starts from, px (0: input side / 16)."""
+    mufidelity_runs: int = 64
+    """Random subsets per image for MuFidelity."""
+    mufidelity_subset: float = 0.1
+    """Share of the units in each subset."""
+    road: bool = True
+    """Run ROAD (one sparse solve per imputed copy: the slowest part)."""
+    road_images: int = 2
+    """ROAD on at most this many of the images."""
+    road_fractions: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.8])
+    """Shares of the pixels ROAD imputes."""
+    road_noise: float = 0.01
+    """Std of the noise added to imputed pixels (RGB in [0, 1])."""
+    sanity: bool = True
+    """Also rerun each method on a copy with every layer re-initialised and for a random other class."""
+    bootstrap: int = 1000
+    """Bootstrap resamples of the images for the intervals."""
+
+
+def curve_plot(fr: np.ndarray, curves: dict[str, dict[str, list[float]]], top: list[str]) -> bytes:
+    fig = new_figure((10, 3.6))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, kind in zip(axes, ("deletion", "insertion")):
+        for m, c in curves.items():
+            base = m in BASELINES
+            ax.plot(fr, c[kind], lw=2.2 if m in top else 1.2, ls="--" if base else "-",
+                    color="grey" if base else None, label=m)
+        ax.set_title(f"{kind}: mean class probability", fontsize=9)
+        ax.set_xlabel(f"fraction of the image {'deleted' if kind == 'deletion' else 'inserted'}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("softmax probability of the class")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return figure_to_png(fig)
+
+
+def sanity_rhos(ctx, b, fns, maps) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean rho of each method's map to its map on a fully re-initialised copy, and to its map for a random other
+    class (the draw of :func:`reportgen.attribution.randomization.random_other_classes`)."""
+    pm, x, t = ctx.pixel_model, b.x, b.targets
+    names = R.param_layers(ctx.model, x[:1])
+    twin = R.randomized_copy(pm, names, ctx.seed_for("faithfulness/weights"), root="model")
+    other = R.random_other_classes(t, ctx.num_classes, ctx.seed_for("faithfulness/random-class"))
+    w, c = {}, {}
+    for m, f in fns.items():
+        if m in BASELINES:
+            continue
+        w[m] = float(np.mean([rank_correlation(a, z) for a, z in zip(maps[m], f(twin, x, t))]))
+        c[m] = float(np.mean([rank_correlation(a, z) for a, z in zip(maps[m], f(pm, x, other))]))
+    return w, c
+
+
+@technique(
+    "faithfulness", "Faithfulness of the attribution maps", options=FaithfulnessOptions, order=50,
+    needs_autograd=True, needs_layers=True,
+    references=[PETSIUK_2018, BHATT_2020, RONG_2022, ADEBAYO_2018, SIXT_2020],
+    presets={"minimal": {"max_images": 2, "steps": 8, "mufidelity_runs": 16, "road_images": 1,
+                         "road_fractions": [0.5], "bootstrap": 200},
+             "full": {"max_images": 8, "steps": 64, "mufidelity_runs": 128, "road_images": 4,
+                      "road_fractions": [0.1, 0.3, 0.5, 0.7, 0.9]}},
+)
+def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
+    """Each attribution method's map is tested against the model itself: deleting the pixels it ranks highest should
+    make the class probability fall fast (low deletion AUC), restoring them onto a blurred copy should make it rise
+    fast (high insertion AUC), and removing a random subset should hurt in proportion to the map's sum over it
+    (MuFidelity). The table ranks the methods by insertion minus deletion AUC, beside a random map and a centre
+    Gaussian: a method that does not beat the random map does not say what this model uses."""
+    if opts.deletion_fill not in FILLS:
+        raise ValueError(f"faithfulness.deletion_fill must be one of {', '.join(FILLS)}, got {opts.deletion_fill!r}")
+    b = explain_batch(ctx, opts.max_images)
+    x, t, n = b.x.float(), b.targets, len(b.idx)
+    size = ctx.pre.size
+    patch = opts.patch if opts.patch > 0 else max(1, round(size / 56))
+    sigma = opts.blur_sigma if opts.blur_sigma > 0 else max(1.0, size / 16)
+    batch = device_batch_size(ctx)
+    fns, from_config = method_functions(ctx)
+    maps = {m: f(ctx.pixel_model, x, t) for m, f in ctx.progress(list(fns.items()), "Faithfulness: maps",
+                                                                   total=len(fns))}
+    fill = FM.fill_image(x, opts.deletion_fill, sigma)
+    start = FM.blur(x, sigma)
+    n_units = FM.unit_scores(torch.zeros(1, size, size), patch)[0].numel()
+    subset = max(1, round(opts.mufidelity_subset * n_units))
+    road_n = min(n, opts.road_images) if opts.road else 0
+    pm = ctx.pixel_model
+    per, dele, ins, muf, morf, lerf, curves = {}, {}, {}, {}, {}, {}, {}
+    fr = None
+    for m in ctx.progress(list(maps), "Faithfulness: deletion, insertion, MuFidelity, ROAD", total=len(maps)):
+        mt = torch.from_numpy(np.ascontiguousarray(maps[m], dtype=np.float32)).to(x.device)
+        gen = ctx.generator(f"faithfulness/ties/{m}")
+        d = FM.deletion_curve(pm, x, t, mt, opts.steps, fill, patch, batch, generator=gen)
+        i = FM.insertion_curve(pm, x, t, mt, opts.steps, start, patch, batch, generator=ctx.generator(f"faithfulness/ties/{m}"))
+        fr = d.fractions
+        dele[m], ins[m] = d.auc, i.auc
+        per[m] = i.auc - d.auc
+        curves[m] = {"deletion": [round(float(v), 4) for v in d.scores.mean(0)],
+                     "insertion": [round(float(v), 4) for v in i.scores.mean(0)]}
+        fc = FM.faithfulness_correlation(pm, x, t, mt, subset, opts.mufidelity_runs, fill, patch, batch=batch,
+                                         generator=ctx.generator("faithfulness/subsets"))
+        muf[m] = fc.corr
+        if road_n:
+            rng = ctx.rng(f"faithfulness/road/{m}")
+            morf[m] = FM.road_curve(pm, x[:road_n], t[:road_n], mt[:road_n], opts.road_fractions, "morf",
+                                    opts.road_noise, rng, batch, ctx.generator(f"faithfulness/ties/{m}")).area
+            lerf[m] = FM.road_curve(pm, x[:road_n], t[:road_n], mt[:road_n], opts.road_fractions, "lerf",
+                                    opts.road_noise, rng, batch, ctx.generator(f"faithfulness/ties/{m}")).area
+    wrho, crho = sanity_rhos(ctx, b, fns, maps) if opts.sanity else ({}, {})
+
+    rng = ctx.rng("faithfulness/bootstrap")
+    idx = rng.integers(0, n, size=(opts.bootstrap, n)) if n > 1 else np.zeros((1, 1), dtype=np.int64)
+    order = sorted(maps, key=lambda m: -float(per[m].mean()))
+    rows_out, rows, weak = [], [], []
+    for rank, m in enumerate(order, 1):
+        means, diffs = per[m][idx].mean(1), (per[m] - per[RANDOM])[idx].mean(1)
+        ci = (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+        vs = (float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5)))
+        # with under 3 images a bootstrap interval says nothing: judge by the mean difference alone
+        if m != RANDOM and (vs[0] <= 0 if n >= 3 else float((per[m] - per[RANDOM]).mean()) <= 0):
+            weak.append(m)
+        verdict = "" if m in BASELINES or m not in wrho else (
+            f"weights {'passes' if wrho[m] < FLAG_RHO else 'fails'}, class {'passes' if crho[m] < FLAG_RHO else 'fails'}")
+        rec = {"method": m, "rank": rank, "deletion_auc": round(float(dele[m].mean()), 4),
+               "insertion_auc": round(float(ins[m].mean()), 4), "score": round(float(per[m].mean()), 4),
+               "score_ci95": [round(v, 4) for v in ci], "vs_random_ci95": [round(v, 4) for v in vs],
+               "mufidelity": round(float(muf[m].mean()), 4),
+               "road_morf": round(float(morf[m].mean()), 4) if m in morf else None,
+               "road_lerf": round(float(lerf[m].mean()), 4) if m in lerf else None,
+               "weights_rho": round(wrho[m], 4) if m in wrho else None,
+               "random_class_rho": round(crho[m], 4) if m in crho else None, "sanity": verdict}
+        rows_out.append(rec)
+        rows.append([rank, m, rec["deletion_auc"], rec["insertion_auc"],
+                     f"{rec['score']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]", rec["mufidelity"],
+                     "-" if rec["road_morf"] is None else f"{rec['road_morf']:.3f} / {rec['road_lerf']:.3f}",
+                     "-" if not verdict else f"{verdict} (rho {wrho[m]:.2f} / {crho[m]:.2f})"])
+    real = [m for m in order if m not in BASELINES]
+    best = next((m for m in real if m not in weak), None)
+
+    sec = Section(id="faithfulness", title="Faithfulness of the attribution maps")
+    fill_txt = {"mean": "each image's own mean colour", "blur": f"its blurred copy (sigma {sigma:g} px)",
+                "black": "black"}[opts.deletion_fill]
+    unit_txt = "single pixels" if patch == 1 else f"{patch}x{patch}-pixel squares"
+    sec.add(Figure(curve_plot(fr, curves, order[:1]), caption=(
+        f"Mean softmax probability of the explained class over {n} image(s) as {unit_txt} are deleted (left, "
+        f"replaced by {fill_txt}) or inserted (right, onto the image blurred with sigma {sigma:g} px) in the order "
+        f"of each map, {opts.steps} steps. Dashed grey: the baselines. Faithful: falls fast on the left, rises fast "
+        "on the right."), alt="deletion and insertion curves per attribution method"))
+    ci_txt = (f"seeded bootstrap 95% interval over the {n} images" if n >= 3 else
+              f"{n} image(s): too few for a meaningful interval; 'no better than random' then means a mean "
+              "score at or below the random map's")
+    sec.add(Table(["rank", "method", "deletion AUC", "insertion AUC", "insertion - deletion", "MuFidelity",
+                   "ROAD MoRF / LeRF", "sanity (rho weights / class)"], rows, numeric=[0, 2, 3, 5],
+                  highlight={k: "bad" for k, m in enumerate(order) if m in weak},
+                  caption=(f"Ranked by mean insertion minus deletion AUC ({ci_txt}). MuFidelity: Pearson correlation "
+                           f"over {opts.mufidelity_runs} random subsets of {subset} {unit_txt} set to the fill (0 = the "
+                           "map's sums do not predict the drop). ROAD: mean probability with "
+                           + (", ".join(f"{f:.0%}" for f in opts.road_fractions) + " of the pixels imputed from "
+                              f"their neighbours (noise std {opts.road_noise:g}), most / least relevant first, on "
+                              f"{road_n} image(s)" if road_n else "off")
+                           + ". Sanity: rho of the map to the map on a copy with every layer re-initialised, and to "
+                             f"the map of a random other class; below {FLAG_RHO} passes.")))
+    if best is None:
+        sec.add(Note("No attribution method beats the random map here: on these images none of the maps ranks the "
+                     "pixels this model relies on better than chance.", kind="warning"))
+    else:
+        sec.add(Note(f"Most faithful for this model on these images: {best} (insertion - deletion "
+                     f"{per[best].mean():.3f}, random map {per[RANDOM].mean():.3f})."
+                     + (" With so few images the order of close methods is not settled." if n < 4 else "")))
+    named = [m for m in weak if m not in BASELINES]
+    if named:
+        sec.add(Note(f"No better than the random map (the paired interval reaches 0): {', '.join(named)}. These "
+                     "maps do not locate the evidence this model uses, whatever they look like.", kind="warning"))
+    failed = [m for m in wrho if wrho[m] >= FLAG_RHO or crho[m] >= FLAG_RHO]
+    if failed:
+        sec.add(Note(f"Sanity: {', '.join(failed)} barely change(s) when the weights are destroyed or the class is "
+                     "changed; a high faithfulness score for such a map comes from the image, not the model's "
+                     "class evidence.", kind="warning"))
+    if not from_config:
+        sec.add(Note("No attribution section is enabled in this run, so every method was scored with its default "
+                     "options.", kind="info"))
+    sec.params.update(images=[ctx.images.name(i) for i in b.idx], patch_px=patch)
+    sec.results = {
+        "images": [ctx.images.name(i) for i in b.idx], "ranked_by": "insertion_auc - deletion_auc",
+        "deletion_fill": opts.deletion_fill if opts.deletion_fill != "blur" else f"blur sigma {sigma:g} px",
+        "insertion_start": f"blur sigma {sigma:g} px", "steps": opts.steps, "patch_px": patch,
+        "fractions": [round(float(v), 4) for v in fr],
+        "road_fractions": list(opts.road_fractions) if road_n else [], "road_images": road_n,
+        "methods_from_config": from_config, "most_faithful": best, "no_better_than_random": named,
+        "methods": rows_out,
+        "per_image_score": {m: [round(float(v), 4) for v in per[m]] for m in order}, "curves": curves,
+    }
+    return sec
