@@ -43,6 +43,7 @@ RESULTS = {
     "mean_attention_distance_px": "[layer][head] mean attention distance in pixels, averaged over distance_images",
     "uniform_attention_distance_px": "the mean distance attention spread evenly over all patches would have",
     "distance_images": "how many images the attention distances average over",
+    "zero_gradient_maps": "images whose gradient rollout is zero everywhere (flagged: nothing to read)",
     "position_similarity": "(when the model has a learned position embedding of the grid's length) mean cosine "
                            "similarity of each patch's embedding to its 4 neighbours ('neighbours') and to all other "
                            "patches ('all')",
@@ -150,6 +151,11 @@ def attention(ctx, opts: AttentionOptions) -> Section:
     sec.add(Table(["image", "class", "p", "rollout top-20% mass", "grad. rollout top-20% mass", "rank corr."],
                   rows, numeric=[2, 3, 4, 5]))
     sec.add(_rollout_note(t20, [r[5] for r in rows]))
+    zero = [r[0] for k, r in enumerate(rows) if float(maps["groll"][k].max()) <= 0]
+    if zero:
+        sec.add(Note(f"Gradient rollout is zero everywhere for: {', '.join(zero)} (no attention weight has a positive "
+                     "gradient x attention product for the class: its map, top-20% mass and rank correlation carry no "
+                     "information).", kind="warning"))
     n_head = min(opts.head_images, len(b.idx))
     if n_head:
         hup = A.upsample(heads[:n_head].flatten(0, 1), size).view(n_head, heads.shape[1], *size).cpu().numpy()
@@ -190,7 +196,7 @@ def attention(ctx, opts: AttentionOptions) -> Section:
         "images": [{"image": r[0], "class": r[1], "p": r[2], "rollout_top20_mass": r[3],
                     "grad_rollout_top20_mass": r[4], "rank_corr": r[5]} for r in rows],
         "mean_attention_distance_px": np.round(mad, 3).tolist(), "uniform_attention_distance_px": round(uni, 3),
-        "distance_images": len(dist_idx),
+        "distance_images": len(dist_idx), "zero_gradient_maps": zero,
     }
     if pos_stats is not None:
         sec.results["position_similarity"] = {k: round(v, 4) for k, v in pos_stats.items()}

@@ -3,6 +3,7 @@ CNN, writes only declared numbers, leaves no hook behind."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import CLASSES
@@ -70,3 +71,30 @@ def test_section_on_demo_vit(make_ctx):
     # trained attention is focused: the rollout's top fifth of patches holds well over a fifth of its mass
     assert min(im["rollout_top20_mass"] for im in r["images"]) > 0.3
     assert count_hooks(model) == 0
+
+
+def test_demo_arch_vit_loads_as_shipped_and_classifies():
+    from click.testing import CliRunner
+
+    from reportgen import demo
+    from reportgen.cli import main
+    from reportgen.demo import vit
+    from reportgen.loading import load_model
+
+    assert "--arch" in CliRunner().invoke(main, ["demo", "--help"]).output
+    if not vit.VIT_WEIGHTS_PATH.is_file():
+        pytest.skip("demo ViT weights not built")
+    loaded = load_model(demo.DEMO_ARCHS["vit"][0])
+    assert loaded.preprocessing.size == 28 and loaded.class_names == demo.labels()
+    state = torch.load(vit.VIT_WEIGHTS_PATH, weights_only=True)
+    assert all(v.dtype == torch.float32 for v in state.values())
+    from PIL import Image
+
+    files = sorted(demo.images_dir().glob("*/*.png"))
+    x = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), dtype=np.float32)).permute(2, 0, 1)
+                     for f in files]) / 255
+    x = (x - torch.tensor(demo.MEAN).view(1, 3, 1, 1)) / torch.tensor(demo.STD).view(1, 3, 1, 1)
+    y = torch.tensor([int(f.parent.name.split("_")[0]) for f in files])
+    with torch.inference_mode():
+        acc = (loaded.model(x).argmax(1) == y).float().mean().item()
+    assert acc >= 0.8  # the 300 shipped test-set images (TRAINING.md has the full test-set accuracy)
