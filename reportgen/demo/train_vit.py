@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=_vit.VIT_WEIGHTS_PATH)
     p.add_argument("--no-docs", action="store_true", help="do not write the TRAINING.md section")
+    p.add_argument("--note", default="", help="a sentence for TRAINING.md (e.g. the machine's load)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -105,7 +106,9 @@ and augmentation as the CNN above. `reportgen demo --arch vit` builds the report
 | Weights file | `{args.out.name}`, {args.out.stat().st_size / 1024:.0f} KiB, float32 |
 | Date | {_dt.date.today().isoformat()} |
 | Environment | Python {platform.python_version()}, torch {torch.__version__} |
-""")
+
+{args.note}
+""".rstrip() + "\n")
     return 0
 
 
