@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     (train_x, train_y), (test_x, test_y) = split_tensors(args.data_dir, "train"), split_tensors(args.data_dir, "test")
     model = train_vit(train_x, train_y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, seed=args.seed)
+    _vit.tie_patch_channels(model)  # exact no-op for greyscale input; the filter grid then reads as greyscale
     seconds = time.perf_counter() - t_start
     state = {k: v.float().contiguous() for k, v in model.state_dict().items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,7 @@ and augmentation as the CNN above. `reportgen demo --arch vit` builds the report
 | Final test accuracy (10,000 images) | {test_acc:.4f} |
 | Training time | {seconds / 60:.1f} min wall clock incl. data loading, CPU, {args.threads} threads (shared machine) |
 | Parameters | {n_params:,} |
-| Weights file | `{args.out.name}`, {args.out.stat().st_size / 1024:.0f} KiB, float32 |
+| Weights file | `{args.out.name}`, {args.out.stat().st_size / 1024:.0f} KiB, float32; patch-embedding input channels tied after training (their mean: an exact no-op for greyscale input) |
 | Date | {_dt.date.today().isoformat()} |
 | Environment | Python {platform.python_version()}, torch {torch.__version__} |
 

@@ -6,7 +6,8 @@
 every section sees the same module names as ``vit_b_16``:
 
 * ``conv_proj`` - the 4x4 patch embedding (stride 4): a 28x28 image becomes a 7x7 grid of
-  49 patch tokens, plus the class token;
+  49 patch tokens, plus the class token; its three input channels share one kernel (trained on
+  greyscale, tied after training: :func:`tie_patch_channels`);
 * ``encoder.layers.encoder_layer_0`` .. ``encoder_layer_3`` - 4 pre-norm encoder blocks, hidden
   size 64, 4 heads (16 dimensions each), MLP 128; the attention modules are
   ``encoder.layers.encoder_layer_N.self_attention`` (``nn.MultiheadAttention``);
@@ -31,7 +32,7 @@ from torchvision.models import VisionTransformer
 
 from reportgen.demo.model import CLASS_NAMES, INPUT_SIZE, MEAN, NUM_CLASSES, STD
 
-__all__ = ["tiny_vit", "build_model", "labels", "preprocessing", "VIT_WEIGHTS_PATH", "PATCH_SIZE"]
+__all__ = ["tiny_vit", "tie_patch_channels", "build_model", "labels", "preprocessing", "VIT_WEIGHTS_PATH", "PATCH_SIZE"]
 
 VIT_WEIGHTS_PATH: Path = Path(__file__).parent / "vit_weights.pt"
 PATCH_SIZE: int = 4
@@ -46,6 +47,14 @@ def tiny_vit(num_classes: int = NUM_CLASSES) -> VisionTransformer:
     return VisionTransformer(image_size=INPUT_SIZE, patch_size=PATCH_SIZE, num_layers=NUM_LAYERS,
                              num_heads=NUM_HEADS, hidden_dim=HIDDEN_DIM, mlp_dim=MLP_DIM,
                              dropout=0.0, attention_dropout=0.0, num_classes=num_classes)
+
+
+@torch.no_grad()
+def tie_patch_channels(model: VisionTransformer) -> None:
+    """Give the three input channels of the patch embedding one kernel (their mean), as FashionNet does: for
+    greyscale input (three identical channels) the output is unchanged, and the filters display as greyscale."""
+    w = model.conv_proj.weight
+    w.copy_(w.mean(dim=1, keepdim=True).expand_as(w))
 
 
 def build_model() -> nn.Module:
