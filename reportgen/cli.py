@@ -288,15 +288,17 @@ def build(model, images, out, **kw) -> None:
 @click.option("--only", multiple=True, callback=_ids, help="Comma-separated technique ids to run (only these).")
 @click.option("--single-file", is_flag=True, help="Write one self-contained HTML file.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--arch", type=click.Choice(["cnn", "vit"]), default="cnn", show_default=True,
+              help="Embedded model: cnn (FashionNet) or vit (a tiny Vision Transformer), both Fashion-MNIST.")
 @common_options
-def demo(out, theme, preset, only, single_file, device, **kw) -> None:
-    """Build the demo report: the embedded Fashion-MNIST CNN on its shipped test images, offline,
-    running every registered technique."""
-    from .demo import images_dir
+def demo(out, theme, preset, only, single_file, device, arch, **kw) -> None:
+    """Build the demo report: an embedded Fashion-MNIST model (the CNN, or with --arch vit a tiny ViT) on its
+    shipped test images, offline, running every registered technique."""
+    from .demo import DEMO_ARCHS, images_dir
 
-    _run_build("demo", str(images_dir()), out, theme=theme, preset=preset, only=only,
-               single_file=single_file, device=device,
-               title="Demo: FashionNet on Fashion-MNIST — model card", **kw)
+    spec, title = DEMO_ARCHS[arch]
+    _run_build(spec, str(images_dir()), out, theme=theme, preset=preset, only=only,
+               single_file=single_file, device=device, title=title, **kw)
 
 
 @main.command()

@@ -26,6 +26,24 @@ NAKANDALA_2019
     SIGMOD, 2019
     https://dblp.org/rec/conf/sigmod/NakandalaKP19
 
+ABNAR_ZUIDEMA_2020
+    Samira Abnar, Willem Zuidema
+    Quantifying Attention Flow in Transformers
+    ACL, 2020
+    https://aclanthology.org/2020.acl-main.385/
+
+CHEFER_2021
+    Hila Chefer, Shir Gur, Lior Wolf
+    Generic Attention-model Explainability for Interpreting Bi-Modal and Encoder-Decoder Transformers
+    ICCV, 2021
+    https://arxiv.org/abs/2103.15679
+
+DOSOVITSKIY_2021
+    Alexey Dosovitskiy, Lucas Beyer, Alexander Kolesnikov, Dirk Weissenborn, Xiaohua Zhai, Thomas Unterthiner, Mostafa Dehghani, Matthias Minderer, Georg Heigold, Sylvain Gelly, Jakob Uszkoreit, Neil Houlsby
+    An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale
+    ICLR, 2021
+    https://arxiv.org/abs/2010.11929
+
 YOSINSKI_2015
     Jason Yosinski, Jeff Clune, Anh Nguyen, Thomas Fuchs, Hod Lipson
     Understanding Neural Networks Through Deep Visualization

@@ -128,6 +128,8 @@ def unsupported_reason(ctx, info) -> str | None:
     if info.needs_autograd and not ctx.memo("policy:autograd", lambda: _has_autograd(ctx)):
         return (f"{info.title} was skipped: it needs gradients of the model's output with respect to its input "
                 "(needs_autograd), and this model's output carries no gradient.")
+    if info.unsupported_if is not None:
+        return info.unsupported_if(ctx)
     return None
 
 

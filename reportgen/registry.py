@@ -78,6 +78,7 @@ class TechniqueInfo:
     needs_layers: bool = False
     cacheable: bool = True
     plans_layers: Callable[[Any], list[str]] | None = None
+    unsupported_if: Callable[[Any], str | None] | None = None
 
     def default_options(self, preset: str = "standard") -> Any:
         """Options dataclass for ``preset`` (dataclass defaults, then the preset's overrides)."""
@@ -107,6 +108,7 @@ def technique(
     needs_layers: bool = False,
     cacheable: bool = True,
     plans_layers: Callable[[Any], list[str]] | None = None,
+    unsupported_if: Callable[[Any], str | None] | None = None,
 ) -> Callable[[Callable[..., Section]], Callable[..., Section]]:
     """Register ``fn(ctx, opts) -> Section`` under ``id``. Duplicate ids are an error.
 
@@ -116,7 +118,8 @@ def technique(
     Metadata the build reads: ``needs_layers`` (hooks on intermediate layers: skipped with a note on a
     TorchScript archive), ``needs_autograd`` (input gradients), ``plans_layers`` (``fn(ctx) -> [layer names]``
     the technique will ask :meth:`RunContext.features` for, so the one shared pass gathers them) and
-    ``cacheable`` (the section may be served from the cache; the key includes :func:`code_hash`).
+    ``cacheable`` (the section may be served from the cache; the key includes :func:`code_hash`) and
+    ``unsupported_if`` (``fn(ctx) -> reason or None``: the model lacks what the technique reads, e.g. attention).
     """
     if not id or not id.replace("_", "").isalnum() or id != id.lower():
         raise ValueError(f"technique id must be lower_snake_case, got {id!r}")
@@ -155,6 +158,7 @@ def technique(
             needs_layers=needs_layers,
             cacheable=cacheable,
             plans_layers=plans_layers,
+            unsupported_if=unsupported_if,
         )
         return fn
 

@@ -13,6 +13,8 @@ import importlib
 
 from . import registry
 
+UNSUPPORTED = "unsupported"  # the results key of a skipped section (reportgen.build.UNSUPPORTED)
+
 
 def declared(technique_id: str) -> dict[str, str]:
     """``RESULTS`` of a technique's module ({} when it declares none)."""
@@ -36,7 +38,10 @@ def result_paths(results: dict, prefix: str = "") -> set[str]:
 
 
 def undeclared(technique_id: str, results: dict) -> set[str]:
-    """Paths a section wrote that its ``RESULTS`` does not declare."""
+    """Paths a section wrote that its ``RESULTS`` does not declare (a section skipped as ``unsupported`` for this
+    model writes only that reason, which every section may)."""
+    if set(results) == {UNSUPPORTED}:
+        return set()
     keys = set(declared(technique_id))
     return {p for p in result_paths(results) if p not in keys}
 
@@ -44,6 +49,8 @@ def undeclared(technique_id: str, results: dict) -> set[str]:
 def missing(technique_id: str, results: dict) -> set[str]:
     """Declared top-level keys the section did not write (optional "(with labels)" keys excepted)."""
     have = set(results)
+    if UNSUPPORTED in have:
+        return set()
     out = set()
     for key, meaning in declared(technique_id).items():
         top = key.split("[]")[0].split(".")[0]

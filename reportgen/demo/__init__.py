@@ -11,6 +11,9 @@ Ships, as plain package data next to this file:
   Fashion-MNIST is Copyright (c) 2017 Zalando SE, MIT licence
   (``LICENSE.fashion-mnist``).
 
+Beside it, ``vit_weights.pt`` holds a tiny torchvision Vision Transformer trained on the same data
+(:mod:`reportgen.demo.vit`, ``reportgen demo --arch vit``; ``python -m reportgen.demo.train_vit``).
+
 Everything is reproduced by ``python -m reportgen.demo.train`` (see
 ``TRAINING.md``). Model inputs are RGB (greyscale replicated to 3 channels),
 scaled to [0, 1] and normalised with :data:`MEAN` / :data:`STD`; native size
@@ -39,12 +42,19 @@ __all__ = [
     "STD",
     "INPUT_SIZE",
     "CLASS_NAMES",
+    "DEMO_ARCHS",
 ]
 
 DEMO_DIR: Path = Path(__file__).parent
 WEIGHTS_PATH: Path = DEMO_DIR / "weights.pt"
 LABELS_PATH: Path = DEMO_DIR / "labels.txt"
 IMAGES_DIR: Path = DEMO_DIR / "images"
+
+#: ``reportgen demo --arch``: model SPEC and report title per embedded architecture
+DEMO_ARCHS: dict[str, tuple[str, str]] = {
+    "cnn": ("demo", "Demo: FashionNet on Fashion-MNIST — model card"),
+    "vit": ("reportgen.demo.vit:build_model", "Demo: a tiny ViT on Fashion-MNIST — model card"),
+}
 
 
 def build_model() -> nn.Module:

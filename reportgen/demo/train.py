@@ -45,6 +45,9 @@ from reportgen.demo.model import CLASS_NAMES, MEAN, STD, FashionNet
 DEFAULT_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 PACKAGE_DIR = Path(__file__).resolve().parent
 
+# TRAINING.md's section about the demo transformer (reportgen/demo/train_vit.py) starts with this
+VIT_SECTION_START = "## Demo transformer"
+
 # Header lines that travel with the exported images / shipped files.
 _LICENSE_NOTE = (
     "The sample images under `images/` are taken from the Fashion-MNIST test set "
@@ -86,6 +89,12 @@ def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{split}: {images.shape[0]} images but {labels.shape[0]} labels")
     return images, labels
+
+
+def split_tensors(data_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`load_split` as torch tensors (uint8 images, int64 labels)."""
+    images, labels = load_split(data_dir, split)
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels)
 
 
 def class_folder_name(index: int, name: str) -> str:
@@ -139,13 +148,26 @@ def train(
     log=print,
 ) -> FashionNet:
     """Train a fresh :class:`FashionNet`; deterministic for a given seed."""
+    model = fit(FashionNet, train_x, train_y, epochs=epochs, batch_size=batch_size, lr=lr,
+                weight_decay=weight_decay, seed=seed, channels_last=True, log=log)  # channels_last: faster CPU convs
+    model.tie_first_layer_channels()  # exact no-op for greyscale input
+    return model.eval()
+
+
+def fit(make_model, train_x: torch.Tensor, train_y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+        weight_decay: float, seed: int, pct_start: float = 0.25, channels_last: bool = False,
+        clip: float | None = None, log=print) -> nn.Module:
+    """The demo models' training loop: ``make_model()`` after seeding, AdamW with a one-cycle LR schedule
+    (``pct_start`` warm-up), label smoothing 0.05, the flip/shift augmentation, optional gradient-norm ``clip``."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = FashionNet().to(memory_format=torch.channels_last)  # faster CPU convs
+    model = make_model()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = (len(train_x) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25
+        opt, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=pct_start
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
     for epoch in range(1, epochs + 1):
@@ -155,12 +177,16 @@ def train(
         total_loss, correct = 0.0, 0
         for i in range(0, len(perm), batch_size):
             idx = perm[i : i + batch_size]
-            x = to_input(augment(train_x[idx], gen)).contiguous(memory_format=torch.channels_last)
+            x = to_input(augment(train_x[idx], gen))
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = train_y[idx]
             logits = model(x)
             loss = loss_fn(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
             sched.step()
             total_loss += loss.item() * len(idx)
@@ -169,8 +195,7 @@ def train(
             f"epoch {epoch}/{epochs}: loss {total_loss / len(perm):.4f} "
             f"train-acc(aug) {correct / len(perm):.4f} ({time.perf_counter() - t0:.0f}s)"
         )
-    model.tie_first_layer_channels()  # exact no-op for greyscale input
-    return model.eval()
+    return model
 
 
 # ------------------------------------------------------------------------ export
@@ -204,6 +229,8 @@ def export_images(test_x: np.ndarray, test_y: np.ndarray, out_dir: Path, per_cla
 def write_training_md(path: Path, *, command: str, args: argparse.Namespace, train_acc: float,
                       test_acc: float, seconds: float, n_params: int, weights: Path, n_images: int) -> None:
     today = _dt.date.today().isoformat()
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    keep = old[old.index(VIT_SECTION_START):] if VIT_SECTION_START in old else ""  # written by train_vit.py
     path.write_text(
         f"""# Demo model: how `weights.pt` was made
 
@@ -236,7 +263,7 @@ chosen with `numpy.random.default_rng({args.seed})`), as 28x28 greyscale PNGs
 named after their test-set index, one folder per class.
 
 {_LICENSE_NOTE}
-""",
+""" + ("\n" + keep if keep else ""),
         encoding="utf-8",
     )
 
@@ -258,10 +285,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    train_np, train_y_np = load_split(args.data_dir, "train")
-    test_np, test_y_np = load_split(args.data_dir, "test")
-    train_x, train_y = torch.from_numpy(train_np.copy()), torch.from_numpy(train_y_np)
-    test_x, test_y = torch.from_numpy(test_np.copy()), torch.from_numpy(test_y_np)
+    (train_x, train_y), (test_x, test_y) = split_tensors(args.data_dir, "train"), split_tensors(args.data_dir, "test")
+    test_np, test_y_np = test_x.numpy(), test_y.numpy()
     print(f"train {tuple(train_x.shape)}, test {tuple(test_x.shape)}; "
           f"train pixel mean {train_x.float().mean() / 255:.4f} std {train_x.float().std() / 255:.4f}")
 

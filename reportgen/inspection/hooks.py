@@ -149,3 +149,25 @@ def keeps_train_mode(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(model, *args, **kwargs)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def rewrite_outputs(modules: dict[str, nn.Module], fn) -> Iterator[None]:
+    """Forward hooks (with keyword arguments) calling ``fn(name, module, args, kwargs, output)``; a non-None
+    return value replaces the module's output for the rest of the forward pass (e.g. the same attention
+    computed eagerly, so its weights are part of the graph). Removed in ``finally``."""
+    handles = []
+
+    def make(name: str):
+        def hook(m, args, kwargs, out):
+            return fn(name, m, args, kwargs, out)
+
+        return hook
+
+    try:
+        for name, m in modules.items():
+            handles.append(m.register_forward_hook(make(name), with_kwargs=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,0 +1,274 @@
+"""Attention maps of a vision transformer: rollout, gradient-weighted rollout, last-layer heads, and the ViT paper's
+Fig. 7 (position-embedding similarity, mean attention distance).
+
+Rollout (Abnar & Zuidema 2020): ``R = prod_l norm_rows(0.5 mean_h A_l + 0.5 I)``, the class token's row over the
+patches. Gradient-weighted rollout (Chefer, Gur & Wolf 2021): ``R <- R + mean_h((dS/dA_l * A_l)^+) R``, for the
+explained class ``S``. Per-head maps: the last layer's class-token attention. Position-embedding similarity and
+mean attention distance (Dosovitskiy et al. 2021, Fig. 7): cosine similarity of every patch's learned position
+embedding with every other's; per head and depth, ``sum_j A_ij |p_i - p_j|`` pixels, averaged over queries and images.
+The attention weights are recomputed eagerly from each attention module's input (fused attention never forms them)
+by :mod:`reportgen.attribution.attention`; this module picks the images, draws and writes the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import attribution as A
+from ..attribution import attention as AT
+from ..papers import ABNAR_ZUIDEMA_2020, CHEFER_2021, DOSOVITSKIY_2021
+from ..pictures import figure_to_png, new_figure
+from ..registry import technique
+from ..report import Figure, Grid, Note, Row, Section, Table
+from ..sampling import spread_indices
+from ._explain import cell_width, explain_batch, heat_item, input_item
+
+RESULTS = {
+    "attention_modules": "dotted names of the self-attention modules read, in depth order",
+    "heads": "attention heads per module",
+    "prefix_tokens": "tokens before the patch tokens (class, distillation, register tokens); the maps use token 0's row",
+    "grid": "patch-token grid [rows, columns]",
+    "patch_px": "side of one patch in input pixels",
+    "passes": "forward and backward passes the section ran ({'forward': n, 'backward': n}); rollout and gradient "
+              "rollout share one forward and one backward pass per batch",
+    "images[].image": "image name",
+    "images[].class": "class explained (true label when known, else the prediction)",
+    "images[].p": "its softmax probability",
+    "images[].rollout_top20_mass": "share of the rollout map on its highest 20% of patches (0.2 = uniform)",
+    "images[].grad_rollout_top20_mass": "the same for gradient-weighted rollout",
+    "images[].rank_corr": "Spearman rank correlation between the two maps over the patches",
+    "mean_attention_distance_px": "[layer][head] mean attention distance in pixels, averaged over distance_images",
+    "uniform_attention_distance_px": "the mean distance attention spread evenly over all patches would have",
+    "distance_images": "how many images the attention distances average over",
+    "zero_gradient_maps": "images whose gradient rollout is zero everywhere (flagged: nothing to read)",
+    "position_similarity": "(when the model has a learned position embedding of the grid's length) mean cosine "
+                           "similarity of each patch's embedding to its 4 neighbours ('neighbours') and to all other "
+                           "patches ('all')",
+}
+
+
+@dataclass
+class AttentionOptions:
+    max_images: int = 6
+    """Images with rollout and gradient-rollout maps (the same ones saliency shows)."""
+    head_images: int = 2
+    """Of those, how many get the last layer's per-head maps."""
+    distance_images: int = 64
+    """Images averaged for the mean attention distance."""
+    residual: float = 0.5
+    """Weight of the identity (the residual connection) in rollout's per-layer matrix."""
+
+
+def _probe(ctx) -> dict | str:
+    """Sites and token layout from one forward pass, or why the section cannot run."""
+    sites = AT.find_attention(ctx.model)
+    if not sites:
+        return ("Attention maps were skipped: the model has no self-attention module this section recognises "
+                "(torchvision nn.MultiheadAttention, timm Attention as in ViT/DeiT, Hugging Face ViT attention); "
+                "windowed or relative-position attention (Swin, MaxViT) and convolutional models are not covered.")
+    x = ctx.to_device(ctx.images.batch([0]))
+    try:
+        attns, _ = AT.attention_weights(ctx.pixel_model, sites, x)
+        shapes = {tuple(a.shape[1:]) for a in attns}
+        if len(shapes) != 1:
+            raise ValueError(f"the attention modules see different token counts ({sorted(shapes)}), so rollout "
+                             "over depth is not defined")
+        prefix, grid = AT.token_layout(attns[0].shape[-1], tuple(x.shape[-2:]),
+                                       getattr(ctx.model, "num_prefix_tokens", None))
+    except (AT.AttentionUnsupported, ValueError) as e:
+        return f"Attention maps were skipped: {e}."
+    return {"sites": sites, "prefix": prefix, "grid": grid, "patch_px": x.shape[-2] / grid[0]}
+
+
+def _why_not(ctx) -> str | None:
+    p = ctx.memo("attention:probe", lambda: _probe(ctx))
+    return p if isinstance(p, str) else None
+
+
+@technique(
+    "attention", "Attention maps (rollout, gradient rollout, heads)", options=AttentionOptions, order=48,
+    needs_autograd=True, needs_layers=True, unsupported_if=_why_not,
+    references=[ABNAR_ZUIDEMA_2020, CHEFER_2021, DOSOVITSKIY_2021],
+    presets={"minimal": {"max_images": 2, "head_images": 1, "distance_images": 16},
+             "full": {"max_images": 12, "head_images": 4, "distance_images": 256}},
+)
+def attention(ctx, opts: AttentionOptions) -> Section:
+    """Where a vision transformer's class token gathers information from. Rollout multiplies the head-averaged
+    attention (plus the residual path) through the layers; gradient rollout keeps only attention that raises the
+    explained class's score. Red = much. Per-head maps show the last layer's class-token attention; the position
+    embedding panel shows, for each patch, how similar every other patch's learned position is (yellow = similar);
+    the distance plot shows how far, in pixels, each head looks at each depth (low = local, high = global)."""
+    probe = ctx.memo("attention:probe", lambda: _probe(ctx))
+    sites, prefix, grid, patch_px = probe["sites"], probe["prefix"], probe["grid"], probe["patch_px"]
+    passes = {"forward": 0, "backward": 0}
+    b = explain_batch(ctx, opts.max_images)
+    roll, groll, last = [], [], []
+    for s in range(0, len(b.idx), ctx.batch_size):
+        x, t = b.x[s: s + ctx.batch_size], torch.as_tensor(b.targets[s: s + ctx.batch_size])
+        attns, grads, _ = AT.attention_with_grads(ctx.pixel_model, sites, x, t)
+        passes["forward"] += 1
+        passes["backward"] += 1
+        roll.append(AT.class_row(AT.rollout(attns, opts.residual), prefix))
+        groll.append(AT.class_row(AT.gradient_rollout(attns, grads), prefix))
+        last.append(AT.class_row(attns[-1], prefix))
+    h, w = grid
+    size = tuple(b.x.shape[-2:])
+    maps = {k: torch.cat(v).view(-1, h, w) for k, v in (("roll", roll), ("groll", groll))}
+    heads = torch.cat(last).view(len(b.idx), -1, h, w)
+
+    dist_idx = spread_indices(ctx, opts.distance_images, "attention/distance")
+    dist = []
+    for idx, xb in ctx.images.batches(ctx.batch_size, dist_idx):
+        attns, _ = AT.attention_weights(ctx.pixel_model, sites, ctx.to_device(xb))
+        passes["forward"] += 1
+        dist.append(torch.stack([AT.mean_attention_distance(a, prefix, grid, patch_px) for a in attns], 1))
+    mad = torch.cat(dist).mean(0).cpu().numpy()  # (layers, heads)
+    uni = AT.mean_attention_distance(torch.ones(1, 1, h * w, h * w), 0, grid, patch_px).item()
+
+    items, rows = [], []
+    up = {k: A.upsample(v, size).cpu().numpy() for k, v in maps.items()}
+    t20 = {k: AT.top_area_mass(v).cpu().numpy() for k, v in maps.items()}
+    for k, i in enumerate(b.idx):
+        img = ctx.images.display(i)
+        r = A.rank_correlation(maps["roll"][k].cpu().numpy(), maps["groll"][k].cpu().numpy())
+        items += [input_item(ctx, b, k),
+                  heat_item(ctx, img, up["roll"][k], "rollout", f"top-20% mass {t20['roll'][k]:.2f}"),
+                  heat_item(ctx, img, up["groll"][k], "gradient rollout",
+                            f"top-20% mass {t20['groll'][k]:.2f}; rank corr. {r:.2f}")]
+        rows.append([ctx.images.name(i), ctx.class_name(int(b.targets[k])), round(float(b.probs[k]), 3),
+                     round(float(t20["roll"][k]), 3), round(float(t20["groll"][k]), 3), round(r, 3)])
+
+    sec = Section(id="attention", title="Attention maps (rollout, gradient rollout, heads)")
+    sec.add(Grid(items, columns=6 if len(b.idx) > 1 else 3, cell_width=cell_width(ctx), caption=(
+        f"{len(sites)} attention modules ({sites[0].name} ... {sites[-1].name}), {sites[0].heads} heads, "
+        f"{h}x{w} patch tokens of {patch_px:g} px" + (f" after {prefix} extra token(s)" if prefix else "") +
+        " (maps upsampled bilinearly). Each image, then the class token's rollout and gradient rollout "
+        "(colour scale per map, red = its 99.5th percentile). Top-20% mass: the share of the map on its "
+        "highest-valued fifth of the patches (0.20 for a uniform map).")))
+    sec.add(Table(["image", "class", "p", "rollout top-20% mass", "grad. rollout top-20% mass", "rank corr."],
+                  rows, numeric=[2, 3, 4, 5]))
+    sec.add(_rollout_note(t20, [r[5] for r in rows]))
+    zero = [r[0] for k, r in enumerate(rows) if float(maps["groll"][k].max()) <= 0]
+    if zero:
+        sec.add(Note(f"Gradient rollout is zero everywhere for: {', '.join(zero)} (no attention weight has a positive "
+                     "gradient x attention product for the class: its map, top-20% mass and rank correlation carry no "
+                     "information).", kind="warning"))
+    n_head = min(opts.head_images, len(b.idx))
+    if n_head:
+        hup = A.upsample(heads[:n_head].flatten(0, 1), size).view(n_head, heads.shape[1], *size).cpu().numpy()
+        hitems = []
+        for k in range(n_head):
+            img = ctx.images.display(b.idx[k])
+            hitems.append(input_item(ctx, b, k))
+            hitems += [heat_item(ctx, img, hup[k, j], f"head {j}", f"mean distance {mad[-1, j]:.1f} px")
+                       for j in range(heads.shape[1])]
+        sec.add(Grid(hitems, columns=min(heads.shape[1] + 1, 9), cell_width=min(cell_width(ctx), 160), caption=(
+            f"Last layer ({sites[-1].name}): the class token's attention per head"
+            + (" (no class token: the mean over all query tokens)" if prefix == 0 else "")
+            + ", one colour scale per map; the distance is the head's mean attention distance over "
+              f"{len(dist_idx)} images.")))
+    figs, pos_stats = [], None
+    pos = AT.position_embedding(ctx.model, h * w)
+    if pos is not None:
+        sim = AT.position_similarity(pos).cpu().numpy()
+        pos_stats = _neighbour_similarity(sim, grid)
+        figs.append(Figure(_similarity_png(sim, grid), caption=(
+            f"Position-embedding similarity (Dosovitskiy et al. 2021, Fig. 7 centre): tile (r, c) shows the cosine "
+            f"similarity of patch (r, c)'s learned position embedding with every patch's. Mean similarity to the 4 "
+            f"neighbours {pos_stats['neighbours']:.2f}, to all other patches {pos_stats['all']:.2f}."),
+            alt="position embedding cosine similarity, one tile per patch"))
+    figs.append(Figure(_distance_png(mad, uni), caption=(
+        f"Mean attention distance per head against depth (Fig. 7 right), averaged over {len(dist_idx)} images; "
+        f"dashed: {uni:.1f} px, the distance of attention spread evenly over all patches."),
+        alt="mean attention distance per head and layer"))
+    sec.add(Row(figs) if len(figs) > 1 else figs[0])
+    sec.add(Note(_distance_text(mad, uni)))
+    if pos is None:
+        sec.add(Note("No learned position embedding with one entry per patch of this grid was found "
+                     "(a parameter pos_embedding / pos_embed / position_embeddings), so its similarity is not shown."))
+    sec.params.update(images=[ctx.images.name(i) for i in b.idx])
+    sec.results = {
+        "attention_modules": [s.name for s in sites], "heads": sites[0].heads, "prefix_tokens": prefix,
+        "grid": [h, w], "patch_px": patch_px, "passes": passes,
+        "images": [{"image": r[0], "class": r[1], "p": r[2], "rollout_top20_mass": r[3],
+                    "grad_rollout_top20_mass": r[4], "rank_corr": r[5]} for r in rows],
+        "mean_attention_distance_px": np.round(mad, 3).tolist(), "uniform_attention_distance_px": round(uni, 3),
+        "distance_images": len(dist_idx), "zero_gradient_maps": zero,
+    }
+    if pos_stats is not None:
+        sec.results["position_similarity"] = {k: round(v, 4) for k, v in pos_stats.items()}
+    return sec
+
+
+def _rollout_note(t20: dict, corr: list[float]) -> Note:
+    m, g = float(np.median(t20["roll"])), float(np.median(t20["groll"]))
+
+    def focus(v: float) -> str:
+        return "concentrated" if v >= 0.5 else "spread out" if v < 0.3 else "moderately concentrated"
+
+    text = (f"Median top-20% mass: rollout {m:.2f} ({focus(m)}), gradient rollout {g:.2f} ({focus(g)}); 0.20 would "
+            f"be a uniform map. Median rank correlation between the two {float(np.median(corr)):.2f}. Rollout "
+            "assumes attention alone moves information between tokens (the MLPs and value vectors are ignored); "
+            "a concentrated map says where the class token reads from, not that those pixels decide the class.")
+    return Note(text, kind="warning" if m < 0.3 else "info")
+
+
+def _distance_text(mad: np.ndarray, uni: float) -> str:
+    first, final = mad[0], mad[-1]
+    trend = float(final.mean()) - float(first.mean())
+    text = (f"Layer 1's heads attend {first.min():.1f}-{first.max():.1f} px away on average, the last layer's "
+            f"{final.min():.1f}-{final.max():.1f} px (even spread: {uni:.1f} px).")
+    if mad.shape[0] > 1 and abs(trend) > 0.1 * uni:
+        text += f" The mean distance {'grows' if trend > 0 else 'shrinks'} with depth by {abs(trend):.1f} px."
+    elif mad.shape[0] > 1:
+        text += " No clear trend with depth (the first and last layers' means differ by under 10% of the even spread)."
+    return text
+
+
+def _neighbour_similarity(sim: np.ndarray, grid: tuple[int, int]) -> dict[str, float]:
+    h, w = grid
+    s = sim.reshape(h, w, h, w)
+    nb = [s[r, c, r + dr, c + dc] for r in range(h) for c in range(w) for dr, dc in ((0, 1), (1, 0), (0, -1), (-1, 0))
+          if 0 <= r + dr < h and 0 <= c + dc < w]
+    off = sim[~np.eye(h * w, dtype=bool)]
+    return {"neighbours": float(np.mean(nb)), "all": float(off.mean())}
+
+
+def _similarity_png(sim: np.ndarray, grid: tuple[int, int]):
+    h, w = grid
+    tiles = np.full((h * (h + 1) - 1, w * (w + 1) - 1), np.nan)  # a one-cell gap between tiles
+    s = sim.reshape(h, w, h, w)
+    for r in range(h):
+        for c in range(w):
+            tiles[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = s[r, c]
+    fig = new_figure((4.6, 4.0))
+    ax = fig.subplots()
+    im = ax.imshow(tiles, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_xticks([(w + 1) * c + (w - 1) / 2 for c in range(w)], [str(c + 1) for c in range(w)], fontsize=7)
+    ax.set_yticks([(h + 1) * r + (h - 1) / 2 for r in range(h)], [str(r + 1) for r in range(h)], fontsize=7)
+    ax.set_xlabel("input patch column")
+    ax.set_ylabel("input patch row")
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="cosine similarity")
+    return figure_to_png(fig)
+
+
+def _distance_png(mad: np.ndarray, uni: float):
+    layers, heads = mad.shape
+    fig = new_figure((4.6, 3.6))
+    ax = fig.subplots()
+    for j in range(heads):
+        ax.scatter(np.arange(1, layers + 1), mad[:, j], s=14, label=f"head {j}" if heads <= 16 else None)
+    ax.axhline(uni, color="0.4", ls="--", lw=1)
+    ax.set_xlabel("network depth (layer)")
+    ax.set_ylabel("mean attention distance (pixels)")
+    ax.set_xticks(np.arange(1, layers + 1))
+    ax.set_ylim(0, max(float(mad.max()), uni) * 1.1)
+    if heads <= 16:
+        ax.legend(fontsize=6, ncol=2, loc="lower right")
+    return figure_to_png(fig)
