@@ -31,7 +31,8 @@ from reportgen.build import make_context  # noqa: E402
 from reportgen.config import make_config  # noqa: E402
 from reportgen.device import device_batch_size  # noqa: E402
 from reportgen.preprocess import Preprocessing  # noqa: E402
-from reportgen.techniques.occlusion import naive_occlusion, occlusion_maps, resolve_window  # noqa: E402
+from reportgen.techniques._explain import resolve_window  # noqa: E402
+from reportgen.techniques.occlusion import naive_occlusion, occlusion_maps  # noqa: E402
 from reportgen.techniques._explain import saliency_maps  # noqa: E402
 
 

@@ -38,7 +38,7 @@ from reportgen.config import make_config  # noqa: E402
 from reportgen.device import available_cpus, idle_cpus  # noqa: E402
 from reportgen.preprocess import Preprocessing  # noqa: E402
 from reportgen.techniques._explain import predict_batch, show_indices  # noqa: E402
-from reportgen.techniques.occlusion import resolve_window  # noqa: E402
+from reportgen.techniques._explain import resolve_window  # noqa: E402
 
 HEAVY = ("import time, torch; torch.set_num_threads({n}); a = torch.randn(1024, 1024); t = time.time()\n"
          "while time.time() - t < {s}: a = torch.tanh(a @ a)")

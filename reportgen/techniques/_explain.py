@@ -154,3 +154,26 @@ def smooth(m: np.ndarray, sigma: float) -> np.ndarray:
     import cv2
 
     return cv2.GaussianBlur(np.asarray(m, dtype=np.float32), (0, 0), sigmaX=float(sigma))
+
+
+def make_baseline(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """The Integrated Gradients baseline x' of ``kind`` (black, grey or a Gaussian blur of x)."""
+    if kind == "black":
+        return torch.zeros_like(x)
+    if kind == "grey":
+        return torch.full_like(x, 0.5)
+    if kind == "blur":
+        import torchvision.transforms.functional as TF
+
+        s = max(1.0, x.shape[-1] / 8)
+        k = int(2 * round(3 * s) + 1)
+        return TF.gaussian_blur(x, [k, k], [s, s])
+    raise ValueError(f"unknown baseline {kind!r}; choose black, grey or blur")
+
+
+def resolve_window(size: int, window: int | None, stride: int | None) -> tuple[int, int]:
+    """Occlusion window and stride in pixels (defaults: 1/7 of the input side, half the window)."""
+    w = int(window) if window else max(2, int(round(size / 7)))
+    w = max(1, min(w, size))
+    s = int(stride) if stride else max(1, w // 2)
+    return w, s

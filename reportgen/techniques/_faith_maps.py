@@ -14,10 +14,8 @@ from .. import attribution as A
 from ..attribution import faithfulness as FM
 from ..inspection.layers import resolve_layer
 from ..registry import get
-from ..sampling import device_batch_size
-from .gradcam import cam_layer
-from .integrated_gradients import make_baseline
-from .occlusion import resolve_window
+from ..device import device_batch_size
+from ._explain import cam_layer, make_baseline, resolve_window
 
 MapFn = Callable[[torch.nn.Module, torch.Tensor, np.ndarray], np.ndarray]
 RANDOM, CENTRE = "random map (baseline)", "centre Gaussian (baseline)"

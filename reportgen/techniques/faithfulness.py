@@ -28,7 +28,7 @@ from ..papers import ADEBAYO_2018, BHATT_2020, PETSIUK_2018, RONG_2022, SIXT_202
 from ..pictures import figure_to_png, new_figure
 from ..registry import technique
 from ..report import Figure, Note, Section, Table
-from ..sampling import device_batch_size
+from ..device import device_batch_size
 from ._explain import explain_batch
 from ._faith_maps import BASELINES, RANDOM, method_functions
 

@@ -19,7 +19,7 @@ from ..papers import SUNDARARAJAN_2017
 from ..registry import Range, technique
 from ..report import Grid, Note, Section, Table
 from ..device import device_batch_size
-from ._explain import cell_width, explain_batch, heat_item, input_item
+from ._explain import cell_width, explain_batch, heat_item, input_item, make_baseline
 
 BASELINES = {"black": "a black image (all pixels 0)", "grey": "a uniform mid-grey image (0.5)",
              "blur": "the image blurred (Gaussian, sigma = side / 8)"}
@@ -37,20 +37,6 @@ class IntegratedGradientsOptions:
     """Initial quadrature steps (doubled, per image, until completeness holds)."""
     max_steps: Annotated[int, Range(ge=1)] = 256
     """Upper limit for the step count."""
-
-
-def make_baseline(x: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "black":
-        return torch.zeros_like(x)
-    if kind == "grey":
-        return torch.full_like(x, 0.5)
-    if kind == "blur":
-        import torchvision.transforms.functional as TF
-
-        s = max(1.0, x.shape[-1] / 8)
-        k = int(2 * round(3 * s) + 1)
-        return TF.gaussian_blur(x, [k, k], [s, s])
-    raise ValueError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")
 
 
 @technique(

@@ -29,7 +29,7 @@ from ..registry import Range, technique
 from ..report import Figure, Grid, ImageData, Note, Section
 from ..device import device_batch_size
 from ..attribution.visualization import attr_image, attr_item
-from ._explain import cell_width, image_item, predict_batch, show_indices
+from ._explain import cell_width, image_item, predict_batch, resolve_window, show_indices
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -50,13 +50,6 @@ RESULTS = {
 MIN_SPAN = 0.05  # overlay colour scale spans at least this much probability
 # the change map: signed, scaled by its largest |change| (at least MIN_SPAN), red = the probability drops
 CHANGE_SCALE = {"sign": "all", "outlier_perc": 0.0, "floor": MIN_SPAN, "cmap": "RdBu_r", "alpha": 0.5}
-
-
-def resolve_window(size: int, window: int | None, stride: int | None) -> tuple[int, int]:
-    w = int(window) if window else max(2, int(round(size / 7)))
-    w = max(1, min(w, size))
-    s = int(stride) if stride else max(1, w // 2)
-    return w, s
 
 
 @dataclass
