@@ -388,7 +388,10 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
         if extra and extra[0] == "explorer.html":
             pages.append(extra.pop(0))
 
-    return {"index": "index.html", "pages": pages, "sections": manifest_sections, "explorer_pages": extra}
+    manifest = {"index": "index.html", "pages": pages, "sections": manifest_sections}
+    if extra:
+        manifest["explorer_pages"] = extra  # a page per image and per unit (not in "pages": thousands of them)
+    return manifest
 
 
 __all__ = ["render_report", "make_env", "render_block", "slugify", "fmt_value", "safe_text", "clean_strings", "CSP"]

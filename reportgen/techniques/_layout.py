@@ -100,9 +100,9 @@ def layout(x: np.ndarray, seed: int, method: str = "auto", tsne: bool = True, n_
     if method == "auto":
         method = "opentsne" if have_opentsne() else "sklearn"
     if method == "opentsne" and not have_opentsne():
-        from ..errors import ReportgenError
+        from ..errors import ConfigError
 
-        raise ReportgenError("embedding.method=opentsne needs openTSNE: pip install reportgen[explorer]")
+        raise ConfigError("embedding.method=opentsne needs openTSNE: pip install reportgen[explorer]")
     n = x.shape[0]
     cap = OPENTSNE_MAX_POINTS if method == "opentsne" else SKLEARN_MAX_POINTS
     idx = np.arange(n)

@@ -115,7 +115,9 @@
     var t0 = performance.now();
     var n = D.n, xy = new Float32Array(bytes(D.xy)), lab = new Int16Array(bytes(D.label));
     var pred = new Int16Array(bytes(D.pred)), prob = new Uint8Array(bytes(D.prob));
-    var ids = D.ids.split(','), names = D.names.split('\n');
+    var idList = null, nameList = null;  // split on first use: 100,000 strings cost more than the points
+    function ids(p) { if (!idList) idList = D.ids.split(','); return idList[p]; }
+    function names(p) { if (!nameList) nameList = D.names.split('\n'); return nameList[p]; }
     var canvas = box.querySelector('canvas'), ctx = canvas.getContext('2d');
     var tip = box.querySelector('.rg-tip'), legend = box.querySelector('.rg-legend');
     var modeSel = box.querySelector('select'), status = box.querySelector('.rg-status');
@@ -134,14 +136,24 @@
       px[i] = (xy[2 * i] - minx) / span + (1 - (maxx - minx) / span) / 2;
       py[i] = 1 - ((xy[2 * i + 1] - miny) / span + (1 - (maxy - miny) / span) / 2);
     }
-    // spatial index: G x G buckets over [0, 1]^2
-    var G = Math.max(8, Math.min(512, Math.round(Math.sqrt(n / 4)))), buckets = new Map();
+    // spatial index: G x G buckets over [0, 1]^2, as one counting sort (start[b]..start[b + 1] in cell)
+    var G = Math.max(8, Math.min(512, Math.round(Math.sqrt(n / 4))));
+    var start = new Int32Array(G * G + 1), cell = new Int32Array(n), cellOf = new Int32Array(n);
     for (i = 0; i < n; i++) {
-      if (px[i] !== px[i]) continue;
-      var bk = Math.min(G - 1, Math.floor(px[i] * G)) * G + Math.min(G - 1, Math.floor(py[i] * G));
-      var l = buckets.get(bk);
-      if (!l) buckets.set(bk, l = []);
-      l.push(i);
+      var bk = px[i] !== px[i] ? -1 : Math.min(G - 1, Math.max(0, Math.floor(px[i] * G))) * G
+        + Math.min(G - 1, Math.max(0, Math.floor(py[i] * G)));
+      cellOf[i] = bk;
+      if (bk >= 0) start[bk + 1]++;
+    }
+    for (i = 0; i < G * G; i++) start[i + 1] += start[i];
+    var fill = start.slice(0, G * G);
+    for (i = 0; i < n; i++) if (cellOf[i] >= 0) cell[fill[cellOf[i]]++] = i;
+    var NONE = -9, keys = new Int16Array(n), byKey = null;
+    function sortByKey() {  // points grouped by colour (one fillStyle change per class), NaN rows last
+      for (var q = 0; q < n; q++) keys[q] = px[q] === px[q] ? key(q) : NONE;
+      byKey = new Int32Array(n);
+      for (q = 0; q < n; q++) byKey[q] = q;
+      byKey.sort(function (a, b) { return keys[a] - keys[b]; });
     }
     function key(i) {
       if (mode === 'pred') return pred[i];
@@ -155,7 +167,7 @@
     function base() { return Math.min(W, H) * 0.92; }
     function sx(i) { return (px[i] - 0.5) * base() * view.s + W / 2 + view.x; }
     function sy(i) { return (py[i] - 0.5) * base() * view.s + H / 2 + view.y; }
-    function visible(i) { return px[i] === px[i] && !hidden[key(i)]; }
+    function visible(i) { if (!byKey) sortByKey(); return keys[i] !== NONE && !hidden[keys[i]]; }
     function resize() {
       W = Math.max(200, box.querySelector('.rg-stage').clientWidth);
       H = Math.max(240, Math.min(720, Math.round(W * 0.7)));
@@ -168,24 +180,18 @@
       ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
       ctx.clearRect(0, 0, W, H);
       var r = Math.max(1.5, Math.min(6, 2.2 * Math.sqrt(view.s) * (n > 20000 ? 0.6 : 1)));
-      var groups = new Map(), k;
-      for (i = 0; i < n; i++) {
-        if (!visible(i)) continue;
-        k = key(i);
-        var g = groups.get(k);
-        if (!g) groups.set(k, g = []);
-        g.push(i);
-      }
+      if (!byKey) sortByKey();
       drawn = 0;
-      groups.forEach(function (g, k) {
-        ctx.fillStyle = keyColour(k);
-        for (var j = 0; j < g.length; j++) {
-          var x = sx(g[j]), y = sy(g[j]);
-          if (x < -r || y < -r || x > W + r || y > H + r) continue;
-          ctx.fillRect(x - r, y - r, 2 * r, 2 * r);
-          drawn++;
-        }
-      });
+      var last = null;
+      for (var j = 0; j < n; j++) {
+        var q = byKey[j], k = keys[q];
+        if (k === NONE || hidden[k]) continue;
+        var x = sx(q), y = sy(q);
+        if (x < -r || y < -r || x > W + r || y > H + r) continue;
+        if (k !== last) { ctx.fillStyle = keyColour(k); last = k; }
+        ctx.fillRect(x - r, y - r, 2 * r, 2 * r);
+        drawn++;
+      }
       if (hover >= 0) {
         ctx.strokeStyle = getComputedStyle(html).getPropertyValue('--fg') || '#000';
         ctx.lineWidth = 2;
@@ -201,10 +207,9 @@
       var h0 = Math.floor((uy - ur) * G), h1 = Math.floor((uy + ur) * G);
       for (var gx = Math.max(0, g0); gx <= Math.min(G - 1, g1); gx++)
         for (var gy = Math.max(0, h0); gy <= Math.min(G - 1, h1); gy++) {
-          var l = buckets.get(gx * G + gy);
-          if (!l) continue;
-          for (var j = 0; j < l.length; j++) {
-            var p = l[j];
+          var c0 = start[gx * G + gy], c1 = start[gx * G + gy + 1];
+          for (var j = c0; j < c1; j++) {
+            var p = cell[j];
             if (!visible(p)) continue;
             var dx = sx(p) - mx, dy = sy(p) - my, d = dx * dx + dy * dy;
             if (d <= bd) { bd = d; best = p; }
@@ -220,7 +225,7 @@
       sprite(th, D, p, 96);
       tip.appendChild(th);
       var t = el('div', 'rg-tip-text');
-      t.appendChild(el('strong', null, names[p]));
+      t.appendChild(el('strong', null, names(p)));
       t.appendChild(el('div', null, 'class: ' + (lab[p] >= 0 ? D.classes[lab[p]] : 'unlabelled')));
       t.appendChild(el('div', lab[p] >= 0 ? (pred[p] === lab[p] ? 'tone-ok' : 'tone-bad') : null,
         'predicted: ' + D.classes[pred[p]] + ', p = ' + (prob[p] / 255).toFixed(2)));
@@ -265,7 +270,7 @@
       });
     }
     function only(k) {
-      mode = mode === 'correct' ? 'label' : mode;
+      if (mode === 'correct') { mode = 'label'; byKey = null; }
       modeSel.value = mode;
       hidden = {};
       for (i = 0; i < n; i++) hidden[key(i)] = true;
@@ -273,7 +278,7 @@
       buildLegend();
       draw();
     }
-    function open(p) { if (p >= 0) location.href = pageHref(ids[p]); }
+    function open(p) { if (p >= 0) location.href = pageHref(ids(p)); }
     // pointer: drag pans, wheel zooms, hover shows the thumbnail, click opens the image's page
     var drag = null;
     canvas.addEventListener('wheel', function (e) {
@@ -330,7 +335,7 @@
       else return;
       e.preventDefault();
     });
-    modeSel.addEventListener('change', function () { mode = modeSel.value; hidden = {}; buildLegend(); draw(); });
+    modeSel.addEventListener('change', function () { mode = modeSel.value; byKey = null; hidden = {}; buildLegend(); draw(); });
     box.querySelector('.rg-all').addEventListener('click', function () { hidden = {}; buildLegend(); draw(); });
     box.querySelector('.rg-reset').addEventListener('click', function () { view = { s: 1, x: 0, y: 0 }; draw(); });
     var api = {
@@ -338,7 +343,7 @@
       scale: function () { return view.s; },
       screen: function (p) { return [sx(p), sy(p)]; },
       hovered: function () { return hover; },
-      id: function (p) { return ids[p]; },
+      id: function (p) { return ids(p); },
       firstVisible: function () {
         for (var q = 0; q < n; q++) { var x = sx(q), y = sy(q); if (visible(q) && x > 20 && y > 20 && x < W - 20 && y < H - 20) return q; }
         return -1;
