@@ -231,9 +231,9 @@
         'predicted: ' + D.classes[pred[p]] + ', p = ' + (prob[p] / 255).toFixed(2)));
       tip.appendChild(t);
       tip.hidden = false;
-      var x = sx(p) + 14, y = sy(p) + 14;
-      if (x + 260 > W) x = Math.max(0, sx(p) - 274);
-      if (y + 120 > H) y = Math.max(0, sy(p) - 130);
+      var x = sx(p) + 14, y = sy(p) + 14, tw = tip.offsetWidth, th_ = tip.offsetHeight;
+      if (x + tw > W) x = Math.max(0, sx(p) - tw - 14);
+      if (y + th_ > H) y = Math.max(0, sy(p) - th_ - 14);
       tip.style.left = x + 'px'; tip.style.top = y + 'px';
       draw();
     }
