@@ -206,6 +206,19 @@ class ImageSet:
     def name(self, i: int) -> str:
         return self.records[i].rel
 
+    def image_id(self, i: int) -> str:
+        """A stable id of image ``i`` for links (images/<id>.html): the first 12 hex digits of its file's SHA-256,
+        with ``-2``, ``-3``... for later files with the same bytes."""
+        ids = self.__dict__.get("_ids")
+        if ids is None or len(ids) != len(self.records):
+            ids, seen = [], {}
+            for r in self.records:
+                base = r.sha256[:12]
+                seen[base] = seen.get(base, 0) + 1
+                ids.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+            self.__dict__["_ids"] = ids
+        return ids[i]
+
 
 def discover_images(
     folder: str | Path,

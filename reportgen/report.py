@@ -53,6 +53,9 @@ class ImageData:
     mime: str = "image/png"
     pixelated: bool = False
     display_width: int | None = None
+    # the image of the set this picture shows or explains (ImageSet.image_id): the renderer links it to
+    # that image's page (images/<id>.html) and lists it there; "" for pictures of no one image
+    image_id: str = ""
 
     def __post_init__(self) -> None:
         if self.array is None and self.data is None:
@@ -154,7 +157,60 @@ class Group:
     description: str = ""
 
 
-Block = Union[Figure, Grid, Table, Note, KeyValues, Row, Group]
+@dataclass
+class Explorer:
+    """Every image of the set, for the interactive explorer (explorer.html), a page per image (images/<id>.html)
+    and the search index. Columns hold one row per image, in the image set's order.
+
+    ``xy`` are the 2-D positions (NaN rows: not embedded); ``sprites`` are sheets of ``thumb``-pixel thumbnails,
+    ``sheet`` x ``sheet`` per sheet, row-major in image order; ``feature_nn`` / ``pixel_nn`` hold row numbers of
+    each image's nearest neighbours (-1: none). ``mosaic`` with ``mosaic_cells`` (row, grid row, grid column per
+    placed image, ``mosaic_grid`` cells a side) is the static t-SNE mosaic the page shows without scripts.
+    """
+
+    ids: list[str]
+    names: list[str]
+    labels: np.ndarray  # N int, -1 where unknown
+    topk: np.ndarray  # N x K int class indices, most probable first
+    topk_p: np.ndarray  # N x K float softmax probabilities
+    class_names: list[str]
+    xy: np.ndarray | None = None
+    sprites: list[ImageData] = field(default_factory=list)
+    thumb: int = 32
+    sheet: int = 32
+    feature_nn: np.ndarray | None = None
+    pixel_nn: np.ndarray | None = None
+    method: str = ""
+    mosaic: ImageData | None = None
+    mosaic_cells: np.ndarray | None = None
+    mosaic_grid: int = 0
+    caption: str = ""
+
+
+@dataclass
+class Unit:
+    """One channel of an inspected layer: its statistics over the set and its top images (best first)."""
+
+    channel: int
+    mean: float
+    std: float
+    peak: float
+    top_ids: list[str]  # image ids of its top images
+    top_values: list[float]
+    top_classes: list[str]  # true label (else prediction) of each top image
+    patches: list[ImageData] = field(default_factory=list)  # the unit's receptive field in each top image
+
+
+@dataclass
+class UnitSet:
+    """A page per unit of ``layer`` (units/<layer>/<channel>.html), like OpenAI Microscope's neurons."""
+
+    layer: str
+    units: list[Unit]
+    caption: str = ""
+
+
+Block = Union[Figure, Grid, Table, Note, KeyValues, Row, Group, Explorer, UnitSet]
 
 
 @dataclass
@@ -286,3 +342,10 @@ def iter_images(blocks: list[Block]):
                 yield it.image
         elif isinstance(b, (Row, Group)):
             yield from iter_images(b.blocks)
+        elif isinstance(b, Explorer):
+            yield from b.sprites
+            if b.mosaic is not None:
+                yield b.mosaic
+        elif isinstance(b, UnitSet):
+            for u in b.units:
+                yield from u.patches

@@ -26,9 +26,10 @@ from markupsafe import Markup
 from .. import __version__
 from .._resources import templates_dir
 from ..report import (
-    OVERVIEW, Figure, Grid, Group, ImageData, KeyValues, Note, Report, Row, RunInfo, Section, Table,
-    iter_images,
+    OVERVIEW, Explorer, Figure, Grid, Group, ImageData, KeyValues, Note, Report, Row, RunInfo, Section, Table,
+    UnitSet, iter_images,
 )
+from . import explorer as explorer_mod
 from .assets import ASSETS_DIRNAME, MIN_PICTURE_PX, AssetStore, auto_cell_width, content_hash
 from .text import (
     clean_strings, first_sentence, fmt_duration, fmt_value, is_number, paragraphs, safe_text, safe_url,
@@ -45,6 +46,7 @@ LONG_TABLE_ROWS = 15  # taller tables scroll inside their container
 # Block class -> element template name (subclasses are matched through the MRO).
 BLOCK_TEMPLATES = {
     Figure: "figure", Grid: "grid", Table: "table", Note: "note", KeyValues: "keyvalues", Row: "row", Group: "group",
+    Explorer: "explorer", UnitSet: "unitset",
 }
 NOTE_KINDS = {"info": "Note", "warning": "Warning", "error": "Error"}
 
@@ -330,11 +332,6 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
     env = make_env(th.template_dirs())
     store = AssetStore(out_dir, write=not single_file, encoded=encoded, link_from=link_from)
 
-    css = th.css()
-    css_path = f"{ASSETS_DIRNAME}/style-{content_hash(css.encode('utf-8'))}.css"
-    if not single_file:
-        store.write_file(css_path, css.encode("utf-8"))
-
     views = _section_views(report.sections, single_file)
 
     # Register every picture first, so the manifest lists each section's assets in document order.
@@ -352,6 +349,15 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
             "page": f"index.html#{v.anchor}" if single_file else v.page,
             "assets": [] if single_file else paths,
         }
+
+    rg = explorer_mod.plan(views, store, single_file)  # the explorer, image and unit pages, search (if any)
+    css = th.css() + explorer_mod.css_for(rg)
+    css_path = f"{ASSETS_DIRNAME}/style-{content_hash(css.encode('utf-8'))}.css"
+    if not single_file:
+        store.write_file(css_path, css.encode("utf-8"))
+    csp = CSP
+    if rg.active:
+        csp += "; script-src " + (explorer_mod.csp_hash(rg.script_inline) if single_file else "'self'")
 
     meta = run_info(report)
     common = {
@@ -371,14 +377,20 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
         "command": meta.command or None,
         "skipped": list(report.skipped_images),
         "theme": th,
-        "csp": Markup(CSP),  # a constant with no double quotes: written verbatim
+        "csp": Markup(csp),  # a constant (and a base64 hash) with no double quotes: written verbatim
         "version": str(meta.versions.get("reportgen") or __version__),
         "generated": str(meta.generated or time.strftime("%Y-%m-%d %H:%M:%S %Z")),
         "single_file": single_file,
         "css_path": css_path,
         "css_inline": Markup(css) if single_file else None,
         "_store": store,
+        **explorer_mod.template_globals(rg, single_file),
+        "rg_inline": Markup(rg.script_inline), "rg_data_json": Markup(rg.data_json),
+        "rg_search_json": Markup(rg.search_json),
+        "rg_parts": Markup(""),
     }
+    if single_file and rg.active:
+        common["rg_parts"] = Markup(explorer_mod.single_parts(rg, env, common, views))
 
     pages = ["index.html"]
     html = env.get_template("layouts/index.html").render(
@@ -394,8 +406,16 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
             })
             _write_text(out_dir, v.page, html)
             pages.append(v.page)
+    extra = []  # explorer.html, then a page per image and per unit
+    if rg.active and not single_file:
+        extra = explorer_mod.write_pages(rg, env, common, views, lambda rel, t: _write_text(out_dir, rel, t))
+        if extra and extra[0] == "explorer.html":
+            pages.append(extra.pop(0))
 
-    return {"index": "index.html", "pages": pages, "sections": manifest_sections}
+    manifest = {"index": "index.html", "pages": pages, "sections": manifest_sections}
+    if extra:
+        manifest["explorer_pages"] = extra  # a page per image and per unit (not in "pages": thousands of them)
+    return manifest
 
 
 __all__ = ["render_report", "make_env", "render_block", "slugify", "fmt_value", "safe_text", "clean_strings", "CSP"]

@@ -56,12 +56,13 @@ def explain_batch(ctx, n: int) -> Batch:
 
 def image_item(ctx, i: int, target: int, from_label: bool, pred: int, prob: float) -> GridItem:
     """Image ``i`` with the explained class, its probability and (if wrong) the prediction; green/red
-    outline where the true label is known and the prediction is right/wrong."""
+    outline where the true label is known and the prediction is right/wrong. The picture carries the image's id:
+    the renderer links it, and the maps that follow it in its grid, to the image's page."""
     wrong = int(pred) != int(target)
     sub = f"{ctx.class_name(int(target))} ({'true label' if from_label else 'predicted'}), p={prob:.2f}"
     if wrong:
         sub += f"; predicted {ctx.class_name(int(pred))}"
-    return GridItem(ImageData(ctx.images.display(i)), label=ctx.images.name(i), sublabel=sub,
+    return GridItem(ImageData(ctx.images.display(i), image_id=ctx.images.image_id(i)), label=ctx.images.name(i), sublabel=sub,
                     alt=f"input {ctx.images.name(i)}", tone=("" if not from_label else "bad" if wrong else "ok"))
 
 

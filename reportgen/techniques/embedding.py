@@ -6,14 +6,18 @@ distances). t-SNE first reduces them to 50 dimensions with PCA, then finds 2-D p
 neighbour probabilities match the features' (``perplexity = min(30, (N - 1) / 3)``, at least 2,
 PCA initialisation, seeded): clusters are meaningful, distances between clusters are not. The
 mosaic snaps each image's t-SNE position to a grid cell (the nearest free one, greedy) and draws
-its thumbnail there. Sets larger than ``max_points`` are subsampled (seeded).
+its thumbnail there (at most ``mosaic_points`` images, a seeded subsample beyond).
+
+Every image is embedded (:mod:`._layout`: openTSNE's FFT-accelerated t-SNE above 5,000 images when installed,
+``pip install reportgen[explorer]``; scikit-learn's Barnes-Hut t-SNE otherwise, on at most 10,000 images), and the
+section hands the whole set to the explorer (:mod:`._catalog`): a zoomable scatter and a page per image.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 
@@ -22,6 +26,8 @@ from ..pictures import figure_to_png, new_figure
 from ..papers import KARPATHY_TSNE, VAN_DER_MAATEN_2008
 from ..registry import Range, technique
 from ..report import Figure, ImageData, Note, Section
+from ._catalog import explorer_block
+from ._layout import SKLEARN_MAX_POINTS, have_opentsne, layout
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -31,6 +37,7 @@ RESULTS = {
     "coloured_by": "true label or predicted class",
     "pca_explained": "variance ratio of the two principal components",
     "tsne": "whether t-SNE ran",
+    "method": "the t-SNE implementation that ran (openTSNE (FFT-accelerated), scikit-learn (Barnes-Hut), none)",
     "perplexity": "t-SNE perplexity (null when it did not run)",
     "feature_dims": "dimension of the embedded features",
     "degenerate": "null, or what makes the features unusable or weak (kind non_finite / constant / rank_one, message)",
@@ -124,7 +131,7 @@ def grid_assign(pos: np.ndarray, cells: int, rng: np.random.Generator) -> np.nda
     return out
 
 
-def mosaic(ctx, indices: list[int], pos: np.ndarray, size: int, rng) -> tuple[np.ndarray, int, int]:
+def mosaic(ctx, indices: list[int], pos: np.ndarray, size: int, rng) -> tuple[np.ndarray, int, int, np.ndarray]:
     """Karpathy's t-SNE grid: thumbnails at their snapped 2-D positions on a white canvas."""
     n = len(indices)
     cells = max(1, int(math.ceil(math.sqrt(n * 1.15))))
@@ -140,7 +147,7 @@ def mosaic(ctx, indices: list[int], pos: np.ndarray, size: int, rng) -> tuple[np
             th = resize(th, (cell, cell))
         rr = cells - 1 - r
         canvas[rr * cell:(rr + 1) * cell, c * cell:(c + 1) * cell] = th[:, :, :3] if th.ndim == 3 else th[:, :, None]
-    return canvas, cells, cell
+    return canvas, cells, cell, rc
 
 
 def _jpeg(canvas: np.ndarray, quality: int) -> ImageData:
@@ -203,8 +210,15 @@ def confidence_figure(points: list[tuple[str, np.ndarray]], conf: np.ndarray) ->
 
 @dataclass
 class EmbeddingOptions:
-    max_points: Annotated[int, Range(ge=1)] = 2000
-    """Embed at most this many images (a seeded subsample beyond)."""
+    max_points: Annotated[int, Range(ge=1)] | None = None
+    """Embed at most this many images (a seeded subsample beyond); None: every image (the method's own cap:
+    1,000,000 with openTSNE, 10,000 with scikit-learn)."""
+    method: Literal["auto", "opentsne", "sklearn"] = "auto"
+    """t-SNE implementation: auto = scikit-learn up to 5,000 images, openTSNE (FFT) above when installed."""
+    mosaic_points: Annotated[int, Range(ge=1)] = 2500
+    """Images drawn in the mosaic (a seeded subsample beyond; the explorer shows every point)."""
+    explorer: bool = True
+    """Hand every image to the explorer (explorer.html, images/<id>.html)."""
     mosaic_size: Annotated[int, Range(ge=1)] = 1200
     """Side of the t-SNE mosaic in pixels."""
     tsne: bool = True
@@ -223,7 +237,7 @@ class EmbeddingOptions:
     "embedding", "Feature embedding: PCA, t-SNE and image mosaic", options=EmbeddingOptions, order=26,
     references=[VAN_DER_MAATEN_2008, KARPATHY_TSNE],
     presets={"minimal": {"max_points": 200, "mosaic_size": 240, "tsne_iter": 250},
-             "full": {"max_points": 5000, "mosaic_size": 2000}},
+             "full": {"mosaic_size": 2000, "mosaic_points": 5000}},
 )
 def embedding(ctx, opts: EmbeddingOptions) -> Section:
     """Each point (or thumbnail in the mosaic) is one image placed by its penultimate features squeezed to 2-D: PCA
@@ -237,20 +251,30 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
     feats = ctx.features()
     rng = ctx.rng("embedding/subsample")
     idx = np.arange(n)
-    sub = n > opts.max_points
-    if sub:
+    if opts.max_points and n > opts.max_points:
         idx = np.sort(rng.choice(n, size=int(opts.max_points), replace=False))
     x = feats.penultimate[idx].astype(np.float32)
     deg = check_features(x, f"the model's penultimate layer ({feats.penultimate_source})")
     if deg is not None and deg.blocking:
         sec.add(Note(f"No embedding: {deg.message}", kind="warning"))
-        sec.results = {"points": int(len(idx)), "images": int(n), "subsampled": bool(sub), "coloured_by": None,
-                       "pca_explained": None, "tsne": False, "perplexity": None,
-                       "feature_dims": int(x.shape[1]), "degenerate": deg.results()}
+        sec.results = {"points": int(len(idx)), "images": int(n), "subsampled": bool(len(idx) < n),
+                       "coloured_by": None, "pca_explained": None, "tsne": False, "perplexity": None,
+                       "feature_dims": int(x.shape[1]), "method": None, "degenerate": deg.results()}
         return sec
     if deg is not None:
         sec.add(Note(f"Weak embedding: {deg.message}", kind="warning"))
-    p2, t2, info = embed_2d(x, ctx.seed_for("embedding/layout"), tsne=opts.tsne, max_iter=opts.tsne_iter, threads=opts.threads or None)
+    method = opts.method
+    if method == "auto":
+        method = "opentsne" if n > 5000 and have_opentsne() else "sklearn"
+    lay = layout(x, ctx.seed_for("embedding/layout"), method=method, tsne=opts.tsne,
+                 n_iter=opts.tsne_iter, threads=opts.threads or 1, rng=rng)
+    lay.idx = idx[lay.idx]
+    idx = lay.idx
+    sub = len(idx) < n
+    p2, t2 = lay.pca2, lay.xy
+    info = {"pca_explained": lay.pca_explained, "method": lay.method}
+    if t2 is not None:
+        info.update(perplexity=lay.perplexity, pca_dims_before_tsne=lay.pca_dims)
     labels = ctx.images.labels[idx]
     if ctx.images.has_labels:
         colour_ids = np.where(labels >= 0, labels, -1)
@@ -279,19 +303,32 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
             "same plots are also coloured by the model's confidence (its top softmax probability): dark points are "
             "images the model is unsure about; a region of dark points is a part of feature space it finds "
             "ambiguous."), alt="PCA and t-SNE coloured by confidence"))
+    mosaic_img, placed, cells = None, None, 0
     if t2 is not None:
-        canvas, cells, cell = mosaic(ctx, idx.tolist(), t2, int(opts.mosaic_size), ctx.rng("embedding/mosaic"))
-        sec.add(Figure(_jpeg(canvas, opts.mosaic_quality), caption=(
+        m_rng = ctx.rng("embedding/mosaic")
+        m = np.arange(len(idx))
+        if len(m) > opts.mosaic_points > 0:
+            m = np.sort(m_rng.choice(len(idx), size=int(opts.mosaic_points), replace=False))
+        canvas, cells, cell, rc = mosaic(ctx, idx[m].tolist(), t2[m], int(opts.mosaic_size), m_rng)
+        mosaic_img = _jpeg(canvas, opts.mosaic_quality)
+        placed = np.concatenate([idx[m][:, None], cells - 1 - rc[:, :1], rc[:, 1:]], 1)
+        shown = f"; {len(m)} of the {len(idx)} embedded images (a seeded subsample)" if len(m) < len(idx) else ""
+        sec.add(Figure(mosaic_img, caption=(
             f"t-SNE mosaic: each image's thumbnail at its t-SNE position, snapped to the nearest free cell of a "
-            f"{cells}x{cells} grid ({cell}px cells)."), alt="t-SNE image mosaic"))
+            f"{cells}x{cells} grid ({cell}px cells){shown}."), alt="t-SNE image mosaic"))
     else:
         sec.add(Note("t-SNE was skipped (option embedding.tsne is off, or fewer than 4 images).", kind="info"))
     if sub:
-        sec.add(Note(f"The set has {n} images; {len(idx)} were embedded (a seeded random subsample, option "
-                     "embedding.max_points).", kind="info"))
+        why = ("option embedding.max_points" if opts.max_points and n > opts.max_points
+               else f"scikit-learn t-SNE is capped at {SKLEARN_MAX_POINTS}; pip install reportgen[explorer] for "
+                    "openTSNE, which embeds every image")
+        sec.add(Note(f"The set has {n} images; {len(idx)} were embedded (a seeded random subsample, {why}).",
+                     kind="info"))
+    if opts.explorer:
+        sec.add(explorer_block(ctx, feats, lay, mosaic_img, placed, cells))
     sec.params.update({"points": int(len(idx)), "subsampled": bool(sub), **{k: v for k, v in info.items()}})
     sec.results = {"points": int(len(idx)), "images": int(n), "subsampled": bool(sub), "coloured_by": legend,
                    "pca_explained": [round(v, 4) for v in ev], "tsne": t2 is not None,
                    "perplexity": info.get("perplexity"), "feature_dims": int(feats.penultimate.shape[1]),
-                   "degenerate": None if deg is None else deg.results()}
+                   "method": lay.method, "degenerate": None if deg is None else deg.results()}
     return sec

@@ -23,6 +23,7 @@ from ..papers import GIRSHICK_2014, SPRINGENBERG_2015, ZEILER_FERGUS_2014
 from ..inspection.receptive import ReceptiveField, crop_field, field_for
 from ..registry import Range, technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section
+from ._units import unit_set
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -164,7 +165,7 @@ def patches(ctx, opts: PatchesOptions) -> Section:
                 break
             y, x = int(st.top_y[ch, j]), int(st.top_x[ch, j])
             patch = crop_field(ctx.images.array(i), rf, y, x, PAD_GREY)
-            items.append(GridItem(ImageData(patch, pixelated=max(patch.shape[:2]) < 48),
+            items.append(GridItem(ImageData(patch, pixelated=max(patch.shape[:2]) < 48, image_id=ctx.images.image_id(i)),
                                   label=f"{float(st.top_values[ch, j]):.3g}",
                                   sublabel=ctx.images.name(i)[-28:],
                                   alt=f"patch of {ctx.images.name(i)} at unit ({y}, {x}) of channel {ch}"))
@@ -199,6 +200,7 @@ def patches(ctx, opts: PatchesOptions) -> Section:
                      "Rank on the layer before the activation (patches.layer) to order them.", kind="warning"))
     if opts.k > TOPK:
         sec.add(Note(f"Only the top {TOPK} images per channel are recorded; showing {k}.", kind="info"))
+    sec.add(unit_set(ctx, layer, st, rf, k, feats.preds))
     sec.params.update({"layer": layer, "layer_choice": how, "receptive_field": rf.to_dict(), "channels": channels,
                        "interior_only": st is full.interior})
     sec.results = {

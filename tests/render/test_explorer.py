@@ -1,0 +1,199 @@
+"""The explorer in a real browser (headless Chromium over tests/cdp.py), on a synthetic report (no model): the
+scatter draws every point, a wheel event zooms, hovering a point shows its thumbnail, a click opens that image's
+page, search finds a class; no console error and no request outside the report folder, in both themes and in
+single-file mode; with scripts disabled the static mosaic and the links still show. Plus the tree rules the
+renderer relies on (which image a grid cell explains, stable image ids) and the per-image page size."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cdp import Browser, CDPError, find_chromium
+from explorer_fixture import synthetic_report_dir
+from test_browser import _problems
+
+N = 600
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    exe = find_chromium()
+    if exe is None:
+        pytest.skip("Chromium is not installed")
+    try:
+        b = Browser(exe)
+        b.open_page()
+    except (CDPError, OSError) as e:
+        pytest.skip(f"Chromium ({exe}) could not be started headless: {e}")
+    b.viewport(1280, 900)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("explorer")
+    from reportgen.report import Report  # noqa: F401  (the fixture builds the tree without a model)
+
+    return {"light": synthetic_report_dir(root, N, "light"), "dark": synthetic_report_dir(root, N, "dark"),
+            "single": synthetic_report_dir(root / "s", N, "light", single_file=True)}
+
+
+def _wait(b: Browser, expr: str, timeout: float = 10.0):
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        v = b.evaluate(expr)
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {expr}")
+
+
+def _mouse(b: Browser, kind: str, x: float, y: float, **kw) -> None:
+    b.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, **kw})
+
+
+def _canvas_origin(b: Browser) -> tuple[float, float]:
+    b.evaluate("document.querySelector('.rg-stage canvas').scrollIntoView({block: 'center'})")
+    r = b.evaluate("(() => { const r = document.querySelector('.rg-stage canvas').getBoundingClientRect();"
+                   " return [r.left, r.top, r.width, r.height]; })()")
+    return r
+
+
+def _drive(b: Browser, url: str, root: Path, single: bool) -> list[str]:
+    """Open the explorer, zoom, hover, click; return the events' problems."""
+    events = b.navigate(url)
+    _wait(b, "window.__rgExplorer && window.__rgExplorer.drawn > 0")
+    assert b.evaluate("window.__rgExplorer.drawn") == N  # every point drawn
+    left, top, w, h = _canvas_origin(b)
+    s0 = b.evaluate("__rgExplorer.scale()")
+    b.send("Input.dispatchMouseEvent", {"type": "mouseWheel", "x": left + w / 2, "y": top + h / 2,
+                                        "deltaX": 0, "deltaY": -400})
+    _wait(b, f"__rgExplorer.scale() > {s0} * 1.5")
+    p = b.evaluate("__rgExplorer.firstVisible()")
+    assert p >= 0
+    x, y = b.evaluate(f"__rgExplorer.screen({p})")
+    _mouse(b, "mouseMoved", left + x, top + y)
+    _wait(b, "__rgExplorer.hovered() >= 0")
+    hp = b.evaluate("__rgExplorer.hovered()")
+    tip = b.evaluate("(() => { const t = document.querySelector('.rg-tip'); const th = t.querySelector('.rg-thumb');"
+                     " return {shown: !t.hidden && t.getBoundingClientRect().width > 0, bg: th.style.backgroundImage,"
+                     " text: t.textContent}; })()")
+    assert tip["shown"] and ("assets/" in tip["bg"] or "data:image/jpeg" in tip["bg"]), tip
+    assert "predicted" in tip["text"] and "img_" in tip["text"]
+    iid = b.evaluate(f"__rgExplorer.id({hp})")
+    _mouse(b, "mousePressed", left + x, top + y, button="left", clickCount=1)
+    _mouse(b, "mouseReleased", left + x, top + y, button="left", clickCount=1)
+    if single:
+        _wait(b, f"location.hash === '#img-{iid}'")
+        assert b.evaluate(f"document.getElementById('img-{iid}').getBoundingClientRect().top") < 300
+    else:
+        _wait(b, f"location.pathname.endsWith('/images/{iid}.html') && document.readyState === 'complete'")
+        assert b.evaluate("document.querySelector('h1').textContent").startswith("class ")
+    events += b.drain()
+    errors, outside = _problems(events, root)
+    return errors + [f"outside: {u}" for u in outside]
+
+
+def _search(b: Browser, url: str, root: Path) -> list[str]:
+    events = b.navigate(url)
+    b.evaluate("(() => { const i = document.querySelector('.rg-search input'); i.focus(); i.value = 'class c';"
+               " i.dispatchEvent(new Event('input')); })()")
+    hits = _wait(b, "(() => { const l = document.querySelector('.rg-search ol'); return !l.hidden &&"
+                    " [...l.querySelectorAll('a')].map(a => a.textContent); })()")
+    assert any("class C (" in h for h in hits), hits
+    b.evaluate("(() => { const i = document.querySelector('.rg-search input'); i.value = 'img_000017';"
+               " i.dispatchEvent(new Event('input')); })()")
+    hits = _wait(b, "(() => [...document.querySelectorAll('.rg-search ol a')].map(a => a.getAttribute('href'))"
+                    ".filter(h => h.indexOf('000000000011') >= 0))()")
+    assert hits
+    errors, outside = _problems(events + b.drain(), root)
+    return errors + [f"outside: {u}" for u in outside]
+
+
+def test_explorer_folder_both_themes(chromium, reports):
+    for theme in ("light", "dark"):
+        out = reports[theme]
+        problems = _drive(chromium, (out / "explorer.html").as_uri(), out, single=False)
+        problems += _search(chromium, (out / "sections" / "saliency.html").as_uri(), out)
+        # the image page and a unit page load cleanly too (the sprite thumbnails are CSS backgrounds)
+        for page in (out / "images" / "000000000000.html", out / "units" / "features-3" / "1.html"):
+            ev = chromium.navigate(page.as_uri())
+            errors, outside = _problems(ev + chromium.drain(), out)
+            problems += errors + outside
+        assert not problems, f"{theme}: {problems}"
+
+
+def test_explorer_single_file(chromium, reports):
+    out = reports["single"]
+    problems = _drive(chromium, (out / "index.html").as_uri() + "#explorer", out, single=True)
+    problems += _search(chromium, (out / "index.html").as_uri(), out)
+    assert not problems, problems
+    html = (out / "index.html").read_text()
+    assert "script-src 'sha256-" in html and "<script src=" not in html
+
+
+def _rendered(b: Browser, selector: str) -> tuple[int, int]:
+    """(matching nodes, how many of them have a layout box) through the DOM domain (no page script runs)."""
+    doc = b.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+    nodes = b.send("DOM.querySelectorAll", {"nodeId": doc, "selector": selector})["nodeIds"]
+    boxed = 0
+    for nid in nodes[:50]:
+        try:
+            b.send("DOM.getBoxModel", {"nodeId": nid})
+            boxed += 1
+        except CDPError:
+            pass
+    return len(nodes), boxed
+
+
+def test_without_scripts_the_mosaic_and_links_show(chromium, reports):
+    out = reports["light"]
+    chromium.send("DOM.enable")
+    chromium.send("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        chromium.navigate((out / "explorer.html").as_uri())
+        assert _rendered(chromium, ".rg-mosaic img") == (1, 1)  # the static mosaic shows
+        assert _rendered(chromium, ".rg-mosaic a") == (100, 50)  # each thumbnail links to its page
+        assert _rendered(chromium, ".rg-classes summary")[1] == 10  # the class lists show
+        assert _rendered(chromium, ".rg-classes a")[0] == N  # and link every image
+        assert _rendered(chromium, ".rg-stage canvas")[1] == 0  # the interactive part stays hidden
+        chromium.navigate((out / "images" / "000000000000.html").as_uri())
+        assert _rendered(chromium, ".rg-nn a")[1] == 10 and _rendered(chromium, "table.rg-top")[1] == 1
+    finally:
+        chromium.send("Emulation.setScriptExecutionDisabled", {"value": False})
+
+
+def test_grid_cells_follow_their_input_and_thumbnails_link(reports):
+    from reportgen.render.explorer import cell_ids
+    from reportgen.report import Grid, GridItem, ImageData
+
+    a = np.zeros((4, 4), np.uint8)
+    g = Grid([GridItem(ImageData(a, image_id="x")), GridItem(ImageData(a)), GridItem(ImageData(a, image_id="y")),
+              GridItem(ImageData(a))])
+    assert cell_ids(g) == ["x", "x", "y", "y"]
+    sal = (reports["light"] / "sections" / "saliency.html").read_text()
+    assert sal.count('href="../images/000000000000.html"') == 2  # the input and its map
+    page = (reports["light"] / "images" / "000000000000.html").read_text()
+    assert "deletion_auc" in page  # another section's per-image numbers, read tolerantly
+
+
+def test_image_ids_are_stable_and_unique(tmp_path):
+    from conftest import write_image_folder  # noqa: F401  (the helper exists; ids come from file bytes)
+
+    from reportgen.imageset import ImageRecord, ImageSet
+
+    recs = [ImageRecord(i, Path(f"{i}.png"), f"{i}.png", sha, 4, 4) for i, sha in enumerate(["ab" * 32, "cd" * 32,
+                                                                                            "ab" * 32])]
+    s = ImageSet(tmp_path, recs, [], None, None)
+    assert [s.image_id(i) for i in range(3)] == ["ab" * 6, "cd" * 6, "ab" * 6 + "-2"]
+
+
+def test_image_pages_are_small(tmp_path):
+    out = synthetic_report_dir(tmp_path, 2000)
+    sizes = [p.stat().st_size for p in (out / "images").glob("*.html")]
+    assert len(sizes) == 2000
+    assert np.mean(sizes) < 3200  # ~3 kB: 10,000 images add ~30 MB of HTML, no pictures of their own
