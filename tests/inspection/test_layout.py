@@ -151,3 +151,12 @@ def test_default_block_of_small_swin_and_convnext_is_the_last_stage(kind):
     assert not block.startswith("features.0")
     if kind == "swin":
         assert p.layout("features.3").kind == "nhwc"
+
+
+def test_describe_layers_states_each_layout():
+    from reportgen.inspection.layers import describe_layers
+
+    infos = {i.name: i for i in describe_layers(_tiny_vit(), torch.rand(1, 3, 32, 32))}
+    assert infos["conv_proj"].layout == "NCHW 4x4"
+    assert infos["encoder.layers.encoder_layer_0"].layout == "tokens 1+4x4"
+    assert infos["heads"].layout == "vector"
