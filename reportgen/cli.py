@@ -360,10 +360,10 @@ def layers(model, weights, trust, input_size, show_all) -> None:
     rows = [i for i in infos if show_all or i.is_leaf]
     w = max([len(r.name) for r in rows] + [5])
     tw = max([len(r.type) for r in rows] + [4])
-    click.echo(f"{'layer'.ljust(w)}  {'type'.ljust(tw)}  {'output shape'.ljust(18)}  parameters")
+    click.echo(f"{'layer'.ljust(w)}  {'type'.ljust(tw)}  {'output shape'.ljust(18)}  {'layout'.ljust(16)}  parameters")
     for r in rows:
         shape = "x".join(str(s) for s in r.output_shape) if r.output_shape else "-"
-        click.echo(f"{r.name.ljust(w)}  {r.type.ljust(tw)}  {shape.ljust(18)}  {r.params:,}")
+        click.echo(f"{r.name.ljust(w)}  {r.type.ljust(tw)}  {shape.ljust(18)}  {r.layout.ljust(16)}  {r.params:,}")
     total = sum(p.numel() for p in loaded.model.parameters())
     click.echo(f"\n{len(rows)} layers, {total:,} parameters; input {pre.channels}x{pre.size}x{pre.size}.")
 

@@ -20,6 +20,7 @@ from .cache import Cache, digest
 from .config import Config, GeneralOptions
 from .errors import LayerError
 from .imageset import ImageSet
+from .inspection.probe import ModelProbe, probe_model
 from .preprocess import PixelModel, Preprocessing
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class RunContext:
     group: Group | None = None
     """The torchrun process group while the feature pass is shared (:mod:`reportgen.features.distributed`),
     else None: a one-process build."""
+    model_probe: ModelProbe | None = None  # accepted input sizes and layer layouts (:meth:`probe`)
     _memo: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -95,17 +97,30 @@ class RunContext:
     def layer(self, name: str) -> nn.Module:
         return layers_mod.resolve_layer(self.model, name)
 
+    def probe(self) -> ModelProbe:
+        """The sizes the model accepts and its layers' layouts (:mod:`reportgen.inspection.probe`), found by a few
+        batch-1 forwards on first use and kept for the run."""
+        if self.model_probe is None:
+            self.model_probe = probe_model(self.pixel_model, self.model, self.pre.size, 3, self.device)
+        return self.model_probe
+
+    def fit_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` resized to a size the model accepts (itself when it fits): for techniques that optimise or crop
+        at other sizes."""
+        return self.probe().sizes.fit(x)
+
     def chosen_layer(self) -> str:
-        """The layer named by ``--layer``, else the last convolution."""
+        """The layer named by ``--layer``, else the last convolution when it sits in the last stage (a CNN), else
+        the last block with spatial structure (a transformer's last encoder block; never the patch embedding)."""
         name = self.config.general.layer
         if name:
             self.layer(name)  # validate
             return name
         self.require_hooks()
-        name = layers_mod.last_conv(self.model)
+        name = self.probe().default_layer(layers_mod.last_conv(self.model))
         if name is None:
             raise LayerError(
-                "the model has no nn.Conv2d layer and no --layer was given; pass --layer NAME "
+                "the model has no layer with a spatial output and no --layer was given; pass --layer NAME "
                 "(see `reportgen layers`)"
             )
         return name

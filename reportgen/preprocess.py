@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import numpy as np
 import torch
@@ -29,6 +29,11 @@ from torch import nn
 from .errors import ConfigError, ModelError
 
 
+Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
+_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+             "lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     resize: int | None = 256  # short side before the crop (None: no resize)
@@ -37,17 +42,21 @@ class Preprocessing:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     source: str = "defaults (ImageNet)"
     channels: int = 3  # what the model takes: 3 (RGB) or 1 (grey; images converted)
+    interpolation: Interpolation = "bilinear"  # resampling filter of the resize (timm / HF configs: often bicubic)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if self.channels == 3:  # RGB: keep cache keys and report.json as they were before greyscale support
             d.pop("channels")
+        if self.interpolation == "bilinear":  # likewise before the interpolation field
+            d.pop("interpolation")
         return d
 
     def describe(self) -> str:
         parts = []
         if self.resize:
-            parts.append(f"resize short side to {self.resize}")
+            parts.append(f"resize short side to {self.resize}"
+                         + (f" ({self.interpolation})" if self.interpolation != "bilinear" else ""))
         if self.input_size:
             parts.append(f"centre-crop {self.input_size}x{self.input_size}")
         parts.append("RGB in [0, 1]" if self.channels == 3 else "greyscale in [0, 1] (1 channel)")
@@ -69,7 +78,7 @@ class Preprocessing:
             s = self.resize / min(w, h)
             nw, nh = max(1, round(w * s)), max(1, round(h * s))
             if (nw, nh) != (w, h):
-                img = img.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
+                img = img.resize((nw, nh), _RESAMPLE.get(self.interpolation, Image.Resampling.BILINEAR), reducing_gap=3.0)
         if self.input_size:
             c = self.input_size
             w, h = img.size
@@ -215,5 +224,7 @@ def validated(pre: Preprocessing) -> Preprocessing:
     size = None if pre.input_size is None else positive_int(pre.input_size, "input size")
     if pre.channels not in (1, 3):
         raise ConfigError(f"channels must be 1 (greyscale) or 3 (RGB), not {pre.channels!r}")
+    interp = pre.interpolation if pre.interpolation in _RESAMPLE else "bilinear"
     return Preprocessing(resize=resize, input_size=size, mean=triple(pre.mean, "mean"),
-                         std=triple(pre.std, "std", positive=True), source=pre.source, channels=int(pre.channels))
+                         std=triple(pre.std, "std", positive=True), source=pre.source, channels=int(pre.channels),
+                         interpolation=interp)

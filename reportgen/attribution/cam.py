@@ -9,12 +9,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..inspection.hooks import capture_outputs, eval_mode, frozen_params
+from ..inspection.layout import detect, to_grid
+from ..inspection.probe import trace_layouts
 from .gradients import Target, _targets
 from .guided import guided
 
 
 def _layer_and_grad(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: Target):
-    """Activation ``A`` of ``layer`` (B x C x h x w) and ``dS_k/dA`` in one forward/backward pass."""
+    """Activation ``A`` of ``layer`` (B x C x h x w; a token sequence or a channels-last map in its grid view) and
+    ``dS_k/dA`` in one forward/backward pass."""
     with eval_mode(model), frozen_params(model), torch.enable_grad(), \
             capture_outputs({"layer": layer}, detach=False, clone=False) as store:
         z = model(x.detach().clone().requires_grad_(True))
@@ -25,6 +28,8 @@ def _layer_and_grad(model: nn.Module, layer: nn.Module, x: torch.Tensor, target:
             raise RuntimeError("the layer's output does not depend on the input")
         t = _targets(target, len(x), z.device)
         (g,) = torch.autograd.grad(z.gather(1, t[:, None]).sum(), a)
+    lay = detect(a, (int(x.shape[-2]), int(x.shape[-1])), layer)  # tokens / channels-last -> B x C x h x w
+    a, g = to_grid(a, lay), to_grid(g, lay)
     if a.dim() != 4:
         raise ValueError(f"Grad-CAM needs a spatial layer (B x C x h x w output), got shape {tuple(a.shape)}")
     return a.detach().float(), g.detach().float()
@@ -79,20 +84,11 @@ def normalise(m: torch.Tensor) -> torch.Tensor:
 
 
 def last_spatial_block(model: nn.Module, example: torch.Tensor) -> str:
-    """Dotted name of the last module to *finish* with a spatial output (B x C x h x w, h*w > 1).
-
-    Forward hooks fire when a module returns, so this is the outermost block around the last spatial
-    operation (``features`` in VGG/MobileNet, ``layer4`` in ResNet), i.e. Grad-CAM's usual layer.
-    """
-    mods = {n: m for n, m in model.named_modules() if n}
-    with eval_mode(model), torch.inference_mode(), capture_outputs(mods) as store:
-        model(example[:1])
-    best = None
-    for name, t in store.items():  # insertion order = order in which modules first returned
-        if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[2] * t.shape[3] > 1:
-            best = name
+    """Dotted name of the last block to *finish* with a spatial output, Grad-CAM's usual layer: ``features`` in
+    VGG/MobileNet, ``layer4`` in ResNet, a transformer's last encoder block (token sequences and channels-last
+    maps count as spatial, :mod:`reportgen.inspection.layout`), never the stem or the patch embedding
+    (:meth:`reportgen.inspection.probe.ModelProbe.default_block`)."""
+    best = trace_layouts(model, example).default_block()
     if best is None:
-        raise ValueError("the model has no layer with a spatial (B x C x h x w) output")
+        raise ValueError("the model has no layer with a spatial (B x C x h x w, B x h x w x C or token grid) output")
     return best
-
-

@@ -28,7 +28,7 @@ def rule_gradients(model: nn.Module, x: torch.Tensor, selectors: Sequence[Select
     per selector); returns the gradients (B x C x H x W each) and how the rule reached the activations."""
     watch = {"layer": layer} if layer is not None else {}
     with eval_mode(model), frozen_params(model), torch.enable_grad(), gradient_rule(model, rule) as report, \
-            capture_outputs(watch, detach=False) as acts:
+            capture_outputs(watch, detach=False, grid=(int(x.shape[-2]), int(x.shape[-1]))) as acts:
         xr = x.detach().clone().requires_grad_(True)
         z = model(xr)
         if layer is not None and "layer" not in acts:

@@ -172,7 +172,8 @@ def forward_pass(ctx, layer_names: list[str], key: str | None, topk: int, pixel_
             else:
                 source = ("logits (TorchScript archive: no hooks)" if not hookable(model)
                           else "logits (no Linear or Conv2d layer found)")
-            acts = stack.enter_context(capture_outputs(modules)) if modules else {}
+            grid = (ctx.pre.size, ctx.pre.size)  # token / channels-last layers in their grid view (B, C, h, w)
+            acts = stack.enter_context(capture_outputs(modules, grid=grid)) if modules else {}
             nb = (len(mine) + ctx.batch_size - 1) // ctx.batch_size
             desc = "Forward pass over the image set" + (f" (+{len(modules)} layer(s))" if modules else "")
             batches = image_batches(ctx.images, mine, ctx.batch_size, int(ctx.config.general.num_workers or 0))

@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from .layout import Layout, detect, first_tensor, to_grid
+
 
 def hookable(model: nn.Module) -> bool:
     """False for TorchScript modules, which refuse forward/backward hooks."""
@@ -72,7 +74,8 @@ def frozen_params(model: nn.Module) -> Iterator[nn.Module]:
 @contextlib.contextmanager
 def capture_outputs(
     modules: dict[str, nn.Module], detach: bool = True, keep_last: bool = True, stop_when_complete: bool = False,
-    clone: bool = True,
+    clone: bool = True, grid: tuple[int, int] | Callable[[], tuple[int, int]] | None = None,
+    layouts: dict[str, Layout] | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record each module's forward output into the yielded dict under its name.
 
@@ -85,6 +88,12 @@ def capture_outputs(
     negative pre-activations would silently come back rectified. With ``detach=False`` the clone
     is part of the graph, so gradients still flow to the input. ``clone=False`` keeps the live tensor, for
     ``torch.autograd.grad`` w.r.t. the activation itself (Grad-CAM); the caller then owns the in-place risk.
+
+    A module that returns a tuple, a dict or a model-output object gives its first tensor
+    (:func:`reportgen.inspection.layout.first_tensor`). With ``grid=(H, W)`` (the input's size) channels-last
+    maps and token sequences are stored in their grid view (B, C, h, w) (:mod:`reportgen.inspection.layout`;
+    ``grid`` may be a function returning the current input size),
+    and ``layouts`` (when given) receives each module's detected layout.
     """
     store: dict[str, torch.Tensor] = {}
     handles = []
@@ -92,7 +101,14 @@ def capture_outputs(
 
     def make(name: str):
         def hook(_m, _inp, out):
-            t = out[0] if isinstance(out, (tuple, list)) else out
+            t = first_tensor(out)
+            if not isinstance(t, torch.Tensor):
+                return
+            if grid is not None:
+                lay = detect(t, grid() if callable(grid) else grid, _m)
+                t = to_grid(t, lay)
+                if layouts is not None:
+                    layouts[name] = lay
             t = t.detach() if detach else t
             store[name] = t.clone() if clone else t
             if stop_when_complete and wanted <= set(store):
@@ -129,14 +145,38 @@ class StopForward(Exception):
     """Raised by a hook (e.g. :func:`capture_until_complete`) to end a forward pass early."""
 
 
-def capture_until_complete(modules: dict[str, nn.Module]):
+@contextlib.contextmanager
+def record_layouts(modules: dict[str, nn.Module], grid: tuple[int, int]) -> Iterator[dict[str, Layout]]:
+    """Record each module's output layout (not the tensor) for an input of size ``grid``, in the order the
+    modules return (a container after its children)."""
+    store: dict[str, Layout] = {}
+    handles = []
+
+    def make(name: str):
+        def hook(m, _inp, out):
+            if name not in store:
+                store[name] = detect(out, grid, m)
+
+        return hook
+
+    try:
+        for name, m in modules.items():
+            handles.append(m.register_forward_hook(make(name)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def capture_until_complete(modules: dict[str, nn.Module],
+                           grid: tuple[int, int] | Callable[[], tuple[int, int]] | None = None):
     """Like ``capture_outputs(modules, detach=False)``, but once every module has produced its
     output in a forward pass, raise :class:`StopForward` (the rest of the network is skipped).
 
     The caller catches ``StopForward``; ``store`` is cleared by the caller between passes.
     Used by image optimisation when the objective needs only intermediate layers.
     """
-    return capture_outputs(modules, detach=False, stop_when_complete=True)
+    return capture_outputs(modules, detach=False, stop_when_complete=True, grid=grid)
 
 
 def keeps_train_mode(fn: Callable[..., Any]) -> Callable[..., Any]:

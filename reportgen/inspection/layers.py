@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import LayerError
 from .hooks import eval_mode
+from .layout import detect, first_tensor
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -71,19 +72,23 @@ class LayerInfo:
     output_shape: tuple[int, ...] | None  # without the batch dimension
     params: int  # parameters owned directly (not by children)
     is_leaf: bool
+    layout: str = "-"  # output layout (:meth:`reportgen.inspection.layout.Layout.short`): NCHW 7x7, tokens 1+14x14
 
 
 def describe_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[LayerInfo]:
     """Every named module with its type, direct parameter count and (given an example batch) output shape."""
     shapes: dict[str, tuple[int, ...]] = {}
+    layouts: dict[str, str] = {}
     handles = []
     if example is not None:
+        grid = (int(example.shape[-2]), int(example.shape[-1]))
 
         def make(name):
-            def hook(_m, _i, out):
-                t = out[0] if isinstance(out, (tuple, list)) else out
+            def hook(m, _i, out):
+                t = first_tensor(out)
                 if isinstance(t, torch.Tensor):
                     shapes[name] = tuple(t.shape[1:])
+                    layouts[name] = detect(t, grid, m).short()
 
             return hook
 
@@ -108,6 +113,7 @@ def describe_layers(model: nn.Module, example: torch.Tensor | None = None) -> li
                 output_shape=shapes.get(n),
                 params=own,
                 is_leaf=len(list(m.children())) == 0,
+                layout=layouts.get(n, "-"),
             )
         )
     return out

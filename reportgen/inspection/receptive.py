@@ -357,8 +357,23 @@ def analytic_receptive_field(model: nn.Module, layer: str) -> ReceptiveField:
     return ReceptiveField(layer=layer, size=(ri, ri), jump=(ji, ji), origin=(y0, y0), method="analytic")
 
 
+TOKEN_PATCH = "token patch"
+
+
+def token_patch_field(layer: str, grid: tuple[int, int], input_size: int) -> ReceptiveField:
+    """The field shown for a token of a ``grid`` of patch tokens: the token's own patch (``input_size / grid``
+    pixels). After the first global-attention block every token's receptive field is the whole image, so this is
+    where the token sits, not the only pixels its value depends on (``method`` says so)."""
+    ph, pw = max(1, input_size // grid[0]), max(1, input_size // grid[1])
+    return ReceptiveField(layer, (ph, pw), (ph, pw), (0, 0), method=TOKEN_PATCH, input_size=input_size)
+
+
 def field_for(ctx, layer: str) -> ReceptiveField:
-    """Receptive field of ``layer`` of ``ctx.model`` at the run's input size, memoised per run."""
+    """Receptive field of ``layer`` of ``ctx.model`` at the run's input size, memoised per run (a token
+    sequence's: :func:`token_patch_field`)."""
+    lay = ctx.probe().layout(layer)
+    if lay is not None and lay.kind == "tokens":
+        return token_patch_field(layer, lay.grid, ctx.pre.size)
     return ctx.memo(f"receptive:{layer}:{ctx.pre.size}",
                     lambda: gradient_receptive_field(ctx.model, layer, ctx.pre.size))
 

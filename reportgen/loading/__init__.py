@@ -35,6 +35,7 @@ from .base import SPEC_FORMS, LoadedModel, input_channels
 from .checkpoint import apply_weights_file
 from .factory import load_factory_file, load_factory_module
 from .files import MODEL_FILE_SUFFIXES
+from .hub import is_hf_folder, load_hf_folder, load_timm
 from .torchvision import load_torchvision, torchvision_model_names
 
 
@@ -63,6 +64,8 @@ def load_model(spec: str, weights: str | os.PathLike | None = None, trust: bool 
 
 
 def _dispatch(spec: str, weights: str | None, trust: bool) -> LoadedModel:
+    if spec.lower().startswith("timm:"):
+        return load_timm(spec[5:].strip(), spec, weights, trust)
     has_sep = "/" in spec or "\\" in spec
     if not has_sep and ":" not in spec:
         names = torchvision_model_names()
@@ -72,7 +75,10 @@ def _dispatch(spec: str, weights: str | None, trust: bool) -> LoadedModel:
     path = Path(spec).expanduser()
     if path.exists():
         if path.is_dir():
-            raise ModelError(f"model SPEC {spec!r} is a folder, not a model file.\n" + SPEC_FORMS)
+            if is_hf_folder(path) or any(path.glob("*.safetensors")) or (path / "preprocessor_config.json").exists():
+                return load_hf_folder(path, spec, weights, trust)
+            raise ModelError(f"model SPEC {spec!r} is a folder without a config.json, not a model file or a Hugging "
+                             f"Face model folder (save_pretrained writes {path / 'config.json'}).\n" + SPEC_FORMS)
         if path.suffix == ".py":
             raise ModelError(
                 f"{spec} is a Python file: name the function that builds the model, e.g. {spec}:make_model "
@@ -157,7 +163,7 @@ def resolve_preprocessing(
     source = base.source if set(origin.values()) == {base.source} else _origins_text(origin)
     return validated(Preprocessing(resize=values["resize"], input_size=values["input size"],
                                    mean=tuple(values["mean"]), std=tuple(values["std"]), source=source,
-                                   channels=n_channels))
+                                   channels=n_channels, interpolation=base.interpolation))
 
 
 def _channels(loaded: LoadedModel | None, base: Preprocessing, flag: int | None) -> tuple[int, str]:

@@ -17,7 +17,11 @@ SPEC_FORMS = """Accepted model SPEC forms:
                             returning a torch.nn.Module; --weights FILE is loaded into it
   package.module:factory    the same, from an importable module
   model.pt / model.ts       a TorchScript archive (torch.jit.save)
-  model.pt2                 a torch.export archive (torch.export.save)"""
+  model.pt2                 a torch.export archive (torch.export.save)
+  timm:NAME                 timm.create_model(NAME, pretrained=False); --weights FILE (.pth/.safetensors)
+                            fills it (pip install reportgen[timm])
+  path/to/hf_folder         a Hugging Face folder written by save_pretrained (config.json + weights),
+                            loaded with local_files_only=True (pip install reportgen[hf])"""
 
 
 @dataclass
@@ -26,7 +30,7 @@ class LoadedModel:
 
     model: nn.Module  # eval mode, on the CPU
     spec: str
-    kind: str  # "torchvision", "factory", "torchscript", "export", "module", "demo"
+    kind: str  # "torchvision", "factory", "torchscript", "export", "module", "demo", "timm", "huggingface"
     preprocessing: Preprocessing | None = None  # known preprocessing (weights metadata, factory, demo)
     class_names: list[str] | None = None
     weights: str | None = None  # path of the weights file used

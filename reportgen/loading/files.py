@@ -76,7 +76,8 @@ def read_weights(path: Path, trust: bool) -> tuple[Any, list[str]]:
         try:
             from safetensors.torch import load_file
         except ImportError:
-            raise ModelError(f"{path} is a safetensors file: install the safetensors package to read it") from None
+            raise ModelError(f"{path} is a safetensors file: install the safetensors package to read it "
+                             "(pip install reportgen[timm] or reportgen[hf] include it)") from None
         try:
             return load_file(str(path), device="cpu"), notes
         except Exception as e:

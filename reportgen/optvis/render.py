@@ -109,12 +109,15 @@ def render(
     evaluate_final: bool = False,
     progress: Callable | None = None,
     desc: str = "Optimising the image",
+    fit: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> OptResult:
     """Maximise ``objective`` over ``param``'s image with ``model`` (RGB in [0, 1] -> logits).
 
     ``layer_root`` resolves the objective's dotted layer names (default: ``model``; pass
     ``ctx.model`` when ``model`` is ``ctx.pixel_model``). ``grad_norm`` normalises each image's
-    gradient before the step (``mean_abs`` for DeepDream, ``sign`` for FGSM-like steps).
+    gradient before the step (``mean_abs`` for DeepDream, ``sign`` for FGSM-like steps). ``fit``
+    (``ctx.fit_input``) resizes each transformed batch to a size the model accepts before the forward pass (a
+    fixed-size ViT, Inception's minimum); layer outputs are captured in their grid view (B, C, h, w).
     """
     t0 = time.perf_counter()
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -135,11 +138,15 @@ def render(
     it = range(steps) if progress is None else progress(range(steps), desc, total=steps)
     steps_run = 0
 
+    cur_grid: list[int] = [int(v) for v in param.image().shape[-2:]]
+
     def forward(x: torch.Tensor, store: dict) -> dict:
+        fed = fit(x) if fit is not None else x
+        cur_grid[:] = [int(v) for v in fed.shape[-2:]]
         store.clear()
         logits = None
         try:
-            logits = model(x)
+            logits = model(fed)
         except StopForward:
             pass
         acts = dict(store)
@@ -153,9 +160,9 @@ def render(
         stack.enter_context(frozen_params(model))
         stack.enter_context(torch.enable_grad())
         if need_logits:
-            store = stack.enter_context(capture_outputs(modules, detach=False))
+            store = stack.enter_context(capture_outputs(modules, detach=False, grid=lambda: tuple(cur_grid)))
         else:
-            store = stack.enter_context(capture_until_complete(modules))
+            store = stack.enter_context(capture_until_complete(modules, grid=lambda: tuple(cur_grid)))
         fmt = _memory_format(model)
         state: dict = {}
 

@@ -92,7 +92,8 @@ def transfer(ctx, opts, s: dict, pairs: list[tuple[int, int]], weights, desc: st
     number or one style weight per pair."""
     contents = s["contents"][[ci for ci, _ in pairs]]
     targets = stack_targets([s["style_targets"][si] for _, si in pairs])
-    ctarget = activations(ctx.pixel_model, [s["content_layer"]], ctx.to_device(contents), root=ctx.model)
+    ctarget = activations(ctx.pixel_model, [s["content_layer"]], ctx.to_device(contents), root=ctx.model,
+                          fit=ctx.fit_input)
     w = torch.as_tensor(weights, dtype=torch.float32) if isinstance(weights, (list, tuple)) else weights
     obj = style_objective(s["layers"], targets, w, content=(s["content_layer"], ctarget[s["content_layer"]]),
                           tv_weight=opts.tv_weight, pixels=s["size"] ** 2)

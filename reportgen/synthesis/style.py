@@ -85,7 +85,7 @@ def style_layers(ctx, given: Sequence[str] | None) -> list[str]:
     if given:
         return _validated(ctx, given)
     ctx.require_hooks()
-    names = spread_layers(ctx.model, (0.0, 0.25, 0.5, 0.75))
+    names = spread_layers(ctx.model, (0.0, 0.25, 0.5, 0.75), ctx.probe().called)
     if not names:
         names = [ctx.chosen_layer()]
     return names
@@ -96,7 +96,7 @@ def content_layer(ctx, given: str | None) -> str:
     if given:
         return _validated(ctx, [given])[0]
     ctx.require_hooks()
-    names = spread_layers(ctx.model, (0.5,))
+    names = spread_layers(ctx.model, (0.5,), ctx.probe().called)
     return names[0] if names else ctx.chosen_layer()
 
 
@@ -112,7 +112,7 @@ def resize_to(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def gram_targets(ctx, layers: Sequence[str], images: torch.Tensor) -> dict[str, torch.Tensor]:
     """``{layer: G_l}`` (B x C x C) for a batch of images in [0, 1] (one pass, detached)."""
-    acts = activations(ctx.pixel_model, layers, ctx.to_device(images), root=ctx.model)
+    acts = activations(ctx.pixel_model, layers, ctx.to_device(images), root=ctx.model, fit=ctx.fit_input)
     return {n: O.gram_matrix(a.float()) for n, a in acts.items()}
 
 
@@ -168,7 +168,8 @@ def synthesize(ctx, objective: O.Objective, init: torch.Tensor | str, *, batch: 
         else:  # Gatys et al. start from white noise
             param = optvis.pixel_image(batch, size, "uniform", generator=g, device=ctx.device)
     return optvis.render(ctx.pixel_model, objective, param, optimizer=optimizer, steps=steps, lr=lr,
-                         generator=generator, layer_root=ctx.model, progress=ctx.progress, desc=desc)
+                         generator=generator, layer_root=ctx.model, progress=ctx.progress, desc=desc,
+                         fit=ctx.fit_input)
 
 
 def relative_gram_errors(ctx, layers: Sequence[str], images: torch.Tensor,

@@ -77,10 +77,11 @@ class TransformNet(nn.Module):
 
 
 def perceptual_loss(pixel_model, root, objective_for: Callable, layers: Sequence[str], content_layer: str,
-                    x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-image loss of the stylised ``y`` for the content ``x``: ``-objective_for(content_target)(acts, y)``."""
-    target = activations(pixel_model, [content_layer], x, root=root)[content_layer]
-    acts = activations(pixel_model, list(dict.fromkeys([*layers, content_layer])), y, root=root, grad=True)
+                    x: torch.Tensor, y: torch.Tensor, fit: Callable | None = None) -> torch.Tensor:
+    """Per-image loss of the stylised ``y`` for the content ``x``: ``-objective_for(content_target)(acts, y)``
+    (``fit``: resize to a size the model accepts first)."""
+    target = activations(pixel_model, [content_layer], x, root=root, fit=fit)[content_layer]
+    acts = activations(pixel_model, list(dict.fromkeys([*layers, content_layer])), y, root=root, grad=True, fit=fit)
     return -objective_for(target)(acts, y)
 
 

@@ -93,7 +93,10 @@ def cam_layer(ctx, name: str | None) -> str:
         ctx.layer(name)
         return name
     ctx.require_hooks()
-    return A.last_spatial_block(ctx.model, ctx.to_device(ctx.images.batch([0])))
+    name = ctx.probe().default_block()
+    if name is None:
+        raise ValueError("the model has no layer with a spatial output; pass gradcam.layer")
+    return name
 
 
 # ----- saliency maps (Simonyan et al. 2014), shared by the saliency and segmentation sections ----------

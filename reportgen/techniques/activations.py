@@ -61,8 +61,10 @@ def activations(ctx, opts: ActivationsOptions) -> Section:
     layer = ctx.layer(name)
     n = min(opts.max_images, len(ctx.images))
     idx = spread_indices(ctx, n, "activations/images")  # one image per class, seeded
-    with torch.inference_mode(), capture_outputs({name: layer}) as out:
-        logits = ctx.pixel_model(ctx.to_device(ctx.images.batch(idx)))
+    x = ctx.to_device(ctx.images.batch(idx))
+    layouts: dict = {}
+    with torch.inference_mode(), capture_outputs({name: layer}, grid=tuple(x.shape[-2:]), layouts=layouts) as out:
+        logits = ctx.pixel_model(x)
     if name not in out:
         raise RuntimeError(f"layer {name!r} was not called in the forward pass")
     acts = out[name].float().cpu().numpy()
@@ -89,12 +91,16 @@ def activations(ctx, opts: ActivationsOptions) -> Section:
         grid = Grid(items, columns=max(8, int(math.ceil(math.sqrt(shown)))), cell_width=cell,
                     caption=f"{shown} of {c} channels, {h}x{w} each, one shared grey scale [{lo:.3g}, {hi:.3g}]")
         sec.add(Group(f"{ctx.images.name(i)}", [Row([inp, grid])]))
+    lay = layouts.get(name)
+    if lay is not None and lay.kind in ("tokens", "nhwc"):
+        sec.add(Note(f"Layer {name} returns a {lay.describe()}."))
     if shown < c:
         sec.add(Note(f"Showing the first {shown} of {c} channels (option activations.max_channels)."))
     sec.params["layer"] = name
     sec.params["layer_shape"] = f"{c}x{h}x{w}"
     flat = acts.reshape(acts.shape[0], c, -1)
     sec.results = {"layer": name, "layer_type": type(layer).__name__, "shape": [int(c), int(h), int(w)],
+                   "layout": lay.short() if lay is not None else "other",
                    "images": [{"image": ctx.images.name(i), "predicted": ctx.class_name(int(preds[k])),
                                # channels whose map is > 0 somewhere (post-ReLU: the units that fired)
                                "active_channels": int((flat[k].max(1) > 0).sum()),

@@ -144,7 +144,7 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
         runs[label] = optvis.render(
             ctx.output_model, objectives[label], param, optimizer="adam", steps=opts.steps, lr=opts.lr,
             generator=ctx.generator(f"class_visualization/jitter/{k}"), layer_root=ctx.model, evaluate_final=True,
-            progress=ctx.progress, desc=f"Class visualisation ({label})", **kw)
+            progress=ctx.progress, desc=f"Class visualisation ({label})", fit=ctx.fit_input, **kw)
 
     sec = Section(id="class_visualization", title="Class visualisation (gradient ascent)")
     items = []

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..inspection import layers as layers_mod
+from ..inspection.activations import spread_layers
 from .. import optvis
 from ..pictures import unit_to_uint8
 from ..optvis import objectives as O
@@ -71,10 +72,11 @@ class DeepDreamOptions:
     """Cap on the roll as a fraction of the image side (16 px at 224 px, 2 px at 28 px)."""
 
 
-def default_layers(model, k: int = 3) -> list[str]:
+def default_layers(model, k: int = 3, called: set[str] | None = None) -> list[str]:
     """``k`` convolutions evenly spread through the depth (by dotted name, never by index), preferring
-    convolutions followed by an activation (on MobileNetV2 the linear 1x1 projections have none)."""
-    convs = layers_mod.conv_layers(model)
+    convolutions followed by an activation (on MobileNetV2 the linear 1x1 projections have none); only those
+    that run in eval mode (``called``)."""
+    convs = [c for c in layers_mod.conv_layers(model) if called is None or c in called]
     rectified = [c for c in convs if layers_mod.activation_after(model, c)]
     convs = rectified or convs
     if not convs:
@@ -109,9 +111,10 @@ def rectified_l2(layer: str, relu: bool) -> O.Objective:
 
 def dream(pixel_model, layer_names: list[str], image: torch.Tensor, *, octaves: int = 3, octave_scale: float = 1.4,
           steps: int = 10, lr: float = 0.01, jitter: int = 16, generator: torch.Generator | None = None,
-          layer_root=None, progress=None) -> tuple[torch.Tensor, list[optvis.OptResult]]:
+          layer_root=None, progress=None, fit=None) -> tuple[torch.Tensor, list[optvis.OptResult]]:
     """Dream ``image`` (3 x H x W in [0, 1]) once per layer (batched: element b uses layer b).
-    A layer is a name (its output squared) or ``(name, relu)`` (see :func:`rectified_l2`).
+    A layer is a name (its output squared) or ``(name, relu)`` (see :func:`rectified_l2`). ``fit``
+    (``ctx.fit_input``) resizes each octave to a size the model accepts before the forward pass.
 
     Returns (dreams L x 3 x H x W, one OptResult per octave, smallest first)."""
     L = len(layer_names)
@@ -134,7 +137,7 @@ def dream(pixel_model, layer_names: list[str], image: torch.Tensor, *, octaves: 
         j = max(1, round(jitter * oct_img.shape[-1] / full)) if jitter > 0 else 0
         res = optvis.render(pixel_model, objective, optvis.pixel_image(init=start), transforms=[T.jitter(j)],
                             optimizer="sgd", lr=lr, grad_norm="mean_abs", steps=steps, generator=generator,
-                            layer_root=layer_root, progress=progress,
+                            layer_root=layer_root, progress=progress, fit=fit,
                             desc=f"DeepDream octave {k + 1}/{len(pyramid)}")
         results.append(res)
         detail = res.images.to(oct_img) - oct_img
@@ -154,7 +157,13 @@ def deepdream(ctx, opts: DeepDreamOptions) -> Section:
     activation function after it) stronger everywhere, so whatever that layer already detects is exaggerated.
     Shallow layers add strokes and textures; deeper layers hallucinate object parts, showing what the network is
     primed to see."""
-    names = list(opts.layers) if opts.layers else default_layers(ctx.model)
+    probe = ctx.probe()
+    if opts.layers:
+        names = list(opts.layers)
+    elif probe.default_layer(layers_mod.last_conv(ctx.model)) != layers_mod.last_conv(ctx.model):
+        names = spread_layers(ctx.model, (1 / 3, 2 / 3, 1.0), probe.called)  # convolutions are only a stem
+    else:
+        names = default_layers(ctx.model, called=probe.called)
     if not names:
         names = [ctx.chosen_layer()]
     for name in names:
@@ -174,7 +183,7 @@ def deepdream(ctx, opts: DeepDreamOptions) -> Section:
         dreams, results = dream(ctx.pixel_model, [(r, relu) for r, relu, _ in targets], img, octaves=opts.octaves,
                                 octave_scale=opts.octave_scale, steps=opts.steps, lr=opts.lr, jitter=jitter,
                                 generator=ctx.generator(f"deepdream/jitter/{i}"),
-                                layer_root=ctx.model, progress=ctx.progress)
+                                layer_root=ctx.model, progress=ctx.progress, fit=ctx.fit_input)
         figs = [Figure(ImageData(unit_to_uint8(img.cpu().permute(1, 2, 0).numpy()), display_width=224),
                        caption=f"{ctx.images.name(i)} (input)", alt=f"input {ctx.images.name(i)}")]
         hist = np.concatenate([r.history for r in results], 0)  # steps x layers

@@ -88,7 +88,7 @@ def fast_style(ctx, opts: FastStyleOptions) -> Section:
                                    tv_weight=st_opts.tv_weight, pixels=size * size)
 
         def loss_fn(x, y, objective_for=objective_for):
-            return perceptual_loss(ctx.pixel_model, ctx.model, objective_for, layers, clayer, x, y)
+            return perceptual_loss(ctx.pixel_model, ctx.model, objective_for, layers, clayer, x, y, fit=ctx.fit_input)
 
         torch.manual_seed(ctx.seed_for(f"fast_style/weights/{si}"))  # initial weights (the global RNG is only touched here)
         net = TransformNet(opts.width, opts.res_blocks).to(ctx.device)

@@ -130,6 +130,11 @@ def filters(ctx, opts: FiltersOptions) -> Section:
         sec.add(Note(f"The first convolution takes {c} input channels, so filters are drawn in greyscale "
                      "(mean over input channels) rather than as RGB."))
 
+    patch_embedding = tuple(conv.kernel_size) == tuple(conv.stride) and max(kh, kw) > 1
+    if patch_embedding:
+        sec.add(*_embedding_components(w, first, min(28, k, c * kh * kw)))
+        sec.results["patch_embedding_components"] = min(28, k, c * kh * kw)
+
     higher = opts.layer or _higher_conv(model, first)
     if higher is None:
         sec.add(Note("The model has a single convolution: there is no higher layer to show."))
@@ -161,7 +166,38 @@ def filters(ctx, opts: FiltersOptions) -> Section:
             sec.add(Note(f"{higher} is a grouped convolution ({hconv.groups} groups): each filter sees only "
                          f"{hc} input channel(s) of its group."))
     sec.params.update({"first_layer": first, "higher_layer": higher})
-    sec.results = {"first_layer": first, "first_shape": [k, c, kh, kw], "scale": opts.scale,
+    sec.results = {**sec.results, "first_layer": first, "first_shape": [k, c, kh, kw], "scale": opts.scale,
                    "first_max_abs_weight": round(layer_max, 6), "dead_filters": dead, "higher_layer": higher,
                    "filter_max_abs_weight": [round(float(v), 6) for v in strength[:shown]]}
     return sec
+
+
+def embedding_components(w: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` leading principal components of the patch-embedding filters ``w`` (K x C x kh x kw), each
+    C x kh x kw, and the share of the filters' variance each explains (Dosovitskiy et al. 2021, Fig. 7 left)."""
+    k = w.shape[0]
+    flat = w.reshape(k, -1).astype(np.float64)
+    flat = flat - flat.mean(0, keepdims=True)
+    _, sv, vt = np.linalg.svd(flat, full_matrices=False)
+    var = sv ** 2
+    share = var / max(float(var.sum()), 1e-12)
+    return vt[:n].reshape((n,) + w.shape[1:]), share[:n]
+
+
+def _embedding_components(w: np.ndarray, first: str, n: int) -> list:
+    comps, share = embedding_components(w, n)
+    items = [GridItem(ImageData(filter_tile(comps[i], "filter", 1.0), pixelated=True),
+                      label=f"PC{i + 1} {share[i]:.0%}", alt=f"principal component {i + 1} of the patch embedding")
+             for i in range(len(comps))]
+    return [
+        Grid(items, columns=min(14, max(4, len(items))), cell_width=56,
+             title=f"Patch embedding {first}: leading principal components",
+             caption=(f"{first} has stride equal to its kernel: it is a patch embedding (ViT), a linear projection "
+                      f"of each patch. Shown as in Dosovitskiy et al. (2021, Fig. 7 left): the {len(comps)} leading "
+                      "principal components of its filters, each normalised to its own min/max, labelled with the "
+                      f"share of the filters' variance it explains ({share.sum():.0%} together).")),
+        Note("The filter tiles above are individual rows of the patch embedding; the principal components summarise "
+             "the basis it spans. Trained ViTs give smooth, low-frequency, Gabor-like components; random "
+             "initialisation gives noise."),
+    ]
+

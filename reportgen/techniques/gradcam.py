@@ -84,6 +84,9 @@ def gradcam(ctx, opts: GradCamOptions) -> Section:
     med = float(np.median(agree)) if agree else 0.0
     text = (f"Grad-CAM and Grad-CAM++ {'mostly agree' if med >= 0.8 else 'differ noticeably'} here "
             f"(median Spearman rank correlation {med:.2f}).")
+    lay = ctx.probe().layout(name)
+    if lay is not None and lay.kind in ("tokens", "nhwc"):
+        text += f" The layer's output is a {lay.describe()}."
     if hw[0] * hw[1] <= 16:
         text += f" The layer is only {hw[0]}x{hw[1]}: the maps can say which region, not which pixels."
     sec.add(Note(text))

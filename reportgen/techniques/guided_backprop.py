@@ -95,7 +95,7 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
     x = ctx.to_device(ctx.images.batch(idx))
     k = max(1, opts.units)
 
-    with torch.inference_mode(), capture_outputs({name: layer}) as out:
+    with torch.inference_mode(), capture_outputs({name: layer}, grid=tuple(x.shape[-2:])) as out:
         logits = pm(x)
     if name not in out:
         raise RuntimeError(f"layer {name!r} was not called in the forward pass")

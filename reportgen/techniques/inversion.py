@@ -67,12 +67,12 @@ def inversion(ctx, opts: InversionOptions) -> Section:
         names = [n for n in opts.layers if ctx.layer(n) is not None]
     else:
         ctx.require_hooks()
-        names = spread_layers(ctx.model) or [ctx.chosen_layer()]
+        names = spread_layers(ctx.model, called=ctx.probe().called) or [ctx.chosen_layer()]
     size = int(min(opts.image_size or ctx.pre.size, ctx.pre.size))
     idx = spread_indices(ctx, min(max(1, opts.max_images), len(ctx.images)), "inversion/images")
     x0 = resize_to(ctx.images.batch(idx), size)
     x0d = ctx.to_device(x0)
-    targets = activations(ctx.pixel_model, names, x0d, root=ctx.model)
+    targets = activations(ctx.pixel_model, names, x0d, root=ctx.model, fit=ctx.fit_input)
     pixels = size * size
     lam = opts.tv_weight * (size / 128) ** 2
     par = resolve_parameterization(opts.parameterization, size)
@@ -86,12 +86,13 @@ def inversion(ctx, opts: InversionOptions) -> Section:
         lr = 1.0 if opts.optimizer == "lbfgs" else opts.lr
         runs[name] = optvis.render(ctx.pixel_model, objective, param, optimizer=opts.optimizer, steps=opts.steps,
                                    lr=lr, generator=ctx.generator(f"inversion/jitter/{k}"), layer_root=ctx.model,
-                                   progress=ctx.progress, desc=f"Inverting {name}")
+                                   progress=ctx.progress, desc=f"Inverting {name}", fit=ctx.fit_input)
 
     feat_err = {}
     pix_err = {}
     for name, res in runs.items():
-        got = activations(ctx.pixel_model, [name], ctx.to_device(res.images), root=ctx.model)[name]
+        got = activations(ctx.pixel_model, [name], ctx.to_device(res.images), root=ctx.model,
+                          fit=ctx.fit_input)[name]
         feat_err[name] = O.relative_sq_error(got, targets[name]).cpu().numpy()
         pix_err[name] = (res.images - x0).pow(2).flatten(1).mean(1).sqrt().numpy()  # RMS in [0, 1] units
 

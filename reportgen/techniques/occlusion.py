@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from torch import nn
 
 from .. import attribution as A
 from ..attribution import window_positions
@@ -79,8 +80,13 @@ def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size
     ``batch_size`` copies at a time, incremental ones ``incremental_batch`` (default: ``batch_size``)."""
     bt = predict_batch(ctx, list(indices), classes)
     x = bt.x.float()
-    occ, why = (ctx.memo("occlusion:occluder", lambda: IncrementalOccluder.build(ctx.pixel_model)) if incremental
-                else (None, "incremental inference turned off"))
+    no_reuse = attention_reason(ctx) if incremental else None
+    if not incremental:
+        occ, why = None, "incremental inference turned off"
+    elif no_reuse:
+        occ, why = None, no_reuse
+    else:
+        occ, why = ctx.memo("occlusion:occluder", lambda: IncrementalOccluder.build(ctx.pixel_model))
     batch = (incremental_batch or batch_size) if occ is not None else batch_size
     grids = A.occlusion_grid(ctx.pixel_model, x, bt.targets, window, stride, fill, batch, occ is not None,
                              progress=lambda it, desc, total: ctx.progress(it, desc, total=total), occluder=occ)
@@ -88,6 +94,21 @@ def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size
     method = "incremental" if occ is not None else f"full forward passes ({why})"
     return [OcclusionResult(int(i), heats[k], grids[k].numpy(), float(bt.probs[k]), int(bt.targets[k]),
                             bool(bt.from_label[k]), int(bt.preds[k]), method) for k, i in enumerate(bt.idx)]
+
+
+def attention_reason(ctx) -> str | None:
+    """Why no region can be reused when the model attends (None for a convolutional model): after the first
+    attention block every token depends on every patch (global attention) or on a whole window, so incremental
+    inference would recompute nearly everything at a higher memory cost than plain batched forward passes."""
+    attn = sorted({type(m).__name__ for m in ctx.model.modules()
+                   if isinstance(m, nn.MultiheadAttention) or "Attention" in type(m).__name__})
+    tokens = any(r.layout.kind == "tokens" for r in ctx.probe().records)
+    if not attn and not tokens:
+        return None
+    what = ", ".join(attn[:3]) if attn else "token-sequence layers"
+    return (f"the model attends ({what}): after the first attention block every position depends on a whole "
+            "window or the whole image, so no region of a later layer can be reused; plain batched forward "
+            "passes are as fast and use bounded memory")
 
 
 def naive_occlusion(ctx, index: int, target: int, window: int, stride: int, fill) -> np.ndarray:

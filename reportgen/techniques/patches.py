@@ -20,7 +20,7 @@ from torch import nn
 from ..inspection import layers as layers_mod
 from ..features.compute import TOPK
 from ..papers import GIRSHICK_2014, SPRINGENBERG_2015, ZEILER_FERGUS_2014
-from ..inspection.receptive import ReceptiveField, crop_field, field_for
+from ..inspection.receptive import TOKEN_PATCH, ReceptiveField, crop_field, field_for
 from ..registry import Range, technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section
 from ._units import unit_set
@@ -74,6 +74,11 @@ def patch_layer(ctx, opts: "PatchesOptions") -> tuple[str, str]:
         return opts.layer, "option patches.layer"
     if ctx.general.layer:
         return ctx.chosen_layer(), "--layer"
+    last = layers_mod.last_conv(ctx.model)
+    block = ctx.probe().default_layer(last)
+    if block is not None and block != last:  # convolutions are only a stem / patch embedding (ViT, Swin)
+        return block, ("automatic: the last block with spatial structure (the network's convolutions are only its "
+                       "stem or patch embedding; set --layer or patches.layer to choose)")
     conv = ctx.memo(f"patches:auto:{opts.auto_rf_fraction}", lambda: auto_layer(ctx, opts.auto_rf_fraction))
     # rank on the post-activation output (after batch-norm and the ReLU), as `activations` shows
     name = layers_mod.activation_after(ctx.model, conv) or conv
@@ -180,9 +185,16 @@ def patches(ctx, opts: PatchesOptions) -> Section:
     else:
         where = ("All units are searched; grey in a patch is the zero padding beyond the image edge that the unit "
                  "also sees.")
+    field_how = "the token's own patch" if rf.method == TOKEN_PATCH else "from the gradient support of one unit"
+    if rf.method == TOKEN_PATCH:
+        sec.add(Note(
+            f"Layer {layer} ({how}) is a token sequence; each patch is the token's own {rf.size[0]}x{rf.size[1]} "
+            "image patch. After global attention a token's value depends on the whole image, so its evidence is "
+            "not confined to the patch shown: the patch says where the token sits, not all that it sees.",
+            kind="warning"))
     sec.add(Note(
         f"Layer {layer} ({how}); output {c}x{hh}x{ww}. Receptive field {rf.size[0]}x{rf.size[1]} input pixels "
-        f"(step {rf.jump[0]} px between units, from the gradient support of one unit), on a {size}x{size} input. "
+        f"(step {rf.jump[0]} px between units, {field_how}), on a {size}x{size} input. "
         f"Channels: {chosen}. Each patch is the field of the unit where the channel peaks in that image (one "
         f"patch per image, the best images over the whole set); the label is the activation value. {where}"))
     if max(rf.size) > size and st is full:

@@ -94,8 +94,10 @@ def style_transfer(ctx, opts: StyleTransferOptions) -> Section:
                          "Gram error over the style layers after the optimisation."))
     ratios = list(opts.ratios) if opts.ratios else [opts.style_weight * 10.0 ** e for e in (-2, -1, 0, 1, 2)]
     strip, serr = transfer(ctx, opts, s, [(0, 0)] * len(ratios), ratios, "Style transfer: weight ratios")
-    ctarget = activations(ctx.pixel_model, [s["content_layer"]], ctx.to_device(contents[:1]), root=ctx.model)
-    got = activations(ctx.pixel_model, [s["content_layer"]], ctx.to_device(strip.images), root=ctx.model)
+    ctarget = activations(ctx.pixel_model, [s["content_layer"]], ctx.to_device(contents[:1]), root=ctx.model,
+                          fit=ctx.fit_input)
+    got = activations(ctx.pixel_model, [s["content_layer"]], ctx.to_device(strip.images), root=ctx.model,
+                      fit=ctx.fit_input)
     cerr = ((got[s["content_layer"]] - ctarget[s["content_layer"]]).pow(2).flatten(1).sum(1)
             / ctarget[s["content_layer"]].pow(2).sum()).cpu().numpy()
     sec.add(Grid([GridItem(_img(strip.images[k]), label=f"w_s = {r:g}",
