@@ -48,7 +48,8 @@ def run_one(n: int, method: str, box: float) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     t = time.perf_counter()
     try:
-        out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), n=n, method=method)], check=False, env=env,
+        out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), n=n, method=method)], check=False,
+                             env=env,
                              capture_output=True, text=True, timeout=box)
     except subprocess.TimeoutExpired:
         return {"n": n, "method": method, "timed_out_after_s": box}
@@ -82,7 +83,8 @@ def load_time(n: int) -> dict:
             for _ in range(3):
                 b.navigate((out / "explorer.html").as_uri())
                 t = _t.monotonic()
-                while not b.evaluate("window.__rgExplorer && window.__rgExplorer.drawn > 0") and _t.monotonic() - t < 30:
+                drawn = "window.__rgExplorer && window.__rgExplorer.drawn > 0"
+                while not b.evaluate(drawn) and _t.monotonic() - t < 30:
                     _t.sleep(0.05)
                 runs.append(b.evaluate("[window.__rgExplorer.loadMs, window.__rgExplorer.buildMs, "
                                        "window.__rgExplorer.drawn]"))

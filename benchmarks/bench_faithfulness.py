@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     print(f"model {a.model}, {a.images} images of {side} px, {a.steps} deletion steps, {a.runs} MuFidelity subsets "
           f"of {size} values, our batch {a.batch}, 1 thread, best of {a.repeat}")
     ok = True
-    for name, q, o in (("deletion / pixel flipping", q_pf, o_pf), ("MuFidelity / faithfulness correlation", q_fc, o_fc)):
+    for name, q, o in (("deletion / pixel flipping", q_pf, o_pf),
+                       ("MuFidelity / faithfulness correlation", q_fc, o_fc)):
         tq, rq = best(q, a.repeat)
         to, ro = best(o, a.repeat)
         diff = float(np.abs(np.asarray(rq) - np.asarray(ro)).max())

@@ -82,7 +82,8 @@ def child(model_kind: str, n: int, section: str, folder: str) -> None:
     sec = run_technique(ctx, registry.get(section), strict=True)
     t_sec, c_sec = time.perf_counter() - t0, time.process_time() - c0
     print("RESULT", json.dumps({"images": len(ctx.images), "section": section, "features_s": round(t_feat, 2),
-                                "section_s": round(t_sec, 2), "section_cpu_s": round(c_sec, 2), "peak_rss_mb": round(_hwm_kb() / 1024, 1),
+                                "section_s": round(t_sec, 2), "section_cpu_s": round(c_sec, 2),
+                                "peak_rss_mb": round(_hwm_kb() / 1024, 1),
                                 "peak_rss_after_features_mb": round(hwm_feat / 1024, 1),
                                 "summary": _summary(sec)}))
 

@@ -30,7 +30,8 @@ from .errors import ConfigError, ModelError
 
 
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
-_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+             "bicubic": Image.Resampling.BICUBIC,
              "lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
 
 
@@ -78,7 +79,8 @@ class Preprocessing:
             s = self.resize / min(w, h)
             nw, nh = max(1, round(w * s)), max(1, round(h * s))
             if (nw, nh) != (w, h):
-                img = img.resize((nw, nh), _RESAMPLE.get(self.interpolation, Image.Resampling.BILINEAR), reducing_gap=3.0)
+                resample = _RESAMPLE.get(self.interpolation, Image.Resampling.BILINEAR)
+                img = img.resize((nw, nh), resample, reducing_gap=3.0)
         if self.input_size:
             c = self.input_size
             w, h = img.size

@@ -77,7 +77,8 @@ def eager(m: nn.Module, kind: Kind, args: tuple, kwargs: dict) -> tuple[Any, tor
 def _mha(m: nn.MultiheadAttention, args: tuple, kwargs: dict):
     q_in, k_in, v_in = (_arg(args, kwargs, i, n) for i, n in enumerate(("query", "key", "value")))
     if not (q_in is k_in is v_in):
-        raise AttentionUnsupported("a MultiheadAttention called with different query, key and value (not self-attention)")
+        raise AttentionUnsupported(
+            "a MultiheadAttention called with different query, key and value (not self-attention)")
     for name in ("key_padding_mask", "attn_mask"):
         if kwargs.get(name) is not None:
             raise AttentionUnsupported(f"a MultiheadAttention called with {name}")

@@ -1,4 +1,5 @@
-"""CRAFT-style concepts (Fel et al. 2023) by non-negative matrix factorisation of crop activations (Collins et al. 2018).
+"""CRAFT-style concepts (Fel et al. 2023) by non-negative matrix factorisation of crop activations
+(Collins et al. 2018).
 
 Crops of a class's images (a ``grid x grid`` lattice of squares of side ``frac`` of the image, each resized to the
 input size) go through the model; a layer's output after its activation (non-negative), spatially averaged, gives a

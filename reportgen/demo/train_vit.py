@@ -104,7 +104,8 @@ and augmentation as the CNN above. `reportgen demo --arch vit` builds the report
 | Final test accuracy (10,000 images) | {test_acc:.4f} |
 | Training time | {seconds / 60:.1f} min wall clock incl. data loading, CPU, {args.threads} threads (shared machine) |
 | Parameters | {n_params:,} |
-| Weights file | `{args.out.name}`, {args.out.stat().st_size / 1024:.0f} KiB, float32; patch-embedding input channels tied after training (their mean: an exact no-op for greyscale input) |
+| Weights file | `{args.out.name}`, {args.out.stat().st_size / 1024:.0f} KiB, float32; patch-embedding input channels \
+tied after training (their mean: an exact no-op for greyscale input) |
 | Date | {_dt.date.today().isoformat()} |
 | Environment | Python {platform.python_version()}, torch {torch.__version__} |
 

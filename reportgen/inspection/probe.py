@@ -96,7 +96,8 @@ def probe_sizes(model: nn.Module, size: int, channels: int = 3, device: torch.de
         bad = sorted(s for s, v in tried.items() if not v)
         if not bad:
             return InputSizes(size, "any", tried=tuple(sorted(tried.items())))
-        if max(bad) < min(ok):  # a minimum (a larger side works too): bisect between the largest rejected and the smallest accepted side
+        # a minimum (a larger side works too): bisect between the largest rejected and the smallest accepted side
+        if max(bad) < min(ok):
             lo, hi = max(bad), min(ok)
             while hi - lo > 1:
                 mid = (lo + hi) // 2

@@ -121,7 +121,7 @@ def attention(ctx, opts: AttentionOptions) -> Section:
 
     dist_idx = spread_indices(ctx, opts.distance_images, "attention/distance")
     dist = []
-    for idx, xb in ctx.images.batches(ctx.batch_size, dist_idx):
+    for _, xb in ctx.images.batches(ctx.batch_size, dist_idx):
         attns, _ = AT.attention_weights(ctx.pixel_model, sites, ctx.to_device(xb))
         passes["forward"] += 1
         dist.append(torch.stack([AT.mean_attention_distance(a, prefix, grid, patch_px) for a in attns], 1))

@@ -50,7 +50,8 @@ def run_compare(tmp_path, techniques=("filters", "saliency", "class_visualizatio
     w = tmp_path / "b.pt"
     fine_tuned_demo(w)
     out = tmp_path / "cmp"
-    res = compare_reports("demo", "demo", demo.images_dir(), out, model_b=ModelOptions(weights=w), names=("shipped", "tuned"),
+    res = compare_reports("demo", "demo", demo.images_dir(), out, model_b=ModelOptions(weights=w),
+                          names=("shipped", "tuned"),
                           preset="minimal", techniques=techniques, cka_images=32, cka_layers=6, device="cpu",
                           max_images=max_images)
     data = json.loads((out / "report.json").read_text())
@@ -85,7 +86,8 @@ def run_compare(tmp_path, techniques=("filters", "saliency", "class_visualizatio
     assert set(data["accuracy"]) == {"shipped", "tuned"}
     assert data["accuracy"]["shipped"] > data["accuracy"]["tuned"]  # shuffled labels hurt
     # the run keys (RunInfo.to_dict) are those report.json had when Report.meta was a dict
-    assert set(data) == {"reportgen", "title", "kind", "model", "models", "accuracy", "num_classes", "images", "command",
+    assert set(data) == {"reportgen", "title", "kind", "model", "models", "accuracy", "num_classes", "images",
+                         "command",
                          "config", "device", "versions", "theme", "generated", "total_time_s", "skipped_images",
                          "sections", "cache", "report_tree"}
     assert data["kind"] == "compare" and set(data["models"]) == {"shipped", "tuned"}

@@ -1,5 +1,6 @@
 """concepts (CRAFT): on the demo model the crops of a concept are more alike than crops of different concepts;
-importance is gradient x coefficient (checked against autograd); the three set-level sections build with no hook left."""
+importance is gradient x coefficient (checked against autograd); the three set-level sections build with no hook
+left."""
 
 from __future__ import annotations
 

@@ -68,7 +68,8 @@ def test_confused_pairs_and_margins():
     labels = np.array([0, 0, 0, 2, 1, -1])
     pairs, wrong = confused_pairs(probs, labels, 5, 5)
     assert wrong == 4
-    assert [(p.other, p.predicted, p.count) for p in pairs] == [(0, 1, 2), (2, 1, 1), (1, 2, 1)]  # ties: margin 0.3 > 0.2
+    # ties: margin 0.3 > 0.2
+    assert [(p.other, p.predicted, p.count) for p in pairs] == [(0, 1, 2), (2, 1, 1), (1, 2, 1)]
     assert pairs[0].images == [1, 2]  # most confident mistake first (0.8-0.2 > 0.7-0.3)
     low = lowest_margin_pairs(probs, 2)
     assert [i for p in low for i in p.images] == [5, 4]  # margins 0.0 then 0.2

@@ -33,7 +33,8 @@ def test_mass_and_candidate_rules():
     m = np.zeros((16, 16))
     m[:4, :4] = 1
     got = mass(m)
-    assert got["corners"]["top-left"] == pytest.approx(1.0) and got["border_fraction"] == pytest.approx(0.75)  # 12 of its 16 cells in the 2-cell band
+    assert got["corners"]["top-left"] == pytest.approx(1.0)
+    assert got["border_fraction"] == pytest.approx(0.75)  # 12 of its 16 cells in the 2-cell band
     assert got["centre_of_mass"] == pytest.approx((0.125, 0.125))
     centre = np.zeros((16, 16))
     centre[6:10, 6:10] = 1
