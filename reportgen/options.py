@@ -177,7 +177,8 @@ def toml_model_tables(path: str | Path | None) -> dict[str, ModelOptions]:
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise ConfigError(f"config file {path}: [{table}] has unknown option {k!r}{hint}; "
                                   f"known: {', '.join(MODEL_FIELDS)}")
-        out[table] = ModelOptions(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vals.items()})
+        kwargs: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vals.items()}
+        out[table] = ModelOptions(**kwargs)
     return out
 
 

@@ -42,7 +42,7 @@ def attention_kind(m: nn.Module) -> Kind | None:
     return None
 
 
-def num_heads(m: nn.Module, kind: Kind) -> int:
+def num_heads(m: Any, kind: Kind) -> int:  # duck-typed: timm / Hugging Face modules
     return int(m.num_heads if kind in ("torchvision", "timm") else
                m.config.num_attention_heads if kind == "hf" else m.num_attention_heads)
 
@@ -67,7 +67,7 @@ def _arg(args: tuple, kwargs: dict, i: int, name: str) -> Any:
 
 def eager(m: nn.Module, kind: Kind, args: tuple, kwargs: dict) -> tuple[Any, torch.Tensor]:
     """``(output shaped as the module's own, A (B, heads, N, N))`` for one call of ``m``."""
-    if kind == "torchvision":
+    if isinstance(m, nn.MultiheadAttention):  # kind == "torchvision"
         return _mha(m, args, kwargs)
     if kind == "timm":
         return _timm(m, args, kwargs)
@@ -93,7 +93,7 @@ def _mha(m: nn.MultiheadAttention, args: tuple, kwargs: dict):
     return (out, None), a
 
 
-def _timm(m: nn.Module, args: tuple, kwargs: dict):
+def _timm(m: Any, args: tuple, kwargs: dict):  # duck-typed timm Attention
     x = _arg(args, kwargs, 0, "x")
     if _arg(args, kwargs, 1, "attn_mask") is not None or _arg(args, kwargs, 2, "is_causal"):
         raise AttentionUnsupported("a timm Attention called with a mask")
@@ -111,7 +111,7 @@ def _timm(m: nn.Module, args: tuple, kwargs: dict):
     return m.proj_drop(m.proj(y)), a
 
 
-def _hf(m: nn.Module, kind: Kind, args: tuple, kwargs: dict):
+def _hf(m: Any, kind: Kind, args: tuple, kwargs: dict):  # duck-typed Hugging Face attention
     x = _arg(args, kwargs, 0, "hidden_states")
     if _arg(args, kwargs, 1, "attention_mask" if kind == "hf" else "head_mask") is not None:
         raise AttentionUnsupported("a Hugging Face attention called with a mask")

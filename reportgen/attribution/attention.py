@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -115,8 +115,10 @@ def attention_with_grads(model: nn.Module, sites: list[AttentionSite], x: torch.
     return [a.detach() for a in attns], [g.detach() for g in grads], logits.detach()
 
 
-def _logits(out) -> torch.Tensor:
-    return out if isinstance(out, torch.Tensor) else getattr(out, "logits", out[0] if isinstance(out, tuple) else out)
+def _logits(out: Any) -> torch.Tensor:
+    t = out if isinstance(out, torch.Tensor) else getattr(out, "logits", out[0] if isinstance(out, tuple) else out)
+    assert isinstance(t, torch.Tensor), f"model output {type(out).__name__} holds no logits tensor"
+    return t
 
 
 def token_layout(n_tokens: int, image_hw: tuple[int, int], prefix: int | None = None) -> tuple[int, tuple[int, int]]:

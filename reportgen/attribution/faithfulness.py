@@ -120,11 +120,12 @@ def step_counts(n_units: int, steps: int) -> np.ndarray:
     return np.round(np.linspace(0, n_units, max(1, int(steps)) + 1)).astype(np.int64)
 
 
-def blend_curve(model: nn.Module, base: torch.Tensor, src: torch.Tensor, rank: torch.Tensor, counts: Sequence[int],
-                target: Target, patch: int = 1, batch: int = 64, output: Output = "prob") -> np.ndarray:
+def blend_curve(model: nn.Module, base: torch.Tensor, src: torch.Tensor, rank: torch.Tensor,
+                counts: Sequence[int] | np.ndarray, target: Target, patch: int = 1, batch: int = 64,
+                output: Output = "prob") -> np.ndarray:
     """B x S: the score of copy (b, s) = ``base[b]`` with its first ``counts[s]`` units (``rank`` order) from
     ``src[b]``; all B x S copies in batches of ``batch``."""
-    n, size = len(base), tuple(base.shape[-2:])
+    n, size = len(base), (base.shape[-2], base.shape[-1])
     cnt = torch.as_tensor(np.asarray(counts), device=base.device)
     t = _targets(target, n, base.device)
     out = torch.empty(n * len(cnt), dtype=torch.float32)
@@ -199,7 +200,7 @@ def faithfulness_correlation(model: nn.Module, x: torch.Tensor, target: Target, 
     base = fill_image(x, baseline)
     if unit == "value":
         scores = maps.float()[:, None].expand(n, c, h, w).reshape(n, -1)
-        grid = (c, h, w)
+        grid: tuple[int, ...] = (c, h, w)
     else:
         s = unit_scores(maps, patch)
         grid = tuple(s.shape[1:])

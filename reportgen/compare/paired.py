@@ -12,7 +12,7 @@ import numbers
 from typing import Any
 
 from .. import registry
-from ..report import Group, Note, Row, Section, Table
+from ..report import Block, Group, Note, Row, Section, Table
 
 #: techniques shown side by side by default (``faithfulness`` too, when it is registered)
 PAIRED = ("filters", "saliency", "class_visualization")
@@ -73,7 +73,7 @@ def paired_section(info: registry.TechniqueInfo, names: tuple[str, str], a: Sect
     """One technique's sections for A and B side by side."""
 
     def side(name: str, s: Section) -> Group:
-        blocks = list(s.blocks) if not s.error else [Note(f"This section failed: {s.error}", kind="error")]
+        blocks: list[Block] = list(s.blocks) if not s.error else [Note(f"This section failed: {s.error}", kind="error")]
         return Group(f"{name}", blocks)
 
     sec = Section(id=f"pair_{info.id}", title=f"{info.title}: {names[0]} | {names[1]}", summary=info.summary,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ class Concepts:
     basis: np.ndarray  # k x C (W), rows scaled to unit L2 norm (U scaled to match)
     coeffs: np.ndarray  # crops x k (U)
     error: float  # relative reconstruction error |A - UW| / |A|
-    nmf: object  # the fitted sklearn NMF (for transform)
+    nmf: Any  # the fitted sklearn NMF (for transform)
 
 
 def factorise(acts: np.ndarray, k: int, seed: int) -> Concepts:
@@ -85,7 +86,7 @@ def factorise(acts: np.ndarray, k: int, seed: int) -> Concepts:
         warnings.simplefilter("ignore", category=UserWarning)
         u = nmf.fit_transform(a)
     w = nmf.components_
-    err = float(np.linalg.norm(a - u @ w) / max(np.linalg.norm(a), 1e-12))
+    err = float(np.linalg.norm(a - u @ w) / max(float(np.linalg.norm(a)), 1e-12))
     norm = np.maximum(np.linalg.norm(w, axis=1), 1e-12)
     return Concepts(w / norm[:, None], u * norm[None, :], err, nmf)
 

@@ -34,13 +34,17 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from reportgen.demo.model import CLASS_NAMES, MEAN, STD, FashionNet
+
+M = TypeVar("M", bound=nn.Module)
 
 DEFAULT_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -154,16 +158,16 @@ def train(
     return model.eval()
 
 
-def fit(make_model, train_x: torch.Tensor, train_y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-        weight_decay: float, seed: int, pct_start: float = 0.25, channels_last: bool = False,
-        clip: float | None = None, log=print) -> nn.Module:
+def fit(make_model: Callable[[], M], train_x: torch.Tensor, train_y: torch.Tensor, *, epochs: int, batch_size: int,
+        lr: float, weight_decay: float, seed: int, pct_start: float = 0.25, channels_last: bool = False,
+        clip: float | None = None, log=print) -> M:
     """The demo models' training loop: ``make_model()`` after seeding, AdamW with a one-cycle LR schedule
     (``pct_start`` warm-up), label smoothing 0.05, the flip/shift augmentation, optional gradient-norm ``clip``."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = make_model()
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to(memory_format=) exists, the stubs lack it
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = (len(train_x) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(

@@ -15,12 +15,12 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
 from ..errors import ModelError
-from ..preprocess import Preprocessing, validated
+from ..preprocess import Interpolation, Preprocessing, validated
 from .base import LoadedModel
 from .checkpoint import (
     apply_weights_file,
@@ -34,7 +34,8 @@ from .files import existing_file, first_line, read_weights
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                    "pytorch_model.bin.index.json")
 
-_PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+_PIL_RESAMPLE: dict[int, Interpolation] = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box",
+                                           5: "hamming"}
 
 
 def _import(module: str, extra: str, what: str):
@@ -119,7 +120,7 @@ def _timm_preprocessing(cfg: dict, name: str) -> Preprocessing | None:
     if len(mean) != 3 or len(std) != 3:
         return None
     resize = int(math.floor(size / crop)) if crop > 0 else size  # timm's scale size for a centre crop
-    interp = str(cfg.get("interpolation") or "bilinear")
+    interp = cast(Interpolation, str(cfg.get("interpolation") or "bilinear"))  # validated(): unknown -> bilinear
     return validated(Preprocessing(resize=resize, input_size=size, mean=mean, std=std,  # type: ignore[arg-type]
                                    source=f"timm pretrained_cfg of {name}", interpolation=interp))
 

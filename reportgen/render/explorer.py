@@ -281,11 +281,12 @@ def unit_pages(p: ExplorerPlan) -> list[dict]:
             counts: dict[str, int] = {}
             for c in u.top_classes:
                 counts[c] = counts.get(c, 0) + 1
+            patches: list[ImageData | None] = [*u.patches] or [None] * len(u.top_ids)
             out.append({
                 "layer": us.layer, "slug": slug, "unit": u, "section": v,
                 "prev": us.units[k - 1].channel if k > 0 else None,
                 "next": us.units[k + 1].channel if k + 1 < len(us.units) else None,
-                "tops": list(zip(u.top_ids, u.top_values, u.top_classes, u.patches or [None] * len(u.top_ids))),
+                "tops": list(zip(u.top_ids, u.top_values, u.top_classes, patches)),
                 "classes": sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])),
             })
     return out

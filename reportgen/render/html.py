@@ -212,7 +212,8 @@ def _model_group(name: str, info: dict[str, Any]) -> FactGroup:
     g.add("Kind", info.get("kind"))
     g.add("Weights", info.get("weights") or "none given", mono=bool(info.get("weights")))
     acc = info.get("accuracy")
-    g.add("Accuracy", f"{100 * acc:.1f}% (top-1, labelled images)" if is_number(acc) else "no labels")
+    g.add("Accuracy", f"{100 * acc:.1f}% (top-1, labelled images)" if acc is not None and is_number(acc)
+          else "no labels")
     g.add("Preprocessing", info.get("preprocessing_text"))
     if info.get("hash"):
         g.add("Hash", short_hash(str(info["hash"]), 12), mono=True, title=str(info["hash"]))

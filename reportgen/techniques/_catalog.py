@@ -5,6 +5,7 @@ ids, names, labels, top-k predictions, 2-D positions, thumbnail sprite sheets an
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -39,7 +40,7 @@ def top_k(logits: np.ndarray, k: int = TOPK) -> tuple[np.ndarray, np.ndarray]:
     return cls, prob
 
 
-def thumbnails(ctx, feats, n: int) -> tuple[int, callable]:
+def thumbnails(ctx, feats, n: int) -> tuple[int, Callable[[int], np.ndarray]]:
     """(side, i -> uint8 side x side x 3): decoded thumbnails for small sets, the pixel vectors for big ones."""
     pix = getattr(feats, "pixels", None)
     if n > SMALL_SET and pix is not None:
@@ -54,7 +55,7 @@ def thumbnails(ctx, feats, n: int) -> tuple[int, callable]:
         a = ctx.images.thumbnail(i, BIG_THUMB)
         a = a if a.ndim == 3 else np.repeat(a[:, :, None], 3, 2)
         if a.shape[0] != BIG_THUMB or a.shape[1] != BIG_THUMB:
-            a = np.asarray(Image.fromarray(a[:, :, :3]).resize((BIG_THUMB, BIG_THUMB), Image.BILINEAR))
+            a = np.asarray(Image.fromarray(a[:, :, :3]).resize((BIG_THUMB, BIG_THUMB), Image.Resampling.BILINEAR))
         return a[:, :, :3]
     return BIG_THUMB, decoded
 

@@ -84,13 +84,17 @@ def method_functions(ctx) -> tuple[dict[str, MapFn], bool]:
             fns["Integrated Gradients"] = ig
         elif tid == "gradcam":
             name = cam_layer(ctx, o.layer)
-            fns["Grad-CAM"] = lambda pm, x, t, n=name: _np(A.gradcam(pm, resolve_layer(pm.model, n), x, t,
-                                                                     size=tuple(x.shape[-2:])))
-            fns["Grad-CAM++"] = lambda pm, x, t, n=name: _np(A.gradcam_plus_plus(pm, resolve_layer(pm.model, n), x, t,
-                                                                                 size=tuple(x.shape[-2:])))
+
+            def cam(pm, x, t, n=name):
+                return _np(A.gradcam(pm, resolve_layer(pm.model, n), x, t, size=tuple(x.shape[-2:])))
+
+            def campp(pm, x, t, n=name):
+                return _np(A.gradcam_plus_plus(pm, resolve_layer(pm.model, n), x, t, size=tuple(x.shape[-2:])))
+            fns["Grad-CAM"], fns["Grad-CAM++"] = cam, campp
             if o.guided:
-                fns["Guided Grad-CAM"] = lambda pm, x, t, n=name: _np(A.to_map(
-                    A.guided_gradcam(pm, resolve_layer(pm.model, n), x, t)))
+                def guided(pm, x, t, n=name):
+                    return _np(A.to_map(A.guided_gradcam(pm, resolve_layer(pm.model, n), x, t)))
+                fns["Guided Grad-CAM"] = guided
         elif tid == "guided_backprop":
             fns["guided backprop"] = lambda pm, x, t: _np(A.to_map(A.guided_backprop(pm, x, t)))
         elif tid == "occlusion":

@@ -22,7 +22,7 @@ from ..attribution import attention as AT
 from ..papers import ABNAR_ZUIDEMA_2020, CHEFER_2021, DOSOVITSKIY_2021
 from ..pictures import figure_to_png, new_figure
 from ..registry import technique
-from ..report import Figure, Grid, Note, Row, Section, Table
+from ..report import Block, Figure, Grid, Note, Row, Section, Table
 from ..sampling import spread_indices
 from ._explain import cell_width, explain_batch, heat_item, input_item
 
@@ -170,7 +170,8 @@ def attention(ctx, opts: AttentionOptions) -> Section:
             + (" (no class token: the mean over all query tokens)" if prefix == 0 else "")
             + ", one colour scale per map; the distance is the head's mean attention distance over "
               f"{len(dist_idx)} images.")))
-    figs, pos_stats = [], None
+    figs: list[Block] = []
+    pos_stats = None
     pos = AT.position_embedding(ctx.model, h * w)
     if pos is not None:
         sim = AT.position_similarity(pos).cpu().numpy()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+
 import numpy as np
 
 from ..concepts.craft import (
@@ -85,7 +87,7 @@ def _crop_thumb(ctx, i: int, box: tuple[int, int, int], size: int) -> np.ndarray
     from PIL import Image
 
     a = ctx.images.display(i)[y:y + s, x:x + s]
-    return np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BILINEAR))
 
 
 @technique(
@@ -108,7 +110,9 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
     boxes = crop_boxes(ctx.pre.size, float(opts.crop), max(1, int(opts.grid)))
     step = max(1, min(ctx.batch_size, 64) // len(boxes))
     thumb = min(96, max(48, ctx.pre.size * 2))
-    out, bases, cnames = [], [], []
+    out: list[dict[str, Any]] = []
+    bases: list[np.ndarray] = []
+    cnames: list[str] = []
     first_crop: dict[tuple[int, int], tuple[int, tuple[int, int, int]]] = {}  # (class pos, concept) -> top crop
     for c in chosen:
         members = np.flatnonzero(classes == c)
@@ -133,7 +137,7 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
         con = factorise(A, opts.concepts, ctx.seed_for(f"concepts/{c}"))
         k = con.basis.shape[0]
         imp = np.zeros(k)
-        ex_maps = []
+        ex_maps: list[tuple[int, np.ndarray]] = []
         for s in range(0, len(idx), 16):
             x = ctx.to_device(ctx.images.batch(idx[s:s + 16]))
             la, lg = layer_and_grad(pm, layer, x, c)
@@ -182,7 +186,7 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
         cnames.append(cname)
     groups, cos = shared_groups(bases, opts.atlas_threshold)
     offs = np.cumsum([0] + [len(b) for b in bases])
-    atlas = []
+    atlas: list[dict[str, Any]] = []
     for g in groups:
         flat = [offs[ci] + j for ci, j in g]
         pairs = [cos[a, b] for a in flat for b in flat if a < b and

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
@@ -272,7 +272,7 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
     idx = lay.idx
     sub = len(idx) < n
     p2, t2 = lay.pca2, lay.xy
-    info = {"pca_explained": lay.pca_explained, "method": lay.method}
+    info: dict[str, Any] = {"pca_explained": lay.pca_explained, "method": lay.method}
     if t2 is not None:
         info.update(perplexity=lay.perplexity, pca_dims_before_tsne=lay.pca_dims)
     labels = ctx.images.labels[idx]

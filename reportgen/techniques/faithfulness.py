@@ -17,6 +17,7 @@ a random other class, Sixt et al. 2020) join the table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from ..attribution.metrics import rank_correlation
 from ..papers import ADEBAYO_2018, BHATT_2020, PETSIUK_2018, RONG_2022, SIXT_2020
 from ..pictures import figure_to_png, new_figure
 from ..registry import technique
-from ..report import Figure, Note, Section, Table
+from ..report import Figure, ImageData, Note, Section, Table
 from ..device import device_batch_size
 from ._explain import explain_batch
 from ._faith_maps import BASELINES, RANDOM, method_functions
@@ -74,7 +75,7 @@ class FaithfulnessOptions:
     """Deletion/insertion steps from none to all of the image."""
     patch: int = 0
     """Side of the square units removed together, px (0: input side / 56, at least 1)."""
-    deletion_fill: str = "mean"
+    deletion_fill: Literal["mean", "blur", "black"] = "mean"
     """What deleted pixels become: mean (each image's own mean colour), blur (its blurred copy) or black."""
     blur_sigma: float = 0.0
     """Gaussian sigma of the blurred copy insertion starts from, px (0: input side / 16)."""
@@ -96,7 +97,7 @@ class FaithfulnessOptions:
     """Bootstrap resamples of the images for the intervals."""
 
 
-def curve_plot(fr: np.ndarray, curves: dict[str, dict[str, list[float]]], top: list[str]) -> bytes:
+def curve_plot(fr: np.ndarray, curves: dict[str, dict[str, list[float]]], top: list[str]) -> ImageData:
     fig = new_figure((10, 3.6))
     axes = fig.subplots(1, 2, sharey=True)
     for ax, kind in zip(axes, ("deletion", "insertion")):
@@ -162,7 +163,7 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
     road_n = min(n, opts.road_images) if opts.road else 0
     pm = ctx.pixel_model
     per, dele, ins, muf, morf, lerf, curves = {}, {}, {}, {}, {}, {}, {}
-    fr = None
+    fr: np.ndarray | None = None
     for m in ctx.progress(list(maps), "Faithfulness: deletion, insertion, MuFidelity, ROAD", total=len(maps)):
         mt = torch.from_numpy(np.ascontiguousarray(maps[m], dtype=np.float32)).to(x.device)
         gen = ctx.generator(f"faithfulness/ties/{m}")
@@ -213,6 +214,7 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
     real = [m for m in order if m not in BASELINES]
     best = next((m for m in real if m not in weak), None)
 
+    assert fr is not None, "no attribution method to score"  # the random and centre baselines always run
     sec = Section(id="faithfulness", title="Faithfulness of the attribution maps")
     fill_txt = {"mean": "each image's own mean colour", "blur": f"its blurred copy (sigma {sigma:g} px)",
                 "black": "black"}[opts.deletion_fill]

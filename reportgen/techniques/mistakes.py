@@ -63,7 +63,7 @@ class MistakesOptions:
 def _maps(ctx, layer, idx: list[int], pred: np.ndarray, other: np.ndarray, method: str):
     """Per image: map for P, map for T, contrastive Grad-CAM, contrastive gradient x input (numpy, H x W)."""
     pm = ctx.pixel_model
-    out = {k: [] for k in ("p", "t", "cg", "cx")}
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("p", "t", "cg", "cx")}
     step = max(1, min(ctx.batch_size, 16))
     for s in range(0, len(idx), step):
         x = ctx.to_device(ctx.images.batch(idx[s:s + step]))
