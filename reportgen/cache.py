@@ -41,7 +41,8 @@ TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
 CODE_VERSION = "3"  # bump when the stored format changes (3: Section.placement); code edits need no bump
 
 _ALLOWED_MODULES = ("builtins", "collections", "numpy", "numpy.core.multiarray", "numpy._core.multiarray",
-                    "numpy.core.numeric", "numpy._core.numeric", "numpy.dtypes", "reportgen.report", "reportgen.features.records",
+                    "numpy.core.numeric", "numpy._core.numeric", "numpy.dtypes", "reportgen.report",
+                    "reportgen.features.records",
                     "reportgen.features.rowstore",
                     "datetime", "_codecs", "copyreg")
 _BUILTINS_OK = {"list", "dict", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",

@@ -123,4 +123,5 @@ def pick_layers(names: list[str], k: int) -> list[str]:
     return [names[i] for i in sorted(set(pos.tolist()))]
 
 
-__all__ = ["linear_cka", "cka_from_grams", "hsic_biased", "hsic_unbiased", "Estimator", "ESTIMATORS", "cka_matrix", "layer_grams", "pick_layers", "centre_gram", "gram"]
+__all__ = ["linear_cka", "cka_from_grams", "hsic_biased", "hsic_unbiased", "Estimator", "ESTIMATORS", "cka_matrix",
+           "layer_grams", "pick_layers", "centre_gram", "gram"]

@@ -139,7 +139,8 @@ def _heatmaps(ab, aa, la, lb, names, n: int, estimator: str):
     fig = new_figure((11, 4.8))
     fig.suptitle(f"linear CKA, {estimator} HSIC, n = {n} images", fontsize=10)
     axes = fig.subplots(1, 2)
-    for ax, m, cols, title in ((axes[0], ab, lb, f"{names[0]} vs {names[1]}"), (axes[1], aa, la, f"{names[0]} vs {names[0]}")):
+    for ax, m, cols, title in ((axes[0], ab, lb, f"{names[0]} vs {names[1]}"),
+                               (axes[1], aa, la, f"{names[0]} vs {names[0]}")):
         im = ax.imshow(np.clip(m, 0, 1), vmin=0, vmax=1, cmap="magma", origin="lower")
         ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(len(la)), la, fontsize=7)

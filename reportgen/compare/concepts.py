@@ -19,7 +19,8 @@ from ..report import Grid, GridItem, ImageData, Note, Section, Table
 
 
 def coefficient_correlation(ua: np.ndarray, ub: np.ndarray) -> np.ndarray:
-    """ka x kb Pearson correlation between the columns of ``ua`` (n x ka) and ``ub`` (n x kb); 0 for a constant column."""
+    """ka x kb Pearson correlation between the columns of ``ua`` (n x ka) and ``ub`` (n x kb); 0 for a constant
+    column."""
     za = ua - ua.mean(0)
     zb = ub - ub.mean(0)
     na = np.linalg.norm(za, axis=0)
@@ -43,7 +44,8 @@ def crop_activations(ctx, idx: list[int], boxes) -> tuple[np.ndarray, float, str
     out, lo = [], 0.0
     step = max(1, 64 // len(boxes))
     for s in range(0, len(idx), step):
-        a = layer_output(ctx.pixel_model, ctx.model, name, crops_of(ctx.to_device(ctx.images.batch(idx[s:s + step])), boxes))
+        a = layer_output(ctx.pixel_model, ctx.model, name,
+                         crops_of(ctx.to_device(ctx.images.batch(idx[s:s + step])), boxes))
         lo = min(lo, float(a.min()))
         out.append(a.mean((2, 3)).cpu().numpy())
     return np.concatenate(out), lo, name

@@ -180,7 +180,8 @@ def calibration_section(names, pa, pb, labels) -> Section:
     better = names[0] if cals[0].ece < cals[1].ece else names[1]
     gap = abs(cals[0].ece - cals[1].ece)
     text = (f"{better} is better calibrated (ECE {min(c.ece for c in cals):.3f} vs {max(c.ece for c in cals):.3f})."
-            if gap >= 0.01 else f"Both models are about equally calibrated (ECE {cals[0].ece:.3f} vs {cals[1].ece:.3f}).")
+            if gap >= 0.01 else
+            f"Both models are about equally calibrated (ECE {cals[0].ece:.3f} vs {cals[1].ece:.3f}).")
     if n < 200:
         text += f" With {n} images the ECE is a rough estimate (a few images per bin)."
     sec.add(Note(text))

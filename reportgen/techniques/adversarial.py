@@ -262,7 +262,8 @@ def adversarial(ctx, opts: AdversarialOptions) -> Section:
         if ok:
             state = f"fooled within {budget} after {steps} steps: {_fmt_p(ctx, p1[b], int(p1[b].argmax()))}"
         else:
-            state = (f"NOT fooled within {budget} in {steps} steps: predicted {_fmt_p(ctx, p1[b], int(p1[b].argmax()))}, "
+            state = (f"NOT fooled within {budget} in {steps} steps: "
+                     f"predicted {_fmt_p(ctx, p1[b], int(p1[b].argmax()))}, "
                      f"target p = {float(p1[b, tgt]):.3f}")
         state8 = (f"still the target (p = {float(pq[b, tgt]):.3f})" if ok8 else
                   f"{_fmt_p(ctx, pq[b], int(pq[b].argmax()))}; target p = {float(pq[b, tgt]):.3f}, not reached")

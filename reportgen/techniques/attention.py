@@ -29,7 +29,8 @@ from ._explain import cell_width, explain_batch, heat_item, input_item
 RESULTS = {
     "attention_modules": "dotted names of the self-attention modules read, in depth order",
     "heads": "attention heads per module",
-    "prefix_tokens": "tokens before the patch tokens (class, distillation, register tokens); the maps use token 0's row",
+    "prefix_tokens": "tokens before the patch tokens (class, distillation, register tokens); "
+                     "the maps use token 0's row",
     "grid": "patch-token grid [rows, columns]",
     "patch_px": "side of one patch in input pixels",
     "passes": "forward and backward passes the section ran ({'forward': n, 'backward': n}); rollout and gradient "

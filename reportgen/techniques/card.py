@@ -117,7 +117,8 @@ def card(ctx, opts: CardOptions) -> Section:
         items.append(GridItem(ImageData(ctx.images.thumbnail(i, 128)), label=ctx.images.name(i), sublabel=sub,
                               alt=f"{ctx.images.name(i)} predicted {ctx.class_name(p)}", tone=tone))
     sec.add(Grid(items, columns=8, cell_width=112, title="Predictions",
-                 caption=f"{len(picks)} of {len(ctx.images)} images, evenly spread over the set, with their top-1 prediction and probability"
+                 caption=f"{len(picks)} of {len(ctx.images)} images, evenly spread over the set, "
+                         "with their top-1 prediction and probability"
                          + (" (green: correct, red: wrong)." if known.any() else ".")))
 
     rows, highlight = [], {}

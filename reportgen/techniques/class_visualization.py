@@ -71,7 +71,8 @@ class ClassVisualizationOptions:
     clip_norm_percentile: Annotated[float, Range(ge=0, le=100)] = 5.0
     """Regularised variant: pixels whose colour norm is in this lowest percentile are reset (with every blur)."""
     clip_contribution_percentile: Annotated[float, Range(ge=0, le=100)] = 5.0
-    """Regularised variant: pixels with the smallest abs((I - mean) . dS/dI) (percentile) are reset (with every blur)."""
+    """Regularised variant: pixels with the smallest abs((I - mean) . dS/dI) (percentile) are reset (with every
+    blur)."""
     parameterization: Literal["fft", "pixel"] = "fft"
     """Regularised variant's image: fft (Olah et al. 2017's decorrelated Fourier image, with the jitter/scale/rotate
     transforms and no blur or clipping) or pixel (Yosinski et al.'s blur and clipping). The minimal preset uses
@@ -140,7 +141,9 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
     for k, (label, kw) in enumerate(variants.items()):
         param = optvis.pixel_image(init=init.clone(), device=ctx.device)
         if label == "regularised" and opts.parameterization == "fft":
-            param = optvis.param.fourier_image(len(classes), size, generator=ctx.generator("class_visualization/fourier"), device=ctx.device)
+            param = optvis.param.fourier_image(len(classes), size,
+                                               generator=ctx.generator("class_visualization/fourier"),
+                                               device=ctx.device)
         runs[label] = optvis.render(
             ctx.output_model, objectives[label], param, optimizer="adam", steps=opts.steps, lr=opts.lr,
             generator=ctx.generator(f"class_visualization/jitter/{k}"), layer_root=ctx.model, evaluate_final=True,

@@ -45,7 +45,8 @@ RESULTS = {
     "road_images": "how many of the images ROAD scored",
     "methods_from_config": "the methods are those enabled in this run (false: none was, all were scored)",
     "most_faithful": "the top-ranked method (null when none beats the random map)",
-    "no_better_than_random": "methods whose paired bootstrap interval against the random map reaches 0 (under 3 images: whose mean score is not above it)",
+    "no_better_than_random": "methods whose paired bootstrap interval against the random map reaches 0 "
+                             "(under 3 images: whose mean score is not above it)",
     "methods[].method": "attribution method or baseline",
     "methods[].rank": "rank by mean insertion - deletion AUC (1 = most faithful)",
     "methods[].deletion_auc": "mean deletion AUC of the class probability (lower = more faithful)",
@@ -168,7 +169,8 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
         mt = torch.from_numpy(np.ascontiguousarray(maps[m], dtype=np.float32)).to(x.device)
         gen = ctx.generator(f"faithfulness/ties/{m}")
         d = FM.deletion_curve(pm, x, t, mt, opts.steps, fill, patch, batch, generator=gen)
-        i = FM.insertion_curve(pm, x, t, mt, opts.steps, start, patch, batch, generator=ctx.generator(f"faithfulness/ties/{m}"))
+        i = FM.insertion_curve(pm, x, t, mt, opts.steps, start, patch, batch,
+                               generator=ctx.generator(f"faithfulness/ties/{m}"))
         fr = d.fractions
         dele[m], ins[m] = d.auc, i.auc
         per[m] = i.auc - d.auc
@@ -197,7 +199,8 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
         if m != RANDOM and (vs[0] <= 0 if n >= 3 else float((per[m] - per[RANDOM]).mean()) <= 0):
             weak.append(m)
         verdict = "" if m in BASELINES or m not in wrho else (
-            f"weights {'passes' if wrho[m] < FLAG_RHO else 'fails'}, class {'passes' if crho[m] < FLAG_RHO else 'fails'}")
+            f"weights {'passes' if wrho[m] < FLAG_RHO else 'fails'}, "
+            f"class {'passes' if crho[m] < FLAG_RHO else 'fails'}")
         rec = {"method": m, "rank": rank, "deletion_auc": round(float(dele[m].mean()), 4),
                "insertion_auc": round(float(ins[m].mean()), 4), "score": round(float(per[m].mean()), 4),
                "score_ci95": [round(v, 4) for v in ci], "vs_random_ci95": [round(v, 4) for v in vs],
@@ -231,8 +234,8 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
                    "ROAD MoRF / LeRF", "sanity (rho weights / class)"], rows, numeric=[0, 2, 3, 5],
                   highlight={k: "bad" for k, m in enumerate(order) if m in weak},
                   caption=(f"Ranked by mean insertion minus deletion AUC ({ci_txt}). MuFidelity: Pearson correlation "
-                           f"over {opts.mufidelity_runs} random subsets of {subset} {unit_txt} set to the fill (0 = the "
-                           "map's sums do not predict the drop). ROAD: mean probability with "
+                           f"over {opts.mufidelity_runs} random subsets of {subset} {unit_txt} set to the fill "
+                           "(0 = the map's sums do not predict the drop). ROAD: mean probability with "
                            + (", ".join(f"{f:.0%}" for f in opts.road_fractions) + " of the pixels imputed from "
                               f"their neighbours (noise std {opts.road_noise:g}), most / least relevant first, on "
                               f"{road_n} image(s)" if road_n else "off")

@@ -90,7 +90,8 @@ def fast_style(ctx, opts: FastStyleOptions) -> Section:
         def loss_fn(x, y, objective_for=objective_for):
             return perceptual_loss(ctx.pixel_model, ctx.model, objective_for, layers, clayer, x, y, fit=ctx.fit_input)
 
-        torch.manual_seed(ctx.seed_for(f"fast_style/weights/{si}"))  # initial weights (the global RNG is only touched here)
+        # initial weights (the global RNG is only touched here)
+        torch.manual_seed(ctx.seed_for(f"fast_style/weights/{si}"))
         net = TransformNet(opts.width, opts.res_blocks).to(ctx.device)
         style_sha = hashlib.sha256(style.image.numpy().tobytes()).hexdigest()[:16]
         key = ctx.cache_key("fast_style.net.residual", style_sha, layers, clayer, size, repr(opts),

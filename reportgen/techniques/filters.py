@@ -154,7 +154,8 @@ def filters(ctx, opts: FiltersOptions) -> Section:
         mosaic = tile(tiles, columns=nc if nc > 1 else int(math.ceil(math.sqrt(nf))), pad=2, pad_value=128)
         sec.add(
             KeyValues([("layer", higher), ("weight shape", f"{hk} x {hc} x {hkh} x {hkw}"),
-                       ("groups", str(hconv.groups)), ("shown", f"{nf} filters (rows) x {nc} input channels (columns)")],
+                       ("groups", str(hconv.groups)),
+                       ("shown", f"{nf} filters (rows) x {nc} input channels (columns)")],
                       title="Higher convolution"),
             Figure(ImageData(mosaic, pixelated=True, display_width=min(1100, mosaic.shape[1] * 2)),
                    title=f"Higher layer: {higher}",

@@ -30,8 +30,10 @@ from ..attribution.visualization import attr_item
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
     "layer": "layer whose units are explained (post-activation by default)",
-    "max_pool_calls": "max-pooling calls seen in one forward pass (module or functional); 0: deconvnet is image-independent",
-    "unreached_activations": "activation calls the gradient-rule patcher could not reach (they keep the plain gradient)",
+    "max_pool_calls": "max-pooling calls seen in one forward pass (module or functional); "
+                      "0: deconvnet is image-independent",
+    "unreached_activations": "activation calls the gradient-rule patcher could not reach "
+                             "(they keep the plain gradient)",
     "images[].image": "image name",
     "images[].predicted": "predicted class",
     "images[].p": "its probability",

@@ -33,13 +33,17 @@ RESULTS = {
     "pairs": "the pairs shown",
     "pairs[].true": "the true class (confusions) or the runner-up class (lowest_margin)",
     "pairs[].predicted": "the predicted class",
-    "pairs[].count": "images of the whole set with this (true, predicted) pair (lowest_margin: this runner-up and prediction)",
-    "pairs[].images[].image": "an image of the pair (most confident mistakes first; lowest margin first without labels)",
+    "pairs[].count": "images of the whole set with this (true, predicted) pair "
+                     "(lowest_margin: this runner-up and prediction)",
+    "pairs[].images[].image": "an image of the pair "
+                              "(most confident mistakes first; lowest margin first without labels)",
     "pairs[].images[].margin": "p(predicted) - p(true or runner-up)",
     "pairs[].images[].p_predicted": "softmax probability of the predicted class",
     "pairs[].images[].p_true": "softmax probability of the true (or runner-up) class",
-    "pairs[].images[].nearest_predicted_distance": "cosine distance to the nearest correctly classified image of P (null: none)",
-    "pairs[].images[].nearest_true_distance": "cosine distance to the nearest correctly classified image of T (null: none)",
+    "pairs[].images[].nearest_predicted_distance": "cosine distance to the nearest correctly classified image of P "
+                                                   "(null: none)",
+    "pairs[].images[].nearest_true_distance": "cosine distance to the nearest correctly classified image of T "
+                                              "(null: none)",
 }
 
 
@@ -136,7 +140,8 @@ def mistakes(ctx, opts: MistakesOptions) -> Section:
             items.append(GridItem(ImageData(img), label=ctx.images.name(i),
                                   sublabel=f"p({ctx.class_name(p.predicted)})={pP:.2f}, "
                                            f"p({ctx.class_name(p.other)})={pT:.2f}",
-                                  alt=f"misclassified {ctx.images.name(i)}", tone="bad" if mode == "confusions" else ""))
+                                  alt=f"misclassified {ctx.images.name(i)}",
+                                  tone="bad" if mode == "confusions" else ""))
             items.append(heat_item(ctx, img, maps["p"][r], f"for P: {ctx.class_name(p.predicted)}", mname))
             items.append(heat_item(ctx, img, maps["t"][r], f"for {tname}: {ctx.class_name(p.other)}", mname))
             items.append(heat_item(ctx, img, maps["cg"][r], "P rather than " + tname, "Grad-CAM of S_P - S_T"))
@@ -162,7 +167,8 @@ def mistakes(ctx, opts: MistakesOptions) -> Section:
                        f"than the nearest {ctx.class_name(p.other)}.")
         else:
             missing = [ctx.class_name(c) for c, pool in ((p.predicted, pool_p), (p.other, pool_t)) if pool.size == 0]
-            verdict = f"no correctly classified image of {' or '.join(missing) or 'either class'} in the set to compare with."
+            verdict = (f"no correctly classified image of {' or '.join(missing) or 'either class'} "
+                       "in the set to compare with.")
         title = (f"{'true' if mode == 'confusions' else 'runner-up'} {ctx.class_name(p.other)} → predicted "
                  f"{ctx.class_name(p.predicted)} ({p.count} image{'s' if p.count != 1 else ''} in the set)")
         sec.add(Group(title, [Grid(items, columns=5, cell_width=cell_width(ctx)), *nrows, Note(

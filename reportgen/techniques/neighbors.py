@@ -23,7 +23,9 @@ from ..sampling import spread_indices
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
-    "feature_agreement": "leave-one-out: fraction of labelled images whose nearest labelled neighbour in feature space has the same TRUE label (null without labels: agreement with predictions would be circular)",
+    "feature_agreement": "leave-one-out: fraction of labelled images whose nearest labelled neighbour in feature "
+                         "space has the same TRUE label (null without labels: agreement with predictions would be "
+                         "circular)",
     "pixel_agreement": "the same in pixel space (null without labels)",
     "chance": "probability that two random labelled images share a label (null without labels)",
     "labelled_images": "images with a true label",
@@ -34,7 +36,8 @@ RESULTS = {
     "queries[].feature_neighbours_same_class": "of its k feature-space neighbours, how many share that class",
     "queries[].pixel_neighbours_same_class": "the same in pixel space",
     "queries[].k": "neighbours per space",
-    "degenerate": "null, or why the feature-space neighbours mean nothing (kind non_finite / constant / rank_one, message)",
+    "degenerate": "null, or why the feature-space neighbours mean nothing "
+                  "(kind non_finite / constant / rank_one, message)",
 }
 
 
@@ -168,7 +171,8 @@ def neighbors(ctx, opts: NeighborsOptions) -> Section:
                      "with the model's own predictions (made from these same features) would be circular. Judge "
                      "the rows by eye; each cell says whether its class is a label or a prediction.", kind="info"))
     elif (counts >= 2).any():
-        fa = neighbour_agreement(feats.penultimate[known], lab, opts.metric, opts.agreement_queries, ctx.rng("neighbors/agreement"))
+        fa = neighbour_agreement(feats.penultimate[known], lab, opts.metric, opts.agreement_queries,
+                                 ctx.rng("neighbors/agreement"))
         pa = neighbour_agreement(feats.pixels[known], lab, "l2", opts.agreement_queries, ctx.rng("neighbors/agreement"))
         chance = float(((counts / counts.sum()) ** 2).sum())
         rows = [["penultimate features", f"{100 * fa:.1f}%"], ["pixels (32x32)", f"{100 * pa:.1f}%"],
@@ -185,7 +189,8 @@ def neighbors(ctx, opts: NeighborsOptions) -> Section:
         f"Feature space: {dist_name} between penultimate feature vectors ({feats.penultimate_source}, stored as "
         f"float16). Pixel space: L2 distance between the model-input images downsampled to "
         f"{feats.pixel_size}x{feats.pixel_size} (float16, values in [0, 1]). Green cells share the query's "
-        f"class (its label where known, else its prediction); each cell says which; the query itself is excluded from its neighbours."))
+        f"class (its label where known, else its prediction); each cell says which; the query itself is excluded "
+        f"from its neighbours."))
     sec.params.update({"queries": [ctx.images.name(q) for q in queries],
                        "feature_agreement": None if fa is None else round(fa, 4),
                        "pixel_agreement": None if pa is None else round(pa, 4)})

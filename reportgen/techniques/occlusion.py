@@ -1,7 +1,7 @@
 """Occlusion sensitivity (Zeiler & Fergus 2014).
 
-A ``window`` x ``window`` square of the set's mean colour (or grey 0.5, option ``fill``) is slid over the image with step
-``stride``; for each position the softmax probability ``p_k(x with the square at (y, x))`` of
+A ``window`` x ``window`` square of the set's mean colour (or grey 0.5, option ``fill``) is slid over the image with
+step ``stride``; for each position the softmax probability ``p_k(x with the square at (y, x))`` of
 the class ``k`` (true label when known, else the prediction) is recorded. The heat map assigns
 each pixel the mean probability over all window positions that cover it, so it has the image's
 size and is aligned with it pixel for pixel. Low probability = that part of the image matters.
@@ -175,7 +175,8 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
                 if opts.fill == "mean" else "grey 0.5")
     any_pred = any(not r.from_label for r in results)
     which = "the true label" if not any_pred else (
-        "the predicted class" if not any(r.from_label for r in results) else "the true label where known, else the prediction")
+        "the predicted class" if not any(r.from_label for r in results)
+        else "the true label where known, else the prediction")
     npos = len(window_positions(size, window, stride)) ** 2
     sec.add(Grid(items, columns=4, cell_width=cell_width(ctx),
                  caption=(f"A {window}x{window}-pixel square of {fill_txt} at {npos} positions (stride {stride} px) "

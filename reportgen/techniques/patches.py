@@ -158,7 +158,8 @@ def patches(ctx, opts: PatchesOptions) -> Section:
         chosen = "option patches.channels"
     else:
         channels = pick_channels(st, opts.num_channels, opts.rank)
-        chosen = f"the {len(channels)} of {c} channels with the highest {'peak' if opts.rank == 'peak' else 'peak z-score'}"
+        chosen = (f"the {len(channels)} of {c} channels with the highest "
+                  f"{'peak' if opts.rank == 'peak' else 'peak z-score'}")
     k = max(1, min(int(opts.k), TOPK))
     sec = Section(id="patches", title="Maximally activating patches")
     size = ctx.pre.size
@@ -170,7 +171,8 @@ def patches(ctx, opts: PatchesOptions) -> Section:
                 break
             y, x = int(st.top_y[ch, j]), int(st.top_x[ch, j])
             patch = crop_field(ctx.images.array(i), rf, y, x, PAD_GREY)
-            items.append(GridItem(ImageData(patch, pixelated=max(patch.shape[:2]) < 48, image_id=ctx.images.image_id(i)),
+            items.append(GridItem(ImageData(patch, pixelated=max(patch.shape[:2]) < 48,
+                                            image_id=ctx.images.image_id(i)),
                                   label=f"{float(st.top_values[ch, j]):.3g}",
                                   sublabel=ctx.images.name(i)[-28:],
                                   alt=f"patch of {ctx.images.name(i)} at unit ({y}, {x}) of channel {ch}"))

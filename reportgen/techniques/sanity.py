@@ -167,7 +167,8 @@ def stage_grid(ctx, b, orig, maps, method, labels, caption) -> Grid:
     "sanity", "Sanity checks for saliency maps", options=SanityOptions, order=49, needs_autograd=True,
     needs_layers=True,
     references=[ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004],
-    presets={"minimal": {"max_images": 1, "stages": 3, "ig_steps": 8}, "full": {"max_images": 6, "stages": 12, "ig_steps": 32}},
+    presets={"minimal": {"max_images": 1, "stages": 3, "ig_steps": 8},
+             "full": {"max_images": 6, "stages": 12, "ig_steps": 32}},
 )
 def sanity(ctx, opts: SanityOptions) -> Section:
     """The model's weights are re-initialised layer by layer, from the top down (cascading) or one layer at a time

@@ -46,7 +46,8 @@ RESULTS = {
     "classes[].groups[].images": "names of its member images",
     "classes[].groups[].centre_of_mass": "(y, x) of its mean map, in [0, 1] of the image side",
     "classes[].groups[].border_fraction": "share of its mean map's mass in the outer border band (1/8 of the side)",
-    "classes[].groups[].corner_fraction": "share of its mean map's mass in its strongest corner square (1/4 of the side)",
+    "classes[].groups[].corner_fraction": "share of its mean map's mass in its strongest corner square "
+                                          "(1/4 of the side)",
     "classes[].groups[].corner": "that corner",
     "classes[].groups[].candidate_shortcut": "null, or why its evidence sits apart from the rest of the class",
 }
@@ -132,9 +133,11 @@ def shortcuts(ctx, opts: ShortcutsOptions) -> Section:
             near = sel[np.argsort(((x[sel] - mean_map) ** 2).sum(1), kind="stable")][: opts.exemplars]
             for i in near:
                 img = ctx.images.display(idx[i], thumb)
-                items.append(heat_item(ctx, img, _thumb_map(x[i], (img.shape[1], img.shape[0])), ctx.images.name(idx[i]),
+                items.append(heat_item(ctx, img, _thumb_map(x[i], (img.shape[1], img.shape[0])),
+                                       ctx.images.name(idx[i]),
                                        f"p={probs[idx[i], c]:.2f}"))
-            table.append([cname, g, int(sel.size), round(conf, 3), "({:.2f}, {:.2f})".format(*mm["centre_of_mass"]), round(mm["border_fraction"], 3),
+            table.append([cname, g, int(sel.size), round(conf, 3), "({:.2f}, {:.2f})".format(*mm["centre_of_mass"]),
+                          round(mm["border_fraction"], 3),
                           f"{mm['corners'][corner]:.2f} {corner}", "candidate" if why else ""])
         cols = 1 + max(1, min(opts.exemplars, max(g["size"] for g in groups)))
         rows_items = _pad_rows(items, groups, cols, opts.exemplars)

@@ -1,7 +1,8 @@
 """Texture synthesis two ways, from the same source textures.
 
 1. Non-parametric (Efros & Leung 1999; Wei & Levoy 2000): pixels generated in scan-line order over a pyramid,
-   each copied from the source pixel whose causal neighbourhood matches best (:mod:`reportgen.synthesis.nearest_neighbour`).
+   each copied from the source pixel whose causal neighbourhood matches best
+   (:mod:`reportgen.synthesis.nearest_neighbour`).
    No model: the texture is a rearrangement of the source's own pixels.
 2. Gram-matrix synthesis through the user's model (Gatys, Ecker & Bethge 2015): from noise, minimise
    ``sum_l ||G_l(x) - G_l(s)||^2 / ||G_l(s)||^2`` with ``G_l = F_l F_l^T / (H_l W_l)``, for growing sets of
