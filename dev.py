@@ -25,8 +25,9 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".reportgen-installed"
-# test: pytest; crosscheck: Captum, pytorch-grad-cam, Quantus, so the cross-checks run instead of skipping
-EXTRAS = "test,crosscheck,lint"
+# test: pytest; crosscheck: Captum, pytorch-grad-cam, Quantus, so the cross-checks run instead of skipping;
+# timm, hf: so the timm and Hugging Face model tests run too
+EXTRAS = "test,crosscheck,lint,timm,hf"
 
 
 def _say(msg: str) -> None:

@@ -15,6 +15,7 @@ from PIL import Image
 from .. import attribution as A
 from ..concepts.craft import crop_boxes, crops_of, factorise, layer_output, top_crops
 from ..papers import FEL_2023
+from ..errors import ReportgenError
 from ..report import Grid, GridItem, ImageData, Note, Section, Table
 
 
@@ -51,12 +52,24 @@ def crop_activations(ctx, idx: list[int], boxes) -> tuple[np.ndarray, float, str
     return np.concatenate(out), lo, name
 
 
+SUMMARY = ("Which concepts {a} and {b} share: {k} NMF concepts (Fel et al. 2023) of each model's last spatial layer "
+           "over the same image crops, paired one-to-one by how their coefficients correlate across the crops "
+           "(1 = the two concepts fire on exactly the same crops).")
+
+
 def concepts_section(ca, cb, names: tuple[str, str], n_images: int = 32, k: int = 6) -> Section:
-    sec = Section(id="concepts_match", title="Concepts of A and B matched by their crops", references=[FEL_2023])
+    sec = Section(id="concepts_match", title="Concepts of A and B matched by their crops", references=[FEL_2023],
+                  summary=SUMMARY.format(a=names[0], b=names[1], k=k))
     n = min(n_images, len(ca.images))
     idx = sorted(ca.rng("compare/concepts/images").choice(len(ca.images), size=n, replace=False).tolist())
     boxes = [crop_boxes(c.pre.size, 0.5, 3) for c in (ca, cb)]
-    acts = [crop_activations(c, idx, b) for c, b in zip((ca, cb), boxes)]
+    try:
+        acts = [crop_activations(c, idx, b) for c, b in zip((ca, cb), boxes)]
+    except (ValueError, ReportgenError) as e:  # e.g. no layer with a spatial output to factorise
+        why = f"Concepts cannot be compared: {e}"
+        sec.add(Note(why, kind="warning"))
+        sec.results = {"images": n, "matches": [], "unsupported": why}
+        return sec
     bad = [f"{nm} ({layer}, down to {lo:.3g})" for nm, (_, lo, layer) in zip(names, acts) if lo < -1e-5]
     if bad:
         sec.add(Note("NMF needs non-negative activations; the last spatial layer of " + ", ".join(bad)

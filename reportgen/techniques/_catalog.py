@@ -108,5 +108,6 @@ def explorer_block(ctx, feats, lay: Layout, mosaic: ImageData | None = None, cel
         pixel_nn=pixel_neighbours(feats, ctx.seed_for("embedding/pixel-nn")),
         method=lay.method if lay.xy is not None else "PCA",
         mosaic=mosaic, mosaic_cells=cells, mosaic_grid=int(grid),
-        caption=(f"{len(lay.idx)} of {n} images placed by {lay.method if lay.xy is not None else 'PCA'}"
-                 f" of the penultimate features ({feats.penultimate_source})."))
+        caption=((f"All {n} images" if len(lay.idx) == n else f"{len(lay.idx)} of {n} images (a seeded subsample)")
+                 + f", placed by {lay.method if lay.xy is not None else 'PCA'} of the penultimate features"
+                 f" ({feats.penultimate_source})."))

@@ -79,7 +79,7 @@ def test_mean_and_std_twice_give_each_model_its_own(setup):
     assert "Model right" in html and "Model wrong" in html and "100.0% (top-1" in html and "50.0% (top-1" in html
     # every comparison section says what it shows on the overview
     summaries = re.findall(r'<td class="toc-summary">(.*?)</td>', html)
-    assert len(summaries) == len(data["sections"]) == 5 and all(len(s) > 40 for s in summaries[:4])
+    assert len(summaries) == len(data["sections"]) == 6 and all(len(s) > 40 for s in summaries[:5])
     assert "The images on which right and wrong give different top-1 classes" in summaries[0]
     # honest title and header: no absolute path of the author's machine anywhere on the page or in report.json
     assert str(tmp) not in html and str(tmp) not in (out / "report.json").read_text()
