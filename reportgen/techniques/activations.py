@@ -28,7 +28,8 @@ RESULTS = {
     "layer": "dotted name of the layer shown",
     "layer_type": "its module class (ReLU when the post-activation output is shown)",
     "shape": "[channels, height, width] of its output",
-    "layout": "how the layer's output was read as a grid (NCHW, channels-last NHWC, or a token sequence with its extra tokens)",
+    "layout": "how the layer's output was read as a grid "
+              "(NCHW, channels-last NHWC, or a token sequence with its extra tokens)",
     "images[].image": "image name",
     "images[].predicted": "predicted class",
     "images[].active_channels": "channels with a positive value somewhere in the map",
