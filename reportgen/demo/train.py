@@ -167,7 +167,7 @@ def fit(make_model: Callable[[], M], train_x: torch.Tensor, train_y: torch.Tenso
     gen = torch.Generator().manual_seed(seed)
     model = make_model()
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to(memory_format=) exists, the stubs lack it
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = (len(train_x) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(
