@@ -244,15 +244,21 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
     if best is None:
         sec.add(Note("No attribution method beats the random map here: on these images none of the maps ranks the "
                      "pixels this model relies on better than chance.", kind="warning"))
-    else:
-        sec.add(Note(f"Most faithful for this model on these images: {best} (insertion - deletion "
-                     f"{per[best].mean():.3f}, random map {per[RANDOM].mean():.3f})."
-                     + (" With so few images the order of close methods is not settled." if n < 4 else "")))
+    failed = [m for m in wrho if wrho[m] >= FLAG_RHO or crho[m] >= FLAG_RHO]
+    if best is not None:
+        text = (f"Most faithful for this model on these images: {best} (insertion - deletion "
+                f"{per[best].mean():.3f}, random map {per[RANDOM].mean():.3f}).")
+        if best in failed:
+            sound = [m for m in order if m not in failed and m not in BASELINES and m not in weak]
+            text += (f" But {best} fails a sanity check below, so its score need not come from the model's class "
+                     "evidence" + (f"; the best method that passes both checks is {sound[0]}." if sound
+                                   else "; no method that passes both checks beats the random map."))
+        text += " With so few images the order of close methods is not settled." if n < 4 else ""
+        sec.add(Note(text))
     named = [m for m in weak if m not in BASELINES]
     if named:
         sec.add(Note(f"No better than the random map (the paired interval reaches 0): {', '.join(named)}. These "
                      "maps do not locate the evidence this model uses, whatever they look like.", kind="warning"))
-    failed = [m for m in wrho if wrho[m] >= FLAG_RHO or crho[m] >= FLAG_RHO]
     if failed:
         sec.add(Note(f"Sanity: {', '.join(failed)} barely change(s) when the weights are destroyed or the class is "
                      "changed; a high faithfulness score for such a map comes from the image, not the model's "

@@ -35,6 +35,12 @@ def test_faithfulness_section_ranks_the_enabled_methods(image_dir, tmp_path):
     assert set(r["curves"]) == set(names) and len(r["curves"]["saliency"]["deletion"]) == r["steps"] + 1
     real = [m for m in r["methods"] if "baseline" not in m["method"]]
     assert all(m["sanity"] and m["road_morf"] is not None for m in real)
+    # the "most faithful" note names a failed sanity check of the winner instead of praising it alone
+    best = next((m for m in r["methods"] if m["method"] == r["most_faithful"]), None)
+    if best is not None:
+        html = (res.out / sec["page"]).read_text()
+        said = f"But {best['method']} fails a sanity check" in html
+        assert said == ("fails" in str(best["sanity"]))
 
 
 @pytest.fixture()
