@@ -33,6 +33,7 @@ rng = np.random.default_rng(0)
 centres = rng.normal(0, 4.0, (100, 512)).astype(np.float32)
 x = (centres[rng.integers(0, 100, n)] + rng.normal(0, 1.0, (n, 512)).astype(np.float32)).astype(np.float16)
 t = time.perf_counter()
+c0 = time.process_time()
 tm = {{}}
 lay = layout(x, seed=0, method=method, threads=1, timings=tm)
 dt = time.perf_counter() - t

@@ -110,6 +110,21 @@ def _section_key(ctx: RunContext, info: registry.TechniqueInfo, opts: Any) -> st
 
 # results key of a section the model cannot support (why, in words); no technique writes it itself
 UNSUPPORTED = "unsupported"
+# results key of a section that fed the model inputs resized to an accepted size (ctx.fit_input); set here only
+INPUT_RESIZED = "input_resized"
+
+
+def _state_resizes(ctx: RunContext, sec: Section) -> None:
+    """Say on the section when it fed the model inputs resized to a size the model accepts (and which)."""
+    if not ctx.resized or sec.error is not None:
+        return
+    pairs = [f"{h}x{w} -> {th}x{tw}" for (h, w), (th, tw) in sorted(ctx.resized.items())]
+    accepts = ctx.probe().sizes.describe()
+    sec.results[INPUT_RESIZED] = {"accepts": accepts, "resized": pairs}
+    sec.blocks.append(Note(
+        f"This model takes {accepts} (found by probing it). Inputs this section made at other sizes were resized "
+        f"(bilinear) to an accepted size before each forward pass: {', '.join(pairs)} px. The pictures are shown "
+        "at the size the section made them.", kind="info"))
 
 
 def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = False) -> Section:
@@ -130,6 +145,7 @@ def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = 
             return hit
     grad_before = torch.is_grad_enabled()
     problems: list[str] = []
+    ctx.resized.clear()
     t0 = time.perf_counter()
     try:
         with isolated(ctx.pixel_model, f"technique {info.id!r}") as problems:
@@ -159,6 +175,7 @@ def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = 
     if not sec.references:
         sec.references = list(info.references)
     sec.wall_time_s = time.perf_counter() - t0
+    _state_resizes(ctx, sec)
     sec.params = {**dataclasses.asdict(opts), **sec.params}
     if ctx.cache is not None and key is not None and sec.error is None:
         ctx.cache.put(key, sec)

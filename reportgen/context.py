@@ -54,6 +54,9 @@ class RunContext:
     """The torchrun process group while the feature pass is shared (:mod:`reportgen.features.distributed`),
     else None: a one-process build."""
     model_probe: ModelProbe | None = None  # accepted input sizes and layer layouts (:meth:`probe`)
+    resized: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    """Input sides :meth:`fit_input` changed since the running technique started ((h, w) -> accepted (h, w)):
+    the build states them on that section (:func:`reportgen.build.run_technique`)."""
     _memo: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,7 +110,10 @@ class RunContext:
     def fit_input(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` resized to a size the model accepts (itself when it fits): for techniques that optimise or crop
         at other sizes."""
-        return self.probe().sizes.fit(x)
+        y = self.probe().sizes.fit(x)
+        if y is not x:
+            self.resized[(int(x.shape[-2]), int(x.shape[-1]))] = (int(y.shape[-2]), int(y.shape[-1]))
+        return y
 
     def chosen_layer(self) -> str:
         """The layer named by ``--layer``, else the last convolution when it sits in the last stage (a CNN), else

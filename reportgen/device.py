@@ -249,3 +249,40 @@ def cpu_batch_size(model, forward, size: int, device=None, cap: int = 64, budget
     biggest = max([t.numel() * t.element_size() for t in outs.values() if isinstance(t, torch.Tensor)]
                   + [x.numel() * x.element_size()])
     return int(max(1, min(cap, budget // max(1, biggest))))
+
+
+#: bytes of saved activations one forward + backward pass may hold (CPU: RAM; a GPU: device memory)
+GRAPH_BUDGET = 1 << 30
+
+
+def graph_batch_size(ctx, cap: int | None = None, budget: int | None = None) -> int:
+    """Images per forward + backward pass: as many as keep the pass's autograd graph within ``budget`` bytes.
+
+    The graph of one image is taken as the sum of every leaf module's output for one input of the run's size
+    (measured once per run, what autograd saves for the backward pass, to within a small factor), so a gradient
+    section holds a bounded amount of activations whatever the model: ViT-B/16 at 224 px keeps ~0.1 GB per image,
+    so at most ~8 images per pass, where a ResNet-18 allows the run's whole batch. At most ``cap`` (default: the
+    run's batch size); on a GPU the budget is a quarter of the device's memory when that is larger.
+    """
+    cap = int(cap or ctx.batch_size)
+    budget = int(GRAPH_BUDGET if budget is None else budget)
+    if ctx.device.type == "cuda":
+        budget = max(budget, torch.cuda.get_device_properties(ctx.device).total_memory // 4)
+    if not hookable(ctx.model):
+        return int(max(1, min(cap, 8)))
+
+    def probe() -> int:
+        leaves = {n: m for n, m in ctx.model.named_modules() if n and not list(m.children())}
+        x = torch.zeros(1, 3, ctx.pre.size, ctx.pre.size, device=ctx.device)
+        with eval_mode(ctx.model), torch.inference_mode(), capture_outputs(leaves) as outs:
+            ctx.pixel_model(x)
+        return sum(t.numel() * t.element_size() for t in outs.values() if isinstance(t, torch.Tensor))
+
+    per_image = ctx.memo("graph_bytes_per_image", probe)
+    return int(max(1, min(cap, budget // max(1, per_image))))
+
+
+def gradient_batch_size(ctx, cap: int = 64) -> int:
+    """Copies per gradient pass: cache-sized (:func:`device_batch_size`) and a bounded graph
+    (:func:`graph_batch_size`), whichever is smaller."""
+    return min(device_batch_size(ctx, cap=cap), graph_batch_size(ctx, cap=cap))

@@ -14,6 +14,9 @@ import importlib
 from . import registry
 
 UNSUPPORTED = "unsupported"  # the results key of a skipped section (reportgen.build.UNSUPPORTED)
+#: the results key every section may write when it fed the model inputs resized to a size the model accepts
+#: (reportgen.build.INPUT_RESIZED): {"accepts": words, "resized": ["HxW -> HxW", ...]}
+INPUT_RESIZED = "input_resized"
 
 
 def declared(technique_id: str) -> dict[str, str]:
@@ -42,7 +45,7 @@ def undeclared(technique_id: str, results: dict) -> set[str]:
     model writes only that reason, which every section may)."""
     if set(results) == {UNSUPPORTED}:
         return set()
-    keys = set(declared(technique_id))
+    keys = set(declared(technique_id)) | {INPUT_RESIZED}
     return {p for p in result_paths(results) if p not in keys}
 
 
@@ -66,7 +69,11 @@ def results_markdown() -> str:
            "Every section in `report.json` has a `results` object with its key numbers as plain JSON (no pixel "
            "arrays), so two runs can be diffed and CI can check a report without parsing HTML. `a[].b` means "
            "`a` is a list of objects, each with a key `b`. Keys marked *(with labels)* appear only when the image "
-           "set has labels.\n"]
+           "set has labels.\n",
+           f"Any section may also write `{UNSUPPORTED}` (why it cannot apply to this model: then it writes "
+           f"nothing else) and `{INPUT_RESIZED}` (it fed the model inputs at sizes the model does not take, "
+           "resized to one it does: `accepts` says what the model takes, found by probing it, and `resized` lists "
+           "each `HxW -> HxW` change).\n"]
     for t in registry.all_techniques():
         schema = declared(t.id)
         if not schema:

@@ -75,6 +75,11 @@ def test_small_transformers_get_every_section_on_a_spatial_block(kind, tmp_path)
     if kind in ("tv_vit", "timm_deit", "hf_vit"):  # fixed 32 px: the optimisation fed the model its size
         assert by_id["gradcam"].results["layer_cells"] == [4, 4]
         assert by_id["patches"].results["receptive_field"]["method"] == "token patch"
+        # the optimisation ran at its own size and says so: the model's only size, and each change made
+        rs = by_id["class_visualization"].results["input_resized"]
+        assert rs["accepts"] == "only 32x32 px inputs" and all(p.endswith("-> 32x32") for p in rs["resized"])
+        assert "resized" in " ".join(b.text for b in by_id["class_visualization"].blocks if hasattr(b, "kind"))
+        assert "input_resized" not in by_id["gradcam"].results  # fed at the model's size: nothing to say
 
 
 def _smallest_variants() -> list[str]:

@@ -72,3 +72,32 @@ def test_scan_uses_autocast_only_where_top1_agrees(make_ctx, tiny_model, image_d
     got = make_ctx(fragile, image_dir).features().logits
     assert used and all(d is None for d in used)  # refused after the probe batch: float32 throughout
     assert (got.argmax(1) == 1).all()
+
+
+def test_gradient_passes_hold_a_bounded_graph(make_ctx, tiny_model, image_dir, monkeypatch):
+    """graph_batch_size: budget // (bytes of every leaf output for one image); the gradient sections obey it."""
+    from conftest import CLASSES
+
+    from reportgen import device
+    from reportgen.build import run_technique
+    from reportgen.inspection.hooks import capture_outputs
+    from reportgen.registry import get
+
+    ctx = make_ctx(tiny_model, image_dir, class_names=CLASSES, general={"batch_size": 16})
+    leaves = {n: m for n, m in tiny_model.named_modules() if n and not list(m.children())}
+    with torch.inference_mode(), capture_outputs(leaves) as outs:
+        ctx.pixel_model(torch.zeros(1, 3, 32, 32))
+    per = sum(t.numel() * t.element_size() for t in outs.values())
+    assert device.graph_batch_size(ctx, budget=3 * per) == 3
+    assert device.graph_batch_size(ctx, budget=100 * per) == 16  # capped at the run's batch size
+    assert device.graph_batch_size(ctx, budget=1) == 1
+
+    monkeypatch.setattr(device, "GRAPH_BUDGET", 2 * per)
+    seen: list[int] = []
+    h = tiny_model.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]) if torch.is_grad_enabled()
+                                             else None)
+    try:
+        sec = run_technique(ctx, get("saliency"))
+    finally:
+        h.remove()
+    assert sec.error is None and seen and max(seen) <= 2, seen

@@ -14,7 +14,7 @@ from .. import attribution as A
 from ..attribution import faithfulness as FM
 from ..inspection.layers import resolve_layer
 from ..registry import get
-from ..device import device_batch_size
+from ..device import gradient_batch_size
 from ._explain import cam_layer, make_baseline, resolve_window
 
 MapFn = Callable[[torch.nn.Module, torch.Tensor, np.ndarray], np.ndarray]
@@ -64,7 +64,7 @@ def method_functions(ctx) -> tuple[dict[str, MapFn], bool]:
     chosen = [tid for tid in SOURCES if tid in enabled]
     from_config = bool(chosen)
     chosen = chosen or list(SOURCES)
-    chunk = device_batch_size(ctx)
+    chunk = gradient_batch_size(ctx)
     fns: dict[str, MapFn] = {}
     for tid in chosen:
         o = _opts(ctx, tid)

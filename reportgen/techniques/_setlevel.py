@@ -11,6 +11,7 @@ import torch
 
 from .. import attribution as A
 from ..attribution import contrast as C
+from ..device import graph_batch_size
 
 MapMethod = Literal["gradcam", "gradient_x_input"]
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradient_x_input": "gradient x input (positive part)"}
@@ -49,7 +50,7 @@ def class_maps(ctx, layer_name: str, method: str, idx: list[int], target: int,
     resolution, or gradient x input at the input's, positive part), never more than one batch of maps held."""
     pm, layer = ctx.pixel_model, ctx.layer(layer_name)
     out = []
-    step = max(1, min(ctx.batch_size, batch))
+    step = graph_batch_size(ctx, cap=min(ctx.batch_size, batch))
     for s in range(0, len(idx), step):
         x = ctx.to_device(ctx.images.batch(idx[s:s + step]))
         m = A.gradcam(pm, layer, x, target) if method == "gradcam" else C.gradient_x_input(pm, x, target).clamp_min(0)

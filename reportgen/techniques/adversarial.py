@@ -24,6 +24,7 @@ from ..pictures import symmetric_to_uint8, unit_to_uint8
 from ..registry import Range, technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
 from ..sampling import spread_indices
+from ..device import graph_batch_size
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -169,7 +170,7 @@ def untargeted_table(ctx, opts: AdversarialOptions) -> tuple[Table, list[dict], 
         eps = float(eps255) / 255.0
         stats = {name: [0, 0, 0, 0.0, 0.0] for name in ("FGSM", pgd)}
         n_true = 0
-        for pos, xb in ctx.images.batches(ctx.batch_size, idx):
+        for pos, xb in ctx.images.batches(graph_batch_size(ctx), idx):
             xb = ctx.to_device(xb)
             with torch.inference_mode():
                 pb = torch.softmax(pm(xb).float(), 1)

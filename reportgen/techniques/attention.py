@@ -24,6 +24,7 @@ from ..pictures import figure_to_png, new_figure
 from ..registry import technique
 from ..report import Block, Figure, Grid, Note, Row, Section, Table
 from ..sampling import spread_indices
+from ..device import graph_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item
 
 RESULTS = {
@@ -107,8 +108,9 @@ def attention(ctx, opts: AttentionOptions) -> Section:
     passes = {"forward": 0, "backward": 0}
     b = explain_batch(ctx, opts.max_images)
     roll, groll, last = [], [], []
-    for s in range(0, len(b.idx), ctx.batch_size):
-        x, t = b.x[s: s + ctx.batch_size], torch.as_tensor(b.targets[s: s + ctx.batch_size])
+    step = graph_batch_size(ctx)  # a bounded autograd graph per pass (ViT-B/16: a few images, not the batch)
+    for s in range(0, len(b.idx), step):
+        x, t = b.x[s: s + step], torch.as_tensor(b.targets[s: s + step])
         attns, grads, _ = AT.attention_with_grads(ctx.pixel_model, sites, x, t)
         passes["forward"] += 1
         passes["backward"] += 1

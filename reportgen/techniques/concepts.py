@@ -32,6 +32,7 @@ from ..papers import COLLINS_2018, FEL_2023
 from ..pictures import resize_map
 from ..registry import technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
+from ..device import graph_batch_size
 from ._explain import heat_item
 from ._setlevel import image_classes, largest_classes, map_layer
 
@@ -108,7 +109,7 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
     layer = ctx.layer(name)
     pm = ctx.pixel_model
     boxes = crop_boxes(ctx.pre.size, float(opts.crop), max(1, int(opts.grid)))
-    step = max(1, min(ctx.batch_size, 64) // len(boxes))
+    step = max(1, graph_batch_size(ctx, cap=min(ctx.batch_size, 64)) // len(boxes))
     thumb = min(96, max(48, ctx.pre.size * 2))
     out: list[dict[str, Any]] = []
     bases: list[np.ndarray] = []

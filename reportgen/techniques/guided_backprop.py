@@ -23,7 +23,7 @@ from ..inspection.layers import activation_after
 from ..papers import SPRINGENBERG_2015, ZEILER_FERGUS_2014
 from ..registry import Range, technique
 from ..report import Figure, Grid, Group, ImageData, Note, Row, Section
-from ..device import device_batch_size
+from ..device import gradient_batch_size
 from ..sampling import spread_indices
 from ..attribution.visualization import attr_item
 
@@ -107,7 +107,7 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
     k = len(units[0])
 
     # grads[rule][t]: B x 3 x H x W, t = 0..k-1 units, k = class; cache-sized batches on a CPU
-    bs = device_batch_size(ctx, cap=ctx.batch_size)
+    bs = gradient_batch_size(ctx, cap=ctx.batch_size)
     parts: dict[str, list[list[np.ndarray]]] = {rule: [[] for _ in range(k + int(opts.include_class))]
                                                 for rule in RULES}
     reports = {}

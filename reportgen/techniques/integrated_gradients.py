@@ -18,7 +18,7 @@ from .. import attribution as A
 from ..papers import SUNDARARAJAN_2017
 from ..registry import Range, technique
 from ..report import Grid, Note, Section, Table
-from ..device import device_batch_size
+from ..device import gradient_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item, make_baseline
 
 BASELINES = {"black": "a black image (all pixels 0)", "grey": "a uniform mid-grey image (0.5)",
@@ -52,7 +52,7 @@ def integrated_gradients(ctx, opts: IntegratedGradientsOptions) -> Section:
     b = explain_batch(ctx, opts.max_images)
     base = make_baseline(b.x, opts.baseline)
     res = A.integrated_gradients(ctx.output_model, b.x, b.targets, baseline=base, steps=opts.steps,
-                                 tol=opts.tolerance, max_steps=opts.max_steps, chunk=device_batch_size(ctx))
+                                 tol=opts.tolerance, max_steps=opts.max_steps, chunk=gradient_batch_size(ctx))
     maps = A.to_map(res.attributions, "abssum").cpu().numpy()
     with torch.inference_mode():
         logits = ctx.pixel_model(b.x).float()

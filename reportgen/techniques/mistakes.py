@@ -21,6 +21,7 @@ from ..concepts.confusions import confused_pairs, lowest_margin_pairs, nearest_o
 from ..papers import PRABHUSHANKAR_2020, SELVARAJU_2017
 from ..registry import technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
+from ..device import graph_batch_size
 from ._explain import cell_width, heat_item
 from ._setlevel import METHOD_NAMES, MapMethod, check_method, map_layer
 
@@ -68,7 +69,7 @@ def _maps(ctx, layer, idx: list[int], pred: np.ndarray, other: np.ndarray, metho
     """Per image: map for P, map for T, contrastive Grad-CAM, contrastive gradient x input (numpy, H x W)."""
     pm = ctx.pixel_model
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("p", "t", "cg", "cx")}
-    step = max(1, min(ctx.batch_size, 16))
+    step = graph_batch_size(ctx, cap=min(ctx.batch_size, 16))
     for s in range(0, len(idx), step):
         x = ctx.to_device(ctx.images.batch(idx[s:s + step]))
         size = tuple(x.shape[-2:])

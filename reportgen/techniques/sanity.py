@@ -22,7 +22,7 @@ from ..inspection.layers import resolve_layer
 from ..papers import ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004
 from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Section, Table
-from ..device import device_batch_size
+from ..device import gradient_batch_size
 from ._explain import cam_layer, cell_width, explain_batch, input_item, saliency_to_uint8
 
 METHODS = ("gradient", "guided backprop", "Grad-CAM", "Integrated Gradients")
@@ -181,7 +181,7 @@ def sanity(ctx, opts: SanityOptions) -> Section:
     if not names:
         raise ValueError("the model has no parameters to randomise")
     stages = R.cascade_stages(len(names), opts.stages)
-    fns = map_functions(cam_name, opts.ig_steps, chunk=device_batch_size(ctx))
+    fns = map_functions(cam_name, opts.ig_steps, chunk=gradient_batch_size(ctx))
     orig, cascade, independent = run_randomisations(ctx, b, fns, names, stages)
     top_down = names[::-1]
     cas_lab = [top_down[k - 1] for k in stages]

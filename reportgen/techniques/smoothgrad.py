@@ -17,7 +17,7 @@ from .. import attribution as A
 from ..papers import SIMONYAN_2014, SMILKOV_2017
 from ..registry import Range, technique
 from ..report import Grid, Note, Section
-from ..device import device_batch_size
+from ..device import gradient_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item
 
 
@@ -51,7 +51,7 @@ def smoothgrad(ctx, opts: SmoothGradOptions) -> Section:
     plain = A.to_map(A.gradient(pm, b.x, b.targets)).cpu().numpy()
     sg = A.to_map(A.smoothgrad(pm, b.x, b.targets, n_samples=opts.samples, noise=opts.noise,
                                generator=ctx.generator("smoothgrad/noise"),
-                               chunk=max(1, device_batch_size(ctx) // len(b.idx)))).cpu().numpy()
+                               chunk=max(1, gradient_batch_size(ctx) // len(b.idx)))).cpu().numpy()
     items, tv_ratio, corr = [], [], []
     for k, i in enumerate(b.idx):
         img = ctx.images.display(i)

@@ -1,0 +1,115 @@
+"""Every torchvision classification family through the minimal preset (issue 18): section results, time, peak RSS.
+
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/arch_sweep.py [--images 4] [--only vit_b_16,swin_t]
+        [--out arch_sweep.json]
+
+The smallest variant of each family (the list of ``tests/test_architectures.py``), random init, 1,000 classes, at
+its own input size (299 px for Inception v3, 224 px for the rest), on generated images (``--images`` of them;
+``--folder`` uses an image folder instead). Each architecture runs in its own subprocess with one torch thread, so
+its peak RSS (``ru_maxrss`` of that process) is its own. Printed per architecture: sections ok / unsupported /
+failed (with the reasons for the last two), the build's wall time and peak RSS; ``--out`` keeps them as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def families() -> list[str]:
+    from test_architectures import _smallest_variants
+
+    return _smallest_variants()
+
+
+def _one(name: str, n: int, folder: str | None) -> dict:
+    import resource
+    import tempfile
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision import models as tvm
+
+    from reportgen.build import build_report
+
+    torch.set_num_threads(1)
+    size = 299 if name == "inception_v3" else 224
+    torch.manual_seed(0)
+    kw = {"init_weights": False} if name in ("inception_v3", "googlenet") else {}
+    model = tvm.get_model(name, weights=None, **kw)
+    tmp = Path(tempfile.mkdtemp())
+    if folder is None:
+        imgs = tmp / "imgs"
+        imgs.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(n):
+            Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8)).save(imgs / f"im{i}.png")
+    else:
+        imgs = Path(folder)
+    t = time.perf_counter()
+    res = build_report(model, imgs, tmp / "out", preset="minimal", resize=None, input_size=size, device="cpu",
+                       max_images=n, use_cache=False)
+    wall = time.perf_counter() - t
+    out = {"name": name, "size": size, "wall_s": round(wall, 1),
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+           "ok": [], "unsupported": {}, "failed": {}, "layers": {},
+           "slowest": sorted(((round(s.wall_time_s, 1), s.id) for s in res.report.sections), reverse=True)[:3]}
+    for s in res.report.sections:
+        if s.error:
+            out["failed"][s.id] = s.error[:200]
+        elif "unsupported" in s.results:
+            out["unsupported"][s.id] = str(s.results["unsupported"])[:160]
+        else:
+            out["ok"].append(s.id)
+        layer = s.results.get("layer") if isinstance(s.results, dict) else None
+        if isinstance(layer, str):
+            out["layers"][s.id] = layer
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=4)
+    ap.add_argument("--folder", default=None, help="an image folder instead of generated images")
+    ap.add_argument("--only", default="", help="comma-separated families (default: all)")
+    ap.add_argument("--out", default=None, help="write the rows as JSON here")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        print("ROW " + json.dumps(_one(a.child, a.images, a.folder)), flush=True)
+        return 0
+    names = [x for x in a.only.split(",") if x] or families()
+    rows = []
+    for name in names:
+        cmd = [sys.executable, __file__, "--child", name, "--images", str(a.images)]
+        if a.folder:
+            cmd += ["--folder", a.folder]
+        p = subprocess.run(cmd, capture_output=True, text=True,
+                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        row = next((json.loads(ln[4:]) for ln in p.stdout.splitlines() if ln.startswith("ROW ")), None)
+        if row is None:
+            row = {"name": name, "crashed": p.returncode, "stderr": p.stderr[-400:]}
+        rows.append(row)
+        if "crashed" in row:
+            print(f"{name:22s} CRASHED rc={row['crashed']}: {row['stderr'][-200:]}", flush=True)
+        else:
+            print(f"{name:22s} {row['size']} px  ok {len(row['ok']):2d}  unsupported {len(row['unsupported']):2d}  "
+                  f"failed {len(row['failed'])}  {row['wall_s']:7.1f} s  peak RSS {row['peak_rss_mb']:5d} MB  "
+                  f"layer {row['layers'].get('activations', '-')}  slowest {row['slowest']}", flush=True)
+            for k, v in {**row["unsupported"], **row["failed"]}.items():
+                print(f"    {k}: {v}", flush=True)
+        if a.out:
+            Path(a.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
