@@ -229,6 +229,9 @@ def test_image_pages_are_small(tmp_path):
           f" {zipped * 1e4 / 1e6:.1f} MB compressed; unit pages: mean {np.mean(units):.0f} B")
     assert mean < 2150  # measured 1,945 B: 10,000 images add ~19 MB of HTML (~7.4 MB served compressed)
     page = texts[5].decode()
+    from reportgen.render.html import CSP
+
+    assert f"content=\"{CSP.replace('; ', ';')};script-src 'self'\">" in page  # the same policy, spelt shorter
     assert "style=" not in page and "<script" not in page  # sprite cells and bars are classes of the stylesheet
     assert "<title>class A/img_000005.jpg · Explorer test report</title>" in page  # the report title, once
     assert page.count("<a ") == 2 + 10 and page.count("<tr>") == 6  # nav, 5 + 5 neighbours; top-5
