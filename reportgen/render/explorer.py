@@ -18,11 +18,13 @@ import base64
 import hashlib
 import json
 import numbers
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from markupsafe import Markup, escape
 
 from .._resources import templates_dir
 from ..report import Explorer, Figure, Grid, Group, ImageData, Row, UnitSet
@@ -33,6 +35,9 @@ SHOWN_NEIGHBOURS = 5  # per list on an image page
 MAX_MAPS = 48  # pictures listed on one image page
 MAX_STATIC_LINKS = 5000  # image links in the explorer page's no-script list (the mosaic links the rest it shows)
 FAITH_KEYS = ("image_id", "image", "name", "file", "path")
+BAR_PX = 80  # a probability of 1 draws a bar this wide on an image page
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.:/#?,+%-]+")  # attribute values written without quotes (HTML5 allows these)
+_BETWEEN_TAGS = re.compile(r">\s*\n\s*<")
 
 
 def script_text() -> str:
@@ -56,6 +61,27 @@ def _js_json(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
+def attr_value(value: Any) -> Markup:
+    """An attribute value as HTML5 allows it shortest: bare when it has only safe characters (no space, quote,
+    ``=``, ``<``, ``>``, backtick or ``&``), else quoted and escaped. Jinja filter ``av``."""
+    text = str(value)
+    return Markup(text) if _UNQUOTED.fullmatch(text) else Markup('"%s"') % escape(text)
+
+
+def squeeze(html: str) -> str:
+    """Drop the template's line breaks between tags (a newline next to text, and a plain space, are kept)."""
+    return _BETWEEN_TAGS.sub("><", html).strip() + "\n"
+
+
+def short_name(name: str, near: str) -> str:
+    """``name`` without the folders it shares with ``near`` (``a/b/x.png`` near ``a/b/y.png`` is ``x.png``)."""
+    parts, base = name.split("/"), near.split("/")[:-1]
+    k = 0
+    while k < min(len(parts) - 1, len(base)) and parts[k] == base[k]:
+        k += 1
+    return "/".join(parts[k:])
+
+
 @dataclass
 class Thumb:
     id: str
@@ -64,6 +90,12 @@ class Thumb:
     c: int
     r: int
     href: str = ""  # from the page it is shown on
+    title: str = ""  # its name as that page shows it (folders it shares with the page's image left out)
+
+    @property
+    def cls(self) -> str:
+        """Its sprite sheet and cell as classes of the shared stylesheet (sheet 0, column 0, row 0 are defaults)."""
+        return " ".join(f"{k}{v}" for k, v in (("s", self.sheet), ("c", self.c), ("r", self.r)) if v)
 
 
 @dataclass
@@ -145,11 +177,7 @@ def plan(views, store: AssetStore, single_file: bool) -> ExplorerPlan:
     if ex is not None:
         refs = [store.ref(s, root="", inline=single_file) for s in ex.sprites]
         p.sprite_srcs = [r.src for r in refs]
-        # the stylesheet lives in assets/: a sheet's url is relative to it
-        p.sprite_css = "".join(
-            f".rg-s{k}{{background-image:url(\"{src if single_file else src.split('/', 1)[1]}\")}}"
-            for k, src in enumerate(p.sprite_srcs))
-        p.sprite_css += f".th{{--n:{int(ex.sheet)}}}"
+        p.sprite_css = sprite_css(ex, p.sprite_srcs, single_file)
         data = explorer_data(ex, p.sprite_srcs)
         if single_file:
             p.data_json = _js_json(data)
@@ -163,6 +191,20 @@ def plan(views, store: AssetStore, single_file: bool) -> ExplorerPlan:
         body = ("window.RG_SEARCH=" + _js_json(search) + ";").encode()
         p.search_path = store.write_file(f"{ASSETS_DIRNAME}/search-{content_hash(body)}.js", body)
     return p
+
+
+def sprite_css(ex: Explorer, srcs: list[str], single_file: bool) -> str:
+    """The shared rules image pages use instead of inline styles: a class per sprite sheet (``s1``..; sheet 0 is
+    the default), per column and row of a sheet (``c1``.., ``r1``..) and per probability bar width (``w1``..)."""
+    # the stylesheet lives in assets/: a sheet's url is relative to it
+    urls = [f'url("{src if single_file else src.split("/", 1)[1]}")' for src in srcs]
+    n, side = len(ex.ids), int(ex.sheet)
+    out = [f":where(.th,.thb,.rg-nn a){{--n:{side}" + (f";background-image:{urls[0]}}}" if urls else "}")]
+    out += [f".s{k}{{background-image:{u}}}" for k, u in enumerate(urls) if k]
+    out += [f".c{k}{{--c:{k}}}" for k in range(1, min(side, n))]
+    out += [f".r{k}{{--r:{k}}}" for k in range(1, min(side, -(-n // side)))]
+    out += [f".w{k}{{--w:{k}px}}" for k in range(1, BAR_PX + 1)]
+    return "".join(out)
 
 
 def explorer_data(ex: Explorer, sprites: list[str]) -> dict:
@@ -240,6 +282,7 @@ def _neighbours(ex: Explorer, table, row: int, single_file: bool) -> list[Thumb]
     out = [thumb(ex, int(j)) for j in table[row][:SHOWN_NEIGHBOURS] if 0 <= int(j) < len(ex.ids)]
     for t in out:
         t.href = f"#img-{t.id}" if single_file else f"{t.id}.html"
+        t.title = short_name(t.name, ex.names[row])
     return out
 
 
@@ -252,8 +295,8 @@ def image_pages(p: ExplorerPlan, sections, single_file: bool = False) -> list[di
     sec_list = [s.section for s in sections]
     for row, iid in enumerate(ex.ids):
         lab = int(ex.labels[row])
-        top = [(ex.class_names[int(c)] if 0 <= int(c) < len(ex.class_names) else f"class_{int(c)}", float(q))
-               for c, q in zip(ex.topk[row], ex.topk_p[row])]
+        top = [(ex.class_names[int(c)] if 0 <= int(c) < len(ex.class_names) else f"class_{int(c)}", float(q),
+                min(BAR_PX, max(0, round(float(q) * BAR_PX)))) for c, q in zip(ex.topk[row], ex.topk_p[row])]
         app = p.appears.get(iid, [])
         secs, seen = [], set()
         for a in app:
@@ -317,8 +360,11 @@ def class_lists(ex: Explorer) -> tuple[list[tuple[str, list[Thumb]]], int]:
 
 
 def write_pages(p: ExplorerPlan, env, common: dict, views, write) -> list[str]:
-    """Folder mode: write explorer.html, images/<id>.html and units/<layer>/<channel>.html; return their paths."""
+    """Folder mode: write explorer.html, images/<id>.html and units/<layer>/<channel>.html; return their paths.
+    The image and unit pages are written small (thousands of them): the same policy spelt without spaces,
+    optional tags and quotes left out, no line breaks between tags."""
     pages = []
+    mini = {**common, "csp": Markup(str(common["csp"]).replace("; ", ";"))}
     if p.ex is not None:
         html = env.get_template("layouts/explorer.html").render({**common, "root": "", "current": "explorer",
                                                                   "page_kind": "explorer", "hbase": 1})
@@ -327,12 +373,12 @@ def write_pages(p: ExplorerPlan, env, common: dict, views, write) -> list[str]:
         tpl = env.get_template("layouts/image.html")
         for ctx in image_pages(p, views):
             rel = f"images/{ctx['iid']}.html"
-            write(rel, tpl.render({**common, **ctx, "root": "../", "page_kind": "image"}))
+            write(rel, squeeze(tpl.render({**mini, **ctx, "root": "../", "page_kind": "image"})))
             pages.append(rel)
     tpl = env.get_template("layouts/unit.html")
     for ctx in unit_pages(p):
         rel = unit_page(ctx["slug"], ctx["unit"].channel, single=False)
-        write(rel, tpl.render({**common, **ctx, "root": "../../", "page_kind": "unit"}))
+        write(rel, squeeze(tpl.render({**mini, **ctx, "root": "../../", "page_kind": "unit"})))
         pages.append(rel)
     return pages
 
@@ -363,13 +409,13 @@ def single_parts(p: ExplorerPlan, env, common: dict, views) -> str:
         parts.append(env.get_template("partials/explorer_body.html").render({**common, "root": "", "hbase": 2}))
         tpl = env.get_template("partials/image_body.html")
         parts.append('<section class="section" id="images" aria-label="A page per image">')
-        parts += [tpl.render({**common, **ctx, "root": "", "h": 2}) for ctx in image_pages(p, views, True)]
+        parts += [squeeze(tpl.render({**common, **ctx, "root": "", "h": 2})) for ctx in image_pages(p, views, True)]
         parts.append("</section>")
     tpl = env.get_template("partials/unit_body.html")
     units = unit_pages(p)
     if units:
         parts.append('<section class="section" id="units" aria-label="A page per unit">')
-        parts += [tpl.render({**common, **ctx, "root": "", "h": 2}) for ctx in units]
+        parts += [squeeze(tpl.render({**common, **ctx, "root": "", "h": 2})) for ctx in units]
         parts.append("</section>")
     return "\n".join(parts)
 
@@ -378,4 +424,4 @@ def css_for(p: ExplorerPlan) -> str:
     return explorer_css() + p.sprite_css if p.active else ""
 
 
-__all__ = ["Path", "cell_ids", "csp_hash", "css_for", "plan", "template_globals", "write_pages"]
+__all__ = ["Path", "attr_value", "cell_ids", "csp_hash", "css_for", "plan", "template_globals", "write_pages"]

@@ -286,7 +286,7 @@ def make_env(template_dirs: tuple[str, ...] = ()) -> Environment:
                        note_title=lambda kind: NOTE_KINDS.get(str(kind), "Note"),
                        note_kind=lambda kind: str(kind) if str(kind) in NOTE_KINDS else "info")
     env.filters.update(render_block=render_block, fmt=fmt_value, duration=fmt_duration, paragraphs=paragraphs,
-                       first_sentence=first_sentence, slugify=slugify)
+                       first_sentence=first_sentence, slugify=slugify, av=explorer_mod.attr_value)
     return env
 
 

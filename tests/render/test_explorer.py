@@ -6,6 +6,8 @@ renderer relies on (which image a grid cell explains, stable image ids) and the 
 
 from __future__ import annotations
 
+import gzip
+import re
 import time
 from pathlib import Path
 
@@ -167,6 +169,30 @@ def test_without_scripts_the_mosaic_and_links_show(chromium, reports):
         chromium.send("Emulation.setScriptExecutionDisabled", {"value": False})
 
 
+def test_image_page_thumbnails_and_bars_are_drawn_from_the_stylesheet(chromium, reports):
+    """The classes that replace inline styles place each thumbnail's sprite cell and size each bar."""
+    for key in ("light", "dark", "single"):
+        out = reports[key]
+        url = (out / "index.html").as_uri() + "#img-000000000005" if key == "single" else \
+            (out / "images" / "000000000005.html").as_uri()
+        events = chromium.navigate(url)
+        got = chromium.evaluate("""(() => {
+          const page = document.getElementById('img-000000000005') || document.querySelector('main');
+          const nn = [...page.querySelectorAll('.rg-nn a')].map(a => getComputedStyle(a));
+          const big = getComputedStyle(page.querySelector('.thb'));
+          const bars = [...page.querySelectorAll('.rg-top td[class]')].map(td => getComputedStyle(td, '::after').width);
+          return {pos: nn.map(c => c.backgroundPosition), img: nn.map(c => c.backgroundImage.slice(0, 300)),
+                  w: nn.map(c => c.width), big: [big.width, big.backgroundPosition], bars: bars,
+                  probs: [...page.querySelectorAll('.rg-top td[class]')].map(td => td.textContent)};
+        })()""")
+        assert got["pos"][:5] == [f"{-64 * c}px 0px" for c in (6, 7, 8, 9, 10)], got  # row 0, columns 6..10
+        assert all(("assets/" in i or "data:image/jpeg" in i) for i in got["img"]) and set(got["w"]) == {"64px"}
+        assert got["big"] == ["128px", f"{-128 * 5}px 0px"], got
+        assert [round(float(b[:-2])) for b in got["bars"]] == [round(float(q) * 80) for q in got["probs"]], got
+        errors, outside = _problems(events + chromium.drain(), out)
+        assert not errors and not outside, (errors, outside)
+
+
 def test_grid_cells_follow_their_input_and_thumbnails_link(reports):
     from reportgen.render.explorer import cell_ids
     from reportgen.report import Grid, GridItem, ImageData
@@ -194,6 +220,50 @@ def test_image_ids_are_stable_and_unique(tmp_path):
 
 def test_image_pages_are_small(tmp_path):
     out = synthetic_report_dir(tmp_path, 2000)
-    sizes = [p.stat().st_size for p in (out / "images").glob("*.html")]
-    assert len(sizes) == 2000
-    assert np.mean(sizes) < 3200  # ~3 kB: 10,000 images add ~30 MB of HTML, no pictures of their own
+    pages = sorted((out / "images").glob("*.html"))
+    assert len(pages) == 2000
+    texts = [p.read_bytes() for p in pages]
+    mean, zipped = np.mean([len(t) for t in texts]), np.mean([len(gzip.compress(t, 6)) for t in texts])
+    units = [len(p.read_bytes()) for p in (out / "units").rglob("*.html")]
+    print(f"image pages: mean {mean:.0f} B, gzip -6 {zipped:.0f} B; per 10,000 pages {mean * 1e4 / 1e6:.1f} MB on disk,"
+          f" {zipped * 1e4 / 1e6:.1f} MB compressed; unit pages: mean {np.mean(units):.0f} B")
+    assert mean < 2150  # measured 1,945 B: 10,000 images add ~19 MB of HTML (~7.4 MB served compressed)
+    page = texts[5].decode()
+    from reportgen.render.html import CSP
+
+    assert f"content=\"{CSP.replace('; ', ';')};script-src 'self'\">" in page  # the same policy, spelt shorter
+    assert "style=" not in page and "<script" not in page  # sprite cells and bars are classes of the stylesheet
+    assert "<title>class A/img_000005.jpg · Explorer test report</title>" in page  # the report title, once
+    assert page.count("<a ") == 2 + 10 and page.count("<tr>") == 6  # nav, 5 + 5 neighbours; top-5
+    assert "title=img_000006.jpg" in page and 'title="class B/img_000008.jpg"' in page  # same folder left out
+
+
+def test_attribute_values_are_bare_only_when_safe():
+    from reportgen.render.explorer import attr_value, short_name, squeeze
+
+    assert attr_value("../images/00ab.html") == "../images/00ab.html"
+    assert attr_value("c3 r2") == '"c3 r2"'
+    for nasty in ['x" onmouseover=alert(1)', "a=b", "<b>", "it's", "a&b", "", "`x`"]:
+        v = str(attr_value(nasty))
+        assert v.startswith('"') and v.endswith('"') and '"' not in v[1:-1] and "<" not in v, (nasty, v)
+    assert short_name("a/b/x.png", "a/b/y.png") == "x.png" and short_name("a/c/x.png", "a/b/y.png") == "c/x.png"
+    assert short_name("x.png", "a/y.png") == "x.png" and short_name("a/x.png", "y.png") == "a/x.png"
+    assert squeeze("<p>a</p>\n  <p>b <a>c</a> d\n<i></i>") == "<p>a</p><p>b <a>c</a> d\n<i></i>\n"
+
+
+def test_user_file_names_stay_escaped_on_image_pages(tmp_path):
+    from explorer_fixture import synthetic_report
+
+    from reportgen.render import render_report
+
+    rep = synthetic_report(20)
+    ex = rep.sections[0].blocks[0]
+    ex.names[1] = 'class A/x" onmouseover=alert(1) <b>.jpg'
+    ex.names[2] = "a=b c.jpg"
+    render_report(rep, tmp_path)
+    page = (tmp_path / "images" / "000000000000.html").read_text()
+    assert "<b>" not in page and 'x" onmouseover' not in page
+    assert re.search(r'title="(class A/)?x&#34; onmouseover=alert\(1\) &lt;b&gt;\.jpg"', page)
+    assert 'title="a=b c.jpg"' in page
+    neighbour = (tmp_path / "images" / "000000000001.html").read_text()
+    assert "<h1>class A/x&#34; onmouseover=alert(1) &lt;b&gt;.jpg</h1>" in neighbour
