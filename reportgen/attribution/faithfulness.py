@@ -10,6 +10,8 @@ run ``batch`` at a time (images and steps mixed) under ``torch.inference_mode()`
   ``AUC = trapz(score, fraction removed/inserted)``.
 * :func:`faithfulness_correlation` -- Bhatt, Weller & Moura (IJCAI 2020), "MuFidelity":
   ``corr_S( sum_{i in S} a_i , f(x) - f(x with S set to a baseline) )`` over random seeded subsets ``S``.
+* :func:`region_perturbation` -- Samek et al. (IEEE TNNLS 2017): squares of a grid, most relevant first, set to a
+  fill one more at a time; ``AOPC = mean_k (f(x) - f(x with the first k squares filled))`` (higher = more faithful).
 * :func:`road_curve` -- Rong et al. (ICML 2022), ROAD: a fraction of the pixels, most- (MoRF) or least-relevant
   first (LeRF), is removed by noisy linear imputation (:mod:`._imputation`), so the shape of the removed set
   does not itself tell the model the class; accuracy and probability per fraction.
@@ -78,21 +80,25 @@ def ranks(maps: torch.Tensor, patch: int = 1, generator: torch.Generator | None 
           descending: bool = True) -> torch.Tensor:
     """B x h x w: the position of each unit (pixel or patch) in the order of attribution, 0 = first removed
     (the largest value when ``descending``); ties in a seeded random order."""
-    s = unit_scores(maps, patch)
+    return order_ranks(unit_scores(maps, patch), generator, descending)
+
+
+def order_ranks(s: torch.Tensor, generator: torch.Generator | None = None, descending: bool = True) -> torch.Tensor:
+    """B x h x w unit scores -> their ranks (0 = first), ties in a seeded random order (positional without one)."""
     b, h, w = s.shape
     flat = s.reshape(b, -1).cpu()
     perm = torch.randperm(h * w, generator=generator) if generator is not None else torch.arange(h * w)
     order = perm[torch.sort(flat[:, perm], dim=1, descending=descending, stable=True).indices]
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w).expand(b, -1).contiguous())
-    return rank.view(b, h, w).to(maps.device)
+    return rank.view(b, h, w).to(s.device)
 
 
-def _pixels(units: torch.Tensor, patch: int, size: tuple[int, int]) -> torch.Tensor:
-    """n x h x w unit mask -> n x H x W pixel mask."""
+def _pixels(units: torch.Tensor, patch: int, size: tuple[int, int], offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """n x h x w unit mask -> n x H x W pixel mask (the unit grid starts ``offset`` px above / left of the image)."""
     if patch > 1:
         units = units.repeat_interleave(patch, 1).repeat_interleave(patch, 2)
-    return units[:, :size[0], :size[1]]
+    return units[:, offset[0]:offset[0] + size[0], offset[1]:offset[1] + size[1]]
 
 
 def _scores(model: nn.Module, x: torch.Tensor, t: torch.Tensor, output: Output) -> torch.Tensor:
@@ -120,21 +126,29 @@ def step_counts(n_units: int, steps: int) -> np.ndarray:
     return np.round(np.linspace(0, n_units, max(1, int(steps)) + 1)).astype(np.int64)
 
 
+def chunks(total: int, batch: int) -> list[range]:
+    """``range(total)`` cut into the fewest batches of at most ``batch``, of near-equal size (a 100 / 64 split runs
+    as 50 + 50, not 64 + 36: the same passes, less peak memory and one batch shape)."""
+    k = max(1, -(-total // max(1, int(batch))))
+    edges = np.linspace(0, total, k + 1).round().astype(np.int64)
+    return [range(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+
+
 def blend_curve(model: nn.Module, base: torch.Tensor, src: torch.Tensor, rank: torch.Tensor,
                 counts: Sequence[int] | np.ndarray, target: Target, patch: int = 1, batch: int = 64,
-                output: Output = "prob") -> np.ndarray:
-    """B x S: the score of copy (b, s) = ``base[b]`` with its first ``counts[s]`` units (``rank`` order) from
-    ``src[b]``; all B x S copies in batches of ``batch``."""
+                output: Output = "prob", offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """B x S: the score of copy (b, s) = ``base[b]`` with its first ``counts[s]`` units (``rank`` order; the unit
+    grid starts ``offset`` px above / left of the image) from ``src[b]``; all B x S copies in batches of ``batch``."""
     n, size = len(base), (base.shape[-2], base.shape[-1])
     cnt = torch.as_tensor(np.asarray(counts), device=base.device)
     t = _targets(target, n, base.device)
     out = torch.empty(n * len(cnt), dtype=torch.float32)
     with eval_mode(model), torch.inference_mode():
-        for lo in range(0, len(out), batch):
-            pair = torch.arange(lo, min(len(out), lo + batch), device=base.device)
+        for r in chunks(len(out), batch):
+            pair = torch.arange(r.start, r.stop, device=base.device)
             bi, si = pair // len(cnt), pair % len(cnt)
-            m = _pixels(rank[bi] < cnt[si].view(-1, 1, 1), patch, size)[:, None]
-            out[lo:lo + len(pair)] = _scores(model, torch.where(m, src[bi], base[bi]), t[bi], output).cpu()
+            m = _pixels(rank[bi] < cnt[si].view(-1, 1, 1), patch, size, offset)[:, None]
+            out[r.start:r.stop] = _scores(model, torch.where(m, src[bi], base[bi]), t[bi], output).cpu()
     return out.view(n, len(cnt)).numpy()
 
 
@@ -158,6 +172,52 @@ def insertion_curve(model: nn.Module, x: torch.Tensor, target: Target, maps: tor
     counts = step_counts(rank[0].numel(), steps)
     s = blend_curve(model, fill_image(x, start), x, rank, counts, target, patch, batch, output)
     return Curve(counts / counts[-1], s)
+
+
+def grid_offset(size: int, patch: int) -> int:
+    """Pixels of padding above / left of a ``patch`` grid centred on a side of ``size`` px: the shortfall
+    ``(-size) mod patch`` is split floor-first (as Quantus's ``get_padding_size``)."""
+    return ((-size) % patch) // 2
+
+
+def region_scores(maps: torch.Tensor, patch: int) -> torch.Tensor:
+    """B x h x w: each square's summed attribution on a ``patch`` grid centred on the image (zero-padded)."""
+    hh, ww = maps.shape[-2:]
+    oy, ox = grid_offset(hh, patch), grid_offset(ww, patch)
+    m = F.pad(maps.float()[:, None], (ox, (-ww) % patch - ox, oy, (-hh) % patch - oy))
+    return F.avg_pool2d(m, patch, patch, divisor_override=1)[:, 0]
+
+
+@dataclass
+class RegionCurve:
+    """Region perturbation per image: the target's score after 0..L regions were filled (``scores``, B x L+1) and
+    the drops ``scores[:, 0] - scores[:, k]`` for k = 1..L (``drops``, B x L: Quantus's ``RegionPerturbation``)."""
+
+    scores: np.ndarray
+    drops: np.ndarray
+    order: str
+
+    @property
+    def aopc(self) -> np.ndarray:
+        """Per image, Samek et al.'s ``AOPC = 1/(L+1) sum_{k=0..L} (f(x) - f(x^(k)))`` (MoRF: higher = more
+        faithful, the score falls fast; LeRF: lower)."""
+        return self.drops.sum(1) / (self.drops.shape[1] + 1)
+
+
+def region_perturbation(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor, patch: int = 8,
+                        regions: int = 100, fill: Fill | float | torch.Tensor = 0.0,
+                        order: Literal["morf", "lerf"] = "morf", batch: int = 64, output: Output = "prob",
+                        generator: torch.Generator | None = None) -> RegionCurve:
+    """Samek, Binder, Montavon, Lapuschkin & Mueller (IEEE TNNLS 2017): the ``patch`` x ``patch`` squares of a grid
+    centred on the image are ranked by summed attribution (most relevant first for ``morf``) and the first
+    ``k = 1..regions`` filled with ``fill``; ``AOPC = mean_k (f(x) - f(x^(k)))``. A square at the edge of a grid
+    that overhangs the image fills only its pixels inside it. The fill is computed on the image."""
+    hh, ww = x.shape[-2:]
+    rank = order_ranks(region_scores(maps, patch), generator, descending=(order == "morf"))
+    counts = np.arange(min(int(regions), rank[0].numel()) + 1)
+    s = blend_curve(model, x, fill_image(x, fill), rank, counts, target, patch, batch, output,
+                    (grid_offset(hh, patch), grid_offset(ww, patch)))
+    return RegionCurve(s, s[:, :1] - s[:, 1:], order)
 
 
 @dataclass
@@ -214,8 +274,8 @@ def faithfulness_correlation(model: nn.Module, x: torch.Tensor, target: Target, 
     with eval_mode(model), torch.inference_mode():
         full = _scores(model, x, t, output).cpu()
         flat = subsets.reshape(n * r, -1)
-        for lo in range(0, n * r, batch):
-            pair = torch.arange(lo, min(n * r, lo + batch), device=x.device)
+        for rg in chunks(n * r, batch):
+            lo, pair = rg.start, torch.arange(rg.start, rg.stop, device=x.device)
             bi = pair // r
             m = torch.zeros(len(pair), int(np.prod(grid)), dtype=torch.bool, device=x.device)
             m.scatter_(1, flat[pair], True)
@@ -268,9 +328,9 @@ def road_curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Te
     ti = t.repeat_interleave(len(fractions))
     probs, correct = [], []
     with eval_mode(model), torch.inference_mode():
-        for lo in range(0, len(allx), batch):
-            z = model(fast_layout(allx[lo:lo + batch])).float()
-            tt = ti[lo:lo + batch]
+        for rg in chunks(len(allx), batch):
+            z = model(fast_layout(allx[rg.start:rg.stop])).float()
+            tt = ti[rg.start:rg.stop]
             probs.append(torch.softmax(z, 1).gather(1, tt[:, None])[:, 0].cpu())
             correct.append((z.argmax(1) == tt).cpu())
     shape = (n, len(fractions))
@@ -294,19 +354,25 @@ def centre_map(n: int, h: int, w: int, sigma: float = 0.25) -> torch.Tensor:
 __all__ = [
     "Curve",
     "FaithfulnessCorrelation",
+    "RegionCurve",
     "RoadCurve",
     "blend_curve",
     "blur",
+    "chunks",
     "centre_map",
     "deletion_curve",
     "faithfulness_correlation",
     "fill_image",
+    "grid_offset",
     "insertion_curve",
     "noisy_linear_imputation",
+    "order_ranks",
     "pearson",
     "random_map",
     "random_subsets",
     "ranks",
+    "region_perturbation",
+    "region_scores",
     "removed_count",
     "road_curve",
     "step_counts",

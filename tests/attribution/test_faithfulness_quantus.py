@@ -43,6 +43,23 @@ def test_deletion_curve_is_quantus_pixel_flipping(setup):
     np.testing.assert_allclose(ours.scores[:, 1:], theirs, atol=1e-5)  # Quantus's curve starts after step 1
 
 
+@pytest.mark.parametrize("patch, order, regions", [(4, "morf", 20), (6, "lerf", 16), (7, "morf", 16)])
+def test_region_perturbation_is_quantus_region_perturbation(setup, patch, order, regions):
+    # patch 7 does not divide 24 px: Quantus centres its grid (1 px of padding above / left, 2 below / right)
+    model, x, y, maps = setup
+    rp = quantus.RegionPerturbation(patch_size=patch, order=order, regions_evaluation=regions, perturb_baseline=0.0,
+                                    **QUIET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = np.asarray(rp(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(),
+                               device="cpu", softmax=True))
+    ours = FM.region_perturbation(model, x, y, maps, patch=patch, regions=regions, fill=0.0, order=order)
+    assert theirs.shape == ours.drops.shape == (3, regions)
+    np.testing.assert_allclose(ours.drops, theirs, rtol=1e-4, atol=1e-7)  # the untrained net's drops are ~1e-4
+    assert np.abs(theirs).max() > 1e-4  # not vacuous: filling regions moved the score (1000 x the tolerance)
+    np.testing.assert_allclose(ours.aopc, theirs.sum(1) / (regions + 1), rtol=1e-4, atol=1e-7)
+
+
 def test_mufidelity_is_quantus_faithfulness_correlation(setup):
     model, x, y, maps = setup
     runs, size = 20, 60
