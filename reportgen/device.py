@@ -239,15 +239,19 @@ def device_batch_size(ctx, cap: int = 64, budget: int = CPU_BATCH_BUDGET) -> int
     return ctx.memo(f"device_batch_size:{cap}:{budget}", probe)
 
 
-def cpu_batch_size(model, forward, size: int, device=None, cap: int = 64, budget: int = CPU_BATCH_BUDGET) -> int:
-    """Images per CPU batch that keep ``model``'s largest intermediate activation (measured on one ``size`` px
-    image through ``forward``) within ``budget`` bytes; at most ``cap``."""
+def leaf_output_bytes(model, forward, size: int, device=None) -> list[int]:
+    """Bytes of each leaf module's output for one ``size`` px image through ``forward`` (an inference pass)."""
     leaves = {n: m for n, m in model.named_modules() if n and not list(m.children())}
     x = torch.zeros(1, 3, size, size, device=device)
     with eval_mode(model), torch.inference_mode(), capture_outputs(leaves) as outs:
         forward(x)
-    biggest = max([t.numel() * t.element_size() for t in outs.values() if isinstance(t, torch.Tensor)]
-                  + [x.numel() * x.element_size()])
+    return [t.numel() * t.element_size() for t in outs.values() if isinstance(t, torch.Tensor)]
+
+
+def cpu_batch_size(model, forward, size: int, device=None, cap: int = 64, budget: int = CPU_BATCH_BUDGET) -> int:
+    """Images per CPU batch that keep ``model``'s largest intermediate activation (measured on one ``size`` px
+    image through ``forward``) within ``budget`` bytes; at most ``cap``."""
+    biggest = max(leaf_output_bytes(model, forward, size, device) + [3 * size * size * 4])
     return int(max(1, min(cap, budget // max(1, biggest))))
 
 
@@ -271,14 +275,8 @@ def graph_batch_size(ctx, cap: int | None = None, budget: int | None = None) -> 
     if not hookable(ctx.model):
         return int(max(1, min(cap, 8)))
 
-    def probe() -> int:
-        leaves = {n: m for n, m in ctx.model.named_modules() if n and not list(m.children())}
-        x = torch.zeros(1, 3, ctx.pre.size, ctx.pre.size, device=ctx.device)
-        with eval_mode(ctx.model), torch.inference_mode(), capture_outputs(leaves) as outs:
-            ctx.pixel_model(x)
-        return sum(t.numel() * t.element_size() for t in outs.values() if isinstance(t, torch.Tensor))
-
-    per_image = ctx.memo("graph_bytes_per_image", probe)
+    per_image = ctx.memo("graph_bytes_per_image",
+                         lambda: sum(leaf_output_bytes(ctx.model, ctx.pixel_model, ctx.pre.size, ctx.device)))
     return int(max(1, min(cap, budget // max(1, per_image))))
 
 

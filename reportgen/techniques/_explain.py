@@ -13,7 +13,7 @@ import torch
 
 from .. import attribution as A
 from ..report import GridItem, ImageData
-from ..device import device_batch_size, graph_batch_size
+from ..device import gradient_batch_size
 from ..sampling import spread_indices, target_classes
 from ..attribution.visualization import attr_image, attr_item
 
@@ -121,12 +121,12 @@ def saliency_maps(ctx, indices: list[int], classes: list[int] | None = None,
     """Saliency maps of ``indices``, ``batch_size`` images per forward/backward pass.
 
     ``batch_size`` None: the run's batch size on a GPU; cache-sized batches on the CPU (see
-    :func:`reportgen.device.device_batch_size`).
+    :func:`reportgen.device.gradient_batch_size`).
 
     ``classes`` gives the class to explain per image; by default the true label when known,
     else the predicted class (decided by a forward pass before the gradient's).
     """
-    bs = max(1, int(batch_size or min(device_batch_size(ctx, cap=ctx.batch_size), graph_batch_size(ctx))))
+    bs = max(1, int(batch_size or gradient_batch_size(ctx, cap=ctx.batch_size)))
     out: list[SaliencyResult] = []
     nb = (len(indices) + bs - 1) // bs
     for b in ctx.progress(range(nb), "Saliency maps", total=nb):
