@@ -280,6 +280,48 @@ def graph_batch_size(ctx, cap: int | None = None, budget: int | None = None) -> 
     return int(max(1, min(cap, budget // max(1, per_image))))
 
 
+#: multiply-accumulates per image the presets' perturbation counts are set for (ResNet-18 at 224 px: 1.8 G)
+REFERENCE_MACS = 2e9
+
+
+def count_macs(forward, size: int, device=None) -> int:
+    """Multiply-accumulates of one inference pass of a ``size`` px image through ``forward``: half the floating
+    point operations :class:`torch.utils.flop_counter.FlopCounterMode` counts at the ATen level (every
+    convolution, matrix product and fused attention, however the model calls them; element-wise work is not
+    counted). The input requires a gradient so that fused inference kernels the counter cannot see (the native
+    multi-head attention fast path) are not taken."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    x = torch.zeros(1, 3, size, size, device=device, requires_grad=True)
+    with torch.enable_grad(), counter:
+        forward(x)
+    return int(counter.get_total_flops() // 2)
+
+
+def forward_macs(ctx) -> int | None:
+    """:func:`count_macs` of the run's model at its input size, once per run; None when it cannot be counted."""
+    if not hookable(ctx.model):
+        return None
+
+    def probe() -> int | None:
+        try:
+            with eval_mode(ctx.model):
+                return count_macs(ctx.pixel_model, ctx.pre.size, ctx.device)
+        except Exception:  # noqa: BLE001 - a model the counter cannot follow: no scaling
+            return None
+
+    return ctx.memo("forward_macs", probe)
+
+
+def cost_factor(ctx) -> float:
+    """How many times :data:`REFERENCE_MACS` one forward pass of the run's model costs (at least 1; 1 when it
+    cannot be counted). Counts of forward passes set for the reference are divided by it where a section allows
+    (its ``scale_with_cost`` option), and the section says so. Deterministic: MACs, not seconds."""
+    macs = forward_macs(ctx)
+    return 1.0 if not macs else max(1.0, macs / REFERENCE_MACS)
+
+
 def gradient_batch_size(ctx, cap: int = 64) -> int:
     """Copies per gradient pass: cache-sized (:func:`device_batch_size`) and a bounded graph
     (:func:`graph_batch_size`), whichever is smaller."""

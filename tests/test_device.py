@@ -101,3 +101,49 @@ def test_gradient_passes_hold_a_bounded_graph(make_ctx, tiny_model, image_dir, m
     finally:
         h.remove()
     assert sec.error is None and seen and max(seen) <= 2, seen
+
+
+def test_forward_cost_counts_the_multiply_accumulates_and_scales_occlusion(make_ctx, tiny_model, image_dir,
+                                                                           monkeypatch):
+    """count_macs equals the hand count of every convolution and linear layer; above REFERENCE_MACS occlusion's
+    window and stride grow by sqrt(cost / reference), the positions fall by about that factor, and the section
+    says so; with scale_with_cost off they stay as configured."""
+    from conftest import CLASSES
+
+    from reportgen import device
+    from reportgen.build import run_technique
+    from reportgen.registry import get
+    from reportgen.techniques import _explain
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.fc = torch.nn.Linear(8, 5)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).mean((2, 3)))
+
+    net = Net().eval()
+    assert device.count_macs(net, 32) == 32 * 32 * 8 * 3 * 9 + 8 * 5
+
+    ctx = make_ctx(tiny_model, image_dir, class_names=CLASSES)
+    macs = device.forward_macs(ctx)
+    assert macs and macs > 0
+    assert device.cost_factor(ctx) == 1.0 or macs > device.REFERENCE_MACS
+    monkeypatch.setattr(device, "REFERENCE_MACS", macs / 16)
+    monkeypatch.setattr(_explain, "REFERENCE_MACS", macs / 16)
+    assert device.cost_factor(ctx) == pytest.approx(16)
+    cs = _explain.cost_scaled_window(ctx, 2, 2)
+    assert (cs.window, cs.stride) == (8, 8)  # x sqrt(16)
+    assert cs.scaled["positions"] == [256, 16] and "occlusion.scale_with_cost" in cs.note("occlusion")
+    assert _explain.cost_scaled_window(ctx, 2, 2, scale=False).scaled is None
+
+    ctx = make_ctx(tiny_model, image_dir, class_names=CLASSES,
+                   overrides={"occlusion": {"window": 2, "stride": 2, "max_images": 1}})
+    sec = run_technique(ctx, get("occlusion"))
+    assert sec.error is None and sec.results["window_px"] == 8 and sec.results["cost_scaled"]["factor"] == 16
+    ctx = make_ctx(tiny_model, image_dir, class_names=CLASSES,
+                   overrides={"occlusion": {"window": 2, "stride": 2, "max_images": 1, "scale_with_cost": False}})
+    sec = run_technique(ctx, get("occlusion"))
+    assert sec.results["window_px"] == 2 and sec.results["cost_scaled"] is None

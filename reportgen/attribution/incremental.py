@@ -378,6 +378,12 @@ def _map(a, fn):
     return fx.node.map_aggregate(a, lambda v: fn(v) if isinstance(v, fx.Node) else v)
 
 
+# Occluded copies per incremental pass when the batch size is automatic. Each pass interprets the traced graph in
+# Python, and most copies are small regions, so wider passes pay: one MobileNetV2 image at 224 px, 169 positions,
+# 2 threads: 2.31 s at 3 copies per pass, 1.06 s at 16, 0.88 s at 32, 1.36 s at 64.
+INCREMENTAL_BATCH = 32
+
+
 def occlusion_logits(occ: IncrementalOccluder, img: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
                      fill: torch.Tensor, wy: int, wx: int, batch_size: int) -> torch.Tensor:
     """Logits of ``img`` (1 x C x H x W) with a ``wy`` x ``wx`` square of ``fill`` (C) at each (ys[i], xs[i]);

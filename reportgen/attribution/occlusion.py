@@ -50,26 +50,32 @@ def occlusion_grid(model: nn.Module, x: torch.Tensor, target: Target, window: in
                    baseline: float | torch.Tensor | np.ndarray = 0.5, batch: int = 64, incremental: bool = True,
                    progress: Progress | None = None, occluder: IncrementalOccluder | None = None) -> torch.Tensor:
     """``p_target(x occluded at (ys[a], xs[b]))`` per image: B x ny x nx (float32, CPU), positions from
-    :func:`window_positions`. ``progress(iterable, description, total)`` may wrap the loops. ``occluder``: an
+    :func:`window_positions`. A B x K ``target`` (K classes per image) gives B x K x ny x nx from the same
+    occluded passes. ``progress(iterable, description, total)`` may wrap the loops. ``occluder``: an
     :class:`IncrementalOccluder` already built for ``model`` (else one is built when ``incremental``)."""
     progress = progress or _quiet
     n, c, h, w = x.shape
     ys, xs = window_positions(h, window, stride), window_positions(w, window, stride)
     wy, wx = min(window, h), min(window, w)
     fill = _fill(baseline, c).to(x.device)
-    tgt = _targets(target, n, x.device)
+    many = torch.as_tensor(target).ndim == 2
+    tgt = (torch.as_tensor(target, dtype=torch.long, device=x.device) if many
+           else _targets(target, n, x.device)[:, None])  # n x K
+    if len(tgt) != n:
+        raise ValueError(f"got {len(tgt)} target rows for a batch of {n}")
+    k_cls = tgt.shape[1]
     npos = len(ys) * len(xs)
     y_of = torch.as_tensor(ys).repeat_interleave(len(xs))
     x_of = torch.as_tensor(xs).repeat(len(ys))
-    probs = torch.empty(n, npos, dtype=torch.float32)
+    probs = torch.empty(n, npos, k_cls, dtype=torch.float32)
     occ = None if not incremental else occluder if occluder is not None else IncrementalOccluder.build(model)[0]
     with eval_mode(model), torch.inference_mode():
         if occ is not None:
             for k in progress(range(n), "Occlusion (incremental)", n):
                 logits = occlusion_logits(occ, x[k:k + 1], y_of, x_of, fill, wy, wx, batch)
-                probs[k] = torch.softmax(logits, 1)[:, int(tgt[k])].cpu()
+                probs[k] = torch.softmax(logits, 1)[:, tgt[k]].cpu()
         else:  # every (image, position) pair, streamed in batches
-            flat = probs.view(-1)
+            flat = probs.view(-1, k_cls)
             img_of = torch.arange(n).repeat_interleave(npos)
             rows, cols = torch.arange(h, device=x.device)[None], torch.arange(w, device=x.device)[None]
             nb = (n * npos + batch - 1) // batch
@@ -82,8 +88,9 @@ def occlusion_grid(model: nn.Module, x: torch.Tensor, target: Target, window: in
                 cmask = (cols >= x0) & (cols < x0 + wx)  # B x W
                 m = (rmask[:, :, None] & cmask[:, None, :])[:, None]  # B x 1 x H x W
                 logits = model(fast_layout(torch.where(m, fill.view(1, c, 1, 1), x[im]))).float()
-                flat[sl] = torch.softmax(logits, 1).gather(1, tgt[im][:, None])[:, 0].cpu()
-    return probs.view(n, len(ys), len(xs))
+                flat[sl] = torch.softmax(logits, 1).gather(1, tgt[im]).cpu()
+    out = probs.permute(0, 2, 1).reshape(n, k_cls, len(ys), len(xs))
+    return out if many else out[:, 0]
 
 
 def coverage_average(grid: torch.Tensor, size: tuple[int, int], window: int, stride: int,

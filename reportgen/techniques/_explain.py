@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from .. import attribution as A
 from ..report import GridItem, ImageData
-from ..device import gradient_batch_size
+from ..device import REFERENCE_MACS, cost_factor, forward_macs, gradient_batch_size
 from ..sampling import spread_indices, target_classes
 from ..attribution.visualization import attr_image, attr_item
 
@@ -182,3 +183,58 @@ def resolve_window(size: int, window: int | None, stride: int | None) -> tuple[i
     w = max(1, min(w, size))
     s = int(stride) if stride else max(1, w // 2)
     return w, s
+
+
+@dataclass
+class CostScaled:
+    """A window and stride grown for an expensive model (:func:`cost_scaled_window`)."""
+
+    window: int
+    stride: int
+    scaled: dict | None  # None: unchanged; else what changed and why (a section's ``results["cost_scaled"]``)
+
+    def note(self, what: str) -> str | None:
+        """One sentence for the section, or None when nothing was scaled."""
+        r = self.scaled
+        if r is None:
+            return None
+        return (f"This model costs {r['gmac_per_image']:g} GMAC per image, {r['factor']:.1f}x the "
+                f"{r['reference_gmac']:g} GMAC the preset's counts are set for, so {what} used a "
+                f"{r['window_px'][1]}-px window every {r['stride_px'][1]} px instead of {r['window_px'][0]} / "
+                f"{r['stride_px'][0]} px: {r['positions'][1]} occluded copies per image instead of "
+                f"{r['positions'][0]}, a coarser map. Set occlusion.scale_with_cost = false to keep the finer one.")
+
+
+def cost_scaled_window(ctx, window: int, stride: int, scale: bool = True) -> CostScaled:
+    """Occlusion's window and stride grown by ``sqrt(cost_factor)`` (:func:`reportgen.device.cost_factor`), so the
+    number of occluded copies (one forward pass each) falls by that factor on a model heavier than the reference,
+    with the window's overlap kept; unchanged at or below it, or when ``scale`` is off. At most the input side."""
+    size = ctx.pre.size
+    f = cost_factor(ctx) if scale else 1.0
+    if f <= 1.0:
+        return CostScaled(window, stride, None)
+    k = float(np.sqrt(f))
+    w2, s2 = min(size, int(round(window * k))), min(size, max(1, int(round(stride * k))))
+    before = len(A.window_positions(size, window, stride)) ** 2
+    after = len(A.window_positions(size, w2, s2)) ** 2
+    if after >= before:
+        return CostScaled(window, stride, None)
+    gmac = round((forward_macs(ctx) or 0) / 1e9, 2)
+    return CostScaled(w2, s2, {"gmac_per_image": gmac, "reference_gmac": REFERENCE_MACS / 1e9,
+                               "factor": round(f, 2), "window_px": [window, w2], "stride_px": [stride, s2],
+                               "positions": [before, after]})
+
+
+def attention_reason(ctx) -> str | None:
+    """Why no region can be reused when the model attends (None for a convolutional model): after the first
+    attention block every token depends on every patch (global attention) or on a whole window, so incremental
+    inference would recompute nearly everything at a higher memory cost than plain batched forward passes."""
+    attn = sorted({type(m).__name__ for m in ctx.model.modules()
+                   if isinstance(m, nn.MultiheadAttention) or "Attention" in type(m).__name__})
+    tokens = any(r.layout.kind == "tokens" for r in ctx.probe().records)
+    if not attn and not tokens:
+        return None
+    what = ", ".join(attn[:3]) if attn else "token-sequence layers"
+    return (f"the model attends ({what}): after the first attention block every position depends on a whole "
+            "window or the whole image, so no region of a later layer can be reused; plain batched forward "
+            "passes are as fast and use bounded memory")

@@ -6,6 +6,7 @@ method can be rerun on a randomised copy or for another class. Not a technique (
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,10 +15,31 @@ from .. import attribution as A
 from ..attribution import faithfulness as FM
 from ..inspection.layers import resolve_layer
 from ..registry import get
-from ..device import gradient_batch_size
-from ._explain import cam_layer, make_baseline, resolve_window
+from ..attribution.incremental import INCREMENTAL_BATCH, IncrementalOccluder
+from ..device import device_batch_size, gradient_batch_size
+from ._explain import CostScaled, attention_reason, cam_layer, cost_scaled_window, make_baseline, resolve_window
 
 MapFn = Callable[[torch.nn.Module, torch.Tensor, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class MapMethod:
+    """A map function that also computes maps for several class vectors at once from shared passes (occlusion:
+    one set of occluded copies serves every class); called like a :data:`MapFn`."""
+
+    fn: MapFn
+    together: Callable[[torch.nn.Module, torch.Tensor, list[np.ndarray]], list[np.ndarray]]
+    window: CostScaled | None = None
+
+    def __call__(self, pm, x, t):
+        return self.fn(pm, x, t)
+
+
+def maps_for(f, pm, x, targets: list[np.ndarray]) -> list[np.ndarray]:
+    """``[f(pm, x, t) for t in targets]``, from shared passes where ``f`` is a :class:`MapMethod`."""
+    if isinstance(f, MapMethod):
+        return f.together(pm, x, targets)
+    return [f(pm, x, t) for t in targets]
 RANDOM, CENTRE = "random map (baseline)", "centre Gaussian (baseline)"
 BASELINES = (RANDOM, CENTRE)
 # technique id -> the methods it shows
@@ -55,6 +77,36 @@ def _attention(ctx) -> MapFn | None:
         return _np(A.upsample(row.reshape(len(x), h, w), tuple(x.shape[-2:])))
 
     return fn
+
+
+def _occlusion(ctx, o) -> MapMethod:
+    """Occlusion maps (``p(x) - heat``) with the occlusion section's options and cost scaling; every class asked
+    for comes from the same occluded passes, by exact incremental inference where the model allows it."""
+    cs = cost_scaled_window(ctx, *resolve_window(ctx.pre.size, o.window, o.stride), scale=o.scale_with_cost)
+    fill = ctx.features().mean_rgb if o.fill == "mean" else np.full(3, 0.5, dtype=np.float32)
+    batch = device_batch_size(ctx)
+    reuse = attention_reason(ctx) is None
+
+    def occluder(pm):
+        if not reuse:
+            return None
+        if pm is ctx.pixel_model:
+            return ctx.memo("occlusion:occluder", lambda: IncrementalOccluder.build(ctx.pixel_model))[0]
+        return IncrementalOccluder.build(pm)[0]
+
+    def many(pm, x, targets):
+        t = np.stack([np.asarray(v, dtype=np.int64) for v in targets], 1)  # B x K
+        occ = occluder(pm)
+        grid = A.occlusion_grid(pm, x.float(), t, cs.window, cs.stride, fill,
+                                max(batch, INCREMENTAL_BATCH) if occ is not None else batch, occ is not None,
+                                occluder=occ)
+        with torch.inference_mode():
+            p = torch.softmax(pm(x).float(), 1).gather(1, torch.as_tensor(t, device=x.device)).cpu()
+        size = tuple(x.shape[-2:])
+        return [p[:, k].numpy()[:, None, None] - A.coverage_average(grid[:, k], size, cs.window, cs.stride,
+                                                                    p[:, k]).numpy() for k in range(t.shape[1])]
+
+    return MapMethod(lambda pm, x, t: many(pm, x, [t])[0], many, cs)
 
 
 def method_functions(ctx) -> tuple[dict[str, MapFn], bool]:
@@ -98,15 +150,7 @@ def method_functions(ctx) -> tuple[dict[str, MapFn], bool]:
         elif tid == "guided_backprop":
             fns["guided backprop"] = lambda pm, x, t: _np(A.to_map(A.guided_backprop(pm, x, t)))
         elif tid == "occlusion":
-            window, stride = resolve_window(ctx.pre.size, o.window, o.stride)
-            fill = ctx.features().mean_rgb if o.fill == "mean" else np.full(3, 0.5, dtype=np.float32)
-
-            def occ(pm, x, t, window=window, stride=stride, fill=fill):
-                heat = A.occlusion(pm, x.float(), t, window, stride, fill, batch=chunk, incremental=False)
-                with torch.inference_mode():
-                    p = torch.softmax(pm(x).float(), 1).gather(1, torch.as_tensor(t, device=x.device)[:, None])
-                return p.cpu().numpy()[:, :, None] - heat.numpy()
-            fns["occlusion"] = occ
+            fns["occlusion"] = _occlusion(ctx, o)
         elif tid == "attention":
             roll = _attention(ctx)
             if roll is not None:

@@ -31,7 +31,7 @@ from ..registry import technique
 from ..report import Figure, ImageData, Note, Section, Table
 from ..device import device_batch_size
 from ._explain import explain_batch
-from ._faith_maps import BASELINES, RANDOM, method_functions
+from ._faith_maps import BASELINES, RANDOM, MapMethod, maps_for, method_functions
 
 RESULTS = {
     "images": "names of the images scored (the ones the attribution sections show)",
@@ -44,6 +44,8 @@ RESULTS = {
     "road_fractions": "fractions of pixels imputed by ROAD ([] when ROAD is off)",
     "road_images": "how many of the images ROAD scored",
     "methods_from_config": "the methods are those enabled in this run (false: none was, all were scored)",
+    "occlusion_cost_scaled": "null, or how the occlusion map's window was grown for an expensive model (as the "
+                             "occlusion section's cost_scaled)",
     "most_faithful": "the top-ranked method (null when none beats the random map)",
     "no_better_than_random": "methods whose paired bootstrap interval against the random map reaches 0 "
                              "(under 3 images: whose mean score is not above it)",
@@ -115,19 +117,18 @@ def curve_plot(fr: np.ndarray, curves: dict[str, dict[str, list[float]]], top: l
     return figure_to_png(fig)
 
 
-def sanity_rhos(ctx, b, fns, maps) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean rho of each method's map to its map on a fully re-initialised copy, and to its map for a random other
-    class (the draw of :func:`reportgen.attribution.randomization.random_other_classes`)."""
+def sanity_rhos(ctx, b, fns, maps, class_maps) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean rho of each method's map to its map on a fully re-initialised copy, and to ``class_maps``, its map for
+    a random other class (the draw of :func:`reportgen.attribution.randomization.random_other_classes`)."""
     pm, x, t = ctx.pixel_model, b.x, b.targets
     names = R.param_layers(ctx.model, x[:1])
     twin = R.randomized_copy(pm, names, ctx.seed_for("faithfulness/weights"), root="model")
-    other = R.random_other_classes(t, ctx.num_classes, ctx.seed_for("faithfulness/random-class"))
     w, c = {}, {}
     for m, f in fns.items():
         if m in BASELINES:
             continue
         w[m] = float(np.mean([rank_correlation(a, z) for a, z in zip(maps[m], f(twin, x, t))]))
-        c[m] = float(np.mean([rank_correlation(a, z) for a, z in zip(maps[m], f(pm, x, other))]))
+        c[m] = float(np.mean([rank_correlation(a, z) for a, z in zip(maps[m], class_maps[m])]))
     return w, c
 
 
@@ -155,8 +156,15 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
     sigma = opts.blur_sigma if opts.blur_sigma > 0 else max(1.0, size / 16)
     batch = device_batch_size(ctx)
     fns, from_config = method_functions(ctx)
-    maps = {m: f(ctx.pixel_model, x, t) for m, f in ctx.progress(list(fns.items()), "Faithfulness: maps",
-                                                                   total=len(fns))}
+    # the random-class sanity maps come with the maps (occlusion: from the same occluded passes)
+    other = (R.random_other_classes(t, ctx.num_classes, ctx.seed_for("faithfulness/random-class"))
+             if opts.sanity else None)
+    maps, class_maps = {}, {}
+    for m, f in ctx.progress(list(fns.items()), "Faithfulness: maps", total=len(fns)):
+        if other is not None and m not in BASELINES:
+            maps[m], class_maps[m] = maps_for(f, ctx.pixel_model, x, [t, other])
+        else:
+            maps[m] = f(ctx.pixel_model, x, t)
     fill = FM.fill_image(x, opts.deletion_fill, sigma)
     start = FM.blur(x, sigma)
     n_units = FM.unit_scores(torch.zeros(1, size, size), patch)[0].numel()
@@ -185,7 +193,7 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
                                     opts.road_noise, rng, batch, ctx.generator(f"faithfulness/ties/{m}")).area
             lerf[m] = FM.road_curve(pm, x[:road_n], t[:road_n], mt[:road_n], opts.road_fractions, "lerf",
                                     opts.road_noise, rng, batch, ctx.generator(f"faithfulness/ties/{m}")).area
-    wrho, crho = sanity_rhos(ctx, b, fns, maps) if opts.sanity else ({}, {})
+    wrho, crho = sanity_rhos(ctx, b, fns, maps, class_maps) if opts.sanity else ({}, {})
 
     rng = ctx.rng("faithfulness/bootstrap")
     idx = rng.integers(0, n, size=(opts.bootstrap, n)) if n > 1 else np.zeros((1, 1), dtype=np.int64)
@@ -263,6 +271,11 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
         sec.add(Note(f"Sanity: {', '.join(failed)} barely change(s) when the weights are destroyed or the class is "
                      "changed; a high faithfulness score for such a map comes from the image, not the model's "
                      "class evidence.", kind="warning"))
+    scaled = next((f.window for f in fns.values() if isinstance(f, MapMethod) and f.window is not None
+                   and f.window.scaled), None)
+    scaled_note = scaled.note("the occlusion map scored here") if scaled is not None else None
+    if scaled_note:
+        sec.add(Note(scaled_note, kind="info"))
     if not from_config:
         sec.add(Note("No attribution section is enabled in this run, so every method was scored with its default "
                      "options.", kind="info"))
@@ -273,7 +286,9 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
         "insertion_start": f"blur sigma {sigma:g} px", "steps": opts.steps, "patch_px": patch,
         "fractions": [round(float(v), 4) for v in fr],
         "road_fractions": list(opts.road_fractions) if road_n else [], "road_images": road_n,
-        "methods_from_config": from_config, "most_faithful": best, "no_better_than_random": named,
+        "methods_from_config": from_config,
+        "occlusion_cost_scaled": scaled.scaled if scaled else None, "most_faithful": best,
+        "no_better_than_random": named,
         "methods": rows_out,
         "per_image_score": {m: [round(float(v), 4) for v in per[m]] for m in order}, "curves": curves,
     }

@@ -19,18 +19,18 @@ from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from torch import nn
 
 from .. import attribution as A
 from ..attribution import window_positions
-from ..attribution.incremental import IncrementalOccluder
+from ..attribution.incremental import INCREMENTAL_BATCH, IncrementalOccluder
 from ..pictures import figure_to_png, new_figure
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
 from ..registry import Range, technique
 from ..report import Figure, Grid, ImageData, Note, Section
 from ..device import device_batch_size
 from ..attribution.visualization import attr_image, attr_item
-from ._explain import cell_width, image_item, predict_batch, resolve_window, show_indices
+from ._explain import (attention_reason, cell_width, cost_scaled_window, image_item, predict_batch, resolve_window,
+                       show_indices)
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -39,6 +39,8 @@ RESULTS = {
     "fill_rgb": "the fill colour actually used, RGB in [0, 1]",
     "window_px": "side of the square",
     "stride_px": "step between positions",
+    "cost_scaled": "null, or how window and stride were grown for an expensive model: gmac_per_image, "
+                   "reference_gmac, factor, window_px / stride_px / positions as [preset, used]",
     "images[].image": "image name",
     "images[].class": "class whose probability is tracked",
     "images[].class_from_label": "the class is the true label (else the prediction)",
@@ -66,10 +68,6 @@ class OcclusionResult:
     method: str = "incremental"  # or "full forward passes (why)"
 
 
-# Occluded copies per incremental pass when the batch size is automatic. Each pass interprets the traced graph in
-# Python, and most copies are small regions, so wider passes pay: one MobileNetV2 image at 224 px, 169 positions,
-# 2 threads: 2.31 s at 3 copies per pass, 1.06 s at 16, 0.88 s at 32, 1.36 s at 64.
-INCREMENTAL_BATCH = 32
 
 
 def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size: int = 64,
@@ -94,21 +92,6 @@ def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size
     method = "incremental" if occ is not None else f"full forward passes ({why})"
     return [OcclusionResult(int(i), heats[k], grids[k].numpy(), float(bt.probs[k]), int(bt.targets[k]),
                             bool(bt.from_label[k]), int(bt.preds[k]), method) for k, i in enumerate(bt.idx)]
-
-
-def attention_reason(ctx) -> str | None:
-    """Why no region can be reused when the model attends (None for a convolutional model): after the first
-    attention block every token depends on every patch (global attention) or on a whole window, so incremental
-    inference would recompute nearly everything at a higher memory cost than plain batched forward passes."""
-    attn = sorted({type(m).__name__ for m in ctx.model.modules()
-                   if isinstance(m, nn.MultiheadAttention) or "Attention" in type(m).__name__})
-    tokens = any(r.layout.kind == "tokens" for r in ctx.probe().records)
-    if not attn and not tokens:
-        return None
-    what = ", ".join(attn[:3]) if attn else "token-sequence layers"
-    return (f"the model attends ({what}): after the first attention block every position depends on a whole "
-            "window or the whole image, so no region of a later layer can be reused; plain batched forward "
-            "passes are as fast and use bounded memory")
 
 
 def naive_occlusion(ctx, index: int, target: int, window: int, stride: int, fill) -> np.ndarray:
@@ -142,6 +125,9 @@ class OcclusionOptions:
     device.device_batch_size, and at least 32 for incremental ones)."""
     fill: Literal["mean", "grey"] = "mean"
     """Colour of the square: "mean" (the image set's mean colour) or "grey" (0.5)."""
+    scale_with_cost: bool = True
+    """On a model costing more than device.REFERENCE_MACS (2 GMAC) per image, grow window and stride by the square
+    root of the ratio, so the occluded copies (one forward pass each) fall by it; stated in the section."""
 
 
 @technique(
@@ -156,7 +142,8 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
     probability while it was covered. Red regions are where hiding the image lowers the class probability (the
     evidence the model uses), blue where hiding it raises the probability, and clear where covering has no effect."""
     size = ctx.pre.size
-    window, stride = resolve_window(size, opts.window, opts.stride)
+    cs = cost_scaled_window(ctx, *resolve_window(size, opts.window, opts.stride), scale=opts.scale_with_cost)
+    window, stride = cs.window, cs.stride
     if opts.fill not in ("mean", "grey", "gray"):
         raise ValueError(f"occlusion.fill must be 'mean' or 'grey', got {opts.fill!r}")
     fill = ctx.features().mean_rgb if opts.fill == "mean" else np.full(3, 0.5, dtype=np.float32)
@@ -193,6 +180,9 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
             alt="occlusion probability maps with colour bars"))
     else:
         sec.add(Note("No images to show.", kind="warning"))
+    scaled_note = cs.note("occlusion")
+    if scaled_note:
+        sec.add(Note(scaled_note, kind="info"))
     flat = [f"{ctx.images.name(r.index)} (largest change {_max_change(r):.3f})" for r in results
             if _max_change(r) < MIN_SPAN]
     if flat:
@@ -204,7 +194,7 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
                        "images": [ctx.images.name(r.index) for r in results]})
     sec.results = {"method": results[0].method if results else None,
                    "fill": opts.fill, "fill_rgb": [round(float(v), 4) for v in fill], "window_px": window,
-                   "stride_px": stride, "images": [{
+                   "stride_px": stride, "cost_scaled": cs.scaled, "images": [{
                        "image": ctx.images.name(r.index), "class": ctx.class_name(r.target),
                        "class_from_label": r.from_label, "p_unoccluded": round(r.base, 4),
                        "p_occluded_min": round(float(r.grid.min()), 4), "p_occluded_max": round(float(r.grid.max()), 4),

@@ -8,6 +8,7 @@ from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from reportgen import attribution as A
 from reportgen.attribution.incremental import IncrementalOccluder, occlusion_logits
 from reportgen.techniques.occlusion import naive_occlusion, occlusion_maps, window_positions
 
@@ -239,3 +240,26 @@ def test_padding_and_functional_convolutions_stay_incremental(make_ctx, image_di
         base = occ.base(ctx.images.batch([0]))
         occ.logits(base, torch.tensor([4, 10]), torch.tensor([6, 0]), torch.zeros(2, 3, 8, 8))
     assert occ.stats["incremental_ops"] >= 11, occ.stats
+
+
+@pytest.mark.parametrize("incremental", [False, True])
+def test_several_classes_come_from_the_same_occluded_passes(incremental):
+    """A B x K target gives each class's grid from one set of occluded copies, equal to one call per class."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(6, 4)).eval()
+    x = torch.rand(2, 3, 24, 24)
+    calls = []
+    h = model.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
+    try:
+        both = A.occlusion_grid(model, x, [[1, 3], [2, 0]], 8, 4, 0.5, 8, incremental)
+        n_both = sum(calls)
+    finally:
+        h.remove()
+    a = A.occlusion_grid(model, x, [1, 2], 8, 4, 0.5, 8, incremental)
+    b = A.occlusion_grid(model, x, [3, 0], 8, 4, 0.5, 8, incremental)
+    assert both.shape == (2, 2, *a.shape[1:])
+    torch.testing.assert_close(both[:, 0], a, atol=1e-6, rtol=0)
+    torch.testing.assert_close(both[:, 1], b, atol=1e-6, rtol=0)
+    if not incremental:
+        assert n_both == 2 * a[0].numel()  # one pass per (image, position), not per class
