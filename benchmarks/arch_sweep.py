@@ -6,8 +6,9 @@
 The smallest variant of each family (the list of ``tests/test_architectures.py``), random init, 1,000 classes, at
 its own input size (299 px for Inception v3, 224 px for the rest), on generated images (``--images`` of them;
 ``--folder`` uses an image folder instead). Each architecture runs in its own subprocess with one torch thread, so
-its peak RSS (``ru_maxrss`` of that process) is its own. Printed per architecture: sections ok / unsupported /
-failed (with the reasons for the last two), the build's wall time and peak RSS; ``--out`` keeps them as JSON.
+its peak RSS (``ru_maxrss`` of that process) and CPU time are its own. Printed per architecture: sections ok /
+unsupported / failed (with the reasons for the last two), the build's wall and CPU time and peak RSS; ``--out`` keeps
+them as JSON.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def _one(name: str, n: int, folder: str | None) -> dict:
     res = build_report(model, imgs, tmp / "out", preset="minimal", resize=None, input_size=size, device="cpu",
                        max_images=n, use_cache=False)
     wall = time.perf_counter() - t
-    out = {"name": name, "size": size, "wall_s": round(wall, 1),
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out = {"name": name, "size": size, "wall_s": round(wall, 1), "cpu_s": round(ru.ru_utime + ru.ru_stime, 1),
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
            "ok": [], "unsupported": {}, "failed": {}, "layers": {},
            "slowest": sorted(((round(s.wall_time_s, 1), s.id) for s in res.report.sections), reverse=True)[:3]}
@@ -102,7 +104,8 @@ def main(argv=None) -> int:
             print(f"{name:22s} CRASHED rc={row['crashed']}: {row['stderr'][-200:]}", flush=True)
         else:
             print(f"{name:22s} {row['size']} px  ok {len(row['ok']):2d}  unsupported {len(row['unsupported']):2d}  "
-                  f"failed {len(row['failed'])}  {row['wall_s']:7.1f} s  peak RSS {row['peak_rss_mb']:5d} MB  "
+                  f"failed {len(row['failed'])}  {row['wall_s']:7.1f} s ({row.get('cpu_s', 0):.0f} s CPU)  "
+                  f"peak RSS {row['peak_rss_mb']:5d} MB  "
                   f"layer {row['layers'].get('activations', '-')}  slowest {row['slowest']}", flush=True)
             for k, v in {**row["unsupported"], **row["failed"]}.items():
                 print(f"    {k}: {v}", flush=True)

@@ -147,3 +147,38 @@ def test_forward_cost_counts_the_multiply_accumulates_and_scales_occlusion(make_
                    overrides={"occlusion": {"window": 2, "stride": 2, "max_images": 1, "scale_with_cost": False}})
     sec = run_technique(ctx, get("occlusion"))
     assert sec.results["window_px"] == 2 and sec.results["cost_scaled"] is None
+
+
+def test_the_frozen_inference_copy_gives_the_models_logits_or_is_refused():
+    """device.inference_copy: the demo CNN's frozen copy returns its logits (to 1e-5) at any batch size; a model
+    whose trace would bake in a value-dependent branch or a batch size is refused, and so is a slower copy."""
+    from reportgen import demo
+    from reportgen.device import FrozenForward, inference_copy
+    from reportgen.preprocess import PixelModel, Preprocessing
+
+    torch.manual_seed(0)
+    pre = Preprocessing(resize=None, input_size=demo.INPUT_SIZE, mean=demo.MEAN, std=demo.STD, source="demo")
+    pm = PixelModel(demo.build_model(), pre).eval()
+    x = torch.rand(6, 3, demo.INPUT_SIZE, demo.INPUT_SIZE)
+    fast, why = inference_copy(pm, x, min_gain=0.0)
+    assert isinstance(fast, FrozenForward) and why == "", why
+    with torch.inference_mode():
+        for batch in (x, x[:1], torch.rand(9, 3, demo.INPUT_SIZE, demo.INPUT_SIZE)):
+            torch.testing.assert_close(fast(batch), pm(batch), atol=1e-5, rtol=1e-5)
+    assert inference_copy(pm, x, min_gain=1e9)[0] is None  # never used when it is not faster
+
+    class Branchy(torch.nn.Module):
+        def forward(self, x):
+            z = x.mean((2, 3))
+            return z if float(x.mean()) > 0.5 else -z  # the trace keeps the example's branch only
+
+    mixed = torch.cat([torch.zeros(2, 3, 8, 8), torch.ones(4, 3, 8, 8)])
+    got, why = inference_copy(Branchy(), mixed, min_gain=0.0)
+    assert got is None and "logits" in why
+
+    class FixedBatch(torch.nn.Module):
+        def forward(self, x):
+            return x.reshape(int(x.shape[0]), -1)[:, :5]
+
+    got, why = inference_copy(FixedBatch(), torch.rand(4, 3, 8, 8), min_gain=0.0)
+    assert got is None and why

@@ -16,7 +16,7 @@ from ..attribution import faithfulness as FM
 from ..inspection.layers import resolve_layer
 from ..registry import get
 from ..attribution.incremental import INCREMENTAL_BATCH, IncrementalOccluder
-from ..device import device_batch_size, gradient_batch_size
+from ..device import device_batch_size, gradient_batch_size, inference_model
 from ._explain import CostScaled, attention_reason, cam_layer, cost_scaled_window, make_baseline, resolve_window
 
 MapFn = Callable[[torch.nn.Module, torch.Tensor, np.ndarray], np.ndarray]
@@ -97,7 +97,8 @@ def _occlusion(ctx, o) -> MapMethod:
     def many(pm, x, targets):
         t = np.stack([np.asarray(v, dtype=np.int64) for v in targets], 1)  # B x K
         occ = occluder(pm)
-        grid = A.occlusion_grid(pm, x.float(), t, cs.window, cs.stride, fill,
+        run = inference_model(ctx) if occ is None and pm is ctx.pixel_model else pm
+        grid = A.occlusion_grid(run, x.float(), t, cs.window, cs.stride, fill,
                                 max(batch, INCREMENTAL_BATCH) if occ is not None else batch, occ is not None,
                                 occluder=occ)
         with torch.inference_mode():

@@ -29,7 +29,7 @@ from ..papers import ADEBAYO_2018, BHATT_2020, PETSIUK_2018, RONG_2022, SIXT_202
 from ..pictures import figure_to_png, new_figure
 from ..registry import technique
 from ..report import Figure, ImageData, Note, Section, Table
-from ..device import device_batch_size
+from ..device import device_batch_size, inference_model
 from ._explain import explain_batch
 from ._faith_maps import BASELINES, RANDOM, MapMethod, maps_for, method_functions
 
@@ -44,6 +44,8 @@ RESULTS = {
     "road_fractions": "fractions of pixels imputed by ROAD ([] when ROAD is off)",
     "road_images": "how many of the images ROAD scored",
     "methods_from_config": "the methods are those enabled in this run (false: none was, all were scored)",
+    "perturbation_forward": "what ran the perturbed copies: the model's own forward, or a frozen TorchScript copy "
+                            "checked to give the same logits (device.inference_copy)",
     "occlusion_cost_scaled": "null, or how the occlusion map's window was grown for an expensive model (as the "
                              "occlusion section's cost_scaled)",
     "most_faithful": "the top-ranked method (null when none beats the random map)",
@@ -170,7 +172,7 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
     n_units = FM.unit_scores(torch.zeros(1, size, size), patch)[0].numel()
     subset = max(1, round(opts.mufidelity_subset * n_units))
     road_n = min(n, opts.road_images) if opts.road else 0
-    pm = ctx.pixel_model
+    pm = inference_model(ctx)  # forward-only passes: a frozen copy where it is the same and faster
     per, dele, ins, muf, morf, lerf, curves = {}, {}, {}, {}, {}, {}, {}
     fr: np.ndarray | None = None
     for m in ctx.progress(list(maps), "Faithfulness: deletion, insertion, MuFidelity, ROAD", total=len(maps)):
@@ -287,6 +289,7 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
         "fractions": [round(float(v), 4) for v in fr],
         "road_fractions": list(opts.road_fractions) if road_n else [], "road_images": road_n,
         "methods_from_config": from_config,
+        "perturbation_forward": getattr(pm, "source", "the model's own forward"),
         "occlusion_cost_scaled": scaled.scaled if scaled else None, "most_faithful": best,
         "no_better_than_random": named,
         "methods": rows_out,

@@ -27,7 +27,7 @@ from ..pictures import figure_to_png, new_figure
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
 from ..registry import Range, technique
 from ..report import Figure, Grid, ImageData, Note, Section
-from ..device import device_batch_size
+from ..device import FrozenForward, device_batch_size, inference_model
 from ..attribution.visualization import attr_image, attr_item
 from ._explain import (attention_reason, cell_width, cost_scaled_window, image_item, predict_batch, resolve_window,
                        show_indices)
@@ -86,10 +86,12 @@ def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size
     else:
         occ, why = ctx.memo("occlusion:occluder", lambda: IncrementalOccluder.build(ctx.pixel_model))
     batch = (incremental_batch or batch_size) if occ is not None else batch_size
-    grids = A.occlusion_grid(ctx.pixel_model, x, bt.targets, window, stride, fill, batch, occ is not None,
+    model = ctx.pixel_model if occ is not None else inference_model(ctx)
+    grids = A.occlusion_grid(model, x, bt.targets, window, stride, fill, batch, occ is not None,
                              progress=lambda it, desc, total: ctx.progress(it, desc, total=total), occluder=occ)
     heats = A.coverage_average(grids, tuple(x.shape[-2:]), window, stride, bt.probs).numpy()
-    method = "incremental" if occ is not None else f"full forward passes ({why})"
+    via = f", {model.source}" if isinstance(model, FrozenForward) else ""
+    method = "incremental" if occ is not None else f"full forward passes ({why}{via})"
     return [OcclusionResult(int(i), heats[k], grids[k].numpy(), float(bt.probs[k]), int(bt.targets[k]),
                             bool(bt.from_label[k]), int(bt.preds[k]), method) for k, i in enumerate(bt.idx)]
 
