@@ -30,6 +30,17 @@ def families() -> list[str]:
     return _smallest_variants()
 
 
+def _hwm_mb() -> int:
+    """VmHWM (peak resident set since the last reset) of this process, MB; 0 where /proc is missing."""
+    try:
+        for ln in Path("/proc/self/status").read_text().splitlines():
+            if ln.startswith("VmHWM:"):
+                return int(ln.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _one(name: str, n: int, folder: str | None) -> dict:
     import resource
     import tempfile
@@ -55,6 +66,22 @@ def _one(name: str, n: int, folder: str | None) -> dict:
             Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8)).save(imgs / f"im{i}.png")
     else:
         imgs = Path(folder)
+    import reportgen.build as B
+
+    peaks: dict[str, int] = {}
+    real = B.run_technique
+
+    def measured(ctx, info, strict=False):  # per-section peak RSS: reset the high-water mark, read it after
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+        try:
+            return real(ctx, info, strict=strict)
+        finally:
+            peaks[info.id] = _hwm_mb()
+
+    B.run_technique = measured
     t = time.perf_counter()
     res = build_report(model, imgs, tmp / "out", preset="minimal", resize=None, input_size=size, device="cpu",
                        max_images=n, use_cache=False)
@@ -63,6 +90,7 @@ def _one(name: str, n: int, folder: str | None) -> dict:
     out = {"name": name, "size": size, "wall_s": round(wall, 1), "cpu_s": round(ru.ru_utime + ru.ru_stime, 1),
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
            "ok": [], "unsupported": {}, "failed": {}, "layers": {},
+           "peak_rss_by_section_mb": dict(sorted(peaks.items(), key=lambda kv: -kv[1])[:4]),
            "slowest": sorted(((round(s.wall_time_s, 1), s.id) for s in res.report.sections), reverse=True)[:3]}
     for s in res.report.sections:
         if s.error:
@@ -105,7 +133,7 @@ def main(argv=None) -> int:
         else:
             print(f"{name:22s} {row['size']} px  ok {len(row['ok']):2d}  unsupported {len(row['unsupported']):2d}  "
                   f"failed {len(row['failed'])}  {row['wall_s']:7.1f} s ({row.get('cpu_s', 0):.0f} s CPU)  "
-                  f"peak RSS {row['peak_rss_mb']:5d} MB  "
+                  f"peak RSS {row['peak_rss_mb']:5d} MB {row.get('peak_rss_by_section_mb', {})}  "
                   f"layer {row['layers'].get('activations', '-')}  slowest {row['slowest']}", flush=True)
             for k, v in {**row["unsupported"], **row["failed"]}.items():
                 print(f"    {k}: {v}", flush=True)

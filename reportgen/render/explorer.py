@@ -129,11 +129,16 @@ class ExplorerPlan:
 
 
 def _walk(blocks, fn) -> None:
+    _walk_grouped(blocks, lambda b, _group: fn(b))
+
+
+def _walk_grouped(blocks, fn, group: str = "") -> None:
+    """``fn(block, group)`` for every leaf block, ``group`` the enclosing Group's title ("" at the top)."""
     for b in blocks:
         if isinstance(b, (Row, Group)):
-            _walk(b.blocks, fn)
+            _walk_grouped(b.blocks, fn, b.title if isinstance(b, Group) else group)
         else:
-            fn(b)
+            fn(b, group)
 
 
 def cell_ids(grid: Grid) -> list[str]:
@@ -161,14 +166,16 @@ def plan(views, store: AssetStore, single_file: bool) -> ExplorerPlan:
     if not p.active:
         return p
     for v in views:
-        def collect(b, v=v):
+        def collect(b, group, v=v):
             if isinstance(b, Grid):
                 for it, iid in zip(b.items, cell_ids(b)):
                     if iid in p.ids:
-                        p.appears.setdefault(iid, []).append(Appearance(v, it.label or it.sublabel, it.image))
+                        label = it.label or it.sublabel
+                        label = f"{group}: {label}" if group and label else (group or label)
+                        p.appears.setdefault(iid, []).append(Appearance(v, label, it.image))
             elif isinstance(b, Figure) and b.image.image_id in p.ids:
                 p.appears.setdefault(b.image.image_id, []).append(Appearance(v, b.title or b.caption[:60], b.image))
-        _walk(v.section.blocks, collect)
+        _walk_grouped(v.section.blocks, collect)
     js = script_text()
     if single_file:
         p.script_inline = js

@@ -267,3 +267,16 @@ def test_user_file_names_stay_escaped_on_image_pages(tmp_path):
     assert 'title="a=b c.jpg"' in page
     neighbour = (tmp_path / "images" / "000000000001.html").read_text()
     assert "<h1>class A/x&#34; onmouseover=alert(1) &lt;b&gt;.jpg</h1>" in neighbour
+
+
+def test_an_image_page_names_the_group_a_picture_came_from():
+    """A picture inside a titled Group (the patches section's "Channel 12") is listed on the image's page with the
+    group's title, so two crops of one image for two channels are told apart."""
+    from reportgen.render.explorer import _walk_grouped
+    from reportgen.report import Grid, GridItem, Group, ImageData, Row
+
+    a = np.zeros((4, 4), np.uint8)
+    g1, g2 = Grid([GridItem(ImageData(a, image_id="x"), label="3.8")]), Grid([GridItem(ImageData(a))])
+    seen = []
+    _walk_grouped([Group("Channel 12", [Row([g1])]), g2], lambda b, group: seen.append((b, group)))
+    assert seen == [(g1, "Channel 12"), (g2, "")]
