@@ -37,6 +37,7 @@ from . import layers as layers_mod
 from .hooks import StopForward
 
 MAX_INPUT = 2048  # the gradient method grows its input up to this size to fit a whole field
+GROW_BUDGET = 1 << 30  # ... while the next size's activations (4x this size's) stay within these bytes
 
 _ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
@@ -197,10 +198,17 @@ def _constant_copy(model: nn.Module, collapse: bool) -> nn.Module:
     return cp
 
 
-def _support(cp: nn.Module, layer: nn.Module, size: int, collapse: bool) -> tuple[np.ndarray, tuple[int, int], tuple]:
-    """Gradient support of the centre unit (sample 0) and its lower-right neighbour (sample 1)."""
+def _support(cp: nn.Module, layer: nn.Module, size: int, collapse: bool,
+             used: list[int] | None = None) -> tuple[np.ndarray, tuple[int, int], tuple]:
+    """Gradient support of the centre unit (sample 0) and its lower-right neighbour (sample 1). ``used`` (when
+    given) receives the bytes of every module output of the pass (about what its backward holds)."""
     handles = []
     store: dict[str, torch.Tensor] = {}
+    total = [0]
+
+    def count(_m, _i, out):
+        if isinstance(out, torch.Tensor):
+            total[0] += out.numel() * out.element_size()
 
     def stop(_m, _i, out):
         store["out"] = out[0] if isinstance(out, (tuple, list)) else out
@@ -213,6 +221,7 @@ def _support(cp: nn.Module, layer: nn.Module, size: int, collapse: bool) -> tupl
         return (x,) + tuple(inp[1:])
 
     try:  # hooks on our own private copy, removed right away
+        handles.extend(m.register_forward_hook(count) for m in cp.modules() if not list(m.children()))
         handles.append(layer.register_forward_hook(stop))
         if collapse:
             for m in cp.modules():
@@ -241,6 +250,8 @@ def _support(cp: nn.Module, layer: nn.Module, size: int, collapse: bool) -> tupl
     finally:
         for hd in handles:
             hd.remove()
+        if used is not None:
+            used.append(total[0])
     sup = (g.abs().sum(dim=1) > 0).numpy()  # 2 x S x S
     return sup, (int(h), int(w)), ((yc, xc), (y2, x2))
 
@@ -258,8 +269,10 @@ def gradient_receptive_field(model: nn.Module, layer: str, input_size: int = 224
     """Exact receptive field of ``layer``'s units from the gradient support of one unit.
 
     Measured for the centre unit of an ``input_size`` input; while that field touches the image
-    border (so it may be cut off) the input is doubled, up to ``max_input``. The user's model is
-    never modified (all work happens on a constant copy).
+    border (so it may be cut off) the input is doubled, up to ``max_input`` and while the doubled pass's
+    activations (4x the last one's) stay within :data:`GROW_BUDGET` (a Swin-T's last stage at 448 px in float64
+    would hold ~3 GB); a field still cut off is marked clipped. The user's model is never modified (all work
+    happens on a constant copy).
     """
     last_err: Exception | None = None
     threads = torch.get_num_threads()
@@ -271,10 +284,12 @@ def gradient_receptive_field(model: nn.Module, layer: str, input_size: int = 224
             mod = layers_mod.resolve_layer(cp, layer)
             limit = max_input if collapse else min(max_input, 1024)
             size = int(input_size)
-            res = _support(cp, mod, size, collapse)
-            while grow and _touches(_bbox(res[0][0]), size) and size * 2 <= limit:
+            used: list[int] = []
+            res = _support(cp, mod, size, collapse, used)
+            while (grow and _touches(_bbox(res[0][0]), size) and size * 2 <= limit
+                   and 4 * used[-1] <= GROW_BUDGET):
                 try:
-                    bigger = _support(cp, mod, size * 2, collapse)
+                    bigger = _support(cp, mod, size * 2, collapse, used)
                 except Exception:  # noqa: BLE001 - some models only run at their own size
                     break
                 size, res = size * 2, bigger

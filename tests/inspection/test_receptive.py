@@ -149,3 +149,14 @@ def test_interior_units_match_brute_force():
     inside = [u for u in range(14) if rf.box(u, u)[0] >= 0 and rf.box(u, u)[2] <= 224]
     assert (y0, y1) == (inside[0], inside[-1] + 1) and (x0, x1) == (y0, y1)
     assert interior_units(ReceptiveField("l", (300, 300), (32, 32), (-100, -100)), (7, 7), 224) is None
+
+
+def test_growing_the_input_stops_at_the_memory_budget(monkeypatch):
+    """The doubled input's pass must fit GROW_BUDGET: with a budget below ResNet-18's 224 px constant pass, the
+    field is measured at 224 px only and marked clipped instead of growing to 448."""
+    from reportgen.inspection import receptive
+
+    model = torchvision.models.resnet18(weights=None).eval()
+    monkeypatch.setattr(receptive, "GROW_BUDGET", 1)
+    rf = gradient_receptive_field(model, "layer4.1", 224)
+    assert rf.input_size == 224 and rf.clipped and rf.jump == (32, 32)
