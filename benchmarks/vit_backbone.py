@@ -7,7 +7,8 @@ runs in its own subprocess so its peak RSS (``ru_maxrss``) is its own:
 
 * ``shared``: ``ctx.features([ctx.chosen_layer()])`` (the one batched pass: logits, penultimate features and the
   default layer's statistics, now the last encoder block in its 14x14 grid view) vs ``pixel_model(x)`` batch by
-  batch under ``inference_mode``;
+  batch under ``inference_mode``; the one-off probes (input sizes and layer layouts, the CPU micro-batch size, the
+  layer's receptive field) are timed apart from the pass (``probe_s``, ``batch_probe_s``, ``field_s``, ``pass_s``);
 * ``occlusion``: the occlusion section's maps for one image (window 32, stride 16, 169 positions) as the section
   runs them (``method`` recorded: full batched passes, because global attention leaves nothing to reuse) vs the
   plain loop of batched occluded forwards; and the exact incremental engine forced on, for comparison.
@@ -63,8 +64,22 @@ def _measure(what: str, tiny: bool, n: int) -> dict:
     t = time.perf_counter()
     out: dict = {}
     if what == "shared":
-        feats = ctx.features([ctx.chosen_layer()])
-        out["layer"] = ctx.chosen_layer()
+        from reportgen.device import device_batch_size
+        from reportgen.features.records import field_or_none
+
+        t0 = time.perf_counter()  # the one-off probes every run makes once, timed apart from the pass
+        layer = ctx.chosen_layer()
+        out["probe_s"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        out["micro_batch"] = device_batch_size(ctx, cap=ctx.batch_size)
+        out["batch_probe_s"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        field_or_none(ctx, layer)
+        out["field_s"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        feats = ctx.features([layer])
+        out["pass_s"] = round(time.perf_counter() - t0, 2)
+        out["layer"] = layer
         out["layers"] = list(feats.layers)
     elif what == "plain":
         with torch.inference_mode():
@@ -102,6 +117,8 @@ def _measure(what: str, tiny: bool, n: int) -> dict:
                 ctx.pixel_model(xs)
         out["positions"] = len(pos)
     out["seconds"] = round(time.perf_counter() - t, 2)
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out["cpu_s"] = round(ru.ru_utime + ru.ru_stime, 2)  # the whole process, model construction included
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
 
