@@ -383,14 +383,28 @@ def token_patch_field(layer: str, grid: tuple[int, int], input_size: int) -> Rec
     return ReceptiveField(layer, (ph, pw), (ph, pw), (0, 0), method=TOKEN_PATCH, input_size=input_size)
 
 
+def _attends(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.MultiheadAttention) or "Attention" in type(m).__name__ for m in model.modules())
+
+
 def field_for(ctx, layer: str) -> ReceptiveField:
     """Receptive field of ``layer`` of ``ctx.model`` at the run's input size, memoised per run (a token
-    sequence's: :func:`token_patch_field`)."""
+    sequence's: :func:`token_patch_field`). On a model with attention whose constant copy cannot be followed
+    (MaxViT: without its normalisation the attention logits overflow float64), a grid layer's units are shown
+    as their own cell too, :data:`TOKEN_PATCH`: after grid or global attention a unit sees the whole image."""
     lay = ctx.probe().layout(layer)
     if lay is not None and lay.kind == "tokens":
         return token_patch_field(layer, lay.grid, ctx.pre.size)
-    return ctx.memo(f"receptive:{layer}:{ctx.pre.size}",
-                    lambda: gradient_receptive_field(ctx.model, layer, ctx.pre.size))
+
+    def measure() -> ReceptiveField:
+        try:
+            return gradient_receptive_field(ctx.model, layer, ctx.pre.size)
+        except RuntimeError:
+            if lay is None or not lay.spatial or not _attends(ctx.model):
+                raise
+            return token_patch_field(layer, lay.grid, ctx.pre.size)
+
+    return ctx.memo(f"receptive:{layer}:{ctx.pre.size}", measure)
 
 
 def interior_units(rf: ReceptiveField, grid: tuple[int, int], input_size: int) -> tuple[int, int, int, int] | None:

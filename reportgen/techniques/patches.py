@@ -187,12 +187,12 @@ def patches(ctx, opts: PatchesOptions) -> Section:
     else:
         where = ("All units are searched; grey in a patch is the zero padding beyond the image edge that the unit "
                  "also sees.")
-    field_how = "the token's own patch" if rf.method == TOKEN_PATCH else "from the gradient support of one unit"
+    field_how = "the unit's own cell" if rf.method == TOKEN_PATCH else "from the gradient support of one unit"
     if rf.method == TOKEN_PATCH:
         sec.add(Note(
-            f"Layer {layer} ({how}) is a token sequence; each patch is the token's own {rf.size[0]}x{rf.size[1]} "
-            "image patch. After global attention a token's value depends on the whole image, so its evidence is "
-            "not confined to the patch shown: the patch says where the token sits, not all that it sees.",
+            f"Layer {layer} ({how}) comes after attention; each patch is the unit's own {rf.size[0]}x{rf.size[1]} "
+            "cell of the image. After global or grid attention a unit's value depends on the whole image, so its "
+            "evidence is not confined to the patch shown: the patch says where the unit sits, not all that it sees.",
             kind="warning"))
     sec.add(Note(
         f"Layer {layer} ({how}); output {c}x{hh}x{ww}. Receptive field {rf.size[0]}x{rf.size[1]} input pixels "

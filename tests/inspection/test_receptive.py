@@ -160,3 +160,38 @@ def test_growing_the_input_stops_at_the_memory_budget(monkeypatch):
     monkeypatch.setattr(receptive, "GROW_BUDGET", 1)
     rf = gradient_receptive_field(model, "layer4.1", 224)
     assert rf.input_size == 224 and rf.clipped and rf.jump == (32, 32)
+
+
+def test_a_grid_after_attention_falls_back_to_its_own_cell(make_ctx, image_dir, monkeypatch):
+    """field_for: where the constant copy cannot be followed (MaxViT's attention logits overflow float64), a grid
+    layer of a model with attention gets the unit's own cell (TOKEN_PATCH, stated by the patches section); a model
+    without attention still reports the failure."""
+    from conftest import CLASSES
+
+    from reportgen.inspection import receptive
+
+    class GridAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 4, stride=4)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.mix = nn.Conv2d(8, 8, 1)
+            self.head = nn.Linear(8, len(CLASSES))
+
+        def forward(self, x):
+            z = self.stem(x)
+            b, c, h, w = z.shape
+            t = z.flatten(2).transpose(1, 2)
+            t = self.attn(t, t, t, need_weights=False)[0]
+            z = self.mix(t.transpose(1, 2).reshape(b, c, h, w))
+            return self.head(z.mean((2, 3)))
+
+    def fail(*a, **k):
+        raise RuntimeError("non-finite gradient on the constant copy")
+
+    monkeypatch.setattr(receptive, "gradient_receptive_field", fail)
+    ctx = make_ctx(GridAttention().eval(), image_dir, class_names=CLASSES)
+    rf = receptive.field_for(ctx, "mix")
+    assert rf.method == receptive.TOKEN_PATCH and rf.size == (4, 4) and rf.jump == (4, 4)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        receptive.field_for(make_ctx(make_tiny_cnn(), image_dir, class_names=CLASSES), "features.3")
