@@ -15,7 +15,7 @@ from .gradients import Target, _targets
 from .guided import guided
 
 
-def _layer_and_grad(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: Target):
+def activation_and_gradient(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: Target):
     """Activation ``A`` of ``layer`` (B x C x h x w; a token sequence or a channels-last map in its grid view) and
     ``dS_k/dA`` in one forward/backward pass."""
     with eval_mode(model), frozen_params(model), torch.enable_grad(), \
@@ -41,7 +41,7 @@ def gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: Target,
 
     ``size`` upsamples bilinearly (e.g. to the input's H x W); the values are not normalised.
     """
-    a, g = _layer_and_grad(model, layer, x, target)
+    a, g = activation_and_gradient(model, layer, x, target)
     cam = F.relu((g.mean((2, 3), keepdim=True) * a).sum(1))
     return upsample(cam, size) if size else cam
 
@@ -51,7 +51,7 @@ def gradcam_plus_plus(model: nn.Module, layer: nn.Module, x: torch.Tensor, targe
     """Chattopadhay et al. (2018): ``w_c = sum_ij alpha_cij relu(dS/dA_cij)``,
     ``alpha = g^2 / (2 g^2 + sum_ij A_cij g^3)`` (the closed form for ``exp(S)``); map ``relu(sum_c w_c A_c)``.
     """
-    a, g = _layer_and_grad(model, layer, x, target)
+    a, g = activation_and_gradient(model, layer, x, target)
     g2, g3 = g ** 2, g ** 3
     denom = 2 * g2 + (a.sum((2, 3), keepdim=True) * g3)
     denom = torch.where(denom != 0, denom, torch.ones_like(denom))

@@ -21,7 +21,7 @@ from ..papers import CHATTOPADHAY_2018, SELVARAJU_2017, SPRINGENBERG_2015
 from ..registry import Range, technique
 from ..report import Grid, Note, Section, Table
 from ..attribution.visualization import attr_item
-from ._explain import cam_layer, cell_width, explain_batch, heat_item, input_item, peak_area
+from ._explain import cam_layer_choice, cell_width, explain_batch, heat_item, input_item, peak_area
 
 
 @dataclass
@@ -45,7 +45,8 @@ def gradcam(ctx, opts: GradCamOptions) -> Section:
     the class score's average gradient (Grad-CAM) or by positive, position-weighted gradients (Grad-CAM++). Red
     means the layer's features there raise the score; Guided Grad-CAM keeps the fine guided-backprop detail only
     inside that region."""
-    name = cam_layer(ctx, opts.layer)
+    choice = cam_layer_choice(ctx, opts.layer)
+    name = choice.name
     layer = ctx.layer(name)
     b = explain_batch(ctx, opts.max_images)
     pm, x, t = ctx.pixel_model, b.x, b.targets
@@ -82,19 +83,26 @@ def gradcam(ctx, opts: GradCamOptions) -> Section:
     sec.add(Table(["image", "class", "p", "Grad-CAM peak area", "Grad-CAM++ peak area", "rank corr."], rows,
                   numeric=[2, 3, 4, 5]))
     med = float(np.median(agree)) if agree else 0.0
-    text = (f"Grad-CAM and Grad-CAM++ {'mostly agree' if med >= 0.8 else 'differ noticeably'} here "
-            f"(median Spearman rank correlation {med:.2f}).")
+    live = [a for a, k in zip(agree, b.idx) if ctx.images.name(k) not in flat]
+    med_live = float(np.median(live)) if live else None
+    text = ("" if med_live is None else
+            f"Grad-CAM and Grad-CAM++ {'mostly agree' if med_live >= 0.8 else 'differ noticeably'} here "
+            f"(median Spearman rank correlation {med_live:.2f} over the maps that are not zero).")
+    if choice.why:
+        text = choice.why + " " + text
     lay = ctx.probe().layout(name)
     if lay is not None and lay.kind in ("tokens", "nhwc"):
         text += f" The layer's output is a {lay.describe()}."
     if hw[0] * hw[1] <= 16:
         text += f" The layer is only {hw[0]}x{hw[1]}: the maps can say which region, not which pixels."
-    sec.add(Note(text))
+    if text.strip():
+        sec.add(Note(text.strip()))
     if flat:
         sec.add(Note(f"No positive evidence at {name} for: {', '.join(flat)} (the map is zero everywhere; "
                      "the class score falls with every channel's average gradient).", kind="warning"))
     sec.params.update(layer=name, images=[ctx.images.name(i) for i in b.idx])
-    sec.results = {"layer": name, "layer_cells": list(hw), "median_rank_corr_gradcam_vs_pp": round(med, 4),
+    sec.results = {"layer": name, "layer_why": choice.why, "layer_cells": list(hw),
+                   "median_rank_corr_gradcam_vs_pp": round(med, 4),
                    "zero_maps": flat,
                    "images": [{"image": r[0], "class": r[1], "p": r[2], "peak_area": r[3], "peak_area_pp": r[4]}
                               for r in rows]}
