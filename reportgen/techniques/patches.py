@@ -10,6 +10,8 @@ padded with grey where the field runs past the image border. Patches that share 
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -40,6 +42,25 @@ RESULTS = {
 }
 
 PAD_GREY = (128, 128, 128)
+
+
+OUTLINE = (255, 140, 0)  # the outline of a token's own cell in its context crop
+
+
+def cell_in_context(image: np.ndarray, rf: ReceptiveField, y: int, x: int) -> np.ndarray:
+    """Unit ``(y, x)``'s own cell (a :data:`TOKEN_PATCH` field) with one cell of the image around it on each
+    side, the cell outlined: a 4x4-px token of a 28-px image alone is unreadable, and after attention the unit
+    sees beyond its cell anyway."""
+    h, w = rf.size
+    wide = dataclasses.replace(rf, size=(3 * h, 3 * w), origin=(rf.origin[0] - h, rf.origin[1] - w))
+    out = crop_field(image, wide, y, x, PAD_GREY)
+    out = np.repeat(out[..., None], 3, -1) if out.ndim == 2 else out[..., :3].copy()
+    t = max(1, min(h, w) // 8)
+    out[h - t:h, w - t:2 * w + t] = OUTLINE
+    out[2 * h:2 * h + t, w - t:2 * w + t] = OUTLINE
+    out[h - t:2 * h + t, w - t:w] = OUTLINE
+    out[h - t:2 * h + t, 2 * w:2 * w + t] = OUTLINE
+    return out
 
 
 def field_of(ctx, layer: str) -> ReceptiveField:
@@ -170,7 +191,8 @@ def patches(ctx, opts: PatchesOptions) -> Section:
             if i < 0:
                 break
             y, x = int(st.top_y[ch, j]), int(st.top_x[ch, j])
-            patch = crop_field(ctx.images.array(i), rf, y, x, PAD_GREY)
+            patch = (cell_in_context(ctx.images.array(i), rf, y, x) if rf.method == TOKEN_PATCH
+                     else crop_field(ctx.images.array(i), rf, y, x, PAD_GREY))
             items.append(GridItem(ImageData(patch, pixelated=max(patch.shape[:2]) < 48,
                                             image_id=ctx.images.image_id(i)),
                                   label=f"{float(st.top_values[ch, j]):.3g}",
@@ -191,7 +213,8 @@ def patches(ctx, opts: PatchesOptions) -> Section:
     if rf.method == TOKEN_PATCH:
         sec.add(Note(
             f"Layer {layer} ({how}) comes after attention; each patch is the unit's own {rf.size[0]}x{rf.size[1]} "
-            "cell of the image. After global or grid attention a unit's value depends on the whole image, so its "
+            "cell of the image (outlined in orange, with one cell of the image around it). After global or grid "
+            "attention a unit's value depends on the whole image, so its "
             "evidence is not confined to the patch shown: the patch says where the unit sits, not all that it sees.",
             kind="warning"))
     sec.add(Note(

@@ -195,3 +195,16 @@ def test_a_grid_after_attention_falls_back_to_its_own_cell(make_ctx, image_dir, 
     assert rf.method == receptive.TOKEN_PATCH and rf.size == (4, 4) and rf.jump == (4, 4)
     with pytest.raises(RuntimeError, match="non-finite"):
         receptive.field_for(make_ctx(make_tiny_cnn(), image_dir, class_names=CLASSES), "features.3")
+
+
+def test_a_token_cell_is_shown_in_its_context_and_outlined():
+    """patches.cell_in_context: 3 x 3 cells around the token's own (outlined); outside the image is pad grey."""
+    from reportgen.inspection.receptive import token_patch_field
+    from reportgen.techniques.patches import OUTLINE, PAD_GREY, cell_in_context
+
+    img = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
+    rf = token_patch_field("blocks.3", (7, 7), 28)
+    out = cell_in_context(img, rf, 0, 2)  # top row: the context above is outside the image
+    assert out.shape == (12, 12, 3)
+    assert tuple(out[0, 6]) == PAD_GREY and tuple(out[3, 6]) == OUTLINE and tuple(out[7, 3]) == OUTLINE
+    assert (out[5:7, 5:7, 0] == img[1:3, 9:11]).all()  # the cell's inside is the image's own pixels
