@@ -91,7 +91,7 @@ def _one(name: str, n: int, folder: str | None) -> dict:
            # resetting VmHWM resets ru_maxrss too: the build's peak is the largest of the sections' peaks
            "peak_rss_mb": max([round(ru.ru_maxrss / 1024)] + list(peaks.values())),
            "ok": [], "unsupported": {}, "failed": {}, "layers": {},
-           "peak_rss_by_section_mb": dict(sorted(peaks.items(), key=lambda kv: -kv[1])[:4]),
+           "peak_rss_by_section_mb": peaks,  # in the order the sections ran
            "slowest": sorted(((round(s.wall_time_s, 1), s.id) for s in res.report.sections), reverse=True)[:3]}
     for s in res.report.sections:
         if s.error:
@@ -134,7 +134,8 @@ def main(argv=None) -> int:
         else:
             print(f"{name:22s} {row['size']} px  ok {len(row['ok']):2d}  unsupported {len(row['unsupported']):2d}  "
                   f"failed {len(row['failed'])}  {row['wall_s']:7.1f} s ({row.get('cpu_s', 0):.0f} s CPU)  "
-                  f"peak RSS {row['peak_rss_mb']:5d} MB {row.get('peak_rss_by_section_mb', {})}  "
+                  f"peak RSS {row['peak_rss_mb']:5d} MB "
+                  f"{dict(sorted(row.get('peak_rss_by_section_mb', {}).items(), key=lambda kv: -kv[1])[:4])}  "
                   f"layer {row['layers'].get('activations', '-')}  slowest {row['slowest']}", flush=True)
             for k, v in {**row["unsupported"], **row["failed"]}.items():
                 print(f"    {k}: {v}", flush=True)
