@@ -14,7 +14,8 @@ from torch import nn
 
 from .. import attribution as A
 from ..report import GridItem, ImageData
-from ..device import REFERENCE_MACS, cost_factor, forward_macs, gradient_batch_size
+from ..attribution.incremental import INCREMENTAL_BATCH
+from ..device import REFERENCE_MACS, cost_factor, device_batch_size, forward_macs, gradient_batch_size, graph_batch_size
 from ..sampling import spread_indices, target_classes
 from ..attribution.visualization import attr_image, attr_item
 
@@ -219,6 +220,14 @@ def resolve_window(size: int, window: int | None, stride: int | None) -> tuple[i
     w = max(1, min(w, size))
     s = int(stride) if stride else max(1, w // 2)
     return w, s
+
+
+def incremental_batch_size(ctx) -> int:
+    """Occluded copies per incremental pass: at least :data:`INCREMENTAL_BATCH` (the engine interprets the graph in
+    Python, so wide passes pay), but no more than keep the copies' activations within the gradient passes' budget
+    (:func:`reportgen.device.graph_batch_size`, one full image's activations per copy: deep in a DenseNet-121 or a
+    ConvNeXt a copy's changed region is most of the map, and 32 copies held ~4 GB)."""
+    return max(1, min(max(device_batch_size(ctx), INCREMENTAL_BATCH), graph_batch_size(ctx, cap=INCREMENTAL_BATCH)))
 
 
 @dataclass

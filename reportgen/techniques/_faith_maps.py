@@ -15,9 +15,10 @@ from .. import attribution as A
 from ..attribution import faithfulness as FM
 from ..inspection.layers import resolve_layer
 from ..registry import get
-from ..attribution.incremental import INCREMENTAL_BATCH, IncrementalOccluder
+from ..attribution.incremental import IncrementalOccluder
 from ..device import device_batch_size, gradient_batch_size, inference_model
-from ._explain import CostScaled, attention_reason, cam_layer, cost_scaled_window, make_baseline, resolve_window
+from ._explain import (CostScaled, attention_reason, cam_layer, cost_scaled_window, incremental_batch_size,
+                       make_baseline, resolve_window)
 
 MapFn = Callable[[torch.nn.Module, torch.Tensor, np.ndarray], np.ndarray]
 
@@ -99,7 +100,7 @@ def _occlusion(ctx, o) -> MapMethod:
         occ = occluder(pm)
         run = inference_model(ctx) if occ is None and pm is ctx.pixel_model else pm
         grid = A.occlusion_grid(run, x.float(), t, cs.window, cs.stride, fill,
-                                max(batch, INCREMENTAL_BATCH) if occ is not None else batch, occ is not None,
+                                incremental_batch_size(ctx) if occ is not None else batch, occ is not None,
                                 occluder=occ)
         with torch.inference_mode():
             p = torch.softmax(pm(x).float(), 1).gather(1, torch.as_tensor(t, device=x.device)).cpu()

@@ -22,15 +22,15 @@ import torch
 
 from .. import attribution as A
 from ..attribution import window_positions
-from ..attribution.incremental import INCREMENTAL_BATCH, IncrementalOccluder
+from ..attribution.incremental import IncrementalOccluder
 from ..pictures import figure_to_png, new_figure
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
 from ..registry import Range, technique
 from ..report import Figure, Grid, ImageData, Note, Section
 from ..device import FrozenForward, device_batch_size, inference_model
 from ..attribution.visualization import attr_image, attr_item
-from ._explain import (attention_reason, cell_width, cost_scaled_window, image_item, predict_batch, resolve_window,
-                       show_indices)
+from ._explain import (attention_reason, cell_width, cost_scaled_window, image_item, incremental_batch_size,
+                       predict_batch, resolve_window, show_indices)
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -151,7 +151,7 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
     fill = ctx.features().mean_rgb if opts.fill == "mean" else np.full(3, 0.5, dtype=np.float32)
     idx = show_indices(ctx, opts.max_images)
     batch = opts.batch_size if opts.batch_size > 0 else device_batch_size(ctx)
-    inc_batch = batch if opts.batch_size > 0 else max(batch, INCREMENTAL_BATCH)
+    inc_batch = batch if opts.batch_size > 0 else incremental_batch_size(ctx)
     results = occlusion_maps(ctx, idx, window, stride, batch, fill, incremental_batch=inc_batch)
     sec = Section(id="occlusion", title="Occlusion sensitivity")
     items = []
