@@ -44,6 +44,11 @@ _ACTIVATIONS = (
     nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
     nn.Softsign, nn.Tanhshrink, nn.Threshold, nn.LogSigmoid, nn.Dropout, nn.Dropout2d, nn.AlphaDropout,
 )
+#: squeeze-and-excitation gates (torchvision's SqueezeExcitation, timm's SqueezeExcite / SEModule): a per-image
+#: scaling of each channel by a function of its global average. The copy drops them, so the field is the
+#: convolutional path's (the convention); kept, they make every field the whole image and square the copy's scale
+#: in every block until float64 overflows (EfficientNetV2-S).
+_SE_NAMES = ("SqueezeExcitation", "SqueezeExcite", "SEModule", "SELayer")
 _NORMS = (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm,
     nn.InstanceNorm1d, nn.InstanceNorm2d, nn.LocalResponseNorm, nn.CrossMapLRN2d,
@@ -152,7 +157,7 @@ def _constant_copy(model: nn.Module, collapse: bool) -> nn.Module:
     replace: dict[str, nn.Module] = {}
     for name, m in cp.named_modules():
         om = orig[name]
-        if isinstance(m, _ACTIVATIONS) or isinstance(m, _NORMS):
+        if isinstance(m, _ACTIVATIONS) or isinstance(m, _NORMS) or type(m).__name__ in _SE_NAMES:
             replace[name] = nn.Identity()
             continue
         if isinstance(m, nn.MaxPool2d):
@@ -199,9 +204,12 @@ def _constant_copy(model: nn.Module, collapse: bool) -> nn.Module:
 
 
 def _support(cp: nn.Module, layer: nn.Module, size: int, collapse: bool,
-             used: list[int] | None = None) -> tuple[np.ndarray, tuple[int, int], tuple]:
+             used: list[int] | None = None, rescale: bool = False) -> tuple[np.ndarray, tuple[int, int], tuple]:
     """Gradient support of the centre unit (sample 0) and its lower-right neighbour (sample 1). ``used`` (when
-    given) receives the bytes of every module output of the pass (about what its backward holds)."""
+    given) receives the bytes of every module output of the pass (about what its backward holds). ``rescale``
+    divides every leaf module's output by its largest value (a positive constant: the support is unchanged), for
+    copies whose values overflow float64 (squeeze-and-excitation gates multiply a map by a function of itself,
+    squaring its scale in every block: EfficientNetV2-S)."""
     handles = []
     store: dict[str, torch.Tensor] = {}
     total = [0]
@@ -209,6 +217,9 @@ def _support(cp: nn.Module, layer: nn.Module, size: int, collapse: bool,
     def count(_m, _i, out):
         if isinstance(out, torch.Tensor):
             total[0] += out.numel() * out.element_size()
+            if rescale and out.is_floating_point():
+                return out / out.detach().abs().amax().clamp_min(1e-300)
+        return None
 
     def stop(_m, _i, out):
         store["out"] = out[0] if isinstance(out, (tuple, list)) else out
@@ -256,6 +267,16 @@ def _support(cp: nn.Module, layer: nn.Module, size: int, collapse: bool,
     return sup, (int(h), int(w)), ((yc, xc), (y2, x2))
 
 
+def _support_finite(cp, layer, size, collapse, used):
+    """:func:`_support`, retried with every output rescaled when the plain constant copy overflows."""
+    try:
+        return _support(cp, layer, size, collapse, used)
+    except RuntimeError as e:
+        if "non-finite" not in str(e):
+            raise
+        return _support(cp, layer, size, collapse, used, rescale=True)
+
+
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
@@ -285,11 +306,11 @@ def gradient_receptive_field(model: nn.Module, layer: str, input_size: int = 224
             limit = max_input if collapse else min(max_input, 1024)
             size = int(input_size)
             used: list[int] = []
-            res = _support(cp, mod, size, collapse, used)
+            res = _support_finite(cp, mod, size, collapse, used)
             while (grow and _touches(_bbox(res[0][0]), size) and size * 2 <= limit
                    and 4 * used[-1] <= GROW_BUDGET):
                 try:
-                    bigger = _support(cp, mod, size * 2, collapse, used)
+                    bigger = _support_finite(cp, mod, size * 2, collapse, used)
                 except Exception:  # noqa: BLE001 - some models only run at their own size
                     break
                 size, res = size * 2, bigger

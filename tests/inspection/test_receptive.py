@@ -208,3 +208,20 @@ def test_a_token_cell_is_shown_in_its_context_and_outlined():
     assert out.shape == (12, 12, 3)
     assert tuple(out[0, 6]) == PAD_GREY and tuple(out[3, 6]) == OUTLINE and tuple(out[7, 3]) == OUTLINE
     assert (out[5:7, 5:7, 0] == img[1:3, 9:11]).all()  # the cell's inside is the image's own pixels
+
+
+def test_squeeze_excitation_gates_do_not_make_the_field_global():
+    """An SE gate scales channels by their global average: the field is the convolutional path's (the same as
+    without the gate), not the whole image, and a stack of gates does not overflow the constant copy."""
+    from torchvision.ops import SqueezeExcitation
+
+    def net(se: bool):
+        layers = []
+        for _ in range(12):
+            layers += [nn.Conv2d(8, 8, 3, padding=1), nn.SiLU()] + ([SqueezeExcitation(8, 2)] if se else [])
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), *layers).eval()
+
+    a, b = net(True), net(False)
+    with_se = gradient_receptive_field(a, str(len(a) - 1), 64)  # the last block's output in both
+    plain = gradient_receptive_field(b, str(len(b) - 1), 64)
+    assert with_se.size == plain.size and with_se.size[0] < 64 and not with_se.clipped
