@@ -142,8 +142,9 @@ def _const(shape, value: float) -> torch.Tensor:
     return torch.full((), float(value), dtype=torch.float64).expand(*shape)
 
 
-def _constant_copy(model: nn.Module, collapse: bool) -> nn.Module:
-    """A deep copy of ``model`` made positive and linear (see the module docstring).
+def _constant_copy(model: nn.Module, collapse: bool, keep: str = "") -> nn.Module:
+    """A deep copy of ``model`` made positive and linear (see the module docstring). The module ``keep`` (the
+    layer measured) and its ancestors are never dropped (a convolution inside a squeeze-and-excitation gate).
 
     Parameters are not copied (the memo maps them to placeholders), so even a model with a huge
     classifier costs no memory: the new weights are stride-0 expanded constants.
@@ -157,7 +158,8 @@ def _constant_copy(model: nn.Module, collapse: bool) -> nn.Module:
     replace: dict[str, nn.Module] = {}
     for name, m in cp.named_modules():
         om = orig[name]
-        if isinstance(m, _ACTIVATIONS) or isinstance(m, _NORMS) or type(m).__name__ in _SE_NAMES:
+        inside = bool(keep) and (keep == name or keep.startswith(name + "."))
+        if isinstance(m, _ACTIVATIONS) or isinstance(m, _NORMS) or (type(m).__name__ in _SE_NAMES and not inside):
             replace[name] = nn.Identity()
             continue
         if isinstance(m, nn.MaxPool2d):
@@ -301,7 +303,7 @@ def gradient_receptive_field(model: nn.Module, layer: str, input_size: int = 224
         # the one-channel copy is a chain of tiny ops: one thread avoids thread-pool sync overhead
         torch.set_num_threads(1 if collapse else threads)
         try:
-            cp = _constant_copy(model, collapse)
+            cp = _constant_copy(model, collapse, keep=layer)
             mod = layers_mod.resolve_layer(cp, layer)
             limit = max_input if collapse else min(max_input, 1024)
             size = int(input_size)

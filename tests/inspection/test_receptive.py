@@ -222,6 +222,8 @@ def test_squeeze_excitation_gates_do_not_make_the_field_global():
         return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), *layers).eval()
 
     a, b = net(True), net(False)
-    with_se = gradient_receptive_field(a, str(len(a) - 1), 64)  # the last block's output in both
+    with_se = gradient_receptive_field(a, str(len(a) - 2), 64)  # the last activation, after 13 convolutions
     plain = gradient_receptive_field(b, str(len(b) - 1), 64)
     assert with_se.size == plain.size and with_se.size[0] < 64 and not with_se.clipped
+    gate = gradient_receptive_field(a, "3.fc1", 64)  # a layer inside a gate is kept: it sees the whole image
+    assert gate.clipped
