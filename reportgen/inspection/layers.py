@@ -59,6 +59,13 @@ def conv_layers(model: nn.Module) -> list[str]:
     return [n for n, _ in find_layers(model, nn.Conv2d)]
 
 
+def attention_types(model: nn.Module) -> list[str]:
+    """Sorted class names of the attention modules in ``model``: ``nn.MultiheadAttention`` and any module whose
+    class name contains "Attention" (timm, Hugging Face, Swin's ShiftedWindowAttention, MaxViT's)."""
+    return sorted({type(m).__name__ for m in model.modules()
+                   if isinstance(m, nn.MultiheadAttention) or "Attention" in type(m).__name__})
+
+
 def classifier_layer(model: nn.Module) -> str | None:
     """The last ``nn.Linear`` (its input is the penultimate feature vector), if any."""
     lin = find_layers(model, nn.Linear)

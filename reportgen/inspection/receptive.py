@@ -210,8 +210,8 @@ def _support(cp: nn.Module, layer: nn.Module, size: int, collapse: bool,
     """Gradient support of the centre unit (sample 0) and its lower-right neighbour (sample 1). ``used`` (when
     given) receives the bytes of every module output of the pass (about what its backward holds). ``rescale``
     divides every leaf module's output by its largest value (a positive constant: the support is unchanged), for
-    copies whose values overflow float64 (squeeze-and-excitation gates multiply a map by a function of itself,
-    squaring its scale in every block: EfficientNetV2-S)."""
+    copies whose values overflow float64 (a layer inside a squeeze-and-excitation gate keeps the gates before it,
+    and each gate multiplies a map by a function of itself, squaring its scale)."""
     handles = []
     store: dict[str, torch.Tensor] = {}
     total = [0]
@@ -406,10 +406,6 @@ def token_patch_field(layer: str, grid: tuple[int, int], input_size: int) -> Rec
     return ReceptiveField(layer, (ph, pw), (ph, pw), (0, 0), method=TOKEN_PATCH, input_size=input_size)
 
 
-def _attends(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.MultiheadAttention) or "Attention" in type(m).__name__ for m in model.modules())
-
-
 def field_for(ctx, layer: str) -> ReceptiveField:
     """Receptive field of ``layer`` of ``ctx.model`` at the run's input size, memoised per run (a token
     sequence's: :func:`token_patch_field`). On a model with attention whose constant copy cannot be followed
@@ -423,7 +419,7 @@ def field_for(ctx, layer: str) -> ReceptiveField:
         try:
             return gradient_receptive_field(ctx.model, layer, ctx.pre.size)
         except RuntimeError:
-            if lay is None or not lay.spatial or not _attends(ctx.model):
+            if lay is None or not lay.spatial or not layers_mod.attention_types(ctx.model):
                 raise
             return token_patch_field(layer, lay.grid, ctx.pre.size)
 

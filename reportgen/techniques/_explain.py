@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from .. import attribution as A
 from ..report import GridItem, ImageData
 from ..attribution.incremental import INCREMENTAL_BATCH
-from ..device import REFERENCE_MACS, cost_factor, device_batch_size, forward_macs, gradient_batch_size, graph_batch_size
+from ..inspection.layers import attention_types
+from ..device import REFERENCE_MACS, cost_factor, forward_macs, gradient_batch_size, graph_batch_size
 from ..sampling import spread_indices, target_classes
 from ..attribution.visualization import attr_image, attr_item
 
@@ -223,11 +223,11 @@ def resolve_window(size: int, window: int | None, stride: int | None) -> tuple[i
 
 
 def incremental_batch_size(ctx) -> int:
-    """Occluded copies per incremental pass: at least :data:`INCREMENTAL_BATCH` (the engine interprets the graph in
-    Python, so wide passes pay), but no more than keep the copies' activations within the gradient passes' budget
+    """Occluded copies per incremental pass: :data:`INCREMENTAL_BATCH` (the engine interprets the graph in Python,
+    so wide passes pay), or fewer where that keeps the copies' activations within the gradient passes' budget
     (:func:`reportgen.device.graph_batch_size`, one full image's activations per copy: deep in a DenseNet-121 or a
     ConvNeXt a copy's changed region is most of the map, and 32 copies held ~4 GB)."""
-    return max(1, min(max(device_batch_size(ctx), INCREMENTAL_BATCH), graph_batch_size(ctx, cap=INCREMENTAL_BATCH)))
+    return graph_batch_size(ctx, cap=INCREMENTAL_BATCH)
 
 
 @dataclass
@@ -274,8 +274,7 @@ def attention_reason(ctx) -> str | None:
     """Why no region can be reused when the model attends (None for a convolutional model): after the first
     attention block every token depends on every patch (global attention) or on a whole window, so incremental
     inference would recompute nearly everything at a higher memory cost than plain batched forward passes."""
-    attn = sorted({type(m).__name__ for m in ctx.model.modules()
-                   if isinstance(m, nn.MultiheadAttention) or "Attention" in type(m).__name__})
+    attn = attention_types(ctx.model)
     tokens = any(r.layout.kind == "tokens" for r in ctx.probe().records)
     if not attn and not tokens:
         return None
