@@ -4,6 +4,7 @@ openTSNE (FFT) vs scikit-learn t-SNE on the same points, and the load time of th
     python benchmarks/bench_explorer.py                       # 10k and 100k, both methods (sklearn time-boxed)
     python benchmarks/bench_explorer.py --sizes 2000 --box 60 # a quick look
     python benchmarks/bench_explorer.py --load-only           # explorer data load time only
+    python benchmarks/bench_explorer.py --pages-only          # image pages' bytes at 10,000 images, both kinds
 
 Points: a mixture of 100 Gaussian clusters in 512-D (float16, as the feature store keeps them), centres at
 distance ~4 sigma, seeded. Each (method, N) runs in a fresh process (so VmHWM is its own peak) with one thread,
@@ -97,6 +98,39 @@ def load_time(n: int) -> dict:
             "data_bytes": size, "runs_ms": [round(r[0]) for r in runs]}
 
 
+def page_bytes(n: int) -> list[dict]:
+    """Bytes the per-image pages add at ``n`` synthetic images (the pictures they link to not counted), written
+    complete (the threshold raised above ``n``) and as the renderer chooses (compact above COMPACT_ABOVE)."""
+    import gzip
+    import shutil
+    import tempfile
+
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "render"), str(ROOT / "tests")]
+    import reportgen.render.explorer as ex_mod
+    from explorer_fixture import synthetic_report_dir
+
+    out, default = [], ex_mod.COMPACT_ABOVE
+    for kind, above in (("complete", n), ("default", default)):
+        ex_mod.COMPACT_ABOVE = above
+        tmp = Path(tempfile.mkdtemp())
+        try:
+            t = time.perf_counter()
+            d = synthetic_report_dir(tmp, n)
+            wall = time.perf_counter() - t
+            pages = [q.read_bytes() for q in (d / "images").glob("*.html")]
+            data = [q.read_bytes() for q in (d / "assets").glob("pages-*.js")]
+            raw = sum(map(len, pages)) + sum(map(len, data))
+            gz = sum(len(gzip.compress(b, 6)) for b in pages + data)
+            out.append({"n": n, "pages": kind if above >= n else "compact", "files": len(pages),
+                        "mean_page_bytes": round(sum(map(len, pages)) / len(pages)),
+                        "shared_data_bytes": sum(map(len, data)), "total_mb": round(raw / 1e6, 2),
+                        "gzip_mb": round(gz / 1e6, 2), "render_s": round(wall, 1)})
+        finally:
+            ex_mod.COMPACT_ABOVE = default
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000")
@@ -104,7 +138,13 @@ def main() -> None:
     ap.add_argument("--box", type=float, default=600.0, help="seconds before a run is killed")
     ap.add_argument("--load-only", action="store_true")
     ap.add_argument("--load-n", type=int, default=100_000)
+    ap.add_argument("--pages-only", action="store_true")
+    ap.add_argument("--pages-n", type=int, default=10_000)
     a = ap.parse_args()
+    if a.pages_only:
+        for r in page_bytes(a.pages_n):
+            print(json.dumps(r), flush=True)
+        return
     if not a.load_only:
         for n in [int(s) for s in a.sizes.split(",")]:
             for m in a.methods.split(","):

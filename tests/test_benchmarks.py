@@ -42,3 +42,18 @@ def test_scale_benchmark_tiny(capsys):
     assert mod.main(["--n", "120", "--sizes", "120", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert out.count(" ok") == 2 and "peak RSS" in out
+
+
+def test_explorer_page_bytes_benchmark_tiny(monkeypatch):
+    """benchmarks/bench_explorer.py --pages-only on 300 synthetic images, the compact threshold at 100: compact
+    pages with their shared data are smaller than complete ones (the 10,000-image figures are in RESULTS.md)."""
+    import reportgen.render.explorer as ex_mod
+
+    spec = importlib.util.spec_from_file_location("bench_explorer", RUN.parent / "bench_explorer.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(ex_mod, "COMPACT_ABOVE", 100)
+    full, compact = mod.page_bytes(300)
+    assert (full["pages"], compact["pages"]) == ("complete", "compact") and full["files"] == compact["files"] == 300
+    assert compact["shared_data_bytes"] > 0 and compact["total_mb"] < 0.6 * full["total_mb"]
+    assert ex_mod.COMPACT_ABOVE == 100  # the benchmark put the threshold back

@@ -34,6 +34,9 @@ from .text import slugify
 SHOWN_NEIGHBOURS = 5  # per list on an image page
 MAX_MAPS = 48  # pictures listed on one image page
 MAX_STATIC_LINKS = 5000  # image links in the explorer page's no-script list (the mosaic links the rest it shows)
+#: above this many images a folder report writes compact image pages: the picture, label, prediction, maps and
+#: numbers stay static; the top-k table and the neighbour lists are drawn by script from one shared data file
+COMPACT_ABOVE = 2000
 FAITH_KEYS = ("image_id", "image", "name", "file", "path")
 BAR_PX = 80  # a probability of 1 draws a bar this wide on an image page
 _UNQUOTED = re.compile(r"[A-Za-z0-9_.:/#?,+%-]+")  # attribute values written without quotes (HTML5 allows these)
@@ -122,6 +125,11 @@ class ExplorerPlan:
     data_json: str = ""
     search_json: str = ""
     sprite_css: str = ""
+    pages_path: str = ""  # compact image pages: their one script (top-k and neighbours of every image, a loader)
+
+    @property
+    def compact(self) -> bool:
+        return bool(self.pages_path)
 
     @property
     def active(self) -> bool:
@@ -191,6 +199,9 @@ def plan(views, store: AssetStore, single_file: bool) -> ExplorerPlan:
         else:
             body = ("window.RG_EXPLORER=" + _js_json(data) + ";").encode()
             p.data_path = store.write_file(f"{ASSETS_DIRNAME}/explorer-data-{content_hash(body)}.js", body)
+            if len(ex.ids) > COMPACT_ABOVE:
+                body = pages_script(ex, [p.data_path, p.script_path]).encode()
+                p.pages_path = store.write_file(f"{ASSETS_DIRNAME}/pages-{content_hash(body)}.js", body)
     search = search_data(p, views)
     if single_file:
         p.search_json = _js_json(search)
@@ -223,6 +234,30 @@ def explorer_data(ex: Explorer, sprites: list[str]) -> dict:
             "pred": _b64(pred), "prob": _b64(np.clip(np.round(ex.topk_p[:, 0] * 255), 0, 255).astype(np.uint8)),
             "ids": ",".join(ex.ids), "names": "\n".join(s.replace("\n", " ") for s in ex.names),
             "method": ex.method}
+
+
+def _rows(table, n: int) -> str:
+    """The first SHOWN_NEIGHBOURS columns of a neighbour table, base64: uint16 below 65,535 images (65,535: none),
+    else int32 (-1: none)."""
+    none, dtype = (65535, np.uint16) if n < 65535 else (-1, np.int32)
+    out = np.full((n, SHOWN_NEIGHBOURS), none, np.int64)
+    t = np.asarray(table)[:, :SHOWN_NEIGHBOURS].astype(np.int64)
+    out[:, :t.shape[1]] = np.where((t >= 0) & (t < n), t, none)
+    return _b64(out.astype(dtype))
+
+
+def pages_script(ex: Explorer, files: list[str]) -> str:
+    """The one script of every compact image page: ``window.RG_PAGES`` (each image's top-k classes and
+    probabilities, its feature- and pixel-space neighbours as rows of the explorer data) and the loader
+    (``templates/scripts/pages.js``) that adds the explorer data and the page script after it."""
+    n = len(ex.ids)
+    data = {"k": int(ex.topk.shape[1]), "top": _b64(np.asarray(ex.topk, np.int16)),
+            "topp": _b64(np.asarray(ex.topk_p, np.float32)), "bar": BAR_PX, "wide": n >= 65535,
+            "fnn": _rows(ex.feature_nn, n) if ex.feature_nn is not None else "",
+            "pnn": _rows(ex.pixel_nn, n) if ex.pixel_nn is not None else "",
+            "method": ex.method, "files": [f.split("/", 1)[1] for f in files]}
+    loader = (templates_dir() / "scripts" / "pages.js").read_text(encoding="utf-8")
+    return "window.RG_PAGES=" + _js_json(data) + ";\n" + loader
 
 
 def search_data(p: ExplorerPlan, views) -> dict:
@@ -300,6 +335,7 @@ def image_pages(p: ExplorerPlan, sections, single_file: bool = False) -> list[di
         return []
     pages = []
     sec_list = [s.section for s in sections]
+    compact = p.compact and not single_file  # a single file has no page of its own per image: always complete
     for row, iid in enumerate(ex.ids):
         lab = int(ex.labels[row])
         top = [(ex.class_names[int(c)] if 0 <= int(c) < len(ex.class_names) else f"class_{int(c)}", float(q),
@@ -315,11 +351,11 @@ def image_pages(p: ExplorerPlan, sections, single_file: bool = False) -> list[di
             "iid": iid, "name": ex.names[row], "me": thumb(ex, row),
             "label": ex.class_names[lab] if 0 <= lab < len(ex.class_names) else None,
             "correct": None if lab < 0 else int(ex.topk[row, 0]) == lab, "top": top,
-            "feature_nn": _neighbours(ex, ex.feature_nn, row, single_file),
-            "pixel_nn": _neighbours(ex, ex.pixel_nn, row, single_file),
+            "feature_nn": [] if compact else _neighbours(ex, ex.feature_nn, row, single_file),
+            "pixel_nn": [] if compact else _neighbours(ex, ex.pixel_nn, row, single_file),
             "maps": [a for a in app if a.image is not None][:MAX_MAPS], "in_sections": secs,
             "faith": _faith(sec_list, iid, ex.names[row]) if app else [],
-            "method": ex.method,
+            "method": ex.method, "compact": compact,
         })
     return pages
 
@@ -337,7 +373,7 @@ def unit_pages(p: ExplorerPlan) -> list[dict]:
                 "prev": us.units[k - 1].channel if k > 0 else None,
                 "next": us.units[k + 1].channel if k + 1 < len(us.units) else None,
                 "tops": list(zip(u.top_ids, u.top_values, u.top_classes, patches)),
-                "classes": sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])),
+                "classes": sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])), "compact": False,
             })
     return out
 
@@ -372,6 +408,8 @@ def write_pages(p: ExplorerPlan, env, common: dict, views, write) -> list[str]:
     optional tags and quotes left out, no line breaks between tags."""
     pages = []
     mini = {**common, "csp": Markup(str(common["csp"]).replace("; ", ";"))}
+    # a compact page has no inline style (its script sets styles through the DOM): its policy forbids them
+    strict = {**mini, "csp": Markup(str(mini["csp"]).replace(" 'unsafe-inline'", ""))}
     if p.ex is not None:
         html = env.get_template("layouts/explorer.html").render({**common, "root": "", "current": "explorer",
                                                                   "page_kind": "explorer", "hbase": 1})
@@ -380,7 +418,8 @@ def write_pages(p: ExplorerPlan, env, common: dict, views, write) -> list[str]:
         tpl = env.get_template("layouts/image.html")
         for ctx in image_pages(p, views):
             rel = f"images/{ctx['iid']}.html"
-            write(rel, squeeze(tpl.render({**mini, **ctx, "root": "../", "page_kind": "image"})))
+            write(rel, squeeze(tpl.render({**(strict if ctx["compact"] else mini), **ctx, "root": "../",
+                                           "page_kind": "image"})))
             pages.append(rel)
     tpl = env.get_template("layouts/unit.html")
     for ctx in unit_pages(p):
@@ -428,7 +467,13 @@ def single_parts(p: ExplorerPlan, env, common: dict, views) -> str:
 
 
 def css_for(p: ExplorerPlan) -> str:
-    return explorer_css() + p.sprite_css if p.active else ""
+    if not p.active:
+        return ""
+    note = (f"html:not(.js) #rg-more::before{{content:\"With scripts off, this report of over {COMPACT_ABOVE:,} "
+            "images leaves out each page's top predictions and nearest neighbours, which its script draws from one "
+            "shared file to keep the pages small. The explorer page's mosaic and class lists link every image.\"}"
+            if p.compact else "")
+    return explorer_css() + p.sprite_css + note
 
 
 __all__ = ["Path", "attr_value", "cell_ids", "csp_hash", "css_for", "plan", "template_globals", "write_pages"]

@@ -1,5 +1,6 @@
 /* reportgen explorer and search (no dependencies, no network). Pages are complete without this script: it only
-   adds the zoomable scatter on explorer.html and the search box. Data comes from window.RG_EXPLORER /
+   adds the zoomable scatter on explorer.html, the search box, and on a compact image page (window.RG_PAGES) the
+   top-k table and the neighbour lists a complete page has in its HTML. Data comes from window.RG_EXPLORER /
    window.RG_SEARCH (a same-folder script in a folder report) or from inert <script type="application/json">
    blocks (single-file report). */
 (function () {
@@ -360,7 +361,59 @@
     api.buildMs = performance.now() - t0;
   }
 
+  // ------------------------------------------------------------------ compact image page
+  function shortName(name, near) {  // explorer.short_name: the folders name shares with near left out
+    var parts = name.split('/'), base = near.split('/').slice(0, -1), k = 0;
+    while (k < Math.min(parts.length - 1, base.length) && parts[k] === base[k]) k++;
+    return parts.slice(k).join('/');
+  }
+  function imagePage(more, D, P) {
+    var ids = D.ids.split(','), names = D.names.split('\n');
+    var row = ids.indexOf(decodeURIComponent(location.pathname.replace(/^.*\//, '').replace(/\.html$/, '')));
+    if (row < 0) return;
+    var k = P.k, top = new Int16Array(bytes(P.top)), tp = new Float32Array(bytes(P.topp));
+    var t = el('table', 'rg-top'), tr = el('tr');
+    t.appendChild(el('caption', null, 'Top-' + k + ' predictions (softmax)'));
+    tr.appendChild(el('th', null, 'class'));
+    tr.appendChild(el('th', null, 'probability'));
+    t.appendChild(tr);
+    for (var j = 0; j < k; j++) {
+      var c = top[row * k + j], q = tp[row * k + j], w = Math.min(P.bar, Math.max(0, Math.round(q * P.bar)));
+      tr = el('tr');
+      tr.appendChild(el('td', null, c >= 0 && c < D.classes.length ? D.classes[c] : 'class_' + c));
+      tr.appendChild(el('td', w ? 'w' + w : null, q.toFixed(3)));
+      t.appendChild(tr);
+    }
+    var at = doc.querySelector('.rg-controls > div');
+    if (at) at.appendChild(t);
+    var per = D.sheet * D.sheet;
+    [['fnn', 'Nearest in feature space'], ['pnn', 'Nearest in pixel space']].forEach(function (x) {
+      if (!P[x[0]]) return;
+      var b = bytes(P[x[0]]), nn = P.wide ? new Int32Array(b) : new Uint16Array(b);
+      var m = nn.length / ids.length, none = P.wide ? -1 : 65535, p = el('p', 'rg-nn');
+      for (var j = 0; j < m; j++) {
+        var i = nn[row * m + j];
+        if (i === none) continue;
+        var s = Math.floor(i / per), cell = i % per, cls = [], a = el('a');
+        [['s', s], ['c', cell % D.sheet], ['r', Math.floor(cell / D.sheet)]].forEach(function (v) {
+          if (v[1]) cls.push(v[0] + v[1]);
+        });
+        if (cls.length) a.className = cls.join(' ');
+        a.href = ids[i] + '.html';
+        a.title = shortName(names[i], names[row]);
+        p.appendChild(a);
+      }
+      if (p.firstChild) { more.appendChild(el('h2', null, x[1])); more.appendChild(p); }
+    });
+    more.appendChild(el('p', null, 'Placed in the explorer by ' + P.method + '.'));
+    pageApi.row = row;
+    pageApi.drawn = true;
+  }
+
+  var pageApi = window.__rgPage = {};
   function start() {
+    var more = doc.getElementById('rg-more');
+    if (more && window.RG_PAGES) load('RG_EXPLORER', null, function (D) { imagePage(more, D, window.RG_PAGES); });
     var forms = doc.querySelectorAll('form.rg-search');
     for (var k = 0; k < forms.length; k++) initSearch(forms[k]);
     var box = doc.querySelector('.rg-explorer');

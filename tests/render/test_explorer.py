@@ -193,6 +193,60 @@ def test_image_page_thumbnails_and_bars_are_drawn_from_the_stylesheet(chromium, 
         assert not errors and not outside, (errors, outside)
 
 
+@pytest.fixture(scope="module")
+def compact(tmp_path_factory, reports):
+    """The light report again with the compact-page threshold below its size (the full one is the reference)."""
+    import reportgen.render.explorer as ex_mod
+
+    keep, ex_mod.COMPACT_ABOVE = ex_mod.COMPACT_ABOVE, N // 2
+    try:
+        return synthetic_report_dir(tmp_path_factory.mktemp("compact"), N, "light")
+    finally:
+        ex_mod.COMPACT_ABOVE = keep
+
+
+_PAGE_DOM = """(() => ({top: [...document.querySelectorAll('.rg-top tr')].map(r => r.textContent),
+  bars: [...document.querySelectorAll('.rg-top td[class]')].map(td => td.className + ':' +
+         getComputedStyle(td, '::after').width),
+  nn: [...document.querySelectorAll('.rg-nn a')].map(a => [a.getAttribute('href'), a.title, a.className,
+        getComputedStyle(a).backgroundPosition]),
+  heads: [...document.querySelectorAll('main h2')].map(h => h.textContent),
+  text: document.querySelector('main').textContent}))()"""
+
+
+def test_compact_image_pages_draw_what_a_complete_page_holds(chromium, reports, compact):
+    """Above COMPACT_ABOVE images a page's top-k table and neighbour lists come from the shared data script: in
+    the browser they are the complete page's, cell for cell; no console error, nothing outside the folder; with
+    scripts off the picture, label and prediction stay and the stylesheet says what is left out."""
+    full, small = reports["light"], compact
+    for iid in ("000000000005", f"{N - 1:012x}"):  # the last row's neighbours wrap around to the first rows
+        chromium.navigate((full / "images" / f"{iid}.html").as_uri())
+        ref = chromium.evaluate(_PAGE_DOM)
+        events = chromium.navigate((small / "images" / f"{iid}.html").as_uri())
+        _wait(chromium, "window.__rgPage && window.__rgPage.drawn")
+        got = chromium.evaluate(_PAGE_DOM)
+        assert got["top"] == ref["top"] and got["bars"] == ref["bars"], (got, ref)
+        assert got["nn"] == ref["nn"] and len(got["nn"]) == 10, (got["nn"], ref["nn"])
+        assert got["heads"] == ref["heads"]
+        assert "Placed in the explorer by synthetic." in got["text"]
+        errors, outside = _problems(events + chromium.drain(), small)
+        assert not errors and not outside, (errors, outside)
+    page = (small / "images" / "000000000005.html").read_text()
+    assert "<table" not in page and "rg-nn" not in page and page.count("<script") == 1
+    assert "style-src 'self';" in page and "unsafe-inline" not in page  # nothing inline on a compact page
+    assert "predicted <strong>class" in page
+    chromium.send("DOM.enable")
+    chromium.send("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        chromium.navigate((small / "images" / "000000000005.html").as_uri())
+        assert _rendered(chromium, ".thb")[1] == 1 and _rendered(chromium, ".rg-nn a")[0] == 0
+        assert _rendered(chromium, "#rg-more")[1] == 1  # its ::before says what the script would add
+    finally:
+        chromium.send("Emulation.setScriptExecutionDisabled", {"value": False})
+    css = next((small / "assets").glob("style-*.css")).read_text()
+    assert "html:not(.js) #rg-more::before{content:" in css and "over 300 images" in css
+
+
 def test_grid_cells_follow_their_input_and_thumbnails_link(reports):
     from reportgen.render.explorer import cell_ids
     from reportgen.report import Grid, GridItem, ImageData
@@ -218,16 +272,22 @@ def test_image_ids_are_stable_and_unique(tmp_path):
     assert [s.image_id(i) for i in range(3)] == ["ab" * 6, "cd" * 6, "ab" * 6 + "-2"]
 
 
-def test_image_pages_are_small(tmp_path):
+def _page_sizes(out: Path) -> tuple[list[bytes], float, float]:
+    texts = [p.read_bytes() for p in sorted((out / "images").glob("*.html"))]
+    return texts, float(np.mean([len(t) for t in texts])), float(np.mean([len(gzip.compress(t, 6)) for t in texts]))
+
+
+def test_image_pages_are_small(tmp_path, monkeypatch):
+    """Complete pages up to COMPACT_ABOVE images; compact ones above it (measured on the same 2,000 images)."""
+    import reportgen.render.explorer as ex_mod
+
     out = synthetic_report_dir(tmp_path, 2000)
-    pages = sorted((out / "images").glob("*.html"))
-    assert len(pages) == 2000
-    texts = [p.read_bytes() for p in pages]
-    mean, zipped = np.mean([len(t) for t in texts]), np.mean([len(gzip.compress(t, 6)) for t in texts])
+    texts, mean, zipped = _page_sizes(out)
+    assert len(texts) == 2000
     units = [len(p.read_bytes()) for p in (out / "units").rglob("*.html")]
-    print(f"image pages: mean {mean:.0f} B, gzip -6 {zipped:.0f} B; per 10,000 pages {mean * 1e4 / 1e6:.1f} MB on disk,"
-          f" {zipped * 1e4 / 1e6:.1f} MB compressed; unit pages: mean {np.mean(units):.0f} B")
-    assert mean < 2150  # measured 1,945 B: 10,000 images add ~19 MB of HTML (~7.4 MB served compressed)
+    print(f"complete image pages: mean {mean:.0f} B, gzip -6 {zipped:.0f} B; per 10,000 pages {mean * 1e4 / 1e6:.1f} MB"
+          f" on disk, {zipped * 1e4 / 1e6:.1f} MB compressed; unit pages: mean {np.mean(units):.0f} B")
+    assert mean < 2150  # measured 1,945 B: 2,000 complete pages are ~3.9 MB
     page = texts[5].decode()
     from reportgen.render.html import CSP
 
@@ -236,6 +296,15 @@ def test_image_pages_are_small(tmp_path):
     assert "<title>class A/img_000005.jpg · Explorer test report</title>" in page  # the report title, once
     assert page.count("<a ") == 2 + 10 and page.count("<tr>") == 6  # nav, 5 + 5 neighbours; top-5
     assert "title=img_000006.jpg" in page and 'title="class B/img_000008.jpg"' in page  # same folder left out
+
+    monkeypatch.setattr(ex_mod, "COMPACT_ABOVE", 1000)
+    out = synthetic_report_dir(tmp_path / "compact", 2000)
+    texts, mean_c, zipped_c = _page_sizes(out)
+    data = sum(p.stat().st_size for p in (out / "assets").glob("pages-*.js"))
+    print(f"compact image pages: mean {mean_c:.0f} B, gzip -6 {zipped_c:.0f} B, shared data {data / 2000:.0f} B per"
+          f" image; per 10,000 images {(mean_c * 1e4 + data * 5) / 1e6:.1f} MB on disk with the data")
+    assert mean_c < 0.47 * mean and data / 2000 < 80  # measured 852 B and 67 B per image
+    assert texts[5].decode().count("<a ") == 2  # the nav only: the neighbours are drawn from the shared data
 
 
 def test_attribute_values_are_bare_only_when_safe():
