@@ -322,7 +322,7 @@ def _checked_files(files: list[Path], root: Path, progress: Callable | None, cac
     """:func:`_check_file` for each file, remembered in ``cache`` by (path, size, mtime) of the whole list."""
     key = None
     if cache is not None and getattr(cache, "enabled", False):
-        from .cache import digest
+        from .cache import code_digest, digest
 
         stats = []
         for p in files:
@@ -333,7 +333,7 @@ def _checked_files(files: list[Path], root: Path, progress: Callable | None, cac
                 stats = None  # something changes or is broken: check for real
                 break
         if stats is not None:
-            key = digest("image-scan", 1, MAX_PIXELS, MAX_FILE_BYTES, stats)
+            key = digest("image-scan", code_digest(__name__), MAX_PIXELS, MAX_FILE_BYTES, stats)
             hit = cache.get(key)
             if isinstance(hit, list) and len(hit) == len(files):
                 return [tuple(h) if isinstance(h, (list, tuple)) else h for h in hit]

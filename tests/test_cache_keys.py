@@ -130,3 +130,43 @@ def test_rebuild_recomputes_the_edited_section_only(editable_copy, tmp_path, ima
     assert build("b") == {"filters": True, "saliency": True}
     editable_copy(HELPER)
     assert build("c") == {"filters": True, "saliency": False}
+
+
+def test_the_side_caches_are_keyed_by_their_code_too(editable_copy, tmp_path, image_dir, tiny_pre):
+    """Three caches live outside the section key: the image scan (decode results by path, size and mtime), the
+    encoded pictures of a re-render, and fast style's trained network. Each misses after its code is edited."""
+    import numpy as np
+
+    from reportgen.build import make_context
+    from reportgen.config import make_config
+    from reportgen.imageset import _checked_files
+    from reportgen.render.assets import AssetStore
+    from reportgen.report import ImageData
+    from reportgen.techniques.fast_style import fast_style
+
+    c = cache.Cache(tmp_path / "c")
+    files = sorted(p for p in Path(image_dir).rglob("*") if p.is_file())
+    scans: list[int] = []
+
+    def progress(it, _what):
+        scans.append(1)
+        return it
+
+    first = _checked_files(files, Path(image_dir), progress, c)
+    assert _checked_files(files, Path(image_dir), progress, c) == first and len(scans) == 1  # remembered
+    editable_copy("imageset.py")
+    assert _checked_files(files, Path(image_dir), progress, c) == first and len(scans) == 2  # the edit re-reads
+
+    pic = ImageData(np.zeros((8, 8, 3), np.uint8))
+    key = AssetStore(tmp_path / "o", encoded=c)._array_key(pic)
+    assert AssetStore(tmp_path / "o", encoded=c)._array_key(ImageData(pic.array)) == key
+    editable_copy("render/assets.py")
+    assert AssetStore(tmp_path / "o", encoded=c)._array_key(ImageData(pic.array)) != key
+
+    ctx = make_context(make_tiny_cnn(), image_dir, class_names=CLASSES, pre=tiny_pre, config=make_config("minimal"),
+                       cache=c)
+    opts = ctx.config.options("fast_style")
+    assert fast_style(ctx, opts).results["cached"] == [False]
+    assert fast_style(ctx, opts).results["cached"] == [True]  # the trained network is reused
+    editable_copy("synthesis/transformnet.py")
+    assert fast_style(ctx, opts).results["cached"] == [False]  # not after its training code changed

@@ -155,7 +155,7 @@ class ImageRef:
     error: str = ""  # set when the picture could not be encoded (a placeholder is shown instead)
 
 
-# Part of every encoded-picture cache key: change it when the encoders' settings change.
+# Part of every encoded-picture cache key, with the digest of this module's code (AssetStore._code).
 ENCODING = f"png6+jpeg{JPEG_QUALITY}:444<={JPEG_MAX_RATIO}>={JPEG_MIN_SIDE}"
 
 
@@ -176,6 +176,11 @@ class AssetStore:
         self._by_array: dict[str, Asset] = {}  # array key -> asset (skip re-encoding)
         self._keys: dict[int, tuple[ImageData, str]] = {}  # id(ImageData) -> (obj, array key)
         self.encoded = encoded
+        self._code = ""  # the encoders' code digest, read once a cache is there to key
+        if encoded is not None:
+            from ..cache import code_digest
+
+            self._code = code_digest(__name__)
         self._memo: dict[str, tuple[bytes, str]] = {}  # array key -> (bytes, mime) from / for the cache
         self._section: tuple[str, str, list[str]] | None = None  # (key, per-name key, array keys) of the open one
         self._section_new = False
@@ -192,7 +197,7 @@ class AssetStore:
         if hit is not None and hit[0] is img:
             return hit[1]
         a = np.ascontiguousarray(img.array)
-        h = hashlib.sha256(f"{ENCODING}|{a.shape}|{a.dtype.str}|{bool(img.pixelated)}|".encode())
+        h = hashlib.sha256(f"{ENCODING}|{self._code}|{a.shape}|{a.dtype.str}|{bool(img.pixelated)}|".encode())
         h.update(a.data if a.dtype != object else repr(a.tolist()).encode())
         key = h.hexdigest()
         self._keys[id(img)] = (img, key)
@@ -209,7 +214,7 @@ class AssetStore:
         if not keys:
             return
         ck = hashlib.sha256(("encoded-pictures|" + "|".join(keys)).encode()).hexdigest()
-        latest = hashlib.sha256(f"encoded-pictures-of|{ENCODING}|{name}".encode()).hexdigest()
+        latest = hashlib.sha256(f"encoded-pictures-of|{ENCODING}|{self._code}|{name}".encode()).hexdigest()
         self._section, self._section_new = (ck, latest, keys), False
         got = self.encoded.get(ck)
         if got is None:

@@ -19,6 +19,7 @@ from typing import Annotated
 import numpy as np
 import torch
 
+from ..cache import code_digest
 from ..pictures import unit_to_uint8
 from ..optvis.plotting import history_plot
 from ..papers import GATYS_STYLE_2016, JOHNSON_2016
@@ -94,8 +95,9 @@ def fast_style(ctx, opts: FastStyleOptions) -> Section:
         torch.manual_seed(ctx.seed_for(f"fast_style/weights/{si}"))
         net = TransformNet(opts.width, opts.res_blocks).to(ctx.device)
         style_sha = hashlib.sha256(style.image.numpy().tobytes()).hexdigest()[:16]
-        key = ctx.cache_key("fast_style.net.residual", style_sha, layers, clayer, size, repr(opts),
-                            st_opts.tv_weight, chosen)
+        # the trained net is kept apart from the section (other section options reuse it); keyed by the code too
+        key = ctx.cache_key("fast_style.net.residual", code_digest(__name__), style_sha, layers, clayer, size,
+                            repr(opts), st_opts.tv_weight, chosen)
         with torch.no_grad():
             before = float(loss_fn(held, net(held)).mean())
         hit = ctx.cache.get(key) if ctx.cache is not None else None
