@@ -16,7 +16,6 @@ import glob
 import hashlib
 import io
 import os
-import re
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import ImageSetError
-from .labels import match_labels
+from .labels import WNID, match_file_labels, match_labels
 from .preprocess import Preprocessing
 from .report import SkippedImage
 
@@ -278,21 +277,24 @@ def discover_images(
             label_source = "sub-folder names"
         elif n:
             label_source = f"sub-folder names ({n} of {len(distinct)} folders matched a class name)"
+    file_labels: list[int | None] | None = None
     if label_source is None and class_names:
-        stems = [re.sub(r"^n\d{8}[_\-]", "", p.stem) for p in candidates]
-        fmap, n = match_labels(sorted(set(stems)), class_names)
-        if n and sum(s in fmap for s in stems) >= 0.8 * len(stems):
+        file_labels = match_file_labels([p.stem for p in candidates], class_names)
+        if sum(k is not None for k in file_labels) >= 0.8 * len(candidates):
             label_source = "file names"
-            folder_names = stems
-            mapping = fmap
+            folder_names = [WNID.sub("", p.stem) for p in candidates]
+        else:
+            file_labels = None
 
     records: list[ImageRecord] = []
-    for p, fname, found in zip(candidates, folder_names, _checked_files(candidates, root, progress, cache)):
+    for j, (p, fname, found) in enumerate(zip(candidates, folder_names,
+                                              _checked_files(candidates, root, progress, cache))):
         rel = p.relative_to(root).as_posix()
         if isinstance(found, str):
             skipped.append(SkippedImage(rel, found))
             continue
-        label = mapping.get(fname) if (label_source and fname is not None) else None
+        label = file_labels[j] if file_labels is not None else \
+            mapping.get(fname) if (label_source and fname is not None) else None
         records.append(
             ImageRecord(
                 index=len(records), path=p, rel=rel, sha256=found[0], width=found[1], height=found[2],

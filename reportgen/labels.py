@@ -4,8 +4,9 @@ A labels file is a text file (one name per line, in output order), a JSON list, 
 ``{index: name}`` object (``imagenet_class_index.json``'s ``{"0": ["n01440764", "tench"]}`` works).
 Folder and file names are matched to class names with case, punctuation and a leading number
 ignored (``0_t-shirt_top`` matches ``T-shirt/top``); ImageNet-style ``"tench, Tinca tinca"`` names
-match each synonym. :func:`folder_class_names` applies torchvision's ``ImageFolder`` convention (sorted
-sub-folder names) when the model has no class names.
+match each synonym. A name two classes share is never guessed: an exact match (case kept) decides, or the
+file's WordNet id (:func:`match_file_labels`), else the image stays unlabelled. :func:`folder_class_names`
+applies torchvision's ``ImageFolder`` convention (sorted sub-folder names) when the model has no class names.
 """
 
 from __future__ import annotations
@@ -106,29 +107,82 @@ def norm_name(s: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", s)
 
 
+WNID = re.compile(r"^(n\d{8})[_\-]")  # an ImageNet file name's WordNet id: n02113186_Cardigan.jpg
+
+
+def _spaced(s: str) -> str:
+    return re.sub(r"[\s_]+", " ", s).strip()
+
+
+class _NameIndex:
+    """Class indices by name, in three levels tried in turn: whole names, first synonyms, other synonyms; each
+    first exactly (case kept: "Cardigan" is the corgi, "cardigan" the sweater), then normalised (:func:`norm_name`).
+    A name several classes share at the first level it meets is ambiguous (ImageNet has two "crane"s)."""
+
+    def __init__(self, class_names: list[str]):
+        self.n = len(class_names)
+        levels: list[list[tuple[int, str]]] = [[], [], []]
+        for k, c in enumerate(class_names):
+            parts = [x for x in (p.strip() for p in c.split(",")) if x] if "," in c else []
+            levels[0].append((k, c))
+            levels[1] += [(k, parts[0])] if parts else []
+            levels[2] += [(k, x) for x in parts[1:]]
+        self.exact = [self._index(lv, _spaced) for lv in levels]
+        self.norm = [self._index(lv, norm_name) for lv in levels]
+
+    @staticmethod
+    def _index(level: list[tuple[int, str]], key) -> dict[str, set[int]]:
+        out: dict[str, set[int]] = {}
+        for k, name in level:
+            out.setdefault(key(name), set()).add(k)
+        return out
+
+    def candidates(self, name: str) -> set[int]:
+        """The classes ``name`` names: one, several (ambiguous) or none."""
+        if name.isdigit() and int(name) < self.n:
+            return {int(name)}
+        bare = re.sub(r"^\d+[\s_\-.]+", "", name)
+        for table, key in ((self.exact, _spaced), (self.norm, norm_name)):
+            for level in table:
+                hit = level.get(key(name)) or level.get(key(bare))
+                if hit:
+                    return set(hit)
+        m = re.match(r"^(\d+)[\s_\-.]", name)
+        return {int(m.group(1))} if m and int(m.group(1)) < self.n else set()
+
+
 def match_labels(names: list[str], class_names: list[str]) -> tuple[dict[str, int], int]:
-    """Map folder/file label names to class indices; returns (mapping, number matched)."""
-    by_norm: dict[str, int] = {}
-    for k, c in enumerate(class_names):
-        by_norm.setdefault(norm_name(c), k)
-    for k, c in enumerate(class_names):  # ImageNet-style "tench, Tinca tinca": each synonym names the class
-        for syn in c.split(",")[1:] if "," in c else []:
-            by_norm.setdefault(norm_name(syn), k)
-        if "," in c:
-            by_norm.setdefault(norm_name(c.split(",")[0]), k)
-    mapping: dict[str, int] = {}
-    for n in names:
-        if n.isdigit() and int(n) < len(class_names):
-            mapping[n] = int(n)
-            continue
-        k = by_norm.get(norm_name(n))
-        if k is None:
-            m = re.match(r"^(\d+)[\s_\-.]", n)
-            if m and int(m.group(1)) < len(class_names):
-                k = int(m.group(1))
-        if k is not None:
-            mapping[n] = k
+    """Map folder/file label names to class indices; returns (mapping, number matched). A name two classes
+    share is left out (see :func:`match_file_labels` for ImageNet file names, whose WordNet id decides)."""
+    index = _NameIndex(class_names)
+    mapping = {n: next(iter(c)) for n in names if len(c := index.candidates(n)) == 1}
     return mapping, len(mapping)
+
+
+def match_file_labels(stems: list[str], class_names: list[str]) -> list[int | None]:
+    """The class of each file from its name (``n02113186_Cardigan`` or ``cardigan_03``...).
+
+    A name several classes share (ImageNet's "crane" the bird and "crane" the machine) is decided by the file's
+    WordNet id when the classes are in WordNet-id order, as ImageNet's are: the files whose names matched one
+    class show whether that order holds (their ids sort as their classes do), and the shared name's file takes the
+    one candidate between its id's nearest matched neighbours. Otherwise it stays unlabelled (never a guess).
+    """
+    index = _NameIndex(class_names)
+    wnids = [m.group(1) if (m := WNID.match(s)) else None for s in stems]
+    cands = [index.candidates(WNID.sub("", s)) for s in stems]
+    out: list[int | None] = [next(iter(c)) if len(c) == 1 else None for c in cands]
+    known = sorted({(w, k) for w, k in zip(wnids, out) if w is not None and k is not None})
+    ordered = len(known) >= 2 and all(a[1] < b[1] for a, b in zip(known, known[1:])) and \
+        len({w for w, _ in known}) == len(known)
+    if not ordered:
+        return out
+    for i, (w, c) in enumerate(zip(wnids, cands)):
+        if out[i] is None and w is not None and len(c) > 1:
+            lo = max((k for kw, k in known if kw <= w), default=-1)
+            hi = min((k for kw, k in known if kw >= w), default=index.n)
+            between = [k for k in c if lo <= k <= hi]
+            out[i] = between[0] if len(between) == 1 else None
+    return out
 
 
 def folder_class_names(images: str | Path, n_classes: int) -> list[str] | None:

@@ -131,6 +131,39 @@ def test_labels_from_file_names(tmp_path: Path):
     assert sorted(s.labels.tolist()) == [1, 2, 2]
 
 
+IMAGENET_LIKE = ["background", "tench, Tinca tinca", "spiny lobster, crawfish, crayfish", "crayfish, crawfish, crawdad",
+                 "crane", "Cardigan, Cardigan Welsh corgi", "bathtub, tub", "cardigan", "crane", "tub, vat"]  # id order
+
+
+def test_a_name_two_classes_share_is_decided_by_case_level_or_wordnet_id_never_guessed():
+    """ImageNet's collisions: "Cardigan" the corgi vs "cardigan" the sweater (case decides), "crayfish" and "tub"
+    first synonyms of one class and later ones of another (the first synonym wins), "crane" twice (the file's
+    WordNet id decides, the classes being in id order)."""
+    from reportgen.labels import match_file_labels, match_labels
+
+    stems = ["n01440764_tench", "n02012849_crane", "n01985128_crayfish", "n02113186_Cardigan", "n02963159_cardigan",
+             "n03126707_crane", "n04493381_tub"]
+    assert match_file_labels(stems, IMAGENET_LIKE) == [1, 4, 3, 5, 7, 8, 9]  # tub: "tub, vat" names it first
+    # without ids, or with ids out of class order, a shared name stays unlabelled
+    assert match_file_labels(["crane", "tench"], IMAGENET_LIKE) == [None, 1]
+    shuffled = ["n09999999_tench", "n01985128_crayfish", "n02012849_crane"]
+    assert match_file_labels(shuffled, IMAGENET_LIKE) == [1, 3, None]
+    mapping, n = match_labels(["crane", "Cardigan", "cardigan", "crayfish", "0_tench"], IMAGENET_LIKE)
+    assert mapping == {"Cardigan": 5, "cardigan": 7, "crayfish": 3, "0_tench": 1} and n == 4
+
+
+def test_the_shared_imagenet_files_are_labelled_in_wordnet_order(shared_dir):
+    """All 500 dev images get a class, in WordNet-id order (as ImageNet's classes are): the old matching gave 3
+    of them a wrong one (the corgi as the sweater, crayfish as spiny lobster, tub as bathtub)."""
+    from reportgen.labels import load_labels, match_file_labels
+
+    names = load_labels(shared_dir / "models" / "mobilenet_v2_imagenet" / "labels.txt")
+    stems = sorted(p.stem for p in (shared_dir / "images" / "imagenet_dev").iterdir())
+    got = match_file_labels(stems, names)
+    assert None not in got and all(a < b for a, b in zip(got, got[1:]))
+    assert names[got[stems.index("n02113186_Cardigan")]].startswith("Cardigan, Cardigan Welsh corgi")
+
+
 def test_max_images_is_a_seeded_sample(tmp_path: Path):
     for k in range(10):
         Image.new("RGB", (8, 8), (k, k, k)).save(tmp_path / f"{k}.png")
