@@ -56,6 +56,9 @@ class ImageData:
     # the image of the set this picture shows or explains (ImageSet.image_id): the renderer links it to
     # that image's page (images/<id>.html) and lists it there; "" for pictures of no one image
     image_id: str = ""
+    # the picture is that image itself (its thumbnail or display copy), not a map or crop of it: the image's page
+    # names the section it appears in but does not show the picture again
+    whole: bool = False
 
     def __post_init__(self) -> None:
         if self.array is None and self.data is None:

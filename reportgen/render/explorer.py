@@ -180,7 +180,8 @@ def plan(views, store: AssetStore, single_file: bool) -> ExplorerPlan:
                     if iid in p.ids:
                         label = it.label or it.sublabel
                         label = f"{group}: {label}" if group and label else (group or label)
-                        p.appears.setdefault(iid, []).append(Appearance(v, label, it.image))
+                        own = it.image.whole and it.image.image_id == iid  # the image itself: not shown again
+                        p.appears.setdefault(iid, []).append(Appearance(v, label, None if own else it.image))
             elif isinstance(b, Figure) and b.image.image_id in p.ids:
                 p.appears.setdefault(b.image.image_id, []).append(Appearance(v, b.title or b.caption[:60], b.image))
         _walk_grouped(v.section.blocks, collect)

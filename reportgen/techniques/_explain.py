@@ -64,8 +64,8 @@ def image_item(ctx, i: int, target: int, from_label: bool, pred: int, prob: floa
     sub = f"{ctx.class_name(int(target))} ({'true label' if from_label else 'predicted'}), p={prob:.2f}"
     if wrong:
         sub += f"; predicted {ctx.class_name(int(pred))}"
-    return GridItem(ImageData(ctx.images.display(i), image_id=ctx.images.image_id(i)), label=ctx.images.name(i),
-                    sublabel=sub,
+    pic = ImageData(ctx.images.display(i), image_id=ctx.images.image_id(i), whole=True)
+    return GridItem(pic, label=ctx.images.name(i), sublabel=sub,
                     alt=f"input {ctx.images.name(i)}", tone=("" if not from_label else "bad" if wrong else "ok"))
 
 

@@ -27,7 +27,7 @@ from ..papers import KARPATHY_TSNE, VAN_DER_MAATEN_2008
 from ..registry import Range, technique
 from ..report import Figure, ImageData, Note, Section
 from ._catalog import explorer_block
-from ._layout import SKLEARN_MAX_POINTS, have_opentsne, layout
+from ._layout import SKLEARN_MAX_POINTS, have_opentsne, layout, sklearn_tsne
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -48,15 +48,6 @@ def tsne_perplexity(n: int) -> float:
     """min(30, (n - 1) / 3), at least 2 (and below n, which scikit-learn requires)."""
     p = max(2.0, min(30.0, (n - 1) / 3.0))
     return float(min(p, max(1.0, n - 1.0)))
-
-
-def tsne_iter_keyword() -> str:
-    """scikit-learn renamed TSNE's ``n_iter`` to ``max_iter`` in 1.5 (and removed ``n_iter`` in 1.7)."""
-    import inspect
-
-    from sklearn.manifold import TSNE
-
-    return "max_iter" if "max_iter" in inspect.signature(TSNE.__init__).parameters else "n_iter"
 
 
 def embed_2d(x: np.ndarray, seed: int, tsne: bool = True, max_iter: int = 1000,
@@ -80,7 +71,6 @@ def embed_2d(x: np.ndarray, seed: int, tsne: bool = True, max_iter: int = 1000,
 
 def _embed_2d(x: np.ndarray, seed: int, tsne: bool, max_iter: int) -> tuple[np.ndarray, np.ndarray | None, dict]:
     from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
 
     x = np.asarray(x, dtype=np.float32)
     n, d = x.shape
@@ -102,8 +92,7 @@ def _embed_2d(x: np.ndarray, seed: int, tsne: bool, max_iter: int) -> tuple[np.n
         perp = tsne_perplexity(n)
         info["perplexity"] = perp
         info["pca_dims_before_tsne"] = int(x50.shape[1])
-        t2 = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed, learning_rate="auto",
-                  **{tsne_iter_keyword(): max(250, int(max_iter))}).fit_transform(x50.astype(np.float32))
+        t2 = sklearn_tsne(x50, perp, seed, max_iter)
     return p2.astype(np.float32), None if t2 is None else t2.astype(np.float32), info
 
 
@@ -224,7 +213,7 @@ class EmbeddingOptions:
     tsne: bool = True
     """Also run t-SNE (PCA is always drawn)."""
     tsne_iter: Annotated[int, Range(ge=250)] = 1000
-    """t-SNE optimisation iterations (at least 250)."""
+    """t-SNE iterations in all, the 250 of early exaggeration included (at least 100 more always run)."""
     top_classes: Annotated[int, Range(ge=1)] = 10
     """Classes that get their own colour in the scatter plots (the most frequent)."""
     threads: Annotated[int, Range(ge=0)] = 1

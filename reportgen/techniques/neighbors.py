@@ -145,7 +145,8 @@ def neighbors(ctx, opts: NeighborsOptions) -> Section:
     def item(i: int, d: float | None, q: int) -> GridItem:
         same = classes[i] == classes[q]
         # the whole name: the stylesheet clamps it to two lines ending in an ellipsis, the cell's title shows it all
-        return GridItem(ImageData(ctx.images.thumbnail(i, thumb), image_id=ctx.images.image_id(i)), label=cls_name(i),
+        pic = ImageData(ctx.images.thumbnail(i, thumb), image_id=ctx.images.image_id(i), whole=True)
+        return GridItem(pic, label=cls_name(i),
                         sublabel=("query" if d is None else f"d = {d:.3f}"),
                         alt=f"{ctx.images.name(i)} ({cls_name(i)})",
                         tone=("" if d is None else ("ok" if same else "")))

@@ -411,7 +411,7 @@ def test_tsne_iteration_keyword_matches_installed_sklearn():
 
     from sklearn.manifold import TSNE
 
-    from reportgen.techniques.embedding import tsne_iter_keyword
+    from reportgen.techniques._layout import tsne_iter_keyword
 
     assert tsne_iter_keyword() in inspect.signature(TSNE.__init__).parameters
 

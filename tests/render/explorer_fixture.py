@@ -62,7 +62,7 @@ def synthetic_report(n: int, seed: int = 0) -> Report:
                   mosaic=ImageData(np.full((240, 240, 3), 180, np.uint8)), mosaic_grid=10,
                   mosaic_cells=np.array([[i, i // 10, i % 10] for i in range(min(n, 100))]))
     emb = Section(id="embedding", title="Feature embedding", summary="Synthetic.", blocks=[ex])
-    grid = Grid([GridItem(ImageData(np.full((48, 48, 3), 200, np.uint8), image_id=ids[0]), label="input"),
+    grid = Grid([GridItem(ImageData(np.full((48, 48, 3), 200, np.uint8), image_id=ids[0], whole=True), label="input"),
                  GridItem(ImageData(np.tile(np.arange(48, dtype=np.uint8)[None, :, None] * 5, (48, 1, 3))),
                           label="map of it")], columns=2)
     att = Section(id="saliency", title="Saliency maps", summary="Synthetic.", blocks=[grid],

@@ -259,6 +259,9 @@ def test_grid_cells_follow_their_input_and_thumbnails_link(reports):
     assert sal.count('href="../images/000000000000.html"') == 2  # the input and its map
     page = (reports["light"] / "images" / "000000000000.html").read_text()
     assert "deletion_auc" in page  # another section's per-image numbers, read tolerantly
+    # its page shows the map, not the input again (a picture of the image itself), and names the section
+    assert page.count("<figure>") == 1 and "Saliency maps</a>: map of it" in page
+    assert "Appears in: <a href=../sections/saliency.html>Saliency maps</a>" in page
 
 
 def test_image_ids_are_stable_and_unique(tmp_path):
