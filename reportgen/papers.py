@@ -74,6 +74,12 @@ VAN_DER_MAATEN_2008
     JMLR, 2008
     https://www.jmlr.org/papers/v9/vandermaaten08a.html
 
+VENNA_KASKI_2001
+    Jarkko Venna, Samuel Kaski
+    Neighborhood Preservation in Nonlinear Projection Methods: An Experimental Study
+    ICANN, 2001
+    https://doi.org/10.1007/3-540-44668-0_68
+
 ROTHER_2004
     Carsten Rother, Vladimir Kolmogorov, Andrew Blake
     GrabCut: Interactive Foreground Extraction using Iterated Graph Cuts

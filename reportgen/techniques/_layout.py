@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from typing import Any
+
 import numpy as np
 
 SKLEARN_MAX_POINTS = 10_000  # scikit-learn t-SNE beyond this is slower than the 10-minute budget allows
@@ -183,3 +185,31 @@ def total_iterations(n_iter: int) -> int:
     where exaggeration left them; on the 500 ImageNet dev images the cloud spanned 0.2 units with one image 4.5
     away). openTSNE gets the same split (:func:`_opentsne`)."""
     return EXAGGERATION_ITERS + max(MIN_FREE_ITERS, int(n_iter) - EXAGGERATION_ITERS)
+
+
+TRUST_POINTS = 2000  # trustworthiness is O(n^2): measured on a seeded subsample beyond
+TRUST_K = 10
+
+
+def trustworthiness_scores(x: np.ndarray, layouts: dict[str, np.ndarray | None],
+                           rng: np.random.Generator) -> dict[str, Any] | None:
+    """How well each 2-D layout keeps the features' neighbourhoods: Venna & Kaski's trustworthiness,
+    ``T(k) = 1 - 2 / (n k (2n - 3k - 1)) * sum_i sum_{j in U_k(i)} (r(i, j) - k)``, ``U_k(i)`` the 2-D
+    k-nearest neighbours of i that are not among its k nearest in feature space and ``r`` their feature-space
+    rank. 1: every 2-D neighbour is a true one; random positions score about 0.5 (``random``, measured on the
+    same points). On a seeded subsample of at most TRUST_POINTS points, k = TRUST_K (fewer on tiny sets)."""
+    from sklearn.manifold import trustworthiness
+
+    n = len(x)
+    m = min(n, TRUST_POINTS)
+    k = min(TRUST_K, (m - 1) // 2)
+    if k < 1:
+        return None
+    pick = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+    xs = np.asarray(x, np.float32)[pick]
+    out: dict[str, Any] = {"k": int(k), "points": int(m), "embedded": int(n)}
+    shown = {**layouts, "random": rng.random((n, 2)).astype(np.float32)}
+    for name, y in shown.items():
+        if y is not None and np.isfinite(y[pick]).all():
+            out[name] = round(float(trustworthiness(xs, np.asarray(y, np.float32)[pick], n_neighbors=k)), 4)
+    return out

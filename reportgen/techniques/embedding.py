@@ -23,11 +23,13 @@ import numpy as np
 
 from ..features.degenerate import check_features
 from ..pictures import figure_to_png, new_figure
-from ..papers import KARPATHY_TSNE, VAN_DER_MAATEN_2008
+from ..papers import KARPATHY_TSNE, VAN_DER_MAATEN_2008, VENNA_KASKI_2001
 from ..registry import Range, technique
 from ..report import Figure, ImageData, Note, Section
 from ._catalog import explorer_block
-from ._layout import SKLEARN_MAX_POINTS, have_opentsne, layout, sklearn_tsne
+from ._layout import (
+    SKLEARN_MAX_POINTS, have_opentsne, layout, sklearn_tsne, trustworthiness_scores,
+)
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -41,7 +43,25 @@ RESULTS = {
     "perplexity": "t-SNE perplexity (null when it did not run)",
     "feature_dims": "dimension of the embedded features",
     "degenerate": "null, or what makes the features unusable or weak (kind non_finite / constant / rank_one, message)",
+    "trustworthiness": "how well each layout keeps feature-space neighbourhoods (Venna & Kaski): k, points (of "
+                       "embedded), pca, "
+                       "tsne, and random (2-D positions drawn at random, the floor, ~0.5); 1 = every 2-D neighbour is "
+                       "a true one",
 }
+
+
+WEAK_TRUST_MARGIN = 0.1  # t-SNE within this of random positions' trustworthiness is named weak
+
+
+def trust_sentence(trust: dict | None) -> str:
+    """The caption's words for :func:`._layout.trustworthiness_scores`."""
+    if not trust:
+        return ""
+    parts = [f"{name} {trust[key]:.3f}" for key, name in (("pca", "PCA"), ("tsne", "t-SNE")) if key in trust]
+    sub = f", on a seeded subsample of {trust['points']} images" if trust["points"] < trust["embedded"] else ""
+    return (f" How far each keeps the features' neighbourhoods (trustworthiness, k = {trust['k']}{sub}: 1 when every "
+            f"2-D neighbour is one in feature space; random positions score {trust['random']:.3f}): "
+            + ", ".join(parts) + ".")
 
 
 def tsne_perplexity(n: int) -> float:
@@ -224,7 +244,7 @@ class EmbeddingOptions:
 
 @technique(
     "embedding", "Feature embedding: PCA, t-SNE and image mosaic", options=EmbeddingOptions, order=26,
-    references=[VAN_DER_MAATEN_2008, KARPATHY_TSNE],
+    references=[VAN_DER_MAATEN_2008, KARPATHY_TSNE, VENNA_KASKI_2001],
     presets={"minimal": {"max_points": 200, "mosaic_size": 240, "tsne_iter": 250},
              "full": {"mosaic_size": 2000, "mosaic_points": 5000}},
 )
@@ -257,6 +277,7 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
         method = "opentsne" if n > 5000 and have_opentsne() else "sklearn"
     lay = layout(x, ctx.seed_for("embedding/layout"), method=method, tsne=opts.tsne,
                  n_iter=opts.tsne_iter, threads=opts.threads or 1, rng=rng)
+    trust = trustworthiness_scores(x[lay.idx], {"pca": lay.pca2, "tsne": lay.xy}, ctx.rng("embedding/trust"))
     lay.idx = idx[lay.idx]
     idx = lay.idx
     sub = len(idx) < n
@@ -281,8 +302,13 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
                    caption=(f"{len(idx)} images, coloured by {legend}"
                             + (f"; only the {opts.top_classes} most frequent of {n_classes} classes get a colour, "
                                "the rest are grey" if n_classes > opts.top_classes else "")
-                            + f". Features: {feats.penultimate_source}, {feats.penultimate.shape[1]}-D."),
+                            + f". Features: {feats.penultimate_source}, {feats.penultimate.shape[1]}-D."
+                            + trust_sentence(trust)),
                    alt="PCA and t-SNE scatter plots of the penultimate features"))
+    if trust and "tsne" in trust and trust["tsne"] - trust["random"] < WEAK_TRUST_MARGIN:
+        sec.add(Note(f"Weak embedding: t-SNE keeps neighbourhoods barely better than random positions "
+                     f"(trustworthiness {trust['tsne']:.3f} against {trust['random']:.3f}); do not read clusters "
+                     "or neighbours into it.", kind="warning"))
     ids, counts = np.unique(colour_ids, return_counts=True)
     coverage = float(np.sort(counts)[::-1][:opts.top_classes].sum()) / len(idx)
     if coverage < 0.3:
@@ -319,5 +345,6 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
     sec.results = {"points": int(len(idx)), "images": int(n), "subsampled": bool(sub), "coloured_by": legend,
                    "pca_explained": [round(v, 4) for v in ev], "tsne": t2 is not None,
                    "perplexity": info.get("perplexity"), "feature_dims": int(feats.penultimate.shape[1]),
-                   "method": lay.method, "degenerate": None if deg is None else deg.results()}
+                   "method": lay.method, "degenerate": None if deg is None else deg.results(),
+                   "trustworthiness": trust}
     return sec

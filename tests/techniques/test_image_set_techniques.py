@@ -370,3 +370,37 @@ def test_the_fewest_tsne_iterations_still_leave_exaggeration():
     y = sklearn_tsne(x, 30.0, 0, 250)
     r = np.linalg.norm(y - np.median(y, 0), axis=1)
     assert np.median(r) > 1.0 and r.max() < 2 * np.percentile(r, 99), (np.median(r), r.max() / np.percentile(r, 99))
+
+
+def _trustworthiness_by_the_formula(x: np.ndarray, y: np.ndarray, k: int) -> float:
+    """Venna & Kaski (2001), written out: ranks in feature space of the 2-D neighbours that are not true ones."""
+    n = len(x)
+    dx = ((x[:, None] - x[None]) ** 2).sum(-1)
+    dy = ((y[:, None] - y[None]) ** 2).sum(-1)
+    np.fill_diagonal(dx, np.inf)
+    np.fill_diagonal(dy, np.inf)
+    rank = np.argsort(np.argsort(dx, 1), 1) + 1  # rank[i, j]: j is i's rank-th nearest in feature space
+    total = 0.0
+    for i in range(n):
+        for j in np.argsort(dy[i])[:k]:
+            total += max(0, rank[i, j] - k)
+    return 1 - 2 / (n * k * (2 * n - 3 * k - 1)) * total
+
+
+def test_trustworthiness_is_the_papers_and_separates_structure_from_noise():
+    from reportgen.techniques._layout import sklearn_tsne, trustworthiness_scores
+    from reportgen.techniques.embedding import WEAK_TRUST_MARGIN, trust_sentence
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (60, 8)).astype(np.float32)
+    y = x[:, :2] + rng.normal(0, 0.3, (60, 2)).astype(np.float32)
+    got = trustworthiness_scores(x, {"pca": y}, np.random.default_rng(1))
+    assert got["k"] == 10 and abs(got["pca"] - _trustworthiness_by_the_formula(x, y, 10)) < 1e-4
+    # planted clusters: t-SNE keeps them (near 1); the same positions shuffled among the images: as random, weak
+    clusters = (np.repeat(rng.normal(0, 4, (20, 64)), 20, 0) + rng.normal(0, 1, (400, 64))).astype(np.float32)
+    xy = sklearn_tsne(clusters, 30.0, 0, 350)
+    t_c = trustworthiness_scores(clusters, {"tsne": xy}, np.random.default_rng(1))
+    t_s = trustworthiness_scores(clusters, {"tsne": xy[rng.permutation(400)]}, np.random.default_rng(1))
+    assert t_c["tsne"] > 0.95 and t_c["tsne"] - t_c["random"] > 0.3
+    assert t_s["tsne"] - t_s["random"] < WEAK_TRUST_MARGIN < t_c["tsne"] - t_c["random"]
+    assert "t-SNE 0.99" in trust_sentence(t_c) and "random positions score 0.5" in trust_sentence(t_c)
