@@ -33,6 +33,8 @@ FLAG_RHO = 0.5  # mean rank correlation at or above which a map "barely changes"
 class SanityOptions:
     max_images: Annotated[int, Range(ge=1)] = 3
     """How many images (the same ones saliency shows)."""
+    shown_images: Annotated[int, Range(ge=1)] = 1
+    """Of those, how many get their maps drawn at every stage (the numbers use all of them)."""
     stages: Annotated[int, Range(ge=1)] = 7
     """Cascade stages shown (spread over the parameter layers; the last randomises all of them)."""
     ig_steps: Annotated[int, Range(ge=1)] = 8
@@ -149,9 +151,10 @@ def random_logit(ctx, b, fns, orig) -> tuple[Table, Note, dict]:
     return table, note, {"classes": [ctx.class_name(int(k)) for k in other], "methods": res}
 
 
-def stage_grid(ctx, b, orig, maps, method, labels, caption) -> Grid:
+def stage_grid(ctx, b, orig, maps, method, labels, caption, shown: int) -> Grid:
+    """The first ``shown`` images' maps at every stage, with each map's rho and SSIM to the trained one."""
     items = []
-    for k in range(len(b.idx)):
+    for k in range(min(shown, len(b.idx))):
         items.append(input_item(ctx, b, k))
         items.append(GridItem(ImageData(saliency_to_uint8(orig[method][k], 99.5)), label="trained",
                               alt=f"{method} map of the trained model"))
@@ -202,13 +205,17 @@ def sanity(ctx, opts: SanityOptions) -> Section:
     rows = [[m] + [f"{r:.2f} / {s:.2f}" for r, s in zip(cas[m], cas_ssim[m])] for m in METHODS]
     sec.add(Table(["method"] + [f"to {n}" for n in cas_lab], rows,
                   caption="Cascading randomisation: mean rho / mean SSIM to the trained model's map."))
+    shown = min(opts.shown_images, len(b.idx))
+    drawn = (f"; drawn for the first {shown} of the {len(b.idx)} images the numbers above use"
+             if shown < len(b.idx) else "")
     for m in METHODS:
         sec.add(Group(m, [
             stage_grid(ctx, b, orig, cascade, m, [f"to {n}" for n in cas_lab],
                        f"Cascading: the input, the trained model's map, then the map with the layers from the top "
-                       f"down to the named one randomised. Maps are |{m}| (white = 99.5th percentile)."),
+                       f"down to the named one randomised. Maps are |{m}| (white = 99.5th percentile)"
+                       + drawn + ".", opts.shown_images),
             stage_grid(ctx, b, orig, independent, m, [f"only {n}" for n in cas_lab],
-                       "Independent: one layer randomised at a time."),
+                       "Independent: one layer randomised at a time" + drawn + ".", opts.shown_images),
         ], description=f"Verdict: {status[m]}."))
     sec.add(Note(f"Grad-CAM at {cam_name}; Integrated Gradients with a black baseline and {opts.ig_steps} fixed "
                  "steps; all maps compared as absolute values. Re-initialisation: U(+-1/sqrt(fan-in)) for weights "

@@ -69,3 +69,17 @@ def test_sanity_on_the_demo_model_finds_what_adebayo_found(demo_ctx):
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
     assert count_hooks(model) == 0
+
+
+def test_sanity_draws_the_maps_of_the_first_images_only(demo_ctx):
+    """The numbers use max_images; the stage grids draw shown_images of them (184 maps for 3 images before)."""
+    from reportgen.report import Grid, Group
+
+    info = registry.get("sanity")
+    opts = info.default_options("minimal")
+    opts.max_images, opts.stages, opts.ig_steps, opts.shown_images = 2, 3, 4, 1
+    sec = info.fn(demo_ctx, opts)
+    grids = [g for b in sec.blocks if isinstance(b, Group) for g in b.blocks if isinstance(g, Grid)]
+    assert grids and all(len(g.items) == 2 + 3 for g in grids)  # one image: input, trained map, 3 stages
+    assert all("first 1 of the 2 images" in g.caption for g in grids)
+    assert "over 2 images" in sec.blocks[0].caption
