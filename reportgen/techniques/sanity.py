@@ -154,7 +154,7 @@ def random_logit(ctx, b, fns, orig) -> tuple[Table, Note, dict]:
 def stage_grid(ctx, b, orig, maps, method, labels, caption, shown: int) -> Grid:
     """The first ``shown`` images' maps at every stage, with each map's rho and SSIM to the trained one."""
     items = []
-    for k in range(min(shown, len(b.idx))):
+    for k in range(shown):
         items.append(input_item(ctx, b, k))
         items.append(GridItem(ImageData(saliency_to_uint8(orig[method][k], 99.5)), label="trained",
                               alt=f"{method} map of the trained model"))
@@ -213,9 +213,9 @@ def sanity(ctx, opts: SanityOptions) -> Section:
             stage_grid(ctx, b, orig, cascade, m, [f"to {n}" for n in cas_lab],
                        f"Cascading: the input, the trained model's map, then the map with the layers from the top "
                        f"down to the named one randomised. Maps are |{m}| (white = 99.5th percentile)"
-                       + drawn + ".", opts.shown_images),
+                       + drawn + ".", shown),
             stage_grid(ctx, b, orig, independent, m, [f"only {n}" for n in cas_lab],
-                       "Independent: one layer randomised at a time" + drawn + ".", opts.shown_images),
+                       "Independent: one layer randomised at a time" + drawn + ".", shown),
         ], description=f"Verdict: {status[m]}."))
     sec.add(Note(f"Grad-CAM at {cam_name}; Integrated Gradients with a black baseline and {opts.ig_steps} fixed "
                  "steps; all maps compared as absolute values. Re-initialisation: U(+-1/sqrt(fan-in)) for weights "
