@@ -64,25 +64,11 @@ class AttentionOptions:
     """Weight of the identity (the residual connection) in rollout's per-layer matrix."""
 
 
-def _probe(ctx) -> dict | str:
+def _probe(ctx) -> AT.TokenLayout | str:
     """Sites and token layout from one forward pass, or why the section cannot run."""
-    sites = AT.find_attention(ctx.model)
-    if not sites:
-        return ("Attention maps were skipped: the model has no self-attention module this section recognises "
-                "(torchvision nn.MultiheadAttention, timm Attention as in ViT/DeiT, Hugging Face ViT attention); "
-                "windowed or relative-position attention (Swin, MaxViT) and convolutional models are not covered.")
-    x = ctx.to_device(ctx.images.batch([0]))
-    try:
-        attns, _ = AT.attention_weights(ctx.pixel_model, sites, x)
-        shapes = {tuple(a.shape[1:]) for a in attns}
-        if len(shapes) != 1:
-            raise ValueError(f"the attention modules see different token counts ({sorted(shapes)}), so rollout "
-                             "over depth is not defined")
-        prefix, grid = AT.token_layout(attns[0].shape[-1], tuple(x.shape[-2:]),
-                                       getattr(ctx.model, "num_prefix_tokens", None))
-    except (AT.AttentionUnsupported, ValueError) as e:
-        return f"Attention maps were skipped: {e}."
-    return {"sites": sites, "prefix": prefix, "grid": grid, "patch_px": x.shape[-2] / grid[0]}
+    p = AT.probe_layout(ctx.model, ctx.to_device(ctx.images.batch([0])),
+                        getattr(ctx.model, "num_prefix_tokens", None), ctx.pixel_model)
+    return f"Attention maps were skipped: {p}" if isinstance(p, str) else p
 
 
 def _why_not(ctx) -> str | None:
@@ -104,7 +90,7 @@ def attention(ctx, opts: AttentionOptions) -> Section:
     embedding panel shows, for each patch, how similar every other patch's learned position is (yellow = similar);
     the distance plot shows how far, in pixels, each head looks at each depth (low = local, high = global)."""
     probe = ctx.memo("attention:probe", lambda: _probe(ctx))
-    sites, prefix, grid, patch_px = probe["sites"], probe["prefix"], probe["grid"], probe["patch_px"]
+    sites, prefix, grid, patch_px = probe.sites, probe.prefix, probe.grid, probe.patch_px
     passes = {"forward": 0, "backward": 0}
     b = explain_batch(ctx, opts.max_images)
     roll, groll, last = [], [], []
