@@ -12,6 +12,8 @@ by :mod:`reportgen.attribution.attention`; this module picks the images, draws a
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +23,7 @@ from .. import attribution as A
 from ..attribution import attention as AT
 from ..papers import ABNAR_ZUIDEMA_2020, CHEFER_2021, DOSOVITSKIY_2021
 from ..pictures import figure_to_png, new_figure
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Block, Figure, Grid, Note, Row, Section, Table
 from ..sampling import spread_indices
 from ..device import graph_batch_size
@@ -54,13 +56,13 @@ RESULTS = {
 
 @dataclass
 class AttentionOptions:
-    max_images: int = 6
+    max_images: Annotated[int, Range(ge=1)] = 6
     """Images with rollout and gradient-rollout maps (the same ones saliency shows)."""
-    head_images: int = 2
+    head_images: Annotated[int, Range(ge=0)] = 2
     """Of those, how many get the last layer's per-head maps."""
-    distance_images: int = 64
+    distance_images: Annotated[int, Range(ge=1)] = 64
     """Images averaged for the mean attention distance."""
-    residual: float = 0.5
+    residual: Annotated[float, Range(ge=0, le=1)] = 0.5
     """Weight of the identity (the residual connection) in rollout's per-layer matrix."""
 
 
