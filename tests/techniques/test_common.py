@@ -83,3 +83,11 @@ def test_preset_values_are_admitted(tid):
     for preset in registry.PRESETS:
         opts = make_config(preset).options(tid)
         assert dataclasses.is_dataclass(opts)
+
+
+@pytest.mark.parametrize("tid", TECHNIQUES)
+def test_declares_its_results(tid):
+    """Every technique declares the ``report.json`` results it writes (``docs/results.md`` is generated from it)."""
+    from reportgen.results_schema import declared
+
+    assert declared(tid), f"{tid} declares no RESULTS"
