@@ -1,7 +1,12 @@
-"""Every torchvision classification family through the minimal preset (issue 18): section results, time, peak RSS.
+"""Every torchvision (and timm) classification family through the minimal preset: section results, time, peak RSS.
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/arch_sweep.py [--images 4] [--only vit_b_16,swin_t]
         [--out arch_sweep.json]
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/arch_sweep.py --source timm [--sections card,attention,...]
+
+``--source timm``: every timm model module (family) whose smallest variant (fewest parameters, counted on the meta
+device: nothing is allocated or downloaded) builds offline with random weights, at its pretrained config's input
+size; ``--sections`` limits the sections (default: all).
 
 The smallest variant of each family (the list of ``tests/test_architectures.py``), random init, 1,000 classes, at
 its own input size (299 px for Inception v3, 224 px for the rest), on generated images (``--images`` of them;
@@ -24,10 +29,54 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def families() -> list[str]:
+def families(source: str = "torchvision") -> list[str]:
+    if source == "timm":
+        return timm_families()
     from test_architectures import _smallest_variants
 
     return _smallest_variants()
+
+
+def timm_families() -> list[str]:
+    """``timm:NAME`` of the smallest variant of every timm model module, by parameter count on the meta device."""
+    import torch
+    import timm
+    from timm.models import _registry
+
+    by_module: dict[str, list[str]] = {}
+    for n in timm.list_models():
+        by_module.setdefault(_registry._model_to_module.get(n, "?"), []).append(n)
+    out = []
+    for mod, names in sorted(by_module.items()):
+        best = None
+        for n in names:
+            try:
+                with torch.device("meta"):
+                    k = sum(p.numel() for p in timm.create_model(n, pretrained=False).parameters())
+            except Exception:  # noqa: BLE001 - a variant that does not build offline is not a candidate
+                continue
+            if best is None or k < best[0]:
+                best = (k, n)
+        if best is not None:
+            out.append(f"timm:{best[1]}")
+        else:
+            print(f"{mod}: no variant builds offline", flush=True)
+    return out
+
+
+def _make(name: str):
+    """(model, input side) of a torchvision family name or a ``timm:NAME``, random init."""
+    import torch
+    from torchvision import models as tvm
+
+    torch.manual_seed(0)
+    if name.startswith("timm:"):
+        import timm
+
+        m = timm.create_model(name[5:], pretrained=False)
+        return m.eval(), int(m.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    kw = {"init_weights": False} if name in ("inception_v3", "googlenet") else {}
+    return tvm.get_model(name, weights=None, **kw), (299 if name == "inception_v3" else 224)
 
 
 def _hwm_mb() -> int:
@@ -41,22 +90,18 @@ def _hwm_mb() -> int:
     return 0
 
 
-def _one(name: str, n: int, folder: str | None) -> dict:
+def _one(name: str, n: int, folder: str | None, sections: list[str] | None = None) -> dict:
     import resource
     import tempfile
 
     import numpy as np
     import torch
     from PIL import Image
-    from torchvision import models as tvm
 
     from reportgen.build import build_report
 
     torch.set_num_threads(1)
-    size = 299 if name == "inception_v3" else 224
-    torch.manual_seed(0)
-    kw = {"init_weights": False} if name in ("inception_v3", "googlenet") else {}
-    model = tvm.get_model(name, weights=None, **kw)
+    model, size = _make(name)
     tmp = Path(tempfile.mkdtemp())
     if folder is None:
         imgs = tmp / "imgs"
@@ -84,7 +129,7 @@ def _one(name: str, n: int, folder: str | None) -> dict:
     B.run_technique = measured
     t = time.perf_counter()
     res = build_report(model, imgs, tmp / "out", preset="minimal", resize=None, input_size=size, device="cpu",
-                       max_images=n, use_cache=False)
+                       max_images=n, use_cache=False, only=sections or None)
     wall = time.perf_counter() - t
     ru = resource.getrusage(resource.RUSAGE_SELF)
     out = {"name": name, "size": size, "wall_s": round(wall, 1), "cpu_s": round(ru.ru_utime + ru.ru_stime, 1),
@@ -112,15 +157,18 @@ def main(argv=None) -> int:
     ap.add_argument("--folder", default=None, help="an image folder instead of generated images")
     ap.add_argument("--only", default="", help="comma-separated families (default: all)")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
+    ap.add_argument("--source", choices=["torchvision", "timm"], default="torchvision")
+    ap.add_argument("--sections", default="", help="comma-separated section ids (default: all)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
-        print("ROW " + json.dumps(_one(a.child, a.images, a.folder)), flush=True)
+        secs = [x for x in a.sections.split(",") if x]
+        print("ROW " + json.dumps(_one(a.child, a.images, a.folder, secs)), flush=True)
         return 0
-    names = [x for x in a.only.split(",") if x] or families()
+    names = [x for x in a.only.split(",") if x] or families(a.source)
     rows = []
     for name in names:
-        cmd = [sys.executable, __file__, "--child", name, "--images", str(a.images)]
+        cmd = [sys.executable, __file__, "--child", name, "--images", str(a.images), "--sections", a.sections]
         if a.folder:
             cmd += ["--folder", a.folder]
         p = subprocess.run(cmd, capture_output=True, text=True,
@@ -130,9 +178,9 @@ def main(argv=None) -> int:
             row = {"name": name, "crashed": p.returncode, "stderr": p.stderr[-400:]}
         rows.append(row)
         if "crashed" in row:
-            print(f"{name:22s} CRASHED rc={row['crashed']}: {row['stderr'][-200:]}", flush=True)
+            print(f"{name:30s} CRASHED rc={row['crashed']}: {row['stderr'][-200:]}", flush=True)
         else:
-            print(f"{name:22s} {row['size']} px  ok {len(row['ok']):2d}  unsupported {len(row['unsupported']):2d}  "
+            print(f"{name:30s} {row['size']} px  ok {len(row['ok']):2d}  unsupported {len(row['unsupported']):2d}  "
                   f"failed {len(row['failed'])}  {row['wall_s']:7.1f} s ({row.get('cpu_s', 0):.0f} s CPU)  "
                   f"peak RSS {row['peak_rss_mb']:5d} MB "
                   f"{dict(sorted(row.get('peak_rss_by_section_mb', {}).items(), key=lambda kv: -kv[1])[:4])}  "

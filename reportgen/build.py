@@ -132,7 +132,15 @@ def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = 
     that hooks, buffers, parameters and modules are as before. Errors and violations become the section's error;
     a technique the model cannot support (its registry metadata says why) becomes a section with a note."""
     opts = ctx.config.options(info.id)
-    why = unsupported_reason(ctx, info)
+    try:
+        why = unsupported_reason(ctx, info)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # a failing applicability check fails its own section, never the build
+        if strict:
+            raise
+        return Section(id=info.id, title=info.title, error=f"{type(e).__name__}: {e} (while checking whether "
+                       "this section applies to the model)", traceback=traceback.format_exc())
     if why is not None:
         return Section(id=info.id, title=info.title, summary=info.summary, references=list(info.references),
                        blocks=[Note(why, kind="warning")], params=dataclasses.asdict(opts),

@@ -21,7 +21,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .inspection.hooks import eval_mode, frozen_params, module_signature
+from .inspection.hooks import eval_mode, frozen_params, kept_attributes, module_signature
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
                "_state_dict_hooks", "_load_state_dict_pre_hooks")
@@ -81,7 +81,7 @@ def isolated(model: nn.Module, name: str = "technique") -> Iterator[list[str]]:
     signature = [(n, t, False) for n, t, _ in module_signature(model)]  # as eval_mode leaves it
     problems: list[str] = []
     body_ok = False
-    with eval_mode(model), frozen_params(model):
+    with eval_mode(model), frozen_params(model), kept_attributes(model):
         try:
             yield problems
             body_ok = True

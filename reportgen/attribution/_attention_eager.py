@@ -25,26 +25,63 @@ class AttentionUnsupported(Exception):
     """The attention module was called in a way the eager recomputation does not reproduce."""
 
 
+# parts of an attention module that the eager recomputation does not reproduce (relative-position biases of
+# windowed attention, separate q/v biases, spatial reduction, talking heads, pooled keys)
+_FOREIGN = ("relative_position_bias", "relative_position_bias_table", "relative_position_index", "rel_pos",
+            "q_bias", "v_bias", "sr", "pool", "proj_l", "proj_w", "attention_biases", "attention_bias_idxs")
+
+
 def attention_kind(m: nn.Module) -> Kind | None:
-    """Which recognised global self-attention ``m`` is (None: not one)."""
+    """Which recognised global self-attention ``m`` is, by its actual structure (None: not one). A module that
+    carries anything in :data:`_FOREIGN` is not recognised, whatever its class is called."""
     if isinstance(m, nn.MultiheadAttention):
         return "torchvision"
+    if any(getattr(m, a, None) is not None for a in _FOREIGN):
+        return None
     name = type(m).__name__
     if (name == "Attention" and isinstance(getattr(m, "qkv", None), nn.Linear)
-            and isinstance(getattr(m, "proj", None), nn.Linear) and hasattr(m, "num_heads")):
+            and isinstance(getattr(m, "proj", None), nn.Linear) and isinstance(getattr(m, "num_heads", None), int)
+            and isinstance(getattr(m, "q_norm", None), nn.Module) and isinstance(getattr(m, "k_norm", None), nn.Module)
+            and isinstance(getattr(m, "scale", None), float)):
         return "timm"
     if all(isinstance(getattr(m, a, None), nn.Linear) for a in ("q_proj", "k_proj", "v_proj", "o_proj")) \
-            and hasattr(m, "head_dim") and "Attention" in name and hasattr(m, "config"):
+            and hasattr(m, "head_dim") and "Attention" in name and _hf_heads(m) is not None:
         return "hf"
     if all(isinstance(getattr(m, a, None), nn.Linear) for a in ("query", "key", "value")) \
-            and hasattr(m, "attention_head_size") and "SelfAttention" in name:
+            and isinstance(getattr(m, "attention_head_size", None), int) and "SelfAttention" in name \
+            and isinstance(getattr(m, "num_attention_heads", None), int):
         return "hf_self"
     return None
 
 
+def _hf_heads(m: Any) -> int | None:
+    """The head count of a Hugging Face attention module from the module itself (a model config may hold one
+    count per stage, as Swin's does), else from its projection and head size; None when neither is an int."""
+    for v in (getattr(m, "num_heads", None), getattr(m, "num_attention_heads", None)):
+        if isinstance(v, int):
+            return v
+    cfg = getattr(getattr(m, "config", None), "num_attention_heads", None)
+    if isinstance(cfg, int):
+        return cfg
+    hd = getattr(m, "head_dim", None)
+    if isinstance(hd, int) and hd > 0 and m.q_proj.out_features % hd == 0:
+        return m.q_proj.out_features // hd
+    return None
+
+
+def looks_like_attention(m: nn.Module) -> bool:
+    """A module named like attention (``...Attention``, ``...Attn``) that :func:`attention_kind` does not
+    recognise: listed in the reason a section gives for not running."""
+    name = type(m).__name__
+    return ("Attention" in name or name.endswith("Attn")) and attention_kind(m) is None
+
+
 def num_heads(m: Any, kind: Kind) -> int:  # duck-typed: timm / Hugging Face modules
-    return int(m.num_heads if kind in ("torchvision", "timm") else
-               m.config.num_attention_heads if kind == "hf" else m.num_attention_heads)
+    if kind == "hf":
+        heads = _hf_heads(m)
+        assert heads is not None  # attention_kind checked it
+        return heads
+    return int(m.num_heads if kind in ("torchvision", "timm") else m.num_attention_heads)
 
 
 def _split(t: torch.Tensor, heads: int) -> torch.Tensor:
@@ -66,12 +103,17 @@ def _arg(args: tuple, kwargs: dict, i: int, name: str) -> Any:
 
 
 def eager(m: nn.Module, kind: Kind, args: tuple, kwargs: dict) -> tuple[Any, torch.Tensor]:
-    """``(output shaped as the module's own, A (B, heads, N, N))`` for one call of ``m``."""
-    if isinstance(m, nn.MultiheadAttention):  # kind == "torchvision"
-        return _mha(m, args, kwargs)
-    if kind == "timm":
-        return _timm(m, args, kwargs)
-    return _hf(m, kind, args, kwargs)
+    """``(output shaped as the module's own, A (B, heads, N, N))`` for one call of ``m``; a call whose inputs do not
+    have the recognised structure (a 4-D token grid, a missing field) raises :class:`AttentionUnsupported`."""
+    try:
+        if isinstance(m, nn.MultiheadAttention):  # kind == "torchvision"
+            return _mha(m, args, kwargs)
+        if kind == "timm":
+            return _timm(m, args, kwargs)
+        return _hf(m, kind, args, kwargs)
+    except (AttributeError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise AttentionUnsupported(f"{type(m).__name__} is not the {kind} attention it resembles "
+                                   f"({type(e).__name__}: {e})") from e
 
 
 def _mha(m: nn.MultiheadAttention, args: tuple, kwargs: dict):

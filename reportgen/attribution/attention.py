@@ -36,12 +36,14 @@ from ._attention_eager import (
     as_output,
     attention_kind,
     eager,
+    looks_like_attention,
     num_heads,
     same_output,
 )
 
 __all__ = [
-    "AttentionSite", "AttentionUnsupported", "find_attention", "recorded_attention", "attention_weights",
+    "AttentionSite", "AttentionUnsupported", "TokenLayout", "find_attention", "unrecognised_attention",
+    "no_attention_reason", "probe_layout", "recorded_attention", "attention_weights",
     "attention_with_grads", "token_layout", "rollout", "gradient_rollout", "class_row", "position_embedding",
     "position_similarity", "mean_attention_distance", "top_area_mass",
 ]
@@ -70,6 +72,57 @@ def find_attention(model: nn.Module) -> list[AttentionSite]:
             continue
         sites.append(AttentionSite(name, m, kind, num_heads(m, kind)))
     return sites
+
+
+def unrecognised_attention(model: nn.Module) -> list[str]:
+    """Class names of the modules that look like attention but are not recognised (sorted, each once)."""
+    return sorted({type(m).__name__ for m in model.modules() if looks_like_attention(m)})
+
+
+def no_attention_reason(model: nn.Module) -> str:
+    """Why ``model`` has no attention this code reads: what is recognised, and the look-alikes it found."""
+    others = unrecognised_attention(model)
+    found = (f" It has attention modules of another structure ({', '.join(others[:4])}"
+             f"{', ...' if len(others) > 4 else ''}): windowed, relative-position, spatially reduced or "
+             "convolutional attention, which rollout over one token sequence does not cover."
+             if others else " It has no attention module (a convolutional model).")
+    return ("the model has no global self-attention module reportgen recognises by its structure "
+            "(torchvision nn.MultiheadAttention, timm ViT/DeiT Attention, Hugging Face ViT attention)." + found)
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """What one probing pass found: the attention sites, the leading extra tokens, the patch grid and the
+    patch side in pixels."""
+
+    sites: list[AttentionSite]
+    prefix: int
+    grid: tuple[int, int]
+    patch_px: float
+
+
+def probe_layout(model: nn.Module, x: torch.Tensor, prefix: int | None = None,
+                 forward: nn.Module | None = None) -> TokenLayout | str:
+    """One forward pass of ``forward`` (default: ``model``; e.g. the model behind its normalisation) on ``x`` (one
+    image), with the sites named in ``model``: the token layout read from the attention tensors themselves, or why
+    rollout does not apply (no recognised site, a recomputation that fails, sites over different token counts as
+    in hierarchical or hybrid models, a token count that is no patch grid)."""
+    sites = find_attention(model)
+    if not sites:
+        return no_attention_reason(model)
+    try:
+        attns, _ = attention_weights(forward if forward is not None else model, sites, x)
+    except AttentionUnsupported as e:
+        return str(e)
+    shapes = sorted({tuple(a.shape[-2:]) for a in attns})
+    if len(shapes) != 1:
+        return (f"the attention modules see different token counts ({', '.join(str(s[0]) for s in shapes)}): a "
+                "hierarchical or hybrid model, for which rollout over depth is not defined")
+    try:
+        pre, grid = token_layout(attns[0].shape[-1], tuple(x.shape[-2:]), prefix)
+    except ValueError as e:
+        return str(e)
+    return TokenLayout(sites, pre, grid, x.shape[-2] / grid[0])
 
 
 @contextlib.contextmanager
@@ -139,6 +192,9 @@ def token_layout(n_tokens: int, image_hw: tuple[int, int], prefix: int | None = 
 def rollout(attns: list[torch.Tensor], residual: float = 0.5) -> torch.Tensor:
     """Attention rollout ``R = prod_l norm_rows(residual I + (1 - residual) mean_h A_l)``, (B, N, N)."""
     n = attns[0].shape[-1]
+    if any(a.shape[-1] != n for a in attns):
+        raise AttentionUnsupported(f"rollout needs one token sequence through all layers; these attention "
+                                   f"modules see {sorted({a.shape[-1] for a in attns})} tokens")
     eye = torch.eye(n, dtype=torch.float64, device=attns[0].device)
     r = eye.expand(attns[0].shape[0], n, n)
     for a in attns:

@@ -58,6 +58,34 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = f
 
 
+_PLAIN = (int, float, bool, str, type(None))
+
+
+def _plain(v: object) -> bool:
+    return isinstance(v, _PLAIN) or (isinstance(v, (tuple, list)) and all(isinstance(e, _PLAIN) for e in v))
+
+
+@contextlib.contextmanager
+def kept_attributes(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore every module's plain attributes (numbers, strings, flags and tuples/lists of them) afterwards.
+
+    Some models rewrite their own configuration in ``forward``: Hugging Face Swin shrinks ``window_size`` and
+    ``shift_size`` for an input smaller than a window and keeps them, so one probe at a small size breaks every
+    later pass at the run's size. Whatever a forward at another size changes this way is put back."""
+    saved = [(m, {k: (list(v) if isinstance(v, list) else v) for k, v in vars(m).items() if _plain(v)})
+             for m in model.modules()]
+    try:
+        yield model
+    finally:
+        for m, attrs in saved:
+            for k, v in attrs.items():
+                if k not in vars(m) or vars(m)[k] != v:
+                    try:
+                        setattr(m, k, v)
+                    except (AttributeError, RuntimeError):  # a read-only attribute (TorchScript): leave it
+                        pass
+
+
 @contextlib.contextmanager
 def frozen_params(model: nn.Module) -> Iterator[nn.Module]:
     """Turn off ``requires_grad`` on parameters (we only want gradients w.r.t. the input)."""

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hooks import eval_mode, hookable, record_layouts
+from .hooks import eval_mode, hookable, kept_attributes, record_layouts
 from .layout import Layout
 
 SizeKind = Literal["any", "minimum", "multiple", "fixed"]
@@ -75,7 +75,7 @@ class InputSizes:
 def _runs(model: nn.Module, side: int, channels: int, device: torch.device) -> bool:
     x = torch.rand(1, channels, side, side, generator=torch.Generator().manual_seed(side)).to(device)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), kept_attributes(model):
             model(x)
     except Exception:  # noqa: BLE001 - assertions, shape errors, padding errors: all mean "not this size"
         return False

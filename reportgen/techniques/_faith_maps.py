@@ -61,19 +61,18 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _attention(ctx) -> MapFn | None:
-    """Attention rollout (Abnar & Zuidema 2020) when :mod:`reportgen.attribution.attention` exists and finds global
-    self-attention in the model; None otherwise."""
-    try:
-        from ..attribution import attention as AT  # optional: added by another change
-        sites = AT.find_attention(ctx.model)
-    except Exception:  # noqa: BLE001 - absent module or an unsupported model: no rollout row
-        return None
-    if not sites:
+    """Attention rollout (Abnar & Zuidema 2020) when one probing pass finds global self-attention over one token
+    sequence (:func:`reportgen.attribution.attention.probe_layout`); None otherwise (no rollout row)."""
+    from ..attribution import attention as AT
+
+    probe = AT.probe_layout(ctx.model, ctx.to_device(ctx.images.batch([0])),
+                            getattr(ctx.model, "num_prefix_tokens", None), ctx.pixel_model)
+    if isinstance(probe, str):
         return None
 
     def fn(pm, x, t):
         attns, _ = AT.attention_weights(pm, AT.find_attention(pm), x)
-        prefix, (h, w) = AT.token_layout(attns[0].shape[-1], tuple(x.shape[-2:]))
+        prefix, (h, w) = AT.token_layout(attns[0].shape[-1], tuple(x.shape[-2:]), probe.prefix)
         row = AT.class_row(AT.rollout(attns), prefix)
         return _np(A.upsample(row.reshape(len(x), h, w), tuple(x.shape[-2:])))
 

@@ -62,7 +62,7 @@ RESULTS = {
 class AdversarialOptions:
     max_images: Annotated[int, Range(ge=1)] = 3
     """Images attacked with a target class (shown one row each)."""
-    target: Literal["random", "least_likely"] | int = "random"
+    target: Literal["random", "least_likely"] | Annotated[int, Range(ge=0)] = "random"
     """Target class: random (seeded, not the predicted class), least_likely, or a class index."""
     max_steps: Annotated[int, Range(ge=1)] = 100
     """Cap on the targeted attack's steps."""

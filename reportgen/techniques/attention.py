@@ -12,6 +12,8 @@ by :mod:`reportgen.attribution.attention`; this module picks the images, draws a
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +23,7 @@ from .. import attribution as A
 from ..attribution import attention as AT
 from ..papers import ABNAR_ZUIDEMA_2020, CHEFER_2021, DOSOVITSKIY_2021
 from ..pictures import figure_to_png, new_figure
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Block, Figure, Grid, Note, Row, Section, Table
 from ..sampling import spread_indices
 from ..device import graph_batch_size
@@ -54,35 +56,21 @@ RESULTS = {
 
 @dataclass
 class AttentionOptions:
-    max_images: int = 6
+    max_images: Annotated[int, Range(ge=1)] = 6
     """Images with rollout and gradient-rollout maps (the same ones saliency shows)."""
-    head_images: int = 2
+    head_images: Annotated[int, Range(ge=0)] = 2
     """Of those, how many get the last layer's per-head maps."""
-    distance_images: int = 64
+    distance_images: Annotated[int, Range(ge=1)] = 64
     """Images averaged for the mean attention distance."""
-    residual: float = 0.5
+    residual: Annotated[float, Range(ge=0, le=1)] = 0.5
     """Weight of the identity (the residual connection) in rollout's per-layer matrix."""
 
 
-def _probe(ctx) -> dict | str:
+def _probe(ctx) -> AT.TokenLayout | str:
     """Sites and token layout from one forward pass, or why the section cannot run."""
-    sites = AT.find_attention(ctx.model)
-    if not sites:
-        return ("Attention maps were skipped: the model has no self-attention module this section recognises "
-                "(torchvision nn.MultiheadAttention, timm Attention as in ViT/DeiT, Hugging Face ViT attention); "
-                "windowed or relative-position attention (Swin, MaxViT) and convolutional models are not covered.")
-    x = ctx.to_device(ctx.images.batch([0]))
-    try:
-        attns, _ = AT.attention_weights(ctx.pixel_model, sites, x)
-        shapes = {tuple(a.shape[1:]) for a in attns}
-        if len(shapes) != 1:
-            raise ValueError(f"the attention modules see different token counts ({sorted(shapes)}), so rollout "
-                             "over depth is not defined")
-        prefix, grid = AT.token_layout(attns[0].shape[-1], tuple(x.shape[-2:]),
-                                       getattr(ctx.model, "num_prefix_tokens", None))
-    except (AT.AttentionUnsupported, ValueError) as e:
-        return f"Attention maps were skipped: {e}."
-    return {"sites": sites, "prefix": prefix, "grid": grid, "patch_px": x.shape[-2] / grid[0]}
+    p = AT.probe_layout(ctx.model, ctx.to_device(ctx.images.batch([0])),
+                        getattr(ctx.model, "num_prefix_tokens", None), ctx.pixel_model)
+    return f"Attention maps were skipped: {p}" if isinstance(p, str) else p
 
 
 def _why_not(ctx) -> str | None:
@@ -104,7 +92,7 @@ def attention(ctx, opts: AttentionOptions) -> Section:
     embedding panel shows, for each patch, how similar every other patch's learned position is (yellow = similar);
     the distance plot shows how far, in pixels, each head looks at each depth (low = local, high = global)."""
     probe = ctx.memo("attention:probe", lambda: _probe(ctx))
-    sites, prefix, grid, patch_px = probe["sites"], probe["prefix"], probe["grid"], probe["patch_px"]
+    sites, prefix, grid, patch_px = probe.sites, probe.prefix, probe.grid, probe.patch_px
     passes = {"forward": 0, "backward": 0}
     b = explain_batch(ctx, opts.max_images)
     roll, groll, last = [], [], []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from ..concepts.craft import (
 )
 from ..papers import COLLINS_2018, FEL_2023
 from ..pictures import resize_map
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
 from ..device import graph_batch_size
 from ._explain import heat_item
@@ -61,25 +61,25 @@ RESULTS = {
 
 @dataclass
 class ConceptsOptions:
-    max_classes: int = 4
+    max_classes: Annotated[int, Range(ge=1)] = 4
     """Classes analysed: the ones with the most images."""
-    per_class: int = 40
+    per_class: Annotated[int, Range(ge=1)] = 40
     """Images per class at most (a seeded sample beyond)."""
-    concepts: int = 5
+    concepts: Annotated[int, Range(ge=1)] = 5
     """Concepts (NMF components) per class."""
-    crop: float = 0.5
+    crop: Annotated[float, Range(gt=0, le=1)] = 0.5
     """Crop side as a fraction of the image side."""
-    grid: int = 3
+    grid: Annotated[int, Range(ge=1)] = 3
     """Crops per image: grid x grid positions."""
     layer: str | None = None
     """Layer to factorise (None: the last module with a spatial output). It must be non-negative (after a ReLU)."""
-    top_crops: int = 6
+    top_crops: Annotated[int, Range(ge=1)] = 6
     """Most activating crops shown per concept."""
-    examples: int = 3
+    examples: Annotated[int, Range(ge=0)] = 3
     """Images per class with concept heatmaps."""
-    atlas_threshold: float = 0.8
+    atlas_threshold: Annotated[float, Range(ge=-1, le=1)] = 0.8
     """Cosine of basis vectors at or above which concepts of two classes count as shared."""
-    min_images: int = 2
+    min_images: Annotated[int, Range(ge=1)] = 2
     """A class needs at least this many images."""
 
 

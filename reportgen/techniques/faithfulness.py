@@ -17,7 +17,7 @@ a random other class, Sixt et al. 2020) join the table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from ..attribution import randomization as R
 from ..attribution.metrics import rank_correlation
 from ..papers import ADEBAYO_2018, BHATT_2020, PETSIUK_2018, RONG_2022, SIXT_2020
 from ..pictures import figure_to_png, new_figure
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Figure, ImageData, Note, Section, Table
 from ..device import device_batch_size, inference_model
 from ._explain import explain_batch
@@ -74,31 +74,31 @@ FILLS = ("mean", "blur", "black")
 
 @dataclass
 class FaithfulnessOptions:
-    max_images: int = 4
+    max_images: Annotated[int, Range(ge=1)] = 4
     """How many images (the same ones saliency shows)."""
-    steps: int = 32
+    steps: Annotated[int, Range(ge=2)] = 32
     """Deletion/insertion steps from none to all of the image."""
-    patch: int = 0
+    patch: Annotated[int, Range(ge=0)] = 0
     """Side of the square units removed together, px (0: input side / 56, at least 1)."""
     deletion_fill: Literal["mean", "blur", "black"] = "mean"
     """What deleted pixels become: mean (each image's own mean colour), blur (its blurred copy) or black."""
-    blur_sigma: float = 0.0
+    blur_sigma: Annotated[float, Range(ge=0)] = 0.0
     """Gaussian sigma of the blurred copy insertion starts from, px (0: input side / 16)."""
-    mufidelity_runs: int = 64
+    mufidelity_runs: Annotated[int, Range(ge=2)] = 64
     """Random subsets per image for MuFidelity."""
-    mufidelity_subset: float = 0.1
+    mufidelity_subset: Annotated[float, Range(gt=0, lt=1)] = 0.1
     """Share of the units in each subset."""
     road: bool = True
     """Run ROAD (one sparse solve per imputed copy: the slowest part)."""
-    road_images: int = 2
+    road_images: Annotated[int, Range(ge=0)] = 2
     """ROAD on at most this many of the images."""
-    road_fractions: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.8])
+    road_fractions: list[Annotated[float, Range(gt=0, lt=1)]] = field(default_factory=lambda: [0.2, 0.5, 0.8])
     """Shares of the pixels ROAD imputes."""
-    road_noise: float = 0.01
+    road_noise: Annotated[float, Range(ge=0)] = 0.01
     """Std of the noise added to imputed pixels (RGB in [0, 1])."""
     sanity: bool = True
     """Also rerun each method on a copy with every layer re-initialised and for a random other class."""
-    bootstrap: int = 1000
+    bootstrap: Annotated[int, Range(ge=0)] = 1000
     """Bootstrap resamples of the images for the intervals."""
 
 

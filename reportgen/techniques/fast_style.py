@@ -30,6 +30,17 @@ from ..synthesis.transformnet import TransformNet, load_numpy_state, perceptual_
 from ..synthesis.gatys import options_of, per_image_seconds, style_setup
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "forward_ms_per_image": "one transformation-network forward pass per image, ms",
+    "optimisation_s_per_image": "the optimisation-based style transfer per image, s (same device, batched)",
+    "speed_ratio": "optimisation time / network time per image",
+    "training_seconds": "per style: training time of its network, s",
+    "cached": "per style: the network came from the cache of an earlier build",
+    "held_out_loss_before": "per style: perceptual loss on held-out images before training",
+    "held_out_loss_after": "per style: the same after training",
+}
+
 @dataclass
 class FastStyleOptions:
     max_styles: Annotated[int, Range(ge=1)] = 1

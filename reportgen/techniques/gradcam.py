@@ -24,6 +24,20 @@ from ..attribution.visualization import attr_item
 from ._explain import cam_layer_choice, cell_width, explain_batch, heat_item, input_item, peak_area
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "layer": "the layer Grad-CAM reads",
+    "layer_why": "why that layer was chosen over the requested or default one (empty: no change)",
+    "layer_cells": "the layer's spatial grid [h, w]",
+    "median_rank_corr_gradcam_vs_pp": "median Spearman rank correlation of Grad-CAM and Grad-CAM++ maps",
+    "zero_maps": "images whose Grad-CAM map is zero everywhere (no positive evidence at the layer)",
+    "images[].image": "image name",
+    "images[].class": "class explained (true label where known, else the prediction)",
+    "images[].p": "softmax probability of that class",
+    "images[].peak_area": "share of the image at or above half the Grad-CAM map's maximum",
+    "images[].peak_area_pp": "the same for Grad-CAM++",
+}
+
 @dataclass
 class GradCamOptions:
     max_images: Annotated[int, Range(ge=1)] = 6

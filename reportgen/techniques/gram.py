@@ -23,6 +23,13 @@ from ..synthesis.style import gram_targets, source_images
 from ..synthesis.gatys import gram_synthesis, options_of
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "layers": "the layers whose Gram matrices are shown",
+    "gram_error": "per texture, per layer: relative Gram error ||G(x) - G(s)||^2 / ||G(s)||^2 after the synthesis",
+    "style_source": "where the style images came from",
+}
+
 @dataclass
 class GramOptions:
     max_styles: Annotated[int, Range(ge=0)] = 2

@@ -25,6 +25,23 @@ BASELINES = {"black": "a black image (all pixels 0)", "grey": "a uniform mid-gre
              "blur": "the image blurred (Gaussian, sigma = side / 8)"}
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "baseline": "the baseline image (black, grey or blur)",
+    "steps": "Gauss-Legendre steps of the last round (the most any image needed, or the limit)",
+    "tolerance": "completeness tolerance, as a share of the image's score difference",
+    "converged": "every image met the tolerance",
+    "worst_gap": "largest |sum of IG - (S(x) - S(baseline))| relative to the image's score range",
+    "tried": "[steps, worst gap] of each doubling round",
+    "images[].image": "image name",
+    "images[].class": "class explained",
+    "images[].score_x": "logit S(x) of the class",
+    "images[].score_baseline": "logit of the class at the baseline",
+    "images[].sum_ig": "sum of the attributions (completeness: equals score_x - score_baseline)",
+    "images[].steps": "steps this image's map was computed with",
+    "images[].gap": "this image's completeness gap (relative)",
+}
+
 @dataclass
 class IntegratedGradientsOptions:
     max_images: Annotated[int, Range(ge=1)] = 6

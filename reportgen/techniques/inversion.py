@@ -27,6 +27,15 @@ from ..sampling import spread_indices
 from ..synthesis.style import resize_to, resolve_parameterization
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "layers": "the layers inverted",
+    "feature_error": "per layer: mean relative feature error ||phi(x) - phi(x0)||^2 / ||phi(x0)||^2 of the "
+                     "reconstructions",
+    "pixel_rms": "per layer: mean RMS pixel distance of the reconstructions from the originals (RGB in [0, 1])",
+    "loss_fell": "per layer: the loss fell for every image",
+}
+
 @dataclass
 class InversionOptions:
     layers: list[str] | None = None

@@ -11,6 +11,8 @@ from T. Beside each image: its nearest correctly classified images of P and of T
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +21,7 @@ from ..attribution import contrast as C
 from ..attribution.visualization import attr_item
 from ..concepts.confusions import confused_pairs, lowest_margin_pairs, nearest_of_class
 from ..papers import PRABHUSHANKAR_2020, SELVARAJU_2017
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
 from ..device import graph_batch_size
 from ._explain import cell_width, heat_item
@@ -50,18 +52,18 @@ RESULTS = {
 
 @dataclass
 class MistakesOptions:
-    max_pairs: int = 4
+    max_pairs: Annotated[int, Range(ge=1)] = 4
     """Confused pairs shown (the most frequent)."""
-    images_per_pair: int = 3
+    images_per_pair: Annotated[int, Range(ge=1)] = 3
     """Images shown per pair."""
-    neighbours: int = 3
+    neighbours: Annotated[int, Range(ge=0)] = 3
     """Nearest correctly classified images shown per class and image."""
     method: MapMethod = "gradcam"
     """Which attribution draws the maps for P and for T: "gradcam" (the default: the faithfulness section's ranking
     is not read, sections being independent) or "gradient_x_input". The contrastive map is always drawn both ways."""
     layer: str | None = None
     """Grad-CAM layer (None: the last module with a spatial output)."""
-    thumb: int = 64
+    thumb: Annotated[int, Range(ge=8)] = 64
     """Neighbour thumbnail side in pixels."""
 
 

@@ -29,6 +29,19 @@ METHODS = ("gradient", "guided backprop", "Grad-CAM", "Integrated Gradients")
 FLAG_RHO = 0.5  # mean rank correlation at or above which a map "barely changes"
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "layers": "the parameter layers, input to output",
+    "stages": "the cascade's stages: layers randomised from the top down to the named one",
+    "flag_rho": "the rank correlation at or above which a map counts as unchanged",
+    "verdict": "per method: the model-randomisation verdict (passes, fails, insensitive to top layers, ...)",
+    "cascade_rank_corr": "per method, per stage: mean Spearman rank correlation with the trained model's map",
+    "cascade_ssim": "per method, per stage: mean SSIM with the trained model's map",
+    "independent_rank_corr": "per method, per layer randomised alone: mean Spearman rank correlation",
+    "random_logit": "the random-class check: classes used and, per method, rank_corr, ssim and verdict",
+}
+
+
 @dataclass
 class SanityOptions:
     max_images: Annotated[int, Range(ge=1)] = 3

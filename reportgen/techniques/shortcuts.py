@@ -9,6 +9,8 @@ the border band) is listed as a CANDIDATE shortcut: a person must look at its im
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +18,7 @@ import numpy as np
 from ..concepts.spray import CORNERS, candidate, downsample, mass, spray
 from ..papers import LAPUSCHKIN_2019, SELVARAJU_2017, VON_LUXBURG_2007
 from ..pictures import resize_map
-from ..registry import technique
+from ..registry import Range, technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
 from ._explain import heat_item
 from ._setlevel import (
@@ -55,17 +57,17 @@ RESULTS = {
 
 @dataclass
 class ShortcutsOptions:
-    max_classes: int = 6
+    max_classes: Annotated[int, Range(ge=1)] = 6
     """Classes scanned (the ones with the most images)."""
-    min_images: int = 8
+    min_images: Annotated[int, Range(ge=2)] = 8
     """A class needs at least this many images to be clustered."""
-    max_per_class: int = 400
+    max_per_class: Annotated[int, Range(ge=2)] = 400
     """Images per class clustered at most (a seeded sample beyond: clustering is quadratic in a class's size)."""
-    max_clusters: int = 6
+    max_clusters: Annotated[int, Range(ge=2)] = 6
     """Upper bound for the eigengap's cluster count."""
-    side: int = 16
+    side: Annotated[int, Range(ge=2)] = 16
     """Maps are area-downsampled to side x side before clustering."""
-    exemplars: int = 4
+    exemplars: Annotated[int, Range(ge=1)] = 4
     """Images shown per cluster (the closest to its mean map)."""
     method: MapMethod = "gradcam"
     """Attribution behind the maps: "gradcam" (default) or "gradient_x_input"."""

@@ -21,6 +21,16 @@ from ..device import gradient_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "samples": "noisy copies averaged per image",
+    "noise": "noise sigma as a share of the image's value range",
+    "median_speckle_ratio": "median over images of total variation of SmoothGrad / of the plain gradient "
+                            "(< 1: smoother)",
+    "median_rank_corr_to_gradient": "median Spearman rank correlation of SmoothGrad with the plain gradient "
+                                    "(null: no image)",
+}
+
 @dataclass
 class SmoothGradOptions:
     max_images: Annotated[int, Range(ge=1)] = 6

@@ -26,6 +26,17 @@ from ..synthesis.gatys import per_image_seconds, style_setup, transfer
 from ..synthesis.style import resolve_parameterization
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "optimizer": "the optimiser asked for (adam or lbfgs)",
+    "seconds_per_image": "wall time per stylised image of the grid, s (batched)",
+    "gram_error": "mean relative Gram error of the grid's results against their style",
+    "ratios": "the style weights w_s of the strip",
+    "strip_gram_error": "per strip step: mean relative Gram error (falls as w_s grows)",
+    "strip_content_error": "per strip step: relative content error (rises as w_s grows)",
+    "loss_fell": "the total loss fell for every image",
+}
+
 @dataclass
 class StyleTransferOptions:
     max_contents: Annotated[int, Range(ge=1)] = 2

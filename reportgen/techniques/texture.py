@@ -28,6 +28,19 @@ from ..synthesis.gatys import gram_synthesis
 from ..synthesis.style import resize_to, resolve_parameterization
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+RESULTS = {
+    "layers": "the layers whose Gram matrices are matched",
+    "optimizer": "the optimiser asked for (adam or lbfgs)",
+    "gram_seconds": "wall time of the Gram syntheses, s",
+    "nn_seconds": "per texture: wall time of the nearest-neighbour synthesis, s",
+    "nn_histogram_distance": "per texture: colour-histogram total variation distance of the nearest-neighbour "
+                             "synthesis from the source (0 = identical)",
+    "gram_error_by_set": "per texture, per growing set of matched layers: mean relative Gram error",
+    "loss_fell": "the Gram loss fell for every synthesis",
+    "contrast_by_set": "per texture, per set of layers: pixel std of the synthesis / of the source",
+}
+
 @dataclass
 class TextureOptions:
     max_textures: Annotated[int, Range(ge=1)] = 3
