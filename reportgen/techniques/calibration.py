@@ -171,7 +171,8 @@ def _blocks(res: CalibrationResult, opts: CalibrationOptions, class_name) -> lis
              (f"ECE ({opts.bins} equal-width bins)", f"{res.width.ece:.4f}"),
              (f"ECE ({opts.bins} equal-mass bins)", f"{res.mass.ece:.4f}"),
              ("NLL", f"{res.nll:.4f}"), ("Brier score", f"{res.brier:.4f}")]
-    panels = [(res.width, f"all {res.n} labelled images: ECE {res.width.ece:.3f}", None)]
+    panels: list[tuple[Calibration, str, Calibration | None]] = [
+        (res.width, f"all {res.n} labelled images: ECE {res.width.ece:.3f}", None)]
     if res.fit is not None and res.held_before is not None and res.held_after is not None:
         pairs += [("temperature T (fitted on half)", f"{res.fit.temperature:.3f}"),
                   ("ECE on the other half: before -> after", f"{res.held_before.ece:.4f} -> {res.held_after.ece:.4f}")]

@@ -129,7 +129,8 @@ def test_section_on_the_demo_model_fills_its_results(make_ctx):
     assert r["labelled_images"] == len(y) == 60 and r["bins"] == 10 and not r["weak"]
     assert r["ece"] == pytest.approx(ece(softmax(z), y, 10), abs=1e-5)
     assert r["ece_equal_mass"] == pytest.approx(ece(softmax(z), y, 10, "mass"), abs=1e-5)
-    assert r["nll"] == pytest.approx(nll(z, y), abs=1e-5) and r["brier"] == pytest.approx(brier(softmax(z), y), abs=1e-5)
+    assert r["nll"] == pytest.approx(nll(z, y), abs=1e-5)
+    assert r["brier"] == pytest.approx(brier(softmax(z), y), abs=1e-5)
     assert r["fit_images"] + r["heldout_images"] == 60 and r["temperature"] > 0
     assert r["ece_before_temperature_heldout"] is not None and r["ece_after_temperature"] is not None
     counts = np.bincount(y, minlength=10)
