@@ -153,7 +153,8 @@ def export_mlflow(rep: Exported, *, experiment: str | None = None, run_name: str
 
 
 def _log_artifacts(mlflow, rep: Exported, cache_dir: Path | None, log: Callable[[str], None]) -> None:
-    """report.json, summary.md, card.png, and the report as one HTML file (rendered from the cached tree)."""
+    """report.json, summary.md, card.png, and the report as one HTML file, ``report.html`` (rendered from the cached
+    tree; a single-file REPORT keeps its own name)."""
     with tempfile.TemporaryDirectory(prefix="reportgen-export-") as tmp:
         data_file = Path(tmp) / "report.json"
         data_file.write_text(json.dumps(rep.data, indent=1), encoding="utf-8")
@@ -165,7 +166,7 @@ def _log_artifacts(mlflow, rep: Exported, cache_dir: Path | None, log: Callable[
             mlflow.log_artifact(str(rep.single_file))
             return
         assert rep.folder is not None
-        page = Path(tmp) / f"{rep.folder.resolve().name or 'report'}.html"
+        page = Path(tmp) / "report.html"
         try:
             _render_single_file(rep.folder, page, cache_dir)
         except ReportgenError as e:

@@ -127,3 +127,19 @@ def test_a_folder_that_is_not_a_report_exits_2(tmp_path):
     r = CliRunner().invoke(main, ["export", str(tmp_path), "--to", "model-card", "--out", str(tmp_path / "c.md")])
     assert r.exit_code == 2 and "is not a reportgen report" in r.output
     assert not (tmp_path / "c.md").exists()
+
+
+def test_a_single_file_report_exports_its_embedded_numbers(built, tmp_path):
+    from reportgen.cache import Cache
+    from reportgen.publish.rerender import rerender
+
+    out, cache, data = built
+    page, _ = rerender(out, single_file=True, new_out=tmp_path / "one.html", cache=Cache(cache))
+    target = tmp_path / "card.md"
+    r = CliRunner().invoke(main, ["export", str(page), "--to", "model-card", "--out", str(target)])
+    assert r.exit_code == 0, r.output
+    text = target.read_text(encoding="utf-8")
+    top1 = _results(data, "card")["top1_accuracy"]
+    ece = _results(data, "calibration")["ece"]
+    assert f"value: {round(top1, 4)!r}" in text and f"| calibration.ece | {ece:.4g} |" in text
+    assert "![" not in text  # no card.png beside a single file
