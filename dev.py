@@ -26,8 +26,8 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".reportgen-installed"
 # test: pytest; crosscheck: Captum, pytorch-grad-cam, Quantus, so the cross-checks run instead of skipping;
-# timm, hf: so the timm and Hugging Face model tests run too
-EXTRAS = "test,crosscheck,lint,timm,hf"
+# timm, hf: so the timm and Hugging Face model tests run too; mlflow: the export test (mlflow-skinny, ~10 s)
+EXTRAS = "test,crosscheck,lint,timm,hf,mlflow"
 
 
 def _say(msg: str) -> None:

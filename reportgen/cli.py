@@ -489,5 +489,8 @@ def site(reports, out, theme, title, link) -> None:
     click.echo(_open_hint(index))
 
 
+from .publish.export import export_command  # noqa: E402 - `reportgen export`: its own module
+main.add_command(export_command)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -218,6 +218,18 @@ GUO_2017
     ICML, 2017
     https://arxiv.org/abs/1706.04599
 
+NAEINI_2015
+    Mahdi Pakdaman Naeini, Gregory F. Cooper, Milos Hauskrecht
+    Obtaining Well Calibrated Probabilities Using Bayesian Binning
+    AAAI, 2015
+    https://www.ncbi.nlm.nih.gov/pmc/articles/PMC4410090/
+
+NIXON_2019
+    Jeremy Nixon, Michael W. Dusenberry, Linchuan Zhang, Ghassen Jerfel, Dustin Tran
+    Measuring Calibration in Deep Learning
+    CVPR Workshops, 2019
+    https://arxiv.org/abs/1904.01685
+
 WANG_SSIM_2004
     Zhou Wang, Alan C. Bovik, Hamid R. Sheikh, Eero P. Simoncelli
     Image Quality Assessment: From Error Visibility to Structural Similarity

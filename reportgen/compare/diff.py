@@ -7,39 +7,13 @@ the labels (N, -1 where unknown). Everything returns neutral report sections.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from ..calibration.diagram import reliability_png
+from ..calibration.metrics import ECE_BINS, calibration
 from ..pictures import figure_to_png, new_figure
 from ..papers import GUO_2017
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, Table
-
-ECE_BINS = 15
-
-
-@dataclass
-class Calibration:
-    """Equal-width confidence bins: count, mean confidence and accuracy per bin; ECE = sum_b n_b/N |acc_b - conf_b|."""
-
-    counts: np.ndarray
-    confidence: np.ndarray
-    accuracy: np.ndarray
-    ece: float
-
-
-def calibration(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> Calibration:
-    conf, pred = probs.max(1), probs.argmax(1)
-    correct = (pred == labels).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    counts = np.bincount(which, minlength=bins).astype(np.int64)
-    csum = np.bincount(which, weights=conf, minlength=bins)
-    asum = np.bincount(which, weights=correct, minlength=bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mc, ma = csum / counts, asum / counts
-    ece = float(np.nansum(counts / max(1, len(conf)) * np.abs(ma - mc)))
-    return Calibration(counts, mc, ma, ece)
 
 
 def confusion(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
@@ -158,21 +132,7 @@ def calibration_section(names, pa, pb, labels) -> Section:
     if not known.any():
         return sec.add(Note("The images have no labels, so calibration cannot be measured.", kind="warning"))
     cals = [calibration(p[known], labels[known]) for p in (pa, pb)]
-    fig = new_figure((8, 3.8))
-    axes = fig.subplots(1, 2, sharey=True)
-    centres = (np.arange(ECE_BINS) + 0.5) / ECE_BINS
-    for ax, cal, name in zip(axes, cals, names):
-        ok = cal.counts > 0
-        ax.bar(centres[ok], cal.accuracy[ok], width=1 / ECE_BINS, edgecolor="k", alpha=0.8, label="accuracy")
-        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-        ax.set_title(f"{name}: ECE {cal.ece:.3f}", fontsize=9)
-        ax.set_xlabel("confidence (top-1 probability)")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-    axes[0].set_ylabel("accuracy in the bin")
-    axes[0].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    png = figure_to_png(fig)
+    png = reliability_png([(cal, f"{name}: ECE {cal.ece:.3f}", None) for cal, name in zip(cals, names)])
     n = int(known.sum())
     sec.add(Figure(png, alt="reliability diagrams", caption=(
         f"Reliability diagrams over {n} labelled images, {ECE_BINS} equal-width confidence bins: bars below the "
