@@ -127,10 +127,12 @@ def staged_output(out: Path, *, wait: bool = False, log: Callable[[str], None] |
 
 
 def publish_report(report: Report, tmp: Path, out: Path, cache: Cache, *, theme: str,
-                   single_file: bool = False) -> dict[str, Any]:
+                   single_file: bool = False, review: Any = None) -> dict[str, Any]:
     """Render ``report`` into ``tmp`` with its report.json, then move it into place as ``out`` (atomically).
 
     The caller holds :class:`~reportgen.publish.atomic.OutputLock` on ``out`` and removes ``tmp`` afterwards.
+    ``review`` (:func:`reportgen.review.review_plan`'s ``Reviewer``) reviews the staged report: report.json's
+    ``review`` key, summary.md and card.png beside index.html (a folder report).
     """
     from ..render import render_report
 
@@ -139,7 +141,10 @@ def publish_report(report: Report, tmp: Path, out: Path, cache: Cache, *, theme:
         manifest = render_report(report, tmp, theme=theme, single_file=single_file,
                                  encoded=cache if cache.enabled else None, link_from=previous)
         write_json(report, manifest, tmp / MARKER, cache)
-        if is_single_file_target(out):
+        single = is_single_file_target(out)
+        if review is not None:
+            report.meta.extra["review"] = review(tmp, files=not single, where=str(out))
+        if single:
             embed_json(tmp / "index.html", tmp / MARKER)
             publish_file(tmp / "index.html", out)
         else:

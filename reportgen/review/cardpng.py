@@ -1,0 +1,98 @@
+"""``card.png``: one picture a reviewer can drop into a review (matplotlib; no torch).
+
+Left: the most predicted classes (bars) with top-1/top-5 accuracy; middle: the most faithful method's maps
+(the first pictures of its section, read back from the report's assets); right: the key numbers with their
+change against the baseline and the verdict.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .change import fmt
+from .plan import Review
+
+#: faithfulness method name -> the section that draws its maps
+METHOD_SECTIONS = {"saliency": "saliency", "smoothgrad": "smoothgrad", "grad-cam": "gradcam",
+                   "grad-cam++": "gradcam", "guided grad-cam": "guided_backprop", "guided backprop": "guided_backprop",
+                   "integrated gradients": "integrated_gradients", "occlusion": "occlusion"}
+FALLBACK = ("gradcam", "saliency", "integrated_gradients", "occlusion", "card")
+
+
+def _sections(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["id"]: s for s in data.get("sections") or [] if isinstance(s, dict) and "id" in s}
+
+
+def map_pictures(data: dict[str, Any], folder: Path, most: int = 6) -> tuple[str, list[np.ndarray]]:
+    """(what they show, up to ``most`` pictures) of the most faithful method's section, else another map."""
+    from PIL import Image
+
+    secs = _sections(data)
+    res = (secs.get("faithfulness") or {}).get("results") or {}
+    best = res.get("most_faithful") if isinstance(res, dict) else None
+    ids = ([METHOD_SECTIONS.get(str(best).lower())] if best else []) + list(FALLBACK)
+    for sid in ids:
+        sec = secs.get(sid or "")
+        if not sec or sec.get("error") or not sec.get("figures"):
+            continue
+        pics = []
+        for rel in sec["figures"][:most]:
+            try:
+                with Image.open(folder / rel) as im:
+                    pics.append(np.asarray(im.convert("RGB")))
+            except (OSError, ValueError):
+                continue
+        if pics:
+            what = f"{best} (most faithful)" if best and sid == ids[0] else sec.get("title", sid)
+            return str(what), pics
+    return "", []
+
+
+def _numbers_text(review: Review) -> str:
+    lines = [textwrap.fill(review.verdict.replace("**", ""), 46), ""]
+    for k in [k for k in review.keys.values() if k.family not in ("per_class_recall", "per_class_ece")][:14]:
+        ch = review.changes.get(k.name)
+        d = f" ({ch.delta:+.3f})" if ch is not None and ch.delta is not None else ""
+        mark = " !" if ch is not None and ch.worse and ch.beyond_noise else ""
+        lines.append(f"{k.name[:30]:<30} {fmt(k.value)[:12]}{d}{mark}")
+    if review.outcomes:
+        lines += ["", f"rules: {len(review.outcomes) - len(review.failed)} pass, {len(review.failed)} fail"]
+    return "\n".join(lines)
+
+
+def write_card(data: dict[str, Any], review: Review, folder: Path, path: Path) -> None:
+    """Draw the card picture of the report in ``folder`` to ``path``."""
+    from ..pictures import figure_to_png, new_figure
+
+    what, pics = map_pictures(data, folder)
+    fig = new_figure((15, 5))
+    gs = fig.add_gridspec(2, 6, width_ratios=[1.6, 1, 1, 1, 0.1, 2.4])
+    ax = fig.add_subplot(gs[:, 0])
+    card = (_sections(data).get("card") or {}).get("results") or {}
+    counts = sorted((card.get("predicted_counts") or {}).items(), key=lambda kv: -kv[1])[:8]
+    if counts:
+        ax.barh([str(c)[:22] for c, _ in counts][::-1], [v for _, v in counts][::-1], color="#4c72b0")
+        ax.set_xlabel("images predicted")
+    top1, top5 = review.keys.get("top1"), review.keys.get("top5")
+    acc = f"top-1 {fmt(top1.value)}  top-5 {fmt(top5.value)}" if top1 and top5 else "no labelled images"
+    ax.set_title(f"Top predictions\n{acc}", fontsize=10)
+    for i in range(6):
+        a = fig.add_subplot(gs[i // 3, 1 + i % 3])
+        a.axis("off")
+        if i < len(pics):
+            a.imshow(pics[i])
+        if i == 1:
+            a.set_title(textwrap.shorten(what or "no attribution maps in this report", 48), fontsize=10)
+    t = fig.add_subplot(gs[:, 5])
+    t.axis("off")
+    t.text(0, 1, _numbers_text(review), va="top", ha="left", family="monospace", fontsize=8.5,
+           transform=t.transAxes)
+    fig.suptitle(textwrap.shorten(str(data.get("title") or "reportgen report"), 110), fontsize=12)
+    path.write_bytes(figure_to_png(fig, dpi=90).data)
+
+
+__all__ = ["write_card", "map_pictures"]
