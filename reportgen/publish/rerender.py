@@ -143,7 +143,8 @@ def publish_report(report: Report, tmp: Path, out: Path, cache: Cache, *, theme:
         write_json(report, manifest, tmp / MARKER, cache)
         single = is_single_file_target(out)
         if review is not None:
-            report.meta.extra["review"] = review(tmp, files=not single, where=str(out))
+            where = str(out if single else out / "index.html")
+            report.meta.extra["review"] = review(tmp, files=not single, where=where)
         if single:
             embed_json(tmp / "index.html", tmp / MARKER)
             publish_file(tmp / "index.html", out)

@@ -12,7 +12,7 @@ without an interval (calibration, drift) show their change, unjudged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -84,8 +84,9 @@ def _proportion(old: Key, new: Key, po: Predictions | None, pn: Predictions | No
             b, c = int((co & ~cn & mask).sum()), int((~co & cn & mask).sum())
             p = mcnemar_exact(b, c)
             d = (c - b) / n
+            pt = f"= {p:.2g}" if p >= 1e-4 else "< 0.0001"
             return Change(new.name, old, new, d, paired_diff_interval(b, c, n), p,
-                          f"McNemar p = {p:.2g}, paired on {n} images", p < alpha, _worse(d, "higher"))
+                          f"McNemar p {pt}, paired on {n} images", p < alpha, _worse(d, "higher"))
     z = NormalDist().inv_cdf(1 - alpha / 2)
     ci = newcombe(old.k, old.n, new.k, new.n, z)
     d = new.k / new.n - old.k / old.n
@@ -135,6 +136,8 @@ def compare_reports(new_report: dict[str, Any], old_report: dict[str, Any], *, n
     for name in shared:
         a = alpha / classes if new_keys[name].family == "per_class_recall" and classes else alpha
         out[name] = change(old_keys[name], new_keys[name], po, pn, pair, a)
+        if a != alpha and out[name].p is not None:  # say the corrected level where it decides
+            out[name] = replace(out[name], how=f"{out[name].how}; Bonferroni alpha {a:.2g} over {classes} classes")
     if pair is not None:
         how = f"paired on {len(pair[0])} images"
     elif pn is None or po is None:

@@ -56,11 +56,8 @@ def check(report, baseline, rules, link_base, show_summary) -> None:
     from .summary import summary_markdown
 
     try:
-        plan = prepare(baseline, rules, link_base, compare=False)
         data, _ = read_report(report, "report")
-        if plan.rules is not None and any(r.relative for r in plan.rules.rules) and plan.baseline is None \
-                and data.get("kind") != "compare":
-            raise ReportgenError("relative rules need --baseline OLD")
+        plan = prepare(baseline, rules, link_base, compare=data.get("kind") == "compare")
     except ReportgenError as e:
         click.echo(f"error: {' '.join(str(e).split())}", err=True)
         sys.exit(2)

@@ -100,10 +100,10 @@ def _pick(v: Any, model: str | None) -> Any:
 
 
 def _sections(report: dict[str, Any], model: str | None) -> dict[str, tuple[dict[str, Any], str | None]]:
-    out = {}
+    out: dict[str, tuple[dict[str, Any], str | None]] = {}
     for s in report.get("sections") or []:
         if isinstance(s, dict) and not s.get("error") and isinstance(s.get("results"), dict):
-            out[s.get("id")] = (_pick(s["results"], model), s.get("page"))
+            out[str(s.get("id"))] = (_pick(s["results"], model), s.get("page"))
     return out
 
 
@@ -129,11 +129,11 @@ def accuracy_keys(report: dict[str, Any], model: str | None) -> list[Key]:
             out.append(_proportion(f"per_class_recall.{name}", "per_class_recall", f"recall of {name}",
                                    int((p.pred[m] == c).sum()), int(m.sum()), page))
         return out
-    n = card.get("labelled_images")
+    labelled = card.get("labelled_images")
     for key, label in (("top1", "top-1 accuracy"), ("top5", "top-5 accuracy")):
         v = card.get(f"{key}_accuracy")
-        if isinstance(n, int) and n > 0 and isinstance(v, (int, float)):
-            out.append(_proportion(key, key, label, int(round(v * n)), n, page))
+        if isinstance(labelled, int) and labelled > 0 and isinstance(v, (int, float)):
+            out.append(_proportion(key, key, label, int(round(v * labelled)), labelled, page))
     per: dict[str, list[int]] = {}
     for row in card.get("confusion") or []:
         if isinstance(row, list) and len(row) == 3:

@@ -83,15 +83,16 @@ def _verdict(keys: dict[str, Key], changes: dict[str, Change], failed: list[Outc
     elif worse:
         head, body = "**Regressed**", f"{worse[0].new.label}: {worse[0].describe()}"
     elif better:
-        c = changes.get("top1") if changes.get("top1") in better else better[0]
-        head, body = "**Improved**", f"{c.new.label}: {c.describe()}"
+        best = changes["top1"] if changes.get("top1") in better else better[0]
+        head, body = "**Improved**", f"{best.new.label}: {best.describe()}"
     else:
         c = changes.get("top1")
         head = "**No change beyond noise**"
         body = f"top-1 {c.describe()}" if c else f"{len(changes)} shared numbers ({pairing})"
-    if failed:
-        head += f" · **{len(failed)} rule check(s) failed**"
-    return f"{head}: {body}"
+    body = " ".join(body.split())
+    body = body if len(body) <= 300 else body[:299] + "…"
+    tail = f" · **{len(failed)} rule check(s) failed**" if failed else ""
+    return f"{head}: {body}{tail}"
 
 
 def _severity(c: Change) -> tuple[int, float]:

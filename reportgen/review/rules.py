@@ -217,7 +217,7 @@ def _check(rule: Rule, key: Key, ch: Change | None) -> tuple[bool, str, str]:
             thresholds.append(f"drop <= {rule.max_drop:g}")
             fails.append(drop > rule.max_drop + 1e-12)
         if rule.no_drop_beyond_noise:
-            thresholds.append("no drop beyond noise")
+            thresholds.append("no new failure" if key.better == "pass" else "no drop beyond noise")
             fails.append(bool(ch.worse and ch.beyond_noise))
     elif rule.relative:
         thresholds.append("baseline has no such number: not judged")

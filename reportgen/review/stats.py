@@ -38,8 +38,11 @@ def mcnemar_exact(b: int, c: int) -> float:
     m = b + c
     if m == 0:
         return 1.0
-    tail = sum(math.comb(m, i) for i in range(min(b, c) + 1)) / 2.0 ** m
-    return min(1.0, 2.0 * tail)
+    term = total = 1  # C(m, 0); exact integers, so any number of pairs works
+    for i in range(min(b, c)):
+        term = term * (m - i) // (i + 1)
+        total += term
+    return min(1.0, 2 * total / (1 << m))
 
 
 def paired_diff_interval(b: int, c: int, n: int, z: float = Z95) -> tuple[float, float] | None:
