@@ -83,6 +83,8 @@ def load_tree(out: Path, cache: Cache) -> Report:
         raise ReportgenError(f"the report tree of {out} is no longer in the cache ({cache.dir}; evicted or "
                              "cleared); rebuild with reportgen build (it reuses whatever is still cached)")
     tree.meta.extra[TREE_KEY] = {"sha256": key}
+    if data.get("review"):
+        tree.meta.extra["review"] = data["review"]  # a re-render keeps the review (see publish_report)
     if data.get("theme"):
         tree.meta.theme = data["theme"]  # as last rendered
     return tree
@@ -145,6 +147,10 @@ def publish_report(report: Report, tmp: Path, out: Path, cache: Cache, *, theme:
         if review is not None:
             where = str(out if single else out / "index.html")
             report.meta.extra["review"] = review(tmp, files=not single, where=where)
+        elif previous is not None:  # a re-render: the review of the report it replaces stays
+            for name in ("summary.md", "card.png"):
+                if (previous / name).is_file() and not single:
+                    shutil.copy2(previous / name, tmp / name)
         if single:
             embed_json(tmp / "index.html", tmp / MARKER)
             publish_file(tmp / "index.html", out)

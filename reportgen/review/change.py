@@ -86,7 +86,7 @@ def _proportion(old: Key, new: Key, po: Predictions | None, pn: Predictions | No
             d = (c - b) / n
             pt = f"= {p:.2g}" if p >= 1e-4 else "< 0.0001"
             return Change(new.name, old, new, d, paired_diff_interval(b, c, n), p,
-                          f"McNemar p {pt}, paired on {n} images", p < alpha, _worse(d, "higher"))
+                          f"McNemar p {pt}, paired on {n} image{'s' * (n != 1)}", p < alpha, _worse(d, "higher"))
     z = NormalDist().inv_cdf(1 - alpha / 2)
     ci = newcombe(old.k, old.n, new.k, new.n, z)
     d = new.k / new.n - old.k / old.n

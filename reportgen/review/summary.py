@@ -43,7 +43,7 @@ def _link(review: Review, key: Key, text: str) -> str:
 
 
 def _row(review: Review, k: Key, ch: Change | None) -> str:
-    ci = f"{k.ci[0]:.3g} – {k.ci[1]:.3g}" if k.ci else ""
+    ci = f"{round(k.ci[0], 4):.3g} – {round(k.ci[1], 4):.3g}" if k.ci else ""
     change = judged = base = ""
     if ch is not None:
         base = _cell(fmt(ch.old.value), 24)
@@ -76,13 +76,21 @@ def key_table(review: Review) -> list[str]:
 
 
 def regressions(review: Review) -> list[str]:
+    """The changes for the worse beyond noise (most first), then the largest drops within noise."""
     worse = [c for c in review.changes.values() if c.worse]
-    worse.sort(key=lambda c: (not c.beyond_noise, c.delta if c.delta is not None else -1.0))
-    if not worse:
-        return []
-    out = ["", "### Top regressions", ""]
-    out += [f"- {_cell(c.new.label, 80)}: {_cell(c.describe(), 160)}" for c in worse[:MAX_LIST]]
-    return out + _more(len(worse), MAX_LIST)
+    worse.sort(key=lambda c: c.delta if c.delta is not None else -1.0)
+    beyond = [c for c in worse if c.beyond_noise]
+    within = [c for c in worse if not c.beyond_noise]
+    out = []
+    if beyond:
+        out += ["", "### Top regressions (beyond noise)", ""]
+        out += [f"- {_cell(c.new.label, 80)}: {_cell(c.describe(), 160)}" for c in beyond[:MAX_LIST]]
+        out += _more(len(beyond), MAX_LIST)
+    if within:
+        out += ["", "Largest drops within noise:", ""]
+        out += [f"- {_cell(c.new.label, 80)}: {_cell(c.describe(), 160)}" for c in within[:5]]
+        out += _more(len(within), 5)
+    return out
 
 
 def drift_lines(data: dict[str, Any], review: Review) -> list[str]:

@@ -78,3 +78,16 @@ def test_a_baseline_loads_from_a_folder_a_json_and_a_single_file(parent, tmp_pat
     for bad in (tmp_path / "missing", tmp_path):
         with pytest.raises(ReportgenError, match="baseline"):
             load_baseline(bad)
+
+
+def test_a_rerender_keeps_the_review(parent):
+    import shutil
+
+    copy = parent / "rerendered"
+    shutil.copytree(parent / "child" if (parent / "child").exists() else parent / "parent", copy)
+    before = json.loads((copy / "report.json").read_text())["review"]
+    summary = (copy / "summary.md").read_text()
+    r = CliRunner().invoke(main, ["render", str(copy), "--theme", "dark", "--cache-dir", str(parent / "cache")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((copy / "report.json").read_text())["review"] == before
+    assert (copy / "summary.md").read_text() == summary and (copy / "card.png").is_file()
