@@ -48,7 +48,8 @@ def map_pictures(data: dict[str, Any], folder: Path, most: int = 6) -> tuple[str
             except (OSError, ValueError):
                 continue
         if pics:
-            what = f"{best} (most faithful)" if best and sid == ids[0] else sec.get("title", sid)
+            title = sec.get("title", sid)
+            what = f"{title} (most faithful: {best})" if best and sid == ids[0] else title
             return str(what), pics
     return "", []
 

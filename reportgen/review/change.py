@@ -22,6 +22,11 @@ from .keys import Key, Predictions, key_numbers, predictions
 from .stats import combined_interval, mcnemar_exact, newcombe, paired_bootstrap, paired_diff_interval
 
 
+#: fewer images than this: a score's change is shown, not judged (a bootstrap over a handful of images is no
+#: noise estimate)
+MIN_IMAGES = 5
+
+
 @dataclass(frozen=True)
 class Change:
     """``new`` against ``old``: the difference, its interval or p-value, how it was judged and the verdict."""
@@ -98,6 +103,10 @@ def _proportion(old: Key, new: Key, po: Predictions | None, pn: Predictions | No
 def _score(old: Key, new: Key) -> Change:
     assert isinstance(old.value, float) and isinstance(new.value, float)
     d = new.value - old.value
+    n = min(old.n or 0, new.n or 0)
+    if (old.ci or old.per_image) and n < MIN_IMAGES:  # a bootstrap over 2 images says nothing
+        return Change(new.name, old, new, d, None, None, f"too few images to judge (n = {n} < {MIN_IMAGES})", None,
+                      _worse(d, new.better))
     if old.per_image and new.per_image and old.images and old.images == new.images:
         ci = paired_bootstrap([a - b for a, b in zip(new.per_image, old.per_image)])
         how = f"bootstrap, paired on {len(new.per_image)} images"

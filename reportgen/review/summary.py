@@ -50,6 +50,10 @@ def _row(review: Review, k: Key, ch: Change | None) -> str:
         change = f"{ch.delta:+.3g}" if ch.delta is not None else ("changed" if ch.worse is not None else "same")
         judged = {True: "beyond noise", False: "within noise", None: ""}[ch.beyond_noise]
         judged += (" (worse)" if ch.worse else " (better)" if ch.worse is False else "") if ch.beyond_noise else ""
+        if ch.how == "verdict":
+            judged = {True: "newly failing", False: "newly passing", None: ""}[ch.worse]
+        elif ch.beyond_noise is None and ch.delta is not None:
+            judged = "not judged"
     return (f"| {_link(review, k, _cell(k.label, 70))} | {_cell(fmt(k.value), 30)} | {ci} | {k.n or ''} | {base} "
             f"| {change} | {judged} | {_mark(review, k.name)} |")
 
@@ -78,7 +82,7 @@ def key_table(review: Review) -> list[str]:
 def regressions(review: Review) -> list[str]:
     """The changes for the worse beyond noise (most first), then the largest drops within noise."""
     worse = [c for c in review.changes.values() if c.worse]
-    worse.sort(key=lambda c: c.delta if c.delta is not None else -1.0)
+    worse.sort(key=lambda c: (c.new.family not in ("top1", "top5"), c.delta if c.delta is not None else -1.0))
     beyond = [c for c in worse if c.beyond_noise]
     within = [c for c in worse if not c.beyond_noise]
     out = []
