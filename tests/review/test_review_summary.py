@@ -62,3 +62,15 @@ def test_summary_stays_under_60kb_for_1000_classes_and_10000_images(tmp_path, mo
     text = (tmp_path / "summary.md").read_text(encoding="utf-8")
     assert text.splitlines()[2].startswith("**No baseline**") and not review.outcomes
     assert len(text.encode("utf-8")) < LIMIT
+
+
+def test_the_example_review_is_whole():
+    """example_reports/review: the perturbed demo checkpoint reviewed against its parent."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "example_reports" / "review"
+    text = (root / "child" / "summary.md").read_text(encoding="utf-8")
+    assert text.splitlines()[2].startswith("**Regressed**: top-1 accuracy") and len(text.encode()) < LIMIT
+    assert (root / "child" / "card.png").read_bytes()[:4] == b"\x89PNG"
+    review = json.loads((root / "child" / "report.json").read_text())["review"]
+    assert not review["passed"] and review["pairing"] == "paired on 100 images"
