@@ -5,7 +5,9 @@
 ``report.json`` (:func:`reportgen.review.write_review` inside the atomic output swap).
 
 A comparison report without ``--baseline`` is reviewed as its second model against its first (paired: the
-same images). With ``--baseline``, its second model is judged against the baseline report.
+same images); only a ``--rules`` file gates it then (the default rules need ``--baseline``, so a comparison's
+exit code does not change unless asked). With ``--baseline``, its second model is judged against the baseline
+report.
 """
 
 from __future__ import annotations
@@ -114,10 +116,8 @@ def make_review(data: dict[str, Any], plan: ReviewPlan) -> Review:
         changes, pairing = compare_reports(data, data, new_model=models[1], old_model=models[0], alpha=alpha)
         against = f"model {models[0]} of this comparison"
     rules = plan.rules
-    if rules is None and against is not None:
-        old = plan.baseline.report if plan.baseline else data
-        rules = default_rules(keys, key_numbers(old, models[0] if plan.baseline is None and models else None),
-                              alpha)
+    if rules is None and plan.baseline is not None:  # a comparison's B vs A is shown, gated only by --rules
+        rules = default_rules(keys, key_numbers(plan.baseline.report), alpha)
     outcomes = evaluate(rules, keys, changes) if rules is not None else []
     failed = [o for o in outcomes if not o.passed]
     links = {}
