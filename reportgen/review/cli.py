@@ -69,7 +69,7 @@ def check(report, baseline, rules, link_base, show_summary) -> None:
         click.echo(o.line(), err=True)
     n = len(review.outcomes)
     click.echo(f"{review.rules_source}: {n - len(review.failed)} of {n} checks pass.")
-    if not review.outcomes and plan.baseline is None and plan.rules is None:
+    if not review.outcomes and review.against is None and plan.rules is None:
         click.echo("(no rules and no baseline: nothing to check; give --baseline OLD and/or --rules FILE)")
     sys.exit(1 if review.failed else 0)
 
