@@ -38,6 +38,7 @@ from .labels import folder_class_names
 from .display_paths import display_path, published_command, published_model_info
 from .report import ImagesInfo, Note, Report, RunInfo, Section, SkippedImage
 from .publish.rerender import publish_report, staged_output, store_tree
+from .review import review_plan, run_predictions
 from .device import apply_threads, device_description, resolve_device
 
 
@@ -308,6 +309,7 @@ def build_report(
         cfg.general.layer = mo.layer
     check_out(out, images if isinstance(images, (str, Path)) else None)
     cache = open_cache(o)
+    review = review_plan(o)  # baseline and rules: bad input before the model is loaded
     apply_threads(cfg.general.threads, log=log)  # logs "threads: N (why)"
 
     # model
@@ -366,9 +368,10 @@ def build_report(
                 command=published_command(sys.argv),
             ),
         )
+        report.meta.extra["predictions"] = run_predictions([ctx], log=log)  # a later review pairs images
         report.meta.total_time_s = round(time.perf_counter() - t_start, 2)
         store_tree(report, cache)  # `reportgen render` re-renders it without the model
-        manifest = publish_report(report, tmp, out, cache, theme=theme, single_file=single_file)
+        manifest = publish_report(report, tmp, out, cache, theme=theme, single_file=single_file, review=review)
         cache.trim()
     if is_single_file_target(out):
         return BuildResult(out=out, index=out, report=report, manifest=manifest)

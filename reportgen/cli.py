@@ -11,6 +11,7 @@ from typing import Iterable
 import click
 
 from . import __version__
+from .review.cli import check, review_exit, review_options
 
 MODEL_HELP = (
     "The model: a torchvision name (resnet18; weights from --weights or the torch hub cache, never downloaded), "
@@ -100,7 +101,7 @@ def main() -> None:
 EXIT_CODES = """\b
 Exit codes:
   0    the report was written and every section succeeded
-  1    the report was written, but some section failed (its page shows the error)
+  1    the report was written, but some section failed (its page shows the error) or a rule failed
   2    bad input: model, images, labels, options, or an output that cannot be written
        or is locked by another build (nothing was replaced)
   3    internal error (a bug: rerun with --debug and report the traceback)
@@ -148,6 +149,7 @@ def _run(work, debug: bool = False, strict: bool = False, what: str = "Report"):
         names = ", ".join(s.id for s in rep.failed)
         click.echo(f"\n{len(rep.failed)} section(s) failed: {names}. Their pages show the error; "
                    "rerun with --strict to stop at the first failure with a traceback.", err=True)
+    if review_exit(rep) or rep.failed:
         sys.exit(1)
 
 
@@ -247,7 +249,7 @@ def run_options(f):
     ]
     for o in reversed(opts):
         f = o(f)
-    return common_options(f)
+    return common_options(review_options(f))
 
 
 def common_options(f):
@@ -491,6 +493,7 @@ def site(reports, out, theme, title, link) -> None:
 
 from .publish.export import export_command  # noqa: E402 - `reportgen export`: its own module
 main.add_command(export_command)
+main.add_command(check)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

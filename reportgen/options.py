@@ -111,6 +111,11 @@ class RunOptions:
     cache_dir: str | Path | None = None
     cache_size: str | int | None = None
     wait: bool = False
+    baseline: str | Path | None = None
+    rules: str | Path | None = None
+    """A TOML rules file checked after the report is written (``--rules``, see reportgen.review.rules)."""
+    link_base: str | None = None
+    """URL where the report will be published: summary.md links into it (``--link-base``)."""
     debug: bool = False
     """Only the CLI reads it: tracebacks of errors are printed."""
 

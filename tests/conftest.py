@@ -145,3 +145,9 @@ class ColourMeans(nn.Module):
 
     def forward(self, x):
         return self.fc(self.pool(self.act(self.conv(x))).flatten(1))
+
+
+@pytest.fixture(autouse=True)
+def _no_step_summary(monkeypatch):
+    """Builds append summary.md to $GITHUB_STEP_SUMMARY (reportgen.review): not the test suite's own builds."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)

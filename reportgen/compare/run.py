@@ -32,6 +32,7 @@ from ..errors import ConfigError, ReportgenError
 from ..options import RunOptions
 from ..publish.atomic import check_out, is_single_file_target
 from ..publish.rerender import staged_output, store_tree
+from ..review import review_plan, run_predictions
 from ..report import ImagesInfo, Report, RunInfo
 from .cka import Estimator
 from .cka_section import cka_section
@@ -86,6 +87,7 @@ def compare_reports(
     per_model = o.models(2)
     check_out(out, images if isinstance(images, (str, Path)) else None)
     cache = open_cache(o)
+    review = review_plan(o, compare=True)  # baseline and rules: bad input before the models are loaded
     apply_threads(cfg.general.threads, log=log)  # logs "threads: N (why)"
     loaded = [load_for_run(m, mo, o.trust) for m, mo in zip((model_a, model_b), per_model)]
     dev = resolve_device(o.device)
@@ -129,10 +131,11 @@ def compare_reports(
             title=o.title or f"{names[0]}: {titles[0]} vs {names[1]}: {titles[1]} — comparison",
             sections=sections, skipped_images=list(ca.images.skipped),
             meta=_meta(ctxs, names, images, cfg, dev, theme_label(o.theme), cka_estimator))
+        report.meta.extra["predictions"] = run_predictions(ctxs, names, log=log)
         report.meta.total_time_s = round(time.perf_counter() - t_start, 2)
         store_tree(report, cache)
         manifest = publish_report(report, tmp, out, cache, theme=o.theme,
-                                  single_file=o.single_file or is_single_file_target(out))
+                                  single_file=o.single_file or is_single_file_target(out), review=review)
         cache.trim()
     index = out if is_single_file_target(out) else out / manifest.get("index", "index.html")
     return BuildResult(out=out, index=index, report=report, manifest=manifest)

@@ -83,6 +83,8 @@ def load_tree(out: Path, cache: Cache) -> Report:
         raise ReportgenError(f"the report tree of {out} is no longer in the cache ({cache.dir}; evicted or "
                              "cleared); rebuild with reportgen build (it reuses whatever is still cached)")
     tree.meta.extra[TREE_KEY] = {"sha256": key}
+    if data.get("review"):
+        tree.meta.extra["review"] = data["review"]  # a re-render keeps the review (see publish_report)
     if data.get("theme"):
         tree.meta.theme = data["theme"]  # as last rendered
     return tree
@@ -127,10 +129,12 @@ def staged_output(out: Path, *, wait: bool = False, log: Callable[[str], None] |
 
 
 def publish_report(report: Report, tmp: Path, out: Path, cache: Cache, *, theme: str,
-                   single_file: bool = False) -> dict[str, Any]:
+                   single_file: bool = False, review: Any = None) -> dict[str, Any]:
     """Render ``report`` into ``tmp`` with its report.json, then move it into place as ``out`` (atomically).
 
     The caller holds :class:`~reportgen.publish.atomic.OutputLock` on ``out`` and removes ``tmp`` afterwards.
+    ``review`` (:func:`reportgen.review.review_plan`'s ``Reviewer``) reviews the staged report: report.json's
+    ``review`` key, summary.md and card.png beside index.html (a folder report).
     """
     from ..render import render_report
 
@@ -139,7 +143,15 @@ def publish_report(report: Report, tmp: Path, out: Path, cache: Cache, *, theme:
         manifest = render_report(report, tmp, theme=theme, single_file=single_file,
                                  encoded=cache if cache.enabled else None, link_from=previous)
         write_json(report, manifest, tmp / MARKER, cache)
-        if is_single_file_target(out):
+        single = is_single_file_target(out)
+        if review is not None:
+            where = str(out if single else out / "index.html")
+            report.meta.extra["review"] = review(tmp, files=not single, where=where)
+        elif previous is not None:  # a re-render: the review of the report it replaces stays
+            for name in ("summary.md", "card.png"):
+                if (previous / name).is_file() and not single:
+                    shutil.copy2(previous / name, tmp / name)
+        if single:
             embed_json(tmp / "index.html", tmp / MARKER)
             publish_file(tmp / "index.html", out)
         else:

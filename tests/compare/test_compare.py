@@ -89,7 +89,7 @@ def run_compare(tmp_path, techniques=("filters", "saliency", "class_visualizatio
     assert set(data) == {"reportgen", "title", "kind", "model", "models", "accuracy", "num_classes", "images",
                          "command",
                          "config", "device", "versions", "theme", "generated", "total_time_s", "skipped_images",
-                         "sections", "cache", "report_tree"}
+                         "sections", "cache", "report_tree", "predictions", "review"}
     assert data["kind"] == "compare" and set(data["models"]) == {"shipped", "tuned"}
 
 

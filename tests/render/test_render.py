@@ -513,7 +513,8 @@ def test_build_with_a_theme_folder_records_a_published_path(tmp_path, image_dir,
     assert set(data) == {"reportgen", "title", "model", "model_hash", "num_classes", "preprocessing",
                          "preprocessing_text", "images", "config", "device", "versions", "theme", "generated",
                          "command", "total_time_s", "skipped_images", "sections", "cache",
-                         "report_tree"}  # the stored tree `reportgen render` reads
+                         "report_tree",  # the stored tree `reportgen render` reads
+                         "predictions", "review"}  # per-image predictions and the review (reportgen.review)
     assert set(data["images"]) == {"folder", "count", "skipped", "labels_from"}
     html = (tmp_path / "out" / "index.html").read_text()
     assert 'data-theme="mine"' in html and 'content="dark"' in html
