@@ -113,6 +113,8 @@ class RunOptions:
     wait: bool = False
     debug: bool = False
     """Only the CLI reads it: tracebacks of errors are printed."""
+    baseline: str | Path | None = None
+    """An earlier report (folder, report.json or single .html file) this run is compared with."""
 
     @classmethod
     def of(cls, options: RunOptions | None = None, **kw: Any) -> RunOptions:

@@ -1,0 +1,226 @@
+"""The explanation drift section: ``compare`` (A against B) and ``build --baseline OLD`` (OLD against this run).
+
+Both runs' maps come from their faithfulness sections (:mod:`.maps`: the maps it scores, for the explained class,
+kept small); :func:`.compute.compare_maps` compares them; this module only turns the numbers into blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any, Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ReportgenError
+from ..registry import Range
+from ..report import Grid, GridItem, ImageData, Note, Section, Table
+from .compute import MIN_CLASS_IMAGES, UNCHANGED, Drift, compare_maps, similarity
+from .maps import SOURCE, MapSet, from_section_arrays, load_maps
+
+RESULTS = {
+    "names": "the two runs' names (first: the earlier run or model A)",
+    "images_compared": "images explained by both runs (same file SHA-256)",
+    "topk": "share of the pixels in the top-k overlap",
+    "predictions_changed": "images of those whose prediction differs between the runs",
+    "methods[].method": "attribution method both runs computed",
+    "methods[].images": "images compared for it",
+    "methods[].mean_rank_correlation": "mean Spearman rho of the two maps (1 = same pixel order)",
+    "methods[].mean_topk_overlap": "mean intersection over union of the two maps' top-k pixels",
+    "methods[].min_rank_correlation": "lowest rho over the images",
+    "changed_images[]": "(image, method) pairs with the lowest similarity (rho + IoU) / 2 among images whose "
+                        "prediction did not change: image, image_id, method, rank_correlation, topk_overlap, "
+                        "similarity, prediction_same, class",
+    "image_ranking[]": "every common image by its mean similarity over the methods, lowest first (with its mean "
+                       "rho and whether the prediction is the same)",
+    "class_tests[]": "classes with >= 3 images: class, images, mean_rank_correlation, "
+                     "others_mean_rank_correlation, p_value (permutation, Bonferroni), drifted",
+    "drifted_classes[]": "classes whose explanations moved as a group beyond noise: class, mean_rank_correlation, "
+                         "images, p_value",
+    "concepts": "per-class concepts are not compared yet (a sentence)",
+    "unsupported": "why nothing could be compared (no maps in common)",
+}
+TITLE = "Explanation drift"
+SUMMARY = ("Whether the two runs explain the same images the same way: per attribution method and image, the rank "
+           "correlation of the two maps and the overlap of their top pixels; the images whose explanation changed "
+           "most while the prediction did not, and classes whose explanations moved together.")
+CONCEPTS = ("Concepts per class are not compared by this section (not implemented yet); the comparison's "
+            "concepts_match section pairs the two models' concepts.")
+
+
+@dataclass
+class DriftOptions:
+    topk: Annotated[float, Range(gt=0, le=1)] = 0.1
+    """Share of each map's highest pixels whose overlap is measured."""
+    top: Annotated[int, Range(ge=1)] = 8
+    """How many (image, method) pairs the most-changed list shows."""
+    permutations: Annotated[int, Range(ge=100)] = 2000
+    """Shuffles of the class labels in the class test."""
+    alpha: Annotated[float, Range(gt=0, lt=1)] = 0.05
+    """Level of the class test (after the Bonferroni correction)."""
+
+
+def unsupported(why: str, names: Sequence[str]) -> Section:
+    sec = Section(id="drift", title=TITLE, summary=SUMMARY)
+    sec.add(Note(f"Explanation drift cannot be measured: {why}.", kind="warning"))
+    sec.results = {"names": list(names), "unsupported": why, "methods": [], "changed_images": [],
+                   "drifted_classes": []}
+    return sec
+
+
+def _upsample(m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    f = Image.fromarray(np.asarray(m, dtype=np.float32), mode="F")
+    return np.asarray(f.resize((shape[1], shape[0]), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def changed_grid(res: Drift, names: Sequence[str], picture: Callable[[str], tuple[np.ndarray, str] | None],
+                 class_name: Callable[[int], str]) -> Grid | None:
+    """Each most-changed pair as image | A's map | B's map (overlays; each cell links to the image's page)."""
+    from ..attribution.visualization import attr_image
+
+    items = []
+    assert res.maps_a is not None and res.maps_b is not None
+    for q, i, rho, ov in res.changed:
+        got = picture(res.sha256[i])
+        if got is None:
+            continue
+        img, iid = got
+        method = res.methods[q].method
+        items.append(GridItem(ImageData(img, image_id=iid, whole=True), label=res.names[i],
+                              sublabel=f"{class_name(int(res.targets[i]))}; predicted "
+                                       f"{class_name(int(res.preds_b[i]))} by both", alt=f"input {res.names[i]}"))
+        for side, maps in zip(names, (res.maps_a, res.maps_b)):
+            pic = attr_image(_upsample(maps[q, i], img.shape), img, "overlay", outlier_perc=0.0)
+            items.append(GridItem(ImageData(pic, image_id=iid), label=f"{method}: {side}",
+                                  sublabel=f"rho {rho:.2f}, top-{res.k:.0%} IoU {ov:.2f}",
+                                  alt=f"{method} map of {res.names[i]} by {side}"))
+    if not items:
+        return None
+    return Grid(items, columns=3, caption=(
+        f"The {len(res.changed)} (image, method) pairs whose maps changed most (lowest mean of rank correlation and "
+        f"top-{res.k:.0%} overlap) among images predicted the "
+        f"same by {names[0]} and {names[1]}: the image, then each run's map over it (kept at 32x32, so coarse). "
+        "Click an image for its page."))
+
+
+def drift_results(res: Drift, names: Sequence[str], ids: Callable[[str], str],
+                  class_name: Callable[[int], str]) -> dict[str, Any]:
+    same = res.same_prediction
+    score, sim = res.image_rho(), res.image_similarity()
+    return {
+        "names": list(names), "images_compared": len(res.sha256), "topk": res.k,
+        "predictions_changed": int((~same).sum()),
+        "methods": [{"method": m.method, "images": len(m.rho), "mean_rank_correlation": round(float(m.rho.mean()), 4),
+                     "mean_topk_overlap": round(float(m.overlap.mean()), 4),
+                     "min_rank_correlation": round(float(m.rho.min()), 4)} for m in res.methods],
+        "changed_images": [{"image": res.names[i], "image_id": ids(res.sha256[i]), "method": res.methods[q].method,
+                            "rank_correlation": round(rho, 4), "topk_overlap": round(ov, 4),
+                            "similarity": round(similarity(rho, ov), 4),
+                            "prediction_same": bool(same[i]), "class": class_name(int(res.targets[i]))}
+                           for q, i, rho, ov in res.changed],
+        "image_ranking": [{"image": res.names[i], "similarity": round(float(sim[i]), 4),
+                           "mean_rank_correlation": round(float(score[i]), 4), "prediction_same": bool(same[i])}
+                          for i in np.argsort(sim, kind="stable")],
+        "class_tests": [{"class": class_name(c.cls), "images": c.images, "mean_rank_correlation": round(c.mean_rho, 4),
+                         "others_mean_rank_correlation": round(c.others_rho, 4), "p_value": round(c.p_value, 4),
+                         "drifted": c.drifted} for c in res.classes],
+        "drifted_classes": [{"class": class_name(c.cls), "mean_rank_correlation": round(c.mean_rho, 4),
+                             "images": c.images, "p_value": round(c.p_value, 4)} for c in res.classes if c.drifted],
+        "concepts": CONCEPTS,
+    }
+
+
+def drift_section(a: MapSet, b: MapSet, names: Sequence[str], ctx, opts: DriftOptions | None = None) -> Section:
+    """The section for ``b`` against ``a``; ``ctx`` (the later run) gives the pictures, image ids and class names."""
+    opts = opts or DriftOptions()
+    res = compare_maps(a, b, opts.topk, opts.top, opts.permutations, opts.alpha, seed=ctx.seed_for("drift/classes"))
+    if res.reason is not None:
+        return unsupported(res.reason, names)
+    where = {r.sha256: i for i, r in enumerate(ctx.images.records)}
+
+    def picture(sha: str):
+        return (ctx.images.display(where[sha]), ctx.images.image_id(where[sha])) if sha in where else None
+
+    sec = Section(id="drift", title=f"{TITLE}: {names[0]} | {names[1]}", summary=SUMMARY, params=asdict(opts))
+    sec.results = r = drift_results(res, names, lambda s: picture(s)[1] if s in where else "", ctx.class_name)
+    n = r["images_compared"]
+    sec.add(Table(["method", "images", "mean rank correlation", f"mean top-{opts.topk:.0%} overlap (IoU)",
+                   "lowest rank correlation"],
+                  [[m["method"], m["images"], m["mean_rank_correlation"], m["mean_topk_overlap"],
+                    m["min_rank_correlation"]] for m in r["methods"]], numeric=[1, 2, 3, 4], caption=(
+        f"Per method, over the {n} image(s) both runs explained (matched by file content): Spearman rank correlation "
+        f"of the two maps (1 = the same pixel order) and intersection over union of their top {opts.topk:.0%} pixels "
+        f"(1 = the same most relevant pixels; unrelated maps give about {opts.topk / (2 - opts.topk):.2f}). "
+        f"{r['predictions_changed']} of the {n} predictions differ between the runs.")))
+    if n < MIN_CLASS_IMAGES:
+        sec.add(Note(f"Only {n} image(s) in common: too few to say whether the explanations drifted in general "
+                     "(raise faithfulness.max_images in both runs).", kind="warning"))
+    grid = changed_grid(res, names, picture, ctx.class_name)
+    if grid is not None:
+        sec.add(grid)
+    elif not res.same_prediction.any():
+        sec.add(Note("Every common image changed its prediction, so no explanation changed on its own."))
+    elif not res.changed:
+        sec.add(Note(f"No explanation changed: on every image predicted the same by both runs, every method's rank "
+                     f"correlation is at least {UNCHANGED}."))
+    sec.add(class_note(r, n))
+    sec.add(Note(CONCEPTS))
+    return sec
+
+
+def class_note(r: dict[str, Any], n: int) -> Note:
+    tests = r["class_tests"]
+    if not tests:
+        return Note(f"No class has {MIN_CLASS_IMAGES} or more of the {n} common images (and others beside it), so "
+                    "no class is tested for drift as a group.")
+    if r["drifted_classes"]:
+        named = ", ".join(f"{c['class']} (mean rho {c['mean_rank_correlation']:.2f} over {c['images']} images, "
+                          f"p = {c['p_value']:.3f})" for c in r["drifted_classes"])
+        return Note(f"Explanations moved as a group, beyond noise, for: {named}. The other images' mean rho is "
+                    "higher (permutation test of the class labels, Bonferroni over the classes tested).",
+                    kind="warning")
+    return Note(f"{len(tests)} class(es) tested; none moved as a group beyond noise (permutation test of the class "
+                "labels, Bonferroni-corrected, 5% level).")
+
+
+def faithfulness_maps(sec: Section | None) -> tuple[MapSet | None, str]:
+    """The maps a run's faithfulness section kept, or (None, why not)."""
+    if sec is None:
+        return None, "the faithfulness section (which computes the maps) was not run"
+    if sec.error or "unsupported" in sec.results:
+        return None, f"the faithfulness section did not run to the end ({sec.error or sec.results['unsupported']})"
+    ms = from_section_arrays(getattr(sec, "arrays", None))
+    return (ms, "") if ms is not None else (None, "the faithfulness section kept no maps")
+
+
+def compare_drift_section(ctx, names: Sequence[str], a: Section | None, b: Section | None) -> Section:
+    """``compare``: A's maps against B's (both faithfulness sections of the comparison)."""
+    (ma, wa), (mb, wb) = faithfulness_maps(a), faithfulness_maps(b)
+    if ma is None or mb is None:
+        return unsupported(f"{wa or wb} (include faithfulness in the compared techniques)", names)
+    return drift_section(ma, mb, names, ctx)
+
+
+def baseline_drift_section(ctx, baseline: str | Path, sections: list[Section]) -> Section:
+    """``build --baseline OLD``: OLD's kept maps against this run's."""
+    from ..display_paths import display_path
+
+    names = ("baseline", "this run")
+    mb, why = faithfulness_maps(next((s for s in sections if s.id == SOURCE), None))
+    if mb is None:
+        return unsupported(f"this run has no maps to compare: {why}", names)
+    try:
+        ma = load_maps(baseline)
+    except (ReportgenError, ValueError) as e:
+        return unsupported(f"the baseline's maps cannot be read: {e}", names)
+    if ma is None:
+        return unsupported(f"the baseline {display_path(baseline)} kept no attribution maps (its faithfulness "
+                           "section did not run, or it was built by a reportgen that did not keep them)", names)
+    sec = drift_section(ma, mb, names, ctx)
+    sec.results["baseline"] = display_path(baseline)
+    return sec
+
+
+__all__ = ["RESULTS", "DriftOptions", "drift_section", "drift_results", "compare_drift_section",
+           "baseline_drift_section", "unsupported", "faithfulness_maps"]
