@@ -32,7 +32,7 @@ RESULTS = {
     "changed_images[]": "(image, method) pairs with the lowest similarity (rho + IoU) / 2 among images whose "
                         "prediction did not change: image, image_id, method, rank_correlation, topk_overlap, "
                         "similarity, prediction_same, class",
-    "image_ranking[]": "every common image by its mean similarity over the methods, lowest first (with its mean "
+    "image_ranking[]": "every common image by its mean_similarity over the methods, lowest first (with its mean "
                        "rho and whether the prediction is the same)",
     "class_tests[]": "classes with >= 3 images: class, images, mean_rank_correlation, "
                      "others_mean_rank_correlation, p_value (permutation, Bonferroni), drifted",
@@ -88,12 +88,12 @@ def changed_grid(res: Drift, names: Sequence[str], picture: Callable[[str], tupl
         img, iid = got
         method = res.methods[q].method
         items.append(GridItem(ImageData(img, image_id=iid, whole=True), label=res.names[i],
-                              sublabel=f"{class_name(int(res.targets[i]))}; predicted "
-                                       f"{class_name(int(res.preds_b[i]))} by both", alt=f"input {res.names[i]}"))
+                              sublabel=f"map of {class_name(int(res.targets[i]))}; both predict "
+                                       f"{class_name(int(res.preds_b[i]))}", alt=f"input {res.names[i]}"))
         for side, maps in zip(names, (res.maps_a, res.maps_b)):
             pic = attr_image(_upsample(maps[q, i], img.shape), img, "overlay", outlier_perc=0.0)
             items.append(GridItem(ImageData(pic, image_id=iid), label=f"{method}: {side}",
-                                  sublabel=f"rho {rho:.2f}, top-{res.k:.0%} IoU {ov:.2f}",
+                                  sublabel=(f"rho {rho:.2f}, top-{res.k:.0%} IoU {ov:.2f}" if side == names[1] else ""),
                                   alt=f"{method} map of {res.names[i]} by {side}"))
     if not items:
         return None
@@ -119,7 +119,7 @@ def drift_results(res: Drift, names: Sequence[str], ids: Callable[[str], str],
                             "similarity": round(similarity(rho, ov), 4),
                             "prediction_same": bool(same[i]), "class": class_name(int(res.targets[i]))}
                            for q, i, rho, ov in res.changed],
-        "image_ranking": [{"image": res.names[i], "similarity": round(float(sim[i]), 4),
+        "image_ranking": [{"image": res.names[i], "mean_similarity": round(float(sim[i]), 4),
                            "mean_rank_correlation": round(float(score[i]), 4), "prediction_same": bool(same[i])}
                           for i in np.argsort(sim, kind="stable")],
         "class_tests": [{"class": class_name(c.cls), "images": c.images, "mean_rank_correlation": round(c.mean_rho, 4),
@@ -145,6 +145,7 @@ def drift_section(a: MapSet, b: MapSet, names: Sequence[str], ctx, opts: DriftOp
     sec = Section(id="drift", title=f"{TITLE}: {names[0]} | {names[1]}", summary=SUMMARY, params=asdict(opts))
     sec.results = r = drift_results(res, names, lambda s: picture(s)[1] if s in where else "", ctx.class_name)
     n = r["images_compared"]
+    sec.add(headline(r, names))
     sec.add(Table(["method", "images", "mean rank correlation", f"mean top-{opts.topk:.0%} overlap (IoU)",
                    "lowest rank correlation"],
                   [[m["method"], m["images"], m["mean_rank_correlation"], m["mean_topk_overlap"],
@@ -167,6 +168,21 @@ def drift_section(a: MapSet, b: MapSet, names: Sequence[str], ctx, opts: DriftOp
     sec.add(class_note(r, n))
     sec.add(Note(CONCEPTS))
     return sec
+
+
+def headline(r: dict[str, Any], names: Sequence[str]) -> Note:
+    """Which method's explanations moved most and least (mean rank correlation)."""
+    ms = sorted(r["methods"], key=lambda m: m["mean_rank_correlation"])
+    lo, hi = ms[0], ms[-1]
+    text = (f"On the {r['images_compared']} common image(s), the maps of {names[1]} differ from those of {names[0]} "
+            f"most for {lo['method']} (mean rank correlation {lo['mean_rank_correlation']:.2f}, top-{r['topk']:.0%} "
+            f"overlap {lo['mean_topk_overlap']:.2f})")
+    if len(ms) > 1:
+        text += f" and least for {hi['method']} ({hi['mean_rank_correlation']:.2f})"
+    if hi["mean_rank_correlation"] >= UNCHANGED:
+        text = (f"The explanations did not change: every method's mean rank correlation is at least {UNCHANGED}"
+                if lo["mean_rank_correlation"] >= UNCHANGED else text)
+    return Note(text + ".", kind="info" if lo["mean_rank_correlation"] >= 0.5 else "warning")
 
 
 def class_note(r: dict[str, Any], n: int) -> Note:
