@@ -127,7 +127,7 @@ def compare_reports(
         secs = [compute_sections(c, infos, strict=o.strict, log=log) for c in ctxs]
         sections += [paired_section(i, names, a, b) for i, a, b in zip(infos, *secs)]
         if any(i.id == SOURCE for i in infos):  # explanation drift, A -> B, from their maps (reportgen/drift/)
-            sections.append(compare_drift_section(ca, names, *[next(s for s in ss if s.id == SOURCE) for ss in secs]))
+            sections.append(compare_drift_section(ca, names, *secs))
         titles = [model_title(ld.model, ld.spec, ld.kind) for ld, _ in loaded]
         report = Report(
             title=o.title or f"{names[0]}: {titles[0]} vs {names[1]}: {titles[1]} — comparison",

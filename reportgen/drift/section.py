@@ -16,6 +16,7 @@ from PIL import Image
 from ..errors import ReportgenError
 from ..registry import Range
 from ..report import Grid, GridItem, ImageData, Note, Section, Table
+from .concepts import compare_concepts
 from .compute import MIN_CLASS_IMAGES, UNCHANGED, Drift, compare_maps, similarity
 from .maps import SOURCE, MapSet, from_section_arrays, load_maps
 
@@ -38,15 +39,16 @@ RESULTS = {
                      "others_mean_rank_correlation, p_value (permutation, Bonferroni), drifted",
     "drifted_classes[]": "classes whose explanations moved as a group beyond noise: class, mean_rank_correlation, "
                          "images, p_value",
-    "concepts": "per-class concepts are not compared yet (a sentence)",
+    "concepts.compared": "whether both runs have concepts per class (the concepts section) to compare",
+    "concepts.reason": "why not, when not compared",
+    "concepts.classes[]": "per class in both: matched (a, b, crop_jaccard, share_a, share_b, importance_changed), "
+                          "appeared (second-run concepts without a match), vanished (first-run ones without)",
     "unsupported": "why nothing could be compared (no maps in common)",
 }
 TITLE = "Explanation drift"
 SUMMARY = ("Whether the two runs explain the same images the same way: per attribution method and image, the rank "
            "correlation of the two maps and the overlap of their top pixels; the images whose explanation changed "
            "most while the prediction did not, and classes whose explanations moved together.")
-CONCEPTS = ("Concepts per class are not compared by this section (not implemented yet); the comparison's "
-            "concepts_match section pairs the two models' concepts.")
 
 
 @dataclass
@@ -61,11 +63,14 @@ class DriftOptions:
     """Level of the class test (after the Bonferroni correction)."""
 
 
-def unsupported(why: str, names: Sequence[str]) -> Section:
+def unsupported(why: str, names: Sequence[str], concepts: dict[str, Any] | None = None) -> Section:
     sec = Section(id="drift", title=TITLE, summary=SUMMARY)
     sec.add(Note(f"Explanation drift cannot be measured: {why}.", kind="warning"))
     sec.results = {"names": list(names), "unsupported": why, "methods": [], "changed_images": [],
                    "drifted_classes": []}
+    if concepts is not None:
+        sec.results["concepts"] = concepts
+        sec.add(concepts_block(concepts, names))
     return sec
 
 
@@ -127,16 +132,17 @@ def drift_results(res: Drift, names: Sequence[str], ids: Callable[[str], str],
                          "drifted": c.drifted} for c in res.classes],
         "drifted_classes": [{"class": class_name(c.cls), "mean_rank_correlation": round(c.mean_rho, 4),
                              "images": c.images, "p_value": round(c.p_value, 4)} for c in res.classes if c.drifted],
-        "concepts": CONCEPTS,
     }
 
 
-def drift_section(a: MapSet, b: MapSet, names: Sequence[str], ctx, opts: DriftOptions | None = None) -> Section:
-    """The section for ``b`` against ``a``; ``ctx`` (the later run) gives the pictures, image ids and class names."""
+def drift_section(a: MapSet, b: MapSet, names: Sequence[str], ctx, opts: DriftOptions | None = None,
+                  concepts: dict[str, Any] | None = None) -> Section:
+    """The section for ``b`` against ``a``; ``ctx`` (the later run) gives the pictures, image ids and class names;
+    ``concepts`` is :func:`.concepts.compare_concepts` of the two runs' concepts sections."""
     opts = opts or DriftOptions()
     res = compare_maps(a, b, opts.topk, opts.top, opts.permutations, opts.alpha, seed=ctx.seed_for("drift/classes"))
     if res.reason is not None:
-        return unsupported(res.reason, names)
+        return unsupported(res.reason, names, concepts)
     where = {r.sha256: i for i, r in enumerate(ctx.images.records)}
 
     def picture(sha: str):
@@ -166,8 +172,29 @@ def drift_section(a: MapSet, b: MapSet, names: Sequence[str], ctx, opts: DriftOp
         sec.add(Note(f"No explanation changed: on every image predicted the same by both runs, every method's rank "
                      f"correlation is at least {UNCHANGED}."))
     sec.add(class_note(r, n))
-    sec.add(Note(CONCEPTS))
+    if concepts is not None:
+        r["concepts"] = concepts
+        sec.add(concepts_block(concepts, names))
     return sec
+
+
+def concepts_block(c: dict[str, Any], names: Sequence[str]) -> Table | Note:
+    """Per class: the concepts that stayed (and whose importance moved), appeared and vanished."""
+    if not c.get("compared"):
+        return Note(f"Concepts per class are not compared: {c.get('reason')}.")
+
+    def ids(v: list) -> str:
+        return ", ".join(str(x) for x in v) or "-"
+
+    rows = [[k["class"], ids([f"{m['a']}->{m['b']}" for m in k["matched"]]),
+             ids([f"{m['a']}->{m['b']} ({m['share_a']:.2f} -> {m['share_b']:.2f})" for m in k["matched"]
+                  if m["importance_changed"]]), ids(k["appeared"]), ids(k["vanished"])] for k in c["classes"]]
+    return Table(["class", f"same concept ({names[0]} -> {names[1]})", "importance share changed", "appeared",
+                  "vanished"], rows, caption=(
+        f"Concepts per class (the concepts section of each run), matched by their most activating crops: the same "
+        f"concept when at least a third of the two crop sets coincide (Jaccard >= {c['match_jaccard']:.2f}). "
+        f"Importance share changed: by {c['share_change']:.2f} or more. Appeared: a concept of {names[1]} with no "
+        f"match; vanished: one of {names[0]} with no match."))
 
 
 def headline(r: dict[str, Any], names: Sequence[str]) -> Note:
@@ -210,12 +237,18 @@ def faithfulness_maps(sec: Section | None) -> tuple[MapSet | None, str]:
     return (ms, "") if ms is not None else (None, "the faithfulness section kept no maps")
 
 
-def compare_drift_section(ctx, names: Sequence[str], a: Section | None, b: Section | None) -> Section:
-    """``compare``: A's maps against B's (both faithfulness sections of the comparison)."""
-    (ma, wa), (mb, wb) = faithfulness_maps(a), faithfulness_maps(b)
+def section_results(sections: Sequence[Section], sid: str) -> dict[str, Any] | None:
+    s = next((s for s in sections if s.id == sid), None)
+    return s.results if s is not None and not s.error and "unsupported" not in s.results else None
+
+
+def compare_drift_section(ctx, names: Sequence[str], secs_a: Sequence[Section], secs_b: Sequence[Section]) -> Section:
+    """``compare``: A's maps against B's (from the faithfulness sections both models ran), and their concepts."""
+    (ma, wa), (mb, wb) = (faithfulness_maps(next((s for s in ss if s.id == SOURCE), None)) for ss in (secs_a, secs_b))
+    concepts = compare_concepts(section_results(secs_a, "concepts"), section_results(secs_b, "concepts"))
     if ma is None or mb is None:
-        return unsupported(f"{wa or wb} (include faithfulness in the compared techniques)", names)
-    return drift_section(ma, mb, names, ctx)
+        return unsupported(f"{wa or wb} (include faithfulness in the compared techniques)", names, concepts)
+    return drift_section(ma, mb, names, ctx, concepts=concepts)
 
 
 def baseline_drift_section(ctx, baseline: str | Path, sections: list[Section]) -> Section:
@@ -223,19 +256,35 @@ def baseline_drift_section(ctx, baseline: str | Path, sections: list[Section]) -
     from ..display_paths import display_path
 
     names = ("baseline", "this run")
+    concepts = compare_concepts(baseline_results(baseline, "concepts"), section_results(sections, "concepts"))
     mb, why = faithfulness_maps(next((s for s in sections if s.id == SOURCE), None))
     if mb is None:
-        return unsupported(f"this run has no maps to compare: {why}", names)
+        return unsupported(f"this run has no maps to compare: {why}", names, concepts)
     try:
         ma = load_maps(baseline)
     except (ReportgenError, ValueError) as e:
-        return unsupported(f"the baseline's maps cannot be read: {e}", names)
+        return unsupported(f"the baseline's maps cannot be read: {e}", names, concepts)
     if ma is None:
         return unsupported(f"the baseline {display_path(baseline)} kept no attribution maps (its faithfulness "
-                           "section did not run, or it was built by a reportgen that did not keep them)", names)
-    sec = drift_section(ma, mb, names, ctx)
+                           "section did not run, or it was built by a reportgen that did not keep them)", names,
+                           concepts)
+    sec = drift_section(ma, mb, names, ctx, concepts=concepts)
     sec.results["baseline"] = display_path(baseline)
     return sec
+
+
+def baseline_results(baseline: str | Path, sid: str) -> dict[str, Any] | None:
+    """A section's results in the baseline's report.json (None: absent, failed or unreadable)."""
+    from ..publish.rerender import read_report_json
+
+    p = Path(baseline)
+    try:
+        data = read_report_json(p.parent if p.name == "report.json" else p)
+    except ReportgenError:
+        return None
+    s = next((s for s in data.get("sections") or [] if s.get("id") == sid), None) or {}
+    r = s.get("results")
+    return r if isinstance(r, dict) and not s.get("error") and "unsupported" not in r else None
 
 
 __all__ = ["RESULTS", "DriftOptions", "drift_section", "drift_results", "compare_drift_section",

@@ -216,3 +216,23 @@ def test_the_drift_section_in_a_build_with_a_baseline(tmp_path, tiny_model, imag
 def test_mapset_rejects_inconsistent_arrays():
     with pytest.raises(ValueError):
         MapSet(["a"], ["s1", "s2"], ["n1", "n2"], [0, 1], [0, 1], np.zeros((1, 3, 32, 32), np.float16))
+
+
+def test_concepts_per_class_appeared_vanished_and_changed_importance():
+    from reportgen.drift.concepts import compare_concepts
+
+    def concept(k, share, crops):
+        return {"concept": k, "share": share, "top_crops": [{"image": f"i{c}.png", "box": [0, c, 8]} for c in crops]}
+
+    a = {"classes": [{"class": "cat", "concepts": [concept(0, 0.6, [1, 2, 3]), concept(1, 0.3, [4, 5, 6]),
+                                                    concept(2, 0.1, [7, 8, 9])]},
+                     {"class": "dog", "concepts": [concept(0, 1.0, [1, 2])]}]}
+    b = {"classes": [{"class": "cat", "concepts": [concept(0, 0.7, [4, 5, 6]), concept(1, 0.2, [1, 2, 10]),
+                                                    concept(2, 0.1, [11, 12, 13])]}]}
+    out = compare_concepts(a, b)
+    assert out["compared"] and [c["class"] for c in out["classes"]] == ["cat"]  # dog: only in the first run
+    cat = out["classes"][0]
+    assert sorted((m["a"], m["b"]) for m in cat["matched"]) == [(0, 1), (1, 0)]
+    assert {(m["a"], m["b"]) for m in cat["matched"] if m["importance_changed"]} == {(0, 1), (1, 0)}
+    assert cat["appeared"] == [2] and cat["vanished"] == [2]
+    assert not compare_concepts(a, None)["compared"]
