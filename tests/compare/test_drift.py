@@ -236,3 +236,29 @@ def test_concepts_per_class_appeared_vanished_and_changed_importance():
     assert {(m["a"], m["b"]) for m in cat["matched"] if m["importance_changed"]} == {(0, 1), (1, 0)}
     assert cat["appeared"] == [2] and cat["vanished"] == [2]
     assert not compare_concepts(a, None)["compared"]
+
+
+def test_compare_has_the_drift_section_and_a_rerender_keeps_the_maps(tmp_path, tiny_model, image_dir):
+    from reportgen.compare import compare_reports
+    from reportgen.publish.rerender import rerender
+    from reportgen.build import build_report, open_cache
+    from reportgen.options import RunOptions
+
+    other = type(tiny_model)()
+    torch.manual_seed(7)
+    other.load_state_dict({k: v + 0.3 * torch.randn_like(v) for k, v in tiny_model.state_dict().items()})
+    kw = dict(preset="minimal", device="cpu", labels=["red", "green", "blue", "white"], input_size=32, resize=None,
+              mean=(0.5,) * 3, std=(0.25,) * 3, cache_dir=tmp_path / "cache",
+              set_options=["faithfulness.max_images=4", "faithfulness.sanity=false", "faithfulness.road=false"])
+    res = compare_reports(tiny_model, other.eval(), image_dir, tmp_path / "cmp", names=("old", "new"),
+                          techniques=("saliency", "faithfulness"), cka_images=8, cka_layers=2, **kw)
+    drift = next(s for s in res.report.sections if s.id == "drift").results
+    assert drift["names"] == ["old", "new"] and drift["images_compared"] == 4
+    assert [m["method"] for m in drift["methods"]] == ["saliency"]
+    assert drift["methods"][0]["mean_rank_correlation"] < 0.99 and drift["concepts"]["compared"] is False
+    build_report(tiny_model, image_dir, tmp_path / "one", only=["saliency", "faithfulness"], **kw)
+    before = load_maps(tmp_path / "one")
+    (tmp_path / "one" / "arrays.npz").unlink()
+    rerender(tmp_path / "one", theme="dark", cache=open_cache(RunOptions(cache_dir=tmp_path / "cache")))
+    after = load_maps(tmp_path / "one")
+    assert before is not None and after is not None and np.array_equal(before.maps, after.maps)
