@@ -5,9 +5,9 @@ file's bytes), the map shrunk to ``SIDE x SIDE`` by area averaging and min-max n
 map becomes 0), as float16, with the explained (target) class and the prediction. The faithfulness section makes
 one from the maps it scores (``Section.arrays``; publish/arrays.py writes them beside report.json).
 
-Size: 32 x 32 float16 = 2 KiB per map raw; maps barely compress (measured: the demo's minimal report, 4 methods x 2
-images, writes a 13.7 kB arrays.npz, about 1.7 kB per map). So ``methods x images x ~1.7 kB``: the demo's standard
-report (8 methods x 4 images) about 55 kB; 1,000 images with 8 methods about 14 MB
+Size: 32 x 32 float16 = 2 KiB per map raw; maps barely compress (measured on the demo: 4 methods x 2 images give a
+13.7 kB arrays.npz, 4 methods x 24 images 142 kB: 1.5 to 1.7 kB a map). So ``methods x images x ~1.6 kB``: the demo's
+standard report (8 methods x 4 images) about 50 kB; 1,000 images with 8 methods about 13 MB
 (``faithfulness.max_images`` decides how many images are explained: 4 by default, 8 in ``full``).
 """
 

@@ -22,27 +22,45 @@ from .maps import SOURCE, MapSet, from_section_arrays, load_maps
 
 RESULTS = {
     "names": "the two runs' names (first: the earlier run or model A)",
+    "baseline": "build only: the baseline report compared with",
     "images_compared": "images explained by both runs (same file SHA-256)",
     "topk": "share of the pixels in the top-k overlap",
     "predictions_changed": "images of those whose prediction differs between the runs",
+    "methods": "one entry per method compared (an empty list when unsupported)",
     "methods[].method": "attribution method both runs computed",
     "methods[].images": "images compared for it",
     "methods[].mean_rank_correlation": "mean Spearman rho of the two maps (1 = same pixel order)",
     "methods[].mean_topk_overlap": "mean intersection over union of the two maps' top-k pixels",
     "methods[].min_rank_correlation": "lowest rho over the images",
-    "changed_images[]": "(image, method) pairs with the lowest similarity (rho + IoU) / 2 among images whose "
-                        "prediction did not change: image, image_id, method, rank_correlation, topk_overlap, "
-                        "similarity, prediction_same, class",
-    "image_ranking[]": "every common image by its mean_similarity over the methods, lowest first (with its mean "
-                       "rho and whether the prediction is the same)",
-    "class_tests[]": "classes with >= 3 images: class, images, mean_rank_correlation, "
-                     "others_mean_rank_correlation, p_value (permutation, Bonferroni), drifted",
-    "drifted_classes[]": "classes whose explanations moved as a group beyond noise: class, mean_rank_correlation, "
-                         "images, p_value",
-    "concepts.compared": "whether both runs have concepts per class (the concepts section) to compare",
-    "concepts.reason": "why not, when not compared",
-    "concepts.classes[]": "per class in both: matched (a, b, crop_jaccard, share_a, share_b, importance_changed), "
-                          "appeared (second-run concepts without a match), vanished (first-run ones without)",
+    "changed_images": "the most changed explanations (an empty list when none changed)",
+    "changed_images[].image": "an image whose prediction did not change but whose map did most (lowest similarity "
+                              "first; rho >= 0.99 is not listed)",
+    "changed_images[].image_id": "its page: images/<image_id>.html",
+    "changed_images[].method": "the method",
+    "changed_images[].rank_correlation": "rho of the two maps",
+    "changed_images[].topk_overlap": "IoU of their top-k pixels",
+    "changed_images[].similarity": "(rho + IoU) / 2, the order of the list",
+    "changed_images[].prediction_same": "both runs predict the same class (always true here)",
+    "changed_images[].class": "the class explained",
+    "image_ranking[].image": "every common image, lowest mean similarity over the methods first",
+    "image_ranking[].mean_similarity": "its mean (rho + IoU) / 2 over the methods",
+    "image_ranking[].mean_rank_correlation": "its mean rho over the methods",
+    "image_ranking[].prediction_same": "both runs predict the same class",
+    "class_tests": "the classes tested (an empty list when no class has 3 common images)",
+    "class_tests[].class": "a class with >= 3 common images (by explained class)",
+    "class_tests[].images": "its common images",
+    "class_tests[].mean_rank_correlation": "mean rho (over methods and its images)",
+    "class_tests[].others_mean_rank_correlation": "the same over the other images",
+    "class_tests[].p_value": "one-sided permutation test of the class labels, Bonferroni over the classes tested",
+    "class_tests[].drifted": "lower than the others and p below 0.05",
+    "drifted_classes": "the classes named (an empty list when none moved beyond noise)",
+    "drifted_classes[].class": "a class whose explanations moved as a group beyond noise",
+    "drifted_classes[].mean_rank_correlation": "its mean rho",
+    "drifted_classes[].images": "its common images",
+    "drifted_classes[].p_value": "its corrected p-value",
+    "concepts": "concepts per class compared: compared (bool), reason (when not), match_jaccard, share_change, "
+                "classes[]: class, matched[] (a, b, crop_jaccard, share_a, share_b, importance_changed), appeared "
+                "(second-run concept ids with no match), vanished (first-run ids with no match)",
     "unsupported": "why nothing could be compared (no maps in common)",
 }
 TITLE = "Explanation drift"

@@ -205,6 +205,10 @@ def test_the_drift_section_in_a_build_with_a_baseline(tmp_path, tiny_model, imag
     r = build_report(other.eval(), image_dir, tmp_path / "moved", baseline=tmp_path / "old", **kw)
     res = next(s for s in r.report.sections if s.id == "drift").results
     assert res["methods"][0]["mean_rank_correlation"] < 0.99
+    from reportgen.drift.section import RESULTS
+    from reportgen.results_schema import result_paths
+
+    assert result_paths(res) <= set(RESULTS), result_paths(res) - set(RESULTS)
     same = [c for c in res["changed_images"] if c["prediction_same"]]
     assert same == res["changed_images"] and all(len(c["image_id"]) >= 12 for c in same)
     r = build_report(tiny_model, image_dir, tmp_path / "none", baseline=tmp_path / "old",
