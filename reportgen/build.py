@@ -348,6 +348,9 @@ def build_report(
             ctx.layer(cfg.general.layer)
         techniques = cfg.enabled()
         sections = compute_sections(ctx, techniques, strict=o.strict, log=log)
+        if o.baseline is not None:  # explanation drift against the earlier report's kept maps (reportgen/drift/)
+            from .drift.section import baseline_drift_section
+            sections.append(baseline_drift_section(ctx, o.baseline, sections))
         report = Report(
             title=o.title or f"{model_title(loaded.model, loaded.spec, loaded.kind)} — model card",
             sections=sections,

@@ -111,13 +111,14 @@ class RunOptions:
     cache_dir: str | Path | None = None
     cache_size: str | int | None = None
     wait: bool = False
-    baseline: str | Path | None = None
     rules: str | Path | None = None
     """A TOML rules file checked after the report is written (``--rules``, see reportgen.review.rules)."""
     link_base: str | None = None
     """URL where the report will be published: summary.md links into it (``--link-base``)."""
     debug: bool = False
     """Only the CLI reads it: tracebacks of errors are printed."""
+    baseline: str | Path | None = None
+    """An earlier report (folder, report.json or single .html file) this run is compared with."""
 
     @classmethod
     def of(cls, options: RunOptions | None = None, **kw: Any) -> RunOptions:

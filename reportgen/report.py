@@ -235,6 +235,10 @@ class Section:
     # where the renderer shows the blocks: PAGE (its own page) or OVERVIEW (also on the report's front page,
     # like the model card); the renderer reads this flag and never a section's id or title
     placement: str = "page"
+    # numbers a later run reads back (e.g. the attribution maps explanation drift compares), as small numpy arrays
+    # (numbers or strings): publish/ writes every section's arrays to arrays.npz beside report.json (embedded in a
+    # single-file report) and lists them there; the renderer ignores them
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def add(self, *blocks: Block) -> "Section":
         self.blocks.extend(blocks)

@@ -74,15 +74,21 @@ def results_markdown() -> str:
            f"nothing else) and `{INPUT_RESIZED}` (it fed the model inputs at sizes the model does not take, "
            "resized to one it does: `accepts` says what the model takes, found by probing it, and `resized` lists "
            "each `HxW -> HxW` change).\n"]
-    for t in registry.all_techniques():
-        schema = declared(t.id)
+    from .drift.section import RESULTS as DRIFT
+
+    tables = [(t.id, t.title, declared(t.id)) for t in registry.all_techniques()]
+    tables.append(("drift", "Explanation drift (`compare`, and `build` with a baseline; not a technique)", DRIFT))
+    for tid, title, schema in tables:
         if not schema:
             continue
-        out.append(f"## `{t.id}`: {t.title}\n")
+        out.append(f"## `{tid}`: {title}\n")
         out.append("| key | meaning |\n| --- | --- |")
         for key, meaning in schema.items():
             out.append(f"| `{key}` | {meaning.replace('|', '/')} |")
         out.append("")
+    out.append("A section may also keep arrays for later runs (`Section.arrays`, e.g. the faithfulness section's maps "
+               "that explanation drift compares): a folder report writes them to `arrays.npz` beside report.json, "
+               "whose `arrays` key lists the file, its size in bytes and the `<section>.<name>` keys.")
     return "\n".join(out) + "\n"
 
 

@@ -39,6 +39,8 @@ from .cka_section import cka_section
 from .concepts import concepts_section
 from .diff import calibration_section, flipped_section, per_class_section
 from .paired import PAIRED, default_paired, paired_section
+from ..drift.maps import SOURCE
+from ..drift.section import compare_drift_section
 
 
 def compare_reports(
@@ -126,6 +128,8 @@ def compare_reports(
         infos = cfg.enabled() if chosen else []
         secs = [compute_sections(c, infos, strict=o.strict, log=log) for c in ctxs]
         sections += [paired_section(i, names, a, b) for i, a, b in zip(infos, *secs)]
+        if any(i.id == SOURCE for i in infos):  # explanation drift, A -> B, from their maps (reportgen/drift/)
+            sections.append(compare_drift_section(ca, names, *secs))
         titles = [model_title(ld.model, ld.spec, ld.kind) for ld, _ in loaded]
         report = Report(
             title=o.title or f"{names[0]}: {titles[0]} vs {names[1]}: {titles[1]} — comparison",

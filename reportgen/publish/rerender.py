@@ -33,6 +33,7 @@ from .atomic import (
     is_single_file_target, publish_file, sibling, swap_in,
 )
 from ..report import Report, RunInfo
+from .arrays import ARRAYS_FILE, embed_arrays, write_arrays
 
 TREE_KEY = "report_tree"  # report.json: {"sha256": ...} of the stored tree
 _EMBED_START = '<script type="application/json" id="reportgen-report">'
@@ -142,7 +143,8 @@ def publish_report(report: Report, tmp: Path, out: Path, cache: Cache, *, theme:
         previous = out if not (single_file or is_single_file_target(out)) and (out / MARKER).is_file() else None
         manifest = render_report(report, tmp, theme=theme, single_file=single_file,
                                  encoded=cache if cache.enabled else None, link_from=previous)
-        write_json(report, manifest, tmp / MARKER, cache)
+        arrays = write_arrays(report, tmp)  # Section.arrays: what a later run compares with (publish/arrays.py)
+        write_json(report, manifest, tmp / MARKER, cache, arrays=arrays)
         single = is_single_file_target(out)
         if review is not None:
             where = str(out if single else out / "index.html")
@@ -153,6 +155,8 @@ def publish_report(report: Report, tmp: Path, out: Path, cache: Cache, *, theme:
                     shutil.copy2(previous / name, tmp / name)
         if single:
             embed_json(tmp / "index.html", tmp / MARKER)
+            if arrays:
+                embed_arrays(tmp / "index.html", tmp / ARRAYS_FILE)
             publish_file(tmp / "index.html", out)
         else:
             swap_in(tmp, out)
@@ -161,7 +165,8 @@ def publish_report(report: Report, tmp: Path, out: Path, cache: Cache, *, theme:
     return manifest
 
 
-def write_json(report: Report, manifest: dict[str, Any], path: Path, cache: Cache) -> None:
+def write_json(report: Report, manifest: dict[str, Any], path: Path, cache: Cache,
+               arrays: dict[str, Any] | None = None) -> None:
     secs = []
     for s in report.sections:
         secs.append({
@@ -179,6 +184,8 @@ def write_json(report: Report, manifest: dict[str, Any], path: Path, cache: Cach
         "sections": secs,
         "cache": {"hits": cache.hits, "misses": cache.misses, "enabled": cache.enabled},  # no path: it is private
     }
+    if arrays:
+        data["arrays"] = arrays
     from ..render.html import clean_strings
 
     data = clean_strings(json.loads(json.dumps(data, default=_json_default)))  # plain JSON, undecodable names shown

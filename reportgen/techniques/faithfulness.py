@@ -30,6 +30,7 @@ from ..pictures import figure_to_png, new_figure
 from ..registry import Range, technique
 from ..report import Figure, ImageData, Note, Section, Table
 from ..device import device_batch_size, inference_model
+from ..drift.maps import pack_maps
 from ._explain import explain_batch
 from ._faith_maps import BASELINES, RANDOM, MapMethod, maps_for, method_functions
 
@@ -295,4 +296,8 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
         "methods": rows_out,
         "per_image_score": {m: [round(float(v), 4) for v in per[m]] for m in order}, "curves": curves,
     }
+    # the scored maps, small, for a later run's explanation drift (reportgen/drift/; written beside report.json)
+    sec.arrays = pack_maps({m: maps[m] for m in maps if m not in BASELINES},
+                           [ctx.images.records[i].sha256 for i in b.idx], [ctx.images.name(i) for i in b.idx],
+                           t, b.preds).to_arrays()
     return sec
