@@ -71,7 +71,7 @@ class CorruptionsOptions:
     parameters: Literal["auto", "imagenet_c", "cifar_10_c"] = "auto"
     """Parameter table: ImageNet-C (made at 224 px) or CIFAR-10-C (32 px); auto: CIFAR-10-C under 64 px inputs."""
     show_flips: Annotated[int, Range(ge=0, le=64)] = 6
-    """Images shown that flip at their corruption's lowest severity (clean | corrupted)."""
+    """Images shown that flip at their corruption's lowest severity, clean and corrupted side by side."""
     bootstrap: Annotated[int, Range(ge=100, le=100000)] = 1000
     """Bootstrap resamples of the images for the tie test between corruptions."""
 
