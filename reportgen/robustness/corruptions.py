@@ -25,7 +25,7 @@ import math
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 Corruption = Literal["gaussian_noise", "gaussian_blur", "jpeg", "brightness", "contrast", "pixelate"]
-CORRUPTIONS: tuple[str, ...] = ("gaussian_noise", "gaussian_blur", "jpeg", "brightness", "contrast", "pixelate")
+CORRUPTIONS: tuple[str, ...] = get_args(Corruption)
 LABELS = {"gaussian_noise": "Gaussian noise", "gaussian_blur": "Gaussian blur", "jpeg": "JPEG compression",
           "brightness": "brightness", "contrast": "contrast", "pixelate": "pixelation"}
 
@@ -86,17 +86,19 @@ def level(corruption: str, severity: int, side: int, table: str) -> Level:
 
 
 def describe(corruption: str, value: float | None, side: int) -> str:
+    """The parameter in words (``value`` None only for JPEG's identity)."""
+    if corruption == "jpeg":
+        return "no compression" if value is None else f"quality {int(value)}"
+    value = float(value or 0.0)
     if corruption == "gaussian_noise":
         return f"std {value:g}"
     if corruption == "gaussian_blur":
         return f"sigma {value:.3g} px"
-    if corruption == "jpeg":
-        return "no compression" if value is None else f"quality {int(value)}"
     if corruption == "brightness":
-        return f"V {float(value):+g}"
+        return f"V {value:+g}"
     if corruption == "contrast":
         return f"x{value:g} about the mean"
-    n = pixelated_side(side, float(value))
+    n = pixelated_side(side, value)
     return f"x{value:g} ({n} px)"
 
 

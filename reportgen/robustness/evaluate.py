@@ -189,7 +189,7 @@ def flip_examples(run: CorruptionRun, order: list[str], n: int) -> list[tuple[in
             while q and q[0][1] in seen:
                 q.pop(0)
             if q and len(out) < n:
-                li, p = q.pop(0)
-                out.append((li, p))
-                seen.add(p)
+                pick = q.pop(0)
+                out.append(pick)
+                seen.add(pick[1])
     return out

@@ -12,7 +12,7 @@ flip rate averaged over the severities, checked against the others by a paired b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import numpy as np
 import torch
@@ -64,7 +64,7 @@ RESULTS = {
 class CorruptionsOptions:
     max_images: Annotated[int, Range(ge=1, le=100000)] = 256
     """Images corrupted and evaluated (a seeded spread across classes)."""
-    corruptions: list[Corruption] = field(default_factory=lambda: list(CORRUPTIONS))
+    corruptions: list[Corruption] = field(default_factory=lambda: list(get_args(Corruption)))
     """Which corruptions."""
     severities: list[Literal[1, 2, 3, 4, 5]] = field(default_factory=lambda: [1, 3, 5])
     """The paper's severity levels to run (1 mildest, 5 strongest)."""
@@ -223,9 +223,9 @@ def _chart(m: Measured, names: list[str], severities: list[int], clean_acc: floa
     for ax, what in zip(axes, panels):
         for c in names:
             if what == "accuracy":
-                ys = [clean_acc] + [rows[(c, s)].accuracy for s in severities]
+                ys: list[float | None] = [clean_acc, *(rows[(c, s)].accuracy for s in severities)]
             else:
-                ys = [0.0] + [rows[(c, s)].flip_rate for s in severities]
+                ys = [0.0, *(rows[(c, s)].flip_rate for s in severities)]
             ax.plot(xs, ys, marker="o", lw=2.2 if c == m.frag.most_fragile else 1.3, label=LABELS[c])
         ax.set_xticks(xs)
         ax.set_xlabel("severity (0 = clean)")
