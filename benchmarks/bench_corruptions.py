@@ -75,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", default="24,256", help="image counts, comma-separated (24: the minimal run)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--no-attribution", action="store_true", help="skip timing the attribution sections")
+    ap.add_argument("--stats", type=int, default=0, metavar="N",
+                    help="also time the statistics (rows, bootstrap ranking, examples) on N synthetic images")
     args = ap.parse_args(argv)
+    if args.stats:
+        stats_scale(args.stats)
     import numpy as np
     import torch
 
@@ -121,6 +125,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"attribution sections in minimal (24 images): {total[0]:.2f} s (cpu {total[1]:.2f}) in all; "
               f"corruptions in the same run: {w:.2f} s (cpu {c:.2f})")
     return 0
+
+
+def stats_scale(n: int) -> None:
+    """Time and peak traced memory of everything the section computes after the passes, on ``n`` images with
+    synthetic predictions (18 levels, 1000 bootstrap resamples): what grows with the image count besides the
+    passes themselves, which stream batches."""
+    import tracemalloc
+
+    import numpy as np
+
+    from reportgen.robustness import evaluate as E
+    from reportgen.robustness.corruptions import CORRUPTIONS, level
+
+    rng = np.random.default_rng(0)
+    levels = [level(c, s, 224, "imagenet_c") for c in CORRUPTIONS for s in (1, 3, 5)]
+    clean = rng.integers(0, 1000, n)
+    preds = np.where(rng.random((len(levels), n)) < np.linspace(0.05, 0.9, len(levels))[:, None],
+                     rng.integers(0, 1000, (len(levels), n)), clean[None, :])
+    run = E.CorruptionRun(levels, preds, rng.random((len(levels), n)).astype(np.float32), clean,
+                          rng.random(n).astype(np.float32), clean.copy())
+    tracemalloc.start()
+    t = time.perf_counter()
+    rows, frag = E.rows(run), E.fragility(run, np.random.default_rng(1), 1000)
+    E.mildest(run)
+    E.flip_examples(run, [frag.most_fragile], 6)
+    dt, peak = time.perf_counter() - t, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    held = sum(a.nbytes for a in (run.preds, run.p_clean_class, run.clean_preds, run.clean_p, run.labels))
+    print(f"statistics on {n} images x {len(levels)} levels: {dt:.2f} s, peak traced memory {peak / 2**20:.0f} MB "
+          f"(the run's arrays: {held / 2**20:.0f} MB; {len(rows)} rows)")
 
 
 def _clean(ctx, opts):

@@ -19,6 +19,8 @@ import torch
 from ..device import fast_layout
 from .corruptions import CORRUPTIONS, Level, corrupt
 
+#: resampled image indices held at once by the bootstrap (x 8 bytes): 4M = 32 MB whatever the image count
+BOOTSTRAP_CELLS = 4_000_000
 #: ``(positions, unit noise)``: standard-normal noise of the batch's shape for the images at these positions
 NoiseFn = Callable[[list[int], tuple[int, ...]], torch.Tensor]
 
@@ -148,13 +150,17 @@ def fragility(run: CorruptionRun, rng: np.random.Generator, bootstrap: int = 100
     out = Fragility(top, scores, mean_drop)
     if n == 0:
         return out
-    draw = rng.integers(0, n, size=(int(bootstrap), n))
-    for c in names:
-        if c == top:
-            continue
-        d = per_image[top] - per_image[c]
-        means = d[draw].mean(1)
-        lo, hi = float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    others = [c for c in names if c != top]
+    diffs = {c: per_image[top] - per_image[c] for c in others}
+    means: dict[str, list[np.ndarray]] = {c: [] for c in others}
+    step = max(1, BOOTSTRAP_CELLS // n)  # resamples per chunk: a bounded index matrix at any n
+    for s in range(0, int(bootstrap), step):
+        draw = rng.integers(0, n, size=(min(step, int(bootstrap) - s), n))
+        for c in others:
+            means[c].append(diffs[c][draw].mean(1))
+    for c in others:
+        m = np.concatenate(means[c])
+        lo, hi = float(np.percentile(m, 2.5)), float(np.percentile(m, 97.5))
         out.diff_ci95[c] = (lo, hi)
         if lo <= 0:
             out.tied.append(c)

@@ -142,7 +142,7 @@ def test_batched_passes_equal_one_image_at_a_time(tiny_model):
     assert np.array_equal(preds, ref_preds) and np.allclose(pcls, ref_pcls, atol=1e-5)
 
 
-def test_wilson_interval_and_tie_test():
+def test_wilson_interval_and_tie_test(monkeypatch):
     lo, hi = E.wilson(0, 24)
     assert lo == 0 and hi == pytest.approx(0.138, abs=1e-3)  # the rule of three's neighbour: 3.84 / (24 + 3.84)
     lv = [C.level(c, 1, 32, "cifar_10_c") for c in ("gaussian_noise", "gaussian_blur", "jpeg")]
@@ -155,6 +155,9 @@ def test_wilson_interval_and_tie_test():
     run = E.CorruptionRun(lv, preds, np.ones((3, n), np.float32), clean, np.ones(n, np.float32), -np.ones(n, np.int64))
     f = E.fragility(run, np.random.default_rng(0), 500)
     assert f.most_fragile == "gaussian_noise" and f.tied == ["gaussian_blur"]
+    monkeypatch.setattr(E, "BOOTSTRAP_CELLS", 1000)  # resamples drawn 5 at a time (the bound for 100k images)
+    g = E.fragility(run, np.random.default_rng(0), 500)
+    assert g.tied == f.tied and abs(g.diff_ci95["jpeg"][0] - f.diff_ci95["jpeg"][0]) < 0.03
     assert E.mildest(run) == (1, 146)
     preds[1, 50:146], preds[1, :96] = 0, 1  # the same count, but a subset of noise's flips: noise is surely worse
     assert E.fragility(run, np.random.default_rng(0), 500).tied == []
