@@ -284,6 +284,12 @@ RONG_2022
     ICML, 2022
     https://arxiv.org/abs/2202.00449
 
+HENDRYCKS_DIETTERICH_2019
+    Dan Hendrycks, Thomas Dietterich
+    Benchmarking Neural Network Robustness to Common Corruptions and Perturbations
+    ICLR, 2019
+    https://arxiv.org/abs/1903.12261
+
 SIXT_2020
     Leon Sixt, Maximilian Granz, Tim Landgraf
     When Explanations Lie: Why Many Modified BP Attributions Fail
