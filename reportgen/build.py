@@ -230,6 +230,9 @@ class BuildResult:
 
 def run_config(o: RunOptions) -> Config:
     """The run's configuration from its options (preset, TOML file, general flags, ``--set``, only/skip)."""
+    from .failures.reference import check_reference_folder
+
+    check_reference_folder(o.reference_images)  # bad input: exit 2 before any work
     return make_config(preset=o.preset, toml_path=o.config, general=o.general(),
                        technique_overrides=parse_set(o.set_options or []), only=o.only, skip=o.skip)
 
