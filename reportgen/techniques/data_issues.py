@@ -125,14 +125,20 @@ def _duplicates_blocks(ctx, sec: Section, groups, pairs, opts: DataIssuesOptions
     for g in groups[:opts.max_shown]:
         blocks.append(Grid([_thumb(ctx, i, t, ctx.images.name(i), "identical pixels") for _, i in g],
                            columns=min(len(g), 8), cell_width=t))
-    for p in pairs[:opts.max_shown]:
-        blocks.append(Grid([_thumb(ctx, p.a, t, ctx.images.name(p.a)),
-                            _thumb(ctx, p.b, t, ctx.images.name(p.b),
-                                   f"pixels {p.pixel_similarity:.3f}, features {p.feature_similarity:.3f}")],
-                           columns=2, cell_width=t))
+    cells = [c for p in pairs[:opts.max_shown] for c in (
+        _thumb(ctx, p.a, t, ctx.images.name(p.a), "near pair"),
+        _thumb(ctx, p.b, t, ctx.images.name(p.b), f"pixels {p.pixel_similarity:.3f}, features "
+                                                  f"{p.feature_similarity:.3f}"))]
+    if cells:
+        blocks.append(Grid(cells, columns=min(len(cells), 6), cell_width=t, caption="Near pairs side by side, "
+                           "most similar first."))
     sec.add(Group(f"Duplicates: {len(groups)} exact group(s), {len(pairs)} near pair(s)", blocks))
+    weak = (f" At {ctx.pre.size} px the pixel vectors hold little detail: distinct but similar items (plain "
+            "trousers, say) can pass both thresholds, so look at the near pairs before removing any."
+            if ctx.pre.size < 64 and pairs else "")
     sec.add(Note("Exact: the same decoded pixels. " + how + " A duplicate counts twice in every accuracy of this "
-                 "report; shown are at most " + f"{opts.max_shown} of each."))
+                 "report; shown are at most " + f"{opts.max_shown} of each." + weak,
+                 kind="warning" if weak else "info"))
 
 
 def _reference(ctx, sec: Section, feats, ref_dir, opts: DataIssuesOptions, res: dict) -> None:
