@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 CHUNK = 8192
+WORKING_MB = 256  # scikit-learn's working memory for the blocked distance computations
 
 
 @dataclass
@@ -34,15 +35,12 @@ class Pair:
 
 
 def unit_rows(x: np.ndarray, centre: bool) -> np.ndarray:
-    """Rows as float32 unit vectors (centred on their own mean first when ``centre``), in blocks."""
-    out = np.empty(x.shape, np.float32)
-    for s in range(0, len(x), CHUNK):
-        b = np.asarray(x[s:s + CHUNK], dtype=np.float32)
-        if centre:
-            b = b - b.mean(1, keepdims=True)
-        nrm = np.linalg.norm(b, axis=1, keepdims=True)
-        out[s:s + CHUNK] = b / np.where(nrm > 0, nrm, 1.0)
-    return out
+    """Rows as float32 unit vectors (centred on their own mean first when ``centre``); call it on blocks."""
+    b = np.asarray(x, dtype=np.float32)
+    if centre:
+        b = b - b.mean(1, keepdims=True)
+    nrm = np.linalg.norm(b, axis=1, keepdims=True)
+    return b / np.where(nrm > 0, nrm, 1.0)
 
 
 def exact_groups(pixels: np.ndarray, pixel_hash: Callable[[int], str], ref_pixels: np.ndarray | None = None,
@@ -70,25 +68,30 @@ def exact_groups(pixels: np.ndarray, pixel_hash: Callable[[int], str], ref_pixel
     return sorted(groups)
 
 
-def _reduce(x: np.ndarray, dims: int, seed: int, fit_rows: int = 20000, other: np.ndarray | None = None):
-    """Unit rows reduced by PCA to ``dims`` (fitted on a sample of ``x``); ``other`` projected the same way."""
+def _reduce(x: np.ndarray, centre: bool, dims: int, seed: int, other: np.ndarray | None = None,
+            fit_rows: int = 10000):
+    """Unit rows reduced by PCA to ``dims`` (fitted on a seeded sample of ``x``, applied in blocks: a memory-mapped
+    N x D matrix is never copied whole); ``other`` projected the same way."""
     from sklearn.decomposition import PCA
 
     n, d = x.shape
-    if d <= dims:
-        return x, other
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, fit_rows, replace=False)) if n > fit_rows else np.arange(n)
-    k = int(max(1, min(dims, len(idx) - 1)))
-    pca = PCA(n_components=k, svd_solver="randomized" if len(idx) > 2000 else "full", random_state=seed).fit(x[idx])
+    k = int(max(1, min(dims, len(idx) - 1, d)))
+    pca = PCA(n_components=k, svd_solver="randomized" if len(idx) > 2000 and d > 2 * k else "full",
+              random_state=seed).fit(unit_rows(x[idx], centre))
 
     def proj(a):
-        return np.vstack([pca.transform(a[s:s + CHUNK]) for s in range(0, len(a), CHUNK)]).astype(np.float32)
+        out = np.empty((len(a), k), np.float32)
+        for s in range(0, len(a), CHUNK):
+            out[s:s + CHUNK] = pca.transform(unit_rows(a[s:s + CHUNK], centre))
+        return out
     return proj(x), (proj(other) if other is not None else None)
 
 
 def _candidates(q: np.ndarray, index: np.ndarray, k: int, same: bool) -> np.ndarray:
     """(M, 2) candidate pairs (query row, index row) from the ``k`` nearest neighbours of each query row."""
+    import sklearn
     from sklearn.neighbors import NearestNeighbors
 
     if len(index) == 0 or len(q) == 0:
@@ -97,7 +100,8 @@ def _candidates(q: np.ndarray, index: np.ndarray, k: int, same: bool) -> np.ndar
     nn = NearestNeighbors(n_neighbors=kk, algorithm="brute").fit(index)
     out = []
     for s in range(0, len(q), CHUNK):
-        ind = nn.kneighbors(q[s:s + CHUNK], return_distance=False)
+        with sklearn.config_context(working_memory=WORKING_MB):  # sklearn's own blocks: bounded distances
+            ind = nn.kneighbors(q[s:s + CHUNK], return_distance=False)
         rows = np.repeat(np.arange(s, s + len(ind)), ind.shape[1])
         out.append(np.stack([rows, ind.ravel()], 1))
     pairs = np.concatenate(out)
@@ -112,21 +116,18 @@ def near_pairs(pixels: np.ndarray, features: np.ndarray, *, pixel_threshold: flo
                ref_features: np.ndarray | None = None) -> list[Pair]:
     """Near-duplicate pairs inside the set (``ref_*`` None) or between the set and the reference set, most similar
     first. Both similarities must reach their threshold."""
-    px, fx = unit_rows(pixels, centre=True), unit_rows(features, centre=False)
     same = ref_pixels is None or ref_features is None
-    pr = None if same else unit_rows(ref_pixels, centre=True)
-    fr = None if same else unit_rows(ref_features, centre=False)
     cand = []
-    for full, ref in ((px, pr), (fx, fr)):
-        red, red_ref = _reduce(full, dims, seed, other=ref)
+    for full, ref, centre in ((pixels, ref_pixels, True), (features, ref_features, False)):
+        red, red_ref = _reduce(full, centre, dims, seed, other=None if same else ref)
         cand.append(_candidates(red, red if same else red_ref, k, same))
     pairs = np.unique(np.concatenate(cand), axis=0)
-    px2, fx2 = (px, fx) if same else (pr, fr)
+    px2, fx2 = (pixels, features) if same else (ref_pixels, ref_features)
     out = []
-    for s in range(0, len(pairs), CHUNK):
+    for s in range(0, len(pairs), CHUNK):  # exact similarities of the candidates on the full vectors
         a, b = pairs[s:s + CHUNK, 0], pairs[s:s + CHUNK, 1]
-        sp = np.einsum("ij,ij->i", px[a], px2[b])
-        sf = np.einsum("ij,ij->i", fx[a], fx2[b])
+        sp = np.einsum("ij,ij->i", unit_rows(pixels[a], True), unit_rows(px2[b], True))
+        sf = np.einsum("ij,ij->i", unit_rows(features[a], False), unit_rows(fx2[b], False))
         keep = (sp >= pixel_threshold) & (sf >= feature_threshold)
         out += [Pair(int(i), int(j), float(p), float(f)) for i, j, p, f in zip(a[keep], b[keep], sp[keep], sf[keep])]
     out.sort(key=lambda p: (-p.similarity, p.a, p.b))

@@ -130,6 +130,20 @@ def _test(m: np.ndarray, rest: np.ndarray, conf: np.ndarray, correct: np.ndarray
     return Slice(m, bad_in, ok_in / len(m), acc_rest, mc, rc, min(1.0, p * tests))
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def top_probability(logits: np.ndarray) -> np.ndarray:
+    """Each row's top-1 softmax probability, in blocks (no N x C probability matrix)."""
+    out = np.empty(len(logits), np.float64)
+    for s in range(0, len(logits), CHUNK):
+        out[s:s + CHUNK] = softmax(np.asarray(logits[s:s + CHUNK], np.float64)).max(1)
+    return out
+
+
 def majority(values: np.ndarray, top: int = 3) -> list[tuple[int, int]]:
     """The ``top`` most frequent values (value, count), most frequent first (ties: the lower value)."""
     v, c = np.unique(values, return_counts=True)

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import numpy as np
 
-from ..failures.slices import Slice, auto_clusters, find_slices, majority
+from ..failures.slices import Slice, auto_clusters, find_slices, majority, softmax, top_probability
 from ..features.degenerate import check_features
 from ..papers import DEON_2022, PLUMB_2023
 from ..registry import Range, technique
@@ -65,14 +65,14 @@ def search(ctx, opts: SlicesOptions):
     feats = ctx.features()
     labels = ctx.images.labels
     known = labels >= 0
-    probs = feats.probs
     preds = feats.preds
     rows = np.flatnonzero(known) if known.sum() >= 2 * opts.min_size else np.arange(len(labels))
     labelled = bool(known[rows].all()) and len(rows) > 0 and known.any()
-    conf = probs[rows].max(1)
+    conf = top_probability(feats.logits)[rows]
     correct = (preds[rows] == labels[rows]) if labelled else None
     k = opts.clusters or auto_clusters(len(rows), opts.min_size)
-    res = find_slices(np.asarray(feats.penultimate[rows], np.float32), conf, correct, k=k, dims=opts.pca_dims,
+    x = feats.penultimate if len(rows) == len(labels) else feats.penultimate[rows]  # memory-mapped: read in blocks
+    res = find_slices(x, conf, correct, k=k, dims=opts.pca_dims,
                       confidence_weight=opts.confidence_weight, min_size=opts.min_size, alpha=opts.alpha,
                       seed=ctx.seed_for("slices/cluster"))
     for s in res.slices:
@@ -117,7 +117,7 @@ def _slice_row(ctx, s: Slice, labelled: bool) -> dict:
 
 def present(ctx, sec: Section, res, opts: SlicesOptions) -> Section:
     """The slices as report blocks: a summary table, then per slice its numbers and a thumbnail strip."""
-    probs, preds, labels = ctx.features().probs, ctx.features().preds, ctx.images.labels
+    logits, preds, labels = ctx.features().logits, ctx.features().preds, ctx.images.labels
     shown = res.slices[:opts.max_slices]
     rows = [_slice_row(ctx, s, res.labelled) for s in res.slices]
     what = "error rate" if res.labelled else "top-1 confidence"
@@ -138,13 +138,14 @@ def present(ctx, sec: Section, res, opts: SlicesOptions) -> Section:
     sec.add(Table(cols, trows, numeric=[0, 1, 2, 3, 4], title=f"{len(res.slices)} significant slice(s)",
                   caption=how))
     for j, s in enumerate(shown):
-        m = s.members[np.argsort(probs[s.members].max(1), kind="stable")][:opts.thumbs]
+        probs = softmax(np.asarray(logits[s.members], np.float64))
+        order = np.argsort(probs.max(1), kind="stable")[:opts.thumbs]
         items = []
-        for i in m:
+        for i, pr in zip(s.members[order], probs[order]):
             i = int(i)
             p = int(preds[i])
             tone = "" if labels[i] < 0 else ("ok" if p == labels[i] else "bad")
-            sub = f"{ctx.class_name(p)} {probs[i, p]:.2f}"
+            sub = f"{ctx.class_name(p)} {pr[p]:.2f}"
             if labels[i] >= 0 and p != labels[i]:
                 sub += f" (true: {ctx.class_name(int(labels[i]))})"
             items.append(GridItem(ImageData(ctx.images.thumbnail(i, opts.thumb), image_id=ctx.images.image_id(i),

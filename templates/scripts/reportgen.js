@@ -161,17 +161,19 @@
     function key(i) {
       if (mode === 'pred') return pred[i];
       if (mode === 'correct') return lab[i] < 0 ? -1 : (pred[i] === lab[i] ? -2 : -3);
-      if (mode === 'slice' && slc) return slc[i] > 0 ? -20 - slc[i] : -4;
+      if (mode === 'slice' && slc) return slc[i] > 0 ? -20 - Math.min(slc[i], 70) : -100;  // grey drawn first
       if (mode === 'suspect' && sus) return sus[i] ? -5 : -6;
       return lab[i] >= 0 ? lab[i] : pred[i];
     }
     function keyColour(k) {
+      if (k === -100) return '#c8ccd0';
       if (k <= -21) return colour(-21 - k);
-      return k === -2 ? '#1a7f37' : k === -3 || k === -5 ? '#d1242f' : k === -4 || k === -6 ? '#c8ccd0' : colour(k);
+      return k === -2 ? '#1a7f37' : k === -3 || k === -5 ? '#d1242f' : k === -6 ? '#c8ccd0' : colour(k);
     }
     function keyName(k) {
+      if (k === -100) return 'in no slice';
       if (k <= -21) return 'slice ' + (-20 - k);
-      return k === -2 ? 'correct' : k === -3 ? 'wrong' : k === -1 ? 'unlabelled' : k === -4 ? 'in no slice'
+      return k === -2 ? 'correct' : k === -3 ? 'wrong' : k === -1 ? 'unlabelled'
         : k === -5 ? 'suspected label error' : k === -6 ? 'label not suspected' : D.classes[k];
     }
     function base() { return Math.min(W, H) * 0.92; }
