@@ -48,7 +48,9 @@ def exact_groups(pixels: np.ndarray, pixel_hash: Callable[[int], str], ref_pixel
     """Groups of images with identical decoded pixels, each as [(set 0 / reference 1, row)], two or more per group
     (with a reference: only groups holding images of both sets). ``pixel_hash(i)`` hashes image i's decoded array."""
     keys: dict[bytes, list[tuple[int, int]]] = {}
-    sources = [(0, pixels, pixel_hash)] + ([(1, ref_pixels, ref_hash)] if ref_pixels is not None else [])
+    sources: list[tuple[int, np.ndarray, Callable[[int], str]]] = [(0, pixels, pixel_hash)]
+    if ref_pixels is not None and ref_hash is not None:
+        sources.append((1, ref_pixels, ref_hash))
     for src, pix, _ in sources:
         for s in range(0, len(pix), CHUNK):
             blk = np.ascontiguousarray(np.asarray(pix[s:s + CHUNK], dtype=np.float16))
@@ -122,7 +124,7 @@ def near_pairs(pixels: np.ndarray, features: np.ndarray, *, pixel_threshold: flo
         red, red_ref = _reduce(full, centre, dims, seed, other=None if same else ref)
         cand.append(_candidates(red, red if same else red_ref, k, same))
     pairs = np.unique(np.concatenate(cand), axis=0)
-    px2, fx2 = (pixels, features) if same else (ref_pixels, ref_features)
+    px2, fx2 = (pixels, features) if same or ref_pixels is None or ref_features is None else (ref_pixels, ref_features)
     out = []
     for s in range(0, len(pairs), CHUNK):  # exact similarities of the candidates on the full vectors
         a, b = pairs[s:s + CHUNK, 0], pairs[s:s + CHUNK, 1]

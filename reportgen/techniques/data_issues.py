@@ -22,7 +22,7 @@ from ..failures.labelnoise import confident_learning
 from ..failures.reference import check_reference_folder, reference_features
 from ..papers import NORTHCUTT_2021
 from ..registry import Range, technique
-from ..report import Grid, GridItem, Group, ImageData, Note, Section
+from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section
 
 RESULTS = {
     "exact_duplicates": "groups of images with identical decoded pixels: lists of file names",
@@ -121,7 +121,7 @@ def _duplicates_blocks(ctx, sec: Section, groups, pairs, opts: DataIssuesOptions
     if not groups and not pairs:
         sec.add(Note(f"No exact or near-duplicate images in the set. {how}", kind="info"))
         return
-    blocks = []
+    blocks: list[Block] = []
     for g in groups[:opts.max_shown]:
         blocks.append(Grid([_thumb(ctx, i, t, ctx.images.name(i), "identical pixels") for _, i in g],
                            columns=min(len(g), 8), cell_width=t))
