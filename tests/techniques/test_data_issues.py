@@ -178,3 +178,14 @@ def test_end_to_end_swapped_labels_on_the_demo_model(make_ctx, tmp_path):
     assert sec.error is None, sec.error
     issues = [d["image"] for d in sec.results["label_issues"]]
     assert len(moved) == 3 and set(issues[:3]) == set(moved)
+
+
+def test_cli_refuses_a_missing_reference_folder_before_any_work(tmp_path):
+    from click.testing import CliRunner
+
+    from reportgen.cli import main
+
+    r = CliRunner().invoke(main, ["build", "--model", "nowhere.py:build", "--images", str(tmp_path), "--out",
+                                  str(tmp_path / "out"), "--reference-images", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "reference-images" in r.output
+    assert not (tmp_path / "out").exists()
