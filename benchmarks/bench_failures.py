@@ -8,8 +8,9 @@ Rows: penultimate features (float16, N x dim) from 100 Gaussian clusters; pixel 
 32 x 32 x 3 the feature pass keeps) from smooth random images; logits (float32, N x classes) of a model right on
 ~85% of rows, with a planted slice (one cluster wrong) and 1% of labels swapped; 20 planted near-duplicate pairs.
 The matrices are written to .npy files first and opened with mmap_mode="r", as the cached pass serves them. The
-child process reports its wall time per stage and VmHWM (peak resident memory), the bound being a few hundred MB
-above the size of one 8,192-row block, not N x dim.
+child process reports its wall time per stage, VmHWM (peak resident memory, which counts the pages of the mapped
+files it has read: the OS drops those under pressure) and, sampled every 50 ms, the peak of its anonymous memory
+(RssAnon: what it allocates itself), which must not grow like N x dim.
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ sys.path.insert(0, {root!r})
 from reportgen.failures.slices import auto_clusters, find_slices, top_probability
 from reportgen.failures.duplicates import near_pairs, exact_groups
 from reportgen.failures.labelnoise import confident_learning
+import threading
+peak = {{"RssAnon": 0, "RssFile": 0}}
+def watch():  # anonymous memory (what the process allocates) apart from mapped file pages the OS may drop
+    while True:
+        for ln in open("/proc/self/status"):
+            k = ln.split(":")[0]
+            if k in peak:
+                peak[k] = max(peak[k], int(ln.split()[1]))
+        time.sleep(0.05)
+threading.Thread(target=watch, daemon=True).start()
 d = {folder!r}
 feat = np.load(d + "/feat.npy", mmap_mode="r"); pix = np.load(d + "/pix.npy", mmap_mode="r")
 logits = np.load(d + "/logits.npy", mmap_mode="r"); labels = np.load(d + "/labels.npy")
@@ -59,6 +70,7 @@ stage("near_duplicates_s")
 found = {{(p.a, p.b) for p in pairs}}
 out["near_pairs"] = len(pairs); out["planted_pairs_found"] = sum((int(a), int(b)) in found for a, b in dups)
 out["peak_rss_mb"] = int([ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0]) // 1024
+out["peak_anon_mb"] = peak["RssAnon"] // 1024; out["peak_mapped_file_mb"] = peak["RssFile"] // 1024
 out["load_avg_1min"] = open("/proc/loadavg").read().split()[0]
 print(json.dumps(out))
 """

@@ -119,6 +119,8 @@ def near_pairs(pixels: np.ndarray, features: np.ndarray, *, pixel_threshold: flo
     """Near-duplicate pairs inside the set (``ref_*`` None) or between the set and the reference set, most similar
     first. Both similarities must reach their threshold."""
     same = ref_pixels is None or ref_features is None
+    if len(pixels) < 1 or (same and len(pixels) < 2) or (not same and len(ref_pixels) < 1):  # type: ignore[arg-type]
+        return []
     cand = []
     for full, ref, centre in ((pixels, ref_pixels, True), (features, ref_features, False)):
         red, red_ref = _reduce(full, centre, dims, seed, other=None if same else ref)

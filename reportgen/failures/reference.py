@@ -36,3 +36,24 @@ def reference_features(ctx, folder: str | Path, max_images: int | None = None):
         rctx = reference_context(ctx, folder, max_images)
         return rctx, rctx.features()
     return ctx.memo(f"reference-features:{Path(folder).resolve()}:{max_images}", run)
+
+
+def reference_stamp(ctx, folder: str | Path) -> str:
+    """A digest of the reference folder's files (relative path, size, modification time), memoised for the run: the
+    section cache key holds it, so a changed reference folder at the same path is not served from the cache."""
+    import hashlib
+    import os
+
+    def stamp() -> str:
+        h = hashlib.sha256(str(Path(folder).resolve()).encode())
+        for root, dirs, files in os.walk(folder):
+            dirs.sort()
+            for name in sorted(files):
+                p = os.path.join(root, name)
+                try:
+                    st = os.stat(p)
+                except OSError:
+                    continue
+                h.update(f"{os.path.relpath(p, folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+    return ctx.memo(f"reference-stamp:{folder}", stamp)

@@ -189,3 +189,20 @@ def test_cli_refuses_a_missing_reference_folder_before_any_work(tmp_path):
                                   str(tmp_path / "out"), "--reference-images", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "reference-images" in r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_section_cache_key_follows_the_reference_folder_content(make_ctx, tiny_model, image_dir, tmp_path):
+    """Same path, other files: another section key (a cached data_issues must not answer for an old folder)."""
+    from reportgen.build import _section_key
+
+    ref = tmp_path / "train"
+    write_set(ref, n=2)
+    info = get("data_issues")
+
+    def key():
+        ctx = make_ctx(tiny_model, image_dir, general={"reference_images": str(ref)})
+        return _section_key(ctx, info, ctx.config.options("data_issues"))
+    before = key()
+    assert key() == before
+    write_set(ref, n=3, seed=5)
+    assert key() != before
