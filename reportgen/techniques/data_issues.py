@@ -194,8 +194,10 @@ def _labels(ctx, sec: Section, opts: DataIssuesOptions, res: dict) -> None:
     if not len(li.images):
         sec.add(Note(f"No suspected label error among {labelled} labelled images. " + caveat, kind="info"))
         return
-    items = [_thumb(ctx, int(i), opts.thumb, names(int(i)), f"given {ctx.class_name(int(g))}, likely "
-                    f"{ctx.class_name(int(k))} (p(given) {c:.2f})", tone="bad")
+    def short(k) -> str:  # "jaguar, panther, Panthera onca" -> "jaguar" (the full name is in report.json)
+        return ctx.class_name(int(k)).split(",")[0]
+    items = [_thumb(ctx, int(i), opts.thumb, names(int(i)), f"given {short(g)}, likely {short(k)} "
+                    f"(p(given) {c:.2f})", tone="bad")
              for i, g, k, c in zip(li.images[:opts.max_shown], li.given, li.likely, li.self_confidence)]
     sec.add(Group(f"Suspected label errors: {len(li.images)} of {labelled} labelled images", [Grid(
         items, columns=min(len(items), 6), cell_width=opts.thumb,
