@@ -30,6 +30,7 @@ from .context import ProgressFn, RunContext, no_progress
 from .errors import ModelError, ReportgenError
 from .imageset import ImageSet, discover_images
 from .publish.atomic import check_out, is_single_file_target
+from .failures.reference import check_reference_folder, reference_stamp
 from .policy import PolicyViolation, isolated, unsupported_reason
 from .options import ModelOptions, RunOptions
 from .preprocess import Preprocessing
@@ -105,6 +106,8 @@ def _section_key(ctx: RunContext, info: registry.TechniqueInfo, opts: Any) -> st
     g.pop("max_images", None)  # already part of the image-set hash
     g.pop("num_workers", None)
     g.pop("threads", None)  # speed only
+    if g.get("reference_images"):  # the folder's content, not only its path (failures/reference.py)
+        g["reference_images"] = reference_stamp(ctx, g["reference_images"])
     return ctx.cache_key("section", info.id, CODE_VERSION, registry.code_hash(info), dataclasses.asdict(opts), g,
                          ctx.class_names, str(ctx.device.type))
 
@@ -239,6 +242,7 @@ class BuildResult:
 
 def run_config(o: RunOptions) -> Config:
     """The run's configuration from its options (preset, TOML file, general flags, ``--set``, only/skip)."""
+    check_reference_folder(o.reference_images)  # bad input: exit 2 before any work
     return make_config(preset=o.preset, toml_path=o.config, general=o.general(),
                        technique_overrides=parse_set(o.set_options or []), only=o.only, skip=o.skip)
 

@@ -246,6 +246,8 @@ def run_options(f):
                      help="Folder of style images (default: public-domain paintings shipped with reportgen)."),
         click.option("--texture-images", type=click.Path(exists=True, file_okay=False),
                      help="Folder of texture images (default: CC0 textures shipped with reportgen)."),
+        click.option("--reference-images", type=click.Path(exists=True, file_okay=False), help="Folder of "
+                     "reference images (e.g. the training set) that data_issues checks for copies (leakage)."),
     ]
     for o in reversed(opts):
         f = o(f)

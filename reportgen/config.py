@@ -62,6 +62,8 @@ class GeneralOptions:
     """Folder of style images for texture/gram/style sections (None: the paintings shipped with reportgen)."""
     texture_images: str | None = None
     """Folder of texture images for the texture and gram sections (None: the textures shipped with reportgen)."""
+    reference_images: str | None = None
+    """Folder of reference images (e.g. the training set) the data_issues section checks for copies (leakage)."""
     threads: Annotated[int, registry.Range(ge=0)] = 0
     """torch CPU threads (0: the CPUs idle now, sampled from /proc/stat over 150 ms, at least 1; an
     OMP_NUM_THREADS in the environment wins; see reportgen.device)."""

@@ -101,6 +101,7 @@ class RunOptions:
     seed: int | None = None
     style_images: str | Path | None = None
     texture_images: str | Path | None = None
+    reference_images: str | Path | None = None
     device: str = "auto"
     theme: str = "light"
     single_file: bool = False
@@ -141,7 +142,8 @@ class RunOptions:
         return {"layer": self.model.layer, "classes": self.classes, "max_images": self.max_images,
                 "seed": self.seed, "batch_size": self.batch_size, "threads": self.threads,
                 "style_images": str(self.style_images) if self.style_images else None,
-                "texture_images": str(self.texture_images) if self.texture_images else None}
+                "texture_images": str(self.texture_images) if self.texture_images else None,
+                "reference_images": str(self.reference_images) if self.reference_images else None}
 
     def models(self, n: int) -> list[ModelOptions]:
         """The resolved values of each of ``n`` models (1: a build, 2: a comparison): TOML ``[model]``, then

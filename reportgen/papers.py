@@ -20,6 +20,24 @@ ZEILER_FERGUS_2014
     ECCV, 2014
     https://arxiv.org/abs/1311.2901
 
+DEON_2022
+    Greg d'Eon, Jason d'Eon, James R. Wright, Kevin Leyton-Brown
+    The Spotlight: A General Method for Discovering Systematic Errors in Deep Learning Models
+    FAccT, 2022
+    https://arxiv.org/abs/2107.00758
+
+PLUMB_2023
+    Gregory Plumb, Nari Johnson, Angel Alexander Cabrera, Ameet Talwalkar
+    Towards a More Rigorous Science of Blindspot Discovery in Image Classification Models
+    TMLR, 2023
+    https://arxiv.org/abs/2207.04104
+
+NORTHCUTT_2021
+    Curtis G. Northcutt, Lu Jiang, Isaac L. Chuang
+    Confident Learning: Estimating Uncertainty in Dataset Labels
+    JAIR, 2021
+    https://arxiv.org/abs/1911.00068
+
 NAKANDALA_2019
     Supun Nakandala, Arun Kumar, Yannis Papakonstantinou
     Incremental and Approximate Inference for Faster Occlusion-based Deep CNN Explanations

@@ -29,6 +29,7 @@ from markupsafe import Markup, escape
 from .._resources import templates_dir
 from ..report import Explorer, Figure, Grid, Group, ImageData, Row, UnitSet
 from .assets import ASSETS_DIRNAME, AssetStore, content_hash
+from .failures import EXTRA_MODES, explorer_columns
 from .text import slugify
 
 SHOWN_NEIGHBOURS = 5  # per list on an image page
@@ -126,6 +127,7 @@ class ExplorerPlan:
     search_json: str = ""
     sprite_css: str = ""
     pages_path: str = ""  # compact image pages: their one script (top-k and neighbours of every image, a loader)
+    modes: list[tuple[str, str]] = field(default_factory=list)  # extra "colour by" choices (render/failures.py)
 
     @property
     def compact(self) -> bool:
@@ -194,7 +196,9 @@ def plan(views, store: AssetStore, single_file: bool) -> ExplorerPlan:
         refs = [store.ref(s, root="", inline=single_file) for s in ex.sprites]
         p.sprite_srcs = [r.src for r in refs]
         p.sprite_css = sprite_css(ex, p.sprite_srcs, single_file)
-        data = explorer_data(ex, p.sprite_srcs)
+        cols = explorer_columns([v.section for v in views], list(ex.names))
+        p.modes = [(k, EXTRA_MODES[k]) for k in cols]
+        data = explorer_data(ex, p.sprite_srcs, cols)
         if single_file:
             p.data_json = _js_json(data)
         else:
@@ -226,15 +230,16 @@ def sprite_css(ex: Explorer, srcs: list[str], single_file: bool) -> str:
     return "".join(out)
 
 
-def explorer_data(ex: Explorer, sprites: list[str]) -> dict:
+def explorer_data(ex: Explorer, sprites: list[str], extra: dict[str, np.ndarray] | None = None) -> dict:
     n = len(ex.ids)
+    cols = {k: _b64(v) for k, v in (extra or {}).items()}  # "slice" int16, "suspect" uint8
     xy = np.asarray(ex.xy if ex.xy is not None else np.full((n, 2), np.nan), np.float32).reshape(n, 2)
     pred = np.asarray(ex.topk[:, 0], np.int16)
     return {"n": n, "classes": list(ex.class_names), "thumb": int(ex.thumb), "sheet": int(ex.sheet),
             "sprites": sprites, "xy": _b64(xy), "label": _b64(np.asarray(ex.labels, np.int16)),
             "pred": _b64(pred), "prob": _b64(np.clip(np.round(ex.topk_p[:, 0] * 255), 0, 255).astype(np.uint8)),
             "ids": ",".join(ex.ids), "names": "\n".join(s.replace("\n", " ") for s in ex.names),
-            "method": ex.method}
+            "method": ex.method, **cols}
 
 
 def _rows(table, n: int) -> str:

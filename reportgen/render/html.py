@@ -30,6 +30,7 @@ from ..report import (
     UnitSet, iter_images,
 )
 from . import explorer as explorer_mod
+from .failures import failure_facts
 from .assets import ASSETS_DIRNAME, MIN_PICTURE_PX, AssetStore, auto_cell_width, content_hash
 from .text import (
     clean_strings, first_sentence, fmt_duration, fmt_value, is_number, paragraphs, safe_text, safe_url,
@@ -78,6 +79,7 @@ class Fact:
     value: str
     mono: bool = False
     title: str = ""
+    section: str = ""  # the id of the section the value comes from (the overview links it)
 
 
 @dataclass
@@ -202,7 +204,9 @@ def overview_groups(report: Report) -> list[FactGroup]:
     if m.total_time_s is not None:
         g_run.add("Total time", fmt_duration(m.total_time_s))
     g_run.add("Generated", m.generated)
-    return [g for g in (*g_models, g_model, g_data, g_run) if g.facts]
+    g_fail = FactGroup("Where it fails")  # the failure sections' headline numbers (render/failures.py)
+    g_fail.facts = [Fact(label, value, section=sid) for label, value, sid in failure_facts(report)]
+    return [g for g in (*g_models, g_model, g_data, g_fail, g_run) if g.facts]
 
 
 def _model_group(name: str, info: dict[str, Any]) -> FactGroup:

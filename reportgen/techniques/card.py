@@ -4,6 +4,11 @@ Architecture: every leaf module with its type, output shape (from one forward pa
 dummy batch) and parameter count. Predictions: ``softmax(f(x))`` top-5 for each image from the
 shared feature pass. With labels (class sub-folders or file names): top-1 / top-5 accuracy
 and the confusion matrix ``M[i, j] = #{images of class i predicted as j}``.
+
+The failure sections' headline numbers (images that flip under the mildest corruption, the worst failure slice,
+suspected label errors) open the report beside this card, in the overview's "Where it fails" card: the card runs
+first and sections never read each other, so the renderer reads them from the finished report
+(:mod:`reportgen.render.failures`).
 """
 
 from __future__ import annotations

@@ -116,6 +116,8 @@
     var t0 = performance.now();
     var n = D.n, xy = new Float32Array(bytes(D.xy)), lab = new Int16Array(bytes(D.label));
     var pred = new Int16Array(bytes(D.pred)), prob = new Uint8Array(bytes(D.prob));
+    // optional columns of the failure sections: slice number per image (0: none), suspected label error (1)
+    var slc = D.slice ? new Int16Array(bytes(D.slice)) : null, sus = D.suspect ? new Uint8Array(bytes(D.suspect)) : null;
     var idList = null, nameList = null;  // split on first use: 100,000 strings cost more than the points
     function ids(p) { if (!idList) idList = D.ids.split(','); return idList[p]; }
     function names(p) { if (!nameList) nameList = D.names.split('\n'); return nameList[p]; }
@@ -159,11 +161,20 @@
     function key(i) {
       if (mode === 'pred') return pred[i];
       if (mode === 'correct') return lab[i] < 0 ? -1 : (pred[i] === lab[i] ? -2 : -3);
+      if (mode === 'slice' && slc) return slc[i] > 0 ? -20 - Math.min(slc[i], 70) : -100;  // grey drawn first
+      if (mode === 'suspect' && sus) return sus[i] ? -5 : -6;
       return lab[i] >= 0 ? lab[i] : pred[i];
     }
-    function keyColour(k) { return k === -2 ? '#1a7f37' : k === -3 ? '#d1242f' : colour(k); }
+    function keyColour(k) {
+      if (k === -100) return '#c8ccd0';
+      if (k <= -21) return colour(-21 - k);
+      return k === -2 ? '#1a7f37' : k === -3 || k === -5 ? '#d1242f' : k === -6 ? '#c8ccd0' : colour(k);
+    }
     function keyName(k) {
-      return k === -2 ? 'correct' : k === -3 ? 'wrong' : k === -1 ? 'unlabelled' : D.classes[k];
+      if (k === -100) return 'in no slice';
+      if (k <= -21) return 'slice ' + (-20 - k);
+      return k === -2 ? 'correct' : k === -3 ? 'wrong' : k === -1 ? 'unlabelled'
+        : k === -5 ? 'suspected label error' : k === -6 ? 'label not suspected' : D.classes[k];
     }
     function base() { return Math.min(W, H) * 0.92; }
     function sx(i) { return (px[i] - 0.5) * base() * view.s + W / 2 + view.x; }
@@ -262,7 +273,7 @@
         b.appendChild(sw);
         b.appendChild(doc.createTextNode(keyName(k) + ' (' + counts.get(k) + ')'));
         b.addEventListener('click', function (e) {
-          if (e.shiftKey || e.altKey) { only(k); return; }
+          if (e.shiftKey || e.altKey) { only(k, true); return; }
           hidden[k] = !hidden[k];
           b.setAttribute('aria-pressed', hidden[k] ? 'false' : 'true');
           draw();
@@ -270,8 +281,8 @@
         legend.appendChild(b);
       });
     }
-    function only(k) {
-      if (mode === 'correct') { mode = 'label'; byKey = null; }
+    function only(k, keepMode) {  // a class from a link (label mode), or a legend key of the current mode
+      if (!keepMode && mode !== 'pred') { mode = 'label'; byKey = null; }
       modeSel.value = mode;
       hidden = {};
       for (i = 0; i < n; i++) hidden[key(i)] = true;
