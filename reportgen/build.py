@@ -28,12 +28,13 @@ from .checks import check_classifier, model_title
 from .config import Config, check_config, make_config, parse_set
 from .context import ProgressFn, RunContext, no_progress
 from .errors import ModelError, ReportgenError
-from .imageset import ImageSet, discover_images
+from .imageset import ImageSet, check_images_arg, discover_images
 from .publish.atomic import check_out, is_single_file_target
 from .policy import PolicyViolation, isolated, unsupported_reason
 from .options import ModelOptions, RunOptions
 from .preprocess import Preprocessing
 from .inspection.hooks import keeps_train_mode
+from .inspection.layers import resolve_layer
 from .labels import folder_class_names
 from .display_paths import display_path, published_command, published_model_info
 from .report import ImagesInfo, Note, Report, RunInfo, Section, SkippedImage
@@ -253,6 +254,21 @@ def load_for_run(model: str | nn.Module, mo: ModelOptions, trust: bool) -> tuple
     return loaded, loading.resolve_preprocessing(loaded, **mo.preprocessing_overrides())
 
 
+def check_paths(out: Path, images: Any) -> None:
+    """What can be checked before the model loads: the output can be created, the images exist."""
+    path = images if isinstance(images, (str, Path)) else None
+    check_out(out, path)
+    if path is not None:
+        check_images_arg(path)
+
+
+def check_layer(model: nn.Module, name: str | None) -> None:
+    """``--layer``, right after the model loads and before any image is read: a typo is bad input (exit 2, close
+    names suggested), not N failed sections."""
+    if name:
+        resolve_layer(model, name)
+
+
 def run_class_names(labels: str | Path | list[str] | None, loaded: Any) -> list[str] | None:
     """``--labels`` (a file or a list), else the model's own class names, else None."""
     from .labels import load_labels
@@ -298,12 +314,13 @@ def build_report(
     (mo,) = o.models(1)
     if mo.layer:
         cfg.general.layer = mo.layer
-    check_out(out, images if isinstance(images, (str, Path)) else None)
+    check_paths(out, images)
     cache = open_cache(o)
     apply_threads(cfg.general.threads, log=log)  # logs "threads: N (why)"
 
     # model
     loaded, pre = load_for_run(model, mo, o.trust)
+    check_layer(loaded.model, cfg.general.layer)
     if loaded.static_batch:
         cfg.general.batch_size = 1  # the model takes one image at a time: hooks then see whole batches
     class_names = run_class_names(o.labels, loaded)
@@ -334,8 +351,6 @@ def build_report(
         log(f"Images: {len(ctx.images)} usable under {images}"
             + (f", {len(ctx.images.skipped)} skipped" if ctx.images.skipped else "")
             + (f"; labels from {ctx.images.label_source}" if ctx.images.label_source else ""))
-        if cfg.general.layer:  # a typo is bad input (exit 2, close names suggested), not N failed sections
-            ctx.layer(cfg.general.layer)
         techniques = cfg.enabled()
         sections = compute_sections(ctx, techniques, strict=o.strict, log=log)
         report = Report(

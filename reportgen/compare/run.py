@@ -21,8 +21,8 @@ from torch import nn
 
 from .. import registry
 from ..build import (
-    BuildResult, compute_sections, load_for_run, make_context, open_cache, publish_report, run_class_names,
-    run_config, versions,
+    BuildResult, check_layer, check_paths, compute_sections, load_for_run, make_context, open_cache, publish_report,
+    run_class_names, run_config, versions,
 )
 from ..checks import model_title
 from ..device import apply_threads, device_description, resolve_device
@@ -30,7 +30,7 @@ from ..context import no_progress
 from ..display_paths import display_path, published_command, published_model_info
 from ..errors import ConfigError, ReportgenError
 from ..options import RunOptions
-from ..publish.atomic import check_out, is_single_file_target
+from ..publish.atomic import is_single_file_target
 from ..publish.rerender import staged_output, store_tree
 from ..report import ImagesInfo, Report, RunInfo
 from .cka import Estimator
@@ -84,10 +84,12 @@ def compare_reports(
             raise ConfigError(str(e.args[0])) from None
     cfg = run_config(RunOptions.of(o, only=chosen or None, skip=None))
     per_model = o.models(2)
-    check_out(out, images if isinstance(images, (str, Path)) else None)
+    check_paths(out, images)
     cache = open_cache(o)
     apply_threads(cfg.general.threads, log=log)  # logs "threads: N (why)"
     loaded = [load_for_run(m, mo, o.trust) for m, mo in zip((model_a, model_b), per_model)]
+    for (ld, _), mo in zip(loaded, per_model):
+        check_layer(ld.model, mo.layer or cfg.general.layer)
     dev = resolve_device(o.device)
     with staged_output(out, wait=o.wait, log=log) as tmp:
         ctxs = []
@@ -101,9 +103,6 @@ def compare_reports(
             ctxs.append(make_context(ld.model, images, class_names=run_class_names(o.labels, ld), pre=pre, config=c,
                                      device=dev, progress=progress, cache=cache, model_info=published_model_info(ld)))
         ca, cb = ctxs
-        for c in ctxs:
-            if c.config.general.layer:
-                c.layer(c.config.general.layer)  # a typo is bad input (exit 2), not failed sections
         if ca.num_classes != cb.num_classes:
             raise ReportgenError(f"the models have different numbers of classes ({ca.num_classes} vs "
                                  f"{cb.num_classes}); predictions cannot be compared")

@@ -19,6 +19,7 @@ import errno
 import os
 import shutil
 import signal
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -188,8 +189,17 @@ def check_out(out: Path, images: Path | None = None) -> None:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create {parent}: {e.strerror or e}") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write into {parent}")
+    _probe_writable(parent)
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder``: os.access says yes to root everywhere, even in /proc."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".reportgen-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise OutputError(f"cannot write into {folder}: {e.strerror or e}") from None
 
 
 _RENAME_EXCHANGE = 2
