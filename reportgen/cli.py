@@ -6,11 +6,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
 
 import click
 
 from . import __version__
+from .publish import console
 
 MODEL_HELP = (
     "The model: a torchvision name (resnet18; weights from --weights or the torch hub cache, never downloaded), "
@@ -19,24 +19,7 @@ MODEL_HELP = (
 )
 
 
-def _progress(iterable: Iterable, desc: str = "", total: int | None = None):
-    """A progress bar on stderr (plain log lines when stderr is not a terminal)."""
-    if total is None:
-        try:
-            total = len(iterable)  # type: ignore[arg-type]
-        except TypeError:
-            total = None
-    if not sys.stderr.isatty():
-        click.echo(f"      {desc}" + (f" ({total} steps)" if total else ""), err=True)
-        yield from iterable
-        return
-    with click.progressbar(iterable, length=total, label=f"      {desc}", file=sys.stderr,
-                           show_eta=True, show_pos=True, width=30) as bar:
-        yield from bar
-
-
-def _log(msg: str) -> None:
-    click.echo(msg, err=True)
+_progress, _log = console.progress, console.log
 
 
 def _floats3(ctx, param, value):
@@ -82,7 +65,8 @@ def _open_hint(index: Path) -> str:
     return f"Open it: {cmd}\n   or in a browser: {uri}"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=console.OneLineErrors,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="reportgen")
 def main() -> None:
     """reportgen: a static HTML model-card gallery of the classic "visualizing and understanding CNNs"
@@ -108,9 +92,7 @@ Exit codes:
 """
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 600 else text[:597] + "..."
+_one_line = console.one_line
 
 
 def _run(work, debug: bool = False, strict: bool = False, what: str = "Report"):
@@ -126,7 +108,7 @@ def _run(work, debug: bool = False, strict: bool = False, what: str = "Report"):
     except ReportgenError as e:
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {_one_line(e)}", err=True)
+        click.echo(f"error: {_one_line(e, None)}", err=True)  # reportgen's own messages are complete: never cut
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted: no report was written (any previous report is unchanged)", err=True)
@@ -146,7 +128,8 @@ def _run(work, debug: bool = False, strict: bool = False, what: str = "Report"):
     click.echo(_open_hint(result.index))
     if rep.failed:
         names = ", ".join(s.id for s in rep.failed)
-        click.echo(f"\n{len(rep.failed)} section(s) failed: {names}. Their pages show the error; "
+        failed = console.plural(len(rep.failed), "section")
+        click.echo(f"\n{failed} failed: {names}. Their pages show the error; "
                    "rerun with --strict to stop at the first failure with a traceback.", err=True)
         sys.exit(1)
 
@@ -323,7 +306,7 @@ def render(report, theme, single_file, new_out, cache_dir, wait) -> None:
         target, rep = rerender(report, theme=theme, single_file=single_file, new_out=new_out, wait=wait,
                                cache=Cache(Path(cache_dir) if cache_dir else default_cache_dir()), log=_log)
     except ReportgenError as e:
-        click.echo(f"error: {_one_line(e)}", err=True)
+        click.echo(f"error: {_one_line(e, None)}", err=True)
         sys.exit(2)
     click.echo(f"Report re-rendered to {target.resolve()} ({rep.meta.theme} theme, "
                f"{len(rep.sections)} sections) in {time.perf_counter() - t0:.1f} s.")

@@ -121,7 +121,8 @@ def compare_reports(
                     cka_section(ca, cb, names, cka_images, cka_layers, cka_estimator),
                     concepts_section(ca, cb, names)]
         infos = cfg.enabled() if chosen else []
-        secs = [compute_sections(c, infos, strict=o.strict, log=log) for c in ctxs]
+        secs = [compute_sections(c, infos, strict=o.strict, log=_prefixed(log, f"model {n} "))
+                for c, n in zip(ctxs, names)]
         sections += [paired_section(i, names, a, b) for i, a, b in zip(infos, *secs)]
         titles = [model_title(ld.model, ld.spec, ld.kind) for ld, _ in loaded]
         report = Report(
@@ -135,6 +136,12 @@ def compare_reports(
         cache.trim()
     index = out if is_single_file_target(out) else out / manifest.get("index", "index.html")
     return BuildResult(out=out, index=index, report=report, manifest=manifest)
+
+
+def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    """``log`` with each line saying which model it is about ('model A [1/4] Saliency'; continuation lines, which
+    start with spaces, keep their indent)."""
+    return lambda s: log(s if s.startswith(" ") else prefix + s)
 
 
 def accuracies(ctxs, names) -> dict[str, float]:

@@ -251,7 +251,7 @@ Fashion-MNIST by `reportgen/demo/train.py`. This file is written by that script.
 | Augmentation | random horizontal flip, random +-2 px translation |
 | Final train accuracy (no augmentation) | {train_acc:.4f} |
 | Final test accuracy (10,000 images) | {test_acc:.4f} |
-| Training time | {seconds / 60:.1f} min wall clock incl. data loading, CPU, {args.threads} threads (shared machine) |
+| Training time | {seconds / 60:.1f} min wall clock incl. data loading, CPU, {args.threads} thread{'' if args.threads == 1 else 's'} (shared machine) |
 | Parameters | {n_params:,} |
 | Weights file | `{weights.name}`, {weights.stat().st_size / 1024:.0f} KiB, float32 |
 | Date | {today} |

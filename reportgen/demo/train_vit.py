@@ -102,7 +102,7 @@ and augmentation as the CNN above. `reportgen demo --arch vit` builds the report
 | Augmentation | random horizontal flip, random +-2 px translation |
 | Final train accuracy (no augmentation) | {train_acc:.4f} |
 | Final test accuracy (10,000 images) | {test_acc:.4f} |
-| Training time | {seconds / 60:.1f} min wall clock incl. data loading, CPU, {args.threads} threads (shared machine) |
+| Training time | {seconds / 60:.1f} min wall clock incl. data loading, CPU, {args.threads} thread{'' if args.threads == 1 else 's'} (shared machine) |
 | Parameters | {n_params:,} |
 | Weights file | `{args.out.name}`, {args.out.stat().st_size / 1024:.0f} KiB, float32; patch-embedding input channels \
 tied after training (their mean: an exact no-op for greyscale input) |

@@ -9,19 +9,11 @@ from torch import nn
 from ..preprocess import Preprocessing
 
 
-SPEC_FORMS = """Accepted model SPEC forms:
-  demo                      the embedded demo model (a small Fashion-MNIST CNN)
-  resnet18, mobilenet_v2..  a torchvision classification model; weights from --weights FILE or the
-                            torch hub cache (reportgen never downloads)
-  path/to/file.py:factory   a function (or class) in a Python file, called with no arguments,
-                            returning a torch.nn.Module; --weights FILE is loaded into it
-  package.module:factory    the same, from an importable module
-  model.pt / model.ts       a TorchScript archive (torch.jit.save)
-  model.pt2                 a torch.export archive (torch.export.save)
-  timm:NAME                 timm.create_model(NAME, pretrained=False); --weights FILE (.pth/.safetensors)
-                            fills it (pip install reportgen[timm])
-  path/to/hf_folder         a Hugging Face folder written by save_pretrained (config.json + weights),
-                            loaded with local_files_only=True (pip install reportgen[hf])"""
+SPEC_FORMS = """Accepted model SPEC forms: demo (the embedded Fashion-MNIST CNN); a torchvision name such as
+resnet18 (weights from --weights FILE or the torch hub cache); path/to/file.py:factory or package.module:factory
+(called with no arguments, returns a torch.nn.Module; --weights FILE fills it); a TorchScript (.pt, .ts) or
+torch.export (.pt2) archive; timm:NAME (pip install reportgen[timm]; --weights FILE for trained weights); a
+Hugging Face folder written by save_pretrained (pip install reportgen[hf]). reportgen never downloads."""
 
 
 @dataclass

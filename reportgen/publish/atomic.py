@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import OutputError
+from ..report import plural
 
 try:
     import fcntl
@@ -150,7 +151,7 @@ def clean_stale(out: Path, log: Callable[[str], None] | None = None) -> list[str
         _remove(p)
         removed.append(p.name)
     if removed and log:
-        log(f"Removed {len(removed)} temporary folder(s) left by interrupted builds: {', '.join(removed)}")
+        log(f"Removed {plural(len(removed), 'temporary folder')} left by interrupted builds: {', '.join(removed)}")
     return removed
 
 

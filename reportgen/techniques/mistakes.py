@@ -20,7 +20,7 @@ from ..attribution.visualization import attr_item
 from ..concepts.confusions import confused_pairs, lowest_margin_pairs, nearest_of_class
 from ..papers import PRABHUSHANKAR_2020, SELVARAJU_2017
 from ..registry import technique
-from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
+from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table, plural
 from ..device import graph_batch_size
 from ._explain import cell_width, heat_item
 from ._setlevel import METHOD_NAMES, MapMethod, check_method, map_layer
@@ -164,8 +164,8 @@ def mistakes(ctx, opts: MistakesOptions) -> Section:
                 and d["nearest_true_distance"] is not None]
         closer = sum(1 for d in both if d["nearest_predicted_distance"] < d["nearest_true_distance"])
         if both:
-            verdict = (f"for {closer} of {len(both)} image(s) the nearest {ctx.class_name(p.predicted)} is closer "
-                       f"than the nearest {ctx.class_name(p.other)}.")
+            verdict = (f"for {closer} of {plural(len(both), 'image')} the nearest {ctx.class_name(p.predicted)} is "
+                       f"closer than the nearest {ctx.class_name(p.other)}.")
         else:
             missing = [ctx.class_name(c) for c, pool in ((p.predicted, pool_p), (p.other, pool_t)) if pool.size == 0]
             verdict = (f"no correctly classified image of {' or '.join(missing) or 'either class'} "
