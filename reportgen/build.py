@@ -77,6 +77,8 @@ def make_context(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     model = model.to(dev)
     model_info = dict(model_info or {})
+    # the model's own count, before the policy freezes every parameter for the run (the card reports this one)
+    model_info.setdefault("trainable_parameters", sum(p.numel() for p in model.parameters() if p.requires_grad))
     notes = model_info["notes"] = list(model_info.get("notes") or [])
     n_classes = check_classifier(model, pre, dev, notes=notes)
     if class_names is None and not isinstance(images, ImageSet):

@@ -31,6 +31,21 @@ class LoadedModel:
     channels: int | None = None  # input channels when known (1: greyscale), else found from the first conv
     channels_source: str = ""  # where ``channels`` came from
     static_batch: bool = False  # the model only takes one image at a time (exported with batch 1)
+    weights_source: str = ""  # where the weights came from when no file is named (default: by kind, see below)
+    untrained: str = ""  # why the loader knows the weights are not trained (a random initialisation), else ""
+
+    def weights_text(self) -> str:
+        """Where the weights came from, in words, when ``weights`` names no file."""
+        return self.weights_source or WEIGHTS_BY_KIND.get(self.kind, "none given")
+
+
+#: where a model's weights come from when no file is named, by loader kind
+WEIGHTS_BY_KIND = {
+    "factory": "as the factory built them (no --weights given)",
+    "torchscript": "inside the TorchScript archive",
+    "export": "inside the torch.export archive",
+    "module": "those of the nn.Module given",
+}
 
 
 def input_channels(model: nn.Module) -> tuple[int | None, str]:

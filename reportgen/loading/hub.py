@@ -90,8 +90,10 @@ def load_timm(name: str, spec: str, weights: str | None, trust: bool) -> LoadedM
         loaded.weights, wnotes = apply_weights_file(model, weights, trust, f"timm model {name}")
         loaded.notes += wnotes
     else:
-        loaded.notes.append(f"timm:{name} built with random weights (pretrained=False; reportgen never downloads): "
-                            "pass --weights FILE (.pth or .safetensors) for trained weights")
+        loaded.untrained = (f"timm:{name} was built with random weights (pretrained=False; reportgen never "
+                            "downloads): pass --weights FILE (.pth or .safetensors) with its trained weights")
+        loaded.weights_source = "none: a random initialisation (timm, pretrained=False)"
+        loaded.notes.append(loaded.untrained)
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     loaded.preprocessing = _timm_preprocessing(cfg, name)
     if cfg.get("fixed_input_size") and loaded.preprocessing is not None:
