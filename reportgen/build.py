@@ -24,7 +24,7 @@ from torch import nn
 from . import __version__, registry
 from .features import distributed, compute as features
 from .cache import CODE_VERSION, Cache, default_cache_dir, digest, parse_size
-from .checks import check_classifier, model_title
+from .checks import check_classifier, model_title, untrained_banner, untrained_evidence
 from .config import Config, check_config, make_config, parse_set
 from .context import ProgressFn, RunContext, no_progress
 from .errors import ModelError, ReportgenError
@@ -271,6 +271,17 @@ def check_layer(model: nn.Module, name: str | None) -> None:
         resolve_layer(model, name)
 
 
+def untrained_warning(ctx: RunContext, known: str, log: Callable[[str], None]) -> str:
+    """The untrained-model warning of this run ('' when none): what the loader knows (already logged), else what the
+    feature pass suggests (logged here, before the sections run)."""
+    if known:
+        return untrained_banner(known, None)
+    warning = untrained_banner("", untrained_evidence(ctx.features().probs))
+    if warning:
+        log("WARNING: " + warning)
+    return warning
+
+
 def run_class_names(labels: str | Path | list[str] | None, loaded: Any) -> list[str] | None:
     """``--labels`` (a file or a list), else the model's own class names, else None."""
     from .labels import load_labels
@@ -329,6 +340,8 @@ def build_report(
     dev = resolve_device(o.device)
     log(f"Model: {loaded.spec} ({loaded.kind}) on {device_description(dev)}")
     log(f"Preprocessing: {pre.describe()} [{pre.source}]")
+    if loaded.untrained:  # known from the loader: said before any image is read
+        log("WARNING: " + untrained_banner(loaded.untrained, None))
 
     group = distributed.init()  # torchrun: every rank scans a shard of the image set, rank 0 goes on
     if group is not None and group.rank > 0:
@@ -353,6 +366,7 @@ def build_report(
         log(f"Images: {len(ctx.images)} usable under {images}"
             + (f", {len(ctx.images.skipped)} skipped" if ctx.images.skipped else "")
             + (f"; labels from {ctx.images.label_source}" if ctx.images.label_source else ""))
+        warning = untrained_warning(ctx, loaded.untrained, log)
         techniques = cfg.enabled()
         sections = compute_sections(ctx, techniques, strict=o.strict, log=log)
         report = Report(
@@ -375,6 +389,8 @@ def build_report(
                 command=published_command(sys.argv),
             ),
         )
+        if warning:
+            report.meta.extra["untrained"] = warning  # the banner on top of every page
         report.meta.total_time_s = round(time.perf_counter() - t_start, 2)
         store_tree(report, cache)  # `reportgen render` re-renders it without the model
         manifest = publish_report(report, tmp, out, cache, theme=theme, single_file=single_file)

@@ -24,7 +24,7 @@ from ..build import (
     BuildResult, check_layer, check_paths, compute_sections, load_for_run, make_context, open_cache, publish_report,
     run_class_names, run_config, versions,
 )
-from ..checks import model_title
+from ..checks import model_title, untrained_banner, untrained_evidence
 from ..device import apply_threads, device_description, resolve_device
 from ..context import no_progress
 from ..display_paths import display_path, published_command, published_model_info
@@ -109,6 +109,10 @@ def compare_reports(
         if [r.rel for r in ca.images.records] != [r.rel for r in cb.images.records]:
             raise ReportgenError("the two models see different image sets (check --max-images and the folder)")
         fa, fb = ca.features(), cb.features()
+        warnings = [f"Model {n}: {w}" for n, (ld, _), f in zip(names, loaded, (fa, fb))
+                    if (w := untrained_banner(ld.untrained, None if ld.untrained else untrained_evidence(f.probs)))]
+        for w in warnings:
+            log("WARNING: " + w)
         pa, pb, y = fa.probs, fb.probs, ca.images.labels
         acc = accuracies(ctxs, names)
         if acc:
@@ -129,6 +133,8 @@ def compare_reports(
             title=o.title or f"{names[0]}: {titles[0]} vs {names[1]}: {titles[1]} — comparison",
             sections=sections, skipped_images=list(ca.images.skipped),
             meta=_meta(ctxs, names, images, cfg, dev, theme_label(o.theme), cka_estimator))
+        if warnings:
+            report.meta.extra["untrained"] = " ".join(warnings)  # the banner on top of every page
         report.meta.total_time_s = round(time.perf_counter() - t_start, 2)
         store_tree(report, cache)
         manifest = publish_report(report, tmp, out, cache, theme=o.theme,
