@@ -91,7 +91,8 @@ def test_evidence_takes_probabilities_not_logits():
 
 
 FLAT = ("import torch\nfrom torch import nn\n\n\ndef make():\n"
-        "    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))\n"
+        "    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n"
+        "                      nn.Linear(4, 10))\n"
         "    with torch.no_grad():\n        m[4].weight.zero_()\n        m[4].bias.zero_()\n    return m\n")
 
 
