@@ -15,8 +15,10 @@ from .publish import console
 MODEL_HELP = (
     "The model: a torchvision name (resnet18; weights from --weights or the torch hub cache, never downloaded), "
     "path/to/file.py:factory or package.module:factory (returns an nn.Module), a TorchScript archive, a "
-    "torch.export .pt2 archive, or 'demo' for the embedded Fashion-MNIST model."
+    "torch.export .pt2 archive, timm:NAME (a timm architecture; random weights unless --weights), a Hugging Face "
+    "folder written by save_pretrained (config.json and weights), or 'demo' for the embedded Fashion-MNIST model."
 )
+THEME_HELP = "Report theme: light, dark, or a theme folder of your own (a theme.toml; see the README's Themes)."
 
 
 _progress, _log = console.progress, console.log
@@ -76,6 +78,9 @@ def main() -> None:
     Quick start:
       reportgen demo                                   # embedded model and images, offline
       reportgen build --model resnet18 --weights r18.pth --images photos/ --out report/
+      reportgen build --model timm:resnet18 --weights r18.safetensors --images photos/ --out report/
+      reportgen compare --model resnet18 --model resnet50 --images photos/ --out cmp/   # side by side
+      reportgen site report/ cmp/ --out site/          # one landing page over finished reports
       reportgen layers --model resnet18 --weights r18.pth
       reportgen techniques
     """
@@ -204,7 +209,7 @@ def run_options(f):
                      "(default: the last convolution). See `reportgen layers`." + twice),
         click.option("--classes", callback=_ints, help="Class indices for class-level techniques, e.g. 1,207."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 or mps."),
-        click.option("--theme", default="light", show_default=True, help="Report theme (light or dark)."),
+        click.option("--theme", default="light", show_default=True, help=THEME_HELP),
         click.option("--single-file", is_flag=True, help="Write one self-contained HTML file with everything inlined "
                      "(with --out NAME.html: exactly that one file, report.json embedded in it)."),
         click.option("--input-size", multiple=True, type=click.IntRange(8, 4096),
@@ -266,7 +271,7 @@ def build(model, images, out, **kw) -> None:
 @main.command(epilog=EXIT_CODES)
 @click.option("--out", default="reportgen-demo", show_default=True, type=click.Path(),
               help="Output folder, or NAME.html for one self-contained file.")
-@click.option("--theme", default="light", show_default=True, help="Report theme (light or dark).")
+@click.option("--theme", default="light", show_default=True, help=THEME_HELP)
 @click.option("--preset", type=click.Choice(["minimal", "standard", "full"]), default="standard", show_default=True)
 @click.option("--only", multiple=True, callback=_ids, help="Comma-separated technique ids to run (only these).")
 @click.option("--single-file", is_flag=True, help="Write one self-contained HTML file.")
@@ -286,7 +291,7 @@ def demo(out, theme, preset, only, single_file, device, arch, **kw) -> None:
 
 @main.command()
 @click.argument("report", type=click.Path(exists=True))
-@click.option("--theme", help="Theme to render with (default: the report's own).")
+@click.option("--theme", help="Theme to render with (default: the report's own): light, dark, or a theme folder.")
 @click.option("--single-file", is_flag=True, help="Write one self-contained HTML file.")
 @click.option("--out", "new_out", type=click.Path(), help="Write here instead of replacing REPORT "
               "(a folder, or NAME.html for one file).")
@@ -355,11 +360,13 @@ def layers(model, weights, trust, input_size, show_all) -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Show each technique's options and their preset values.")
 @click.option("--markdown", is_flag=True, help="Print the Markdown reference (docs/techniques.md).")
 def techniques(verbose, markdown) -> None:
-    """List the registered techniques: ids, titles, papers, and which presets run each."""
+    """List the registered techniques: ids, titles, papers, and what each preset changes in each."""
     import dataclasses
+    import textwrap
 
     from . import registry
     from .config import allowed_values
+    from .docs import preset_summary
 
     if markdown:
         from .docs import techniques_markdown
@@ -369,7 +376,8 @@ def techniques(verbose, markdown) -> None:
     for t in registry.all_techniques():
         papers = "; ".join(f"{r.short()}" for r in t.references)
         click.echo(f"{t.id:<22} {t.title}")
-        click.echo(f"{'':<22} presets: {', '.join(t.runs_in)}" + (f"   papers: {papers}" if papers else ""))
+        for line in [preset_summary(t)] + ([f"papers: {papers}"] if papers else []):
+            click.echo(textwrap.fill(line, 118, initial_indent=" " * 23, subsequent_indent=" " * 25))
         if verbose:
             for f in dataclasses.fields(t.options):
                 vals = {p: getattr(t.default_options(p), f.name) for p in registry.PRESETS}
@@ -455,7 +463,7 @@ def compare(models_, names, images, out, techniques_, cka_images, cka_layers, ck
 @main.command()
 @click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Site folder (replaced atomically).")
-@click.option("--theme", default="light", show_default=True)
+@click.option("--theme", default="light", show_default=True, help=THEME_HELP)
 @click.option("--title", default="Model reports", show_default=True)
 @click.option("--link", is_flag=True, help="Symlink the report folders instead of copying them.")
 def site(reports, out, theme, title, link) -> None:
