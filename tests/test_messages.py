@@ -1,6 +1,6 @@
 """What the command line says (issue 31, item 6): complete one-line errors (click's parameter errors too), counts
-in the right number, which model a comparison is working on, progress with the time left in a log file, and no
-Hugging Face progress bar in the log."""
+in the right number, progress with the time left in a log file, and no Hugging Face progress bar in the log.
+(Which model a comparison's log lines are about: tests/test_untrained.py, which runs the one comparison.)"""
 
 from __future__ import annotations
 
@@ -100,17 +100,6 @@ def test_progress_in_a_log_prints_the_time_left_at_most_every_30_s(capsys):
 def test_eta_text():
     assert console.eta_text(5, 10, 50.0) == "5/10 done, 50 s so far, about 50 s left"
     assert console.eta_text(7, None, 3700.0) == "7 done, 1 h 01 min so far"
-
-
-def test_compare_says_which_model_each_section_block_is_for(tmp_path):
-    r = CliRunner().invoke(main, ["compare", "--model", "demo", "--model", "demo", "--images", str(images_dir()),
-                                  "--out", str(tmp_path / "cmp"), "--preset", "minimal", "--device", "cpu",
-                                  "--no-cache", "--technique", "saliency", "--max-images", "4"],
-                           catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    counted = [ln for ln in r.stderr.splitlines() if re.search(r"\[\d+/\d+\]", ln)]
-    assert counted and all(re.match(r"model [AB] \[\d+/\d+\]", ln) for ln in counted), counted
-    assert any(ln.startswith("model A") for ln in counted) and any(ln.startswith("model B") for ln in counted)
 
 
 def test_hugging_face_loading_is_quiet(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ what to pass instead (issue 31, item 4): known when the loader built a random in
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,7 @@ FLAT = ("import torch\nfrom torch import nn\n\n\ndef make():\n"
         "    with torch.no_grad():\n        m[4].weight.zero_()\n        m[4].bias.zero_()\n    return m\n")
 
 
-def test_compare_names_the_model_that_looks_untrained(tmp_path):
+def test_compare_names_the_model_of_each_log_line_and_the_one_that_looks_untrained(tmp_path):
     f = tmp_path / "flat.py"
     f.write_text(FLAT)
     out = tmp_path / "cmp"
@@ -107,4 +108,7 @@ def test_compare_names_the_model_that_looks_untrained(tmp_path):
     assert r.exit_code in (0, 1), r.output
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("WARNING")]
     assert len(warnings) == 1 and warnings[0].startswith("WARNING: Model B: ") and "looks untrained" in warnings[0]
+    counted = [ln for ln in r.stderr.splitlines() if re.search(r"\[\d+/\d+\]", ln)]  # item 6: which model
+    assert counted and all(re.match(r"model [AB] \[\d+/\d+\]", ln) for ln in counted), counted
+    assert any(ln.startswith("model A") for ln in counted) and any(ln.startswith("model B") for ln in counted)
     assert BANNER in (out / "index.html").read_text(encoding="utf-8")
