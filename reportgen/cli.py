@@ -343,7 +343,7 @@ def layers(model, weights, trust, input_size, show_all) -> None:
             click.echo(f"(output shapes unavailable: {type(e).__name__}: {e})", err=True)
             infos = describe_layers(loaded.model, None)
     except ReportgenError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {_one_line(e, None)}", err=True)
         sys.exit(2)
     rows = [i for i in infos if show_all or i.is_leaf]
     w = max([len(r.name) for r in rows] + [5])
@@ -474,7 +474,7 @@ def site(reports, out, theme, title, link) -> None:
     try:
         index = build_site([Path(r) for r in reports], Path(out), theme=theme, title=title, link=link)
     except ReportgenError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {_one_line(e, None)}", err=True)
         sys.exit(2)
     click.echo(f"Site written to {Path(out).resolve()} ({len(reports)} reports).")
     click.echo(_open_hint(index))
