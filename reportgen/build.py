@@ -389,8 +389,7 @@ def build_report(
                 command=published_command(sys.argv),
             ),
         )
-        if warning:
-            report.meta.extra["untrained"] = warning  # the banner on top of every page
+        report.meta.model["untrained"] = warning or None  # the banner on top of every page
         report.meta.total_time_s = round(time.perf_counter() - t_start, 2)
         store_tree(report, cache)  # `reportgen render` re-renders it without the model
         manifest = publish_report(report, tmp, out, cache, theme=theme, single_file=single_file)

@@ -46,7 +46,7 @@ def test_timm_without_weights_is_announced_on_the_console_and_every_page(tmp_pat
         banner = html[html.index(BANNER):][:1200]
         assert "random weights" in banner and "--weights" in banner
     data = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert "random weights" in data["untrained"]
+    assert "random weights" in data["model"]["untrained"]
     assert data["model"]["weights_source"].startswith("none: a random initialisation")
 
 
@@ -68,7 +68,7 @@ def test_the_trained_demo_model_gets_no_banner(tmp_path):
     assert r.exit_code == 0, r.output
     assert "WARNING" not in r.stderr
     assert all(BANNER not in p.read_text(encoding="utf-8") for p in _pages(out))
-    assert "untrained" not in json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))["model"]["untrained"] is None
 
 
 @pytest.mark.parametrize("case, probs, expect", [

@@ -133,8 +133,7 @@ def compare_reports(
             title=o.title or f"{names[0]}: {titles[0]} vs {names[1]}: {titles[1]} — comparison",
             sections=sections, skipped_images=list(ca.images.skipped),
             meta=_meta(ctxs, names, images, cfg, dev, theme_label(o.theme), cka_estimator))
-        if warnings:
-            report.meta.extra["untrained"] = " ".join(warnings)  # the banner on top of every page
+        report.meta.model["untrained"] = " ".join(warnings) or None  # the banner on top of every page
         report.meta.total_time_s = round(time.perf_counter() - t_start, 2)
         store_tree(report, cache)
         manifest = publish_report(report, tmp, out, cache, theme=o.theme,
@@ -169,7 +168,8 @@ def _meta(ctxs, names, images, cfg, dev, theme: str, estimator: str) -> RunInfo:
     return RunInfo(
         kind="compare",
         model={"spec": f"{names[0]}: {infos[0]['spec']} | {names[1]}: {infos[1]['spec']}",
-               "kind": "comparison", "weights": " | ".join(str(i.get("weights") or "-") for i in infos)},
+               "kind": "comparison",
+               "weights": " | ".join(str(i.get("weights") or i.get("weights_source") or "-") for i in infos)},
         num_classes=ca.num_classes,
         images=ImagesInfo(folder=display_path(images), count=len(ca.images), skipped=len(ca.images.skipped),
                           labels_from=ca.images.label_source),

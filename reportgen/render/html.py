@@ -373,7 +373,7 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
         "total_time": fmt_duration(meta.total_time_s) if meta.total_time_s is not None else None,
         "groups": overview_groups(report),
         "eyebrow": "Model comparison" if meta.kind == "compare" else "Model card",
-        "untrained": str(meta.extra.get("untrained") or ""),  # the banner on top of every page
+        "untrained": str(meta.model.get("untrained") or ""),  # the banner on top of every page
         "preprocessing": str(meta.preprocessing_text or ""),
         "versions": [(str(k), str(v)) for k, v in meta.versions.items()],
         "config_json": json.dumps(meta.config, indent=2, default=str, ensure_ascii=False) if meta.config else None,
