@@ -45,6 +45,8 @@ def test_parameter_errors_are_one_line(flag, value, tmp_path):
 
 
 def test_help_and_version_still_exit_0():
+    bare = CliRunner().invoke(main, [])  # no command: click's help, as before
+    assert "Usage:" in bare.output and "Commands:" in bare.output and not _errors(bare)
     assert CliRunner().invoke(main, ["--help"]).exit_code == 0
     assert CliRunner().invoke(main, ["--version"]).exit_code == 0
     assert CliRunner().invoke(main, ["build", "--help"]).exit_code == 0

@@ -71,6 +71,14 @@ def one_line(e: BaseException | str, limit: int | None = 600) -> str:
     return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."
 
 
+class _NeverRaised(click.ClickException):
+    pass
+
+
+#: click >= 8.2 raises this (a UsageError) for a group called without a command; older click prints help itself
+_NO_ARGS_IS_HELP: type[click.ClickException] = getattr(click.exceptions, "NoArgsIsHelpError", _NeverRaised)
+
+
 class OneLineErrors(click.Group):
     """A click group whose usage errors (a bad ``--mean``, a missing ``--model``) print one ``error:`` line and exit
     2, like reportgen's own bad-input errors, instead of click's usage block."""
@@ -81,6 +89,9 @@ class OneLineErrors(click.Group):
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, False, **extra)
+        except _NO_ARGS_IS_HELP as e:  # `reportgen` alone: click's help, as before
+            e.show()
+            sys.exit(e.exit_code)
         except click.UsageError as e:
             where = e.ctx.command_path if e.ctx is not None else "reportgen"
             log(f"error: {one_line(e.format_message(), None)} (see {where} --help)")
