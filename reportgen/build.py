@@ -24,17 +24,18 @@ from torch import nn
 from . import __version__, registry
 from .features import distributed, compute as features
 from .cache import CODE_VERSION, Cache, default_cache_dir, digest, parse_size
-from .checks import check_classifier, model_title
+from .checks import check_classifier, model_title, untrained_banner, untrained_evidence
 from .config import Config, check_config, make_config, parse_set
 from .context import ProgressFn, RunContext, no_progress
 from .errors import ModelError, ReportgenError
-from .imageset import ImageSet, discover_images
+from .imageset import ImageSet, check_images_arg, discover_images
 from .publish.atomic import check_out, is_single_file_target
 from .failures.reference import check_reference_folder, reference_stamp
 from .policy import PolicyViolation, isolated, unsupported_reason
 from .options import ModelOptions, RunOptions
 from .preprocess import Preprocessing
 from .inspection.hooks import keeps_train_mode
+from .inspection.layers import resolve_layer
 from .labels import folder_class_names
 from .display_paths import display_path, published_command, published_model_info
 from .report import ImagesInfo, Note, Report, RunInfo, Section, SkippedImage
@@ -78,6 +79,8 @@ def make_context(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     model = model.to(dev)
     model_info = dict(model_info or {})
+    # the model's own count, before the policy freezes every parameter for the run (the card reports this one)
+    model_info.setdefault("trainable_parameters", sum(p.numel() for p in model.parameters() if p.requires_grad))
     notes = model_info["notes"] = list(model_info.get("notes") or [])
     n_classes = check_classifier(model, pre, dev, notes=notes)
     if class_names is None and not isinstance(images, ImageSet):
@@ -266,6 +269,32 @@ def load_for_run(model: str | nn.Module, mo: ModelOptions, trust: bool) -> tuple
     return loaded, loading.resolve_preprocessing(loaded, **mo.preprocessing_overrides())
 
 
+def check_paths(out: Path, images: Any) -> None:
+    """What can be checked before the model loads: the output can be created, the images exist."""
+    path = images if isinstance(images, (str, Path)) else None
+    check_out(out, path)
+    if path is not None:
+        check_images_arg(path)
+
+
+def check_layer(model: nn.Module, name: str | None) -> None:
+    """``--layer``, right after the model loads and before any image is read: a typo is bad input (exit 2, close
+    names suggested), not N failed sections."""
+    if name:
+        resolve_layer(model, name)
+
+
+def untrained_warning(ctx: RunContext, known: str, log: Callable[[str], None]) -> str:
+    """The untrained-model warning of this run ('' when none): what the loader knows (already logged), else what the
+    feature pass suggests (logged here, before the sections run)."""
+    if known:
+        return untrained_banner(known, None)
+    warning = untrained_banner("", untrained_evidence(ctx.features().probs))
+    if warning:
+        log("WARNING: " + warning)
+    return warning
+
+
 def run_class_names(labels: str | Path | list[str] | None, loaded: Any) -> list[str] | None:
     """``--labels`` (a file or a list), else the model's own class names, else None."""
     from .labels import load_labels
@@ -311,19 +340,22 @@ def build_report(
     (mo,) = o.models(1)
     if mo.layer:
         cfg.general.layer = mo.layer
-    check_out(out, images if isinstance(images, (str, Path)) else None)
+    check_paths(out, images)
     cache = open_cache(o)
     review = review_plan(o)  # baseline and rules: bad input before the model is loaded
     apply_threads(cfg.general.threads, log=log)  # logs "threads: N (why)"
 
     # model
     loaded, pre = load_for_run(model, mo, o.trust)
+    check_layer(loaded.model, cfg.general.layer)
     if loaded.static_batch:
         cfg.general.batch_size = 1  # the model takes one image at a time: hooks then see whole batches
     class_names = run_class_names(o.labels, loaded)
     dev = resolve_device(o.device)
     log(f"Model: {loaded.spec} ({loaded.kind}) on {device_description(dev)}")
     log(f"Preprocessing: {pre.describe()} [{pre.source}]")
+    if loaded.untrained:  # known from the loader: said before any image is read
+        log("WARNING: " + untrained_banner(loaded.untrained, None))
 
     group = distributed.init()  # torchrun: every rank scans a shard of the image set, rank 0 goes on
     if group is not None and group.rank > 0:
@@ -348,8 +380,7 @@ def build_report(
         log(f"Images: {len(ctx.images)} usable under {images}"
             + (f", {len(ctx.images.skipped)} skipped" if ctx.images.skipped else "")
             + (f"; labels from {ctx.images.label_source}" if ctx.images.label_source else ""))
-        if cfg.general.layer:  # a typo is bad input (exit 2, close names suggested), not N failed sections
-            ctx.layer(cfg.general.layer)
+        warning = untrained_warning(ctx, loaded.untrained, log)
         techniques = cfg.enabled()
         sections = compute_sections(ctx, techniques, strict=o.strict, log=log)
         if o.baseline is not None:  # explanation drift against the earlier report's kept maps (reportgen/drift/)
@@ -376,6 +407,7 @@ def build_report(
             ),
         )
         report.meta.extra["predictions"] = run_predictions([ctx], log=log)  # a later review pairs images
+        report.meta.model["untrained"] = warning or None  # the banner on top of every page
         report.meta.total_time_s = round(time.perf_counter() - t_start, 2)
         store_tree(report, cache)  # `reportgen render` re-renders it without the model
         manifest = publish_report(report, tmp, out, cache, theme=theme, single_file=single_file, review=review)

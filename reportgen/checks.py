@@ -4,7 +4,8 @@
 checks what comes back: class scores (a ``(logits, aux)`` tuple or a dict with ``logits`` is unpacked
 there, with a note), finite values (NaN/Inf is bad input, not a report of blank figures), at least two
 classes. When the forward itself fails it says which input the model seems to want (channels, size).
-:func:`model_title` names the model for the report's title.
+:func:`model_title` names the model for the report's title. :func:`untrained_evidence` /
+:func:`untrained_banner`: the warning that a model is, or looks, untrained.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from .errors import ModelError
 from .loading.files import first_line
 from .preprocess import PixelModel, Preprocessing, unpack_logits
+from .report import plural
 
 #: input sides tried when a model fails at the requested one (MNIST, CIFAR, ImageNet-style)
 _TRY_SIZES = (28, 32, 64, 96, 128, 224, 299)
@@ -87,3 +90,38 @@ def model_title(model: nn.Module, spec: str, kind: str) -> str:
     if kind == "torchvision" and spec.lower() != name.lower():
         return f"{name} ({spec})"
     return name
+
+
+def untrained_evidence(probs: np.ndarray) -> str | None:
+    """Why the predictions look like an untrained model's (a heuristic, said as such), else None.
+
+    ``probs``: N x C softmax probabilities of the image set. Evidence: the mean top-1 probability within a tenth of
+    the way from chance (1/C) to certainty, or (with at least 10 classes and 16 images) one class predicted for
+    every image. A trained model on images of its domain does neither; a random initialisation usually does both.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or (p < 0).any() or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError("untrained_evidence takes softmax probabilities (rows of non-negative numbers summing to 1)")
+    n, c = p.shape
+    if n == 0 or c < 2:
+        return None
+    chance, top1 = 1.0 / c, float(p.max(axis=1).mean())
+    if top1 < chance + 0.1 * (1.0 - chance):
+        return (f"its mean top-1 probability over the {plural(n, 'image')} is {top1:.3g}, near chance "
+                f"(1/{c:,} = {chance:.3g})")
+    counts = np.bincount(p.argmax(axis=1), minlength=c)
+    if c >= 10 and n >= 16 and counts.max() == n:
+        return f"it predicts one class for all {plural(n, 'image')}"
+    return None
+
+
+def untrained_banner(known: str, evidence: str | None) -> str:
+    """The warning the console and the top of every page show ('' when there is none): what the loader knows
+    (``known``), else what the predictions suggest, with what to pass instead."""
+    if known:
+        return f"This model is untrained: {known}. Its explanations show a random network, not a trained one."
+    if evidence:
+        return (f"This model looks untrained (a heuristic from its predictions on this image set: {evidence}). If "
+                "it should be trained, check --weights (the file, and that it fits the architecture) and the "
+                "preprocessing (--mean, --std, --input-size); if it is meant to be random, ignore this warning.")
+    return ""

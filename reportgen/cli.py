@@ -6,38 +6,23 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
 
 import click
 
 from . import __version__
 from .review.cli import check, review_exit, review_options
+from .publish import console
 
 MODEL_HELP = (
     "The model: a torchvision name (resnet18; weights from --weights or the torch hub cache, never downloaded), "
     "path/to/file.py:factory or package.module:factory (returns an nn.Module), a TorchScript archive, a "
-    "torch.export .pt2 archive, or 'demo' for the embedded Fashion-MNIST model."
+    "torch.export .pt2 archive, timm:NAME (a timm architecture; random weights unless --weights), a Hugging Face "
+    "folder written by save_pretrained (config.json and weights), or 'demo' for the embedded Fashion-MNIST model."
 )
+THEME_HELP = "Report theme: light, dark, or a theme folder of your own (a theme.toml; see the README's Themes)."
 
 
-def _progress(iterable: Iterable, desc: str = "", total: int | None = None):
-    """A progress bar on stderr (plain log lines when stderr is not a terminal)."""
-    if total is None:
-        try:
-            total = len(iterable)  # type: ignore[arg-type]
-        except TypeError:
-            total = None
-    if not sys.stderr.isatty():
-        click.echo(f"      {desc}" + (f" ({total} steps)" if total else ""), err=True)
-        yield from iterable
-        return
-    with click.progressbar(iterable, length=total, label=f"      {desc}", file=sys.stderr,
-                           show_eta=True, show_pos=True, width=30) as bar:
-        yield from bar
-
-
-def _log(msg: str) -> None:
-    click.echo(msg, err=True)
+_progress, _log = console.progress, console.log
 
 
 def _floats3(ctx, param, value):
@@ -83,7 +68,8 @@ def _open_hint(index: Path) -> str:
     return f"Open it: {cmd}\n   or in a browser: {uri}"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=console.OneLineErrors,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="reportgen")
 def main() -> None:
     """reportgen: a static HTML model-card gallery of the classic "visualizing and understanding CNNs"
@@ -93,6 +79,9 @@ def main() -> None:
     Quick start:
       reportgen demo                                   # embedded model and images, offline
       reportgen build --model resnet18 --weights r18.pth --images photos/ --out report/
+      reportgen build --model timm:resnet18 --weights r18.safetensors --images photos/ --out report/
+      reportgen compare --model resnet18 --model resnet50 --images photos/ --out cmp/   # side by side
+      reportgen site report/ cmp/ --out site/          # one landing page over finished reports
       reportgen layers --model resnet18 --weights r18.pth
       reportgen techniques
     """
@@ -109,9 +98,7 @@ Exit codes:
 """
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 600 else text[:597] + "..."
+_one_line = console.one_line
 
 
 def _run(work, debug: bool = False, strict: bool = False, what: str = "Report"):
@@ -127,7 +114,7 @@ def _run(work, debug: bool = False, strict: bool = False, what: str = "Report"):
     except ReportgenError as e:
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {_one_line(e)}", err=True)
+        click.echo(f"error: {_one_line(e, None)}", err=True)  # reportgen's own messages are complete: never cut
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted: no report was written (any previous report is unchanged)", err=True)
@@ -147,7 +134,8 @@ def _run(work, debug: bool = False, strict: bool = False, what: str = "Report"):
     click.echo(_open_hint(result.index))
     if rep.failed:
         names = ", ".join(s.id for s in rep.failed)
-        click.echo(f"\n{len(rep.failed)} section(s) failed: {names}. Their pages show the error; "
+        failed = console.plural(len(rep.failed), "section")
+        click.echo(f"\n{failed} failed: {names}. Their pages show the error; "
                    "rerun with --strict to stop at the first failure with a traceback.", err=True)
     if review_exit(rep) or rep.failed:
         sys.exit(1)
@@ -223,7 +211,7 @@ def run_options(f):
                      "(default: the last convolution). See `reportgen layers`." + twice),
         click.option("--classes", callback=_ints, help="Class indices for class-level techniques, e.g. 1,207."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 or mps."),
-        click.option("--theme", default="light", show_default=True, help="Report theme (light or dark)."),
+        click.option("--theme", default="light", show_default=True, help=THEME_HELP),
         click.option("--single-file", is_flag=True, help="Write one self-contained HTML file with everything inlined "
                      "(with --out NAME.html: exactly that one file, report.json embedded in it)."),
         click.option("--input-size", multiple=True, type=click.IntRange(8, 4096),
@@ -287,7 +275,7 @@ def build(model, images, out, **kw) -> None:
 @main.command(epilog=EXIT_CODES)
 @click.option("--out", default="reportgen-demo", show_default=True, type=click.Path(),
               help="Output folder, or NAME.html for one self-contained file.")
-@click.option("--theme", default="light", show_default=True, help="Report theme (light or dark).")
+@click.option("--theme", default="light", show_default=True, help=THEME_HELP)
 @click.option("--preset", type=click.Choice(["minimal", "standard", "full"]), default="standard", show_default=True)
 @click.option("--only", multiple=True, callback=_ids, help="Comma-separated technique ids to run (only these).")
 @click.option("--single-file", is_flag=True, help="Write one self-contained HTML file.")
@@ -307,7 +295,7 @@ def demo(out, theme, preset, only, single_file, device, arch, **kw) -> None:
 
 @main.command()
 @click.argument("report", type=click.Path(exists=True))
-@click.option("--theme", help="Theme to render with (default: the report's own).")
+@click.option("--theme", help="Theme to render with (default: the report's own): light, dark, or a theme folder.")
 @click.option("--single-file", is_flag=True, help="Write one self-contained HTML file.")
 @click.option("--out", "new_out", type=click.Path(), help="Write here instead of replacing REPORT "
               "(a folder, or NAME.html for one file).")
@@ -327,7 +315,7 @@ def render(report, theme, single_file, new_out, cache_dir, wait) -> None:
         target, rep = rerender(report, theme=theme, single_file=single_file, new_out=new_out, wait=wait,
                                cache=Cache(Path(cache_dir) if cache_dir else default_cache_dir()), log=_log)
     except ReportgenError as e:
-        click.echo(f"error: {_one_line(e)}", err=True)
+        click.echo(f"error: {_one_line(e, None)}", err=True)
         sys.exit(2)
     click.echo(f"Report re-rendered to {target.resolve()} ({rep.meta.theme} theme, "
                f"{len(rep.sections)} sections) in {time.perf_counter() - t0:.1f} s.")
@@ -359,7 +347,7 @@ def layers(model, weights, trust, input_size, show_all) -> None:
             click.echo(f"(output shapes unavailable: {type(e).__name__}: {e})", err=True)
             infos = describe_layers(loaded.model, None)
     except ReportgenError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {_one_line(e, None)}", err=True)
         sys.exit(2)
     rows = [i for i in infos if show_all or i.is_leaf]
     w = max([len(r.name) for r in rows] + [5])
@@ -376,11 +364,13 @@ def layers(model, weights, trust, input_size, show_all) -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Show each technique's options and their preset values.")
 @click.option("--markdown", is_flag=True, help="Print the Markdown reference (docs/techniques.md).")
 def techniques(verbose, markdown) -> None:
-    """List the registered techniques: ids, titles, papers, and which presets run each."""
+    """List the registered techniques: ids, titles, papers, and what each preset changes in each."""
     import dataclasses
+    import textwrap
 
     from . import registry
     from .config import allowed_values
+    from .docs import preset_summary
 
     if markdown:
         from .docs import techniques_markdown
@@ -390,7 +380,8 @@ def techniques(verbose, markdown) -> None:
     for t in registry.all_techniques():
         papers = "; ".join(f"{r.short()}" for r in t.references)
         click.echo(f"{t.id:<22} {t.title}")
-        click.echo(f"{'':<22} presets: {', '.join(t.runs_in)}" + (f"   papers: {papers}" if papers else ""))
+        for line in [preset_summary(t)] + ([f"papers: {papers}"] if papers else []):
+            click.echo(textwrap.fill(line, 118, initial_indent=" " * 23, subsequent_indent=" " * 25))
         if verbose:
             for f in dataclasses.fields(t.options):
                 vals = {p: getattr(t.default_options(p), f.name) for p in registry.PRESETS}
@@ -476,7 +467,7 @@ def compare(models_, names, images, out, techniques_, cka_images, cka_layers, ck
 @main.command()
 @click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Site folder (replaced atomically).")
-@click.option("--theme", default="light", show_default=True)
+@click.option("--theme", default="light", show_default=True, help=THEME_HELP)
 @click.option("--title", default="Model reports", show_default=True)
 @click.option("--link", is_flag=True, help="Symlink the report folders instead of copying them.")
 def site(reports, out, theme, title, link) -> None:
@@ -487,7 +478,7 @@ def site(reports, out, theme, title, link) -> None:
     try:
         index = build_site([Path(r) for r in reports], Path(out), theme=theme, title=title, link=link)
     except ReportgenError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {_one_line(e, None)}", err=True)
         sys.exit(2)
     click.echo(f"Site written to {Path(out).resolve()} ({len(reports)} reports).")
     click.echo(_open_hint(index))

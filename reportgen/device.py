@@ -35,6 +35,7 @@ import torch
 
 from .errors import ReportgenError
 from .inspection.hooks import capture_outputs, eval_mode, hookable
+from .report import plural
 
 
 def is_oom(e: BaseException) -> bool:
@@ -217,7 +218,7 @@ def device_description(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(dev)})"
     if dev.type == "cpu":
-        return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+        return f"cpu ({plural(os.cpu_count() or 1, 'core')}, {plural(torch.get_num_threads(), 'thread')})"
     return dev.type
 
 

@@ -78,4 +78,6 @@ def published_model_info(loaded: Any) -> dict[str, Any]:
     paths = [loaded.weights, spec_path if _is_path(spec_path) else None]
     return {"spec": display_spec(loaded.spec), "kind": loaded.kind,
             "weights": scrub(loaded.weights, paths) if loaded.weights else None,
+            "weights_source": None if loaded.weights else loaded.weights_text(),
+            "untrained": getattr(loaded, "untrained", "") or None,
             "notes": [scrub(n, paths) for n in loaded.notes]}

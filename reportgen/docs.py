@@ -36,3 +36,18 @@ def techniques_markdown() -> str:
                            + f" | {allowed} | {registry.option_help(t.options, f.name)} |")
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def preset_summary(info: registry.TechniqueInfo) -> str:
+    """What the presets change for one technique, for `reportgen techniques`: 'presets (minimal, standard, full):
+    gallery 8, 48, 96', 'presets: the same options in every preset', and the presets it is left out of."""
+    vals = {p: info.default_options(p) for p in info.runs_in}
+    changed = []
+    for f in dataclasses.fields(info.options):
+        shown = [repr(getattr(v, f.name)) for v in vals.values()]
+        if len(set(shown)) > 1:
+            changed.append(f"{f.name} {', '.join(shown)}")
+    left_out = [p for p in registry.PRESETS if p not in info.runs_in]
+    text = (f"presets ({', '.join(vals)}): " + "; ".join(changed) if changed
+            else "presets: the same options in every preset")
+    return text + (f" (not run in {', '.join(left_out)})" if left_out else "")

@@ -219,6 +219,20 @@ class ImageSet:
         return ids[i]
 
 
+def check_images_arg(folder: str | Path) -> list[Path] | None:
+    """What ``--images`` names, checked before anything is loaded: the files a glob matches (None for a folder or
+    a file); :class:`ImageSetError` when it names nothing."""
+    root, pattern = Path(folder), str(folder)
+    if not root.exists() and glob.has_magic(pattern):
+        files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        if not files:
+            raise ImageSetError(f"no file matches {pattern}")
+        return files
+    if not root.exists():
+        raise ImageSetError(f"image folder {root} does not exist")
+    return None
+
+
 def discover_images(
     folder: str | Path,
     pre: Preprocessing,
@@ -234,14 +248,10 @@ def discover_images(
     was skipped) is remembered per file path, size and modification time, so a rebuild reads no image.
     """
     root = Path(folder)
-    pattern = str(folder)
-    if not root.exists() and glob.has_magic(pattern):  # --images 'photos/*.jpg' (quoted: not expanded by the shell)
-        files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
-        if not files:
-            raise ImageSetError(f"no file matches {pattern}")
+    globbed = check_images_arg(folder)
+    if globbed is not None:  # --images 'photos/*.jpg' (quoted: not expanded by the shell)
+        files = globbed
         root = Path(os.path.commonpath([str(p.parent) for p in files]))
-    elif not root.exists():
-        raise ImageSetError(f"image folder {root} does not exist")
     elif root.is_file():
         files = [root]
         root = root.parent

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .inspection.hooks import eval_mode, frozen_params, kept_attributes, module_signature
+from .report import plural
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
                "_state_dict_hooks", "_load_state_dict_pre_hooks")
@@ -95,7 +96,7 @@ def _audit(model, hooks, signature, buffers, prints, saved, params) -> list[str]
     out = []
     leaked = remove_new_hooks(model, hooks)
     if leaked:
-        out.append(f"{leaked} hook(s) left registered (now removed)")
+        out.append(f"{plural(leaked, 'hook')} left registered (now removed)")
     if module_signature(model) != signature:
         out.append("a submodule was replaced or switched to train mode")
     now = dict(model.named_buffers())
@@ -110,10 +111,12 @@ def _audit(model, hooks, signature, buffers, prints, saved, params) -> list[str]
                     if k in now and k in saved and now[k].shape == saved[k].shape:
                         now[k].copy_(saved[k])
             fixed = " (restored)"
-        out.append(f"buffer(s) changed: {', '.join(moved[:5])}{' ...' if len(moved) > 5 else ''}{fixed}")
+        more = " ..." if len(moved) > 5 else ""
+        out.append(f"{plural(len(moved), 'buffer')} changed: {', '.join(moved[:5])}{more}{fixed}")
     written = sorted(k for k, p in model.named_parameters() if params.get(k) != (p.data_ptr(), p._version))
     if written:
-        out.append(f"parameter(s) written: {', '.join(written[:5])}{' ...' if len(written) > 5 else ''}")
+        more = " ..." if len(written) > 5 else ""
+        out.append(f"{plural(len(written), 'parameter')} written: {', '.join(written[:5])}{more}")
     return out
 
 

@@ -16,6 +16,14 @@ from typing import Any, Union
 import numpy as np
 
 
+def plural(n: int | float, word: str, many: str | None = None) -> str:
+    """``n`` with ``word`` in the number it takes: '1 step', '2 steps', '0 steps' (``many`` for irregular plurals:
+    ``plural(n, "query", "queries")``); integers get thousands separators. Every count in a caption or a log line
+    is written with it."""
+    count = f"{n:,}" if isinstance(n, (int, np.integer)) else f"{n:g}"
+    return f"{count} {word if n == 1 else (many or word + 's')}"
+
+
 @dataclass
 class Reference:
     """A paper a section cites."""

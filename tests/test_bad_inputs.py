@@ -358,7 +358,7 @@ def test_bad_input(kind, tmp_path, monkeypatch):
             failed = [s for s in data["sections"] if s["error"]]
             assert failed and re.search(case.message, failed[0]["error"])
             assert any(not s["error"] for s in data["sections"])  # the rest of the report is built
-            assert "1 section(s) failed" in stderr
+            assert "1 section failed" in stderr
     if before is not None:
         assert _tree(imgs) == before, "the image folder changed"
     if case.check:

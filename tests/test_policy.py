@@ -67,7 +67,7 @@ def test_leaking_technique_fails_its_own_section_and_the_model_is_clean_after(ma
     stats = {k: v.clone() for k, v in model.state_dict().items()}
     sig = module_signature(model)
     a, b = compute_sections(ctx, [leaky, seen])
-    assert a.error and "1 hook(s) left registered (now removed)" in a.error
+    assert a.error and "1 hook left registered (now removed)" in a.error
     assert "bn.running_mean" in a.error and "(restored)" in a.error
     assert b.error is None and b.results == {"training": False, "grad": False}  # the policy, once, for everyone
     assert count_hooks(model) == 0 and module_signature(model) == sig
@@ -87,7 +87,7 @@ def test_a_technique_that_raises_and_leaks_reports_both(make_ctx, image_dir, thr
     model = TinyBN().eval()
     ctx = make_ctx(model, image_dir, class_names=CLASSES)
     sec = run_technique(ctx, info)
-    assert sec.error.startswith("ValueError: boom") and "hook(s) left registered" in sec.error
+    assert sec.error.startswith("ValueError: boom") and "1 hook left registered" in sec.error
     assert count_hooks(model) == 0
 
 

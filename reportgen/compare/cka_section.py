@@ -15,7 +15,7 @@ from ..attribution import randomization as R
 from ..features.degenerate import check_gram
 from ..pictures import figure_to_png, new_figure
 from ..papers import KORNBLITH_2019, NGUYEN_2021, SONG_2012
-from ..report import Figure, Note, Section, Table
+from ..report import Figure, Note, Section, Table, plural
 from .cka import Estimator, cka_matrix, layer_grams, pick_layers
 
 #: below this many images, CKA of unrelated representations scatters beyond +-0.05 (unbiased) or is inflated
@@ -126,7 +126,7 @@ def _degenerate_layers(sec: Section, names, a, b, n: int) -> dict[tuple[str, str
         words = {"constant": f"the same output for all {n} images (it does not depend on the input)",
                  "non_finite": "NaN or infinite values"}
         text = "; ".join(f"{m}'s {x} gives {words[k]}" for (m, x), k in bad.items())
-        sec.add(Note(f"CKA is undefined for {len(bad)} layer(s), left blank: {text}. A randomly initialised or "
+        sec.add(Note(f"CKA is undefined for {plural(len(bad), 'layer')}, left blank: {text}. A randomly initialised or "
                      "broken checkpoint?", kind="warning"))
     return bad
 

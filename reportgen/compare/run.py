@@ -21,16 +21,16 @@ from torch import nn
 
 from .. import registry
 from ..build import (
-    BuildResult, compute_sections, load_for_run, make_context, open_cache, publish_report, run_class_names,
-    run_config, versions,
+    BuildResult, check_layer, check_paths, compute_sections, load_for_run, make_context, open_cache, publish_report,
+    run_class_names, run_config, versions,
 )
-from ..checks import model_title
+from ..checks import model_title, untrained_banner, untrained_evidence
 from ..device import apply_threads, device_description, resolve_device
 from ..context import no_progress
 from ..display_paths import display_path, published_command, published_model_info
 from ..errors import ConfigError, ReportgenError
 from ..options import RunOptions
-from ..publish.atomic import check_out, is_single_file_target
+from ..publish.atomic import is_single_file_target
 from ..publish.rerender import staged_output, store_tree
 from ..review import review_plan, run_predictions
 from ..report import ImagesInfo, Report, RunInfo
@@ -87,11 +87,13 @@ def compare_reports(
             raise ConfigError(str(e.args[0])) from None
     cfg = run_config(RunOptions.of(o, only=chosen or None, skip=None))
     per_model = o.models(2)
-    check_out(out, images if isinstance(images, (str, Path)) else None)
+    check_paths(out, images)
     cache = open_cache(o)
     review = review_plan(o, compare=True)  # baseline and rules: bad input before the models are loaded
     apply_threads(cfg.general.threads, log=log)  # logs "threads: N (why)"
     loaded = [load_for_run(m, mo, o.trust) for m, mo in zip((model_a, model_b), per_model)]
+    for (ld, _), mo in zip(loaded, per_model):
+        check_layer(ld.model, mo.layer or cfg.general.layer)
     dev = resolve_device(o.device)
     with staged_output(out, wait=o.wait, log=log) as tmp:
         ctxs = []
@@ -105,15 +107,16 @@ def compare_reports(
             ctxs.append(make_context(ld.model, images, class_names=run_class_names(o.labels, ld), pre=pre, config=c,
                                      device=dev, progress=progress, cache=cache, model_info=published_model_info(ld)))
         ca, cb = ctxs
-        for c in ctxs:
-            if c.config.general.layer:
-                c.layer(c.config.general.layer)  # a typo is bad input (exit 2), not failed sections
         if ca.num_classes != cb.num_classes:
             raise ReportgenError(f"the models have different numbers of classes ({ca.num_classes} vs "
                                  f"{cb.num_classes}); predictions cannot be compared")
         if [r.rel for r in ca.images.records] != [r.rel for r in cb.images.records]:
             raise ReportgenError("the two models see different image sets (check --max-images and the folder)")
         fa, fb = ca.features(), cb.features()
+        warnings = [f"Model {n}: {w}" for n, (ld, _), f in zip(names, loaded, (fa, fb))
+                    if (w := untrained_banner(ld.untrained, None if ld.untrained else untrained_evidence(f.probs)))]
+        for w in warnings:
+            log("WARNING: " + w)
         pa, pb, y = fa.probs, fb.probs, ca.images.labels
         acc = accuracies(ctxs, names)
         if acc:
@@ -126,7 +129,8 @@ def compare_reports(
                     cka_section(ca, cb, names, cka_images, cka_layers, cka_estimator),
                     concepts_section(ca, cb, names)]
         infos = cfg.enabled() if chosen else []
-        secs = [compute_sections(c, infos, strict=o.strict, log=log) for c in ctxs]
+        secs = [compute_sections(c, infos, strict=o.strict, log=_prefixed(log, f"model {n} "))
+                for c, n in zip(ctxs, names)]
         sections += [paired_section(i, names, a, b) for i, a, b in zip(infos, *secs)]
         if any(i.id == SOURCE for i in infos):  # explanation drift, A -> B, from their maps (reportgen/drift/)
             sections.append(compare_drift_section(ca, names, *secs))
@@ -136,6 +140,7 @@ def compare_reports(
             sections=sections, skipped_images=list(ca.images.skipped),
             meta=_meta(ctxs, names, images, cfg, dev, theme_label(o.theme), cka_estimator))
         report.meta.extra["predictions"] = run_predictions(ctxs, names, log=log)
+        report.meta.model["untrained"] = " ".join(warnings) or None  # the banner on top of every page
         report.meta.total_time_s = round(time.perf_counter() - t_start, 2)
         store_tree(report, cache)
         manifest = publish_report(report, tmp, out, cache, theme=o.theme,
@@ -143,6 +148,12 @@ def compare_reports(
         cache.trim()
     index = out if is_single_file_target(out) else out / manifest.get("index", "index.html")
     return BuildResult(out=out, index=index, report=report, manifest=manifest)
+
+
+def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    """``log`` with each line saying which model it is about ('model A [1/4] Saliency'; continuation lines, which
+    start with spaces, keep their indent)."""
+    return lambda s: log(s if s.startswith(" ") else prefix + s)
 
 
 def accuracies(ctxs, names) -> dict[str, float]:
@@ -164,7 +175,8 @@ def _meta(ctxs, names, images, cfg, dev, theme: str, estimator: str) -> RunInfo:
     return RunInfo(
         kind="compare",
         model={"spec": f"{names[0]}: {infos[0]['spec']} | {names[1]}: {infos[1]['spec']}",
-               "kind": "comparison", "weights": " | ".join(str(i.get("weights") or "-") for i in infos)},
+               "kind": "comparison",
+               "weights": " | ".join(str(i.get("weights") or i.get("weights_source") or "-") for i in infos)},
         num_classes=ca.num_classes,
         images=ImagesInfo(folder=display_path(images), count=len(ca.images), skipped=len(ca.images.skipped),
                           labels_from=ca.images.label_source),

@@ -233,6 +233,7 @@ def export_images(test_x: np.ndarray, test_y: np.ndarray, out_dir: Path, per_cla
 def write_training_md(path: Path, *, command: str, args: argparse.Namespace, train_acc: float,
                       test_acc: float, seconds: float, n_params: int, weights: Path, n_images: int) -> None:
     today = _dt.date.today().isoformat()
+    threads = f"{args.threads} thread{'' if args.threads == 1 else 's'}"
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
     keep = old[old.index(VIT_SECTION_START):] if VIT_SECTION_START in old else ""  # written by train_vit.py
     path.write_text(
@@ -251,7 +252,7 @@ Fashion-MNIST by `reportgen/demo/train.py`. This file is written by that script.
 | Augmentation | random horizontal flip, random +-2 px translation |
 | Final train accuracy (no augmentation) | {train_acc:.4f} |
 | Final test accuracy (10,000 images) | {test_acc:.4f} |
-| Training time | {seconds / 60:.1f} min wall clock incl. data loading, CPU, {args.threads} threads (shared machine) |
+| Training time | {seconds / 60:.1f} min wall clock incl. data loading, CPU, {threads} (shared machine) |
 | Parameters | {n_params:,} |
 | Weights file | `{weights.name}`, {weights.stat().st_size / 1024:.0f} KiB, float32 |
 | Date | {today} |

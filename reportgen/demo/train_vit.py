@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m reportgen.demo.train_vit " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     n_params = sum(t.numel() for t in model.parameters())
+    threads = f"{args.threads} thread{'' if args.threads == 1 else 's'}"
     write_section(PACKAGE_DIR / "TRAINING.md", f"""{VIT_SECTION}
 
 `vit_weights.pt` is the state dict of `reportgen.demo.vit.tiny_vit()`: torchvision's
@@ -102,7 +103,7 @@ and augmentation as the CNN above. `reportgen demo --arch vit` builds the report
 | Augmentation | random horizontal flip, random +-2 px translation |
 | Final train accuracy (no augmentation) | {train_acc:.4f} |
 | Final test accuracy (10,000 images) | {test_acc:.4f} |
-| Training time | {seconds / 60:.1f} min wall clock incl. data loading, CPU, {args.threads} threads (shared machine) |
+| Training time | {seconds / 60:.1f} min wall clock incl. data loading, CPU, {threads} (shared machine) |
 | Parameters | {n_params:,} |
 | Weights file | `{args.out.name}`, {args.out.stat().st_size / 1024:.0f} KiB, float32; patch-embedding input channels \
 tied after training (their mean: an exact no-op for greyscale input) |

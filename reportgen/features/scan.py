@@ -23,6 +23,7 @@ from ..device import autocast_agrees, low_precision_dtype, scan_autocast
 from .rowstore import Rows
 from ..inspection.hooks import capture_input, capture_outputs, eval_mode, hookable
 from .records import BaseRecord, LayerStats, field_or_none
+from ..report import plural
 
 
 class TopK:
@@ -175,7 +176,7 @@ def forward_pass(ctx, layer_names: list[str], key: str | None, topk: int, pixel_
             grid = (ctx.pre.size, ctx.pre.size)  # token / channels-last layers in their grid view (B, C, h, w)
             acts = stack.enter_context(capture_outputs(modules, grid=grid)) if modules else {}
             nb = (len(mine) + ctx.batch_size - 1) // ctx.batch_size
-            desc = "Forward pass over the image set" + (f" (+{len(modules)} layer(s))" if modules else "")
+            desc = "Forward pass over the image set" + (f" (+{plural(len(modules), 'layer')})" if modules else "")
             batches = image_batches(ctx.images, mine, ctx.batch_size, int(ctx.config.general.num_workers or 0))
             for idx_b, x_b in ctx.progress(batches, desc, total=nb):
                 for s0 in range(0, len(idx_b), micro):  # cache-sized chunks on the CPU (same results)

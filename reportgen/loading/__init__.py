@@ -95,7 +95,7 @@ def _dispatch(spec: str, weights: str | None, trust: bool) -> LoadedModel:
             return load_factory_module(target, attr, spec, weights, trust)
 
     if has_sep or path.suffix.lower() in MODEL_FILE_SUFFIXES:
-        raise ModelError(f"model file not found: {path}\n" + SPEC_FORMS)
+        raise ModelError(f"model file not found: {path}.\n" + SPEC_FORMS)
     close = difflib.get_close_matches(spec.lower(), ["demo", *torchvision_model_names()], n=5, cutoff=0.6)
     msg = f"unknown model {spec!r}: not a torchvision model name, a file, or a module:factory."
     if close:

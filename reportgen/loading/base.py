@@ -9,19 +9,11 @@ from torch import nn
 from ..preprocess import Preprocessing
 
 
-SPEC_FORMS = """Accepted model SPEC forms:
-  demo                      the embedded demo model (a small Fashion-MNIST CNN)
-  resnet18, mobilenet_v2..  a torchvision classification model; weights from --weights FILE or the
-                            torch hub cache (reportgen never downloads)
-  path/to/file.py:factory   a function (or class) in a Python file, called with no arguments,
-                            returning a torch.nn.Module; --weights FILE is loaded into it
-  package.module:factory    the same, from an importable module
-  model.pt / model.ts       a TorchScript archive (torch.jit.save)
-  model.pt2                 a torch.export archive (torch.export.save)
-  timm:NAME                 timm.create_model(NAME, pretrained=False); --weights FILE (.pth/.safetensors)
-                            fills it (pip install reportgen[timm])
-  path/to/hf_folder         a Hugging Face folder written by save_pretrained (config.json + weights),
-                            loaded with local_files_only=True (pip install reportgen[hf])"""
+SPEC_FORMS = """Accepted model SPEC forms: demo (the embedded Fashion-MNIST CNN); a torchvision name such as
+resnet18 (weights from --weights FILE or the torch hub cache); path/to/file.py:factory or package.module:factory
+(called with no arguments, returns a torch.nn.Module; --weights FILE fills it); a TorchScript (.pt, .ts) or
+torch.export (.pt2) archive; timm:NAME (pip install reportgen[timm]; --weights FILE for trained weights); a
+Hugging Face folder written by save_pretrained (pip install reportgen[hf]). reportgen never downloads."""
 
 
 @dataclass
@@ -39,6 +31,21 @@ class LoadedModel:
     channels: int | None = None  # input channels when known (1: greyscale), else found from the first conv
     channels_source: str = ""  # where ``channels`` came from
     static_batch: bool = False  # the model only takes one image at a time (exported with batch 1)
+    weights_source: str = ""  # where the weights came from when no file is named (default: by kind, see below)
+    untrained: str = ""  # why the loader knows the weights are not trained (a random initialisation), else ""
+
+    def weights_text(self) -> str:
+        """Where the weights came from, in words, when ``weights`` names no file."""
+        return self.weights_source or WEIGHTS_BY_KIND.get(self.kind, "none given")
+
+
+#: where a model's weights come from when no file is named, by loader kind
+WEIGHTS_BY_KIND = {
+    "factory": "as the factory built them (no --weights given)",
+    "torchscript": "inside the TorchScript archive",
+    "export": "inside the torch.export archive",
+    "module": "those of the nn.Module given",
+}
 
 
 def input_channels(model: nn.Module) -> tuple[int | None, str]:

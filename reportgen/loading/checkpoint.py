@@ -11,6 +11,7 @@ from torch import nn
 
 from ..errors import ModelError
 from .files import existing_file, first_line, read_weights
+from ..report import plural
 
 
 #: state-dict containers found in training checkpoints, in order of preference
@@ -127,9 +128,9 @@ def _mismatch_message(diff: StateDiff, source: str, what: str, sd: Mapping[str, 
 
     parts = []
     if diff.missing:
-        parts.append(f"{len(diff.missing)} missing key(s): {few(diff.missing)}")
+        parts.append(f"{plural(len(diff.missing), 'missing key')}: {few(diff.missing)}")
     if diff.unexpected:
-        parts.append(f"{len(diff.unexpected)} unexpected key(s): {few(diff.unexpected)}")
+        parts.append(f"{plural(len(diff.unexpected), 'unexpected key')}: {few(diff.unexpected)}")
     if diff.shapes:
         parts.append(f"{len(diff.shapes)} shape mismatch(es): " + few(
             [f"{k} (file {tuple(f)} vs model {tuple(m)})" for k, f, m in diff.shapes]))

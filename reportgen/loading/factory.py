@@ -39,7 +39,7 @@ def _on_sys_path(folder: str) -> Iterator[None]:
 def load_factory_file(target: str, attr: str, spec: str, weights: str | None, trust: bool) -> LoadedModel:
     path = Path(target).expanduser()
     if not path.is_file():
-        raise ModelError(f"model file not found: {path} (from SPEC {spec!r})\n" + SPEC_FORMS)
+        raise ModelError(f"model file not found: {path} (from SPEC {spec!r}).\n" + SPEC_FORMS)
     path = path.resolve()
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     modname = f"_reportgen_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"

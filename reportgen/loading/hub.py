@@ -10,12 +10,13 @@ has a 1000-class head. timm and transformers are optional extras (``pip install 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Iterator, cast
 
 from torch import nn
 
@@ -89,8 +90,10 @@ def load_timm(name: str, spec: str, weights: str | None, trust: bool) -> LoadedM
         loaded.weights, wnotes = apply_weights_file(model, weights, trust, f"timm model {name}")
         loaded.notes += wnotes
     else:
-        loaded.notes.append(f"timm:{name} built with random weights (pretrained=False; reportgen never downloads): "
-                            "pass --weights FILE (.pth or .safetensors) for trained weights")
+        loaded.untrained = (f"timm:{name} was built with random weights (pretrained=False; reportgen never "
+                            "downloads): pass --weights FILE (.pth or .safetensors) with its trained weights")
+        loaded.weights_source = "none: a random initialisation (timm, pretrained=False)"
+        loaded.notes.append(loaded.untrained)
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     loaded.preprocessing = _timm_preprocessing(cfg, name)
     if cfg.get("fixed_input_size") and loaded.preprocessing is not None:
@@ -125,6 +128,23 @@ def _timm_preprocessing(cfg: dict, name: str) -> Preprocessing | None:
                                    source=f"timm pretrained_cfg of {name}", interpolation=interp))
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights ...") and warnings off while it loads, restored after:
+    reportgen's log says what was loaded."""
+    from transformers.utils import logging as hf_logging
+
+    bar, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
 def is_hf_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
@@ -140,7 +160,7 @@ def load_hf_folder(path: Path, spec: str, weights: str | None, trust: bool) -> L
                          f"(or {HF_WEIGHT_FILES[1]}), or pass --weights FILE")
     transformers = _import("transformers", "hf", f"the Hugging Face folder {path}")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_transformers():
             warnings.simplefilter("ignore")
             if has_weights:
                 model = transformers.AutoModelForImageClassification.from_pretrained(str(path), local_files_only=True)

@@ -19,12 +19,14 @@ import errno
 import os
 import shutil
 import signal
+import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Callable
 
 from ..errors import OutputError
+from ..report import plural
 
 try:
     import fcntl
@@ -149,7 +151,7 @@ def clean_stale(out: Path, log: Callable[[str], None] | None = None) -> list[str
         _remove(p)
         removed.append(p.name)
     if removed and log:
-        log(f"Removed {len(removed)} temporary folder(s) left by interrupted builds: {', '.join(removed)}")
+        log(f"Removed {plural(len(removed), 'temporary folder')} left by interrupted builds: {', '.join(removed)}")
     return removed
 
 
@@ -188,8 +190,17 @@ def check_out(out: Path, images: Path | None = None) -> None:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create {parent}: {e.strerror or e}") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write into {parent}")
+    _probe_writable(parent)
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder``: os.access says yes to root everywhere, even in /proc."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".reportgen-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise OutputError(f"cannot write into {folder}: {e.strerror or e}") from None
 
 
 _RENAME_EXCHANGE = 2

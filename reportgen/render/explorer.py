@@ -451,7 +451,9 @@ def template_globals(p: ExplorerPlan, single_file: bool) -> dict:
     groups, left = class_lists(p.ex) if p.ex is not None else ([], 0)
     return {"rg": p if p.active else None, "image_href": image_href, "unit_href": unit_href,
             "explorer_href": explorer_href, "cell_ids": cell_ids, "class_groups": groups, "static_left": left,
-            "mosaic_cells": static_mosaic(p.ex) if p.ex is not None else []}
+            "mosaic_cells": static_mosaic(p.ex) if p.ex is not None else [],
+            # without labels the explorer offers no colouring by true label, nor right or wrong
+            "explorer_labelled": p.ex is not None and bool((np.asarray(p.ex.labels) >= 0).any())}
 
 
 def single_parts(p: ExplorerPlan, env, common: dict, views) -> str:

@@ -173,7 +173,8 @@ def overview_groups(report: Report) -> list[FactGroup]:
     g_model = FactGroup("Model", notes=[str(n) for n in (model.get("notes") or [])])
     g_model.add("Model", model.get("spec"), mono=True)
     g_model.add("Kind", model.get("kind"))
-    g_model.add("Weights", model.get("weights") or ("none given" if model else None), mono=bool(model.get("weights")))
+    g_model.add("Weights", model.get("weights") or model.get("weights_source") or ("none given" if model else None),
+                mono=bool(model.get("weights")))
     g_model.add("Classes", m.num_classes)
     if m.model_hash:
         g_model.add("Hash", short_hash(m.model_hash, 12), mono=True, title=str(m.model_hash))
@@ -214,7 +215,7 @@ def _model_group(name: str, info: dict[str, Any]) -> FactGroup:
     g = FactGroup(f"Model {name}", notes=[str(n) for n in (info.get("notes") or [])])
     g.add("Model", info.get("spec"), mono=True)
     g.add("Kind", info.get("kind"))
-    g.add("Weights", info.get("weights") or "none given", mono=bool(info.get("weights")))
+    g.add("Weights", info.get("weights") or info.get("weights_source") or "none given", mono=bool(info.get("weights")))
     acc = info.get("accuracy")
     g.add("Accuracy", f"{100 * acc:.1f}% (top-1, labelled images)" if acc is not None and is_number(acc)
           else "no labels")
@@ -376,6 +377,7 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
         "total_time": fmt_duration(meta.total_time_s) if meta.total_time_s is not None else None,
         "groups": overview_groups(report),
         "eyebrow": "Model comparison" if meta.kind == "compare" else "Model card",
+        "untrained": str(meta.model.get("untrained") or ""),  # the banner on top of every page
         "preprocessing": str(meta.preprocessing_text or ""),
         "versions": [(str(k), str(v)) for k, v in meta.versions.items()],
         "config_json": json.dumps(meta.config, indent=2, default=str, ensure_ascii=False) if meta.config else None,

@@ -24,7 +24,7 @@ from ..attribution import attention as AT
 from ..papers import ABNAR_ZUIDEMA_2020, CHEFER_2021, DOSOVITSKIY_2021
 from ..pictures import figure_to_png, new_figure
 from ..registry import Range, technique
-from ..report import Block, Figure, Grid, Note, Row, Section, Table
+from ..report import Block, Figure, Grid, Note, Row, Section, Table, plural
 from ..sampling import spread_indices
 from ..device import graph_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item
@@ -135,7 +135,7 @@ def attention(ctx, opts: AttentionOptions) -> Section:
     sec = Section(id="attention", title="Attention maps (rollout, gradient rollout, heads)")
     sec.add(Grid(items, columns=6 if len(b.idx) > 1 else 3, cell_width=cell_width(ctx), caption=(
         f"{len(sites)} attention modules ({sites[0].name} ... {sites[-1].name}), {sites[0].heads} heads, "
-        f"{h}x{w} patch tokens of {patch_px:g} px" + (f" after {prefix} extra token(s)" if prefix else "") +
+        f"{h}x{w} patch tokens of {patch_px:g} px" + (f" after {plural(prefix, 'extra token')}" if prefix else "") +
         " (maps upsampled bilinearly). Each image, then the class token's rollout and gradient rollout "
         "(colour scale per map, red = its 99.5th percentile). Top-20% mass: the share of the map on its "
         "highest-valued fifth of the patches (0.20 for a uniform map).")))

@@ -30,7 +30,8 @@ from ..report import OVERVIEW, Grid, GridItem, Group, ImageData, KeyValues, Note
 RESULTS = {
     "model_class": "class name of the model",
     "parameters": "number of parameters",
-    "trainable_parameters": "parameters with requires_grad",
+    "trainable_parameters": "parameters with requires_grad in the model as given (reportgen freezes them all only "
+                            "while it runs)",
     "input_size": "side of the model input in pixels",
     "num_classes": "number of classes",
     "images": "images in the set",
@@ -57,6 +58,15 @@ def _fmt_int(n: int) -> str:
     return f"{n:,}"
 
 
+def _trainable_text(total: int, trainable: int) -> str:
+    """How many parameters the model as given marks trainable (reportgen freezes them all while it runs)."""
+    if trainable == total:
+        return "all trainable"
+    if trainable == 0:
+        return "none trainable: frozen in the model as given"
+    return f"{_fmt_int(trainable)} trainable"
+
+
 @technique(
     "card", "Model card", options=CardOptions, order=0,
     references=[ZEILER_FERGUS_2014],
@@ -71,11 +81,11 @@ def card(ctx, opts: CardOptions) -> Section:
     # output shapes need forward hooks; TorchScript archives refuse them (names and parameters still show)
     layers = describe_layers(model, ctx.pre.normalizer().to(ctx.device)(example) if hookable(model) else None)
     total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable = int(ctx.model_info.get("trainable_parameters", total))  # as given, not frozen by reportgen's policy
     n_conv = sum(1 for li in layers if li.type in ("Conv2d", "Conv1d", "Conv3d"))
     pairs = [
         ("class", type(model).__name__),
-        ("parameters", f"{_fmt_int(total)} ({_fmt_int(trainable)} trainable)"),
+        ("parameters", f"{_fmt_int(total)} ({_trainable_text(total, trainable)})"),
         ("layers", f"{len([li for li in layers if li.is_leaf])} leaf modules, {n_conv} convolutions"),
         ("input", f"3 x {ctx.pre.size} x {ctx.pre.size}, {ctx.num_classes} classes"),
     ]

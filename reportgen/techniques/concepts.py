@@ -31,7 +31,7 @@ from ..concepts.craft import (
 from ..papers import COLLINS_2018, FEL_2023
 from ..pictures import resize_map
 from ..registry import Range, technique
-from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
+from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table, plural
 from ..device import graph_batch_size
 from ._explain import heat_item
 from ._setlevel import image_classes, largest_classes, map_layer
@@ -174,7 +174,7 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
         sec.add(Group(f"{cname}: {len(idx)} images, {k} concepts", [
             Grid(items, columns=cols, cell_width=thumb, caption=(
                 f"One row per concept (most important first): its {tops.shape[1]} most activating crops, then its "
-                f"heatmap on {len(ex_maps)} image(s) of the class. Share: the concept's gradient x coefficient "
+                f"heatmap on {plural(len(ex_maps), 'image')} of the class. Share: the concept's gradient x coefficient "
                 "importance for the class logit over the sum of |importance|.")),
             Note(f"NMF reconstruction error {con.error:.2f}. Activation cosine among a concept's top crops "
                  f"{within:.2f} vs {across:.2f} between different concepts' top crops"

@@ -29,7 +29,7 @@ from ..optvis import transforms as T
 from ..optvis.plotting import history_plot
 from ..papers import MORDVINTSEV_2015
 from ..registry import Range, technique
-from ..report import Figure, Group, ImageData, KeyValues, Row, Section
+from ..report import Figure, Group, ImageData, KeyValues, Row, Section, plural
 from ..sampling import spread_indices
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -209,8 +209,8 @@ def deepdream(ctx, opts: DeepDreamOptions) -> Section:
     sec.add(KeyValues([
         ("layers", ", ".join(names) + ("" if opts.layers else " (convolutions at 1/4, 1/2, 3/4 of the depth)")),
         ("objective", "0.5‖a‖² of the rectified activation: " + "; ".join(t for _, _, t in targets)),
-        ("schedule", f"{opts.octaves} octave(s) × {opts.steps} steps, octave scale {opts.octave_scale:g}, "
-                     f"image {size}×{size}"),
+        ("schedule", f"{plural(opts.octaves, 'octave')} × {plural(opts.steps, 'step')}, "
+                     f"octave scale {opts.octave_scale:g}, image {size}×{size}"),
         ("step", f"I ← clip(I + {opts.lr:g}·g/mean|g|, 0, 1), jitter ±{jitter}px at full size (scaled per "
                  f"octave; at most {opts.max_jitter_fraction:g} of the side)"),
     ], title="Settings"))

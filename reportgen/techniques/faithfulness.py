@@ -28,7 +28,7 @@ from ..attribution.metrics import rank_correlation
 from ..papers import ADEBAYO_2018, BHATT_2020, PETSIUK_2018, RONG_2022, SIXT_2020
 from ..pictures import figure_to_png, new_figure
 from ..registry import Range, technique
-from ..report import Figure, ImageData, Note, Section, Table
+from ..report import Figure, ImageData, Note, Section, Table, plural
 from ..device import device_batch_size, inference_model
 from ..drift.maps import pack_maps
 from ._explain import explain_batch
@@ -234,12 +234,12 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
                 "black": "black"}[opts.deletion_fill]
     unit_txt = "single pixels" if patch == 1 else f"{patch}x{patch}-pixel squares"
     sec.add(Figure(curve_plot(fr, curves, order[:1]), caption=(
-        f"Mean softmax probability of the explained class over {n} image(s) as {unit_txt} are deleted (left, "
+        f"Mean softmax probability of the explained class over {plural(n, 'image')} as {unit_txt} are deleted (left, "
         f"replaced by {fill_txt}) or inserted (right, onto the image blurred with sigma {sigma:g} px) in the order "
         f"of each map, {opts.steps} steps. Dashed grey: the baselines. Faithful: falls fast on the left, rises fast "
         "on the right."), alt="deletion and insertion curves per attribution method"))
     ci_txt = (f"seeded bootstrap 95% interval over the {n} images" if n >= 3 else
-              f"{n} image(s): too few for a meaningful interval; 'no better than random' then means a mean "
+              f"{plural(n, 'image')}: too few for a meaningful interval; 'no better than random' then means a mean "
               "score at or below the random map's")
     sec.add(Table(["rank", "method", "deletion AUC", "insertion AUC", "insertion - deletion", "MuFidelity",
                    "ROAD MoRF / LeRF", "sanity (rho weights / class)"], rows, numeric=[0, 2, 3, 5],
@@ -249,7 +249,7 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
                            "(0 = the map's sums do not predict the drop). ROAD: mean probability with "
                            + (", ".join(f"{f:.0%}" for f in opts.road_fractions) + " of the pixels imputed from "
                               f"their neighbours (noise std {opts.road_noise:g}), most / least relevant first, on "
-                              f"{road_n} image(s)" if road_n else "off")
+                              f"{plural(road_n, 'image')}" if road_n else "off")
                            + ". Sanity: rho of the map to the map on a copy with every layer re-initialised, and to "
                              f"the map of a random other class; below {FLAG_RHO} passes.")))
     if best is None:
@@ -271,7 +271,8 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
         sec.add(Note(f"No better than the random map (the paired interval reaches 0): {', '.join(named)}. These "
                      "maps do not locate the evidence this model uses, whatever they look like.", kind="warning"))
     if failed:
-        sec.add(Note(f"Sanity: {', '.join(failed)} barely change(s) when the weights are destroyed or the class is "
+        verb = "changes" if len(failed) == 1 else "change"
+        sec.add(Note(f"Sanity: {', '.join(failed)} barely {verb} when the weights are destroyed or the class is "
                      "changed; a high faithfulness score for such a map comes from the image, not the model's "
                      "class evidence.", kind="warning"))
     scaled = next((f.window for f in fns.values() if isinstance(f, MapMethod) and f.window is not None

@@ -23,7 +23,7 @@ from torch import nn
 from ..pictures import tile, to_uint8
 from ..papers import KRIZHEVSKY_2012, YOSINSKI_2015
 from ..registry import Range, technique
-from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
+from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, plural
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -165,7 +165,7 @@ def filters(ctx, opts: FiltersOptions) -> Section:
         )
         if hconv.groups > 1:
             sec.add(Note(f"{higher} is a grouped convolution ({hconv.groups} groups): each filter sees only "
-                         f"{hc} input channel(s) of its group."))
+                         f"{plural(hc, 'input channel')} of its group."))
     sec.params.update({"first_layer": first, "higher_layer": higher})
     sec.results = {**sec.results, "first_layer": first, "first_shape": [k, c, kh, kw], "scale": opts.scale,
                    "first_max_abs_weight": round(layer_max, 6), "dead_filters": dead, "higher_layer": higher,

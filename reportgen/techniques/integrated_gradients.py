@@ -17,7 +17,7 @@ import torch
 from .. import attribution as A
 from ..papers import SUNDARARAJAN_2017
 from ..registry import Range, technique
-from ..report import Grid, Note, Section, Table
+from ..report import Grid, Note, Section, Table, plural
 from ..device import gradient_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item, make_baseline
 
@@ -100,7 +100,7 @@ def integrated_gradients(ctx, opts: IntegratedGradientsOptions) -> Section:
     else:
         bad = [r[0] for r, g in zip(rows, res.gap) if g > opts.tolerance]
         sec.add(Note(f"Completeness is NOT within {100 * opts.tolerance:g}% at the limit of {res.steps} steps for "
-                     f"{len(bad)} of {len(rows)} image(s) ({', '.join(bad)}; worst gap {100 * worst:.2f}%): "
+                     f"{len(bad)} of {plural(len(rows), 'image')} ({', '.join(bad)}; worst gap {100 * worst:.2f}%): "
                      "those maps are approximate.", kind="warning"))
     small = [r[0] for r, d, w in zip(rows, res.delta, spread) if abs(float(d)) < 0.05 * max(float(w), 1e-6)]
     if small:

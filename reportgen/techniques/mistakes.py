@@ -22,7 +22,7 @@ from ..attribution.visualization import attr_item
 from ..concepts.confusions import confused_pairs, lowest_margin_pairs, nearest_of_class
 from ..papers import PRABHUSHANKAR_2020, SELVARAJU_2017
 from ..registry import Range, technique
-from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
+from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table, plural
 from ..device import graph_batch_size
 from ._explain import cell_width, heat_item
 from ._setlevel import METHOD_NAMES, MapMethod, check_method, map_layer
@@ -34,19 +34,23 @@ RESULTS = {
     "labelled_images": "images with a true label",
     "mistakes": "labelled images whose prediction differs from the label",
     "pairs": "the pairs shown",
-    "pairs[].true": "the true class (confusions) or the runner-up class (lowest_margin)",
+    "pairs[].true": "(confusions) the true class",
+    "pairs[].runner_up": "(lowest_margin) the runner-up class",
     "pairs[].predicted": "the predicted class",
     "pairs[].count": "images of the whole set with this (true, predicted) pair "
                      "(lowest_margin: this runner-up and prediction)",
     "pairs[].images[].image": "an image of the pair "
                               "(most confident mistakes first; lowest margin first without labels)",
-    "pairs[].images[].margin": "p(predicted) - p(true or runner-up)",
+    "pairs[].images[].margin": "p(predicted) - p(true) (lowest_margin: - p(runner-up))",
     "pairs[].images[].p_predicted": "softmax probability of the predicted class",
-    "pairs[].images[].p_true": "softmax probability of the true (or runner-up) class",
+    "pairs[].images[].p_true": "(confusions) softmax probability of the true class",
+    "pairs[].images[].p_runner_up": "(lowest_margin) softmax probability of the runner-up class",
     "pairs[].images[].nearest_predicted_distance": "cosine distance to the nearest correctly classified image of P "
                                                    "(null: none)",
-    "pairs[].images[].nearest_true_distance": "cosine distance to the nearest correctly classified image of T "
-                                              "(null: none)",
+    "pairs[].images[].nearest_true_distance": "(confusions) cosine distance to the nearest correctly classified "
+                                              "image of T (null: none)",
+    "pairs[].images[].nearest_runner_up_distance": "(lowest_margin) cosine distance to the nearest image predicted "
+                                                   "as the runner-up class (null: none)",
 }
 
 
@@ -120,6 +124,7 @@ def mistakes(ctx, opts: MistakesOptions) -> Section:
     maps = _maps(ctx, layer, idx, pv, ov, opts.method)
     correct = known & (preds == labels) if known.any() else np.ones(len(preds), dtype=bool)
     tname = "T" if mode == "confusions" else "runner-up"
+    tkey = "true" if mode == "confusions" else "runner_up"  # without a labelled mistake no number is a "true" one
     mname = METHOD_NAMES[opts.method]
     if mode == "confusions":
         rows = [[ctx.class_name(p.other), ctx.class_name(p.predicted), p.count] for p in pairs]
@@ -159,26 +164,26 @@ def mistakes(ctx, opts: MistakesOptions) -> Section:
                                    sublabel=f"d = {b:.3f}", alt=f"neighbour {ctx.images.name(a)}") for a, b in keep]
             nrows.append(Grid(cells, columns=len(cells), cell_width=thumb))
             rimgs.append({"image": ctx.images.name(i), "margin": round(pP - pT, 4), "p_predicted": round(pP, 4),
-                          "p_true": round(pT, 4), "nearest_predicted_distance": _r(dist["P"]),
-                          "nearest_true_distance": _r(dist[tname])})
+                          f"p_{tkey}": round(pT, 4), "nearest_predicted_distance": _r(dist["P"]),
+                          f"nearest_{tkey}_distance": _r(dist[tname])})
         row += len(p.images)
         both = [d for d in rimgs if d["nearest_predicted_distance"] is not None
-                and d["nearest_true_distance"] is not None]
-        closer = sum(1 for d in both if d["nearest_predicted_distance"] < d["nearest_true_distance"])
+                and d[f"nearest_{tkey}_distance"] is not None]
+        closer = sum(1 for d in both if d["nearest_predicted_distance"] < d[f"nearest_{tkey}_distance"])
         if both:
-            verdict = (f"for {closer} of {len(both)} image(s) the nearest {ctx.class_name(p.predicted)} is closer "
-                       f"than the nearest {ctx.class_name(p.other)}.")
+            verdict = (f"for {closer} of {plural(len(both), 'image')} the nearest {ctx.class_name(p.predicted)} is "
+                       f"closer than the nearest {ctx.class_name(p.other)}.")
         else:
             missing = [ctx.class_name(c) for c, pool in ((p.predicted, pool_p), (p.other, pool_t)) if pool.size == 0]
             verdict = (f"no correctly classified image of {' or '.join(missing) or 'either class'} "
                        "in the set to compare with.")
         title = (f"{'true' if mode == 'confusions' else 'runner-up'} {ctx.class_name(p.other)} → predicted "
-                 f"{ctx.class_name(p.predicted)} ({p.count} image{'s' if p.count != 1 else ''} in the set)")
+                 f"{ctx.class_name(p.predicted)} ({plural(p.count, 'image')} in the set)")
         sec.add(Group(title, [Grid(items, columns=5, cell_width=cell_width(ctx)), *nrows, Note(
             f"Nearest correctly classified neighbours (cosine distance of penultimate features"
             f"{'' if known.any() else '; without labels: images predicted as that class, not checked'}): "
             + verdict)]))
-        out_pairs.append({"true": ctx.class_name(p.other), "predicted": ctx.class_name(p.predicted),
+        out_pairs.append({tkey: ctx.class_name(p.other), "predicted": ctx.class_name(p.predicted),
                           "count": p.count, "images": rimgs})
     sec.add(Note(f"Maps for P and for {tname}: {mname}" + (f" at layer {name}" if opts.method == "gradcam" else "")
                  + f". Contrastive maps: Grad-CAM of S_P - S_T at {name}, and gradient x input of S_P - S_T "

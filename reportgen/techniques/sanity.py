@@ -153,7 +153,8 @@ def random_logit(ctx, b, fns, orig) -> tuple[Table, Note, dict]:
         res[m] = {"rank_corr": round(r, 4), "ssim": round(s, 4), "verdict": "passes" if r < FLAG_RHO else "fails"}
         rows.append([m, round(r, 3), round(s, 3), res[m]["verdict"]])
     bad = [m for m in res if res[m]["verdict"] == "fails"]
-    note = Note((f"Random-logit test: {', '.join(bad)} draw(s) nearly the same map for a random other class "
+    verb = "draws" if len(bad) == 1 else "draw"
+    note = Note((f"Random-logit test: {', '.join(bad)} {verb} nearly the same map for a random other class "
                  f"(mean rho >= {FLAG_RHO}): the map shows the image, not the class." if bad else
                  "Random-logit test: every method's map changes when a random other class is explained."),
                 kind="warning" if bad else "info")

@@ -23,7 +23,7 @@ from ..synthesis.nearest_neighbour import synthesize_nn
 from ..optvis.plotting import history_plot
 from ..papers import EFROS_LEUNG_1999, GATYS_TEXTURE_2015, WEI_LEVOY_2000
 from ..registry import Range, technique
-from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
+from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, plural
 from ..synthesis.gatys import gram_synthesis
 from ..synthesis.style import resize_to, resolve_parameterization
 
@@ -123,7 +123,7 @@ def texture(ctx, opts: TextureOptions) -> Section:
     hist = np.array([_hist_distance(unit_to_uint8(textures[b // n_sets].image.permute(1, 2, 0).numpy()),
                                     unit_to_uint8(res.images[b].permute(1, 2, 0).numpy()))
                      for b in range(len(contrast))])
-    sec.add(_gram_note(contrast, err, [f"{textures[b // n_sets].name} with {b % n_sets + 1} layer(s)"
+    sec.add(_gram_note(contrast, err, [f"{textures[b // n_sets].name} with {plural(b % n_sets + 1, 'layer')}"
                                        for b in range(len(contrast))], hist))
     if not fell.all():
         sec.add(Note(f"The Gram loss did not fall for {int((~fell).sum())} of {len(fell)} syntheses.", kind="warning"))

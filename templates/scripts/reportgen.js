@@ -124,7 +124,7 @@
     var canvas = box.querySelector('canvas'), ctx = canvas.getContext('2d');
     var tip = box.querySelector('.rg-tip'), legend = box.querySelector('.rg-legend');
     var modeSel = box.querySelector('select'), status = box.querySelector('.rg-status');
-    var mode = 'label', hidden = {}, hover = -1, W = 0, H = 0, dpr = window.devicePixelRatio || 1;
+    var mode = modeSel.value, hidden = {}, hover = -1, W = 0, H = 0, dpr = window.devicePixelRatio || 1;
     var view = { s: 1, x: 0, y: 0 };
     // normalise the positions into [0, 1] (NaN rows: not embedded, never drawn)
     var minx = Infinity, maxx = -Infinity, miny = Infinity, maxy = -Infinity, i;
@@ -238,7 +238,7 @@
       tip.appendChild(th);
       var t = el('div', 'rg-tip-text');
       t.appendChild(el('strong', null, names(p)));
-      t.appendChild(el('div', null, 'class: ' + (lab[p] >= 0 ? D.classes[lab[p]] : 'unlabelled')));
+      t.appendChild(el('div', null, 'true label: ' + (lab[p] >= 0 ? D.classes[lab[p]] : 'none')));
       t.appendChild(el('div', lab[p] >= 0 ? (pred[p] === lab[p] ? 'tone-ok' : 'tone-bad') : null,
         'predicted: ' + D.classes[pred[p]] + ', p = ' + (prob[p] / 255).toFixed(2)));
       tip.appendChild(t);
@@ -281,8 +281,9 @@
         legend.appendChild(b);
       });
     }
-    function only(k, keepMode) {  // a class from a link (label mode), or a legend key of the current mode
-      if (!keepMode && mode !== 'pred') { mode = 'label'; byKey = null; }
+    function only(k, keepMode) {  // a class from a link (the first colouring: label, or prediction without labels),
+      // or a legend key of the current mode
+      if (!keepMode && mode !== 'pred') { mode = modeSel.options[0].value; byKey = null; }
       modeSel.value = mode;
       hidden = {};
       for (i = 0; i < n; i++) hidden[key(i)] = true;

@@ -111,7 +111,7 @@ REFUSED = {
     "fixed input size": ("logits", "fixed", None, "pass --input-size 32"),
     "factory that raises": ("logits", "raises", None, "raised ValueError: checkpoint folder not configured"),
     "non-module factory": ("logits", "not_a_module", None, "returned a dict, not a torch.nn.Module"),
-    "checkpoint with missing keys": ("logits", "make", _weights_missing_key, "1 missing key(s): fc.bias"),
+    "checkpoint with missing keys": ("logits", "make", _weights_missing_key, "1 missing key: fc.bias"),
     "pickled full model without --trust-weights": ("logits", "make", _pickled_model, "--trust-weights"),
 }
 

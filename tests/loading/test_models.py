@@ -254,8 +254,8 @@ def test_mismatched_keys_error(model_file, tmp_path):
     with pytest.raises(ModelError) as ei:
         loading.load_model(f"{model_file}:make_model", weights=f)
     msg = str(ei.value)
-    assert "missing key(s): fc.weight" in msg
-    assert "unexpected key(s): head.weight" in msg
+    assert "1 missing key: fc.weight" in msg
+    assert "1 unexpected key: head.weight" in msg
     assert "features.0.weight (file (4, 1, 3, 3) vs model (4, 3, 3, 3))" in msg
 
 
