@@ -70,4 +70,4 @@ def test_techniques_lists_what_each_preset_changes():
             for name in changed.split(", "):
                 assert re.search(rf"\b{name}\b", line), (info.id, name, line)
         else:
-            assert "same in every preset" in line, (info.id, line)
+            assert "the same options in every preset" in line, (info.id, line)

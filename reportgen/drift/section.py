@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..errors import ReportgenError
 from ..registry import Range
-from ..report import Grid, GridItem, ImageData, Note, Section, Table
+from ..report import Grid, GridItem, ImageData, Note, Section, Table, plural
 from .concepts import compare_concepts
 from .compute import MIN_CLASS_IMAGES, UNCHANGED, Drift, compare_maps, similarity
 from .maps import SOURCE, MapSet, from_section_arrays, load_maps
@@ -174,12 +174,13 @@ def drift_section(a: MapSet, b: MapSet, names: Sequence[str], ctx, opts: DriftOp
                    "lowest rank correlation"],
                   [[m["method"], m["images"], m["mean_rank_correlation"], m["mean_topk_overlap"],
                     m["min_rank_correlation"]] for m in r["methods"]], numeric=[1, 2, 3, 4], caption=(
-        f"Per method, over the {n} image(s) both runs explained (matched by file content): Spearman rank correlation "
+        f"Per method, over the {plural(n, 'image')} both runs explained (matched by file content): "
+        "Spearman rank correlation "
         f"of the two maps (1 = the same pixel order) and intersection over union of their top {opts.topk:.0%} pixels "
         f"(1 = the same most relevant pixels; unrelated maps give about {opts.topk / (2 - opts.topk):.2f}). "
         f"{r['predictions_changed']} of the {n} predictions differ between the runs.")))
     if n < MIN_CLASS_IMAGES:
-        sec.add(Note(f"Only {n} image(s) in common: too few to say whether the explanations drifted in general "
+        sec.add(Note(f"Only {plural(n, 'image')} in common: too few to say whether the explanations drifted in general "
                      "(raise faithfulness.max_images in both runs).", kind="warning"))
     grid = changed_grid(res, names, picture, ctx.class_name)
     if grid is not None:
@@ -219,7 +220,8 @@ def headline(r: dict[str, Any], names: Sequence[str]) -> Note:
     """Which method's explanations moved most and least (mean rank correlation)."""
     ms = sorted(r["methods"], key=lambda m: m["mean_rank_correlation"])
     lo, hi = ms[0], ms[-1]
-    text = (f"On the {r['images_compared']} common image(s), the maps of {names[1]} differ from those of {names[0]} "
+    text = (f"On the {plural(r['images_compared'], 'common image')}, the maps of {names[1]} differ from those of "
+            f"{names[0]} "
             f"most for {lo['method']} (mean rank correlation {lo['mean_rank_correlation']:.2f}, top-{r['topk']:.0%} "
             f"overlap {lo['mean_topk_overlap']:.2f})")
     if len(ms) > 1:

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from ..report import plural
+
 CHECK_EXIT = """\b
 Exit codes:
   0    every rule passes
@@ -37,7 +39,7 @@ def review_exit(report: Any) -> bool:
     for line in failures:
         click.echo(line, err=True)
     if failures:
-        click.echo(f"{len(failures)} rule check(s) failed (summary.md says more).", err=True)
+        click.echo(f"{plural(len(failures), 'rule check')} failed (summary.md says more).", err=True)
     return bool(failures)
 
 

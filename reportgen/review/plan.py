@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..report import plural
 from .baseline import Baseline, load_baseline
 from .change import Change, compare_reports
 from .keys import Key, key_numbers, models_of
@@ -93,7 +94,7 @@ def _verdict(keys: dict[str, Key], changes: dict[str, Change], failed: list[Outc
         body = f"top-1 {c.describe()}" if c else f"{len(changes)} shared numbers ({pairing})"
     body = " ".join(body.split())
     body = body if len(body) <= 300 else body[:299] + "…"
-    tail = f" · **{len(failed)} rule check(s) failed**" if failed else ""
+    tail = f" · **{plural(len(failed), 'rule check')} failed**" if failed else ""
     return f"{head}: {body}{tail}"
 
 

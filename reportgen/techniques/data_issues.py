@@ -22,7 +22,7 @@ from ..failures.labelnoise import confident_learning
 from ..failures.reference import check_reference_folder, reference_features
 from ..papers import NORTHCUTT_2021
 from ..registry import Range, technique
-from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section
+from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, plural
 
 RESULTS = {
     "exact_duplicates": "groups of images with identical decoded pixels: lists of file names",
@@ -132,7 +132,7 @@ def _duplicates_blocks(ctx, sec: Section, groups, pairs, opts: DataIssuesOptions
     if cells:
         blocks.append(Grid(cells, columns=min(len(cells), 6), cell_width=t, caption="Near pairs side by side, "
                            "most similar first."))
-    sec.add(Group(f"Duplicates: {len(groups)} exact group(s), {len(pairs)} near pair(s)", blocks))
+    sec.add(Group(f"Duplicates: {plural(len(groups), 'exact group')}, {plural(len(pairs), 'near pair')}", blocks))
     weak = (f" At {ctx.pre.size} px the pixel vectors hold little detail: distinct but similar items (plain "
             "trousers, say) can pass both thresholds, so look at the near pairs before removing any."
             if ctx.pre.size < 64 and pairs else "")

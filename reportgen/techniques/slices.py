@@ -19,7 +19,7 @@ from ..failures.slices import Slice, auto_clusters, find_slices, majority, softm
 from ..features.degenerate import check_features
 from ..papers import DEON_2022, PLUMB_2023
 from ..registry import Range, technique
-from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
+from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table, plural
 
 RESULTS = {
     "slices": "the significant slices, most errors first (without labels: lowest confidence first)",
@@ -135,7 +135,7 @@ def present(ctx, sec: Section, res, opts: SlicesOptions) -> Section:
     for j, r in enumerate(rows[:opts.max_slices]):
         trows.append([j + 1, r["size"], _f(r["accuracy"]), _f(r["rest_accuracy"]), _f(r["mean_confidence"]),
                       f"{r['p_value']:.2g}", _names(r["top_true_classes"]), _names(r["top_predicted_classes"])])
-    sec.add(Table(cols, trows, numeric=[0, 1, 2, 3, 4], title=f"{len(res.slices)} significant slice(s)",
+    sec.add(Table(cols, trows, numeric=[0, 1, 2, 3, 4], title=f"{plural(len(res.slices), 'significant slice')}",
                   caption=how))
     for j, s in enumerate(shown):
         probs = softmax(np.asarray(logits[s.members], np.float64))
@@ -159,7 +159,8 @@ def present(ctx, sec: Section, res, opts: SlicesOptions) -> Section:
             caption=f"The {len(items)} least confident of its {s.size} images (predicted class and probability). "
                     "Mostly " + _names(r["top_true_classes"] or r["top_predicted_classes"]) + ".")]))
     if len(res.slices) > len(shown):
-        sec.add(Note(f"{len(res.slices) - len(shown)} more significant slice(s) in report.json (slices.max_slices)."))
+        more = plural(len(res.slices) - len(shown), "more significant slice")
+        sec.add(Note(f"{more} in report.json (slices.max_slices)."))
     return sec
 
 
