@@ -28,6 +28,7 @@ from markupsafe import Markup, escape
 
 from .._resources import templates_dir
 from ..report import Explorer, Figure, Grid, Group, ImageData, Row, UnitSet
+from . import image_page
 from .assets import ASSETS_DIRNAME, AssetStore, content_hash
 from .text import slugify
 
@@ -126,6 +127,7 @@ class ExplorerPlan:
     search_json: str = ""
     sprite_css: str = ""
     pages_path: str = ""  # compact image pages: their one script (top-k and neighbours of every image, a loader)
+    pictures: dict[str, ImageData] = field(default_factory=dict)  # image id -> the picture of it a section shows
 
     @property
     def compact(self) -> bool:
@@ -181,6 +183,8 @@ def plan(views, store: AssetStore, single_file: bool) -> ExplorerPlan:
                         label = it.label or it.sublabel
                         label = f"{group}: {label}" if group and label else (group or label)
                         own = it.image.whole and it.image.image_id == iid  # the image itself: not shown again
+                        if own:
+                            p.pictures.setdefault(iid, it.image)
                         p.appears.setdefault(iid, []).append(Appearance(v, label, None if own else it.image))
             elif isinstance(b, Figure) and b.image.image_id in p.ids:
                 p.appears.setdefault(b.image.image_id, []).append(Appearance(v, b.title or b.caption[:60], b.image))
@@ -315,7 +319,7 @@ def _faith(report_sections, iid: str, name: str) -> list[tuple[str, list[tuple[s
         found: list[tuple[str, str]] = []
         _numbers_for(s.results if isinstance(s.results, dict) else {}, (iid, name), found)
         if found:
-            out.append((s.title, found))
+            out.append((s.title, image_page.numbers(found)))
     return out
 
 
@@ -337,6 +341,7 @@ def image_pages(p: ExplorerPlan, sections, single_file: bool = False) -> list[di
     pages = []
     sec_list = [s.section for s in sections]
     compact = p.compact and not single_file  # a single file has no page of its own per image: always complete
+    ranks = image_page.faithfulness_ranks(sec_list)
     for row, iid in enumerate(ex.ids):
         lab = int(ex.labels[row])
         top = [(ex.class_names[int(c)] if 0 <= int(c) < len(ex.class_names) else f"class_{int(c)}", float(q),
@@ -355,6 +360,8 @@ def image_pages(p: ExplorerPlan, sections, single_file: bool = False) -> list[di
             "feature_nn": [] if compact else _neighbours(ex, ex.feature_nn, row, single_file),
             "pixel_nn": [] if compact else _neighbours(ex, ex.pixel_nn, row, single_file),
             "maps": [a for a in app if a.image is not None][:MAX_MAPS], "in_sections": secs,
+            "picture": p.pictures.get(iid), "pic_w": image_page.picture_width(p.pictures.get(iid)),
+            "arranged": image_page.arrange(app, ranks),
             "faith": _faith(sec_list, iid, ex.names[row]) if app else [],
             "method": ex.method, "compact": compact,
         })

@@ -37,6 +37,7 @@ from .text import (
 )
 from .themes import Theme, load_theme
 
+UNSUPPORTED = "unsupported"  # the results key of a section that cannot apply (reportgen.build.UNSUPPORTED)
 CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'")
 
@@ -62,7 +63,7 @@ class SectionView:
     number: int
     page: str  # path relative to out_dir ("sections/<slug>.html", or "index.html" in single-file mode)
     anchor: str  # id of the section's element ("sec-<slug>")
-    status: str  # "ok" | "failed"
+    status: str  # "ok" | "failed" | "na" (the section cannot apply to this model or image set: results["unsupported"])
     summary_line: str
     time: str
     on_overview: bool = False  # the section's placement asks for its blocks on the front page too
@@ -70,6 +71,15 @@ class SectionView:
     @property
     def failed(self) -> bool:
         return self.status == "failed"
+
+    @property
+    def na(self) -> bool:
+        return self.status == "na"
+
+    @property
+    def na_reason(self) -> str:
+        """Why the section cannot apply, in one line (what it would need)."""
+        return first_sentence(str(self.section.results.get(UNSUPPORTED, "")), 300) if self.na else ""
 
 
 @dataclass
@@ -294,9 +304,16 @@ def make_env(template_dirs: tuple[str, ...] = ()) -> Environment:
 # the renderer
 
 
+def not_applicable(s: Section) -> bool:
+    """The section says it cannot apply to this model or image set (``results["unsupported"]``, no error)."""
+    return not s.error and isinstance(s.results, dict) and bool(s.results.get(UNSUPPORTED))
+
+
 def _section_views(sections: list[Section], single_file: bool) -> list[SectionView]:
+    """A view per section; those that cannot apply here go last (the contents' "Not applicable" group)."""
     views, used = [], set()
-    for k, s in enumerate(sections, 1):
+    ordered = [s for s in sections if not not_applicable(s)] + [s for s in sections if not_applicable(s)]
+    for k, s in enumerate(ordered, 1):
         slug = base = slugify(s.id, f"section-{k}")
         n = 2
         while slug in used:
@@ -306,7 +323,7 @@ def _section_views(sections: list[Section], single_file: bool) -> list[SectionVi
         page = "index.html" if single_file else f"{SECTIONS_DIRNAME}/{slug}.html"
         views.append(SectionView(
             section=s, slug=slug, number=k, page=page, anchor=f"sec-{slug}",
-            status="failed" if s.error else "ok", summary_line=first_sentence(s.summary),
+            status="failed" if s.error else "na" if not_applicable(s) else "ok", summary_line=first_sentence(s.summary),
             time=fmt_duration(s.wall_time_s), on_overview=(s.placement == OVERVIEW),
         ))
     return views
