@@ -35,6 +35,7 @@ from .text import (
     clean_strings, first_sentence, fmt_duration, fmt_value, is_number, paragraphs, safe_text, safe_url,
     short_hash, slugify, tone_class, tone_mark,
 )
+from .figure_theme import painter
 from .themes import Theme, load_theme
 
 UNSUPPORTED = "unsupported"  # the results key of a section that cannot apply (reportgen.build.UNSUPPORTED)
@@ -348,7 +349,8 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = make_env(th.template_dirs())
-    store = AssetStore(out_dir, write=not single_file, encoded=encoded, link_from=link_from)
+    store = AssetStore(out_dir, write=not single_file, encoded=encoded, link_from=link_from,
+                       paint=painter(th.colors, th.color_scheme))
 
     views = _section_views(report.sections, single_file)
 
