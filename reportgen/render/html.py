@@ -33,7 +33,7 @@ from . import explorer as explorer_mod
 from .assets import ASSETS_DIRNAME, MIN_PICTURE_PX, AssetStore, auto_cell_width, content_hash
 from .text import (
     clean_strings, first_sentence, fmt_duration, fmt_value, is_number, paragraphs, safe_text, safe_url,
-    short_hash, slugify, tone_class, tone_mark,
+    short_hash, slugify, tone_class, tone_mark, wbr_path,
 )
 from .figure_theme import painter
 from .themes import Theme, load_theme
@@ -297,7 +297,8 @@ def make_env(template_dirs: tuple[str, ...] = ()) -> Environment:
                        note_title=lambda kind: NOTE_KINDS.get(str(kind), "Note"),
                        note_kind=lambda kind: str(kind) if str(kind) in NOTE_KINDS else "info")
     env.filters.update(render_block=render_block, fmt=fmt_value, duration=fmt_duration, paragraphs=paragraphs,
-                       first_sentence=first_sentence, slugify=slugify, av=explorer_mod.attr_value)
+                       first_sentence=first_sentence, slugify=slugify, av=explorer_mod.attr_value,
+                       wbr_path=wbr_path)
     return env
 
 
