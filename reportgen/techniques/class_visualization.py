@@ -175,8 +175,8 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
                            if opts.parameterization == "fft" else
                            "with L2 decay, blur and pixel clipping (Yosinski et al.)")
                         + " and random jitter/scale/rotation (DeepDream). "
-                        f"Classes: {src}. Green: rank 1 with p ≥ {opts.min_prob:g}; red: not reached (the network does not "
-                        "see the class in the image it made).")
+                        f"Classes: {src}. Green: rank 1 with p ≥ {opts.min_prob:g}; red: not reached (the network "
+                        "does not see the class in the image it made).")
     curves = {f"{label}: {ctx.class_name(c)}"[:40]: res.history[:, j]
               for label, res in runs.items() for j, c in enumerate(classes[:4])}
     plot = history_plot(curves, title="objective per step (L2 only: S_c − λ‖I−μ‖²; regularised: S_c)",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_browser import chromium  # noqa: F401, F811  (the module's browser fixture)
 
 
 def _capture(monkeypatch, module) -> list:
@@ -92,22 +93,6 @@ def test_paths_wrap_between_folders():
 
 
 @pytest.fixture(scope="module")
-def chromium():
-    from cdp import Browser, CDPError, find_chromium
-
-    exe = find_chromium()
-    if exe is None:
-        pytest.skip("Chromium is not installed")
-    try:
-        b = Browser(exe)
-        b.open_page()
-    except (CDPError, OSError) as e:
-        pytest.skip(f"Chromium could not be started headless: {e}")
-    yield b
-    b.close()
-
-
-@pytest.fixture(scope="module")
 def page_report(tmp_path_factory):
     from reportgen.render import render_report
     from reportgen.report import (
@@ -131,7 +116,7 @@ def page_report(tmp_path_factory):
     return out
 
 
-def test_a_wide_table_shows_its_last_column_at_1280px(chromium, page_report):
+def test_a_wide_table_shows_its_last_column_at_1280px(chromium, page_report):  # noqa: F811
     chromium.viewport(1280, 900, False)
     chromium.navigate((page_report / "sections" / "faithfulness.html").as_uri())
     got = chromium.evaluate("""(() => {
@@ -146,7 +131,7 @@ def test_a_wide_table_shows_its_last_column_at_1280px(chromium, page_report):
     assert got["sub"][0] <= got["sub"][1] + 1 and got["text"].endswith("not reached"), got  # nothing cut off
 
 
-def test_paths_on_the_card_break_at_separators(chromium, page_report):
+def test_paths_on_the_card_break_at_separators(chromium, page_report):  # noqa: F811
     html = (page_report / "index.html").read_text()
     assert "/<wbr>some_long_folder_name/<wbr>validation_images_of_a_set" in html
     page = (page_report / "sections" / "faithfulness.html").read_text()
