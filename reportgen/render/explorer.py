@@ -198,7 +198,7 @@ def plan(views, store: AssetStore, single_file: bool) -> ExplorerPlan:
         refs = [store.ref(s, root="", inline=single_file) for s in ex.sprites]
         p.sprite_srcs = [r.src for r in refs]
         p.sprite_css = sprite_css(ex, p.sprite_srcs, single_file)
-        data = explorer_data(ex, p.sprite_srcs)
+        data = explorer_data(ex, [""] * len(refs) if single_file else p.sprite_srcs)  # single: read from the CSS
         if single_file:
             p.data_json = _js_json(data)
         else:

@@ -36,6 +36,7 @@ from .text import (
     short_hash, slugify, tone_class, tone_mark, wbr_path,
 )
 from .figure_theme import painter
+from .single_file import dedupe_pictures
 from .themes import Theme, load_theme
 
 UNSUPPORTED = "unsupported"  # the results key of a section that cannot apply (reportgen.build.UNSUPPORTED)
@@ -416,7 +417,7 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
     pages = ["index.html"]
     html = env.get_template("layouts/index.html").render(
         {**common, "root": "", "current": "overview", "page_kind": "index", "hbase": 2 if single_file else 1})
-    _write_text(out_dir, "index.html", html)
+    _write_text(out_dir, "index.html", dedupe_pictures(html) if single_file else html)
 
     if not single_file:
         tpl = env.get_template("layouts/section.html")
