@@ -311,9 +311,9 @@ def _numbers_for(obj, keys: tuple[str, ...], found: list, depth: int = 0) -> Non
             _numbers_for(v, keys, found, depth + 1)
 
 
-def _faith(report_sections, iid: str, name: str) -> list[tuple[str, list[tuple[str, str]]]]:
+def _faith(report_sections, iid: str, name: str) -> list[tuple[str, list[tuple[str, str, str]]]]:
     """Per-image numbers any section's results hold for this image (records naming its id or file), read
-    tolerantly: the faithfulness section's, a neighbours query's..."""
+    tolerantly: the faithfulness section's, a neighbours query's...; as (name, value, unit) rows."""
     out = []
     for s in report_sections:
         found: list[tuple[str, str]] = []

@@ -93,15 +93,15 @@ class Method:
         return f"faithfulness {self.score:.3f}, rank {self.rank} of {self.of}"
 
 
-def faithfulness_ranks(sections) -> dict[str, tuple[int, float, int, str]]:
+def faithfulness_ranks(sections) -> dict[str, tuple[int, float | None, int, str]]:
     """normalised method name -> (rank, score, methods ranked, name) from the faithfulness section's results."""
     for s in sections:
         res = s.results if isinstance(s.results, dict) else {}
         if s.id == FAITHFULNESS and isinstance(res.get("methods"), list):
             rows = [m for m in res["methods"] if isinstance(m, dict) and isinstance(m.get("method"), str)]
-            out = {}
+            out: dict[str, tuple[int, float | None, int, str]] = {}
             for k, m in enumerate(rows, 1):
-                rank = m.get("rank") if isinstance(m.get("rank"), int) else k
+                rank = int(m["rank"]) if isinstance(m.get("rank"), int) else k
                 score = m.get("score")
                 out[_norm(m["method"])] = (rank, float(score) if isinstance(score, (int, float)) else None,
                                            len(rows), m["method"])
