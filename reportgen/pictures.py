@@ -111,8 +111,9 @@ def new_figure(figsize: tuple[float, float]):
 #: a figure's "ink" (titles, axis labels, tick labels, ticks, spines, legend text) and "paper" (legend boxes) are
 #: drawn in these two exact colours on a transparent background; the renderer (render/figure_theme.py) paints
 #: them in the theme's text and card colours, so one stored figure reads in any theme. FIGURE_MARK (a PNG text
-#: chunk) tells it the picture was drawn so. Colours no colormap or technique draws with.
-FIGURE_INK = (3, 5, 7)
+#: chunk) tells it the picture was drawn so. Colours no colormap or technique draws with; the line between them
+#: passes no grey and no blend of black.
+FIGURE_INK = (12, 64, 36)  # far from black: black text a technique placed (heatmap counts) is never taken for ink
 FIGURE_PAPER = (246, 250, 240)  # off the grey diagonal: no grey between ink and paper is taken for a blend
 FIGURE_MARK = "reportgen-figure: themable ink"
 

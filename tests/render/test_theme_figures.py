@@ -66,3 +66,22 @@ def test_no_module_saves_a_figure_around_figure_to_png():
     root = Path(__file__).resolve().parents[2] / "reportgen"
     users = [p.relative_to(root).as_posix() for p in root.rglob("*.py") if ".savefig(" in p.read_text()]
     assert users == ["pictures.py"], users
+
+
+def test_text_a_technique_placed_over_data_keeps_its_colour(tmp_path):
+    """Black counts over a Blues heatmap (the card's confusion matrix) are data, not ink: every pixel of the
+    heatmap is the same in both themes."""
+    fig = new_figure((3, 3))
+    ax = fig.subplots()
+    m = np.arange(16).reshape(4, 4) % 5
+    ax.imshow(m, cmap="Blues")
+    for i in range(4):
+        for j in range(4):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=9, color="black")
+    ax.axis("off")
+    picture = figure_to_png(fig)
+    dark, light = _rendered(tmp_path, "dark", picture), _rendered(tmp_path, "light", picture)
+    data = (np.abs(light[..., :3].astype(int) - 255).max(-1) > 0) & (np.abs(dark[..., :3].astype(int)
+                                                                       - [14, 18, 23]).max(-1) > 0)
+    assert data.sum() > 10000
+    assert (dark[data] == light[data]).all()
