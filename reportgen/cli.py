@@ -465,13 +465,13 @@ def compare(models_, names, images, out, techniques_, cka_images, cka_layers, ck
 
 
 @main.command()
-@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True))  # folders or single files
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Site folder (replaced atomically).")
 @click.option("--theme", default="light", show_default=True, help=THEME_HELP)
 @click.option("--title", default="Model reports", show_default=True)
 @click.option("--link", is_flag=True, help="Symlink the report folders instead of copying them.")
 def site(reports, out, theme, title, link) -> None:
-    """One static landing page listing several built reports (copied into the site folder)."""
+    """One static landing page listing several built reports, folders or single files (copied into the site)."""
     from .errors import ReportgenError
     from .publish.site import build_site
 

@@ -108,9 +108,53 @@ def new_figure(figsize: tuple[float, float]):
     return Figure(figsize=figsize)
 
 
-def figure_to_png(fig, dpi: int = 110) -> ImageData:
-    """Render a matplotlib figure to PNG bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-    return ImageData(data=buf.getvalue(), mime="image/png")
+#: a figure's "ink" (titles, axis labels, tick labels, ticks, spines, legend text) and "paper" (legend boxes) are
+#: drawn in these two exact colours on a transparent background; the renderer (render/figure_theme.py) paints
+#: them in the theme's text and card colours, so one stored figure reads in any theme. FIGURE_MARK (a PNG text
+#: chunk) tells it the picture was drawn so. Colours no colormap or technique draws with; the line between them
+#: passes no grey and no blend of black.
+FIGURE_INK = (12, 64, 36)  # far from black: black text a technique placed (heatmap counts) is never taken for ink
+FIGURE_PAPER = (246, 250, 240)  # off the grey diagonal: no grey between ink and paper is taken for a blend
+FIGURE_MARK = "reportgen-figure: themable ink"
 
+
+def _ink_figure(fig) -> None:
+    """Recolour a figure's default-black furniture to FIGURE_INK, its white panels to transparent / FIGURE_PAPER.
+    Text a technique placed itself (``ax.text`` annotations, e.g. over heatmap cells) keeps its colour."""
+    from matplotlib.colors import to_rgba
+    from matplotlib.text import Text
+
+    ink = tuple(c / 255 for c in FIGURE_INK)
+    paper = tuple(c / 255 for c in FIGURE_PAPER)
+
+    def is_(color, rgb) -> bool:
+        try:
+            return to_rgba(color)[:3] == rgb
+        except ValueError:
+            return False
+
+    placed = {id(t) for ax in fig.axes for t in ax.texts}
+    for t in fig.findobj(Text):
+        if id(t) not in placed and is_(t.get_color(), (0.0, 0.0, 0.0)):
+            t.set_color(ink)
+    fig.patch.set_facecolor("none")
+    for ax in fig.axes:
+        if is_(ax.get_facecolor(), (1.0, 1.0, 1.0)):
+            ax.set_facecolor("none")
+        ax.tick_params(which="both", color=ink)
+        for sp in ax.spines.values():
+            if is_(sp.get_edgecolor(), (0.0, 0.0, 0.0)):
+                sp.set_edgecolor(ink)
+    for leg in [ax.get_legend() for ax in fig.axes] + list(fig.legends):
+        if leg is not None and is_(leg.get_frame().get_facecolor(), (1.0, 1.0, 1.0)):
+            leg.get_frame().set_facecolor(paper)
+
+
+def figure_to_png(fig, dpi: int = 110) -> ImageData:
+    """Render a matplotlib figure to PNG bytes: transparent, its ink and paper in the colours the renderer paints
+    in the report's theme (see FIGURE_INK)."""
+    _ink_figure(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="none", edgecolor="none",
+                metadata={"Description": FIGURE_MARK})
+    return ImageData(data=buf.getvalue(), mime="image/png")

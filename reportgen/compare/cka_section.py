@@ -137,14 +137,18 @@ def _bad_results(bad: dict[tuple[str, str], str]) -> dict:
 
 def _heatmaps(ab, aa, la, lb, names, n: int, estimator: str):
     fig = new_figure((11, 4.8))
+    fig.set_layout_engine("constrained")  # room for every label: none drawn over the other heatmap
     fig.suptitle(f"linear CKA, {estimator} HSIC, n = {n} images", fontsize=10)
-    axes = fig.subplots(1, 2)
+    axes = fig.subplots(1, 2, sharey=True)  # both heatmaps' rows are model A's layers: named once, on the left
     for ax, m, cols, title in ((axes[0], ab, lb, f"{names[0]} vs {names[1]}"),
                                (axes[1], aa, la, f"{names[0]} vs {names[0]}")):
-        im = ax.imshow(np.clip(m, 0, 1), vmin=0, vmax=1, cmap="magma", origin="lower")
+        im = ax.imshow(np.clip(m, 0, 1), vmin=0, vmax=1, cmap="magma", origin="lower", aspect="auto")
         ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(len(la)), la, fontsize=7)
         ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"{title.split(' vs ')[1]} layers", fontsize=8)
+    axes[0].set_yticks(range(len(la)), la, fontsize=7)
+    axes[0].set_ylabel(f"{names[0]} layers", fontsize=8)
+    axes[1].tick_params(labelleft=False)
     fig.colorbar(im, ax=axes, shrink=0.8, label="linear CKA")
     png = figure_to_png(fig)
     return png

@@ -13,6 +13,7 @@ then swapped into place; a folder or one ``.html`` file; same renderer, themes a
 from __future__ import annotations
 
 import copy
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -41,6 +42,19 @@ from .diff import calibration_section, flipped_section, per_class_section
 from .paired import PAIRED, default_paired, paired_section
 from ..drift.maps import SOURCE
 from ..drift.section import compare_drift_section
+
+
+
+def comparison_title(names: list[str], titles: list[str]) -> str:
+    """``A vs B — comparison``: each model by its name, with its class name in brackets only when the name does not
+    already hold it ("MobileNetV2 vs ResNet18-random", not "MobileNetV2: MobileNetV2 vs ...")."""
+    def norm(t: str) -> str:
+        return re.sub(r"[^a-z0-9]", "", t.lower())
+
+    def one(name: str, title: str) -> str:
+        head = title.split(" (")[0]
+        return name if not head or norm(head) in norm(name) else f"{name} ({head})"
+    return f"{one(names[0], titles[0])} vs {one(names[1], titles[1])} — comparison"
 
 
 def compare_reports(
@@ -136,7 +150,7 @@ def compare_reports(
             sections.append(compare_drift_section(ca, names, *secs))
         titles = [model_title(ld.model, ld.spec, ld.kind) for ld, _ in loaded]
         report = Report(
-            title=o.title or f"{names[0]}: {titles[0]} vs {names[1]}: {titles[1]} — comparison",
+            title=o.title or comparison_title(names, titles),
             sections=sections, skipped_images=list(ca.images.skipped),
             meta=_meta(ctxs, names, images, cfg, dev, theme_label(o.theme), cka_estimator))
         report.meta.extra["predictions"] = run_predictions(ctxs, names, log=log)

@@ -1,7 +1,8 @@
 """``reportgen site``: one static landing page over several built reports.
 
 Each report folder (it must hold ``report.json``) is copied, or with ``link`` symlinked by a relative
-path, to ``SITE/reports/<name>/``; ``SITE/index.html`` lists model, date, accuracy, sections and size
+path, to ``SITE/reports/<name>/`` (a single-file report, read from the report.json it embeds, to
+``SITE/reports/<name>.html``); ``SITE/index.html`` lists model, date, accuracy, sections and size
 with relative links only, under the reports' Content-Security-Policy and theme. The site is written to a
 temporary folder and swapped into place, like a report.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,26 @@ from ..report import RunInfo
 SITE_MARKER = "site.json"
 
 
+EMBEDDED = re.compile(r'<script type="application/json" id="reportgen-report">\s*(.*?)\s*</script>', re.S)
+
+
 def _size(folder: Path) -> int:
+    if folder.is_file():
+        return folder.stat().st_size
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def read_report_json(path: Path) -> dict[str, Any]:
+    """A report's ``report.json``: the file in a report folder, or the block a single-file report embeds."""
+    if path.is_file():
+        m = EMBEDDED.search(path.read_text(encoding="utf-8", errors="replace"))
+        if not m:
+            raise ReportgenError(f"{path} is not a reportgen report (a single-file report embeds its report.json; "
+                                 "this file has none)")
+        return json.loads(m.group(1))  # its "<" are written as JSON escapes, which json reads back
+    if not (path / MARKER).is_file():
+        raise ReportgenError(f"{path} is not a reportgen report (no {MARKER})")
+    return json.loads((path / MARKER).read_text(encoding="utf-8"))
 
 
 def _human(n: int) -> str:
@@ -34,11 +54,9 @@ def _human(n: int) -> str:
 
 
 def report_entry(folder: Path) -> dict[str, Any]:
-    """What the landing page shows about one report, read from its ``report.json``."""
-    path = folder / MARKER
-    if not path.is_file():
-        raise ReportgenError(f"{folder} is not a reportgen report (no {MARKER})")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    """What the landing page shows about one report (a folder or a single file), read from its report.json:
+    enough to tell two reports of one model apart (preset, images, date, top-1 accuracy)."""
+    data = read_report_json(folder)
     info = RunInfo.from_dict(data)  # the run keys report.json shares with Report.meta
     secs = data.get("sections") or []
     acc = info.extra.get("accuracy")
@@ -47,11 +65,15 @@ def report_entry(folder: Path) -> dict[str, Any]:
     else:
         card = next((s for s in secs if (s.get("results") or {}).get("top1_accuracy") is not None), None)
         accuracy = f"{100 * float(card['results']['top1_accuracy']):.1f}%" if card else "n/a"
+    images = info.images
     return {
         "title": data.get("title") or folder.name, "model": info.model.get("spec") or "?",
         "date": info.generated or "?", "accuracy": accuracy, "sections": len(secs),
         "failed": sum(1 for s in secs if s.get("error")), "size": _human(_size(folder)),
-        "kind": info.kind or "report",
+        "kind": info.kind or "report", "preset": str(info.config.get("preset") or "?"),
+        "images": (f"{images.count:,}" + (f" ({Path(images.folder).name})" if images.folder else "")
+                   if images is not None else "?"),
+        "single_file": folder.is_file(), "name": folder.name,
     }
 
 
@@ -96,6 +118,15 @@ def _write_site(tmp: Path, out: Path, reports: list[Path], entries: list[dict[st
     (tmp / "reports").mkdir(parents=True)
     taken: set[str] = set()
     for r, e in zip(reports, entries):
+        if e["single_file"]:  # one file: copied (or linked) as reports/<name>.html
+            slug = _slug(Path(r).resolve().stem, taken)
+            dest = tmp / "reports" / f"{slug}.html"
+            if link:
+                dest.symlink_to(os.path.relpath(Path(r).resolve(), (out / "reports").resolve()))
+            else:
+                shutil.copy2(r, dest)
+            e["href"] = f"reports/{slug}.html"
+            continue
         slug = _slug(Path(r).resolve().name, taken)
         dest = tmp / "reports" / slug
         if link:

@@ -167,7 +167,8 @@ class AssetStore:
     an asset it holds with exactly the bytes to write is hard-linked (content-addressed names make that safe).
     """
 
-    def __init__(self, out_dir: Path, write: bool = True, encoded=None, link_from: Path | None = None):
+    def __init__(self, out_dir: Path, write: bool = True, encoded=None, link_from: Path | None = None,
+                 paint=None):
         self.out_dir = Path(out_dir)
         self.dir = self.out_dir / ASSETS_DIRNAME
         self.write = write
@@ -190,6 +191,7 @@ class AssetStore:
         self.encoded_hits = 0
         self._root: Path | None = None
         self.errors: dict[int, str] = {}  # id(ImageData) -> why it could not be encoded
+        self.paint = paint  # encoded PNG -> PNG: figures painted in the theme (render/figure_theme.py)
 
     # -- the encoded-picture cache, one entry per section -----------------------------------------
     def _array_key(self, img: ImageData) -> str:
@@ -279,6 +281,7 @@ class AssetStore:
                 raise ValueError(f"cannot render an image of type {img.mime!r}: {e}") from None
             data, mime = buf.getvalue(), "image/png"
         if mime == "image/png":
+            data = self.paint(data) if self.paint is not None else data
             size = _png_size(data) or _pil_size(data)
         elif mime == "image/svg+xml":
             size = _svg_size(data)

@@ -28,6 +28,7 @@ from markupsafe import Markup, escape
 
 from .._resources import templates_dir
 from ..report import Explorer, Figure, Grid, Group, ImageData, Row, UnitSet
+from . import image_page
 from .assets import ASSETS_DIRNAME, AssetStore, content_hash
 from .failures import EXTRA_MODES, explorer_columns
 from .text import slugify
@@ -128,6 +129,7 @@ class ExplorerPlan:
     sprite_css: str = ""
     pages_path: str = ""  # compact image pages: their one script (top-k and neighbours of every image, a loader)
     modes: list[tuple[str, str]] = field(default_factory=list)  # extra "colour by" choices (render/failures.py)
+    pictures: dict[str, ImageData] = field(default_factory=dict)  # image id -> the picture of it a section shows
 
     @property
     def compact(self) -> bool:
@@ -183,6 +185,8 @@ def plan(views, store: AssetStore, single_file: bool) -> ExplorerPlan:
                         label = it.label or it.sublabel
                         label = f"{group}: {label}" if group and label else (group or label)
                         own = it.image.whole and it.image.image_id == iid  # the image itself: not shown again
+                        if own:
+                            p.pictures.setdefault(iid, it.image)
                         p.appears.setdefault(iid, []).append(Appearance(v, label, None if own else it.image))
             elif isinstance(b, Figure) and b.image.image_id in p.ids:
                 p.appears.setdefault(b.image.image_id, []).append(Appearance(v, b.title or b.caption[:60], b.image))
@@ -198,7 +202,7 @@ def plan(views, store: AssetStore, single_file: bool) -> ExplorerPlan:
         p.sprite_css = sprite_css(ex, p.sprite_srcs, single_file)
         cols = explorer_columns([v.section for v in views], list(ex.names))
         p.modes = [(k, EXTRA_MODES[k]) for k in cols]
-        data = explorer_data(ex, p.sprite_srcs, cols)
+        data = explorer_data(ex, [""] * len(refs) if single_file else p.sprite_srcs, cols)  # single: read from the CSS
         if single_file:
             p.data_json = _js_json(data)
         else:
@@ -312,15 +316,15 @@ def _numbers_for(obj, keys: tuple[str, ...], found: list, depth: int = 0) -> Non
             _numbers_for(v, keys, found, depth + 1)
 
 
-def _faith(report_sections, iid: str, name: str) -> list[tuple[str, list[tuple[str, str]]]]:
+def _faith(report_sections, iid: str, name: str) -> list[tuple[str, list[tuple[str, str, str]]]]:
     """Per-image numbers any section's results hold for this image (records naming its id or file), read
-    tolerantly: the faithfulness section's, a neighbours query's..."""
+    tolerantly: the faithfulness section's, a neighbours query's...; as (name, value, unit) rows."""
     out = []
     for s in report_sections:
         found: list[tuple[str, str]] = []
         _numbers_for(s.results if isinstance(s.results, dict) else {}, (iid, name), found)
         if found:
-            out.append((s.title, found))
+            out.append((s.title, image_page.numbers(found)))
     return out
 
 
@@ -342,6 +346,7 @@ def image_pages(p: ExplorerPlan, sections, single_file: bool = False) -> list[di
     pages = []
     sec_list = [s.section for s in sections]
     compact = p.compact and not single_file  # a single file has no page of its own per image: always complete
+    ranks = image_page.faithfulness_ranks(sec_list)
     for row, iid in enumerate(ex.ids):
         lab = int(ex.labels[row])
         top = [(ex.class_names[int(c)] if 0 <= int(c) < len(ex.class_names) else f"class_{int(c)}", float(q),
@@ -360,6 +365,8 @@ def image_pages(p: ExplorerPlan, sections, single_file: bool = False) -> list[di
             "feature_nn": [] if compact else _neighbours(ex, ex.feature_nn, row, single_file),
             "pixel_nn": [] if compact else _neighbours(ex, ex.pixel_nn, row, single_file),
             "maps": [a for a in app if a.image is not None][:MAX_MAPS], "in_sections": secs,
+            "picture": p.pictures.get(iid), "pic_w": image_page.picture_width(p.pictures.get(iid)),
+            "arranged": image_page.arrange(app, ranks),
             "faith": _faith(sec_list, iid, ex.names[row]) if app else [],
             "method": ex.method, "compact": compact,
         })

@@ -34,10 +34,13 @@ from .failures import failure_facts
 from .assets import ASSETS_DIRNAME, MIN_PICTURE_PX, AssetStore, auto_cell_width, content_hash
 from .text import (
     clean_strings, first_sentence, fmt_duration, fmt_value, is_number, paragraphs, safe_text, safe_url,
-    short_hash, slugify, tone_class, tone_mark,
+    short_hash, slugify, tone_class, tone_mark, wbr_path,
 )
+from .figure_theme import painter
+from .single_file import dedupe_pictures
 from .themes import Theme, load_theme
 
+UNSUPPORTED = "unsupported"  # the results key of a section that cannot apply (reportgen.build.UNSUPPORTED)
 CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'")
 
@@ -63,7 +66,7 @@ class SectionView:
     number: int
     page: str  # path relative to out_dir ("sections/<slug>.html", or "index.html" in single-file mode)
     anchor: str  # id of the section's element ("sec-<slug>")
-    status: str  # "ok" | "failed"
+    status: str  # "ok" | "failed" | "na" (the section cannot apply to this model or image set: results["unsupported"])
     summary_line: str
     time: str
     on_overview: bool = False  # the section's placement asks for its blocks on the front page too
@@ -71,6 +74,15 @@ class SectionView:
     @property
     def failed(self) -> bool:
         return self.status == "failed"
+
+    @property
+    def na(self) -> bool:
+        return self.status == "na"
+
+    @property
+    def na_reason(self) -> str:
+        """Why the section cannot apply, in one line (what it would need)."""
+        return first_sentence(str(self.section.results.get(UNSUPPORTED, "")), 300) if self.na else ""
 
 
 @dataclass
@@ -291,7 +303,8 @@ def make_env(template_dirs: tuple[str, ...] = ()) -> Environment:
                        note_title=lambda kind: NOTE_KINDS.get(str(kind), "Note"),
                        note_kind=lambda kind: str(kind) if str(kind) in NOTE_KINDS else "info")
     env.filters.update(render_block=render_block, fmt=fmt_value, duration=fmt_duration, paragraphs=paragraphs,
-                       first_sentence=first_sentence, slugify=slugify, av=explorer_mod.attr_value)
+                       first_sentence=first_sentence, slugify=slugify, av=explorer_mod.attr_value,
+                       wbr_path=wbr_path)
     return env
 
 
@@ -299,9 +312,16 @@ def make_env(template_dirs: tuple[str, ...] = ()) -> Environment:
 # the renderer
 
 
+def not_applicable(s: Section) -> bool:
+    """The section says it cannot apply to this model or image set (``results["unsupported"]``, no error)."""
+    return not s.error and isinstance(s.results, dict) and bool(s.results.get(UNSUPPORTED))
+
+
 def _section_views(sections: list[Section], single_file: bool) -> list[SectionView]:
+    """A view per section; those that cannot apply here go last (the contents' "Not applicable" group)."""
     views, used = [], set()
-    for k, s in enumerate(sections, 1):
+    ordered = [s for s in sections if not not_applicable(s)] + [s for s in sections if not_applicable(s)]
+    for k, s in enumerate(ordered, 1):
         slug = base = slugify(s.id, f"section-{k}")
         n = 2
         while slug in used:
@@ -311,7 +331,7 @@ def _section_views(sections: list[Section], single_file: bool) -> list[SectionVi
         page = "index.html" if single_file else f"{SECTIONS_DIRNAME}/{slug}.html"
         views.append(SectionView(
             section=s, slug=slug, number=k, page=page, anchor=f"sec-{slug}",
-            status="failed" if s.error else "ok", summary_line=first_sentence(s.summary),
+            status="failed" if s.error else "na" if not_applicable(s) else "ok", summary_line=first_sentence(s.summary),
             time=fmt_duration(s.wall_time_s), on_overview=(s.placement == OVERVIEW),
         ))
     return views
@@ -336,7 +356,8 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = make_env(th.template_dirs())
-    store = AssetStore(out_dir, write=not single_file, encoded=encoded, link_from=link_from)
+    store = AssetStore(out_dir, write=not single_file, encoded=encoded, link_from=link_from,
+                       paint=painter(th.colors, th.color_scheme))
 
     views = _section_views(report.sections, single_file)
 
@@ -402,7 +423,7 @@ def render_report(report: Report, out_dir: Path, theme: str = "light", single_fi
     pages = ["index.html"]
     html = env.get_template("layouts/index.html").render(
         {**common, "root": "", "current": "overview", "page_kind": "index", "hbase": 2 if single_file else 1})
-    _write_text(out_dir, "index.html", html)
+    _write_text(out_dir, "index.html", dedupe_pictures(html) if single_file else html)
 
     if not single_file:
         tpl = env.get_template("layouts/section.html")

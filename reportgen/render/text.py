@@ -155,3 +155,11 @@ def safe_url(url: Any) -> str:
 def short_hash(h: Any, n: int = 12) -> str:
     h = str(h or "")
     return h[:n] + "…" if len(h) > n else h
+
+
+def wbr_path(text) -> Markup:
+    """Escaped text with a line-break opportunity (``<wbr>``) after each path separator, so a long path wraps
+    between folders rather than mid-name. Jinja filter ``wbr_path``."""
+    from markupsafe import escape
+
+    return Markup("<wbr>").join(escape(part) for part in re.split(r"(?<=[/\\])", str(text)))

@@ -163,8 +163,7 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
             items.append(GridItem(
                 ImageData(unit_to_uint8(res.images[j].permute(1, 2, 0).numpy()), display_width=min(224, 2 * size)),
                 label=f"{ctx.class_name(c)} — {label}",
-                sublabel=f"S_c = {logit:.1f}, p = {p:.3f} (rank {rank})"
-                         + ("" if ok else " — NOT reached: the network does not see this class here"),
+                sublabel=f"S_c = {logit:.1f}, p = {p:.3f}, rank {rank}" + ("" if ok else ": not reached"),
                 alt=f"image maximising class {ctx.class_name(c)}, {label}",
                 tone="ok" if ok else "bad",
             ))
@@ -176,7 +175,8 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
                            if opts.parameterization == "fft" else
                            "with L2 decay, blur and pixel clipping (Yosinski et al.)")
                         + " and random jitter/scale/rotation (DeepDream). "
-                        f"Classes: {src}. Green: rank 1 with p ≥ {opts.min_prob:g}; red: the class was not reached.")
+                        f"Classes: {src}. Green: rank 1 with p ≥ {opts.min_prob:g}; red: not reached (the network "
+                        "does not see the class in the image it made).")
     curves = {f"{label}: {ctx.class_name(c)}"[:40]: res.history[:, j]
               for label, res in runs.items() for j, c in enumerate(classes[:4])}
     plot = history_plot(curves, title="objective per step (L2 only: S_c − λ‖I−μ‖²; regularised: S_c)",

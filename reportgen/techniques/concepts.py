@@ -32,6 +32,7 @@ from ..papers import COLLINS_2018, FEL_2023
 from ..pictures import resize_map
 from ..registry import Range, technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table, plural
+from ..results_schema import UNSUPPORTED
 from ..device import graph_batch_size
 from ._explain import heat_item
 from ._setlevel import image_classes, largest_classes, map_layer
@@ -105,6 +106,14 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
     sec = Section(id="concepts", title="Concepts per class (CRAFT: NMF of crop activations)")
     classes, _ = image_classes(ctx)
     chosen = largest_classes(classes, opts.max_classes, max(1, opts.min_images))
+    if not chosen:  # nothing to factorise: say what it would need, in one line (the report lists it last)
+        most = int(np.bincount(classes).max()) if classes.size else 0
+        why = (f"Concepts need at least {max(1, opts.min_images)} images of one class (by label, else by "
+               f"prediction); the largest class here has {most}: label the images (a folder per class) or add "
+               "more images of a class.")
+        sec.add(Note(why, kind="warning"))
+        sec.results = {UNSUPPORTED: why}
+        return sec
     name = map_layer(ctx, opts.layer)
     layer = ctx.layer(name)
     pm = ctx.pixel_model
@@ -211,8 +220,6 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
                       title="Concept atlas: concepts that several classes share",
                       caption=(f"Concepts of different classes joined when their NMF basis vectors have cosine >= "
                                f"{opts.atlas_threshold}." + ("" if atlas else " None reach it here."))))
-    if not chosen:
-        sec.add(Note("No class has enough images for concepts.", kind="warning"))
     sec.add(Note(f"Layer {name} (non-negative: its smallest output on these crops is >= 0), crops: {len(boxes)} per "
                  f"image ({opts.grid}x{opts.grid} squares of {opts.crop:.0%} of the side, resized to "
                  f"{ctx.pre.size} px). Importance: gradient x coefficient (first-order), not CRAFT's Sobol indices. "

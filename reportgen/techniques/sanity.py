@@ -107,11 +107,13 @@ def curve_plot(labels: list[str], cas: dict[str, list[float]], ind: dict[str, li
         ax.axhline(FLAG_RHO, color="grey", ls=":", lw=1)
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
         ax.set_title(title, fontsize=9)
-        ax.set_ylim(-0.2, 1.05)
         ax.grid(alpha=0.3)
+    values = [v for d in (cas, ind) for m in METHODS for v in d[m] if np.isfinite(v)]
+    axes[0].set_ylim(min([-0.2, *values]) - 0.05, max([1.0, *values]) + 0.05)  # every point inside the axes
     axes[0].set_ylabel("mean Spearman rho to the trained model's map")
-    axes[1].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
+    fig.set_layout_engine("constrained")
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncol=len(METHODS),
+               frameon=False)  # under the plots, over no line
     png = figure_to_png(fig)
     return png
 

@@ -37,10 +37,22 @@
     if (k < 0) return '#9aa0a6';
     return 'hsl(' + ((k * 137.508) % 360).toFixed(1) + ',68%,' + (k % 3 === 0 ? 42 : k % 3 === 1 ? 52 : 62) + '%)';
   }
+  var sheetUrls = {};
+  function spriteUrl(D, s) {  // a single file names each sheet once, in its stylesheet (class th / s1..): read it there
+    if (sheetUrls[s] != null) return sheetUrls[s];
+    var src = D.sprites[s];
+    if (!src) {
+      var probe = el('i', 'th' + (s ? ' s' + s : ''));
+      doc.body.appendChild(probe);
+      var m = /^url\("?(.*?)"?\)$/.exec(getComputedStyle(probe).backgroundImage);
+      doc.body.removeChild(probe);
+      src = m ? m[1] : '';
+    } else if (!(single || src.indexOf('data:') === 0)) src = root + src;
+    return (sheetUrls[s] = src);
+  }
   function sprite(box, D, i, size) {
     var per = D.sheet * D.sheet, s = Math.floor(i / per), j = i % per;
-    var src = D.sprites[s];
-    box.style.backgroundImage = 'url("' + (single || src.indexOf('data:') === 0 ? src : root + src) + '")';
+    box.style.backgroundImage = 'url("' + spriteUrl(D, s) + '")';
     box.style.backgroundSize = (D.sheet * size) + 'px auto';
     box.style.backgroundPosition = (-(j % D.sheet) * size) + 'px ' + (-Math.floor(j / D.sheet) * size) + 'px';
     box.style.width = box.style.height = size + 'px';
@@ -187,33 +199,69 @@
       canvas.style.width = W + 'px'; canvas.style.height = H + 'px';
       draw();
     }
-    var drawn = 0;
+    var drawn = 0, sheets = {}, pickR = 10;
+    function sheetImage(s) {  // a sprite sheet as an <img> for the canvas; drawn again once it has loaded
+      if (!sheets[s]) {
+        sheets[s] = new Image();
+        sheets[s].onload = function () { draw(); };
+        sheets[s].src = spriteUrl(D, s);
+      }
+      return sheets[s].complete && sheets[s].naturalWidth > 0 ? sheets[s] : null;
+    }
+    // the points in view are drawn as their thumbnails while few enough share the canvas (side T px, from
+    // the area each point has), as dots when they crowd
+    var THUMBS_UP_TO = 400, THUMB_MIN = 24;
+    function thumbSide(count) {
+      if (!count || count > THUMBS_UP_TO || !D.sprites || !D.sprites.length) return 0;
+      var t = Math.floor(Math.min(D.thumb, 96, 0.6 * Math.sqrt(W * H / count)));
+      return t >= THUMB_MIN ? t : 0;
+    }
     function draw() {
       ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
       ctx.clearRect(0, 0, W, H);
       var r = Math.max(1.5, Math.min(6, 2.2 * Math.sqrt(view.s) * (n > 20000 ? 0.6 : 1)));
       if (!byKey) sortByKey();
       drawn = 0;
-      var last = null;
-      for (var j = 0; j < n; j++) {
-        var q = byKey[j], k = keys[q];
+      var last = null, j, q, k, x, y, inView = [];
+      for (j = 0; j < n; j++) {
+        q = byKey[j]; k = keys[q];
         if (k === NONE || hidden[k]) continue;
-        var x = sx(q), y = sy(q);
+        x = sx(q); y = sy(q);
         if (x < -r || y < -r || x > W + r || y > H + r) continue;
+        inView.push(q);
+        if (inView.length > THUMBS_UP_TO) break;
+      }
+      var T = thumbSide(inView.length <= THUMBS_UP_TO ? inView.length : 0), thumbs = 0, per = D.sheet * D.sheet;
+      if (T) r = T / 2;
+      pickR = Math.max(10, r);
+      for (j = 0; j < n; j++) {
+        q = byKey[j]; k = keys[q];
+        if (k === NONE || hidden[k]) continue;
+        x = sx(q); y = sy(q);
+        if (x < -r || y < -r || x > W + r || y > H + r) continue;
+        var img = T ? sheetImage(Math.floor(q / per)) : null;
         if (k !== last) { ctx.fillStyle = keyColour(k); last = k; }
-        ctx.fillRect(x - r, y - r, 2 * r, 2 * r);
+        if (img) {  // the thumbnail in a frame of its colour
+          var c = q % per, side = D.thumb;
+          ctx.fillRect(x - r - 2, y - r - 2, 2 * r + 4, 2 * r + 4);
+          ctx.drawImage(img, (c % D.sheet) * side, Math.floor(c / D.sheet) * side, side, side, x - r, y - r, 2 * r, 2 * r);
+          thumbs++;
+        } else ctx.fillRect(x - r, y - r, 2 * r, 2 * r);
         drawn++;
       }
+      api.thumbs = thumbs;
+      api.dots = drawn - thumbs;
       if (hover >= 0) {
         ctx.strokeStyle = getComputedStyle(html).getPropertyValue('--fg') || '#000';
         ctx.lineWidth = 2;
         ctx.strokeRect(sx(hover) - r - 3, sy(hover) - r - 3, 2 * r + 6, 2 * r + 6);
       }
-      status.textContent = drawn + ' of ' + n + ' images shown · zoom ' + view.s.toFixed(1) + '×';
+      status.textContent = drawn + ' of ' + n + ' images shown' + (thumbs ? ' as thumbnails' : '') + ' · zoom '
+        + view.s.toFixed(1) + '×';
       api.drawn = drawn;
     }
     function nearest(mx, my) {
-      var rad = 10, best = -1, bd = rad * rad;
+      var rad = pickR, best = -1, bd = rad * rad;
       var ux = ((mx - W / 2 - view.x) / (base() * view.s)) + 0.5, uy = ((my - H / 2 - view.y) / (base() * view.s)) + 0.5;
       var ur = rad / (base() * view.s), g0 = Math.floor((ux - ur) * G), g1 = Math.floor((ux + ur) * G);
       var h0 = Math.floor((uy - ur) * G), h1 = Math.floor((uy + ur) * G);
@@ -352,7 +400,7 @@
     box.querySelector('.rg-all').addEventListener('click', function () { hidden = {}; buildLegend(); draw(); });
     box.querySelector('.rg-reset').addEventListener('click', function () { view = { s: 1, x: 0, y: 0 }; draw(); });
     var api = {
-      n: n, drawn: 0, loadMs: 0, only: only, zoom: zoom,
+      n: n, drawn: 0, thumbs: 0, dots: 0, loadMs: 0, only: only, zoom: zoom,
       scale: function () { return view.s; },
       screen: function (p) { return [sx(p), sy(p)]; },
       hovered: function () { return hover; },
