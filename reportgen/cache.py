@@ -38,7 +38,7 @@ DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB
 TAG_NAME = "CACHEDIR.TAG"
 TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
             "# This file marks the reportgen cache (https://bford.info/cachedir/): backups may skip it.\n")
-CODE_VERSION = "4"  # bump when the stored format changes (4: Section.arrays; 3: Section.placement); code edits need no bump
+CODE_VERSION = "4"  # bump when the stored format changes (4: Section.arrays); code edits need no bump
 
 _ALLOWED_MODULES = ("builtins", "collections", "numpy", "numpy.core.multiarray", "numpy._core.multiarray",
                     "numpy.core.numeric", "numpy._core.numeric", "numpy.dtypes", "reportgen.report",

@@ -21,7 +21,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .inspection.hooks import eval_mode, frozen_params, kept_attributes, module_signature
+from .inspection.hooks import eval_mode, frozen_params, kept_attributes, module_signature, ordinary_buffers
 from .report import plural
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
@@ -63,7 +63,8 @@ def _fingerprints(tensors: dict[str, torch.Tensor]) -> dict[str, tuple]:
         with torch.no_grad():
             vals = torch.stack([tensors[k].detach().float().sum() for k in names]).cpu().tolist()
         sums.update(zip(names, vals))
-    return {k: (t.data_ptr(), t._version, tuple(t.shape), t.dtype, sums[k]) for k, t in tensors.items()}
+    return {k: (t.data_ptr(), -1 if t.is_inference() else t._version, tuple(t.shape), t.dtype, sums[k])
+            for k, t in tensors.items()}
 
 
 @contextlib.contextmanager
@@ -74,6 +75,7 @@ def isolated(model: nn.Module, name: str = "technique") -> Iterator[list[str]]:
     when the body itself succeeded). Leaked hooks are removed and moved buffers restored either way.
     """
     hooks = _hook_ids(model)
+    ordinary_buffers(model)  # caches a model built during an earlier inference pass (inspection.hooks)
     buffers = dict(model.named_buffers())
     prints = _fingerprints(buffers)
     size = sum(b.numel() * b.element_size() for b in buffers.values())

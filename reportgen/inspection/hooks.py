@@ -86,6 +86,20 @@ def kept_attributes(model: nn.Module) -> Iterator[nn.Module]:
                         pass
 
 
+def ordinary_buffers(model: nn.Module) -> int:
+    """Replace every buffer made under ``torch.inference_mode`` by an ordinary copy (same values); the number
+    replaced. Some models build a cache lazily in ``forward`` (timm's ConViT stores ``rel_indices`` for the token
+    count it first sees): built during an inference pass it is an inference tensor, which later version checks and
+    gradient passes refuse. Call it outside inference mode."""
+    n = 0
+    for m in model.modules():
+        for name, b in list(m._buffers.items()):
+            if b is not None and b.is_inference():
+                m._buffers[name] = b.clone()
+                n += 1
+    return n
+
+
 @contextlib.contextmanager
 def frozen_params(model: nn.Module) -> Iterator[nn.Module]:
     """Turn off ``requires_grad`` on parameters (we only want gradients w.r.t. the input)."""

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hooks import eval_mode, hookable, kept_attributes, record_layouts
+from .hooks import eval_mode, hookable, kept_attributes, ordinary_buffers, record_layouts
 from .layout import Layout
 
 SizeKind = Literal["any", "minimum", "multiple", "fixed"]
@@ -79,6 +79,8 @@ def _runs(model: nn.Module, side: int, channels: int, device: torch.device) -> b
             model(x)
     except Exception:  # noqa: BLE001 - assertions, shape errors, padding errors: all mean "not this size"
         return False
+    finally:
+        ordinary_buffers(model)  # a cache the model built in that pass must not stay an inference tensor
     return True
 
 
