@@ -10,8 +10,11 @@ options) and two baselines (a seeded random map, a fixed centre Gaussian) are sc
 * ROAD (Rong et al. 2022): probability after removing a fraction of pixels most- (MoRF, lower is better) or
   least-relevant first (LeRF, higher) by noisy linear imputation, which leaves no mask-shaped edge.
 The ranking's spread is a seeded bootstrap over images; a method whose paired interval against the random map
-reaches 0 is named as no better than random. Sanity verdicts (all weights re-initialised, Adebayo et al. 2018;
-a random other class, Sixt et al. 2020) join the table.
+reaches 0 is named as no better than random. The sanity verdicts (layers re-initialised from the top, Adebayo et
+al. 2018; a random other class, Sixt et al. 2020) are the sanity section's own (:mod:`._sanity_checks`: one
+protocol, one set of images, one threshold), computed the same way here when that section is not enabled.
+The maps are the run's (:mod:`._map_store`): those the attribution sections and sanity computed are scored as they
+are, and a map is computed here only when no section computed it for these images and options.
 """
 
 from __future__ import annotations
@@ -23,15 +26,15 @@ import numpy as np
 import torch
 
 from ..attribution import faithfulness as FM
-from ..attribution import randomization as R
-from ..attribution.metrics import rank_correlation
 from ..papers import ADEBAYO_2018, BHATT_2020, PETSIUK_2018, RONG_2022, SIXT_2020
 from ..pictures import figure_to_png, new_figure
-from ..registry import technique
+from ..registry import reads_options, technique
 from ..report import Figure, ImageData, Note, Section, Table
 from ..device import device_batch_size, inference_model
 from ._explain import explain_batch
-from ._faith_maps import BASELINES, RANDOM, MapMethod, maps_for, method_functions
+from ._map_store import run_store
+from ._faith_maps import BASELINES, RANDOM, SOURCES, _opts, baseline_maps, method_functions
+from ._sanity_checks import FAITH_NAME, FLAG_RHO, MethodCheck, method_check, protocol, sanity_methods
 
 RESULTS = {
     "images": "names of the images scored (the ones the attribution sections show)",
@@ -61,14 +64,17 @@ RESULTS = {
     "methods[].mufidelity": "mean faithfulness correlation (0 for a constant map)",
     "methods[].road_morf": "ROAD: mean probability with the most relevant pixels imputed (lower = better; null: off)",
     "methods[].road_lerf": "ROAD: mean probability with the least relevant pixels imputed (higher = better)",
-    "methods[].weights_rho": "Spearman rho of the map to the one with every layer re-initialised (null: not run)",
-    "methods[].random_class_rho": "Spearman rho of the map to the map of a random other class (null: not run)",
-    "methods[].sanity": "verdicts: weights passes/fails, class passes/fails (rho below 0.5 passes)",
+    "methods[].weights_rho": "mean Spearman rho of the map to the one with every layer re-initialised (null: not run;"
+                              " the sanity section's check)",
+    "methods[].random_class_rho": "mean Spearman rho of the map to the map of a random other class (null: not run)",
+    "methods[].sanity": "the sanity section's verdicts: weights passes / insensitive to top layers / fails, class "
+                        "passes / fails (mean rho below 0.5 passes), with the rho range over its images",
+    "sanity_images": "the images the sanity verdicts come from (the sanity section's)",
+    "maps_reused": "method -> how many of its scored maps came from another section (this run or the cache)",
     "per_image_score": "method -> insertion - deletion AUC per image",
     "curves": "method -> mean deletion and insertion curves over the images",
 }
 
-FLAG_RHO = 0.5  # the sanity section's threshold for "the map barely changed"
 FILLS = ("mean", "blur", "black")
 
 
@@ -97,7 +103,8 @@ class FaithfulnessOptions:
     road_noise: float = 0.01
     """Std of the noise added to imputed pixels (RGB in [0, 1])."""
     sanity: bool = True
-    """Also rerun each method on a copy with every layer re-initialised and for a random other class."""
+    """Show each method's sanity verdicts (the sanity section's checks, with its options and images; computed the
+    same way here when that section is not enabled)."""
     bootstrap: int = 1000
     """Bootstrap resamples of the images for the intervals."""
 
@@ -119,19 +126,14 @@ def curve_plot(fr: np.ndarray, curves: dict[str, dict[str, list[float]]], top: l
     return figure_to_png(fig)
 
 
-def sanity_rhos(ctx, b, fns, maps, class_maps) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean rho of each method's map to its map on a fully re-initialised copy, and to ``class_maps``, its map for
-    a random other class (the draw of :func:`reportgen.attribution.randomization.random_other_classes`)."""
-    pm, x, t = ctx.pixel_model, b.x, b.targets
-    names = R.param_layers(ctx.model, x[:1])
-    twin = R.randomized_copy(pm, names, ctx.seed_for("faithfulness/weights"), root="model")
-    w, c = {}, {}
-    for m, f in fns.items():
-        if m in BASELINES:
-            continue
-        w[m] = float(np.mean([rank_correlation(a, z) for a, z in zip(maps[m], f(twin, x, t))]))
-        c[m] = float(np.mean([rank_correlation(a, z) for a, z in zip(maps[m], class_maps[m])]))
-    return w, c
+def sanity_checks(ctx, fns) -> tuple[dict[str, MethodCheck], list[str]]:
+    """Each scored method's :class:`MethodCheck` under the sanity section's protocol and options: its own four
+    methods as it runs them (the gradient is saliency's map), the others with their own options."""
+    sopts = _opts(ctx, "sanity")
+    p = protocol(ctx, sopts)
+    own = {FAITH_NAME.get(m, m): f for m, f in sanity_methods(ctx, sopts).items()}
+    checks = {m: method_check(ctx, p, m, own.get(m, f)) for m, f in fns.items()}
+    return checks, [ctx.images.name(i) for i in p.batch.idx]
 
 
 @technique(
@@ -142,6 +144,7 @@ def sanity_rhos(ctx, b, fns, maps, class_maps) -> tuple[dict[str, float], dict[s
                          "road_fractions": [0.5], "bootstrap": 200},
              "full": {"max_images": 8, "steps": 64, "mufidelity_runs": 128, "road_images": 4,
                       "road_fractions": [0.1, 0.3, 0.5, 0.7, 0.9]}},
+    reads=reads_options(*SOURCES, "sanity", enabled=True),  # which methods it scores, with whose options
 )
 def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
     """Each attribution method's map is tested against the model itself: deleting the pixels it ranks highest should
@@ -158,15 +161,12 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
     sigma = opts.blur_sigma if opts.blur_sigma > 0 else max(1.0, size / 16)
     batch = device_batch_size(ctx)
     fns, from_config = method_functions(ctx)
-    # the random-class sanity maps come with the maps (occlusion: from the same occluded passes)
-    other = (R.random_other_classes(t, ctx.num_classes, ctx.seed_for("faithfulness/random-class"))
-             if opts.sanity else None)
-    maps, class_maps = {}, {}
-    for m, f in ctx.progress(list(fns.items()), "Faithfulness: maps", total=len(fns)):
-        if other is not None and m not in BASELINES:
-            maps[m], class_maps[m] = maps_for(f, ctx.pixel_model, x, [t, other])
-        else:
-            maps[m] = f(ctx.pixel_model, x, t)
+    store_before = dict(run_store(ctx).computed)
+    maps = {m: f.maps(ctx, b.idx, x, t) for m, f in ctx.progress(list(fns.items()), "Faithfulness: maps",
+                                                                    total=len(fns))}
+    computed = {m: run_store(ctx).computed[(f.spec.method, True)] - store_before.get((f.spec.method, True), 0)
+                for m, f in fns.items()}
+    maps.update(baseline_maps(ctx, x))
     fill = FM.fill_image(x, opts.deletion_fill, sigma)
     start = FM.blur(x, sigma)
     n_units = FM.unit_scores(torch.zeros(1, size, size), patch)[0].numel()
@@ -195,7 +195,9 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
                                     opts.road_noise, rng, batch, ctx.generator(f"faithfulness/ties/{m}")).area
             lerf[m] = FM.road_curve(pm, x[:road_n], t[:road_n], mt[:road_n], opts.road_fractions, "lerf",
                                     opts.road_noise, rng, batch, ctx.generator(f"faithfulness/ties/{m}")).area
-    wrho, crho = sanity_rhos(ctx, b, fns, maps, class_maps) if opts.sanity else ({}, {})
+    checks, sanity_images = sanity_checks(ctx, fns) if opts.sanity else ({}, [])
+    wrho = {m: float(np.mean(c.final)) for m, c in checks.items()}
+    crho = {m: float(np.mean(c.other)) for m, c in checks.items()}
 
     rng = ctx.rng("faithfulness/bootstrap")
     idx = rng.integers(0, n, size=(opts.bootstrap, n)) if n > 1 else np.zeros((1, 1), dtype=np.int64)
@@ -208,9 +210,7 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
         # with under 3 images a bootstrap interval says nothing: judge by the mean difference alone
         if m != RANDOM and (vs[0] <= 0 if n >= 3 else float((per[m] - per[RANDOM]).mean()) <= 0):
             weak.append(m)
-        verdict = "" if m in BASELINES or m not in wrho else (
-            f"weights {'passes' if wrho[m] < FLAG_RHO else 'fails'}, "
-            f"class {'passes' if crho[m] < FLAG_RHO else 'fails'}")
+        verdict = checks[m].text() if m in checks else ""
         rec = {"method": m, "rank": rank, "deletion_auc": round(float(dele[m].mean()), 4),
                "insertion_auc": round(float(ins[m].mean()), 4), "score": round(float(per[m].mean()), 4),
                "score_ci95": [round(v, 4) for v in ci], "vs_random_ci95": [round(v, 4) for v in vs],
@@ -223,7 +223,7 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
         rows.append([rank, m, rec["deletion_auc"], rec["insertion_auc"],
                      f"{rec['score']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]", rec["mufidelity"],
                      "-" if rec["road_morf"] is None else f"{rec['road_morf']:.3f} / {rec['road_lerf']:.3f}",
-                     "-" if not verdict else f"{verdict} (rho {wrho[m]:.2f} / {crho[m]:.2f})"])
+                     "-" if not verdict else verdict])
     real = [m for m in order if m not in BASELINES]
     best = next((m for m in real if m not in weak), None)
 
@@ -241,7 +241,7 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
               f"{n} image(s): too few for a meaningful interval; 'no better than random' then means a mean "
               "score at or below the random map's")
     sec.add(Table(["rank", "method", "deletion AUC", "insertion AUC", "insertion - deletion", "MuFidelity",
-                   "ROAD MoRF / LeRF", "sanity (rho weights / class)"], rows, numeric=[0, 2, 3, 5],
+                   "ROAD MoRF / LeRF", "sanity (the sanity section's checks)"], rows, numeric=[0, 2, 3, 5],
                   highlight={k: "bad" for k, m in enumerate(order) if m in weak},
                   caption=(f"Ranked by mean insertion minus deletion AUC ({ci_txt}). MuFidelity: Pearson correlation "
                            f"over {opts.mufidelity_runs} random subsets of {subset} {unit_txt} set to the fill "
@@ -249,12 +249,16 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
                            + (", ".join(f"{f:.0%}" for f in opts.road_fractions) + " of the pixels imputed from "
                               f"their neighbours (noise std {opts.road_noise:g}), most / least relevant first, on "
                               f"{road_n} image(s)" if road_n else "off")
-                           + ". Sanity: rho of the map to the map on a copy with every layer re-initialised, and to "
-                             f"the map of a random other class; below {FLAG_RHO} passes.")))
+                           + (f". Sanity: the sanity section's checks on its {len(sanity_images)} image(s) "
+                              f"({', '.join(sanity_images)}): mean rho of the map to the map with every layer "
+                              "re-initialised (and with the top half), and to the map of a random other class, "
+                              f"[range over the images]; below {FLAG_RHO} passes. The gradient, guided backprop, "
+                              "Grad-CAM and Integrated Gradients are checked as the sanity section runs them (its "
+                              "Grad-CAM layer and Integrated Gradients steps)." if checks else ""))))
     if best is None:
         sec.add(Note("No attribution method beats the random map here: on these images none of the maps ranks the "
                      "pixels this model relies on better than chance.", kind="warning"))
-    failed = [m for m in wrho if wrho[m] >= FLAG_RHO or crho[m] >= FLAG_RHO]
+    failed = [m for m, c in checks.items() if c.weights != "passes" or c.random_class != "passes"]
     if best is not None:
         text = (f"Most faithful for this model on these images: {best} (insertion - deletion "
                 f"{per[best].mean():.3f}, random map {per[RANDOM].mean():.3f}).")
@@ -270,11 +274,10 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
         sec.add(Note(f"No better than the random map (the paired interval reaches 0): {', '.join(named)}. These "
                      "maps do not locate the evidence this model uses, whatever they look like.", kind="warning"))
     if failed:
-        sec.add(Note(f"Sanity: {', '.join(failed)} barely change(s) when the weights are destroyed or the class is "
-                     "changed; a high faithfulness score for such a map comes from the image, not the model's "
-                     "class evidence.", kind="warning"))
-    scaled = next((f.window for f in fns.values() if isinstance(f, MapMethod) and f.window is not None
-                   and f.window.scaled), None)
+        sec.add(Note(f"Sanity: {', '.join(failed)} barely change(s) when the top or all of the weights are destroyed "
+                     "or the class is changed; a high faithfulness score for such a map comes from the image, not "
+                     "the model's class evidence.", kind="warning"))
+    scaled = next((f.window for f in fns.values() if f.window is not None and f.window.scaled), None)
     scaled_note = scaled.note("the occlusion map scored here") if scaled is not None else None
     if scaled_note:
         sec.add(Note(scaled_note, kind="info"))
@@ -291,7 +294,8 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
         "methods_from_config": from_config,
         "perturbation_forward": getattr(pm, "source", "the model's own forward"),
         "occlusion_cost_scaled": scaled.scaled if scaled else None, "most_faithful": best,
-        "no_better_than_random": named,
+        "no_better_than_random": named, "sanity_images": sanity_images,
+        "maps_reused": {m: n - computed[m] for m in fns},
         "methods": rows_out,
         "per_image_score": {m: [round(float(v), 4) for v in per[m]] for m in order}, "curves": curves,
     }
