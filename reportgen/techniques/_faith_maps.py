@@ -38,7 +38,7 @@ class MapMethod:
     fast: bool = False
     window: CostScaled | None = None
 
-    def maps(self, ctx, idx: Sequence[int], x: torch.Tensor, targets: Sequence[int], model=None,
+    def maps(self, ctx, idx: Sequence[int], x: torch.Tensor, targets: Sequence[int] | np.ndarray, model=None,
              variant: str = ORIGINAL) -> np.ndarray:
         """B x H x W maps of images ``idx`` for ``targets`` on ``model`` (default: the trained model, ``variant``
         names any other), from the run's store where they are, else computed and kept there."""

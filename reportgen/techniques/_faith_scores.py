@@ -97,9 +97,10 @@ def road(ctx, x, t, maps: dict[str, torch.Tensor], s: Setup, out: Scores) -> Non
     r = s.road_n
     for m, mt in maps.items():
         rng = ctx.rng(f"faithfulness/road/{m}")
-        for order, into in (("morf", out.road_morf), ("lerf", out.road_lerf)):
-            into[m] = FM.road_curve(s.model, x[:r], t[:r], mt[:r], s.road_fractions, order, s.road_noise, rng,
-                                    s.batch, ctx.generator(f"faithfulness/ties/{m}")).area
+        out.road_morf[m] = FM.road_curve(s.model, x[:r], t[:r], mt[:r], s.road_fractions, "morf", s.road_noise,
+                                         rng, s.batch, ctx.generator(f"faithfulness/ties/{m}")).area
+        out.road_lerf[m] = FM.road_curve(s.model, x[:r], t[:r], mt[:r], s.road_fractions, "lerf", s.road_noise,
+                                         rng, s.batch, ctx.generator(f"faithfulness/ties/{m}")).area
 
 
 def score_maps(ctx, x: torch.Tensor, t: np.ndarray, maps: dict[str, np.ndarray], s: Setup) -> Scores:

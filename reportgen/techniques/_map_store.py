@@ -88,8 +88,8 @@ def _lookup(ctx, store: MapStore, key: MapKey) -> np.ndarray | None:
     return None
 
 
-def put_maps(ctx, spec: MapSpec, idx: Sequence[int], targets: Sequence[int], maps: np.ndarray | torch.Tensor,
-             variant: str = ORIGINAL) -> None:
+def put_maps(ctx, spec: MapSpec, idx: Sequence[int], targets: Sequence[int] | np.ndarray,
+             maps: np.ndarray | torch.Tensor, variant: str = ORIGINAL) -> None:
     """Keep the maps a section computed (B x H x W, one per image of ``idx`` for the class ``targets``)."""
     store = run_store(ctx)
     arr = maps.detach().float().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps, np.float32)
@@ -103,7 +103,7 @@ def put_maps(ctx, spec: MapSpec, idx: Sequence[int], targets: Sequence[int], map
             ctx.cache.put(_cache_key(ctx, key), store.maps[key])
 
 
-def maps_for(ctx, spec: MapSpec, idx: Sequence[int], x: torch.Tensor, targets: Sequence[int],
+def maps_for(ctx, spec: MapSpec, idx: Sequence[int], x: torch.Tensor, targets: Sequence[int] | np.ndarray,
              compute: Callable[[torch.Tensor, np.ndarray, list[int]], Any], variant: str = ORIGINAL) -> np.ndarray:
     """B x H x W float32: the maps of ``spec`` for images ``idx`` (pixels ``x``) and classes ``targets``, from the
     store where they are, else ``compute(x[missing], targets[missing], idx[missing])`` (one call for all missing

@@ -82,7 +82,8 @@ FILLS = ("mean", "blur", "black")
 @dataclass
 class FaithfulnessOptions:
     max_images: int = 4
-    """How many images (the same ones saliency shows)."""
+    """How many images: the first of those the attribution sections show, so their maps are scored as they are
+    (a section that shows fewer leaves the rest to be computed here)."""
     steps: int = 32
     """Deletion/insertion steps from none to all of the image."""
     patch: int = 0
