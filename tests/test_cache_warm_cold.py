@@ -11,7 +11,7 @@ from reportgen.build import build_report
 from reportgen.compare import compare_reports
 
 TINY = dict(preset="minimal", resize=None, input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, device="cpu",
-            labels=CLASSES, max_images=6)
+            labels=CLASSES, max_images=4)
 ONLY = ["saliency", "faithfulness"]
 TIMINGS = {"wall_time_s", "cached", "total_time_s", "generated", "time_s", "page"}
 
@@ -46,7 +46,7 @@ def test_build_and_compare_equal_with_a_warm_and_a_cold_cache(image_dir, tmp_pat
         outs[name, "build"] = _results(build_report(a, image_dir, tmp_path / f"b-{name}", cache_dir=cache,
                                                     only=ONLY, **TINY).out)
         outs[name, "compare"] = _results(compare_reports(a, b, images=image_dir, out=tmp_path / f"c-{name}",
-                                                         cache_dir=cache, techniques=ONLY, cka_images=6,
+                                                         cache_dir=cache, techniques=ONLY, cka_images=4,
                                                          **TINY).out)
     assert outs["cold", "build"] == outs["warm", "build"]
     assert outs["cold", "compare"] == outs["warm", "compare"]
