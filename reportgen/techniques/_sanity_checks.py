@@ -140,11 +140,12 @@ class MethodCheck:
                 "random_class_rho": self.stat(self.other)}
 
     def text(self) -> str:
-        """The verdicts in one line, with the mean rho and its range over the images."""
+        """The verdicts in one line, with the mean rho (all layers random; with the top half random too where that is
+        the verdict) and its range over the images."""
         def fmt(v: list[float]) -> str:
             return f"{np.mean(v):.2f}" + (f" [{min(v):.2f}, {max(v):.2f}]" if len(v) > 1 else "")
-        return (f"weights {self.weights} (rho {fmt(self.final)} all random, {fmt(self.mid)} top half), "
-                f"class {self.random_class} (rho {fmt(self.other)})")
+        top = f", {fmt(self.mid)} top half" if self.weights == "insensitive to top layers" else ""
+        return f"weights {self.weights} (rho {fmt(self.final)}{top}), class {self.random_class} (rho {fmt(self.other)})"
 
 
 def method_check(ctx, p: Protocol, name: str, method: MapMethod) -> MethodCheck:

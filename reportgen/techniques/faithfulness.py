@@ -297,10 +297,10 @@ def present(ctx, opts: FaithfulnessOptions, s: Setup, sc: Scores, rk: Ranking, c
                               f"{road_n} image(s)" if road_n else "off")
                            + (f". Sanity: the sanity section's checks on its {len(sanity_images)} image(s) "
                               f"({', '.join(sanity_images)}): mean rho of the map to the map with every layer "
-                              "re-initialised (and with the top half), and to the map of a random other class, "
-                              f"[range over the images]; below {FLAG_RHO} passes. The gradient, guided backprop, "
-                              "Grad-CAM and Integrated Gradients are checked as the sanity section runs them (its "
-                              "Grad-CAM layer and Integrated Gradients steps)." if checks else ""))))
+                              "re-initialised (and with the top half, where that decides), and to the map of a random "
+                              f"other class, [range over the images]; below {FLAG_RHO} passes. The gradient, guided "
+                              "backprop, Grad-CAM and Integrated Gradients are checked as the sanity section runs "
+                              "them (its Grad-CAM layer and Integrated Gradients steps)." if checks else ""))))
     if best is None:
         sec.add(Note("No attribution method beats the random map here: on these images none of the maps ranks the "
                      "pixels this model relies on better than chance.", kind="warning"))
