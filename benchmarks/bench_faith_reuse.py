@@ -72,11 +72,31 @@ def run(tree: Path, model: str, preset: str, mode: str) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
+def max_difference(a: dict, b: dict) -> float:
+    """The largest absolute difference between the numbers of two runs' method rows (inf when they differ in
+    anything else)."""
+    rows_a, rows_b = ({m["method"]: m for m in r["methods"]} for r in (a, b))
+    if set(rows_a) != set(rows_b):
+        return float("inf")
+    worst = 0.0
+    for m, ra in rows_a.items():
+        for k, v in ra.items():
+            w = rows_b[m][k]
+            if isinstance(v, (int, float)) and isinstance(w, (int, float)):
+                worst = max(worst, abs(float(v) - float(w)))
+            elif isinstance(v, list) and isinstance(w, list) and len(v) == len(w):
+                worst = max([worst] + [abs(float(p) - float(q)) for p, q in zip(v, w)])
+            elif v != w and k not in ("rank", "sanity"):
+                return float("inf")
+    return worst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", choices=["demo", "mobilenet"], default="demo")
     ap.add_argument("--preset", default="standard")
     ap.add_argument("--old", type=Path, help="an older checkout whose faithfulness section to time as well")
+    ap.add_argument("--json", type=Path, help="write every mode's results here")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -97,7 +117,9 @@ def main() -> None:
             print(f"  faithfulness, {mode:6s}   {w:8.1f} / {c:8.1f}")
     print("  maps reused:", res["reuse"]["maps_reused"])
     same = res["reuse"]["methods"] == res["alone"]["methods"]
-    print("  scores of reuse == alone:", same)
+    print("  scores of reuse == alone:", same, f"(largest difference {max_difference(res['reuse'], res['alone']):.2g})")
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=1))
     if "old" in res:
         old = {m["method"]: m["score"] for m in res["old"]["methods"]}
         new = {m["method"]: m["score"] for m in res["reuse"]["methods"]}
