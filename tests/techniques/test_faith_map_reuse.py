@@ -24,18 +24,18 @@ SPIED = ["saliency", "smoothgrad", "integrated_gradients", "gradcam", "gradcam_p
          "guided_backprop", "occlusion_grid"]
 
 
-@pytest.fixture()
-def run(make_ctx, tiny_model, image_dir):
+@pytest.fixture(scope="module")
+def run(tiny_pre, tiny_model, image_dir):
+    """The attribution sections and sanity, then faithfulness with a spy on the map functions: (ctx, its section,
+    the calls: (function, model, classes))."""
+    from reportgen.build import make_context
+    from reportgen.config import make_config
+
     # occlusion shows 1 image in the minimal preset, faithfulness scores 2: here it shows both
-    ctx = make_ctx(tiny_model, image_dir, class_names=CLASSES, overrides={"occlusion": {"max_images": 2}})
-    ctx.config.only = SECTIONS + ["faithfulness"]
+    cfg = make_config("minimal", technique_overrides={"occlusion": {"max_images": 2}}, only=SECTIONS + ["faithfulness"])
+    ctx = make_context(tiny_model, image_dir, class_names=CLASSES, pre=tiny_pre, config=cfg, device="cpu")
     for tid in SECTIONS:
         assert run_technique(ctx, registry.get(tid), strict=True).error is None
-    return ctx
-
-
-def test_faithfulness_computes_no_map_its_sections_computed(run, monkeypatch):
-    ctx = run
     calls: list[tuple[str, object, list[int]]] = []
 
     def spy(name):
@@ -48,9 +48,15 @@ def test_faithfulness_computes_no_map_its_sections_computed(run, monkeypatch):
 
         return wrapped
 
-    for name in SPIED:
-        monkeypatch.setattr(A, name, spy(name))
-    sec = run_technique(ctx, registry.get("faithfulness"), strict=True)
+    with pytest.MonkeyPatch.context() as mp:
+        for name in SPIED:
+            mp.setattr(A, name, spy(name))
+        sec = run_technique(ctx, registry.get("faithfulness"), strict=True)
+    return ctx, sec, calls
+
+
+def test_faithfulness_computes_no_map_its_sections_computed(run):
+    ctx, sec, calls = run
     assert sec.error is None
     r = sec.results
     n = len(r["images"])
@@ -68,8 +74,7 @@ def test_faithfulness_computes_no_map_its_sections_computed(run, monkeypatch):
 
 
 def test_scores_equal_the_metric_functions_on_the_same_maps(run):
-    ctx = run
-    sec = run_technique(ctx, registry.get("faithfulness"), strict=True)
+    ctx, sec, _ = run
     o = ctx.config.options("faithfulness")
     b = explain_batch(ctx, o.max_images)
     x, t = b.x.float(), b.targets

@@ -20,8 +20,9 @@ METHODS = {"gradient": "saliency", "guided backprop": "guided backprop", "Grad-C
 @pytest.fixture(scope="module")
 def sections(image_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("verdicts") / "out"
-    build_report(make_tiny_cnn(), image_dir, out, only=["saliency", "integrated_gradients", "gradcam",
-                                                        "guided_backprop", "sanity", "faithfulness"],
+    # a module fixture runs before the per-test private cache folder is set: a folder of its own
+    only = ["saliency", "integrated_gradients", "gradcam", "guided_backprop", "sanity", "faithfulness"]
+    build_report(make_tiny_cnn(), image_dir, out, cache_dir=tmp_path_factory.mktemp("verdict-cache"), only=only,
                  set_options=["sanity.max_images=2"], **TINY)
     report = json.loads((out / "report.json").read_text())
     return {s["id"]: s["results"] for s in report["sections"]}
