@@ -111,8 +111,9 @@ def _section_key(ctx: RunContext, info: registry.TechniqueInfo, opts: Any) -> st
     g.pop("threads", None)  # speed only
     if g.get("reference_images"):  # the folder's content, not only its path (failures/reference.py)
         g["reference_images"] = reference_stamp(ctx, g["reference_images"])
+    reads = info.reads(ctx.config) if info.reads is not None else None  # other sections' options it reads
     return ctx.cache_key("section", info.id, CODE_VERSION, registry.code_hash(info), dataclasses.asdict(opts), g,
-                         ctx.class_names, str(ctx.device.type))
+                         ctx.class_names, str(ctx.device.type), *([reads] if reads is not None else []))
 
 
 # results key of a section the model cannot support (why, in words); no technique writes it itself

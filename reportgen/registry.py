@@ -79,6 +79,7 @@ class TechniqueInfo:
     cacheable: bool = True
     plans_layers: Callable[[Any], list[str]] | None = None
     unsupported_if: Callable[[Any], str | None] | None = None
+    reads: Callable[[Any], Any] | None = None
 
     def default_options(self, preset: str = "standard") -> Any:
         """Options dataclass for ``preset`` (dataclass defaults, then the preset's overrides)."""
@@ -109,6 +110,7 @@ def technique(
     cacheable: bool = True,
     plans_layers: Callable[[Any], list[str]] | None = None,
     unsupported_if: Callable[[Any], str | None] | None = None,
+    reads: Callable[[Any], Any] | None = None,
 ) -> Callable[[Callable[..., Section]], Callable[..., Section]]:
     """Register ``fn(ctx, opts) -> Section`` under ``id``. Duplicate ids are an error.
 
@@ -119,7 +121,10 @@ def technique(
     TorchScript archive), ``needs_autograd`` (input gradients), ``plans_layers`` (``fn(ctx) -> [layer names]``
     the technique will ask :meth:`RunContext.features` for, so the one shared pass gathers them) and
     ``cacheable`` (the section may be served from the cache; the key includes :func:`code_hash`) and
-    ``unsupported_if`` (``fn(ctx) -> reason or None``: the model lacks what the technique reads, e.g. attention).
+    ``unsupported_if`` (``fn(ctx) -> reason or None``: the model lacks what the technique reads, e.g. attention) and
+    ``reads`` (``fn(config) -> JSON-able``: what else of the run's configuration the section reads, e.g. which other
+    techniques are enabled and their options; part of the section's cache key, so a report is a function of its
+    inputs and options whatever the cache holds).
     """
     if not id or not id.replace("_", "").isalnum() or id != id.lower():
         raise ValueError(f"technique id must be lower_snake_case, got {id!r}")
@@ -159,10 +164,23 @@ def technique(
             cacheable=cacheable,
             plans_layers=plans_layers,
             unsupported_if=unsupported_if,
+            reads=reads,
         )
         return fn
 
     return deco
+
+
+def reads_options(*ids: str, enabled: bool = False) -> Callable[[Any], dict[str, Any]]:
+    """A ``reads`` (see :func:`technique`) for a section that reads the options of the techniques ``ids`` and, with
+    ``enabled``, whether each of them runs in this configuration."""
+
+    def reads(config: Any) -> dict[str, Any]:
+        on = {t.id for t in config.enabled()} if enabled else set()
+        return {i: {"options": dataclasses.asdict(config.techniques[i]) if i in config.techniques else None,
+                    **({"enabled": i in on} if enabled else {})} for i in ids}
+
+    return reads
 
 
 def unregister(id: str) -> None:

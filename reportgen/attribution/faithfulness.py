@@ -258,18 +258,11 @@ def faithfulness_correlation(model: nn.Module, x: torch.Tensor, target: Target, 
     n, c, h, w = x.shape
     t = _targets(target, n, x.device)
     base = fill_image(x, baseline)
-    if unit == "value":
-        scores = maps.float()[:, None].expand(n, c, h, w).reshape(n, -1)
-        grid: tuple[int, ...] = (c, h, w)
-    else:
-        s = unit_scores(maps, patch)
-        grid = tuple(s.shape[1:])
-        scores = s.reshape(n, -1)
+    scores, grid = _unit_values(maps, c, patch, unit)
     if subsets is None:
         subsets = random_subsets(n, runs, scores.shape[1], subset_size, generator)
     subsets = subsets.to(x.device)
     r = subsets.shape[1]
-    sums = scores.gather(1, subsets.reshape(n, -1)).view(n, r, -1).sum(2).double().cpu().numpy()
     drops = torch.empty(n * r, dtype=torch.float32)
     with eval_mode(model), torch.inference_mode():
         full = _scores(model, x, t, output).cpu()
@@ -283,9 +276,27 @@ def faithfulness_correlation(model: nn.Module, x: torch.Tensor, target: Target, 
             m = m if unit == "value" else _pixels(m, patch, (h, w))[:, None]
             drops[lo:lo + len(pair)] = full[bi.cpu()] - _scores(model, torch.where(m, base[bi], x[bi]), t[bi],
                                                                output).cpu()
-    d = drops.view(n, r).double().numpy()
-    corr, ok = pearson(sums, d)
-    return FaithfulnessCorrelation(corr, ok, sums, d)
+    return subset_correlation(maps, subsets, drops.view(n, r).double().numpy(), patch, unit, c)
+
+
+def _unit_values(maps: torch.Tensor, channels: int, patch: int, unit: str) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """B x units: the attribution of each unit (:func:`faithfulness_correlation`'s ``unit``) and the unit grid."""
+    if unit == "value":
+        n, h, w = maps.shape
+        return maps.float()[:, None].expand(n, channels, h, w).reshape(n, -1), (channels, h, w)
+    s = unit_scores(maps, patch)
+    return s.reshape(len(s), -1), tuple(s.shape[1:])
+
+
+def subset_correlation(maps: torch.Tensor, subsets: torch.Tensor, drops: np.ndarray, patch: int = 1,
+                       unit: Literal["pixel", "value"] = "pixel", channels: int = 3) -> FaithfulnessCorrelation:
+    """MuFidelity of ``maps`` from score drops already measured for ``subsets`` (B x R): the perturbed copies do
+    not depend on the map, so one set of passes serves every map scored on the same subsets."""
+    n, r = subsets.shape[:2]
+    scores, _ = _unit_values(maps.to(subsets.device), channels, patch, unit)
+    sums = scores.gather(1, subsets.reshape(n, -1)).view(n, r, -1).sum(2).double().cpu().numpy()
+    corr, ok = pearson(sums, drops)
+    return FaithfulnessCorrelation(corr, ok, sums, drops)
 
 
 @dataclass
@@ -376,5 +387,6 @@ __all__ = [
     "removed_count",
     "road_curve",
     "step_counts",
+    "subset_correlation",
     "unit_scores",
 ]

@@ -18,6 +18,7 @@ from ..inspection.layers import attention_types
 from ..device import REFERENCE_MACS, cost_factor, forward_macs, gradient_batch_size, graph_batch_size
 from ..sampling import spread_indices, target_classes
 from ..attribution.visualization import attr_image, attr_item
+from ._map_store import SALIENCY_SPEC, put_maps
 
 
 @dataclass
@@ -171,6 +172,7 @@ def saliency_maps(ctx, indices: list[int], classes: list[int] | None = None,
         sl = slice(b * bs, (b + 1) * bs)
         bt = predict_batch(ctx, list(indices[sl]), None if classes is None else classes[sl])
         sal = A.to_map(A.saliency(ctx.output_model, bt.x, bt.targets)).float().cpu().numpy()
+        put_maps(ctx, SALIENCY_SPEC, bt.idx, bt.targets, sal)  # faithfulness and sanity score these
         for k, i in enumerate(bt.idx):
             out.append(SaliencyResult(int(i), sal[k].astype(np.float32), int(bt.targets[k]), bool(bt.from_label[k]),
                                       int(bt.preds[k]), float(bt.probs[k])))

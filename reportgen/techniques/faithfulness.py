@@ -10,8 +10,11 @@ options) and two baselines (a seeded random map, a fixed centre Gaussian) are sc
 * ROAD (Rong et al. 2022): probability after removing a fraction of pixels most- (MoRF, lower is better) or
   least-relevant first (LeRF, higher) by noisy linear imputation, which leaves no mask-shaped edge.
 The ranking's spread is a seeded bootstrap over images; a method whose paired interval against the random map
-reaches 0 is named as no better than random. Sanity verdicts (all weights re-initialised, Adebayo et al. 2018;
-a random other class, Sixt et al. 2020) join the table.
+reaches 0 is named as no better than random. The sanity verdicts (layers re-initialised from the top, Adebayo et
+al. 2018; a random other class, Sixt et al. 2020) are the sanity section's own (:mod:`._sanity_checks`: one
+protocol, one set of images, one threshold), computed the same way here when that section is not enabled.
+The maps are the run's (:mod:`._map_store`): those the attribution sections and sanity computed are scored as they
+are, and a map is computed here only when no section computed it for these images and options.
 """
 
 from __future__ import annotations
@@ -23,16 +26,17 @@ import numpy as np
 import torch
 
 from ..attribution import faithfulness as FM
-from ..attribution import randomization as R
-from ..attribution.metrics import rank_correlation
+from ..drift.maps import pack_maps
 from ..papers import ADEBAYO_2018, BHATT_2020, PETSIUK_2018, RONG_2022, SIXT_2020
 from ..pictures import figure_to_png, new_figure
-from ..registry import Range, technique
+from ..registry import Range, reads_options, technique
 from ..report import Figure, ImageData, Note, Section, Table, plural
 from ..device import device_batch_size, inference_model
-from ..drift.maps import pack_maps
 from ._explain import explain_batch
-from ._faith_maps import BASELINES, RANDOM, MapMethod, maps_for, method_functions
+from ._map_store import run_store
+from ._faith_maps import BASELINES, RANDOM, SOURCES, _opts, baseline_maps, method_functions
+from ._faith_scores import Scores, Setup, score_maps
+from ._sanity_checks import FAITH_NAME, FLAG_RHO, MethodCheck, method_check, protocol, sanity_methods
 
 RESULTS = {
     "images": "names of the images scored (the ones the attribution sections show)",
@@ -62,21 +66,25 @@ RESULTS = {
     "methods[].mufidelity": "mean faithfulness correlation (0 for a constant map)",
     "methods[].road_morf": "ROAD: mean probability with the most relevant pixels imputed (lower = better; null: off)",
     "methods[].road_lerf": "ROAD: mean probability with the least relevant pixels imputed (higher = better)",
-    "methods[].weights_rho": "Spearman rho of the map to the one with every layer re-initialised (null: not run)",
-    "methods[].random_class_rho": "Spearman rho of the map to the map of a random other class (null: not run)",
-    "methods[].sanity": "verdicts: weights passes/fails, class passes/fails (rho below 0.5 passes)",
+    "methods[].weights_rho": "mean Spearman rho of the map to the one with every layer re-initialised (null: not run;"
+                              " the sanity section's check)",
+    "methods[].random_class_rho": "mean Spearman rho of the map to the map of a random other class (null: not run)",
+    "methods[].sanity": "the sanity section's verdicts: weights passes / insensitive to top layers / fails, class "
+                        "passes / fails (mean rho below 0.5 passes), with the rho range over its images",
+    "sanity_images": "the images the sanity verdicts come from (the sanity section's)",
+    "maps_reused": "method -> how many of its scored maps came from another section (this run or the cache)",
     "per_image_score": "method -> insertion - deletion AUC per image",
     "curves": "method -> mean deletion and insertion curves over the images",
 }
 
-FLAG_RHO = 0.5  # the sanity section's threshold for "the map barely changed"
 FILLS = ("mean", "blur", "black")
 
 
 @dataclass
 class FaithfulnessOptions:
     max_images: Annotated[int, Range(ge=1)] = 4
-    """How many images (the same ones saliency shows)."""
+    """How many images: the first of those the attribution sections show, so their maps are scored as they are
+    (a section that shows fewer leaves the rest to be computed here)."""
     steps: Annotated[int, Range(ge=2)] = 32
     """Deletion/insertion steps from none to all of the image."""
     patch: Annotated[int, Range(ge=0)] = 0
@@ -98,7 +106,8 @@ class FaithfulnessOptions:
     road_noise: Annotated[float, Range(ge=0)] = 0.01
     """Std of the noise added to imputed pixels (RGB in [0, 1])."""
     sanity: bool = True
-    """Also rerun each method on a copy with every layer re-initialised and for a random other class."""
+    """Show each method's sanity verdicts (the sanity section's checks, with its options and images; computed the
+    same way here when that section is not enabled)."""
     bootstrap: Annotated[int, Range(ge=0)] = 1000
     """Bootstrap resamples of the images for the intervals."""
 
@@ -120,19 +129,14 @@ def curve_plot(fr: np.ndarray, curves: dict[str, dict[str, list[float]]], top: l
     return figure_to_png(fig)
 
 
-def sanity_rhos(ctx, b, fns, maps, class_maps) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean rho of each method's map to its map on a fully re-initialised copy, and to ``class_maps``, its map for
-    a random other class (the draw of :func:`reportgen.attribution.randomization.random_other_classes`)."""
-    pm, x, t = ctx.pixel_model, b.x, b.targets
-    names = R.param_layers(ctx.model, x[:1])
-    twin = R.randomized_copy(pm, names, ctx.seed_for("faithfulness/weights"), root="model")
-    w, c = {}, {}
-    for m, f in fns.items():
-        if m in BASELINES:
-            continue
-        w[m] = float(np.mean([rank_correlation(a, z) for a, z in zip(maps[m], f(twin, x, t))]))
-        c[m] = float(np.mean([rank_correlation(a, z) for a, z in zip(maps[m], class_maps[m])]))
-    return w, c
+def sanity_checks(ctx, fns) -> tuple[dict[str, MethodCheck], list[str]]:
+    """Each scored method's :class:`MethodCheck` under the sanity section's protocol and options: its own four
+    methods as it runs them (the gradient is saliency's map), the others with their own options."""
+    sopts = _opts(ctx, "sanity")
+    p = protocol(ctx, sopts)
+    own = {FAITH_NAME.get(m, m): f for m, f in sanity_methods(ctx, sopts).items()}
+    checks = {m: method_check(ctx, p, m, own.get(m, f)) for m, f in fns.items()}
+    return checks, [ctx.images.name(i) for i in p.batch.idx]
 
 
 @technique(
@@ -143,6 +147,7 @@ def sanity_rhos(ctx, b, fns, maps, class_maps) -> tuple[dict[str, float], dict[s
                          "road_fractions": [0.5], "bootstrap": 200},
              "full": {"max_images": 8, "steps": 64, "mufidelity_runs": 128, "road_images": 4,
                       "road_fractions": [0.1, 0.3, 0.5, 0.7, 0.9]}},
+    reads=reads_options(*SOURCES, "sanity", enabled=True),  # which methods it scores, with whose options
 )
 def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
     """Each attribution method's map is tested against the model itself: deleting the pixels it ranks highest should
@@ -153,87 +158,131 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
     if opts.deletion_fill not in FILLS:
         raise ValueError(f"faithfulness.deletion_fill must be one of {', '.join(FILLS)}, got {opts.deletion_fill!r}")
     b = explain_batch(ctx, opts.max_images)
-    x, t, n = b.x.float(), b.targets, len(b.idx)
+    x, t = b.x.float(), b.targets
+    fns, from_config = method_functions(ctx)
+    maps, reused = scored_maps(ctx, b, fns)  # method -> B x H x W: the maps scored for each method and image
+    s = setup(ctx, x, opts)
+    sc = score_maps(ctx, x, t, maps, s)
+    checks, sanity_images = sanity_checks(ctx, fns) if opts.sanity else ({}, [])
+    rank = ranking(ctx, sc, checks, opts.bootstrap)
+    sec = present(ctx, opts, s, sc, rank, checks, sanity_images, len(b.idx))
+    scaled = next((f.window for f in fns.values() if f.window is not None and f.window.scaled), None)
+    scaled_note = scaled.note("the occlusion map scored here") if scaled is not None else None
+    if scaled_note:
+        sec.add(Note(scaled_note, kind="info"))
+    if not from_config:
+        sec.add(Note("No attribution section is enabled in this run, so every method was scored with its default "
+                     "options.", kind="info"))
+    names = [ctx.images.name(i) for i in b.idx]
+    sec.params.update(images=names, patch_px=s.patch)
+    sec.results = {
+        "images": names, "ranked_by": "insertion_auc - deletion_auc",
+        "deletion_fill": opts.deletion_fill if opts.deletion_fill != "blur" else f"blur sigma {s.sigma:g} px",
+        "insertion_start": f"blur sigma {s.sigma:g} px", "steps": opts.steps, "patch_px": s.patch,
+        "fractions": [round(float(v), 4) for v in sc.fractions],
+        "road_fractions": list(opts.road_fractions) if s.road_n else [], "road_images": s.road_n,
+        "methods_from_config": from_config,
+        "perturbation_forward": getattr(s.model, "source", "the model's own forward"),
+        "occlusion_cost_scaled": scaled.scaled if scaled else None, "most_faithful": rank.best,
+        "no_better_than_random": rank.named, "sanity_images": sanity_images, "maps_reused": reused,
+        "methods": rank.records,
+        "per_image_score": {m: [round(float(v), 4) for v in sc.per_image(m)] for m in rank.order},
+        "curves": sc.curves,
+    }
+    # the scored maps, small, for a later run's explanation drift (reportgen/drift/; written beside report.json)
+    sec.arrays = pack_maps({m: maps[m] for m in maps if m not in BASELINES},
+                           [ctx.images.records[i].sha256 for i in b.idx], names, t, b.preds).to_arrays()
+    return sec
+
+
+def scored_maps(ctx, b, fns) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """method -> B x H x W maps of the batch (the run's maps where a section computed them) with the baselines, and
+    method -> how many of its maps came from another section."""
+    store = run_store(ctx)
+    maps, reused = {}, {}
+    for m, f in ctx.progress(list(fns.items()), "Faithfulness: maps", total=len(fns)):
+        before = store.computed[(f.spec.method, True)]
+        maps[m] = f.maps(ctx, b.idx, b.x.float(), b.targets)
+        reused[m] = len(b.idx) - (store.computed[(f.spec.method, True)] - before)
+    maps.update(baseline_maps(ctx, b.x))
+    return maps, reused
+
+
+def setup(ctx, x: torch.Tensor, opts: FaithfulnessOptions) -> Setup:
+    """The perturbations every method is scored with, from the options (0 = automatic) and the input side."""
     size = ctx.pre.size
     patch = opts.patch if opts.patch > 0 else max(1, round(size / 56))
     sigma = opts.blur_sigma if opts.blur_sigma > 0 else max(1.0, size / 16)
-    batch = device_batch_size(ctx)
-    fns, from_config = method_functions(ctx)
-    # the random-class sanity maps come with the maps (occlusion: from the same occluded passes)
-    other = (R.random_other_classes(t, ctx.num_classes, ctx.seed_for("faithfulness/random-class"))
-             if opts.sanity else None)
-    maps, class_maps = {}, {}
-    for m, f in ctx.progress(list(fns.items()), "Faithfulness: maps", total=len(fns)):
-        if other is not None and m not in BASELINES:
-            maps[m], class_maps[m] = maps_for(f, ctx.pixel_model, x, [t, other])
-        else:
-            maps[m] = f(ctx.pixel_model, x, t)
-    fill = FM.fill_image(x, opts.deletion_fill, sigma)
-    start = FM.blur(x, sigma)
     n_units = FM.unit_scores(torch.zeros(1, size, size), patch)[0].numel()
-    subset = max(1, round(opts.mufidelity_subset * n_units))
-    road_n = min(n, opts.road_images) if opts.road else 0
-    pm = inference_model(ctx)  # forward-only passes: a frozen copy where it is the same and faster
-    per, dele, ins, muf, morf, lerf, curves = {}, {}, {}, {}, {}, {}, {}
-    fr: np.ndarray | None = None
-    for m in ctx.progress(list(maps), "Faithfulness: deletion, insertion, MuFidelity, ROAD", total=len(maps)):
-        mt = torch.from_numpy(np.ascontiguousarray(maps[m], dtype=np.float32)).to(x.device)
-        gen = ctx.generator(f"faithfulness/ties/{m}")
-        d = FM.deletion_curve(pm, x, t, mt, opts.steps, fill, patch, batch, generator=gen)
-        i = FM.insertion_curve(pm, x, t, mt, opts.steps, start, patch, batch,
-                               generator=ctx.generator(f"faithfulness/ties/{m}"))
-        fr = d.fractions
-        dele[m], ins[m] = d.auc, i.auc
-        per[m] = i.auc - d.auc
-        curves[m] = {"deletion": [round(float(v), 4) for v in d.scores.mean(0)],
-                     "insertion": [round(float(v), 4) for v in i.scores.mean(0)]}
-        fc = FM.faithfulness_correlation(pm, x, t, mt, subset, opts.mufidelity_runs, fill, patch, batch=batch,
-                                         generator=ctx.generator("faithfulness/subsets"))
-        muf[m] = fc.corr
-        if road_n:
-            rng = ctx.rng(f"faithfulness/road/{m}")
-            morf[m] = FM.road_curve(pm, x[:road_n], t[:road_n], mt[:road_n], opts.road_fractions, "morf",
-                                    opts.road_noise, rng, batch, ctx.generator(f"faithfulness/ties/{m}")).area
-            lerf[m] = FM.road_curve(pm, x[:road_n], t[:road_n], mt[:road_n], opts.road_fractions, "lerf",
-                                    opts.road_noise, rng, batch, ctx.generator(f"faithfulness/ties/{m}")).area
-    wrho, crho = sanity_rhos(ctx, b, fns, maps, class_maps) if opts.sanity else ({}, {})
+    return Setup(patch=patch, sigma=sigma, fill=FM.fill_image(x, opts.deletion_fill, sigma), start=FM.blur(x, sigma),
+                 subset=max(1, round(opts.mufidelity_subset * n_units)), runs=opts.mufidelity_runs, steps=opts.steps,
+                 road_n=min(len(x), opts.road_images) if opts.road else 0, road_fractions=list(opts.road_fractions),
+                 road_noise=opts.road_noise, batch=device_batch_size(ctx),
+                 model=inference_model(ctx))  # forward-only passes: a frozen copy where it is the same and faster
 
+
+@dataclass
+class Ranking:
+    """The methods in order of mean score, their report.json records and table rows, those no better than the
+    random map (``weak``; ``named``: the real methods among them), the best sound one, those failing a check."""
+
+    order: list[str]
+    records: list[dict]
+    rows: list[list]
+    weak: list[str]
+    named: list[str]
+    best: str | None
+    failed: list[str]
+
+
+def ranking(ctx, sc: Scores, checks: dict[str, MethodCheck], bootstrap: int) -> Ranking:
+    """Rank by mean insertion - deletion AUC with seeded bootstrap intervals over the images (and paired ones
+    against the random map); with under 3 images "no better than random" is judged by the mean difference."""
+    per = {m: sc.per_image(m) for m in sc.deletion}
+    n = len(per[RANDOM])
     rng = ctx.rng("faithfulness/bootstrap")
-    idx = rng.integers(0, n, size=(opts.bootstrap, n)) if n > 1 else np.zeros((1, 1), dtype=np.int64)
-    order = sorted(maps, key=lambda m: -float(per[m].mean()))
-    rows_out, rows, weak = [], [], []
+    idx = rng.integers(0, n, size=(bootstrap, n)) if n > 1 else np.zeros((1, 1), dtype=np.int64)
+    order = sorted(per, key=lambda m: -float(per[m].mean()))
+    records, rows, weak = [], [], []
     for rank, m in enumerate(order, 1):
         means, diffs = per[m][idx].mean(1), (per[m] - per[RANDOM])[idx].mean(1)
         ci = (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
         vs = (float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5)))
-        # with under 3 images a bootstrap interval says nothing: judge by the mean difference alone
         if m != RANDOM and (vs[0] <= 0 if n >= 3 else float((per[m] - per[RANDOM]).mean()) <= 0):
             weak.append(m)
-        verdict = "" if m in BASELINES or m not in wrho else (
-            f"weights {'passes' if wrho[m] < FLAG_RHO else 'fails'}, "
-            f"class {'passes' if crho[m] < FLAG_RHO else 'fails'}")
-        rec = {"method": m, "rank": rank, "deletion_auc": round(float(dele[m].mean()), 4),
-               "insertion_auc": round(float(ins[m].mean()), 4), "score": round(float(per[m].mean()), 4),
+        c = checks.get(m)
+        rec = {"method": m, "rank": rank, "deletion_auc": round(float(sc.deletion[m].mean()), 4),
+               "insertion_auc": round(float(sc.insertion[m].mean()), 4), "score": round(float(per[m].mean()), 4),
                "score_ci95": [round(v, 4) for v in ci], "vs_random_ci95": [round(v, 4) for v in vs],
-               "mufidelity": round(float(muf[m].mean()), 4),
-               "road_morf": round(float(morf[m].mean()), 4) if m in morf else None,
-               "road_lerf": round(float(lerf[m].mean()), 4) if m in lerf else None,
-               "weights_rho": round(wrho[m], 4) if m in wrho else None,
-               "random_class_rho": round(crho[m], 4) if m in crho else None, "sanity": verdict}
-        rows_out.append(rec)
+               "mufidelity": round(float(sc.mufidelity[m].mean()), 4),
+               "road_morf": round(float(sc.road_morf[m].mean()), 4) if m in sc.road_morf else None,
+               "road_lerf": round(float(sc.road_lerf[m].mean()), 4) if m in sc.road_lerf else None,
+               "weights_rho": round(float(np.mean(c.final)), 4) if c else None,
+               "random_class_rho": round(float(np.mean(c.other)), 4) if c else None,
+               "sanity": c.text() if c else ""}
+        records.append(rec)
         rows.append([rank, m, rec["deletion_auc"], rec["insertion_auc"],
                      f"{rec['score']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]", rec["mufidelity"],
                      "-" if rec["road_morf"] is None else f"{rec['road_morf']:.3f} / {rec['road_lerf']:.3f}",
-                     "-" if not verdict else f"{verdict} (rho {wrho[m]:.2f} / {crho[m]:.2f})"])
+                     rec["sanity"] or "-"])
     real = [m for m in order if m not in BASELINES]
-    best = next((m for m in real if m not in weak), None)
+    failed = [m for m, c in checks.items() if c.weights != "passes" or c.random_class != "passes"]
+    return Ranking(order, records, rows, weak, [m for m in weak if m not in BASELINES],
+                   next((m for m in real if m not in weak), None), failed)
 
-    assert fr is not None, "no attribution method to score"  # the random and centre baselines always run
+
+def present(ctx, opts: FaithfulnessOptions, s: Setup, sc: Scores, rk: Ranking, checks, sanity_images: list[str],
+            n: int) -> Section:
+    """The curves, the table and the notes."""
+    per = {m: sc.per_image(m) for m in rk.order}
+    order, weak, best, failed, named = rk.order, rk.weak, rk.best, rk.failed, rk.named
+    sigma, patch, subset, road_n = s.sigma, s.patch, s.subset, s.road_n
+    fr = sc.fractions
     sec = Section(id="faithfulness", title="Faithfulness of the attribution maps")
     fill_txt = {"mean": "each image's own mean colour", "blur": f"its blurred copy (sigma {sigma:g} px)",
                 "black": "black"}[opts.deletion_fill]
     unit_txt = "single pixels" if patch == 1 else f"{patch}x{patch}-pixel squares"
-    sec.add(Figure(curve_plot(fr, curves, order[:1]), caption=(
+    sec.add(Figure(curve_plot(fr, sc.curves, order[:1]), caption=(
         f"Mean softmax probability of the explained class over {plural(n, 'image')} as {unit_txt} are deleted (left, "
         f"replaced by {fill_txt}) or inserted (right, onto the image blurred with sigma {sigma:g} px) in the order "
         f"of each map, {opts.steps} steps. Dashed grey: the baselines. Faithful: falls fast on the left, rises fast "
@@ -242,7 +291,7 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
               f"{plural(n, 'image')}: too few for a meaningful interval; 'no better than random' then means a mean "
               "score at or below the random map's")
     sec.add(Table(["rank", "method", "deletion AUC", "insertion AUC", "insertion - deletion", "MuFidelity",
-                   "ROAD MoRF / LeRF", "sanity (rho weights / class)"], rows, numeric=[0, 2, 3, 5],
+                   "ROAD MoRF / LeRF", "sanity (the sanity section's checks)"], rk.rows, numeric=[0, 2, 3, 5],
                   highlight={k: "bad" for k, m in enumerate(order) if m in weak},
                   caption=(f"Ranked by mean insertion minus deletion AUC ({ci_txt}). MuFidelity: Pearson correlation "
                            f"over {opts.mufidelity_runs} random subsets of {subset} {unit_txt} set to the fill "
@@ -250,12 +299,15 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
                            + (", ".join(f"{f:.0%}" for f in opts.road_fractions) + " of the pixels imputed from "
                               f"their neighbours (noise std {opts.road_noise:g}), most / least relevant first, on "
                               f"{plural(road_n, 'image')}" if road_n else "off")
-                           + ". Sanity: rho of the map to the map on a copy with every layer re-initialised, and to "
-                             f"the map of a random other class; below {FLAG_RHO} passes.")))
+                           + (f". Sanity: the sanity section's checks on its {plural(len(sanity_images), 'image')} "
+                              f"({', '.join(sanity_images)}): mean rho of the map to the map with every layer "
+                              "re-initialised (and with the top half, where that decides), and to the map of a random "
+                              f"other class, [range over the images]; below {FLAG_RHO} passes. The gradient, guided "
+                              "backprop, Grad-CAM and Integrated Gradients are checked as the sanity section runs "
+                              "them (its Grad-CAM layer and Integrated Gradients steps)." if checks else ""))))
     if best is None:
         sec.add(Note("No attribution method beats the random map here: on these images none of the maps ranks the "
                      "pixels this model relies on better than chance.", kind="warning"))
-    failed = [m for m in wrho if wrho[m] >= FLAG_RHO or crho[m] >= FLAG_RHO]
     if best is not None:
         text = (f"Most faithful for this model on these images: {best} (insertion - deletion "
                 f"{per[best].mean():.3f}, random map {per[RANDOM].mean():.3f}).")
@@ -266,39 +318,12 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
                                    else "; no method that passes both checks beats the random map."))
         text += " With so few images the order of close methods is not settled." if n < 4 else ""
         sec.add(Note(text))
-    named = [m for m in weak if m not in BASELINES]
     if named:
         sec.add(Note(f"No better than the random map (the paired interval reaches 0): {', '.join(named)}. These "
                      "maps do not locate the evidence this model uses, whatever they look like.", kind="warning"))
     if failed:
         verb = "changes" if len(failed) == 1 else "change"
-        sec.add(Note(f"Sanity: {', '.join(failed)} barely {verb} when the weights are destroyed or the class is "
-                     "changed; a high faithfulness score for such a map comes from the image, not the model's "
-                     "class evidence.", kind="warning"))
-    scaled = next((f.window for f in fns.values() if isinstance(f, MapMethod) and f.window is not None
-                   and f.window.scaled), None)
-    scaled_note = scaled.note("the occlusion map scored here") if scaled is not None else None
-    if scaled_note:
-        sec.add(Note(scaled_note, kind="info"))
-    if not from_config:
-        sec.add(Note("No attribution section is enabled in this run, so every method was scored with its default "
-                     "options.", kind="info"))
-    sec.params.update(images=[ctx.images.name(i) for i in b.idx], patch_px=patch)
-    sec.results = {
-        "images": [ctx.images.name(i) for i in b.idx], "ranked_by": "insertion_auc - deletion_auc",
-        "deletion_fill": opts.deletion_fill if opts.deletion_fill != "blur" else f"blur sigma {sigma:g} px",
-        "insertion_start": f"blur sigma {sigma:g} px", "steps": opts.steps, "patch_px": patch,
-        "fractions": [round(float(v), 4) for v in fr],
-        "road_fractions": list(opts.road_fractions) if road_n else [], "road_images": road_n,
-        "methods_from_config": from_config,
-        "perturbation_forward": getattr(pm, "source", "the model's own forward"),
-        "occlusion_cost_scaled": scaled.scaled if scaled else None, "most_faithful": best,
-        "no_better_than_random": named,
-        "methods": rows_out,
-        "per_image_score": {m: [round(float(v), 4) for v in per[m]] for m in order}, "curves": curves,
-    }
-    # the scored maps, small, for a later run's explanation drift (reportgen/drift/; written beside report.json)
-    sec.arrays = pack_maps({m: maps[m] for m in maps if m not in BASELINES},
-                           [ctx.images.records[i].sha256 for i in b.idx], [ctx.images.name(i) for i in b.idx],
-                           t, b.preds).to_arrays()
+        sec.add(Note(f"Sanity: {', '.join(failed)} barely {verb} when the top or all of the weights are destroyed "
+                     "or the class is changed; a high faithfulness score for such a map comes from the image, not "
+                     "the model's class evidence.", kind="warning"))
     return sec

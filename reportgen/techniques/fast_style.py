@@ -23,7 +23,7 @@ from ..cache import code_digest
 from ..pictures import unit_to_uint8
 from ..optvis.plotting import history_plot
 from ..papers import GATYS_STYLE_2016, JOHNSON_2016
-from ..registry import Range, technique
+from ..registry import Range, reads_options, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 from ..synthesis.style import resize_to, style_objective
 from ..synthesis.transformnet import TransformNet, load_numpy_state, perceptual_loss, state_to_numpy, train
@@ -74,7 +74,7 @@ def _content_set(ctx, opts: FastStyleOptions, held_out: list[int], size: int) ->
 @technique(
     "fast_style", "Fast style transfer (Johnson et al.)", options=FastStyleOptions, order=140, needs_autograd=True,
     needs_layers=True,
-    references=[JOHNSON_2016, GATYS_STYLE_2016],
+    references=[JOHNSON_2016, GATYS_STYLE_2016], reads=reads_options("style_transfer"),
     presets={
         "minimal": {"iterations": 6, "train_images": 6, "width": 8, "res_blocks": 1},
         "full": {"max_styles": 3, "iterations": 2000, "batch": 4, "width": 32, "res_blocks": 5, "train_images": 1000},

@@ -22,6 +22,8 @@ from ..registry import Range, technique
 from ..report import Grid, Note, Section, Table
 from ..attribution.visualization import attr_item
 from ._explain import cam_layer_choice, cell_width, explain_batch, heat_item, input_item, peak_area
+from ._faith_maps import cams
+from ._map_store import put_maps
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -70,6 +72,11 @@ def gradcam(ctx, opts: GradCamOptions) -> Section:
     cam = A.upsample(raw, size).cpu().numpy()
     campp = A.gradcam_plus_plus(pm, layer, x, t, size=size).cpu().numpy()
     gg = A.guided_gradcam(pm, layer, x, t, cam=raw).float().cpu().numpy() if opts.guided else None
+    specs = {m: f.spec for m, f in cams(name, opts.guided).items()}  # faithfulness and sanity score these maps
+    put_maps(ctx, specs["Grad-CAM"], b.idx, t, cam)
+    put_maps(ctx, specs["Grad-CAM++"], b.idx, t, campp)
+    if gg is not None:
+        put_maps(ctx, specs["Guided Grad-CAM"], b.idx, t, np.abs(gg).max(1))
 
     items, rows, agree, flat = [], [], [], []
     for k, i in enumerate(b.idx):

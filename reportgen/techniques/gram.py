@@ -17,7 +17,7 @@ import numpy as np
 
 from ..pictures import figure_to_png, unit_to_uint8
 from ..papers import GATYS_STYLE_2016, GATYS_TEXTURE_2015
-from ..registry import Range, technique
+from ..registry import Range, reads_options, technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
 from ..synthesis.style import gram_targets, source_images
 from ..synthesis.gatys import gram_synthesis, options_of
@@ -77,6 +77,7 @@ def gram_heatmaps(grams: dict[str, np.ndarray], title: str, max_channels: int) -
     "gram", "Gram matrices", options=GramOptions, order=125, needs_autograd=True, needs_layers=True,
     references=[GATYS_TEXTURE_2015, GATYS_STYLE_2016],
     presets={"minimal": {"max_styles": 1, "max_channels": 32}, "full": {"max_styles": 3}},
+    reads=reads_options("texture"),
 )
 def gram(ctx, opts: GramOptions) -> Section:
     """Each heatmap is one layer's Gram matrix: entry (i, j) is how strongly channels i and j fire together over the

@@ -20,6 +20,8 @@ from ..registry import Range, technique
 from ..report import Grid, Note, Section, Table, plural
 from ..device import gradient_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item, make_baseline
+from ._faith_maps import ig_spec
+from ._map_store import put_maps
 
 BASELINES = {"black": "a black image (all pixels 0)", "grey": "a uniform mid-grey image (0.5)",
              "blur": "the image blurred (Gaussian, sigma = side / 8)"}
@@ -71,6 +73,7 @@ def integrated_gradients(ctx, opts: IntegratedGradientsOptions) -> Section:
     res = A.integrated_gradients(ctx.output_model, b.x, b.targets, baseline=base, steps=opts.steps,
                                  tol=opts.tolerance, max_steps=opts.max_steps, chunk=gradient_batch_size(ctx))
     maps = A.to_map(res.attributions, "abssum").cpu().numpy()
+    put_maps(ctx, ig_spec(opts.baseline, opts.steps, opts.tolerance, opts.max_steps), b.idx, b.targets, maps)
     with torch.inference_mode():
         logits = ctx.pixel_model(b.x).float()
     spread = (logits.amax(1) - logits.amin(1)).cpu().numpy()

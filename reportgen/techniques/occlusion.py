@@ -29,6 +29,8 @@ from ..registry import Range, technique
 from ..report import Figure, Grid, ImageData, Note, Section
 from ..device import FrozenForward, device_batch_size, inference_model
 from ..attribution.visualization import attr_image, attr_item
+from ._faith_maps import occlusion_spec
+from ._map_store import put_maps
 from ._explain import (attention_reason, cell_width, cost_scaled_window, image_item, incremental_batch_size,
                        predict_batch, resolve_window, show_indices)
 
@@ -153,6 +155,8 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
     batch = opts.batch_size if opts.batch_size > 0 else device_batch_size(ctx)
     inc_batch = batch if opts.batch_size > 0 else incremental_batch_size(ctx)
     results = occlusion_maps(ctx, idx, window, stride, batch, fill, incremental_batch=inc_batch)
+    put_maps(ctx, occlusion_spec(window, stride, fill), [r.index for r in results], [r.target for r in results],
+             np.stack([r.base - r.heat for r in results]))  # the maps faithfulness scores
     sec = Section(id="occlusion", title="Occlusion sensitivity")
     items = []
     for r in results:

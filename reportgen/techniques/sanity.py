@@ -11,22 +11,20 @@ is flagged. All randomised models are deep copies; the user's model is never mod
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Callable
+from typing import Annotated
 
 import numpy as np
 
 from .. import attribution as A
-from ..attribution import randomization as R
 from ..pictures import figure_to_png, new_figure
-from ..inspection.layers import resolve_layer
 from ..papers import ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004
 from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Section, Table
-from ..device import gradient_batch_size
-from ._explain import cam_layer, cell_width, explain_batch, input_item, saliency_to_uint8
+from ._explain import cell_width, input_item, saliency_to_uint8
+from ._sanity_checks import (FLAG_RHO, SANITY_METHODS, MethodCheck, Protocol, cascade_twin, independent_twin, maps_on,
+                             method_check, protocol, sanity_methods)
 
-METHODS = ("gradient", "guided backprop", "Grad-CAM", "Integrated Gradients")
-FLAG_RHO = 0.5  # mean rank correlation at or above which a map "barely changes"
+METHODS = SANITY_METHODS
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -38,7 +36,11 @@ RESULTS = {
     "cascade_rank_corr": "per method, per stage: mean Spearman rank correlation with the trained model's map",
     "cascade_ssim": "per method, per stage: mean SSIM with the trained model's map",
     "independent_rank_corr": "per method, per layer randomised alone: mean Spearman rank correlation",
-    "random_logit": "the random-class check: classes used and, per method, rank_corr, ssim and verdict",
+    "random_logit": "the random-class check: classes used and, per method, rank_corr, its range over the images, "
+                    "ssim and verdict",
+    "checks": "per method: the one record of both checks that faithfulness shows too (rho with the top half and "
+              "with all layers random, rho for a random other class: mean and range over the images; the two "
+              "verdicts)",
 }
 
 
@@ -57,43 +59,22 @@ class SanityOptions:
     """Grad-CAM layer (None: the last spatial block)."""
 
 
-def map_functions(cam_name: str, ig_steps: int, chunk: int = 64) -> dict[str, Callable]:
-    """method -> fn(pixel_model, x, targets) -> B x H x W numpy (absolute-value maps)."""
-
-    def cam(pm, x, t):
-        return A.gradcam(pm, resolve_layer(pm.model, cam_name), x, t, size=tuple(x.shape[-2:])).cpu().numpy()
-
-    def ig(pm, x, t):
-        r = A.integrated_gradients(pm, x, t, steps=ig_steps, max_steps=ig_steps, chunk=chunk)
-        return A.to_map(r.attributions, "abssum").cpu().numpy()
-
-    return {
-        "gradient": lambda pm, x, t: A.to_map(A.gradient(pm, x, t)).cpu().numpy(),
-        "guided backprop": lambda pm, x, t: A.to_map(A.guided_backprop(pm, x, t)).cpu().numpy(),
-        "Grad-CAM": cam,
-        "Integrated Gradients": ig,
-    }
-
-
 def compare(orig: np.ndarray, new: np.ndarray) -> tuple[list[float], list[float]]:
     """Per image: (Spearman rho, SSIM) of ``new`` to ``orig``."""
     return ([A.rank_correlation(a, b) for a, b in zip(orig, new)], [A.ssim(a, b) for a, b in zip(orig, new)])
 
 
-def run_randomisations(ctx, b, fns, names: list[str], stages: list[int]):
-    """Maps of the trained model, of each cascade stage and of each independently randomised layer."""
-    pm, x, t = ctx.pixel_model, b.x, b.targets
-    orig = {m: f(pm, x, t) for m, f in fns.items()}
-    top_down = names[::-1]
+def run_randomisations(ctx, p: Protocol, fns):
+    """Maps of the trained model, of each cascade stage and of each independently randomised layer (through the
+    run's map store: the faithfulness section reads the same maps)."""
+    orig = {m: maps_on(ctx, p, f) for m, f in fns.items()}
     cascade, independent = [], []
-    for k in ctx.progress(stages, "Sanity: cascading randomisation", total=len(stages)):
-        twin = R.randomized_copy(pm, top_down[:k], ctx.seed_for("sanity/cascade"), root="model")
-        cascade.append({m: f(twin, x, t) for m, f in fns.items()})
-        del twin
-    for k in ctx.progress(stages, "Sanity: independent randomisation", total=len(stages)):
-        twin = R.randomized_copy(pm, [top_down[k - 1]], ctx.seed_for("sanity/independent"), root="model")
-        independent.append({m: f(twin, x, t) for m, f in fns.items()})
-        del twin
+    for k in ctx.progress(p.stages, "Sanity: cascading randomisation", total=len(p.stages)):
+        twin = cascade_twin(ctx, p, k)
+        cascade.append({m: maps_on(ctx, p, f, twin) for m, f in fns.items()})
+    for k in ctx.progress(p.stages, "Sanity: independent randomisation", total=len(p.stages)):
+        twin = independent_twin(ctx, p, k)
+        independent.append({m: maps_on(ctx, p, f, twin) for m, f in fns.items()})
     return orig, cascade, independent
 
 
@@ -118,53 +99,56 @@ def curve_plot(labels: list[str], cas: dict[str, list[float]], ind: dict[str, li
     return png
 
 
-def verdicts(cas: dict[str, list[float]], n_layers: int, stages: list[int]) -> tuple[list[Note], dict[str, str]]:
-    """One sentence per method from its cascade curve."""
+def verdicts(cas: dict[str, list[float]], checks: dict[str, MethodCheck], n_layers: int,
+             p: Protocol) -> tuple[list[Note], dict[str, str]]:
+    """One sentence per method from its cascade curve; the verdict is its :class:`MethodCheck`'s (the one the
+    faithfulness table shows)."""
     notes, status = [], {}
-    half = next((i for i, k in enumerate(stages) if k >= n_layers / 2), len(stages) - 1)
     for m in METHODS:
-        final, mid = cas[m][-1], cas[m][half]
-        if final >= FLAG_RHO:
-            status[m] = "fails"
+        c = checks[m]
+        final, mid = float(np.mean(c.final)), float(np.mean(c.mid))
+        status[m] = c.weights
+        spread = f" (per image {min(c.final):.2f} to {max(c.final):.2f})" if len(c.final) > 1 else ""
+        if c.weights == "fails":
             notes.append(Note(f"{m}: this map does not depend on the learned weights — with every layer "
-                              f"randomised its rank correlation to the trained model's map is still {final:.2f}."
-                              + (" Multiplying by (image - baseline) makes it follow the image itself." if
-                                 m == "Integrated Gradients" else ""),
-                              kind="warning"))
-        elif mid >= FLAG_RHO:
-            status[m] = "insensitive to top layers"
-            notes.append(Note(f"{m}: the map barely changes while the top {stages[half]} of {n_layers} layers "
+                              f"randomised its rank correlation to the trained model's map is still {final:.2f}"
+                              f"{spread}." + (" Multiplying by (image - baseline) makes it follow the image itself."
+                                              if m == "Integrated Gradients" else ""), kind="warning"))
+        elif c.weights == "insensitive to top layers":
+            notes.append(Note(f"{m}: the map barely changes while the top {p.stages[p.half]} of {n_layers} layers "
                               f"are random (rho {mid:.2f}); it only changes once the lowest layers go "
-                              f"(rho {final:.2f} with all random). It reflects the input and the first layers "
+                              f"(rho {final:.2f} with all random{spread}). It reflects the input and the first layers "
                               "more than the learned class evidence.", kind="warning"))
         else:
-            status[m] = "passes"
             notes.append(Note(f"{m}: passes — the map changes as the weights are destroyed (rho {cas[m][0]:.2f} "
-                              f"after the top layer, {final:.2f} with all layers random)."))
+                              f"after the top layer, {final:.2f} with all layers random{spread})."))
     return notes, status
 
 
-def random_logit(ctx, b, fns, orig) -> tuple[Table, Note, dict]:
+def random_logit(ctx, p: Protocol, fns, orig, checks: dict[str, MethodCheck]) -> tuple[Table, Note, dict]:
     """Random-logit test (Sixt, Granz & Landgraf 2020): each method's map for a random other class (seeded) should
     differ from its map for the explained class; a high rank correlation means the map ignores the class."""
-    other = R.random_other_classes(b.targets, ctx.num_classes, ctx.seed_for("sanity/random-logit"))
     res, rows = {}, []
     for m, f in fns.items():
-        rho, ss = compare(orig[m], f(ctx.pixel_model, b.x, other))
-        r, s = float(np.mean(rho)), float(np.mean(ss))
-        res[m] = {"rank_corr": round(r, 4), "ssim": round(s, 4), "verdict": "passes" if r < FLAG_RHO else "fails"}
-        rows.append([m, round(r, 3), round(s, 3), res[m]["verdict"]])
+        _, ss = compare(orig[m], maps_on(ctx, p, f, None, p.other))
+        c = checks[m]
+        r, s = float(np.mean(c.other)), float(np.mean(ss))
+        res[m] = {"rank_corr": round(r, 4), "rank_corr_range": [round(min(c.other), 4), round(max(c.other), 4)],
+                  "ssim": round(s, 4), "verdict": c.random_class}
+        rows.append([m, f"{r:.3f}" + (f" [{min(c.other):.2f}, {max(c.other):.2f}]" if len(c.other) > 1 else ""),
+                     round(s, 3), res[m]["verdict"]])
     bad = [m for m in res if res[m]["verdict"] == "fails"]
     verb = "draws" if len(bad) == 1 else "draw"
     note = Note((f"Random-logit test: {', '.join(bad)} {verb} nearly the same map for a random other class "
                  f"(mean rho >= {FLAG_RHO}): the map shows the image, not the class." if bad else
                  "Random-logit test: every method's map changes when a random other class is explained."),
                 kind="warning" if bad else "info")
-    table = Table(["method", "rho to the other class's map", "SSIM", "verdict"], rows, numeric=[1, 2],
+    table = Table(["method", "rho to the other class's map [range over images]", "SSIM", "verdict"], rows,
+                  numeric=[2],
                   caption=("Random-logit test: mean Spearman rho and SSIM between each method's map for the explained "
                            "class and for a random other class (seeded, one per image): "
-                           + ", ".join(ctx.class_name(int(k)) for k in other) + f". Below {FLAG_RHO} passes."))
-    return table, note, {"classes": [ctx.class_name(int(k)) for k in other], "methods": res}
+                           + ", ".join(ctx.class_name(int(k)) for k in p.other) + f". Below {FLAG_RHO} passes."))
+    return table, note, {"classes": [ctx.class_name(int(k)) for k in p.other], "methods": res}
 
 
 def stage_grid(ctx, b, orig, maps, method, labels, caption, shown: int) -> Grid:
@@ -194,15 +178,13 @@ def sanity(ctx, opts: SanityOptions) -> Section:
     (independent), and each saliency method is run again. A method that explains the model must change when the
     model is destroyed: a high rank correlation to the trained model's map means the map shows the image, not what
     the network learned."""
-    b = explain_batch(ctx, opts.max_images)
-    cam_name = cam_layer(ctx, opts.layer)
-    names = R.param_layers(ctx.model, ctx.to_device(ctx.images.batch([0])))
-    if not names:
-        raise ValueError("the model has no parameters to randomise")
-    stages = R.cascade_stages(len(names), opts.stages)
-    fns = map_functions(cam_name, opts.ig_steps, chunk=gradient_batch_size(ctx))
-    orig, cascade, independent = run_randomisations(ctx, b, fns, names, stages)
-    top_down = names[::-1]
+    p = protocol(ctx, opts)
+    b, stages, names = p.batch, p.stages, p.top_down[::-1]
+    fns = sanity_methods(ctx, opts)
+    cam_name = fns["Grad-CAM"].spec.options[0]
+    orig, cascade, independent = run_randomisations(ctx, p, fns)
+    checks = {m: method_check(ctx, p, m, f) for m, f in fns.items()}  # the verdicts faithfulness shows too
+    top_down = p.top_down
     cas_lab = [top_down[k - 1] for k in stages]
     cas = {m: [float(np.mean(compare(orig[m], c[m])[0])) for c in cascade] for m in METHODS}
     cas_ssim = {m: [float(np.mean(compare(orig[m], c[m])[1])) for c in cascade] for m in METHODS}
@@ -214,9 +196,9 @@ def sanity(ctx, opts: SanityOptions) -> Section:
         f"model and on a randomised copy. Left: layers randomised from the top down to the named layer "
         f"({len(names)} parameter layers in all; the last point randomises every one). Right: only the named "
         f"layer randomised. Dotted line: rho = {FLAG_RHO}."), alt="rank correlation against randomised layers"))
-    notes, status = verdicts(cas, len(names), stages)
+    notes, status = verdicts(cas, checks, len(names), p)
     sec.add(*notes)
-    rl_table, rl_note, rl = random_logit(ctx, b, fns, orig)
+    rl_table, rl_note, rl = random_logit(ctx, p, fns, orig, checks)
     sec.add(rl_note, rl_table)
     rows = [[m] + [f"{r:.2f} / {s:.2f}" for r, s in zip(cas[m], cas_ssim[m])] for m in METHODS]
     sec.add(Table(["method"] + [f"to {n}" for n in cas_lab], rows,
@@ -244,5 +226,6 @@ def sanity(ctx, opts: SanityOptions) -> Section:
         "cascade_ssim": {m: [round(v, 4) for v in cas_ssim[m]] for m in METHODS},
         "independent_rank_corr": {m: [round(v, 4) for v in ind[m]] for m in METHODS},
         "random_logit": rl,
+        "checks": {m: checks[m].to_dict() for m in METHODS},
     }
     return sec

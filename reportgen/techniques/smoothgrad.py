@@ -17,8 +17,8 @@ from .. import attribution as A
 from ..papers import SIMONYAN_2014, SMILKOV_2017
 from ..registry import Range, technique
 from ..report import Grid, Note, Section
-from ..device import gradient_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item
+from ._faith_maps import smoothgrad as smoothgrad_maps
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -59,9 +59,8 @@ def smoothgrad(ctx, opts: SmoothGradOptions) -> Section:
     b = explain_batch(ctx, opts.max_images)
     pm = ctx.output_model  # BatchNorm folded: same gradients, faster
     plain = A.to_map(A.gradient(pm, b.x, b.targets)).cpu().numpy()
-    sg = A.to_map(A.smoothgrad(pm, b.x, b.targets, n_samples=opts.samples, noise=opts.noise,
-                               generator=ctx.generator("smoothgrad/noise"),
-                               chunk=max(1, gradient_batch_size(ctx) // len(b.idx)))).cpu().numpy()
+    # through the run's map store (each image's noise from its own stream): faithfulness scores these maps
+    sg = smoothgrad_maps(ctx, opts.samples, opts.noise).maps(ctx, b.idx, b.x, b.targets)
     items, tv_ratio, corr = [], [], []
     for k, i in enumerate(b.idx):
         img = ctx.images.display(i)

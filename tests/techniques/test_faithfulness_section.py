@@ -40,7 +40,7 @@ def test_faithfulness_section_ranks_the_enabled_methods(image_dir, tmp_path):
     if best is not None:
         html = (res.out / sec["page"]).read_text()
         said = f"But {best['method']} fails a sanity check" in html
-        assert said == ("fails" in str(best["sanity"]))
+        assert said == ("fails" in str(best["sanity"]) or "insensitive" in str(best["sanity"]))
 
 
 @pytest.fixture()
