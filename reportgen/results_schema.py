@@ -50,14 +50,18 @@ def undeclared(technique_id: str, results: dict) -> set[str]:
 
 
 def missing(technique_id: str, results: dict) -> set[str]:
-    """Declared top-level keys the section did not write (optional "(with labels)" keys excepted)."""
+    """Declared top-level keys the section did not write. A key whose meaning starts with its condition in
+    parentheses ("(with labels) ...", "(with --reference-images) ...", "(when ...) ...") is optional, and so are
+    the keys below it."""
     have = set(results)
     if UNSUPPORTED in have:
         return set()
+    decl = declared(technique_id)
+    optional = {k for k, m in decl.items() if m.startswith(("(with ", "(when "))}
     out = set()
-    for key, meaning in declared(technique_id).items():
+    for key in decl:
         top = key.split("[]")[0].split(".")[0]
-        if top not in have and not meaning.startswith("(with labels)"):
+        if top not in have and top not in optional and key not in optional:
             out.add(key)
     return out
 

@@ -35,7 +35,7 @@ RESULTS = {
     "candidates": "clusters tested (the Bonferroni factor)",
     "labelled": "whether errors (true) or confidence (false) were tested",
     "alpha": "significance level",
-    "degenerate": "(when the features are degenerate) what is wrong with them",
+    "degenerate": "null, or what makes the features unusable (kind non_finite / constant / rank_one, message)",
 }
 
 
@@ -89,7 +89,8 @@ def slices(ctx, opts: SlicesOptions) -> Section:
     sec = Section(id="slices", title="Failure slices")
     n = len(ctx.images)
     if n < 2 * opts.min_size:
-        sec.results = {"slices": [], "candidates": 0, "labelled": bool(ctx.images.has_labels), "alpha": opts.alpha}
+        sec.results = {"slices": [], "candidates": 0, "labelled": bool(ctx.images.has_labels), "alpha": opts.alpha,
+                       "degenerate": None}
         return sec.add(Note(f"{n} images: too few to find slices of at least {opts.min_size} (slices.min_size).",
                             kind="warning"))
     feats = ctx.features()
@@ -122,7 +123,8 @@ def present(ctx, sec: Section, res, opts: SlicesOptions) -> Section:
     rows = [_slice_row(ctx, s, res.labelled) for s in res.slices]
     what = "error rate" if res.labelled else "top-1 confidence"
     test = "one-sided Fisher exact test" if res.labelled else "one-sided Mann-Whitney U test"
-    sec.results = {"slices": rows, "candidates": res.candidates, "labelled": res.labelled, "alpha": opts.alpha}
+    sec.results = {"slices": rows, "candidates": res.candidates, "labelled": res.labelled, "alpha": opts.alpha,
+                   "degenerate": None}
     how = (f"{res.candidates} candidate clusters (Gaussian mixture on {opts.pca_dims} PCA dimensions of the "
            f"penultimate features, {100 * res.explained_variance:.0f}% of their variance) were tested, each against "
            f"the rest on its {what} ({test}, Bonferroni-corrected, alpha {opts.alpha}).")
