@@ -119,7 +119,7 @@ def probe_layout(model: nn.Module, x: torch.Tensor, prefix: int | None = None,
         return (f"the attention modules see different token counts ({', '.join(str(s[0]) for s in shapes)}): a "
                 "hierarchical or hybrid model, for which rollout over depth is not defined")
     try:
-        pre, grid = token_layout(attns[0].shape[-1], tuple(x.shape[-2:]), prefix)
+        pre, grid = token_layout(attns[0].shape[-1], (x.shape[-2], x.shape[-1]), prefix)
     except ValueError as e:
         return str(e)
     return TokenLayout(sites, pre, grid, x.shape[-2] / grid[0])

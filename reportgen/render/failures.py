@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..report import plural
+
 
 def _results(report, sid: str) -> dict[str, Any] | None:
     for s in report.sections:
@@ -42,7 +44,9 @@ def failure_facts(report) -> list[tuple[str, str, str]]:
         if isinstance(fragile, dict):
             fragile = fragile.get("corruption") or fragile.get("name")
         if flips is not None:
-            out.append(("Flip under the mildest shift", f"{flips} image{'s' if flips != 1 else ''}", "corruptions"))
+            of = cor.get("images")
+            text = f"{flips} of {plural(of, 'image')}" if isinstance(of, int) else plural(flips, "image")
+            out.append(("Flip under the mildest shift", text, "corruptions"))
         if fragile:
             out.append(("Most fragile to", str(fragile), "corruptions"))
     sl = _results(report, "slices")

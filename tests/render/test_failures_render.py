@@ -29,7 +29,7 @@ def _sections():
 
 def test_failure_facts_name_the_mildest_flips_the_worst_slice_and_the_label_errors():
     facts = {label: (value, sid) for label, value, sid in failure_facts(Report(title="T", sections=_sections()))}
-    assert facts["Flip under the mildest shift"] == ("3 images", "corruptions")
+    assert facts["Flip under the mildest shift"] == ("3 of 10 images", "corruptions")
     assert facts["Most fragile to"][0] == "gaussian_noise"
     assert facts["Worst slice"] == ("2 images, accuracy 0.00 vs 0.90, mostly cat", "slices")
     assert facts["Suspected label errors"] == ("1", "data_issues")
