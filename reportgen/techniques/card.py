@@ -158,7 +158,8 @@ def _gallery(ctx, res: CardResult) -> Grid:
 
 def _top5_table(ctx, res: CardResult) -> Group:
     probs, preds, labels, top5, known = res.probs, res.preds, res.labels, res.top5, res.known
-    rows, highlight = [], {}
+    rows: list[list[str]] = []
+    highlight: dict[int, str] = {}
     for i in range(len(ctx.images)):
         row = [ctx.images.name(i)]
         if known.any():
