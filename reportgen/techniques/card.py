@@ -67,60 +67,79 @@ def _trainable_text(total: int, trainable: int) -> str:
     return f"{_fmt_int(trainable)} trainable"
 
 
-@technique(
-    "card", "Model card", options=CardOptions, order=0,
-    references=[ZEILER_FERGUS_2014],
-    presets={"minimal": {"gallery": 8}, "full": {"gallery": 96}},
-)
-def card(ctx, opts: CardOptions) -> Section:
-    """What was analysed: the architecture layer by layer, the input the model expects, and what it predicts on this
-    image set. With labelled images it also reports accuracy and which classes it confuses."""
-    sec = Section(id="card", title="Model card", placement=OVERVIEW)  # its figures also open the report
+@dataclass(frozen=True)
+class CardResult:
+    """What the card shows; :meth:`results` is its report.json entry."""
+
+    model_class: str
+    total: int  # parameters
+    trainable: int  # parameters trainable in the model as given
+    layers: list  # inspection.layers.LayerInfo, containers included
+    notes: tuple[str, ...]  # the loader's notes on the model
+    probs: np.ndarray  # N x K softmax
+    preds: np.ndarray  # N
+    top5: np.ndarray  # N x min(5, K) class indices, most probable first
+    labels: np.ndarray  # N, -1 = unknown
+    accuracy: tuple[float, float] | None  # (top-1, top-5) on the labelled images; None without labels
+    picks: np.ndarray  # images shown in the gallery
+
+    @property
+    def known(self) -> np.ndarray:
+        return self.labels >= 0
+
+    def results(self, ctx) -> dict:
+        out: dict = {}
+        if self.accuracy is not None:
+            known = self.known
+            present, m = confusion_matrix(self.labels[known], self.preds[known])
+            out.update({
+                "labelled_images": int(known.sum()), "top1_accuracy": round(self.accuracy[0], 4),
+                "top5_accuracy": round(self.accuracy[1], 4),
+                # sparse confusion counts [true, predicted, images] (class names), correct cells included
+                "confusion": [[ctx.class_name(int(present[i])), ctx.class_name(int(present[j])), int(m[i, j])]
+                              for i, j in zip(*np.nonzero(m))],
+            })
+        counts = np.bincount(self.preds, minlength=ctx.num_classes)
+        out.update({
+            "model_class": self.model_class, "parameters": int(self.total),
+            "trainable_parameters": int(self.trainable), "input_size": int(ctx.pre.size),
+            "num_classes": int(ctx.num_classes), "images": int(len(ctx.images)),
+            "mean_top1_probability": round(float(self.probs.max(1).mean()), 4) if len(self.probs) else None,
+            "predicted_counts": {ctx.class_name(int(c)): int(counts[c]) for c in np.flatnonzero(counts)},
+        })
+        return out
+
+
+def compute_card(ctx, opts: CardOptions) -> CardResult:
+    """The layers (output shapes from one pass on a dummy batch), parameter counts, predictions and accuracy."""
     model = ctx.model
     example = torch.zeros(1, 3, ctx.pre.size, ctx.pre.size, device=ctx.device)
     # output shapes need forward hooks; TorchScript archives refuse them (names and parameters still show)
     layers = describe_layers(model, ctx.pre.normalizer().to(ctx.device)(example) if hookable(model) else None)
     total = sum(p.numel() for p in model.parameters())
     trainable = int(ctx.model_info.get("trainable_parameters", total))  # as given, not frozen by reportgen's policy
-    n_conv = sum(1 for li in layers if li.type in ("Conv2d", "Conv1d", "Conv3d"))
-    pairs = [
-        ("class", type(model).__name__),
-        ("parameters", f"{_fmt_int(total)} ({_trainable_text(total, trainable)})"),
-        ("layers", f"{len([li for li in layers if li.is_leaf])} leaf modules, {n_conv} convolutions"),
-        ("input", f"3 x {ctx.pre.size} x {ctx.pre.size}, {ctx.num_classes} classes"),
-    ]
-    for note in ctx.model_info.get("notes", []) or []:
-        pairs.append(("note", str(note)))
-    sec.add(KeyValues(pairs, title="Model"))
-
+    notes = tuple(str(note) for note in ctx.model_info.get("notes", []) or [])
     feats = ctx.features()
-    probs = feats.probs
-    preds = feats.preds
+    probs, preds = feats.probs, feats.preds
     top5 = np.argsort(-probs, axis=1)[:, :5]
     labels = ctx.images.labels
     known = labels >= 0
-
+    accuracy = None
     if known.any():
         kl = labels[known]
-        acc1 = float((preds[known] == kl).mean())
-        acc5 = float(np.mean([kl[i] in top5[known][i] for i in range(len(kl))]))
-        sec.add(KeyValues([("labelled images", str(int(known.sum()))), ("top-1 accuracy", f"{acc1:.3f}"),
-                           ("top-5 accuracy", f"{acc5:.3f}")], title="Accuracy on this image set"))
-        _confusion(sec, ctx, kl, preds[known], opts)
-        present, m = confusion_matrix(kl, preds[known])
-        sec.results.update({
-            "labelled_images": int(known.sum()), "top1_accuracy": round(acc1, 4), "top5_accuracy": round(acc5, 4),
-            # sparse confusion counts [true, predicted, images] (class names), correct cells included
-            "confusion": [[ctx.class_name(int(present[i])), ctx.class_name(int(present[j])), int(m[i, j])]
-                          for i, j in zip(*np.nonzero(m))],
-        })
-
-    # gallery
+        accuracy = (float((preds[known] == kl).mean()),
+                    float(np.mean([kl[i] in top5[known][i] for i in range(len(kl))])))
     n = min(opts.gallery, len(ctx.images))
     # an evenly spread, deterministic sample (folders are sorted by class: the first n would be one class)
     picks = np.unique(np.linspace(0, len(ctx.images) - 1, n).round().astype(int))
+    return CardResult(type(model).__name__, total, trainable, layers, notes, probs, preds, top5, labels, accuracy,
+                      picks)
+
+
+def _gallery(ctx, res: CardResult) -> Grid:
+    probs, preds, labels = res.probs, res.preds, res.labels
     items = []
-    for i in picks:
+    for i in res.picks:
         i = int(i)
         p = int(preds[i])
         tone = ""
@@ -131,12 +150,16 @@ def card(ctx, opts: CardOptions) -> Section:
             sub += f" (true: {ctx.class_name(int(labels[i]))})"
         items.append(GridItem(ImageData(ctx.images.thumbnail(i, 128)), label=ctx.images.name(i), sublabel=sub,
                               alt=f"{ctx.images.name(i)} predicted {ctx.class_name(p)}", tone=tone))
-    sec.add(Grid(items, columns=8, cell_width=112, title="Predictions",
-                 caption=f"{len(picks)} of {len(ctx.images)} images, evenly spread over the set, "
-                         "with their top-1 prediction and probability"
-                         + (" (green: correct, red: wrong)." if known.any() else ".")))
+    return Grid(items, columns=8, cell_width=112, title="Predictions",
+                caption=f"{len(res.picks)} of {len(ctx.images)} images, evenly spread over the set, "
+                        "with their top-1 prediction and probability"
+                        + (" (green: correct, red: wrong)." if res.known.any() else "."))
 
-    rows, highlight = [], {}
+
+def _top5_table(ctx, res: CardResult) -> Group:
+    probs, preds, labels, top5, known = res.probs, res.preds, res.labels, res.top5, res.known
+    rows: list[list[str]] = []
+    highlight: dict[int, str] = {}
     for i in range(len(ctx.images)):
         row = [ctx.images.name(i)]
         if known.any():
@@ -146,10 +169,29 @@ def card(ctx, opts: CardOptions) -> Section:
             highlight[len(rows)] = "bad"
         rows.append(row)
     cols = ["image"] + (["label"] if known.any() else []) + [f"top-{k + 1}" for k in range(top5.shape[1])]
-    sec.add(Group("Top-5 predictions per image",
-                  [Table(cols, rows, caption="Softmax probabilities in brackets; misclassified rows are marked.",
-                         highlight=highlight)]))
+    return Group("Top-5 predictions per image",
+                 [Table(cols, rows, caption="Softmax probabilities in brackets; misclassified rows are marked.",
+                        highlight=highlight)])
 
+
+def present_card(sec: Section, ctx, res: CardResult, opts: CardOptions) -> None:
+    """Adds the blocks of a :class:`CardResult` to ``sec``."""
+    layers, total = res.layers, res.total
+    n_conv = sum(1 for li in layers if li.type in ("Conv2d", "Conv1d", "Conv3d"))
+    pairs = [
+        ("class", res.model_class),
+        ("parameters", f"{_fmt_int(total)} ({_trainable_text(total, res.trainable)})"),
+        ("layers", f"{len([li for li in layers if li.is_leaf])} leaf modules, {n_conv} convolutions"),
+        ("input", f"3 x {ctx.pre.size} x {ctx.pre.size}, {ctx.num_classes} classes"),
+    ]
+    pairs += [("note", note) for note in res.notes]
+    sec.add(KeyValues(pairs, title="Model"))
+    if res.accuracy is not None:
+        acc1, acc5 = res.accuracy
+        sec.add(KeyValues([("labelled images", str(int(res.known.sum()))), ("top-1 accuracy", f"{acc1:.3f}"),
+                           ("top-5 accuracy", f"{acc5:.3f}")], title="Accuracy on this image set"))
+        _confusion(sec, ctx, res.labels[res.known], res.preds[res.known], opts)
+    sec.add(_gallery(ctx, res), _top5_table(ctx, res))
     arch_rows = []
     for li in layers:
         if not opts.all_layers and not li.is_leaf:
@@ -159,14 +201,21 @@ def card(ctx, opts: CardOptions) -> Section:
     sec.add(Group("Architecture", [Table(["layer", "type", "output shape", "parameters"], arch_rows, numeric=[3],
                                          caption=f"{len(arch_rows)} layers (dotted names as accepted by --layer); "
                                                  f"{_fmt_int(total)} parameters in total.")]))
-    sec.params["num_parameters"] = total
-    counts = np.bincount(preds, minlength=ctx.num_classes)
-    sec.results.update({
-        "model_class": type(model).__name__, "parameters": int(total), "trainable_parameters": int(trainable),
-        "input_size": int(ctx.pre.size), "num_classes": int(ctx.num_classes), "images": int(len(ctx.images)),
-        "mean_top1_probability": round(float(probs.max(1).mean()), 4) if len(probs) else None,
-        "predicted_counts": {ctx.class_name(int(c)): int(counts[c]) for c in np.flatnonzero(counts)},
-    })
+
+
+@technique(
+    "card", "Model card", options=CardOptions, order=0,
+    references=[ZEILER_FERGUS_2014],
+    presets={"minimal": {"gallery": 8}, "full": {"gallery": 96}},
+)
+def card(ctx, opts: CardOptions) -> Section:
+    """What was analysed: the architecture layer by layer, the input the model expects, and what it predicts on this
+    image set. With labelled images it also reports accuracy and which classes it confuses."""
+    sec = Section(id="card", title="Model card", placement=OVERVIEW)  # its figures also open the report
+    res = compute_card(ctx, opts)
+    present_card(sec, ctx, res, opts)
+    sec.params["num_parameters"] = res.total
+    sec.results = res.results(ctx)
     return sec
 
 

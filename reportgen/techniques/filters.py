@@ -23,7 +23,7 @@ from torch import nn
 from ..pictures import tile, to_uint8
 from ..papers import KRIZHEVSKY_2012, YOSINSKI_2015
 from ..registry import Range, technique
-from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, plural
+from ..report import Block, Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, plural
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -80,6 +80,134 @@ def _upscale(a: np.ndarray, f: int) -> np.ndarray:
     return np.kron(a, np.ones((f, f), dtype=a.dtype)) if a.ndim == 2 else np.repeat(np.repeat(a, f, 0), f, 1)
 
 
+@dataclass(frozen=True)
+class HigherConv:
+    """The higher convolution shown per input channel."""
+
+    name: str
+    weight: np.ndarray  # K x C x kh x kw
+    groups: int
+
+
+@dataclass(frozen=True)
+class FiltersResult:
+    """What the section shows; :meth:`results` is its report.json entry."""
+
+    first: str  # dotted name of the first convolution
+    first_type: str
+    stride: tuple
+    weight: np.ndarray  # first layer, K x C x kh x kw
+    shown: int  # first-layer filters shown
+    scale: str
+    layer_max: float  # largest |weight| of the first layer
+    strength: np.ndarray  # per filter: largest |weight|
+    dead: list[int]
+    patch_embedding: int | None  # principal components shown when the first conv is a patch embedding, else None
+    higher: HigherConv | None
+
+    def results(self) -> dict:
+        k, c, kh, kw = self.weight.shape
+        out: dict = {} if self.patch_embedding is None else {"patch_embedding_components": self.patch_embedding}
+        return {**out, "first_layer": self.first, "first_shape": [k, c, kh, kw], "scale": self.scale,
+                "first_max_abs_weight": round(self.layer_max, 6), "dead_filters": self.dead,
+                "higher_layer": self.higher.name if self.higher else None,
+                "filter_max_abs_weight": [round(float(v), 6) for v in self.strength[:self.shown]]}
+
+
+def compute_filters(ctx, opts: FiltersOptions) -> FiltersResult:
+    """The first convolution's weights, their strengths and dead filters, and the higher convolution's weights."""
+    first = ctx.first_conv()
+    conv = ctx.layer(first)
+    w = conv.weight.detach().float().cpu().numpy()  # K x C x kh x kw
+    k, c, kh, kw = w.shape
+    if opts.scale not in ("filter", "global"):
+        raise ValueError(f"filters.scale must be 'filter' or 'global', got {opts.scale!r}")
+    layer_max = float(np.abs(w).max()) if w.size else 0.0
+    strength = np.abs(w).reshape(k, -1).max(1)
+    dead = [int(i) for i in np.flatnonzero(strength < opts.dead_fraction * max(layer_max, 1e-12))]
+    patch_embedding = tuple(conv.kernel_size) == tuple(conv.stride) and max(kh, kw) > 1
+    name = opts.layer or _higher_conv(ctx.model, first)
+    higher = None
+    if name is not None:
+        hconv = ctx.layer(name)
+        if not isinstance(hconv, nn.Conv2d):
+            raise ValueError(f"layer {name!r} is a {type(hconv).__name__}, not a Conv2d")
+        higher = HigherConv(name, hconv.weight.detach().float().cpu().numpy(), hconv.groups)
+    return FiltersResult(first, type(conv).__name__, conv.stride, w, min(k, opts.max_first), opts.scale, layer_max,
+                         strength, dead, min(28, k, c * kh * kw) if patch_embedding else None, higher)
+
+
+def _first_blocks(res: FiltersResult, dead_fraction: float) -> list[Block]:
+    """The first convolution: its facts, its filters as tiles, dead filters and greyscale notes."""
+    w, first, dead, shown, layer_max = res.weight, res.first, res.dead, res.shown, res.layer_max
+    k, c, kh, kw = w.shape
+    items = []
+    for i in range(shown):
+        img = filter_tile(w[i], res.scale, layer_max)
+        items.append(GridItem(ImageData(img, pixelated=True), label=str(i) + (" (dead)" if i in dead else ""),
+                              alt=f"first-layer filter {i}", tone="bad" if i in dead else ""))
+    cell = max(40, min(72, kw * 6))
+    blocks: list[Block] = [
+        KeyValues([("layer", first), ("type", res.first_type),
+                   ("weight shape", f"{k} x {c} x {kh} x {kw} (filters x input channels x height x width)"),
+                   ("stride", str(res.stride)), ("drawn as", "RGB tile per filter" if c == 3 else
+                                                 "greyscale (mean over input channels)")],
+                  title="First convolution"),
+        Grid(items, columns=min(16, max(4, int(math.ceil(math.sqrt(shown))))), cell_width=cell,
+             title=f"First layer: {first}",
+             caption=f"{shown} of {k} filters, {kh}x{kw}, " + (
+                 "each normalised to its own min/max (a weak filter looks as strong as the rest; filters.scale = "
+                 "global shows them on one scale)." if res.scale == "filter" else
+                 f"on one symmetric scale for the layer: grey = 0, full colour = ±{layer_max:.3g}.")),
+    ]
+    if dead:
+        blocks.append(Note(f"{len(dead)} of {k} first-layer filters are nearly dead (largest |weight| below "
+                           f"{dead_fraction:g} of the layer's largest): {', '.join(map(str, dead[:20]))}"
+                           + ("..." if len(dead) > 20 else "") + ".", kind="warning"))
+    if c != 3:
+        blocks.append(Note(f"The first convolution takes {c} input channels, so filters are drawn in greyscale "
+                           "(mean over input channels) rather than as RGB."))
+    if res.patch_embedding is not None:
+        blocks += _embedding_components(w, first, res.patch_embedding)
+    return blocks
+
+
+def _higher_blocks(h: HigherConv, opts: FiltersOptions) -> list[Block]:
+    """The higher convolution: one greyscale tile per (filter, input channel)."""
+    hk, hc, hkh, hkw = h.weight.shape
+    nf, nc = min(hk, opts.max_filters), min(hc, opts.max_in_channels)
+    factor = max(1, 24 // max(hkh, hkw))
+    tiles = []
+    for i in range(nf):
+        for j in range(nc):
+            tiles.append(_upscale(to_uint8(h.weight[i, j]), factor))
+    # one input channel per filter (depthwise): tile the filters in a square-ish block, not a 16x1 column
+    mosaic = tile(tiles, columns=nc if nc > 1 else int(math.ceil(math.sqrt(nf))), pad=2, pad_value=128)
+    blocks: list[Block] = [
+        KeyValues([("layer", h.name), ("weight shape", f"{hk} x {hc} x {hkh} x {hkw}"),
+                   ("groups", str(h.groups)),
+                   ("shown", f"{nf} filters (rows) x {nc} input channels (columns)")],
+                  title="Higher convolution"),
+        Figure(ImageData(mosaic, pixelated=True, display_width=min(1100, mosaic.shape[1] * 2)),
+               title=f"Higher layer: {h.name}",
+               caption=(f"Rows: filters 0-{nf - 1} of {hk}; columns: input channels 0-{nc - 1} of {hc}. "
+                        f"Each {hkh}x{hkw} slice is normalised to its own min/max (white = most positive weight)."),
+               alt=f"weights of {h.name} per input channel in greyscale"),
+    ]
+    if h.groups > 1:
+        blocks.append(Note(f"{h.name} is a grouped convolution ({h.groups} groups): each filter sees only "
+                           f"{plural(hc, 'input channel')} of its group."))
+    return blocks
+
+
+def present_filters(res: FiltersResult, opts: FiltersOptions) -> list[Block]:
+    """The report blocks of a :class:`FiltersResult`."""
+    if res.higher is None:
+        return _first_blocks(res, opts.dead_fraction) + [
+            Note("The model has a single convolution: there is no higher layer to show.")]
+    return _first_blocks(res, opts.dead_fraction) + _higher_blocks(res.higher, opts)
+
+
 @technique(
     "filters", "Filters", options=FiltersOptions, order=20, needs_layers=True,
     references=[KRIZHEVSKY_2012, YOSINSKI_2015],
@@ -91,85 +219,11 @@ def filters(ctx, opts: FiltersOptions) -> Section:
     patterns the network matches directly, typically edges, colour blobs and gratings. The second shows a deeper
     convolution's kernels one input channel at a time in greyscale: these weigh feature maps, not pixels, so they
     are much harder to read than the first layer."""
+    res = compute_filters(ctx, opts)
     sec = Section(id="filters", title="Filters")
-    model = ctx.model
-    first = ctx.first_conv()
-    conv = ctx.layer(first)
-    w = conv.weight.detach().float().cpu().numpy()  # K x C x kh x kw
-    k, c, kh, kw = w.shape
-    shown = min(k, opts.max_first)
-    if opts.scale not in ("filter", "global"):
-        raise ValueError(f"filters.scale must be 'filter' or 'global', got {opts.scale!r}")
-    layer_max = float(np.abs(w).max()) if w.size else 0.0
-    strength = np.abs(w).reshape(k, -1).max(1)
-    dead = [int(i) for i in np.flatnonzero(strength < opts.dead_fraction * max(layer_max, 1e-12))]
-    items = []
-    for i in range(shown):
-        img = filter_tile(w[i], opts.scale, layer_max)
-        items.append(GridItem(ImageData(img, pixelated=True), label=str(i) + (" (dead)" if i in dead else ""),
-                              alt=f"first-layer filter {i}", tone="bad" if i in dead else ""))
-    cell = max(40, min(72, kw * 6))
-    sec.add(
-        KeyValues([("layer", first), ("type", type(conv).__name__),
-                   ("weight shape", f"{k} x {c} x {kh} x {kw} (filters x input channels x height x width)"),
-                   ("stride", str(conv.stride)), ("drawn as", "RGB tile per filter" if c == 3 else
-                                                     "greyscale (mean over input channels)")],
-                  title="First convolution"),
-        Grid(items, columns=min(16, max(4, int(math.ceil(math.sqrt(shown))))), cell_width=cell,
-             title=f"First layer: {first}",
-             caption=f"{shown} of {k} filters, {kh}x{kw}, " + (
-                 "each normalised to its own min/max (a weak filter looks as strong as the rest; filters.scale = "
-                 "global shows them on one scale)." if opts.scale == "filter" else
-                 f"on one symmetric scale for the layer: grey = 0, full colour = ±{layer_max:.3g}.")),
-    )
-    if dead:
-        sec.add(Note(f"{len(dead)} of {k} first-layer filters are nearly dead (largest |weight| below "
-                     f"{opts.dead_fraction:g} of the layer's largest): {', '.join(map(str, dead[:20]))}"
-                     + ("..." if len(dead) > 20 else "") + ".", kind="warning"))
-    if c != 3:
-        sec.add(Note(f"The first convolution takes {c} input channels, so filters are drawn in greyscale "
-                     "(mean over input channels) rather than as RGB."))
-
-    patch_embedding = tuple(conv.kernel_size) == tuple(conv.stride) and max(kh, kw) > 1
-    if patch_embedding:
-        sec.add(*_embedding_components(w, first, min(28, k, c * kh * kw)))
-        sec.results["patch_embedding_components"] = min(28, k, c * kh * kw)
-
-    higher = opts.layer or _higher_conv(model, first)
-    if higher is None:
-        sec.add(Note("The model has a single convolution: there is no higher layer to show."))
-    else:
-        hconv = ctx.layer(higher)
-        if not isinstance(hconv, nn.Conv2d):
-            raise ValueError(f"layer {higher!r} is a {type(hconv).__name__}, not a Conv2d")
-        hw = hconv.weight.detach().float().cpu().numpy()
-        hk, hc, hkh, hkw = hw.shape
-        nf, nc = min(hk, opts.max_filters), min(hc, opts.max_in_channels)
-        factor = max(1, 24 // max(hkh, hkw))
-        tiles = []
-        for i in range(nf):
-            for j in range(nc):
-                tiles.append(_upscale(to_uint8(hw[i, j]), factor))
-        # one input channel per filter (depthwise): tile the filters in a square-ish block, not a 16x1 column
-        mosaic = tile(tiles, columns=nc if nc > 1 else int(math.ceil(math.sqrt(nf))), pad=2, pad_value=128)
-        sec.add(
-            KeyValues([("layer", higher), ("weight shape", f"{hk} x {hc} x {hkh} x {hkw}"),
-                       ("groups", str(hconv.groups)),
-                       ("shown", f"{nf} filters (rows) x {nc} input channels (columns)")],
-                      title="Higher convolution"),
-            Figure(ImageData(mosaic, pixelated=True, display_width=min(1100, mosaic.shape[1] * 2)),
-                   title=f"Higher layer: {higher}",
-                   caption=(f"Rows: filters 0-{nf - 1} of {hk}; columns: input channels 0-{nc - 1} of {hc}. "
-                            f"Each {hkh}x{hkw} slice is normalised to its own min/max (white = most positive weight)."),
-                   alt=f"weights of {higher} per input channel in greyscale"),
-        )
-        if hconv.groups > 1:
-            sec.add(Note(f"{higher} is a grouped convolution ({hconv.groups} groups): each filter sees only "
-                         f"{plural(hc, 'input channel')} of its group."))
-    sec.params.update({"first_layer": first, "higher_layer": higher})
-    sec.results = {**sec.results, "first_layer": first, "first_shape": [k, c, kh, kw], "scale": opts.scale,
-                   "first_max_abs_weight": round(layer_max, 6), "dead_filters": dead, "higher_layer": higher,
-                   "filter_max_abs_weight": [round(float(v), 6) for v in strength[:shown]]}
+    sec.add(*present_filters(res, opts))
+    sec.params.update({"first_layer": res.first, "higher_layer": res.higher.name if res.higher else None})
+    sec.results = res.results()
     return sec
 
 

@@ -11,7 +11,7 @@ unit responds to* (edges, an eye, a wheel). Grey = 0; brighter/darker = positive
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from ..inspection.hooks import capture_outputs
 from ..inspection.layers import activation_after
 from ..papers import SPRINGENBERG_2015, ZEILER_FERGUS_2014
 from ..registry import Range, technique
-from ..report import Figure, Grid, Group, ImageData, Note, Row, Section
+from ..report import Block, Figure, Grid, Group, ImageData, Note, Row, Section
 from ..device import gradient_batch_size
 from ..sampling import spread_indices
 from ..attribution.visualization import attr_item
@@ -76,17 +76,39 @@ def top_units(acts: torch.Tensor, k: int) -> list[list[tuple[int, tuple[int, ...
     return out
 
 
-@technique(
-    "guided_backprop", "Guided backprop", options=GuidedBackpropOptions, order=70, needs_autograd=True,
-    needs_layers=True,
-    references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015],
-    presets={"minimal": {"max_images": 1, "units": 2}, "full": {"max_images": 4, "units": 6}},
-)
-def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
-    """For the strongest units of a layer and for the predicted class, the gradient of the unit with respect to the
-    pixels, passed back through the ReLUs by plain backprop, by the deconvnet rule and by guided backprop. Grey is
-    zero: guided backprop keeps only the evidence that fired and increases the unit, so it outlines the image parts
-    the unit detects, while plain gradients look noisy."""
+@dataclass(frozen=True)
+class GuidedBackpropResult:
+    """What the section shows; :meth:`results` is its report.json entry."""
+
+    layer: str
+    images: tuple[int, ...]
+    units: list[list[tuple[int, tuple[int, ...], float]]]  # per image: (channel, position, activation)
+    preds: np.ndarray  # per image: predicted class
+    p: np.ndarray  # per image: its probability
+    include_class: bool
+    grads: dict[str, list[np.ndarray]]  # rule -> per target (units, then the class): B x 3 x H x W
+    reports: dict[str, Any]  # rule -> how the gradient crossed each activation (attribution.relu_rules)
+
+    @property
+    def unreached(self) -> int:
+        return sum(self.reports["guided"].unreached.values())
+
+    def results(self, ctx) -> dict:
+        return {
+            "layer": self.layer,
+            "max_pool_calls": self.reports["deconvnet"].max_pool_calls,
+            "unreached_activations": self.unreached,
+            "images": [{
+                "image": ctx.images.name(i),
+                "predicted": ctx.class_name(int(self.preds[b])),
+                "p": round(float(self.p[b]), 4),
+                "units": [{"channel": c, "position": list(p), "activation": round(v, 5)} for c, p, v in self.units[b]],
+            } for b, i in enumerate(self.images)],
+        }
+
+
+def compute_guided_backprop(ctx, opts: GuidedBackpropOptions) -> GuidedBackpropResult:
+    """The strongest units of the layer per image, and each unit's (and the class's) gradient under every rule."""
     name = opts.layer or ctx.general.layer
     if not name:  # rank on the post-activation output (BatchNorm's scale and sign change which units fire)
         conv = ctx.chosen_layer()
@@ -121,51 +143,65 @@ def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
             for t, g in enumerate(gl):
                 parts[rule][t].append(g.float().cpu().numpy())
     grads = {rule: [np.concatenate(p) for p in per_target] for rule, per_target in parts.items()}
-    notes = {rule: rep.describe() for rule, rep in reports.items()}
+    p = probs.gather(1, preds[:, None])[:, 0].cpu().numpy()
+    return GuidedBackpropResult(name, tuple(idx), units, preds.cpu().numpy(), p, opts.include_class, grads, reports)
 
-    sec = Section(id="guided_backprop", title="Guided backprop")
-    for b, i in enumerate(idx):
-        items = []
-        rows = [(f"unit {c} of {name}" + (f" at {tuple(p)}" if p else ""), f"activation {v:.3g}")
-                for c, p, v in units[b]]
-        if opts.include_class:
-            rows.append((f"class score: {ctx.class_name(int(preds[b]))}", f"p = {float(probs[b, preds[b]]):.2f}"))
-        for t, (label, sub) in enumerate(rows):
-            for rule in RULES:
-                items.append(attr_item(grads[rule][t][b], view="map", label=RULE_TITLES[rule],
-                                       sublabel=f"{label} ({sub})", sign="all", outlier_perc=100.0 - opts.percentile,
-                                       alt=f"{RULE_TITLES[rule]} gradient of {label} for {ctx.images.name(i)}"))
-        inp = Figure(ImageData(ctx.images.display(i), display_width=224),
-                     caption=f"{ctx.images.name(i)} — predicted {ctx.class_name(int(preds[b]))} "
-                             f"({float(probs[b, preds[b]]):.2f})",
-                     alt=f"input image {ctx.images.name(i)}")
-        grid = Grid(items, columns=3, cell_width=min(224, max(96, ctx.pre.size)),
-                    caption="Rows: the explained unit or class; columns: backprop | deconvnet | guided backprop. "
-                            f"Grey = 0, each tile scaled to its own {opts.percentile:g}th percentile of |gradient|.")
-        sec.add(Group(ctx.images.name(i), [Row([inp, grid])]))
-    sec.add(Note("How the gradient crossed each activation — deconvnet: " + notes["deconvnet"]
-                 + " Guided backprop: " + notes["guided"] + " Backprop: " + notes["backprop"]))
+
+def _image_group(ctx, res: GuidedBackpropResult, b: int, i: int, percentile: float) -> Group:
+    """One image: the input beside a grid of gradients, a row per unit (and the class), a column per rule."""
+    pred, p = int(res.preds[b]), float(res.p[b])
+    items = []
+    rows = [(f"unit {c} of {res.layer}" + (f" at {tuple(pos)}" if pos else ""), f"activation {v:.3g}")
+            for c, pos, v in res.units[b]]
+    if res.include_class:
+        rows.append((f"class score: {ctx.class_name(pred)}", f"p = {p:.2f}"))
+    for t, (label, sub) in enumerate(rows):
+        for rule in RULES:
+            items.append(attr_item(res.grads[rule][t][b], view="map", label=RULE_TITLES[rule],
+                                   sublabel=f"{label} ({sub})", sign="all", outlier_perc=100.0 - percentile,
+                                   alt=f"{RULE_TITLES[rule]} gradient of {label} for {ctx.images.name(i)}"))
+    inp = Figure(ImageData(ctx.images.display(i), display_width=224),
+                 caption=f"{ctx.images.name(i)} — predicted {ctx.class_name(pred)} ({p:.2f})",
+                 alt=f"input image {ctx.images.name(i)}")
+    grid = Grid(items, columns=3, cell_width=min(224, max(96, ctx.pre.size)),
+                caption="Rows: the explained unit or class; columns: backprop | deconvnet | guided backprop. "
+                        f"Grey = 0, each tile scaled to its own {percentile:g}th percentile of |gradient|.")
+    return Group(ctx.images.name(i), [Row([inp, grid])])
+
+
+def present_guided_backprop(ctx, res: GuidedBackpropResult, percentile: float) -> list[Block]:
+    """The report blocks of a :class:`GuidedBackpropResult`."""
+    blocks: list[Block] = [_image_group(ctx, res, b, i, percentile) for b, i in enumerate(res.images)]
+    notes = {rule: rep.describe() for rule, rep in res.reports.items()}
+    blocks.append(Note("How the gradient crossed each activation — deconvnet: " + notes["deconvnet"]
+                       + " Guided backprop: " + notes["guided"] + " Backprop: " + notes["backprop"]))
     # max-pool calls seen during the forward pass (nn.MaxPool2d and F.max_pool2d alike), not module types
-    if reports["deconvnet"].max_pool_calls == 0:
-        sec.add(Note("This network has no max-pooling, so the deconvnet signal never looks at the image: "
-                     "relu(g) ignores the forward pass and convolutions/batch-norm are linear, so the "
-                     "deconvnet column is the same pattern for every image (only the unit's position matters). "
-                     "Guided backprop adds the forward ReLU mask, which is what makes it image-specific "
-                     "(Springenberg et al.'s motivation)."))
-    sec.params["layer"] = name
-    missed = sum(reports["guided"].unreached.values())
-    if missed:
-        sec.add(Note(reports["guided"].unreached_text() + " Their columns mix the rule with plain gradients.",
-                     kind="warning"))
-    sec.results = {
-        "layer": name,
-        "max_pool_calls": reports["deconvnet"].max_pool_calls,
-        "unreached_activations": missed,
-        "images": [{
-            "image": ctx.images.name(i),
-            "predicted": ctx.class_name(int(preds[b])),
-            "p": round(float(probs[b, preds[b]]), 4),
-            "units": [{"channel": c, "position": list(p), "activation": round(v, 5)} for c, p, v in units[b]],
-        } for b, i in enumerate(idx)],
-    }
+    if res.reports["deconvnet"].max_pool_calls == 0:
+        blocks.append(Note("This network has no max-pooling, so the deconvnet signal never looks at the image: "
+                           "relu(g) ignores the forward pass and convolutions/batch-norm are linear, so the "
+                           "deconvnet column is the same pattern for every image (only the unit's position "
+                           "matters). Guided backprop adds the forward ReLU mask, which is what makes it "
+                           "image-specific (Springenberg et al.'s motivation)."))
+    if res.unreached:
+        blocks.append(Note(res.reports["guided"].unreached_text() + " Their columns mix the rule with plain "
+                           "gradients.", kind="warning"))
+    return blocks
+
+
+@technique(
+    "guided_backprop", "Guided backprop", options=GuidedBackpropOptions, order=70, needs_autograd=True,
+    needs_layers=True,
+    references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015],
+    presets={"minimal": {"max_images": 1, "units": 2}, "full": {"max_images": 4, "units": 6}},
+)
+def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
+    """For the strongest units of a layer and for the predicted class, the gradient of the unit with respect to the
+    pixels, passed back through the ReLUs by plain backprop, by the deconvnet rule and by guided backprop. Grey is
+    zero: guided backprop keeps only the evidence that fired and increases the unit, so it outlines the image parts
+    the unit detects, while plain gradients look noisy."""
+    res = compute_guided_backprop(ctx, opts)
+    sec = Section(id="guided_backprop", title="Guided backprop")
+    sec.add(*present_guided_backprop(ctx, res, opts.percentile))
+    sec.params["layer"] = res.layer
+    sec.results = res.results(ctx)
     return sec

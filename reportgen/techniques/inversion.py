@@ -11,7 +11,7 @@ relative feature error (did the optimisation match the features?) and its pixel 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from ..optvis import objectives as O
 from ..optvis.plotting import history_plot
 from ..papers import MAHENDRAN_VEDALDI_2015
 from ..registry import Range, technique
-from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
+from ..report import Block, Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 from ..sampling import spread_indices
 from ..synthesis.style import resize_to, resolve_parameterization
 
@@ -60,18 +60,35 @@ class InversionOptions:
     (fft from 96 px up, where high-frequency artefacts appear; pixel below, where it converges faster)."""
 
 
-@technique(
-    "inversion", "Feature inversion", options=InversionOptions, order=110, needs_autograd=True, needs_layers=True,
-    references=[MAHENDRAN_VEDALDI_2015],
-    presets={
-        "minimal": {"max_images": 1, "steps": 30, "image_size": None},
-        "full": {"max_images": 4, "steps": 400, "image_size": 224},
-    },
-)
-def inversion(ctx, opts: InversionOptions) -> Section:
-    """Each image is rebuilt from noise so that one layer's activations match the original's (plus a smoothness
-    prior). From early layers the reconstruction is almost the photograph; from deep layers only what the class
-    needs survives: parts and textures in roughly the right place, colour and exact shape lost."""
+@dataclass(frozen=True)
+class InversionResult:
+    """What the section shows; :meth:`results` is its report.json entry."""
+
+    layers: list[str]
+    images: list[int]
+    size: int  # side of the reconstructions
+    parameterization: str  # "fft" or "pixel"
+    tv_lambda: float  # lambda of the TV prior at this size
+    originals: Any  # torch.Tensor, B x 3 x size x size in [0, 1]
+    runs: dict[str, Any]  # layer -> optvis.OptResult (reconstructions, loss history, wall time)
+    feature_error: dict[str, np.ndarray]  # layer -> per image relative feature error
+    pixel_rms: dict[str, np.ndarray]  # layer -> per image RMS pixel distance from the original
+
+    @property
+    def mean_feature_error(self) -> dict[str, float]:
+        return {n: float(np.mean(v)) for n, v in self.feature_error.items()}
+
+    @property
+    def mean_pixel_rms(self) -> dict[str, float]:
+        return {n: float(np.mean(v)) for n, v in self.pixel_rms.items()}
+
+    def results(self) -> dict:
+        return {"layers": self.layers, "feature_error": self.mean_feature_error, "pixel_rms": self.mean_pixel_rms,
+                "loss_fell": {n: bool(r.improved().all()) for n, r in self.runs.items()}}
+
+
+def compute_inversion(ctx, opts: InversionOptions) -> InversionResult:
+    """Every chosen image reconstructed from each layer's features, with its feature and pixel errors."""
     if opts.layers:
         names = [n for n in opts.layers if ctx.layer(n) is not None]
     else:
@@ -104,24 +121,28 @@ def inversion(ctx, opts: InversionOptions) -> Section:
                           fit=ctx.fit_input)[name]
         feat_err[name] = O.relative_sq_error(got, targets[name]).cpu().numpy()
         pix_err[name] = (res.images - x0).pow(2).flatten(1).mean(1).sqrt().numpy()  # RMS in [0, 1] units
+    return InversionResult(names, list(idx), size, par, lam, x0, runs, feat_err, pix_err)
 
-    sec = Section(id="inversion", title="Feature inversion")
+
+def present_inversion(ctx, res: InversionResult, opts: InversionOptions) -> list[Block]:
+    """The report blocks of an :class:`InversionResult`."""
+    names, runs, size, x0 = res.layers, res.runs, res.size, res.originals
     items = []
-    for j, i in enumerate(idx):
+    for j, i in enumerate(res.images):
         items.append(GridItem(ImageData(unit_to_uint8(x0[j].permute(1, 2, 0).numpy())), label=ctx.images.name(i),
                               sublabel="original", alt=f"original image {ctx.images.name(i)}"))
-        for name, res in runs.items():
+        for name, run in runs.items():
             items.append(GridItem(
-                ImageData(unit_to_uint8(res.images[j].permute(1, 2, 0).numpy())), label=name,
-                sublabel=f"feature err {feat_err[name][j]:.3f}, pixel RMS {pix_err[name][j]:.3f}",
+                ImageData(unit_to_uint8(run.images[j].permute(1, 2, 0).numpy())), label=name,
+                sublabel=f"feature err {res.feature_error[name][j]:.3f}, pixel RMS {res.pixel_rms[name][j]:.3f}",
                 alt=f"reconstruction of {ctx.images.name(i)} from layer {name}"))
     cell = min(224, max(96, 2 * size))
-    sec.add(Grid(items, columns=len(names) + 1, cell_width=cell,
-                 caption="One row per image: the original, then x* reconstructed from each layer (shallow to deep). "
-                         "feature err = ||φ(x*) − φ(x0)||² / ||φ(x0)||²; pixel RMS = root-mean-square difference "
-                         "from the original in [0, 1] units."))
-    mean_pix = {n: float(np.mean(v)) for n, v in pix_err.items()}
-    mean_feat = {n: float(np.mean(v)) for n, v in feat_err.items()}
+    blocks: list[Block] = [Grid(
+        items, columns=len(names) + 1, cell_width=cell,
+        caption="One row per image: the original, then x* reconstructed from each layer (shallow to deep). "
+                "feature err = ||φ(x*) − φ(x0)||² / ||φ(x0)||²; pixel RMS = root-mean-square difference "
+                "from the original in [0, 1] units.")]
+    mean_pix, mean_feat = res.mean_pixel_rms, res.mean_feature_error
     first, last = names[0], names[-1]
     if len(names) > 1 and mean_pix[first] < mean_pix[last]:
         text = (f"The early layer {first} keeps almost everything: its reconstruction is {mean_pix[first]:.3f} RMS "
@@ -133,23 +154,41 @@ def inversion(ctx, opts: InversionOptions) -> Section:
                 f"({', '.join(f'{n}: {v:.3f}' for n, v in mean_pix.items())} RMS); more steps or a different TV "
                 "weight may be needed before the usual pattern (early layers keep almost everything) shows.")
         kind = "warning"
-    sec.add(Note(text, kind=kind))
+    blocks.append(Note(text, kind=kind))
     weak = [n for n, v in mean_feat.items() if v > 0.5]
     if weak:
-        sec.add(Note("The features were matched only loosely for " + ", ".join(weak) + " (relative feature error "
-                     "above 0.5): these reconstructions show less than the layer keeps.", kind="warning"))
-    curves = {n: -res.history.mean(1) for n, res in runs.items()}
-    sec.add(Figure(history_plot(curves, title="loss per step (mean over images)", ylabel="feature loss + λ·TV"),
-                   caption="Total loss per step for each layer.", alt="inversion loss per step"))
-    sec.add(KeyValues([
-        ("objective", f"||φ_l(x) − φ_l(x0)||² / ||φ_l(x0)||² + λ R_TV^β(x) / (H·W), λ = {lam:.3g}, "
+        blocks.append(Note("The features were matched only loosely for " + ", ".join(weak) + " (relative feature "
+                           "error above 0.5): these reconstructions show less than the layer keeps.", kind="warning"))
+    curves = {n: -run.history.mean(1) for n, run in runs.items()}
+    blocks.append(Figure(history_plot(curves, title="loss per step (mean over images)", ylabel="feature loss + λ·TV"),
+                         caption="Total loss per step for each layer.", alt="inversion loss per step"))
+    blocks.append(KeyValues([
+        ("objective", f"||φ_l(x) − φ_l(x0)||² / ||φ_l(x0)||² + λ R_TV^β(x) / (H·W), λ = {res.tv_lambda:.3g}, "
                       f"β = {opts.tv_beta:g}"),
         ("optimiser", f"{'L-BFGS' if opts.optimizer == 'lbfgs' else 'Adam, lr %g' % opts.lr}, {opts.steps} steps "
-                      f"from noise, {par} parameterisation"),
+                      f"from noise, {res.parameterization} parameterisation"),
         ("image", f"{size}×{size} pixels"),
         ("time", ", ".join(f"{n}: {r.wall_time_s:.1f} s" for n, r in runs.items())),
     ], title="Settings"))
-    sec.params.update(layers=names, image_size=size, parameterization=par, images=[ctx.images.name(i) for i in idx])
-    sec.results.update(layers=names, feature_error=mean_feat, pixel_rms=mean_pix,
-                       loss_fell={n: bool(r.improved().all()) for n, r in runs.items()})
+    return blocks
+
+
+@technique(
+    "inversion", "Feature inversion", options=InversionOptions, order=110, needs_autograd=True, needs_layers=True,
+    references=[MAHENDRAN_VEDALDI_2015],
+    presets={
+        "minimal": {"max_images": 1, "steps": 30, "image_size": None},
+        "full": {"max_images": 4, "steps": 400, "image_size": 224},
+    },
+)
+def inversion(ctx, opts: InversionOptions) -> Section:
+    """Each image is rebuilt from noise so that one layer's activations match the original's (plus a smoothness
+    prior). From early layers the reconstruction is almost the photograph; from deep layers only what the class
+    needs survives: parts and textures in roughly the right place, colour and exact shape lost."""
+    res = compute_inversion(ctx, opts)
+    sec = Section(id="inversion", title="Feature inversion")
+    sec.add(*present_inversion(ctx, res, opts))
+    sec.params.update(layers=res.layers, image_size=res.size, parameterization=res.parameterization,
+                      images=[ctx.images.name(i) for i in res.images])
+    sec.results.update(res.results())
     return sec

@@ -22,7 +22,7 @@ from ..attribution.visualization import attr_item
 from ..concepts.confusions import confused_pairs, lowest_margin_pairs, nearest_of_class
 from ..papers import PRABHUSHANKAR_2020, SELVARAJU_2017
 from ..registry import Range, technique
-from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table, plural
+from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, Table, plural
 from ..device import graph_batch_size
 from ._explain import cell_width, heat_item
 from ._setlevel import METHOD_NAMES, MapMethod, check_method, map_layer
@@ -91,6 +91,167 @@ def _maps(ctx, layer, idx: list[int], pred: np.ndarray, other: np.ndarray, metho
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+@dataclass(frozen=True)
+class MistakeImage:
+    """One image of a pair: its probabilities, its four maps and its nearest neighbours of P and of T."""
+
+    index: int
+    p_predicted: float
+    p_other: float
+    maps: dict[str, np.ndarray]  # "p", "t", "cg", "cx": H x W
+    near_predicted: list[tuple[int, float]]  # (image index, cosine distance), nearest first
+    near_other: list[tuple[int, float]]
+
+
+@dataclass(frozen=True)
+class MistakePair:
+    """One (T, P) pair: the classes, how often it occurs and its images."""
+
+    predicted: int
+    other: int
+    count: int
+    images: tuple[MistakeImage, ...]
+    missing: tuple[int, ...]  # classes of the pair with no correctly classified image to compare with
+
+
+@dataclass(frozen=True)
+class MistakesResult:
+    """What the section shows; :meth:`results` is its report.json entry."""
+
+    mode: str  # "confusions" or "lowest_margin"
+    method: str
+    layer: str
+    labelled: int
+    has_labels: bool
+    wrong: int
+    pairs: tuple[MistakePair, ...]
+
+    @property
+    def tkey(self) -> str:  # without a labelled mistake no number is a "true" one
+        return "true" if self.mode == "confusions" else "runner_up"
+
+    @property
+    def tname(self) -> str:
+        return "T" if self.mode == "confusions" else "runner-up"
+
+    def image_results(self, ctx, p: MistakePair) -> list[dict]:
+        rows = []
+        for m in p.images:
+            near = {"P": m.near_predicted[0][1] if m.near_predicted else None,
+                    "T": m.near_other[0][1] if m.near_other else None}
+            rows.append({"image": ctx.images.name(m.index), "margin": round(m.p_predicted - m.p_other, 4),
+                         "p_predicted": round(m.p_predicted, 4), f"p_{self.tkey}": round(m.p_other, 4),
+                         "nearest_predicted_distance": _r(near["P"]),
+                         f"nearest_{self.tkey}_distance": _r(near["T"])})
+        return rows
+
+    def results(self, ctx) -> dict:
+        pairs = [{self.tkey: ctx.class_name(p.other), "predicted": ctx.class_name(p.predicted), "count": p.count,
+                  "images": self.image_results(ctx, p)} for p in self.pairs]
+        return {"mode": self.mode, "method": self.method, "layer": self.layer, "labelled_images": self.labelled,
+                "mistakes": self.wrong, "pairs": pairs}
+
+
+def compute_mistakes(ctx, opts: MistakesOptions) -> MistakesResult:
+    """The confused (or least certain) pairs, their maps and every image's nearest neighbours of P and of T."""
+    check_method("mistakes", opts.method)
+    feats = ctx.features()
+    probs, preds, labels = feats.probs, feats.preds, ctx.images.labels
+    known = labels >= 0
+    pairs, wrong = confused_pairs(probs, labels, opts.max_pairs, opts.images_per_pair)
+    mode = "confusions"
+    if not pairs:
+        mode = "lowest_margin"
+        pairs = lowest_margin_pairs(probs, opts.max_pairs * opts.images_per_pair)
+    name = map_layer(ctx, opts.layer)
+    idx = [i for p in pairs for i in p.images]
+    pv = np.array([p.predicted for p in pairs for _ in p.images], dtype=np.int64)
+    ov = np.array([p.other for p in pairs for _ in p.images], dtype=np.int64)
+    maps = _maps(ctx, ctx.layer(name), idx, pv, ov, opts.method)
+    correct = known & (preds == labels) if known.any() else np.ones(len(preds), dtype=bool)
+    k, row, out = max(0, opts.neighbours), 0, []
+    for p in pairs:
+        pool_p = np.flatnonzero(correct & (preds == p.predicted))
+        pool_t = np.flatnonzero(correct & (preds == p.other))
+        np_idx, np_d = nearest_of_class(feats.penultimate, p.images, pool_p, k + 1)
+        nt_idx, nt_d = nearest_of_class(feats.penultimate, p.images, pool_t, k + 1)
+        images = []
+        for j, i in enumerate(p.images):
+            near = [[(int(a), float(b)) for a, b in zip(nn, dd) if np.isfinite(b)][:k]
+                    for nn, dd in ((np_idx[j], np_d[j]), (nt_idx[j], nt_d[j]))]
+            images.append(MistakeImage(i, float(probs[i, p.predicted]), float(probs[i, p.other]),
+                                       {key: v[row + j] for key, v in maps.items()}, near[0], near[1]))
+        row += len(p.images)
+        missing = tuple(c for c, pool in ((p.predicted, pool_p), (p.other, pool_t)) if pool.size == 0)
+        out.append(MistakePair(p.predicted, p.other, p.count, tuple(images), missing))
+    return MistakesResult(mode, opts.method, name, int(known.sum()), bool(known.any()), wrong, tuple(out))
+
+
+def _pair_blocks(ctx, res: MistakesResult, p: MistakePair, thumb: int) -> Group:
+    """One pair: the image rows with their maps, the neighbour rows and the verdict on the neighbours."""
+    tname, mname = res.tname, METHOD_NAMES[res.method]
+    items, nrows = [], []
+    for m in p.images:
+        i, img = m.index, ctx.images.display(m.index)
+        items.append(GridItem(ImageData(img), label=ctx.images.name(i),
+                              sublabel=f"p({ctx.class_name(p.predicted)})={m.p_predicted:.2f}, "
+                                       f"p({ctx.class_name(p.other)})={m.p_other:.2f}",
+                              alt=f"misclassified {ctx.images.name(i)}",
+                              tone="bad" if res.mode == "confusions" else ""))
+        items.append(heat_item(ctx, img, m.maps["p"], f"for P: {ctx.class_name(p.predicted)}", mname))
+        items.append(heat_item(ctx, img, m.maps["t"], f"for {tname}: {ctx.class_name(p.other)}", mname))
+        items.append(heat_item(ctx, img, m.maps["cg"], "P rather than " + tname, "Grad-CAM of S_P - S_T"))
+        items.append(attr_item(m.maps["cx"], img, "overlay", "P rather than " + tname,
+                               "grad x input of S_P - S_T", sign="positive", outlier_perc=0.5))
+        cells = [GridItem(ImageData(ctx.images.thumbnail(i, thumb)), label="this image", alt=ctx.images.name(i))]
+        for tag, cls, keep in (("P", p.predicted, m.near_predicted), (tname, p.other, m.near_other)):
+            cells += [GridItem(ImageData(ctx.images.thumbnail(a, thumb)), label=f"{tag}: {ctx.class_name(cls)}",
+                               sublabel=f"d = {b:.3f}", alt=f"neighbour {ctx.images.name(a)}") for a, b in keep]
+        nrows.append(Grid(cells, columns=len(cells), cell_width=thumb))
+    both = [m for m in p.images if m.near_predicted and m.near_other]
+    closer = sum(1 for m in both if m.near_predicted[0][1] < m.near_other[0][1])
+    if both:
+        verdict = (f"for {closer} of {plural(len(both), 'image')} the nearest {ctx.class_name(p.predicted)} is "
+                   f"closer than the nearest {ctx.class_name(p.other)}.")
+    else:
+        missing = [ctx.class_name(c) for c in p.missing]
+        verdict = (f"no correctly classified image of {' or '.join(missing) or 'either class'} "
+                   "in the set to compare with.")
+    title = (f"{'true' if res.mode == 'confusions' else 'runner-up'} {ctx.class_name(p.other)} → predicted "
+             f"{ctx.class_name(p.predicted)} ({plural(p.count, 'image')} in the set)")
+    return Group(title, [Grid(items, columns=5, cell_width=cell_width(ctx)), *nrows, Note(
+        f"Nearest correctly classified neighbours (cosine distance of penultimate features"
+        f"{'' if res.has_labels else '; without labels: images predicted as that class, not checked'}): "
+        + verdict)])
+
+
+def present_mistakes(ctx, res: MistakesResult, thumb: int) -> list[Block]:
+    """The report blocks of a :class:`MistakesResult`."""
+    blocks: list[Block] = []
+    if res.mode == "lowest_margin":
+        blocks.append(Note(("No labelled image is misclassified" if res.has_labels else "The images have no labels")
+                           + f": shown instead are the {sum(len(p.images) for p in res.pairs)} predictions with the "
+                           "smallest margin between the two most probable classes; 'T' is then the runner-up class, "
+                           "not a label.", kind="info"))
+    else:
+        rows = [[ctx.class_name(p.other), ctx.class_name(p.predicted), p.count] for p in res.pairs]
+        blocks.append(Table(["true class", "predicted", "images"], rows, numeric=[2],
+                            title=f"Most frequent confusions ({res.wrong} of {res.labelled} labelled images are wrong)",
+                            caption=("Every pair shown occurs once in this set, so none is a systematic confusion "
+                                     "yet; ties are ordered by the most confident mistake."
+                                     if all(p.count == 1 for p in res.pairs)
+                                     else "Ties are ordered by the most confident mistake.")))
+    blocks += [_pair_blocks(ctx, res, p, thumb) for p in res.pairs]
+    mname, name = METHOD_NAMES[res.method], res.layer
+    blocks.append(Note(f"Maps for P and for {res.tname}: {mname}"
+                       + (f" at layer {name}" if res.method == "gradcam" else "")
+                       + f". Contrastive maps: Grad-CAM of S_P - S_T at {name}, and gradient x input of S_P - S_T "
+                       "(positive part), each scaled to its own 99.5th percentile. The per-class maps use "
+                       f"{mname} because this section does not read the faithfulness ranking (sections are "
+                       "independent); set mistakes.method to change it."))
+    return blocks
+
+
 @technique(
     "mistakes", "Mistakes: confused pairs and why P rather than T", options=MistakesOptions, order=47,
     needs_autograd=True, needs_layers=True, references=[SELVARAJU_2017, PRABHUSHANKAR_2020],
@@ -102,97 +263,11 @@ def mistakes(ctx, opts: MistakesOptions) -> Section:
     for T, and two contrastive maps of the logit difference S_P - S_T (Grad-CAM and gradient x input, positive
     part: what makes the model prefer P over T). Under each pair, the image's nearest correctly classified images
     of P and of T in the model's feature space: if the P neighbours are closer, the model sees the image as a P."""
-    check_method("mistakes", opts.method)
+    res = compute_mistakes(ctx, opts)
     sec = Section(id="mistakes", title="Mistakes: confused pairs and why P rather than T")
-    feats = ctx.features()
-    probs, preds, labels = feats.probs, feats.preds, ctx.images.labels
-    known = labels >= 0
-    pairs, wrong = confused_pairs(probs, labels, opts.max_pairs, opts.images_per_pair)
-    mode = "confusions"
-    if not pairs:
-        mode = "lowest_margin"
-        pairs = lowest_margin_pairs(probs, opts.max_pairs * opts.images_per_pair)
-        sec.add(Note(("No labelled image is misclassified" if known.any() else "The images have no labels")
-                     + f": shown instead are the {sum(len(p.images) for p in pairs)} predictions with the smallest "
-                     "margin between the two most probable classes; 'T' is then the runner-up class, not a label.",
-                     kind="info"))
-    name = map_layer(ctx, opts.layer)
-    layer = ctx.layer(name)
-    idx = [i for p in pairs for i in p.images]
-    pv = np.array([p.predicted for p in pairs for _ in p.images], dtype=np.int64)
-    ov = np.array([p.other for p in pairs for _ in p.images], dtype=np.int64)
-    maps = _maps(ctx, layer, idx, pv, ov, opts.method)
-    correct = known & (preds == labels) if known.any() else np.ones(len(preds), dtype=bool)
-    tname = "T" if mode == "confusions" else "runner-up"
-    tkey = "true" if mode == "confusions" else "runner_up"  # without a labelled mistake no number is a "true" one
-    mname = METHOD_NAMES[opts.method]
-    if mode == "confusions":
-        rows = [[ctx.class_name(p.other), ctx.class_name(p.predicted), p.count] for p in pairs]
-        sec.add(Table(["true class", "predicted", "images"], rows, numeric=[2],
-                      title=f"Most frequent confusions ({wrong} of {int(known.sum())} labelled images are wrong)",
-                      caption=("Every pair shown occurs once in this set, so none is a systematic confusion yet; ties "
-                               "are ordered by the most confident mistake." if all(p.count == 1 for p in pairs)
-                               else "Ties are ordered by the most confident mistake.")))
-    out_pairs, k, thumb = [], max(0, opts.neighbours), int(opts.thumb)
-    row = 0
-    for p in pairs:
-        items, nrows, rimgs = [], [], []
-        pool_p = np.flatnonzero(correct & (preds == p.predicted))
-        pool_t = np.flatnonzero(correct & (preds == p.other))
-        np_idx, np_d = nearest_of_class(feats.penultimate, p.images, pool_p, k + 1)
-        nt_idx, nt_d = nearest_of_class(feats.penultimate, p.images, pool_t, k + 1)
-        for j, i in enumerate(p.images):
-            r = row + j
-            pP, pT = float(probs[i, p.predicted]), float(probs[i, p.other])
-            img = ctx.images.display(i)
-            items.append(GridItem(ImageData(img), label=ctx.images.name(i),
-                                  sublabel=f"p({ctx.class_name(p.predicted)})={pP:.2f}, "
-                                           f"p({ctx.class_name(p.other)})={pT:.2f}",
-                                  alt=f"misclassified {ctx.images.name(i)}",
-                                  tone="bad" if mode == "confusions" else ""))
-            items.append(heat_item(ctx, img, maps["p"][r], f"for P: {ctx.class_name(p.predicted)}", mname))
-            items.append(heat_item(ctx, img, maps["t"][r], f"for {tname}: {ctx.class_name(p.other)}", mname))
-            items.append(heat_item(ctx, img, maps["cg"][r], "P rather than " + tname, "Grad-CAM of S_P - S_T"))
-            items.append(attr_item(maps["cx"][r], img, "overlay", "P rather than " + tname,
-                                   "grad x input of S_P - S_T", sign="positive", outlier_perc=0.5))
-            cells = [GridItem(ImageData(ctx.images.thumbnail(i, thumb)), label="this image", alt=ctx.images.name(i))]
-            dist = {}
-            for tag, cls, nn, dd in (("P", p.predicted, np_idx[j], np_d[j]), (tname, p.other, nt_idx[j], nt_d[j])):
-                keep = [(int(a), float(b)) for a, b in zip(nn, dd) if np.isfinite(b)][:k]
-                dist[tag] = keep[0][1] if keep else None
-                cells += [GridItem(ImageData(ctx.images.thumbnail(a, thumb)), label=f"{tag}: {ctx.class_name(cls)}",
-                                   sublabel=f"d = {b:.3f}", alt=f"neighbour {ctx.images.name(a)}") for a, b in keep]
-            nrows.append(Grid(cells, columns=len(cells), cell_width=thumb))
-            rimgs.append({"image": ctx.images.name(i), "margin": round(pP - pT, 4), "p_predicted": round(pP, 4),
-                          f"p_{tkey}": round(pT, 4), "nearest_predicted_distance": _r(dist["P"]),
-                          f"nearest_{tkey}_distance": _r(dist[tname])})
-        row += len(p.images)
-        both = [d for d in rimgs if d["nearest_predicted_distance"] is not None
-                and d[f"nearest_{tkey}_distance"] is not None]
-        closer = sum(1 for d in both if d["nearest_predicted_distance"] < d[f"nearest_{tkey}_distance"])
-        if both:
-            verdict = (f"for {closer} of {plural(len(both), 'image')} the nearest {ctx.class_name(p.predicted)} is "
-                       f"closer than the nearest {ctx.class_name(p.other)}.")
-        else:
-            missing = [ctx.class_name(c) for c, pool in ((p.predicted, pool_p), (p.other, pool_t)) if pool.size == 0]
-            verdict = (f"no correctly classified image of {' or '.join(missing) or 'either class'} "
-                       "in the set to compare with.")
-        title = (f"{'true' if mode == 'confusions' else 'runner-up'} {ctx.class_name(p.other)} → predicted "
-                 f"{ctx.class_name(p.predicted)} ({plural(p.count, 'image')} in the set)")
-        sec.add(Group(title, [Grid(items, columns=5, cell_width=cell_width(ctx)), *nrows, Note(
-            f"Nearest correctly classified neighbours (cosine distance of penultimate features"
-            f"{'' if known.any() else '; without labels: images predicted as that class, not checked'}): "
-            + verdict)]))
-        out_pairs.append({tkey: ctx.class_name(p.other), "predicted": ctx.class_name(p.predicted),
-                          "count": p.count, "images": rimgs})
-    sec.add(Note(f"Maps for P and for {tname}: {mname}" + (f" at layer {name}" if opts.method == "gradcam" else "")
-                 + f". Contrastive maps: Grad-CAM of S_P - S_T at {name}, and gradient x input of S_P - S_T "
-                 "(positive part), each scaled to its own 99.5th percentile. The per-class maps use "
-                 f"{mname} because this section does not read the faithfulness ranking (sections are independent); "
-                 "set mistakes.method to change it."))
-    sec.params.update(layer=name, images=[ctx.images.name(i) for i in idx])
-    sec.results = {"mode": mode, "method": opts.method, "layer": name, "labelled_images": int(known.sum()),
-                   "mistakes": wrong, "pairs": out_pairs}
+    sec.add(*present_mistakes(ctx, res, int(opts.thumb)))
+    sec.params.update(layer=res.layer, images=[ctx.images.name(m.index) for p in res.pairs for m in p.images])
+    sec.results = res.results(ctx)
     return sec
 
 

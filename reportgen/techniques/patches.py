@@ -14,7 +14,7 @@ import dataclasses
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from torch import nn
@@ -24,7 +24,7 @@ from ..features.compute import TOPK
 from ..papers import GIRSHICK_2014, SPRINGENBERG_2015, ZEILER_FERGUS_2014
 from ..inspection.receptive import TOKEN_PATCH, ReceptiveField, crop_field, field_for
 from ..registry import Range, technique
-from ..report import Grid, GridItem, Group, ImageData, Note, Section
+from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section
 from ._units import unit_set
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -153,16 +153,38 @@ class PatchesOptions:
     """Display width of each patch in CSS pixels."""
 
 
-@technique(
-    "patches", "Maximally activating patches", options=PatchesOptions, order=34, needs_layers=True,
-    plans_layers=_plan,
-    references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015, GIRSHICK_2014],
-    presets={"minimal": {"num_channels": 2, "k": 4}, "full": {"num_channels": 16, "k": 16}},
-)
-def patches(ctx, opts: PatchesOptions) -> Section:
-    """Each row is one channel of the layer: the image regions, from the whole image set, where that channel
-    responds most strongly, each cropped to exactly the pixels the unit can see. Patches that share a pattern (a
-    texture, a part, an object) reveal what the unit detects."""
+@dataclass(frozen=True)
+class PatchesResult:
+    """What the section shows; :meth:`results` is its report.json entry."""
+
+    layer: str
+    how: str  # how the layer was chosen
+    layer_type: str
+    rf: ReceptiveField
+    stats: Any  # features.compute channel statistics searched (the interior units' when interior)
+    shape: tuple[int, int, int]  # C, H, W of the layer's output
+    interior: bool  # only units whose field lies inside the image were searched
+    interior_region: tuple[int, int, int, int] | None  # y0, x0, y1, x1 of those units
+    channels: tuple[int, ...]
+    chosen: str  # how the channels were chosen
+    k: int  # patches per channel
+    tied: dict[int, int]  # channel -> patches tied at its peak (only channels with more than one)
+    preds: np.ndarray  # every image's predicted class
+
+    def results(self, ctx) -> dict:
+        st, k = self.stats, self.k
+        return {
+            "layer": self.layer, "layer_type": self.layer_type,
+            "tied_channels": sorted(self.tied),
+            "receptive_field": self.rf.to_dict(), "interior_only": self.interior,
+            "channels": [{"channel": ch, "peak": round(float(st.peak[ch]), 5), "mean": round(float(st.mean[ch]), 5),
+                          "top_images": [ctx.images.name(int(i)) for i in st.top_image[ch, :k] if i >= 0]}
+                         for ch in self.channels],
+        }
+
+
+def compute_patches(ctx, opts: PatchesOptions) -> PatchesResult:
+    """The layer, its receptive field, the channels shown and their top images over the whole set."""
     layer, how = patch_layer(ctx, opts)
     feats = ctx.features(layers=[layer])
     full = feats.stats(layer)
@@ -182,28 +204,42 @@ def patches(ctx, opts: PatchesOptions) -> Section:
         chosen = (f"the {len(channels)} of {c} channels with the highest "
                   f"{'peak' if opts.rank == 'peak' else 'peak z-score'}")
     k = max(1, min(int(opts.k), TOPK))
-    sec = Section(id="patches", title="Maximally activating patches")
-    size = ctx.pre.size
-    for ch in channels:
-        items = []
-        for j in range(k):
-            i = int(st.top_image[ch, j])
-            if i < 0:
-                break
-            y, x = int(st.top_y[ch, j]), int(st.top_x[ch, j])
-            patch = (cell_in_context(ctx.images.array(i), rf, y, x) if rf.method == TOKEN_PATCH
-                     else crop_field(ctx.images.array(i), rf, y, x, PAD_GREY))
-            items.append(GridItem(ImageData(patch, pixelated=max(patch.shape[:2]) < 48,
-                                            image_id=ctx.images.image_id(i)),
-                                  label=f"{float(st.top_values[ch, j]):.3g}",
-                                  sublabel=ctx.images.name(i)[-28:],
-                                  alt=f"patch of {ctx.images.name(i)} at unit ({y}, {x}) of channel {ch}"))
-        sec.add(Group(f"Channel {ch}", [Grid(items, columns=min(k, 9 if k <= 9 else int(math.ceil(k / 2))),
-                                             cell_width=opts.cell_width)],
-                      description=(f"peak {float(st.peak[ch]):.3g}, mean {float(st.mean[ch]):.3g} over the set")))
-    hh, ww = full.spatial
-    if st is full.interior:
-        y0, x0, y1, x1 = full.interior_region
+    tied = {ch: int(np.sum(np.isclose(st.top_values[ch, :k], st.peak[ch], rtol=1e-6, atol=0)
+                           & (st.top_image[ch, :k] >= 0))) for ch in channels}
+    interior = st is full.interior
+    return PatchesResult(layer, how, type(ctx.layer(layer)).__name__, rf, st, (c, *full.spatial), interior,
+                         full.interior_region if interior else None, tuple(channels), chosen, k,
+                         {ch: t for ch, t in tied.items() if t > 1}, feats.preds)
+
+
+def _channel_group(ctx, res: PatchesResult, ch: int, cell: int) -> Group:
+    """One channel: its top patches over the set, each the field of the unit where it peaks in that image."""
+    st, rf, k = res.stats, res.rf, res.k
+    items = []
+    for j in range(k):
+        i = int(st.top_image[ch, j])
+        if i < 0:
+            break
+        y, x = int(st.top_y[ch, j]), int(st.top_x[ch, j])
+        patch = (cell_in_context(ctx.images.array(i), rf, y, x) if rf.method == TOKEN_PATCH
+                 else crop_field(ctx.images.array(i), rf, y, x, PAD_GREY))
+        items.append(GridItem(ImageData(patch, pixelated=max(patch.shape[:2]) < 48,
+                                        image_id=ctx.images.image_id(i)),
+                              label=f"{float(st.top_values[ch, j]):.3g}",
+                              sublabel=ctx.images.name(i)[-28:],
+                              alt=f"patch of {ctx.images.name(i)} at unit ({y}, {x}) of channel {ch}"))
+    return Group(f"Channel {ch}", [Grid(items, columns=min(k, 9 if k <= 9 else int(math.ceil(k / 2))),
+                                       cell_width=cell)],
+                 description=(f"peak {float(st.peak[ch]):.3g}, mean {float(st.mean[ch]):.3g} over the set"))
+
+
+def _notes(ctx, res: PatchesResult, requested_k: int) -> list[Note]:
+    """What was searched, the receptive field, and the warnings (attention, field past the input, ties)."""
+    layer, how, rf, k, tied, size = res.layer, res.how, res.rf, res.k, res.tied, ctx.pre.size
+    c, hh, ww = res.shape
+    notes = []
+    if res.interior_region is not None:
+        y0, x0, y1, x1 = res.interior_region
         where = (f"Only the {y1 - y0}x{x1 - x0} interior units (rows {y0}..{y1 - 1}, columns {x0}..{x1 - 1}) whose "
                  "field lies wholly inside the image are searched, so no patch contains padding.")
     else:
@@ -211,41 +247,54 @@ def patches(ctx, opts: PatchesOptions) -> Section:
                  "also sees.")
     field_how = "the unit's own cell" if rf.method == TOKEN_PATCH else "from the gradient support of one unit"
     if rf.method == TOKEN_PATCH:
-        sec.add(Note(
+        notes.append(Note(
             f"Layer {layer} ({how}) comes after attention; each patch is the unit's own {rf.size[0]}x{rf.size[1]} "
             "cell of the image (outlined in orange, with one cell of the image around it). After global or grid "
             "attention a unit's value depends on the whole image, so its "
             "evidence is not confined to the patch shown: the patch says where the unit sits, not all that it sees.",
             kind="warning"))
-    sec.add(Note(
+    notes.append(Note(
         f"Layer {layer} ({how}); output {c}x{hh}x{ww}. Receptive field {rf.size[0]}x{rf.size[1]} input pixels "
         f"(step {rf.jump[0]} px between units, {field_how}), on a {size}x{size} input. "
-        f"Channels: {chosen}. Each patch is the field of the unit where the channel peaks in that image (one "
+        f"Channels: {res.chosen}. Each patch is the field of the unit where the channel peaks in that image (one "
         f"patch per image, the best images over the whole set); the label is the activation value. {where}"))
-    if max(rf.size) > size and st is full:
-        sec.add(Note(f"The receptive field ({rf.size[0]} px) is larger than the input ({size} px): every patch holds "
-                     "the whole image inside grey padding. Pick an earlier layer (patches.layer) for smaller patches.",
-                     kind="warning"))
-    tied = {ch: int(np.sum(np.isclose(st.top_values[ch, :k], st.peak[ch], rtol=1e-6, atol=0)
-                           & (st.top_image[ch, :k] >= 0))) for ch in channels}
-    tied = {ch: t for ch, t in tied.items() if t > 1}
+    if max(rf.size) > size and not res.interior:
+        notes.append(Note(f"The receptive field ({rf.size[0]} px) is larger than the input ({size} px): every patch "
+                          "holds the whole image inside grey padding. Pick an earlier layer (patches.layer) for "
+                          "smaller patches.", kind="warning"))
     if tied:
         which = (" and, where every shown patch ties, which images are shown" if max(tied.values()) >= k else "")
-        sec.add(Note(f"In {len(tied)} of the {len(channels)} channels shown, several patches tie at the channel's "
-                     f"largest value ({sum(tied.values())} patches in all): the layer saturates (a clipping "
-                     f"activation such as ReLU6), so the order among them{which} is arbitrary. "
-                     "Rank on the layer before the activation (patches.layer) to order them.", kind="warning"))
-    if opts.k > TOPK:
-        sec.add(Note(f"Only the top {TOPK} images per channel are recorded; showing {k}.", kind="info"))
-    sec.add(unit_set(ctx, layer, st, rf, k, feats.preds))
-    sec.params.update({"layer": layer, "layer_choice": how, "receptive_field": rf.to_dict(), "channels": channels,
-                       "interior_only": st is full.interior})
-    sec.results = {
-        "layer": layer, "layer_type": type(ctx.layer(layer)).__name__,
-        "tied_channels": sorted(tied),
-        "receptive_field": rf.to_dict(), "interior_only": st is full.interior,
-        "channels": [{"channel": ch, "peak": round(float(st.peak[ch]), 5), "mean": round(float(st.mean[ch]), 5),
-                      "top_images": [ctx.images.name(int(i)) for i in st.top_image[ch, :k] if i >= 0]}
-                     for ch in channels],
-    }
+        notes.append(Note(f"In {len(tied)} of the {len(res.channels)} channels shown, several patches tie at the "
+                          f"channel's largest value ({sum(tied.values())} patches in all): the layer saturates (a "
+                          f"clipping activation such as ReLU6), so the order among them{which} is arbitrary. "
+                          "Rank on the layer before the activation (patches.layer) to order them.", kind="warning"))
+    if requested_k > TOPK:
+        notes.append(Note(f"Only the top {TOPK} images per channel are recorded; showing {k}.", kind="info"))
+    return notes
+
+
+def present_patches(ctx, res: PatchesResult, opts: PatchesOptions) -> list[Block]:
+    """The report blocks of a :class:`PatchesResult`."""
+    blocks: list[Block] = [_channel_group(ctx, res, ch, opts.cell_width) for ch in res.channels]
+    blocks += _notes(ctx, res, opts.k)
+    blocks.append(unit_set(ctx, res.layer, res.stats, res.rf, res.k, res.preds))
+    return blocks
+
+
+@technique(
+    "patches", "Maximally activating patches", options=PatchesOptions, order=34, needs_layers=True,
+    plans_layers=_plan,
+    references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015, GIRSHICK_2014],
+    presets={"minimal": {"num_channels": 2, "k": 4}, "full": {"num_channels": 16, "k": 16}},
+)
+def patches(ctx, opts: PatchesOptions) -> Section:
+    """Each row is one channel of the layer: the image regions, from the whole image set, where that channel
+    responds most strongly, each cropped to exactly the pixels the unit can see. Patches that share a pattern (a
+    texture, a part, an object) reveal what the unit detects."""
+    res = compute_patches(ctx, opts)
+    sec = Section(id="patches", title="Maximally activating patches")
+    sec.add(*present_patches(ctx, res, opts))
+    sec.params.update({"layer": res.layer, "layer_choice": res.how, "receptive_field": res.rf.to_dict(),
+                       "channels": list(res.channels), "interior_only": res.interior})
+    sec.results = res.results(ctx)
     return sec
