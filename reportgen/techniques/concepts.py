@@ -182,7 +182,7 @@ def _factorise_class(ctx, opts: ConceptsOptions, c: int, idx: list[int], name: s
 def compute_concepts(ctx, opts: ConceptsOptions, classes: np.ndarray, chosen: list[int]) -> ConceptsResult:
     """Factorise each chosen class's crop activations, then group concepts shared across classes."""
     name = map_layer(ctx, opts.layer)
-    ctx.layer(name)
+    ctx.layer(name)  # an unknown layer fails here, before any pass
     boxes = crop_boxes(ctx.pre.size, float(opts.crop), max(1, int(opts.grid)))
     step = max(1, graph_batch_size(ctx, cap=min(ctx.batch_size, 64)) // len(boxes))
     done: list[ClassConcepts] = []
