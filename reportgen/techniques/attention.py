@@ -12,7 +12,7 @@ by :mod:`reportgen.attribution.attention`; this module picks the images, draws a
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any, Annotated
 
 from dataclasses import dataclass
 
@@ -27,7 +27,7 @@ from ..registry import Range, technique
 from ..report import Block, Figure, Grid, Note, Row, Section, Table, plural
 from ..sampling import spread_indices
 from ..device import graph_batch_size
-from ._explain import cell_width, explain_batch, heat_item, input_item
+from ._explain import Batch, cell_width, explain_batch, heat_item, input_item
 
 RESULTS = {
     "attention_modules": "dotted names of the self-attention modules read, in depth order",
@@ -78,21 +78,69 @@ def _why_not(ctx) -> str | None:
     return p if isinstance(p, str) else None
 
 
-@technique(
-    "attention", "Attention maps (rollout, gradient rollout, heads)", options=AttentionOptions, order=48,
-    needs_autograd=True, needs_layers=True, unsupported_if=_why_not,
-    references=[ABNAR_ZUIDEMA_2020, CHEFER_2021, DOSOVITSKIY_2021],
-    presets={"minimal": {"max_images": 2, "head_images": 1, "distance_images": 16},
-             "full": {"max_images": 12, "head_images": 4, "distance_images": 256}},
-)
-def attention(ctx, opts: AttentionOptions) -> Section:
-    """Where a vision transformer's class token gathers information from. Rollout multiplies the head-averaged
-    attention (plus the residual path) through the layers; gradient rollout keeps only attention that raises the
-    explained class's score. Red = much. Per-head maps show the last layer's class-token attention; the position
-    embedding panel shows, for each patch, how similar every other patch's learned position is (yellow = similar);
-    the distance plot shows how far, in pixels, each head looks at each depth (low = local, high = global)."""
+@dataclass(frozen=True, eq=False)
+class AttentionResult:
+    """What the attention section computed: the maps of the explained images (upsampled to the input), the
+    last layer's per-head maps, the mean attention distances and the position-embedding similarity."""
+
+    layout: AT.TokenLayout
+    batch: Batch
+    passes: dict[str, int]
+    up: dict[str, np.ndarray]  # "roll" / "groll" -> (images, H, W) upsampled maps
+    top20: dict[str, np.ndarray]  # "roll" / "groll" -> (images,) top-20% mass
+    corr: tuple[float, ...]  # rank correlation of the two maps per image
+    zero: tuple[str, ...]  # images whose gradient rollout is zero everywhere
+    heads_up: np.ndarray | None  # (head images, heads, H, W) last layer per head, upsampled; None: no head images
+    heads: int  # heads of the last layer
+    mad: np.ndarray  # (layers, heads) mean attention distance in pixels
+    uniform: float  # the distance of attention spread evenly
+    distance_images: int
+    similarity: np.ndarray | None  # (patches, patches) position-embedding cosine; None: no such embedding
+    position: dict[str, float] | None  # mean similarity to the 4 neighbours and to all patches
+
+    def rows(self, ctx) -> list[list[Any]]:
+        b, t20 = self.batch, self.top20
+        return [[ctx.images.name(i), ctx.class_name(int(b.targets[k])), round(float(b.probs[k]), 3),
+                 round(float(t20["roll"][k]), 3), round(float(t20["groll"][k]), 3), round(self.corr[k], 3)]
+                for k, i in enumerate(b.idx)]
+
+    def results(self, ctx) -> dict[str, Any]:
+        """The section's report.json ``results``."""
+        sites, (h, w) = self.layout.sites, self.layout.grid
+        out = {
+            "attention_modules": [s.name for s in sites], "heads": sites[0].heads, "prefix_tokens": self.layout.prefix,
+            "grid": [h, w], "patch_px": self.layout.patch_px, "passes": self.passes,
+            "images": [{"image": r[0], "class": r[1], "p": r[2], "rollout_top20_mass": r[3],
+                        "grad_rollout_top20_mass": r[4], "rank_corr": r[5]} for r in self.rows(ctx)],
+            "mean_attention_distance_px": np.round(self.mad, 3).tolist(),
+            "uniform_attention_distance_px": round(self.uniform, 3),
+            "distance_images": self.distance_images, "zero_gradient_maps": list(self.zero),
+        }
+        if self.position is not None:
+            out["position_similarity"] = {k: round(v, 4) for k, v in self.position.items()}
+        return out
+
+
+def _mean_distances(ctx, opts: AttentionOptions, layout: AT.TokenLayout, passes: dict[str, int]):
+    """(layers, heads) mean attention distance over a spread of images, the uniform distance, the image count."""
+    h, w = layout.grid
+    dist_idx = spread_indices(ctx, opts.distance_images, "attention/distance")
+    dist = []
+    for _, xb in ctx.images.batches(ctx.batch_size, dist_idx):
+        attns, _ = AT.attention_weights(ctx.pixel_model, layout.sites, ctx.to_device(xb))
+        passes["forward"] += 1
+        dist.append(torch.stack([AT.mean_attention_distance(a, layout.prefix, layout.grid, layout.patch_px)
+                                 for a in attns], 1))
+    mad = torch.cat(dist).mean(0).cpu().numpy()  # (layers, heads)
+    uni = AT.mean_attention_distance(torch.ones(1, 1, h * w, h * w), 0, layout.grid, layout.patch_px).item()
+    return mad, uni, len(dist_idx)
+
+
+def compute_attention(ctx, opts: AttentionOptions) -> AttentionResult:
+    """Rollout, gradient rollout and last-layer heads of the explained images; attention distances; position
+    embedding similarity."""
     probe = ctx.memo("attention:probe", lambda: _probe(ctx))
-    sites, prefix, grid, patch_px = probe.sites, probe.prefix, probe.grid, probe.patch_px
+    sites, prefix, grid = probe.sites, probe.prefix, probe.grid
     passes = {"forward": 0, "backward": 0}
     b = explain_batch(ctx, opts.max_images)
     roll, groll, last = [], [], []
@@ -109,89 +157,103 @@ def attention(ctx, opts: AttentionOptions) -> Section:
     size = tuple(b.x.shape[-2:])
     maps = {k: torch.cat(v).view(-1, h, w) for k, v in (("roll", roll), ("groll", groll))}
     heads = torch.cat(last).view(len(b.idx), -1, h, w)
-
-    dist_idx = spread_indices(ctx, opts.distance_images, "attention/distance")
-    dist = []
-    for _, xb in ctx.images.batches(ctx.batch_size, dist_idx):
-        attns, _ = AT.attention_weights(ctx.pixel_model, sites, ctx.to_device(xb))
-        passes["forward"] += 1
-        dist.append(torch.stack([AT.mean_attention_distance(a, prefix, grid, patch_px) for a in attns], 1))
-    mad = torch.cat(dist).mean(0).cpu().numpy()  # (layers, heads)
-    uni = AT.mean_attention_distance(torch.ones(1, 1, h * w, h * w), 0, grid, patch_px).item()
-
-    items, rows = [], []
+    mad, uni, n_dist = _mean_distances(ctx, opts, probe, passes)
     up = {k: A.upsample(v, size).cpu().numpy() for k, v in maps.items()}
     t20 = {k: AT.top_area_mass(v).cpu().numpy() for k, v in maps.items()}
-    for k, i in enumerate(b.idx):
-        img = ctx.images.display(i)
-        r = A.rank_correlation(maps["roll"][k].cpu().numpy(), maps["groll"][k].cpu().numpy())
-        items += [input_item(ctx, b, k),
-                  heat_item(ctx, img, up["roll"][k], "rollout", f"top-20% mass {t20['roll'][k]:.2f}"),
-                  heat_item(ctx, img, up["groll"][k], "gradient rollout",
-                            f"top-20% mass {t20['groll'][k]:.2f}; rank corr. {r:.2f}")]
-        rows.append([ctx.images.name(i), ctx.class_name(int(b.targets[k])), round(float(b.probs[k]), 3),
-                     round(float(t20["roll"][k]), 3), round(float(t20["groll"][k]), 3), round(r, 3)])
-
-    sec = Section(id="attention", title="Attention maps (rollout, gradient rollout, heads)")
-    sec.add(Grid(items, columns=6 if len(b.idx) > 1 else 3, cell_width=cell_width(ctx), caption=(
-        f"{len(sites)} attention modules ({sites[0].name} ... {sites[-1].name}), {sites[0].heads} heads, "
-        f"{h}x{w} patch tokens of {patch_px:g} px" + (f" after {plural(prefix, 'extra token')}" if prefix else "") +
-        " (maps upsampled bilinearly). Each image, then the class token's rollout and gradient rollout "
-        "(colour scale per map, red = its 99.5th percentile). Top-20% mass: the share of the map on its "
-        "highest-valued fifth of the patches (0.20 for a uniform map).")))
-    sec.add(Table(["image", "class", "p", "rollout top-20% mass", "grad. rollout top-20% mass", "rank corr."],
-                  rows, numeric=[2, 3, 4, 5]))
-    sec.add(_rollout_note(t20, [r[5] for r in rows]))
-    zero = [r[0] for k, r in enumerate(rows) if float(maps["groll"][k].max()) <= 0]
-    if zero:
-        sec.add(Note(f"Gradient rollout is zero everywhere for: {', '.join(zero)} (no attention weight has a positive "
-                     "gradient x attention product for the class: its map, top-20% mass and rank correlation carry no "
-                     "information).", kind="warning"))
+    corr = tuple(A.rank_correlation(maps["roll"][k].cpu().numpy(), maps["groll"][k].cpu().numpy())
+                 for k in range(len(b.idx)))
+    zero = tuple(ctx.images.name(i) for k, i in enumerate(b.idx) if float(maps["groll"][k].max()) <= 0)
     n_head = min(opts.head_images, len(b.idx))
-    if n_head:
-        hup = A.upsample(heads[:n_head].flatten(0, 1), size).view(n_head, heads.shape[1], *size).cpu().numpy()
-        hitems = []
-        for k in range(n_head):
-            img = ctx.images.display(b.idx[k])
-            hitems.append(input_item(ctx, b, k))
-            hitems += [heat_item(ctx, img, hup[k, j], f"head {j}", f"mean distance {mad[-1, j]:.1f} px")
-                       for j in range(heads.shape[1])]
-        sec.add(Grid(hitems, columns=min(heads.shape[1] + 1, 9), cell_width=min(cell_width(ctx), 160), caption=(
-            f"Last layer ({sites[-1].name}): the class token's attention per head"
-            + (" (no class token: the mean over all query tokens)" if prefix == 0 else "")
-            + ", one colour scale per map; the distance is the head's mean attention distance over "
-              f"{len(dist_idx)} images.")))
-    figs: list[Block] = []
-    pos_stats = None
+    hup = (A.upsample(heads[:n_head].flatten(0, 1), size).view(n_head, heads.shape[1], *size).cpu().numpy()
+           if n_head else None)
+    sim, pos_stats = None, None
     pos = AT.position_embedding(ctx.model, h * w)
     if pos is not None:
         sim = AT.position_similarity(pos).cpu().numpy()
         pos_stats = _neighbour_similarity(sim, grid)
-        figs.append(Figure(_similarity_png(sim, grid), caption=(
+    return AttentionResult(probe, b, passes, up, t20, corr, zero, hup, int(heads.shape[1]), mad, uni, n_dist, sim,
+                           pos_stats)
+
+
+def _figures(r: AttentionResult) -> Block:
+    figs: list[Block] = []
+    if r.similarity is not None and r.position is not None:
+        figs.append(Figure(_similarity_png(r.similarity, r.layout.grid), caption=(
             f"Position-embedding similarity (Dosovitskiy et al. 2021, Fig. 7 centre): tile (r, c) shows the cosine "
             f"similarity of patch (r, c)'s learned position embedding with every patch's. Mean similarity to the 4 "
-            f"neighbours {pos_stats['neighbours']:.2f}, to all other patches {pos_stats['all']:.2f}."),
+            f"neighbours {r.position['neighbours']:.2f}, to all other patches {r.position['all']:.2f}."),
             alt="position embedding cosine similarity, one tile per patch"))
-    figs.append(Figure(_distance_png(mad, uni), caption=(
-        f"Mean attention distance per head against depth (Fig. 7 right), averaged over {len(dist_idx)} images; "
-        f"dashed: {uni:.1f} px, the distance of attention spread evenly over all patches."),
+    figs.append(Figure(_distance_png(r.mad, r.uniform), caption=(
+        f"Mean attention distance per head against depth (Fig. 7 right), averaged over {r.distance_images} images; "
+        f"dashed: {r.uniform:.1f} px, the distance of attention spread evenly over all patches."),
         alt="mean attention distance per head and layer"))
-    sec.add(Row(figs) if len(figs) > 1 else figs[0])
-    sec.add(Note(_distance_text(mad, uni)))
-    if pos is None:
-        sec.add(Note("No learned position embedding with one entry per patch of this grid was found "
-                     "(a parameter pos_embedding / pos_embed / position_embeddings), so its similarity is not shown."))
-    sec.params.update(images=[ctx.images.name(i) for i in b.idx])
-    sec.results = {
-        "attention_modules": [s.name for s in sites], "heads": sites[0].heads, "prefix_tokens": prefix,
-        "grid": [h, w], "patch_px": patch_px, "passes": passes,
-        "images": [{"image": r[0], "class": r[1], "p": r[2], "rollout_top20_mass": r[3],
-                    "grad_rollout_top20_mass": r[4], "rank_corr": r[5]} for r in rows],
-        "mean_attention_distance_px": np.round(mad, 3).tolist(), "uniform_attention_distance_px": round(uni, 3),
-        "distance_images": len(dist_idx), "zero_gradient_maps": zero,
-    }
-    if pos_stats is not None:
-        sec.results["position_similarity"] = {k: round(v, 4) for k, v in pos_stats.items()}
+    return Row(figs) if len(figs) > 1 else figs[0]
+
+
+def show_attention(ctx, r: AttentionResult) -> list[Block]:
+    """The section's blocks: maps grid, per-image table, notes, per-head grid, figures."""
+    b, up, t20 = r.batch, r.up, r.top20
+    sites, prefix, (h, w), patch_px = r.layout.sites, r.layout.prefix, r.layout.grid, r.layout.patch_px
+    items = []
+    for k, i in enumerate(b.idx):
+        img = ctx.images.display(i)
+        items += [input_item(ctx, b, k),
+                  heat_item(ctx, img, up["roll"][k], "rollout", f"top-20% mass {t20['roll'][k]:.2f}"),
+                  heat_item(ctx, img, up["groll"][k], "gradient rollout",
+                            f"top-20% mass {t20['groll'][k]:.2f}; rank corr. {r.corr[k]:.2f}")]
+    rows = r.rows(ctx)
+    blocks: list[Block] = [Grid(items, columns=6 if len(b.idx) > 1 else 3, cell_width=cell_width(ctx), caption=(
+        f"{len(sites)} attention modules ({sites[0].name} ... {sites[-1].name}), {sites[0].heads} heads, "
+        f"{h}x{w} patch tokens of {patch_px:g} px" + (f" after {plural(prefix, 'extra token')}" if prefix else "") +
+        " (maps upsampled bilinearly). Each image, then the class token's rollout and gradient rollout "
+        "(colour scale per map, red = its 99.5th percentile). Top-20% mass: the share of the map on its "
+        "highest-valued fifth of the patches (0.20 for a uniform map).")),
+        Table(["image", "class", "p", "rollout top-20% mass", "grad. rollout top-20% mass", "rank corr."],
+              rows, numeric=[2, 3, 4, 5]),
+        _rollout_note(t20, [row[5] for row in rows])]
+    if r.zero:
+        blocks.append(Note(f"Gradient rollout is zero everywhere for: {', '.join(r.zero)} (no attention weight has a "
+                           "positive gradient x attention product for the class: its map, top-20% mass and rank "
+                           "correlation carry no information).", kind="warning"))
+    if r.heads_up is not None:
+        hitems = []
+        for k in range(r.heads_up.shape[0]):
+            img = ctx.images.display(b.idx[k])
+            hitems.append(input_item(ctx, b, k))
+            hitems += [heat_item(ctx, img, r.heads_up[k, j], f"head {j}", f"mean distance {r.mad[-1, j]:.1f} px")
+                       for j in range(r.heads)]
+        blocks.append(Grid(hitems, columns=min(r.heads + 1, 9), cell_width=min(cell_width(ctx), 160), caption=(
+            f"Last layer ({sites[-1].name}): the class token's attention per head"
+            + (" (no class token: the mean over all query tokens)" if prefix == 0 else "")
+            + ", one colour scale per map; the distance is the head's mean attention distance over "
+              f"{r.distance_images} images.")))
+    blocks += [_figures(r), Note(_distance_text(r.mad, r.uniform))]
+    if r.similarity is None:
+        blocks.append(Note("No learned position embedding with one entry per patch of this grid was found "
+                           "(a parameter pos_embedding / pos_embed / position_embeddings), so its similarity is not "
+                           "shown."))
+    return blocks
+
+
+@technique(
+    "attention", "Attention maps (rollout, gradient rollout, heads)", options=AttentionOptions, order=48,
+    needs_autograd=True, needs_layers=True, unsupported_if=_why_not,
+    references=[ABNAR_ZUIDEMA_2020, CHEFER_2021, DOSOVITSKIY_2021],
+    presets={"minimal": {"max_images": 2, "head_images": 1, "distance_images": 16},
+             "full": {"max_images": 12, "head_images": 4, "distance_images": 256}},
+)
+def attention(ctx, opts: AttentionOptions) -> Section:
+    """Where a vision transformer's class token gathers information from. Rollout multiplies the head-averaged
+    attention (plus the residual path) through the layers; gradient rollout keeps only attention that raises the
+    explained class's score. Red = much. Per-head maps show the last layer's class-token attention; the position
+    embedding panel shows, for each patch, how similar every other patch's learned position is (yellow = similar);
+    the distance plot shows how far, in pixels, each head looks at each depth (low = local, high = global)."""
+    r = compute_attention(ctx, opts)
+    sec = Section(id="attention", title="Attention maps (rollout, gradient rollout, heads)")
+    for block in show_attention(ctx, r):
+        sec.add(block)
+    sec.params.update(images=[ctx.images.name(i) for i in r.batch.idx])
+    sec.results = r.results(ctx)
     return sec
 
 

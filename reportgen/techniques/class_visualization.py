@@ -14,7 +14,7 @@ rank the network gives its class; a class that is not reached (rank > 1 or low p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -93,6 +93,150 @@ def pick_classes(ctx, n: int) -> list[int]:
     return [int(c) for c in order[: max(1, n)]]
 
 
+@dataclass(frozen=True)
+class Score:
+    """How the network scores its class on one final image."""
+
+    logit: float
+    p: float
+    rank: int
+    reached: bool  # rank 1 and p >= min_prob
+
+
+@dataclass(frozen=True, eq=False)
+class ClassVisualizationResult:
+    """What the section computed: the final images, their scores and the objective curves of each variant."""
+
+    classes: tuple[int, ...]
+    size: int
+    jitter: int
+    mean: tuple[float, ...]
+    runs: dict[str, Any]  # variant label -> optvis render result (images, history, final_logits, info)
+    scores: tuple[dict[str, Score], ...]  # per class: variant label -> its score
+
+    def reached(self, label: str) -> list[bool]:
+        return [s[label].reached for s in self.scores]
+
+    def results(self, ctx, opts: ClassVisualizationOptions) -> dict[str, Any]:
+        """The section's report.json ``results``."""
+        per_class = [{"class": ctx.class_name(c), "class_index": c,
+                      **{label: {"logit": round(s.logit, 4), "p": round(s.p, 4), "rank": s.rank, "reached": s.reached}
+                         for label, s in sc.items()}}
+                     for c, sc in zip(self.classes, self.scores)]
+        return {"classes": per_class, "image_size": self.size, "steps": opts.steps, "min_prob": opts.min_prob,
+                "reached": {label: int(sum(self.reached(label))) for label in self.runs}}
+
+
+def _variants(opts: ClassVisualizationOptions, jitter: int, mean: tuple[float, ...]) -> dict[str, dict[str, Any]]:
+    """Transforms and regularisers of each variant."""
+    every = max(1, opts.blur_every)
+    variants: dict[str, dict[str, Any]] = {
+        "L2 only": dict(transforms=[], regularizers=[]),
+        "regularised": dict(
+            transforms=([T.jitter(jitter)] if opts.jitter > 0 else [])
+            + ([T.random_scale([0.9, 0.95, 1.0, 1.05, 1.1]), T.random_rotate([-5, 0, 5])] if opts.scale_rotate else []),
+            regularizers=[
+                *([R.L2Decay(opts.l2_decay, mean)] if opts.l2_decay > 0 else []),
+                *([R.BlurEvery(opts.blur_every, opts.blur_sigma)] if opts.blur_every > 0 else []),
+                *([R.ClipSmallNorm(opts.clip_norm_percentile, mean, every)] if opts.clip_norm_percentile > 0 else []),
+                *([R.ClipSmallContribution(opts.clip_contribution_percentile, mean, every)]
+                  if opts.clip_contribution_percentile > 0 else []),
+            ],
+        ),
+    }
+    if opts.parameterization == "fft":
+        variants["regularised"]["regularizers"] = []
+    return variants
+
+
+def compute_class_visualization(ctx, opts: ClassVisualizationOptions) -> ClassVisualizationResult:
+    """Gradient ascent on each chosen class's logit, L2-only and regularised, and the final images' scores."""
+    classes = pick_classes(ctx, opts.num_classes)
+    # never larger than what the model was built for: a 28 px model shown a 160 px canvas only paints texture
+    size = int(min(opts.image_size or ctx.pre.size, ctx.pre.size))
+    jitter = min(opts.jitter, max(1, size // 10))  # the roll is relative to the canvas
+    mean = tuple(float(m) for m in ctx.pre.mean)
+    g0 = ctx.generator("class_visualization/init")
+    init = optvis.pixel_image(len(classes), size, opts.init, center=mean, sd=0.02, generator=g0).image().detach()
+    objective = O.class_logit(classes) - opts.l2_weight * O.l2(mean)
+    objectives = {"L2 only": objective, "regularised": O.class_logit(classes)}
+    runs = {}
+    for k, (label, kw) in enumerate(_variants(opts, jitter, mean).items()):
+        param = optvis.pixel_image(init=init.clone(), device=ctx.device)
+        if label == "regularised" and opts.parameterization == "fft":
+            param = optvis.param.fourier_image(len(classes), size,
+                                               generator=ctx.generator("class_visualization/fourier"),
+                                               device=ctx.device)
+        runs[label] = optvis.render(
+            ctx.output_model, objectives[label], param, optimizer="adam", steps=opts.steps, lr=opts.lr,
+            generator=ctx.generator(f"class_visualization/jitter/{k}"), layer_root=ctx.model, evaluate_final=True,
+            progress=ctx.progress, desc=f"Class visualisation ({label})", fit=ctx.fit_input, **kw)
+    scores = []
+    for j, c in enumerate(classes):
+        row = {}
+        for label, res in runs.items():
+            logit, p, rank = final_score(res.final_logits, j, c)
+            row[label] = Score(logit, p, rank, rank == 1 and p >= opts.min_prob)
+        scores.append(row)
+    return ClassVisualizationResult(tuple(classes), size, jitter, mean, runs, tuple(scores))
+
+
+def _settings(opts: ClassVisualizationOptions, r: ClassVisualizationResult) -> KeyValues:
+    reg = r.runs["regularised"]
+    return KeyValues([
+        ("image", f"{r.size}×{r.size} pixels, start: {opts.init} around the normalisation mean {r.mean}"),
+        ("optimiser", f"Adam (Kingma & Ba), lr {opts.lr:g} (pixel units), {opts.steps} steps, pixels clamped to "
+                      "[0, 1], for both variants"),
+        ("regularised variant", f"{opts.parameterization} parameterisation; Yosinski et al.'s regularisers: "
+         + (", ".join(reg.info["regularizers"]) or "none")
+         + "; transformation robustness (DeepDream, Olah et al. 2017): "
+         + ", ".join(([f"jitter ±{r.jitter}px"] if opts.jitter > 0 else [])
+                     + (["random scale ±10% and rotation ±5°"] if opts.scale_rotate else [])) + "; no L2 penalty term"),
+        ("time", ", ".join(f"{k}: {v.wall_time_s:.1f} s" for k, v in r.runs.items())),
+    ], title="Settings")
+
+
+def show_class_visualization(ctx, opts: ClassVisualizationOptions, r: ClassVisualizationResult) -> list[Any]:
+    """The section's blocks: the image grid beside the objective curves, the settings and the warnings."""
+    classes, size = list(r.classes), r.size
+    items = [GridItem(
+        ImageData(unit_to_uint8(res.images[j].permute(1, 2, 0).numpy()), display_width=min(224, 2 * size)),
+        label=f"{ctx.class_name(c)} — {label}",
+        sublabel=f"S_c = {s.logit:.1f}, p = {s.p:.3f}, rank {s.rank}" + ("" if s.reached else ": not reached"),
+        alt=f"image maximising class {ctx.class_name(c)}, {label}",
+        tone="ok" if s.reached else "bad",
+    ) for j, c in enumerate(classes) for label, res in r.runs.items() for s in [r.scores[j][label]]]
+    src = "--classes" if ctx.general.classes else "the most predicted classes of the image set"
+    grid = Grid(items, columns=2, cell_width=min(224, max(96, 2 * size)),
+                caption=f"Left: argmax S_c(I) − λ‖I − μ‖² (λ = {opts.l2_weight:g}); right: argmax S_c(I) "
+                        + ("over a Fourier-space, colour-decorrelated image (Olah et al. 2017)"
+                           if opts.parameterization == "fft" else
+                           "with L2 decay, blur and pixel clipping (Yosinski et al.)")
+                        + " and random jitter/scale/rotation (DeepDream). "
+                        f"Classes: {src}. Green: rank 1 with p ≥ {opts.min_prob:g}; red: not reached (the network "
+                        "does not see the class in the image it made).")
+    curves = {f"{label}: {ctx.class_name(c)}"[:40]: res.history[:, j]
+              for label, res in r.runs.items() for j, c in enumerate(classes[:4])}
+    plot = history_plot(curves, title="objective per step (L2 only: S_c − λ‖I−μ‖²; regularised: S_c)",
+                        ylabel="objective")
+    reg = r.runs["regularised"]
+    noisier = "the random transformations" + (" and the pixel resets" if reg.info["regularizers"] else "")
+    blocks: list[Any] = [Row([grid, Figure(plot, caption=f"Objective per step (first four classes); the regularised "
+                                                         f"curve is noisier because of {noisier}.",
+                                           alt="objective per optimisation step")]), _settings(opts, r)]
+    weak = [ctx.class_name(c) for j, c in enumerate(classes) if not reg.improved()[j]]
+    if weak:
+        blocks.append(Note("The objective did not increase for: " + ", ".join(weak)
+                           + " (try more steps or a larger lr).", kind="warning"))
+    for label in r.runs:
+        missed = [ctx.class_name(c) for c, ok in zip(classes, r.reached(label)) if not ok]
+        if missed:
+            blocks.append(Note(f"{label}: {len(missed)} of {len(classes)} classes were not reached (not rank 1 or "
+                               f"p < {opts.min_prob:g}): {', '.join(missed)}. Those images show what raises the "
+                               "score, not what the network recognises as the class.", kind="warning"))
+    return blocks
+
+
 @technique(
     "class_visualization", "Class visualisation (gradient ascent)", options=ClassVisualizationOptions, order=80,
     needs_autograd=True,
@@ -110,108 +254,13 @@ def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
     in DeepDream). Each image gives the probability and rank the network assigns its class;
     only images that reach rank 1 with a high probability show what the network responds to for that class, and the
     others are flagged."""
-    classes = pick_classes(ctx, opts.num_classes)
-    # never larger than what the model was built for: a 28 px model shown a 160 px canvas only paints texture
-    size = int(min(opts.image_size or ctx.pre.size, ctx.pre.size))
-    jitter = min(opts.jitter, max(1, size // 10))  # the roll is relative to the canvas
-    mean = tuple(float(m) for m in ctx.pre.mean)
-    g0 = ctx.generator("class_visualization/init")
-    init = optvis.pixel_image(len(classes), size, opts.init, center=mean, sd=0.02, generator=g0).image().detach()
-    objective = O.class_logit(classes) - opts.l2_weight * O.l2(mean)
-    objectives = {"L2 only": objective, "regularised": O.class_logit(classes)}
-
-    runs = {}
-    every = max(1, opts.blur_every)
-    variants = {
-        "L2 only": dict(transforms=[], regularizers=[]),
-        "regularised": dict(
-            transforms=([T.jitter(jitter)] if opts.jitter > 0 else [])
-            + ([T.random_scale([0.9, 0.95, 1.0, 1.05, 1.1]), T.random_rotate([-5, 0, 5])] if opts.scale_rotate else []),
-            regularizers=[
-                *([R.L2Decay(opts.l2_decay, mean)] if opts.l2_decay > 0 else []),
-                *([R.BlurEvery(opts.blur_every, opts.blur_sigma)] if opts.blur_every > 0 else []),
-                *([R.ClipSmallNorm(opts.clip_norm_percentile, mean, every)] if opts.clip_norm_percentile > 0 else []),
-                *([R.ClipSmallContribution(opts.clip_contribution_percentile, mean, every)]
-                  if opts.clip_contribution_percentile > 0 else []),
-            ],
-        ),
-    }
-    if opts.parameterization == "fft":
-        variants["regularised"]["regularizers"] = []
-    for k, (label, kw) in enumerate(variants.items()):
-        param = optvis.pixel_image(init=init.clone(), device=ctx.device)
-        if label == "regularised" and opts.parameterization == "fft":
-            param = optvis.param.fourier_image(len(classes), size,
-                                               generator=ctx.generator("class_visualization/fourier"),
-                                               device=ctx.device)
-        runs[label] = optvis.render(
-            ctx.output_model, objectives[label], param, optimizer="adam", steps=opts.steps, lr=opts.lr,
-            generator=ctx.generator(f"class_visualization/jitter/{k}"), layer_root=ctx.model, evaluate_final=True,
-            progress=ctx.progress, desc=f"Class visualisation ({label})", fit=ctx.fit_input, **kw)
-
+    r = compute_class_visualization(ctx, opts)
     sec = Section(id="class_visualization", title="Class visualisation (gradient ascent)")
-    items = []
-    reached = {label: [] for label in runs}
-    per_class = []
-    for j, c in enumerate(classes):
-        row = {"class": ctx.class_name(c), "class_index": c}
-        for label, res in runs.items():
-            logit, p, rank = final_score(res.final_logits, j, c)
-            ok = rank == 1 and p >= opts.min_prob
-            reached[label].append(ok)
-            row[label] = {"logit": round(logit, 4), "p": round(p, 4), "rank": rank, "reached": ok}
-            items.append(GridItem(
-                ImageData(unit_to_uint8(res.images[j].permute(1, 2, 0).numpy()), display_width=min(224, 2 * size)),
-                label=f"{ctx.class_name(c)} — {label}",
-                sublabel=f"S_c = {logit:.1f}, p = {p:.3f}, rank {rank}" + ("" if ok else ": not reached"),
-                alt=f"image maximising class {ctx.class_name(c)}, {label}",
-                tone="ok" if ok else "bad",
-            ))
-        per_class.append(row)
-    src = "--classes" if ctx.general.classes else "the most predicted classes of the image set"
-    grid = Grid(items, columns=2, cell_width=min(224, max(96, 2 * size)),
-                caption=f"Left: argmax S_c(I) − λ‖I − μ‖² (λ = {opts.l2_weight:g}); right: argmax S_c(I) "
-                        + ("over a Fourier-space, colour-decorrelated image (Olah et al. 2017)"
-                           if opts.parameterization == "fft" else
-                           "with L2 decay, blur and pixel clipping (Yosinski et al.)")
-                        + " and random jitter/scale/rotation (DeepDream). "
-                        f"Classes: {src}. Green: rank 1 with p ≥ {opts.min_prob:g}; red: not reached (the network "
-                        "does not see the class in the image it made).")
-    curves = {f"{label}: {ctx.class_name(c)}"[:40]: res.history[:, j]
-              for label, res in runs.items() for j, c in enumerate(classes[:4])}
-    plot = history_plot(curves, title="objective per step (L2 only: S_c − λ‖I−μ‖²; regularised: S_c)",
-                        ylabel="objective")
-    noisier = "the random transformations" + (" and the pixel resets" if runs["regularised"].info["regularizers"]
-                                               else "")
-    sec.add(Row([grid, Figure(plot, caption=f"Objective per step (first four classes); the regularised curve is "
-                                            f"noisier because of {noisier}.",
-                                    alt="objective per optimisation step")]))
-    reg = runs["regularised"]
-    sec.add(KeyValues([
-        ("image", f"{size}×{size} pixels, start: {opts.init} around the normalisation mean {mean}"),
-        ("optimiser", f"Adam (Kingma & Ba), lr {opts.lr:g} (pixel units), {opts.steps} steps, pixels clamped to "
-                      "[0, 1], for both variants"),
-        ("regularised variant", f"{opts.parameterization} parameterisation; Yosinski et al.'s regularisers: "
-         + (", ".join(reg.info["regularizers"]) or "none")
-         + "; transformation robustness (DeepDream, Olah et al. 2017): "
-         + ", ".join(([f"jitter ±{jitter}px"] if opts.jitter > 0 else [])
-                     + (["random scale ±10% and rotation ±5°"] if opts.scale_rotate else [])) + "; no L2 penalty term"),
-        ("time", ", ".join(f"{k}: {v.wall_time_s:.1f} s" for k, v in runs.items())),
-    ], title="Settings"))
-    weak = [ctx.class_name(c) for j, c in enumerate(classes) if not reg.improved()[j]]
-    if weak:
-        sec.add(Note("The objective did not increase for: " + ", ".join(weak) + " (try more steps or a larger lr).",
-                     kind="warning"))
-    for label in runs:
-        missed = [ctx.class_name(c) for c, ok in zip(classes, reached[label]) if not ok]
-        if missed:
-            sec.add(Note(f"{label}: {len(missed)} of {len(classes)} classes were not reached (not rank 1 or "
-                         f"p < {opts.min_prob:g}): {', '.join(missed)}. Those images show what raises the score, "
-                         "not what the network recognises as the class.", kind="warning"))
-    sec.params["classes"] = classes
-    sec.params["image_size"] = size
-    sec.results = {"classes": per_class, "image_size": size, "steps": opts.steps, "min_prob": opts.min_prob,
-                   "reached": {label: int(sum(v)) for label, v in reached.items()}}
+    for block in show_class_visualization(ctx, opts, r):
+        sec.add(block)
+    sec.params["classes"] = list(r.classes)
+    sec.params["image_size"] = r.size
+    sec.results = r.results(ctx, opts)
     return sec
 
 

@@ -84,12 +84,188 @@ class ConceptsOptions:
     """A class needs at least this many images."""
 
 
+@dataclass(frozen=True, eq=False)
+class ClassConcepts:
+    """One class's factorisation: what its row group shows and its ``results["classes"]`` entry."""
+
+    cls: str
+    images: tuple[int, ...]  # image indices used
+    crops: int
+    error: float
+    within: float
+    across: float
+    importance: np.ndarray  # (k,) gradient x coefficient, mean over images
+    share: np.ndarray  # (k,) importance / sum |importance|
+    order: np.ndarray  # concept ids, most important first
+    tops: np.ndarray  # (k, top) rows of the crops x channels matrix, most activating first
+    examples: tuple[tuple[int, np.ndarray], ...]  # (image, (k, h, w) concept maps)
+    basis: np.ndarray  # NMF basis rows in ``order``
+
+    def crop(self, r: int, boxes: tuple[tuple[int, int, int], ...]) -> tuple[int, tuple[int, int, int]]:
+        """Image index and box of row ``r`` of the crops x channels matrix."""
+        return self.images[int(r) // len(boxes)], boxes[int(r) % len(boxes)]
+
+
+@dataclass(frozen=True, eq=False)
+class ConceptsResult:
+    """What the concepts section computed."""
+
+    layer: str
+    boxes: tuple[tuple[int, int, int], ...]
+    classes: tuple[ClassConcepts, ...]
+    negative: float | None = None  # the layer's smallest output when negative (the factorisation stopped)
+    atlas: tuple[dict[str, Any], ...] = ()
+    groups: tuple[Any, ...] = ()  # atlas groups: (class position, concept rank) members
+
+    def results(self, ctx, threshold: float) -> dict[str, Any]:
+        """The section's report.json ``results``."""
+        out: list[dict[str, Any]] = []
+        for cc in ([] if self.negative is not None else self.classes):
+            rows = [{"concept": rank, "importance": round(float(cc.importance[j]), 4),
+                     "share": round(float(cc.share[j]), 4),
+                     "top_crops": [{"image": ctx.images.name(i), "box": list(box)}
+                                   for i, box in (cc.crop(r, self.boxes) for r in cc.tops[j])]}
+                    for rank, j in enumerate(cc.order)]
+            out.append({"class": cc.cls, "images": len(cc.images), "crops": cc.crops,
+                        "reconstruction_error": round(cc.error, 4), "within_similarity": round(cc.within, 4),
+                        "across_similarity": round(cc.across, 4), "concepts": rows})
+        return {"layer": self.layer, "importance_method": "gradient_x_coefficient", "crops_per_image": len(self.boxes),
+                "classes": out, "atlas": list(self.atlas), "atlas_threshold": threshold}
+
+
 def _crop_thumb(ctx, i: int, box: tuple[int, int, int], size: int) -> np.ndarray:
     y, x, s = box
     from PIL import Image
 
     a = ctx.images.display(i)[y:y + s, x:x + s]
     return np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def _thumb(ctx) -> int:
+    return min(96, max(48, ctx.pre.size * 2))
+
+
+def _factorise_class(ctx, opts: ConceptsOptions, c: int, idx: list[int], name: str,
+                     boxes: list[tuple[int, int, int]], step: int) -> ClassConcepts | float:
+    """NMF of class ``c``'s crop activations and each concept's importance; the smallest output when negative."""
+    pm = ctx.pixel_model
+    acts, lowest = [], 0.0
+    for s in range(0, len(idx), step):
+        x = ctx.to_device(ctx.images.batch(idx[s:s + step]))
+        a = layer_output(pm, ctx.model, name, crops_of(x, boxes))
+        lowest = min(lowest, float(a.min()))
+        acts.append(a.mean((2, 3)).cpu().numpy())
+    if lowest < -1e-5:
+        return lowest
+    A = np.concatenate(acts)
+    con = factorise(A, opts.concepts, ctx.seed_for(f"concepts/{c}"))
+    k = con.basis.shape[0]
+    imp = np.zeros(k)
+    ex_maps: list[tuple[int, np.ndarray]] = []
+    layer = ctx.layer(name)
+    for s in range(0, len(idx), 16):
+        x = ctx.to_device(ctx.images.batch(idx[s:s + 16]))
+        la, lg = layer_and_grad(pm, layer, x, c)
+        im, maps = importance_and_maps(con, la, lg)
+        imp += im.sum(0)
+        if len(ex_maps) < opts.examples:
+            ex_maps += [(idx[s + j], maps[j]) for j in range(min(len(maps), opts.examples - len(ex_maps)))]
+    imp /= max(1, len(idx))
+    share = imp / max(float(np.abs(imp).sum()), 1e-12)
+    order = np.lexsort((np.arange(k), -imp))
+    tops = top_crops(con.coeffs, opts.top_crops)
+    within, across = crop_similarity(A, tops)
+    return ClassConcepts(ctx.class_name(c), tuple(idx), int(A.shape[0]), con.error, within, across, imp, share,
+                         order, tops, tuple(ex_maps), con.basis[order])
+
+
+def compute_concepts(ctx, opts: ConceptsOptions, classes: np.ndarray, chosen: list[int]) -> ConceptsResult:
+    """Factorise each chosen class's crop activations, then group concepts shared across classes."""
+    name = map_layer(ctx, opts.layer)
+    ctx.layer(name)  # an unknown layer fails here, before any pass
+    boxes = crop_boxes(ctx.pre.size, float(opts.crop), max(1, int(opts.grid)))
+    step = max(1, graph_batch_size(ctx, cap=min(ctx.batch_size, 64)) // len(boxes))
+    done: list[ClassConcepts] = []
+    for c in chosen:
+        members = np.flatnonzero(classes == c)
+        if members.size > opts.per_class:
+            members = np.sort(ctx.rng(f"concepts/{c}").choice(members, opts.per_class, replace=False))
+        got = _factorise_class(ctx, opts, c, [int(i) for i in members], name, boxes, step)
+        if not isinstance(got, ClassConcepts):
+            return ConceptsResult(name, tuple(boxes), tuple(done), negative=got)
+        done.append(got)
+    bases = [cc.basis for cc in done]
+    groups, cos = shared_groups(bases, opts.atlas_threshold)
+    offs = np.cumsum([0] + [len(b) for b in bases])
+    atlas: list[dict[str, Any]] = []
+    for g in groups:
+        flat = [offs[ci] + j for ci, j in g]
+        pairs = [cos[a, b] for a in flat for b in flat if a < b and
+                 np.searchsorted(offs, a, "right") != np.searchsorted(offs, b, "right")]
+        atlas.append({"members": [f"{done[ci].cls}:{j}" for ci, j in g], "min_cosine": round(float(min(pairs)), 4)})
+    return ConceptsResult(name, tuple(boxes), tuple(done), atlas=tuple(atlas), groups=tuple(groups))
+
+
+def _class_blocks(ctx, r: ConceptsResult, cc: ClassConcepts) -> Group:
+    """One class's grid (a row per concept: top crops, then heatmaps) and its separation note."""
+    thumb = _thumb(ctx)
+    items = []
+    for rank, j in enumerate(cc.order):
+        for n, row in enumerate(cc.tops[j]):
+            i, box = cc.crop(row, r.boxes)
+            items.append(GridItem(ImageData(_crop_thumb(ctx, i, box, thumb)),
+                                  label=(f"concept {rank}" if n == 0 else ""),
+                                  sublabel=(f"share {cc.share[j]:+.0%}" if n == 0 else ""),
+                                  alt=f"crop of {ctx.images.name(i)} for concept {rank} of {cc.cls}"))
+        for i, m in cc.examples:
+            img = ctx.images.display(i, thumb)
+            items.append(heat_item(ctx, img, resize_map(m[j].astype(np.float32), (img.shape[1], img.shape[0])),
+                                   ctx.images.name(i), f"concept {rank} heatmap"))
+    cols = cc.tops.shape[1] + len(cc.examples)
+    within, across = cc.within, cc.across
+    return Group(f"{cc.cls}: {len(cc.images)} images, {len(cc.order)} concepts", [
+        Grid(items, columns=cols, cell_width=thumb, caption=(
+            f"One row per concept (most important first): its {cc.tops.shape[1]} most activating crops, then its "
+            f"heatmap on {plural(len(cc.examples), 'image')} of the class. Share: the concept's gradient x coefficient "
+            "importance for the class logit over the sum of |importance|.")),
+        Note(f"NMF reconstruction error {cc.error:.2f}. Activation cosine among a concept's top crops "
+             f"{within:.2f} vs {across:.2f} between different concepts' top crops"
+             + (" — the concepts are distinct." if within > across + 0.05 else
+                " — weakly separated: the concepts overlap; fewer concepts may read better."))])
+
+
+def show_concepts(ctx, opts: ConceptsOptions, r: ConceptsResult, n_chosen: int) -> list[Any]:
+    """The section's blocks: a group per class, the atlas (grid and table) and the method note."""
+    blocks: list[Any] = [_class_blocks(ctx, r, cc) for cc in r.classes]
+    if r.negative is not None:
+        return blocks + [Note(f"Layer {r.layer} has negative outputs (down to {r.negative:.3g}): NMF needs a layer "
+                              "after its activation (e.g. a ReLU). Choose one with concepts.layer (see `reportgen "
+                              "layers`).", kind="warning")]
+    thumb = _thumb(ctx)
+    if r.atlas:
+        width = max(len(g) for g in r.groups)
+        cells = []
+        for g in r.groups:
+            for ci, j in g:
+                cc = r.classes[ci]
+                i, box = cc.crop(cc.tops[cc.order[j]][0], r.boxes)
+                cells.append(GridItem(ImageData(_crop_thumb(ctx, i, box, thumb)), label=f"{cc.cls}:{j}",
+                                      alt=f"top crop of concept {j} of {cc.cls}"))
+            cells += [GridItem(ImageData(np.full((4, 4, 3), 255, dtype=np.uint8)), alt="")] * (width - len(g))
+        blocks.append(Grid(cells, columns=width, cell_width=thumb, title="Concept atlas: shared concepts",
+                           caption="Each row: one group of concepts shared by several classes, shown by each member's "
+                                   "most activating crop."))
+    if n_chosen >= 2:
+        blocks.append(Table(["shared concept group (class:concept)", "smallest cosine"],
+                            [[", ".join(a["members"]), a["min_cosine"]] for a in r.atlas], numeric=[1],
+                            title="Concept atlas: concepts that several classes share",
+                            caption=(f"Concepts of different classes joined when their NMF basis vectors have cosine "
+                                     f">= {opts.atlas_threshold}." + ("" if r.atlas else " None reach it here."))))
+    blocks.append(Note(f"Layer {r.layer} (non-negative: its smallest output on these crops is >= 0), crops: "
+                       f"{len(r.boxes)} per image ({opts.grid}x{opts.grid} squares of {opts.crop:.0%} of the side, "
+                       f"resized to {ctx.pre.size} px). Importance: gradient x coefficient (first-order), not CRAFT's "
+                       "Sobol indices. Classes are labels where known, else predictions."))
+    return blocks
 
 
 @technique(
@@ -114,117 +290,10 @@ def concepts(ctx, opts: ConceptsOptions) -> Section:
         sec.add(Note(why, kind="warning"))
         sec.results = {UNSUPPORTED: why}
         return sec
-    name = map_layer(ctx, opts.layer)
-    layer = ctx.layer(name)
-    pm = ctx.pixel_model
-    boxes = crop_boxes(ctx.pre.size, float(opts.crop), max(1, int(opts.grid)))
-    step = max(1, graph_batch_size(ctx, cap=min(ctx.batch_size, 64)) // len(boxes))
-    thumb = min(96, max(48, ctx.pre.size * 2))
-    out: list[dict[str, Any]] = []
-    bases: list[np.ndarray] = []
-    cnames: list[str] = []
-    first_crop: dict[tuple[int, int], tuple[int, tuple[int, int, int]]] = {}  # (class pos, concept) -> top crop
-    for c in chosen:
-        members = np.flatnonzero(classes == c)
-        if members.size > opts.per_class:
-            members = np.sort(ctx.rng(f"concepts/{c}").choice(members, opts.per_class, replace=False))
-        idx = [int(i) for i in members]
-        acts, lowest = [], 0.0
-        for s in range(0, len(idx), step):
-            x = ctx.to_device(ctx.images.batch(idx[s:s + step]))
-            a = layer_output(pm, ctx.model, name, crops_of(x, boxes))
-            lowest = min(lowest, float(a.min()))
-            acts.append(a.mean((2, 3)).cpu().numpy())
-        if lowest < -1e-5:
-            sec.add(Note(f"Layer {name} has negative outputs (down to {lowest:.3g}): NMF needs a layer after its "
-                         "activation (e.g. a ReLU). Choose one with concepts.layer (see `reportgen layers`).",
-                         kind="warning"))
-            sec.results = {"layer": name, "importance_method": "gradient_x_coefficient",
-                           "crops_per_image": len(boxes), "classes": [], "atlas": [],
-                           "atlas_threshold": opts.atlas_threshold}
-            return sec
-        A = np.concatenate(acts)
-        con = factorise(A, opts.concepts, ctx.seed_for(f"concepts/{c}"))
-        k = con.basis.shape[0]
-        imp = np.zeros(k)
-        ex_maps: list[tuple[int, np.ndarray]] = []
-        for s in range(0, len(idx), 16):
-            x = ctx.to_device(ctx.images.batch(idx[s:s + 16]))
-            la, lg = layer_and_grad(pm, layer, x, c)
-            im, maps = importance_and_maps(con, la, lg)
-            imp += im.sum(0)
-            if len(ex_maps) < opts.examples:
-                ex_maps += [(idx[s + j], maps[j]) for j in range(min(len(maps), opts.examples - len(ex_maps)))]
-        imp /= max(1, len(idx))
-        share = imp / max(float(np.abs(imp).sum()), 1e-12)
-        order = np.lexsort((np.arange(k), -imp))
-        tops = top_crops(con.coeffs, opts.top_crops)
-        within, across = crop_similarity(A, tops)
-        cname = ctx.class_name(c)
-        items, rows = [], []
-        for rank, j in enumerate(order):
-            crops_j = []
-            for r in tops[j]:
-                i, box = idx[int(r) // len(boxes)], boxes[int(r) % len(boxes)]
-                crops_j.append({"image": ctx.images.name(i), "box": list(box)})
-                if len(crops_j) == 1:
-                    first_crop[(len(cnames), rank)] = (i, box)
-                items.append(GridItem(ImageData(_crop_thumb(ctx, i, box, thumb)),
-                                      label=(f"concept {rank}" if len(crops_j) == 1 else ""),
-                                      sublabel=(f"share {share[j]:+.0%}" if len(crops_j) == 1 else ""),
-                                      alt=f"crop of {ctx.images.name(i)} for concept {rank} of {cname}"))
-            for i, m in ex_maps:
-                img = ctx.images.display(i, thumb)
-                items.append(heat_item(ctx, img, resize_map(m[j].astype(np.float32), (img.shape[1], img.shape[0])),
-                                       ctx.images.name(i), f"concept {rank} heatmap"))
-            rows.append({"concept": rank, "importance": round(float(imp[j]), 4), "share": round(float(share[j]), 4),
-                         "top_crops": crops_j})
-        cols = tops.shape[1] + len(ex_maps)
-        sec.add(Group(f"{cname}: {len(idx)} images, {k} concepts", [
-            Grid(items, columns=cols, cell_width=thumb, caption=(
-                f"One row per concept (most important first): its {tops.shape[1]} most activating crops, then its "
-                f"heatmap on {plural(len(ex_maps), 'image')} of the class. Share: the concept's gradient x coefficient "
-                "importance for the class logit over the sum of |importance|.")),
-            Note(f"NMF reconstruction error {con.error:.2f}. Activation cosine among a concept's top crops "
-                 f"{within:.2f} vs {across:.2f} between different concepts' top crops"
-                 + (" — the concepts are distinct." if within > across + 0.05 else
-                    " — weakly separated: the concepts overlap; fewer concepts may read better."))]))
-        out.append({"class": cname, "images": len(idx), "crops": int(A.shape[0]),
-                    "reconstruction_error": round(con.error, 4), "within_similarity": round(within, 4),
-                    "across_similarity": round(across, 4), "concepts": rows})
-        bases.append(con.basis[order])
-        cnames.append(cname)
-    groups, cos = shared_groups(bases, opts.atlas_threshold)
-    offs = np.cumsum([0] + [len(b) for b in bases])
-    atlas: list[dict[str, Any]] = []
-    for g in groups:
-        flat = [offs[ci] + j for ci, j in g]
-        pairs = [cos[a, b] for a in flat for b in flat if a < b and
-                 np.searchsorted(offs, a, "right") != np.searchsorted(offs, b, "right")]
-        atlas.append({"members": [f"{cnames[ci]}:{j}" for ci, j in g], "min_cosine": round(float(min(pairs)), 4)})
-    if atlas:
-        width = max(len(g) for g in groups)
-        cells = []
-        for g in groups:
-            for ci, j in g:
-                i, box = first_crop[(ci, j)]
-                cells.append(GridItem(ImageData(_crop_thumb(ctx, i, box, thumb)), label=f"{cnames[ci]}:{j}",
-                                      alt=f"top crop of concept {j} of {cnames[ci]}"))
-            cells += [GridItem(ImageData(np.full((4, 4, 3), 255, dtype=np.uint8)), alt="")] * (width - len(g))
-        sec.add(Grid(cells, columns=width, cell_width=thumb, title="Concept atlas: shared concepts",
-                     caption="Each row: one group of concepts shared by several classes, shown by each member's most "
-                             "activating crop."))
-    if len(chosen) >= 2:
-        sec.add(Table(["shared concept group (class:concept)", "smallest cosine"],
-                      [[", ".join(a["members"]), a["min_cosine"]] for a in atlas], numeric=[1],
-                      title="Concept atlas: concepts that several classes share",
-                      caption=(f"Concepts of different classes joined when their NMF basis vectors have cosine >= "
-                               f"{opts.atlas_threshold}." + ("" if atlas else " None reach it here."))))
-    sec.add(Note(f"Layer {name} (non-negative: its smallest output on these crops is >= 0), crops: {len(boxes)} per "
-                 f"image ({opts.grid}x{opts.grid} squares of {opts.crop:.0%} of the side, resized to "
-                 f"{ctx.pre.size} px). Importance: gradient x coefficient (first-order), not CRAFT's Sobol indices. "
-                 "Classes are labels where known, else predictions."))
-    sec.params.update(layer=name)
-    sec.results = {"layer": name, "importance_method": "gradient_x_coefficient", "crops_per_image": len(boxes),
-                   "classes": out, "atlas": atlas, "atlas_threshold": opts.atlas_threshold}
+    r = compute_concepts(ctx, opts, classes, chosen)
+    for block in show_concepts(ctx, opts, r, len(chosen)):
+        sec.add(block)
+    if r.negative is None:
+        sec.params.update(layer=r.layer)
+    sec.results = r.results(ctx, opts.atlas_threshold)
     return sec

@@ -33,7 +33,7 @@ from ..registry import Range, technique
 from ..report import Figure, ImageData, Note, Section
 from ._catalog import explorer_block
 from ._layout import (
-    SKLEARN_MAX_POINTS, have_opentsne, layout, sklearn_tsne, trustworthiness_scores,
+    SKLEARN_MAX_POINTS, Layout, have_opentsne, layout, sklearn_tsne, trustworthiness_scores,
 )
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -247,6 +247,160 @@ class EmbeddingOptions:
     """JPEG quality of the mosaic (a photo collage: JPEG is about ten times smaller than PNG; 0: PNG)."""
 
 
+@dataclass(frozen=True, eq=False)
+class Mosaic:
+    """Karpathy's t-SNE grid: the canvas and where each drawn image landed."""
+
+    canvas: np.ndarray
+    cells: int  # grid side in cells
+    cell: int  # cell side in pixels
+    drawn: int  # images drawn
+    placed: np.ndarray  # (drawn, 3): image index, row, column
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingResult:
+    """What the embedding section computed: the 2-D layouts of the penultimate features and how far to trust them."""
+
+    images: int  # images in the set
+    idx: np.ndarray  # image indices embedded
+    feats: Any  # the run's features (penultimate, preds, probs)
+    feature_dims: int
+    degenerate: Any  # None, or check_features' finding (blocking: no layout)
+    lay: Layout | None = None
+    trust: dict[str, Any] | None = None
+    legend: str | None = None  # "true label" / "predicted class"
+    colour_ids: np.ndarray | None = None
+    names: dict[int, str] | None = None
+    coverage: float = 1.0  # share of the points in the top_classes most frequent classes
+    mosaic: Mosaic | None = None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        assert self.lay is not None
+        info: dict[str, Any] = {"pca_explained": self.lay.pca_explained, "method": self.lay.method}
+        if self.lay.xy is not None:
+            info.update(perplexity=self.lay.perplexity, pca_dims_before_tsne=self.lay.pca_dims)
+        return info
+
+    def results(self) -> dict[str, Any]:
+        """The section's report.json ``results``."""
+        n, m, deg = self.images, len(self.idx), self.degenerate
+        if self.lay is None:
+            return {"points": int(m), "images": int(n), "subsampled": bool(m < n), "coloured_by": None,
+                    "pca_explained": None, "tsne": False, "perplexity": None, "feature_dims": self.feature_dims,
+                    "method": None, "degenerate": deg.results()}
+        return {"points": int(m), "images": int(n), "subsampled": bool(m < n), "coloured_by": self.legend,
+                "pca_explained": [round(v, 4) for v in self.lay.pca_explained], "tsne": self.lay.xy is not None,
+                "perplexity": self.info.get("perplexity"), "feature_dims": self.feature_dims,
+                "method": self.lay.method, "degenerate": None if deg is None else deg.results(),
+                "trustworthiness": self.trust}
+
+
+def _mosaic(ctx, opts: EmbeddingOptions, idx: np.ndarray, t2: np.ndarray) -> Mosaic:
+    m_rng = ctx.rng("embedding/mosaic")
+    m = np.arange(len(idx))
+    if len(m) > opts.mosaic_points > 0:
+        m = np.sort(m_rng.choice(len(idx), size=int(opts.mosaic_points), replace=False))
+    canvas, cells, cell, rc = mosaic(ctx, idx[m].tolist(), t2[m], int(opts.mosaic_size), m_rng)
+    placed = np.concatenate([idx[m][:, None], cells - 1 - rc[:, :1], rc[:, 1:]], 1)
+    return Mosaic(canvas, cells, cell, len(m), placed)
+
+
+def compute_embedding(ctx, opts: EmbeddingOptions) -> EmbeddingResult:
+    """PCA and t-SNE of the penultimate features (a seeded subsample beyond max_points), their trustworthiness,
+    the colours (true label, else prediction) and the mosaic."""
+    n = len(ctx.images)
+    feats = ctx.features()
+    rng = ctx.rng("embedding/subsample")
+    idx = np.arange(n)
+    if opts.max_points and n > opts.max_points:
+        idx = np.sort(rng.choice(n, size=int(opts.max_points), replace=False))
+    x = feats.penultimate[idx].astype(np.float32)
+    deg = check_features(x, f"the model's penultimate layer ({feats.penultimate_source})")
+    if deg is not None and deg.blocking:
+        return EmbeddingResult(n, idx, feats, int(x.shape[1]), deg)
+    method = opts.method
+    if method == "auto":
+        method = "opentsne" if n > 5000 and have_opentsne() else "sklearn"
+    lay = layout(x, ctx.seed_for("embedding/layout"), method=method, tsne=opts.tsne,
+                 n_iter=opts.tsne_iter, threads=opts.threads or 1, rng=rng)
+    trust = trustworthiness_scores(x[lay.idx], {"pca": lay.pca2, "tsne": lay.xy}, ctx.rng("embedding/trust"))
+    lay.idx = idx[lay.idx]
+    idx = lay.idx
+    labels = ctx.images.labels[idx]
+    if ctx.images.has_labels:
+        colour_ids = np.where(labels >= 0, labels, -1)
+        legend = "true label"
+    else:
+        colour_ids = feats.preds[idx]
+        legend = "predicted class"
+    names = {int(c): (ctx.class_name(int(c)) if c >= 0 else "unlabelled") for c in np.unique(colour_ids)}
+    ids, counts = np.unique(colour_ids, return_counts=True)
+    coverage = float(np.sort(counts)[::-1][:opts.top_classes].sum()) / len(idx)
+    return EmbeddingResult(n, idx, feats, int(feats.penultimate.shape[1]), deg, lay, trust, legend, colour_ids, names,
+                           coverage, None if lay.xy is None else _mosaic(ctx, opts, idx, lay.xy))
+
+
+def _scatter_blocks(opts: EmbeddingOptions, r: EmbeddingResult, points: list[tuple[str, np.ndarray]]) -> list[Any]:
+    """The class-coloured scatter plots, the weak-t-SNE warning and, when few classes cover the points, the
+    confidence-coloured plots."""
+    assert r.colour_ids is not None and r.names is not None and r.legend is not None
+    trust, feats, n_classes = r.trust, r.feats, len(r.names)
+    blocks: list[Any] = [Figure(scatter_figure(points, r.colour_ids, r.names, r.legend, opts.top_classes),
+                                caption=(f"{len(r.idx)} images, coloured by {r.legend}"
+                                         + (f"; only the {opts.top_classes} most frequent of {n_classes} classes get "
+                                            "a colour, the rest are grey" if n_classes > opts.top_classes else "")
+                                         + f". Features: {feats.penultimate_source}, {feats.penultimate.shape[1]}-D."
+                                         + trust_sentence(trust)),
+                                alt="PCA and t-SNE scatter plots of the penultimate features")]
+    if trust and "tsne" in trust and trust["tsne"] - trust["random"] < WEAK_TRUST_MARGIN:
+        blocks.append(Note(f"Weak embedding: t-SNE keeps neighbourhoods barely better than random positions "
+                           f"(trustworthiness {trust['tsne']:.3f} against {trust['random']:.3f}); do not read "
+                           "clusters or neighbours into it.", kind="warning"))
+    if r.coverage < 0.3:
+        conf = feats.probs[r.idx].max(axis=1)
+        blocks.append(Figure(confidence_figure(points, conf), caption=(
+            f"The {opts.top_classes} most frequent classes cover only {100 * r.coverage:.0f}% of the points, so the "
+            "same plots are also coloured by the model's confidence (its top softmax probability): dark points are "
+            "images the model is unsure about; a region of dark points is a part of feature space it finds "
+            "ambiguous."), alt="PCA and t-SNE coloured by confidence"))
+    return blocks
+
+
+def show_embedding(ctx, opts: EmbeddingOptions, r: EmbeddingResult) -> list[Any]:
+    """The section's blocks: scatter plots, mosaic, subsampling note and the explorer."""
+    deg, n, idx = r.degenerate, r.images, r.idx
+    if r.lay is None:
+        return [Note(f"No embedding: {deg.message}", kind="warning")]
+    blocks: list[Any] = [Note(f"Weak embedding: {deg.message}", kind="warning")] if deg is not None else []
+    info, lay = r.info, r.lay
+    points = [(f"PCA ({100 * sum(info['pca_explained']):.0f}% of the variance)", lay.pca2)]
+    if lay.xy is not None:
+        points.append((f"t-SNE (perplexity {info['perplexity']:.1f}, after PCA to {info['pca_dims_before_tsne']})",
+                       lay.xy))
+    blocks += _scatter_blocks(opts, r, points)
+    mosaic_img, placed, cells = None, None, 0
+    if r.mosaic is not None:
+        mo = r.mosaic
+        mosaic_img, placed, cells = _jpeg(mo.canvas, opts.mosaic_quality), mo.placed, mo.cells
+        shown = f"; {mo.drawn} of the {len(idx)} embedded images (a seeded subsample)" if mo.drawn < len(idx) else ""
+        blocks.append(Figure(mosaic_img, caption=(
+            f"t-SNE mosaic: each image's thumbnail at its t-SNE position, snapped to the nearest free cell of a "
+            f"{mo.cells}x{mo.cells} grid ({mo.cell}px cells){shown}."), alt="t-SNE image mosaic"))
+    else:
+        blocks.append(Note("t-SNE was skipped (option embedding.tsne is off, or fewer than 4 images).", kind="info"))
+    if len(idx) < n:
+        why = ("option embedding.max_points" if opts.max_points and n > opts.max_points
+               else f"scikit-learn t-SNE is capped at {SKLEARN_MAX_POINTS}; pip install reportgen[explorer] for "
+                    "openTSNE, which embeds every image")
+        blocks.append(Note(f"The set has {n} images; {len(idx)} were embedded (a seeded random subsample, {why}).",
+                           kind="info"))
+    if opts.explorer:
+        blocks.append(explorer_block(ctx, r.feats, lay, mosaic_img, placed, cells))
+    return blocks
+
+
 @technique(
     "embedding", "Feature embedding: PCA, t-SNE and image mosaic", options=EmbeddingOptions, order=26,
     references=[VAN_DER_MAATEN_2008, KARPATHY_TSNE, VENNA_KASKI_2001],
@@ -258,98 +412,13 @@ def embedding(ctx, opts: EmbeddingOptions) -> Section:
     keeps the two directions of largest variance, t-SNE keeps each image's nearest neighbours close. Tight groups of
     one colour or of similar-looking thumbnails are classes the model separates; with t-SNE only neighbourhoods
     matter, not the distances between groups."""
-    n = len(ctx.images)
     sec = Section(id="embedding", title="Feature embedding: PCA, t-SNE and image mosaic")
-    if n < 3:
+    if len(ctx.images) < 3:
         return sec.add(Note("An embedding needs at least three images.", kind="warning"))
-    feats = ctx.features()
-    rng = ctx.rng("embedding/subsample")
-    idx = np.arange(n)
-    if opts.max_points and n > opts.max_points:
-        idx = np.sort(rng.choice(n, size=int(opts.max_points), replace=False))
-    x = feats.penultimate[idx].astype(np.float32)
-    deg = check_features(x, f"the model's penultimate layer ({feats.penultimate_source})")
-    if deg is not None and deg.blocking:
-        sec.add(Note(f"No embedding: {deg.message}", kind="warning"))
-        sec.results = {"points": int(len(idx)), "images": int(n), "subsampled": bool(len(idx) < n),
-                       "coloured_by": None, "pca_explained": None, "tsne": False, "perplexity": None,
-                       "feature_dims": int(x.shape[1]), "method": None, "degenerate": deg.results()}
-        return sec
-    if deg is not None:
-        sec.add(Note(f"Weak embedding: {deg.message}", kind="warning"))
-    method = opts.method
-    if method == "auto":
-        method = "opentsne" if n > 5000 and have_opentsne() else "sklearn"
-    lay = layout(x, ctx.seed_for("embedding/layout"), method=method, tsne=opts.tsne,
-                 n_iter=opts.tsne_iter, threads=opts.threads or 1, rng=rng)
-    trust = trustworthiness_scores(x[lay.idx], {"pca": lay.pca2, "tsne": lay.xy}, ctx.rng("embedding/trust"))
-    lay.idx = idx[lay.idx]
-    idx = lay.idx
-    sub = len(idx) < n
-    p2, t2 = lay.pca2, lay.xy
-    info: dict[str, Any] = {"pca_explained": lay.pca_explained, "method": lay.method}
-    if t2 is not None:
-        info.update(perplexity=lay.perplexity, pca_dims_before_tsne=lay.pca_dims)
-    labels = ctx.images.labels[idx]
-    if ctx.images.has_labels:
-        colour_ids = np.where(labels >= 0, labels, -1)
-        legend = "true label"
-    else:
-        colour_ids = feats.preds[idx]
-        legend = "predicted class"
-    names = {int(c): (ctx.class_name(int(c)) if c >= 0 else "unlabelled") for c in np.unique(colour_ids)}
-    ev = info["pca_explained"]
-    points = [(f"PCA ({100 * sum(ev):.0f}% of the variance)", p2)]
-    if t2 is not None:
-        points.append((f"t-SNE (perplexity {info['perplexity']:.1f}, after PCA to {info['pca_dims_before_tsne']})", t2))
-    n_classes = len(names)
-    sec.add(Figure(scatter_figure(points, colour_ids, names, legend, opts.top_classes),
-                   caption=(f"{len(idx)} images, coloured by {legend}"
-                            + (f"; only the {opts.top_classes} most frequent of {n_classes} classes get a colour, "
-                               "the rest are grey" if n_classes > opts.top_classes else "")
-                            + f". Features: {feats.penultimate_source}, {feats.penultimate.shape[1]}-D."
-                            + trust_sentence(trust)),
-                   alt="PCA and t-SNE scatter plots of the penultimate features"))
-    if trust and "tsne" in trust and trust["tsne"] - trust["random"] < WEAK_TRUST_MARGIN:
-        sec.add(Note(f"Weak embedding: t-SNE keeps neighbourhoods barely better than random positions "
-                     f"(trustworthiness {trust['tsne']:.3f} against {trust['random']:.3f}); do not read clusters "
-                     "or neighbours into it.", kind="warning"))
-    ids, counts = np.unique(colour_ids, return_counts=True)
-    coverage = float(np.sort(counts)[::-1][:opts.top_classes].sum()) / len(idx)
-    if coverage < 0.3:
-        conf = feats.probs[idx].max(axis=1)
-        sec.add(Figure(confidence_figure(points, conf), caption=(
-            f"The {opts.top_classes} most frequent classes cover only {100 * coverage:.0f}% of the points, so the "
-            "same plots are also coloured by the model's confidence (its top softmax probability): dark points are "
-            "images the model is unsure about; a region of dark points is a part of feature space it finds "
-            "ambiguous."), alt="PCA and t-SNE coloured by confidence"))
-    mosaic_img, placed, cells = None, None, 0
-    if t2 is not None:
-        m_rng = ctx.rng("embedding/mosaic")
-        m = np.arange(len(idx))
-        if len(m) > opts.mosaic_points > 0:
-            m = np.sort(m_rng.choice(len(idx), size=int(opts.mosaic_points), replace=False))
-        canvas, cells, cell, rc = mosaic(ctx, idx[m].tolist(), t2[m], int(opts.mosaic_size), m_rng)
-        mosaic_img = _jpeg(canvas, opts.mosaic_quality)
-        placed = np.concatenate([idx[m][:, None], cells - 1 - rc[:, :1], rc[:, 1:]], 1)
-        shown = f"; {len(m)} of the {len(idx)} embedded images (a seeded subsample)" if len(m) < len(idx) else ""
-        sec.add(Figure(mosaic_img, caption=(
-            f"t-SNE mosaic: each image's thumbnail at its t-SNE position, snapped to the nearest free cell of a "
-            f"{cells}x{cells} grid ({cell}px cells){shown}."), alt="t-SNE image mosaic"))
-    else:
-        sec.add(Note("t-SNE was skipped (option embedding.tsne is off, or fewer than 4 images).", kind="info"))
-    if sub:
-        why = ("option embedding.max_points" if opts.max_points and n > opts.max_points
-               else f"scikit-learn t-SNE is capped at {SKLEARN_MAX_POINTS}; pip install reportgen[explorer] for "
-                    "openTSNE, which embeds every image")
-        sec.add(Note(f"The set has {n} images; {len(idx)} were embedded (a seeded random subsample, {why}).",
-                     kind="info"))
-    if opts.explorer:
-        sec.add(explorer_block(ctx, feats, lay, mosaic_img, placed, cells))
-    sec.params.update({"points": int(len(idx)), "subsampled": bool(sub), **{k: v for k, v in info.items()}})
-    sec.results = {"points": int(len(idx)), "images": int(n), "subsampled": bool(sub), "coloured_by": legend,
-                   "pca_explained": [round(v, 4) for v in ev], "tsne": t2 is not None,
-                   "perplexity": info.get("perplexity"), "feature_dims": int(feats.penultimate.shape[1]),
-                   "method": lay.method, "degenerate": None if deg is None else deg.results(),
-                   "trustworthiness": trust}
+    r = compute_embedding(ctx, opts)
+    for block in show_embedding(ctx, opts, r):
+        sec.add(block)
+    if r.lay is not None:
+        sec.params.update({"points": int(len(r.idx)), "subsampled": bool(len(r.idx) < r.images), **r.info})
+    sec.results = r.results()
     return sec

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Any, Annotated
 
 import numpy as np
 import torch
@@ -71,6 +71,151 @@ def _content_set(ctx, opts: FastStyleOptions, held_out: list[int], size: int) ->
     return resize_to(ctx.images.batch(chosen), size), chosen
 
 
+@dataclass(frozen=True, eq=False)
+class StyleNet:
+    """One style's trained transformation network, measured on the held-out images."""
+
+    style: str
+    losses: np.ndarray  # training loss per iteration
+    seconds: float  # training time
+    cached: bool  # the network came from the cache
+    before: float  # held-out perceptual loss before training
+    after: float  # the same after
+    forward_s: float  # one forward pass per image, s
+    images: torch.Tensor  # the held-out images stylised, (n, 3, H, W) in [0, 1]
+    parameters: int
+
+
+@dataclass(frozen=True, eq=False)
+class FastStyleResult:
+    """What the section computed: one trained network per style and the optimisation it is timed against."""
+
+    nets: tuple[StyleNet, ...]
+    setup: dict[str, Any]  # style_transfer's setup: layers, content_layer, size, idx (held out), contents, styles
+    chosen: tuple[int, ...]  # training images
+    optimisation: dict[str, Any]  # per_image_seconds: seconds_per_image, result (its images), pairs
+
+    @property
+    def forward_s(self) -> float:
+        return float(np.mean([n.forward_s for n in self.nets]))
+
+    @property
+    def ratio(self) -> float:
+        return self.optimisation["seconds_per_image"] / max(np.mean([n.forward_s for n in self.nets]), 1e-9)
+
+    def results(self) -> dict[str, Any]:
+        """The section's report.json ``results``."""
+        return dict(
+            forward_ms_per_image=round(1000 * self.forward_s, 3),
+            optimisation_s_per_image=round(self.optimisation["seconds_per_image"], 3),
+            speed_ratio=round(float(self.ratio), 1), training_seconds=[round(n.seconds, 1) for n in self.nets],
+            cached=[n.cached for n in self.nets], held_out_loss_before=[n.before for n in self.nets],
+            held_out_loss_after=[n.after for n in self.nets])
+
+
+def _train_style(ctx, opts: FastStyleOptions, st_opts, s: dict[str, Any], si: int, data: torch.Tensor,
+                 held: torch.Tensor, chosen: list[int]) -> StyleNet:
+    """Train (or load from the cache) style ``si``'s network; its held-out losses and forward time."""
+    layers, clayer, size = s["layers"], s["content_layer"], s["size"]
+    style = s["styles"][si]
+    targets = s["style_targets"][si]
+
+    def objective_for(ct, targets=targets):
+        return style_objective(layers, targets, opts.style_weight, content=(clayer, ct),
+                               tv_weight=st_opts.tv_weight, pixels=size * size)
+
+    def loss_fn(x, y, objective_for=objective_for):
+        return perceptual_loss(ctx.pixel_model, ctx.model, objective_for, layers, clayer, x, y, fit=ctx.fit_input)
+
+    # initial weights (the global RNG is only touched here)
+    torch.manual_seed(ctx.seed_for(f"fast_style/weights/{si}"))
+    net = TransformNet(opts.width, opts.res_blocks).to(ctx.device)
+    style_sha = hashlib.sha256(style.image.numpy().tobytes()).hexdigest()[:16]
+    # the trained net is kept apart from the section (other section options reuse it); keyed by the code too
+    key = ctx.cache_key("fast_style.net.residual", code_digest(__name__), style_sha, layers, clayer, size,
+                        repr(opts), st_opts.tv_weight, chosen)
+    with torch.no_grad():
+        before = float(loss_fn(held, net(held)).mean())
+    hit = ctx.cache.get(key) if ctx.cache is not None else None
+    if hit is not None:
+        load_numpy_state(net, hit["state"])
+        info = {"losses": np.asarray(hit["losses"]), "seconds": float(hit["seconds"]), "cached": True}
+    else:
+        info = train(net, loss_fn, data, iterations=opts.iterations, batch=opts.batch, lr=opts.lr,
+                     generator=ctx.generator(f"fast_style/batches/{si}"), progress=ctx.progress)
+        info["cached"] = False
+        if ctx.cache is not None:
+            ctx.cache.put(key, {"state": state_to_numpy(net), "losses": info["losses"].tolist(),
+                                "seconds": info["seconds"]})
+    net.eval()
+    with torch.inference_mode():
+        after = float(loss_fn(held, net(held)).mean())
+        net(held[:1])  # warm-up
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            out = net(held)
+            times.append((time.perf_counter() - t0) / held.shape[0])
+    return StyleNet(style.name, info["losses"], info["seconds"], info["cached"], before, after, min(times),
+                    out.float().cpu(), sum(p.numel() for p in net.parameters()))
+
+
+def compute_fast_style(ctx, opts: FastStyleOptions, st_opts) -> FastStyleResult:
+    """Train one network per style on the image set (shown images held out), then time style_transfer's
+    optimisation on the same images."""
+    s = style_setup(ctx, st_opts)
+    data, chosen = _content_set(ctx, opts, s["idx"], s["size"])
+    data = ctx.to_device(data)
+    held = ctx.to_device(s["contents"])
+    nets = [_train_style(ctx, opts, st_opts, s, si, data, held, chosen)
+            for si in range(min(max(1, opts.max_styles), len(s["styles"])))]
+    return FastStyleResult(tuple(nets), s, tuple(chosen), per_image_seconds(ctx, st_opts))
+
+
+def show_fast_style(ctx, opts: FastStyleOptions, st_opts, r: FastStyleResult) -> list[Any]:
+    """The section's blocks: held-out images (content, fast, optimised), training curves, the verdict, settings."""
+    s, opt_time, infos = r.setup, r.optimisation, r.nets
+    items = []
+    for ci in range(len(s["contents"])):
+        name = ctx.images.name(s["idx"][ci])
+        items.append(GridItem(_img(s["contents"][ci]), label=name, sublabel="content", alt=f"content {name}"))
+        for si, info in enumerate(infos):
+            b = opt_time["pairs"].index((ci, si))
+            items.append(GridItem(_img(info.images[ci]), label=f"fast × {info.style}",
+                                  sublabel=f"one pass, {1000 * info.forward_s:.1f} ms", alt=f"{name} fast-stylised"))
+            items.append(GridItem(_img(opt_time["result"].images[b]), label=f"optimised × {info.style}",
+                                  sublabel=f"{opt_time['seconds_per_image']:.2f} s per image",
+                                  alt=f"{name} stylised by optimisation"))
+    ratio, improved = r.ratio, all(i.after < i.before for i in infos)
+    return [
+        Grid(items, columns=1 + 2 * len(infos), cell_width=160,
+             caption="Held-out content images (not used in training): the transformation network's output beside "
+                     "the optimisation-based result of style_transfer for the same image and style."),
+        Figure(history_plot({f"{i.style}": i.losses for i in infos}, title="training loss per iteration",
+                            ylabel="perceptual loss", xlabel="iteration"),
+               caption="Training loss (content + style + TV, mean over the batch) per Adam iteration.",
+               alt="fast style training loss"),
+        Note(f"One forward pass takes {1000 * r.forward_s:.1f} ms per image against "
+             f"{opt_time['seconds_per_image']:.2f} s per image for the optimisation (batched, same device): about "
+             f"{ratio:,.0f}× faster once trained. On the held-out images the loss fell from "
+             + ", ".join(f"{i.before:.2f} to {i.after:.2f} ({i.style})" for i in infos) + " with training."
+             + ("" if improved else " For at least one style it did not fall: the network is undertrained."),
+             kind="info" if improved else "warning"),
+        KeyValues([
+            ("network", f"TransformNet: width {opts.width}, {opts.res_blocks} residual blocks, instance norm, "
+                        f"resize-conv upsampling, {infos[0].parameters:,} parameters"),
+            ("training", f"Adam lr {opts.lr:g}, {opts.iterations} iterations of {opts.batch} images "
+                         f"({len(r.chosen)} training images, {len(s['idx'])} held out), {s['size']} px; losses of "
+                         f"style_transfer with w_s = {opts.style_weight:g} (style_transfer: {st_opts.style_weight:g}; "
+                         f"layers {', '.join(s['layers'])}, content {s['content_layer']})"),
+            ("training time", ", ".join(f"{i.style}: {i.seconds:.1f} s" + (" (cached network, from an earlier build)"
+                                                                         if i.cached else "") for i in infos)),
+            ("speed", f"forward {1000 * r.forward_s:.2f} ms per image vs optimisation "
+                      f"{opt_time['seconds_per_image']:.2f} s per image: ratio {ratio:,.0f}"),
+        ], title="Settings"),
+    ]
+
+
 @technique(
     "fast_style", "Fast style transfer (Johnson et al.)", options=FastStyleOptions, order=140, needs_autograd=True,
     needs_layers=True,
@@ -85,104 +230,13 @@ def fast_style(ctx, opts: FastStyleOptions) -> Section:
     losses as the teacher. The stylised images are a little weaker than per-image optimisation, but each takes
     milliseconds instead of seconds: the time ratio below is the point of the method."""
     st_opts = options_of(ctx, "style_transfer")
-    s = style_setup(ctx, st_opts)
-    layers, clayer, size = s["layers"], s["content_layer"], s["size"]
-    data, chosen = _content_set(ctx, opts, s["idx"], size)
-    data = ctx.to_device(data)
-    held = ctx.to_device(s["contents"])
-    nets, infos = [], []
-    for si in range(min(max(1, opts.max_styles), len(s["styles"]))):
-        style = s["styles"][si]
-        targets = s["style_targets"][si]
-
-        def objective_for(ct, targets=targets):
-            return style_objective(layers, targets, opts.style_weight, content=(clayer, ct),
-                                   tv_weight=st_opts.tv_weight, pixels=size * size)
-
-        def loss_fn(x, y, objective_for=objective_for):
-            return perceptual_loss(ctx.pixel_model, ctx.model, objective_for, layers, clayer, x, y, fit=ctx.fit_input)
-
-        # initial weights (the global RNG is only touched here)
-        torch.manual_seed(ctx.seed_for(f"fast_style/weights/{si}"))
-        net = TransformNet(opts.width, opts.res_blocks).to(ctx.device)
-        style_sha = hashlib.sha256(style.image.numpy().tobytes()).hexdigest()[:16]
-        # the trained net is kept apart from the section (other section options reuse it); keyed by the code too
-        key = ctx.cache_key("fast_style.net.residual", code_digest(__name__), style_sha, layers, clayer, size,
-                            repr(opts), st_opts.tv_weight, chosen)
-        with torch.no_grad():
-            before = float(loss_fn(held, net(held)).mean())
-        hit = ctx.cache.get(key) if ctx.cache is not None else None
-        if hit is not None:
-            load_numpy_state(net, hit["state"])
-            info = {"losses": np.asarray(hit["losses"]), "seconds": float(hit["seconds"]), "cached": True}
-        else:
-            info = train(net, loss_fn, data, iterations=opts.iterations, batch=opts.batch, lr=opts.lr,
-                         generator=ctx.generator(f"fast_style/batches/{si}"), progress=ctx.progress)
-            info["cached"] = False
-            if ctx.cache is not None:
-                ctx.cache.put(key, {"state": state_to_numpy(net), "losses": info["losses"].tolist(),
-                                    "seconds": info["seconds"]})
-        net.eval()
-        with torch.inference_mode():
-            after = float(loss_fn(held, net(held)).mean())
-            net(held[:1])  # warm-up
-            times = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                out = net(held)
-                times.append((time.perf_counter() - t0) / held.shape[0])
-        info.update(before=before, after=after, forward_s=min(times), images=out.float().cpu(), style=style.name)
-        nets.append(net)
-        infos.append(info)
-
-    opt_time = per_image_seconds(ctx, st_opts)
-    st_res = opt_time["result"]
+    r = compute_fast_style(ctx, opts, st_opts)
     sec = Section(id="fast_style", title="Fast style transfer (Johnson et al.)")
-    items = []
-    for ci in range(len(s["contents"])):
-        name = ctx.images.name(s["idx"][ci])
-        items.append(GridItem(_img(s["contents"][ci]), label=name, sublabel="content", alt=f"content {name}"))
-        for si, info in enumerate(infos):
-            b = opt_time["pairs"].index((ci, si))
-            items.append(GridItem(_img(info["images"][ci]), label=f"fast × {info['style']}",
-                                  sublabel=f"one pass, {1000 * info['forward_s']:.1f} ms", alt=f"{name} fast-stylised"))
-            items.append(GridItem(_img(st_res.images[b]), label=f"optimised × {info['style']}",
-                                  sublabel=f"{opt_time['seconds_per_image']:.2f} s per image",
-                                  alt=f"{name} stylised by optimisation"))
-    sec.add(Grid(items, columns=1 + 2 * len(infos), cell_width=160,
-                 caption="Held-out content images (not used in training): the transformation network's output beside "
-                         "the optimisation-based result of style_transfer for the same image and style."))
-    ratio = opt_time["seconds_per_image"] / max(np.mean([i["forward_s"] for i in infos]), 1e-9)
-    sec.add(Figure(history_plot({f"{i['style']}": i["losses"] for i in infos}, title="training loss per iteration",
-                                ylabel="perceptual loss", xlabel="iteration"),
-                   caption="Training loss (content + style + TV, mean over the batch) per Adam iteration.",
-                   alt="fast style training loss"))
-    improved = all(i["after"] < i["before"] for i in infos)
-    sec.add(Note(
-        f"One forward pass takes {1000 * np.mean([i['forward_s'] for i in infos]):.1f} ms per image against "
-        f"{opt_time['seconds_per_image']:.2f} s per image for the optimisation (batched, same device): about "
-        f"{ratio:,.0f}× faster once trained. On the held-out images the loss fell from "
-        + ", ".join(f"{i['before']:.2f} to {i['after']:.2f} ({i['style']})" for i in infos) + " with training."
-        + ("" if improved else " For at least one style it did not fall: the network is undertrained."),
-        kind="info" if improved else "warning"))
-    sec.add(KeyValues([
-        ("network", f"TransformNet: width {opts.width}, {opts.res_blocks} residual blocks, instance norm, "
-                    f"resize-conv upsampling, {sum(p.numel() for p in nets[0].parameters()):,} parameters"),
-        ("training", f"Adam lr {opts.lr:g}, {opts.iterations} iterations of {opts.batch} images "
-                     f"({len(chosen)} training images, {len(s['idx'])} held out), {size} px; losses of "
-                     f"style_transfer with w_s = {opts.style_weight:g} (style_transfer: {st_opts.style_weight:g}; "
-                     f"layers {', '.join(layers)}, content {clayer})"),
-        ("training time", ", ".join(f"{i['style']}: {i['seconds']:.1f} s" + (" (cached network, from an earlier build)"
-                                                                           if i["cached"] else "") for i in infos)),
-        ("speed", f"forward {1000 * np.mean([i['forward_s'] for i in infos]):.2f} ms per image vs optimisation "
-                  f"{opt_time['seconds_per_image']:.2f} s per image: ratio {ratio:,.0f}"),
-    ], title="Settings"))
-    sec.params.update(styles=[i["style"] for i in infos], layers=layers, content_layer=clayer)
-    sec.results.update(
-        forward_ms_per_image=round(1000 * float(np.mean([i["forward_s"] for i in infos])), 3),
-        optimisation_s_per_image=round(opt_time["seconds_per_image"], 3), speed_ratio=round(float(ratio), 1),
-        training_seconds=[round(i["seconds"], 1) for i in infos], cached=[i["cached"] for i in infos],
-        held_out_loss_before=[i["before"] for i in infos], held_out_loss_after=[i["after"] for i in infos])
+    for block in show_fast_style(ctx, opts, st_opts, r):
+        sec.add(block)
+    sec.params.update(styles=[n.style for n in r.nets], layers=r.setup["layers"],
+                      content_layer=r.setup["content_layer"])
+    sec.results.update(r.results())
     return sec
 
 

@@ -11,7 +11,7 @@ neighbours mostly share colour and layout.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
@@ -103,6 +103,137 @@ class NeighborsOptions:
     """Images used for the nearest-neighbour class agreement table (a seeded sample beyond this)."""
 
 
+@dataclass(frozen=True, eq=False)
+class NeighborsResult:
+    """What the neighbours section computed: each query's nearest images in both spaces and the class agreement."""
+
+    feats: Any  # the run's features (penultimate, pixels, preds)
+    labelled: int  # images with a true label
+    degenerate: Any  # None, or check_features' finding (blocking: no neighbours)
+    classes: np.ndarray | None = None  # per image: the label where known, else the prediction
+    queries: tuple[int, ...] = ()
+    k: int = 0
+    feature_nn: tuple[np.ndarray, np.ndarray] | None = None  # (indices, distances), queries x k
+    pixel_nn: tuple[np.ndarray, np.ndarray] | None = None
+    counts: np.ndarray | None = None  # images per true label
+    feature_agreement: float | None = None
+    pixel_agreement: float | None = None
+
+    @property
+    def chance(self) -> float | None:
+        c = self.counts
+        return None if c is None or not c.sum() else float(((c / c.sum()) ** 2).sum())
+
+    def results(self, ctx, opts: NeighborsOptions) -> dict[str, Any]:
+        """The section's report.json ``results``."""
+        fa, pa, deg = self.feature_agreement, self.pixel_agreement, self.degenerate
+        if self.feature_nn is None or self.pixel_nn is None or self.classes is None:
+            return {"feature_agreement": None, "pixel_agreement": None, "chance": None,
+                    "labelled_images": self.labelled, "metric": opts.metric, "degenerate": deg.results()}
+        classes, labels, fidx, pidx = self.classes, ctx.images.labels, self.feature_nn[0], self.pixel_nn[0]
+        return {
+            "feature_agreement": None if fa is None else round(fa, 4),
+            "pixel_agreement": None if pa is None else round(pa, 4),
+            "chance": None if self.chance is None else round(self.chance, 4),
+            "labelled_images": self.labelled, "metric": opts.metric,
+            "queries": [{"image": ctx.images.name(q), "class": ctx.class_name(int(classes[q])),
+                         "class_is_label": bool(labels[q] >= 0),
+                         "feature_neighbours_same_class": int(sum(classes[int(i)] == classes[q] for i in fidx[r])),
+                         "pixel_neighbours_same_class": int(sum(classes[int(i)] == classes[q] for i in pidx[r])),
+                         "k": self.k} for r, q in enumerate(self.queries)],
+            "degenerate": None if deg is None else deg.results(),
+        }
+
+
+def compute_neighbors(ctx, opts: NeighborsOptions) -> NeighborsResult:
+    """Nearest images of each query in feature and pixel space; leave-one-out agreement with the true labels."""
+    n = len(ctx.images)
+    feats = ctx.features()
+    labels = ctx.images.labels
+    deg = check_features(feats.penultimate, f"the model's penultimate layer ({feats.penultimate_source})")
+    if deg is not None and deg.blocking:
+        return NeighborsResult(feats, int((labels >= 0).sum()), deg)
+    classes = np.where(labels >= 0, labels, feats.preds) if ctx.images.has_labels else feats.preds
+    queries = spread_indices(ctx, opts.num_queries, "neighbors/queries", classes=classes)
+    k = max(1, min(opts.k, n - 1))
+    fnn = nearest(queries, feats.penultimate, k, opts.metric)
+    pnn = nearest(queries, feats.pixels, k, "l2")
+    # agreement is measured against TRUE labels only: predictions are made from the same features, so
+    # "feature neighbours share the predicted class" would be circular evidence
+    known = np.flatnonzero(labels >= 0)
+    fa = pa = None
+    lab = labels[known]
+    counts = np.bincount(lab) if known.size else np.zeros(0, dtype=int)
+    if known.size >= 2 and (counts >= 2).any():
+        fa = neighbour_agreement(feats.penultimate[known], lab, opts.metric, opts.agreement_queries,
+                                 ctx.rng("neighbors/agreement"))
+        pa = neighbour_agreement(feats.pixels[known], lab, "l2", opts.agreement_queries, ctx.rng("neighbors/agreement"))
+    return NeighborsResult(feats, int(known.size), deg, classes, tuple(queries), k, fnn, pnn, counts, fa, pa)
+
+
+def _query_group(ctx, opts: NeighborsOptions, r: NeighborsResult, row: int, q: int) -> Group:
+    """One query: its feature-space neighbours above its pixel-space neighbours."""
+    assert r.classes is not None and r.feature_nn is not None and r.pixel_nn is not None
+    classes, labels, feats, thumb = r.classes, ctx.images.labels, r.feats, int(opts.thumb)
+
+    def cls_name(i: int) -> str:
+        return ctx.class_name(int(classes[i])) + (" (label)" if labels[i] >= 0 else " (predicted)")
+
+    def item(i: int, d: float | None) -> GridItem:
+        same = classes[i] == classes[q]
+        # the whole name: the stylesheet clamps it to two lines ending in an ellipsis, the cell's title shows it all
+        pic = ImageData(ctx.images.thumbnail(i, thumb), image_id=ctx.images.image_id(i), whole=True)
+        return GridItem(pic, label=cls_name(i),
+                        sublabel=("query" if d is None else f"d = {d:.3f}"),
+                        alt=f"{ctx.images.name(i)} ({cls_name(i)})",
+                        tone=("" if d is None else ("ok" if same else "")))
+
+    dist_name = "cosine distance" if opts.metric == "cosine" else "L2 distance"
+    (fidx, fdist), (pidx, pdist) = r.feature_nn, r.pixel_nn
+    frow = [item(q, None)] + [item(int(i), float(d)) for i, d in zip(fidx[row], fdist[row])]
+    prow = [item(q, None)] + [item(int(i), float(d)) for i, d in zip(pidx[row], pdist[row])]
+    return Group(f"{ctx.images.name(q)} — {cls_name(q)}", [
+        Grid(frow, columns=r.k + 1, cell_width=thumb,
+             title=f"Feature space ({dist_name} of {feats.penultimate.shape[1]}-D penultimate features)"),
+        Grid(prow, columns=r.k + 1, cell_width=thumb,
+             title=f"Pixel space (L2 distance of {feats.pixel_size}x{feats.pixel_size} RGB thumbnails)"),
+    ])
+
+
+def show_neighbors(ctx, opts: NeighborsOptions, r: NeighborsResult) -> list[Any]:
+    """The section's blocks: a group per query, the agreement table (or why it is missing) and the method note."""
+    deg, feats = r.degenerate, r.feats
+    if r.classes is None:
+        return [Note(f"No feature-space neighbours: {deg.message}", kind="warning")]
+    blocks: list[Any] = [Note(f"Weak feature space: {deg.message}", kind="warning")] if deg is not None else []
+    blocks += [_query_group(ctx, opts, r, row, q) for row, q in enumerate(r.queries)]
+    if r.labelled < 2:
+        blocks.append(Note("No true labels: the nearest-neighbour class agreement table is not shown, because "
+                           "agreement with the model's own predictions (made from these same features) would be "
+                           "circular. Judge the rows by eye; each cell says whether its class is a label or a "
+                           "prediction.", kind="info"))
+    elif r.feature_agreement is not None and r.pixel_agreement is not None and r.chance is not None:
+        rows = [["penultimate features", f"{100 * r.feature_agreement:.1f}%"],
+                ["pixels (32x32)", f"{100 * r.pixel_agreement:.1f}%"],
+                ["chance (same class at random)", f"{100 * r.chance:.1f}%"]]
+        blocks.append(Table(["space", "nearest neighbour has the query's true label"], rows, numeric=[1],
+                            title="Nearest-neighbour class agreement over the labelled images",
+                            caption=(f"Leave-one-out among the {r.labelled} labelled images: for each of "
+                                     f"{min(r.labelled, opts.agreement_queries)} of them, is its single nearest other "
+                                     "labelled image of the same true label?")))
+    else:
+        blocks.append(Note("Every true label occurs once in this image set, so neighbour class agreement is not "
+                           "measured; judge the rows by eye.", kind="info"))
+    dist_name = "cosine distance" if opts.metric == "cosine" else "L2 distance"
+    blocks.append(Note(
+        f"Feature space: {dist_name} between penultimate feature vectors ({feats.penultimate_source}, stored as "
+        f"float16). Pixel space: L2 distance between the model-input images downsampled to "
+        f"{feats.pixel_size}x{feats.pixel_size} (float16, values in [0, 1]). Green cells share the query's "
+        f"class (its label where known, else its prediction); each cell says which; the query itself is excluded "
+        f"from its neighbours."))
+    return blocks
+
+
 @technique(
     "neighbors", "Nearest neighbours: features vs pixels", options=NeighborsOptions, order=24,
     references=[KRIZHEVSKY_2012],
@@ -115,96 +246,16 @@ def neighbors(ctx, opts: NeighborsOptions) -> Section:
     pixels show the features capture what the object is, not just colour and layout."""
     if opts.metric not in ("cosine", "l2"):
         raise ValueError(f"neighbors.metric must be 'cosine' or 'l2', got {opts.metric!r}")
-    n = len(ctx.images)
     sec = Section(id="neighbors", title="Nearest neighbours: features vs pixels")
-    if n < 2:
+    if len(ctx.images) < 2:
         return sec.add(Note("Nearest neighbours need at least two images.", kind="warning"))
-    feats = ctx.features()
-    deg = check_features(feats.penultimate, f"the model's penultimate layer ({feats.penultimate_source})")
-    if deg is not None and deg.blocking:
-        sec.add(Note(f"No feature-space neighbours: {deg.message}", kind="warning"))
-        sec.results = {"feature_agreement": None, "pixel_agreement": None, "chance": None,
-                       "labelled_images": int((ctx.images.labels >= 0).sum()), "metric": opts.metric,
-                       "degenerate": deg.results()}
-        return sec
-    if deg is not None:
-        sec.add(Note(f"Weak feature space: {deg.message}", kind="warning"))
-    labels = ctx.images.labels
-    preds = feats.preds
-    by_label = ctx.images.has_labels
-    classes = np.where(labels >= 0, labels, preds) if by_label else preds
-    queries = spread_indices(ctx, opts.num_queries, "neighbors/queries", classes=classes)
-    k = max(1, min(opts.k, n - 1))
-    fidx, fdist = nearest(queries, feats.penultimate, k, opts.metric)
-    pidx, pdist = nearest(queries, feats.pixels, k, "l2")
-    thumb = int(opts.thumb)
-
-    def cls_name(i: int) -> str:
-        return ctx.class_name(int(classes[i])) + (" (label)" if labels[i] >= 0 else " (predicted)")
-
-    def item(i: int, d: float | None, q: int) -> GridItem:
-        same = classes[i] == classes[q]
-        # the whole name: the stylesheet clamps it to two lines ending in an ellipsis, the cell's title shows it all
-        pic = ImageData(ctx.images.thumbnail(i, thumb), image_id=ctx.images.image_id(i), whole=True)
-        return GridItem(pic, label=cls_name(i),
-                        sublabel=("query" if d is None else f"d = {d:.3f}"),
-                        alt=f"{ctx.images.name(i)} ({cls_name(i)})",
-                        tone=("" if d is None else ("ok" if same else "")))
-
-    dist_name = "cosine distance" if opts.metric == "cosine" else "L2 distance"
-    for r, q in enumerate(queries):
-        frow = [item(q, None, q)] + [item(int(i), float(d), q) for i, d in zip(fidx[r], fdist[r])]
-        prow = [item(q, None, q)] + [item(int(i), float(d), q) for i, d in zip(pidx[r], pdist[r])]
-        sec.add(Group(f"{ctx.images.name(q)} — {cls_name(q)}", [
-            Grid(frow, columns=k + 1, cell_width=thumb,
-                 title=f"Feature space ({dist_name} of {feats.penultimate.shape[1]}-D penultimate features)"),
-            Grid(prow, columns=k + 1, cell_width=thumb,
-                 title=f"Pixel space (L2 distance of {feats.pixel_size}x{feats.pixel_size} RGB thumbnails)"),
-        ]))
-    # agreement is measured against TRUE labels only: predictions are made from the same features, so
-    # "feature neighbours share the predicted class" would be circular evidence
-    known = np.flatnonzero(labels >= 0)
-    fa = pa = None
-    lab = labels[known]
-    counts = np.bincount(lab) if known.size else np.zeros(0, dtype=int)
-    if known.size < 2:
-        sec.add(Note("No true labels: the nearest-neighbour class agreement table is not shown, because agreement "
-                     "with the model's own predictions (made from these same features) would be circular. Judge "
-                     "the rows by eye; each cell says whether its class is a label or a prediction.", kind="info"))
-    elif (counts >= 2).any():
-        fa = neighbour_agreement(feats.penultimate[known], lab, opts.metric, opts.agreement_queries,
-                                 ctx.rng("neighbors/agreement"))
-        pa = neighbour_agreement(feats.pixels[known], lab, "l2", opts.agreement_queries, ctx.rng("neighbors/agreement"))
-        chance = float(((counts / counts.sum()) ** 2).sum())
-        rows = [["penultimate features", f"{100 * fa:.1f}%"], ["pixels (32x32)", f"{100 * pa:.1f}%"],
-                ["chance (same class at random)", f"{100 * chance:.1f}%"]]
-        sec.add(Table(["space", "nearest neighbour has the query's true label"], rows, numeric=[1],
-                      title="Nearest-neighbour class agreement over the labelled images",
-                      caption=(f"Leave-one-out among the {known.size} labelled images: for each of "
-                               f"{min(known.size, opts.agreement_queries)} of them, is its single nearest other "
-                               "labelled image of the same true label?")))
-    else:
-        sec.add(Note("Every true label occurs once in this image set, so neighbour class agreement is not measured; "
-                     "judge the rows by eye.", kind="info"))
-    sec.add(Note(
-        f"Feature space: {dist_name} between penultimate feature vectors ({feats.penultimate_source}, stored as "
-        f"float16). Pixel space: L2 distance between the model-input images downsampled to "
-        f"{feats.pixel_size}x{feats.pixel_size} (float16, values in [0, 1]). Green cells share the query's "
-        f"class (its label where known, else its prediction); each cell says which; the query itself is excluded "
-        f"from its neighbours."))
-    sec.params.update({"queries": [ctx.images.name(q) for q in queries],
-                       "feature_agreement": None if fa is None else round(fa, 4),
-                       "pixel_agreement": None if pa is None else round(pa, 4)})
-    sec.results = {
-        "feature_agreement": None if fa is None else round(fa, 4),
-        "pixel_agreement": None if pa is None else round(pa, 4),
-        "chance": round(float(((counts / counts.sum()) ** 2).sum()), 4) if counts.sum() else None,
-        "labelled_images": int(known.size), "metric": opts.metric,
-        "queries": [{"image": ctx.images.name(q), "class": ctx.class_name(int(classes[q])),
-                     "class_is_label": bool(labels[q] >= 0),
-                     "feature_neighbours_same_class": int(sum(classes[int(i)] == classes[q] for i in fidx[r])),
-                     "pixel_neighbours_same_class": int(sum(classes[int(i)] == classes[q] for i in pidx[r])),
-                     "k": k} for r, q in enumerate(queries)],
-        "degenerate": None if deg is None else deg.results(),
-    }
+    r = compute_neighbors(ctx, opts)
+    for block in show_neighbors(ctx, opts, r):
+        sec.add(block)
+    if r.classes is not None:
+        fa, pa = r.feature_agreement, r.pixel_agreement
+        sec.params.update({"queries": [ctx.images.name(q) for q in r.queries],
+                           "feature_agreement": None if fa is None else round(fa, 4),
+                           "pixel_agreement": None if pa is None else round(pa, 4)})
+    sec.results = r.results(ctx, opts)
     return sec
