@@ -3,12 +3,16 @@ package, registers, runs, is cached, renders, is listed by ``reportgen technique
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 import json
 import re
 import sys
+import typing
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -16,6 +20,7 @@ from conftest import CLASSES, make_tiny_cnn
 from reportgen import registry, results_schema
 from reportgen.build import build_report
 from reportgen.cli import main
+from reportgen.report import Note
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "adding-a-technique.md"
 
@@ -41,10 +46,31 @@ def doc_technique(tmp_path, monkeypatch):
             sys.modules.pop(name, None)
 
 
-def test_the_example_module_is_short():
+def test_the_example_follows_the_pattern_it_teaches(doc_technique):
+    """Typed bounded options, a frozen result, compute apart from present, and a technique function of a few lines."""
     module, _ = _python_blocks()
     body = module[module.index("def class_means("):]
-    assert len(body.strip().splitlines()) <= 20
+    assert len(body.strip().splitlines()) <= 6
+    assert dataclasses.is_dataclass(doc_technique.ClassMeans)
+    assert doc_technique.ClassMeans.__dataclass_params__.frozen
+    assert set(doc_technique.RESULTS) == {"classes[].class", "classes[].images"}
+    hint = typing.get_type_hints(doc_technique.ClassMeansOptions, include_extras=True)["max_classes"]
+    assert any(isinstance(m, registry.Range) and m.ge == 1 for m in hint.__metadata__)
+    present = inspect.signature(doc_technique.present_class_means).parameters
+    assert "ctx" not in present, "presentation must work from the result alone"
+
+
+def test_the_example_presents_a_result_without_a_model(doc_technique):
+    """present_class_means needs only the result: a class resting on few images gets the warning, in order."""
+    res = doc_technique.ClassMeans(("cat", "dog"), (7, 1), (np.zeros((4, 4, 3)), np.ones((4, 4, 3))))
+    blocks = doc_technique.present_class_means(res)
+    assert isinstance(blocks[0], Note) and blocks[0].kind == "warning"
+    grid = blocks[-1]
+    assert [i.label for i in grid.items] == ["cat", "dog"] and grid.items[1].sublabel == "1 image"
+    assert grid.items[1].image.array.max() == 255 and grid.items[0].image.array.max() == 0
+    assert res.results() == {"classes": [{"class": "cat", "images": 7}, {"class": "dog", "images": 1}]}
+    assert not any(isinstance(b, Note) for b in doc_technique.present_class_means(
+        doc_technique.ClassMeans(("cat",), (5,), (np.zeros((4, 4, 3)),))))
 
 
 def test_the_documented_technique_registers_runs_caches_renders_and_is_listed(doc_technique, image_dir, tmp_path):
