@@ -65,7 +65,7 @@ def test_summary_stays_under_60kb_for_1000_classes_and_10000_images(tmp_path, mo
 
 
 def test_the_example_review_is_whole():
-    """example_reports/review: the perturbed demo checkpoint reviewed against its parent."""
+    """example_reports/review: a one-epoch demo checkpoint reviewed against the shipped model."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "example_reports" / "review"
@@ -73,4 +73,4 @@ def test_the_example_review_is_whole():
     assert text.splitlines()[2].startswith("**Regressed**: top-1 accuracy") and len(text.encode()) < LIMIT
     assert (root / "child" / "card.png").read_bytes()[:4] == b"\x89PNG"
     review = json.loads((root / "child" / "report.json").read_text())["review"]
-    assert not review["passed"] and review["pairing"] == "paired on 100 images"
+    assert not review["passed"] and review["pairing"] == "paired on 300 images"
