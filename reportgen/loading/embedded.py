@@ -19,8 +19,8 @@ def load_demo(weights: str | None, trust: bool) -> LoadedModel:
     except (ImportError, FileNotFoundError, OSError) as e:
         raise ModelError(f"the embedded demo model is not available in this installation: {e}") from None
     size = int(demo.INPUT_SIZE)
-    pre = Preprocessing(resize=size, input_size=size, mean=tuple(float(v) for v in demo.MEAN),
-                        std=tuple(float(v) for v in demo.STD), source="embedded demo model")
+    mean, std = ((float(v[0]), float(v[1]), float(v[2])) for v in (demo.MEAN, demo.STD))
+    pre = Preprocessing(resize=size, input_size=size, mean=mean, std=std, source="embedded demo model")
     loaded = LoadedModel(model=model, spec="demo", kind="demo", preprocessing=pre,
                          class_names=list(demo.labels()))
     wp = getattr(demo, "WEIGHTS_PATH", None)
