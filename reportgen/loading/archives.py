@@ -184,8 +184,10 @@ def _load_path(spec: str, weights: str | None, trust: bool) -> LoadedModel:
 register_form(ModelForm(
     name="export", order=40, label="`torch.export` archive", example="model.pt2",
     help="a torch.export (.pt2) archive", matches=_is_export_file, load=_load_path,
-    weights={"export": "inside the torch.export archive"}))
+    weights={"export": "inside the torch.export archive"},
+    titles={"export": lambda model, spec: Path(spec).stem or type(model).__name__}))
 register_form(ModelForm(
     name="torchscript", order=50, label="TorchScript archive", example="model.pt",
     help="a TorchScript archive (.pt, .ts, from torch.jit.save)", matches=_is_model_file, load=_load_path,
-    weights={"torchscript": "inside the TorchScript archive", "module": "those of the nn.Module given"}))
+    weights={"torchscript": "inside the TorchScript archive", "module": "those of the nn.Module given"},
+    titles={"torchscript": lambda model, spec: getattr(model, "original_name", None) or type(model).__name__}))

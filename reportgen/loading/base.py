@@ -3,7 +3,7 @@
 Each loader module declares its forms with :func:`register_form` (torchvision's ``register_model``, timm's
 ``_registry``): one :class:`ModelForm` feeds dispatch (:func:`form_for`, in order), the ``--model`` help
 (:func:`model_help`), the accepted-forms text of error messages (:func:`spec_forms`) and the card's weights line
-(:meth:`LoadedModel.weights_text`). The README's table names each form (a test checks).
+(:meth:`LoadedModel.weights_text`) and the report title (:func:`model_title`, for checks.py). The README's table names each form (a test checks).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ class ModelForm:
     load: Callable[[str, "str | None", bool], "LoadedModel"]  # (spec, weights file or None, trust) -> model
     weights: Mapping[str, str] = field(default_factory=dict)  # LoadedModel.kind -> where its weights come from
     # when no --weights file is named (the card's weights line)
+    titles: Mapping[str, Callable[[nn.Module, str], str]] = field(default_factory=dict)  # LoadedModel.kind ->
+    # (model, spec) -> the report's title for it (default: the model's class name)
 
 
 _FORMS: dict[str, ModelForm] = {}
@@ -72,6 +74,13 @@ def spec_forms() -> str:
 def model_help(lead: str = "") -> str:
     """The --model help: ``lead``, then every registered form with an example."""
     return lead + "The model: " + "; ".join(map(_described, model_forms())) + ". Nothing is ever downloaded."
+
+
+def model_title(model: nn.Module, spec: str, kind: str) -> str:
+    """The report's title for a loaded model: its form's title for ``kind``, else the model's class name."""
+    by_kind = {k: t for f in model_forms() for k, t in f.titles.items()}
+    title = by_kind.get(kind)
+    return title(model, spec) if title is not None else type(model).__name__
 
 
 def spec_path(spec: str) -> Path:

@@ -222,7 +222,14 @@ def _is_torchvision_name(spec: str) -> bool:
     return spec.lower() in torchvision_model_names()
 
 
+def _title(model: nn.Module, spec: str) -> str:
+    """The class name, and the torchvision name it was built from when they differ (``ResNet (resnet18)``)."""
+    name = type(model).__name__
+    return name if spec.lower() == name.lower() else f"{name} ({spec})"
+
+
 register_form(ModelForm(
     name="torchvision", order=20, label="torchvision name", example="resnet18",
     help="a torchvision name (weights from --weights FILE or the torch hub cache, never downloaded)",
-    matches=_is_torchvision_name, load=lambda spec, weights, trust: load_torchvision(spec.lower(), weights, trust)))
+    matches=_is_torchvision_name, load=lambda spec, weights, trust: load_torchvision(spec.lower(), weights, trust),
+    titles={"torchvision": _title}))

@@ -99,3 +99,18 @@ def test_the_card_weights_line_comes_from_the_forms():
     for kind, text in by_kind.items():
         assert loading.LoadedModel(model=nn.Identity(), spec="x", kind=kind).weights_text() == text
     assert loading.LoadedModel(model=nn.Identity(), spec="x", kind="timm").weights_text() == "none given"
+
+
+def test_the_report_title_comes_from_the_forms():
+    from reportgen.checks import model_title
+
+    class Net(nn.Module):
+        pass
+
+    scripted = Net()
+    scripted.original_name = "Traced"
+    assert model_title(Net(), "resnet18", "torchvision") == "Net (resnet18)"
+    assert model_title(Net(), "net", "torchvision") == "Net"
+    assert model_title(scripted, "a/b/m.pt", "torchscript") == "Traced"
+    assert model_title(Net(), "a/b/exported.pt2", "export") == "exported"
+    assert model_title(scripted, "a/b/m.py:build", "factory") == "Net"  # other kinds: the class name, never a path
