@@ -3,7 +3,8 @@
 Each loader module declares its forms with :func:`register_form` (torchvision's ``register_model``, timm's
 ``_registry``): one :class:`ModelForm` feeds dispatch (:func:`form_for`, in order), the ``--model`` help
 (:func:`model_help`), the accepted-forms text of error messages (:func:`spec_forms`) and the card's weights line
-(:meth:`LoadedModel.weights_text`) and the report title (:func:`model_title`, for checks.py). The README's table names each form (a test checks).
+(:meth:`LoadedModel.weights_text`) and the report title (:func:`model_title`, for checks.py). The README's
+table names each form (a test checks).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from ..preprocess import Preprocessing
 #: the registered SPEC forms, one name each
 FormName = Literal["demo", "timm", "torchvision", "huggingface", "export", "torchscript", "factory-file",
                    "factory-module"]
+#: what a loader built (``LoadedModel.kind``; "module": an nn.Module given directly or unpickled)
+ModelKind = Literal["torchvision", "factory", "torchscript", "export", "module", "demo", "timm", "huggingface"]
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,9 @@ class ModelForm:
     help: str  # one phrase for --model's help and the error messages' list of forms
     matches: Callable[[str], bool]  # recognises a (stripped, non-empty) SPEC
     load: Callable[[str, "str | None", bool], "LoadedModel"]  # (spec, weights file or None, trust) -> model
-    weights: Mapping[str, str] = field(default_factory=dict)  # LoadedModel.kind -> where its weights come from
+    weights: Mapping[ModelKind, str] = field(default_factory=dict)  # LoadedModel.kind -> where its weights come from
     # when no --weights file is named (the card's weights line)
-    titles: Mapping[str, Callable[[nn.Module, str], str]] = field(default_factory=dict)  # LoadedModel.kind ->
+    titles: Mapping[ModelKind, Callable[[nn.Module, str], str]] = field(default_factory=dict)  # LoadedModel.kind ->
     # (model, spec) -> the report's title for it (default: the model's class name)
 
 
@@ -94,7 +97,7 @@ class LoadedModel:
 
     model: nn.Module  # eval mode, on the CPU
     spec: str
-    kind: str  # "torchvision", "factory", "torchscript", "export", "module", "demo", "timm", "huggingface"
+    kind: ModelKind
     preprocessing: Preprocessing | None = None  # known preprocessing (weights metadata, factory, demo)
     class_names: list[str] | None = None
     weights: str | None = None  # path of the weights file used

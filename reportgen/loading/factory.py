@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import ConfigError, ModelError
 from ..labels import labels_from_mapping
 from ..preprocess import Preprocessing, validated
-from .base import LoadedModel, ModelForm, register_form, spec_forms
+from .base import LoadedModel, ModelForm, ModelKind, register_form, spec_forms
 from .checkpoint import apply_weights_file
 from .files import first_line
 
@@ -163,7 +163,7 @@ def _module_preprocessing(module: Any, spec: str, notes: list[str]) -> Preproces
 
 _FACTORY_SPEC = re.compile(r"(?P<target>.+):(?P<attr>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
 _DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
-_FACTORY_WEIGHTS = {"factory": "as the factory built them (no --weights given)"}
+_FACTORY_WEIGHTS: dict[ModelKind, str] = {"factory": "as the factory built them (no --weights given)"}
 
 
 def _factory_parts(spec: str) -> tuple[str, str] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from click.testing import CliRunner
@@ -27,8 +28,9 @@ def _readme_table() -> list[list[str]]:
 
 
 def test_every_form_has_a_distinct_name_order_and_example():
-    assert {f.name for f in FORMS} == {"demo", "timm", "torchvision", "huggingface", "export", "torchscript",
-                                       "factory-file", "factory-module"}
+    assert sorted(f.name for f in FORMS) == sorted(get_args(base.FormName))  # the Literal names each form once
+    kinds = {k for f in FORMS for k in (*f.weights, *f.titles)}
+    assert kinds <= set(get_args(base.ModelKind)), kinds
     assert len({f.order for f in FORMS}) == len({f.example for f in FORMS}) == len(FORMS)
 
 
