@@ -159,6 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     ap.add_argument("--source", choices=["torchvision", "timm"], default="torchvision")
     ap.add_argument("--sections", default="", help="comma-separated section ids (default: all)")
+    ap.add_argument("--timeout", type=int, default=0, help="seconds per family before it is reported as timed out")
+    ap.add_argument("--list", action="store_true", help="print the families and exit")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
@@ -166,13 +168,21 @@ def main(argv=None) -> int:
         print("ROW " + json.dumps(_one(a.child, a.images, a.folder, secs)), flush=True)
         return 0
     names = [x for x in a.only.split(",") if x] or families(a.source)
+    if a.list:
+        print(",".join(names))
+        return 0
     rows = []
     for name in names:
         cmd = [sys.executable, __file__, "--child", name, "--images", str(a.images), "--sections", a.sections]
         if a.folder:
             cmd += ["--folder", a.folder]
-        p = subprocess.run(cmd, capture_output=True, text=True,
-                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout or None,
+                               env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        except subprocess.TimeoutExpired:
+            rows.append({"name": name, "timed_out": a.timeout})
+            print(f"{name:30s} TIMED OUT after {a.timeout} s", flush=True)
+            continue
         row = next((json.loads(ln[4:]) for ln in p.stdout.splitlines() if ln.startswith("ROW ")), None)
         if row is None:
             row = {"name": name, "crashed": p.returncode, "stderr": p.stderr[-400:]}

@@ -11,13 +11,13 @@ classes. When the forward itself fails it says which input the model seems to wa
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import ModelError
+from .loading.base import model_title as _form_title
 from .loading.files import first_line
 from .preprocess import PixelModel, Preprocessing, unpack_logits
 from .report import plural
@@ -82,14 +82,9 @@ def _forward_failure(pm: PixelModel, pre: Preprocessing, device: torch.device, e
 
 
 def model_title(model: nn.Module, spec: str, kind: str) -> str:
-    """The model's class name (and the torchvision name it was built from): never a path."""
-    name = getattr(model, "original_name", None) if kind == "torchscript" else None
-    if kind == "export":
-        name = Path(spec).stem
-    name = name or type(model).__name__
-    if kind == "torchvision" and spec.lower() != name.lower():
-        return f"{name} ({spec})"
-    return name
+    """The model's class name (and the torchvision name it was built from): never a path. Each model form
+    says how its kind is named (``ModelForm.titles``, declared beside its loader)."""
+    return _form_title(model, spec, kind)
 
 
 def untrained_evidence(probs: np.ndarray) -> str | None:

@@ -13,12 +13,17 @@ from . import __version__
 from .review.cli import check, review_exit, review_options
 from .publish import console
 
-MODEL_HELP = (
-    "The model: a torchvision name (resnet18; weights from --weights or the torch hub cache, never downloaded), "
-    "path/to/file.py:factory or package.module:factory (returns an nn.Module), a TorchScript archive, a "
-    "torch.export .pt2 archive, timm:NAME (a timm architecture; random weights unless --weights), a Hugging Face "
-    "folder written by save_pretrained (config.json and weights), or 'demo' for the embedded Fashion-MNIST model."
-)
+
+class ModelOption(click.Option):
+    """--model: its help lists the registered model forms (loading.base), read only when help is shown."""
+
+    def get_help_record(self, ctx):
+        from .loading import model_help
+
+        self.help = model_help(self.__dict__.setdefault("lead", self.help or ""))
+        return super().get_help_record(ctx)
+
+
 THEME_HELP = "Report theme: light, dark, or a theme folder of your own (a theme.toml; see the README's Themes)."
 
 
@@ -261,7 +266,7 @@ def common_options(f):
 
 
 @main.command(epilog=EXIT_CODES)
-@click.option("--model", "model", required=True, help=MODEL_HELP)
+@click.option("--model", "model", required=True, cls=ModelOption)
 @click.option("--images", required=True, type=click.Path(), help="Folder of images (recursive; one sub-folder "
               "per class gives labels), one image file, or a quoted glob such as 'photos/*.jpg'.")
 @click.option("--out", required=True, type=click.Path(), help="Output folder (replaced atomically, locked while "
@@ -324,7 +329,7 @@ def render(report, theme, single_file, new_out, cache_dir, wait) -> None:
 
 
 @main.command()
-@click.option("--model", "model", required=True, help=MODEL_HELP)
+@click.option("--model", "model", required=True, cls=ModelOption)
 @click.option("--weights", type=click.Path(dir_okay=False), help="State dict to load (weights_only=True).")
 @click.option("--trust-weights", "trust", is_flag=True, help="Allow pickled objects in --weights.")
 @click.option("--input-size", type=click.IntRange(8, 4096), help="Input size for the shape pass.")
@@ -428,8 +433,8 @@ def cache_clear(cache_dir) -> None:
 
 
 @main.command(epilog=EXIT_CODES)
-@click.option("--model", "models_", multiple=True, required=True, help="Give twice: model A, then model B. "
-              + MODEL_HELP)
+@click.option("--model", "models_", multiple=True, required=True, cls=ModelOption,
+              help="Give twice: model A, then model B. ")
 @click.option("--name", "names", multiple=True, help="Give twice: short names for A and B (default A, B).")
 @click.option("--images", required=True, type=click.Path(), help="Folder of images both models see.")
 @click.option("--out", required=True, type=click.Path(), help="Output folder (replaced atomically), or "

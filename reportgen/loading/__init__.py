@@ -1,9 +1,10 @@
-"""Loading the user's model from a SPEC string (see :data:`SPEC_FORMS`), and the run's preprocessing.
+"""Loading the user's model from a SPEC string (the forms registered in :mod:`.base`), and the run's preprocessing.
 
 Split by concern: :mod:`.torchvision` (model names), :mod:`.factory` (``file.py:factory`` and
 ``package.module:factory``), :mod:`.archives` (TorchScript and ``torch.export``; the unflatten surgery
 is in :mod:`._export_compat`), :mod:`.checkpoint` (state dicts: prefixes, strict load with a diff),
-:mod:`.files` (reading files). Class-name files are read by :mod:`reportgen.labels`.
+:mod:`.files` (reading files), :mod:`.embedded` (the demo model). Each loader module registers its SPEC
+forms (:class:`~.base.ModelForm`); dispatch tries them in order. Class-name files are read by :mod:`reportgen.labels`.
 
 Model-format caveats (checked with torch 2.14):
 
@@ -22,25 +23,19 @@ Nothing here is chosen at import time; torchvision is imported inside the functi
 from __future__ import annotations
 
 import difflib
-import importlib
 import os
-import re
-from pathlib import Path
 
 from ..errors import ConfigError, ModelError
 from ..labels import load_labels
 from ..preprocess import Preprocessing, positive_int, triple, validated
-from .archives import load_archive
-from .base import SPEC_FORMS, LoadedModel, input_channels
-from .checkpoint import apply_weights_file
-from .factory import load_factory_file, load_factory_module
+from . import archives, embedded, factory, hub  # noqa: F401  (each registers its model forms)
+from .base import LoadedModel, ModelForm, form_for, input_channels, model_forms, model_help, spec_forms, spec_path
 from .files import MODEL_FILE_SUFFIXES
-from .hub import is_hf_folder, load_hf_folder, load_timm
-from .torchvision import load_torchvision, torchvision_model_names
+from .torchvision import torchvision_model_names
 
 
 def load_model(spec: str, weights: str | os.PathLike | None = None, trust: bool = False) -> LoadedModel:
-    """Load the model named by ``spec`` (see :data:`SPEC_FORMS`) on the CPU, in eval mode.
+    """Load the model named by ``spec`` (see :func:`spec_forms`) on the CPU, in eval mode.
 
     ``weights``: a checkpoint file for the torchvision / factory / demo forms. It is read with
     ``torch.load(weights_only=True)`` unless ``trust`` (``--trust-weights``) allows full unpickling.
@@ -48,13 +43,10 @@ def load_model(spec: str, weights: str | os.PathLike | None = None, trust: bool 
     """
     spec = str(spec).strip() if spec is not None else ""
     if not spec:
-        raise ModelError("no model given.\n" + SPEC_FORMS)
+        raise ModelError("no model given.\n" + spec_forms())
     weights = os.fspath(weights) if weights is not None else None
 
-    if spec.lower() == "demo":
-        loaded = _load_demo(weights, trust)
-    else:
-        loaded = _dispatch(spec, weights, trust)
+    loaded = _dispatch(spec, weights, trust)
     model = loaded.model
     try:
         model.eval()
@@ -64,63 +56,17 @@ def load_model(spec: str, weights: str | os.PathLike | None = None, trust: bool 
 
 
 def _dispatch(spec: str, weights: str | None, trust: bool) -> LoadedModel:
-    if spec.lower().startswith("timm:"):
-        return load_timm(spec[5:].strip(), spec, weights, trust)
-    has_sep = "/" in spec or "\\" in spec
-    if not has_sep and ":" not in spec:
-        names = torchvision_model_names()
-        if spec.lower() in names:
-            return load_torchvision(spec.lower(), weights, trust)
-
-    path = Path(spec).expanduser()
-    if path.exists():
-        if path.is_dir():
-            if is_hf_folder(path) or any(path.glob("*.safetensors")) or (path / "preprocessor_config.json").exists():
-                return load_hf_folder(path, spec, weights, trust)
-            raise ModelError(f"model SPEC {spec!r} is a folder without a config.json, not a model file or a Hugging "
-                             f"Face model folder (save_pretrained writes {path / 'config.json'}).\n" + SPEC_FORMS)
-        if path.suffix == ".py":
-            raise ModelError(
-                f"{spec} is a Python file: name the function that builds the model, e.g. {spec}:make_model "
-                "(it is called with no arguments and must return a torch.nn.Module)."
-            )
-        return load_archive(path, spec, weights, trust)
-
-    m = re.fullmatch(r"(?P<target>.+):(?P<attr>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)", spec)
-    if m:
-        target, attr = m.group("target"), m.group("attr")
-        if target.endswith(".py") or "/" in target or "\\" in target:
-            return load_factory_file(target, attr, spec, weights, trust)
-        if re.fullmatch(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*", target):
-            return load_factory_module(target, attr, spec, weights, trust)
-
-    if has_sep or path.suffix.lower() in MODEL_FILE_SUFFIXES:
-        raise ModelError(f"model file not found: {path}.\n" + SPEC_FORMS)
+    form = form_for(spec)
+    if form is not None:
+        return form.load(spec, weights, trust)
+    path = spec_path(spec)
+    if "/" in spec or "\\" in spec or path.suffix.lower() in MODEL_FILE_SUFFIXES:
+        raise ModelError(f"model file not found: {path}.\n" + spec_forms())
     close = difflib.get_close_matches(spec.lower(), ["demo", *torchvision_model_names()], n=5, cutoff=0.6)
     msg = f"unknown model {spec!r}: not a torchvision model name, a file, or a module:factory."
     if close:
         msg += " Did you mean: " + ", ".join(close) + "?"
-    raise ModelError(msg + "\n" + SPEC_FORMS)
-
-
-def _load_demo(weights: str | None, trust: bool) -> LoadedModel:
-    try:
-        demo = importlib.import_module("..demo", __package__)
-        model = demo.build_model()
-    except (ImportError, FileNotFoundError, OSError) as e:
-        raise ModelError(f"the embedded demo model is not available in this installation: {e}") from None
-    size = int(demo.INPUT_SIZE)
-    pre = Preprocessing(resize=size, input_size=size, mean=tuple(float(v) for v in demo.MEAN),
-                        std=tuple(float(v) for v in demo.STD), source="embedded demo model")
-    loaded = LoadedModel(model=model, spec="demo", kind="demo", preprocessing=pre,
-                         class_names=list(demo.labels()))
-    wp = getattr(demo, "WEIGHTS_PATH", None)
-    # shown in published reports: name the shipped file, not this machine's install path
-    loaded.weights = f"embedded (reportgen/demo/{Path(wp).name})" if wp is not None else None
-    if weights is not None:
-        loaded.weights, notes = apply_weights_file(model, weights, trust, "the demo model")
-        loaded.notes += notes
-    return loaded
+    raise ModelError(msg + "\n" + spec_forms())
 
 
 def resolve_preprocessing(
@@ -188,5 +134,5 @@ def _origins_text(origin: dict[str, str]) -> str:
     return "; ".join(f"{', '.join(names)} from {src}" for src, names in groups.items())
 
 
-__all__ = ["LoadedModel", "load_model", "resolve_preprocessing", "load_labels", "torchvision_model_names",
-           "SPEC_FORMS"]
+__all__ = ["LoadedModel", "ModelForm", "load_model", "resolve_preprocessing", "load_labels",
+           "torchvision_model_names", "model_forms", "model_help", "spec_forms"]

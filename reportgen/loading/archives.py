@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import ModelError
 from ..preprocess import Preprocessing, unpack_logits
 from ._export_compat import make_deepcopyable, retype_exported_layers
-from .base import SPEC_FORMS, LoadedModel
+from .base import LoadedModel, ModelForm, register_form, spec_forms, spec_path
 from .files import archive_kind, first_line, load_torchscript, read_weights
 
 
@@ -42,7 +42,7 @@ def load_archive(path: Path, spec: str, weights: str | None, trust: bool) -> Loa
         )
     if path.suffix.lower() == ".pt2":
         raise ModelError(f"{path} is not a torch.export archive (expected a zip written by torch.export.save)")
-    raise ModelError(f"{path} is not a model file reportgen can load.\n" + SPEC_FORMS)
+    raise ModelError(f"{path} is not a model file reportgen can load.\n" + spec_forms())
 
 
 def _load_export(path: Path, spec: str) -> LoadedModel:
@@ -158,3 +158,36 @@ def _exported_in_training_mode(ep: Any) -> bool:
         except Exception:
             continue
     return False
+
+
+def _is_export_file(spec: str) -> bool:
+    path = spec_path(spec)
+    return path.suffix.lower() == ".pt2" and path.exists() and not path.is_dir()
+
+
+def _is_model_file(spec: str) -> bool:
+    path = spec_path(spec)
+    return path.exists() and not path.is_dir()
+
+
+def _load_path(spec: str, weights: str | None, trust: bool) -> LoadedModel:
+    """An existing file: an archive (its content says which), or a checkpoint / Python file named as SPEC."""
+    path = spec_path(spec)
+    if path.suffix == ".py":
+        raise ModelError(
+            f"{spec} is a Python file: name the function that builds the model, e.g. {spec}:make_model "
+            "(it is called with no arguments and must return a torch.nn.Module)."
+        )
+    return load_archive(path, spec, weights, trust)
+
+
+register_form(ModelForm(
+    name="export", order=40, label="`torch.export` archive", example="model.pt2",
+    help="a torch.export (.pt2) archive", matches=_is_export_file, load=_load_path,
+    weights={"export": "inside the torch.export archive"},
+    titles={"export": lambda model, spec: Path(spec).stem or type(model).__name__}))
+register_form(ModelForm(
+    name="torchscript", order=50, label="TorchScript archive", example="model.pt",
+    help="a TorchScript archive (.pt, .ts, from torch.jit.save)", matches=_is_model_file, load=_load_path,
+    weights={"torchscript": "inside the TorchScript archive", "module": "those of the nn.Module given"},
+    titles={"torchscript": lambda model, spec: getattr(model, "original_name", None) or type(model).__name__}))

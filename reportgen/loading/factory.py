@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import ConfigError, ModelError
 from ..labels import labels_from_mapping
 from ..preprocess import Preprocessing, validated
-from .base import SPEC_FORMS, LoadedModel
+from .base import LoadedModel, ModelForm, ModelKind, register_form, spec_forms
 from .checkpoint import apply_weights_file
 from .files import first_line
 
@@ -39,7 +39,7 @@ def _on_sys_path(folder: str) -> Iterator[None]:
 def load_factory_file(target: str, attr: str, spec: str, weights: str | None, trust: bool) -> LoadedModel:
     path = Path(target).expanduser()
     if not path.is_file():
-        raise ModelError(f"model file not found: {path} (from SPEC {spec!r}).\n" + SPEC_FORMS)
+        raise ModelError(f"model file not found: {path} (from SPEC {spec!r}).\n" + spec_forms())
     path = path.resolve()
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     modname = f"_reportgen_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
@@ -66,7 +66,7 @@ def load_factory_module(target: str, attr: str, spec: str, weights: str | None, 
             if e.name and (target == e.name or target.startswith(e.name + ".")):
                 raise ModelError(
                     f"cannot import module {target!r} ({e}). Is it installed, or on PYTHONPATH? "
-                    f"For a file, write path/to/file.py:{attr}.\n" + SPEC_FORMS
+                    f"For a file, write path/to/file.py:{attr}.\n" + spec_forms()
                 ) from None
             raise ModelError(f"importing {target} failed: {type(e).__name__}: {first_line(e)}") from e
         except Exception as e:
@@ -159,3 +159,43 @@ def _module_preprocessing(module: Any, spec: str, notes: list[str]) -> Preproces
         notes.append(f"ignored {attr} of the model module: not a Preprocessing or dict")
         return None
     return None
+
+
+_FACTORY_SPEC = re.compile(r"(?P<target>.+):(?P<attr>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
+_DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+_FACTORY_WEIGHTS: dict[ModelKind, str] = {"factory": "as the factory built them (no --weights given)"}
+
+
+def _factory_parts(spec: str) -> tuple[str, str] | None:
+    m = _FACTORY_SPEC.fullmatch(spec)
+    return (m.group("target"), m.group("attr")) if m else None
+
+
+def _is_factory_file(spec: str) -> bool:
+    parts = _factory_parts(spec)
+    return parts is not None and (parts[0].endswith(".py") or "/" in parts[0] or "\\" in parts[0])
+
+
+def _is_factory_module(spec: str) -> bool:
+    parts = _factory_parts(spec)
+    return parts is not None and not _is_factory_file(spec) and _DOTTED.fullmatch(parts[0]) is not None
+
+
+def _load_file_spec(spec: str, weights: str | None, trust: bool) -> LoadedModel:
+    target, attr = _factory_parts(spec) or ("", "")
+    return load_factory_file(target, attr, spec, weights, trust)
+
+
+def _load_module_spec(spec: str, weights: str | None, trust: bool) -> LoadedModel:
+    target, attr = _factory_parts(spec) or ("", "")
+    return load_factory_module(target, attr, spec, weights, trust)
+
+
+register_form(ModelForm(
+    name="factory-file", order=60, label="factory in a file", example="path/to/file.py:build",
+    help="path/to/file.py:factory (called with no arguments, returns a torch.nn.Module; --weights FILE fills it)",
+    matches=_is_factory_file, load=_load_file_spec, weights=_FACTORY_WEIGHTS))
+register_form(ModelForm(
+    name="factory-module", order=70, label="factory in a package", example="package.module:factory",
+    help="package.module:factory (importable from the current environment; the same call)",
+    matches=_is_factory_module, load=_load_module_spec, weights=_FACTORY_WEIGHTS))

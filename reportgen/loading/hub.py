@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import ModelError
 from ..preprocess import Interpolation, Preprocessing, validated
-from .base import LoadedModel
+from .base import LoadedModel, ModelForm, register_form, spec_forms, spec_path
 from .checkpoint import (
     apply_weights_file,
     extract_state_dict,
@@ -227,3 +227,22 @@ def _hf_preprocessing(path: Path, notes: list[str]) -> Preprocessing | None:
     except Exception as e:  # noqa: BLE001
         notes.append(f"ignored {p}: {type(e).__name__}: {first_line(e)}")
         return None
+
+
+def _load_folder(spec: str, weights: str | None, trust: bool) -> LoadedModel:
+    path = spec_path(spec)
+    if is_hf_folder(path) or any(path.glob("*.safetensors")) or (path / "preprocessor_config.json").exists():
+        return load_hf_folder(path, spec, weights, trust)
+    raise ModelError(f"model SPEC {spec!r} is a folder without a config.json, not a model file or a Hugging "
+                     f"Face model folder (save_pretrained writes {path / 'config.json'}).\n" + spec_forms())
+
+
+register_form(ModelForm(
+    name="timm", order=10, label="timm architecture", example="timm:resnet18",
+    help="timm:NAME (a timm architecture, pip install reportgen[timm]; random weights unless --weights FILE)",
+    matches=lambda spec: spec.lower().startswith("timm:"),
+    load=lambda spec, weights, trust: load_timm(spec[5:].strip(), spec, weights, trust)))
+register_form(ModelForm(
+    name="huggingface", order=30, label="Hugging Face folder", example="path/to/vit-folder/",
+    help="a Hugging Face folder written by save_pretrained (config.json and weights; pip install reportgen[hf])",
+    matches=lambda spec: spec_path(spec).is_dir(), load=_load_folder))

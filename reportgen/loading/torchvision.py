@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import ModelError
 from ..preprocess import Preprocessing
-from .base import LoadedModel
+from .base import LoadedModel, ModelForm, register_form
 from .checkpoint import extract_state_dict, head_classes, load_strict, match_prefixes, rekey, state_diff
 from .files import existing_file, first_line, read_weights
 
@@ -214,3 +214,22 @@ def _num_outputs_hint(model: nn.Module) -> int | None:
     if isinstance(last, nn.Conv2d):
         return int(last.out_channels)
     return None
+
+
+def _is_torchvision_name(spec: str) -> bool:
+    if "/" in spec or "\\" in spec or ":" in spec:
+        return False
+    return spec.lower() in torchvision_model_names()
+
+
+def _title(model: nn.Module, spec: str) -> str:
+    """The class name, and the torchvision name it was built from when they differ (``ResNet (resnet18)``)."""
+    name = type(model).__name__
+    return name if spec.lower() == name.lower() else f"{name} ({spec})"
+
+
+register_form(ModelForm(
+    name="torchvision", order=20, label="torchvision name", example="resnet18",
+    help="a torchvision name (weights from --weights FILE or the torch hub cache, never downloaded)",
+    matches=_is_torchvision_name, load=lambda spec, weights, trust: load_torchvision(spec.lower(), weights, trust),
+    titles={"torchvision": _title}))
