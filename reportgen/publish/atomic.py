@@ -155,7 +155,7 @@ def clean_stale(out: Path, log: Callable[[str], None] | None = None) -> list[str
     return removed
 
 
-def check_out(out: Path, images: Path | None = None) -> None:
+def check_out(out: Path, images: str | Path | None = None) -> None:
     """Refuse outputs that would destroy something that is not a report, or read the report as input."""
     out = Path(out)
     if is_single_file_target(out):
