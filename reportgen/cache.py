@@ -92,7 +92,7 @@ def parse_size(text: str | int | None) -> int:
     return int(float(m.group(1)) * mult)
 
 
-def human_size(n: int) -> str:
+def human_size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -119,6 +119,7 @@ class Cache:
     def get(self, key: str) -> Any | None:
         if not self.enabled:
             return None
+        assert self.dir is not None  # enabled implies a directory
         for base in [self.dir, *self.read_dirs]:
             p = self._path(base, key)
             if p.is_file():
@@ -149,6 +150,7 @@ class Cache:
         """:meth:`put` for an object already pickled (``data``)."""
         if not self.enabled:
             return
+        assert self.dir is not None  # enabled implies a directory
         p = self._path(self.dir, key)
         tmp = p.with_name(f"{p.stem}.{os.getpid()}.part")
         try:
@@ -163,6 +165,7 @@ class Cache:
                 pass
 
     def _ensure_dir(self) -> None:
+        assert self.dir is not None
         self.dir.mkdir(parents=True, exist_ok=True)
         tag = self.dir / TAG_NAME
         if not tag.exists():
@@ -170,7 +173,7 @@ class Cache:
 
     def entries(self) -> list[tuple[Path, int, float]]:
         """(path, bytes, mtime) of every entry (only reportgen's own files)."""
-        out = []
+        out: list[tuple[Path, int, float]] = []
         if self.dir is None or not self.dir.is_dir():
             return out
         for sub in self.dir.iterdir():

@@ -8,7 +8,7 @@ the model from ``ctx.model`` (the user's module, eval mode, on ``ctx.device``) o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar, cast
 
 import numpy as np
 import torch
@@ -155,7 +155,7 @@ class RunContext:
 
             g = torch.Generator().manual_seed(0)
             example = torch.rand(2, 3, self.pre.size, self.pre.size, generator=g).to(self.device)  # RGB in [0, 1]
-            folded, n = fold_batchnorm(self.model, example=self.pixel_model.normalize(example))
+            folded, n = fold_batchnorm(self.model, example=cast(PixelModel, self.pixel_model).normalize(example))
             return self.pixel_model if n == 0 else PixelModel(folded, self.pre).to(self.device).eval()
 
         return self.memo("context:output_model", make)
@@ -167,7 +167,7 @@ class RunContext:
         om = self.output_model
         inner = getattr(om, "model", None)
         graph = getattr(inner, "graph", None)
-        if om is not self.pixel_model and graph is not None:
+        if om is not self.pixel_model and inner is not None and graph is not None:
             called = {n.target for n in graph.nodes if n.op == "call_module"}
             if name in called:
                 return om, layers_mod.resolve_layer(inner, name)

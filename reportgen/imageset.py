@@ -210,6 +210,7 @@ class ImageSet:
         with ``-2``, ``-3``... for later files with the same bytes."""
         ids = self.__dict__.get("_ids")
         if ids is None or len(ids) != len(self.records):
+            seen: dict[str, int]
             ids, seen = [], {}
             for r in self.records:
                 base = r.sha256[:12]
@@ -336,10 +337,11 @@ def _checked_files(files: list[Path], root: Path, progress: Callable | None, cac
     if cache is not None and getattr(cache, "enabled", False):
         from .cache import code_digest, digest
 
-        stats = []
+        stats: list[tuple[str, int, int, int]] | None = []
         for p in files:
             try:
                 st = p.stat()
+                assert stats is not None  # set to None only on the way out of the loop
                 stats.append((str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino))
             except OSError:
                 stats = None  # something changes or is broken: check for real

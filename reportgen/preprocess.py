@@ -116,6 +116,9 @@ class Normalize(nn.Module):
     mean / std triples to their average.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean, std, channels: int = 3):
         super().__init__()
         self.grey = channels == 1

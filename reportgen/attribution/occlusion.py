@@ -14,7 +14,7 @@ Both give the same probabilities up to float summation order.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, cast
 
 import numpy as np
 import torch
@@ -129,4 +129,4 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target, window: int, st
     grid = occlusion_grid(model, x, target, window, stride, baseline, batch, incremental)
     with eval_mode(model), torch.inference_mode():
         p = torch.softmax(model(x).float(), 1).gather(1, _targets(target, len(x), x.device)[:, None])[:, 0]
-    return coverage_average(grid, tuple(x.shape[-2:]), window, stride, p.cpu())
+    return coverage_average(grid, cast(tuple[int, int], tuple(x.shape[-2:])), window, stride, p.cpu())

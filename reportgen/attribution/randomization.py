@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import zlib
+from typing import cast
 
 import torch
 from torch import nn
@@ -45,8 +46,8 @@ def reinit_(module: nn.Module, seed: int) -> None:
         for name, p in module.named_parameters(recurse=False):
             p.fill_(1.0 if name == "weight" else 0.0)
         if getattr(module, "running_mean", None) is not None:
-            module.running_mean.zero_()
-            module.running_var.fill_(1.0)
+            cast(torch.Tensor, module.running_mean).zero_()
+            cast(torch.Tensor, module.running_var).fill_(1.0)
         return
     params = dict(module.named_parameters(recurse=False))
     w = params.get("weight")

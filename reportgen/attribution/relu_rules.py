@@ -60,7 +60,7 @@ RULE_TEXT = {
 }
 
 # Activation modules that get a rule through their local derivative (not a hard mask).
-SMOOTH_RECTIFIERS: tuple[type, ...] = tuple(
+SMOOTH_RECTIFIERS: tuple[type[nn.Module], ...] = tuple(
     t for t in (
         nn.GELU, nn.SiLU, nn.ELU, nn.CELU, nn.SELU, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.Mish,
         nn.Hardswish, nn.Softplus,

@@ -12,6 +12,8 @@ Numpy in, report blocks out; no torch here (compute lives in :mod:`reportgen.att
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from ..pictures import overlay, unit_to_uint8
@@ -65,7 +67,8 @@ def attr_image(attr: np.ndarray | None, image: np.ndarray | None = None, view: s
         return np.asarray(image)
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
-    norm = _channels_last(normalize_attr(attr, sign, outlier_perc, floor))
+    # every view but "image" is given an attr
+    norm = _channels_last(normalize_attr(cast(np.ndarray, attr), sign, outlier_perc, floor))
     signed = sign == "all"
     if view == "map":
         if signed:

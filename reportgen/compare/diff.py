@@ -27,7 +27,7 @@ def flipped_section(images, names: tuple[str, str], class_names, pa, pb, labels,
     known = labels >= 0
     # largest change first: how much B moved away from A's choice
     order = idx[np.argsort(-(pa[idx, a[idx]] - pb[idx, a[idx]]), kind="stable")]
-    items = []
+    items: list[GridItem] = []
     fixed = broke = 0
     for i in order:
         i = int(i)
@@ -77,6 +77,7 @@ def per_class_section(names, class_names, pa, pb, labels) -> Section:
                             kind="warning"))
     k = pa.shape[1]
     y, a, b = labels[known], pa.argmax(1)[known], pb.argmax(1)[known]
+    deltas: dict[str, float]
     rows, deltas = [], {}
     for c in np.unique(y):
         m = y == c
@@ -91,8 +92,8 @@ def per_class_section(names, class_names, pa, pb, labels) -> Section:
         f"Confusion matrix of {names[1]} minus that of {names[0]} (rows: true class, columns: predicted; the numbers "
         f"are count differences). Blue: a gain for {names[1]} (more correct on the diagonal, fewer mistakes off "
         "it); red: a loss.")))
-    worst = min(deltas, key=deltas.get)
-    best = max(deltas, key=deltas.get)
+    worst = min(deltas, key=deltas.__getitem__)
+    best = max(deltas, key=deltas.__getitem__)
     sec.add(Note(f"Largest gain: {best} ({100 * deltas[best]:+.1f} points); largest loss: {worst} "
                  f"({100 * deltas[worst]:+.1f} points)." if deltas[best] > 0 or deltas[worst] < 0
                  else "Per-class accuracy is identical for every class."))

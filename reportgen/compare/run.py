@@ -16,7 +16,7 @@ import copy
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
@@ -45,7 +45,7 @@ from ..drift.section import compare_drift_section
 
 
 
-def comparison_title(names: list[str], titles: list[str]) -> str:
+def comparison_title(names: Sequence[str], titles: Sequence[str]) -> str:
     """``A vs B — comparison``: each model by its name, with its class name in brackets only when the name does not
     already hold it ("MobileNetV2 vs ResNet18-random", not "MobileNetV2: MobileNetV2 vs ...")."""
     def norm(t: str) -> str:

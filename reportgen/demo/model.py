@@ -30,6 +30,8 @@ Weights are produced by ``python -m reportgen.demo.train``; see
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -103,7 +105,7 @@ class FashionNet(nn.Module):
         those channels then receive identical gradients they stay tied during
         training on greyscale data.
         """
-        w = self.features[0].weight
+        w = cast(torch.Tensor, self.features[0].weight)
         w.copy_(w.mean(dim=1, keepdim=True).expand_as(w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -65,7 +66,8 @@ class RowStore:
             return self.array, None
         ref = ArrayRef(self.key, tuple(self.array.shape), str(self.array.dtype))
         try:
-            self.array.flush()
+            assert self.final is not None  # set together with part
+            cast(np.memmap, self.array).flush()
             del self.array
             os.replace(self.part, self.final)
             return np.load(self.final, mmap_mode="r"), ref

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import cast
 
 import numpy as np
 import torch
@@ -33,8 +34,10 @@ class TopK:
         self.k = k
         self.region = region  # (y0, x0, y1, x1): only units in this part of the grid
         self.values: torch.Tensor | None = None  # C x k
-        self.image = self.pos = None
-        self.sum = self.sumsq = None
+        self.image: torch.Tensor | None = None  # C x k, set together with values
+        self.pos: torch.Tensor | None = None
+        self.sum: torch.Tensor | None = None
+        self.sumsq: torch.Tensor | None = None
         self.count = 0
         self.shape: tuple[int, ...] = ()
 
@@ -63,8 +66,8 @@ class TopK:
     def _keep(self, vals: torch.Tensor, imgs: torch.Tensor, poss: torch.Tensor) -> None:
         if self.values is not None:
             vals = torch.cat([self.values, vals], 1)
-            imgs = torch.cat([self.image, imgs], 1)
-            poss = torch.cat([self.pos, poss], 1)
+            imgs = torch.cat([cast(torch.Tensor, self.image), imgs], 1)
+            poss = torch.cat([cast(torch.Tensor, self.pos), poss], 1)
         k = min(self.k, vals.shape[1])
         # ties: the lower image index wins (the argmax over the set), whatever order the images came in
         order = torch.sort(imgs, dim=1, stable=True).indices
@@ -79,30 +82,31 @@ class TopK:
         if other.values is None:
             return
         self.shape = self.shape or other.shape
-        self.sum = other.sum if self.sum is None else self.sum + other.sum
-        self.sumsq = other.sumsq if self.sumsq is None else self.sumsq + other.sumsq
+        self.sum = other.sum if self.sum is None else self.sum + cast(torch.Tensor, other.sum)
+        self.sumsq = other.sumsq if self.sumsq is None else self.sumsq + cast(torch.Tensor, other.sumsq)
         self.count += other.count
-        self._keep(other.values, other.image, other.pos)
+        self._keep(other.values, cast(torch.Tensor, other.image), cast(torch.Tensor, other.pos))
 
     def finish(self, name: str):
-
-        c = self.values.shape[0]
+        # called after at least one update: every running tensor is set
+        values, image = cast(torch.Tensor, self.values), cast(torch.Tensor, self.image)
+        c = values.shape[0]
         k = self.k
         vals = np.full((c, k), -np.inf, dtype=np.float32)
         img = np.full((c, k), -1, dtype=np.int64)
         ys = np.zeros((c, k), dtype=np.int32)
         xs = np.zeros((c, k), dtype=np.int32)
-        n = self.values.shape[1]
-        vals[:, :n] = self.values.numpy()
-        img[:, :n] = self.image.numpy()
+        n = values.shape[1]
+        vals[:, :n] = values.numpy()
+        img[:, :n] = image.numpy()
         w = int(self.shape[-1]) if len(self.shape) >= 2 else 1
-        pos = self.pos.numpy()
+        pos = cast(torch.Tensor, self.pos).numpy()
         ys[:, :n] = pos // w if len(self.shape) >= 2 else 0
         xs[:, :n] = pos % w if len(self.shape) >= 2 else 0
         shape = self.shape if len(self.shape) >= 1 else (c,)
         n_all = max(1, self.count)
-        mean = self.sum / n_all
-        var = (self.sumsq / n_all - mean ** 2).clamp_min(0)
+        mean = cast(torch.Tensor, self.sum) / n_all
+        var = (cast(torch.Tensor, self.sumsq) / n_all - mean ** 2).clamp_min(0)
         return LayerStats(name=name, shape=tuple(int(s) for s in shape), top_values=vals, top_image=img,
                           top_y=ys, top_x=xs, mean=mean.float().numpy(), std=var.sqrt().float().numpy())
 
@@ -193,7 +197,7 @@ def forward_pass(ctx, layer_names: list[str], key: str | None, topk: int, pixel_
                     if pen is not None:
                         f = pen["input"].flatten(1)
                     elif outs_last is not None:
-                        a = outs_last[last_conv]
+                        a = outs_last[cast(str, last_conv)]  # captured only when there is one
                         f = a.mean(dim=(2, 3)) if a.dim() == 4 else a.flatten(1)
                     else:
                         f = out
@@ -213,10 +217,11 @@ def forward_pass(ctx, layer_names: list[str], key: str | None, topk: int, pixel_
                             if a.dim() == 4 and fields[name] is not None:
                                 from ..inspection.receptive import interior_units
 
-                                region = interior_units(fields[name], tuple(a.shape[-2:]), int(x.shape[-1]))
+                                region = interior_units(fields[name], cast(tuple[int, int], tuple(a.shape[-2:])),
+                                                        int(x.shape[-1]))
                             inner[name] = TopK(topk, region) if region is not None else None
                         if inner[name] is not None:
-                            inner[name].update(a, idx)
+                            cast(TopK, inner[name]).update(a, idx)
         mats, refs = rows.finish()
     except BaseException:
         rows.discard()
@@ -230,7 +235,7 @@ def forward_pass(ctx, layer_names: list[str], key: str | None, topk: int, pixel_
     for n, t in tops.items():
         st = t.finish(n)
         if inner.get(n) is not None:
-            st.interior = inner[n].finish(n)
-            st.interior_region = inner[n].region
+            st.interior = cast(TopK, inner[n]).finish(n)
+            st.interior_region = cast(TopK, inner[n]).region
         out[n] = st
     return base, out, {k: refs.get(k) for k in ("penultimate", "pixels")}

@@ -41,7 +41,7 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
     raise LayerError(msg)
 
 
-def find_layers(model: nn.Module, kind: type | tuple[type, ...]) -> list[tuple[str, nn.Module]]:
+def find_layers(model: nn.Module, kind: type[nn.Module] | tuple[type[nn.Module], ...]) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if n and isinstance(m, kind)]
 
 

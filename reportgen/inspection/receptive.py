@@ -174,6 +174,7 @@ def _constant_copy(model: nn.Module, collapse: bool, keep: str = "") -> nn.Modul
         for pname, p in list(om._parameters.items()):
             if p is None:
                 continue
+            value: torch.Tensor | None
             if isinstance(m, nn.modules.conv._ConvNd) and pname == "weight":
                 if collapse:
                     k = p.shape[2:]
@@ -212,7 +213,7 @@ def _support(cp: nn.Module, layer: nn.Module, size: int, collapse: bool,
     divides every leaf module's output by its largest value (a positive constant: the support is unchanged), for
     copies whose values overflow float64 (a layer inside a squeeze-and-excitation gate keeps the gates before it,
     and each gate multiplies a map by a function of itself, squaring its scale)."""
-    handles = []
+    handles: list[torch.utils.hooks.RemovableHandle] = []
     store: dict[str, torch.Tensor] = {}
     total = [0]
 

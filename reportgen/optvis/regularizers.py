@@ -32,7 +32,8 @@ class Regularizer:
 
     name = "regularizer"
 
-    def on_grad(self, step: int, param: ImageParam, image_grad: torch.Tensor, grads: list[torch.Tensor]) -> None:
+    def on_grad(self, step: int, param: ImageParam, image_grad: torch.Tensor | None,
+                grads: list[torch.Tensor | None]) -> None:
         """Modify ``grads`` (the parameters' gradients) in place before the optimiser step."""
 
     def after_step(self, step: int, param: ImageParam, image_grad: torch.Tensor) -> None:

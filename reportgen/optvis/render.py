@@ -160,9 +160,9 @@ def render(
         stack.enter_context(frozen_params(model))
         stack.enter_context(torch.enable_grad())
         if need_logits:
-            store = stack.enter_context(capture_outputs(modules, detach=False, grid=lambda: tuple(cur_grid)))
+            store = stack.enter_context(capture_outputs(modules, detach=False, grid=lambda: (cur_grid[0], cur_grid[1])))
         else:
-            store = stack.enter_context(capture_until_complete(modules, grid=lambda: tuple(cur_grid)))
+            store = stack.enter_context(capture_until_complete(modules, grid=lambda: (cur_grid[0], cur_grid[1])))
         fmt = _memory_format(model)
         state: dict = {}
 
@@ -198,7 +198,7 @@ def render(
                 state.pop(k, None)
             state["step"] = step
             if lbfgs:
-                opt.step(closure)
+                opt.step(closure)  # type: ignore[arg-type]  # L-BFGS takes a closure that returns the loss tensor
             else:
                 closure()
             history.append(state["values"].float().cpu().numpy().copy())

@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from ..errors import OutputError
 from ..report import plural
@@ -118,7 +118,7 @@ class OutputLock:
     def __enter__(self) -> "OutputLock":
         return self.acquire()
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> Literal[False]:
         self.release()
         return False
 
@@ -155,7 +155,7 @@ def clean_stale(out: Path, log: Callable[[str], None] | None = None) -> list[str
     return removed
 
 
-def check_out(out: Path, images: Path | None = None) -> None:
+def check_out(out: Path, images: str | Path | None = None) -> None:
     """Refuse outputs that would destroy something that is not a report, or read the report as input."""
     out = Path(out)
     if is_single_file_target(out):
@@ -177,6 +177,8 @@ def check_out(out: Path, images: Path | None = None) -> None:
     if images is not None:
         img_root = Path(images)
         img_root = img_root.parent if img_root.is_file() else img_root
+        o: Path | None
+        i: Path | None
         try:
             o, i = out.resolve(), img_root.resolve()
         except OSError:

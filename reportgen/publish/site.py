@@ -45,7 +45,7 @@ def read_report_json(path: Path) -> dict[str, Any]:
     return json.loads((path / MARKER).read_text(encoding="utf-8"))
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -271,6 +271,7 @@ class AssetStore:
         if mime not in MIME_EXT:
             # Unknown type: let Pillow decode it and re-encode as PNG (raises a clear error when it can't).
             try:
+                im: Image.Image
                 with Image.open(io.BytesIO(data)) as im:
                     im.load()
                     if im.mode not in ("L", "RGB", "RGBA"):
@@ -321,6 +322,7 @@ class AssetStore:
         if self.link_from is None:
             return False
         old = self.link_from / name
+        assert self._root is not None  # write_file sets it before linking
         try:
             if not old.is_file() or old.is_symlink() or old.stat().st_size != len(data) or old.read_bytes() != data:
                 return False

@@ -84,6 +84,8 @@ def synthesize_nn(source: np.ndarray, out_size: int | tuple[int, int], *, levels
         sh, sw = s.shape[:2]
         h, w = out_shapes[lev]
         # candidates: source positions whose causal window lies inside the source
+        cy: np.ndarray
+        cx: np.ndarray
         cy, cx = np.meshgrid(np.arange(r, sh), np.arange(r, sw - r), indexing="ij")
         cy, cx = cy.ravel(), cx.ravel()
         feats = [(_gather(s, cy, cx, causal, False) * wc).reshape(len(cy), -1)]
@@ -121,6 +123,7 @@ def synthesize_nn(source: np.ndarray, out_size: int | tuple[int, int], *, levels
         dists.append(float(np.sqrt(lvl_d.mean())))
     res = out_pyr[0]
     if is_uint8:  # exact copies of source pixels
+        assert copied is not None  # the loop ran: out_pyr[0] exists
         res = src0.reshape(src.shape)[copied[..., 0], copied[..., 1]]
     if src0.ndim == 2:
         res = res[..., 0]

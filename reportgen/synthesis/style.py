@@ -58,6 +58,7 @@ def source_images(ctx, kind: str, n: int, size: int, square: bool = False) -> tu
     n = max(1, min(n, len(files)))
     picks = sorted({round(k * (len(files) - 1) / max(1, n - 1)) for k in range(n)}) if n > 1 else [0]
     for p in [files[k] for k in picks]:
+        im: Image.Image
         with Image.open(p) as im:
             im = im.convert("RGB")
             w, h = im.size
@@ -130,7 +131,9 @@ def style_objective(style_layer_names: Sequence[str], style_targets: dict[str, t
     style = O.gram_loss(style_layer_names, style_targets, layer_weights)
     if isinstance(style_weight, torch.Tensor):
         w = style_weight
-        style = O.Objective(lambda acts, img, s=style: w.to(img) * s(acts, img), style.layers, f"w·{style.name}")
+        def weighted(acts: dict, img: torch.Tensor, s: O.Objective = style) -> torch.Tensor:
+            return w.to(img) * s(acts, img)
+        style = O.Objective(weighted, style.layers, f"w·{style.name}")
     else:
         style = float(style_weight) * style
     total = style

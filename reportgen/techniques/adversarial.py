@@ -237,6 +237,7 @@ def adversarial(ctx, opts: AdversarialOptions) -> Section:
                           min_prob=opts.min_target_prob, eps=eps,
                           generator=ctx.generator("adversarial/fooling"), layer_root=ctx.model, progress=ctx.progress)
     fooled = res.images
+    assert res.final_logits is not None  # evaluate_final=True fills it
     with torch.inference_mode():
         p1 = torch.softmax(res.final_logits.float(), 1).cpu()
         q = torch.round(fooled * 255) / 255  # what a saved 8-bit PNG of the fooled image would give

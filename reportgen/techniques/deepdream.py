@@ -14,7 +14,7 @@ fur, arches) where the network half-sees them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from ..optvis import transforms as T
 from ..optvis.plotting import history_plot
 from ..papers import MORDVINTSEV_2015
 from ..registry import Range, technique
-from ..report import Figure, Group, ImageData, KeyValues, Row, Section, plural
+from ..report import Block, Figure, Group, ImageData, KeyValues, Row, Section, plural
 from ..sampling import spread_indices
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -109,8 +109,9 @@ def rectified_l2(layer: str, relu: bool) -> O.Objective:
     return O.Objective(fn, (layer,), f"0.5·||relu({layer})||²")
 
 
-def dream(pixel_model, layer_names: list[str], image: torch.Tensor, *, octaves: int = 3, octave_scale: float = 1.4,
-          steps: int = 10, lr: float = 0.01, jitter: int = 16, generator: torch.Generator | None = None,
+def dream(pixel_model, layer_names: Sequence[str | tuple[str, bool]], image: torch.Tensor, *, octaves: int = 3,
+          octave_scale: float = 1.4, steps: int = 10, lr: float = 0.01, jitter: int = 16,
+          generator: torch.Generator | None = None,
           layer_root=None, progress=None, fit=None) -> tuple[torch.Tensor, list[optvis.OptResult]]:
     """Dream ``image`` (3 x H x W in [0, 1]) once per layer (batched: element b uses layer b).
     A layer is a name (its output squared) or ``(name, relu)`` (see :func:`rectified_l2`). ``fit``
@@ -184,7 +185,7 @@ def deepdream(ctx, opts: DeepDreamOptions) -> Section:
                                 octave_scale=opts.octave_scale, steps=opts.steps, lr=opts.lr, jitter=jitter,
                                 generator=ctx.generator(f"deepdream/jitter/{i}"),
                                 layer_root=ctx.model, progress=ctx.progress, fit=ctx.fit_input)
-        figs = [Figure(ImageData(unit_to_uint8(img.cpu().permute(1, 2, 0).numpy()), display_width=224),
+        figs: list[Block] = [Figure(ImageData(unit_to_uint8(img.cpu().permute(1, 2, 0).numpy()), display_width=224),
                        caption=f"{ctx.images.name(i)} (input)", alt=f"input {ctx.images.name(i)}")]
         hist = np.concatenate([r.history for r in results], 0)  # steps x layers
         for b, name in enumerate(names):

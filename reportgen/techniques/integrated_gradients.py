@@ -73,6 +73,7 @@ def integrated_gradients(ctx, opts: IntegratedGradientsOptions) -> Section:
     res = A.integrated_gradients(ctx.output_model, b.x, b.targets, baseline=base, steps=opts.steps,
                                  tol=opts.tolerance, max_steps=opts.max_steps, chunk=gradient_batch_size(ctx))
     maps = A.to_map(res.attributions, "abssum").cpu().numpy()
+    assert res.steps_per_image is not None  # integrated_gradients always fills it
     put_maps(ctx, ig_spec(opts.baseline, opts.steps, opts.tolerance, opts.max_steps), b.idx, b.targets, maps)
     with torch.inference_mode():
         logits = ctx.pixel_model(b.x).float()

@@ -15,7 +15,7 @@ the images, classes, window and fill, and draws the change ``p(unoccluded) - hea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ RESULTS = {
 
 MIN_SPAN = 0.05  # overlay colour scale spans at least this much probability
 # the change map: signed, scaled by its largest |change| (at least MIN_SPAN), red = the probability drops
-CHANGE_SCALE = {"sign": "all", "outlier_perc": 0.0, "floor": MIN_SPAN, "cmap": "RdBu_r", "alpha": 0.5}
+CHANGE_SCALE: dict[str, Any] = {"sign": "all", "outlier_perc": 0.0, "floor": MIN_SPAN, "cmap": "RdBu_r", "alpha": 0.5}
 
 
 @dataclass
@@ -91,7 +91,7 @@ def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size
     model = ctx.pixel_model if occ is not None else inference_model(ctx)
     grids = A.occlusion_grid(model, x, bt.targets, window, stride, fill, batch, occ is not None,
                              progress=lambda it, desc, total: ctx.progress(it, desc, total=total), occluder=occ)
-    heats = A.coverage_average(grids, tuple(x.shape[-2:]), window, stride, bt.probs).numpy()
+    heats = A.coverage_average(grids, cast(tuple[int, int], tuple(x.shape[-2:])), window, stride, bt.probs).numpy()
     via = f", {model.source}" if isinstance(model, FrozenForward) else ""
     method = "incremental" if occ is not None else f"full forward passes ({why}{via})"
     return [OcclusionResult(int(i), heats[k], grids[k].numpy(), float(bt.probs[k]), int(bt.targets[k]),

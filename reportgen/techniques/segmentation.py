@@ -68,7 +68,7 @@ def seed_color_models(image: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray,
     bgd = np.zeros((1, 65), np.float64)
     fgd = np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)
-    cv2.grabCut(pix, lab, None, bgd, fgd, 0, cv2.GC_INIT_WITH_MASK)
+    cv2.grabCut(pix, lab, None, bgd, fgd, 0, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]  # rect None
     return bgd, fgd
 
 
@@ -102,9 +102,9 @@ def grabcut_from_saliency(image: np.ndarray, sal: np.ndarray, fg_quantile: float
     mask = seeds.copy()
     bgr = np.ascontiguousarray(image[:, :, ::-1])
     cv2.setRNGSeed(0)
-    cv2.grabCut(bgr, mask, None, bgd, fgd, 1, cv2.GC_EVAL_FREEZE_MODEL)
+    cv2.grabCut(bgr, mask, None, bgd, fgd, 1, cv2.GC_EVAL_FREEZE_MODEL)  # type: ignore[call-overload]  # rect None
     if iterations > 1:
-        cv2.grabCut(bgr, mask, None, bgd, fgd, int(iterations) - 1, cv2.GC_EVAL)
+        cv2.grabCut(bgr, mask, None, bgd, fgd, int(iterations) - 1, cv2.GC_EVAL)  # type: ignore[call-overload]
     fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     return largest_component(fg), seeds
 
