@@ -99,17 +99,23 @@ def _estimates(cfg: Config, techniques: list[registry.TechniqueInfo], m: Measure
     return {FEATURES: feature_pass_s(m), **{t.id: estimate(t, cfg.options(t.id), m) for t in techniques}}
 
 
-def _step(cfg: Config, t: registry.TechniqueInfo) -> tuple[str, int, int, int] | None:
-    """(option, value, lowered value, floor) of the scalable option of ``t`` furthest above its floor, or None."""
-    best = None
+def _step(cfg: Config, t: registry.TechniqueInfo, m: Measure) -> tuple[str, int, int, int] | None:
+    """(option, value, lowered value, floor) of the scalable option of ``t`` furthest above its floor whose step
+    lowers the estimate (an image count above the run's images does not), or None."""
+    opts = cfg.options(t.id)
+    now = estimate(t, opts, m)
+    cands = []
     for name in formula_for(t)[1]:
-        v = getattr(cfg.options(t.id), name, None)
-        if not isinstance(v, int) or isinstance(v, bool):
-            continue
-        fl = min(floor_of(t, name), v)
-        if v > fl and (best is None or v / fl > best[1] / best[3]):
-            best = (name, v, max(fl, min(v - 1, int(v * STEP))), fl)
-    return best
+        v = getattr(opts, name, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > (fl := min(floor_of(t, name), v)):
+            cands.append((v / fl, name, v, fl))
+    for _, name, v, fl in sorted(cands, reverse=True):
+        while v > fl:
+            new = max(fl, min(v - 1, int(v * STEP)))
+            if estimate(t, dataclasses.replace(opts, **{name: new}), m) < now:
+                return name, getattr(opts, name), new, fl
+            v = new  # no effect yet (e.g. max_images above the images there are): look further down
+    return None
 
 
 def make_plan(cfg: Config, m: Measure, budget_s: float | None,
@@ -123,7 +129,7 @@ def make_plan(cfg: Config, m: Measure, budget_s: float | None,
         return plan
     first: dict[tuple[str, str], Reduction] = {}
     while sum(est.values()) > budget_s:
-        steps = [(est[t.id], t, s) for t in techniques if (s := _step(cfg, t)) is not None]
+        steps = [(est[t.id], t, s) for t in techniques if (s := _step(cfg, t, m)) is not None]
         if not steps:
             break
         _, t, (name, v, new, fl) = max(steps, key=lambda e: e[0])
