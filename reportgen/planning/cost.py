@@ -178,7 +178,7 @@ FORMULAS: dict[str, tuple[Formula, tuple[str, ...]]] = {
     "style_transfer": (lambda o, m: _n(o, m, 'max_contents') * o.max_styles * o.steps * m.grad * _area(o, m),
                        ("steps", "max_styles")),
     "fast_style": (lambda o, m: o.max_styles * o.iterations * o.batch * (2 * m.grad + TRANSFORM_NET_S * o.width / 16),
-                   ("iterations", "train_images")),
+                   ("iterations",)),
 }
 
 
