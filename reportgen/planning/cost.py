@@ -124,8 +124,8 @@ def _occlusion(o: Any, m: Measure) -> float:
     w = int(o.window) if o.window else max(2, round(m.size / 7))
     s = int(o.stride) if o.stride else max(1, w // 2)
     factor = max(1.0, (m.macs or 0) / 2e9) if getattr(o, "scale_with_cost", False) else 1.0
-    w, s = w * math.sqrt(factor), s * math.sqrt(factor)
-    positions = (max(1.0, (m.size - w) / s + 1)) ** 2
+    wf, sf = w * math.sqrt(factor), s * math.sqrt(factor)
+    positions = (max(1.0, (m.size - wf) / sf + 1)) ** 2
     return _n(o, m) * positions * m.fwd * BATCH_EFFICIENCY
 
 
