@@ -113,11 +113,12 @@ def _best(fn: Callable[[], None], repeats: int = 3) -> float:
     return min(times)
 
 
-def _area(opts: Any, m: Measure, name: str = "image_size") -> float:
-    """Pixels of a section's own image size relative to the model's input (optimisation sections), at most 1 (a
-    model of a fixed size gets larger images resized down to it)."""
-    side = getattr(opts, name, None) or m.size
-    return min(1.0, (side / m.size) ** 2)
+def _area(opts: Any, m: Measure, cap: bool = True) -> float:
+    """Pixels of a section's own image size relative to the model's input (optimisation sections); with ``cap`` at
+    most 1 (class visualisation and inversion optimise at the model's size; texture and style transfer pass their
+    own size through the model, measured on the demo: 16x the pixels of its 28 px input cost about 16x)."""
+    side = getattr(opts, "image_size", None) or m.size
+    return min(1.0, (side / m.size) ** 2) if cap else (side / m.size) ** 2
 
 
 def _occlusion(o: Any, m: Measure) -> float:
@@ -173,9 +174,9 @@ FORMULAS: dict[str, tuple[Formula, tuple[str, ...]]] = {
                     ("max_steps", "attack_images", "max_images")),
     "deepdream": (lambda o, m: _n(o, m) * o.octaves * o.steps * m.grad, ("steps", "max_images")),
     "inversion": (lambda o, m: _n(o, m) * o.steps * m.grad * _area(o, m), ("steps", "max_images")),
-    "texture": (lambda o, m: o.max_textures * o.steps * m.grad * _area(o, m), ("steps", "max_textures")),
+    "texture": (lambda o, m: o.max_textures * o.steps * m.grad * _area(o, m, cap=False), ("steps", "max_textures")),
     "gram": (lambda o, m: o.max_styles * m.fwd, ()),
-    "style_transfer": (lambda o, m: _n(o, m, 'max_contents') * o.max_styles * o.steps * m.grad * _area(o, m),
+    "style_transfer": (lambda o, m: _n(o, m, 'max_contents') * o.max_styles * o.steps * m.grad * _area(o, m, cap=False),
                        ("steps", "max_styles")),
     "fast_style": (lambda o, m: o.max_styles * o.iterations * o.batch * (2 * m.grad + TRANSFORM_NET_S * o.width / 16),
                    ("iterations",)),
