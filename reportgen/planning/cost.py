@@ -1,8 +1,8 @@
 """Each section's cost in seconds, from its options and one measurement of the model.
 
-The measurement (:func:`measure`): one timed probe batch of 2 random images at the model's input size, after one
-warm-up pass: forward seconds per image and forward+backward (input gradient) seconds per image, beside the MAC
-count (:func:`reportgen.device.forward_macs`). MACs alone do not give seconds; the probe does.
+The measurement (:func:`measure`): a probe batch of 2 random images at the model's input size, timed 3 times after
+one warm-up pass (the median): forward seconds per image and forward+backward (input gradient) seconds per image,
+beside the MAC count (:func:`reportgen.device.forward_macs`). MACs alone do not give seconds; the probe does.
 
 A formula (:data:`FORMULAS`, or a technique's own ``cost=`` in its ``@technique`` entry, which wins) is
 ``fn(opts, m) -> seconds`` for one section, counting the forward passes (``m.fwd``) and gradient passes
@@ -34,6 +34,9 @@ BATCH_EFFICIENCY = 0.6
 #: seconds per image per training step of fast_style's own transformation net (width 16, 128 px), forward and
 #: backward, measured on a 2-core CPU (0.09 s per step of 2 images for the demo model); a GPU is far faster
 TRANSFORM_NET_S = 0.045
+
+#: attribution methods (and baselines) the faithfulness section scores in a standard run
+FAITH_METHODS = 6
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -103,14 +106,15 @@ def _gradient(model: Any, x: torch.Tensor) -> None:
 
 
 def _best(fn: Callable[[], None], repeats: int = 3) -> float:
-    """Fastest of ``repeats`` timed calls of ``fn`` after one warm-up call (first calls pay allocation)."""
+    """Median of ``repeats`` timed calls of ``fn`` after one warm-up call (first calls pay allocation; the median,
+    not the fastest, as the sections run under the machine's load of the moment)."""
     fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return sorted(times)[len(times) // 2]
 
 
 def _area(opts: Any, m: Measure, cap: bool = True) -> float:
@@ -135,6 +139,17 @@ def _n(o: Any, m: Measure, name: str = "max_images") -> int:
     return min(int(getattr(o, name)), m.n)
 
 
+def _ig_passes(steps: int, max_steps: int) -> int:
+    """Gradient passes per image of Integrated Gradients when it doubles ``steps`` while that stays within
+    ``max_steps`` and never converges (the worst case: 16 + 32 + ... + 256 = 496 at standard)."""
+    total, s = 0, max(1, steps)
+    while True:
+        total += s
+        if 2 * s > max_steps:
+            return total
+        s *= 2
+
+
 def _features(m: Measure) -> float:
     return 0.05 + m.n * 1e-3  # reads the shared feature pass (costed once as "features")
 
@@ -157,14 +172,16 @@ FORMULAS: dict[str, tuple[Formula, tuple[str, ...]]] = {
     "smoothgrad": (lambda o, m: _n(o, m) * o.samples * m.grad * BATCH_EFFICIENCY, ("samples", "max_images")),
     "gradcam": (lambda o, m: _n(o, m) * m.grad, ("max_images",)),
     "segmentation": (lambda o, m: _n(o, m) * (1 + o.iterations) * m.grad, ("max_images",)),
-    "integrated_gradients": (lambda o, m: _n(o, m) * o.steps * m.grad * BATCH_EFFICIENCY,
-                             ("steps", "max_images")),
+    # steps doubles until the completeness gap is within tolerance, up to max_steps: counted as if it reaches it
+    "integrated_gradients": (lambda o, m: _n(o, m) * _ig_passes(o.steps, o.max_steps) * m.grad * BATCH_EFFICIENCY,
+                             ("max_steps", "steps", "max_images")),
     "mistakes": (lambda o, m: o.max_pairs * o.images_per_pair * 2 * m.grad, ("images_per_pair", "max_pairs")),
     "attention": (lambda o, m: (_n(o, m) + min(o.distance_images, m.n)) * m.fwd, ("distance_images", "max_images")),
     "shortcuts": (lambda o, m: _features(m), ()),
     "sanity": (lambda o, m: _n(o, m) * o.stages * (3 + o.ig_steps) * m.grad, ("stages", "max_images")),
-    "faithfulness": (lambda o, m: _n(o, m) * 4 * (2 * o.steps + o.mufidelity_runs) * m.fwd * BATCH_EFFICIENCY
-                     + o.road_images * 4 * 2 * o.steps * m.fwd, ("mufidelity_runs", "steps", "max_images")),
+    "faithfulness": (lambda o, m: _n(o, m) * FAITH_METHODS * (2 * o.steps + o.mufidelity_runs) * m.fwd
+                     * BATCH_EFFICIENCY + o.road_images * FAITH_METHODS * 2 * o.steps * m.fwd,
+                     ("mufidelity_runs", "steps", "max_images")),
     "corruptions": (lambda o, m: _n(o, m) * 15 * m.fwd * BATCH_EFFICIENCY, ("max_images",)),
     "slices": (lambda o, m: _features(m), ()),
     "data_issues": (lambda o, m: _features(m), ()),
@@ -178,7 +195,8 @@ FORMULAS: dict[str, tuple[Formula, tuple[str, ...]]] = {
     "gram": (lambda o, m: o.max_styles * m.fwd, ()),
     "style_transfer": (lambda o, m: _n(o, m, 'max_contents') * o.max_styles * o.steps * m.grad * _area(o, m, cap=False),
                        ("steps", "max_styles")),
-    "fast_style": (lambda o, m: o.max_styles * o.iterations * o.batch * (2 * m.grad + TRANSFORM_NET_S * o.width / 16),
+    "fast_style": (lambda o, m: o.max_styles * o.iterations * o.batch
+                   * (m.grad * min(1.0, (128 / m.size) ** 2) + TRANSFORM_NET_S * o.width / 16),
                    ("iterations",)),
 }
 
