@@ -136,3 +136,12 @@ def test_budgeted_build_records_the_plan(tmp_path, image_dir):
 def test_without_budget_no_plan_key(tmp_path, image_dir):
     build_mod.build_report(make_tiny_cnn(), image_dir, tmp_path / "o", only=["card"], use_cache=False, **TINY)
     assert "plan" not in json.loads((tmp_path / "o" / "report.json").read_text())
+
+
+def test_general_budget_from_toml_is_checked(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[general]\nbudget = 120\n")
+    assert make_config(toml_path=p).general.budget == 120.0
+    p.write_text("[general]\nbudget = -5\n")
+    with pytest.raises(ConfigError, match="general.budget"):
+        make_config(toml_path=p)
