@@ -41,7 +41,7 @@ from .display_paths import display_path, published_command, published_model_info
 from .report import ImagesInfo, Note, Report, RunInfo, Section, SkippedImage
 from .publish.rerender import publish_report, staged_output, store_tree
 from .review import review_plan, run_predictions
-from .planning.plan import plan_run, record_measured
+from .planning.plan import plan_run, record_measured, replan
 from .device import apply_threads, device_description, resolve_device
 
 
@@ -201,9 +201,12 @@ def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = 
 
 
 def compute_sections(ctx: RunContext, techniques: list[registry.TechniqueInfo], strict: bool = False,
-                     log: Callable[[str], None] | None = None) -> list[Section]:
-    sections = []
+                     log: Callable[[str], None] | None = None, before: Callable[..., None] | None = None
+                     ) -> list[Section]:
+    sections: list[Section] = []
     for k, info in enumerate(techniques, 1):
+        if before is not None:  # --budget: re-plan the sections left (reportgen/planning/plan.py)
+            before(sections, techniques[k - 1:])
         if log:
             log(f"[{k}/{len(techniques)}] {info.title} ({info.id})")
         sec = run_technique(ctx, info, strict=strict)
@@ -388,7 +391,8 @@ def build_report(
             return BuildResult(out=out, index=out, report=None)
         warning = untrained_warning(ctx, loaded.untrained, log)
         techniques = cfg.enabled()
-        sections = compute_sections(ctx, techniques, strict=o.strict, log=log)
+        sections = compute_sections(ctx, techniques, strict=o.strict, log=log,
+                                    before=lambda done, left: replan(plan, cfg, done, left, log))
         if o.baseline is not None:  # explanation drift against the earlier report's kept maps (reportgen/drift/)
             from .drift.section import baseline_drift_section
             sections.append(baseline_drift_section(ctx, o.baseline, sections))

@@ -145,3 +145,26 @@ def test_general_budget_from_toml_is_checked(tmp_path):
     p.write_text("[general]\nbudget = -5\n")
     with pytest.raises(ConfigError, match="general.budget"):
         make_config(toml_path=p)
+
+
+def test_replan_when_the_sections_run_slower_than_estimated():
+    from reportgen.planning.plan import replan
+    from reportgen.report import Section
+
+    cfg = make_config("standard")
+    techniques = cfg.enabled()
+    total = make_plan(make_config("standard"), M, None).total_s
+    plan = make_plan(cfg, M, total * 1.01)  # fits: nothing reduced
+    assert plan.reductions == []
+    first = [t for t in techniques if plan.estimate_s[t.id] > 1][:2]
+    done = [Section(id=t.id, title=t.id, wall_time_s=plan.estimate_s[t.id] * s) for t, s in zip(first, (1.0, 1.05))]
+    rest = [t for t in techniques if t not in first]
+    logged: list[str] = []
+    replan(plan, cfg, done, rest, logged.append)  # as fast as estimated: nothing changes
+    assert plan.reductions == [] and logged == []
+    done = [Section(id=t.id, title=t.id, wall_time_s=plan.estimate_s[t.id] * 3) for t in first]
+    replan(plan, cfg, done, rest, logged.append)  # 3x slower: the sections left are reduced
+    assert plan.reductions and {r.section for r in plan.reductions} <= {t.id for t in rest}
+    assert len(logged) == 1 and "3.0x slower" in logged[0] and plan.to_dict()["replans"]
+    for r in plan.reductions:
+        assert getattr(cfg.options(r.section), r.option) == r.after < r.before

@@ -44,6 +44,8 @@ class Plan:
     reductions: list[Reduction] = field(default_factory=list)
     defaults: list[str] = field(default_factory=list)
     measured_s: dict[str, float | None] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    replans: list[str] = field(default_factory=list)
 
     @property
     def total_s(self) -> float:
@@ -86,6 +88,7 @@ class Plan:
                 "estimate_before_s": {k: round(v, 2) for k, v in self.estimate_before_s.items()},
                 "reductions": [dataclasses.asdict(r) for r in self.reductions],
                 "default_cost_sections": list(self.defaults), "default_cost_s": DEFAULT_COST_S,
+                "replans": list(self.replans),
                 "measured_s": {k: (None if v is None else round(v, 2)) for k, v in self.measured_s.items()}}
 
 
@@ -119,10 +122,12 @@ def _step(cfg: Config, t: registry.TechniqueInfo, m: Measure) -> tuple[str, int,
 
 
 def make_plan(cfg: Config, m: Measure, budget_s: float | None,
-              techniques: list[registry.TechniqueInfo] | None = None) -> Plan:
+              techniques: list[registry.TechniqueInfo] | None = None, features: bool = True) -> Plan:
     """The plan for ``cfg`` (its enabled techniques). Lowers options on ``cfg`` itself when over ``budget_s``."""
     techniques = cfg.enabled() if techniques is None else techniques
     est = _estimates(cfg, techniques, m)
+    if not features:
+        est.pop(FEATURES)
     plan = Plan(budget_s=budget_s, measure=m, estimate_s=dict(est), estimate_before_s=dict(est),
                 defaults=[t.id for t in techniques if formula_for(t)[0] is None])
     if budget_s is None:
@@ -154,6 +159,38 @@ def plan_run(ctx: Any, budget_s: float | None, plan_only: bool, log: Callable[[s
         ctx.features()
         plan.measured_s[FEATURES] = time.perf_counter() - t0
     return plan
+
+
+def replan(plan: Plan | None, cfg: Config, done: list[Any], remaining: list[registry.TechniqueInfo],
+           log: Callable[[str], None]) -> None:
+    """Before the next section: when the sections run so far (``done``) took longer than estimated (the machine's
+    load changed since the probe), re-plan the ``remaining`` ones with the probe scaled by that ratio (at most 4x)
+    into the budget left; new reductions join the plan's."""
+    if plan is None or plan.budget_s is None or not remaining:
+        return
+    pairs = [(plan.estimate_s[s.id], s.wall_time_s) for s in done
+             if s.id in plan.estimate_s and not s.cached and s.wall_time_s is not None]
+    est, got = sum(e for e, _ in pairs), sum(g for _, g in pairs)
+    left = plan.budget_s - (time.perf_counter() - plan.started)
+    ratio = min(4.0, got / est) if est >= 1.0 else 1.0
+    ahead = sum(estimate(t, cfg.options(t.id), plan.measure) for t in remaining) * ratio
+    if ratio <= 1.1 or ahead <= left:
+        return
+    m = dataclasses.replace(plan.measure, fwd=plan.measure.fwd * ratio, grad=plan.measure.grad * ratio)
+    sub = make_plan(cfg, m, max(left, 0.0), remaining, features=False)
+    if not sub.reductions:
+        return
+    have = {(r.section, r.option): r for r in plan.reductions}
+    for r in sub.reductions:
+        if (r.section, r.option) in have:
+            have[(r.section, r.option)].after = r.after
+        else:
+            plan.reductions.append(r)
+        plan.estimate_s[r.section] = sub.estimate_s[r.section] / ratio  # in the probe's seconds, as the others
+    note = (f"after {len(done)} sections the run is {ratio:.1f}x slower than estimated; {left:.0f} s left for "
+            f"{len(remaining)}: " + "; ".join(r.text() for r in sub.reductions))
+    plan.replans.append(note)
+    log(f"Re-plan: {note}")
 
 
 def record_measured(plan: Plan | None, sections: list[Any], report: Any) -> None:
