@@ -61,9 +61,11 @@ class Plan:
             return f"estimate {total:.0f} s (no budget: nothing reduced)"
         if not self.reductions:
             return f"estimate {total:.0f} s fits the budget of {self.budget_s:.0f} s: nothing reduced"
+        again = (f"; re-planned {len(self.replans)} times as the sections ran slower than estimated"
+                 if self.replans else "")
         if self.reachable:
             return (f"estimate {before:.0f} s exceeded the budget of {self.budget_s:.0f} s; "
-                    f"{len(self.reductions)} options reduced, now {total:.0f} s")
+                    f"{len(self.reductions)} options reduced, now {total:.0f} s at the probe's speed{again}")
         return (f"the budget of {self.budget_s:.0f} s cannot be met: with every scalable option at its floor the "
                 f"estimate is {total:.0f} s, {total - self.budget_s:.0f} s over")
 
