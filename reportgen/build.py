@@ -41,6 +41,7 @@ from .display_paths import display_path, published_command, published_model_info
 from .report import ImagesInfo, Note, Report, RunInfo, Section, SkippedImage
 from .publish.rerender import publish_report, staged_output, store_tree
 from .review import review_plan, run_predictions
+from .planning.plan import plan_run, record_measured, replan
 from .device import apply_threads, device_description, resolve_device
 
 
@@ -109,6 +110,7 @@ def _section_key(ctx: RunContext, info: registry.TechniqueInfo, opts: Any) -> st
     g.pop("max_images", None)  # already part of the image-set hash
     g.pop("num_workers", None)
     g.pop("threads", None)  # speed only
+    g.pop("budget", None)  # what the budget changes is in the options
     if g.get("reference_images"):  # the folder's content, not only its path (failures/reference.py)
         g["reference_images"] = reference_stamp(ctx, g["reference_images"])
     reads = info.reads(ctx.config) if info.reads is not None else None  # other sections' options it reads
@@ -199,9 +201,12 @@ def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = 
 
 
 def compute_sections(ctx: RunContext, techniques: list[registry.TechniqueInfo], strict: bool = False,
-                     log: Callable[[str], None] | None = None) -> list[Section]:
-    sections = []
+                     log: Callable[[str], None] | None = None, before: Callable[..., None] | None = None
+                     ) -> list[Section]:
+    sections: list[Section] = []
     for k, info in enumerate(techniques, 1):
+        if before is not None:  # --budget: re-plan the sections left (reportgen/planning/plan.py)
+            before(sections, techniques[k - 1:])
         if log:
             log(f"[{k}/{len(techniques)}] {info.title} ({info.id})")
         sec = run_technique(ctx, info, strict=strict)
@@ -381,9 +386,13 @@ def build_report(
         log(f"Images: {len(ctx.images)} usable under {images}"
             + (f", {len(ctx.images.skipped)} skipped" if ctx.images.skipped else "")
             + (f"; labels from {ctx.images.label_source}" if ctx.images.label_source else ""))
+        plan = plan_run(ctx, cfg.general.budget, o.plan_only, log)  # --budget / --plan (reportgen/planning/)
+        if o.plan_only:
+            return BuildResult(out=out, index=out, report=None)
         warning = untrained_warning(ctx, loaded.untrained, log)
         techniques = cfg.enabled()
-        sections = compute_sections(ctx, techniques, strict=o.strict, log=log)
+        sections = compute_sections(ctx, techniques, strict=o.strict, log=log,
+                                    before=lambda done, left: replan(plan, cfg, done, left, log))
         if o.baseline is not None:  # explanation drift against the earlier report's kept maps (reportgen/drift/)
             from .drift.section import baseline_drift_section
             sections.append(baseline_drift_section(ctx, o.baseline, sections))
@@ -407,6 +416,7 @@ def build_report(
                 command=published_command(sys.argv),
             ),
         )
+        record_measured(plan, sections, report)  # report.json's plan; the reductions on the overview
         report.meta.extra["predictions"] = run_predictions([ctx], log=log)  # a later review pairs images
         report.meta.model["untrained"] = warning or None  # the banner on top of every page
         report.meta.total_time_s = round(time.perf_counter() - t_start, 2)

@@ -11,6 +11,7 @@ import click
 
 from . import __version__
 from .review.cli import check, review_exit, review_options
+from .planning.cli import budget_options
 from .publish import console
 
 
@@ -131,7 +132,7 @@ def _run(work, debug: bool = False, strict: bool = False, what: str = "Report"):
                    + ("" if debug else " (rerun with --debug for the traceback)"), err=True)
         sys.exit(3)
     dt = time.perf_counter() - t0
-    if result.worker:  # torch.distributed rank > 0: its shard went to rank 0, which writes the report
+    if result.worker or result.report is None:  # a torchrun rank > 0 (rank 0 writes the report), or --plan
         return
     rep = result.report
     click.echo(f"\n{what} written to {result.out.resolve()} in {dt:.1f} s "
@@ -272,6 +273,7 @@ def common_options(f):
 @click.option("--out", required=True, type=click.Path(), help="Output folder (replaced atomically, locked while "
               "building), or NAME.html for one self-contained file.")
 @run_options
+@budget_options
 def build(model, images, out, **kw) -> None:
     """Build a report for MODEL over the images in a folder."""
     _run_build(model, images, out, **kw)
@@ -288,6 +290,7 @@ def build(model, images, out, **kw) -> None:
 @click.option("--arch", type=click.Choice(["cnn", "vit"]), default="cnn", show_default=True,
               help="Embedded model: cnn (FashionNet) or vit (a tiny Vision Transformer), both Fashion-MNIST.")
 @common_options
+@budget_options
 def demo(out, theme, preset, only, single_file, device, arch, **kw) -> None:
     """Build the demo report: an embedded Fashion-MNIST model (the CNN, or with --arch vit a tiny ViT) on its
     shipped test images, offline, running every registered technique."""

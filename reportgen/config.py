@@ -67,6 +67,9 @@ class GeneralOptions:
     threads: Annotated[int, registry.Range(ge=0)] = 0
     """torch CPU threads (0: the CPUs idle now, sampled from /proc/stat over 150 ms, at least 1; an
     OMP_NUM_THREADS in the environment wins; see reportgen.device)."""
+    budget: Annotated[float, registry.Range(gt=0)] | None = None
+    """Seconds the sections may take (``--budget 5m``): the most expensive sections' options are lowered to fit the
+    estimate, never below the minimal preset (see reportgen.planning). None: no budget, nothing changes."""
 
 
 # Preset overrides of the general options.

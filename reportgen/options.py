@@ -120,6 +120,10 @@ class RunOptions:
     """Only the CLI reads it: tracebacks of errors are printed."""
     baseline: str | Path | None = None
     """An earlier report (folder, report.json or single .html file) this run is compared with."""
+    budget: str | float | None = None
+    """Time for the sections (``--budget 5m``; see reportgen.planning)."""
+    plan_only: bool = False
+    """Print the plan (estimates, reductions) and stop before the sections (``--plan``)."""
 
     @classmethod
     def of(cls, options: RunOptions | None = None, **kw: Any) -> RunOptions:
@@ -143,7 +147,8 @@ class RunOptions:
                 "seed": self.seed, "batch_size": self.batch_size, "threads": self.threads,
                 "style_images": str(self.style_images) if self.style_images else None,
                 "texture_images": str(self.texture_images) if self.texture_images else None,
-                "reference_images": str(self.reference_images) if self.reference_images else None}
+                "reference_images": str(self.reference_images) if self.reference_images else None,
+                "budget": _duration(self.budget)}
 
     def models(self, n: int) -> list[ModelOptions]:
         """The resolved values of each of ``n`` models (1: a build, 2: a comparison): TOML ``[model]``, then
@@ -162,6 +167,12 @@ class RunOptions:
             mine = getattr(self, own)
             out.append(mine.over(m) if mine is not None else m)
         return out
+
+
+def _duration(value: Any) -> float | None:
+    from .planning.cost import parse_duration
+
+    return parse_duration(value)
 
 
 def toml_model_tables(path: str | Path | None) -> dict[str, ModelOptions]:

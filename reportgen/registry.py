@@ -80,6 +80,8 @@ class TechniqueInfo:
     plans_layers: Callable[[Any], list[str]] | None = None
     unsupported_if: Callable[[Any], str | None] | None = None
     reads: Callable[[Any], Any] | None = None
+    cost: Callable[[Any, Any], float] | None = None
+    cost_scales: tuple[str, ...] = ()
 
     def default_options(self, preset: str = "standard") -> Any:
         """Options dataclass for ``preset`` (dataclass defaults, then the preset's overrides)."""
@@ -111,6 +113,8 @@ def technique(
     plans_layers: Callable[[Any], list[str]] | None = None,
     unsupported_if: Callable[[Any], str | None] | None = None,
     reads: Callable[[Any], Any] | None = None,
+    cost: Callable[[Any, Any], float] | None = None,
+    cost_scales: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Section]], Callable[..., Section]]:
     """Register ``fn(ctx, opts) -> Section`` under ``id``. Duplicate ids are an error.
 
@@ -124,7 +128,8 @@ def technique(
     ``unsupported_if`` (``fn(ctx) -> reason or None``: the model lacks what the technique reads, e.g. attention) and
     ``reads`` (``fn(config) -> JSON-able``: what else of the run's configuration the section reads, e.g. which other
     techniques are enabled and their options; part of the section's cache key, so a report is a function of its
-    inputs and options whatever the cache holds).
+    inputs and options whatever the cache holds) and ``cost`` (``fn(opts, measure) -> seconds``, the section's cost
+    for ``--budget``; ``cost_scales``: the options the budget may lower; see :mod:`reportgen.planning.cost`).
     """
     if not id or not id.replace("_", "").isalnum() or id != id.lower():
         raise ValueError(f"technique id must be lower_snake_case, got {id!r}")
@@ -165,6 +170,8 @@ def technique(
             plans_layers=plans_layers,
             unsupported_if=unsupported_if,
             reads=reads,
+            cost=cost,
+            cost_scales=tuple(cost_scales),
         )
         return fn
 

@@ -1,0 +1,216 @@
+"""The plan: each enabled section's estimated seconds and, under a budget, the options lowered to fit.
+
+While the estimate exceeds the budget, the most expensive section that can still be reduced gives up one step
+(about 30 %, at least 1) of the scalable option furthest above its floor (the ``minimal`` preset's value, or 1);
+the loop ends when the estimate fits or every floor is reached (the plan then says the budget cannot be met and by
+how much). The reduced options go through :mod:`reportgen.config`'s checks, so their bounds hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import registry
+from ..config import Config, _apply
+from .cost import DEFAULT_COST_S, Measure, estimate, feature_pass_s, formula_for, measure
+
+#: the feature pass's key in the plan's per-section dictionaries
+FEATURES = "features"
+#: one reduction step keeps this share of an option's value (and always lowers it by at least 1)
+STEP = 0.7
+
+
+@dataclass
+class Reduction:
+    section: str
+    option: str
+    before: Any
+    after: Any
+    floor: Any
+
+    def text(self) -> str:
+        return f"{self.section}.{self.option} {self.before} -> {self.after} (floor {self.floor})"
+
+
+@dataclass
+class Plan:
+    budget_s: float | None
+    measure: Measure
+    estimate_s: dict[str, float]
+    estimate_before_s: dict[str, float]
+    reductions: list[Reduction] = field(default_factory=list)
+    defaults: list[str] = field(default_factory=list)
+    measured_s: dict[str, float | None] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    replans: list[str] = field(default_factory=list)
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.estimate_s.values())
+
+    @property
+    def reachable(self) -> bool:
+        return self.budget_s is None or self.total_s <= self.budget_s
+
+    def verdict(self) -> str:
+        total, before = self.total_s, sum(self.estimate_before_s.values())
+        if self.budget_s is None:
+            return f"estimate {total:.0f} s (no budget: nothing reduced)"
+        if not self.reductions:
+            return f"estimate {total:.0f} s fits the budget of {self.budget_s:.0f} s: nothing reduced"
+        again = (f"; re-planned {len(self.replans)} times as the sections ran slower than estimated"
+                 if self.replans else "")
+        if self.reachable:
+            return (f"estimate {before:.0f} s exceeded the budget of {self.budget_s:.0f} s; "
+                    f"{len(self.reductions)} options reduced, now {total:.0f} s at the probe's speed{again}")
+        return (f"the budget of {self.budget_s:.0f} s cannot be met: with every scalable option at its floor the "
+                f"estimate is {total:.0f} s, {total - self.budget_s:.0f} s over")
+
+    def lines(self) -> list[str]:
+        """The plan as log lines: the verdict, each section's estimate, each reduction."""
+        m = self.measure
+        out = [f"Plan: {self.verdict()}",
+               f"  measured per image: forward {m.fwd * 1e3:.1f} ms, forward+backward {m.grad * 1e3:.1f} ms "
+               f"({m.source}; {m.n} images, {m.size} px" + (f", {m.macs / 1e9:.2f} GMAC)" if m.macs else ")")]
+        for sid, s in sorted(self.estimate_s.items(), key=lambda kv: -kv[1]):
+            was = self.estimate_before_s.get(sid, s)
+            note = " (default cost: no formula)" if sid in self.defaults else ""
+            out.append(f"  {sid:<22} {s:8.1f} s" + (f"  (was {was:.1f} s)" if abs(was - s) > 0.05 else "") + note)
+        for r in self.reductions:
+            out.append(f"  reduced {r.text()}: most expensive section first, to fit the budget")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budget_s": self.budget_s, "estimate_total_s": round(self.total_s, 1), "reachable": self.reachable,
+                "verdict": self.verdict(), "measure": self.measure.to_dict(),
+                "estimate_s": {k: round(v, 2) for k, v in self.estimate_s.items()},
+                "estimate_before_s": {k: round(v, 2) for k, v in self.estimate_before_s.items()},
+                "reductions": [dataclasses.asdict(r) for r in self.reductions],
+                "default_cost_sections": list(self.defaults), "default_cost_s": DEFAULT_COST_S,
+                "replans": list(self.replans),
+                "measured_s": {k: (None if v is None else round(v, 2)) for k, v in self.measured_s.items()}}
+
+
+def floor_of(info: registry.TechniqueInfo, name: str) -> int:
+    """The lowest value the plan gives option ``name``: the ``minimal`` preset's (an int), else 1."""
+    v = getattr(info.default_options("minimal"), name, None)
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else 1
+
+
+def _estimates(cfg: Config, techniques: list[registry.TechniqueInfo], m: Measure) -> dict[str, float]:
+    return {FEATURES: feature_pass_s(m), **{t.id: estimate(t, cfg.options(t.id), m) for t in techniques}}
+
+
+def _step(cfg: Config, t: registry.TechniqueInfo, m: Measure) -> tuple[str, int, int, int] | None:
+    """(option, value, lowered value, floor) of the scalable option of ``t`` furthest above its floor whose step
+    lowers the estimate (an image count above the run's images does not), or None."""
+    opts = cfg.options(t.id)
+    now = estimate(t, opts, m)
+    cands = []
+    for name in formula_for(t)[1]:
+        v = getattr(opts, name, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > (fl := min(floor_of(t, name), v)):
+            cands.append((v / fl, name, v, fl))
+    for _, name, v, fl in sorted(cands, reverse=True):
+        while v > fl:
+            new = max(fl, min(v - 1, int(v * STEP)))
+            if estimate(t, dataclasses.replace(opts, **{name: new}), m) < now:
+                return name, getattr(opts, name), new, fl
+            v = new  # no effect yet (e.g. max_images above the images there are): look further down
+    return None
+
+
+def make_plan(cfg: Config, m: Measure, budget_s: float | None,
+              techniques: list[registry.TechniqueInfo] | None = None, features: bool = True) -> Plan:
+    """The plan for ``cfg`` (its enabled techniques). Lowers options on ``cfg`` itself when over ``budget_s``."""
+    techniques = cfg.enabled() if techniques is None else techniques
+    est = _estimates(cfg, techniques, m)
+    if not features:
+        est.pop(FEATURES)
+    plan = Plan(budget_s=budget_s, measure=m, estimate_s=dict(est), estimate_before_s=dict(est),
+                defaults=[t.id for t in techniques if formula_for(t)[0] is None])
+    if budget_s is None:
+        return plan
+    first: dict[tuple[str, str], Reduction] = {}
+    while sum(est.values()) > budget_s:
+        steps = [(est[t.id], t, s) for t in techniques if (s := _step(cfg, t, m)) is not None]
+        if not steps:
+            break
+        _, t, (name, v, new, fl) = max(steps, key=lambda e: e[0])
+        _apply(cfg.options(t.id), {name: new}, f"techniques.{t.id}")  # bounds checked as for any value
+        first.setdefault((t.id, name), Reduction(t.id, name, v, new, fl)).after = new
+        est[t.id] = estimate(t, cfg.options(t.id), m)
+    plan.estimate_s = est
+    plan.reductions = list(first.values())
+    return plan
+
+
+def plan_run(ctx: Any, budget_s: float | None, plan_only: bool, log: Callable[[str], None]) -> Plan | None:
+    """Under ``--budget`` or ``--plan``: measure the model, plan (lowering ``ctx.config``'s options to fit the
+    budget) and log the plan; then, unless ``plan_only``, run and time the feature pass. None otherwise."""
+    if budget_s is None and not plan_only:
+        return None
+    plan = make_plan(ctx.config, measure(ctx), budget_s)
+    for line in plan.lines():
+        log(line)
+    if not plan_only:
+        t0 = time.perf_counter()
+        ctx.features()
+        plan.measured_s[FEATURES] = time.perf_counter() - t0
+    return plan
+
+
+def replan(plan: Plan | None, cfg: Config, done: list[Any], remaining: list[registry.TechniqueInfo],
+           log: Callable[[str], None]) -> None:
+    """Before the next section: when the sections run so far (``done``) took longer than estimated (the machine's
+    load changed since the probe), re-plan the ``remaining`` ones with the probe scaled by that ratio (at most 4x)
+    into the budget left; new reductions join the plan's."""
+    if plan is None or plan.budget_s is None or not remaining:
+        return
+    pairs = [(plan.estimate_s[s.id], s.wall_time_s) for s in done
+             if s.id in plan.estimate_s and not s.cached and s.wall_time_s is not None]
+    est, got = sum(e for e, _ in pairs), sum(g for _, g in pairs)
+    left = plan.budget_s - (time.perf_counter() - plan.started)
+    ratio = min(4.0, got / est) if est >= 1.0 else 1.0
+    ahead = sum(estimate(t, cfg.options(t.id), plan.measure) for t in remaining) * ratio
+    if ratio <= 1.1 or ahead <= left:
+        return
+    m = dataclasses.replace(plan.measure, fwd=plan.measure.fwd * ratio, grad=plan.measure.grad * ratio)
+    sub = make_plan(cfg, m, max(left, 0.0), remaining, features=False)
+    if not sub.reductions:
+        return
+    have = {(r.section, r.option): r for r in plan.reductions}
+    for r in sub.reductions:
+        if (r.section, r.option) in have:
+            have[(r.section, r.option)].after = r.after
+        else:
+            plan.reductions.append(r)
+        plan.estimate_s[r.section] = sub.estimate_s[r.section] / ratio  # in the probe's seconds, as the others
+    note = (f"after {len(done)} sections the run is {ratio:.1f}x slower than estimated; {left:.0f} s left for "
+            f"{len(remaining)}: " + "; ".join(r.text() for r in sub.reductions))
+    plan.replans.append(note)
+    log(f"Re-plan: {note}")
+
+
+def record_measured(plan: Plan | None, sections: list[Any], report: Any) -> None:
+    """The sections' wall times beside the estimate, ``report.json``'s ``plan``, and a note on the card section
+    (the overview) listing the reductions."""
+    if plan is None:
+        return
+    for s in sections:
+        if s.id in plan.estimate_s:
+            plan.measured_s[s.id] = None if s.cached else s.wall_time_s
+    report.meta.extra["plan"] = plan.to_dict()
+    if plan.budget_s is None or not plan.reductions and plan.reachable:
+        return
+    from ..report import Note
+
+    card = next((s for s in sections if s.id == "card"), None)
+    if card is not None:
+        text = (f"Time budget (--budget): {plan.verdict()}. Reduced: "
+                + ("; ".join(r.text() for r in plan.reductions) or "nothing") + ". The plan in report.json "
+                "gives each section's estimate beside its measured time.")
+        card.blocks.insert(0, Note(text, kind="warning" if not plan.reachable else "info"))

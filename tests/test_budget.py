@@ -1,0 +1,170 @@
+"""The time budget (reportgen/planning/): the plan fits its budget in estimate when it can and states each
+reduction, says when it cannot, changes nothing without a budget; ``--plan`` runs no section; a bad ``--budget``
+is one line, exit 2, before any work; every technique has a cost formula."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import CLASSES, make_tiny_cnn
+from reportgen import build as build_mod, registry
+from reportgen.cli import main
+from reportgen.config import make_config
+from reportgen.errors import ConfigError
+from reportgen.planning.cost import FORMULAS, Measure, estimate, formula_for, parse_duration
+from reportgen.planning.plan import FEATURES, _step, floor_of, make_plan
+
+TINY = dict(preset="minimal", resize=None, input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, device="cpu",
+            labels=CLASSES)
+# a model 10 ms forward, 30 ms forward+backward per image, 100 images of 64 px
+M = Measure(fwd=0.01, grad=0.03, n=100, size=64, macs=None)
+
+
+def _floors_total(cfg) -> float:
+    """The estimate with every scalable option at its floor (an independent walk of the declarations)."""
+    low = make_config("standard")
+    for t in low.enabled():
+        for name in formula_for(t)[1]:
+            v = getattr(low.options(t.id), name)
+            setattr(low.options(t.id), name, min(v, floor_of(t, name)))
+    return make_plan(low, M, None).total_s
+
+
+def test_reachable_budget_fits_and_states_each_reduction():
+    cfg = make_config("standard")
+    before = make_plan(make_config("standard"), M, None)
+    budget = (before.total_s + _floors_total(cfg)) / 2
+    plan = make_plan(cfg, M, budget)
+    assert plan.reachable and plan.total_s <= budget < before.total_s
+    assert plan.reductions
+    for r in plan.reductions:
+        assert r.floor <= r.after < r.before
+        assert getattr(cfg.options(r.section), r.option) == r.after  # applied to the configuration
+        assert r.option in formula_for(registry.get(r.section))[1]
+    changed = {(tid, k) for tid, o in cfg.techniques.items() for k, v in dataclasses.asdict(o).items()
+               if v != getattr(make_config("standard").options(tid), k)}
+    assert changed == {(r.section, r.option) for r in plan.reductions}  # every change is stated
+    # the most expensive section was reduced
+    top = max((k for k in before.estimate_s if k != FEATURES), key=before.estimate_s.get)
+    assert top in {r.section for r in plan.reductions}
+    assert "reduced" in plan.verdict() and str(round(budget)) in plan.verdict()
+
+
+def test_unreachable_budget_says_so_and_stops_at_the_floors():
+    cfg = make_config("standard")
+    plan = make_plan(cfg, M, 0.5)
+    assert not plan.reachable
+    assert "cannot be met" in plan.verdict() and f"{plan.total_s - 0.5:.0f} s over" in plan.verdict()
+    assert plan.total_s <= _floors_total(cfg) + 1e-9
+    for t in cfg.enabled():  # no step that lowers the estimate is left
+        assert _step(cfg, t, M) is None, t.id
+        std = make_config("standard").options(t.id)
+        for name in formula_for(t)[1]:
+            assert getattr(cfg.options(t.id), name) >= min(floor_of(t, name), getattr(std, name))
+
+
+def test_without_a_budget_nothing_changes():
+    cfg = make_config("standard")
+    plan = make_plan(cfg, M, None)
+    assert plan.reductions == [] and plan.budget_s is None
+    assert cfg.to_dict() == make_config("standard").to_dict()
+    assert make_config("standard").general.budget is None
+
+
+def test_every_technique_has_a_cost_formula():
+    std, mini = make_config("standard"), make_config("minimal")
+    for t in registry.all_techniques():
+        fn, scales = formula_for(t)
+        assert fn is not None or t.id not in FORMULAS, t.id
+        assert fn is not None, f"{t.id} has no cost formula (it would get the default)"
+        fields = {f.name for f in t.option_fields}
+        assert set(scales) <= fields, (t.id, set(scales) - fields)
+        assert 0 < estimate(t, mini.options(t.id), M) <= estimate(t, std.options(t.id), M) < 1e6, t.id
+
+
+@pytest.mark.parametrize("text,secs", [("90s", 90), ("5m", 300), ("1h", 3600), ("1m30s", 90), ("45", 45)])
+def test_durations(text, secs):
+    assert parse_duration(text) == secs
+
+
+@pytest.mark.parametrize("text", ["5x", "", "m", "-3m", "0s", "5m junk"])
+def test_bad_durations(text):
+    with pytest.raises(ConfigError):
+        parse_duration(text)
+
+
+def test_bad_budget_exits_2_with_one_line_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(build_mod, "load_for_run", lambda *a, **k: pytest.fail("the model was loaded"))
+    res = CliRunner().invoke(main, ["build", "--model", "x.pt", "--images", str(tmp_path), "--out",
+                                    str(tmp_path / "o"), "--budget", "5x"])
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "--budget" in lines[0], res.output
+
+
+def test_plan_exits_0_without_running_sections(tmp_path, image_dir, monkeypatch):
+    monkeypatch.setattr(build_mod, "compute_sections", lambda *a, **k: pytest.fail("sections ran"))
+    logged: list[str] = []
+    res = build_mod.build_report(make_tiny_cnn(), image_dir, tmp_path / "o", plan_only=True, budget="2s",
+                                 log=logged.append, **TINY)
+    assert res.report is None and not (tmp_path / "o").exists()
+    assert any(s.startswith("Plan: ") for s in logged)
+    res = CliRunner().invoke(main, ["demo", "--plan", "--only", "saliency", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_budgeted_build_records_the_plan(tmp_path, image_dir):
+    only = ["card", "smoothgrad", "integrated_gradients"]
+    res = build_mod.build_report(make_tiny_cnn(), image_dir, tmp_path / "o", only=only, budget=1e-3,
+                                 use_cache=False, **{**TINY, "preset": "standard", "max_images": 6})
+    plan = json.loads((tmp_path / "o" / "report.json").read_text())["plan"]
+    assert plan["budget_s"] == 1e-3 and plan["reachable"] is False
+    assert {r["section"] for r in plan["reductions"]} == {"smoothgrad", "integrated_gradients"}
+    assert set(plan["measured_s"]) == set(only) | {FEATURES}
+    assert all(v is not None and v >= 0 for v in plan["measured_s"].values())
+    card = next(s for s in res.report.sections if s.id == "card")
+    assert "smoothgrad.samples 25 -> 8" in card.blocks[0].text
+    smooth = next(s for s in res.report.sections if s.id == "smoothgrad")
+    assert smooth.params["samples"] == 8  # the section ran with the reduced option
+
+
+def test_without_budget_no_plan_key(tmp_path, image_dir):
+    build_mod.build_report(make_tiny_cnn(), image_dir, tmp_path / "o", only=["card"], use_cache=False, **TINY)
+    assert "plan" not in json.loads((tmp_path / "o" / "report.json").read_text())
+
+
+def test_general_budget_from_toml_is_checked(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[general]\nbudget = 120\n")
+    assert make_config(toml_path=p).general.budget == 120.0
+    p.write_text("[general]\nbudget = -5\n")
+    with pytest.raises(ConfigError, match="general.budget"):
+        make_config(toml_path=p)
+
+
+def test_replan_when_the_sections_run_slower_than_estimated():
+    from reportgen.planning.plan import replan
+    from reportgen.report import Section
+
+    cfg = make_config("standard")
+    techniques = cfg.enabled()
+    total = make_plan(make_config("standard"), M, None).total_s
+    plan = make_plan(cfg, M, total * 1.01)  # fits: nothing reduced
+    assert plan.reductions == []
+    first = [t for t in techniques if plan.estimate_s[t.id] > 1][:2]
+    done = [Section(id=t.id, title=t.id, wall_time_s=plan.estimate_s[t.id] * s) for t, s in zip(first, (1.0, 1.05))]
+    rest = [t for t in techniques if t not in first]
+    logged: list[str] = []
+    replan(plan, cfg, done, rest, logged.append)  # as fast as estimated: nothing changes
+    assert plan.reductions == [] and logged == []
+    done = [Section(id=t.id, title=t.id, wall_time_s=plan.estimate_s[t.id] * 3) for t in first]
+    replan(plan, cfg, done, rest, logged.append)  # 3x slower: the sections left are reduced
+    assert plan.reductions and {r.section for r in plan.reductions} <= {t.id for t in rest}
+    assert len(logged) == 1 and "3.0x slower" in logged[0] and plan.to_dict()["replans"]
+    for r in plan.reductions:
+        assert getattr(cfg.options(r.section), r.option) == r.after < r.before
