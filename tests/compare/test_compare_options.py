@@ -140,7 +140,8 @@ def test_build_refuses_per_model_values(setup):
 def test_compare_and_build_share_one_option_set():
     build = {p.name for p in main.commands["build"].params}
     compare = {p.name for p in main.commands["compare"].params}
-    assert build - compare == {"model"}  # compare: --model twice (models_)
+    # compare: --model twice (models_); --budget / --plan plan one model's build (reportgen/planning/)
+    assert build - compare == {"model", "budget", "plan_only"}
     for flag in ("resize", "mean", "std", "channels", "config", "set_options", "cache_dir", "no_cache",
                  "single_file", "wait", "debug", "threads", "title"):
         assert flag in compare
