@@ -140,8 +140,8 @@ def test_example_report_is_current_with_the_registry():
 
 @pytest.mark.parametrize("name", ["demo", "mobilenet_v2"])
 def test_example_reports_are_whole_and_small(name):
-    """Every picture of a shipped example rendered (no placeholder), every page and asset present, under 15 MB
-    (the 10-photo MobileNetV2 card: 14.5 MB with 27 sections, the explorer and unit pages)."""
+    """Every picture of a shipped example rendered (no placeholder), every page and asset present, under 20 MB
+    (the 10-photo MobileNetV2 card: 18.7 MB with 31 sections, the explorer, unit and image pages; 14.5 MB with 27)."""
     root = ROOT / "example_reports" / name
     data = json.loads((root / "report.json").read_text())
     assert all(s["error"] is None for s in data["sections"])
@@ -151,7 +151,7 @@ def test_example_reports_are_whole_and_small(name):
         assert "could not be rendered" not in html, page
         for src in re.findall(r'src="(\.\./)?(assets/[0-9a-f]+\.(?:png|jpg|svg))"', html):
             assert (root / src[1]).is_file(), (page, src)
-    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) < 15e6
+    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) < 20e6
 
 
 def test_photographs_become_jpeg_and_exact_pictures_stay_png():
