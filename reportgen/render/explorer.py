@@ -163,6 +163,10 @@ def cell_ids(grid: Grid) -> list[str]:
     return out
 
 
+def _side(img: ImageData | None) -> int:
+    return 0 if img is None or img.array is None else int(min(img.array.shape[:2]))
+
+
 def plan(views, store: AssetStore, single_file: bool) -> ExplorerPlan:
     """Find the catalogue and unit sets, register their pictures, and collect where every image appears."""
     ex, ex_view, units = None, None, []
@@ -185,8 +189,8 @@ def plan(views, store: AssetStore, single_file: bool) -> ExplorerPlan:
                         label = it.label or it.sublabel
                         label = f"{group}: {label}" if group and label else (group or label)
                         own = it.image.whole and it.image.image_id == iid  # the image itself: not shown again
-                        if own:
-                            p.pictures.setdefault(iid, it.image)
+                        if own and _side(it.image) > _side(p.pictures.get(iid)):  # the largest copy shown
+                            p.pictures[iid] = it.image
                         p.appears.setdefault(iid, []).append(Appearance(v, label, None if own else it.image))
             elif isinstance(b, Figure) and b.image.image_id in p.ids:
                 p.appears.setdefault(b.image.image_id, []).append(Appearance(v, b.title or b.caption[:60], b.image))
