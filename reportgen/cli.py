@@ -25,7 +25,7 @@ class ModelOption(click.Option):
         return super().get_help_record(ctx)
 
 
-THEME_HELP = "Report theme: light, dark, or a theme folder of your own (a theme.toml; see the README's Themes)."
+from .options import DEVICE_HELP, THEME_HELP  # noqa: E402
 
 
 _progress, _log = console.progress, console.log
@@ -216,7 +216,7 @@ def run_options(f):
         click.option("--layer", multiple=True, help="Dotted name of the layer layer-level techniques inspect "
                      "(default: the last convolution). See `reportgen layers`." + twice),
         click.option("--classes", callback=_ints, help="Class indices for class-level techniques, e.g. 1,207."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 or mps."),
+        click.option("--device", default="auto", show_default=True, help=DEVICE_HELP),
         click.option("--theme", default="light", show_default=True, help=THEME_HELP),
         click.option("--single-file", is_flag=True, help="Write one self-contained HTML file with everything inlined "
                      "(with --out NAME.html: exactly that one file, report.json embedded in it)."),
@@ -286,7 +286,7 @@ def build(model, images, out, **kw) -> None:
 @click.option("--preset", type=click.Choice(["minimal", "standard", "full"]), default="standard", show_default=True)
 @click.option("--only", multiple=True, callback=_ids, help="Comma-separated technique ids to run (only these).")
 @click.option("--single-file", is_flag=True, help="Write one self-contained HTML file.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--arch", type=click.Choice(["cnn", "vit"]), default="cnn", show_default=True,
               help="Embedded model: cnn (FashionNet) or vit (a tiny Vision Transformer), both Fashion-MNIST.")
 @common_options

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from . import registry
+from .registry import Preset
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -82,7 +83,7 @@ GENERAL_PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class Config:
-    preset: str = "standard"
+    preset: Preset = "standard"
     general: GeneralOptions = field(default_factory=GeneralOptions)
     techniques: dict[str, Any] = field(default_factory=dict)  # id -> options dataclass
     only: list[str] | None = None

@@ -193,7 +193,8 @@ CPU_BATCH_BUDGET = 16 << 20  # bytes of the largest activation of one CPU batch 
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, then Apple MPS, else the CPU (decided per run, not at import)."""
+    """``name``: an ``options.DeviceName``, or ``cuda:N``. ``auto`` picks CUDA when present, then Apple MPS, else the
+    CPU (decided per run, not at import)."""
     name = (name or "auto").lower()
     if name == "auto":
         if torch.cuda.is_available():

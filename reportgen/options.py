@@ -27,6 +27,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .registry import Preset
+
+#: the --device names (besides ``cuda:N``), written once: the CLI help and ``device.resolve_device`` read them
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+DEVICE_NAMES: tuple[DeviceName, ...] = ("auto", "cpu", "cuda", "mps")
+DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps."
+THEME_HELP = "Report theme: light, dark, or a theme folder of your own (a theme.toml; see the README's Themes)."
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,7 +41,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 Triple = tuple[float, float, float]
-Preset = Literal["minimal", "standard", "full"]
 
 #: TOML tables with per-model values, and which run kind accepts each
 MODEL_TABLES = ("model", "model_a", "model_b")

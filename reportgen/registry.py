@@ -29,11 +29,13 @@ import os
 import pkgutil
 import textwrap
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from .report import Reference, Section
 
-PRESETS = ("minimal", "standard", "full")
+#: the presets, written once: options, config, the CLI and each technique's ``runs_in`` read them
+Preset = Literal["minimal", "standard", "full"]
+PRESETS: tuple[Preset, ...] = ("minimal", "standard", "full")
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def technique(
     references: list[Reference] | tuple[Reference, ...] = (),
     order: int = 100,
     summary: str = "",
-    runs_in: tuple[str, ...] = PRESETS,
+    runs_in: tuple[Preset, ...] = PRESETS,
     needs_autograd: bool = False,
     needs_layers: bool = False,
     cacheable: bool = True,

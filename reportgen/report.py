@@ -11,9 +11,18 @@ or already-encoded PNG/SVG bytes (matplotlib plots, see :func:`reportgen.picture
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import numpy as np
+
+#: a Note's kind (the renderer's title and colour): written once here
+NoteKind = Literal["info", "warning", "error"]
+#: a grid item's or table row's tone (a CSS class hint); "" for none
+Tone = Literal["", "ok", "bad", "warn", "muted"]
+#: where a section's blocks appear: its own page, or also on the report's front page
+Placement = Literal["page", "overview"]
+#: a report's run kind: None for a model report, "compare" for two models side by side
+RunKind = Literal["compare"]
 
 
 def plural(n: int | float, word: str, many: str | None = None) -> str:
@@ -106,7 +115,7 @@ class GridItem:
     sublabel: str = ""
     alt: str = ""
     # Optional CSS class hint for the renderer: "ok", "bad" (e.g. a wrong prediction).
-    tone: str = ""
+    tone: Tone = ""
 
 
 @dataclass
@@ -131,7 +140,7 @@ class Table:
     caption: str = ""
     numeric: list[int] = field(default_factory=list)
     # Rows in ``highlight`` get a tone class (e.g. misclassified images).
-    highlight: dict[int, str] = field(default_factory=dict)
+    highlight: dict[int, Tone] = field(default_factory=dict)
 
 
 @dataclass
@@ -139,7 +148,7 @@ class Note:
     """A paragraph of prose. ``kind`` is one of info, warning, error."""
 
     text: str
-    kind: str = "info"
+    kind: NoteKind = "info"
 
 
 @dataclass
@@ -242,7 +251,7 @@ class Section:
     results: dict[str, Any] = field(default_factory=dict)
     # where the renderer shows the blocks: PAGE (its own page) or OVERVIEW (also on the report's front page,
     # like the model card); the renderer reads this flag and never a section's id or title
-    placement: str = "page"
+    placement: Placement = "page"
     # numbers a later run reads back (e.g. the attribution maps explanation drift compares), as small numpy arrays
     # (numbers or strings): publish/ writes every section's arrays to arrays.npz beside report.json (embedded in a
     # single-file report) and lists them there; the renderer ignores them
@@ -259,9 +268,9 @@ class SkippedImage:
     reason: str
 
 
-PAGE = "page"
-OVERVIEW = "overview"
-PLACEMENTS = (PAGE, OVERVIEW)
+PAGE: Placement = "page"
+OVERVIEW: Placement = "overview"
+PLACEMENTS: tuple[Placement, ...] = (PAGE, OVERVIEW)
 
 
 @dataclass
@@ -283,7 +292,7 @@ class RunInfo:
     ``extra`` holds kind-specific keys (a comparison's ``models`` and ``accuracy``), written at the top level.
     """
 
-    kind: str | None = None  # None: a model report; "compare": two models side by side
+    kind: RunKind | None = None  # None: a model report; "compare": two models side by side
     model: dict[str, Any] = field(default_factory=dict)  # spec, kind, weights, notes (published_model_info)
     model_hash: str | None = None
     num_classes: int | None = None

@@ -17,7 +17,7 @@ from typing import cast
 import numpy as np
 
 from ..pictures import overlay, unit_to_uint8
-from ..report import GridItem, ImageData
+from ..report import GridItem, ImageData, Tone
 
 SIGNS = ("absolute_value", "positive", "negative", "all")
 VIEWS = ("image", "map", "overlay")
@@ -81,7 +81,7 @@ def attr_image(attr: np.ndarray | None, image: np.ndarray | None = None, view: s
 
 
 def attr_item(attr: np.ndarray | None, image: np.ndarray | None = None, view: str = "map", label: str = "",
-              sublabel: str = "", alt: str = "", tone: str = "", **scale) -> GridItem:
+              sublabel: str = "", alt: str = "", tone: Tone = "", **scale) -> GridItem:
     """:func:`attr_image` as a grid cell (``scale``: sign, outlier_perc, cmap, alpha, floor)."""
     return GridItem(ImageData(attr_image(attr, image, view, **scale)), label=label, sublabel=sublabel,
                     alt=alt or f"{label} {sublabel}".strip(), tone=tone)

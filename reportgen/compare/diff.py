@@ -13,7 +13,7 @@ from ..calibration.diagram import reliability_png
 from ..calibration.metrics import ECE_BINS, calibration
 from ..pictures import figure_to_png, new_figure
 from ..papers import GUO_2017
-from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, Table
+from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, Table, Tone
 
 
 def confusion(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
@@ -32,7 +32,7 @@ def flipped_section(images, names: tuple[str, str], class_names, pa, pb, labels,
     for i in order:
         i = int(i)
         lab = int(labels[i])
-        tone = ""
+        tone: Tone = ""
         if lab >= 0:
             fixed += int(b[i] == lab)
             broke += int(a[i] == lab)
@@ -84,7 +84,7 @@ def per_class_section(names, class_names, pa, pb, labels) -> Section:
         da, db = float((a[m] == c).mean()), float((b[m] == c).mean())
         deltas[class_names[c]] = round(db - da, 4)
         rows.append([class_names[c], int(m.sum()), f"{da:.1%}", f"{db:.1%}", f"{100 * (db - da):+.1f}"])
-    hl = {i: ("ok" if float(r[4]) > 0 else "bad") for i, r in enumerate(rows) if float(r[4]) != 0}
+    hl: dict[int, Tone] = {i: ("ok" if float(r[4]) > 0 else "bad") for i, r in enumerate(rows) if float(r[4]) != 0}
     sec.add(Table(["class", "images", f"accuracy {names[0]}", f"accuracy {names[1]}", "change (points)"], rows,
                   numeric=[1, 2, 3, 4], highlight=hl))
     diff = confusion(y, b, k) - confusion(y, a, k)

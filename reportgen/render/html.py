@@ -52,7 +52,8 @@ BLOCK_TEMPLATES = {
     Figure: "figure", Grid: "grid", Table: "table", Note: "note", KeyValues: "keyvalues", Row: "row", Group: "group",
     Explorer: "explorer", UnitSet: "unitset",
 }
-NOTE_KINDS = {"info": "Note", "warning": "Warning", "error": "Error"}
+# one per report.NoteKind (a test checks)
+NOTE_KINDS: dict[str, str] = {"info": "Note", "warning": "Warning", "error": "Error"}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,12 +8,14 @@ import math
 import numbers
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from markupsafe import Markup
 
-TONES = {"ok", "bad", "warn", "warning", "info", "error", "muted"}
+from ..report import NoteKind, Tone
+
+TONES = {t for t in get_args(Tone) if t} | set(get_args(NoteKind))  # the CSS tone classes themes style
 
 
 

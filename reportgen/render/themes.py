@@ -23,6 +23,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, cast
 
 from .._resources import themes_dir
 from ..display_paths import display_path
@@ -37,6 +38,10 @@ _KEY = re.compile(r"[a-z][a-z0-9-]*")
 _VALUE = re.compile(r"[#a-zA-Z0-9(),.%/\s-]+")  # colours, rgb()/hsl(), sizes: no ; { } < > or quotes
 _ROOT = re.compile(r":root\s*\{(?P<body>[^}]*)\}")
 _DECL = re.compile(r"--(?P<key>[a-z][a-z0-9-]*)\s*:\s*(?P<value>[^;]+);")
+#: a theme's colour scheme (``<meta name="color-scheme">``); the built-in themes are named after them
+ColorScheme = Literal["light", "dark"]
+COLOR_SCHEMES: tuple[ColorScheme, ...] = ("light", "dark")
+DEFAULT_THEME: ColorScheme = "light"
 MAX_DEPTH = 8  # longest ``extends`` chain (a cycle is reported before that)
 
 
@@ -57,7 +62,7 @@ class Theme:
     name: str  # folder name (the --theme value) or the path given
     title: str
     description: str
-    color_scheme: str  # "light" or "dark" (the <meta name="color-scheme">)
+    color_scheme: ColorScheme  # the <meta name="color-scheme">
     colors: dict[str, str] = field(default_factory=dict)  # every variable, resolved (defaults + ancestors + own)
     folders: tuple[Path, ...] = ()  # this theme's folder first, then its ancestors'
 
@@ -135,11 +140,11 @@ def load_theme(name: str | Path) -> Theme:
                 raise ValueError(f"theme {label!r} ({folder.name}): unknown variable {k!r}; the variables are "
                                  "the --names in the :root block of themes/_base.css")
             colors[k] = v
-    if scheme not in ("light", "dark"):
+    if scheme not in COLOR_SCHEMES:
         raise ValueError(f"theme {label!r}: color_scheme must be 'light' or 'dark', got {scheme!r}")
     own = chain[0][1]
     return Theme(name=chain[0][0].name, title=str(own.get("name", chain[0][0].name)),
-                 description=str(own.get("description", "")), color_scheme=scheme, colors=colors,
+                 description=str(own.get("description", "")), color_scheme=cast(ColorScheme, scheme), colors=colors,
                  folders=tuple(f for f, _ in chain))
 
 

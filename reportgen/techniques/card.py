@@ -24,7 +24,7 @@ from ..inspection.hooks import hookable
 from ..inspection.layers import describe_layers
 from ..papers import ZEILER_FERGUS_2014
 from ..registry import Range, technique
-from ..report import OVERVIEW, Grid, GridItem, Group, ImageData, KeyValues, Note, Section, Table
+from ..report import OVERVIEW, Grid, GridItem, Group, ImageData, KeyValues, Note, Section, Table, Tone
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -142,7 +142,7 @@ def _gallery(ctx, res: CardResult) -> Grid:
     for i in res.picks:
         i = int(i)
         p = int(preds[i])
-        tone = ""
+        tone: Tone = ""
         if labels[i] >= 0:
             tone = "ok" if p == labels[i] else "bad"
         sub = f"{ctx.class_name(p)} {probs[i, p]:.2f}"
@@ -159,7 +159,7 @@ def _gallery(ctx, res: CardResult) -> Grid:
 def _top5_table(ctx, res: CardResult) -> Group:
     probs, preds, labels, top5, known = res.probs, res.preds, res.labels, res.top5, res.known
     rows: list[list[str]] = []
-    highlight: dict[int, str] = {}
+    highlight: dict[int, Tone] = {}
     for i in range(len(ctx.images)):
         row = [ctx.images.name(i)]
         if known.any():

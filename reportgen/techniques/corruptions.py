@@ -21,7 +21,7 @@ from ..device import device_batch_size, inference_model
 from ..papers import HENDRYCKS_DIETTERICH_2019
 from ..pictures import figure_to_png, new_figure, unit_to_uint8
 from ..registry import Range, technique
-from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, Table
+from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, Table, Tone
 from ..robustness import evaluate as E
 from ..robustness.corruptions import (CORRUPTIONS, LABELS, TABLE_NAMES, TABLE_SIDE, Corruption, choose_table,
                                       corrupt, level)
@@ -276,7 +276,8 @@ def _table(m: Measured) -> Table:
     lab = m.run.labelled
     cols = ["corruption", "severity", "parameter"] + (["accuracy"] if lab else []) + [
         "flip rate", "95% interval", "mean prob. drop"]
-    rows, hl = [], {}
+    rows: list[list] = []
+    hl: dict[int, Tone] = {}
     for i, r in enumerate(m.rows):
         row = [LABELS[r.corruption], r.severity, r.text] + ([f"{r.accuracy:.3f}"] if lab else []) + [
             f"{r.flip_rate:.3f}", f"{r.flip_ci95[0]:.2f}-{r.flip_ci95[1]:.2f}", f"{r.mean_prob_drop:.3f}"]

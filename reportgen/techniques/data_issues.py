@@ -22,7 +22,7 @@ from ..failures.labelnoise import confident_learning
 from ..failures.reference import check_reference_folder, reference_features
 from ..papers import NORTHCUTT_2021
 from ..registry import Range, technique
-from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, plural
+from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, Tone, plural
 
 RESULTS = {
     "exact_duplicates": "groups of images with identical decoded pixels: lists of file names",
@@ -109,7 +109,7 @@ def data_issues(ctx, opts: DataIssuesOptions) -> Section:
     return sec
 
 
-def _thumb(ctx, i: int, size: int, label: str, sub: str = "", tone: str = "") -> GridItem:
+def _thumb(ctx, i: int, size: int, label: str, sub: str = "", tone: Tone = "") -> GridItem:
     return GridItem(ImageData(ctx.images.thumbnail(i, size), image_id=ctx.images.image_id(i), whole=True),
                     label=label, sublabel=sub, tone=tone, alt=ctx.images.name(i))
 

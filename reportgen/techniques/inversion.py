@@ -22,7 +22,7 @@ from ..optvis import objectives as O
 from ..optvis.plotting import history_plot
 from ..papers import MAHENDRAN_VEDALDI_2015
 from ..registry import Range, technique
-from ..report import Block, Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
+from ..report import Block, Figure, Grid, GridItem, ImageData, KeyValues, Note, NoteKind, Section
 from ..sampling import spread_indices
 from ..synthesis.style import resize_to, resolve_parameterization
 
@@ -148,7 +148,7 @@ def present_inversion(ctx, res: InversionResult, opts: InversionOptions) -> list
         text = (f"The early layer {first} keeps almost everything: its reconstruction is {mean_pix[first]:.3f} RMS "
                 f"from the original, against {mean_pix[last]:.3f} from {last}, where only what the class needs "
                 "survives (parts and textures, not colour or exact geometry).")
-        kind = "info"
+        kind: NoteKind = "info"
     else:
         text = ("In this run the deep reconstructions are not further from the original than the early ones "
                 f"({', '.join(f'{n}: {v:.3f}' for n, v in mean_pix.items())} RMS); more steps or a different TV "

@@ -19,7 +19,7 @@ from ..failures.slices import Slice, auto_clusters, find_slices, majority, softm
 from ..features.degenerate import check_features
 from ..papers import DEON_2022, PLUMB_2023
 from ..registry import Range, technique
-from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table, plural
+from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table, Tone, plural
 
 RESULTS = {
     "slices": "the significant slices, most errors first (without labels: lowest confidence first)",
@@ -146,7 +146,7 @@ def present(ctx, sec: Section, res, opts: SlicesOptions) -> Section:
         for i, pr in zip(s.members[order], probs[order]):
             i = int(i)
             p = int(preds[i])
-            tone = "" if labels[i] < 0 else ("ok" if p == labels[i] else "bad")
+            tone: Tone = "" if labels[i] < 0 else ("ok" if p == labels[i] else "bad")
             sub = f"{ctx.class_name(p)} {pr[p]:.2f}"
             if labels[i] >= 0 and p != labels[i]:
                 sub += f" (true: {ctx.class_name(int(labels[i]))})"
