@@ -82,15 +82,15 @@ def method_functions(ctx) -> tuple[dict[str, MapMethod], bool]:
     return fns, from_config
 
 
-def method_reads(*also: str) -> Callable[[object], dict]:
+def method_reads(*also: str, checked: bool = False) -> Callable[[object], dict]:
     """A ``reads`` (:func:`reportgen.registry.technique`) for a section that iterates over the list: which of the
-    declaring techniques run, their options and the code of their modules (where the map functions live), plus
-    ``also``'s options."""
+    declaring techniques run (``checked``: of those declaring a sanity check), their options and the code of their
+    modules (where the map functions live), plus ``also``'s options."""
     from ..cache import code_digest
     from ..registry import reads_options
 
     def reads(config) -> dict:
-        methods = attribution_methods()
+        methods = [m for m in attribution_methods() if not checked or m.sanity is not None]
         ids = tuple(dict.fromkeys(m.technique for m in methods))
         out = reads_options(*ids, *also, enabled=True)(config)
         out["method code"] = code_digest(*dict.fromkeys(m.module for m in methods))

@@ -175,7 +175,7 @@ def stage_grid(ctx, b, orig, maps, method, labels, caption, shown: int) -> Grid:
     references=[ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004],
     presets={"minimal": {"max_images": 1, "stages": 3, "ig_steps": 8},
              "full": {"max_images": 6, "stages": 12, "ig_steps": 32}},
-    reads=method_reads(),  # which methods it checks: those declared always, and those of the techniques that run
+    reads=method_reads(checked=True),  # which methods it checks: those declared always, those of techniques that run
 )
 def sanity(ctx, opts: SanityOptions) -> Section:
     """The model's weights are re-initialised layer by layer, from the top down (cascading) or one layer at a time

@@ -145,7 +145,8 @@ def present_vargrad(ctx, res: VarGradResult) -> list[Block]:
         blocks.append(Note(f"Median rank correlation of VarGrad with the plain gradient: {med:.2f}. "
                            + ("VarGrad ranks the pixels much as the gradient does here." if med >= 0.5 else
                               "VarGrad ranks the pixels differently from the gradient here; the faithfulness "
-                              "section says which of the two follows the model's evidence.")))
+                              "section, with saliency enabled too, says which of the two follows the model's "
+                              "evidence.")))
     return blocks
 
 
