@@ -192,33 +192,20 @@ def technique(
     techniques are enabled and their options; part of the section's cache key, so a report is a function of its
     inputs and options whatever the cache holds) and ``cost`` (``fn(opts, measure) -> seconds``, the section's cost
     for ``--budget``; ``cost_scales``: the options the budget may lower; see :mod:`reportgen.planning.cost`) and
-    ``methods`` (the attribution methods the technique explains with, :class:`AttributionMethod`: faithfulness,
-    sanity, the set-level sections and compare read them from :func:`attribution_methods`; a name or set-level key
-    declared twice is an error).
+    ``methods`` (the attribution methods it explains with, :class:`AttributionMethod`; see :func:`attribution_methods`).
     """
     if not id or not id.replace("_", "").isalnum() or id != id.lower():
         raise ValueError(f"technique id must be lower_snake_case, got {id!r}")
     opts_cls = options or NoOptions
     if not dataclasses.is_dataclass(opts_cls):
         raise TypeError(f"options for {id!r} must be a dataclass")
-    presets = dict(presets or {})
-    for name, over in presets.items():
-        if name not in PRESETS:
-            raise ValueError(f"technique {id!r}: unknown preset {name!r} (known: {', '.join(PRESETS)})")
-        known = {f.name for f in dataclasses.fields(opts_cls)}
-        bad = set(over) - known
-        if bad:
-            raise ValueError(f"technique {id!r}: preset {name!r} sets unknown options {sorted(bad)}")
-    for p in runs_in:
-        if p not in PRESETS:
-            raise ValueError(f"technique {id!r}: unknown preset {p!r} in runs_in")
+    presets = _checked_presets(id, opts_cls, dict(presets or {}), runs_in)
 
     def deco(fn: Callable[..., Section]) -> Callable[..., Section]:
         if id in _REGISTRY:
             raise ValueError(
                 f"technique id {id!r} is already registered by {_REGISTRY[id].module}; ids must be unique"
             )
-        declared = _register_methods(id, fn.__module__, methods)
         _REGISTRY[id] = TechniqueInfo(
             id=id,
             title=title,
@@ -238,7 +225,7 @@ def technique(
             reads=reads,
             cost=cost,
             cost_scales=tuple(cost_scales),
-            methods=declared,
+            methods=_register_methods(id, fn.__module__, methods),  # before the technique: a duplicate adds neither
         )
         return fn
 
@@ -255,6 +242,21 @@ def reads_options(*ids: str, enabled: bool = False) -> Callable[[Any], dict[str,
                     **({"enabled": i in on} if enabled else {})} for i in ids}
 
     return reads
+
+
+def _checked_presets(id: str, opts_cls: type, presets: dict[str, dict[str, Any]],
+                     runs_in: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``presets``, each naming a known preset and known options, or ValueError (``runs_in`` too)."""
+    for name, over in presets.items():
+        if name not in PRESETS:
+            raise ValueError(f"technique {id!r}: unknown preset {name!r} (known: {', '.join(PRESETS)})")
+        bad = set(over) - {f.name for f in dataclasses.fields(opts_cls)}
+        if bad:
+            raise ValueError(f"technique {id!r}: preset {name!r} sets unknown options {sorted(bad)}")
+    for p in runs_in:
+        if p not in PRESETS:
+            raise ValueError(f"technique {id!r}: unknown preset {p!r} in runs_in")
+    return presets
 
 
 def _register_methods(tid: str, module: str, methods: Sequence[AttributionMethod]) -> tuple[AttributionMethod, ...]:
