@@ -150,7 +150,8 @@ def describe_type(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Annotated:
         ranges = [str(m) for m in tp.__metadata__ if isinstance(m, registry.Range)]
-        return " ".join([describe_type(args[0]), *ranges])
+        choices = [str(m) for m in tp.__metadata__ if isinstance(m, registry.Choices)]
+        return " ".join(choices or [describe_type(args[0]), *ranges])
     if origin is typing.Literal:
         return " | ".join(str(a) for a in args)
     if origin in (typing.Union, types.UnionType):
@@ -172,6 +173,8 @@ def _convert(value: Any, tp: Any) -> Any:
         for r in tp.__metadata__:
             if isinstance(r, registry.Range) and out is not None and not r.admits(out):
                 raise _Refused(f"{value!r} is out of range")
+            if isinstance(r, registry.Choices) and out is not None:
+                out = _convert(out, typing.Literal[tuple(r.values())])  # type: ignore[misc]
         return out
     if origin is typing.Literal:
         for a in args:

@@ -25,6 +25,9 @@ def techniques_markdown() -> str:
             out.append(inspect.cleandoc(mod.__doc__) + "\n")
         for r in t.references:
             out.append(f"- {r.authors}. *{r.title}*. {r.venue}, {r.year}. {r.url}")
+        if t.methods:
+            out.append("\nAttribution methods it declares (`registry.attribution_methods()`): "
+                       + "; ".join(_method_uses(m) for m in t.methods) + ".")
         fields = dataclasses.fields(t.options)
         if fields:
             out.append("\n| option | minimal | standard | full | allowed | meaning |\n"
@@ -36,6 +39,17 @@ def techniques_markdown() -> str:
                            + f" | {allowed} | {registry.option_help(t.options, f.name)} |")
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def _method_uses(m: registry.AttributionMethod) -> str:
+    """``name`` (who reads it): faithfulness, sanity (always / when the technique runs), the set-level key."""
+    uses = ["faithfulness"] if m.maps is not None else []
+    if m.sanity is not None:
+        label = f" as {m.sanity.label}" if m.sanity.label else ""
+        uses.append(f"sanity{label}" + (", always" if m.sanity.always else ""))
+    if m.set_level is not None:
+        uses.append(f"mistakes/shortcuts `method={m.set_level.key}`")
+    return f"{m.name} ({', '.join(uses)})"
 
 
 def preset_summary(info: registry.TechniqueInfo) -> str:

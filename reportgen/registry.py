@@ -29,7 +29,7 @@ import os
 import pkgutil
 import textwrap
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 from .report import Reference, Section
 
@@ -59,6 +59,65 @@ class Range:
         return " and ".join(parts) or "any value"
 
 
+@dataclass(frozen=True)
+class Choices:
+    """Choices of a string option read from a list the modules fill as they register (``Annotated[str,
+    Choices(fn)]``, ``fn() -> allowed values``), e.g. the attribution methods a set-level section can draw its maps
+    with (:func:`set_level_methods`). Checked by :mod:`reportgen.config` like a ``Literal``."""
+
+    values: Callable[[], Sequence[str]]
+
+    def __str__(self) -> str:
+        return " | ".join(self.values())
+
+
+@dataclass(frozen=True)
+class SanityCheck:
+    """How the sanity section checks an attribution method: ``label``, its name there (default: the method's);
+    ``maps``, ``(ctx, sanity options) -> MapMethod``, the variant it runs at its own options (None: the technique's
+    method at the technique's options); ``always``, checked whether or not the technique runs (else only when it
+    does); ``order``, its place among the checks."""
+
+    label: str = ""
+    maps: Callable[[Any, Any], Any] | None = None
+    always: bool = False
+    order: float = 100.0
+
+
+@dataclass(frozen=True)
+class ClassMaps:
+    """A method's variant for the set-level sections (mistakes, shortcuts), which draw one class's maps over many
+    images: ``key`` is the value of their ``method`` option; ``fn(model, layer module, x, targets) -> B x h x w``
+    tensor of positive evidence (at the layer's resolution, or the input's); ``layered``: it reads the layer."""
+
+    key: str
+    fn: Callable[..., Any]
+    layered: bool = False
+
+
+@dataclass(frozen=True)
+class AttributionMethod:
+    """One attribution method a technique explains with, declared beside it (``@technique(methods=[...])``).
+
+    ``name``: its name in reports (a faithfulness row, the ``MapSpec`` of its maps); ``maps``: ``(ctx, the
+    technique's options) -> MapMethod`` (:mod:`reportgen.techniques._faith_maps`) or None where it does not apply
+    (faithfulness scores it; None here: no per-image maps); ``order``: its place in :func:`attribution_methods`;
+    ``sanity``: the sanity section checks it (:class:`SanityCheck`); ``set_level``: mistakes and shortcuts can draw
+    with it (:class:`ClassMaps`). ``technique`` and ``module`` are filled at registration."""
+
+    name: str
+    maps: Callable[[Any, Any], Any] | None = None
+    order: float = 100.0
+    sanity: SanityCheck | None = None
+    set_level: ClassMaps | None = None
+    technique: str = ""
+    module: str = ""
+
+    @property
+    def sanity_label(self) -> str:
+        return (self.sanity.label if self.sanity else "") or self.name
+
+
 @dataclass
 class NoOptions:
     """For techniques without options."""
@@ -74,7 +133,7 @@ class TechniqueInfo:
     references: tuple[Reference, ...]
     order: int
     summary: str
-    runs_in: tuple[str, ...]
+    runs_in: tuple[Preset, ...]
     module: str
     needs_autograd: bool = False
     needs_layers: bool = False
@@ -84,6 +143,7 @@ class TechniqueInfo:
     reads: Callable[[Any], Any] | None = None
     cost: Callable[[Any, Any], float] | None = None
     cost_scales: tuple[str, ...] = ()
+    methods: tuple[AttributionMethod, ...] = ()
 
     def default_options(self, preset: str = "standard") -> Any:
         """Options dataclass for ``preset`` (dataclass defaults, then the preset's overrides)."""
@@ -96,6 +156,7 @@ class TechniqueInfo:
 
 
 _REGISTRY: dict[str, TechniqueInfo] = {}
+_METHODS: dict[str, AttributionMethod] = {}  # every attribution method, by name (and set-level key)
 _LOADED = False
 
 
@@ -117,6 +178,7 @@ def technique(
     reads: Callable[[Any], Any] | None = None,
     cost: Callable[[Any, Any], float] | None = None,
     cost_scales: tuple[str, ...] = (),
+    methods: Sequence[AttributionMethod] = (),
 ) -> Callable[[Callable[..., Section]], Callable[..., Section]]:
     """Register ``fn(ctx, opts) -> Section`` under ``id``. Duplicate ids are an error.
 
@@ -131,24 +193,15 @@ def technique(
     ``reads`` (``fn(config) -> JSON-able``: what else of the run's configuration the section reads, e.g. which other
     techniques are enabled and their options; part of the section's cache key, so a report is a function of its
     inputs and options whatever the cache holds) and ``cost`` (``fn(opts, measure) -> seconds``, the section's cost
-    for ``--budget``; ``cost_scales``: the options the budget may lower; see :mod:`reportgen.planning.cost`).
+    for ``--budget``; ``cost_scales``: the options the budget may lower; see :mod:`reportgen.planning.cost`) and
+    ``methods`` (the attribution methods it explains with, :class:`AttributionMethod`; see :func:`attribution_methods`).
     """
     if not id or not id.replace("_", "").isalnum() or id != id.lower():
         raise ValueError(f"technique id must be lower_snake_case, got {id!r}")
     opts_cls = options or NoOptions
     if not dataclasses.is_dataclass(opts_cls):
         raise TypeError(f"options for {id!r} must be a dataclass")
-    presets = dict(presets or {})
-    for name, over in presets.items():
-        if name not in PRESETS:
-            raise ValueError(f"technique {id!r}: unknown preset {name!r} (known: {', '.join(PRESETS)})")
-        known = {f.name for f in dataclasses.fields(opts_cls)}
-        bad = set(over) - known
-        if bad:
-            raise ValueError(f"technique {id!r}: preset {name!r} sets unknown options {sorted(bad)}")
-    for p in runs_in:
-        if p not in PRESETS:
-            raise ValueError(f"technique {id!r}: unknown preset {p!r} in runs_in")
+    presets = _checked_presets(id, opts_cls, dict(presets or {}), runs_in)
 
     def deco(fn: Callable[..., Section]) -> Callable[..., Section]:
         if id in _REGISTRY:
@@ -174,6 +227,7 @@ def technique(
             reads=reads,
             cost=cost,
             cost_scales=tuple(cost_scales),
+            methods=_register_methods(id, fn.__module__, methods),  # before the technique: a duplicate adds neither
         )
         return fn
 
@@ -192,9 +246,58 @@ def reads_options(*ids: str, enabled: bool = False) -> Callable[[Any], dict[str,
     return reads
 
 
+def _checked_presets(id: str, opts_cls: type, presets: dict[str, dict[str, Any]],
+                     runs_in: tuple[Preset, ...]) -> dict[str, dict[str, Any]]:
+    """``presets``, each naming a known preset and known options, or ValueError (``runs_in`` too)."""
+    for name, over in presets.items():
+        if name not in PRESETS:
+            raise ValueError(f"technique {id!r}: unknown preset {name!r} (known: {', '.join(PRESETS)})")
+        bad = set(over) - {f.name for f in dataclasses.fields(opts_cls)}
+        if bad:
+            raise ValueError(f"technique {id!r}: preset {name!r} sets unknown options {sorted(bad)}")
+    for p in runs_in:
+        if p not in PRESETS:
+            raise ValueError(f"technique {id!r}: unknown preset {p!r} in runs_in")
+    return presets
+
+
+def _register_methods(tid: str, module: str, methods: Sequence[AttributionMethod]) -> tuple[AttributionMethod, ...]:
+    """``methods`` stamped with their technique and module, added to the list; a name (or set-level key) already
+    declared by any technique is an error, and nothing is added."""
+    out = tuple(dataclasses.replace(m, technique=tid, module=module) for m in methods)
+    taken = {m.name: m.technique for m in _METHODS.values()}
+    keys = {m.set_level.key: m.technique for m in _METHODS.values() if m.set_level}
+    for m in out:
+        if m.name in taken:
+            raise ValueError(f"attribution method {m.name!r} of {tid!r} is already declared by {taken[m.name]!r}; "
+                             "method names must be unique")
+        if m.set_level and m.set_level.key in keys:
+            raise ValueError(f"set-level key {m.set_level.key!r} of {tid!r} is already declared by "
+                             f"{keys[m.set_level.key]!r}")
+        taken[m.name] = tid
+        if m.set_level:
+            keys[m.set_level.key] = tid
+    _METHODS.update((m.name, m) for m in out)
+    return out
+
+
 def unregister(id: str) -> None:
-    """Remove a technique (tests register throw-away techniques)."""
+    """Remove a technique and its attribution methods (tests register throw-away techniques)."""
     _REGISTRY.pop(id, None)
+    for name in [n for n, m in _METHODS.items() if m.technique == id]:
+        del _METHODS[name]
+
+
+def attribution_methods() -> list[AttributionMethod]:
+    """The one list of attribution methods, in their declared order: what faithfulness scores, sanity checks,
+    mistakes and shortcuts draw with and compare joins (each reads it; none keeps a table of its own)."""
+    load_all()
+    return sorted(_METHODS.values(), key=lambda m: (m.order, m.name))
+
+
+def set_level_methods() -> dict[str, AttributionMethod]:
+    """Set-level key -> method, for the methods that can draw one class's maps over many images."""
+    return {m.set_level.key: m for m in attribution_methods() if m.set_level is not None}
 
 
 def load_all() -> None:

@@ -1,5 +1,7 @@
 """Registry techniques of a comparison shown in pairs: A's section beside B's, and for sections whose results
-hold a per-method table (the ``faithfulness`` ranking), one table with A's and B's numbers side by side.
+hold a per-method table (the ``faithfulness`` ranking), one table with A's and B's numbers side by side, its rows in
+the order of the one list of attribution methods (:func:`reportgen.registry.attribution_methods`), then the rest
+(baselines).
 
 The table reader is tolerant on purpose: it takes the first list in ``results`` whose items are dicts naming a
 method (``method`` or ``name``) with numeric scores, or a dict of such dicts keyed by method; anything else
@@ -47,8 +49,18 @@ def method_rows(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     return {}
 
 
+def listed_order(methods: list[str]) -> list[str]:
+    """``methods`` in the list's order (a method under its sanity name too), then the others as given."""
+    rank: dict[str, int] = {}
+    for k, m in enumerate(registry.attribution_methods()):
+        rank.setdefault(m.name, k)
+        rank.setdefault(m.sanity_label, k)
+    return sorted(methods, key=lambda m: (m not in rank, rank.get(m, 0)))
+
+
 def side_by_side_table(names: tuple[str, str], a: dict[str, Any], b: dict[str, Any]) -> Table | None:
-    """One table of both models' per-method scores (methods in A's order, then B's), or None."""
+    """One table of both models' per-method scores (listed methods in the list's order, then the others in A's
+    order, then B's), or None."""
     ra, rb = method_rows(a), method_rows(b)
     if not ra or not rb:
         return None
@@ -56,7 +68,7 @@ def side_by_side_table(names: tuple[str, str], a: dict[str, Any], b: dict[str, A
     scores = [k for k in first if any(k in s for s in rb.values())][:MAX_SCORES]
     if not scores:
         return None
-    methods = list(ra) + [m for m in rb if m not in ra]
+    methods = listed_order(list(ra) + [m for m in rb if m not in ra])
     cols = ["method"] + [f"{k} ({n})" for k in scores for n in names]
 
     def cell(rows: dict[str, dict[str, float]], m: str, k: str) -> Any:
@@ -89,4 +101,5 @@ def paired_section(info: registry.TechniqueInfo, names: tuple[str, str], a: Sect
     return sec
 
 
-__all__ = ["PAIRED", "METHOD_TABLES", "default_paired", "method_rows", "side_by_side_table", "paired_section"]
+__all__ = ["PAIRED", "METHOD_TABLES", "default_paired", "listed_order", "method_rows", "side_by_side_table",
+           "paired_section"]

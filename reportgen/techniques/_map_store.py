@@ -68,11 +68,18 @@ def run_store(ctx) -> MapStore:
     return ctx.memo(MEMO_KEY, MapStore)
 
 
+def map_modules() -> tuple[str, ...]:
+    """The store's modules and those the map functions live in (every module that declares an attribution method)."""
+    from ..registry import attribution_methods
+
+    return MAP_MODULES + tuple(dict.fromkeys(m.module for m in attribution_methods()))
+
+
 def _cache_key(ctx, key: MapKey) -> str:
     g = dataclasses.asdict(ctx.config.general)
     for k in ("max_images", "num_workers", "threads"):
         g.pop(k, None)
-    return ctx.cache_key("attribution-map", code_digest(*MAP_MODULES), key.spec.method, repr(key.spec.options),
+    return ctx.cache_key("attribution-map", code_digest(*map_modules()), key.spec.method, repr(key.spec.options),
                          key.image, key.target, key.variant, g, str(ctx.device.type))
 
 

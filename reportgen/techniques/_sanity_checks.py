@@ -22,14 +22,12 @@ import torch
 
 from ..attribution import randomization as R
 from ..attribution.metrics import rank_correlation
-from ._explain import Batch, cam_layer, explain_batch
-from ._faith_maps import GUIDED_BACKPROP, SALIENCY, MapMethod, cams, integrated_gradients
+from ..registry import AttributionMethod, attribution_methods
+from ._explain import Batch, explain_batch
+from ._faith_maps import MapMethod, technique_options
 from ._map_store import ORIGINAL, maps_for
 
 FLAG_RHO = 0.5  # mean rank correlation at or above which a map "barely changes"
-SANITY_METHODS = ("gradient", "guided backprop", "Grad-CAM", "Integrated Gradients")
-# the sanity section's name of a method -> the faithfulness section's name of the same map
-FAITH_NAME = {"gradient": "saliency"}
 
 
 @dataclass
@@ -67,12 +65,31 @@ def protocol(ctx, opts) -> Protocol:
     return ctx.memo(f"sanity:protocol:{opts.max_images}:{opts.stages}", make)
 
 
-def sanity_methods(ctx, opts) -> dict[str, MapMethod]:
-    """The sanity section's four methods (its names): the gradient, guided backprop, Grad-CAM at ``opts.layer``
-    and Integrated Gradients with a black baseline and ``opts.ig_steps`` fixed steps."""
-    return {"gradient": SALIENCY, "guided backprop": GUIDED_BACKPROP,
-            "Grad-CAM": cams(cam_layer(ctx, opts.layer), guided=False)["Grad-CAM"],
-            "Integrated Gradients": integrated_gradients(ctx, "black", opts.ig_steps, 0.01, opts.ig_steps)}
+def checked_methods(ctx) -> list[AttributionMethod]:
+    """The methods the sanity section checks, in its order: those declared ``always``, and those of the techniques
+    this run enables that declare a :class:`reportgen.registry.SanityCheck`."""
+    enabled = {t.id for t in ctx.config.enabled()}
+    picked = [m for m in attribution_methods() if m.sanity is not None and (m.maps or m.sanity.maps)
+              and (m.sanity.always or m.technique in enabled)]
+    return sorted(picked, key=lambda m: (m.sanity.order if m.sanity else 0.0, m.name))
+
+
+def sanity_methods(ctx, opts) -> list[tuple[AttributionMethod, MapMethod]]:
+    """Each checked method with the map function the checks run: its declared variant at the sanity section's options
+    ``opts`` (e.g. Grad-CAM at ``opts.layer``, Integrated Gradients with ``opts.ig_steps`` fixed steps), else the
+    technique's own at the technique's options."""
+    out = []
+    for m in checked_methods(ctx):
+        check = m.sanity
+        assert check is not None
+        if check.maps is not None:
+            f = check.maps(ctx, opts)
+        else:
+            assert m.maps is not None
+            f = m.maps(ctx, technique_options(ctx, m.technique))
+        if f is not None:
+            out.append((m, f))
+    return out
 
 
 class Twin:
@@ -157,5 +174,5 @@ def method_check(ctx, p: Protocol, name: str, method: MapMethod) -> MethodCheck:
     return MethodCheck(name, rhos(orig, mid), rhos(orig, final), rhos(orig, other))
 
 
-__all__ = ["FAITH_NAME", "FLAG_RHO", "MethodCheck", "ORIGINAL", "Protocol", "SANITY_METHODS", "Twin", "cascade_twin",
+__all__ = ["FLAG_RHO", "MethodCheck", "ORIGINAL", "Protocol", "Twin", "cascade_twin", "checked_methods",
            "independent_twin", "maps_on", "method_check", "protocol", "rhos", "sanity_methods"]

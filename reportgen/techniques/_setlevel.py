@@ -1,20 +1,47 @@
 """Shared by the set-level sections (mistakes, shortcuts, concepts): the map layer, the class of each image, the
-classes with the most images, and attribution maps streamed over many images in batches. Not a technique."""
+classes with the most images, and attribution maps streamed over many images in batches. The methods that can draw
+those maps are the list's (:func:`reportgen.registry.set_level_methods`: Grad-CAM and gradient x input, declared by
+the gradcam and saliency techniques); a section's ``method`` option names one by its key. Not a technique."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Annotated
 
 import numpy as np
 import torch
 
 from .. import attribution as A
-from ..attribution import contrast as C
 from ..device import graph_batch_size
+from ..registry import AttributionMethod, ClassMaps, Choices, set_level_methods
 
-MapMethod = Literal["gradcam", "gradient_x_input"]
-METHOD_NAMES = {"gradcam": "Grad-CAM", "gradient_x_input": "gradient x input (positive part)"}
+
+def _keys() -> tuple[str, ...]:
+    return tuple(set_level_methods())
+
+
+#: a set-level section's ``method`` option: the key of a listed method with a set-level variant
+SetLevelMethod = Annotated[str, Choices(_keys)]
+
+
+def set_level_method(section: str, key: str) -> AttributionMethod:
+    """The listed method whose set-level key is ``key`` (ValueError naming ``section``.method otherwise)."""
+    methods = set_level_methods()
+    if key not in methods:
+        raise ValueError(f"{section}.method must be one of {', '.join(methods)}, got {key!r}")
+    return methods[key]
+
+
+def class_maps_of(key: str) -> ClassMaps:
+    """The set-level variant of the method ``key`` names."""
+    cm = set_level_method("method", key).set_level
+    assert cm is not None
+    return cm
+
+
+def method_text(key: str, layer: str) -> str:
+    """The method's name, with its layer where it reads one: ``Grad-CAM at features``."""
+    return set_level_method("method", key).name + (f" at {layer}" if class_maps_of(key).layered else "")
 
 
 def map_layer(ctx, name: str | None) -> str:
@@ -23,11 +50,6 @@ def map_layer(ctx, name: str | None) -> str:
         ctx.layer(name)
         return name
     return A.last_spatial_block(ctx.model, ctx.to_device(ctx.images.batch([0])))
-
-
-def check_method(section: str, method: str) -> None:
-    if method not in METHOD_NAMES:
-        raise ValueError(f"{section}.method must be one of {', '.join(METHOD_NAMES)}, got {method!r}")
 
 
 def image_classes(ctx) -> tuple[np.ndarray, bool]:
@@ -46,13 +68,15 @@ def largest_classes(classes: np.ndarray, n: int, min_images: int) -> list[int]:
 
 def class_maps(ctx, layer_name: str, method: str, idx: list[int], target: int,
                reduce: Callable[[torch.Tensor], np.ndarray], batch: int = 16) -> np.ndarray:
-    """``reduce(maps)`` of each batch of ``idx`` concatenated: maps for class ``target`` (Grad-CAM at the layer's
-    resolution, or gradient x input at the input's, positive part), never more than one batch of maps held."""
+    """``reduce(maps)`` of each batch of ``idx`` concatenated: maps for class ``target`` by the set-level variant of
+    ``method`` (Grad-CAM at the layer's resolution, gradient x input at the input's, positive part), never more than
+    one batch of maps held."""
     pm, layer = ctx.pixel_model, ctx.layer(layer_name)
+    fn = class_maps_of(method).fn
     out = []
     step = graph_batch_size(ctx, cap=min(ctx.batch_size, batch))
     for s in range(0, len(idx), step):
         x = ctx.to_device(ctx.images.batch(idx[s:s + step]))
-        m = A.gradcam(pm, layer, x, target) if method == "gradcam" else C.gradient_x_input(pm, x, target).clamp_min(0)
+        m = fn(pm, layer, x, target)
         out.append(reduce(m))
     return np.concatenate(out) if out else np.zeros((0,))

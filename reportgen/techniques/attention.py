@@ -23,11 +23,13 @@ from .. import attribution as A
 from ..attribution import attention as AT
 from ..papers import ABNAR_ZUIDEMA_2020, CHEFER_2021, DOSOVITSKIY_2021
 from ..pictures import figure_to_png, new_figure
-from ..registry import Range, technique
+from ..registry import AttributionMethod, Range, technique
 from ..report import Block, Figure, Grid, Note, Row, Section, Table, plural
 from ..sampling import spread_indices
 from ..device import graph_batch_size
 from ._explain import Batch, cell_width, explain_batch, heat_item, input_item
+from ._faith_maps import MapMethod, as_numpy
+from ._map_store import MapSpec
 
 RESULTS = {
     "attention_modules": "dotted names of the self-attention modules read, in depth order",
@@ -235,12 +237,30 @@ def show_attention(ctx, r: AttentionResult) -> list[Block]:
     return blocks
 
 
+def rollout_method(ctx, _opts) -> MapMethod | None:
+    """Attention rollout (Abnar & Zuidema 2020) when one probing pass finds global self-attention over one token
+    sequence (:func:`reportgen.attribution.attention.probe_layout`); None otherwise (no rollout row)."""
+    probe = AT.probe_layout(ctx.model, ctx.to_device(ctx.images.batch([0])),
+                            getattr(ctx.model, "num_prefix_tokens", None), ctx.pixel_model)
+    if isinstance(probe, str):
+        return None
+
+    def fn(pm, x, t, _idx):
+        attns, _ = AT.attention_weights(pm, AT.find_attention(pm), x)
+        prefix, (h, w) = AT.token_layout(attns[0].shape[-1], tuple(x.shape[-2:]), probe.prefix)
+        row = AT.class_row(AT.rollout(attns), prefix)
+        return as_numpy(A.upsample(row.reshape(len(x), h, w), tuple(x.shape[-2:])))
+
+    return MapMethod(MapSpec("attention rollout"), fn)
+
+
 @technique(
     "attention", "Attention maps (rollout, gradient rollout, heads)", options=AttentionOptions, order=48,
     needs_autograd=True, needs_layers=True, unsupported_if=_why_not,
     references=[ABNAR_ZUIDEMA_2020, CHEFER_2021, DOSOVITSKIY_2021],
     presets={"minimal": {"max_images": 2, "head_images": 1, "distance_images": 16},
              "full": {"max_images": 12, "head_images": 4, "distance_images": 256}},
+    methods=[AttributionMethod("attention rollout", rollout_method, order=70)],
 )
 def attention(ctx, opts: AttentionOptions) -> Section:
     """Where a vision transformer's class token gathers information from. Rollout multiplies the head-averaged

@@ -29,14 +29,14 @@ from ..attribution import faithfulness as FM
 from ..drift.maps import pack_maps
 from ..papers import ADEBAYO_2018, BHATT_2020, PETSIUK_2018, RONG_2022, SIXT_2020
 from ..pictures import figure_to_png, new_figure
-from ..registry import Range, reads_options, technique
+from ..registry import Range, technique
 from ..report import Figure, ImageData, Note, Section, Table, plural
 from ..device import device_batch_size, inference_model
 from ._explain import explain_batch
 from ._map_store import run_store
-from ._faith_maps import BASELINES, RANDOM, SOURCES, _opts, baseline_maps, method_functions
+from ._faith_maps import BASELINES, RANDOM, baseline_maps, method_functions, method_reads, technique_options
 from ._faith_scores import Scores, Setup, score_maps
-from ._sanity_checks import FAITH_NAME, FLAG_RHO, MethodCheck, method_check, protocol, sanity_methods
+from ._sanity_checks import FLAG_RHO, MethodCheck, checked_methods, method_check, protocol, sanity_methods
 
 RESULTS = {
     "images": "names of the images scored (the ones the attribution sections show)",
@@ -130,11 +130,11 @@ def curve_plot(fr: np.ndarray, curves: dict[str, dict[str, list[float]]], top: l
 
 
 def sanity_checks(ctx, fns) -> tuple[dict[str, MethodCheck], list[str]]:
-    """Each scored method's :class:`MethodCheck` under the sanity section's protocol and options: its own four
-    methods as it runs them (the gradient is saliency's map), the others with their own options."""
-    sopts = _opts(ctx, "sanity")
+    """Each scored method's :class:`MethodCheck` under the sanity section's protocol and options: the methods it
+    checks as it runs them (e.g. its Grad-CAM layer), the others with their own options."""
+    sopts = technique_options(ctx, "sanity")
     p = protocol(ctx, sopts)
-    own = {FAITH_NAME.get(m, m): f for m, f in sanity_methods(ctx, sopts).items()}
+    own = {m.name: f for m, f in sanity_methods(ctx, sopts)}
     checks = {m: method_check(ctx, p, m, own.get(m, f)) for m, f in fns.items()}
     return checks, [ctx.images.name(i) for i in p.batch.idx]
 
@@ -147,7 +147,7 @@ def sanity_checks(ctx, fns) -> tuple[dict[str, MethodCheck], list[str]]:
                          "road_fractions": [0.5], "bootstrap": 200},
              "full": {"max_images": 8, "steps": 64, "mufidelity_runs": 128, "road_images": 4,
                       "road_fractions": [0.1, 0.3, 0.5, 0.7, 0.9]}},
-    reads=reads_options(*SOURCES, "sanity", enabled=True),  # which methods it scores, with whose options
+    reads=method_reads("sanity"),  # which methods it scores, with whose options
 )
 def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
     """Each attribution method's map is tested against the model itself: deleting the pixels it ranks highest should
@@ -219,6 +219,14 @@ def setup(ctx, x: torch.Tensor, opts: FaithfulnessOptions) -> Setup:
                  road_n=min(len(x), opts.road_images) if opts.road else 0, road_fractions=list(opts.road_fractions),
                  road_noise=opts.road_noise, batch=device_batch_size(ctx),
                  model=inference_model(ctx))  # forward-only passes: a frozen copy where it is the same and faster
+
+
+def checked_text(ctx) -> str:
+    """Which methods the sanity section checks as it runs them, in words."""
+    names = [m.sanity_label for m in checked_methods(ctx)]
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+    return (f"The {listed} {'are' if len(names) > 1 else 'is'} checked as the sanity section runs them (its Grad-CAM "
+            "layer and Integrated Gradients steps)." if names else "")
 
 
 @dataclass
@@ -302,9 +310,8 @@ def present(ctx, opts: FaithfulnessOptions, s: Setup, sc: Scores, rk: Ranking, c
                            + (f". Sanity: the sanity section's checks on its {plural(len(sanity_images), 'image')} "
                               f"({', '.join(sanity_images)}): mean rho of the map to the map with every layer "
                               "re-initialised (and with the top half, where that decides), and to the map of a random "
-                              f"other class, [range over the images]; below {FLAG_RHO} passes. The gradient, guided "
-                              "backprop, Grad-CAM and Integrated Gradients are checked as the sanity section runs "
-                              "them (its Grad-CAM layer and Integrated Gradients steps)." if checks else ""))))
+                              f"other class, [range over the images]; below {FLAG_RHO} passes. "
+                              + checked_text(ctx) if checks else ""))))
     if best is None:
         sec.add(Note("No attribution method beats the random map here: on these images none of the maps ranks the "
                      "pixels this model relies on better than chance.", kind="warning"))

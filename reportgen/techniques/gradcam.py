@@ -12,18 +12,20 @@ upsampled bilinearly to the image.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import numpy as np
 
 from .. import attribution as A
 from ..papers import CHATTOPADHAY_2018, SELVARAJU_2017, SPRINGENBERG_2015
-from ..registry import Range, technique
+from ..inspection.layers import resolve_layer
+from ..registry import AttributionMethod, ClassMaps, Range, SanityCheck, technique
 from ..report import Grid, Note, Section, Table
 from ..attribution.visualization import attr_item
-from ._explain import cam_layer_choice, cell_width, explain_batch, heat_item, input_item, peak_area
-from ._faith_maps import cams
-from ._map_store import put_maps
+from ._explain import cam_layer, cam_layer_choice, cell_width, explain_batch, heat_item, input_item, peak_area
+from ._faith_maps import MapMethod, as_numpy
+from ._map_store import MapSpec, put_maps
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -50,11 +52,46 @@ class GradCamOptions:
     """Also show Guided Grad-CAM (guided backprop x Grad-CAM)."""
 
 
+def cams(name: str, guided: bool = True) -> dict[str, MapMethod]:
+    """Grad-CAM, Grad-CAM++ and (``guided``) Guided Grad-CAM at layer ``name``, upsampled to the image."""
+
+    def cam(pm, x, t, _i):
+        return as_numpy(A.gradcam(pm, resolve_layer(pm.model, name), x, t, size=tuple(x.shape[-2:])))
+
+    def campp(pm, x, t, _i):
+        return as_numpy(A.gradcam_plus_plus(pm, resolve_layer(pm.model, name), x, t, size=tuple(x.shape[-2:])))
+
+    def gg(pm, x, t, _i):
+        return as_numpy(A.to_map(A.guided_gradcam(pm, resolve_layer(pm.model, name), x, t)))
+
+    out = {"Grad-CAM": MapMethod(MapSpec("Grad-CAM", (name,)), cam),
+           "Grad-CAM++": MapMethod(MapSpec("Grad-CAM++", (name,)), campp)}
+    if guided:
+        out["Guided Grad-CAM"] = MapMethod(MapSpec("Guided Grad-CAM", (name,)), gg)
+    return out
+
+
+def _cam(method: str, layer: Callable[[Any, Any], str | None]) -> Callable[[Any, Any], MapMethod | None]:
+    """``(ctx, options) -> method`` at the layer ``layer(ctx, options)`` names (None: the automatic one)."""
+    return lambda ctx, o: cams(cam_layer(ctx, layer(ctx, o)), getattr(o, "guided", False)).get(method)
+
+
+METHODS = (
+    AttributionMethod("Grad-CAM", _cam("Grad-CAM", lambda ctx, o: o.layer), order=40,
+                      # sanity runs it at its own layer option
+                      sanity=SanityCheck(maps=_cam("Grad-CAM", lambda ctx, so: so.layer), always=True, order=3),
+                      set_level=ClassMaps("gradcam", lambda pm, layer, x, t: A.gradcam(pm, layer, x, t),
+                                          layered=True)),
+    AttributionMethod("Grad-CAM++", _cam("Grad-CAM++", lambda ctx, o: o.layer), order=41),
+    AttributionMethod("Guided Grad-CAM", _cam("Guided Grad-CAM", lambda ctx, o: o.layer), order=42),
+)
+
+
 @technique(
     "gradcam", "Grad-CAM, Grad-CAM++ and Guided Grad-CAM", options=GradCamOptions, order=46, needs_autograd=True,
     needs_layers=True,
     references=[SELVARAJU_2017, CHATTOPADHAY_2018, SPRINGENBERG_2015],
-    presets={"minimal": {"max_images": 2}, "full": {"max_images": 12}},
+    presets={"minimal": {"max_images": 2}, "full": {"max_images": 12}}, methods=METHODS,
 )
 def gradcam(ctx, opts: GradCamOptions) -> Section:
     """Where in the image the evidence for a class lies, at the resolution of a late layer: its channels weighted by

@@ -21,11 +21,13 @@ from ..attribution.relu_rules import RULES
 from ..inspection.hooks import capture_outputs
 from ..inspection.layers import activation_after
 from ..papers import SPRINGENBERG_2015, ZEILER_FERGUS_2014
-from ..registry import Range, technique
+from ..registry import AttributionMethod, Range, SanityCheck, technique
 from ..report import Block, Figure, Grid, Group, ImageData, Note, Row, Section
 from ..device import gradient_batch_size
 from ..sampling import spread_indices
 from ..attribution.visualization import attr_item
+from ._faith_maps import MapMethod, as_numpy
+from ._map_store import MapSpec
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -188,11 +190,18 @@ def present_guided_backprop(ctx, res: GuidedBackpropResult, percentile: float) -
     return blocks
 
 
+# the class score's guided backprop (max over RGB of |gradient| under the guided ReLU rule), as faithfulness scores it
+GUIDED_BACKPROP = MapMethod(MapSpec("guided backprop"),
+                            lambda pm, x, t, _i: as_numpy(A.to_map(A.guided_backprop(pm, x, t))))
+
+
 @technique(
     "guided_backprop", "Guided backprop", options=GuidedBackpropOptions, order=70, needs_autograd=True,
     needs_layers=True,
     references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015],
     presets={"minimal": {"max_images": 1, "units": 2}, "full": {"max_images": 4, "units": 6}},
+    methods=[AttributionMethod("guided backprop", lambda ctx, o: GUIDED_BACKPROP, order=50,
+                               sanity=SanityCheck(always=True, order=2))],
 )
 def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
     """For the strongest units of a layer and for the predicted class, the gradient of the unit with respect to the

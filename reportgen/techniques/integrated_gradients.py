@@ -16,12 +16,12 @@ import torch
 
 from .. import attribution as A
 from ..papers import SUNDARARAJAN_2017
-from ..registry import Range, technique
+from ..registry import AttributionMethod, Range, SanityCheck, technique
 from ..report import Grid, Note, Section, Table, plural
 from ..device import gradient_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item, make_baseline
-from ._faith_maps import ig_spec
-from ._map_store import put_maps
+from ._faith_maps import MapMethod, as_numpy
+from ._map_store import MapSpec, put_maps
 
 BASELINES = {"black": "a black image (all pixels 0)", "grey": "a uniform mid-grey image (0.5)",
              "blur": "the image blurred (Gaussian, sigma = side / 8)"}
@@ -58,11 +58,35 @@ class IntegratedGradientsOptions:
     """Upper limit for the step count."""
 
 
+def ig_spec(baseline: str, steps: int, tol: float, max_steps: int) -> MapSpec:
+    return MapSpec("Integrated Gradients", (baseline, int(steps), float(tol), int(max_steps)))
+
+
+def ig_maps(ctx, baseline: str, steps: int, tol: float, max_steps: int) -> MapMethod:
+    """Integrated Gradients (sum over RGB of |IG|) with these options, on the gradient passes' chunk size."""
+    chunk = gradient_batch_size(ctx)
+
+    def ig(pm, x, t, _idx):
+        r = A.integrated_gradients(pm, x, t, baseline=make_baseline(x, baseline), steps=steps, tol=tol,
+                                   max_steps=max_steps, chunk=chunk)
+        return as_numpy(A.to_map(r.attributions, "abssum"))
+
+    return MapMethod(ig_spec(baseline, steps, tol, max_steps), ig, fast=True)
+
+
+METHOD = AttributionMethod(
+    "Integrated Gradients", lambda ctx, o: ig_maps(ctx, o.baseline, o.steps, o.tolerance, o.max_steps), order=30,
+    # sanity runs it with a black baseline and its own fixed step count (no doubling: maps compared with each other)
+    sanity=SanityCheck(maps=lambda ctx, so: ig_maps(ctx, "black", so.ig_steps, 0.01, so.ig_steps), always=True,
+                       order=4))
+
+
 @technique(
     "integrated_gradients", "Integrated Gradients", options=IntegratedGradientsOptions, order=47,
     needs_autograd=True,
     references=[SUNDARARAJAN_2017],
     presets={"minimal": {"max_images": 2, "steps": 8, "max_steps": 64}, "full": {"max_images": 12}},
+    methods=[METHOD],
 )
 def integrated_gradients(ctx, opts: IntegratedGradientsOptions) -> Section:
     """Gradients averaged along the straight path from a baseline image to the input, times the pixel difference:

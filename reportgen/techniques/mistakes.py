@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..attribution import contrast as C
+from ..attribution.cam import upsample
 from ..attribution.visualization import attr_item
 from ..concepts.confusions import confused_pairs, lowest_margin_pairs, nearest_of_class
 from ..papers import PRABHUSHANKAR_2020, SELVARAJU_2017
@@ -25,7 +26,7 @@ from ..registry import Range, technique
 from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, Table, plural
 from ..device import graph_batch_size
 from ._explain import cell_width, heat_item
-from ._setlevel import METHOD_NAMES, MapMethod, check_method, map_layer
+from ._setlevel import SetLevelMethod, class_maps_of, map_layer, method_text, set_level_method
 
 RESULTS = {
     "mode": "confusions (labelled mistakes) or lowest_margin (no labelled mistakes: the least certain predictions)",
@@ -62,7 +63,7 @@ class MistakesOptions:
     """Images shown per pair."""
     neighbours: Annotated[int, Range(ge=0)] = 3
     """Nearest correctly classified images shown per class and image."""
-    method: MapMethod = "gradcam"
+    method: SetLevelMethod = "gradcam"
     """Which attribution draws the maps for P and for T: "gradcam" (the default: the faithfulness section's ranking
     is not read, sections being independent) or "gradient_x_input". The contrastive map is always drawn both ways."""
     layer: str | None = None
@@ -73,17 +74,15 @@ class MistakesOptions:
 
 def _maps(ctx, layer, idx: list[int], pred: np.ndarray, other: np.ndarray, method: str):
     """Per image: map for P, map for T, contrastive Grad-CAM, contrastive gradient x input (numpy, H x W)."""
-    pm = ctx.pixel_model
+    pm, fn = ctx.pixel_model, class_maps_of(method).fn
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("p", "t", "cg", "cx")}
     step = graph_batch_size(ctx, cap=min(ctx.batch_size, 16))
     for s in range(0, len(idx), step):
         x = ctx.to_device(ctx.images.batch(idx[s:s + step]))
         size = tuple(x.shape[-2:])
         p, t = pred[s:s + step], other[s:s + step]
-        if method == "gradcam":
-            mp, mt = C.class_gradcam(pm, layer, x, p, size), C.class_gradcam(pm, layer, x, t, size)
-        else:
-            mp, mt = C.gradient_x_input(pm, x, p).clamp_min(0), C.gradient_x_input(pm, x, t).clamp_min(0)
+        mp, mt = fn(pm, layer, x, p), fn(pm, layer, x, t)  # the method's maps (Grad-CAM at the layer's cells)
+        mp, mt = (m if tuple(m.shape[-2:]) == size else upsample(m, size) for m in (mp, mt))
         out["p"].append(mp.cpu().numpy())
         out["t"].append(mt.cpu().numpy())
         out["cg"].append(C.contrastive_gradcam(pm, layer, x, p, t, size=size).cpu().numpy())
@@ -154,7 +153,7 @@ class MistakesResult:
 
 def compute_mistakes(ctx, opts: MistakesOptions) -> MistakesResult:
     """The confused (or least certain) pairs, their maps and every image's nearest neighbours of P and of T."""
-    check_method("mistakes", opts.method)
+    set_level_method("mistakes", opts.method)
     feats = ctx.features()
     probs, preds, labels = feats.probs, feats.preds, ctx.images.labels
     known = labels >= 0
@@ -189,7 +188,7 @@ def compute_mistakes(ctx, opts: MistakesOptions) -> MistakesResult:
 
 def _pair_blocks(ctx, res: MistakesResult, p: MistakePair, thumb: int) -> Group:
     """One pair: the image rows with their maps, the neighbour rows and the verdict on the neighbours."""
-    tname, mname = res.tname, METHOD_NAMES[res.method]
+    tname, mname = res.tname, set_level_method("mistakes", res.method).name
     items, nrows = [], []
     for m in p.images:
         i, img = m.index, ctx.images.display(m.index)
@@ -242,9 +241,8 @@ def present_mistakes(ctx, res: MistakesResult, thumb: int) -> list[Block]:
                                      if all(p.count == 1 for p in res.pairs)
                                      else "Ties are ordered by the most confident mistake.")))
     blocks += [_pair_blocks(ctx, res, p, thumb) for p in res.pairs]
-    mname, name = METHOD_NAMES[res.method], res.layer
-    blocks.append(Note(f"Maps for P and for {res.tname}: {mname}"
-                       + (f" at layer {name}" if res.method == "gradcam" else "")
+    mname, name = set_level_method("mistakes", res.method).name, res.layer
+    blocks.append(Note(f"Maps for P and for {res.tname}: " + method_text(res.method, f"layer {name}")
                        + f". Contrastive maps: Grad-CAM of S_P - S_T at {name}, and gradient x input of S_P - S_T "
                        "(positive part), each scaled to its own 99.5th percentile. The per-class maps use "
                        f"{mname} because this section does not read the faithfulness ranking (sections are "

@@ -25,12 +25,12 @@ from ..attribution import window_positions
 from ..attribution.incremental import IncrementalOccluder
 from ..pictures import figure_to_png, new_figure
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
-from ..registry import Range, technique
+from ..registry import AttributionMethod, Range, technique
 from ..report import Figure, Grid, ImageData, Note, Section
 from ..device import FrozenForward, device_batch_size, inference_model
 from ..attribution.visualization import attr_image, attr_item
-from ._faith_maps import occlusion_spec
-from ._map_store import put_maps
+from ._faith_maps import MapMethod
+from ._map_store import MapSpec, put_maps
 from ._explain import (attention_reason, cell_width, cost_scaled_window, image_item, incremental_batch_size,
                        predict_batch, resolve_window, show_indices)
 
@@ -134,11 +134,51 @@ class OcclusionOptions:
     root of the ratio, so the occluded copies (one forward pass each) fall by it; stated in the section."""
 
 
+def occlusion_spec(window: int, stride: int, fill: np.ndarray) -> MapSpec:
+    """Occlusion's map (``p(x) - heat``) at this window, stride and fill colour."""
+    return MapSpec("occlusion", (int(window), int(stride), tuple(round(float(v), 6) for v in fill)))
+
+
+def occlusion_method(ctx, o: OcclusionOptions) -> MapMethod:
+    """Occlusion maps (``p(x) - heat``) with the section's options and cost scaling, by exact incremental inference
+    where the model allows it. ``classes`` serves several classes per image from the same occluded passes."""
+    cs = cost_scaled_window(ctx, *resolve_window(ctx.pre.size, o.window, o.stride), scale=o.scale_with_cost)
+    fill = ctx.features().mean_rgb if o.fill == "mean" else np.full(3, 0.5, dtype=np.float32)
+    batch = device_batch_size(ctx)
+    reuse = attention_reason(ctx) is None
+
+    def occluder(pm):
+        if not reuse:
+            return None
+        if pm is ctx.pixel_model:
+            return ctx.memo("occlusion:occluder", lambda: IncrementalOccluder.build(ctx.pixel_model))[0]
+        return IncrementalOccluder.build(pm)[0]
+
+    def classes(pm, x, targets, _idx):
+        """B x K maps for B x K ``targets``, one occluded pass per window position for all K classes."""
+        t = torch.as_tensor(np.asarray(targets, dtype=np.int64).reshape(len(x), -1))
+        occ = occluder(pm)
+        run = inference_model(ctx) if occ is None and pm is ctx.pixel_model else pm
+        grid = A.occlusion_grid(run, x.float(), t.numpy(), cs.window, cs.stride, fill,
+                                incremental_batch_size(ctx) if occ is not None else batch, occ is not None,
+                                occluder=occ)
+        with torch.inference_mode():
+            p = torch.softmax(pm(x).float(), 1).gather(1, t.to(x.device)).cpu()
+        size = cast(tuple[int, int], tuple(x.shape[-2:]))
+        return np.stack([p[:, k].numpy()[:, None, None] - A.coverage_average(grid[:, k], size, cs.window, cs.stride,
+                                                                             p[:, k]).numpy()
+                         for k in range(t.shape[1])], 1)
+
+    return MapMethod(occlusion_spec(cs.window, cs.stride, fill), lambda pm, x, t, i: classes(pm, x, t, i)[:, 0],
+                     window=cs)
+
+
 @technique(
     "occlusion", "Occlusion sensitivity", options=OcclusionOptions, order=40,
     references=[ZEILER_FERGUS_2014, NAKANDALA_2019],
     presets={"minimal": {"max_images": 1, "window": 8, "stride": 8},
              "full": {"max_images": 8}},
+    methods=[AttributionMethod("occlusion", occlusion_method, order=60)],
 )
 def occlusion(ctx, opts: OcclusionOptions) -> Section:
     """A square (by default of the image set's mean colour; the caption says which) is slid over each image and the

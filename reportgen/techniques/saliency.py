@@ -16,11 +16,15 @@ from typing import Annotated
 
 import numpy as np
 
+from .. import attribution as A
+from ..attribution.contrast import gradient_x_input
 from ..papers import SIMONYAN_2014
-from ..registry import Range, technique
+from ..registry import AttributionMethod, ClassMaps, Range, SanityCheck, technique
 from ..report import Grid, Note, Section
 from ..attribution.visualization import attr_item
 from ._explain import cached_saliency, cell_width, image_item, show_indices, smooth
+from ._faith_maps import MapMethod, as_numpy
+from ._map_store import SALIENCY_SPEC
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -44,10 +48,21 @@ class SaliencyOptions:
     """Also show the map Gaussian-smoothed and overlaid on the image (easier to see where it lies)."""
 
 
+# the section's map (|gradient| max over RGB, of ctx.output_model), as faithfulness and sanity rerun it
+SALIENCY = MapMethod(SALIENCY_SPEC, lambda pm, x, t, _i: as_numpy(A.to_map(A.saliency(pm, x, t))), fast=True)
+METHODS = (
+    AttributionMethod("saliency", lambda ctx, o: SALIENCY, order=10,
+                      sanity=SanityCheck(label="gradient", always=True, order=1)),
+    # sum_c x_c dS_k/dx_c, positive part: the set-level sections' map at the input's resolution
+    AttributionMethod("gradient x input (positive part)", order=95,
+                      set_level=ClassMaps("gradient_x_input",
+                                          lambda pm, _layer, x, t: gradient_x_input(pm, x, t).clamp_min(0))),
+)
+
 @technique(
     "saliency", "Saliency maps", options=SaliencyOptions, order=44, needs_autograd=True,
     references=[SIMONYAN_2014],
-    presets={"minimal": {"max_images": 2}, "full": {"max_images": 16}},
+    presets={"minimal": {"max_images": 2}, "full": {"max_images": 16}}, methods=METHODS,
 )
 def saliency(ctx, opts: SaliencyOptions) -> Section:
     """Beside each image is the absolute gradient of its class score with respect to every pixel (max over colour

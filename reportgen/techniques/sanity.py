@@ -2,10 +2,12 @@
 
 Cascading randomisation re-initialises the model's parameter layers from the top (logits) down, one
 more at each stage; independent randomisation re-initialises one layer alone. After each, the maps of
-four methods are recomputed on the same images and compared with the trained model's maps by Spearman
-rank correlation ``rho`` and SSIM (Wang et al. 2004), both on absolute-value maps. A method whose maps
-stay similar while the weights they should explain are destroyed cannot be explaining the model: it
-is flagged. All randomised models are deep copies; the user's model is never modified.
+the checked methods (the gradient, guided backprop, Grad-CAM and Integrated Gradients, and any other method whose
+technique runs and declares a sanity check: :func:`reportgen.registry.attribution_methods`) are recomputed on the
+same images and compared with the trained model's maps by Spearman rank correlation ``rho`` and SSIM (Wang et al.
+2004), both on absolute-value maps. A method whose maps stay similar while the weights they should explain are
+destroyed cannot be explaining the model: it is flagged. All randomised models are deep copies; the user's model is
+never modified.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ from ..pictures import figure_to_png, new_figure
 from ..papers import ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004
 from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Section, Table
-from ._explain import cell_width, input_item, saliency_to_uint8
-from ._sanity_checks import (FLAG_RHO, SANITY_METHODS, MethodCheck, Protocol, cascade_twin, independent_twin, maps_on,
-                             method_check, protocol, sanity_methods)
-
-METHODS = SANITY_METHODS
+from ._explain import cam_layer, cell_width, input_item, saliency_to_uint8
+from ._faith_maps import method_reads
+from ._sanity_checks import (FLAG_RHO, MethodCheck, Protocol, cascade_twin, independent_twin, maps_on, method_check,
+                             protocol, sanity_methods)
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -79,21 +80,23 @@ def run_randomisations(ctx, p: Protocol, fns):
 
 
 def curve_plot(labels: list[str], cas: dict[str, list[float]], ind: dict[str, list[float]]) -> ImageData:
+    """The cascading and independent curves of every checked method (``cas``'s order)."""
+    methods = list(cas)
     fig = new_figure((10, 3.6))
     axes = fig.subplots(1, 2, sharey=True)
     for ax, data, title in ((axes[0], cas, "cascading (top layers randomised down to ...)"),
                             (axes[1], ind, "independent (only this layer randomised)")):
-        for m in METHODS:
+        for m in methods:
             ax.plot(range(len(labels)), data[m], marker="o", label=m)
         ax.axhline(FLAG_RHO, color="grey", ls=":", lw=1)
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-    values = [v for d in (cas, ind) for m in METHODS for v in d[m] if np.isfinite(v)]
+    values = [v for d in (cas, ind) for m in methods for v in d[m] if np.isfinite(v)]
     axes[0].set_ylim(min([-0.2, *values]) - 0.05, max([1.0, *values]) + 0.05)  # every point inside the axes
     axes[0].set_ylabel("mean Spearman rho to the trained model's map")
     fig.set_layout_engine("constrained")
-    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncol=len(METHODS),
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncol=len(methods),
                frameon=False)  # under the plots, over no line
     png = figure_to_png(fig)
     return png
@@ -104,7 +107,7 @@ def verdicts(cas: dict[str, list[float]], checks: dict[str, MethodCheck], n_laye
     """One sentence per method from its cascade curve; the verdict is its :class:`MethodCheck`'s (the one the
     faithfulness table shows)."""
     notes, status = [], {}
-    for m in METHODS:
+    for m in cas:
         c = checks[m]
         final, mid = float(np.mean(c.final)), float(np.mean(c.mid))
         status[m] = c.weights
@@ -172,6 +175,7 @@ def stage_grid(ctx, b, orig, maps, method, labels, caption, shown: int) -> Grid:
     references=[ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004],
     presets={"minimal": {"max_images": 1, "stages": 3, "ig_steps": 8},
              "full": {"max_images": 6, "stages": 12, "ig_steps": 32}},
+    reads=method_reads(checked=True),  # which methods it checks: those declared always, those of techniques that run
 )
 def sanity(ctx, opts: SanityOptions) -> Section:
     """The model's weights are re-initialised layer by layer, from the top down (cascading) or one layer at a time
@@ -180,15 +184,16 @@ def sanity(ctx, opts: SanityOptions) -> Section:
     the network learned."""
     p = protocol(ctx, opts)
     b, stages, names = p.batch, p.stages, p.top_down[::-1]
-    fns = sanity_methods(ctx, opts)
-    cam_name = fns["Grad-CAM"].spec.options[0]
+    fns = {m.sanity_label: f for m, f in sanity_methods(ctx, opts)}  # its name of each method -> its map function
+    cam_name = cam_layer(ctx, opts.layer)
+    methods = list(fns)
     orig, cascade, independent = run_randomisations(ctx, p, fns)
     checks = {m: method_check(ctx, p, m, f) for m, f in fns.items()}  # the verdicts faithfulness shows too
     top_down = p.top_down
     cas_lab = [top_down[k - 1] for k in stages]
-    cas = {m: [float(np.mean(compare(orig[m], c[m])[0])) for c in cascade] for m in METHODS}
-    cas_ssim = {m: [float(np.mean(compare(orig[m], c[m])[1])) for c in cascade] for m in METHODS}
-    ind = {m: [float(np.mean(compare(orig[m], c[m])[0])) for c in independent] for m in METHODS}
+    cas = {m: [float(np.mean(compare(orig[m], c[m])[0])) for c in cascade] for m in methods}
+    cas_ssim = {m: [float(np.mean(compare(orig[m], c[m])[1])) for c in cascade] for m in methods}
+    ind = {m: [float(np.mean(compare(orig[m], c[m])[0])) for c in independent] for m in methods}
 
     sec = Section(id="sanity", title="Sanity checks for saliency maps")
     sec.add(Figure(curve_plot(cas_lab, cas, ind), caption=(
@@ -200,13 +205,13 @@ def sanity(ctx, opts: SanityOptions) -> Section:
     sec.add(*notes)
     rl_table, rl_note, rl = random_logit(ctx, p, fns, orig, checks)
     sec.add(rl_note, rl_table)
-    rows = [[m] + [f"{r:.2f} / {s:.2f}" for r, s in zip(cas[m], cas_ssim[m])] for m in METHODS]
+    rows = [[m] + [f"{r:.2f} / {s:.2f}" for r, s in zip(cas[m], cas_ssim[m])] for m in methods]
     sec.add(Table(["method"] + [f"to {n}" for n in cas_lab], rows,
                   caption="Cascading randomisation: mean rho / mean SSIM to the trained model's map."))
     shown = min(opts.shown_images, len(b.idx))
     drawn = (f"; drawn for the first {shown} of the {len(b.idx)} images the numbers above use"
              if shown < len(b.idx) else "")
-    for m in METHODS:
+    for m in methods:
         sec.add(Group(m, [
             stage_grid(ctx, b, orig, cascade, m, [f"to {n}" for n in cas_lab],
                        f"Cascading: the input, the trained model's map, then the map with the layers from the top "
@@ -222,10 +227,10 @@ def sanity(ctx, opts: SanityOptions) -> Section:
     sec.params.update(layer=cam_name, images=[ctx.images.name(i) for i in b.idx])
     sec.results = {
         "layers": names, "stages": cas_lab, "flag_rho": FLAG_RHO, "verdict": status,
-        "cascade_rank_corr": {m: [round(v, 4) for v in cas[m]] for m in METHODS},
-        "cascade_ssim": {m: [round(v, 4) for v in cas_ssim[m]] for m in METHODS},
-        "independent_rank_corr": {m: [round(v, 4) for v in ind[m]] for m in METHODS},
+        "cascade_rank_corr": {m: [round(v, 4) for v in cas[m]] for m in methods},
+        "cascade_ssim": {m: [round(v, 4) for v in cas_ssim[m]] for m in methods},
+        "independent_rank_corr": {m: [round(v, 4) for v in ind[m]] for m in methods},
         "random_logit": rl,
-        "checks": {m: checks[m].to_dict() for m in METHODS},
+        "checks": {m: checks[m].to_dict() for m in methods},
     }
     return sec

@@ -22,13 +22,13 @@ from ..registry import Range, technique
 from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, Table
 from ._explain import heat_item
 from ._setlevel import (
-    METHOD_NAMES,
-    MapMethod,
-    check_method,
+    SetLevelMethod,
     class_maps,
     image_classes,
     largest_classes,
     map_layer,
+    method_text,
+    set_level_method,
 )
 
 RESULTS = {
@@ -69,7 +69,7 @@ class ShortcutsOptions:
     """Maps are area-downsampled to side x side before clustering."""
     exemplars: Annotated[int, Range(ge=1)] = 4
     """Images shown per cluster (the closest to its mean map)."""
-    method: MapMethod = "gradcam"
+    method: SetLevelMethod = "gradcam"
     """Attribution behind the maps: "gradcam" (default) or "gradient_x_input"."""
     layer: str | None = None
     """Grad-CAM layer (None: the last module with a spatial output)."""
@@ -164,7 +164,7 @@ def _clusters(ctx, x: np.ndarray, labels: np.ndarray, k: int, idx: list[int], pr
 
 def compute_shortcuts(ctx, opts: ShortcutsOptions) -> ShortcutsResult:
     """Per chosen class: its images' maps, downsampled, clustered by SpRAy, and each cluster's mass statistics."""
-    check_method("shortcuts", opts.method)
+    set_level_method("shortcuts", opts.method)
     classes, all_labelled = image_classes(ctx)
     probs = ctx.features().probs
     chosen = largest_classes(classes, opts.max_classes, max(4, opts.min_images))
@@ -201,7 +201,8 @@ def _class_group(ctx, res: ShortcutsResult, sc: ShortcutClass, exemplars: int) -
     return Group(f"{sc.name}: {sc.images} images, {sc.k} cluster{'s' if sc.k != 1 else ''}", [
         Grid(rows_items, columns=cols, cell_width=thumb, caption=(
             "Each row: the cluster's mean map (on white), then its images closest to that mean, each with its "
-            f"own map. {METHOD_NAMES[res.method]} for {sc.name}, downsampled to {res.side}x{res.side}, each map "
+            f"own map. {set_level_method('shortcuts', res.method).name} for {sc.name}, downsampled to "
+            f"{res.side}x{res.side}, each map "
             "scaled to sum 1 before clustering."))])
 
 
@@ -233,7 +234,7 @@ def present_shortcuts(ctx, res: ShortcutsResult, exemplars: int) -> list[Block]:
         f"Classes from {'labels' if res.all_labelled else 'labels where known, else predictions'}"
         f"{'' if has.all() else ' (unlabelled images are grouped by their prediction)'}; the "
         f"{len(res.classes)} largest with at least {res.min_images} images. Maps: "
-        f"{METHOD_NAMES[res.method]}{' at ' + res.layer if res.method == 'gradcam' else ''}. Candidate rule: "
+        f"{method_text(res.method, res.layer)}. Candidate rule: "
         "a corner square (1/4 of the side) holding at least 3x its area share and 15 points more than the "
         "rest of the class; or the border band (1/8 of the side) holding half the mass and 20 points more "
         "(a distant centre of mass alone is not flagged: objects at different places separate that way "

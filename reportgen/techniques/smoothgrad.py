@@ -14,11 +14,15 @@ from typing import Annotated
 import numpy as np
 
 from .. import attribution as A
+import torch
+
+from ..device import gradient_batch_size
 from ..papers import SIMONYAN_2014, SMILKOV_2017
-from ..registry import Range, technique
+from ..registry import AttributionMethod, Range, technique
 from ..report import Grid, Note, Section
 from ._explain import cell_width, explain_batch, heat_item, input_item
-from ._faith_maps import smoothgrad as smoothgrad_maps
+from ._faith_maps import MapMethod, as_numpy
+from ._map_store import MapSpec
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -41,6 +45,20 @@ class SmoothGradOptions:
     """Noise standard deviation as a share of the image's value range (the paper: 10-20%)."""
 
 
+def smoothgrad_maps(ctx, samples: int, noise: float) -> MapMethod:
+    """SmoothGrad (max over RGB of |mean gradient|), each image's noise from its own seeded stream, so an image's map
+    does not depend on which images share its batch."""
+    chunk = gradient_batch_size(ctx)
+
+    def sg(pm, x, t, idx):
+        out = [A.to_map(A.smoothgrad(pm, x[k:k + 1], t[k:k + 1], n_samples=samples, noise=noise,
+                                     generator=ctx.generator(f"smoothgrad/noise/{idx[k]}"), chunk=chunk))
+               for k in range(len(x))]
+        return as_numpy(torch.cat(out))
+
+    return MapMethod(MapSpec("SmoothGrad", (int(samples), float(noise))), sg, fast=True)
+
+
 def total_variation(m: np.ndarray) -> float:
     """Mean absolute difference of neighbouring pixels relative to the mean value: how speckled a map is."""
     tv = np.abs(np.diff(m, axis=0)).mean() + np.abs(np.diff(m, axis=1)).mean()
@@ -51,6 +69,7 @@ def total_variation(m: np.ndarray) -> float:
     "smoothgrad", "SmoothGrad", options=SmoothGradOptions, order=45, needs_autograd=True,
     references=[SMILKOV_2017, SIMONYAN_2014],
     presets={"minimal": {"max_images": 2, "samples": 8}, "full": {"max_images": 12, "samples": 50}},
+    methods=[AttributionMethod("SmoothGrad", lambda ctx, o: smoothgrad_maps(ctx, o.samples, o.noise), order=20)],
 )
 def smoothgrad(ctx, opts: SmoothGradOptions) -> Section:
     """The saliency map averaged over many copies of the image with Gaussian noise added. Noise that the plain

@@ -65,8 +65,9 @@ def test_sanity_plot_keeps_every_point_and_its_legend_off_the_lines(monkeypatch)
 
     figs = _capture(monkeypatch, sanity)
     labels = ["features.9", "features.4", "features.0"]
-    cas = {m: [0.9, 0.5, 0.3] for m in sanity.METHODS}
-    ind = {m: [0.95, 0.1, 0.0] for m in sanity.METHODS}
+    methods = ("gradient", "guided backprop", "Grad-CAM", "Integrated Gradients")
+    cas = {m: [0.9, 0.5, 0.3] for m in methods}
+    ind = {m: [0.95, 0.1, 0.0] for m in methods}
     ind["Grad-CAM"] = [0.95, -0.6, -0.45]  # below the old fixed axis (-0.2)
     sanity.curve_plot(labels, cas, ind)
     fig = figs[0]
