@@ -33,6 +33,7 @@ from typing import Callable
 
 import torch
 
+from .cache import MemoKey
 from .errors import ReportgenError
 from .inspection.hooks import capture_outputs, eval_mode, hookable
 from .report import plural
@@ -221,6 +222,12 @@ def device_description(dev: torch.device) -> str:
         return f"cpu ({plural(os.cpu_count() or 1, 'core')}, {plural(torch.get_num_threads(), 'thread')})"
     return dev.type
 
+#: what this module measures once per run (``DEVICE_BATCH_SIZE.at(cap, budget)``)
+DEVICE_BATCH_SIZE: MemoKey[int] = MemoKey("device.batch_size")
+GRAPH_BYTES_PER_IMAGE: MemoKey[int] = MemoKey("device.graph_bytes_per_image")
+FORWARD_MACS: MemoKey[int | None] = MemoKey("device.forward_macs")
+INFERENCE_MODEL: MemoKey[torch.nn.Module | None] = MemoKey("device.inference_model")
+
 
 def device_batch_size(ctx, cap: int = 64, budget: int = CPU_BATCH_BUDGET) -> int:
     """A batch size for many small forward passes (occlusion): ``cap`` on a GPU; on the CPU as many
@@ -238,7 +245,7 @@ def device_batch_size(ctx, cap: int = 64, budget: int = CPU_BATCH_BUDGET) -> int
     def probe() -> int:
         return cpu_batch_size(ctx.model, ctx.pixel_model, ctx.pre.size, ctx.device, cap, budget)
 
-    return ctx.memo(f"device_batch_size:{cap}:{budget}", probe)
+    return ctx.memo(DEVICE_BATCH_SIZE.at(cap, budget), probe)
 
 
 def leaf_output_bytes(model, forward, size: int, device=None) -> list[int]:
@@ -277,7 +284,7 @@ def graph_batch_size(ctx, cap: int | None = None, budget: int | None = None) -> 
     if not hookable(ctx.model):
         return int(max(1, min(cap, 8)))
 
-    per_image = ctx.memo("graph_bytes_per_image",
+    per_image = ctx.memo(GRAPH_BYTES_PER_IMAGE,
                          lambda: sum(leaf_output_bytes(ctx.model, ctx.pixel_model, ctx.pre.size, ctx.device)))
     return int(max(1, min(cap, budget // max(1, per_image))))
 
@@ -313,7 +320,7 @@ def forward_macs(ctx) -> int | None:
         except Exception:  # noqa: BLE001 - a model the counter cannot follow: no scaling
             return None
 
-    return ctx.memo("forward_macs", probe)
+    return ctx.memo(FORWARD_MACS, probe)
 
 
 def cost_factor(ctx) -> float:
@@ -399,7 +406,7 @@ def inference_model(ctx) -> torch.nn.Module:
             return None
         return inference_copy(ctx.pixel_model, ctx.to_device(ctx.images.batch(idx)))[0]
 
-    return ctx.memo("inference_model", probe) or ctx.pixel_model
+    return ctx.memo(INFERENCE_MODEL, probe) or ctx.pixel_model
 
 
 def gradient_batch_size(ctx, cap: int = 64) -> int:

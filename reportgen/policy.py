@@ -21,6 +21,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from .cache import MemoKey
 from .inspection.hooks import eval_mode, frozen_params, kept_attributes, module_signature, ordinary_buffers
 from .report import plural
 
@@ -122,6 +123,10 @@ def _audit(model, hooks, signature, buffers, prints, saved, params) -> list[str]
     return out
 
 
+#: whether the model's output carries a gradient to its input (:func:`_has_autograd`, once per run)
+AUTOGRAD: MemoKey[bool] = MemoKey("policy.autograd")
+
+
 def unsupported_reason(ctx, info) -> str | None:
     """Why technique ``info`` cannot run on this model, from its registry metadata (None: it can)."""
     from .inspection.hooks import hookable
@@ -130,7 +135,7 @@ def unsupported_reason(ctx, info) -> str | None:
         return (f"{info.title} was skipped: it reads intermediate layers (needs_layers), through hooks, and "
                 "TorchScript archives do not allow hooks. Pass the model as path/to/file.py:factory (with "
                 "--weights) or as a torch.export .pt2 archive to get this section.")
-    if info.needs_autograd and not ctx.memo("policy:autograd", lambda: _has_autograd(ctx)):
+    if info.needs_autograd and not ctx.memo(AUTOGRAD, lambda: _has_autograd(ctx)):
         return (f"{info.title} was skipped: it needs gradients of the model's output with respect to its input "
                 "(needs_autograd), and this model's output carries no gradient.")
     if info.unsupported_if is not None:

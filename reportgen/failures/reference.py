@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..cache import MemoKey
 from ..errors import ImageSetError
+
+if TYPE_CHECKING:
+    from ..context import RunContext
+    from ..features.records import FeatureStore
 
 
 def check_reference_folder(folder: str | Path | None) -> None:
@@ -30,12 +36,17 @@ def reference_context(ctx, folder: str | Path, max_images: int | None = None):
                       cache=ctx.cache, pixel_model=ctx.pixel_model)
 
 
+#: (reference context, its FeatureStore) per folder and image cap; the folder's content digest per folder
+REFERENCE_FEATURES: MemoKey[tuple[RunContext, FeatureStore]] = MemoKey("failures.reference_features")
+REFERENCE_STAMP: MemoKey[str] = MemoKey("failures.reference_stamp")
+
+
 def reference_features(ctx, folder: str | Path, max_images: int | None = None):
     """(reference context, its FeatureStore), memoised for the run."""
     def run():
         rctx = reference_context(ctx, folder, max_images)
         return rctx, rctx.features()
-    return ctx.memo(f"reference-features:{Path(folder).resolve()}:{max_images}", run)
+    return ctx.memo(REFERENCE_FEATURES.at(str(Path(folder).resolve()), max_images), run)
 
 
 def reference_stamp(ctx, folder: str | Path) -> str:
@@ -56,4 +67,4 @@ def reference_stamp(ctx, folder: str | Path) -> str:
                     continue
                 h.update(f"{os.path.relpath(p, folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return h.hexdigest()
-    return ctx.memo(f"reference-stamp:{folder}", stamp)
+    return ctx.memo(REFERENCE_STAMP.at(str(folder)), stamp)

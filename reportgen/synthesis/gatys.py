@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..cache import MemoKey
 from .. import optvis
 from ..inspection.activations import activations
 from ..registry import get
@@ -22,6 +23,13 @@ from .style import (
     content_layer, gram_targets, relative_gram_errors, resize_to, source_images, stack_targets, style_layers,
     style_objective, synthesize,
 )
+
+#: the runs shared between sections, each for the owning section's options (``key.at(...)``): texture's Gram
+#: synthesis (texture and gram), style_transfer's setup (style_transfer and fast_style) and its grid (fast_style
+#: compares its time per image)
+GRAM_SYNTHESIS: MemoKey[dict] = MemoKey("synthesis.gram_synthesis")
+STYLE_SETUP: MemoKey[dict] = MemoKey("synthesis.style_setup")
+STYLE_GRID: MemoKey[dict] = MemoKey("synthesis.style_transfer_grid")
 
 
 def options_of(ctx, technique_id: str):
@@ -32,8 +40,8 @@ def options_of(ctx, technique_id: str):
 def gram_synthesis(ctx, opts) -> dict:
     """Gram synthesis of the texture images for growing layer sets, ``opts`` the texture section's options
     (memoised per run: the texture and gram sections show the same run)."""
-    key = repr(("gram_synthesis", opts.layers, opts.image_size, opts.steps, opts.optimizer, opts.parameterization,
-                opts.max_textures))
+    key = GRAM_SYNTHESIS.at(opts.layers, opts.image_size, opts.steps, opts.optimizer, opts.parameterization,
+                            opts.max_textures)
 
     def run() -> dict:
         layers = style_layers(ctx, opts.layers)
@@ -71,7 +79,7 @@ def gram_synthesis(ctx, opts) -> dict:
 def style_setup(ctx, opts) -> dict:
     """Layers, content images and style targets for the style_transfer section's options ``opts`` (memoised per run:
     style_transfer and fast_style use the same ones)."""
-    key = repr(("style_setup", opts.layers, opts.content_layer, opts.image_size, opts.max_contents, opts.max_styles))
+    key = STYLE_SETUP.at(opts.layers, opts.content_layer, opts.image_size, opts.max_contents, opts.max_styles)
 
     def run():
         layers = style_layers(ctx, opts.layers)
@@ -105,7 +113,7 @@ def transfer(ctx, opts, s: dict, pairs: list[tuple[int, int]], weights, desc: st
 
 def per_image_seconds(ctx, opts) -> dict:
     """Time per stylised image of the optimisation-based method (the grid's run, memoised; fast_style compares)."""
-    return ctx.memo("style_transfer_grid:" + repr(opts), lambda: _grid(ctx, opts))
+    return ctx.memo(STYLE_GRID.at(opts), lambda: _grid(ctx, opts))
 
 
 def _grid(ctx, opts):

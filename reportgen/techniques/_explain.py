@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..cache import MemoKey
 from .. import attribution as A
 from ..report import GridItem, ImageData
 from ..attribution.incremental import INCREMENTAL_BATCH
@@ -104,6 +105,10 @@ class CamLayer:
     why: str | None = None
 
 
+#: the layer Grad-CAM reads for a chosen block (:func:`cam_layer_choice`, once per run)
+CAM_LAYER: MemoKey[CamLayer] = MemoKey("explain.cam_layer")
+
+
 def cam_layer_choice(ctx, name: str | None) -> CamLayer:
     """``name`` validated, else the last spatial block; but where that block is a token sequence whose patch
     tokens get no gradient from the class score (a ViT's classifier reads only the last block's class token),
@@ -136,11 +141,12 @@ def cam_layer_choice(ctx, name: str | None) -> CamLayer:
                               f"patch tokens get no gradient and Grad-CAM there is zero everywhere; the maps use the "
                               f"block before it, {prev}, whose patch tokens the last block's attention reads.")
 
-    return ctx.memo(f"cam_layer:{block}", check)
+    return ctx.memo(CAM_LAYER.at(block), check)
 
 
 # ----- saliency maps (Simonyan et al. 2014), shared by the saliency and segmentation sections ----------
-MEMO_KEY = "saliency:maps"
+#: image index -> its saliency map (default class), shared by the saliency and segmentation sections
+MEMO_KEY: MemoKey[dict[int, SaliencyResult]] = MemoKey("saliency.maps")
 
 
 @dataclass

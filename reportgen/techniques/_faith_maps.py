@@ -19,6 +19,7 @@ from ..attribution import faithfulness as FM
 from ..inspection.layers import resolve_layer
 from ..registry import get
 from ..attribution.incremental import IncrementalOccluder
+from ..cache import MemoKey
 from ..device import device_batch_size, gradient_batch_size, inference_model
 from ._explain import (CostScaled, attention_reason, cam_layer, cost_scaled_window, incremental_batch_size,
                        make_baseline, resolve_window)
@@ -151,7 +152,7 @@ def _occlusion(ctx, o) -> MapMethod:
         if not reuse:
             return None
         if pm is ctx.pixel_model:
-            return ctx.memo("occlusion:occluder", lambda: IncrementalOccluder.build(ctx.pixel_model))[0]
+            return ctx.memo(OCCLUDER, lambda: IncrementalOccluder.build(ctx.pixel_model))[0]
         return IncrementalOccluder.build(pm)[0]
 
     def many(pm, x, targets, _idx):
@@ -168,6 +169,9 @@ def _occlusion(ctx, o) -> MapMethod:
                                                                    p[:, 0]).numpy()
 
     return MapMethod(occlusion_spec(cs.window, cs.stride, fill), many, window=cs)
+
+#: the run's incremental occluder of ``ctx.pixel_model`` and why none could be built (occlusion and faithfulness)
+OCCLUDER: MemoKey[tuple[IncrementalOccluder | None, str]] = MemoKey("occlusion.occluder")
 
 
 def occlusion_spec(window: int, stride: int, fill: np.ndarray) -> MapSpec:

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cache import code_digest
+from ..cache import MemoKey, code_digest
 
 ORIGINAL = "original"  # the model being reported (any other variant names a randomised copy)
-MEMO_KEY = "attribution:map-store"
+MEMO_KEY: MemoKey[MapStore] = MemoKey("attribution.map_store")  # the run's maps (:func:`run_store`)
 MAP_MODULES = ("reportgen.techniques._faith_maps", "reportgen.techniques._map_store")
 
 

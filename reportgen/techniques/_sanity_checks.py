@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..cache import MemoKey
 from ..attribution import randomization as R
 from ..attribution.metrics import rank_correlation
 from ._explain import Batch, cam_layer, explain_batch
@@ -52,6 +53,10 @@ class Protocol:
         return next((i for i, k in enumerate(self.stages) if k >= n / 2), len(self.stages) - 1)
 
 
+#: the checks' protocol for the sanity section's image count and stages (sanity and faithfulness read it)
+SANITY_PROTOCOL: MemoKey[Protocol] = MemoKey("sanity.protocol")
+
+
 def protocol(ctx, opts) -> Protocol:
     """The checks' protocol for the sanity section's options ``opts`` (memoised per run)."""
 
@@ -64,7 +69,7 @@ def protocol(ctx, opts) -> Protocol:
         return Protocol(b, other, names[::-1], R.cascade_stages(len(names), opts.stages),
                         ctx.seed_for("sanity/cascade"), ctx.seed_for("sanity/independent"))
 
-    return ctx.memo(f"sanity:protocol:{opts.max_images}:{opts.stages}", make)
+    return ctx.memo(SANITY_PROTOCOL.at(opts.max_images, opts.stages), make)
 
 
 def sanity_methods(ctx, opts) -> dict[str, MapMethod]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..cache import MemoKey
 from .. import attribution as A
 from ..attribution import attention as AT
 from ..papers import ABNAR_ZUIDEMA_2020, CHEFER_2021, DOSOVITSKIY_2021
@@ -65,6 +66,9 @@ class AttentionOptions:
     residual: Annotated[float, Range(ge=0, le=1)] = 0.5
     """Weight of the identity (the residual connection) in rollout's per-layer matrix."""
 
+#: the attention sites and token layout, or why the section cannot run (:func:`_probe`, once per run)
+ATTENTION_PROBE: MemoKey[AT.TokenLayout | str] = MemoKey("attention.probe")
+
 
 def _probe(ctx) -> AT.TokenLayout | str:
     """Sites and token layout from one forward pass, or why the section cannot run."""
@@ -74,7 +78,7 @@ def _probe(ctx) -> AT.TokenLayout | str:
 
 
 def _why_not(ctx) -> str | None:
-    p = ctx.memo("attention:probe", lambda: _probe(ctx))
+    p = ctx.memo(ATTENTION_PROBE, lambda: _probe(ctx))
     return p if isinstance(p, str) else None
 
 
@@ -139,7 +143,7 @@ def _mean_distances(ctx, opts: AttentionOptions, layout: AT.TokenLayout, passes:
 def compute_attention(ctx, opts: AttentionOptions) -> AttentionResult:
     """Rollout, gradient rollout and last-layer heads of the explained images; attention distances; position
     embedding similarity."""
-    probe = ctx.memo("attention:probe", lambda: _probe(ctx))
+    probe = ctx.memo(ATTENTION_PROBE, lambda: _probe(ctx))
     sites, prefix, grid = probe.sites, probe.prefix, probe.grid
     passes = {"forward": 0, "backward": 0}
     b = explain_batch(ctx, opts.max_images)

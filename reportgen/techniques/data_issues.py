@@ -17,8 +17,9 @@ from typing import Annotated
 
 import numpy as np
 
+from ..cache import MemoKey
 from ..failures.duplicates import exact_groups, near_pairs
-from ..failures.labelnoise import confident_learning
+from ..failures.labelnoise import LabelIssues, confident_learning
 from ..failures.reference import check_reference_folder, reference_features
 from ..papers import NORTHCUTT_2021
 from ..registry import Range, technique
@@ -70,10 +71,13 @@ def pixel_hasher(images):
     """i -> SHA-256 of image i's fully decoded RGB pixels (the original size, not the model input)."""
     return lambda i: _array_hash(np.asarray(images.pil(int(i))))
 
+#: the run's confident-learning result (the card and the explorer read it too)
+LABEL_ISSUES: MemoKey[LabelIssues] = MemoKey("data_issues.label_issues")
+
 
 def label_issues(ctx):
     """The run's confident-learning result (memoised: the card and the explorer read the same)."""
-    return ctx.memo("data_issues:labels", lambda: confident_learning(ctx.features().logits, ctx.images.labels))
+    return ctx.memo(LABEL_ISSUES, lambda: confident_learning(ctx.features().logits, ctx.images.labels))
 
 
 @technique("data_issues", "Data issues: duplicates, leakage, label errors", options=DataIssuesOptions, order=53,

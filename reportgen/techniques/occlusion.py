@@ -29,7 +29,7 @@ from ..registry import Range, technique
 from ..report import Figure, Grid, ImageData, Note, Section
 from ..device import FrozenForward, device_batch_size, inference_model
 from ..attribution.visualization import attr_image, attr_item
-from ._faith_maps import occlusion_spec
+from ._faith_maps import OCCLUDER, occlusion_spec
 from ._map_store import put_maps
 from ._explain import (attention_reason, cell_width, cost_scaled_window, image_item, incremental_batch_size,
                        predict_batch, resolve_window, show_indices)
@@ -86,7 +86,7 @@ def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size
     elif no_reuse:
         occ, why = None, no_reuse
     else:
-        occ, why = ctx.memo("occlusion:occluder", lambda: IncrementalOccluder.build(ctx.pixel_model))
+        occ, why = ctx.memo(OCCLUDER, lambda: IncrementalOccluder.build(ctx.pixel_model))
     batch = (incremental_batch or batch_size) if occ is not None else batch_size
     model = ctx.pixel_model if occ is not None else inference_model(ctx)
     grids = A.occlusion_grid(model, x, bt.targets, window, stride, fill, batch, occ is not None,

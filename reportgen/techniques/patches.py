@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from torch import nn
 
+from ..cache import MemoKey
 from ..inspection import layers as layers_mod
 from ..features.compute import TOPK
 from ..papers import GIRSHICK_2014, SPRINGENBERG_2015, ZEILER_FERGUS_2014
@@ -67,6 +68,9 @@ def field_of(ctx, layer: str) -> ReceptiveField:
     """Receptive field of ``layer`` at the run's input size (gradient support), memoised per run."""
     return field_for(ctx, layer)
 
+#: the automatic layer for a receptive-field fraction (:func:`auto_layer`, once per run)
+AUTO_LAYER: MemoKey[str] = MemoKey("patches.auto_layer")
+
 
 def auto_layer(ctx, fraction: float) -> str:
     """The deepest convolution whose receptive field is at most ``fraction`` of the input side.
@@ -100,7 +104,7 @@ def patch_layer(ctx, opts: "PatchesOptions") -> tuple[str, str]:
     if block is not None and block != last:  # convolutions are only a stem / patch embedding (ViT, Swin)
         return block, ("automatic: the last block with spatial structure (the network's convolutions are only its "
                        "stem or patch embedding; set --layer or patches.layer to choose)")
-    conv = ctx.memo(f"patches:auto:{opts.auto_rf_fraction}", lambda: auto_layer(ctx, opts.auto_rf_fraction))
+    conv = ctx.memo(AUTO_LAYER.at(opts.auto_rf_fraction), lambda: auto_layer(ctx, opts.auto_rf_fraction))
     # rank on the post-activation output (after batch-norm and the ReLU), as `activations` shows
     name = layers_mod.activation_after(ctx.model, conv) or conv
     after = f", ranked on the activation {name} that follows it" if name != conv else ""
