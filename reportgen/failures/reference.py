@@ -14,6 +14,7 @@ from ..errors import ImageSetError
 if TYPE_CHECKING:
     from ..context import RunContext
     from ..features.records import FeatureStore
+    from ..context import Ctx
 
 
 def check_reference_folder(folder: str | Path | None) -> None:
@@ -22,7 +23,7 @@ def check_reference_folder(folder: str | Path | None) -> None:
         raise ImageSetError(f"--reference-images {folder}: no such folder")
 
 
-def reference_context(ctx, folder: str | Path, max_images: int | None = None):
+def reference_context(ctx: Ctx, folder: str | Path, max_images: int | None = None):
     """A context over the reference images: same model, preprocessing, device, cache; only this section enabled
     (so the pass gathers no other technique's layers)."""
     from ..context import RunContext
@@ -41,7 +42,7 @@ REFERENCE_FEATURES: MemoKey[tuple[RunContext, FeatureStore]] = MemoKey("failures
 REFERENCE_STAMP: MemoKey[str] = MemoKey("failures.reference_stamp")
 
 
-def reference_features(ctx, folder: str | Path, max_images: int | None = None):
+def reference_features(ctx: Ctx, folder: str | Path, max_images: int | None = None):
     """(reference context, its FeatureStore), memoised for the run."""
     def run():
         rctx = reference_context(ctx, folder, max_images)
@@ -49,7 +50,7 @@ def reference_features(ctx, folder: str | Path, max_images: int | None = None):
     return ctx.memo(REFERENCE_FEATURES.at(str(Path(folder).resolve()), max_images), run)
 
 
-def reference_stamp(ctx, folder: str | Path) -> str:
+def reference_stamp(ctx: Ctx, folder: str | Path) -> str:
     """A digest of the reference folder's files (relative path, size, modification time), memoised for the run: the
     section cache key holds it, so a changed reference folder at the same path is not served from the cache."""
     import hashlib

@@ -36,6 +36,10 @@ from torch import nn
 from ..cache import MemoKey
 from . import layers as layers_mod
 from .hooks import StopForward
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 MAX_INPUT = 2048  # the gradient method grows its input up to this size to fit a whole field
 GROW_BUDGET = 1 << 30  # ... while the next size's activations (4x this size's) stay within these bytes
@@ -412,7 +416,7 @@ def token_patch_field(layer: str, grid: tuple[int, int], input_size: int) -> Rec
 RECEPTIVE_FIELD: MemoKey[ReceptiveField] = MemoKey("inspection.receptive_field")
 
 
-def field_for(ctx, layer: str) -> ReceptiveField:
+def field_for(ctx: Ctx, layer: str) -> ReceptiveField:
     """Receptive field of ``layer`` of ``ctx.model`` at the run's input size, memoised per run (a token
     sequence's: :func:`token_patch_field`). On a model with attention whose constant copy cannot be followed
     (MaxViT: without its normalisation the attention logits overflow float64), a grid layer's units are shown

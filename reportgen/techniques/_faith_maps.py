@@ -24,6 +24,10 @@ from ..device import device_batch_size, gradient_batch_size, inference_model
 from ._explain import (CostScaled, attention_reason, cam_layer, cost_scaled_window, incremental_batch_size,
                        make_baseline, resolve_window)
 from ._map_store import ORIGINAL, SALIENCY_SPEC, MapSpec, maps_for
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 MapFn = Callable[[torch.nn.Module, torch.Tensor, np.ndarray, list[int]], np.ndarray]
 
@@ -39,7 +43,7 @@ class MapMethod:
     fast: bool = False
     window: CostScaled | None = None
 
-    def maps(self, ctx, idx: Sequence[int], x: torch.Tensor, targets: Sequence[int] | np.ndarray, model=None,
+    def maps(self, ctx: Ctx, idx: Sequence[int], x: torch.Tensor, targets: Sequence[int] | np.ndarray, model=None,
              variant: str = ORIGINAL) -> np.ndarray:
         """B x H x W maps of images ``idx`` for ``targets`` on ``model`` (default: the trained model, ``variant``
         names any other), from the run's store where they are, else computed and kept there."""
@@ -52,7 +56,7 @@ def ig_spec(baseline: str, steps: int, tol: float, max_steps: int) -> MapSpec:
     return MapSpec("Integrated Gradients", (baseline, int(steps), float(tol), int(max_steps)))
 
 
-def integrated_gradients(ctx, baseline: str, steps: int, tol: float, max_steps: int) -> MapMethod:
+def integrated_gradients(ctx: Ctx, baseline: str, steps: int, tol: float, max_steps: int) -> MapMethod:
     """Integrated Gradients (sum over RGB of |IG|) with these options, on the gradient passes' chunk size."""
     chunk = gradient_batch_size(ctx)
 
@@ -64,7 +68,7 @@ def integrated_gradients(ctx, baseline: str, steps: int, tol: float, max_steps: 
     return MapMethod(ig_spec(baseline, steps, tol, max_steps), ig, fast=True)
 
 
-def smoothgrad(ctx, samples: int, noise: float) -> MapMethod:
+def smoothgrad(ctx: Ctx, samples: int, noise: float) -> MapMethod:
     """SmoothGrad (max over RGB of |mean gradient|), each image's noise from its own seeded stream, so an image's map
     does not depend on which images share its batch."""
     chunk = gradient_batch_size(ctx)
@@ -110,7 +114,7 @@ SOURCES = {"saliency": ("saliency",), "smoothgrad": ("SmoothGrad",), "integrated
            "occlusion": ("occlusion",), "attention": ("attention rollout",)}
 
 
-def _opts(ctx, tid: str):
+def _opts(ctx: Ctx, tid: str):
     try:
         return ctx.config.options(tid)
     except KeyError:
@@ -121,7 +125,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
-def _attention(ctx) -> MapMethod | None:
+def _attention(ctx: Ctx) -> MapMethod | None:
     """Attention rollout (Abnar & Zuidema 2020) when one probing pass finds global self-attention over one token
     sequence (:func:`reportgen.attribution.attention.probe_layout`); None otherwise (no rollout row)."""
     from ..attribution import attention as AT
@@ -140,7 +144,7 @@ def _attention(ctx) -> MapMethod | None:
     return MapMethod(MapSpec("attention rollout"), fn)
 
 
-def _occlusion(ctx, o) -> MapMethod:
+def _occlusion(ctx: Ctx, o) -> MapMethod:
     """Occlusion maps (``p(x) - heat``) with the occlusion section's options and cost scaling, by exact incremental
     inference where the model allows it."""
     cs = cost_scaled_window(ctx, *resolve_window(ctx.pre.size, o.window, o.stride), scale=o.scale_with_cost)
@@ -179,7 +183,7 @@ def occlusion_spec(window: int, stride: int, fill: np.ndarray) -> MapSpec:
     return MapSpec("occlusion", (int(window), int(stride), tuple(round(float(v), 6) for v in fill)))
 
 
-def method_functions(ctx) -> tuple[dict[str, MapMethod], bool]:
+def method_functions(ctx: Ctx) -> tuple[dict[str, MapMethod], bool]:
     """method -> :class:`MapMethod`, for the attribution techniques enabled in this run (all of them, flagged False,
     when none is), with each technique's configured options."""
     enabled = {t.id for t in ctx.config.enabled()}
@@ -207,7 +211,7 @@ def method_functions(ctx) -> tuple[dict[str, MapMethod], bool]:
     return fns, from_config
 
 
-def baseline_maps(ctx, x: torch.Tensor) -> dict[str, np.ndarray]:
+def baseline_maps(ctx: Ctx, x: torch.Tensor) -> dict[str, np.ndarray]:
     """The two baselines' maps for the batch ``x``: a seeded uniform random map and a fixed centre Gaussian."""
     return {RANDOM: _np(FM.random_map((len(x), *x.shape[-2:]), ctx.generator("faithfulness/random-map"))),
             CENTRE: _np(FM.centre_map(len(x), *x.shape[-2:]))}

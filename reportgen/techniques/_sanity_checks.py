@@ -26,6 +26,10 @@ from ..attribution.metrics import rank_correlation
 from ._explain import Batch, cam_layer, explain_batch
 from ._faith_maps import GUIDED_BACKPROP, SALIENCY, MapMethod, cams, integrated_gradients
 from ._map_store import ORIGINAL, maps_for
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 FLAG_RHO = 0.5  # mean rank correlation at or above which a map "barely changes"
 SANITY_METHODS = ("gradient", "guided backprop", "Grad-CAM", "Integrated Gradients")
@@ -57,7 +61,7 @@ class Protocol:
 SANITY_PROTOCOL: MemoKey[Protocol] = MemoKey("sanity.protocol")
 
 
-def protocol(ctx, opts) -> Protocol:
+def protocol(ctx: Ctx, opts) -> Protocol:
     """The checks' protocol for the sanity section's options ``opts`` (memoised per run)."""
 
     def make() -> Protocol:
@@ -72,7 +76,7 @@ def protocol(ctx, opts) -> Protocol:
     return ctx.memo(SANITY_PROTOCOL.at(opts.max_images, opts.stages), make)
 
 
-def sanity_methods(ctx, opts) -> dict[str, MapMethod]:
+def sanity_methods(ctx: Ctx, opts) -> dict[str, MapMethod]:
     """The sanity section's four methods (its names): the gradient, guided backprop, Grad-CAM at ``opts.layer``
     and Integrated Gradients with a black baseline and ``opts.ig_steps`` fixed steps."""
     return {"gradient": SALIENCY, "guided backprop": GUIDED_BACKPROP,
@@ -83,7 +87,7 @@ def sanity_methods(ctx, opts) -> dict[str, MapMethod]:
 class Twin:
     """A randomised copy of the model, made only when a map on it is not in the store yet."""
 
-    def __init__(self, ctx, layers: list[str], seed: int, variant: str):
+    def __init__(self, ctx: Ctx, layers: list[str], seed: int, variant: str):
         self.ctx, self.layers, self.seed, self.variant = ctx, layers, seed, variant
         self._model: torch.nn.Module | None = None
 
@@ -93,16 +97,16 @@ class Twin:
         return self._model
 
 
-def cascade_twin(ctx, p: Protocol, k: int) -> Twin:
+def cascade_twin(ctx: Ctx, p: Protocol, k: int) -> Twin:
     return Twin(ctx, p.top_down[:k], p.cascade_seed, f"cascade:{p.cascade_seed}:{k}")
 
 
-def independent_twin(ctx, p: Protocol, k: int) -> Twin:
+def independent_twin(ctx: Ctx, p: Protocol, k: int) -> Twin:
     name = p.top_down[k - 1]
     return Twin(ctx, [name], p.independent_seed, f"independent:{p.independent_seed}:{name}")
 
 
-def maps_on(ctx, p: Protocol, method: MapMethod, twin: Twin | None = None, classes=None) -> np.ndarray:
+def maps_on(ctx: Ctx, p: Protocol, method: MapMethod, twin: Twin | None = None, classes=None) -> np.ndarray:
     """``method``'s maps of the protocol's images on ``twin`` (None: the trained model) for ``classes`` (None: the
     explained ones), through the run's store."""
     b = p.batch
@@ -153,7 +157,7 @@ class MethodCheck:
         return f"weights {self.weights} (rho {fmt(self.final)}{top}), class {self.random_class} (rho {fmt(self.other)})"
 
 
-def method_check(ctx, p: Protocol, name: str, method: MapMethod) -> MethodCheck:
+def method_check(ctx: Ctx, p: Protocol, name: str, method: MapMethod) -> MethodCheck:
     """Both checks of ``method`` under protocol ``p`` (its maps from the store where they are)."""
     orig = maps_on(ctx, p, method)
     mid = maps_on(ctx, p, method, cascade_twin(ctx, p, p.stages[p.half]))

@@ -4,7 +4,7 @@ classes with the most images, and attribution maps streamed over many images in 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -13,11 +13,14 @@ from .. import attribution as A
 from ..attribution import contrast as C
 from ..device import graph_batch_size
 
+if TYPE_CHECKING:
+    from ..context import Ctx
+
 MapMethod = Literal["gradcam", "gradient_x_input"]
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradient_x_input": "gradient x input (positive part)"}
 
 
-def map_layer(ctx, name: str | None) -> str:
+def map_layer(ctx: Ctx, name: str | None) -> str:
     """``name`` validated, or the last module with a spatial output (Grad-CAM's usual layer)."""
     if name:
         ctx.layer(name)
@@ -30,7 +33,7 @@ def check_method(section: str, method: str) -> None:
         raise ValueError(f"{section}.method must be one of {', '.join(METHOD_NAMES)}, got {method!r}")
 
 
-def image_classes(ctx) -> tuple[np.ndarray, bool]:
+def image_classes(ctx: Ctx) -> tuple[np.ndarray, bool]:
     """(class per image: the label where known, else the prediction; True when every image has a label)."""
     labels = ctx.images.labels
     preds = ctx.features().preds
@@ -44,7 +47,7 @@ def largest_classes(classes: np.ndarray, n: int, min_images: int) -> list[int]:
     return [int(c) for c in order[:n] if counts[c] >= min_images]
 
 
-def class_maps(ctx, layer_name: str, method: str, idx: list[int], target: int,
+def class_maps(ctx: Ctx, layer_name: str, method: str, idx: list[int], target: int,
                reduce: Callable[[torch.Tensor], np.ndarray], batch: int = 16) -> np.ndarray:
     """``reduce(maps)`` of each batch of ``idx`` concatenated: maps for class ``target`` (Grad-CAM at the layer's
     resolution, or gradient x input at the input's, positive part), never more than one batch of maps held."""

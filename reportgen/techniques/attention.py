@@ -12,7 +12,7 @@ by :mod:`reportgen.attribution.attention`; this module picks the images, draws a
 
 from __future__ import annotations
 
-from typing import Any, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from dataclasses import dataclass
 
@@ -29,6 +29,9 @@ from ..report import Block, Figure, Grid, Note, Row, Section, Table, plural
 from ..sampling import spread_indices
 from ..device import graph_batch_size
 from ._explain import Batch, cell_width, explain_batch, heat_item, input_item
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 RESULTS = {
     "attention_modules": "dotted names of the self-attention modules read, in depth order",
@@ -70,14 +73,14 @@ class AttentionOptions:
 ATTENTION_PROBE: MemoKey[AT.TokenLayout | str] = MemoKey("attention.probe")
 
 
-def _probe(ctx) -> AT.TokenLayout | str:
+def _probe(ctx: Ctx) -> AT.TokenLayout | str:
     """Sites and token layout from one forward pass, or why the section cannot run."""
     p = AT.probe_layout(ctx.model, ctx.to_device(ctx.images.batch([0])),
                         getattr(ctx.model, "num_prefix_tokens", None), ctx.pixel_model)
     return f"Attention maps were skipped: {p}" if isinstance(p, str) else p
 
 
-def _why_not(ctx) -> str | None:
+def _why_not(ctx: Ctx) -> str | None:
     p = ctx.memo(ATTENTION_PROBE, lambda: _probe(ctx))
     return p if isinstance(p, str) else None
 
@@ -102,13 +105,13 @@ class AttentionResult:
     similarity: np.ndarray | None  # (patches, patches) position-embedding cosine; None: no such embedding
     position: dict[str, float] | None  # mean similarity to the 4 neighbours and to all patches
 
-    def rows(self, ctx) -> list[list[Any]]:
+    def rows(self, ctx: Ctx) -> list[list[Any]]:
         b, t20 = self.batch, self.top20
         return [[ctx.images.name(i), ctx.class_name(int(b.targets[k])), round(float(b.probs[k]), 3),
                  round(float(t20["roll"][k]), 3), round(float(t20["groll"][k]), 3), round(self.corr[k], 3)]
                 for k, i in enumerate(b.idx)]
 
-    def results(self, ctx) -> dict[str, Any]:
+    def results(self, ctx: Ctx) -> dict[str, Any]:
         """The section's report.json ``results``."""
         sites, (h, w) = self.layout.sites, self.layout.grid
         out = {
@@ -125,7 +128,7 @@ class AttentionResult:
         return out
 
 
-def _mean_distances(ctx, opts: AttentionOptions, layout: AT.TokenLayout, passes: dict[str, int]):
+def _mean_distances(ctx: Ctx, opts: AttentionOptions, layout: AT.TokenLayout, passes: dict[str, int]):
     """(layers, heads) mean attention distance over a spread of images, the uniform distance, the image count."""
     h, w = layout.grid
     dist_idx = spread_indices(ctx, opts.distance_images, "attention/distance")
@@ -140,7 +143,7 @@ def _mean_distances(ctx, opts: AttentionOptions, layout: AT.TokenLayout, passes:
     return mad, uni, len(dist_idx)
 
 
-def compute_attention(ctx, opts: AttentionOptions) -> AttentionResult:
+def compute_attention(ctx: Ctx, opts: AttentionOptions) -> AttentionResult:
     """Rollout, gradient rollout and last-layer heads of the explained images; attention distances; position
     embedding similarity."""
     probe = ctx.memo(ATTENTION_PROBE, lambda: _probe(ctx))
@@ -194,7 +197,7 @@ def _figures(r: AttentionResult) -> Block:
     return Row(figs) if len(figs) > 1 else figs[0]
 
 
-def show_attention(ctx, r: AttentionResult) -> list[Block]:
+def show_attention(ctx: Ctx, r: AttentionResult) -> list[Block]:
     """The section's blocks: maps grid, per-image table, notes, per-head grid, figures."""
     b, up, t20 = r.batch, r.up, r.top20
     sites, prefix, (h, w), patch_px = r.layout.sites, r.layout.prefix, r.layout.grid, r.layout.patch_px
@@ -246,7 +249,7 @@ def show_attention(ctx, r: AttentionResult) -> list[Block]:
     presets={"minimal": {"max_images": 2, "head_images": 1, "distance_images": 16},
              "full": {"max_images": 12, "head_images": 4, "distance_images": 256}},
 )
-def attention(ctx, opts: AttentionOptions) -> Section:
+def attention(ctx: Ctx, opts: AttentionOptions) -> Section:
     """Where a vision transformer's class token gathers information from. Rollout multiplies the head-averaged
     attention (plus the residual path) through the layers; gradient rollout keeps only attention that raises the
     explained class's score. Red = much. Per-head maps show the last layer's class-token attention; the position

@@ -11,7 +11,7 @@ unit responds to* (edges, an eye, a wheel). Grey = 0; brighter/darker = positive
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from ..report import Block, Figure, Grid, Group, ImageData, Note, Row, Section
 from ..device import gradient_batch_size
 from ..sampling import spread_indices
 from ..attribution.visualization import attr_item
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -93,7 +96,7 @@ class GuidedBackpropResult:
     def unreached(self) -> int:
         return sum(self.reports["guided"].unreached.values())
 
-    def results(self, ctx) -> dict:
+    def results(self, ctx: Ctx) -> dict:
         return {
             "layer": self.layer,
             "max_pool_calls": self.reports["deconvnet"].max_pool_calls,
@@ -107,7 +110,7 @@ class GuidedBackpropResult:
         }
 
 
-def compute_guided_backprop(ctx, opts: GuidedBackpropOptions) -> GuidedBackpropResult:
+def compute_guided_backprop(ctx: Ctx, opts: GuidedBackpropOptions) -> GuidedBackpropResult:
     """The strongest units of the layer per image, and each unit's (and the class's) gradient under every rule."""
     name = opts.layer or ctx.general.layer
     if not name:  # rank on the post-activation output (BatchNorm's scale and sign change which units fire)
@@ -147,7 +150,7 @@ def compute_guided_backprop(ctx, opts: GuidedBackpropOptions) -> GuidedBackpropR
     return GuidedBackpropResult(name, tuple(idx), units, preds.cpu().numpy(), p, opts.include_class, grads, reports)
 
 
-def _image_group(ctx, res: GuidedBackpropResult, b: int, i: int, percentile: float) -> Group:
+def _image_group(ctx: Ctx, res: GuidedBackpropResult, b: int, i: int, percentile: float) -> Group:
     """One image: the input beside a grid of gradients, a row per unit (and the class), a column per rule."""
     pred, p = int(res.preds[b]), float(res.p[b])
     items = []
@@ -169,7 +172,7 @@ def _image_group(ctx, res: GuidedBackpropResult, b: int, i: int, percentile: flo
     return Group(ctx.images.name(i), [Row([inp, grid])])
 
 
-def present_guided_backprop(ctx, res: GuidedBackpropResult, percentile: float) -> list[Block]:
+def present_guided_backprop(ctx: Ctx, res: GuidedBackpropResult, percentile: float) -> list[Block]:
     """The report blocks of a :class:`GuidedBackpropResult`."""
     blocks: list[Block] = [_image_group(ctx, res, b, i, percentile) for b, i in enumerate(res.images)]
     notes = {rule: rep.describe() for rule, rep in res.reports.items()}
@@ -194,7 +197,7 @@ def present_guided_backprop(ctx, res: GuidedBackpropResult, percentile: float) -
     references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015],
     presets={"minimal": {"max_images": 1, "units": 2}, "full": {"max_images": 4, "units": 6}},
 )
-def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
+def guided_backprop(ctx: Ctx, opts: GuidedBackpropOptions) -> Section:
     """For the strongest units of a layer and for the predicted class, the gradient of the unit with respect to the
     pixels, passed back through the ReLUs by plain backprop, by the deconvnet rule and by guided backprop. Grey is
     zero: guided backprop keeps only the evidence that fired and increases the unit, so it outlines the image parts

@@ -10,7 +10,7 @@ difference (the table shows each image's final steps and remaining gap). Shown a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
 
@@ -22,6 +22,9 @@ from ..device import gradient_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item, make_baseline
 from ._faith_maps import ig_spec
 from ._map_store import put_maps
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 BASELINES = {"black": "a black image (all pixels 0)", "grey": "a uniform mid-grey image (0.5)",
              "blur": "the image blurred (Gaussian, sigma = side / 8)"}
@@ -64,7 +67,7 @@ class IntegratedGradientsOptions:
     references=[SUNDARARAJAN_2017],
     presets={"minimal": {"max_images": 2, "steps": 8, "max_steps": 64}, "full": {"max_images": 12}},
 )
-def integrated_gradients(ctx, opts: IntegratedGradientsOptions) -> Section:
+def integrated_gradients(ctx: Ctx, opts: IntegratedGradientsOptions) -> Section:
     """Gradients averaged along the straight path from a baseline image to the input, times the pixel difference:
     the map divides the class score's difference between input and baseline among the pixels. The table checks that
     the attributions add up to that difference (completeness)."""

@@ -15,7 +15,7 @@ the images, classes, window and fill, and draws the change ``p(unoccluded) - hea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from ._faith_maps import OCCLUDER, occlusion_spec
 from ._map_store import put_maps
 from ._explain import (attention_reason, cell_width, cost_scaled_window, image_item, incremental_batch_size,
                        predict_batch, resolve_window, show_indices)
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -72,7 +75,7 @@ class OcclusionResult:
 
 
 
-def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size: int = 64,
+def occlusion_maps(ctx: Ctx, indices: list[int], window: int, stride: int, batch_size: int = 64,
                    fill: np.ndarray | float = 0.5, classes: list[int] | None = None,
                    incremental: bool = True, incremental_batch: int | None = None) -> list[OcclusionResult]:
     """Occlusion probability maps of ``indices`` (:func:`reportgen.attribution.occlusion_grid`, exact incremental
@@ -98,7 +101,7 @@ def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size
                             bool(bt.from_label[k]), int(bt.preds[k]), method) for k, i in enumerate(bt.idx)]
 
 
-def naive_occlusion(ctx, index: int, target: int, window: int, stride: int, fill) -> np.ndarray:
+def naive_occlusion(ctx: Ctx, index: int, target: int, window: int, stride: int, fill) -> np.ndarray:
     """Reference implementation: one occluded copy, one forward pass at a time (benchmarks, tests)."""
     img = ctx.images.tensor(index).float()
     c, h, w = img.shape
@@ -140,7 +143,7 @@ class OcclusionOptions:
     presets={"minimal": {"max_images": 1, "window": 8, "stride": 8},
              "full": {"max_images": 8}},
 )
-def occlusion(ctx, opts: OcclusionOptions) -> Section:
+def occlusion(ctx: Ctx, opts: OcclusionOptions) -> Section:
     """A square (by default of the image set's mean colour; the caption says which) is slid over each image and the
     probability of the class is recorded at every position; the map gives each pixel the average change of that
     probability while it was covered. Red regions are where hiding the image lowers the class probability (the
@@ -221,7 +224,7 @@ def change_overlay(img: np.ndarray, base: float, heat: np.ndarray) -> np.ndarray
     return attr_image(base - heat, img, "overlay", **CHANGE_SCALE)
 
 
-def _heatmap_figure(ctx, results: list[OcclusionResult]) -> ImageData:
+def _heatmap_figure(ctx: Ctx, results: list[OcclusionResult]) -> ImageData:
     n = len(results)
     cols = min(4, n)
     rows = (n + cols - 1) // cols

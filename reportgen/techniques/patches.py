@@ -14,7 +14,7 @@ import dataclasses
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from torch import nn
@@ -27,6 +27,9 @@ from ..inspection.receptive import TOKEN_PATCH, ReceptiveField, crop_field, fiel
 from ..registry import Range, technique
 from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section
 from ._units import unit_set
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -64,7 +67,7 @@ def cell_in_context(image: np.ndarray, rf: ReceptiveField, y: int, x: int) -> np
     return out
 
 
-def field_of(ctx, layer: str) -> ReceptiveField:
+def field_of(ctx: Ctx, layer: str) -> ReceptiveField:
     """Receptive field of ``layer`` at the run's input size (gradient support), memoised per run."""
     return field_for(ctx, layer)
 
@@ -72,7 +75,7 @@ def field_of(ctx, layer: str) -> ReceptiveField:
 AUTO_LAYER: MemoKey[str] = MemoKey("patches.auto_layer")
 
 
-def auto_layer(ctx, fraction: float) -> str:
+def auto_layer(ctx: Ctx, fraction: float) -> str:
     """The deepest convolution whose receptive field is at most ``fraction`` of the input side.
 
     Binary search over the convolutions in definition order (fields grow with depth).
@@ -92,7 +95,7 @@ def auto_layer(ctx, fraction: float) -> str:
     return best
 
 
-def patch_layer(ctx, opts: "PatchesOptions") -> tuple[str, str]:
+def patch_layer(ctx: Ctx, opts: "PatchesOptions") -> tuple[str, str]:
     """(layer, how it was chosen)."""
     if opts.layer:
         ctx.layer(opts.layer)
@@ -118,7 +121,7 @@ def patch_layer(ctx, opts: "PatchesOptions") -> tuple[str, str]:
                   f"{opts.auto_rf_fraction:g} of the input side{after} (set --layer or patches.layer to choose)")
 
 
-def _plan(ctx) -> list[str]:
+def _plan(ctx: Ctx) -> list[str]:
     return [patch_layer(ctx, ctx.config.options("patches"))[0]]
 
 
@@ -175,7 +178,7 @@ class PatchesResult:
     tied: dict[int, int]  # channel -> patches tied at its peak (only channels with more than one)
     preds: np.ndarray  # every image's predicted class
 
-    def results(self, ctx) -> dict:
+    def results(self, ctx: Ctx) -> dict:
         st, k = self.stats, self.k
         return {
             "layer": self.layer, "layer_type": self.layer_type,
@@ -187,7 +190,7 @@ class PatchesResult:
         }
 
 
-def compute_patches(ctx, opts: PatchesOptions) -> PatchesResult:
+def compute_patches(ctx: Ctx, opts: PatchesOptions) -> PatchesResult:
     """The layer, its receptive field, the channels shown and their top images over the whole set."""
     layer, how = patch_layer(ctx, opts)
     feats = ctx.features(layers=[layer])
@@ -216,7 +219,7 @@ def compute_patches(ctx, opts: PatchesOptions) -> PatchesResult:
                          {ch: t for ch, t in tied.items() if t > 1}, feats.preds)
 
 
-def _channel_group(ctx, res: PatchesResult, ch: int, cell: int) -> Group:
+def _channel_group(ctx: Ctx, res: PatchesResult, ch: int, cell: int) -> Group:
     """One channel: its top patches over the set, each the field of the unit where it peaks in that image."""
     st, rf, k = res.stats, res.rf, res.k
     items = []
@@ -237,7 +240,7 @@ def _channel_group(ctx, res: PatchesResult, ch: int, cell: int) -> Group:
                  description=(f"peak {float(st.peak[ch]):.3g}, mean {float(st.mean[ch]):.3g} over the set"))
 
 
-def _notes(ctx, res: PatchesResult, requested_k: int) -> list[Note]:
+def _notes(ctx: Ctx, res: PatchesResult, requested_k: int) -> list[Note]:
     """What was searched, the receptive field, and the warnings (attention, field past the input, ties)."""
     layer, how, rf, k, tied, size = res.layer, res.how, res.rf, res.k, res.tied, ctx.pre.size
     c, hh, ww = res.shape
@@ -277,7 +280,7 @@ def _notes(ctx, res: PatchesResult, requested_k: int) -> list[Note]:
     return notes
 
 
-def present_patches(ctx, res: PatchesResult, opts: PatchesOptions) -> list[Block]:
+def present_patches(ctx: Ctx, res: PatchesResult, opts: PatchesOptions) -> list[Block]:
     """The report blocks of a :class:`PatchesResult`."""
     blocks: list[Block] = [_channel_group(ctx, res, ch, opts.cell_width) for ch in res.channels]
     blocks += _notes(ctx, res, opts.k)
@@ -291,7 +294,7 @@ def present_patches(ctx, res: PatchesResult, opts: PatchesOptions) -> list[Block
     references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015, GIRSHICK_2014],
     presets={"minimal": {"num_channels": 2, "k": 4}, "full": {"num_channels": 16, "k": 16}},
 )
-def patches(ctx, opts: PatchesOptions) -> Section:
+def patches(ctx: Ctx, opts: PatchesOptions) -> Section:
     """Each row is one channel of the layer: the image regions, from the whole image set, where that channel
     responds most strongly, each cropped to exactly the pixels the unit can see. Patches that share a pattern (a
     texture, a part, an object) reveal what the unit detects."""

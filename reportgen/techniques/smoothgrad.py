@@ -9,7 +9,7 @@ what is stable nearby: the map should look less speckled and more on the object.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from ..registry import Range, technique
 from ..report import Grid, Note, Section
 from ._explain import cell_width, explain_batch, heat_item, input_item
 from ._faith_maps import smoothgrad as smoothgrad_maps
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -52,7 +55,7 @@ def total_variation(m: np.ndarray) -> float:
     references=[SMILKOV_2017, SIMONYAN_2014],
     presets={"minimal": {"max_images": 2, "samples": 8}, "full": {"max_images": 12, "samples": 50}},
 )
-def smoothgrad(ctx, opts: SmoothGradOptions) -> Section:
+def smoothgrad(ctx: Ctx, opts: SmoothGradOptions) -> Section:
     """The saliency map averaged over many copies of the image with Gaussian noise added. Noise that the plain
     gradient picks up from the score's local wiggles averages out, so SmoothGrad's map should be less speckled and
     sit more on the object than the plain gradient beside it."""
