@@ -66,12 +66,13 @@ class Ctx(Protocol):
     config: Config
     model_hash: str
     model_info: dict[str, Any]
-    progress: ProgressFn
     cache: Cache | None
     pixel_model: nn.Module
     feature_store: FeatureStore | None
     group: Group | None
 
+    @property
+    def progress(self) -> ProgressFn: ...
     @property
     def general(self) -> GeneralOptions: ...
     @property

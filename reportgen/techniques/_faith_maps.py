@@ -149,6 +149,7 @@ def _occlusion(ctx: Ctx, o) -> MapMethod:
     inference where the model allows it."""
     cs = cost_scaled_window(ctx, *resolve_window(ctx.pre.size, o.window, o.stride), scale=o.scale_with_cost)
     fill = ctx.features().mean_rgb if o.fill == "mean" else np.full(3, 0.5, dtype=np.float32)
+    assert fill is not None  # the run's feature pass records the mean colour
     batch = device_batch_size(ctx)
     reuse = attention_reason(ctx) is None
 

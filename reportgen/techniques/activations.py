@@ -68,7 +68,8 @@ def activations(ctx: Ctx, opts: ActivationsOptions) -> Section:
     idx = spread_indices(ctx, n, "activations/images")  # one image per class, seeded
     x = ctx.to_device(ctx.images.batch(idx))
     layouts: dict = {}
-    with torch.inference_mode(), capture_outputs({name: layer}, grid=tuple(x.shape[-2:]), layouts=layouts) as out:
+    hw = (int(x.shape[-2]), int(x.shape[-1]))
+    with torch.inference_mode(), capture_outputs({name: layer}, grid=hw, layouts=layouts) as out:
         logits = ctx.pixel_model(x)
     if name not in out:
         raise RuntimeError(f"layer {name!r} was not called in the forward pass")

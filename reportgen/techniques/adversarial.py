@@ -248,7 +248,7 @@ def adversarial(ctx: Ctx, opts: AdversarialOptions) -> Section:
 
     budget = f"ε = {opts.epsilon:g}/255" if eps is not None else "no ε budget"
     sec = Section(id="adversarial", title="Fooling images (adversarial examples)")
-    rows = []
+    rows: list[dict] = []
     for b, i in enumerate(idx):
         delta = (fooled[b] - x[b].cpu()).permute(1, 2, 0).numpy()
         linf, l2 = float(np.abs(delta).max()), float(np.sqrt((delta ** 2).sum()))

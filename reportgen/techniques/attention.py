@@ -147,6 +147,8 @@ def compute_attention(ctx: Ctx, opts: AttentionOptions) -> AttentionResult:
     """Rollout, gradient rollout and last-layer heads of the explained images; attention distances; position
     embedding similarity."""
     probe = ctx.memo(ATTENTION_PROBE, lambda: _probe(ctx))
+    if isinstance(probe, str):  # the build skips the section then (_why_not)
+        raise ValueError(probe)
     sites, prefix, grid = probe.sites, probe.prefix, probe.grid
     passes = {"forward": 0, "backward": 0}
     b = explain_batch(ctx, opts.max_images)

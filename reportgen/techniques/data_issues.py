@@ -93,6 +93,7 @@ def data_issues(ctx: Ctx, opts: DataIssuesOptions) -> Section:
     ref_dir = ctx.general.reference_images
     check_reference_folder(ref_dir)
     feats = ctx.features()
+    assert feats.pixels is not None  # the run's pass keeps the pixel vectors
     names = ctx.images.name
     groups = exact_groups(feats.pixels, pixel_hasher(ctx.images))
     exact = [[names(i) for _, i in g] for g in groups]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import numpy as np
 from torch import nn
@@ -120,7 +120,7 @@ class FiltersResult:
 def compute_filters(ctx: Ctx, opts: FiltersOptions) -> FiltersResult:
     """The first convolution's weights, their strengths and dead filters, and the higher convolution's weights."""
     first = ctx.first_conv()
-    conv = ctx.layer(first)
+    conv = cast(nn.Conv2d, ctx.layer(first))  # first_conv names an nn.Conv2d
     w = conv.weight.detach().float().cpu().numpy()  # K x C x kh x kw
     k, c, kh, kw = w.shape
     if opts.scale not in ("filter", "global"):

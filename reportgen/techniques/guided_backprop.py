@@ -122,7 +122,7 @@ def compute_guided_backprop(ctx: Ctx, opts: GuidedBackpropOptions) -> GuidedBack
     x = ctx.to_device(ctx.images.batch(idx))
     k = max(1, opts.units)
 
-    with torch.inference_mode(), capture_outputs({name: layer}, grid=tuple(x.shape[-2:])) as out:
+    with torch.inference_mode(), capture_outputs({name: layer}, grid=(int(x.shape[-2]), int(x.shape[-1]))) as out:
         logits = pm(x)
     if name not in out:
         raise RuntimeError(f"layer {name!r} was not called in the forward pass")

@@ -82,7 +82,8 @@ def integrated_gradients(ctx: Ctx, opts: IntegratedGradientsOptions) -> Section:
         logits = ctx.pixel_model(b.x).float()
     spread = (logits.amax(1) - logits.amin(1)).cpu().numpy()
     sx_all = logits.gather(1, torch.as_tensor(b.targets, device=logits.device)[:, None])[:, 0].cpu().numpy()
-    items, rows = [], []
+    items: list = []
+    rows: list[list] = []
     for k, i in enumerate(b.idx):
         img = ctx.images.display(i)
         items += [input_item(ctx, b, k), heat_item(ctx, img, maps[k], "IG", "", over=False),

@@ -81,7 +81,7 @@ def _maps(ctx: Ctx, layer, idx: list[int], pred: np.ndarray, other: np.ndarray, 
     step = graph_batch_size(ctx, cap=min(ctx.batch_size, 16))
     for s in range(0, len(idx), step):
         x = ctx.to_device(ctx.images.batch(idx[s:s + step]))
-        size = tuple(x.shape[-2:])
+        size = (int(x.shape[-2]), int(x.shape[-1]))
         p, t = pred[s:s + step], other[s:s + step]
         if method == "gradcam":
             mp, mt = C.class_gradcam(pm, layer, x, p, size), C.class_gradcam(pm, layer, x, t, size)

@@ -154,6 +154,7 @@ def occlusion(ctx: Ctx, opts: OcclusionOptions) -> Section:
     if opts.fill not in ("mean", "grey", "gray"):
         raise ValueError(f"occlusion.fill must be 'mean' or 'grey', got {opts.fill!r}")
     fill = ctx.features().mean_rgb if opts.fill == "mean" else np.full(3, 0.5, dtype=np.float32)
+    assert fill is not None  # the run's feature pass records the mean colour
     idx = show_indices(ctx, opts.max_images)
     batch = opts.batch_size if opts.batch_size > 0 else device_batch_size(ctx)
     inc_batch = batch if opts.batch_size > 0 else incremental_batch_size(ctx)

@@ -14,7 +14,7 @@ import dataclasses
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import numpy as np
 from torch import nn
@@ -115,7 +115,8 @@ def patch_layer(ctx: Ctx, opts: "PatchesOptions") -> tuple[str, str]:
     pre = layers_mod.leaf_before(ctx.model, name) if name != conv and isinstance(act, nn.Hardtanh) else None
     if pre:  # ReLU6 / Hardtanh clip: the strongest responses would all tie at the ceiling, in arbitrary order
         after = (f", ranked on {pre}, the input of the {type(act).__name__} {name} that follows it: that clips at "
-                 f"{float(act.max_val):g} and would tie the strongest responses (below the clip the order is the same)")
+                 f"{float(cast(nn.Hardtanh, act).max_val):g} and would tie the strongest responses (below the clip the "
+                 "order is the same)")
         name = pre
     return name, (f"automatic: the deepest convolution ({conv}) whose receptive field is at most "
                   f"{opts.auto_rf_fraction:g} of the input side{after} (set --layer or patches.layer to choose)")
