@@ -82,6 +82,7 @@ class TechniqueInfo:
     reads: Callable[[Any], Any] | None = None
     cost: Callable[[Any, Any], float] | None = None
     cost_scales: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
 
     def default_options(self, preset: str = "standard") -> Any:
         """Options dataclass for ``preset`` (dataclass defaults, then the preset's overrides)."""
@@ -115,6 +116,7 @@ def technique(
     reads: Callable[[Any], Any] | None = None,
     cost: Callable[[Any, Any], float] | None = None,
     cost_scales: tuple[str, ...] = (),
+    uses: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Section]], Callable[..., Section]]:
     """Register ``fn(ctx, opts) -> Section`` under ``id``. Duplicate ids are an error.
 
@@ -129,7 +131,9 @@ def technique(
     ``reads`` (``fn(config) -> JSON-able``: what else of the run's configuration the section reads, e.g. which other
     techniques are enabled and their options; part of the section's cache key, so a report is a function of its
     inputs and options whatever the cache holds) and ``cost`` (``fn(opts, measure) -> seconds``, the section's cost
-    for ``--budget``; ``cost_scales``: the options the budget may lower; see :mod:`reportgen.planning.cost`).
+    for ``--budget``; ``cost_scales``: the options the budget may lower; see :mod:`reportgen.planning.cost`) and
+    ``uses`` (the ids of the techniques whose output this one takes when they ran, e.g. faithfulness the attribution
+    sections' maps: the run puts it after them, see :func:`all_techniques`).
     """
     if not id or not id.replace("_", "").isalnum() or id != id.lower():
         raise ValueError(f"technique id must be lower_snake_case, got {id!r}")
@@ -147,6 +151,8 @@ def technique(
     for p in runs_in:
         if p not in PRESETS:
             raise ValueError(f"technique {id!r}: unknown preset {p!r} in runs_in")
+    if id in uses:
+        raise ValueError(f"technique {id!r} lists itself in uses")
 
     def deco(fn: Callable[..., Section]) -> Callable[..., Section]:
         if id in _REGISTRY:
@@ -172,6 +178,7 @@ def technique(
             reads=reads,
             cost=cost,
             cost_scales=tuple(cost_scales),
+            uses=tuple(uses),
         )
         return fn
 
@@ -235,9 +242,45 @@ def _load_modules() -> None:
 
 
 def all_techniques() -> list[TechniqueInfo]:
-    """Every registered technique, in report order."""
+    """Every registered technique, in run (and report) order: by ``order`` (then id), except that a technique comes
+    after every technique it ``uses``. A ``uses`` naming an unknown technique, or a cycle of them, raises."""
     load_all()
-    return sorted(_REGISTRY.values(), key=lambda t: (t.order, t.id))
+    return run_order(sorted(_REGISTRY.values(), key=lambda t: (t.order, t.id)))
+
+
+def run_order(infos: list[TechniqueInfo]) -> list[TechniqueInfo]:
+    """``infos`` (in preferred order) reordered so that each comes after the techniques it ``uses``: at each step the
+    first one whose producers are all placed (Kahn's algorithm), so a list that already respects ``uses`` is
+    returned as it is. Checks every ``uses`` against the registry and ``infos``."""
+    known = {t.id for t in infos} | set(_REGISTRY)
+    for t in infos:
+        unknown = [u for u in t.uses if u not in known]
+        if unknown:
+            raise ValueError(f"technique {t.id!r} uses unknown technique(s) {', '.join(map(repr, unknown))} "
+                             f"(known: {', '.join(sorted(known))})")
+    here = {t.id for t in infos}
+    left = list(infos)
+    placed: set[str] = set()
+    out: list[TechniqueInfo] = []
+    while left:
+        ready = next((t for t in left if all(u in placed or u not in here for u in t.uses)), None)
+        if ready is None:
+            raise ValueError(f"techniques that use one another in a cycle: {_cycle(left)}")
+        left.remove(ready)
+        placed.add(ready.id)
+        out.append(ready)
+    return out
+
+
+def _cycle(infos: list[TechniqueInfo]) -> str:
+    """One cycle among ``infos`` (each of which waits on another of them), as "a -> b -> a"."""
+    by_id = {t.id: t for t in infos}
+    path = [infos[0].id]
+    while True:
+        nxt = next(u for u in by_id[path[-1]].uses if u in by_id)
+        if nxt in path:
+            return " -> ".join(path[path.index(nxt):] + [nxt])
+        path.append(nxt)
 
 
 def get(id: str) -> TechniqueInfo:

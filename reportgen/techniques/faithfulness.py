@@ -151,6 +151,7 @@ def sanity_checks(ctx: Ctx, fns) -> tuple[dict[str, MethodCheck], list[str]]:
              "full": {"max_images": 8, "steps": 64, "mufidelity_runs": 128, "road_images": 4,
                       "road_fractions": [0.1, 0.3, 0.5, 0.7, 0.9]}},
     reads=reads_options(*SOURCES, "sanity", enabled=True),  # which methods it scores, with whose options
+    uses=("saliency", "smoothgrad", "integrated_gradients", "gradcam", "occlusion", "sanity"),  # maps, verdicts
 )
 def faithfulness(ctx: Ctx, opts: FaithfulnessOptions) -> Section:
     """Each attribution method's map is tested against the model itself: deleting the pixels it ranks highest should

@@ -227,6 +227,7 @@ def show_fast_style(ctx: Ctx, opts: FastStyleOptions, st_opts, r: FastStyleResul
         "minimal": {"iterations": 6, "train_images": 6, "width": 8, "res_blocks": 1},
         "full": {"max_styles": 3, "iterations": 2000, "batch": 4, "width": 32, "res_blocks": 5, "train_images": 1000},
     },
+    uses=("style_transfer",),  # its setup and timed grid (synthesis/gatys.py)
 )
 def fast_style(ctx: Ctx, opts: FastStyleOptions) -> Section:
     """A small network is trained to do style transfer in one forward pass, using this model's feature and Gram

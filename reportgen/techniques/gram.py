@@ -81,6 +81,7 @@ def gram_heatmaps(grams: dict[str, np.ndarray], title: str, max_channels: int) -
     references=[GATYS_TEXTURE_2015, GATYS_STYLE_2016],
     presets={"minimal": {"max_styles": 1, "max_channels": 32}, "full": {"max_styles": 3}},
     reads=reads_options("texture"),
+    uses=("texture",),  # its Gram synthesis (synthesis/gatys.py)
 )
 def gram(ctx: Ctx, opts: GramOptions) -> Section:
     """Each heatmap is one layer's Gram matrix: entry (i, j) is how strongly channels i and j fire together over the

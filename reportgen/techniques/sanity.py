@@ -175,6 +175,7 @@ def stage_grid(ctx: Ctx, b, orig, maps, method, labels, caption, shown: int) -> 
     references=[ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004],
     presets={"minimal": {"max_images": 1, "stages": 3, "ig_steps": 8},
              "full": {"max_images": 6, "stages": 12, "ig_steps": 32}},
+    uses=("saliency", "gradcam", "integrated_gradients"),  # their maps, where the options match (_map_store)
 )
 def sanity(ctx: Ctx, opts: SanityOptions) -> Section:
     """The model's weights are re-initialised layer by layer, from the top down (cascading) or one layer at a time

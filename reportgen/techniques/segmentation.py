@@ -140,6 +140,7 @@ class SegmentationOptions:
     "segmentation", "Segmentation from saliency", options=SegmentationOptions, order=46, needs_autograd=True,
     references=[SIMONYAN_2014, ROTHER_2004],
     presets={"minimal": {"max_images": 1}, "full": {"max_images": 12}},
+    uses=("saliency",),  # its saliency maps (_explain.cached_saliency)
 )
 def segmentation(ctx: Ctx, opts: SegmentationOptions) -> Section:
     """The most salient pixels seed the foreground (red) and the least salient the background (blue); colour models
