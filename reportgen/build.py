@@ -26,7 +26,7 @@ from .features import distributed, compute as features
 from .cache import CODE_VERSION, Cache, default_cache_dir, digest, parse_size
 from .checks import check_classifier, model_title, untrained_banner, untrained_evidence
 from .config import Config, check_config, make_config, parse_set
-from .context import ProgressFn, RunContext, no_progress
+from .context import ProgressFn, RunContext, SectionRecord, no_progress
 from .errors import ModelError, ReportgenError
 from .imageset import ImageSet, check_images_arg, discover_images
 from .publish.atomic import check_out, is_single_file_target
@@ -124,11 +124,12 @@ UNSUPPORTED = "unsupported"
 INPUT_RESIZED = "input_resized"
 
 
-def _state_resizes(ctx: RunContext, sec: Section) -> None:
-    """Say on the section when it fed the model inputs resized to a size the model accepts (and which)."""
-    if not ctx.resized or sec.error is not None:
+def _state_resizes(ctx: RunContext, record: SectionRecord, sec: Section) -> None:
+    """Say on the section when it fed the model inputs resized to a size the model accepts (and which): the sizes
+    noted on the section's own ``record`` while it ran."""
+    if not record.resized or sec.error is not None:
         return
-    pairs = [f"{h}x{w} -> {th}x{tw}" for (h, w), (th, tw) in sorted(ctx.resized.items())]
+    pairs = [f"{h}x{w} -> {th}x{tw}" for (h, w), (th, tw) in sorted(record.resized.items())]
     accepts = ctx.probe().sizes.describe()
     sec.results[INPUT_RESIZED] = {"accepts": accepts, "resized": pairs}
     sec.blocks.append(Note(
@@ -163,10 +164,9 @@ def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = 
             return hit
     grad_before = torch.is_grad_enabled()
     problems: list[str] = []
-    ctx.resized.clear()
     t0 = time.perf_counter()
     try:
-        with isolated(ctx.pixel_model, f"technique {info.id!r}") as problems:
+        with ctx.section(info.id) as record, isolated(ctx.pixel_model, f"technique {info.id!r}") as problems:
             sec = info.fn(ctx, opts)
             if not isinstance(sec, Section):
                 raise TypeError(f"technique {info.id!r} returned {type(sec).__name__}, not a Section")
@@ -193,7 +193,7 @@ def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = 
     if not sec.references:
         sec.references = list(info.references)
     sec.wall_time_s = time.perf_counter() - t0
-    _state_resizes(ctx, sec)
+    _state_resizes(ctx, record, sec)
     sec.params = {**dataclasses.asdict(opts), **sec.params}
     if ctx.cache is not None and key is not None and sec.error is None:
         ctx.cache.put(key, sec)

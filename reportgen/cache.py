@@ -17,6 +17,9 @@ Code in keys: :func:`code_digest` hashes the source of every module a computatio
 imports (read with :mod:`ast`, never by importing) and reportgen's version, so an edited helper, however
 deep, or an upgraded reportgen never serves a result computed by other code. ``CODE_VERSION`` is only for
 changes of the stored format.
+
+The run's memo (:meth:`reportgen.context.RunContext.memo`, values kept for one run, in memory) takes typed keys,
+:class:`MemoKey`, declared here for any module to import without importing the context.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import sys
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB
 TAG_NAME = "CACHEDIR.TAG"
@@ -354,3 +358,21 @@ def code_digest(*modules: str) -> str:
         except OSError:
             h.update(b"<no source>")
     return h.hexdigest()[:16]
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class MemoKey(Generic[T]):
+    """A key of the run's memo whose value has type ``T``, declared once beside the code that produces the value
+    (``MAP_STORE: MemoKey[MapStore] = MemoKey("attribution.map_store")``); every reader imports it, so mypy checks
+    ``ctx.memo(MAP_STORE, ...)``. ``name`` is the key's dotted name (unique in reportgen); ``args`` tells apart the
+    values of one key for different arguments (:meth:`at`)."""
+
+    name: str
+    args: str = ""
+
+    def at(self, *parts: object) -> MemoKey[T]:
+        """This key for the arguments ``parts`` (compared by their ``repr``: options dataclasses, lists)."""
+        return MemoKey(self.name, repr(parts))

@@ -18,7 +18,7 @@ from .publish import console
 class ModelOption(click.Option):
     """--model: its help lists the registered model forms (loading.base), read only when help is shown."""
 
-    def get_help_record(self, ctx):
+    def get_help_record(self, ctx: click.Context):
         from .loading import model_help
 
         self.help = model_help(self.__dict__.setdefault("lead", self.help or ""))
@@ -31,7 +31,7 @@ from .options import DEVICE_HELP, THEME_HELP  # noqa: E402
 _progress, _log = console.progress, console.log
 
 
-def _floats3(ctx, param, value):
+def _floats3(ctx: click.Context, param, value):
     if value is None:
         return None
     if isinstance(value, (tuple, list)):  # a flag given several times (compare: model A, then B)
@@ -45,7 +45,7 @@ def _floats3(ctx, param, value):
     return vals
 
 
-def _ids(ctx, param, value):
+def _ids(ctx: click.Context, param, value):
     if not value:
         return None
     out = []
@@ -54,7 +54,7 @@ def _ids(ctx, param, value):
     return out
 
 
-def _ints(ctx, param, value):
+def _ints(ctx: click.Context, param, value):
     if not value:
         return None
     try:

@@ -3,12 +3,22 @@
 Techniques receive ``(ctx, opts)`` and must not touch files: images come from ``ctx.images``,
 the model from ``ctx.model`` (the user's module, eval mode, on ``ctx.device``) or
 ``ctx.pixel_model`` (the same model behind its normalisation: RGB in [0, 1] in, logits out).
+
+* :class:`Ctx` -- the protocol every ``ctx`` parameter is annotated with (what a technique may read and call);
+  :class:`RunContext` implements it.
+* :class:`MemoKey` (:mod:`reportgen.cache`) -- a typed key of the run's memo (:meth:`RunContext.memo`), declared
+  beside the code that produces its value; ``key.at(*parts)`` is the same key for one set of arguments. A plain
+  string is refused.
+* :class:`SectionRecord` -- what the context notes on the running section (the input sizes
+  :meth:`RunContext.fit_input` changed): the build opens one per section (:meth:`RunContext.section`) and reads it
+  after the section ran.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, TypeVar, cast
 
 import numpy as np
 import torch
@@ -16,7 +26,7 @@ from torch import nn
 
 from .inspection import layers as layers_mod
 from . import sampling
-from .cache import Cache, digest
+from .cache import Cache, MemoKey, digest
 from .config import Config, GeneralOptions
 from .errors import LayerError
 from .imageset import ImageSet
@@ -33,6 +43,64 @@ ProgressFn = Callable[..., Iterable]
 
 def no_progress(iterable: Iterable[T], desc: str = "", total: int | None = None) -> Iterable[T]:
     return iterable
+
+
+@dataclass
+class SectionRecord:
+    """What the context notes on one section while it runs (opened by :meth:`RunContext.section`)."""
+
+    id: str
+    resized: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    """Input sides :meth:`RunContext.fit_input` changed in this section ((h, w) -> accepted (h, w)): the build
+    states them on the section (:func:`reportgen.build.run_technique`)."""
+
+
+class Ctx(Protocol):
+    """What a technique (and any helper handed ``ctx``) may read and call: :class:`RunContext` implements it."""
+
+    model: nn.Module
+    device: torch.device
+    pre: Preprocessing
+    images: ImageSet
+    class_names: list[str]
+    config: Config
+    model_hash: str
+    model_info: dict[str, Any]
+    cache: Cache | None
+    pixel_model: nn.Module
+    feature_store: FeatureStore | None
+    group: Group | None
+
+    @property
+    def progress(self) -> ProgressFn: ...
+    @property
+    def general(self) -> GeneralOptions: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    def generator(self, name: str) -> torch.Generator: ...
+    def rng(self, name: str) -> np.random.Generator: ...
+    def seed_for(self, name: str) -> int: ...
+    @property
+    def num_classes(self) -> int: ...
+    def class_name(self, k: int) -> str: ...
+    def layer(self, name: str) -> nn.Module: ...
+    def probe(self) -> ModelProbe: ...
+    def fit_input(self, x: torch.Tensor) -> torch.Tensor: ...
+    def chosen_layer(self) -> str: ...
+    def require_hooks(self) -> None: ...
+    def first_conv(self) -> str: ...
+    @property
+    def output_model(self) -> nn.Module: ...
+    def output_model_with(self, name: str) -> tuple[nn.Module, nn.Module]: ...
+    def features(self, layers: list[str] | None = None) -> FeatureStore: ...
+    def cache_key(self, *parts: Any) -> str: ...
+    def memo(self, key: MemoKey[T], fn: Callable[[], T]) -> T: ...
+    def to_device(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+OUTPUT_MODEL: MemoKey[nn.Module] = MemoKey("context.output_model")
 
 
 @dataclass
@@ -54,10 +122,8 @@ class RunContext:
     """The torchrun process group while the feature pass is shared (:mod:`reportgen.features.distributed`),
     else None: a one-process build."""
     model_probe: ModelProbe | None = None  # accepted input sizes and layer layouts (:meth:`probe`)
-    resized: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
-    """Input sides :meth:`fit_input` changed since the running technique started ((h, w) -> accepted (h, w)):
-    the build states them on that section (:func:`reportgen.build.run_technique`)."""
-    _memo: dict[str, Any] = field(default_factory=dict)
+    _memo: dict[MemoKey[Any], Any] = field(default_factory=dict)
+    _section: SectionRecord | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.pixel_model is None:
@@ -111,9 +177,21 @@ class RunContext:
         """``x`` resized to a size the model accepts (itself when it fits): for techniques that optimise or crop
         at other sizes."""
         y = self.probe().sizes.fit(x)
-        if y is not x:
-            self.resized[(int(x.shape[-2]), int(x.shape[-1]))] = (int(y.shape[-2]), int(y.shape[-1]))
+        if y is not x and self._section is not None:  # noted on the running section's own record
+            self._section.resized[(int(x.shape[-2]), int(x.shape[-1]))] = (int(y.shape[-2]), int(y.shape[-1]))
         return y
+
+    @contextmanager
+    def section(self, section_id: str) -> Iterator[SectionRecord]:
+        """A fresh :class:`SectionRecord` for the section ``section_id``, the one the context notes on while the
+        block runs (the build opens one around each technique and reads it after); the previous one is restored
+        after the block, so a section run inside another notes only on its own."""
+        record, outer = SectionRecord(section_id), self._section
+        self._section = record
+        try:
+            yield record
+        finally:
+            self._section = outer
 
     def chosen_layer(self) -> str:
         """The layer named by ``--layer``, else the last convolution when it sits in the last stage (a CNN), else
@@ -158,7 +236,7 @@ class RunContext:
             folded, n = fold_batchnorm(self.model, example=cast(PixelModel, self.pixel_model).normalize(example))
             return self.pixel_model if n == 0 else PixelModel(folded, self.pre).to(self.device).eval()
 
-        return self.memo("context:output_model", make)
+        return self.memo(OUTPUT_MODEL, make)
 
     def output_model_with(self, name: str) -> tuple[nn.Module, nn.Module]:
         """(model, its module called ``name``) for a technique that reads one layer besides the output:
@@ -174,7 +252,7 @@ class RunContext:
         return self.pixel_model, self.layer(name)
 
     # ----- data shared by techniques ---------------------------------------------------------
-    def features(self, layers: list[str] | None = None):
+    def features(self, layers: list[str] | None = None) -> FeatureStore:
         """The one batched pass over the image set (logits, penultimate features, layer stats).
 
         Computed once per run (and cached across runs); see :mod:`reportgen.features.compute`.
@@ -193,8 +271,12 @@ class RunContext:
         """Digest of the model, preprocessing, image set and ``parts``."""
         return digest(self.model_hash, self.pre.to_dict(), self.images.content_hash(), *parts)
 
-    def memo(self, key: str, fn: Callable[[], T]) -> T:
-        """Per-run memo (shared between techniques in one run)."""
+    def memo(self, key: MemoKey[T], fn: Callable[[], T]) -> T:
+        """The value of ``key`` in this run: ``fn()`` on first use, kept for the run (shared between sections).
+        ``key`` is a :class:`MemoKey` declared beside the value's producer; a string is refused."""
+        if not isinstance(key, MemoKey):
+            raise TypeError(f"ctx.memo takes a MemoKey (declared beside the code that produces the value), "
+                            f"not {type(key).__name__} {key!r}")
         if key not in self._memo:
             self._memo[key] = fn()
         return self._memo[key]

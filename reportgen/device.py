@@ -29,13 +29,17 @@ import contextlib
 import os
 import time
 import warnings
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from .cache import MemoKey
 from .errors import ReportgenError
 from .inspection.hooks import capture_outputs, eval_mode, hookable
 from .report import plural
+
+if TYPE_CHECKING:
+    from .context import Ctx
 
 
 def is_oom(e: BaseException) -> bool:
@@ -222,8 +226,14 @@ def device_description(dev: torch.device) -> str:
         return f"cpu ({plural(os.cpu_count() or 1, 'core')}, {plural(torch.get_num_threads(), 'thread')})"
     return dev.type
 
+#: what this module measures once per run (``DEVICE_BATCH_SIZE.at(cap, budget)``)
+DEVICE_BATCH_SIZE: MemoKey[int] = MemoKey("device.batch_size")
+GRAPH_BYTES_PER_IMAGE: MemoKey[int] = MemoKey("device.graph_bytes_per_image")
+FORWARD_MACS: MemoKey[int | None] = MemoKey("device.forward_macs")
+INFERENCE_MODEL: MemoKey[torch.nn.Module | None] = MemoKey("device.inference_model")
 
-def device_batch_size(ctx, cap: int = 64, budget: int = CPU_BATCH_BUDGET) -> int:
+
+def device_batch_size(ctx: Ctx, cap: int = 64, budget: int = CPU_BATCH_BUDGET) -> int:
     """A batch size for many small forward passes (occlusion): ``cap`` on a GPU; on the CPU as many
     images as keep the model's largest intermediate activation within ``budget`` bytes.
 
@@ -239,7 +249,7 @@ def device_batch_size(ctx, cap: int = 64, budget: int = CPU_BATCH_BUDGET) -> int
     def probe() -> int:
         return cpu_batch_size(ctx.model, ctx.pixel_model, ctx.pre.size, ctx.device, cap, budget)
 
-    return ctx.memo(f"device_batch_size:{cap}:{budget}", probe)
+    return ctx.memo(DEVICE_BATCH_SIZE.at(cap, budget), probe)
 
 
 def leaf_output_bytes(model, forward, size: int, device=None) -> list[int]:
@@ -262,7 +272,7 @@ def cpu_batch_size(model, forward, size: int, device=None, cap: int = 64, budget
 GRAPH_BUDGET = 1 << 30
 
 
-def graph_batch_size(ctx, cap: int | None = None, budget: int | None = None) -> int:
+def graph_batch_size(ctx: Ctx, cap: int | None = None, budget: int | None = None) -> int:
     """Images per forward + backward pass: as many as keep the pass's autograd graph within ``budget`` bytes.
 
     The graph of one image is taken as the sum of every leaf module's output for one input of the run's size
@@ -278,7 +288,7 @@ def graph_batch_size(ctx, cap: int | None = None, budget: int | None = None) -> 
     if not hookable(ctx.model):
         return int(max(1, min(cap, 8)))
 
-    per_image = ctx.memo("graph_bytes_per_image",
+    per_image = ctx.memo(GRAPH_BYTES_PER_IMAGE,
                          lambda: sum(leaf_output_bytes(ctx.model, ctx.pixel_model, ctx.pre.size, ctx.device)))
     return int(max(1, min(cap, budget // max(1, per_image))))
 
@@ -302,7 +312,7 @@ def count_macs(forward, size: int, device=None) -> int:
     return int(counter.get_total_flops() // 2)
 
 
-def forward_macs(ctx) -> int | None:
+def forward_macs(ctx: Ctx) -> int | None:
     """:func:`count_macs` of the run's model at its input size, once per run; None when it cannot be counted."""
     if not hookable(ctx.model):
         return None
@@ -314,10 +324,10 @@ def forward_macs(ctx) -> int | None:
         except Exception:  # noqa: BLE001 - a model the counter cannot follow: no scaling
             return None
 
-    return ctx.memo("forward_macs", probe)
+    return ctx.memo(FORWARD_MACS, probe)
 
 
-def cost_factor(ctx) -> float:
+def cost_factor(ctx: Ctx) -> float:
     """How many times :data:`REFERENCE_MACS` one forward pass of the run's model costs (at least 1; 1 when it
     cannot be counted). Counts of forward passes set for the reference are divided by it where a section allows
     (its ``scale_with_cost`` option), and the section says so. Deterministic: MACs, not seconds."""
@@ -385,7 +395,7 @@ def inference_copy(model: torch.nn.Module, example: torch.Tensor, tol: float = 1
     return FrozenForward(graph, f"frozen TorchScript copy, {eager / frozen:.1f}x faster on the probe batch"), ""
 
 
-def inference_model(ctx) -> torch.nn.Module:
+def inference_model(ctx: Ctx) -> torch.nn.Module:
     """The module forward-only perturbation passes use: :func:`inference_copy` of the pixel model where it is
     the same and faster (probed once per run on a batch of :func:`device_batch_size` images of the run, at most
     8), else ``ctx.pixel_model``. Only tried on a model with BatchNorm (what folding removes): on LayerNorm models
@@ -400,10 +410,10 @@ def inference_model(ctx) -> torch.nn.Module:
             return None
         return inference_copy(ctx.pixel_model, ctx.to_device(ctx.images.batch(idx)))[0]
 
-    return ctx.memo("inference_model", probe) or ctx.pixel_model
+    return ctx.memo(INFERENCE_MODEL, probe) or ctx.pixel_model
 
 
-def gradient_batch_size(ctx, cap: int = 64) -> int:
+def gradient_batch_size(ctx: Ctx, cap: int = 64) -> int:
     """Copies per gradient pass: cache-sized (:func:`device_batch_size`) and a bounded graph
     (:func:`graph_batch_size`), whichever is smaller."""
     return min(device_batch_size(ctx, cap=cap), graph_batch_size(ctx, cap=cap))

@@ -20,7 +20,7 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -29,6 +29,9 @@ from .errors import ImageSetError
 from .labels import WNID, match_file_labels, match_labels
 from .preprocess import Preprocessing
 from .report import SkippedImage
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 MAX_PIXELS = 120_000_000  # larger images are skipped (decompression-bomb guard)
@@ -175,13 +178,13 @@ class ImageSet:
         """float CxHxW in [0, 1] (torch)."""
         return Preprocessing.array_to_tensor(self.array(i))
 
-    def batch(self, indices: list[int]):
+    def batch(self, indices: list[int]) -> torch.Tensor:
         """float NxCxHxW in [0, 1] (torch) for the given image indices."""
         import torch
 
         return torch.stack([self.tensor(i) for i in indices])
 
-    def batches(self, batch_size: int, indices: list[int] | None = None) -> Iterator[tuple[list[int], "object"]]:
+    def batches(self, batch_size: int, indices: list[int] | None = None) -> Iterator[tuple[list[int], torch.Tensor]]:
         """Yield (indices, tensor batch in [0, 1]) over the set (or the given indices)."""
         idx = list(range(len(self))) if indices is None else list(indices)
         for s in range(0, len(idx), batch_size):

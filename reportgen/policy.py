@@ -16,13 +16,17 @@ A violation becomes :class:`PolicyViolation`, so the leaking technique fails its
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 from torch import nn
 
+from .cache import MemoKey
 from .inspection.hooks import eval_mode, frozen_params, kept_attributes, module_signature, ordinary_buffers
 from .report import plural
+
+if TYPE_CHECKING:
+    from .context import Ctx
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
                "_state_dict_hooks", "_load_state_dict_pre_hooks")
@@ -122,7 +126,11 @@ def _audit(model, hooks, signature, buffers, prints, saved, params) -> list[str]
     return out
 
 
-def unsupported_reason(ctx, info) -> str | None:
+#: whether the model's output carries a gradient to its input (:func:`_has_autograd`, once per run)
+AUTOGRAD: MemoKey[bool] = MemoKey("policy.autograd")
+
+
+def unsupported_reason(ctx: Ctx, info) -> str | None:
     """Why technique ``info`` cannot run on this model, from its registry metadata (None: it can)."""
     from .inspection.hooks import hookable
 
@@ -130,7 +138,7 @@ def unsupported_reason(ctx, info) -> str | None:
         return (f"{info.title} was skipped: it reads intermediate layers (needs_layers), through hooks, and "
                 "TorchScript archives do not allow hooks. Pass the model as path/to/file.py:factory (with "
                 "--weights) or as a torch.export .pt2 archive to get this section.")
-    if info.needs_autograd and not ctx.memo("policy:autograd", lambda: _has_autograd(ctx)):
+    if info.needs_autograd and not ctx.memo(AUTOGRAD, lambda: _has_autograd(ctx)):
         return (f"{info.title} was skipped: it needs gradients of the model's output with respect to its input "
                 "(needs_autograd), and this model's output carries no gradient.")
     if info.unsupported_if is not None:
@@ -138,7 +146,7 @@ def unsupported_reason(ctx, info) -> str | None:
     return None
 
 
-def _has_autograd(ctx) -> bool:
+def _has_autograd(ctx: Ctx) -> bool:
     x = torch.zeros(1, 3, ctx.pre.size, ctx.pre.size, device=ctx.device, requires_grad=True)
     try:
         with eval_mode(ctx.pixel_model), frozen_params(ctx.pixel_model), torch.enable_grad():

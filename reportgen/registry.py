@@ -144,6 +144,7 @@ class TechniqueInfo:
     cost: Callable[[Any, Any], float] | None = None
     cost_scales: tuple[str, ...] = ()
     methods: tuple[AttributionMethod, ...] = ()
+    uses: tuple[str, ...] = ()
 
     def default_options(self, preset: str = "standard") -> Any:
         """Options dataclass for ``preset`` (dataclass defaults, then the preset's overrides)."""
@@ -179,6 +180,7 @@ def technique(
     cost: Callable[[Any, Any], float] | None = None,
     cost_scales: tuple[str, ...] = (),
     methods: Sequence[AttributionMethod] = (),
+    uses: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Section]], Callable[..., Section]]:
     """Register ``fn(ctx, opts) -> Section`` under ``id``. Duplicate ids are an error.
 
@@ -194,7 +196,9 @@ def technique(
     techniques are enabled and their options; part of the section's cache key, so a report is a function of its
     inputs and options whatever the cache holds) and ``cost`` (``fn(opts, measure) -> seconds``, the section's cost
     for ``--budget``; ``cost_scales``: the options the budget may lower; see :mod:`reportgen.planning.cost`) and
-    ``methods`` (the attribution methods it explains with, :class:`AttributionMethod`; see :func:`attribution_methods`).
+    ``methods`` (the attribution methods it explains with, :class:`AttributionMethod`; see :func:`attribution_methods`)
+    and ``uses`` (the ids of the techniques whose output it takes when they ran, or :data:`METHOD_TECHNIQUES` for
+    every technique that declares a method: the run puts it after them, see :func:`run_order`).
     """
     if not id or not id.replace("_", "").isalnum() or id != id.lower():
         raise ValueError(f"technique id must be lower_snake_case, got {id!r}")
@@ -202,6 +206,8 @@ def technique(
     if not dataclasses.is_dataclass(opts_cls):
         raise TypeError(f"options for {id!r} must be a dataclass")
     presets = _checked_presets(id, opts_cls, dict(presets or {}), runs_in)
+    if id in uses:
+        raise ValueError(f"technique {id!r} lists itself in uses")
 
     def deco(fn: Callable[..., Section]) -> Callable[..., Section]:
         if id in _REGISTRY:
@@ -228,6 +234,7 @@ def technique(
             cost=cost,
             cost_scales=tuple(cost_scales),
             methods=_register_methods(id, fn.__module__, methods),  # before the technique: a duplicate adds neither
+            uses=tuple(uses),
         )
         return fn
 
@@ -340,9 +347,58 @@ def _load_modules() -> None:
 
 
 def all_techniques() -> list[TechniqueInfo]:
-    """Every registered technique, in report order."""
+    """Every registered technique, in run (and report) order: by ``order`` (then id), except that a technique comes
+    after every technique it ``uses``. A ``uses`` naming an unknown technique, or a cycle of them, raises."""
     load_all()
-    return sorted(_REGISTRY.values(), key=lambda t: (t.order, t.id))
+    return run_order(sorted(_REGISTRY.values(), key=lambda t: (t.order, t.id)))
+
+
+#: in ``uses``: every technique that declares an attribution method (faithfulness scores their maps)
+METHOD_TECHNIQUES = "*methods"
+
+
+def producers(t: TechniqueInfo) -> list[str]:
+    """The ids ``t`` uses, :data:`METHOD_TECHNIQUES` expanded to the techniques declaring methods (``t`` aside)."""
+    out: list[str] = []
+    for u in t.uses:
+        out += [m.technique for m in _METHODS.values() if m.technique != t.id] if u == METHOD_TECHNIQUES else [u]
+    return list(dict.fromkeys(out))
+
+
+def run_order(infos: list[TechniqueInfo]) -> list[TechniqueInfo]:
+    """``infos`` (in preferred order) reordered so that each comes after the techniques it ``uses``: at each step the
+    first one whose producers are all placed (Kahn's algorithm), so a list that already respects ``uses`` is
+    returned as it is. Checks every ``uses`` against the registry and ``infos``."""
+    known = {t.id for t in infos} | set(_REGISTRY)
+    uses = {t.id: producers(t) for t in infos}
+    for t in infos:
+        unknown = [u for u in uses[t.id] if u not in known]
+        if unknown:
+            raise ValueError(f"technique {t.id!r} uses unknown technique(s) {', '.join(map(repr, unknown))} "
+                             f"(known: {', '.join(sorted(known))})")
+    here = {t.id for t in infos}
+    left = list(infos)
+    placed: set[str] = set()
+    out: list[TechniqueInfo] = []
+    while left:
+        ready = next((t for t in left if all(u in placed or u not in here for u in uses[t.id])), None)
+        if ready is None:
+            raise ValueError(f"techniques that use one another in a cycle: {_cycle(left, uses)}")
+        left.remove(ready)
+        placed.add(ready.id)
+        out.append(ready)
+    return out
+
+
+def _cycle(infos: list[TechniqueInfo], uses: dict[str, list[str]]) -> str:
+    """One cycle among ``infos`` (each of which waits on another of them), as "a -> b -> a"."""
+    ids = {t.id for t in infos}
+    path = [infos[0].id]
+    while True:
+        nxt = next(u for u in uses[path[-1]] if u in ids)
+        if nxt in path:
+            return " -> ".join(path[path.index(nxt):] + [nxt])
+        path.append(nxt)
 
 
 def get(id: str) -> TechniqueInfo:

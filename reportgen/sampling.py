@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .context import Ctx
 
 
 
@@ -46,7 +50,7 @@ def torch_generator(run_seed: int, name: str) -> torch.Generator:
 # images and targets
 
 
-def target_classes(ctx, indices: list[int], preds: np.ndarray | None = None,
+def target_classes(ctx: Ctx, indices: list[int], preds: np.ndarray | None = None,
                    given: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(class per image, is_true_label per image): the true label when known, else the prediction;
     or the ``given`` class for every image (``is_true_label`` then says where it is the label).
@@ -66,7 +70,7 @@ def target_classes(ctx, indices: list[int], preds: np.ndarray | None = None,
     return labels.astype(np.int64), known
 
 
-def spread_indices(ctx, n: int, stream: str = "images", classes: np.ndarray | None = None) -> list[int]:
+def spread_indices(ctx: Ctx, n: int, stream: str = "images", classes: np.ndarray | None = None) -> list[int]:
     """``n`` image indices chosen deterministically (seeded by ``stream``) and spread across classes.
 
     Classes are the labels when known (or ``classes``, e.g. predictions); images are visited in

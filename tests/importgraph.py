@@ -49,9 +49,29 @@ def module_graph(root: Path, pkg: str = "reportgen", deferred: bool = False) -> 
                     for a in n.names:
                         sub = f"{mod}.{a.name}"
                         deps.add(sub if sub in files else mod)
-        visit([n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))] if deferred else tree.body)
+        visit(_imports_anywhere(tree) if deferred else tree.body)
         graph[name] = {d for d in deps if d in files and d != name}
     return graph
+
+def _is_type_checking(n: ast.AST) -> bool:
+    t = n.test if isinstance(n, ast.If) else None
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING"
+            or isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+
+
+def _imports_anywhere(tree: ast.AST) -> list[ast.AST]:
+    """Every import statement of ``tree``, in functions too, but not under ``if TYPE_CHECKING:`` (never run)."""
+    out, todo = [], [tree]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, (ast.Import, ast.ImportFrom)):
+            out.append(n)
+        elif isinstance(n, ast.If) and _is_type_checking(n):
+            todo.extend(n.orelse)
+        else:
+            todo.extend(ast.iter_child_nodes(n))
+    return out
+
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Every cycle met by a depth-first search (empty: the graph is acyclic)."""

@@ -43,7 +43,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +88,7 @@ class _ClampRule(torch.autograd.Function):
 
     @staticmethod
     @quiet
-    def forward(ctx, x, lo, hi, rule, inplace):  # type: ignore[override]
+    def forward(ctx: Any, x, lo, hi, rule, inplace):  # type: ignore[override]
         if inplace:
             y = x.clamp_(min=lo, max=hi)
             ctx.mark_dirty(x)
@@ -101,7 +101,7 @@ class _ClampRule(torch.autograd.Function):
 
     @staticmethod
     @quiet
-    def backward(ctx, g):  # type: ignore[override]
+    def backward(ctx: Any, g):  # type: ignore[override]
         (y,) = ctx.saved_tensors
 
         def through(gout):  # the clamp's derivative: 1 inside the pass band, else 0
@@ -118,7 +118,7 @@ class _SmoothRule(torch.autograd.Function):
 
     @staticmethod
     @quiet
-    def forward(ctx, x, fn, rule, inplace):  # type: ignore[override]
+    def forward(ctx: Any, x, fn, rule, inplace):  # type: ignore[override]
         xs = x.detach().clone() if inplace else x.detach()
         with torch.no_grad():
             y = fn(xs.clone() if inplace else xs)  # an in-place fn must not overwrite the saved input
@@ -132,7 +132,7 @@ class _SmoothRule(torch.autograd.Function):
 
     @staticmethod
     @quiet
-    def backward(ctx, g):  # type: ignore[override]
+    def backward(ctx: Any, g):  # type: ignore[override]
         (xs,) = ctx.saved_tensors
 
         def through(gout):  # vector-Jacobian product with f'(x)

@@ -17,6 +17,10 @@ from ..pictures import figure_to_png, new_figure
 from ..papers import KORNBLITH_2019, NGUYEN_2021, SONG_2012
 from ..report import Figure, Note, Section, Table, plural
 from .cka import Estimator, cka_matrix, layer_grams, pick_layers
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 #: below this many images, CKA of unrelated representations scatters beyond +-0.05 (unbiased) or is inflated
 #: well above 0 (biased: about 0.25 for 16-wide and 0.68 for 100-wide independent features at n = 48)
@@ -26,14 +30,14 @@ MIN_RELIABLE_IMAGES = 50
 NULL_SPREAD_N = 3.0
 
 
-def cka_layer_names(ctx, k: int) -> list[str]:
+def cka_layer_names(ctx: Ctx, k: int) -> list[str]:
     """Convolution and linear layers in forward order, at most ``k`` spread over the depth."""
     names = R.param_layers(ctx.model, ctx.to_device(ctx.images.batch([0])))
     keep = [n for n in names if isinstance(ctx.layer(n), (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
     return pick_layers(keep or names, k)
 
 
-def grams(ctx, names: list[str], idx: list[int]) -> dict[str, np.ndarray]:
+def grams(ctx: Ctx, names: list[str], idx: list[int]) -> dict[str, np.ndarray]:
     batches = (x for _, x in ctx.images.batches(ctx.batch_size, idx))
     return layer_grams(ctx.pixel_model, {n: ctx.layer(n) for n in names}, batches, ctx.device)
 

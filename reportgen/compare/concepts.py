@@ -17,6 +17,10 @@ from ..concepts.craft import crop_boxes, crops_of, factorise, layer_output, top_
 from ..papers import FEL_2023
 from ..errors import ReportgenError
 from ..report import Grid, GridItem, ImageData, Note, Section, Table
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 def coefficient_correlation(ua: np.ndarray, ub: np.ndarray) -> np.ndarray:
@@ -39,7 +43,7 @@ def match_concepts(ua: np.ndarray, ub: np.ndarray) -> tuple[list[tuple[int, int,
     return pairs, s
 
 
-def crop_activations(ctx, idx: list[int], boxes) -> tuple[np.ndarray, float, str]:
+def crop_activations(ctx: Ctx, idx: list[int], boxes) -> tuple[np.ndarray, float, str]:
     """(crops x C pooled activations of the model's last spatial block, their minimum, the layer name)."""
     name = A.last_spatial_block(ctx.model, ctx.to_device(ctx.images.batch(idx[:1])))
     out, lo = [], 0.0

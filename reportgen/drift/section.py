@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -19,6 +19,9 @@ from ..report import Grid, GridItem, ImageData, Note, Section, Table, plural
 from .concepts import compare_concepts
 from .compute import MIN_CLASS_IMAGES, UNCHANGED, Drift, compare_maps, similarity
 from .maps import SOURCE, MapSet, from_section_arrays, load_maps
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 RESULTS = {
     "names": "the two runs' names (first: the earlier run or model A)",
@@ -153,7 +156,7 @@ def drift_results(res: Drift, names: Sequence[str], ids: Callable[[str], str],
     }
 
 
-def drift_section(a: MapSet, b: MapSet, names: Sequence[str], ctx, opts: DriftOptions | None = None,
+def drift_section(a: MapSet, b: MapSet, names: Sequence[str], ctx: Ctx, opts: DriftOptions | None = None,
                   concepts: dict[str, Any] | None = None) -> Section:
     """The section for ``b`` against ``a``; ``ctx`` (the later run) gives the pictures, image ids and class names;
     ``concepts`` is :func:`.concepts.compare_concepts` of the two runs' concepts sections."""
@@ -262,7 +265,8 @@ def section_results(sections: Sequence[Section], sid: str) -> dict[str, Any] | N
     return s.results if s is not None and not s.error and "unsupported" not in s.results else None
 
 
-def compare_drift_section(ctx, names: Sequence[str], secs_a: Sequence[Section], secs_b: Sequence[Section]) -> Section:
+def compare_drift_section(ctx: Ctx, names: Sequence[str], secs_a: Sequence[Section],
+                          secs_b: Sequence[Section]) -> Section:
     """``compare``: A's maps against B's (from the faithfulness sections both models ran), and their concepts."""
     (ma, wa), (mb, wb) = (faithfulness_maps(next((s for s in ss if s.id == SOURCE), None)) for ss in (secs_a, secs_b))
     concepts = compare_concepts(section_results(secs_a, "concepts"), section_results(secs_b, "concepts"))
@@ -271,7 +275,7 @@ def compare_drift_section(ctx, names: Sequence[str], secs_a: Sequence[Section], 
     return drift_section(ma, mb, names, ctx, concepts=concepts)
 
 
-def baseline_drift_section(ctx, baseline: str | Path, sections: list[Section]) -> Section:
+def baseline_drift_section(ctx: Ctx, baseline: str | Path, sections: list[Section]) -> Section:
     """``build --baseline OLD``: OLD's kept maps against this run's."""
     from ..display_paths import display_path
 

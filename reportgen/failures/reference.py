@@ -6,8 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..cache import MemoKey
 from ..errors import ImageSetError
+
+if TYPE_CHECKING:
+    from ..context import RunContext
+    from ..features.records import FeatureStore
+    from ..context import Ctx
 
 
 def check_reference_folder(folder: str | Path | None) -> None:
@@ -16,7 +23,7 @@ def check_reference_folder(folder: str | Path | None) -> None:
         raise ImageSetError(f"--reference-images {folder}: no such folder")
 
 
-def reference_context(ctx, folder: str | Path, max_images: int | None = None):
+def reference_context(ctx: Ctx, folder: str | Path, max_images: int | None = None):
     """A context over the reference images: same model, preprocessing, device, cache; only this section enabled
     (so the pass gathers no other technique's layers)."""
     from ..context import RunContext
@@ -30,15 +37,20 @@ def reference_context(ctx, folder: str | Path, max_images: int | None = None):
                       cache=ctx.cache, pixel_model=ctx.pixel_model)
 
 
-def reference_features(ctx, folder: str | Path, max_images: int | None = None):
+#: (reference context, its FeatureStore) per folder and image cap; the folder's content digest per folder
+REFERENCE_FEATURES: MemoKey[tuple[RunContext, FeatureStore]] = MemoKey("failures.reference_features")
+REFERENCE_STAMP: MemoKey[str] = MemoKey("failures.reference_stamp")
+
+
+def reference_features(ctx: Ctx, folder: str | Path, max_images: int | None = None):
     """(reference context, its FeatureStore), memoised for the run."""
     def run():
         rctx = reference_context(ctx, folder, max_images)
         return rctx, rctx.features()
-    return ctx.memo(f"reference-features:{Path(folder).resolve()}:{max_images}", run)
+    return ctx.memo(REFERENCE_FEATURES.at(str(Path(folder).resolve()), max_images), run)
 
 
-def reference_stamp(ctx, folder: str | Path) -> str:
+def reference_stamp(ctx: Ctx, folder: str | Path) -> str:
     """A digest of the reference folder's files (relative path, size, modification time), memoised for the run: the
     section cache key holds it, so a changed reference folder at the same path is not served from the cache."""
     import hashlib
@@ -56,4 +68,4 @@ def reference_stamp(ctx, folder: str | Path) -> str:
                     continue
                 h.update(f"{os.path.relpath(p, folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return h.hexdigest()
-    return ctx.memo(f"reference-stamp:{folder}", stamp)
+    return ctx.memo(REFERENCE_STAMP.at(str(folder)), stamp)

@@ -33,6 +33,10 @@ from ..cache import code_digest
 from .rowstore import resolve
 from ..errors import LayerError
 from .records import PIXEL_SIZE, BaseRecord, FeatureStore, LayerStats
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 FEATURES_VERSION = "3"
 TOPK = 16  # top images kept per channel (patches can show at most this many)
@@ -43,7 +47,7 @@ TOPK = 16  # top images kept per channel (patches can show at most this many)
 # so one pass gathers them all
 
 
-def planned_layers(ctx) -> list[str]:
+def planned_layers(ctx: Ctx) -> list[str]:
     """Layers worth gathering in the one pass: the chosen layer and enabled techniques' plans."""
     out: list[str] = []
     try:
@@ -65,16 +69,16 @@ def planned_layers(ctx) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _base_key(ctx) -> str:
+def _base_key(ctx: Ctx) -> str:
     return ctx.cache_key("features", "base", FEATURES_VERSION, code_digest(__name__), PIXEL_SIZE)
 
 
-def _layer_key(ctx, name: str) -> str:
+def _layer_key(ctx: Ctx, name: str) -> str:
     # code_digest: this module's import closure (features/, inspection/, ...) and reportgen's version
     return ctx.cache_key("features", "layer", FEATURES_VERSION, code_digest(__name__), name, TOPK)
 
 
-def cached_features_complete(ctx, layers: list[str]) -> bool:
+def cached_features_complete(ctx: Ctx, layers: list[str]) -> bool:
     """True when the cache already holds the base record and every layer in ``layers`` (no pass needed)."""
     cache = ctx.cache
     if cache is None or not cache.enabled:
@@ -86,7 +90,7 @@ def cached_features_complete(ctx, layers: list[str]) -> bool:
     return all(isinstance(cache.get(_layer_key(ctx, n)), LayerStats) for n in layers)
 
 
-def compute_features(ctx, layers: list[str]) -> FeatureStore:
+def compute_features(ctx: Ctx, layers: list[str]) -> FeatureStore:
     """Logits, penultimate features, pixel vectors and per-layer stats, from memory, cache or ONE pass."""
     requested = list(dict.fromkeys(layers))
     for name in requested:
@@ -136,7 +140,7 @@ def compute_features(ctx, layers: list[str]) -> FeatureStore:
     )
 
 
-def _forward_pass(ctx, layer_names: list[str]):
+def _forward_pass(ctx: Ctx, layer_names: list[str]):
     """One pass over the set (see :mod:`reportgen.features.scan`): (base, {layer: LayerStats}, {name: ArrayRef})."""
     from .scan import forward_pass
 
@@ -144,7 +148,7 @@ def _forward_pass(ctx, layer_names: list[str]):
     return forward_pass(ctx, layer_names, key, TOPK, PIXEL_SIZE)
 
 
-def shared_pass(ctx, group) -> None:
+def shared_pass(ctx: Ctx, group) -> None:
     """Every rank of a ``torchrun`` group: run the run's one feature pass together (rank 0 keeps the merged
     record in ``ctx``; see :mod:`reportgen.features.distributed`)."""
     from . import distributed

@@ -20,12 +20,15 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .rowstore import Rows
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 @dataclass(frozen=True)
 class Group:
@@ -56,7 +59,7 @@ def close(group: Group | None) -> None:
         torch.distributed.destroy_process_group()
 
 
-def group_of(ctx) -> Group | None:
+def group_of(ctx: Ctx) -> Group | None:
     """The group the context's feature pass is shared with (``RunContext.group``; never a module global)."""
     return ctx.group
 
@@ -69,7 +72,7 @@ def agree_needed(group: Group, mine: bool) -> bool:
 
 
 @contextlib.contextmanager
-def joined(ctx, group: Group):
+def joined(ctx: Ctx, group: Group):
     """Within: the context's feature pass scans this rank's shard and merges on rank 0."""
     ctx.group = group
     try:
@@ -78,7 +81,7 @@ def joined(ctx, group: Group):
         ctx.group = None
 
 
-def merge_pass(ctx, group: Group, mine: list[int], mats: dict, rgb_sum, n_pix: int, tops: dict, inner: dict,
+def merge_pass(ctx: Ctx, group: Group, mine: list[int], mats: dict, rgb_sum, n_pix: int, tops: dict, inner: dict,
                key: str | None):
     """Gather every rank's shard on rank 0 and merge; other ranks get their own shard back unchanged."""
     payload = (mine, mats, rgb_sum, n_pix, tops, inner)

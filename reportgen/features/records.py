@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 PIXEL_SIZE = 32  # side of the pixel-space vectors used for pixel nearest neighbours
 
@@ -93,7 +97,7 @@ class BaseRecord:
     mean_rgb: np.ndarray
 
 
-def field_or_none(ctx, name: str):
+def field_or_none(ctx: Ctx, name: str):
     """The layer's receptive field (for the interior top-k), or None if it cannot be computed."""
     try:
         from ..inspection.receptive import field_for

@@ -15,9 +15,12 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ def resolve(value, cache) -> np.ndarray | None:
 class Rows:
     """The per-image matrices of a pass: logits (float32), penultimate features and pixels (float16)."""
 
-    def __init__(self, ctx, n: int, key: str | None):
+    def __init__(self, ctx: Ctx, n: int, key: str | None):
         self.ctx, self.n, self.key = ctx, n, key
         self.stores: dict[str, RowStore] = {}
 

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from .rowstore import Rows
 from ..inspection.hooks import capture_input, capture_outputs, eval_mode, hookable
 from .records import BaseRecord, LayerStats, field_or_none
 from ..report import plural
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 class TopK:
@@ -136,7 +139,7 @@ def image_batches(images, indices: list[int], batch_size: int, num_workers: int 
     yield from loader
 
 
-def forward_pass(ctx, layer_names: list[str], key: str | None, topk: int, pixel_size: int):
+def forward_pass(ctx: Ctx, layer_names: list[str], key: str | None, topk: int, pixel_size: int):
     """(base record, {layer: LayerStats}, {"penultimate"|"pixels": ArrayRef or None}) from one pass.
 
     ``key`` names the memory-mapped matrices in the cache (None: in memory).

@@ -33,8 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cache import MemoKey
 from . import layers as layers_mod
 from .hooks import StopForward
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 MAX_INPUT = 2048  # the gradient method grows its input up to this size to fit a whole field
 GROW_BUDGET = 1 << 30  # ... while the next size's activations (4x this size's) stay within these bytes
@@ -407,7 +412,11 @@ def token_patch_field(layer: str, grid: tuple[int, int], input_size: int) -> Rec
     return ReceptiveField(layer, (ph, pw), (ph, pw), (0, 0), method=TOKEN_PATCH, input_size=input_size)
 
 
-def field_for(ctx, layer: str) -> ReceptiveField:
+#: the receptive field of a layer at an input size (:func:`field_for`)
+RECEPTIVE_FIELD: MemoKey[ReceptiveField] = MemoKey("inspection.receptive_field")
+
+
+def field_for(ctx: Ctx, layer: str) -> ReceptiveField:
     """Receptive field of ``layer`` of ``ctx.model`` at the run's input size, memoised per run (a token
     sequence's: :func:`token_patch_field`). On a model with attention whose constant copy cannot be followed
     (MaxViT: without its normalisation the attention logits overflow float64), a grid layer's units are shown
@@ -424,7 +433,7 @@ def field_for(ctx, layer: str) -> ReceptiveField:
                 raise
             return token_patch_field(layer, lay.grid, ctx.pre.size)
 
-    return ctx.memo(f"receptive:{layer}:{ctx.pre.size}", measure)
+    return ctx.memo(RECEPTIVE_FIELD.at(layer, ctx.pre.size), measure)
 
 
 def interior_units(rf: ReceptiveField, grid: tuple[int, int], input_size: int) -> tuple[int, int, int, int] | None:

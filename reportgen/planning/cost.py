@@ -18,11 +18,14 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 #: seconds assumed for a technique that declares no formula (conservative: a minute of work)
 DEFAULT_COST_S = 60.0
@@ -76,7 +79,7 @@ class Measure:
                 "images": self.n, "input_size": self.size, "macs": self.macs, "source": self.source}
 
 
-def measure(ctx: Any) -> Measure:
+def measure(ctx: Ctx) -> Measure:
     """Time the run's model once on a probe batch of 2 images (see the module docstring)."""
     from ..device import forward_macs
     from ..inspection.hooks import eval_mode

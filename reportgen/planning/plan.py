@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import registry
 from ..config import Config, _apply
 from .cost import DEFAULT_COST_S, Measure, estimate, feature_pass_s, formula_for, measure
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 #: the feature pass's key in the plan's per-section dictionaries
 FEATURES = "features"
@@ -148,7 +151,7 @@ def make_plan(cfg: Config, m: Measure, budget_s: float | None,
     return plan
 
 
-def plan_run(ctx: Any, budget_s: float | None, plan_only: bool, log: Callable[[str], None]) -> Plan | None:
+def plan_run(ctx: Ctx, budget_s: float | None, plan_only: bool, log: Callable[[str], None]) -> Plan | None:
     """Under ``--budget`` or ``--plan``: measure the model, plan (lowering ``ctx.config``'s options to fit the
     budget) and log the plan; then, unless ``plan_only``, run and time the feature pass. None otherwise."""
     if budget_s is None and not plan_only:

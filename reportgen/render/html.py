@@ -17,7 +17,7 @@ import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import (ChoiceLoader, Environment, FileSystemLoader, PrefixLoader, StrictUndefined, TemplateNotFound,
                     pass_context)
@@ -39,6 +39,9 @@ from .text import (
 from .figure_theme import painter
 from .single_file import dedupe_pictures
 from .themes import Theme, load_theme
+
+if TYPE_CHECKING:
+    from jinja2.runtime import Context
 
 UNSUPPORTED = "unsupported"  # the results key of a section that cannot apply (reportgen.build.UNSUPPORTED)
 CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -251,7 +254,7 @@ def _template_for(block: Any) -> str | None:
 
 
 @pass_context
-def render_block(ctx, block: Any, depth: int = 0) -> Markup:
+def render_block(ctx: Context, block: Any, depth: int = 0) -> Markup:
     """The dispatcher: render ``block`` with ``elements/<class name>.html``."""
     name = _template_for(block)
     env = ctx.environment
@@ -266,14 +269,14 @@ def render_block(ctx, block: Any, depth: int = 0) -> Markup:
 
 
 @pass_context
-def img(ctx, image: ImageData, width: int | None = None):
+def img(ctx: Context, image: ImageData, width: int | None = None):
     """ImageRef (src, width, height, pixelated) for ``image`` on the page being rendered."""
     store: AssetStore = ctx["_store"]
     return store.ref(image, root=ctx["root"], inline=ctx["single_file"], width=width)
 
 
 @pass_context
-def href(ctx, target: Any) -> str:
+def href(ctx: Context, target: Any) -> str:
     """Relative link to the overview (``"overview"``) or a section (a SectionView) from the current page."""
     single = ctx["single_file"]
     if isinstance(target, SectionView):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..cache import MemoKey
 from .. import optvis
 from ..inspection.activations import activations
 from ..registry import get
@@ -22,18 +23,29 @@ from .style import (
     content_layer, gram_targets, relative_gram_errors, resize_to, source_images, stack_targets, style_layers,
     style_objective, synthesize,
 )
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
+
+#: the runs shared between sections, each for the owning section's options (``key.at(...)``): texture's Gram
+#: synthesis (texture and gram), style_transfer's setup (style_transfer and fast_style) and its grid (fast_style
+#: compares its time per image)
+GRAM_SYNTHESIS: MemoKey[dict] = MemoKey("synthesis.gram_synthesis")
+STYLE_SETUP: MemoKey[dict] = MemoKey("synthesis.style_setup")
+STYLE_GRID: MemoKey[dict] = MemoKey("synthesis.style_transfer_grid")
 
 
-def options_of(ctx, technique_id: str):
+def options_of(ctx: Ctx, technique_id: str):
     """The run's options of ``technique_id``, or that technique's defaults when it is not enabled."""
     return ctx.config.options(technique_id) if technique_id in ctx.config.techniques else get(technique_id).options()
 
 
-def gram_synthesis(ctx, opts) -> dict:
+def gram_synthesis(ctx: Ctx, opts) -> dict:
     """Gram synthesis of the texture images for growing layer sets, ``opts`` the texture section's options
     (memoised per run: the texture and gram sections show the same run)."""
-    key = repr(("gram_synthesis", opts.layers, opts.image_size, opts.steps, opts.optimizer, opts.parameterization,
-                opts.max_textures))
+    key = GRAM_SYNTHESIS.at(opts.layers, opts.image_size, opts.steps, opts.optimizer, opts.parameterization,
+                            opts.max_textures)
 
     def run() -> dict:
         layers = style_layers(ctx, opts.layers)
@@ -68,10 +80,10 @@ def gram_synthesis(ctx, opts) -> dict:
     return ctx.memo(key, run)
 
 
-def style_setup(ctx, opts) -> dict:
+def style_setup(ctx: Ctx, opts) -> dict:
     """Layers, content images and style targets for the style_transfer section's options ``opts`` (memoised per run:
     style_transfer and fast_style use the same ones)."""
-    key = repr(("style_setup", opts.layers, opts.content_layer, opts.image_size, opts.max_contents, opts.max_styles))
+    key = STYLE_SETUP.at(opts.layers, opts.content_layer, opts.image_size, opts.max_contents, opts.max_styles)
 
     def run():
         layers = style_layers(ctx, opts.layers)
@@ -87,7 +99,7 @@ def style_setup(ctx, opts) -> dict:
     return ctx.memo(key, run)
 
 
-def transfer(ctx, opts, s: dict, pairs: list[tuple[int, int]], weights, desc: str):
+def transfer(ctx: Ctx, opts, s: dict, pairs: list[tuple[int, int]], weights, desc: str):
     """Stylise content ``ci`` with style ``si`` for every (ci, si) in ``pairs`` (one batch); ``weights`` is a
     number or one style weight per pair."""
     contents = s["contents"][[ci for ci, _ in pairs]]
@@ -103,12 +115,12 @@ def transfer(ctx, opts, s: dict, pairs: list[tuple[int, int]], weights, desc: st
     return res, errs
 
 
-def per_image_seconds(ctx, opts) -> dict:
+def per_image_seconds(ctx: Ctx, opts) -> dict:
     """Time per stylised image of the optimisation-based method (the grid's run, memoised; fast_style compares)."""
-    return ctx.memo("style_transfer_grid:" + repr(opts), lambda: _grid(ctx, opts))
+    return ctx.memo(STYLE_GRID.at(opts), lambda: _grid(ctx, opts))
 
 
-def _grid(ctx, opts):
+def _grid(ctx: Ctx, opts):
     s = style_setup(ctx, opts)
     pairs = [(ci, si) for ci in range(len(s["contents"])) for si in range(len(s["styles"]))]
     res, errs = transfer(ctx, opts, s, pairs, opts.style_weight, "Style transfer")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from ..errors import ReportgenError
 from ..inspection.activations import activations, spread_layers
 from ..optvis import objectives as O
 
+if TYPE_CHECKING:
+    from ..context import Ctx
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -37,7 +40,7 @@ class Source:
     image: torch.Tensor  # 3 x H x W in [0, 1]
 
 
-def source_dir(ctx, kind: str) -> tuple[Path, bool]:
+def source_dir(ctx: Ctx, kind: str) -> tuple[Path, bool]:
     """(folder, shipped?) for ``kind`` "styles" or "textures"."""
     given = ctx.general.style_images if kind == "styles" else ctx.general.texture_images
     if given:
@@ -45,7 +48,7 @@ def source_dir(ctx, kind: str) -> tuple[Path, bool]:
     return ASSETS / kind, True
 
 
-def source_images(ctx, kind: str, n: int, size: int, square: bool = False) -> tuple[list[Source], str]:
+def source_images(ctx: Ctx, kind: str, n: int, size: int, square: bool = False) -> tuple[list[Source], str]:
     """``n`` images spread evenly over the sorted file names of the style or texture folder (first and last
     included, so class-prefixed names give different classes), short side resized to ``size``
     (``square``: centre-cropped to size x size), and a sentence saying where they came from."""
@@ -75,13 +78,13 @@ def source_images(ctx, kind: str, n: int, size: int, square: bool = False) -> tu
     return out, where
 
 
-def _validated(ctx, names: Sequence[str]) -> list[str]:
+def _validated(ctx: Ctx, names: Sequence[str]) -> list[str]:
     for n in names:
         ctx.layer(n)  # helpful LayerError for a wrong name
     return list(names)
 
 
-def style_layers(ctx, given: Sequence[str] | None) -> list[str]:
+def style_layers(ctx: Ctx, given: Sequence[str] | None) -> list[str]:
     """Gram layers: ``given``, else the first block and the blocks at about 1/4, 1/2 and 3/4 of the depth."""
     if given:
         return _validated(ctx, given)
@@ -92,7 +95,7 @@ def style_layers(ctx, given: Sequence[str] | None) -> list[str]:
     return names
 
 
-def content_layer(ctx, given: str | None) -> str:
+def content_layer(ctx: Ctx, given: str | None) -> str:
     """Content layer: ``given``, else the block at about half the depth (Gatys et al. use conv4_2 of 5 stages)."""
     if given:
         return _validated(ctx, [given])[0]
@@ -111,7 +114,7 @@ def resize_to(x: torch.Tensor, size: int) -> torch.Tensor:
     return y if x.dim() == 4 else y[0]
 
 
-def gram_targets(ctx, layers: Sequence[str], images: torch.Tensor) -> dict[str, torch.Tensor]:
+def gram_targets(ctx: Ctx, layers: Sequence[str], images: torch.Tensor) -> dict[str, torch.Tensor]:
     """``{layer: G_l}`` (B x C x C) for a batch of images in [0, 1] (one pass, detached)."""
     acts = activations(ctx.pixel_model, layers, ctx.to_device(images), root=ctx.model, fit=ctx.fit_input)
     return {n: O.gram_matrix(a.float()) for n, a in acts.items()}
@@ -149,7 +152,7 @@ def resolve_parameterization(name: str, side: int) -> str:
     return ("fft" if side >= 96 else "pixel") if name == "auto" else name
 
 
-def synthesize(ctx, objective: O.Objective, init: torch.Tensor | str, *, batch: int = 1, size: int = 128,
+def synthesize(ctx: Ctx, objective: O.Objective, init: torch.Tensor | str, *, batch: int = 1, size: int = 128,
                optimizer: str = "lbfgs", steps: int = 100, lr: float | None = None, parameterization: str = "pixel",
                generator: torch.Generator | None = None, desc: str = "Synthesis") -> optvis.OptResult:
     """Run :func:`reportgen.optvis.render` on ``objective`` from ``init`` (an image batch, or "noise").
@@ -175,7 +178,7 @@ def synthesize(ctx, objective: O.Objective, init: torch.Tensor | str, *, batch: 
                          fit=ctx.fit_input)
 
 
-def relative_gram_errors(ctx, layers: Sequence[str], images: torch.Tensor,
+def relative_gram_errors(ctx: Ctx, layers: Sequence[str], images: torch.Tensor,
                          targets: dict[str, torch.Tensor]) -> np.ndarray:
     """B x L: ``||G_l(x) - G_l(t)||^2 / ||G_l(t)||^2`` of each image against its target, per layer."""
     got = gram_targets(ctx, layers, images)

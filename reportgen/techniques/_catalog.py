@@ -12,6 +12,10 @@ from PIL import Image
 
 from ..report import Explorer, ImageData
 from ._layout import Layout, knn, pca
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 TOPK = 5
 NEIGHBOURS = 6
@@ -40,7 +44,7 @@ def top_k(logits: np.ndarray, k: int = TOPK) -> tuple[np.ndarray, np.ndarray]:
     return cls, prob
 
 
-def thumbnails(ctx, feats, n: int) -> tuple[int, Callable[[int], np.ndarray]]:
+def thumbnails(ctx: Ctx, feats, n: int) -> tuple[int, Callable[[int], np.ndarray]]:
     """(side, i -> uint8 side x side x 3): decoded thumbnails for small sets, the pixel vectors for big ones."""
     pix = getattr(feats, "pixels", None)
     if n > SMALL_SET and pix is not None:
@@ -88,7 +92,7 @@ def pixel_neighbours(feats, seed: int, k: int = NEIGHBOURS) -> np.ndarray | None
     return knn(x50, k, seed)[0].astype(np.int32)
 
 
-def explorer_block(ctx, feats, lay: Layout, mosaic: ImageData | None = None, cells: np.ndarray | None = None,
+def explorer_block(ctx: Ctx, feats, lay: Layout, mosaic: ImageData | None = None, cells: np.ndarray | None = None,
                    grid: int = 0) -> Explorer:
     """The catalogue of every image; rows of ``lay`` that were not embedded get NaN positions."""
     n = len(ctx.images)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..cache import MemoKey
 from .. import attribution as A
 from ..report import GridItem, ImageData
 from ..attribution.incremental import INCREMENTAL_BATCH
@@ -19,6 +20,10 @@ from ..device import REFERENCE_MACS, cost_factor, forward_macs, gradient_batch_s
 from ..sampling import spread_indices, target_classes
 from ..attribution.visualization import attr_image, attr_item
 from ._map_store import SALIENCY_SPEC, put_maps
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 @dataclass
@@ -33,7 +38,7 @@ class Batch:
     probs: np.ndarray  # softmax probability of the target
 
 
-def predict_batch(ctx, idx: list[int], classes=None) -> Batch:
+def predict_batch(ctx: Ctx, idx: list[int], classes=None) -> Batch:
     """``idx`` on the device with one forward pass: prediction, and the class to explain per image (``classes``,
     else the true label when known, else the predicted class) with its softmax probability."""
     x = ctx.to_device(ctx.images.batch(idx))
@@ -47,17 +52,17 @@ def predict_batch(ctx, idx: list[int], classes=None) -> Batch:
     return Batch(list(idx), x, tgt, known, preds, p[np.arange(len(idx)), tgt])
 
 
-def show_indices(ctx, n: int) -> list[int]:
+def show_indices(ctx: Ctx, n: int) -> list[int]:
     """The images that saliency, occlusion and segmentation show (the same ones, in order)."""
     return spread_indices(ctx, n, "explain/images")
 
 
-def explain_batch(ctx, n: int) -> Batch:
+def explain_batch(ctx: Ctx, n: int) -> Batch:
     """The same images saliency/occlusion show; the true label where known, else the predicted class."""
     return predict_batch(ctx, show_indices(ctx, n))
 
 
-def image_item(ctx, i: int, target: int, from_label: bool, pred: int, prob: float) -> GridItem:
+def image_item(ctx: Ctx, i: int, target: int, from_label: bool, pred: int, prob: float) -> GridItem:
     """Image ``i`` with the explained class, its probability and (if wrong) the prediction; green/red
     outline where the true label is known and the prediction is right/wrong. The picture carries the image's id:
     the renderer links it, and the maps that follow it in its grid, to the image's page."""
@@ -70,18 +75,18 @@ def image_item(ctx, i: int, target: int, from_label: bool, pred: int, prob: floa
                     alt=f"input {ctx.images.name(i)}", tone=("" if not from_label else "bad" if wrong else "ok"))
 
 
-def input_item(ctx, b: Batch, k: int) -> GridItem:
+def input_item(ctx: Ctx, b: Batch, k: int) -> GridItem:
     """:func:`image_item` of the ``k``-th image of a batch."""
     return image_item(ctx, b.idx[k], int(b.targets[k]), bool(b.from_label[k]), int(b.preds[k]), float(b.probs[k]))
 
 
-def heat_item(ctx, image: np.ndarray, m: np.ndarray, label: str, sublabel: str = "", over: bool = True,
+def heat_item(ctx: Ctx, image: np.ndarray, m: np.ndarray, label: str, sublabel: str = "", over: bool = True,
               pct: float = 99.5) -> GridItem:
     """A non-negative map, over the image (``jet``) or on its own (grey, white = its ``pct`` percentile)."""
     return attr_item(m, image, "overlay" if over else "map", label, sublabel, outlier_perc=100.0 - pct)
 
 
-def cell_width(ctx) -> int:
+def cell_width(ctx: Ctx) -> int:
     return min(224, ctx.pre.size * 2 if ctx.pre.size < 112 else ctx.pre.size)
 
 
@@ -91,7 +96,7 @@ def peak_area(m: np.ndarray) -> float:
     return float((m >= 0.5 * mx).mean()) if mx > 0 else 0.0
 
 
-def cam_layer(ctx, name: str | None) -> str:
+def cam_layer(ctx: Ctx, name: str | None) -> str:
     """``name`` validated, or the automatic choice of :func:`cam_layer_choice`."""
     return cam_layer_choice(ctx, name).name
 
@@ -104,7 +109,11 @@ class CamLayer:
     why: str | None = None
 
 
-def cam_layer_choice(ctx, name: str | None) -> CamLayer:
+#: the layer Grad-CAM reads for a chosen block (:func:`cam_layer_choice`, once per run)
+CAM_LAYER: MemoKey[CamLayer] = MemoKey("explain.cam_layer")
+
+
+def cam_layer_choice(ctx: Ctx, name: str | None) -> CamLayer:
     """``name`` validated, else the last spatial block; but where that block is a token sequence whose patch
     tokens get no gradient from the class score (a ViT's classifier reads only the last block's class token),
     the block before it, whose patch tokens the last block's attention passes to the class token (the layer
@@ -136,11 +145,12 @@ def cam_layer_choice(ctx, name: str | None) -> CamLayer:
                               f"patch tokens get no gradient and Grad-CAM there is zero everywhere; the maps use the "
                               f"block before it, {prev}, whose patch tokens the last block's attention reads.")
 
-    return ctx.memo(f"cam_layer:{block}", check)
+    return ctx.memo(CAM_LAYER.at(block), check)
 
 
 # ----- saliency maps (Simonyan et al. 2014), shared by the saliency and segmentation sections ----------
-MEMO_KEY = "saliency:maps"
+#: image index -> its saliency map (default class), shared by the saliency and segmentation sections
+MEMO_KEY: MemoKey[dict[int, SaliencyResult]] = MemoKey("saliency.maps")
 
 
 @dataclass
@@ -155,7 +165,7 @@ class SaliencyResult:
     prob: float  # softmax probability of ``target``
 
 
-def saliency_maps(ctx, indices: list[int], classes: list[int] | None = None,
+def saliency_maps(ctx: Ctx, indices: list[int], classes: list[int] | None = None,
                   batch_size: int | None = None) -> list[SaliencyResult]:
     """Saliency maps of ``indices``, ``batch_size`` images per forward/backward pass.
 
@@ -179,7 +189,7 @@ def saliency_maps(ctx, indices: list[int], classes: list[int] | None = None,
     return out
 
 
-def cached_saliency(ctx, indices: list[int]) -> list[SaliencyResult]:
+def cached_saliency(ctx: Ctx, indices: list[int]) -> list[SaliencyResult]:
     """Saliency maps (default classes) for ``indices``, computed once per run and shared."""
     memo: dict[int, SaliencyResult] = ctx.memo(MEMO_KEY, dict)
     todo = [i for i in indices if i not in memo]
@@ -224,7 +234,7 @@ def resolve_window(size: int, window: int | None, stride: int | None) -> tuple[i
     return w, s
 
 
-def incremental_batch_size(ctx) -> int:
+def incremental_batch_size(ctx: Ctx) -> int:
     """Occluded copies per incremental pass: :data:`INCREMENTAL_BATCH` (the engine interprets the graph in Python,
     so wide passes pay), or fewer where that keeps the copies' activations within the gradient passes' budget
     (:func:`reportgen.device.graph_batch_size`, one full image's activations per copy: deep in a DenseNet-121 or a
@@ -252,7 +262,7 @@ class CostScaled:
                 f"{r['positions'][0]}, a coarser map. Set occlusion.scale_with_cost = false to keep the finer one.")
 
 
-def cost_scaled_window(ctx, window: int, stride: int, scale: bool = True) -> CostScaled:
+def cost_scaled_window(ctx: Ctx, window: int, stride: int, scale: bool = True) -> CostScaled:
     """Occlusion's window and stride grown by ``sqrt(cost_factor)`` (:func:`reportgen.device.cost_factor`), so the
     number of occluded copies (one forward pass each) falls by that factor on a model heavier than the reference,
     with the window's overlap kept; unchanged at or below it, or when ``scale`` is off. At most the input side."""
@@ -272,7 +282,7 @@ def cost_scaled_window(ctx, window: int, stride: int, scale: bool = True) -> Cos
                                "positions": [before, after]})
 
 
-def attention_reason(ctx) -> str | None:
+def attention_reason(ctx: Ctx) -> str | None:
     """Why no region can be reused when the model attends (None for a convolutional model): after the first
     attention block every token depends on every patch (global attention) or on a whole window, so incremental
     inference would recompute nearly everything at a higher memory cost than plain batched forward passes."""

@@ -21,6 +21,10 @@ from ..attribution import faithfulness as FM
 from ..registry import AttributionMethod, attribution_methods, get
 from ._explain import CostScaled
 from ._map_store import ORIGINAL, MapSpec, maps_for
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 MapFn = Callable[[torch.nn.Module, torch.Tensor, np.ndarray, list[int]], np.ndarray]
 
@@ -36,7 +40,7 @@ class MapMethod:
     fast: bool = False
     window: CostScaled | None = None
 
-    def maps(self, ctx, idx: Sequence[int], x: torch.Tensor, targets: Sequence[int] | np.ndarray, model=None,
+    def maps(self, ctx: Ctx, idx: Sequence[int], x: torch.Tensor, targets: Sequence[int] | np.ndarray, model=None,
              variant: str = ORIGINAL) -> np.ndarray:
         """B x H x W maps of images ``idx`` for ``targets`` on ``model`` (default: the trained model, ``variant``
         names any other), from the run's store where they are, else computed and kept there."""
@@ -50,7 +54,7 @@ def as_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
-def technique_options(ctx, tid: str):
+def technique_options(ctx: Ctx, tid: str):
     """Technique ``tid``'s options in this run (its preset's defaults when it is not configured)."""
     try:
         return ctx.config.options(tid)
@@ -58,7 +62,7 @@ def technique_options(ctx, tid: str):
         return get(tid).default_options(ctx.config.preset)
 
 
-def scored_methods(ctx) -> tuple[list[AttributionMethod], bool]:
+def scored_methods(ctx: Ctx) -> tuple[list[AttributionMethod], bool]:
     """The methods with per-image maps of the techniques this run enables, in the list's order (flagged True); when
     none is enabled, every one of this preset's techniques (flagged False)."""
     enabled = {t.id for t in ctx.config.enabled()}
@@ -69,7 +73,7 @@ def scored_methods(ctx) -> tuple[list[AttributionMethod], bool]:
     return [m for m in methods if ctx.config.preset in get(m.technique).runs_in], False
 
 
-def method_functions(ctx) -> tuple[dict[str, MapMethod], bool]:
+def method_functions(ctx: Ctx) -> tuple[dict[str, MapMethod], bool]:
     """method -> :class:`MapMethod` for :func:`scored_methods`, each at its technique's configured options (a method
     that does not apply to this model, e.g. attention rollout without attention, is left out)."""
     chosen, from_config = scored_methods(ctx)
@@ -103,7 +107,7 @@ RANDOM, CENTRE = "random map (baseline)", "centre Gaussian (baseline)"
 BASELINES = (RANDOM, CENTRE)
 
 
-def baseline_maps(ctx, x: torch.Tensor) -> dict[str, np.ndarray]:
+def baseline_maps(ctx: Ctx, x: torch.Tensor) -> dict[str, np.ndarray]:
     """The two baselines' maps for the batch ``x``: a seeded uniform random map and a fixed centre Gaussian."""
     return {RANDOM: as_numpy(FM.random_map((len(x), *x.shape[-2:]), ctx.generator("faithfulness/random-map"))),
             CENTRE: as_numpy(FM.centre_map(len(x), *x.shape[-2:]))}

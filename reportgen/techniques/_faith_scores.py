@@ -19,6 +19,10 @@ import numpy as np
 import torch
 
 from ..attribution import faithfulness as FM
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 @dataclass
@@ -62,7 +66,7 @@ def _tensor(m: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32)).to(device)
 
 
-def deletion_insertion(ctx, x, t, maps: dict[str, torch.Tensor], s: Setup, out: Scores) -> None:
+def deletion_insertion(ctx: Ctx, x, t, maps: dict[str, torch.Tensor], s: Setup, out: Scores) -> None:
     """Both curves of every method from one stream of blended copies."""
     names = list(maps)
     rank = [FM.ranks(maps[m], s.patch, ctx.generator(f"faithfulness/ties/{m}")) for m in names]
@@ -81,7 +85,7 @@ def deletion_insertion(ctx, x, t, maps: dict[str, torch.Tensor], s: Setup, out: 
                          "insertion": [round(float(v), 4) for v in i.scores.mean(0)]}
 
 
-def mufidelity(ctx, x, t, maps: dict[str, torch.Tensor], s: Setup, out: Scores) -> None:
+def mufidelity(ctx: Ctx, x, t, maps: dict[str, torch.Tensor], s: Setup, out: Scores) -> None:
     """MuFidelity of every method from one set of subset passes (the subsets are the same for every method)."""
     names = list(maps)
     n_units = FM.unit_scores(maps[names[0]][:1], s.patch)[0].numel()
@@ -92,7 +96,7 @@ def mufidelity(ctx, x, t, maps: dict[str, torch.Tensor], s: Setup, out: Scores) 
         out.mufidelity[m] = FM.subset_correlation(maps[m], subsets.to(x.device), first.drops, s.patch).corr
 
 
-def road(ctx, x, t, maps: dict[str, torch.Tensor], s: Setup, out: Scores) -> None:
+def road(ctx: Ctx, x, t, maps: dict[str, torch.Tensor], s: Setup, out: Scores) -> None:
     """ROAD MoRF and LeRF of every method on the first ``road_n`` images."""
     r = s.road_n
     for m, mt in maps.items():
@@ -103,7 +107,7 @@ def road(ctx, x, t, maps: dict[str, torch.Tensor], s: Setup, out: Scores) -> Non
                                          rng, s.batch, ctx.generator(f"faithfulness/ties/{m}")).area
 
 
-def score_maps(ctx, x: torch.Tensor, t: np.ndarray, maps: dict[str, np.ndarray], s: Setup) -> Scores:
+def score_maps(ctx: Ctx, x: torch.Tensor, t: np.ndarray, maps: dict[str, np.ndarray], s: Setup) -> Scores:
     """Every method's scores on its maps (B x H x W numpy per method)."""
     mt = {m: _tensor(v, x.device) for m, v in maps.items()}
     out = Scores(np.zeros(0))

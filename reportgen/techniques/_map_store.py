@@ -17,15 +17,18 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ..cache import code_digest
+from ..cache import MemoKey, code_digest
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 ORIGINAL = "original"  # the model being reported (any other variant names a randomised copy)
-MEMO_KEY = "attribution:map-store"
+MEMO_KEY: MemoKey[MapStore] = MemoKey("attribution.map_store")  # the run's maps (:func:`run_store`)
 MAP_MODULES = ("reportgen.techniques._faith_maps", "reportgen.techniques._map_store")
 
 
@@ -63,7 +66,7 @@ class MapStore:
     from_cache: Counter = field(default_factory=Counter)
 
 
-def run_store(ctx) -> MapStore:
+def run_store(ctx: Ctx) -> MapStore:
     """This run's :class:`MapStore`."""
     return ctx.memo(MEMO_KEY, MapStore)
 
@@ -75,7 +78,7 @@ def map_modules() -> tuple[str, ...]:
     return MAP_MODULES + tuple(dict.fromkeys(m.module for m in attribution_methods()))
 
 
-def _cache_key(ctx, key: MapKey) -> str:
+def _cache_key(ctx: Ctx, key: MapKey) -> str:
     g = dataclasses.asdict(ctx.config.general)
     for k in ("max_images", "num_workers", "threads"):
         g.pop(k, None)
@@ -83,7 +86,7 @@ def _cache_key(ctx, key: MapKey) -> str:
                          key.image, key.target, key.variant, g, str(ctx.device.type))
 
 
-def _lookup(ctx, store: MapStore, key: MapKey) -> np.ndarray | None:
+def _lookup(ctx: Ctx, store: MapStore, key: MapKey) -> np.ndarray | None:
     if key in store.maps:
         return store.maps[key]
     if ctx.cache is not None:
@@ -95,7 +98,7 @@ def _lookup(ctx, store: MapStore, key: MapKey) -> np.ndarray | None:
     return None
 
 
-def put_maps(ctx, spec: MapSpec, idx: Sequence[int], targets: Sequence[int] | np.ndarray,
+def put_maps(ctx: Ctx, spec: MapSpec, idx: Sequence[int], targets: Sequence[int] | np.ndarray,
              maps: np.ndarray | torch.Tensor, variant: str = ORIGINAL) -> None:
     """Keep the maps a section computed (B x H x W, one per image of ``idx`` for the class ``targets``)."""
     store = run_store(ctx)
@@ -110,7 +113,7 @@ def put_maps(ctx, spec: MapSpec, idx: Sequence[int], targets: Sequence[int] | np
             ctx.cache.put(_cache_key(ctx, key), store.maps[key])
 
 
-def maps_for(ctx, spec: MapSpec, idx: Sequence[int], x: torch.Tensor, targets: Sequence[int] | np.ndarray,
+def maps_for(ctx: Ctx, spec: MapSpec, idx: Sequence[int], x: torch.Tensor, targets: Sequence[int] | np.ndarray,
              compute: Callable[[torch.Tensor, np.ndarray, list[int]], Any], variant: str = ORIGINAL) -> np.ndarray:
     """B x H x W float32: the maps of ``spec`` for images ``idx`` (pixels ``x``) and classes ``targets``, from the
     store where they are, else ``compute(x[missing], targets[missing], idx[missing])`` (one call for all missing

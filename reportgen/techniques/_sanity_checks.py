@@ -22,10 +22,15 @@ import torch
 
 from ..attribution import randomization as R
 from ..attribution.metrics import rank_correlation
+from ..cache import MemoKey
 from ..registry import AttributionMethod, attribution_methods
 from ._explain import Batch, explain_batch
 from ._faith_maps import MapMethod, technique_options
 from ._map_store import ORIGINAL, maps_for
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 FLAG_RHO = 0.5  # mean rank correlation at or above which a map "barely changes"
 
@@ -50,7 +55,11 @@ class Protocol:
         return next((i for i, k in enumerate(self.stages) if k >= n / 2), len(self.stages) - 1)
 
 
-def protocol(ctx, opts) -> Protocol:
+#: the checks' protocol for the sanity section's image count and stages (sanity and faithfulness read it)
+SANITY_PROTOCOL: MemoKey[Protocol] = MemoKey("sanity.protocol")
+
+
+def protocol(ctx: Ctx, opts) -> Protocol:
     """The checks' protocol for the sanity section's options ``opts`` (memoised per run)."""
 
     def make() -> Protocol:
@@ -62,10 +71,10 @@ def protocol(ctx, opts) -> Protocol:
         return Protocol(b, other, names[::-1], R.cascade_stages(len(names), opts.stages),
                         ctx.seed_for("sanity/cascade"), ctx.seed_for("sanity/independent"))
 
-    return ctx.memo(f"sanity:protocol:{opts.max_images}:{opts.stages}", make)
+    return ctx.memo(SANITY_PROTOCOL.at(opts.max_images, opts.stages), make)
 
 
-def checked_methods(ctx) -> list[AttributionMethod]:
+def checked_methods(ctx: Ctx) -> list[AttributionMethod]:
     """The methods the sanity section checks, in its order: those declared ``always``, and those of the techniques
     this run enables that declare a :class:`reportgen.registry.SanityCheck`."""
     enabled = {t.id for t in ctx.config.enabled()}
@@ -74,7 +83,7 @@ def checked_methods(ctx) -> list[AttributionMethod]:
     return sorted(picked, key=lambda m: (m.sanity.order if m.sanity else 0.0, m.name))
 
 
-def sanity_methods(ctx, opts) -> list[tuple[AttributionMethod, MapMethod]]:
+def sanity_methods(ctx: Ctx, opts) -> list[tuple[AttributionMethod, MapMethod]]:
     """Each checked method with the map function the checks run: its declared variant at the sanity section's options
     ``opts`` (e.g. Grad-CAM at ``opts.layer``, Integrated Gradients with ``opts.ig_steps`` fixed steps), else the
     technique's own at the technique's options."""
@@ -95,7 +104,7 @@ def sanity_methods(ctx, opts) -> list[tuple[AttributionMethod, MapMethod]]:
 class Twin:
     """A randomised copy of the model, made only when a map on it is not in the store yet."""
 
-    def __init__(self, ctx, layers: list[str], seed: int, variant: str):
+    def __init__(self, ctx: Ctx, layers: list[str], seed: int, variant: str):
         self.ctx, self.layers, self.seed, self.variant = ctx, layers, seed, variant
         self._model: torch.nn.Module | None = None
 
@@ -105,16 +114,16 @@ class Twin:
         return self._model
 
 
-def cascade_twin(ctx, p: Protocol, k: int) -> Twin:
+def cascade_twin(ctx: Ctx, p: Protocol, k: int) -> Twin:
     return Twin(ctx, p.top_down[:k], p.cascade_seed, f"cascade:{p.cascade_seed}:{k}")
 
 
-def independent_twin(ctx, p: Protocol, k: int) -> Twin:
+def independent_twin(ctx: Ctx, p: Protocol, k: int) -> Twin:
     name = p.top_down[k - 1]
     return Twin(ctx, [name], p.independent_seed, f"independent:{p.independent_seed}:{name}")
 
 
-def maps_on(ctx, p: Protocol, method: MapMethod, twin: Twin | None = None, classes=None) -> np.ndarray:
+def maps_on(ctx: Ctx, p: Protocol, method: MapMethod, twin: Twin | None = None, classes=None) -> np.ndarray:
     """``method``'s maps of the protocol's images on ``twin`` (None: the trained model) for ``classes`` (None: the
     explained ones), through the run's store."""
     b = p.batch
@@ -165,7 +174,7 @@ class MethodCheck:
         return f"weights {self.weights} (rho {fmt(self.final)}{top}), class {self.random_class} (rho {fmt(self.other)})"
 
 
-def method_check(ctx, p: Protocol, name: str, method: MapMethod) -> MethodCheck:
+def method_check(ctx: Ctx, p: Protocol, name: str, method: MapMethod) -> MethodCheck:
     """Both checks of ``method`` under protocol ``p`` (its maps from the store where they are)."""
     orig = maps_on(ctx, p, method)
     mid = maps_on(ctx, p, method, cascade_twin(ctx, p, p.stages[p.half]))

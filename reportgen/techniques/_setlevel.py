@@ -6,7 +6,7 @@ the gradcam and saliency techniques); a section's ``method`` option names one by
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import torch
@@ -14,6 +14,9 @@ import torch
 from .. import attribution as A
 from ..device import graph_batch_size
 from ..registry import AttributionMethod, ClassMaps, Choices, set_level_methods
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 def _keys() -> tuple[str, ...]:
@@ -44,7 +47,7 @@ def method_text(key: str, layer: str) -> str:
     return set_level_method("method", key).name + (f" at {layer}" if class_maps_of(key).layered else "")
 
 
-def map_layer(ctx, name: str | None) -> str:
+def map_layer(ctx: Ctx, name: str | None) -> str:
     """``name`` validated, or the last module with a spatial output (Grad-CAM's usual layer)."""
     if name:
         ctx.layer(name)
@@ -52,7 +55,7 @@ def map_layer(ctx, name: str | None) -> str:
     return A.last_spatial_block(ctx.model, ctx.to_device(ctx.images.batch([0])))
 
 
-def image_classes(ctx) -> tuple[np.ndarray, bool]:
+def image_classes(ctx: Ctx) -> tuple[np.ndarray, bool]:
     """(class per image: the label where known, else the prediction; True when every image has a label)."""
     labels = ctx.images.labels
     preds = ctx.features().preds
@@ -66,7 +69,7 @@ def largest_classes(classes: np.ndarray, n: int, min_images: int) -> list[int]:
     return [int(c) for c in order[:n] if counts[c] >= min_images]
 
 
-def class_maps(ctx, layer_name: str, method: str, idx: list[int], target: int,
+def class_maps(ctx: Ctx, layer_name: str, method: str, idx: list[int], target: int,
                reduce: Callable[[torch.Tensor], np.ndarray], batch: int = 16) -> np.ndarray:
     """``reduce(maps)`` of each batch of ``idx`` concatenated: maps for class ``target`` by the set-level variant of
     ``method`` (Grad-CAM at the layer's resolution, gradient x input at the input's, positive part), never more than

@@ -7,12 +7,16 @@ import numpy as np
 
 from ..inspection.receptive import crop_field
 from ..report import ImageData, Unit, UnitSet
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 MAX_UNITS = 1024  # channels beyond this get no page (a wide layer would add thousands of small pictures)
 PAD_GREY = (128, 128, 128)
 
 
-def unit_set(ctx, layer: str, stats, rf, k: int, preds: np.ndarray) -> UnitSet:
+def unit_set(ctx: Ctx, layer: str, stats, rf, k: int, preds: np.ndarray) -> UnitSet:
     """Every channel of ``layer`` (at most :data:`MAX_UNITS`): mean, std and peak response over the set, its top
     ``k`` images with their values and classes (true label, else the prediction), and each top patch."""
     labels = ctx.images.labels

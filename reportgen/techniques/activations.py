@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from ..papers import YOSINSKI_2015, ZEILER_FERGUS_2014
 from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Section
 from ..sampling import spread_indices
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -52,7 +55,7 @@ class ActivationsOptions:
     references=[YOSINSKI_2015, ZEILER_FERGUS_2014],
     presets={"minimal": {"max_images": 1, "max_channels": 32}, "full": {"max_images": 6, "max_channels": 512}},
 )
-def activations(ctx, opts: ActivationsOptions) -> Section:
+def activations(ctx: Ctx, opts: ActivationsOptions) -> Section:
     """Each tile is one channel of the chosen layer's output for the image on the left, drawn in greyscale (white =
     strong response). Channels that light up on the object rather than the background are the units the network
     relies on; most channels stay dark because units are selective."""
@@ -65,7 +68,8 @@ def activations(ctx, opts: ActivationsOptions) -> Section:
     idx = spread_indices(ctx, n, "activations/images")  # one image per class, seeded
     x = ctx.to_device(ctx.images.batch(idx))
     layouts: dict = {}
-    with torch.inference_mode(), capture_outputs({name: layer}, grid=tuple(x.shape[-2:]), layouts=layouts) as out:
+    hw = (int(x.shape[-2]), int(x.shape[-1]))
+    with torch.inference_mode(), capture_outputs({name: layer}, grid=hw, layouts=layouts) as out:
         logits = ctx.pixel_model(x)
     if name not in out:
         raise RuntimeError(f"layer {name!r} was not called in the forward pass")

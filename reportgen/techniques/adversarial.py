@@ -12,7 +12,7 @@ show how often a perturbation of a stated size changes the prediction.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from ..registry import Range, technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
 from ..sampling import spread_indices
 from ..device import graph_batch_size
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -119,7 +122,7 @@ def untargeted_attack(pixel_model, x: torch.Tensor, labels: torch.Tensor, eps: f
     return res.images.to(x.device)
 
 
-def _pick_targets(ctx, opts: AdversarialOptions, probs: torch.Tensor) -> list[int]:
+def _pick_targets(ctx: Ctx, opts: AdversarialOptions, probs: torch.Tensor) -> list[int]:
     n, c = probs.shape
     preds = probs.argmax(1)
     rng = ctx.rng("adversarial/targets")
@@ -137,7 +140,7 @@ def _pick_targets(ctx, opts: AdversarialOptions, probs: torch.Tensor) -> list[in
     return out
 
 
-def _fmt_p(ctx, probs_row: torch.Tensor, k: int) -> str:
+def _fmt_p(ctx: Ctx, probs_row: torch.Tensor, k: int) -> str:
     return f"{ctx.class_name(k)} ({float(probs_row[k]):.3f})"
 
 
@@ -150,14 +153,14 @@ def size_text(linf255: float) -> str:
     return f"{linf255:.1f}/255: up to {linf255:.0f} of 255 grey levels per pixel, visible on close inspection"
 
 
-def _against(ctx, idx: list[int], preds: torch.Tensor) -> torch.Tensor:
+def _against(ctx: Ctx, idx: list[int], preds: torch.Tensor) -> torch.Tensor:
     """True labels where known (and in range), else the model's predictions."""
     labels = torch.as_tensor(np.asarray(ctx.images.labels)[list(idx)], dtype=torch.long)
     ok = (labels >= 0) & (labels < ctx.num_classes)
     return torch.where(ok, labels, preds.cpu())
 
 
-def untargeted_table(ctx, opts: AdversarialOptions) -> tuple[Table, list[dict], str]:
+def untargeted_table(ctx: Ctx, opts: AdversarialOptions) -> tuple[Table, list[dict], str]:
     """FGSM / PGD success over ``attack_images`` images spread across classes, as float and as 8-bit images."""
     pm = ctx.pixel_model
     m = min(max(1, opts.attack_images), len(ctx.images))
@@ -219,7 +222,7 @@ def untargeted_table(ctx, opts: AdversarialOptions) -> tuple[Table, list[dict], 
         "full": {"max_images": 6, "max_steps": 200, "attack_images": 64, "epsilons": [1.0, 2.0, 4.0, 8.0]},
     },
 )
-def adversarial(ctx, opts: AdversarialOptions) -> Section:
+def adversarial(ctx: Ctx, opts: AdversarialOptions) -> Section:
     """Each row starts from a real image and adds a perturbation, bounded by an L∞ budget ε, found by gradient
     ascent on a chosen target class; it shows the perturbation magnified and the attacked image with the class the
     network now gives it, or says the target was not reached within ε. The table shows how often untargeted
@@ -245,7 +248,7 @@ def adversarial(ctx, opts: AdversarialOptions) -> Section:
 
     budget = f"ε = {opts.epsilon:g}/255" if eps is not None else "no ε budget"
     sec = Section(id="adversarial", title="Fooling images (adversarial examples)")
-    rows = []
+    rows: list[dict] = []
     for b, i in enumerate(idx):
         delta = (fooled[b] - x[b].cpu()).permute(1, 2, 0).numpy()
         linf, l2 = float(np.abs(delta).max()), float(np.sqrt((delta ** 2).sum()))

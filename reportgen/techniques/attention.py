@@ -12,13 +12,14 @@ by :mod:`reportgen.attribution.attention`; this module picks the images, draws a
 
 from __future__ import annotations
 
-from typing import Any, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..cache import MemoKey
 from .. import attribution as A
 from ..attribution import attention as AT
 from ..papers import ABNAR_ZUIDEMA_2020, CHEFER_2021, DOSOVITSKIY_2021
@@ -30,6 +31,9 @@ from ..device import graph_batch_size
 from ._explain import Batch, cell_width, explain_batch, heat_item, input_item
 from ._faith_maps import MapMethod, as_numpy
 from ._map_store import MapSpec
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 RESULTS = {
     "attention_modules": "dotted names of the self-attention modules read, in depth order",
@@ -67,16 +71,19 @@ class AttentionOptions:
     residual: Annotated[float, Range(ge=0, le=1)] = 0.5
     """Weight of the identity (the residual connection) in rollout's per-layer matrix."""
 
+#: the attention sites and token layout, or why the section cannot run (:func:`_probe`, once per run)
+ATTENTION_PROBE: MemoKey[AT.TokenLayout | str] = MemoKey("attention.probe")
 
-def _probe(ctx) -> AT.TokenLayout | str:
+
+def _probe(ctx: Ctx) -> AT.TokenLayout | str:
     """Sites and token layout from one forward pass, or why the section cannot run."""
     p = AT.probe_layout(ctx.model, ctx.to_device(ctx.images.batch([0])),
                         getattr(ctx.model, "num_prefix_tokens", None), ctx.pixel_model)
     return f"Attention maps were skipped: {p}" if isinstance(p, str) else p
 
 
-def _why_not(ctx) -> str | None:
-    p = ctx.memo("attention:probe", lambda: _probe(ctx))
+def _why_not(ctx: Ctx) -> str | None:
+    p = ctx.memo(ATTENTION_PROBE, lambda: _probe(ctx))
     return p if isinstance(p, str) else None
 
 
@@ -100,13 +107,13 @@ class AttentionResult:
     similarity: np.ndarray | None  # (patches, patches) position-embedding cosine; None: no such embedding
     position: dict[str, float] | None  # mean similarity to the 4 neighbours and to all patches
 
-    def rows(self, ctx) -> list[list[Any]]:
+    def rows(self, ctx: Ctx) -> list[list[Any]]:
         b, t20 = self.batch, self.top20
         return [[ctx.images.name(i), ctx.class_name(int(b.targets[k])), round(float(b.probs[k]), 3),
                  round(float(t20["roll"][k]), 3), round(float(t20["groll"][k]), 3), round(self.corr[k], 3)]
                 for k, i in enumerate(b.idx)]
 
-    def results(self, ctx) -> dict[str, Any]:
+    def results(self, ctx: Ctx) -> dict[str, Any]:
         """The section's report.json ``results``."""
         sites, (h, w) = self.layout.sites, self.layout.grid
         out = {
@@ -123,7 +130,7 @@ class AttentionResult:
         return out
 
 
-def _mean_distances(ctx, opts: AttentionOptions, layout: AT.TokenLayout, passes: dict[str, int]):
+def _mean_distances(ctx: Ctx, opts: AttentionOptions, layout: AT.TokenLayout, passes: dict[str, int]):
     """(layers, heads) mean attention distance over a spread of images, the uniform distance, the image count."""
     h, w = layout.grid
     dist_idx = spread_indices(ctx, opts.distance_images, "attention/distance")
@@ -138,10 +145,12 @@ def _mean_distances(ctx, opts: AttentionOptions, layout: AT.TokenLayout, passes:
     return mad, uni, len(dist_idx)
 
 
-def compute_attention(ctx, opts: AttentionOptions) -> AttentionResult:
+def compute_attention(ctx: Ctx, opts: AttentionOptions) -> AttentionResult:
     """Rollout, gradient rollout and last-layer heads of the explained images; attention distances; position
     embedding similarity."""
-    probe = ctx.memo("attention:probe", lambda: _probe(ctx))
+    probe = ctx.memo(ATTENTION_PROBE, lambda: _probe(ctx))
+    if isinstance(probe, str):  # the build skips the section then (_why_not)
+        raise ValueError(probe)
     sites, prefix, grid = probe.sites, probe.prefix, probe.grid
     passes = {"forward": 0, "backward": 0}
     b = explain_batch(ctx, opts.max_images)
@@ -192,7 +201,7 @@ def _figures(r: AttentionResult) -> Block:
     return Row(figs) if len(figs) > 1 else figs[0]
 
 
-def show_attention(ctx, r: AttentionResult) -> list[Block]:
+def show_attention(ctx: Ctx, r: AttentionResult) -> list[Block]:
     """The section's blocks: maps grid, per-image table, notes, per-head grid, figures."""
     b, up, t20 = r.batch, r.up, r.top20
     sites, prefix, (h, w), patch_px = r.layout.sites, r.layout.prefix, r.layout.grid, r.layout.patch_px
@@ -237,7 +246,7 @@ def show_attention(ctx, r: AttentionResult) -> list[Block]:
     return blocks
 
 
-def rollout_method(ctx, _opts) -> MapMethod | None:
+def rollout_method(ctx: Ctx, _opts) -> MapMethod | None:
     """Attention rollout (Abnar & Zuidema 2020) when one probing pass finds global self-attention over one token
     sequence (:func:`reportgen.attribution.attention.probe_layout`); None otherwise (no rollout row)."""
     probe = AT.probe_layout(ctx.model, ctx.to_device(ctx.images.batch([0])),
@@ -262,7 +271,7 @@ def rollout_method(ctx, _opts) -> MapMethod | None:
              "full": {"max_images": 12, "head_images": 4, "distance_images": 256}},
     methods=[AttributionMethod("attention rollout", rollout_method, order=70)],
 )
-def attention(ctx, opts: AttentionOptions) -> Section:
+def attention(ctx: Ctx, opts: AttentionOptions) -> Section:
     """Where a vision transformer's class token gathers information from. Rollout multiplies the head-averaged
     attention (plus the residual path) through the layers; gradient rollout keeps only attention that raises the
     explained class's score. Red = much. Per-head maps show the last layer's class-token attention; the position

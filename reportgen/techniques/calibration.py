@@ -11,7 +11,7 @@ measured before and after on the other half. T > 1 means the model was over-conf
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from ..calibration.metrics import Calibration, TemperatureFit, brier, calibratio
 from ..papers import GUO_2017, NAEINI_2015, NIXON_2019
 from ..registry import Range, technique
 from ..report import Figure, KeyValues, Note, Section, Table
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 RESULTS = {
     "labelled_images": "images with a true label (all numbers below are over these)",
@@ -107,7 +110,7 @@ def analyse(logits: np.ndarray, labels: np.ndarray, bins: int, min_class_images:
                              held_before, held_after, held_nll, per_class)
 
 
-def _why_not(ctx) -> str | None:
+def _why_not(ctx: Ctx) -> str | None:
     if ctx.images.has_labels:
         return None
     return (f"calibration needs true labels; none of the {len(ctx.images)} images has one (put the images in "
@@ -118,7 +121,7 @@ def _why_not(ctx) -> str | None:
     "calibration", "Calibration", options=CalibrationOptions, order=5, unsupported_if=_why_not,
     references=[GUO_2017, NAEINI_2015, NIXON_2019],
 )
-def calibration_technique(ctx, opts: CalibrationOptions) -> Section:
+def calibration_technique(ctx: Ctx, opts: CalibrationOptions) -> Section:
     """Whether the model's confidence matches how often it is right: the reliability diagram, the expected
     calibration error (ECE) with equal-width and equal-mass bins, NLL and Brier score, the worst-calibrated
     classes, and how much temperature scaling (one scalar fitted on half the labelled images) fixes. Bars below the

@@ -14,7 +14,7 @@ first and sections never read each other, so the renderer reads them from the fi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from ..inspection.layers import describe_layers
 from ..papers import ZEILER_FERGUS_2014
 from ..registry import Range, technique
 from ..report import OVERVIEW, Grid, GridItem, Group, ImageData, KeyValues, Note, Section, Table, Tone
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -87,7 +90,7 @@ class CardResult:
     def known(self) -> np.ndarray:
         return self.labels >= 0
 
-    def results(self, ctx) -> dict:
+    def results(self, ctx: Ctx) -> dict:
         out: dict = {}
         if self.accuracy is not None:
             known = self.known
@@ -110,7 +113,7 @@ class CardResult:
         return out
 
 
-def compute_card(ctx, opts: CardOptions) -> CardResult:
+def compute_card(ctx: Ctx, opts: CardOptions) -> CardResult:
     """The layers (output shapes from one pass on a dummy batch), parameter counts, predictions and accuracy."""
     model = ctx.model
     example = torch.zeros(1, 3, ctx.pre.size, ctx.pre.size, device=ctx.device)
@@ -136,7 +139,7 @@ def compute_card(ctx, opts: CardOptions) -> CardResult:
                       picks)
 
 
-def _gallery(ctx, res: CardResult) -> Grid:
+def _gallery(ctx: Ctx, res: CardResult) -> Grid:
     probs, preds, labels = res.probs, res.preds, res.labels
     items = []
     for i in res.picks:
@@ -156,7 +159,7 @@ def _gallery(ctx, res: CardResult) -> Grid:
                         + (" (green: correct, red: wrong)." if res.known.any() else "."))
 
 
-def _top5_table(ctx, res: CardResult) -> Group:
+def _top5_table(ctx: Ctx, res: CardResult) -> Group:
     probs, preds, labels, top5, known = res.probs, res.preds, res.labels, res.top5, res.known
     rows: list[list[str]] = []
     highlight: dict[int, Tone] = {}
@@ -174,7 +177,7 @@ def _top5_table(ctx, res: CardResult) -> Group:
                         highlight=highlight)])
 
 
-def present_card(sec: Section, ctx, res: CardResult, opts: CardOptions) -> None:
+def present_card(sec: Section, ctx: Ctx, res: CardResult, opts: CardOptions) -> None:
     """Adds the blocks of a :class:`CardResult` to ``sec``."""
     layers, total = res.layers, res.total
     n_conv = sum(1 for li in layers if li.type in ("Conv2d", "Conv1d", "Conv3d"))
@@ -208,7 +211,7 @@ def present_card(sec: Section, ctx, res: CardResult, opts: CardOptions) -> None:
     references=[ZEILER_FERGUS_2014],
     presets={"minimal": {"gallery": 8}, "full": {"gallery": 96}},
 )
-def card(ctx, opts: CardOptions) -> Section:
+def card(ctx: Ctx, opts: CardOptions) -> Section:
     """What was analysed: the architecture layer by layer, the input the model expects, and what it predicts on this
     image set. With labelled images it also reports accuracy and which classes it confuses."""
     sec = Section(id="card", title="Model card", placement=OVERVIEW)  # its figures also open the report
@@ -229,7 +232,7 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray,
     return present, m
 
 
-def _confusion(sec: Section, ctx, labels: np.ndarray, preds: np.ndarray, opts: CardOptions) -> None:
+def _confusion(sec: Section, ctx: Ctx, labels: np.ndarray, preds: np.ndarray, opts: CardOptions) -> None:
     present, m = confusion_matrix(labels, preds)
     if len(present) <= opts.max_confusion_classes:
         names = [ctx.class_name(int(c)) for c in present]

@@ -14,7 +14,7 @@ rank the network gives its class; a class that is not reached (rank > 1 or low p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from ..optvis.plotting import history_plot
 from ..papers import MORDVINTSEV_2015, OLAH_2017, SIMONYAN_2014, YOSINSKI_2015
 from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Row, Section
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -79,7 +82,7 @@ class ClassVisualizationOptions:
     pixel: a Fourier image barely moves in its 12 steps."""
 
 
-def pick_classes(ctx, n: int) -> list[int]:
+def pick_classes(ctx: Ctx, n: int) -> list[int]:
     """``--classes`` if given (all of them), else the ``n`` most predicted classes over the image set
     (ties and too few distinct predictions: the highest mean probability)."""
     if ctx.general.classes:
@@ -117,7 +120,7 @@ class ClassVisualizationResult:
     def reached(self, label: str) -> list[bool]:
         return [s[label].reached for s in self.scores]
 
-    def results(self, ctx, opts: ClassVisualizationOptions) -> dict[str, Any]:
+    def results(self, ctx: Ctx, opts: ClassVisualizationOptions) -> dict[str, Any]:
         """The section's report.json ``results``."""
         per_class = [{"class": ctx.class_name(c), "class_index": c,
                       **{label: {"logit": round(s.logit, 4), "p": round(s.p, 4), "rank": s.rank, "reached": s.reached}
@@ -149,7 +152,7 @@ def _variants(opts: ClassVisualizationOptions, jitter: int, mean: tuple[float, .
     return variants
 
 
-def compute_class_visualization(ctx, opts: ClassVisualizationOptions) -> ClassVisualizationResult:
+def compute_class_visualization(ctx: Ctx, opts: ClassVisualizationOptions) -> ClassVisualizationResult:
     """Gradient ascent on each chosen class's logit, L2-only and regularised, and the final images' scores."""
     classes = pick_classes(ctx, opts.num_classes)
     # never larger than what the model was built for: a 28 px model shown a 160 px canvas only paints texture
@@ -196,7 +199,7 @@ def _settings(opts: ClassVisualizationOptions, r: ClassVisualizationResult) -> K
     ], title="Settings")
 
 
-def show_class_visualization(ctx, opts: ClassVisualizationOptions, r: ClassVisualizationResult) -> list[Any]:
+def show_class_visualization(ctx: Ctx, opts: ClassVisualizationOptions, r: ClassVisualizationResult) -> list[Any]:
     """The section's blocks: the image grid beside the objective curves, the settings and the warnings."""
     classes, size = list(r.classes), r.size
     items = [GridItem(
@@ -247,7 +250,7 @@ def show_class_visualization(ctx, opts: ClassVisualizationOptions, r: ClassVisua
         "full": {"num_classes": 8, "image_size": 224, "steps": 300, "jitter": 12},
     },
 )
-def class_visualization(ctx, opts: ClassVisualizationOptions) -> Section:
+def class_visualization(ctx: Ctx, opts: ClassVisualizationOptions) -> Section:
     """Synthetic images that maximise one class score, found by gradient ascent on the pixels: on the left with only
     an L2 penalty, on the right regularised, by a Fourier-space colour-decorrelated image (Olah et al.; the default)
     or by L2 decay, periodic blur and pixel clipping (Yosinski et al.), with random jitter, scaling and rotation (as

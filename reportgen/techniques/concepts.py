@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from ..results_schema import UNSUPPORTED
 from ..device import graph_batch_size
 from ._explain import heat_item
 from ._setlevel import image_classes, largest_classes, map_layer
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 RESULTS = {
     "layer": "the layer factorised (its output must be non-negative)",
@@ -117,7 +120,7 @@ class ConceptsResult:
     atlas: tuple[dict[str, Any], ...] = ()
     groups: tuple[Any, ...] = ()  # atlas groups: (class position, concept rank) members
 
-    def results(self, ctx, threshold: float) -> dict[str, Any]:
+    def results(self, ctx: Ctx, threshold: float) -> dict[str, Any]:
         """The section's report.json ``results``."""
         out: list[dict[str, Any]] = []
         for cc in ([] if self.negative is not None else self.classes):
@@ -133,7 +136,7 @@ class ConceptsResult:
                 "classes": out, "atlas": list(self.atlas), "atlas_threshold": threshold}
 
 
-def _crop_thumb(ctx, i: int, box: tuple[int, int, int], size: int) -> np.ndarray:
+def _crop_thumb(ctx: Ctx, i: int, box: tuple[int, int, int], size: int) -> np.ndarray:
     y, x, s = box
     from PIL import Image
 
@@ -141,11 +144,11 @@ def _crop_thumb(ctx, i: int, box: tuple[int, int, int], size: int) -> np.ndarray
     return np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BILINEAR))
 
 
-def _thumb(ctx) -> int:
+def _thumb(ctx: Ctx) -> int:
     return min(96, max(48, ctx.pre.size * 2))
 
 
-def _factorise_class(ctx, opts: ConceptsOptions, c: int, idx: list[int], name: str,
+def _factorise_class(ctx: Ctx, opts: ConceptsOptions, c: int, idx: list[int], name: str,
                      boxes: list[tuple[int, int, int]], step: int) -> ClassConcepts | float:
     """NMF of class ``c``'s crop activations and each concept's importance; the smallest output when negative."""
     pm = ctx.pixel_model
@@ -179,7 +182,7 @@ def _factorise_class(ctx, opts: ConceptsOptions, c: int, idx: list[int], name: s
                          order, tops, tuple(ex_maps), con.basis[order])
 
 
-def compute_concepts(ctx, opts: ConceptsOptions, classes: np.ndarray, chosen: list[int]) -> ConceptsResult:
+def compute_concepts(ctx: Ctx, opts: ConceptsOptions, classes: np.ndarray, chosen: list[int]) -> ConceptsResult:
     """Factorise each chosen class's crop activations, then group concepts shared across classes."""
     name = map_layer(ctx, opts.layer)
     ctx.layer(name)  # an unknown layer fails here, before any pass
@@ -206,7 +209,7 @@ def compute_concepts(ctx, opts: ConceptsOptions, classes: np.ndarray, chosen: li
     return ConceptsResult(name, tuple(boxes), tuple(done), atlas=tuple(atlas), groups=tuple(groups))
 
 
-def _class_blocks(ctx, r: ConceptsResult, cc: ClassConcepts) -> Group:
+def _class_blocks(ctx: Ctx, r: ConceptsResult, cc: ClassConcepts) -> Group:
     """One class's grid (a row per concept: top crops, then heatmaps) and its separation note."""
     thumb = _thumb(ctx)
     items = []
@@ -234,7 +237,7 @@ def _class_blocks(ctx, r: ConceptsResult, cc: ClassConcepts) -> Group:
                 " — weakly separated: the concepts overlap; fewer concepts may read better."))])
 
 
-def show_concepts(ctx, opts: ConceptsOptions, r: ConceptsResult, n_chosen: int) -> list[Any]:
+def show_concepts(ctx: Ctx, opts: ConceptsOptions, r: ConceptsResult, n_chosen: int) -> list[Any]:
     """The section's blocks: a group per class, the atlas (grid and table) and the method note."""
     blocks: list[Any] = [_class_blocks(ctx, r, cc) for cc in r.classes]
     if r.negative is not None:
@@ -274,7 +277,7 @@ def show_concepts(ctx, opts: ConceptsOptions, r: ConceptsResult, n_chosen: int) 
     presets={"minimal": {"max_classes": 2, "per_class": 8, "concepts": 3, "top_crops": 3, "examples": 2},
              "full": {"max_classes": 10, "per_class": 100, "concepts": 8}},
 )
-def concepts(ctx, opts: ConceptsOptions) -> Section:
+def concepts(ctx: Ctx, opts: ConceptsOptions) -> Section:
     """Each class's recurring visual parts, found by factorising the model's activations over crops of its images:
     one row per concept, ordered by its importance for the class score, with its most activating crops and where it
     lies on example images (heatmap). Crops that look alike within a row but differ between rows mean the

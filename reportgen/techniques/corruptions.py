@@ -12,7 +12,7 @@ flip rate averaged over the severities, checked against the others by a paired b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Literal, get_args
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from ..robustness.corruptions import (CORRUPTIONS, LABELS, TABLE_NAMES, TABLE_SI
                                       corrupt, level)
 from ..sampling import spread_indices
 from ._explain import cell_width
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 RESULTS = {
     "parameters": "the paper's parameter table used: imagenet_c or cifar_10_c",
@@ -90,7 +93,7 @@ class Measured:
     p_pred: np.ndarray
 
 
-def _noise_for(ctx, indices: list[int]) -> E.NoiseFn:
+def _noise_for(ctx: Ctx, indices: list[int]) -> E.NoiseFn:
     """Standard-normal noise per image from a stream named by the image's content id: the same noise whatever the
     batch size or the image's position in the sample."""
     def fn(pos: list[int], shape: tuple[int, ...]) -> torch.Tensor:
@@ -99,7 +102,7 @@ def _noise_for(ctx, indices: list[int]) -> E.NoiseFn:
     return fn
 
 
-def measure(ctx, opts: CorruptionsOptions) -> Measured:
+def measure(ctx: Ctx, opts: CorruptionsOptions) -> Measured:
     side = int(ctx.pre.size)
     table = choose_table(side, opts.parameters)
     names = [c for c in CORRUPTIONS if c in set(opts.corruptions)]
@@ -137,7 +140,7 @@ def measure(ctx, opts: CorruptionsOptions) -> Measured:
     options=CorruptionsOptions, order=51, references=[HENDRYCKS_DIETTERICH_2019],
     presets={"minimal": {"max_images": 64, "show_flips": 4, "bootstrap": 500}, "full": {"max_images": 1000}},
 )
-def corruptions(ctx, opts: CorruptionsOptions) -> Section:
+def corruptions(ctx: Ctx, opts: CorruptionsOptions) -> Section:
     """Each line of the chart is one corruption: accuracy (with labels; else the share of predictions that change)
     against the paper's severity, 0 being the clean image. The table gives every corruption's parameter at this
     input size, the flip rate (prediction differs from the clean one, no labels needed) with its 95 % interval and
@@ -160,7 +163,7 @@ def _pct(v: float) -> str:
     return f"{100 * v:.1f}%" if v < 0.1 else f"{100 * v:.0f}%"
 
 
-def present(ctx, m: Measured, sec: Section) -> Section:
+def present(ctx: Ctx, m: Measured, sec: Section) -> Section:
     """The report blocks and results of a :class:`Measured` run."""
     run, n = m.run, len(m.indices)
     known = run.labels >= 0
@@ -238,7 +241,7 @@ def _chart(m: Measured, names: list[str], severities: list[int], clean_acc: floa
     return figure_to_png(fig)
 
 
-def _verdict(ctx, m: Measured, clean_acc: float | None) -> str:
+def _verdict(ctx: Ctx, m: Measured, clean_acc: float | None) -> str:
     """The caption: the most damaging corruption with its numbers, and how sure the ranking is."""
     f, n = m.frag, len(m.indices)
     top = f.most_fragile
@@ -290,7 +293,7 @@ def _table(m: Measured) -> Table:
                          "95% interval). Probability drop: clean-predicted class, clean minus corrupted.")
 
 
-def _examples_grid(ctx, m: Measured) -> Grid:
+def _examples_grid(ctx: Ctx, m: Measured) -> Grid:
     run, items = m.run, []
     for li, p, pic in m.examples:
         i, lv = m.indices[p], run.levels[li]

@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 
 from ..failures.duplicates import exact_groups, near_pairs
-from ..failures.labelnoise import confident_learning
+from ..cache import MemoKey
+from ..failures.labelnoise import LabelIssues, confident_learning
 from ..failures.reference import check_reference_folder, reference_features
 from ..papers import NORTHCUTT_2021
 from ..registry import Range, technique
 from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, Tone, plural
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 RESULTS = {
     "exact_duplicates": "groups of images with identical decoded pixels: lists of file names",
@@ -71,14 +75,18 @@ def pixel_hasher(images):
     return lambda i: _array_hash(np.asarray(images.pil(int(i))))
 
 
-def label_issues(ctx):
+#: the run's confident-learning result (the card and the explorer read it too)
+LABEL_ISSUES: MemoKey[LabelIssues] = MemoKey("data_issues.label_issues")
+
+
+def label_issues(ctx: Ctx):
     """The run's confident-learning result (memoised: the card and the explorer read the same)."""
-    return ctx.memo("data_issues:labels", lambda: confident_learning(ctx.features().logits, ctx.images.labels))
+    return ctx.memo(LABEL_ISSUES, lambda: confident_learning(ctx.features().logits, ctx.images.labels))
 
 
 @technique("data_issues", "Data issues: duplicates, leakage, label errors", options=DataIssuesOptions, order=53,
            references=[NORTHCUTT_2021], presets={"minimal": {"max_shown": 4, "thumb": 48}})
-def data_issues(ctx, opts: DataIssuesOptions) -> Section:
+def data_issues(ctx: Ctx, opts: DataIssuesOptions) -> Section:
     """Problems in the images rather than the model: the same image twice (exactly, or resized / re-compressed), an
     image that also sits in the reference (training) folder, and images whose given label the model's own
     probabilities contradict confidently (confident learning)."""
@@ -87,6 +95,7 @@ def data_issues(ctx, opts: DataIssuesOptions) -> Section:
     check_reference_folder(ref_dir)
     feats = ctx.features()
     names = ctx.images.name
+    assert feats.pixels is not None  # the run's pass keeps the pixel vectors
     groups = exact_groups(feats.pixels, pixel_hasher(ctx.images))
     exact = [[names(i) for _, i in g] for g in groups]
     in_exact = {frozenset((a, b)) for g in groups for (_, a) in g for (_, b) in g if a != b}
@@ -109,12 +118,12 @@ def data_issues(ctx, opts: DataIssuesOptions) -> Section:
     return sec
 
 
-def _thumb(ctx, i: int, size: int, label: str, sub: str = "", tone: Tone = "") -> GridItem:
+def _thumb(ctx: Ctx, i: int, size: int, label: str, sub: str = "", tone: Tone = "") -> GridItem:
     return GridItem(ImageData(ctx.images.thumbnail(i, size), image_id=ctx.images.image_id(i), whole=True),
                     label=label, sublabel=sub, tone=tone, alt=ctx.images.name(i))
 
 
-def _duplicates_blocks(ctx, sec: Section, groups, pairs, opts: DataIssuesOptions) -> None:
+def _duplicates_blocks(ctx: Ctx, sec: Section, groups, pairs, opts: DataIssuesOptions) -> None:
     t = opts.thumb
     how = (f"Near: pixel correlation >= {opts.pixel_threshold} and feature cosine >= {opts.feature_threshold} "
            f"(candidates: {opts.neighbours} nearest neighbours per image in each space).")
@@ -141,7 +150,7 @@ def _duplicates_blocks(ctx, sec: Section, groups, pairs, opts: DataIssuesOptions
                  kind="warning" if weak else "info"))
 
 
-def _reference(ctx, sec: Section, feats, ref_dir, opts: DataIssuesOptions, res: dict) -> None:
+def _reference(ctx: Ctx, sec: Section, feats, ref_dir, opts: DataIssuesOptions, res: dict) -> None:
     rctx, rf = reference_features(ctx, ref_dir, opts.max_reference_images)
     rnames = rctx.images.name
     groups = exact_groups(feats.pixels, pixel_hasher(ctx.images), rf.pixels, pixel_hasher(rctx.images))
@@ -177,7 +186,7 @@ def _reference(ctx, sec: Section, feats, ref_dir, opts: DataIssuesOptions, res: 
                       "training set, the accuracy on these images measures memory, not generalisation."))]))
 
 
-def _labels(ctx, sec: Section, opts: DataIssuesOptions, res: dict) -> None:
+def _labels(ctx: Ctx, sec: Section, opts: DataIssuesOptions, res: dict) -> None:
     li = label_issues(ctx)
     names = ctx.images.name
     res["label_issues"] = [{"image": names(int(i)), "given": ctx.class_name(int(g)), "likely": ctx.class_name(int(k)),

@@ -14,7 +14,7 @@ fur, arches) where the network half-sees them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Sequence
+from typing import TYPE_CHECKING, Annotated, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from ..papers import MORDVINTSEV_2015
 from ..registry import Range, technique
 from ..report import Block, Figure, Group, ImageData, KeyValues, Row, Section, plural
 from ..sampling import spread_indices
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -153,7 +156,7 @@ def dream(pixel_model, layer_names: Sequence[str | tuple[str, bool]], image: tor
         "full": {"max_images": 4, "octaves": 4, "steps": 20, "image_size": 320},
     },
 )
-def deepdream(ctx, opts: DeepDreamOptions) -> Section:
+def deepdream(ctx: Ctx, opts: DeepDreamOptions) -> Section:
     """The image is changed by gradient ascent to make the chosen layer's rectified activations (the output of the
     activation function after it) stronger everywhere, so whatever that layer already detects is exaggerated.
     Shallow layers add strokes and textures; deeper layers hallucinate object parts, showing what the network is

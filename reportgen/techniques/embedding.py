@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from ._catalog import explorer_block
 from ._layout import (
     SKLEARN_MAX_POINTS, Layout, have_opentsne, layout, sklearn_tsne, trustworthiness_scores,
 )
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -145,7 +148,7 @@ def grid_assign(pos: np.ndarray, cells: int, rng: np.random.Generator) -> np.nda
     return out
 
 
-def mosaic(ctx, indices: list[int], pos: np.ndarray, size: int, rng) -> tuple[np.ndarray, int, int, np.ndarray]:
+def mosaic(ctx: Ctx, indices: list[int], pos: np.ndarray, size: int, rng) -> tuple[np.ndarray, int, int, np.ndarray]:
     """Karpathy's t-SNE grid: thumbnails at their snapped 2-D positions on a white canvas."""
     n = len(indices)
     cells = max(1, int(math.ceil(math.sqrt(n * 1.15))))
@@ -297,7 +300,7 @@ class EmbeddingResult:
                 "trustworthiness": self.trust}
 
 
-def _mosaic(ctx, opts: EmbeddingOptions, idx: np.ndarray, t2: np.ndarray) -> Mosaic:
+def _mosaic(ctx: Ctx, opts: EmbeddingOptions, idx: np.ndarray, t2: np.ndarray) -> Mosaic:
     m_rng = ctx.rng("embedding/mosaic")
     m = np.arange(len(idx))
     if len(m) > opts.mosaic_points > 0:
@@ -307,7 +310,7 @@ def _mosaic(ctx, opts: EmbeddingOptions, idx: np.ndarray, t2: np.ndarray) -> Mos
     return Mosaic(canvas, cells, cell, len(m), placed)
 
 
-def compute_embedding(ctx, opts: EmbeddingOptions) -> EmbeddingResult:
+def compute_embedding(ctx: Ctx, opts: EmbeddingOptions) -> EmbeddingResult:
     """PCA and t-SNE of the penultimate features (a seeded subsample beyond max_points), their trustworthiness,
     the colours (true label, else prediction) and the mosaic."""
     n = len(ctx.images)
@@ -368,7 +371,7 @@ def _scatter_blocks(opts: EmbeddingOptions, r: EmbeddingResult, points: list[tup
     return blocks
 
 
-def show_embedding(ctx, opts: EmbeddingOptions, r: EmbeddingResult) -> list[Any]:
+def show_embedding(ctx: Ctx, opts: EmbeddingOptions, r: EmbeddingResult) -> list[Any]:
     """The section's blocks: scatter plots, mosaic, subsampling note and the explorer."""
     deg, n, idx = r.degenerate, r.images, r.idx
     if r.lay is None:
@@ -407,7 +410,7 @@ def show_embedding(ctx, opts: EmbeddingOptions, r: EmbeddingResult) -> list[Any]
     presets={"minimal": {"max_points": 200, "mosaic_size": 240, "tsne_iter": 250},
              "full": {"mosaic_size": 2000, "mosaic_points": 5000}},
 )
-def embedding(ctx, opts: EmbeddingOptions) -> Section:
+def embedding(ctx: Ctx, opts: EmbeddingOptions) -> Section:
     """Each point (or thumbnail in the mosaic) is one image placed by its penultimate features squeezed to 2-D: PCA
     keeps the two directions of largest variance, t-SNE keeps each image's nearest neighbours close. Tight groups of
     one colour or of similar-looking thumbnails are classes the model separates; with t-SNE only neighbourhoods

@@ -20,7 +20,7 @@ are, and a map is computed here only when no section computed it for these image
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from ..attribution import faithfulness as FM
 from ..drift.maps import pack_maps
 from ..papers import ADEBAYO_2018, BHATT_2020, PETSIUK_2018, RONG_2022, SIXT_2020
 from ..pictures import figure_to_png, new_figure
-from ..registry import Range, technique
+from ..registry import METHOD_TECHNIQUES, Range, technique
 from ..report import Figure, ImageData, Note, Section, Table, plural
 from ..device import device_batch_size, inference_model
 from ._explain import explain_batch
@@ -37,6 +37,9 @@ from ._map_store import run_store
 from ._faith_maps import BASELINES, RANDOM, baseline_maps, method_functions, method_reads, technique_options
 from ._faith_scores import Scores, Setup, score_maps
 from ._sanity_checks import FLAG_RHO, MethodCheck, checked_methods, method_check, protocol, sanity_methods
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 RESULTS = {
     "images": "names of the images scored (the ones the attribution sections show)",
@@ -129,7 +132,7 @@ def curve_plot(fr: np.ndarray, curves: dict[str, dict[str, list[float]]], top: l
     return figure_to_png(fig)
 
 
-def sanity_checks(ctx, fns) -> tuple[dict[str, MethodCheck], list[str]]:
+def sanity_checks(ctx: Ctx, fns) -> tuple[dict[str, MethodCheck], list[str]]:
     """Each scored method's :class:`MethodCheck` under the sanity section's protocol and options: the methods it
     checks as it runs them (e.g. its Grad-CAM layer), the others with their own options."""
     sopts = technique_options(ctx, "sanity")
@@ -148,8 +151,9 @@ def sanity_checks(ctx, fns) -> tuple[dict[str, MethodCheck], list[str]]:
              "full": {"max_images": 8, "steps": 64, "mufidelity_runs": 128, "road_images": 4,
                       "road_fractions": [0.1, 0.3, 0.5, 0.7, 0.9]}},
     reads=method_reads("sanity"),  # which methods it scores, with whose options
+    uses=(METHOD_TECHNIQUES, "sanity"),  # the methods' maps, sanity's verdicts
 )
-def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
+def faithfulness(ctx: Ctx, opts: FaithfulnessOptions) -> Section:
     """Each attribution method's map is tested against the model itself: deleting the pixels it ranks highest should
     make the class probability fall fast (low deletion AUC), restoring them onto a blurred copy should make it rise
     fast (high insertion AUC), and removing a random subset should hurt in proportion to the map's sum over it
@@ -195,7 +199,7 @@ def faithfulness(ctx, opts: FaithfulnessOptions) -> Section:
     return sec
 
 
-def scored_maps(ctx, b, fns) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+def scored_maps(ctx: Ctx, b, fns) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """method -> B x H x W maps of the batch (the run's maps where a section computed them) with the baselines, and
     method -> how many of its maps came from another section."""
     store = run_store(ctx)
@@ -208,7 +212,7 @@ def scored_maps(ctx, b, fns) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     return maps, reused
 
 
-def setup(ctx, x: torch.Tensor, opts: FaithfulnessOptions) -> Setup:
+def setup(ctx: Ctx, x: torch.Tensor, opts: FaithfulnessOptions) -> Setup:
     """The perturbations every method is scored with, from the options (0 = automatic) and the input side."""
     size = ctx.pre.size
     patch = opts.patch if opts.patch > 0 else max(1, round(size / 56))
@@ -221,7 +225,7 @@ def setup(ctx, x: torch.Tensor, opts: FaithfulnessOptions) -> Setup:
                  model=inference_model(ctx))  # forward-only passes: a frozen copy where it is the same and faster
 
 
-def checked_text(ctx) -> str:
+def checked_text(ctx: Ctx) -> str:
     """Which methods the sanity section checks as it runs them, in words."""
     names = [m.sanity_label for m in checked_methods(ctx)]
     listed = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
@@ -243,7 +247,7 @@ class Ranking:
     failed: list[str]
 
 
-def ranking(ctx, sc: Scores, checks: dict[str, MethodCheck], bootstrap: int) -> Ranking:
+def ranking(ctx: Ctx, sc: Scores, checks: dict[str, MethodCheck], bootstrap: int) -> Ranking:
     """Rank by mean insertion - deletion AUC with seeded bootstrap intervals over the images (and paired ones
     against the random map); with under 3 images "no better than random" is judged by the mean difference."""
     per = {m: sc.per_image(m) for m in sc.deletion}
@@ -279,7 +283,7 @@ def ranking(ctx, sc: Scores, checks: dict[str, MethodCheck], bootstrap: int) -> 
                    next((m for m in real if m not in weak), None), failed)
 
 
-def present(ctx, opts: FaithfulnessOptions, s: Setup, sc: Scores, rk: Ranking, checks, sanity_images: list[str],
+def present(ctx: Ctx, opts: FaithfulnessOptions, s: Setup, sc: Scores, rk: Ranking, checks, sanity_images: list[str],
             n: int) -> Section:
     """The curves, the table and the notes."""
     per = {m: sc.per_image(m) for m in rk.order}

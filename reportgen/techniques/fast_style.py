@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 from ..synthesis.style import resize_to, style_objective
 from ..synthesis.transformnet import TransformNet, load_numpy_state, perceptual_loss, state_to_numpy, train
 from ..synthesis.gatys import options_of, per_image_seconds, style_setup
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -62,7 +65,7 @@ class FastStyleOptions:
     small, briefly trained network otherwise learns to paint the style over the content."""
 
 
-def _content_set(ctx, opts: FastStyleOptions, held_out: list[int], size: int) -> tuple[torch.Tensor, list[int]]:
+def _content_set(ctx: Ctx, opts: FastStyleOptions, held_out: list[int], size: int) -> tuple[torch.Tensor, list[int]]:
     pool = [i for i in range(len(ctx.images)) if i not in set(held_out)]
     if not pool:  # a one-image set: train on it (then nothing is held out)
         pool = list(held_out)
@@ -113,7 +116,7 @@ class FastStyleResult:
             held_out_loss_after=[n.after for n in self.nets])
 
 
-def _train_style(ctx, opts: FastStyleOptions, st_opts, s: dict[str, Any], si: int, data: torch.Tensor,
+def _train_style(ctx: Ctx, opts: FastStyleOptions, st_opts, s: dict[str, Any], si: int, data: torch.Tensor,
                  held: torch.Tensor, chosen: list[int]) -> StyleNet:
     """Train (or load from the cache) style ``si``'s network; its held-out losses and forward time."""
     layers, clayer, size = s["layers"], s["content_layer"], s["size"]
@@ -160,7 +163,7 @@ def _train_style(ctx, opts: FastStyleOptions, st_opts, s: dict[str, Any], si: in
                     out.float().cpu(), sum(p.numel() for p in net.parameters()))
 
 
-def compute_fast_style(ctx, opts: FastStyleOptions, st_opts) -> FastStyleResult:
+def compute_fast_style(ctx: Ctx, opts: FastStyleOptions, st_opts) -> FastStyleResult:
     """Train one network per style on the image set (shown images held out), then time style_transfer's
     optimisation on the same images."""
     s = style_setup(ctx, st_opts)
@@ -172,7 +175,7 @@ def compute_fast_style(ctx, opts: FastStyleOptions, st_opts) -> FastStyleResult:
     return FastStyleResult(tuple(nets), s, tuple(chosen), per_image_seconds(ctx, st_opts))
 
 
-def show_fast_style(ctx, opts: FastStyleOptions, st_opts, r: FastStyleResult) -> list[Any]:
+def show_fast_style(ctx: Ctx, opts: FastStyleOptions, st_opts, r: FastStyleResult) -> list[Any]:
     """The section's blocks: held-out images (content, fast, optimised), training curves, the verdict, settings."""
     s, opt_time, infos = r.setup, r.optimisation, r.nets
     items = []
@@ -224,8 +227,9 @@ def show_fast_style(ctx, opts: FastStyleOptions, st_opts, r: FastStyleResult) ->
         "minimal": {"iterations": 6, "train_images": 6, "width": 8, "res_blocks": 1},
         "full": {"max_styles": 3, "iterations": 2000, "batch": 4, "width": 32, "res_blocks": 5, "train_images": 1000},
     },
+    uses=("style_transfer",),  # its setup and timed grid (synthesis/gatys.py)
 )
-def fast_style(ctx, opts: FastStyleOptions) -> Section:
+def fast_style(ctx: Ctx, opts: FastStyleOptions) -> Section:
     """A small network is trained to do style transfer in one forward pass, using this model's feature and Gram
     losses as the teacher. The stylised images are a little weaker than per-image optimisation, but each takes
     milliseconds instead of seconds: the time ratio below is the point of the method."""

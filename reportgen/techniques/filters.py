@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import numpy as np
 from torch import nn
@@ -24,6 +24,9 @@ from ..pictures import tile, to_uint8
 from ..papers import KRIZHEVSKY_2012, YOSINSKI_2015
 from ..registry import Range, technique
 from ..report import Block, Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, plural
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -114,10 +117,10 @@ class FiltersResult:
                 "filter_max_abs_weight": [round(float(v), 6) for v in self.strength[:self.shown]]}
 
 
-def compute_filters(ctx, opts: FiltersOptions) -> FiltersResult:
+def compute_filters(ctx: Ctx, opts: FiltersOptions) -> FiltersResult:
     """The first convolution's weights, their strengths and dead filters, and the higher convolution's weights."""
     first = ctx.first_conv()
-    conv = ctx.layer(first)
+    conv = cast(nn.Conv2d, ctx.layer(first))  # first_conv names an nn.Conv2d
     w = conv.weight.detach().float().cpu().numpy()  # K x C x kh x kw
     k, c, kh, kw = w.shape
     if opts.scale not in ("filter", "global"):
@@ -214,7 +217,7 @@ def present_filters(res: FiltersResult, opts: FiltersOptions) -> list[Block]:
     presets={"minimal": {"max_first": 16, "max_filters": 4, "max_in_channels": 8},
              "full": {"max_first": 256, "max_filters": 32, "max_in_channels": 64}},
 )
-def filters(ctx, opts: FiltersOptions) -> Section:
+def filters(ctx: Ctx, opts: FiltersOptions) -> Section:
     """The first grid shows each first-layer kernel as a colour image (normalised per filter): they are the pixel
     patterns the network matches directly, typically edges, colour blobs and gratings. The second shows a deeper
     convolution's kernels one input channel at a time in greyscale: these weigh feature maps, not pixels, so they

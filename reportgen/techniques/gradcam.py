@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from ..attribution.visualization import attr_item
 from ._explain import cam_layer, cam_layer_choice, cell_width, explain_batch, heat_item, input_item, peak_area
 from ._faith_maps import MapMethod, as_numpy
 from ._map_store import MapSpec, put_maps
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -93,7 +96,7 @@ METHODS = (
     references=[SELVARAJU_2017, CHATTOPADHAY_2018, SPRINGENBERG_2015],
     presets={"minimal": {"max_images": 2}, "full": {"max_images": 12}}, methods=METHODS,
 )
-def gradcam(ctx, opts: GradCamOptions) -> Section:
+def gradcam(ctx: Ctx, opts: GradCamOptions) -> Section:
     """Where in the image the evidence for a class lies, at the resolution of a late layer: its channels weighted by
     the class score's average gradient (Grad-CAM) or by positive, position-weighted gradients (Grad-CAM++). Red
     means the layer's features there raise the score; Guided Grad-CAM keeps the fine guided-backprop detail only

@@ -11,7 +11,7 @@ that the Gram synthesis of the texture section reached at each layer is given be
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from ..registry import Range, reads_options, technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
 from ..synthesis.style import gram_targets, source_images
 from ..synthesis.gatys import gram_synthesis, options_of
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -78,8 +81,9 @@ def gram_heatmaps(grams: dict[str, np.ndarray], title: str, max_channels: int) -
     references=[GATYS_TEXTURE_2015, GATYS_STYLE_2016],
     presets={"minimal": {"max_styles": 1, "max_channels": 32}, "full": {"max_styles": 3}},
     reads=reads_options("texture"),
+    uses=("texture",),  # its Gram synthesis (synthesis/gatys.py)
 )
-def gram(ctx, opts: GramOptions) -> Section:
+def gram(ctx: Ctx, opts: GramOptions) -> Section:
     """Each heatmap is one layer's Gram matrix: entry (i, j) is how strongly channels i and j fire together over the
     whole image, with the position thrown away. Channels are reordered so co-active groups form bright blocks; this
     summary is all that texture synthesis and style transfer keep of an image."""

@@ -11,7 +11,7 @@ unit responds to* (edges, an eye, a wheel). Grey = 0; brighter/darker = positive
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from ..sampling import spread_indices
 from ..attribution.visualization import attr_item
 from ._faith_maps import MapMethod, as_numpy
 from ._map_store import MapSpec
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -95,7 +98,7 @@ class GuidedBackpropResult:
     def unreached(self) -> int:
         return sum(self.reports["guided"].unreached.values())
 
-    def results(self, ctx) -> dict:
+    def results(self, ctx: Ctx) -> dict:
         return {
             "layer": self.layer,
             "max_pool_calls": self.reports["deconvnet"].max_pool_calls,
@@ -109,7 +112,7 @@ class GuidedBackpropResult:
         }
 
 
-def compute_guided_backprop(ctx, opts: GuidedBackpropOptions) -> GuidedBackpropResult:
+def compute_guided_backprop(ctx: Ctx, opts: GuidedBackpropOptions) -> GuidedBackpropResult:
     """The strongest units of the layer per image, and each unit's (and the class's) gradient under every rule."""
     name = opts.layer or ctx.general.layer
     if not name:  # rank on the post-activation output (BatchNorm's scale and sign change which units fire)
@@ -121,7 +124,7 @@ def compute_guided_backprop(ctx, opts: GuidedBackpropOptions) -> GuidedBackpropR
     x = ctx.to_device(ctx.images.batch(idx))
     k = max(1, opts.units)
 
-    with torch.inference_mode(), capture_outputs({name: layer}, grid=tuple(x.shape[-2:])) as out:
+    with torch.inference_mode(), capture_outputs({name: layer}, grid=(int(x.shape[-2]), int(x.shape[-1]))) as out:
         logits = pm(x)
     if name not in out:
         raise RuntimeError(f"layer {name!r} was not called in the forward pass")
@@ -149,7 +152,7 @@ def compute_guided_backprop(ctx, opts: GuidedBackpropOptions) -> GuidedBackpropR
     return GuidedBackpropResult(name, tuple(idx), units, preds.cpu().numpy(), p, opts.include_class, grads, reports)
 
 
-def _image_group(ctx, res: GuidedBackpropResult, b: int, i: int, percentile: float) -> Group:
+def _image_group(ctx: Ctx, res: GuidedBackpropResult, b: int, i: int, percentile: float) -> Group:
     """One image: the input beside a grid of gradients, a row per unit (and the class), a column per rule."""
     pred, p = int(res.preds[b]), float(res.p[b])
     items = []
@@ -171,7 +174,7 @@ def _image_group(ctx, res: GuidedBackpropResult, b: int, i: int, percentile: flo
     return Group(ctx.images.name(i), [Row([inp, grid])])
 
 
-def present_guided_backprop(ctx, res: GuidedBackpropResult, percentile: float) -> list[Block]:
+def present_guided_backprop(ctx: Ctx, res: GuidedBackpropResult, percentile: float) -> list[Block]:
     """The report blocks of a :class:`GuidedBackpropResult`."""
     blocks: list[Block] = [_image_group(ctx, res, b, i, percentile) for b, i in enumerate(res.images)]
     notes = {rule: rep.describe() for rule, rep in res.reports.items()}
@@ -196,14 +199,14 @@ GUIDED_BACKPROP = MapMethod(MapSpec("guided backprop"),
 
 
 @technique(
-    "guided_backprop", "Guided backprop", options=GuidedBackpropOptions, order=70, needs_autograd=True,
+    "guided_backprop", "Guided backprop", options=GuidedBackpropOptions, order=48, needs_autograd=True,
     needs_layers=True,
     references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015],
     presets={"minimal": {"max_images": 1, "units": 2}, "full": {"max_images": 4, "units": 6}},
     methods=[AttributionMethod("guided backprop", lambda ctx, o: GUIDED_BACKPROP, order=50,
                                sanity=SanityCheck(always=True, order=2))],
 )
-def guided_backprop(ctx, opts: GuidedBackpropOptions) -> Section:
+def guided_backprop(ctx: Ctx, opts: GuidedBackpropOptions) -> Section:
     """For the strongest units of a layer and for the predicted class, the gradient of the unit with respect to the
     pixels, passed back through the ReLUs by plain backprop, by the deconvnet rule and by guided backprop. Grey is
     zero: guided backprop keeps only the evidence that fired and increases the unit, so it outlines the image parts

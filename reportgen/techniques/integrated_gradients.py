@@ -10,7 +10,7 @@ difference (the table shows each image's final steps and remaining gap). Shown a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
 
@@ -22,6 +22,9 @@ from ..device import gradient_batch_size
 from ._explain import cell_width, explain_batch, heat_item, input_item, make_baseline
 from ._faith_maps import MapMethod, as_numpy
 from ._map_store import MapSpec, put_maps
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 BASELINES = {"black": "a black image (all pixels 0)", "grey": "a uniform mid-grey image (0.5)",
              "blur": "the image blurred (Gaussian, sigma = side / 8)"}
@@ -62,7 +65,7 @@ def ig_spec(baseline: str, steps: int, tol: float, max_steps: int) -> MapSpec:
     return MapSpec("Integrated Gradients", (baseline, int(steps), float(tol), int(max_steps)))
 
 
-def ig_maps(ctx, baseline: str, steps: int, tol: float, max_steps: int) -> MapMethod:
+def ig_maps(ctx: Ctx, baseline: str, steps: int, tol: float, max_steps: int) -> MapMethod:
     """Integrated Gradients (sum over RGB of |IG|) with these options, on the gradient passes' chunk size."""
     chunk = gradient_batch_size(ctx)
 
@@ -88,7 +91,7 @@ METHOD = AttributionMethod(
     presets={"minimal": {"max_images": 2, "steps": 8, "max_steps": 64}, "full": {"max_images": 12}},
     methods=[METHOD],
 )
-def integrated_gradients(ctx, opts: IntegratedGradientsOptions) -> Section:
+def integrated_gradients(ctx: Ctx, opts: IntegratedGradientsOptions) -> Section:
     """Gradients averaged along the straight path from a baseline image to the input, times the pixel difference:
     the map divides the class score's difference between input and baseline among the pixels. The table checks that
     the attributions add up to that difference (completeness)."""
@@ -103,7 +106,8 @@ def integrated_gradients(ctx, opts: IntegratedGradientsOptions) -> Section:
         logits = ctx.pixel_model(b.x).float()
     spread = (logits.amax(1) - logits.amin(1)).cpu().numpy()
     sx_all = logits.gather(1, torch.as_tensor(b.targets, device=logits.device)[:, None])[:, 0].cpu().numpy()
-    items, rows = [], []
+    items: list = []
+    rows: list[list] = []
     for k, i in enumerate(b.idx):
         img = ctx.images.display(i)
         items += [input_item(ctx, b, k), heat_item(ctx, img, maps[k], "IG", "", over=False),

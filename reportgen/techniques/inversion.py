@@ -11,7 +11,7 @@ relative feature error (did the optimisation match the features?) and its pixel 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from ..registry import Range, technique
 from ..report import Block, Figure, Grid, GridItem, ImageData, KeyValues, Note, NoteKind, Section
 from ..sampling import spread_indices
 from ..synthesis.style import resize_to, resolve_parameterization
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -87,7 +90,7 @@ class InversionResult:
                 "loss_fell": {n: bool(r.improved().all()) for n, r in self.runs.items()}}
 
 
-def compute_inversion(ctx, opts: InversionOptions) -> InversionResult:
+def compute_inversion(ctx: Ctx, opts: InversionOptions) -> InversionResult:
     """Every chosen image reconstructed from each layer's features, with its feature and pixel errors."""
     if opts.layers:
         names = [n for n in opts.layers if ctx.layer(n) is not None]
@@ -124,7 +127,7 @@ def compute_inversion(ctx, opts: InversionOptions) -> InversionResult:
     return InversionResult(names, list(idx), size, par, lam, x0, runs, feat_err, pix_err)
 
 
-def present_inversion(ctx, res: InversionResult, opts: InversionOptions) -> list[Block]:
+def present_inversion(ctx: Ctx, res: InversionResult, opts: InversionOptions) -> list[Block]:
     """The report blocks of an :class:`InversionResult`."""
     names, runs, size, x0 = res.layers, res.runs, res.size, res.originals
     items = []
@@ -181,7 +184,7 @@ def present_inversion(ctx, res: InversionResult, opts: InversionOptions) -> list
         "full": {"max_images": 4, "steps": 400, "image_size": 224},
     },
 )
-def inversion(ctx, opts: InversionOptions) -> Section:
+def inversion(ctx: Ctx, opts: InversionOptions) -> Section:
     """Each image is rebuilt from noise so that one layer's activations match the original's (plus a smoothness
     prior). From early layers the reconstruction is almost the photograph; from deep layers only what the class
     needs survives: parts and textures in roughly the right place, colour and exact shape lost."""

@@ -11,7 +11,7 @@ from T. Beside each image: its nearest correctly classified images of P and of T
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from dataclasses import dataclass
 
@@ -27,6 +27,9 @@ from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, Tab
 from ..device import graph_batch_size
 from ._explain import cell_width, heat_item
 from ._setlevel import SetLevelMethod, class_maps_of, map_layer, method_text, set_level_method
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 RESULTS = {
     "mode": "confusions (labelled mistakes) or lowest_margin (no labelled mistakes: the least certain predictions)",
@@ -72,14 +75,14 @@ class MistakesOptions:
     """Neighbour thumbnail side in pixels."""
 
 
-def _maps(ctx, layer, idx: list[int], pred: np.ndarray, other: np.ndarray, method: str):
+def _maps(ctx: Ctx, layer, idx: list[int], pred: np.ndarray, other: np.ndarray, method: str):
     """Per image: map for P, map for T, contrastive Grad-CAM, contrastive gradient x input (numpy, H x W)."""
     pm, fn = ctx.pixel_model, class_maps_of(method).fn
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("p", "t", "cg", "cx")}
     step = graph_batch_size(ctx, cap=min(ctx.batch_size, 16))
     for s in range(0, len(idx), step):
         x = ctx.to_device(ctx.images.batch(idx[s:s + step]))
-        size = tuple(x.shape[-2:])
+        size = (int(x.shape[-2]), int(x.shape[-1]))
         p, t = pred[s:s + step], other[s:s + step]
         mp, mt = fn(pm, layer, x, p), fn(pm, layer, x, t)  # the method's maps (Grad-CAM at the layer's cells)
         mp, mt = (m if tuple(m.shape[-2:]) == size else upsample(m, size) for m in (mp, mt))
@@ -133,7 +136,7 @@ class MistakesResult:
     def tname(self) -> str:
         return "T" if self.mode == "confusions" else "runner-up"
 
-    def image_results(self, ctx, p: MistakePair) -> list[dict]:
+    def image_results(self, ctx: Ctx, p: MistakePair) -> list[dict]:
         rows = []
         for m in p.images:
             near = {"P": m.near_predicted[0][1] if m.near_predicted else None,
@@ -144,14 +147,14 @@ class MistakesResult:
                          f"nearest_{self.tkey}_distance": _r(near["T"])})
         return rows
 
-    def results(self, ctx) -> dict:
+    def results(self, ctx: Ctx) -> dict:
         pairs = [{self.tkey: ctx.class_name(p.other), "predicted": ctx.class_name(p.predicted), "count": p.count,
                   "images": self.image_results(ctx, p)} for p in self.pairs]
         return {"mode": self.mode, "method": self.method, "layer": self.layer, "labelled_images": self.labelled,
                 "mistakes": self.wrong, "pairs": pairs}
 
 
-def compute_mistakes(ctx, opts: MistakesOptions) -> MistakesResult:
+def compute_mistakes(ctx: Ctx, opts: MistakesOptions) -> MistakesResult:
     """The confused (or least certain) pairs, their maps and every image's nearest neighbours of P and of T."""
     set_level_method("mistakes", opts.method)
     feats = ctx.features()
@@ -186,7 +189,7 @@ def compute_mistakes(ctx, opts: MistakesOptions) -> MistakesResult:
     return MistakesResult(mode, opts.method, name, int(known.sum()), bool(known.any()), wrong, tuple(out))
 
 
-def _pair_blocks(ctx, res: MistakesResult, p: MistakePair, thumb: int) -> Group:
+def _pair_blocks(ctx: Ctx, res: MistakesResult, p: MistakePair, thumb: int) -> Group:
     """One pair: the image rows with their maps, the neighbour rows and the verdict on the neighbours."""
     tname, mname = res.tname, set_level_method("mistakes", res.method).name
     items, nrows = [], []
@@ -224,7 +227,7 @@ def _pair_blocks(ctx, res: MistakesResult, p: MistakePair, thumb: int) -> Group:
         + verdict)])
 
 
-def present_mistakes(ctx, res: MistakesResult, thumb: int) -> list[Block]:
+def present_mistakes(ctx: Ctx, res: MistakesResult, thumb: int) -> list[Block]:
     """The report blocks of a :class:`MistakesResult`."""
     blocks: list[Block] = []
     if res.mode == "lowest_margin":
@@ -256,7 +259,7 @@ def present_mistakes(ctx, res: MistakesResult, thumb: int) -> list[Block]:
     presets={"minimal": {"max_pairs": 2, "images_per_pair": 2, "neighbours": 2, "thumb": 48},
              "full": {"max_pairs": 8, "images_per_pair": 4, "neighbours": 4}},
 )
-def mistakes(ctx, opts: MistakesOptions) -> Section:
+def mistakes(ctx: Ctx, opts: MistakesOptions) -> Section:
     """Each row is one misclassified image (true class T, predicted P): the image, the evidence for P, the evidence
     for T, and two contrastive maps of the logit difference S_P - S_T (Grad-CAM and gradient x input, positive
     part: what makes the model prefer P over T). Under each pair, the image's nearest correctly classified images

@@ -11,7 +11,7 @@ neighbours mostly share colour and layout.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from ..papers import KRIZHEVSKY_2012
 from ..registry import Range, technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
 from ..sampling import spread_indices
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -124,7 +127,7 @@ class NeighborsResult:
         c = self.counts
         return None if c is None or not c.sum() else float(((c / c.sum()) ** 2).sum())
 
-    def results(self, ctx, opts: NeighborsOptions) -> dict[str, Any]:
+    def results(self, ctx: Ctx, opts: NeighborsOptions) -> dict[str, Any]:
         """The section's report.json ``results``."""
         fa, pa, deg = self.feature_agreement, self.pixel_agreement, self.degenerate
         if self.feature_nn is None or self.pixel_nn is None or self.classes is None:
@@ -145,7 +148,7 @@ class NeighborsResult:
         }
 
 
-def compute_neighbors(ctx, opts: NeighborsOptions) -> NeighborsResult:
+def compute_neighbors(ctx: Ctx, opts: NeighborsOptions) -> NeighborsResult:
     """Nearest images of each query in feature and pixel space; leave-one-out agreement with the true labels."""
     n = len(ctx.images)
     feats = ctx.features()
@@ -171,7 +174,7 @@ def compute_neighbors(ctx, opts: NeighborsOptions) -> NeighborsResult:
     return NeighborsResult(feats, int(known.size), deg, classes, tuple(queries), k, fnn, pnn, counts, fa, pa)
 
 
-def _query_group(ctx, opts: NeighborsOptions, r: NeighborsResult, row: int, q: int) -> Group:
+def _query_group(ctx: Ctx, opts: NeighborsOptions, r: NeighborsResult, row: int, q: int) -> Group:
     """One query: its feature-space neighbours above its pixel-space neighbours."""
     assert r.classes is not None and r.feature_nn is not None and r.pixel_nn is not None
     classes, labels, feats, thumb = r.classes, ctx.images.labels, r.feats, int(opts.thumb)
@@ -200,7 +203,7 @@ def _query_group(ctx, opts: NeighborsOptions, r: NeighborsResult, row: int, q: i
     ])
 
 
-def show_neighbors(ctx, opts: NeighborsOptions, r: NeighborsResult) -> list[Any]:
+def show_neighbors(ctx: Ctx, opts: NeighborsOptions, r: NeighborsResult) -> list[Any]:
     """The section's blocks: a group per query, the agreement table (or why it is missing) and the method note."""
     deg, feats = r.degenerate, r.feats
     if r.classes is None:
@@ -240,7 +243,7 @@ def show_neighbors(ctx, opts: NeighborsOptions, r: NeighborsResult) -> list[Any]
     presets={"minimal": {"num_queries": 2, "k": 3, "thumb": 48, "agreement_queries": 50},
              "full": {"num_queries": 12, "k": 8}},
 )
-def neighbors(ctx, opts: NeighborsOptions) -> Section:
+def neighbors(ctx: Ctx, opts: NeighborsOptions) -> Section:
     """Each query image (left) is followed by its nearest images in the model's penultimate feature space (top row)
     and in raw pixel space (bottom row), with distances. Feature neighbours of the same class that look different in
     pixels show the features capture what the object is, not just colour and layout."""

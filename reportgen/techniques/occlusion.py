@@ -15,7 +15,7 @@ the images, classes, window and fill, and draws the change ``p(unoccluded) - hea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ import torch
 from .. import attribution as A
 from ..attribution import window_positions
 from ..attribution.incremental import IncrementalOccluder
+from ..cache import MemoKey
 from ..pictures import figure_to_png, new_figure
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
 from ..registry import AttributionMethod, Range, technique
@@ -33,6 +34,9 @@ from ._faith_maps import MapMethod
 from ._map_store import MapSpec, put_maps
 from ._explain import (attention_reason, cell_width, cost_scaled_window, image_item, incremental_batch_size,
                        predict_batch, resolve_window, show_indices)
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -56,6 +60,9 @@ MIN_SPAN = 0.05  # overlay colour scale spans at least this much probability
 # the change map: signed, scaled by its largest |change| (at least MIN_SPAN), red = the probability drops
 CHANGE_SCALE: dict[str, Any] = {"sign": "all", "outlier_perc": 0.0, "floor": MIN_SPAN, "cmap": "RdBu_r", "alpha": 0.5}
 
+#: the run's incremental occluder of ``ctx.pixel_model`` and why none could be built (the section and its maps)
+OCCLUDER: MemoKey[tuple[IncrementalOccluder | None, str]] = MemoKey("occlusion.occluder")
+
 
 @dataclass
 class OcclusionResult:
@@ -72,7 +79,7 @@ class OcclusionResult:
 
 
 
-def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size: int = 64,
+def occlusion_maps(ctx: Ctx, indices: list[int], window: int, stride: int, batch_size: int = 64,
                    fill: np.ndarray | float = 0.5, classes: list[int] | None = None,
                    incremental: bool = True, incremental_batch: int | None = None) -> list[OcclusionResult]:
     """Occlusion probability maps of ``indices`` (:func:`reportgen.attribution.occlusion_grid`, exact incremental
@@ -86,7 +93,7 @@ def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size
     elif no_reuse:
         occ, why = None, no_reuse
     else:
-        occ, why = ctx.memo("occlusion:occluder", lambda: IncrementalOccluder.build(ctx.pixel_model))
+        occ, why = ctx.memo(OCCLUDER, lambda: IncrementalOccluder.build(ctx.pixel_model))
     batch = (incremental_batch or batch_size) if occ is not None else batch_size
     model = ctx.pixel_model if occ is not None else inference_model(ctx)
     grids = A.occlusion_grid(model, x, bt.targets, window, stride, fill, batch, occ is not None,
@@ -98,7 +105,7 @@ def occlusion_maps(ctx, indices: list[int], window: int, stride: int, batch_size
                             bool(bt.from_label[k]), int(bt.preds[k]), method) for k, i in enumerate(bt.idx)]
 
 
-def naive_occlusion(ctx, index: int, target: int, window: int, stride: int, fill) -> np.ndarray:
+def naive_occlusion(ctx: Ctx, index: int, target: int, window: int, stride: int, fill) -> np.ndarray:
     """Reference implementation: one occluded copy, one forward pass at a time (benchmarks, tests)."""
     img = ctx.images.tensor(index).float()
     c, h, w = img.shape
@@ -139,11 +146,12 @@ def occlusion_spec(window: int, stride: int, fill: np.ndarray) -> MapSpec:
     return MapSpec("occlusion", (int(window), int(stride), tuple(round(float(v), 6) for v in fill)))
 
 
-def occlusion_method(ctx, o: OcclusionOptions) -> MapMethod:
+def occlusion_method(ctx: Ctx, o: OcclusionOptions) -> MapMethod:
     """Occlusion maps (``p(x) - heat``) with the section's options and cost scaling, by exact incremental inference
     where the model allows it. ``classes`` serves several classes per image from the same occluded passes."""
     cs = cost_scaled_window(ctx, *resolve_window(ctx.pre.size, o.window, o.stride), scale=o.scale_with_cost)
     fill = ctx.features().mean_rgb if o.fill == "mean" else np.full(3, 0.5, dtype=np.float32)
+    assert fill is not None  # the run's feature pass records the mean colour
     batch = device_batch_size(ctx)
     reuse = attention_reason(ctx) is None
 
@@ -151,7 +159,7 @@ def occlusion_method(ctx, o: OcclusionOptions) -> MapMethod:
         if not reuse:
             return None
         if pm is ctx.pixel_model:
-            return ctx.memo("occlusion:occluder", lambda: IncrementalOccluder.build(ctx.pixel_model))[0]
+            return ctx.memo(OCCLUDER, lambda: IncrementalOccluder.build(ctx.pixel_model))[0]
         return IncrementalOccluder.build(pm)[0]
 
     def classes(pm, x, targets, _idx):
@@ -180,7 +188,7 @@ def occlusion_method(ctx, o: OcclusionOptions) -> MapMethod:
              "full": {"max_images": 8}},
     methods=[AttributionMethod("occlusion", occlusion_method, order=60)],
 )
-def occlusion(ctx, opts: OcclusionOptions) -> Section:
+def occlusion(ctx: Ctx, opts: OcclusionOptions) -> Section:
     """A square (by default of the image set's mean colour; the caption says which) is slid over each image and the
     probability of the class is recorded at every position; the map gives each pixel the average change of that
     probability while it was covered. Red regions are where hiding the image lowers the class probability (the
@@ -191,6 +199,7 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
     if opts.fill not in ("mean", "grey", "gray"):
         raise ValueError(f"occlusion.fill must be 'mean' or 'grey', got {opts.fill!r}")
     fill = ctx.features().mean_rgb if opts.fill == "mean" else np.full(3, 0.5, dtype=np.float32)
+    assert fill is not None  # the run's feature pass records the mean colour
     idx = show_indices(ctx, opts.max_images)
     batch = opts.batch_size if opts.batch_size > 0 else device_batch_size(ctx)
     inc_batch = batch if opts.batch_size > 0 else incremental_batch_size(ctx)
@@ -261,7 +270,7 @@ def change_overlay(img: np.ndarray, base: float, heat: np.ndarray) -> np.ndarray
     return attr_image(base - heat, img, "overlay", **CHANGE_SCALE)
 
 
-def _heatmap_figure(ctx, results: list[OcclusionResult]) -> ImageData:
+def _heatmap_figure(ctx: Ctx, results: list[OcclusionResult]) -> ImageData:
     n = len(results)
     cols = min(4, n)
     rows = (n + cols - 1) // cols

@@ -14,11 +14,12 @@ import dataclasses
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import numpy as np
 from torch import nn
 
+from ..cache import MemoKey
 from ..inspection import layers as layers_mod
 from ..features.compute import TOPK
 from ..papers import GIRSHICK_2014, SPRINGENBERG_2015, ZEILER_FERGUS_2014
@@ -26,6 +27,9 @@ from ..inspection.receptive import TOKEN_PATCH, ReceptiveField, crop_field, fiel
 from ..registry import Range, technique
 from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section
 from ._units import unit_set
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -63,12 +67,15 @@ def cell_in_context(image: np.ndarray, rf: ReceptiveField, y: int, x: int) -> np
     return out
 
 
-def field_of(ctx, layer: str) -> ReceptiveField:
+def field_of(ctx: Ctx, layer: str) -> ReceptiveField:
     """Receptive field of ``layer`` at the run's input size (gradient support), memoised per run."""
     return field_for(ctx, layer)
 
+#: the automatic layer for a receptive-field fraction (:func:`auto_layer`, once per run)
+AUTO_LAYER: MemoKey[str] = MemoKey("patches.auto_layer")
 
-def auto_layer(ctx, fraction: float) -> str:
+
+def auto_layer(ctx: Ctx, fraction: float) -> str:
     """The deepest convolution whose receptive field is at most ``fraction`` of the input side.
 
     Binary search over the convolutions in definition order (fields grow with depth).
@@ -88,7 +95,7 @@ def auto_layer(ctx, fraction: float) -> str:
     return best
 
 
-def patch_layer(ctx, opts: "PatchesOptions") -> tuple[str, str]:
+def patch_layer(ctx: Ctx, opts: "PatchesOptions") -> tuple[str, str]:
     """(layer, how it was chosen)."""
     if opts.layer:
         ctx.layer(opts.layer)
@@ -100,7 +107,7 @@ def patch_layer(ctx, opts: "PatchesOptions") -> tuple[str, str]:
     if block is not None and block != last:  # convolutions are only a stem / patch embedding (ViT, Swin)
         return block, ("automatic: the last block with spatial structure (the network's convolutions are only its "
                        "stem or patch embedding; set --layer or patches.layer to choose)")
-    conv = ctx.memo(f"patches:auto:{opts.auto_rf_fraction}", lambda: auto_layer(ctx, opts.auto_rf_fraction))
+    conv = ctx.memo(AUTO_LAYER.at(opts.auto_rf_fraction), lambda: auto_layer(ctx, opts.auto_rf_fraction))
     # rank on the post-activation output (after batch-norm and the ReLU), as `activations` shows
     name = layers_mod.activation_after(ctx.model, conv) or conv
     after = f", ranked on the activation {name} that follows it" if name != conv else ""
@@ -108,13 +115,14 @@ def patch_layer(ctx, opts: "PatchesOptions") -> tuple[str, str]:
     pre = layers_mod.leaf_before(ctx.model, name) if name != conv and isinstance(act, nn.Hardtanh) else None
     if pre:  # ReLU6 / Hardtanh clip: the strongest responses would all tie at the ceiling, in arbitrary order
         after = (f", ranked on {pre}, the input of the {type(act).__name__} {name} that follows it: that clips at "
-                 f"{float(act.max_val):g} and would tie the strongest responses (below the clip the order is the same)")
+                 f"{float(cast(nn.Hardtanh, act).max_val):g} and would tie the strongest responses (below the clip the "
+                 "order is the same)")
         name = pre
     return name, (f"automatic: the deepest convolution ({conv}) whose receptive field is at most "
                   f"{opts.auto_rf_fraction:g} of the input side{after} (set --layer or patches.layer to choose)")
 
 
-def _plan(ctx) -> list[str]:
+def _plan(ctx: Ctx) -> list[str]:
     return [patch_layer(ctx, ctx.config.options("patches"))[0]]
 
 
@@ -171,7 +179,7 @@ class PatchesResult:
     tied: dict[int, int]  # channel -> patches tied at its peak (only channels with more than one)
     preds: np.ndarray  # every image's predicted class
 
-    def results(self, ctx) -> dict:
+    def results(self, ctx: Ctx) -> dict:
         st, k = self.stats, self.k
         return {
             "layer": self.layer, "layer_type": self.layer_type,
@@ -183,7 +191,7 @@ class PatchesResult:
         }
 
 
-def compute_patches(ctx, opts: PatchesOptions) -> PatchesResult:
+def compute_patches(ctx: Ctx, opts: PatchesOptions) -> PatchesResult:
     """The layer, its receptive field, the channels shown and their top images over the whole set."""
     layer, how = patch_layer(ctx, opts)
     feats = ctx.features(layers=[layer])
@@ -212,7 +220,7 @@ def compute_patches(ctx, opts: PatchesOptions) -> PatchesResult:
                          {ch: t for ch, t in tied.items() if t > 1}, feats.preds)
 
 
-def _channel_group(ctx, res: PatchesResult, ch: int, cell: int) -> Group:
+def _channel_group(ctx: Ctx, res: PatchesResult, ch: int, cell: int) -> Group:
     """One channel: its top patches over the set, each the field of the unit where it peaks in that image."""
     st, rf, k = res.stats, res.rf, res.k
     items = []
@@ -233,7 +241,7 @@ def _channel_group(ctx, res: PatchesResult, ch: int, cell: int) -> Group:
                  description=(f"peak {float(st.peak[ch]):.3g}, mean {float(st.mean[ch]):.3g} over the set"))
 
 
-def _notes(ctx, res: PatchesResult, requested_k: int) -> list[Note]:
+def _notes(ctx: Ctx, res: PatchesResult, requested_k: int) -> list[Note]:
     """What was searched, the receptive field, and the warnings (attention, field past the input, ties)."""
     layer, how, rf, k, tied, size = res.layer, res.how, res.rf, res.k, res.tied, ctx.pre.size
     c, hh, ww = res.shape
@@ -273,7 +281,7 @@ def _notes(ctx, res: PatchesResult, requested_k: int) -> list[Note]:
     return notes
 
 
-def present_patches(ctx, res: PatchesResult, opts: PatchesOptions) -> list[Block]:
+def present_patches(ctx: Ctx, res: PatchesResult, opts: PatchesOptions) -> list[Block]:
     """The report blocks of a :class:`PatchesResult`."""
     blocks: list[Block] = [_channel_group(ctx, res, ch, opts.cell_width) for ch in res.channels]
     blocks += _notes(ctx, res, opts.k)
@@ -287,7 +295,7 @@ def present_patches(ctx, res: PatchesResult, opts: PatchesOptions) -> list[Block
     references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015, GIRSHICK_2014],
     presets={"minimal": {"num_channels": 2, "k": 4}, "full": {"num_channels": 16, "k": 16}},
 )
-def patches(ctx, opts: PatchesOptions) -> Section:
+def patches(ctx: Ctx, opts: PatchesOptions) -> Section:
     """Each row is one channel of the layer: the image regions, from the whole image set, where that channel
     responds most strongly, each cropped to exactly the pixels the unit can see. Patches that share a pattern (a
     texture, a part, an object) reveal what the unit detects."""

@@ -12,7 +12,7 @@ interact, so each image's gradient is its own). The maps are memoised per run
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from ..attribution.visualization import attr_item
 from ._explain import cached_saliency, cell_width, image_item, show_indices, smooth
 from ._faith_maps import MapMethod, as_numpy
 from ._map_store import SALIENCY_SPEC
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -64,7 +67,7 @@ METHODS = (
     references=[SIMONYAN_2014],
     presets={"minimal": {"max_images": 2}, "full": {"max_images": 16}}, methods=METHODS,
 )
-def saliency(ctx, opts: SaliencyOptions) -> Section:
+def saliency(ctx: Ctx, opts: SaliencyOptions) -> Section:
     """Beside each image is the absolute gradient of its class score with respect to every pixel (max over colour
     channels): bright pixels are those whose change would move the score most. A model that looks at the object
     lights up the object's outline and parts; light on the background or the frame means it relies on context."""

@@ -13,19 +13,22 @@ never modified.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 
 from .. import attribution as A
 from ..pictures import figure_to_png, new_figure
 from ..papers import ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004
-from ..registry import Range, technique
+from ..registry import METHOD_TECHNIQUES, Range, technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Section, Table
 from ._explain import cam_layer, cell_width, input_item, saliency_to_uint8
 from ._faith_maps import method_reads
 from ._sanity_checks import (FLAG_RHO, MethodCheck, Protocol, cascade_twin, independent_twin, maps_on, method_check,
                              protocol, sanity_methods)
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -65,7 +68,7 @@ def compare(orig: np.ndarray, new: np.ndarray) -> tuple[list[float], list[float]
     return ([A.rank_correlation(a, b) for a, b in zip(orig, new)], [A.ssim(a, b) for a, b in zip(orig, new)])
 
 
-def run_randomisations(ctx, p: Protocol, fns):
+def run_randomisations(ctx: Ctx, p: Protocol, fns):
     """Maps of the trained model, of each cascade stage and of each independently randomised layer (through the
     run's map store: the faithfulness section reads the same maps)."""
     orig = {m: maps_on(ctx, p, f) for m, f in fns.items()}
@@ -128,7 +131,7 @@ def verdicts(cas: dict[str, list[float]], checks: dict[str, MethodCheck], n_laye
     return notes, status
 
 
-def random_logit(ctx, p: Protocol, fns, orig, checks: dict[str, MethodCheck]) -> tuple[Table, Note, dict]:
+def random_logit(ctx: Ctx, p: Protocol, fns, orig, checks: dict[str, MethodCheck]) -> tuple[Table, Note, dict]:
     """Random-logit test (Sixt, Granz & Landgraf 2020): each method's map for a random other class (seeded) should
     differ from its map for the explained class; a high rank correlation means the map ignores the class."""
     res, rows = {}, []
@@ -154,7 +157,7 @@ def random_logit(ctx, p: Protocol, fns, orig, checks: dict[str, MethodCheck]) ->
     return table, note, {"classes": [ctx.class_name(int(k)) for k in p.other], "methods": res}
 
 
-def stage_grid(ctx, b, orig, maps, method, labels, caption, shown: int) -> Grid:
+def stage_grid(ctx: Ctx, b, orig, maps, method, labels, caption, shown: int) -> Grid:
     """The first ``shown`` images' maps at every stage, with each map's rho and SSIM to the trained one."""
     items = []
     for k in range(shown):
@@ -176,8 +179,9 @@ def stage_grid(ctx, b, orig, maps, method, labels, caption, shown: int) -> Grid:
     presets={"minimal": {"max_images": 1, "stages": 3, "ig_steps": 8},
              "full": {"max_images": 6, "stages": 12, "ig_steps": 32}},
     reads=method_reads(checked=True),  # which methods it checks: those declared always, those of techniques that run
+    uses=(METHOD_TECHNIQUES,),  # the checked methods' maps where its options match theirs (_map_store)
 )
-def sanity(ctx, opts: SanityOptions) -> Section:
+def sanity(ctx: Ctx, opts: SanityOptions) -> Section:
     """The model's weights are re-initialised layer by layer, from the top down (cascading) or one layer at a time
     (independent), and each saliency method is run again. A method that explains the model must change when the
     model is destroyed: a high rank correlation to the trained model's map means the map shows the image, not what

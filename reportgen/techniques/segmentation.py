@@ -13,7 +13,7 @@ mask means its saliency sits on the object.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from ..papers import ROTHER_2004, SIMONYAN_2014
 from ..registry import Range, technique
 from ..report import Grid, GridItem, ImageData, Note, Section
 from ._explain import cached_saliency, image_item, show_indices, smooth
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 RESULTS = {
@@ -137,8 +140,9 @@ class SegmentationOptions:
     "segmentation", "Segmentation from saliency", options=SegmentationOptions, order=46, needs_autograd=True,
     references=[SIMONYAN_2014, ROTHER_2004],
     presets={"minimal": {"max_images": 1}, "full": {"max_images": 12}},
+    uses=("saliency",),  # its saliency maps (_explain.cached_saliency)
 )
-def segmentation(ctx, opts: SegmentationOptions) -> Section:
+def segmentation(ctx: Ctx, opts: SegmentationOptions) -> Section:
     """The most salient pixels seed the foreground (red) and the least salient the background (blue); colour models
     fit on these seeds label the other pixels by a graph cut (GrabCut), and the largest connected foreground region
     is the mask (Simonyan et al. 2014, section 3.1). The model never saw a mask: a mask that covers the object shows

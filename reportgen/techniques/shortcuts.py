@@ -9,7 +9,7 @@ the border band) is listed as a CANDIDATE shortcut: a person must look at its im
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from dataclasses import dataclass
 
@@ -30,6 +30,9 @@ from ._setlevel import (
     method_text,
     set_level_method,
 )
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 RESULTS = {
     "method": "attribution behind the maps (gradcam or gradient_x_input)",
@@ -142,7 +145,7 @@ class ShortcutsResult:
                 "classes_from": "labels" if self.all_labelled else "predictions", "classes": out}
 
 
-def _clusters(ctx, x: np.ndarray, labels: np.ndarray, k: int, idx: list[int], probs: np.ndarray, c,
+def _clusters(ctx: Ctx, x: np.ndarray, labels: np.ndarray, k: int, idx: list[int], probs: np.ndarray, c,
               side: int, exemplars: int) -> list[ShortcutCluster]:
     """The non-empty clusters of one class's maps ``x`` (N x side*side) with SpRAy ``labels``."""
     out = []
@@ -162,7 +165,7 @@ def _clusters(ctx, x: np.ndarray, labels: np.ndarray, k: int, idx: list[int], pr
     return out
 
 
-def compute_shortcuts(ctx, opts: ShortcutsOptions) -> ShortcutsResult:
+def compute_shortcuts(ctx: Ctx, opts: ShortcutsOptions) -> ShortcutsResult:
     """Per chosen class: its images' maps, downsampled, clustered by SpRAy, and each cluster's mass statistics."""
     set_level_method("shortcuts", opts.method)
     classes, all_labelled = image_classes(ctx)
@@ -183,7 +186,7 @@ def compute_shortcuts(ctx, opts: ShortcutsOptions) -> ShortcutsResult:
     return ShortcutsResult(opts.method, name, side, all_labelled, max(4, opts.min_images), tuple(out))
 
 
-def _class_group(ctx, res: ShortcutsResult, sc: ShortcutClass, exemplars: int) -> Group:
+def _class_group(ctx: Ctx, res: ShortcutsResult, sc: ShortcutClass, exemplars: int) -> Group:
     """One class: a row per cluster, its mean map then its closest images with their own maps."""
     thumb = min(160, max(64, ctx.pre.size * 2))
     items = []
@@ -206,7 +209,7 @@ def _class_group(ctx, res: ShortcutsResult, sc: ShortcutClass, exemplars: int) -
             "scaled to sum 1 before clustering."))])
 
 
-def present_shortcuts(ctx, res: ShortcutsResult, exemplars: int) -> list[Block]:
+def present_shortcuts(ctx: Ctx, res: ShortcutsResult, exemplars: int) -> list[Block]:
     """The report blocks of a :class:`ShortcutsResult`."""
     blocks: list[Block] = [_class_group(ctx, res, sc, exemplars) for sc in res.classes]
     if not res.classes:
@@ -248,7 +251,7 @@ def present_shortcuts(ctx, res: ShortcutsResult, exemplars: int) -> list[Block]:
     presets={"minimal": {"max_classes": 2, "min_images": 4, "exemplars": 2, "max_per_class": 60},
              "full": {"max_classes": 12, "max_per_class": 1000}},
 )
-def shortcuts(ctx, opts: ShortcutsOptions) -> Section:
+def shortcuts(ctx: Ctx, opts: ShortcutsOptions) -> Section:
     """For each class, its images' attribution maps are grouped by where they put the evidence; each row is one
     group: its mean map (left) and the images closest to it with their own maps. Groups whose evidence sits in a
     corner or the border while the rest of the class looks elsewhere are flagged as candidate shortcuts — a

@@ -11,7 +11,7 @@ say what lives there, the thumbnails what it looks like. See :mod:`reportgen.fai
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from ..features.degenerate import check_features
 from ..papers import DEON_2022, PLUMB_2023
 from ..registry import Range, technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table, Tone, plural
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 RESULTS = {
     "slices": "the significant slices, most errors first (without labels: lowest confidence first)",
@@ -60,7 +63,7 @@ class SlicesOptions:
     """Thumbnail side in pixels."""
 
 
-def search(ctx, opts: SlicesOptions):
+def search(ctx: Ctx, opts: SlicesOptions):
     """The run's slice search (memoised: the card and the explorer read the same one)."""
     feats = ctx.features()
     labels = ctx.images.labels
@@ -82,7 +85,7 @@ def search(ctx, opts: SlicesOptions):
 
 @technique("slices", "Failure slices", options=SlicesOptions, order=52, references=[PLUMB_2023, DEON_2022],
            presets={"minimal": {"max_slices": 3, "thumbs": 6, "thumb": 48}, "full": {"max_slices": 10}})
-def slices(ctx, opts: SlicesOptions) -> Section:
+def slices(ctx: Ctx, opts: SlicesOptions) -> Section:
     """Groups of images that lie together in the model's feature space and that it gets wrong more often than the
     rest (or, without labels, is less sure of). Only groups whose error rate is significantly above the rest's are
     shown, each with its accuracy, the classes it holds and what the model predicts there."""
@@ -103,7 +106,7 @@ def slices(ctx, opts: SlicesOptions) -> Section:
     return present(ctx, sec, res, opts)
 
 
-def _slice_row(ctx, s: Slice, labelled: bool) -> dict:
+def _slice_row(ctx: Ctx, s: Slice, labelled: bool) -> dict:
     labels, preds = ctx.images.labels, ctx.features().preds
     m = s.members
     return {
@@ -116,7 +119,7 @@ def _slice_row(ctx, s: Slice, labelled: bool) -> dict:
     }
 
 
-def present(ctx, sec: Section, res, opts: SlicesOptions) -> Section:
+def present(ctx: Ctx, sec: Section, res, opts: SlicesOptions) -> Section:
     """The slices as report blocks: a summary table, then per slice its numbers and a thumbnail strip."""
     logits, preds, labels = ctx.features().logits, ctx.features().preds, ctx.images.labels
     shown = res.slices[:opts.max_slices]

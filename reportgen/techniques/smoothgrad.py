@@ -9,7 +9,7 @@ what is stable nearby: the map should look less speckled and more on the object.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from ..report import Grid, Note, Section
 from ._explain import cell_width, explain_batch, heat_item, input_item
 from ._faith_maps import MapMethod, as_numpy
 from ._map_store import MapSpec
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -45,7 +48,7 @@ class SmoothGradOptions:
     """Noise standard deviation as a share of the image's value range (the paper: 10-20%)."""
 
 
-def smoothgrad_maps(ctx, samples: int, noise: float) -> MapMethod:
+def smoothgrad_maps(ctx: Ctx, samples: int, noise: float) -> MapMethod:
     """SmoothGrad (max over RGB of |mean gradient|), each image's noise from its own seeded stream, so an image's map
     does not depend on which images share its batch."""
     chunk = gradient_batch_size(ctx)
@@ -71,7 +74,7 @@ def total_variation(m: np.ndarray) -> float:
     presets={"minimal": {"max_images": 2, "samples": 8}, "full": {"max_images": 12, "samples": 50}},
     methods=[AttributionMethod("SmoothGrad", lambda ctx, o: smoothgrad_maps(ctx, o.samples, o.noise), order=20)],
 )
-def smoothgrad(ctx, opts: SmoothGradOptions) -> Section:
+def smoothgrad(ctx: Ctx, opts: SmoothGradOptions) -> Section:
     """The saliency map averaged over many copies of the image with Gaussian noise added. Noise that the plain
     gradient picks up from the score's local wiggles averages out, so SmoothGrad's map should be less speckled and
     sit more on the object than the plain gradient beside it."""

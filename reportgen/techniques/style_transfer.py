@@ -11,7 +11,7 @@ L-BFGS (the paper's optimiser) and Adam are both available; the section says whi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
 from ..inspection.activations import activations
 from ..synthesis.gatys import per_image_seconds, style_setup, transfer
 from ..synthesis.style import resolve_parameterization
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -79,7 +82,7 @@ def _img(x: torch.Tensor, width: int = 160) -> ImageData:
         "full": {"max_contents": 3, "image_size": 512, "steps": 300},
     },
 )
-def style_transfer(ctx, opts: StyleTransferOptions) -> Section:
+def style_transfer(ctx: Ctx, opts: StyleTransferOptions) -> Section:
     """Each photograph is changed, starting from itself, so that one layer's features stay those of the photograph
     while the Gram matrices of several layers become those of a painting. The strip shows the trade-off: a low style
     weight keeps the photograph, a high one lets the painting's colours and strokes take over."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, plural
 from ..synthesis.gatys import gram_synthesis
 from ..synthesis.style import resize_to, resolve_parameterization
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
@@ -75,7 +78,7 @@ class TextureOptions:
         "full": {"nn_source_size": 96, "nn_size": 160, "image_size": 256, "steps": 200},
     },
 )
-def texture(ctx, opts: TextureOptions) -> Section:
+def texture(ctx: Ctx, opts: TextureOptions) -> Section:
     """New textures made from a source texture two ways: by copying source pixels whose neighbourhoods match (no
     network), and by optimising noise until its Gram matrices (channel co-activations) at some layers of this model
     match the source's. More Gram layers give larger structures."""

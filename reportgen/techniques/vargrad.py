@@ -13,7 +13,7 @@ module: declared on the technique, so faithfulness scores it and sanity checks i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from ..report import Block, Grid, Note, Section
 from ._explain import Batch, cell_width, explain_batch, heat_item, input_item
 from ._faith_maps import MapMethod, as_numpy
 from ._map_store import MapSpec
+
+if TYPE_CHECKING:
+    from ..context import Ctx
 
 RESULTS = {
     "samples": "noisy copies per image the variance is taken over",
@@ -68,7 +71,7 @@ def gradient_variance(model: torch.nn.Module, x: torch.Tensor, target: A.Target,
     return torch.stack(out)
 
 
-def vargrad_method(ctx, samples: int, noise: float) -> MapMethod:
+def vargrad_method(ctx: Ctx, samples: int, noise: float) -> MapMethod:
     """VarGrad maps (max over RGB of the gradient's variance), each image's noise from its own seeded stream, so an
     image's map does not depend on which images share its batch."""
     chunk = gradient_batch_size(ctx)
@@ -114,7 +117,7 @@ class VarGradResult:
                            for k, (n, c) in enumerate(zip(self.names, self.classes))]}
 
 
-def compute_vargrad(ctx, opts: VarGradOptions) -> VarGradResult:
+def compute_vargrad(ctx: Ctx, opts: VarGradOptions) -> VarGradResult:
     """The maps of the images saliency shows, through the run's map store (faithfulness and sanity reuse them)."""
     b = explain_batch(ctx, opts.max_images)
     maps = vargrad_method(ctx, opts.samples, opts.noise).maps(ctx, b.idx, b.x, b.targets)
@@ -123,7 +126,7 @@ def compute_vargrad(ctx, opts: VarGradOptions) -> VarGradResult:
                          tuple(ctx.class_name(int(t)) for t in b.targets), maps, grad, opts.samples, opts.noise)
 
 
-def present_vargrad(ctx, res: VarGradResult) -> list[Block]:
+def present_vargrad(ctx: Ctx, res: VarGradResult) -> list[Block]:
     """Each image, its plain |gradient|, VarGrad, and VarGrad over the image; a note on what the numbers say."""
     items = []
     for k, i in enumerate(res.batch.idx):
@@ -157,7 +160,7 @@ def present_vargrad(ctx, res: VarGradResult) -> list[Block]:
     methods=[AttributionMethod("VarGrad", lambda ctx, o: vargrad_method(ctx, o.samples, o.noise), order=25,
                                sanity=SanityCheck())],
 )
-def vargrad(ctx, opts: VarGradOptions) -> Section:
+def vargrad(ctx: Ctx, opts: VarGradOptions) -> Section:
     """How much the gradient changes over noisy copies of the image: bright pixels are where the class score's slope
     is unstable nearby (the model's non-linear evidence), dark where it is flat or linear. Faithfulness and sanity
     score this map like the other attribution methods whenever this section runs."""
