@@ -20,7 +20,7 @@ from ..inspection.layers import resolve_layer
 from ..registry import get
 from ..attribution.incremental import IncrementalOccluder
 from ..device import device_batch_size, gradient_batch_size, inference_model
-from ._explain import (CostScaled, attention_reason, cam_layer, cost_scaled_window, incremental_batch_size,
+from ._explain import (CostScaled, attention_reason, cam_layer_choice, cost_scaled_window, incremental_batch_size,
                        make_baseline, resolve_window)
 from ._map_store import ORIGINAL, SALIENCY_SPEC, MapSpec, maps_for
 
@@ -191,7 +191,9 @@ def method_functions(ctx) -> tuple[dict[str, MapMethod], bool]:
         elif tid == "integrated_gradients":
             fns["Integrated Gradients"] = integrated_gradients(ctx, o.baseline, o.steps, o.tolerance, o.max_steps)
         elif tid == "gradcam":
-            fns.update(cams(cam_layer(ctx, o.layer), o.guided))
+            cam = cam_layer_choice(ctx, o.layer).name
+            if cam is not None:  # else no layer reaches the class score: no Grad-CAM rows
+                fns.update(cams(cam, o.guided))
         elif tid == "guided_backprop":
             fns["guided backprop"] = GUIDED_BACKPROP
         elif tid == "occlusion":

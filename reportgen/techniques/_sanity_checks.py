@@ -22,7 +22,7 @@ import torch
 
 from ..attribution import randomization as R
 from ..attribution.metrics import rank_correlation
-from ._explain import Batch, cam_layer, explain_batch
+from ._explain import Batch, cam_layer_choice, explain_batch
 from ._faith_maps import GUIDED_BACKPROP, SALIENCY, MapMethod, cams, integrated_gradients
 from ._map_store import ORIGINAL, maps_for
 
@@ -69,10 +69,13 @@ def protocol(ctx, opts) -> Protocol:
 
 def sanity_methods(ctx, opts) -> dict[str, MapMethod]:
     """The sanity section's four methods (its names): the gradient, guided backprop, Grad-CAM at ``opts.layer``
-    and Integrated Gradients with a black baseline and ``opts.ig_steps`` fixed steps."""
-    return {"gradient": SALIENCY, "guided backprop": GUIDED_BACKPROP,
-            "Grad-CAM": cams(cam_layer(ctx, opts.layer), guided=False)["Grad-CAM"],
-            "Integrated Gradients": integrated_gradients(ctx, "black", opts.ig_steps, 0.01, opts.ig_steps)}
+    (left out where no layer reaches the class score) and Integrated Gradients with a black baseline and
+    ``opts.ig_steps`` fixed steps."""
+    cam = cam_layer_choice(ctx, opts.layer).name  # None: no layer reaches the class score, no Grad-CAM
+    fns = {"gradient": SALIENCY, "guided backprop": GUIDED_BACKPROP,
+           **({"Grad-CAM": cams(cam, guided=False)["Grad-CAM"]} if cam is not None else {}),
+           "Integrated Gradients": integrated_gradients(ctx, "black", opts.ig_steps, 0.01, opts.ig_steps)}
+    return fns
 
 
 class Twin:

@@ -12,17 +12,24 @@ import torch
 from .. import attribution as A
 from ..attribution import contrast as C
 from ..device import graph_batch_size
+from ._explain import cam_layer, cam_unsupported
 
 MapMethod = Literal["gradcam", "gradient_x_input"]
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradient_x_input": "gradient x input (positive part)"}
 
 
 def map_layer(ctx, name: str | None) -> str:
-    """``name`` validated, or the last module with a spatial output (Grad-CAM's usual layer)."""
+    """``name`` validated, or Grad-CAM's layer (:func:`reportgen.techniques._explain.cam_layer`: the last block
+    with a spatial output whose cells the class score's gradient reaches)."""
     if name:
         ctx.layer(name)
         return name
-    return A.last_spatial_block(ctx.model, ctx.to_device(ctx.images.batch([0])))
+    return cam_layer(ctx, None)
+
+
+def map_unsupported(section: str) -> Callable[..., str | None]:
+    """The ``unsupported_if`` of a set-level section: why no map layer fits (:func:`map_layer`), or None."""
+    return lambda ctx: cam_unsupported(ctx, ctx.config.options(section).layer)
 
 
 def check_method(section: str, method: str) -> None:

@@ -5,8 +5,8 @@ weighted by how much the class score ``S_k`` (logit) grows with them on average,
 evidence. Grad-CAM++ weights each position by ``alpha = g^2 / (2g^2 + sum A g^3)`` and keeps only
 positive gradients, so several instances of a class all light up. Guided Grad-CAM multiplies guided
 backprop by the upsampled Grad-CAM: fine detail, but only inside the class-discriminative region.
-The maps live at the layer's resolution (the default layer is the last spatial block) and are
-upsampled bilinearly to the image.
+The maps live at the layer's resolution (the default layer is the last spatial block whose output
+reaches the class score) and are upsampled bilinearly to the image.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..papers import CHATTOPADHAY_2018, SELVARAJU_2017, SPRINGENBERG_2015
 from ..registry import Range, technique
 from ..report import Grid, Note, Section, Table
 from ..attribution.visualization import attr_item
-from ._explain import cam_layer_choice, cell_width, explain_batch, heat_item, input_item, peak_area
+from ._explain import cam_layer_choice, cam_unsupported, cell_width, explain_batch, heat_item, input_item, peak_area
 from ._faith_maps import cams
 from ._map_store import put_maps
 
@@ -45,14 +45,19 @@ class GradCamOptions:
     max_images: Annotated[int, Range(ge=1)] = 6
     """How many images (the same ones saliency shows)."""
     layer: str | None = None
-    """Dotted layer name (None: the last module with a spatial output, e.g. ``features`` or ``layer4``)."""
+    """Dotted layer name (None: the last spatial block the class score's gradient reaches, e.g. ``features`` or
+    ``layer4``)."""
     guided: bool = True
     """Also show Guided Grad-CAM (guided backprop x Grad-CAM)."""
 
 
+def _why_not(ctx) -> str | None:
+    return cam_unsupported(ctx, ctx.config.options("gradcam").layer)
+
+
 @technique(
     "gradcam", "Grad-CAM, Grad-CAM++ and Guided Grad-CAM", options=GradCamOptions, order=46, needs_autograd=True,
-    needs_layers=True,
+    needs_layers=True, unsupported_if=_why_not,
     references=[SELVARAJU_2017, CHATTOPADHAY_2018, SPRINGENBERG_2015],
     presets={"minimal": {"max_images": 2}, "full": {"max_images": 12}},
 )
@@ -63,6 +68,7 @@ def gradcam(ctx, opts: GradCamOptions) -> Section:
     inside that region."""
     choice = cam_layer_choice(ctx, opts.layer)
     name = choice.name
+    assert name is not None  # else _why_not made the section unsupported
     layer = ctx.layer(name)
     b = explain_batch(ctx, opts.max_images)
     pm, x, t = ctx.pixel_model, b.x, b.targets

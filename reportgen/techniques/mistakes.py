@@ -25,7 +25,7 @@ from ..registry import Range, technique
 from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, Table, plural
 from ..device import graph_batch_size
 from ._explain import cell_width, heat_item
-from ._setlevel import METHOD_NAMES, MapMethod, check_method, map_layer
+from ._setlevel import METHOD_NAMES, MapMethod, check_method, map_layer, map_unsupported
 
 RESULTS = {
     "mode": "confusions (labelled mistakes) or lowest_margin (no labelled mistakes: the least certain predictions)",
@@ -66,7 +66,7 @@ class MistakesOptions:
     """Which attribution draws the maps for P and for T: "gradcam" (the default: the faithfulness section's ranking
     is not read, sections being independent) or "gradient_x_input". The contrastive map is always drawn both ways."""
     layer: str | None = None
-    """Grad-CAM layer (None: the last module with a spatial output)."""
+    """Grad-CAM layer (None: the last spatial block the class score's gradient reaches)."""
     thumb: Annotated[int, Range(ge=8)] = 64
     """Neighbour thumbnail side in pixels."""
 
@@ -254,7 +254,8 @@ def present_mistakes(ctx, res: MistakesResult, thumb: int) -> list[Block]:
 
 @technique(
     "mistakes", "Mistakes: confused pairs and why P rather than T", options=MistakesOptions, order=47,
-    needs_autograd=True, needs_layers=True, references=[SELVARAJU_2017, PRABHUSHANKAR_2020],
+    needs_autograd=True, needs_layers=True, unsupported_if=map_unsupported("mistakes"),
+    references=[SELVARAJU_2017, PRABHUSHANKAR_2020],
     presets={"minimal": {"max_pairs": 2, "images_per_pair": 2, "neighbours": 2, "thumb": 48},
              "full": {"max_pairs": 8, "images_per_pair": 4, "neighbours": 4}},
 )

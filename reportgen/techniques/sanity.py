@@ -20,7 +20,7 @@ from ..pictures import figure_to_png, new_figure
 from ..papers import ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004
 from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Section, Table
-from ._explain import cell_width, input_item, saliency_to_uint8
+from ._explain import cam_unsupported, cell_width, input_item, saliency_to_uint8
 from ._sanity_checks import (FLAG_RHO, SANITY_METHODS, MethodCheck, Protocol, cascade_twin, independent_twin, maps_on,
                              method_check, protocol, sanity_methods)
 
@@ -56,7 +56,7 @@ class SanityOptions:
     """Gauss-Legendre steps for Integrated Gradients (fixed here, no completeness doubling: the maps are only
     compared with each other; black baseline)."""
     layer: str | None = None
-    """Grad-CAM layer (None: the last spatial block)."""
+    """Grad-CAM layer (None: the last spatial block the class score's gradient reaches)."""
 
 
 def compare(orig: np.ndarray, new: np.ndarray) -> tuple[list[float], list[float]]:
@@ -83,17 +83,17 @@ def curve_plot(labels: list[str], cas: dict[str, list[float]], ind: dict[str, li
     axes = fig.subplots(1, 2, sharey=True)
     for ax, data, title in ((axes[0], cas, "cascading (top layers randomised down to ...)"),
                             (axes[1], ind, "independent (only this layer randomised)")):
-        for m in METHODS:
+        for m in data:
             ax.plot(range(len(labels)), data[m], marker="o", label=m)
         ax.axhline(FLAG_RHO, color="grey", ls=":", lw=1)
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-    values = [v for d in (cas, ind) for m in METHODS for v in d[m] if np.isfinite(v)]
+    values = [v for d in (cas, ind) for m in d for v in d[m] if np.isfinite(v)]
     axes[0].set_ylim(min([-0.2, *values]) - 0.05, max([1.0, *values]) + 0.05)  # every point inside the axes
     axes[0].set_ylabel("mean Spearman rho to the trained model's map")
     fig.set_layout_engine("constrained")
-    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncol=len(METHODS),
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncol=len(cas),
                frameon=False)  # under the plots, over no line
     png = figure_to_png(fig)
     return png
@@ -104,7 +104,7 @@ def verdicts(cas: dict[str, list[float]], checks: dict[str, MethodCheck], n_laye
     """One sentence per method from its cascade curve; the verdict is its :class:`MethodCheck`'s (the one the
     faithfulness table shows)."""
     notes, status = [], {}
-    for m in METHODS:
+    for m in cas:
         c = checks[m]
         final, mid = float(np.mean(c.final)), float(np.mean(c.mid))
         status[m] = c.weights
@@ -181,14 +181,15 @@ def sanity(ctx, opts: SanityOptions) -> Section:
     p = protocol(ctx, opts)
     b, stages, names = p.batch, p.stages, p.top_down[::-1]
     fns = sanity_methods(ctx, opts)
-    cam_name = fns["Grad-CAM"].spec.options[0]
+    cam_name = fns["Grad-CAM"].spec.options[0] if "Grad-CAM" in fns else None
+    methods = list(fns)
     orig, cascade, independent = run_randomisations(ctx, p, fns)
     checks = {m: method_check(ctx, p, m, f) for m, f in fns.items()}  # the verdicts faithfulness shows too
     top_down = p.top_down
     cas_lab = [top_down[k - 1] for k in stages]
-    cas = {m: [float(np.mean(compare(orig[m], c[m])[0])) for c in cascade] for m in METHODS}
-    cas_ssim = {m: [float(np.mean(compare(orig[m], c[m])[1])) for c in cascade] for m in METHODS}
-    ind = {m: [float(np.mean(compare(orig[m], c[m])[0])) for c in independent] for m in METHODS}
+    cas = {m: [float(np.mean(compare(orig[m], c[m])[0])) for c in cascade] for m in methods}
+    cas_ssim = {m: [float(np.mean(compare(orig[m], c[m])[1])) for c in cascade] for m in methods}
+    ind = {m: [float(np.mean(compare(orig[m], c[m])[0])) for c in independent] for m in methods}
 
     sec = Section(id="sanity", title="Sanity checks for saliency maps")
     sec.add(Figure(curve_plot(cas_lab, cas, ind), caption=(
@@ -200,13 +201,13 @@ def sanity(ctx, opts: SanityOptions) -> Section:
     sec.add(*notes)
     rl_table, rl_note, rl = random_logit(ctx, p, fns, orig, checks)
     sec.add(rl_note, rl_table)
-    rows = [[m] + [f"{r:.2f} / {s:.2f}" for r, s in zip(cas[m], cas_ssim[m])] for m in METHODS]
+    rows = [[m] + [f"{r:.2f} / {s:.2f}" for r, s in zip(cas[m], cas_ssim[m])] for m in methods]
     sec.add(Table(["method"] + [f"to {n}" for n in cas_lab], rows,
                   caption="Cascading randomisation: mean rho / mean SSIM to the trained model's map."))
     shown = min(opts.shown_images, len(b.idx))
     drawn = (f"; drawn for the first {shown} of the {len(b.idx)} images the numbers above use"
              if shown < len(b.idx) else "")
-    for m in METHODS:
+    for m in methods:
         sec.add(Group(m, [
             stage_grid(ctx, b, orig, cascade, m, [f"to {n}" for n in cas_lab],
                        f"Cascading: the input, the trained model's map, then the map with the layers from the top "
@@ -215,17 +216,19 @@ def sanity(ctx, opts: SanityOptions) -> Section:
             stage_grid(ctx, b, orig, independent, m, [f"only {n}" for n in cas_lab],
                        "Independent: one layer randomised at a time" + drawn + ".", shown),
         ], description=f"Verdict: {status[m]}."))
-    sec.add(Note(f"Grad-CAM at {cam_name}; Integrated Gradients with a black baseline and {opts.ig_steps} fixed "
+    no_cam = cam_unsupported(ctx, opts.layer) if cam_name is None else None
+    sec.add(Note((f"Grad-CAM at {cam_name}; " if cam_name else f"No Grad-CAM: {no_cam} ")
+                 + f"Integrated Gradients with a black baseline and {opts.ig_steps} fixed "
                  "steps; all maps compared as absolute values. Re-initialisation: U(+-1/sqrt(fan-in)) for weights "
                  "and biases, gamma = 1 and beta = 0 (fresh statistics) for normalisation layers, seeded per layer; "
                  "every randomised model is a copy, the model being reported is unchanged."))
     sec.params.update(layer=cam_name, images=[ctx.images.name(i) for i in b.idx])
     sec.results = {
         "layers": names, "stages": cas_lab, "flag_rho": FLAG_RHO, "verdict": status,
-        "cascade_rank_corr": {m: [round(v, 4) for v in cas[m]] for m in METHODS},
-        "cascade_ssim": {m: [round(v, 4) for v in cas_ssim[m]] for m in METHODS},
-        "independent_rank_corr": {m: [round(v, 4) for v in ind[m]] for m in METHODS},
+        "cascade_rank_corr": {m: [round(v, 4) for v in cas[m]] for m in methods},
+        "cascade_ssim": {m: [round(v, 4) for v in cas_ssim[m]] for m in methods},
+        "independent_rank_corr": {m: [round(v, 4) for v in ind[m]] for m in methods},
         "random_logit": rl,
-        "checks": {m: checks[m].to_dict() for m in METHODS},
+        "checks": {m: checks[m].to_dict() for m in methods},
     }
     return sec

@@ -28,7 +28,7 @@ from ._setlevel import (
     class_maps,
     image_classes,
     largest_classes,
-    map_layer,
+    map_layer, map_unsupported,
 )
 
 RESULTS = {
@@ -72,7 +72,7 @@ class ShortcutsOptions:
     method: MapMethod = "gradcam"
     """Attribution behind the maps: "gradcam" (default) or "gradient_x_input"."""
     layer: str | None = None
-    """Grad-CAM layer (None: the last module with a spatial output)."""
+    """Grad-CAM layer (None: the last spatial block the class score's gradient reaches)."""
 
 
 def _thumb_map(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -243,7 +243,8 @@ def present_shortcuts(ctx, res: ShortcutsResult, exemplars: int) -> list[Block]:
 
 @technique(
     "shortcuts", "Shortcut scan (SpRAy clusters of attribution maps)", options=ShortcutsOptions, order=48,
-    needs_autograd=True, needs_layers=True, references=[LAPUSCHKIN_2019, SELVARAJU_2017, VON_LUXBURG_2007],
+    needs_autograd=True, needs_layers=True, unsupported_if=map_unsupported("shortcuts"),
+    references=[LAPUSCHKIN_2019, SELVARAJU_2017, VON_LUXBURG_2007],
     presets={"minimal": {"max_classes": 2, "min_images": 4, "exemplars": 2, "max_per_class": 60},
              "full": {"max_classes": 12, "max_per_class": 1000}},
 )
