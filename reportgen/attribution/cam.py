@@ -161,10 +161,15 @@ def choose_cam_layer(model: nn.Module, probe: ModelProbe, x: torch.Tensor,
     if block is None:
         return CamChoice(None, "The model has no layer with a spatial (B x C x h x w, B x h x w x C or token grid) "
                                "output for Grad-CAM to weight; pass the layer's name if one exists.")
+    if auto is None and any(reach.get(n) is not None for n in cands):  # in the graph, but zero gradient everywhere
+        used = next(n for n in cands if reach.get(n) is not None)
+        return CamChoice(used, f"The class score's gradient is zero at every spatial layer on the probe image (a "
+                               f"zero-initialised classifier does this), so Grad-CAM's maps are zero; they use {used}, "
+                               "the last spatial block the score depends on.")
     if auto is None:
         return CamChoice(None, f"No layer with a spatial output reaches the class score (the last one, {block}, and "
-                               "every spatial layer before it get no gradient at their grid cells), so Grad-CAM has "
-                               "nothing to weight.")
+                               "every spatial layer before it are not used by the logits), so Grad-CAM has nothing "
+                               "to weight.")
     if auto == block:
         return CamChoice(block)
     if reach.get(block) == 0.0:
