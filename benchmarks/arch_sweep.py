@@ -3,6 +3,7 @@
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/arch_sweep.py [--images 4] [--only vit_b_16,swin_t]
         [--out arch_sweep.json]
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/arch_sweep.py --source timm [--sections card,attention,...]
+        [--timeout 900] [--cpu-timeout 150]
 
 ``--source timm``: every timm model module (family) whose smallest variant (fewest parameters, counted on the meta
 device: nothing is allocated or downloaded) builds offline with random weights, at its pretrained config's input
@@ -160,10 +161,17 @@ def main(argv=None) -> int:
     ap.add_argument("--source", choices=["torchvision", "timm"], default="torchvision")
     ap.add_argument("--sections", default="", help="comma-separated section ids (default: all)")
     ap.add_argument("--timeout", type=int, default=0, help="seconds per family before it is reported as timed out")
+    ap.add_argument("--cpu-timeout", type=int, default=0,
+                    help="CPU seconds per family (RLIMIT_CPU of its process) before it is reported as timed out: "
+                         "unlike --timeout, other jobs on the machine do not count")
     ap.add_argument("--list", action="store_true", help="print the families and exit")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
+        if a.cpu_timeout:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_CPU, (a.cpu_timeout, a.cpu_timeout + 5))  # SIGXCPU, then SIGKILL
         secs = [x for x in a.sections.split(",") if x]
         print("ROW " + json.dumps(_one(a.child, a.images, a.folder, secs)), flush=True)
         return 0
@@ -173,7 +181,8 @@ def main(argv=None) -> int:
         return 0
     rows = []
     for name in names:
-        cmd = [sys.executable, __file__, "--child", name, "--images", str(a.images), "--sections", a.sections]
+        cmd = [sys.executable, __file__, "--child", name, "--images", str(a.images), "--sections", a.sections,
+               "--cpu-timeout", str(a.cpu_timeout)]
         if a.folder:
             cmd += ["--folder", a.folder]
         try:
@@ -184,6 +193,10 @@ def main(argv=None) -> int:
             print(f"{name:30s} TIMED OUT after {a.timeout} s", flush=True)
             continue
         row = next((json.loads(ln[4:]) for ln in p.stdout.splitlines() if ln.startswith("ROW ")), None)
+        if row is None and a.cpu_timeout and p.returncode in (-24, -9):  # SIGXCPU / SIGKILL past the CPU limit
+            rows.append({"name": name, "timed_out_cpu": a.cpu_timeout})
+            print(f"{name:30s} TIMED OUT after {a.cpu_timeout} CPU s", flush=True)
+            continue
         if row is None:
             row = {"name": name, "crashed": p.returncode, "stderr": p.stderr[-400:]}
         rows.append(row)

@@ -15,8 +15,8 @@ sequence/tensor of class indices. Every function is batched, restores the model'
 * :mod:`.metrics` — :func:`rank_correlation`, :func:`ssim` to compare maps.
 """
 
-from .cam import (activation_and_gradient, gradcam, gradcam_plus_plus, guided_gradcam, last_spatial_block, normalise,
-                  upsample)
+from .cam import (CamChoice, NoCamLayer, activation_and_gradient, choose_cam_layer, gradcam, gradcam_plus_plus,
+                  guided_gradcam, last_spatial_block, normalise, upsample)
 from .gradients import (
     IGResult, Target, class_scores, gradient, integrated_gradients, saliency, smoothgrad, to_map,
 )
@@ -29,6 +29,7 @@ __all__ = [
     "guided", "guided_backprop", "rule_gradients", "class_target", "unit_target",
     "occlusion", "occlusion_grid", "coverage_average", "window_positions",
     "gradcam", "gradcam_plus_plus", "guided_gradcam", "upsample", "normalise", "last_spatial_block",
+    "CamChoice", "NoCamLayer", "choose_cam_layer",
     "activation_and_gradient",
     "rank_correlation", "ssim",
 ]

@@ -97,55 +97,41 @@ def peak_area(m: np.ndarray) -> float:
 
 
 def cam_layer(ctx: Ctx, name: str | None) -> str:
-    """``name`` validated, or the automatic choice of :func:`cam_layer_choice`."""
-    return cam_layer_choice(ctx, name).name
+    """``name`` validated, or the automatic choice of :func:`cam_layer_choice`; :class:`NoCamLayer` (with the
+    reason) where no layer fits."""
+    choice = cam_layer_choice(ctx, name)
+    if choice.name is None:
+        raise A.NoCamLayer(choice.why)
+    return choice.name
 
 
-@dataclass(frozen=True)
-class CamLayer:
-    """The layer Grad-CAM reads, and why it is not the model's default block (None: it is, or the user chose)."""
+CamLayer = A.CamChoice  # the layer Grad-CAM reads, and why it is not the model's default block
 
-    name: str
-    why: str | None = None
-
-
-#: the layer Grad-CAM reads for a chosen block (:func:`cam_layer_choice`, once per run)
+#: the layer Grad-CAM reads for a given layer option (:func:`cam_layer_choice`, once per run)
 CAM_LAYER: MemoKey[CamLayer] = MemoKey("explain.cam_layer")
 
 
 def cam_layer_choice(ctx: Ctx, name: str | None) -> CamLayer:
-    """``name`` validated, else the last spatial block; but where that block is a token sequence whose patch
-    tokens get no gradient from the class score (a ViT's classifier reads only the last block's class token),
-    the block before it, whose patch tokens the last block's attention passes to the class token (the layer
-    pytorch-grad-cam's ViT recipe uses, ``blocks[-1].norm1``). Checked once per run on one image."""
+    """``name`` validated, else the last spatial block whose grid cells the class score's gradient reaches
+    (:func:`reportgen.attribution.cam.choose_cam_layer`: a ViT's last block passes only its class token on, so
+    the block before it; PiT's last stage returns a patch map nothing reads). Checked once per run on one image
+    in one forward/backward pass; ``name`` None with the reason where no layer fits (the section is then
+    unsupported)."""
     if name:
         ctx.layer(name)
-        return CamLayer(name)
     ctx.require_hooks()
-    block = ctx.probe().default_block()
-    if block is None:
-        raise ValueError("the model has no layer with a spatial output; pass gradcam.layer")
 
     def check() -> CamLayer:
-        lay = ctx.probe().layout(block)
-        if lay is None or lay.kind != "tokens" or not lay.extra:
-            return CamLayer(block)
         x = ctx.to_device(ctx.images.batch([0]))
-        with torch.no_grad():  # not inference_mode: the class index is saved for the backward pass
-            t = ctx.pixel_model(x).argmax(1)
-        _, g = A.activation_and_gradient(ctx.pixel_model, ctx.layer(block), x, t)
-        if float(g.abs().max()) > 0:
-            return CamLayer(block)
-        parent, _, child = block.rpartition(".")
-        names = [n for n, _ in (ctx.model.get_submodule(parent) if parent else ctx.model).named_children()]
-        if child not in names or names.index(child) == 0:
-            return CamLayer(block)
-        prev = f"{parent}.{names[names.index(child) - 1]}" if parent else names[names.index(child) - 1]
-        return CamLayer(prev, f"The last block, {block}, passes only its class token to the classifier, so its "
-                              f"patch tokens get no gradient and Grad-CAM there is zero everywhere; the maps use the "
-                              f"block before it, {prev}, whose patch tokens the last block's attention reads.")
+        return A.choose_cam_layer(ctx.pixel_model, ctx.probe(), x, {name: ctx.layer(name)} if name else None)
 
-    return ctx.memo(CAM_LAYER.at(block), check)
+    return ctx.memo(CAM_LAYER.at(name or ""), check)
+
+
+def cam_unsupported(ctx: Ctx, name: str | None) -> str | None:
+    """Why Grad-CAM cannot apply with layer ``name`` (None: the automatic choice), or None when it can."""
+    choice = cam_layer_choice(ctx, name)
+    return choice.why if choice.name is None else None
 
 
 # ----- saliency maps (Simonyan et al. 2014), shared by the saliency and segmentation sections ----------

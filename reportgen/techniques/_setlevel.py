@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 import torch
 
-from .. import attribution as A
 from ..device import graph_batch_size
 from ..registry import AttributionMethod, ClassMaps, Choices, set_level_methods
+from ._explain import cam_layer, cam_unsupported
 
 if TYPE_CHECKING:
     from ..context import Ctx
@@ -48,11 +48,17 @@ def method_text(key: str, layer: str) -> str:
 
 
 def map_layer(ctx: Ctx, name: str | None) -> str:
-    """``name`` validated, or the last module with a spatial output (Grad-CAM's usual layer)."""
+    """``name`` validated, or Grad-CAM's layer (:func:`reportgen.techniques._explain.cam_layer`: the last block
+    with a spatial output whose cells the class score's gradient reaches)."""
     if name:
         ctx.layer(name)
         return name
-    return A.last_spatial_block(ctx.model, ctx.to_device(ctx.images.batch([0])))
+    return cam_layer(ctx, None)
+
+
+def map_unsupported(section: str) -> Callable[..., str | None]:
+    """The ``unsupported_if`` of a set-level section: why no map layer fits (:func:`map_layer`), or None."""
+    return lambda ctx: cam_unsupported(ctx, ctx.config.options(section).layer)
 
 
 def image_classes(ctx: Ctx) -> tuple[np.ndarray, bool]:

@@ -35,7 +35,7 @@ from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table, plu
 from ..results_schema import UNSUPPORTED
 from ..device import graph_batch_size
 from ._explain import heat_item
-from ._setlevel import image_classes, largest_classes, map_layer
+from ._setlevel import image_classes, largest_classes, map_layer, map_unsupported
 
 if TYPE_CHECKING:
     from ..context import Ctx
@@ -76,7 +76,8 @@ class ConceptsOptions:
     grid: Annotated[int, Range(ge=1)] = 3
     """Crops per image: grid x grid positions."""
     layer: str | None = None
-    """Layer to factorise (None: the last module with a spatial output). It must be non-negative (after a ReLU)."""
+    """Layer to factorise (None: the last spatial block the class score's gradient reaches). It must be
+    non-negative (after a ReLU)."""
     top_crops: Annotated[int, Range(ge=1)] = 6
     """Most activating crops shown per concept."""
     examples: Annotated[int, Range(ge=0)] = 3
@@ -273,7 +274,8 @@ def show_concepts(ctx: Ctx, opts: ConceptsOptions, r: ConceptsResult, n_chosen: 
 
 @technique(
     "concepts", "Concepts per class (CRAFT: NMF of crop activations)", options=ConceptsOptions, order=36,
-    needs_autograd=True, needs_layers=True, references=[FEL_2023, COLLINS_2018],
+    needs_autograd=True, needs_layers=True, unsupported_if=map_unsupported("concepts"),
+    references=[FEL_2023, COLLINS_2018],
     presets={"minimal": {"max_classes": 2, "per_class": 8, "concepts": 3, "top_crops": 3, "examples": 2},
              "full": {"max_classes": 10, "per_class": 100, "concepts": 8}},
 )

@@ -23,7 +23,7 @@ from ..inspection.layers import resolve_layer
 from ..registry import AttributionMethod, ClassMaps, Range, SanityCheck, technique
 from ..report import Grid, Note, Section, Table
 from ..attribution.visualization import attr_item
-from ._explain import cam_layer, cam_layer_choice, cell_width, explain_batch, heat_item, input_item, peak_area
+from ._explain import cam_layer_choice, cam_unsupported, cell_width, explain_batch, heat_item, input_item, peak_area
 from ._faith_maps import MapMethod, as_numpy
 from ._map_store import MapSpec, put_maps
 
@@ -50,7 +50,8 @@ class GradCamOptions:
     max_images: Annotated[int, Range(ge=1)] = 6
     """How many images (the same ones saliency shows)."""
     layer: str | None = None
-    """Dotted layer name (None: the last module with a spatial output, e.g. ``features`` or ``layer4``)."""
+    """Dotted layer name (None: the last spatial block the class score's gradient reaches, e.g. ``features`` or
+    ``layer4``)."""
     guided: bool = True
     """Also show Guided Grad-CAM (guided backprop x Grad-CAM)."""
 
@@ -75,8 +76,18 @@ def cams(name: str, guided: bool = True) -> dict[str, MapMethod]:
 
 
 def _cam(method: str, layer: Callable[[Any, Any], str | None]) -> Callable[[Any, Any], MapMethod | None]:
-    """``(ctx, options) -> method`` at the layer ``layer(ctx, options)`` names (None: the automatic one)."""
-    return lambda ctx, o: cams(cam_layer(ctx, layer(ctx, o)), getattr(o, "guided", False)).get(method)
+    """``(ctx, options) -> method`` at the layer ``layer(ctx, options)`` names (None: the automatic one); None
+    where no layer reaches the class score (no Grad-CAM rows or checks)."""
+
+    def make(ctx: Ctx, o) -> MapMethod | None:
+        name = cam_layer_choice(ctx, layer(ctx, o)).name
+        return None if name is None else cams(name, getattr(o, "guided", False)).get(method)
+
+    return make
+
+
+def _why_not(ctx: Ctx) -> str | None:
+    return cam_unsupported(ctx, ctx.config.options("gradcam").layer)
 
 
 METHODS = (
@@ -92,7 +103,7 @@ METHODS = (
 
 @technique(
     "gradcam", "Grad-CAM, Grad-CAM++ and Guided Grad-CAM", options=GradCamOptions, order=46, needs_autograd=True,
-    needs_layers=True,
+    needs_layers=True, unsupported_if=_why_not,
     references=[SELVARAJU_2017, CHATTOPADHAY_2018, SPRINGENBERG_2015],
     presets={"minimal": {"max_images": 2}, "full": {"max_images": 12}}, methods=METHODS,
 )
@@ -103,6 +114,7 @@ def gradcam(ctx: Ctx, opts: GradCamOptions) -> Section:
     inside that region."""
     choice = cam_layer_choice(ctx, opts.layer)
     name = choice.name
+    assert name is not None  # else _why_not made the section unsupported
     layer = ctx.layer(name)
     b = explain_batch(ctx, opts.max_images)
     pm, x, t = ctx.pixel_model, b.x, b.targets

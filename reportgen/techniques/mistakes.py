@@ -26,7 +26,7 @@ from ..registry import Range, technique
 from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, Table, plural
 from ..device import graph_batch_size
 from ._explain import cell_width, heat_item
-from ._setlevel import SetLevelMethod, class_maps_of, map_layer, method_text, set_level_method
+from ._setlevel import SetLevelMethod, class_maps_of, map_layer, map_unsupported, method_text, set_level_method
 
 if TYPE_CHECKING:
     from ..context import Ctx
@@ -70,7 +70,7 @@ class MistakesOptions:
     """Which attribution draws the maps for P and for T: "gradcam" (the default: the faithfulness section's ranking
     is not read, sections being independent) or "gradient_x_input". The contrastive map is always drawn both ways."""
     layer: str | None = None
-    """Grad-CAM layer (None: the last module with a spatial output)."""
+    """Grad-CAM layer (None: the last spatial block the class score's gradient reaches)."""
     thumb: Annotated[int, Range(ge=8)] = 64
     """Neighbour thumbnail side in pixels."""
 
@@ -255,7 +255,8 @@ def present_mistakes(ctx: Ctx, res: MistakesResult, thumb: int) -> list[Block]:
 
 @technique(
     "mistakes", "Mistakes: confused pairs and why P rather than T", options=MistakesOptions, order=47,
-    needs_autograd=True, needs_layers=True, references=[SELVARAJU_2017, PRABHUSHANKAR_2020],
+    needs_autograd=True, needs_layers=True, unsupported_if=map_unsupported("mistakes"),
+    references=[SELVARAJU_2017, PRABHUSHANKAR_2020],
     presets={"minimal": {"max_pairs": 2, "images_per_pair": 2, "neighbours": 2, "thumb": 48},
              "full": {"max_pairs": 8, "images_per_pair": 4, "neighbours": 4}},
 )

@@ -22,7 +22,7 @@ from ..pictures import figure_to_png, new_figure
 from ..papers import ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004
 from ..registry import METHOD_TECHNIQUES, Range, technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Section, Table
-from ._explain import cam_layer, cell_width, input_item, saliency_to_uint8
+from ._explain import cam_layer_choice, cam_unsupported, cell_width, input_item, saliency_to_uint8
 from ._faith_maps import method_reads
 from ._sanity_checks import (FLAG_RHO, MethodCheck, Protocol, cascade_twin, independent_twin, maps_on, method_check,
                              protocol, sanity_methods)
@@ -60,7 +60,7 @@ class SanityOptions:
     """Gauss-Legendre steps for Integrated Gradients (fixed here, no completeness doubling: the maps are only
     compared with each other; black baseline)."""
     layer: str | None = None
-    """Grad-CAM layer (None: the last spatial block)."""
+    """Grad-CAM layer (None: the last spatial block the class score's gradient reaches)."""
 
 
 def compare(orig: np.ndarray, new: np.ndarray) -> tuple[list[float], list[float]]:
@@ -189,7 +189,7 @@ def sanity(ctx: Ctx, opts: SanityOptions) -> Section:
     p = protocol(ctx, opts)
     b, stages, names = p.batch, p.stages, p.top_down[::-1]
     fns = {m.sanity_label: f for m, f in sanity_methods(ctx, opts)}  # its name of each method -> its map function
-    cam_name = cam_layer(ctx, opts.layer)
+    cam_name = cam_layer_choice(ctx, opts.layer).name  # None: no layer reaches the class score, no Grad-CAM
     methods = list(fns)
     orig, cascade, independent = run_randomisations(ctx, p, fns)
     checks = {m: method_check(ctx, p, m, f) for m, f in fns.items()}  # the verdicts faithfulness shows too
@@ -224,7 +224,9 @@ def sanity(ctx: Ctx, opts: SanityOptions) -> Section:
             stage_grid(ctx, b, orig, independent, m, [f"only {n}" for n in cas_lab],
                        "Independent: one layer randomised at a time" + drawn + ".", shown),
         ], description=f"Verdict: {status[m]}."))
-    sec.add(Note(f"Grad-CAM at {cam_name}; Integrated Gradients with a black baseline and {opts.ig_steps} fixed "
+    no_cam = cam_unsupported(ctx, opts.layer) if cam_name is None else None
+    sec.add(Note((f"Grad-CAM at {cam_name}; " if cam_name else f"No Grad-CAM: {no_cam} ")
+                 + f"Integrated Gradients with a black baseline and {opts.ig_steps} fixed "
                  "steps; all maps compared as absolute values. Re-initialisation: U(+-1/sqrt(fan-in)) for weights "
                  "and biases, gamma = 1 and beta = 0 (fresh statistics) for normalisation layers, seeded per layer; "
                  "every randomised model is a copy, the model being reported is unchanged."))

@@ -27,6 +27,7 @@ from ._setlevel import (
     image_classes,
     largest_classes,
     map_layer,
+    map_unsupported,
     method_text,
     set_level_method,
 )
@@ -75,7 +76,7 @@ class ShortcutsOptions:
     method: SetLevelMethod = "gradcam"
     """Attribution behind the maps: "gradcam" (default) or "gradient_x_input"."""
     layer: str | None = None
-    """Grad-CAM layer (None: the last module with a spatial output)."""
+    """Grad-CAM layer (None: the last spatial block the class score's gradient reaches)."""
 
 
 def _thumb_map(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -247,7 +248,8 @@ def present_shortcuts(ctx: Ctx, res: ShortcutsResult, exemplars: int) -> list[Bl
 
 @technique(
     "shortcuts", "Shortcut scan (SpRAy clusters of attribution maps)", options=ShortcutsOptions, order=48,
-    needs_autograd=True, needs_layers=True, references=[LAPUSCHKIN_2019, SELVARAJU_2017, VON_LUXBURG_2007],
+    needs_autograd=True, needs_layers=True, unsupported_if=map_unsupported("shortcuts"),
+    references=[LAPUSCHKIN_2019, SELVARAJU_2017, VON_LUXBURG_2007],
     presets={"minimal": {"max_classes": 2, "min_images": 4, "exemplars": 2, "max_per_class": 60},
              "full": {"max_classes": 12, "max_per_class": 1000}},
 )
