@@ -103,6 +103,18 @@ def tiny_pre():
     return Preprocessing(resize=None, input_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), source="test")
 
 
+@pytest.fixture(scope="session")
+def tiny_cnn_factory():
+    """``make_tiny_cnn`` as a fixture: a fresh, seeded TinyCNN per call, for a test that changes or wraps its model."""
+    return make_tiny_cnn
+
+
+@pytest.fixture(scope="session")
+def four_images(tmp_path_factory) -> Path:
+    """One 32-px image per class (4 in all): the smallest set every technique runs on (techniques/test_common.py)."""
+    return write_image_folder(tmp_path_factory.mktemp("four-images"), per_class=1)
+
+
 @pytest.fixture()
 def make_ctx(tiny_pre):
     """Factory: make_ctx(model, images, preset='minimal', **technique_overrides) -> RunContext."""
