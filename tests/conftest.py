@@ -115,6 +115,22 @@ def four_images(tmp_path_factory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp("four-images"), per_class=1)
 
 
+@pytest.fixture(scope="session")
+def run_minimal():
+    """Factory: run_minimal(ctx, tid, **options) -> Section: technique ``tid``'s function called directly (no policy,
+    no cache) with its minimal-preset options, the ones named overridden."""
+    from reportgen import registry
+
+    def _run(ctx, tid, **over):
+        info = registry.get(tid)
+        opts = info.default_options("minimal")
+        for k, v in over.items():
+            setattr(opts, k, v)
+        return info.fn(ctx, opts)
+
+    return _run
+
+
 @pytest.fixture()
 def make_ctx(tiny_pre):
     """Factory: make_ctx(model, images, preset='minimal', **technique_overrides) -> RunContext."""
@@ -163,3 +179,56 @@ class ColourMeans(nn.Module):
 def _no_step_summary(monkeypatch):
     """Builds append summary.md to $GITHUB_STEP_SUMMARY (reportgen.review): not the test suite's own builds."""
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+# ----- a model whose class score depends on one image region only (saliency, occlusion) -----------------------
+REGION = (4, 14, 18, 28)  # y0, x0, y1, x1 in a 32x32 input
+
+
+class RegionNet(nn.Module):
+    """logit_0 = 20 * mean brightness of REGION, logit_1 = 0 (plus a conv so layer techniques run)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        y0, x0, y1, x1 = REGION
+        _ = self.conv(x)
+        s = x[:, :, y0:y1, x0:x1].mean(dim=(1, 2, 3)) * 20 - 8
+        return torch.stack([s, torch.zeros_like(s)], 1)
+
+
+@pytest.fixture()
+def region_ctx(make_ctx, tmp_path):
+    """A RunContext of RegionNet on 3 noise images with bright content in REGION (class "a")."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "region"
+    for k in range(3):
+        a = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+        y0, x0, y1, x1 = REGION
+        a[y0:y1, x0:x1] = 230  # bright content in the region: covering it lowers logit_0
+        (root / "a").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(root / "a" / f"{k}.png")
+    from reportgen.preprocess import Preprocessing
+
+    pre = Preprocessing(resize=None, input_size=32, mean=(0, 0, 0), std=(1, 1, 1), source="test")
+    return make_ctx(RegionNet().eval(), root, class_names=["a", "b"], pre=pre)
+
+
+def _inside(yx, region, margin=0):
+    y, x = yx
+    y0, x0, y1, x1 = region
+    return y0 - margin <= y < y1 + margin and x0 - margin <= x < x1 + margin
+
+
+@pytest.fixture(scope="session")
+def region():
+    """REGION: (y0, x0, y1, x1), the only part of a 32x32 input region_ctx's model looks at."""
+    return REGION
+
+
+@pytest.fixture(scope="session")
+def inside():
+    """inside((y, x), region, margin=0): whether a pixel lies in the region grown by ``margin``."""
+    return _inside

@@ -1,4 +1,5 @@
-"""The higher-layer filter grid of a depthwise convolution is tiled, not one tall column."""
+"""The filters technique (reportgen/techniques/filters.py): the higher-layer filter grid of a depthwise convolution
+is tiled, not one tall column."""
 
 from __future__ import annotations
 
