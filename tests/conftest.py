@@ -232,3 +232,37 @@ def region():
 def inside():
     """inside((y, x), region, margin=0): whether a pixel lies in the region grown by ``margin``."""
     return _inside
+
+
+# ----- small helpers of the per-technique tests (tests/techniques/test_<id>.py) -------------------------------
+@pytest.fixture(scope="session")
+def identity_pre():
+    """Preprocessing of 32-px inputs with no normalisation (mean 0, std 1): the model sees the pixels in [0, 1]."""
+    from reportgen.preprocess import Preprocessing
+
+    return Preprocessing(None, 32, (0.0,) * 3, (1.0,) * 3)
+
+
+@pytest.fixture(scope="session")
+def notes_of():
+    """notes_of(section) -> its top-level Note blocks."""
+    from reportgen.report import Note
+
+    def _notes(sec) -> list:
+        return [b for b in sec.blocks if isinstance(b, Note)]
+
+    return _notes
+
+
+@pytest.fixture(scope="session")
+def walk_blocks():
+    """walk_blocks(blocks): every block, the ones inside Rows and Groups included (depth first)."""
+    from reportgen.report import Group, Row
+
+    def _walk(blocks):
+        for b in blocks:
+            yield b
+            if isinstance(b, (Row, Group)):
+                yield from _walk(b.blocks)
+
+    return _walk

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import ColourMeans
+from conftest import CLASSES, ColourMeans
 
 from reportgen import registry
 from reportgen.build import run_technique
 from reportgen.preprocess import PixelModel, Preprocessing
-from reportgen.report import Note, Table
+from reportgen.report import Figure, Note, Table
 
 
 def test_targeted_attack_flips_the_label():
@@ -63,3 +63,58 @@ def test_fgsm_and_pgd_respect_the_budget(tiny_model):
             before = torch.nn.functional.cross_entropy(pm(x), y)
             after = torch.nn.functional.cross_entropy(pm(adv), y)
         assert after > before
+
+
+def test_targeted_attack_never_leaves_the_epsilon_ball_and_says_so(make_ctx, image_dir, tmp_path, identity_pre,
+                                                                   walk_blocks):
+    # before: no budget (the demo used 41/255) and "the two images look the same to a person"
+    from reportgen.techniques.adversarial import targeted_attack
+
+    pm = PixelModel(ColourMeans(), Preprocessing(None, 16, (0.0,) * 3, (1.0,) * 3)).eval()
+    x = torch.full((2, 3, 16, 16), 0.2)
+    x[0, 0] = 0.8
+    x[1, 2] = 0.6
+    for eps in (2 / 255, 8 / 255):
+        res = targeted_attack(pm, x, [1, 0], max_steps=60, step=1 / 255, min_prob=0.9, eps=eps)
+        assert float((res.images - x).abs().max()) <= eps + 1e-6
+    import shutil
+
+    rgb = tmp_path / "rgb"  # the three classes the model knows (a white image is a near-tie, fooled at 1/255)
+    for name in ("red", "green", "blue"):
+        shutil.copytree(image_dir / name, rgb / name)
+    c = make_ctx(ColourMeans(), rgb, class_names=["red", "green", "blue"], pre=identity_pre,
+                 overrides={"adversarial": {"max_steps": 60, "step_size": 2.0, "epsilon": 2.0}})
+    sec = run_technique(c, registry.get("adversarial"), strict=True)
+    t = sec.results["targeted"][0]
+    assert t["linf_255"] <= 2.0 + 1e-3 and not t["fooled"]
+    captions = [b.caption for b in walk_blocks(sec.blocks) if isinstance(b, Figure)]
+    assert any("NOT fooled within ε = 2/255" in cap for cap in captions)
+    assert "look the same" not in registry.get("adversarial").summary
+    table = next(b for b in sec.blocks if isinstance(b, Table))
+    assert "changed as 8-bit" in table.columns
+    assert all("changed_8bit" in row for row in sec.results["untargeted"])
+    assert sec.results["untargeted_against"] == "the true label"
+    c = make_ctx(ColourMeans(), image_dir, class_names=["red", "green", "blue"], pre=identity_pre,
+                 overrides={"adversarial": {"max_steps": 4}})
+    sec = run_technique(c, registry.get("adversarial"), strict=True)
+    assert sec.results["untargeted_against"].startswith("the true label where known")  # "white" is not a class
+    assert min(c.config.options("adversarial").epsilons) >= 1.0  # below 1/255 does not survive 8 bits
+
+
+def test_untargeted_images_are_spread_across_classes(make_ctx, tiny_model, image_dir, monkeypatch):
+    # before: the first 16 images of the folder (one class in a class-sorted folder)
+    from reportgen.techniques import adversarial as adv
+
+    seen = []
+    real = adv.untargeted_attack
+
+    def spy(pm, x, labels, eps, **kw):
+        seen.extend(labels.tolist())
+        return real(pm, x, labels, eps, **kw)
+
+    monkeypatch.setattr(adv, "untargeted_attack", spy)
+    c = make_ctx(tiny_model, image_dir, class_names=CLASSES,
+                 overrides={"adversarial": {"attack_images": 4, "epsilons": [2.0], "max_steps": 2}})
+    sec = run_technique(c, registry.get("adversarial"), strict=True)
+    assert sec.results["untargeted_against"] == "the true label"
+    assert set(seen) == {0, 1, 2, 3}  # true labels of four different classes

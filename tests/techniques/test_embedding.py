@@ -76,3 +76,18 @@ def test_trustworthiness_is_the_papers_and_separates_structure_from_noise():
     assert t_c["tsne"] > 0.95 and t_c["tsne"] - t_c["random"] > 0.3
     assert t_s["tsne"] - t_s["random"] < WEAK_TRUST_MARGIN < t_c["tsne"] - t_c["random"]
     assert "t-SNE 0.99" in trust_sentence(t_c) and "random positions score 0.5" in trust_sentence(t_c)
+
+
+def test_embedding_keeps_well_separated_clusters_apart():
+    from reportgen.techniques.embedding import embed_2d
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, (20, 16)) + 10
+    b = rng.normal(0, 1, (20, 16)) - 10
+    x = np.concatenate([a, b]).astype(np.float32)
+    lab = np.array([0] * 20 + [1] * 20)
+    p2, t2, _ = embed_2d(x, seed=0, max_iter=300)
+    for pts in (p2, t2):
+        cent = np.stack([pts[lab == k].mean(0) for k in (0, 1)])
+        nearest = np.argmin(((pts[:, None] - cent[None]) ** 2).sum(-1), 1)
+        assert (nearest == lab).all()

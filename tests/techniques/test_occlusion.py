@@ -8,7 +8,9 @@ import torch
 from conftest import CLASSES
 from torch import nn
 
-from reportgen.report import Note
+from reportgen import registry
+from reportgen.build import run_technique
+from reportgen.report import Grid, Note
 
 
 def test_occlusion_flags_flat_maps(make_ctx, image_dir, run_minimal):
@@ -69,3 +71,20 @@ def test_window_positions_cover_the_image():
     assert window_positions(32, 8, 8) == [0, 8, 16, 24]
     assert window_positions(32, 10, 7) == [0, 7, 14, 21, 22]
     assert window_positions(8, 16, 4) == [0]
+
+
+def test_occlusion_names_its_fill_and_uses_a_diverging_scale(ctx):
+    # before: "a grey square" with a mean-colour fill; a rise in p was painted like "no effect"
+    from reportgen.techniques.occlusion import change_overlay
+
+    assert "grey square" not in registry.get("occlusion").summary
+    sec = run_technique(ctx, registry.get("occlusion"), strict=True)
+    cap = next(b for b in sec.blocks if isinstance(b, Grid)).caption
+    assert "mean colour" in cap and sec.results["fill"] == "mean"
+    assert np.allclose(sec.results["fill_rgb"], ctx.features().mean_rgb, atol=1e-3)
+    img = np.full((4, 6, 3), 128, np.uint8)
+    heat = np.array([[0.2] * 2 + [0.5] * 2 + [0.8] * 2] * 4, np.float32)  # base 0.5: drop | none | rise
+    out = change_overlay(img, 0.5, heat).astype(int)
+    drop, none, rise = out[0, 0], out[0, 2], out[0, 4]
+    assert drop[0] > drop[2] + 25 and rise[2] > rise[0] + 25
+    assert abs(none[0] - none[2]) < 10 and none.min() > 150  # near white blended: "no effect" is neutral
