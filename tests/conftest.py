@@ -103,6 +103,34 @@ def tiny_pre():
     return Preprocessing(resize=None, input_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), source="test")
 
 
+@pytest.fixture(scope="session")
+def tiny_cnn_factory():
+    """``make_tiny_cnn`` as a fixture: a fresh, seeded TinyCNN per call, for a test that changes or wraps its model."""
+    return make_tiny_cnn
+
+
+@pytest.fixture(scope="session")
+def four_images(tmp_path_factory) -> Path:
+    """One 32-px image per class (4 in all): the smallest set every technique runs on (techniques/test_common.py)."""
+    return write_image_folder(tmp_path_factory.mktemp("four-images"), per_class=1)
+
+
+@pytest.fixture(scope="session")
+def run_minimal():
+    """Factory: run_minimal(ctx, tid, **options) -> Section: technique ``tid``'s function called directly (no policy,
+    no cache) with its minimal-preset options, the ones named overridden."""
+    from reportgen import registry
+
+    def _run(ctx, tid, **over):
+        info = registry.get(tid)
+        opts = info.default_options("minimal")
+        for k, v in over.items():
+            setattr(opts, k, v)
+        return info.fn(ctx, opts)
+
+    return _run
+
+
 @pytest.fixture()
 def make_ctx(tiny_pre):
     """Factory: make_ctx(model, images, preset='minimal', **technique_overrides) -> RunContext."""
@@ -151,3 +179,90 @@ class ColourMeans(nn.Module):
 def _no_step_summary(monkeypatch):
     """Builds append summary.md to $GITHUB_STEP_SUMMARY (reportgen.review): not the test suite's own builds."""
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+# ----- a model whose class score depends on one image region only (saliency, occlusion) -----------------------
+REGION = (4, 14, 18, 28)  # y0, x0, y1, x1 in a 32x32 input
+
+
+class RegionNet(nn.Module):
+    """logit_0 = 20 * mean brightness of REGION, logit_1 = 0 (plus a conv so layer techniques run)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        y0, x0, y1, x1 = REGION
+        _ = self.conv(x)
+        s = x[:, :, y0:y1, x0:x1].mean(dim=(1, 2, 3)) * 20 - 8
+        return torch.stack([s, torch.zeros_like(s)], 1)
+
+
+@pytest.fixture()
+def region_ctx(make_ctx, tmp_path):
+    """A RunContext of RegionNet on 3 noise images with bright content in REGION (class "a")."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "region"
+    for k in range(3):
+        a = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+        y0, x0, y1, x1 = REGION
+        a[y0:y1, x0:x1] = 230  # bright content in the region: covering it lowers logit_0
+        (root / "a").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(root / "a" / f"{k}.png")
+    from reportgen.preprocess import Preprocessing
+
+    pre = Preprocessing(resize=None, input_size=32, mean=(0, 0, 0), std=(1, 1, 1), source="test")
+    return make_ctx(RegionNet().eval(), root, class_names=["a", "b"], pre=pre)
+
+
+def _inside(yx, region, margin=0):
+    y, x = yx
+    y0, x0, y1, x1 = region
+    return y0 - margin <= y < y1 + margin and x0 - margin <= x < x1 + margin
+
+
+@pytest.fixture(scope="session")
+def region():
+    """REGION: (y0, x0, y1, x1), the only part of a 32x32 input region_ctx's model looks at."""
+    return REGION
+
+
+@pytest.fixture(scope="session")
+def inside():
+    """inside((y, x), region, margin=0): whether a pixel lies in the region grown by ``margin``."""
+    return _inside
+
+
+# ----- small helpers of the per-technique tests (tests/techniques/test_<id>.py) -------------------------------
+@pytest.fixture(scope="session")
+def identity_pre():
+    """Preprocessing of 32-px inputs with no normalisation (mean 0, std 1): the model sees the pixels in [0, 1]."""
+    from reportgen.preprocess import Preprocessing
+
+    return Preprocessing(None, 32, (0.0,) * 3, (1.0,) * 3)
+
+
+@pytest.fixture(scope="session")
+def notes_of():
+    """notes_of(section) -> its top-level Note blocks."""
+    from reportgen.report import Note
+
+    def _notes(sec) -> list:
+        return [b for b in sec.blocks if isinstance(b, Note)]
+
+    return _notes
+
+
+@pytest.fixture(scope="session")
+def walk_blocks():
+    """walk_blocks(blocks): every block, the ones inside Rows and Groups included (depth first)."""
+    from reportgen.report import Group, Row
+
+    def _walk(blocks):
+        for b in blocks:
+            yield b
+            if isinstance(b, (Row, Group)):
+                yield from _walk(b.blocks)
+
+    return _walk

@@ -9,12 +9,9 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from reportgen import registry
-from reportgen.build import run_technique
 from reportgen.cli import main
 from reportgen.demo import images_dir
 
@@ -27,38 +24,6 @@ def make():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
 '''
-
-
-def _card_pairs(sec) -> dict[str, str]:
-    from reportgen.report import KeyValues
-
-    kv = next(b for b in sec.blocks if isinstance(b, KeyValues))
-    return dict(kv.pairs)
-
-
-def test_parameter_count_is_the_models_own(make_ctx, image_dir):
-    from tests.conftest import CLASSES, make_tiny_cnn
-
-    model = make_tiny_cnn()
-    model.features[0].weight.requires_grad_(False)  # frozen by its owner: 3*8*9 = 216 of them
-    frozen_by_owner = model.features[0].weight.numel()
-    total = sum(p.numel() for p in model.parameters())
-    ctx = make_ctx(model, image_dir, class_names=CLASSES)
-    sec = run_technique(ctx, registry.get("card"), strict=True)
-    assert sec.results["parameters"] == total
-    assert sec.results["trainable_parameters"] == total - frozen_by_owner
-    assert _card_pairs(sec)["parameters"] == f"{total:,} ({total - frozen_by_owner:,} trainable)"
-    assert [p.requires_grad for p in model.parameters()].count(False) == 1  # as the owner left it
-
-
-def test_all_trainable_is_said_so(make_ctx, image_dir):
-    from tests.conftest import CLASSES, make_tiny_cnn
-
-    model = make_tiny_cnn()
-    total = sum(p.numel() for p in model.parameters())
-    sec = run_technique(make_ctx(model, image_dir, class_names=CLASSES), registry.get("card"), strict=True)
-    assert sec.results["trainable_parameters"] == total
-    assert _card_pairs(sec)["parameters"] == f"{total:,} (all trainable)"
 
 
 def test_a_factory_without_weights_is_not_called_weightless(tmp_path, image_dir):
@@ -134,10 +99,3 @@ def test_explorer_of_a_labelled_set_keeps_every_colouring(tmp_path):
     assert r.exit_code == 0, r.output
     select = re.search(r"<select[^>]*>(.*?)</select>", (out / "explorer.html").read_text(), re.S).group(1)
     assert "true label" in select and "right or wrong" in select and 'value="pred"' in select
-
-
-def test_mistakes_results_schema_names_the_runner_up_keys():
-    from reportgen.techniques import mistakes
-
-    assert "pairs[].images[].p_runner_up" in mistakes.RESULTS
-    assert np.isscalar(len(mistakes.RESULTS))

@@ -89,7 +89,7 @@ def test_tones_carry_a_mark_not_only_colour():
 
 @pytest.mark.parametrize("single_file", [False, True])
 def test_exactly_one_h1_per_page_and_marked_tones(tmp_path, single_file):
-    from test_render import make_report
+    from sample_report import make_report
 
     from reportgen.render import render_report
 

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from cdp import Browser, CDPError, find_chromium
+from browser_helpers import _problems, chromium  # noqa: F401, F811  (the module's browser fixture)
 
 WIDTHS = [(1280, 900, False), (390, 844, True)]
 
@@ -51,20 +51,6 @@ CHECK_JS = r"""
   };
 })()
 """
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    exe = find_chromium()
-    if exe is None:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium; .ci/run installs it when it can)")
-    try:
-        b = Browser(exe)
-        b.open_page()
-    except (CDPError, OSError) as e:
-        pytest.skip(f"Chromium ({exe}) could not be started headless: {e}")
-    yield b
-    b.close()
 
 
 @pytest.fixture(scope="module")
@@ -103,25 +89,7 @@ def _fragment_exists(path: Path, frag: str, cache: dict) -> bool:
     return frag in cache[path]
 
 
-def _problems(events: list[dict], root: Path) -> tuple[list[str], list[str]]:
-    errors, outside = [], []
-    root_url = root.resolve().as_uri()
-    for e in events:
-        m, p = e.get("method"), e.get("params", {})
-        if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-            errors.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"]))
-        elif m == "Runtime.exceptionThrown":
-            errors.append("exception: " + str(p.get("exceptionDetails", {}).get("text")))
-        elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
-            errors.append("log: " + p["entry"].get("text", ""))
-        elif m == "Network.requestWillBeSent":
-            url = p["request"]["url"]
-            if not (url.startswith("data:") or url == "about:blank" or url.startswith(root_url + "/")):
-                outside.append(url)
-    return errors, outside
-
-
-def test_every_page_in_a_real_browser(chromium, demo_reports, tmp_path_factory):
+def test_every_page_in_a_real_browser(chromium, demo_reports, tmp_path_factory):  # noqa: F811
     root, results = demo_reports
     shots = _artefacts(tmp_path_factory)
     t0 = time.monotonic()

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import gzip
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cdp import Browser, CDPError, find_chromium
 from explorer_fixture import synthetic_report_dir
-from test_browser import _problems
+from browser_helpers import _canvas_origin, _problems, _wait
 
 N = 600
 
@@ -44,25 +43,8 @@ def reports(tmp_path_factory):
             "single": synthetic_report_dir(root / "s", N, "light", single_file=True)}
 
 
-def _wait(b: Browser, expr: str, timeout: float = 10.0):
-    t = time.monotonic()
-    while time.monotonic() - t < timeout:
-        v = b.evaluate(expr)
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {expr}")
-
-
 def _mouse(b: Browser, kind: str, x: float, y: float, **kw) -> None:
     b.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, **kw})
-
-
-def _canvas_origin(b: Browser) -> tuple[float, float]:
-    b.evaluate("document.querySelector('.rg-stage canvas').scrollIntoView({block: 'center'})")
-    r = b.evaluate("(() => { const r = document.querySelector('.rg-stage canvas').getBoundingClientRect();"
-                   " return [r.left, r.top, r.width, r.height]; })()")
-    return r
 
 
 def _drive(b: Browser, url: str, root: Path, single: bool) -> list[str]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from explorer_fixture import synthetic_report_dir
-from test_browser import chromium  # noqa: F401, F811  (the module's browser fixture)
-from test_explorer import _canvas_origin, _wait
+from browser_helpers import chromium  # noqa: F401, F811  (the module's browser fixture)
+from browser_helpers import _canvas_origin, _wait
 
 COLOURS = np.array([[230, 60, 60], [60, 160, 60], [60, 90, 220], [220, 180, 40], [150, 60, 200],
                     [40, 190, 190], [240, 130, 30], [120, 120, 120], [200, 80, 150], [90, 60, 30]])

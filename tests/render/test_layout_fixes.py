@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_browser import chromium  # noqa: F401, F811  (the module's browser fixture)
+from browser_helpers import chromium  # noqa: F401, F811  (the module's browser fixture)
 
 
 def _capture(monkeypatch, module) -> list:

@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 from explorer_fixture import synthetic_report
-from test_browser import chromium  # noqa: F401, F811  (the module's browser fixture)
+from browser_helpers import chromium  # noqa: F401, F811  (the module's browser fixture)
 
 from reportgen.render import render_report
 

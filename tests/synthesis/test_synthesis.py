@@ -89,19 +89,6 @@ def _ctx(make_ctx, tiny_model, image_dir, **over):
     return make_ctx(tiny_model, image_dir, class_names=CLASSES, overrides=over)
 
 
-def test_inversion_early_layer_reconstructs_better_than_deep(make_ctx, tiny_model, image_dir):
-    from reportgen.techniques.inversion import InversionOptions, inversion
-
-    ctx = _ctx(make_ctx, tiny_model, image_dir)
-    opts = InversionOptions(layers=["features.1", "features.7"], max_images=2, image_size=None, steps=80,
-                            parameterization="pixel", tv_weight=1.0)
-    sec = inversion(ctx, opts)
-    pix = sec.results["pixel_rms"]
-    assert pix["features.1"] < pix["features.7"]
-    assert all(sec.results["loss_fell"].values())
-    assert count_hooks(tiny_model) == 0
-
-
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_style_loss_decreases_with_lbfgs_and_adam(make_ctx, tiny_model, image_dir, optimizer):
     from reportgen.synthesis.style import gram_targets, relative_gram_errors, style_objective, synthesize
@@ -200,20 +187,3 @@ def test_mobilenet_v2_layer_choice(shared_dir):
     assert spread_layers(model) == ["features.4", "features.9", "features.13", "features.18"]
     acts = activations(model, ["features.4", "features.18"], torch.rand(1, 3, 96, 96))
     assert acts["features.18"].shape[1] == 1280 and count_hooks(model) == 0
-
-
-def test_texture_note_names_flat_and_unmatched_syntheses():
-    import numpy as np
-
-    from reportgen.techniques.texture import _gram_note
-
-    names = ["brick with 1 layer(s)", "brick with 2 layer(s)", "grass with 1 layer(s)"]
-    note = _gram_note(np.array([0.05, 0.9, 0.8]), np.array([0.002, 0.6, 0.01]), names)
-    assert note.kind == "warning" and note.text.startswith("1 of 3 Gram syntheses")
-    assert "Flat, not a texture: brick with 1 layer(s) (contrast 5%" in note.text
-    assert "Statistics not reached: brick with 2 layer(s) (Gram err 0.600)" in note.text
-    noise = _gram_note(np.array([0.9]), np.array([0.0]), names[:1], hist=np.array([0.8]))
-    assert noise.kind == "warning" and noise.text.startswith("0 of 1")
-    assert "Colours unlike the source's (histogram distance): brick with 1 layer(s) (0.80)" in noise.text
-    good = _gram_note(np.array([0.9, 0.8]), np.array([0.01, 0.02]), names[:2], hist=np.array([0.1, 0.2]))
-    assert good.kind == "info" and "Flat" not in good.text and good.text.startswith("2 of 2")

@@ -87,3 +87,12 @@ def test_build_runs_the_three_sections_with_no_hook_left(tmp_path, demo_model):
     assert count_hooks(demo_model) == 0
     html = res.index.read_text(encoding="utf-8")
     assert "Shortcut scan" in html and "Concepts per class" in html and "Mistakes" in html
+
+
+def test_concepts_without_enough_images_per_class_are_unsupported(make_ctx, tiny_model, image_dir):
+    ctx = make_ctx(tiny_model, image_dir, overrides={"concepts": {"min_images": 50}})
+    sec = run_technique(ctx, registry.get("concepts"), strict=True)
+    why = sec.results.get("unsupported", "")
+    assert set(sec.results) == {"unsupported"}, sec.results
+    assert "at least 50 images of one class" in why and "the largest class here has 3" in why
+    assert len(sec.blocks) == 1 and sec.blocks[0].text == why

@@ -114,3 +114,10 @@ def test_without_labels_shows_lowest_margins(make_ctx, bars_model, tmp_path):
     ms = [im["margin"] for p in sec.results["pairs"] for im in p["images"]]
     allp = torch.softmax(torch.as_tensor(ctx.features().logits), 1).numpy()
     assert min(ms) == pytest.approx(float(np.min(np.abs(allp[:, 0] - allp[:, 1]))), abs=1e-3)
+
+
+def test_mistakes_results_schema_names_the_runner_up_keys():
+    from reportgen.techniques import mistakes
+
+    assert "pairs[].images[].p_runner_up" in mistakes.RESULTS
+    assert np.isscalar(len(mistakes.RESULTS))

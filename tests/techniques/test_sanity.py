@@ -83,3 +83,15 @@ def test_sanity_draws_the_maps_of_the_first_images_only(demo_ctx):
     assert grids and all(len(g.items) == 2 + 3 for g in grids)  # one image: input, trained map, 3 stages
     assert all("first 1 of the 2 images" in g.caption for g in grids)
     assert "over 2 images" in sec.blocks[0].caption
+
+
+def test_random_logit_flags_guided_backprop_on_the_demo_model(demo_ctx):
+    info = registry.get("sanity")
+    opts = info.default_options("minimal")
+    opts.max_images, opts.stages = 2, 2
+    rl = info.fn(demo_ctx, opts).results["random_logit"]
+    assert len(rl["classes"]) == 2 and set(rl["methods"]) == {"gradient", "guided backprop", "Grad-CAM",
+                                                              "Integrated Gradients"}
+    # Sixt et al. 2020: guided backprop barely depends on the class; the plain gradient does
+    assert rl["methods"]["guided backprop"]["verdict"] == "fails"
+    assert rl["methods"]["gradient"]["rank_corr"] < rl["methods"]["guided backprop"]["rank_corr"]

@@ -1,22 +1,25 @@
-"""Faithfulness scores the maps the report already has (issue 28.1): with the attribution sections and sanity run
-first, it computes none of the maps they computed (a spy on the map functions), and its scores are the metric
-functions' on those very maps."""
+"""The faithfulness technique (reportgen/techniques/faithfulness.py). It scores the maps the report already has
+(issue 28.1): with the attribution sections and sanity run first, it computes none of the maps they computed (a
+spy on the map functions), and its scores are the metric functions' on those very maps; through build_report it
+ranks the methods the run enabled."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import CLASSES, make_tiny_cnn
 
-from conftest import CLASSES
 from reportgen import attribution as A
 from reportgen import registry
 from reportgen.attribution import faithfulness as FM
-from reportgen.build import run_technique
+from reportgen.build import build_report, run_technique
 from reportgen.device import device_batch_size, inference_model
 from reportgen.techniques._explain import explain_batch
-from reportgen.techniques._map_store import MapKey, run_store
 from reportgen.techniques._faith_maps import method_functions
+from reportgen.techniques._map_store import MapKey, run_store
 from reportgen.techniques._sanity_checks import protocol
 
 SECTIONS = ["saliency", "smoothgrad", "integrated_gradients", "gradcam", "occlusion", "sanity"]
@@ -99,3 +102,35 @@ def test_scores_equal_the_metric_functions_on_the_same_maps(run):
         assert rows[m]["insertion_auc"] == round(float(i.auc.mean()), 4), m
         assert rows[m]["score"] == round(float((i.auc - d.auc).mean()), 4), m
         assert rows[m]["mufidelity"] == round(float(fc.corr.mean()), 4), m
+
+
+TINY = dict(preset="minimal", resize=None, input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, device="cpu")
+
+
+def test_faithfulness_section_ranks_the_enabled_methods(image_dir, tmp_path):
+    res = build_report(make_tiny_cnn(), image_dir, tmp_path / "out", labels=CLASSES,
+                       only=["saliency", "gradcam", "faithfulness"], **TINY)
+    report = json.loads((res.out / "report.json").read_text())
+    sec = next(s for s in report["sections"] if s["id"] == "faithfulness")
+    r = sec["results"]
+    names = [m["method"] for m in r["methods"]]
+    # only the methods this run enabled (saliency, the three CAMs), plus the two baselines
+    assert sorted(names) == sorted(["saliency", "Grad-CAM", "Grad-CAM++", "Guided Grad-CAM",
+                                    "random map (baseline)", "centre Gaussian (baseline)"])
+    assert r["methods_from_config"] is True
+    assert [m["rank"] for m in r["methods"]] == list(range(1, len(names) + 1))
+    scores = [m["score"] for m in r["methods"]]
+    assert scores == sorted(scores, reverse=True)
+    for m in r["methods"]:
+        assert m["score"] == pytest.approx(m["insertion_auc"] - m["deletion_auc"], abs=2e-4)
+        assert 0 <= m["deletion_auc"] <= 1 and 0 <= m["insertion_auc"] <= 1
+    assert r["most_faithful"] is None or r["most_faithful"] not in r["no_better_than_random"]
+    assert set(r["curves"]) == set(names) and len(r["curves"]["saliency"]["deletion"]) == r["steps"] + 1
+    real = [m for m in r["methods"] if "baseline" not in m["method"]]
+    assert all(m["sanity"] and m["road_morf"] is not None for m in real)
+    # the "most faithful" note names a failed sanity check of the winner instead of praising it alone
+    best = next((m for m in r["methods"] if m["method"] == r["most_faithful"]), None)
+    if best is not None:
+        html = (res.out / sec["page"]).read_text()
+        said = f"But {best['method']} fails a sanity check" in html
+        assert said == ("fails" in str(best["sanity"]) or "insensitive" in str(best["sanity"]))
