@@ -26,6 +26,7 @@ from .preprocess import PixelModel, Preprocessing
 if TYPE_CHECKING:
     from .features.distributed import Group
     from .features.records import FeatureStore
+    from .features.split import Ranks
 
 T = TypeVar("T")
 ProgressFn = Callable[..., Iterable]
@@ -53,6 +54,9 @@ class RunContext:
     group: Group | None = None
     """The torchrun process group while the feature pass is shared (:mod:`reportgen.features.distributed`),
     else None: a one-process build."""
+    ranks: Ranks | None = None
+    """Under torchrun, after the feature pass: the split of the per-image sections across the ranks
+    (:mod:`reportgen.features.split`), else None."""
     model_probe: ModelProbe | None = None  # accepted input sizes and layer layouts (:meth:`probe`)
     resized: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
     """Input sides :meth:`fit_input` changed since the running technique started ((h, w) -> accepted (h, w)):

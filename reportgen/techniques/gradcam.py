@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
+import torch
 
 from .. import attribution as A
 from ..papers import CHATTOPADHAY_2018, SELVARAJU_2017, SPRINGENBERG_2015
 from ..registry import Range, technique
 from ..report import Grid, Note, Section, Table
 from ..attribution.visualization import attr_item
+from ..features.split import split_rows
 from ._explain import cam_layer_choice, cell_width, explain_batch, heat_item, input_item, peak_area
 from ._faith_maps import cams
 from ._map_store import put_maps
@@ -66,12 +68,22 @@ def gradcam(ctx, opts: GradCamOptions) -> Section:
     layer = ctx.layer(name)
     b = explain_batch(ctx, opts.max_images)
     pm, x, t = ctx.pixel_model, b.x, b.targets
-    raw = A.gradcam(pm, layer, x, t)
-    hw = tuple(raw.shape[-2:])
     size = tuple(x.shape[-2:])
-    cam = A.upsample(raw, size).cpu().numpy()
-    campp = A.gradcam_plus_plus(pm, layer, x, t, size=size).cpu().numpy()
-    gg = A.guided_gradcam(pm, layer, x, t, cam=raw).float().cpu().numpy() if opts.guided else None
+    pos = {(name, int(i), int(c)): k for k, (i, c) in enumerate(zip(b.idx, t))}
+
+    def rows(keys: list) -> list:  # under torchrun, each rank's share of the images (features/split.py)
+        sel = torch.as_tensor([pos[k] for k in keys], device=x.device)
+        xs, ts = x[sel], t[sel.cpu().numpy()]
+        raw = A.gradcam(pm, layer, xs, ts)
+        cam = A.upsample(raw, size).cpu().numpy()
+        pp = A.gradcam_plus_plus(pm, layer, xs, ts, size=size).cpu().numpy()
+        gg = A.guided_gradcam(pm, layer, xs, ts, cam=raw).float().cpu().numpy() if opts.guided else None
+        return [(tuple(raw.shape[-2:]), cam[k], pp[k], None if gg is None else gg[k]) for k in range(len(keys))]
+
+    got = split_rows(ctx, list(pos), rows)
+    hw = got[0][0] if got else (0, 0)
+    cam, campp = np.stack([g[1] for g in got]), np.stack([g[2] for g in got])
+    gg = np.stack([g[3] for g in got]) if opts.guided else None
     specs = {m: f.spec for m, f in cams(name, opts.guided).items()}  # faithfulness and sanity score these maps
     put_maps(ctx, specs["Grad-CAM"], b.idx, t, cam)
     put_maps(ctx, specs["Grad-CAM++"], b.idx, t, campp)
