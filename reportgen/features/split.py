@@ -85,11 +85,13 @@ def begin(ctx, group: Group | None, ids: Sequence[str], log: Callable[[str], Non
     if st.rank == 0 and names and ctx.feature_store is None:
         ctx.features()  # no pass was needed: the record from the cache
     store = ctx.feature_store if st.rank == 0 and names else None
-    if store is not None:
-        store = replace(store, logits=np.asarray(store.logits), penultimate=np.asarray(store.penultimate),
-                        pixels=None)
-        if store.logits.nbytes + store.penultimate.nbytes > SHARE_FEATURES_BYTES:
-            store = None
+    if store is not None:  # the pixel vectors stay on rank 0; the features too when they are large
+        pen = np.asarray(store.penultimate)
+        if store.logits.nbytes + pen.nbytes > SHARE_FEATURES_BYTES:
+            pen = pen[:0]
+        store = replace(store, logits=np.asarray(store.logits), penultimate=pen, pixels=None)
+        if store.logits.nbytes > SHARE_FEATURES_BYTES:
+            store = None  # the sections that read them diverge on the other ranks: rank 0 computes alone
     got = _exchange(st, ("features", store))
     if st.rank > 0 and got[0][1] is not None:
         ctx.feature_store = got[0][1]
