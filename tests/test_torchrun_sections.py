@@ -62,7 +62,8 @@ def _one_and_two(tmp_path: Path, sections: str, images: int) -> tuple[dict, dict
 def _assert_shared(log: str, sections: str) -> None:
     assert re.search(r"Distributed: (.*) split their images across 2 ranks", log), log[-2000:]
     m = re.search(r"Distributed: (\d+) per-image calls in (.*): all 2 ranks took part in (\d+) \(rank 0 alone in the "
-                  r"rest\), (\d+) divided their work across ranks", log)
+                  r"rest\), (\d+) divided their work across ranks; CPU s in the shares per rank: [\d.]+, [\d.]+",
+                  log)
     assert m, log[-2000:]
     calls, names, full, divided = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
     assert full == calls and divided > 0, m.group(0)  # rank 1 followed every call, and took shares

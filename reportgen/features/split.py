@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -49,8 +50,8 @@ class Diverged(Exception):
 class Ranks:
     """The state of the split on this rank: ``active`` inside a split section (on every rank), ``broken`` after a
     failed collective (everything local from then on), ``pending`` an order a rank met inside a section, ``calls``
-    the calls split so far (``full``: those every rank followed, ``divided``: those whose work went to
-    more than one rank), ``sections`` the split sections that ran."""
+    the calls split so far (``full``: those every rank followed, ``divided``: those whose work went to more than one
+    rank), ``busy`` the CPU seconds this rank spent in its shares, ``sections`` the split sections that ran."""
 
     rank: int
     size: int
@@ -60,6 +61,7 @@ class Ranks:
     calls: int = 0
     full: int = 0
     divided: int = 0
+    busy: float = 0.0
     sections: list[str] = field(default_factory=list)
     log: Callable[[str], None] = print
 
@@ -104,24 +106,30 @@ def end(ctx) -> None:
     st = ctx.ranks if ctx is not None else None
     if st is not None and st.rank == 0 and not st.broken:
         st.broken = True  # once: from here everything is rank 0's
+        got: list = []
         with contextlib.suppress(Exception):
-            _exchange(st, ("stop",))
+            got = _exchange(st, ("stop",))
         if st.sections:
+            busy = [st.busy] + [g[1] if g and g[0] == "idle" and len(g) > 1 else float("nan") for g in got[1:]]
             st.log(f"Distributed: {st.calls} per-image calls in {', '.join(st.sections)}: all {st.size} ranks took "
-                   f"part in {st.full} (rank 0 alone in the rest), {st.divided} divided their work across ranks")
+                   f"part in {st.full} (rank 0 alone in the rest), {st.divided} divided their work across ranks; "
+                   "CPU s in the shares per rank: " + ", ".join(f"{b:.1f}" for b in busy))
 
 
 def serve(ctx, run: Callable[[str], Any]) -> None:
     """A rank other than 0: run each section rank 0 orders (``run(id)``; its section is discarded) until it stops."""
+    from ..pictures import figures_unseen
+
     st: Ranks | None = ctx.ranks
     if st is None:
         return
+    figures_unseen()  # this rank's sections are discarded: drawing their figures would only delay its shares
     while True:
         msg = st.pending
         st.pending = None
         if msg is None:
             try:
-                msg = _exchange(st, ("idle",))[0]
+                msg = _exchange(st, ("idle", st.busy))[0]
             except Exception:  # rank 0 is gone: nothing left to serve
                 st.broken = True
                 return
@@ -166,17 +174,24 @@ def _local(keys: Sequence, fn: Callable[[list], Sequence[R]], have: dict[int, R]
     return [out[j] for j in range(len(keys))]
 
 
-def _run_share(st: Ranks, fn: Callable[[list], Sequence[R]], keys: list) -> tuple[str, Any]:
+def _compute(st: Ranks, fn: Callable[[list], Sequence[R]], keys: list) -> list[R]:
     st.active = False  # nothing inside a share is split again
+    t0 = time.process_time()
     try:
         got = list(fn(keys)) if keys else []
-        if len(got) != len(keys):
-            raise ValueError(f"{len(got)} results for {len(keys)} keys")
-        return "ok", got
-    except Exception as e:  # noqa: BLE001 - sent to every rank; rank 0 computes the share itself
-        return "err", f"{type(e).__name__}: {e}"
     finally:
         st.active = True
+        st.busy += time.process_time() - t0
+    if len(got) != len(keys):
+        raise ValueError(f"{len(got)} results for {len(keys)} keys")
+    return got
+
+
+def _run_share(st: Ranks, fn: Callable[[list], Sequence[R]], keys: list) -> tuple[str, Any]:
+    try:
+        return "ok", _compute(st, fn, keys)
+    except Exception as e:  # noqa: BLE001 - sent to every rank; rank 0 computes the share itself
+        return "err", f"{type(e).__name__}: {e}"
 
 
 def split_rows(ctx, keys: Sequence, fn: Callable[[list], Sequence[R]], have: dict[int, R] | None = None,
@@ -185,7 +200,7 @@ def split_rows(ctx, keys: Sequence, fn: Callable[[list], Sequence[R]], have: dic
     the ranks inside a split section; ``fn(keys[todo])`` in one call otherwise. ``keys`` must describe the work
     (equal keys: equal results on any rank); ``fn`` gets a list of keys and returns their results (picklable).
     Shares hold at least ``min_share`` keys: a model pass over one image takes other kernels than a batch (a
-    matrix-vector product in the classifier) and differs in the last bits; 1 where each key is a batch itself."""
+    matrix-vector product in the classifier) and differs in the last bits."""
     have = dict(have or {})
     st: Ranks | None = getattr(ctx, "ranks", None)
     if st is None or not st.active or st.broken:
@@ -221,13 +236,16 @@ def split_rows(ctx, keys: Sequence, fn: Callable[[list], Sequence[R]], have: dic
         if st.rank == 0:
             return _local(keys, fn, have)
         raise Diverged("a collective failed") from None
+    if st.rank > 0 and got[0][0] != "rows":  # rank 0 was interrupted and has moved on
+        st.pending = got[0]
+        raise Diverged("rank 0 left the section")
     out = dict(have0)
     for p, share in zip(parts, shares):
         kind, val = got[p][1] if got[p][0] == "rows" else ("err", "left")
         if kind == "ok":
-            out.update(zip((int(j) for j in share), val))
+            out.update(zip(share, val))
         elif st.rank == 0:  # that rank failed: rank 0 computes the share (its own failure is the section's error)
-            out.update(zip((int(j) for j in share), fn([keys0[j] for j in share]) if share else []))
+            out.update(zip(share, _compute(st, fn, [keys0[j] for j in share])))
         else:
             raise Diverged(f"rank {p} failed its share: {val}")
     st.calls += 1

@@ -52,6 +52,27 @@ class GradCamOptions:
     """Also show Guided Grad-CAM (guided backprop x Grad-CAM)."""
 
 
+def cam_maps(ctx, name: str, layer, idx: list[int], x: torch.Tensor, t: np.ndarray, guided: bool):
+    """(layer cells, Grad-CAM, Grad-CAM++, Guided Grad-CAM or None) of the images, upsampled to the input; under
+    torchrun each rank computes a share of the images (:func:`reportgen.features.split.split_rows`)."""
+    pm, size = ctx.pixel_model, tuple(x.shape[-2:])
+    pos = {(name, int(i), int(c)): k for k, (i, c) in enumerate(zip(idx, t))}
+
+    def rows(keys: list) -> list:
+        sel = torch.as_tensor([pos[k] for k in keys], device=x.device)
+        xs, ts = x[sel], t[sel.cpu().numpy()]
+        raw = A.gradcam(pm, layer, xs, ts)
+        cam = A.upsample(raw, size).cpu().numpy()
+        pp = A.gradcam_plus_plus(pm, layer, xs, ts, size=size).cpu().numpy()
+        gg = A.guided_gradcam(pm, layer, xs, ts, cam=raw).float().cpu().numpy() if guided else None
+        return [(tuple(raw.shape[-2:]), cam[k], pp[k], None if gg is None else gg[k]) for k in range(len(keys))]
+
+    got = split_rows(ctx, list(pos), rows)
+    hw = got[0][0] if got else (0, 0)
+    return (hw, np.stack([g[1] for g in got]), np.stack([g[2] for g in got]),
+            np.stack([g[3] for g in got]) if guided else None)
+
+
 @technique(
     "gradcam", "Grad-CAM, Grad-CAM++ and Guided Grad-CAM", options=GradCamOptions, order=46, needs_autograd=True,
     needs_layers=True,
@@ -67,23 +88,8 @@ def gradcam(ctx, opts: GradCamOptions) -> Section:
     name = choice.name
     layer = ctx.layer(name)
     b = explain_batch(ctx, opts.max_images)
-    pm, x, t = ctx.pixel_model, b.x, b.targets
-    size = tuple(x.shape[-2:])
-    pos = {(name, int(i), int(c)): k for k, (i, c) in enumerate(zip(b.idx, t))}
-
-    def rows(keys: list) -> list:  # under torchrun, each rank's share of the images (features/split.py)
-        sel = torch.as_tensor([pos[k] for k in keys], device=x.device)
-        xs, ts = x[sel], t[sel.cpu().numpy()]
-        raw = A.gradcam(pm, layer, xs, ts)
-        cam = A.upsample(raw, size).cpu().numpy()
-        pp = A.gradcam_plus_plus(pm, layer, xs, ts, size=size).cpu().numpy()
-        gg = A.guided_gradcam(pm, layer, xs, ts, cam=raw).float().cpu().numpy() if opts.guided else None
-        return [(tuple(raw.shape[-2:]), cam[k], pp[k], None if gg is None else gg[k]) for k in range(len(keys))]
-
-    got = split_rows(ctx, list(pos), rows)
-    hw = got[0][0] if got else (0, 0)
-    cam, campp = np.stack([g[1] for g in got]), np.stack([g[2] for g in got])
-    gg = np.stack([g[3] for g in got]) if opts.guided else None
+    t = b.targets
+    hw, cam, campp, gg = cam_maps(ctx, name, layer, b.idx, b.x, t, opts.guided)
     specs = {m: f.spec for m, f in cams(name, opts.guided).items()}  # faithfulness and sanity score these maps
     put_maps(ctx, specs["Grad-CAM"], b.idx, t, cam)
     put_maps(ctx, specs["Grad-CAM++"], b.idx, t, campp)

@@ -157,8 +157,7 @@ def occlusion(ctx, opts: OcclusionOptions) -> Section:
     inc_batch = batch if opts.batch_size > 0 else incremental_batch_size(ctx)
     results = split_rows(ctx, [(int(i), window, stride, tuple(float(v) for v in np.ravel(fill))) for i in idx],
                          lambda keys: occlusion_maps(ctx, [k[0] for k in keys], window, stride, batch, fill,
-                                                     incremental_batch=inc_batch),
-                         min_share=1)  # torchrun: the ranks share the images (each image's copies are its batches)
+                                                     incremental_batch=inc_batch))  # torchrun: ranks share images
     put_maps(ctx, occlusion_spec(window, stride, fill), [r.index for r in results], [r.target for r in results],
              np.stack([r.base - r.heat for r in results]))  # the maps faithfulness scores
     sec = Section(id="occlusion", title="Occlusion sensitivity")
