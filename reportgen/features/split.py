@@ -39,6 +39,7 @@ R = TypeVar("R")
 # the sections whose work is image by image: their maps and perturbation passes are split across the ranks
 SPLIT_SECTIONS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam", "occlusion", "sanity",
                   "faithfulness", "mistakes")
+MIN_SPLIT_ROWS = 8  # smaller forward batches run whole on every rank: a message per pass would cost more
 SHARE_FEATURES_BYTES = 256 << 20  # the merged feature record is sent to the other ranks up to this size
 
 
@@ -175,10 +176,11 @@ def _local(keys: Sequence, fn: Callable[[list], Sequence[R]], have: dict[int, R]
 
 
 def _compute(st: Ranks, fn: Callable[[list], Sequence[R]], keys: list) -> list[R]:
-    st.active = False  # nothing inside a share is split again
+    """``fn(keys)``, nothing in it split again; a single key goes as two (see :func:`split_rows`)."""
+    st.active = False
     t0 = time.process_time()
     try:
-        got = list(fn(keys)) if keys else []
+        got = list(fn(keys * 2 if len(keys) == 1 else keys))[:len(keys)] if keys else []
     finally:
         st.active = True
         st.busy += time.process_time() - t0
@@ -194,16 +196,18 @@ def _run_share(st: Ranks, fn: Callable[[list], Sequence[R]], keys: list) -> tupl
         return "err", f"{type(e).__name__}: {e}"
 
 
-def split_rows(ctx, keys: Sequence, fn: Callable[[list], Sequence[R]], have: dict[int, R] | None = None,
-               min_share: int = 2) -> list[R]:
+def split_rows(ctx, keys: Sequence, fn: Callable[[list], Sequence[R]], have: dict[int, R] | None = None, *,
+               always: bool = False) -> list[R]:
     """``fn`` over ``keys`` (one result per key, in order), the keys not in ``have`` (position -> result) split across
     the ranks inside a split section; ``fn(keys[todo])`` in one call otherwise. ``keys`` must describe the work
     (equal keys: equal results on any rank); ``fn`` gets a list of keys and returns their results (picklable).
-    Shares hold at least ``min_share`` keys: a model pass over one image takes other kernels than a batch (a
-    matrix-vector product in the classifier) and differs in the last bits."""
+    A share holds 2 keys or more (one key goes as two, the second result dropped): a model pass over one image takes
+    other kernels than a batch (a matrix-vector product in the classifier) and differs in the last bits. Under 3
+    keys nothing is divided: every rank computes them itself, without a message (``always``: with one, so that
+    every rank gets rank 0's results, see :func:`agree`)."""
     have = dict(have or {})
     st: Ranks | None = getattr(ctx, "ranks", None)
-    if st is None or not st.active or st.broken:
+    if st is None or not st.active or st.broken or (len(keys) < 3 and not always):
         return _local(keys, fn, have)
     if st.pending is not None:  # this rank already met rank 0's next order
         raise Diverged("rank 0 left the section")
@@ -224,7 +228,7 @@ def split_rows(ctx, keys: Sequence, fn: Callable[[list], Sequence[R]], have: dic
     if st.rank not in parts:
         raise Diverged("this rank's work differs from rank 0's")
     todo = [j for j in range(len(keys0)) if j not in have0]
-    n = max(1, min(len(parts), len(todo) // max(1, min_share)))
+    n = max(1, min(len(parts), (len(todo) + 1) // 2))  # shares of 2 or more (a last one of 1 goes as 2)
     shares = [[int(j) for j in a] for a in np.array_split(np.asarray(todo, dtype=np.int64), n)]
     shares += [[] for _ in range(len(parts) - n)]
     mine = shares[parts.index(st.rank)]
@@ -257,7 +261,7 @@ def split_rows(ctx, keys: Sequence, fn: Callable[[list], Sequence[R]], have: dic
 def agree(ctx, key: Any, value: R) -> R:
     """Rank 0's ``value`` on every rank inside a split section (a choice each rank could make differently, e.g. by
     timing); ``value`` elsewhere."""
-    return split_rows(ctx, [("agree", key)], lambda _: [value])[0]
+    return split_rows(ctx, [("agree", key)], lambda _: [value], always=True)[0]
 
 
 def tensor_digest(x: torch.Tensor) -> str:
@@ -281,13 +285,13 @@ class SplitForward(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         st = getattr(self.ctx[0], "ranks", None)
-        if st is None or not st.active or st.broken or len(x) < 2:
+        if st is None or not st.active or st.broken or len(x) < MIN_SPLIT_ROWS:
             return self.model(x)
         tag = (self.kind, tensor_digest(x))
 
         def rows(keys: list) -> list[torch.Tensor]:
-            lo, hi = keys[0][1], keys[-1][1] + 1
-            return list(self.model(x[lo:hi]).detach().cpu())
+            sel = torch.as_tensor([k[1] for k in keys], device=x.device)
+            return list(self.model(x.index_select(0, sel)).detach().cpu())
 
         got = split_rows(self.ctx[0], [(tag, j) for j in range(len(x))], rows)
         return torch.stack(got).to(x.device)

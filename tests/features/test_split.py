@@ -43,7 +43,10 @@ def attempt(name, *a, **k):
 attempt("shared", list(range(6)), times10)
 log["seen"] = seen[:]
 attempt("have", list(range(6)), times10, {0: 0, 5: 50})
-attempt("singles", [1, 2, 3], times10)  # shares of 2 at least: rank 0 takes all 3
+attempt("small", [1, 2], times10)  # under 3 keys: every rank computes them, no message
+n = len(seen)
+attempt("odd", [1, 2, 3], times10)  # shares [1, 2] and [3]: the single key goes as two
+log["seen_odd"] = seen[n:]
 attempt("one_share_fails", list(range(4)), fails_on_1)
 attempt("keys_differ", [1, 2, 3, 4] if rank == 0 else [9, 9, 9, 9], times10)
 if rank == 0:
@@ -56,7 +59,7 @@ if rank == 0:
 else:
     def run(sid):  # rank 0's order: this rank's section code meets rank 0's "stop" and leaves
         log["order"] = [sid, ctx.config]
-        attempt("left_behind", [7, 8], times10)
+        attempt("left_behind", [7, 8, 9], times10)
 
     ctx.ranks.active = False
     S.serve(ctx, run)  # answers rank 0's "other_idle" call as idle, runs the order, stops
@@ -81,11 +84,13 @@ def test_split_protocol_on_two_processes(tmp_path):
     assert r0["shared"] == r1["shared"] == want  # every rank gets all, in order
     assert r0["seen"] == [[0, 1, 2]] and r1["seen"] == [[3, 4, 5]]  # each computed its contiguous share
     assert r0["have"] == r1["have"] == want
-    assert r0["singles"] == r1["singles"] == [10, 20, 30]
+    assert r0["small"] == r1["small"] == [10, 20]
+    assert r0["odd"] == r1["odd"] == [10, 20, 30]
+    assert r0["seen_odd"] == [[1, 2]] and r1["seen_odd"] == [[3, 3]]
     assert r0["one_share_fails"] == [0, 10, 20, 30]  # rank 0 computed rank 1's failed share
     assert r1["one_share_fails"].startswith("diverged: rank 1 failed its share: RuntimeError: out of memory")
     assert r0["keys_differ"] == [10, 20, 30, 40] and r1["keys_differ"].startswith("diverged")
     assert r0["other_idle"] == [0, 10, 20, 30]
     assert r1["order"] == ["saliency", {"from": 0}]  # the section and rank 0's configuration
     assert r1["left_behind"] == "diverged: rank 0 left the section"
-    assert r0["stats"] == [6, 4, 3]  # 6 calls; rank 1 took part in 4 and had work in 3
+    assert r0["stats"] == [6, 4, 4]  # 6 calls with messages; rank 1 took part in 4 and had work in all 4
