@@ -8,6 +8,7 @@ stops at the first failure instead).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import platform
 import sys
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from . import __version__, registry
-from .features import distributed, compute as features
+from .features import distributed, split, compute as features
 from .cache import CODE_VERSION, Cache, default_cache_dir, digest, parse_size
 from .checks import check_classifier, model_title, untrained_banner, untrained_evidence
 from .config import Config, check_config, make_config, parse_set
@@ -167,7 +168,8 @@ def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = 
     t0 = time.perf_counter()
     try:
         with ctx.section(info.id) as record, isolated(ctx.pixel_model, f"technique {info.id!r}") as problems:
-            sec = info.fn(ctx, opts)
+            with split.section(ctx, info.id):  # torchrun: every rank takes a share of its images
+                sec = info.fn(ctx, opts)
             if not isinstance(sec, Section):
                 raise TypeError(f"technique {info.id!r} returned {type(sec).__name__}, not a Section")
     except (KeyboardInterrupt, SystemExit):
@@ -365,24 +367,28 @@ def build_report(
 
     group = distributed.init()  # torchrun: every rank scans a shard of the image set, rank 0 goes on
     if group is not None and group.rank > 0:
-        try:
-            features.shared_pass(make_context(loaded.model, images, class_names=class_names, pre=pre, config=cfg,
-                                                 device=dev, model_info=published_model_info(loaded)), group)
+        try:  # then it computes its share of the per-image sections' images (features/split.py)
+            wctx = make_context(loaded.model, images, class_names=class_names, pre=pre, config=cfg,
+                                device=dev, model_info=published_model_info(loaded))
+            features.shared_pass(wctx, group)
+            split.begin(wctx, group, [i.id for i in cfg.enabled()])
+            split.serve(wctx, lambda sid: run_technique(wctx, registry.get(sid)))
         finally:
             distributed.close(group)
         return BuildResult(out=out, index=out, report=None, worker=True)
-    with staged_output(out, wait=o.wait, log=log) as tmp:
-        try:
-            ctx = make_context(
-                loaded.model, images, class_names=class_names, pre=pre, config=cfg, device=dev,
-                progress=progress, cache=cache,
-                model_info=published_model_info(loaded),
-            )
-            if group is not None:
-                log(f"Distributed: {group.size} processes scan the image set")
-                features.shared_pass(ctx, group)
-        finally:
-            distributed.close(group)
+    ctx: RunContext | None = None
+    with staged_output(out, wait=o.wait, log=log) as tmp, contextlib.ExitStack() as ranks:
+        ranks.callback(distributed.close, group)
+        ranks.callback(lambda: split.end(ctx))  # release the other ranks (runs before the close)
+        ctx = make_context(
+            loaded.model, images, class_names=class_names, pre=pre, config=cfg, device=dev,
+            progress=progress, cache=cache,
+            model_info=published_model_info(loaded),
+        )
+        if group is not None:
+            log(f"Distributed: {group.size} processes scan the image set")
+            features.shared_pass(ctx, group)
+            split.begin(ctx, group, [i.id for i in cfg.enabled()], log)
         log(f"Images: {len(ctx.images)} usable under {images}"
             + (f", {len(ctx.images.skipped)} skipped" if ctx.images.skipped else "")
             + (f"; labels from {ctx.images.label_source}" if ctx.images.label_source else ""))
@@ -393,6 +399,7 @@ def build_report(
         techniques = cfg.enabled()
         sections = compute_sections(ctx, techniques, strict=o.strict, log=log,
                                     before=lambda done, left: replan(plan, cfg, done, left, log))
+        split.end(ctx)  # the other ranks are done
         if o.baseline is not None:  # explanation drift against the earlier report's kept maps (reportgen/drift/)
             from .drift.section import baseline_drift_section
             sections.append(baseline_drift_section(ctx, o.baseline, sections))

@@ -36,6 +36,7 @@ from .preprocess import PixelModel, Preprocessing
 if TYPE_CHECKING:
     from .features.distributed import Group
     from .features.records import FeatureStore
+    from .features.split import Ranks
 
 T = TypeVar("T")
 ProgressFn = Callable[..., Iterable]
@@ -70,6 +71,7 @@ class Ctx(Protocol):
     pixel_model: nn.Module
     feature_store: FeatureStore | None
     group: Group | None
+    ranks: Ranks | None
 
     @property
     def progress(self) -> ProgressFn: ...
@@ -121,6 +123,9 @@ class RunContext:
     group: Group | None = None
     """The torchrun process group while the feature pass is shared (:mod:`reportgen.features.distributed`),
     else None: a one-process build."""
+    ranks: Ranks | None = None
+    """Under torchrun, after the feature pass: the split of the per-image sections across the ranks
+    (:mod:`reportgen.features.split`), else None."""
     model_probe: ModelProbe | None = None  # accepted input sizes and layer layouts (:meth:`probe`)
     _memo: dict[MemoKey[Any], Any] = field(default_factory=dict)
     _section: SectionRecord | None = field(default=None, repr=False)

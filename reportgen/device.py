@@ -408,7 +408,13 @@ def inference_model(ctx: Ctx) -> torch.nn.Module:
             return None
         if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in ctx.model.modules()):
             return None
-        return inference_copy(ctx.pixel_model, ctx.to_device(ctx.images.batch(idx)))[0]
+        example = ctx.to_device(ctx.images.batch(idx))
+        copy = inference_copy(ctx.pixel_model, example)[0]
+        from .features.split import agree
+
+        if agree(ctx, "inference_copy", copy is not None) != (copy is not None):  # torchrun: rank 0's choice
+            copy = inference_copy(ctx.pixel_model, example, min_gain=0.0)[0] if copy is None else None
+        return copy
 
     return ctx.memo(INFERENCE_MODEL, probe) or ctx.pixel_model
 

@@ -150,9 +150,20 @@ def _ink_figure(fig) -> None:
             leg.get_frame().set_facecolor(paper)
 
 
+_UNSEEN = [False]  # this process's sections are discarded (a torchrun rank other than 0): figures are not drawn
+
+
+def figures_unseen() -> None:
+    """From now on :func:`figure_to_png` draws nothing (a 1-pixel PNG): for a process whose sections no one sees
+    (:func:`reportgen.features.split.serve`; drawing them would delay its share of the next section)."""
+    _UNSEEN[0] = True
+
+
 def figure_to_png(fig, dpi: int = 110) -> ImageData:
     """Render a matplotlib figure to PNG bytes: transparent, its ink and paper in the colours the renderer paints
     in the report's theme (see FIGURE_INK)."""
+    if _UNSEEN[0]:
+        return ImageData(array=np.zeros((1, 1, 3), np.uint8))
     _ink_figure(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="none", edgecolor="none",

@@ -130,7 +130,8 @@ def _ig_fixed(model, x, baseline, t, steps, chunk):
         shape = (len(a), 1, *([1] * (x.dim() - 1)))
         xs = (baseline.detach()[None] + a.view(shape) * diff[None]).reshape(len(a) * b, *x.shape[1:])
         g = gradient(model, xs, t.repeat(len(a))).float().reshape(len(a), *x.shape)
-        acc += (g * w.view(shape)).sum(0)
+        for j in range(len(a)):  # node by node: the same sum whatever the passes (and images) the nodes went in
+            acc += g[j] * w[j]
     return acc * diff.float()
 
 

@@ -5,7 +5,8 @@ with a world larger than one), every process loads the model and lists the same 
 scans its shard (every ``WORLD_SIZE``-th image: logits, penultimate features, pixel vectors, per-layer top-k
 and sums) and :func:`merge_pass` gathers the shards on rank 0 (``gather_object`` over gloo): rows back in
 image order, per-channel top-k merged with the one-process tie-break, sums added. Rank 0 then runs the
-techniques and renders, exactly as a one-process build would; the other ranks exit 0 after the pass.
+techniques and renders, exactly as a one-process build would; the other ranks compute their shares of
+the per-image sections' images (:mod:`reportgen.features.split`) and exit 0.
 
 Several machines: ``torchrun --nnodes M --nproc-per-node N --node-rank R --rdzv-endpoint HOST:PORT -m reportgen
 build ...`` on each, with the same model, image folder (a shared file system or identical copies) and options;

@@ -208,7 +208,7 @@ def forward_pass(ctx: Ctx, layer_names: list[str], key: str | None, topk: int, p
                     xf = x.float()
                     small = F.adaptive_avg_pool2d(xf, pixel_size) if xf.shape[-1] != pixel_size else xf
                     rows.write("pixels", small.flatten(1).cpu().numpy().astype(np.float16), where, np.float16)
-                    rgb_sum += xf.sum(dim=(0, 2, 3)).double().cpu()
+                    rgb_sum += xf.sum(dim=(0, 2, 3), dtype=torch.float64).cpu()  # float64: one mean for any sharding
                     n_pix += xf.shape[0] * xf.shape[2] * xf.shape[3]
                     for name in layer_names:
                         if name not in acts:

@@ -21,6 +21,7 @@ from ..sampling import spread_indices, target_classes
 from ..attribution.visualization import attr_image, attr_item
 from ._map_store import SALIENCY_SPEC, put_maps
 from typing import TYPE_CHECKING
+from ..features.split import split_rows
 
 if TYPE_CHECKING:
     from ..context import Ctx
@@ -180,8 +181,10 @@ def cached_saliency(ctx: Ctx, indices: list[int]) -> list[SaliencyResult]:
     memo: dict[int, SaliencyResult] = ctx.memo(MEMO_KEY, dict)
     todo = [i for i in indices if i not in memo]
     if todo:
-        for r in saliency_maps(ctx, todo):
+        got = split_rows(ctx, todo, lambda keys: saliency_maps(ctx, keys))  # torchrun: each rank a share
+        for r in got:
             memo[r.index] = r
+        put_maps(ctx, SALIENCY_SPEC, [r.index for r in got], [r.target for r in got], np.stack([r.map for r in got]))
     return [memo[i] for i in indices]
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..cache import MemoKey, code_digest
+from ..features.split import split_rows
 
 if TYPE_CHECKING:
     from ..context import Ctx
@@ -120,18 +121,24 @@ def maps_for(ctx: Ctx, spec: MapSpec, idx: Sequence[int], x: torch.Tensor, targe
     images), which are then kept."""
     store = run_store(ctx)
     keys = [MapKey(spec, int(i), int(t), variant) for i, t in zip(idx, targets)]
-    have = [_lookup(ctx, store, k) for k in keys]
-    todo = [j for j, m in enumerate(have) if m is None]
-    if todo:
+    found = [_lookup(ctx, store, k) for k in keys]
+    pos = {k: j for j, k in enumerate(keys)}
+
+    def rows(todo_keys: list[MapKey]) -> list[np.ndarray]:  # under torchrun, each rank's share (features/split.py)
+        todo = [pos[k] for k in todo_keys]
         t = np.asarray([int(targets[j]) for j in todo], dtype=np.int64)
         sel = torch.as_tensor(todo, device=x.device)
         new = compute(x.index_select(0, sel) if len(todo) < len(x) else x, t, [int(idx[j]) for j in todo])
         new = new.detach().float().cpu().numpy() if isinstance(new, torch.Tensor) else np.asarray(new, np.float32)
-        store.computed[(spec.method, variant == ORIGINAL)] += len(todo)
-        for j, m in zip(todo, new):
-            have[j] = store.maps[keys[j]] = np.ascontiguousarray(m, dtype=np.float32)
+        return [np.ascontiguousarray(m, dtype=np.float32) for m in new]
+
+    have = split_rows(ctx, keys, rows, {j: m for j, m in enumerate(found) if m is not None})
+    store.computed[(spec.method, variant == ORIGINAL)] += sum(m is None for m in found)
+    for j, m in enumerate(have):
+        if found[j] is None:
+            store.maps[keys[j]] = m
             if ctx.cache is not None:
-                ctx.cache.put(_cache_key(ctx, keys[j]), have[j])
+                ctx.cache.put(_cache_key(ctx, keys[j]), m)
     return np.stack([np.asarray(m, dtype=np.float32) for m in have]) if have else np.zeros((0, 0, 0), np.float32)
 
 

@@ -32,6 +32,7 @@ from ..pictures import figure_to_png, new_figure
 from ..registry import METHOD_TECHNIQUES, Range, technique
 from ..report import Figure, ImageData, Note, Section, Table, plural
 from ..device import device_batch_size, inference_model
+from ..features.split import SplitForward
 from ._explain import explain_batch
 from ._map_store import run_store
 from ._faith_maps import BASELINES, RANDOM, baseline_maps, method_functions, method_reads, technique_options
@@ -222,7 +223,8 @@ def setup(ctx: Ctx, x: torch.Tensor, opts: FaithfulnessOptions) -> Setup:
                  subset=max(1, round(opts.mufidelity_subset * n_units)), runs=opts.mufidelity_runs, steps=opts.steps,
                  road_n=min(len(x), opts.road_images) if opts.road else 0, road_fractions=list(opts.road_fractions),
                  road_noise=opts.road_noise, batch=device_batch_size(ctx),
-                 model=inference_model(ctx))  # forward-only passes: a frozen copy where it is the same and faster
+                 model=SplitForward(ctx, inference_model(ctx)))  # forward-only passes: a frozen copy where it is
+    # the same and faster; under torchrun each rank runs a share of every batch (features/split.py)
 
 
 def checked_text(ctx: Ctx) -> str:

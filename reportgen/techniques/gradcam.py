@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+import torch
 
 from .. import attribution as A
 from ..papers import CHATTOPADHAY_2018, SELVARAJU_2017, SPRINGENBERG_2015
@@ -24,6 +25,7 @@ from ..registry import AttributionMethod, ClassMaps, Range, SanityCheck, techniq
 from ..report import Grid, Note, Section, Table
 from ..attribution.visualization import attr_item
 from ._explain import cam_layer_choice, cam_unsupported, cell_width, explain_batch, heat_item, input_item, peak_area
+from ..features.split import split_rows
 from ._faith_maps import MapMethod, as_numpy
 from ._map_store import MapSpec, put_maps
 
@@ -99,6 +101,25 @@ METHODS = (
     AttributionMethod("Grad-CAM++", _cam("Grad-CAM++", lambda ctx, o: o.layer), order=41),
     AttributionMethod("Guided Grad-CAM", _cam("Guided Grad-CAM", lambda ctx, o: o.layer), order=42),
 )
+def cam_maps(ctx: Ctx, name: str, layer, idx: list[int], x: torch.Tensor, t: np.ndarray, guided: bool):
+    """(layer cells, Grad-CAM, Grad-CAM++, Guided Grad-CAM or None) of the images, upsampled to the input; under
+    torchrun each rank computes a share of the images (:func:`reportgen.features.split.split_rows`)."""
+    pm, size = ctx.pixel_model, tuple(x.shape[-2:])
+    pos = {(name, int(i), int(c)): k for k, (i, c) in enumerate(zip(idx, t))}
+
+    def rows(keys: list) -> list:
+        sel = torch.as_tensor([pos[k] for k in keys], device=x.device)
+        xs, ts = x[sel], t[sel.cpu().numpy()]
+        raw = A.gradcam(pm, layer, xs, ts)
+        cam = A.upsample(raw, size).cpu().numpy()
+        pp = A.gradcam_plus_plus(pm, layer, xs, ts, size=size).cpu().numpy()
+        gg = A.guided_gradcam(pm, layer, xs, ts, cam=raw).float().cpu().numpy() if guided else None
+        return [(tuple(raw.shape[-2:]), cam[k], pp[k], None if gg is None else gg[k]) for k in range(len(keys))]
+
+    got = split_rows(ctx, list(pos), rows)
+    hw = got[0][0] if got else (0, 0)
+    return (hw, np.stack([g[1] for g in got]), np.stack([g[2] for g in got]),
+            np.stack([g[3] for g in got]) if guided else None)
 
 
 @technique(
@@ -117,13 +138,8 @@ def gradcam(ctx: Ctx, opts: GradCamOptions) -> Section:
     assert name is not None  # else _why_not made the section unsupported
     layer = ctx.layer(name)
     b = explain_batch(ctx, opts.max_images)
-    pm, x, t = ctx.pixel_model, b.x, b.targets
-    raw = A.gradcam(pm, layer, x, t)
-    hw = tuple(raw.shape[-2:])
-    size = tuple(x.shape[-2:])
-    cam = A.upsample(raw, size).cpu().numpy()
-    campp = A.gradcam_plus_plus(pm, layer, x, t, size=size).cpu().numpy()
-    gg = A.guided_gradcam(pm, layer, x, t, cam=raw).float().cpu().numpy() if opts.guided else None
+    t = b.targets
+    hw, cam, campp, gg = cam_maps(ctx, name, layer, b.idx, b.x, t, opts.guided)
     specs = {m: f.spec for m, f in cams(name, opts.guided).items()}  # faithfulness and sanity score these maps
     put_maps(ctx, specs["Grad-CAM"], b.idx, t, cam)
     put_maps(ctx, specs["Grad-CAM++"], b.idx, t, campp)

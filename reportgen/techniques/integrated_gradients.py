@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 
+import numpy as np
 import torch
 
 from .. import attribution as A
@@ -19,6 +20,7 @@ from ..papers import SUNDARARAJAN_2017
 from ..registry import AttributionMethod, Range, SanityCheck, technique
 from ..report import Grid, Note, Section, Table, plural
 from ..device import gradient_batch_size
+from ..features.split import split_rows
 from ._explain import cell_width, explain_batch, heat_item, input_item, make_baseline
 from ._faith_maps import MapMethod, as_numpy
 from ._map_store import MapSpec, put_maps
@@ -82,6 +84,33 @@ METHOD = AttributionMethod(
     # sanity runs it with a black baseline and its own fixed step count (no doubling: maps compared with each other)
     sanity=SanityCheck(maps=lambda ctx, so: ig_maps(ctx, "black", so.ig_steps, 0.01, so.ig_steps), always=True,
                        order=4))
+def split_ig(ctx: Ctx, idx: list[int], x: torch.Tensor, targets: np.ndarray, base: torch.Tensor,
+             opts: IntegratedGradientsOptions) -> A.IGResult:
+    """:func:`reportgen.attribution.integrated_gradients` of the images, their share on each rank under torchrun
+    (:func:`reportgen.features.split.split_rows`; each image doubles its own steps, so the split changes nothing):
+    the per-image results joined, each round's worst gap the worst over the shares that ran that round."""
+    pos = {(int(i), int(t)): k for k, (i, t) in enumerate(zip(idx, targets))}
+
+    def rows(keys: list) -> list:
+        sel = torch.as_tensor([pos[k] for k in keys], device=x.device)
+        r = A.integrated_gradients(ctx.output_model, x[sel], targets[sel.cpu().numpy()], baseline=base[sel],
+                                   steps=opts.steps, tol=opts.tolerance, max_steps=opts.max_steps,
+                                   chunk=gradient_batch_size(ctx))
+        per = r.steps_per_image if r.steps_per_image is not None else np.full(len(keys), r.steps)
+        return [(r.attributions[k].cpu(), float(r.gap[k]), float(r.delta[k]), float(r.total[k]), int(per[k]),
+                 r.tried) for k in range(len(keys))]
+
+    got = split_rows(ctx, list(pos), rows)
+    worst: dict[int, float] = {}
+    for *_, tried in got:
+        for s, g in tried:
+            worst[s] = max(worst.get(s, g), g)
+    gap = np.asarray([g[1] for g in got], dtype=np.float64)
+    per_image = np.asarray([g[4] for g in got], dtype=np.int64)
+    attr = torch.stack([g[0] for g in got]).to(x.device) if got else torch.zeros_like(x, dtype=torch.float32)
+    return A.IGResult(attr, int(per_image.max(initial=0)), gap, np.asarray([g[2] for g in got], dtype=np.float64),
+                      np.asarray([g[3] for g in got], dtype=np.float64), opts.tolerance,
+                      float(gap.max(initial=0.0)) <= opts.tolerance, sorted(worst.items()), per_image)
 
 
 @technique(
@@ -97,8 +126,7 @@ def integrated_gradients(ctx: Ctx, opts: IntegratedGradientsOptions) -> Section:
     the attributions add up to that difference (completeness)."""
     b = explain_batch(ctx, opts.max_images)
     base = make_baseline(b.x, opts.baseline)
-    res = A.integrated_gradients(ctx.output_model, b.x, b.targets, baseline=base, steps=opts.steps,
-                                 tol=opts.tolerance, max_steps=opts.max_steps, chunk=gradient_batch_size(ctx))
+    res = split_ig(ctx, b.idx, b.x, b.targets, base, opts)
     maps = A.to_map(res.attributions, "abssum").cpu().numpy()
     assert res.steps_per_image is not None  # integrated_gradients always fills it
     put_maps(ctx, ig_spec(opts.baseline, opts.steps, opts.tolerance, opts.max_steps), b.idx, b.targets, maps)

@@ -25,6 +25,7 @@ from ..papers import PRABHUSHANKAR_2020, SELVARAJU_2017
 from ..registry import Range, technique
 from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, Table, plural
 from ..device import graph_batch_size
+from ..features.split import split_rows
 from ._explain import cell_width, heat_item
 from ._setlevel import SetLevelMethod, class_maps_of, map_layer, map_unsupported, method_text, set_level_method
 
@@ -91,6 +92,20 @@ def _maps(ctx: Ctx, layer, idx: list[int], pred: np.ndarray, other: np.ndarray, 
         out["cg"].append(C.contrastive_gradcam(pm, layer, x, p, t, size=size).cpu().numpy())
         out["cx"].append(C.contrastive_gradient_x_input(pm, x, p, t).clamp_min(0).cpu().numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def split_maps(ctx: Ctx, name: str, idx: list[int], pred: np.ndarray, other: np.ndarray, method: str):
+    """:func:`_maps`, each rank's share of the images under torchrun (:func:`reportgen.features.split.split_rows`)."""
+    keys = [(name, method, int(i), int(p), int(o)) for i, p, o in zip(idx, pred, other)]
+
+    def rows(ks: list) -> list:
+        got = _maps(ctx, ctx.layer(name), [k[2] for k in ks], np.asarray([k[3] for k in ks], dtype=np.int64),
+                    np.asarray([k[4] for k in ks], dtype=np.int64), method)
+        return [{key: v[j] for key, v in got.items()} for j in range(len(ks))]
+
+    got = split_rows(ctx, keys, rows)
+    return {key: np.stack([g[key] for g in got]) if got else np.zeros((0, 0, 0), np.float32)
+            for key in ("p", "t", "cg", "cx")}
 
 
 @dataclass(frozen=True)
@@ -169,7 +184,7 @@ def compute_mistakes(ctx: Ctx, opts: MistakesOptions) -> MistakesResult:
     idx = [i for p in pairs for i in p.images]
     pv = np.array([p.predicted for p in pairs for _ in p.images], dtype=np.int64)
     ov = np.array([p.other for p in pairs for _ in p.images], dtype=np.int64)
-    maps = _maps(ctx, ctx.layer(name), idx, pv, ov, opts.method)
+    maps = split_maps(ctx, name, idx, pv, ov, opts.method)
     correct = known & (preds == labels) if known.any() else np.ones(len(preds), dtype=bool)
     k, row, out = max(0, opts.neighbours), 0, []
     for p in pairs:

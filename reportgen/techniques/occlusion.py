@@ -32,6 +32,7 @@ from ..device import FrozenForward, device_batch_size, inference_model
 from ..attribution.visualization import attr_image, attr_item
 from ._faith_maps import MapMethod
 from ._map_store import MapSpec, put_maps
+from ..features.split import split_rows
 from ._explain import (attention_reason, cell_width, cost_scaled_window, image_item, incremental_batch_size,
                        predict_batch, resolve_window, show_indices)
 
@@ -203,7 +204,9 @@ def occlusion(ctx: Ctx, opts: OcclusionOptions) -> Section:
     idx = show_indices(ctx, opts.max_images)
     batch = opts.batch_size if opts.batch_size > 0 else device_batch_size(ctx)
     inc_batch = batch if opts.batch_size > 0 else incremental_batch_size(ctx)
-    results = occlusion_maps(ctx, idx, window, stride, batch, fill, incremental_batch=inc_batch)
+    results = split_rows(ctx, [(int(i), window, stride, tuple(float(v) for v in np.ravel(fill))) for i in idx],
+                         lambda keys: occlusion_maps(ctx, [k[0] for k in keys], window, stride, batch, fill,
+                                                     incremental_batch=inc_batch))  # torchrun: ranks share images
     put_maps(ctx, occlusion_spec(window, stride, fill), [r.index for r in results], [r.target for r in results],
              np.stack([r.base - r.heat for r in results]))  # the maps faithfulness scores
     sec = Section(id="occlusion", title="Occlusion sensitivity")
