@@ -124,6 +124,7 @@ class ModelState:
     training: dict[str, bool]
     requires_grad: dict[str, bool]
     digest: str
+    structure: tuple = ()  # (name, class, forward patched on the instance) per module: nothing swapped
 
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
@@ -147,7 +148,8 @@ def _state(model: typing.Any) -> ModelState:
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         h.update(name.encode() + t.detach().cpu().contiguous().numpy().tobytes())
     return ModelState(hooks, _global_hooks(), {n: m.training for n, m in model.named_modules()},
-                      {n: p.requires_grad for n, p in model.named_parameters()}, h.hexdigest())
+                      {n: p.requires_grad for n, p in model.named_parameters()}, h.hexdigest(),
+                      tuple((n, type(m).__name__, "forward" in vars(m)) for n, m in model.named_modules()))
 
 
 @dataclasses.dataclass
@@ -253,6 +255,7 @@ def test_leaves_no_hook(tid, run_of):
             continue
         assert state.hooks == run.before.hooks, f"{tid} left hooks {when}: {state.hooks}"
         assert state.global_hooks == run.before.global_hooks, f"{tid} left global hooks {when}"
+    assert run.after.structure == run.before.structure, f"{tid} swapped or patched modules"
 
 
 @pytest.mark.parametrize("tid", TECHNIQUES)
