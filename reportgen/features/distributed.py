@@ -56,7 +56,13 @@ def init() -> Group | None:
 
 
 def close(group: Group | None) -> None:
+    """Every rank leaves together (a barrier, then the group is destroyed): a rank that destroyed its group while
+    another still held a connection to it aborted in gloo's background thread at exit (one run in two)."""
     if group is not None and torch.distributed.is_initialized():
+        try:
+            torch.distributed.barrier()
+        except Exception:  # noqa: BLE001 - a rank already gone: nothing to wait for
+            pass
         torch.distributed.destroy_process_group()
 
 
