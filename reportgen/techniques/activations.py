@@ -21,20 +21,37 @@ from ..inspection.layers import activation_after
 from ..papers import YOSINSKI_2015, ZEILER_FERGUS_2014
 from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Section
+from ..results_schema import result_type, to_json
 from ..sampling import spread_indices
 
-# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "layer": "dotted name of the layer shown",
-    "layer_type": "its module class (ReLU when the post-activation output is shown)",
-    "shape": "[channels, height, width] of its output",
-    "layout": "how the layer's output was read as a grid "
-              "(NCHW, channels-last NHWC, or a token sequence with its extra tokens)",
-    "images[].image": "image name",
-    "images[].predicted": "predicted class",
-    "images[].active_channels": "channels with a positive value somewhere in the map",
-    "images[].strongest_channels": "the five channels with the highest maximum",
-}
+
+@result_type
+class ActivationsImage:
+    image: str
+    """image name"""
+    predicted: str
+    """predicted class"""
+    active_channels: int
+    """channels with a positive value somewhere in the map"""
+    strongest_channels: list[int]
+    """the five channels with the highest maximum"""
+
+
+@result_type
+class ActivationsResults:
+    layer: str
+    """dotted name of the layer shown"""
+    layer_type: str
+    """its module class (ReLU when the post-activation output is shown)"""
+    shape: list[int]
+    """[channels, height, width] of its output"""
+    layout: str
+    """how the layer's output was read as a grid (NCHW, channels-last NHWC, or a token sequence
+    with its extra tokens)"""
+    images: list[ActivationsImage]
+
+
+RESULTS = ActivationsResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -101,11 +118,12 @@ def activations(ctx, opts: ActivationsOptions) -> Section:
     sec.params["layer"] = name
     sec.params["layer_shape"] = f"{c}x{h}x{w}"
     flat = acts.reshape(acts.shape[0], c, -1)
-    sec.results = {"layer": name, "layer_type": type(layer).__name__, "shape": [int(c), int(h), int(w)],
-                   "layout": lay.short() if lay is not None else "other",
-                   "images": [{"image": ctx.images.name(i), "predicted": ctx.class_name(int(preds[k])),
-                               # channels whose map is > 0 somewhere (post-ReLU: the units that fired)
-                               "active_channels": int((flat[k].max(1) > 0).sum()),
-                               "strongest_channels": [int(v) for v in np.argsort(-flat[k].max(1), kind="stable")[:5]]}
-                              for k, i in enumerate(idx)]}
+    sec.results = to_json(ActivationsResults(
+        layer=name, layer_type=type(layer).__name__, shape=[int(c), int(h), int(w)],
+        layout=lay.short() if lay is not None else "other",
+        images=[ActivationsImage(image=ctx.images.name(i), predicted=ctx.class_name(int(preds[k])),
+                                 # channels whose map is > 0 somewhere (post-ReLU: the units that fired)
+                                 active_channels=int((flat[k].max(1) > 0).sum()),
+                                 strongest_channels=[int(v) for v in np.argsort(-flat[k].max(1), kind="stable")[:5]])
+                for k, i in enumerate(idx)]))
     return sec

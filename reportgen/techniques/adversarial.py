@@ -23,39 +23,80 @@ from ..papers import GOODFELLOW_2015, MADRY_2018, SZEGEDY_2014
 from ..pictures import symmetric_to_uint8, unit_to_uint8
 from ..registry import Range, technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
+from ..results_schema import result_type, to_json
 from ..sampling import spread_indices
 from ..device import graph_batch_size
 
-# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "epsilon_255": "L-inf budget of the targeted attack in /255 (null: unbounded)",
-    "images": "images attacked with a target",
-    "fooled": "of those, predicted as their target (top-1 with p >= min_target_prob) at the end (float images)",
-    "fooled_8bit": "the same after rounding the attacked images to 8 bits",
-    "targeted[].image": "image name",
-    "targeted[].predicted": "prediction before the attack",
-    "targeted[].p_predicted_before": "its probability",
-    "targeted[].target": "target class",
-    "targeted[].target_index": "target index",
-    "targeted[].p_target_before": "target probability before",
-    "targeted[].p_target_after": "target probability after (float image)",
-    "targeted[].p_target_8bit": "target probability after 8-bit rounding",
-    "targeted[].steps": "steps taken",
-    "targeted[].linf_255": "L-inf size of the perturbation in /255 (never above epsilon_255)",
-    "targeted[].l2_255": "L2 size in 0-255 units",
-    "targeted[].fooled": "predicted as the target, top-1 with p >= min_target_prob (float image)",
-    "targeted[].fooled_8bit": "the same after 8-bit rounding",
-    "untargeted_against": "which label the untargeted attacks work against",
-    "untargeted[].attack": "FGSM or PGD-n",
-    "untargeted[].epsilon_255": "L-inf budget in /255",
-    "untargeted[].images": "images attacked (spread across classes)",
-    "untargeted[].changed": "images whose prediction changed",
-    "untargeted[].success_rate": "changed / images",
-    "untargeted[].changed_8bit": "images whose prediction changed after 8-bit rounding of the attacked image",
-    "untargeted[].success_rate_8bit": "changed_8bit / images",
-    "untargeted[].p_label_before": "mean probability of the attacked label before",
-    "untargeted[].p_label_after": "mean probability of the attacked label after",
-}
+
+@result_type
+class AdversarialTarget:
+    image: str
+    """image name"""
+    predicted: str
+    """prediction before the attack"""
+    p_predicted_before: float
+    """its probability"""
+    target: str
+    """target class"""
+    target_index: int
+    """target index"""
+    p_target_before: float
+    """target probability before"""
+    p_target_after: float
+    """target probability after (float image)"""
+    p_target_8bit: float
+    """target probability after 8-bit rounding"""
+    steps: int
+    """steps taken"""
+    linf_255: float
+    """L-inf size of the perturbation in /255 (never above epsilon_255)"""
+    l2_255: float
+    """L2 size in 0-255 units"""
+    fooled: bool
+    """predicted as the target, top-1 with p >= min_target_prob (float image)"""
+    fooled_8bit: bool
+    """the same after 8-bit rounding"""
+
+
+@result_type
+class AdversarialUntargeted:
+    attack: str
+    """FGSM or PGD-n"""
+    epsilon_255: float
+    """L-inf budget in /255"""
+    images: int
+    """images attacked (spread across classes)"""
+    changed: int
+    """images whose prediction changed"""
+    success_rate: float
+    """changed / images"""
+    changed_8bit: int
+    """images whose prediction changed after 8-bit rounding of the attacked image"""
+    success_rate_8bit: float
+    """changed_8bit / images"""
+    p_label_before: float
+    """mean probability of the attacked label before"""
+    p_label_after: float
+    """mean probability of the attacked label after"""
+
+
+@result_type
+class AdversarialResults:
+    epsilon_255: float | None
+    """L-inf budget of the targeted attack in /255 (null: unbounded)"""
+    targeted: list[AdversarialTarget]
+    fooled: int
+    """of those, predicted as their target (top-1 with p >= min_target_prob) at the end (float images)"""
+    fooled_8bit: int
+    """the same after rounding the attacked images to 8 bits"""
+    images: int
+    """images attacked with a target"""
+    untargeted: list[AdversarialUntargeted]
+    untargeted_against: str
+    """which label the untargeted attacks work against"""
+
+
+RESULTS = AdversarialResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -157,7 +198,7 @@ def _against(ctx, idx: list[int], preds: torch.Tensor) -> torch.Tensor:
     return torch.where(ok, labels, preds.cpu())
 
 
-def untargeted_table(ctx, opts: AdversarialOptions) -> tuple[Table, list[dict], str]:
+def untargeted_table(ctx, opts: AdversarialOptions) -> tuple[Table, list[AdversarialUntargeted], str]:
     """FGSM / PGD success over ``attack_images`` images spread across classes, as float and as 8-bit images."""
     pm = ctx.pixel_model
     m = min(max(1, opts.attack_images), len(ctx.images))
@@ -193,10 +234,11 @@ def untargeted_table(ctx, opts: AdversarialOptions) -> tuple[Table, list[dict], 
             t = max(total, 1)
             rows.append([name, f"{eps255:g}/255", f"{flipped}/{total}", round(flipped / t, 3),
                          f"{flipped8}/{total}", round(pb_sum / t, 3), round(pa_sum / t, 3)])
-            out.append({"attack": name, "epsilon_255": float(eps255), "images": total, "changed": flipped,
-                        "success_rate": round(flipped / t, 4), "changed_8bit": flipped8,
-                        "success_rate_8bit": round(flipped8 / t, 4), "p_label_before": round(pb_sum / t, 4),
-                        "p_label_after": round(pa_sum / t, 4)})
+            out.append(AdversarialUntargeted(
+                attack=name, epsilon_255=float(eps255), images=int(total), changed=int(flipped),
+                success_rate=round(flipped / t, 4), changed_8bit=int(flipped8),
+                success_rate_8bit=round(flipped8 / t, 4), p_label_before=round(pb_sum / t, 4),
+                p_label_after=round(pa_sum / t, 4)))
     against = ("the true label" if n_true == m else
                f"the true label where known ({n_true} of {m}), else the predicted class" if n_true else
                "the predicted class (no labels)")
@@ -274,18 +316,18 @@ def adversarial(ctx, opts: AdversarialOptions) -> Section:
                       alt=f"adversarial image targeting {ctx.class_name(tgt)}")
         title = f"{ctx.images.name(i)} → {ctx.class_name(tgt)}" + ("" if ok else " (not reached)")
         sec.add(Group(title, [Row([orig, pert, fool])]))
-        rows.append({"image": ctx.images.name(i), "predicted": ctx.class_name(int(pred0[b])),
-                     "p_predicted_before": round(float(p0[b, pred0[b]]), 4), "target": ctx.class_name(tgt),
-                     "target_index": tgt, "p_target_before": round(float(p0[b, tgt]), 4),
-                     "p_target_after": round(float(p1[b, tgt]), 4), "p_target_8bit": round(float(pq[b, tgt]), 4),
-                     "steps": steps, "linf_255": round(linf * 255, 3), "l2_255": round(l2 * 255, 3),
-                     "fooled": ok, "fooled_8bit": ok8})
+        rows.append(AdversarialTarget(
+            image=ctx.images.name(i), predicted=ctx.class_name(int(pred0[b])),
+            p_predicted_before=round(float(p0[b, pred0[b]]), 4), target=ctx.class_name(tgt), target_index=tgt,
+            p_target_before=round(float(p0[b, tgt]), 4), p_target_after=round(float(p1[b, tgt]), 4),
+            p_target_8bit=round(float(pq[b, tgt]), 4), steps=steps, linf_255=round(linf * 255, 3),
+            l2_255=round(l2 * 255, 3), fooled=ok, fooled_8bit=ok8))
 
     table, untargeted, against = untargeted_table(ctx, opts)
     sec.add(table)
-    n_ok = sum(r["fooled"] for r in rows)
-    n_ok8 = sum(r["fooled_8bit"] for r in rows)
-    worst = max((r["linf_255"] for r in rows), default=0.0)
+    n_ok = sum(r.fooled for r in rows)
+    n_ok8 = sum(r.fooled_8bit for r in rows)
+    worst = max((r.linf_255 for r in rows), default=0.0)
     sec.add(Note(f"Targeted attack: steps of at most {opts.step_size:g}/255 per pixel along ∇ log p_target "
                  f"(scaled so the largest pixel change is the step), projected onto the L∞ ball ({budget}) and "
                  "[0, 1], until the target is predicted"
@@ -294,7 +336,7 @@ def adversarial(ctx, opts: AdversarialOptions) -> Section:
                  f"rounding); the largest change used was {worst:.1f}/255.",
                  kind="info" if n_ok == n else "warning"))
     sec.params["targets"] = targets
-    sec.results = {"epsilon_255": float(opts.epsilon) if eps is not None else None, "targeted": rows,
-                   "fooled": n_ok, "fooled_8bit": n_ok8, "images": n, "untargeted": untargeted,
-                   "untargeted_against": against}
+    sec.results = to_json(AdversarialResults(
+        epsilon_255=float(opts.epsilon) if eps is not None else None, targeted=rows, fooled=n_ok, fooled_8bit=n_ok8,
+        images=n, untargeted=untargeted, untargeted_against=against))
     return sec

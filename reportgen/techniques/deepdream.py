@@ -30,23 +30,44 @@ from ..optvis.plotting import history_plot
 from ..papers import MORDVINTSEV_2015
 from ..registry import Range, technique
 from ..report import Block, Figure, Group, ImageData, KeyValues, Row, Section, plural
+from ..results_schema import result_type, to_json
 from ..sampling import spread_indices
 
-# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "layers": "layers requested",
-    "objective_layers": "layer each objective reads (the activation after the requested one where there is one)",
-    "relu_applied": "per layer: relu applied to the layer's output because no activation follows it",
-    "jitter_px": "jitter at full size after the cap",
-    "image_size": "side of the dreamed images",
-    "dreams[].image": "image name",
-    "dreams[].layer": "requested layer",
-    "dreams[].objective_layer": "layer read",
-    "dreams[].relu_applied": "relu applied",
-    "dreams[].gain_last_octave": "objective at the end / at the start of the last octave",
-    "dreams[].objective_start_last_octave": "0.5 ||a||^2 at the start of the last octave",
-    "dreams[].objective_end": "0.5 ||a||^2 at the end",
-}
+
+@result_type
+class DeepDreamDream:
+    image: str
+    """image name"""
+    layer: str
+    """requested layer"""
+    objective_layer: str
+    """layer read"""
+    relu_applied: bool
+    """relu applied"""
+    gain_last_octave: float
+    """objective at the end / at the start of the last octave"""
+    objective_start_last_octave: float
+    """0.5 ||a||^2 at the start of the last octave"""
+    objective_end: float
+    """0.5 ||a||^2 at the end"""
+
+
+@result_type
+class DeepDreamResults:
+    layers: list[str]
+    """layers requested"""
+    objective_layers: list[str]
+    """layer each objective reads (the activation after the requested one where there is one)"""
+    relu_applied: list[bool]
+    """per layer: relu applied to the layer's output because no activation follows it"""
+    jitter_px: int
+    """jitter at full size after the cap"""
+    image_size: int
+    """side of the dreamed images"""
+    dreams: list[DeepDreamDream]
+
+
+RESULTS = DeepDreamResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -174,7 +195,7 @@ def deepdream(ctx, opts: DeepDreamOptions) -> Section:
     size = int(opts.image_size or ctx.pre.size)
     jitter = min(int(opts.jitter), max(1, round(opts.max_jitter_fraction * size))) if opts.jitter > 0 else 0
     sec = Section(id="deepdream", title="DeepDream")
-    gains: list[dict] = []
+    gains: list[DeepDreamDream] = []
     for i in spread_indices(ctx, n, "deepdream/images"):
         img = ctx.images.tensor(i)
         if img.shape[-1] != size:
@@ -190,10 +211,10 @@ def deepdream(ctx, opts: DeepDreamOptions) -> Section:
         hist = np.concatenate([r.history for r in results], 0)  # steps x layers
         for b, name in enumerate(names):
             gain = [float(r.history[-1, b] / max(r.history[0, b], 1e-12)) for r in results]
-            gains.append({"image": ctx.images.name(i), "layer": name, "objective_layer": targets[b][0],
-                          "relu_applied": targets[b][1], "gain_last_octave": round(gain[-1], 4),
-                          "objective_start_last_octave": float(results[-1].history[0, b]),
-                          "objective_end": float(results[-1].history[-1, b])})
+            gains.append(DeepDreamDream(image=ctx.images.name(i), layer=name, objective_layer=targets[b][0],
+                                        relu_applied=targets[b][1], gain_last_octave=round(gain[-1], 4),
+                                        objective_start_last_octave=float(results[-1].history[0, b]),
+                                        objective_end=float(results[-1].history[-1, b])))
             weak = "" if gain[-1] > 1.05 else " — barely changed: the layer is hardly active here"
             figs.append(Figure(ImageData(unit_to_uint8(dreams[b].permute(1, 2, 0).numpy()), display_width=224),
                                caption=f"dreamed at {targets[b][2]}; 0.5‖a‖² ×{gain[-1]:.2f} over the last "
@@ -216,6 +237,7 @@ def deepdream(ctx, opts: DeepDreamOptions) -> Section:
                  f"octave; at most {opts.max_jitter_fraction:g} of the side)"),
     ], title="Settings"))
     sec.params["layers"] = names
-    sec.results = {"layers": names, "objective_layers": [t[0] for t in targets],
-                   "relu_applied": [t[1] for t in targets], "jitter_px": jitter, "image_size": size, "dreams": gains}
+    sec.results = to_json(DeepDreamResults(layers=names, objective_layers=[t[0] for t in targets],
+                                           relu_applied=[t[1] for t in targets], jitter_px=jitter, image_size=size,
+                                           dreams=gains))
     return sec

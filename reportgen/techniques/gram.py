@@ -19,16 +19,23 @@ from ..pictures import figure_to_png, unit_to_uint8
 from ..papers import GATYS_STYLE_2016, GATYS_TEXTURE_2015
 from ..registry import Range, reads_options, technique
 from ..report import Figure, Group, ImageData, Note, Row, Section, Table
+from ..results_schema import result_type, to_json
 from ..synthesis.style import gram_targets, source_images
 from ..synthesis.gatys import gram_synthesis, options_of
 
 
-# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "layers": "the layers whose Gram matrices are shown",
-    "gram_error": "per texture, per layer: relative Gram error ||G(x) - G(s)||^2 / ||G(s)||^2 after the synthesis",
-    "style_source": "where the style images came from",
-}
+
+@result_type
+class GramResults:
+    layers: list[str]
+    """the layers whose Gram matrices are shown"""
+    gram_error: dict[str, dict[str, float]]
+    """per texture, per layer: relative Gram error ||G(x) - G(s)||^2 / ||G(s)||^2 after the synthesis"""
+    style_source: str
+    """where the style images came from"""
+
+
+RESULTS = GramResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 @dataclass
 class GramOptions:
@@ -122,8 +129,8 @@ def gram(ctx, opts: GramOptions) -> Section:
         sec.add(Note(f"Some layers were matched only loosely (relative Gram error up to {worst:.2f}): the synthesis "
                      "ran too few steps for them.", kind="warning"))
     sec.params.update(layers=layers, styles=[s.name for s in styles])
-    sec.results.update(layers=layers, gram_error={r[0]: dict(zip(layers, r[1:])) for r in rows},
-                       style_source=where)
+    sec.results = to_json(GramResults(layers=layers, gram_error={r[0]: dict(zip(layers, r[1:])) for r in rows},
+                                      style_source=where))
     return sec
 
 

@@ -21,20 +21,38 @@ from ..pictures import mask_overlay
 from ..papers import ROTHER_2004, SIMONYAN_2014
 from ..registry import Range, technique
 from ..report import Grid, GridItem, ImageData, Note, Section
+from ..results_schema import result_type, to_json
 from ._explain import cached_saliency, image_item, show_indices, smooth
 
-# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "iterations": "graph cuts (1: colour models from the seeds only, as in the paper)",
-    "skipped": "images where GrabCut could not run (flat map)",
-    "mean_foreground_fraction": "mean share of the image in the mask (null: no image)",
-    "images[].image": "image name",
-    "images[].class": "class whose saliency seeded the cut",
-    "images[].class_from_label": "the class is the true label (else the prediction)",
-    "images[].foreground_fraction": "share of the image in the mask (largest connected component)",
-    "images[].fg_seed_fraction": "share of pixels seeded as foreground",
-    "images[].bg_seed_fraction": "share of pixels seeded as background",
-}
+
+@result_type
+class SegmentationImage:
+    image: str
+    """image name"""
+    class_: str
+    """class whose saliency seeded the cut"""
+    class_from_label: bool
+    """the class is the true label (else the prediction)"""
+    foreground_fraction: float
+    """share of the image in the mask (largest connected component)"""
+    fg_seed_fraction: float
+    """share of pixels seeded as foreground"""
+    bg_seed_fraction: float
+    """share of pixels seeded as background"""
+
+
+@result_type
+class SegmentationResults:
+    images: list[SegmentationImage]
+    skipped: int
+    """images where GrabCut could not run (flat map)"""
+    iterations: int
+    """graph cuts (1: colour models from the seeds only, as in the paper)"""
+    mean_foreground_fraction: float | None
+    """mean share of the image in the mask (null: no image)"""
+
+
+RESULTS = SegmentationResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 def seeds_from_saliency(sal: np.ndarray, fg_quantile: float, bg_quantile: float, blur: float) -> np.ndarray:
@@ -150,7 +168,7 @@ def segmentation(ctx, opts: SegmentationOptions) -> Section:
     items = []
     failed = []
     fg_fracs = []
-    per_image = []
+    per_image: list[SegmentationImage] = []
     for r in results:
         img = ctx.images.display(r.index)
         name = ctx.images.name(r.index)
@@ -161,11 +179,11 @@ def segmentation(ctx, opts: SegmentationOptions) -> Section:
             failed.append(f"{name}: {e}")
             continue
         fg_fracs.append(float(fg.mean()))
-        per_image.append({"image": name, "class": ctx.class_name(int(r.target)),
-                          "class_from_label": bool(r.from_label),
-                          "foreground_fraction": round(float(fg.mean()), 4),
-                          "fg_seed_fraction": round(float((seeds == 1).mean()), 4),
-                          "bg_seed_fraction": round(float((seeds == 0).mean()), 4)})
+        per_image.append(SegmentationImage(image=name, class_=ctx.class_name(int(r.target)),
+                                           class_from_label=bool(r.from_label),
+                                           foreground_fraction=round(float(fg.mean()), 4),
+                                           fg_seed_fraction=round(float((seeds == 1).mean()), 4),
+                                           bg_seed_fraction=round(float((seeds == 0).mean()), 4)))
         items.append(image_item(ctx, r.index, r.target, r.from_label, r.pred, r.prob))
         items.append(GridItem(ImageData(seeds_image(img, seeds)), label="seeds",
                               sublabel=f"top {100 * (1 - opts.fg_quantile):.0f}% / bottom "
@@ -192,6 +210,7 @@ def segmentation(ctx, opts: SegmentationOptions) -> Section:
     sec.params["images"] = [ctx.images.name(r.index) for r in results]
     if fg_fracs:
         sec.params["mean_foreground_fraction"] = round(float(np.mean(fg_fracs)), 3)
-    sec.results = {"images": per_image, "skipped": len(failed), "iterations": int(opts.iterations),
-                   "mean_foreground_fraction": round(float(np.mean(fg_fracs)), 4) if fg_fracs else None}
+    sec.results = to_json(SegmentationResults(
+        images=per_image, skipped=len(failed), iterations=int(opts.iterations),
+        mean_foreground_fraction=round(float(np.mean(fg_fracs)), 4) if fg_fracs else None))
     return sec

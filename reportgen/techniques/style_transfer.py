@@ -21,21 +21,32 @@ from ..optvis.plotting import history_plot
 from ..papers import GATYS_STYLE_2016
 from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
+from ..results_schema import result_type, to_json
 from ..inspection.activations import activations
 from ..synthesis.gatys import per_image_seconds, style_setup, transfer
 from ..synthesis.style import resolve_parameterization
 
 
-# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "optimizer": "the optimiser asked for (adam or lbfgs)",
-    "seconds_per_image": "wall time per stylised image of the grid, s (batched)",
-    "gram_error": "mean relative Gram error of the grid's results against their style",
-    "ratios": "the style weights w_s of the strip",
-    "strip_gram_error": "per strip step: mean relative Gram error (falls as w_s grows)",
-    "strip_content_error": "per strip step: relative content error (rises as w_s grows)",
-    "loss_fell": "the total loss fell for every image",
-}
+
+@result_type
+class StyleTransferResults:
+    optimizer: str
+    """the optimiser asked for (adam or lbfgs)"""
+    seconds_per_image: float
+    """wall time per stylised image of the grid, s (batched)"""
+    gram_error: float
+    """mean relative Gram error of the grid's results against their style"""
+    ratios: list[float]
+    """the style weights w_s of the strip"""
+    strip_gram_error: list[float]
+    """per strip step: mean relative Gram error (falls as w_s grows)"""
+    strip_content_error: list[float]
+    """per strip step: relative content error (rises as w_s grows)"""
+    loss_fell: bool
+    """the total loss fell for every image"""
+
+
+RESULTS = StyleTransferResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 @dataclass
 class StyleTransferOptions:
@@ -143,8 +154,8 @@ def style_transfer(ctx, opts: StyleTransferOptions) -> Section:
                  f"per image, batched), strip {strip.wall_time_s:.1f} s"),
     ], title="Settings"))
     sec.params.update(layers=s["layers"], content_layer=s["content_layer"], optimizer=opts.optimizer)
-    sec.results.update(optimizer=opts.optimizer, seconds_per_image=round(grid["seconds_per_image"], 3),
-                       gram_error=float(errs.mean()), ratios=ratios,
-                       strip_gram_error=[float(v) for v in serr.mean(1)], strip_content_error=[float(v) for v in cerr],
-                       loss_fell=bool(fell.all()))
+    sec.results = to_json(StyleTransferResults(
+        optimizer=opts.optimizer, seconds_per_image=round(grid["seconds_per_image"], 3), gram_error=float(errs.mean()),
+        ratios=ratios, strip_gram_error=[float(v) for v in serr.mean(1)], strip_content_error=[float(v) for v in cerr],
+        loss_fell=bool(fell.all())))
     return sec

@@ -24,22 +24,34 @@ from ..optvis.plotting import history_plot
 from ..papers import EFROS_LEUNG_1999, GATYS_TEXTURE_2015, WEI_LEVOY_2000
 from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, plural
+from ..results_schema import result_type, to_json
 from ..synthesis.gatys import gram_synthesis
 from ..synthesis.style import resize_to, resolve_parameterization
 
 
-# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "layers": "the layers whose Gram matrices are matched",
-    "optimizer": "the optimiser asked for (adam or lbfgs)",
-    "gram_seconds": "wall time of the Gram syntheses, s",
-    "nn_seconds": "per texture: wall time of the nearest-neighbour synthesis, s",
-    "nn_histogram_distance": "per texture: colour-histogram total variation distance of the nearest-neighbour "
-                             "synthesis from the source (0 = identical)",
-    "gram_error_by_set": "per texture, per growing set of matched layers: mean relative Gram error",
-    "loss_fell": "the Gram loss fell for every synthesis",
-    "contrast_by_set": "per texture, per set of layers: pixel std of the synthesis / of the source",
-}
+
+@result_type
+class TextureResults:
+    layers: list[str]
+    """the layers whose Gram matrices are matched"""
+    optimizer: str
+    """the optimiser asked for (adam or lbfgs)"""
+    gram_seconds: float
+    """wall time of the Gram syntheses, s"""
+    nn_seconds: list[float]
+    """per texture: wall time of the nearest-neighbour synthesis, s"""
+    nn_histogram_distance: list[float]
+    """per texture: colour-histogram total variation distance of the nearest-neighbour synthesis from the source (0 =
+    identical)"""
+    gram_error_by_set: list[list[float]]
+    """per texture, per growing set of matched layers: mean relative Gram error"""
+    loss_fell: bool
+    """the Gram loss fell for every synthesis"""
+    contrast_by_set: list[list[float]]
+    """per texture, per set of layers: pixel std of the synthesis / of the source"""
+
+
+RESULTS = TextureResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 @dataclass
 class TextureOptions:
@@ -138,13 +150,13 @@ def texture(ctx, opts: TextureOptions) -> Section:
                               f"{np.mean(nn_times):.1f} s per texture"),
     ], title="Settings"))
     sec.params.update(layers=layers, textures=[t.name for t in textures])
-    sec.results.update(
+    sec.results = to_json(TextureResults(
         layers=layers, optimizer=opts.optimizer, gram_seconds=round(res.wall_time_s, 2),
         nn_seconds=[round(t, 2) for t in nn_times], nn_histogram_distance=[round(h, 4) for h in nn_hist],
         gram_error_by_set=[[float(errors[j * n_sets + k, :k + 1].mean()) for k in range(n_sets)]
                            for j in range(len(textures))],
         loss_fell=bool(fell.all()), contrast_by_set=[[round(float(c), 3) for c in contrast[j * n_sets:(j + 1) * n_sets]]
-                                                      for j in range(len(textures))])
+                                                     for j in range(len(textures))]))
     return sec
 
 

@@ -492,6 +492,8 @@ def test_every_section_writes_declared_json_results(make_ctx, tiny_model, image_
             json.dumps(sec.results)
             assert not rs.undeclared(t.id, sec.results), (t.id, rs.undeclared(t.id, sec.results))
             assert not rs.missing(t.id, sec.results), (t.id, rs.missing(t.id, sec.results))
+            if rs.result_type_of(t.id) is not None:
+                assert rs.check(t.id, sec.results) == [], t.id
     ours = ["card", "filters", "activations", "patches", "neighbors", "embedding", "occlusion", "saliency",
             "segmentation", "guided_backprop", "class_visualization", "adversarial", "deepdream"]
     assert all(rs.declared(t) for t in ours)
