@@ -23,9 +23,9 @@ from ..pictures import figure_to_png, new_figure
 from ..inspection.hooks import hookable
 from ..inspection.layers import describe_layers
 from ..papers import ZEILER_FERGUS_2014
+from ..results_schema import MISSING, Absent, result_type, to_json
 from ..registry import Range, technique
 from ..report import OVERVIEW, Grid, GridItem, Group, ImageData, KeyValues, Note, Section, Table
-from ..results_schema import MISSING, Absent, result_type, to_json
 
 @result_type
 class CardResults:

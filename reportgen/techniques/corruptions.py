@@ -20,9 +20,9 @@ import torch
 from ..device import device_batch_size, inference_model
 from ..papers import HENDRYCKS_DIETTERICH_2019
 from ..pictures import figure_to_png, new_figure, unit_to_uint8
+from ..results_schema import result_type, to_json
 from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, Table
-from ..results_schema import result_type, to_json
 from ..robustness import evaluate as E
 from ..robustness.corruptions import (CORRUPTIONS, LABELS, TABLE_NAMES, TABLE_SIDE, Corruption, choose_table,
                                       corrupt, level)

@@ -21,9 +21,9 @@ from ..failures.duplicates import exact_groups, near_pairs
 from ..failures.labelnoise import confident_learning
 from ..failures.reference import check_reference_folder, reference_features
 from ..papers import NORTHCUTT_2021
+from ..results_schema import MISSING, Absent, result_type, to_json
 from ..registry import Range, technique
 from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, plural
-from ..results_schema import MISSING, Absent, result_type, to_json
 
 
 @result_type

@@ -21,9 +21,9 @@ from ..pictures import unit_to_uint8
 from ..optvis import objectives as O
 from ..optvis.plotting import history_plot
 from ..papers import MAHENDRAN_VEDALDI_2015
+from ..results_schema import result_type, to_json
 from ..registry import Range, technique
 from ..report import Block, Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
-from ..results_schema import result_type, to_json
 from ..sampling import spread_indices
 from ..synthesis.style import resize_to, resolve_parameterization
 

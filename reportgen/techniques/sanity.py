@@ -18,9 +18,9 @@ import numpy as np
 from .. import attribution as A
 from ..pictures import figure_to_png, new_figure
 from ..papers import ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004
+from ..results_schema import result_type, to_json
 from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Section, Table
-from ..results_schema import result_type, to_json
 from ._explain import cell_width, input_item, saliency_to_uint8
 from ._sanity_checks import (FLAG_RHO, SANITY_METHODS, MethodCheck, Protocol, cascade_twin, independent_twin, maps_on,
                              method_check, protocol, sanity_methods)

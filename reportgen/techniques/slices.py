@@ -18,9 +18,9 @@ import numpy as np
 from ..failures.slices import Slice, auto_clusters, find_slices, majority, softmax, top_probability
 from ..features.degenerate import check_features
 from ..papers import DEON_2022, PLUMB_2023
+from ..results_schema import result_type, to_json
 from ..registry import Range, technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table, plural
-from ..results_schema import result_type, to_json
 
 
 @result_type
