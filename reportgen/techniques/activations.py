@@ -24,6 +24,8 @@ from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Row, Sectio
 from ..results_schema import result_type, to_json
 from ..sampling import spread_indices
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class ActivationsImage:

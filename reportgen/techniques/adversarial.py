@@ -27,6 +27,8 @@ from ..results_schema import local, result_type, to_json
 from ..sampling import spread_indices
 from ..device import graph_batch_size
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class AdversarialTarget:

@@ -30,6 +30,8 @@ from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Row, Section
 from ..results_schema import named, result_type, to_json
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class ClassVisualizationScore:

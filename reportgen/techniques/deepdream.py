@@ -33,6 +33,8 @@ from ..report import Block, Figure, Group, ImageData, KeyValues, Row, Section, p
 from ..results_schema import result_type, to_json
 from ..sampling import spread_indices
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class DeepDreamDream:

@@ -37,6 +37,8 @@ from ._layout import (
     SKLEARN_MAX_POINTS, Layout, have_opentsne, layout, sklearn_tsne, trustworthiness_scores,
 )
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class EmbeddingResults:

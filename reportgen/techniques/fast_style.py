@@ -31,6 +31,8 @@ from ..synthesis.transformnet import TransformNet, load_numpy_state, perceptual_
 from ..synthesis.gatys import options_of, per_image_seconds, style_setup
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class FastStyleResults:

@@ -26,6 +26,8 @@ from ..registry import Range, technique
 from ..report import Block, Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, plural
 from ..results_schema import MISSING, Absent, result_type, to_json
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class FiltersResults:

@@ -27,6 +27,8 @@ from ._faith_maps import cams
 from ._map_store import put_maps
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class GradCamImage:

@@ -24,6 +24,8 @@ from ..synthesis.style import gram_targets, source_images
 from ..synthesis.gatys import gram_synthesis, options_of
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class GramResults:

@@ -28,6 +28,8 @@ from ..device import gradient_batch_size
 from ..sampling import spread_indices
 from ..attribution.visualization import attr_item
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class GuidedBackpropUnit:

@@ -28,6 +28,8 @@ BASELINES = {"black": "a black image (all pixels 0)", "grey": "a uniform mid-gre
              "blur": "the image blurred (Gaussian, sigma = side / 8)"}
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class IntegratedGradientsImage:

@@ -28,6 +28,8 @@ from ..sampling import spread_indices
 from ..synthesis.style import resize_to, resolve_parameterization
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class InversionResults:

@@ -22,6 +22,8 @@ from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
 from ..results_schema import MISSING, Absent, result_type, to_json
 from ..sampling import spread_indices
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class NeighborsQuery:

@@ -35,6 +35,8 @@ from ._map_store import put_maps
 from ._explain import (attention_reason, cell_width, cost_scaled_window, image_item, incremental_batch_size,
                        predict_batch, resolve_window, show_indices)
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class OcclusionImage:

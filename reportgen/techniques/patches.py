@@ -28,6 +28,8 @@ from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section
 from ..results_schema import result_type, to_json
 from ._units import unit_set
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class PatchesChannel:

@@ -28,6 +28,8 @@ from ._sanity_checks import (FLAG_RHO, SANITY_METHODS, MethodCheck, Protocol, ca
 METHODS = SANITY_METHODS
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class SanityResults:

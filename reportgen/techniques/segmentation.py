@@ -24,6 +24,8 @@ from ..report import Grid, GridItem, ImageData, Note, Section
 from ..results_schema import result_type, to_json
 from ._explain import cached_saliency, image_item, show_indices, smooth
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class SegmentationImage:

@@ -22,6 +22,8 @@ from ._explain import cell_width, explain_batch, heat_item, input_item
 from ._faith_maps import smoothgrad as smoothgrad_maps
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class SmoothGradResults:

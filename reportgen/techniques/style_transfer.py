@@ -27,6 +27,8 @@ from ..synthesis.gatys import per_image_seconds, style_setup, transfer
 from ..synthesis.style import resolve_parameterization
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class StyleTransferResults:

@@ -29,6 +29,8 @@ from ..synthesis.gatys import gram_synthesis
 from ..synthesis.style import resize_to, resolve_parameterization
 
 
+# report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
+
 
 @result_type
 class TextureResults:
