@@ -26,6 +26,7 @@ from ..papers import ZEILER_FERGUS_2014
 from ..results_schema import MISSING, Absent, result_type, to_json
 from ..registry import Range, technique
 from ..report import OVERVIEW, Grid, GridItem, Group, ImageData, KeyValues, Note, Section, Table
+
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 
 

@@ -22,6 +22,7 @@ from ..report import Grid, Note, Section
 from ..results_schema import result_type, to_json
 from ..attribution.visualization import attr_item
 from ._explain import cached_saliency, cell_width, image_item, show_indices, smooth
+
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
 
 
