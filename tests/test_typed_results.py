@@ -116,3 +116,22 @@ def test_a_section_results_fit_its_result_type(tid, sections):
     assert sec.error is None and sec.results, tid
     json.dumps(sec.results)
     assert rs.check(tid, sec.results) == [], tid
+
+
+@rs.result_type
+class _Score:
+    p: float
+    """probability"""
+
+
+@rs.result_type
+class _Named:
+    l2_only: _Score = rs.named("L2 only")
+    """the L2-only image's score"""
+
+
+def test_a_named_field_writes_its_key_and_a_nested_result_is_checked():
+    out = rs.to_json(_Named(l2_only=_Score(p=0.5)))
+    assert out == {"L2 only": {"p": 0.5}} and rs.schema(_Named) == {"L2 only": "the L2-only image's score"}
+    assert rs.problems(_Named, out) == []
+    assert rs.problems(_Named, {"L2 only": {"p": "high"}}) == ["L2 only.p: 'high' is not float"]
