@@ -442,10 +442,11 @@ def option_help(cls: type, name: str) -> str:
     for f in dataclasses.fields(cls):
         if f.name == name and f.metadata.get("help"):
             return " ".join(str(f.metadata["help"]).split())
-    return _attribute_docs(cls).get(name, "")
+    return attribute_docs(cls).get(name, "")
 
 
-def _attribute_docs(cls: type) -> dict[str, str]:
+def attribute_docs(cls: type) -> dict[str, str]:
+    """The string literal under each field of a dataclass (option help, a result field's meaning), spaces folded."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError, SyntaxError):

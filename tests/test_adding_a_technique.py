@@ -53,7 +53,7 @@ def test_the_example_follows_the_pattern_it_teaches(doc_technique):
     assert len(body.strip().splitlines()) <= 6
     assert dataclasses.is_dataclass(doc_technique.ClassMeans)
     assert doc_technique.ClassMeans.__dataclass_params__.frozen
-    assert set(doc_technique.RESULTS) == {"classes[].class", "classes[].images"}
+    assert set(results_schema.schema(doc_technique.RESULTS)) == {"classes[].class", "classes[].images"}
     hint = typing.get_type_hints(doc_technique.ClassMeansOptions, include_extras=True)["max_classes"]
     assert any(isinstance(m, registry.Range) and m.ge == 1 for m in hint.__metadata__)
     present = inspect.signature(doc_technique.present_class_means).parameters
@@ -68,7 +68,8 @@ def test_the_example_presents_a_result_without_a_model(doc_technique):
     grid = blocks[-1]
     assert [i.label for i in grid.items] == ["cat", "dog"] and grid.items[1].sublabel == "1 image"
     assert grid.items[1].image.array.max() == 255 and grid.items[0].image.array.max() == 0
-    assert res.results() == {"classes": [{"class": "cat", "images": 7}, {"class": "dog", "images": 1}]}
+    assert results_schema.to_json(res.results()) == {"classes": [{"class": "cat", "images": 7},
+                                                                 {"class": "dog", "images": 1}]}
     assert not any(isinstance(b, Note) for b in doc_technique.present_class_means(
         doc_technique.ClassMeans(("cat",), (5,), (np.zeros((4, 4, 3)),))))
 
@@ -86,6 +87,7 @@ def test_the_documented_technique_registers_runs_caches_renders_and_is_listed(do
     (s1,), (s2,) = first.report.sections, second.report.sections
     assert s1.error is None and not s1.cached and s2.cached and s2.results == s1.results
     assert not results_schema.undeclared("class_means", s1.results)
+    assert results_schema.check("class_means", s1.results) == []
     data = json.loads((tmp_path / "a" / "report.json").read_text())
     assert data["sections"][0]["results"]["classes"] and data["sections"][0]["figures"]
     page = (tmp_path / "a" / "sections" / "class_means.html").read_text()

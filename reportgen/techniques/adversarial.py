@@ -22,7 +22,8 @@ from ..optvis import objectives as O, regularizers as R
 from ..papers import GOODFELLOW_2015, MADRY_2018, SZEGEDY_2014
 from ..pictures import symmetric_to_uint8, unit_to_uint8
 from ..registry import Range, technique
-from ..report import Figure, Group, ImageData, Note, Row, Section, Table
+from ..report import Block, Figure, Group, ImageData, Note, Row, Section, Table
+from ..results_schema import local, result_type, to_json
 from ..sampling import spread_indices
 from ..device import graph_batch_size
 
@@ -30,35 +31,83 @@ if TYPE_CHECKING:
     from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "epsilon_255": "L-inf budget of the targeted attack in /255 (null: unbounded)",
-    "images": "images attacked with a target",
-    "fooled": "of those, predicted as their target (top-1 with p >= min_target_prob) at the end (float images)",
-    "fooled_8bit": "the same after rounding the attacked images to 8 bits",
-    "targeted[].image": "image name",
-    "targeted[].predicted": "prediction before the attack",
-    "targeted[].p_predicted_before": "its probability",
-    "targeted[].target": "target class",
-    "targeted[].target_index": "target index",
-    "targeted[].p_target_before": "target probability before",
-    "targeted[].p_target_after": "target probability after (float image)",
-    "targeted[].p_target_8bit": "target probability after 8-bit rounding",
-    "targeted[].steps": "steps taken",
-    "targeted[].linf_255": "L-inf size of the perturbation in /255 (never above epsilon_255)",
-    "targeted[].l2_255": "L2 size in 0-255 units",
-    "targeted[].fooled": "predicted as the target, top-1 with p >= min_target_prob (float image)",
-    "targeted[].fooled_8bit": "the same after 8-bit rounding",
-    "untargeted_against": "which label the untargeted attacks work against",
-    "untargeted[].attack": "FGSM or PGD-n",
-    "untargeted[].epsilon_255": "L-inf budget in /255",
-    "untargeted[].images": "images attacked (spread across classes)",
-    "untargeted[].changed": "images whose prediction changed",
-    "untargeted[].success_rate": "changed / images",
-    "untargeted[].changed_8bit": "images whose prediction changed after 8-bit rounding of the attacked image",
-    "untargeted[].success_rate_8bit": "changed_8bit / images",
-    "untargeted[].p_label_before": "mean probability of the attacked label before",
-    "untargeted[].p_label_after": "mean probability of the attacked label after",
-}
+
+
+@result_type
+class AdversarialTarget:
+    image: str
+    """image name"""
+    predicted: str
+    """prediction before the attack"""
+    p_predicted_before: float
+    """its probability"""
+    target: str
+    """target class"""
+    target_index: int
+    """target index"""
+    p_target_before: float
+    """target probability before"""
+    p_target_after: float
+    """target probability after (float image)"""
+    p_target_8bit: float
+    """target probability after 8-bit rounding"""
+    steps: int
+    """steps taken"""
+    linf_255: float
+    """L-inf size of the perturbation in /255 (never above epsilon_255)"""
+    l2_255: float
+    """L2 size in 0-255 units"""
+    fooled: bool
+    """predicted as the target, top-1 with p >= min_target_prob (float image)"""
+    fooled_8bit: bool
+    """the same after 8-bit rounding"""
+    index: int = local()  # the image's index in the set
+    delta: np.ndarray = local()  # H x W x 3 perturbation, pixel units
+    attacked: np.ndarray = local()  # H x W x 3 attacked image in [0, 1]
+    probs: tuple[torch.Tensor, ...] = local()  # softmax before, after (float image), after 8-bit rounding
+
+
+@result_type
+class AdversarialUntargeted:
+    attack: str
+    """FGSM or PGD-n"""
+    epsilon_255: float
+    """L-inf budget in /255"""
+    images: int
+    """images attacked (spread across classes)"""
+    changed: int
+    """images whose prediction changed"""
+    success_rate: float
+    """changed / images"""
+    changed_8bit: int
+    """images whose prediction changed after 8-bit rounding of the attacked image"""
+    success_rate_8bit: float
+    """changed_8bit / images"""
+    p_label_before: float
+    """mean probability of the attacked label before"""
+    p_label_after: float
+    """mean probability of the attacked label after"""
+    p_label_means: tuple[float, float] = local()  # the two means unrounded (the table rounds them to 3 places)
+
+
+@result_type
+class AdversarialResults:
+    epsilon_255: float | None
+    """L-inf budget of the targeted attack in /255 (null: unbounded)"""
+    targeted: list[AdversarialTarget]
+    fooled: int
+    """of those, predicted as their target (top-1 with p >= min_target_prob) at the end (float images)"""
+    fooled_8bit: int
+    """the same after rounding the attacked images to 8 bits"""
+    images: int
+    """images attacked with a target"""
+    untargeted: list[AdversarialUntargeted]
+    untargeted_against: str
+    """which label the untargeted attacks work against"""
+    untargeted_images: int = local()  # images the untargeted attacks ran on
+
+
+RESULTS = AdversarialResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -160,14 +209,15 @@ def _against(ctx: Ctx, idx: list[int], preds: torch.Tensor) -> torch.Tensor:
     return torch.where(ok, labels, preds.cpu())
 
 
-def untargeted_table(ctx: Ctx, opts: AdversarialOptions) -> tuple[Table, list[dict], str]:
-    """FGSM / PGD success over ``attack_images`` images spread across classes, as float and as 8-bit images."""
+def untargeted_rates(ctx: Ctx, opts: AdversarialOptions) -> tuple[list[AdversarialUntargeted], str, int]:
+    """FGSM / PGD success over ``attack_images`` images spread across classes, as float and as 8-bit images; the
+    label attacked (in words) and the number of images."""
     pm = ctx.pixel_model
     m = min(max(1, opts.attack_images), len(ctx.images))
     idx = spread_indices(ctx, m, "adversarial/universal_images")
     g = ctx.generator("adversarial/universal")
     pgd = f"PGD-{opts.pgd_steps}"
-    rows, out = [], []
+    out = []
     n_true = 0
     for eps255 in opts.epsilons:
         eps = float(eps255) / 255.0
@@ -194,22 +244,29 @@ def untargeted_table(ctx: Ctx, opts: AdversarialOptions) -> tuple[Table, list[di
                 s[4] += float(pa.gather(1, yb[:, None]).sum())
         for name, (flipped, flipped8, total, pb_sum, pa_sum) in stats.items():
             t = max(total, 1)
-            rows.append([name, f"{eps255:g}/255", f"{flipped}/{total}", round(flipped / t, 3),
-                         f"{flipped8}/{total}", round(pb_sum / t, 3), round(pa_sum / t, 3)])
-            out.append({"attack": name, "epsilon_255": float(eps255), "images": total, "changed": flipped,
-                        "success_rate": round(flipped / t, 4), "changed_8bit": flipped8,
-                        "success_rate_8bit": round(flipped8 / t, 4), "p_label_before": round(pb_sum / t, 4),
-                        "p_label_after": round(pa_sum / t, 4)})
+            out.append(AdversarialUntargeted(
+                attack=name, epsilon_255=float(eps255), images=int(total), changed=int(flipped),
+                success_rate=round(flipped / t, 4), changed_8bit=int(flipped8),
+                success_rate_8bit=round(flipped8 / t, 4), p_label_before=round(pb_sum / t, 4),
+                p_label_after=round(pa_sum / t, 4), p_label_means=(pb_sum / t, pa_sum / t)))
     against = ("the true label" if n_true == m else
                f"the true label where known ({n_true} of {m}), else the predicted class" if n_true else
                "the predicted class (no labels)")
-    table = Table(["attack", "ε (L∞)", "changed", "success rate", "changed as 8-bit", "p(label) before",
-                   "p(label) after"], rows, title="Untargeted attacks",
-                  caption=f"Over {m} images spread across classes; each attack raises the cross-entropy of {against}; "
-                          "success = the predicted class changed, also after rounding the attacked image to 8 bits "
-                          f"(what a saved PNG holds). PGD: {opts.pgd_steps} steps of ε/4 from a random start in "
-                          "the ε-ball; both stay in [0, 1].", numeric=[3, 5, 6])
-    return table, out, against
+    return out, against, m
+
+
+def untargeted_table(res: AdversarialResults, opts: AdversarialOptions) -> Table:
+    """The untargeted attacks' success rates as a table."""
+    rows = [[r.attack, f"{r.epsilon_255:g}/255", f"{r.changed}/{r.images}", round(r.changed / max(r.images, 1), 3),
+             f"{r.changed_8bit}/{r.images}", round(r.p_label_means[0], 3), round(r.p_label_means[1], 3)]
+            for r in res.untargeted]
+    m, against = res.untargeted_images, res.untargeted_against
+    return Table(["attack", "ε (L∞)", "changed", "success rate", "changed as 8-bit", "p(label) before",
+                  "p(label) after"], rows, title="Untargeted attacks",
+                 caption=f"Over {m} images spread across classes; each attack raises the cross-entropy of {against}; "
+                         "success = the predicted class changed, also after rounding the attacked image to 8 bits "
+                         f"(what a saved PNG holds). PGD: {opts.pgd_steps} steps of ε/4 from a random start in "
+                         "the ε-ball; both stay in [0, 1].", numeric=[3, 5, 6])
 
 
 @technique(
@@ -227,6 +284,16 @@ def adversarial(ctx: Ctx, opts: AdversarialOptions) -> Section:
     ascent on a chosen target class; it shows the perturbation magnified and the attacked image with the class the
     network now gives it, or says the target was not reached within ε. The table shows how often untargeted
     perturbations of a stated size (FGSM, PGD) change the prediction."""
+    res = compute_adversarial(ctx, opts)
+    sec = Section(id="adversarial", title="Fooling images (adversarial examples)")
+    sec.add(*present_adversarial(ctx, opts, res))
+    sec.params["targets"] = [r.target_index for r in res.targeted]
+    sec.results = to_json(res)
+    return sec
+
+
+def compute_adversarial(ctx: Ctx, opts: AdversarialOptions) -> AdversarialResults:
+    """The targeted attack on a spread of images, then the untargeted FGSM / PGD rates: numbers and arrays only."""
     pm = ctx.pixel_model
     n = min(max(1, opts.max_images), len(ctx.images))
     idx = spread_indices(ctx, n, "adversarial/images")  # one image per class, seeded
@@ -245,10 +312,7 @@ def adversarial(ctx: Ctx, opts: AdversarialOptions) -> Section:
         p1 = torch.softmax(res.final_logits.float(), 1).cpu()
         q = torch.round(fooled * 255) / 255  # what a saved 8-bit PNG of the fooled image would give
         pq = torch.softmax(pm(ctx.to_device(q)).float(), 1).cpu()
-
-    budget = f"ε = {opts.epsilon:g}/255" if eps is not None else "no ε budget"
-    sec = Section(id="adversarial", title="Fooling images (adversarial examples)")
-    rows: list[dict] = []
+    rows: list[AdversarialTarget] = []
     for b, i in enumerate(idx):
         delta = (fooled[b] - x[b].cpu()).permute(1, 2, 0).numpy()
         linf, l2 = float(np.abs(delta).max()), float(np.sqrt((delta ** 2).sum()))
@@ -256,48 +320,55 @@ def adversarial(ctx: Ctx, opts: AdversarialOptions) -> Section:
         # one criterion for the float and the 8-bit image: the attack's own (top-1, and p >= min_target_prob)
         ok = bool(_fooled(p1[b:b + 1].clamp_min(1e-30).log(), torch.tensor([tgt]), opts.min_target_prob)[0])
         ok8 = bool(_fooled(pq[b:b + 1].clamp_min(1e-30).log(), torch.tensor([tgt]), opts.min_target_prob)[0])
-        steps = int(res.steps_taken[b])
+        rows.append(AdversarialTarget(
+            image=ctx.images.name(i), predicted=ctx.class_name(int(pred0[b])),
+            p_predicted_before=round(float(p0[b, pred0[b]]), 4), target=ctx.class_name(tgt), target_index=tgt,
+            p_target_before=round(float(p0[b, tgt]), 4), p_target_after=round(float(p1[b, tgt]), 4),
+            p_target_8bit=round(float(pq[b, tgt]), 4), steps=int(res.steps_taken[b]), linf_255=round(linf * 255, 3),
+            l2_255=round(l2 * 255, 3), fooled=ok, fooled_8bit=ok8,
+            index=i, delta=delta, attacked=fooled[b].permute(1, 2, 0).numpy(), probs=(p0[b], p1[b], pq[b])))
+    untargeted, against, m = untargeted_rates(ctx, opts)
+    return AdversarialResults(
+        epsilon_255=float(opts.epsilon) if eps is not None else None, targeted=rows,
+        fooled=sum(r.fooled for r in rows), fooled_8bit=sum(r.fooled_8bit for r in rows), images=n,
+        untargeted=untargeted, untargeted_against=against, untargeted_images=m)
+
+
+def present_adversarial(ctx: Ctx, opts: AdversarialOptions, res: AdversarialResults) -> list[Block]:
+    """A row per attacked image (original, magnified perturbation, attacked image), the untargeted table, a note."""
+    budget = f"ε = {opts.epsilon:g}/255" if res.epsilon_255 is not None else "no ε budget"
+    blocks: list[Block] = []
+    for r in res.targeted:
+        (p0, p1, pq), i, tgt, steps = r.probs, r.index, r.target_index, r.steps
+        linf, l2 = float(np.abs(r.delta).max()), float(np.sqrt((r.delta ** 2).sum()))
         orig = Figure(ImageData(ctx.images.display(i), display_width=224),
-                      caption=f"original — {_fmt_p(ctx, p0[b], int(pred0[b]))}", alt=f"original {ctx.images.name(i)}")
+                      caption=f"original — {_fmt_p(ctx, p0, int(p0.argmax()))}", alt=f"original {ctx.images.name(i)}")
         mag = 0.5 / max(linf, 1e-12)
-        pert = Figure(ImageData(symmetric_to_uint8(delta, linf if linf > 0 else None), display_width=224),
+        pert = Figure(ImageData(symmetric_to_uint8(r.delta, linf if linf > 0 else None), display_width=224),
                       caption=f"perturbation ×{mag:.0f} (grey = 0): L∞ = {size_text(linf * 255)}; "
                               f"L2 = {l2 * 255:.1f} (0–255 units)",
                       alt="the perturbation, magnified")
-        if ok:
-            state = f"fooled within {budget} after {steps} steps: {_fmt_p(ctx, p1[b], int(p1[b].argmax()))}"
+        if r.fooled:
+            state = f"fooled within {budget} after {steps} steps: {_fmt_p(ctx, p1, int(p1.argmax()))}"
         else:
             state = (f"NOT fooled within {budget} in {steps} steps: "
-                     f"predicted {_fmt_p(ctx, p1[b], int(p1[b].argmax()))}, "
-                     f"target p = {float(p1[b, tgt]):.3f}")
-        state8 = (f"still the target (p = {float(pq[b, tgt]):.3f})" if ok8 else
-                  f"{_fmt_p(ctx, pq[b], int(pq[b].argmax()))}; target p = {float(pq[b, tgt]):.3f}, not reached")
-        fool = Figure(ImageData(unit_to_uint8(fooled[b].permute(1, 2, 0).numpy()), display_width=224),
+                     f"predicted {_fmt_p(ctx, p1, int(p1.argmax()))}, "
+                     f"target p = {float(p1[tgt]):.3f}")
+        state8 = (f"still the target (p = {float(pq[tgt]):.3f})" if r.fooled_8bit else
+                  f"{_fmt_p(ctx, pq, int(pq.argmax()))}; target p = {float(pq[tgt]):.3f}, not reached")
+        fool = Figure(ImageData(unit_to_uint8(r.attacked), display_width=224),
                       caption=f"attacked — target {ctx.class_name(tgt)}: {state}; as 8-bit PNG: {state8}",
                       alt=f"adversarial image targeting {ctx.class_name(tgt)}")
-        title = f"{ctx.images.name(i)} → {ctx.class_name(tgt)}" + ("" if ok else " (not reached)")
-        sec.add(Group(title, [Row([orig, pert, fool])]))
-        rows.append({"image": ctx.images.name(i), "predicted": ctx.class_name(int(pred0[b])),
-                     "p_predicted_before": round(float(p0[b, pred0[b]]), 4), "target": ctx.class_name(tgt),
-                     "target_index": tgt, "p_target_before": round(float(p0[b, tgt]), 4),
-                     "p_target_after": round(float(p1[b, tgt]), 4), "p_target_8bit": round(float(pq[b, tgt]), 4),
-                     "steps": steps, "linf_255": round(linf * 255, 3), "l2_255": round(l2 * 255, 3),
-                     "fooled": ok, "fooled_8bit": ok8})
-
-    table, untargeted, against = untargeted_table(ctx, opts)
-    sec.add(table)
-    n_ok = sum(r["fooled"] for r in rows)
-    n_ok8 = sum(r["fooled_8bit"] for r in rows)
-    worst = max((r["linf_255"] for r in rows), default=0.0)
-    sec.add(Note(f"Targeted attack: steps of at most {opts.step_size:g}/255 per pixel along ∇ log p_target "
-                 f"(scaled so the largest pixel change is the step), projected onto the L∞ ball ({budget}) and "
-                 "[0, 1], until the target is predicted"
-                 + (f" with p ≥ {opts.min_target_prob:g}" if opts.min_target_prob > 0 else "") + " or "
-                 f"{opts.max_steps} steps. Fooled {n_ok} of {n} within {budget} ({n_ok8} of {n} after 8-bit "
-                 f"rounding); the largest change used was {worst:.1f}/255.",
-                 kind="info" if n_ok == n else "warning"))
-    sec.params["targets"] = targets
-    sec.results = {"epsilon_255": float(opts.epsilon) if eps is not None else None, "targeted": rows,
-                   "fooled": n_ok, "fooled_8bit": n_ok8, "images": n, "untargeted": untargeted,
-                   "untargeted_against": against}
-    return sec
+        title = f"{ctx.images.name(i)} → {ctx.class_name(tgt)}" + ("" if r.fooled else " (not reached)")
+        blocks.append(Group(title, [Row([orig, pert, fool])]))
+    blocks.append(untargeted_table(res, opts))
+    n, n_ok, n_ok8 = res.images, res.fooled, res.fooled_8bit
+    worst = max((r.linf_255 for r in res.targeted), default=0.0)
+    blocks.append(Note(f"Targeted attack: steps of at most {opts.step_size:g}/255 per pixel along ∇ log p_target "
+                       f"(scaled so the largest pixel change is the step), projected onto the L∞ ball ({budget}) "
+                       "and [0, 1], until the target is predicted"
+                       + (f" with p ≥ {opts.min_target_prob:g}" if opts.min_target_prob > 0 else "") + " or "
+                       f"{opts.max_steps} steps. Fooled {n_ok} of {n} within {budget} ({n_ok8} of {n} after 8-bit "
+                       f"rounding); the largest change used was {worst:.1f}/255.",
+                       kind="info" if n_ok == n else "warning"))
+    return blocks

@@ -26,6 +26,7 @@ from ..papers import ABNAR_ZUIDEMA_2020, CHEFER_2021, DOSOVITSKIY_2021
 from ..pictures import figure_to_png, new_figure
 from ..registry import AttributionMethod, Range, technique
 from ..report import Block, Figure, Grid, Note, Row, Section, Table, plural
+from ..results_schema import MISSING, Absent, result_type, to_json
 from ..sampling import spread_indices
 from ..device import graph_batch_size
 from ._explain import Batch, cell_width, explain_batch, heat_item, input_item
@@ -35,29 +36,53 @@ from ._map_store import MapSpec
 if TYPE_CHECKING:
     from ..context import Ctx
 
-RESULTS = {
-    "attention_modules": "dotted names of the self-attention modules read, in depth order",
-    "heads": "attention heads per module",
-    "prefix_tokens": "tokens before the patch tokens (class, distillation, register tokens); "
-                     "the maps use token 0's row",
-    "grid": "patch-token grid [rows, columns]",
-    "patch_px": "side of one patch in input pixels",
-    "passes": "forward and backward passes the section ran ({'forward': n, 'backward': n}); rollout and gradient "
-              "rollout share one forward and one backward pass per batch",
-    "images[].image": "image name",
-    "images[].class": "class explained (true label when known, else the prediction)",
-    "images[].p": "its softmax probability",
-    "images[].rollout_top20_mass": "share of the rollout map on its highest 20% of patches (0.2 = uniform)",
-    "images[].grad_rollout_top20_mass": "the same for gradient-weighted rollout",
-    "images[].rank_corr": "Spearman rank correlation between the two maps over the patches",
-    "mean_attention_distance_px": "[layer][head] mean attention distance in pixels, averaged over distance_images",
-    "uniform_attention_distance_px": "the mean distance attention spread evenly over all patches would have",
-    "distance_images": "how many images the attention distances average over",
-    "zero_gradient_maps": "images whose gradient rollout is zero everywhere (flagged: nothing to read)",
-    "position_similarity": "(when the model has a learned position embedding of the grid's length) mean cosine "
-                           "similarity of each patch's embedding to its 4 neighbours ('neighbours') and to all other "
-                           "patches ('all')",
-}
+
+@result_type
+class AttentionImage:
+    image: str
+    """image name"""
+    class_: str
+    """class explained (true label when known, else the prediction)"""
+    p: float
+    """its softmax probability"""
+    rollout_top20_mass: float
+    """share of the rollout map on its highest 20% of patches (0.2 = uniform)"""
+    grad_rollout_top20_mass: float
+    """the same for gradient-weighted rollout"""
+    rank_corr: float
+    """Spearman rank correlation between the two maps over the patches"""
+
+
+@result_type
+class AttentionResults:
+    attention_modules: list[str]
+    """dotted names of the self-attention modules read, in depth order"""
+    heads: int
+    """attention heads per module"""
+    prefix_tokens: int
+    """tokens before the patch tokens (class, distillation, register tokens); the maps use token 0's row"""
+    grid: list[int]
+    """patch-token grid [rows, columns]"""
+    patch_px: float
+    """side of one patch in input pixels"""
+    passes: dict[str, int]
+    """forward and backward passes the section ran ({'forward': n, 'backward': n}); rollout and gradient rollout share
+    one forward and one backward pass per batch"""
+    images: list[AttentionImage]
+    mean_attention_distance_px: list[list[float]]
+    """[layer][head] mean attention distance in pixels, averaged over distance_images"""
+    uniform_attention_distance_px: float
+    """the mean distance attention spread evenly over all patches would have"""
+    distance_images: int
+    """how many images the attention distances average over"""
+    zero_gradient_maps: list[str]
+    """images whose gradient rollout is zero everywhere (flagged: nothing to read)"""
+    position_similarity: Absent[dict[str, float]] = MISSING
+    """(when the model has a learned position embedding of the grid's length) mean cosine similarity of each patch's
+    embedding to its 4 neighbours ('neighbours') and to all other patches ('all')"""
+
+
+RESULTS = AttentionResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -113,21 +138,20 @@ class AttentionResult:
                  round(float(t20["roll"][k]), 3), round(float(t20["groll"][k]), 3), round(self.corr[k], 3)]
                 for k, i in enumerate(b.idx)]
 
-    def results(self, ctx: Ctx) -> dict[str, Any]:
+    def results(self, ctx: Ctx) -> AttentionResults:
         """The section's report.json ``results``."""
         sites, (h, w) = self.layout.sites, self.layout.grid
-        out = {
-            "attention_modules": [s.name for s in sites], "heads": sites[0].heads, "prefix_tokens": self.layout.prefix,
-            "grid": [h, w], "patch_px": self.layout.patch_px, "passes": self.passes,
-            "images": [{"image": r[0], "class": r[1], "p": r[2], "rollout_top20_mass": r[3],
-                        "grad_rollout_top20_mass": r[4], "rank_corr": r[5]} for r in self.rows(ctx)],
-            "mean_attention_distance_px": np.round(self.mad, 3).tolist(),
-            "uniform_attention_distance_px": round(self.uniform, 3),
-            "distance_images": self.distance_images, "zero_gradient_maps": list(self.zero),
-        }
-        if self.position is not None:
-            out["position_similarity"] = {k: round(v, 4) for k, v in self.position.items()}
-        return out
+        return AttentionResults(
+            attention_modules=[s.name for s in sites], heads=sites[0].heads, prefix_tokens=self.layout.prefix,
+            grid=[h, w], patch_px=self.layout.patch_px, passes=self.passes,
+            images=[AttentionImage(image=r[0], class_=r[1], p=r[2], rollout_top20_mass=r[3],
+                                   grad_rollout_top20_mass=r[4], rank_corr=r[5]) for r in self.rows(ctx)],
+            mean_attention_distance_px=np.round(self.mad, 3).tolist(),
+            uniform_attention_distance_px=round(self.uniform, 3),
+            distance_images=self.distance_images, zero_gradient_maps=list(self.zero),
+            position_similarity=(MISSING if self.position is None
+                                 else {k: round(v, 4) for k, v in self.position.items()}),
+        )
 
 
 def _mean_distances(ctx: Ctx, opts: AttentionOptions, layout: AT.TokenLayout, passes: dict[str, int]):
@@ -282,7 +306,7 @@ def attention(ctx: Ctx, opts: AttentionOptions) -> Section:
     for block in show_attention(ctx, r):
         sec.add(block)
     sec.params.update(images=[ctx.images.name(i) for i in r.batch.idx])
-    sec.results = r.results(ctx)
+    sec.results = to_json(r.results(ctx))
     return sec
 
 

@@ -11,7 +11,7 @@ measured before and after on the other half. T > 1 means the model was over-conf
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, overload
 
 import numpy as np
 
@@ -20,34 +20,64 @@ from ..calibration.metrics import Calibration, TemperatureFit, brier, calibratio
 from ..papers import GUO_2017, NAEINI_2015, NIXON_2019
 from ..registry import Range, technique
 from ..report import Figure, KeyValues, Note, Section, Table
+from ..results_schema import result_type, to_json
+
 
 if TYPE_CHECKING:
     from ..context import Ctx
 
-RESULTS = {
-    "labelled_images": "images with a true label (all numbers below are over these)",
-    "bins": "confidence bins of the ECE (equal-width and equal-mass alike)",
-    "accuracy": "top-1 accuracy on the labelled images",
-    "mean_confidence": "mean top-1 softmax probability on the labelled images",
-    "ece": "expected calibration error, equal-width bins (0 = confidence equals accuracy in every bin)",
-    "ece_equal_mass": "expected calibration error, equal-mass bins (each bin holds the same number of images)",
-    "nll": "mean negative log-likelihood of the true class",
-    "brier": "multi-class Brier score: mean over images of sum_k (p_k - y_k)^2 (0 best, 2 worst)",
-    "temperature": "temperature T fitted by minimising the NLL on the fitting half (> 1: over-confident, < 1: "
-                   "under-confident; null with fewer than 4 labelled images)",
-    "temperature_at_bound": "T reached the end of the searched range [0.01, 100] (not a meaningful value)",
-    "fit_images": "labelled images T was fitted on (a seeded half)",
-    "heldout_images": "labelled images the before/after ECE is measured on (the other half)",
-    "ece_before_temperature_heldout": "equal-width ECE on the held-out half before temperature scaling",
-    "ece_after_temperature": "equal-width ECE on the held-out half after temperature scaling",
-    "nll_before_temperature_heldout": "NLL on the held-out half before temperature scaling",
-    "nll_after_temperature": "NLL on the held-out half after temperature scaling",
-    "per_class_ece": "ECE of each true class with at least min_class_images images, worst first",
-    "per_class_ece[].class": "the true class",
-    "per_class_ece[].ece": "equal-width ECE over that class's images",
-    "per_class_ece[].n": "labelled images of that class",
-    "weak": "fewer than 20 labelled images: every number here is a rough estimate",
-}
+@result_type
+class ClassEce:
+    class_: str
+    """the true class"""
+    ece: float
+    """equal-width ECE over that class's images"""
+    n: int
+    """labelled images of that class"""
+
+
+@result_type
+class CalibrationResults:
+    labelled_images: int
+    """images with a true label (all numbers below are over these)"""
+    bins: int
+    """confidence bins of the ECE (equal-width and equal-mass alike)"""
+    accuracy: float
+    """top-1 accuracy on the labelled images"""
+    mean_confidence: float
+    """mean top-1 softmax probability on the labelled images"""
+    ece: float
+    """expected calibration error, equal-width bins (0 = confidence equals accuracy in every bin)"""
+    ece_equal_mass: float
+    """expected calibration error, equal-mass bins (each bin holds the same number of images)"""
+    nll: float
+    """mean negative log-likelihood of the true class"""
+    brier: float
+    """multi-class Brier score: mean over images of sum_k (p_k - y_k)^2 (0 best, 2 worst)"""
+    temperature: float | None
+    """temperature T fitted by minimising the NLL on the fitting half (> 1: over-confident, < 1: under-confident; null
+    with fewer than 4 labelled images)"""
+    temperature_at_bound: bool
+    """T reached the end of the searched range [0.01, 100] (not a meaningful value)"""
+    fit_images: int
+    """labelled images T was fitted on (a seeded half)"""
+    heldout_images: int
+    """labelled images the before/after ECE is measured on (the other half)"""
+    ece_before_temperature_heldout: float | None
+    """equal-width ECE on the held-out half before temperature scaling"""
+    ece_after_temperature: float | None
+    """equal-width ECE on the held-out half after temperature scaling"""
+    nll_before_temperature_heldout: float | None
+    """NLL on the held-out half before temperature scaling"""
+    nll_after_temperature: float | None
+    """NLL on the held-out half after temperature scaling"""
+    per_class_ece: list[ClassEce]
+    """ECE of each true class with at least min_class_images images, worst first"""
+    weak: bool
+    """fewer than 20 labelled images: every number here is a rough estimate"""
+
+
+RESULTS = CalibrationResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 WEAK_BELOW = 20  # labelled images under which the section calls its numbers weak
 MIN_FOR_TEMPERATURE = 4  # two per half at least
@@ -134,31 +164,34 @@ def calibration_technique(ctx: Ctx, opts: CalibrationOptions) -> Section:
     res = analyse(feats.logits[known].astype(np.float64), labels[known], opts.bins, opts.min_class_images,
                   ctx.rng("calibration/split"))
     sec = Section(id="calibration", title="Calibration")
-    sec.results = _results(res, opts.bins, ctx.class_name)
+    sec.results = to_json(_results(res, opts.bins, ctx.class_name))
     for block in _blocks(res, opts, ctx.class_name):
         sec.add(block)
     return sec
 
 
+@overload
+def _r(x: float) -> float: ...
+@overload
+def _r(x: None) -> None: ...
 def _r(x: float | None) -> float | None:
     return None if x is None else round(float(x), 5)
 
 
-def _results(res: CalibrationResult, bins: int, class_name) -> dict:
-    out = {"labelled_images": res.n, "bins": bins, "accuracy": _r(res.accuracy), "mean_confidence": _r(res.confidence),
-           "ece": _r(res.width.ece), "ece_equal_mass": _r(res.mass.ece), "nll": _r(res.nll),
-           "brier": _r(res.brier), "temperature": None, "temperature_at_bound": False, "fit_images": res.n_fit,
-           "heldout_images": res.n - res.n_fit, "ece_before_temperature_heldout": None, "ece_after_temperature": None,
-           "nll_before_temperature_heldout": None, "nll_after_temperature": None,
-           "per_class_ece": [{"class": class_name(c), "ece": _r(e), "n": k} for c, e, k, _, _ in res.per_class],
-           "weak": res.n < WEAK_BELOW}
+def _results(res: CalibrationResult, bins: int, class_name) -> CalibrationResults:
+    temp: dict = dict(temperature=None, temperature_at_bound=False, ece_before_temperature_heldout=None,
+                      ece_after_temperature=None, nll_before_temperature_heldout=None, nll_after_temperature=None)
     if res.fit is not None and res.held_before is not None and res.held_after is not None and res.held_nll:
-        out.update({"temperature": round(res.fit.temperature, 4), "temperature_at_bound": res.fit.at_bound,
-                    "ece_before_temperature_heldout": _r(res.held_before.ece),
-                    "ece_after_temperature": _r(res.held_after.ece),
-                    "nll_before_temperature_heldout": _r(res.held_nll[0]),
-                    "nll_after_temperature": _r(res.held_nll[1])})
-    return out
+        temp.update(temperature=round(res.fit.temperature, 4), temperature_at_bound=res.fit.at_bound,
+                    ece_before_temperature_heldout=_r(res.held_before.ece),
+                    ece_after_temperature=_r(res.held_after.ece),
+                    nll_before_temperature_heldout=_r(res.held_nll[0]), nll_after_temperature=_r(res.held_nll[1]))
+    return CalibrationResults(
+        labelled_images=res.n, bins=bins, accuracy=_r(res.accuracy), mean_confidence=_r(res.confidence),
+        ece=_r(res.width.ece), ece_equal_mass=_r(res.mass.ece), nll=_r(res.nll), brier=_r(res.brier),
+        fit_images=res.n_fit, heldout_images=res.n - res.n_fit, **temp,
+        per_class_ece=[ClassEce(class_=class_name(c), ece=_r(e), n=k) for c, e, k, _, _ in res.per_class],
+        weak=res.n < WEAK_BELOW)
 
 
 def _blocks(res: CalibrationResult, opts: CalibrationOptions, class_name) -> list:

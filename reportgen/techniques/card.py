@@ -23,6 +23,7 @@ from ..pictures import figure_to_png, new_figure
 from ..inspection.hooks import hookable
 from ..inspection.layers import describe_layers
 from ..papers import ZEILER_FERGUS_2014
+from ..results_schema import MISSING, Absent, result_type, to_json
 from ..registry import Range, technique
 from ..report import OVERVIEW, Grid, GridItem, Group, ImageData, KeyValues, Note, Section, Table, Tone
 
@@ -30,21 +31,37 @@ if TYPE_CHECKING:
     from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "model_class": "class name of the model",
-    "parameters": "number of parameters",
-    "trainable_parameters": "parameters with requires_grad in the model as given (reportgen freezes them all only "
-                            "while it runs)",
-    "input_size": "side of the model input in pixels",
-    "num_classes": "number of classes",
-    "images": "images in the set",
-    "mean_top1_probability": "mean of each image's top softmax probability",
-    "predicted_counts": "{class name: images predicted as it} (classes predicted at least once)",
-    "labelled_images": "(with labels) images with a true label",
-    "top1_accuracy": "(with labels) fraction of labelled images whose top-1 prediction is the label",
-    "top5_accuracy": "(with labels) fraction whose label is in the top 5",
-    "confusion": "(with labels) sparse confusion matrix: [true class, predicted class, images] per non-zero cell",
-}
+
+
+@result_type
+class CardResults:
+    labelled_images: Absent[int] = MISSING
+    """(with labels) images with a true label"""
+    top1_accuracy: Absent[float] = MISSING
+    """(with labels) fraction of labelled images whose top-1 prediction is the label"""
+    top5_accuracy: Absent[float] = MISSING
+    """(with labels) fraction whose label is in the top 5"""
+    confusion: Absent[list[list]] = MISSING
+    """(with labels) sparse confusion matrix: [true class, predicted class, images] per non-zero cell"""
+    model_class: str
+    """class name of the model"""
+    parameters: int
+    """number of parameters"""
+    trainable_parameters: int
+    """parameters with requires_grad in the model as given (reportgen freezes them all only while it runs)"""
+    input_size: int
+    """side of the model input in pixels"""
+    num_classes: int
+    """number of classes"""
+    images: int
+    """images in the set"""
+    mean_top1_probability: float | None
+    """mean of each image's top softmax probability"""
+    predicted_counts: dict[str, int]
+    """{class name: images predicted as it} (classes predicted at least once)"""
+
+
+RESULTS = CardResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -90,27 +107,26 @@ class CardResult:
     def known(self) -> np.ndarray:
         return self.labels >= 0
 
-    def results(self, ctx: Ctx) -> dict:
-        out: dict = {}
+    def results(self, ctx: Ctx) -> CardResults:
+        labelled: dict = {}
         if self.accuracy is not None:
             known = self.known
             present, m = confusion_matrix(self.labels[known], self.preds[known])
-            out.update({
-                "labelled_images": int(known.sum()), "top1_accuracy": round(self.accuracy[0], 4),
-                "top5_accuracy": round(self.accuracy[1], 4),
+            labelled = dict(
+                labelled_images=int(known.sum()), top1_accuracy=round(self.accuracy[0], 4),
+                top5_accuracy=round(self.accuracy[1], 4),
                 # sparse confusion counts [true, predicted, images] (class names), correct cells included
-                "confusion": [[ctx.class_name(int(present[i])), ctx.class_name(int(present[j])), int(m[i, j])]
-                              for i, j in zip(*np.nonzero(m))],
-            })
+                confusion=[[ctx.class_name(int(present[i])), ctx.class_name(int(present[j])), int(m[i, j])]
+                           for i, j in zip(*np.nonzero(m))],
+            )
         counts = np.bincount(self.preds, minlength=ctx.num_classes)
-        out.update({
-            "model_class": self.model_class, "parameters": int(self.total),
-            "trainable_parameters": int(self.trainable), "input_size": int(ctx.pre.size),
-            "num_classes": int(ctx.num_classes), "images": int(len(ctx.images)),
-            "mean_top1_probability": round(float(self.probs.max(1).mean()), 4) if len(self.probs) else None,
-            "predicted_counts": {ctx.class_name(int(c)): int(counts[c]) for c in np.flatnonzero(counts)},
-        })
-        return out
+        return CardResults(
+            **labelled, model_class=self.model_class, parameters=int(self.total),
+            trainable_parameters=int(self.trainable), input_size=int(ctx.pre.size),
+            num_classes=int(ctx.num_classes), images=int(len(ctx.images)),
+            mean_top1_probability=round(float(self.probs.max(1).mean()), 4) if len(self.probs) else None,
+            predicted_counts={ctx.class_name(int(c)): int(counts[c]) for c in np.flatnonzero(counts)},
+        )
 
 
 def compute_card(ctx: Ctx, opts: CardOptions) -> CardResult:
@@ -218,7 +234,7 @@ def card(ctx: Ctx, opts: CardOptions) -> Section:
     res = compute_card(ctx, opts)
     present_card(sec, ctx, res, opts)
     sec.params["num_parameters"] = res.total
-    sec.results = res.results(ctx)
+    sec.results = to_json(res.results(ctx))
     return sec
 
 

@@ -28,21 +28,52 @@ from ..optvis.plotting import history_plot
 from ..papers import MORDVINTSEV_2015, OLAH_2017, SIMONYAN_2014, YOSINSKI_2015
 from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Row, Section
+from ..results_schema import named, result_type, to_json
 
 if TYPE_CHECKING:
     from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "image_size": "side of the optimised images",
-    "steps": "optimisation steps per variant",
-    "min_prob": "probability below which a class counts as not reached",
-    "reached": "{variant: classes reached (rank 1 and p >= min_prob)}",
-    "classes[].class": "class name",
-    "classes[].class_index": "class index",
-    "classes[].L2 only": "{logit, p, rank, reached} of the final L2-only image",
-    "classes[].regularised": "{logit, p, rank, reached} of the final regularised image",
-}
+
+
+@result_type
+class ClassVisualizationScore:
+    logit: float
+    """the class's logit on the final image"""
+    p: float
+    """its softmax probability"""
+    rank: int
+    """its rank among the classes (1: the top class)"""
+    reached: bool
+    """rank 1 and p >= min_prob"""
+
+
+@result_type
+class ClassVisualizationClass:
+    class_: str
+    """class name"""
+    class_index: int
+    """class index"""
+    l2_only: ClassVisualizationScore = named("L2 only")
+    """{logit, p, rank, reached} of the final L2-only image"""
+    regularised: ClassVisualizationScore
+    """{logit, p, rank, reached} of the final regularised image"""
+
+
+@result_type
+class ClassVisualizationResults:
+    classes: list[ClassVisualizationClass]
+    image_size: int
+    """side of the optimised images"""
+    steps: int
+    """optimisation steps per variant"""
+    min_prob: float
+    """probability below which a class counts as not reached"""
+    reached: dict[str, int]
+    """{variant: classes reached (rank 1 and p >= min_prob)}"""
+
+
+RESULTS = ClassVisualizationResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -120,14 +151,17 @@ class ClassVisualizationResult:
     def reached(self, label: str) -> list[bool]:
         return [s[label].reached for s in self.scores]
 
-    def results(self, ctx: Ctx, opts: ClassVisualizationOptions) -> dict[str, Any]:
+    def results(self, ctx: Ctx, opts: ClassVisualizationOptions) -> ClassVisualizationResults:
         """The section's report.json ``results``."""
-        per_class = [{"class": ctx.class_name(c), "class_index": c,
-                      **{label: {"logit": round(s.logit, 4), "p": round(s.p, 4), "rank": s.rank, "reached": s.reached}
-                         for label, s in sc.items()}}
+        def score(s: Score) -> ClassVisualizationScore:
+            return ClassVisualizationScore(logit=round(s.logit, 4), p=round(s.p, 4), rank=s.rank, reached=s.reached)
+
+        per_class = [ClassVisualizationClass(class_=ctx.class_name(c), class_index=c, l2_only=score(sc["L2 only"]),
+                                             regularised=score(sc["regularised"]))
                      for c, sc in zip(self.classes, self.scores)]
-        return {"classes": per_class, "image_size": self.size, "steps": opts.steps, "min_prob": opts.min_prob,
-                "reached": {label: int(sum(self.reached(label))) for label in self.runs}}
+        return ClassVisualizationResults(classes=per_class, image_size=self.size, steps=opts.steps,
+                                         min_prob=opts.min_prob,
+                                         reached={label: int(sum(self.reached(label))) for label in self.runs})
 
 
 def _variants(opts: ClassVisualizationOptions, jitter: int, mean: tuple[float, ...]) -> dict[str, dict[str, Any]]:
@@ -263,7 +297,7 @@ def class_visualization(ctx: Ctx, opts: ClassVisualizationOptions) -> Section:
         sec.add(block)
     sec.params["classes"] = list(r.classes)
     sec.params["image_size"] = r.size
-    sec.results = r.results(ctx, opts)
+    sec.results = to_json(r.results(ctx, opts))
     return sec
 
 

@@ -32,6 +32,7 @@ from ..papers import COLLINS_2018, FEL_2023
 from ..pictures import resize_map
 from ..registry import Range, technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table, plural
+from ..results_schema import result_type, to_json
 from ..results_schema import UNSUPPORTED
 from ..device import graph_batch_size
 from ._explain import heat_item
@@ -40,27 +41,68 @@ from ._setlevel import image_classes, largest_classes, map_layer, map_unsupporte
 if TYPE_CHECKING:
     from ..context import Ctx
 
-RESULTS = {
-    "layer": "the layer factorised (its output must be non-negative)",
-    "importance_method": "gradient_x_coefficient (first-order; CRAFT's Sobol indices are not computed)",
-    "crops_per_image": "crops taken from each image",
-    "classes": "one entry per class analysed (an empty list when none has enough images)",
-    "classes[].class": "class name",
-    "classes[].images": "images of the class used",
-    "classes[].crops": "crops factorised",
-    "classes[].reconstruction_error": "|A - UW| / |A| of the NMF",
-    "classes[].within_similarity": "mean cosine similarity of activations among the top crops of the same concept",
-    "classes[].across_similarity": "the same between top crops of different concepts",
-    "classes[].concepts[].concept": "concept id within the class (ordered by importance)",
-    "classes[].concepts[].importance": "gradient x coefficient, mean over the class's images (logit units)",
-    "classes[].concepts[].share": "importance / sum of |importance| over the class's concepts",
-    "classes[].concepts[].top_crops[].image": "one of its most activating crops: the image",
-    "classes[].concepts[].top_crops[].box": "that crop's box (y, x, side) in input pixels",
-    "atlas": "groups of concepts shared across classes (an empty list when none)",
-    "atlas[].members": "class:concept members of a group of concepts shared across classes",
-    "atlas[].min_cosine": "the smallest basis-vector cosine between members of different classes in the group",
-    "atlas_threshold": "cosine at or above which two classes' concepts are joined",
-}
+
+@result_type
+class ConceptsCrop:
+    image: str
+    """one of its most activating crops: the image"""
+    box: list[int]
+    """that crop's box (y, x, side) in input pixels"""
+
+
+@result_type
+class ConceptsConcept:
+    concept: int
+    """concept id within the class (ordered by importance)"""
+    importance: float
+    """gradient x coefficient, mean over the class's images (logit units)"""
+    share: float
+    """importance / sum of |importance| over the class's concepts"""
+    top_crops: list[ConceptsCrop]
+
+
+@result_type
+class ConceptsClass:
+    class_: str
+    """class name"""
+    images: int
+    """images of the class used"""
+    crops: int
+    """crops factorised"""
+    reconstruction_error: float
+    """|A - UW| / |A| of the NMF"""
+    within_similarity: float
+    """mean cosine similarity of activations among the top crops of the same concept"""
+    across_similarity: float
+    """the same between top crops of different concepts"""
+    concepts: list[ConceptsConcept]
+
+
+@result_type
+class ConceptsAtlasGroup:
+    members: list[str]
+    """class:concept members of a group of concepts shared across classes"""
+    min_cosine: float
+    """the smallest basis-vector cosine between members of different classes in the group"""
+
+
+@result_type
+class ConceptsResults:
+    layer: str
+    """the layer factorised (its output must be non-negative)"""
+    importance_method: str
+    """gradient_x_coefficient (first-order; CRAFT's Sobol indices are not computed)"""
+    crops_per_image: int
+    """crops taken from each image"""
+    classes: list[ConceptsClass]
+    """one entry per class analysed (an empty list when none has enough images)"""
+    atlas: list[ConceptsAtlasGroup]
+    """groups of concepts shared across classes (an empty list when none)"""
+    atlas_threshold: float
+    """cosine at or above which two classes' concepts are joined"""
+
+
+RESULTS = ConceptsResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -118,23 +160,24 @@ class ConceptsResult:
     boxes: tuple[tuple[int, int, int], ...]
     classes: tuple[ClassConcepts, ...]
     negative: float | None = None  # the layer's smallest output when negative (the factorisation stopped)
-    atlas: tuple[dict[str, Any], ...] = ()
+    atlas: tuple[ConceptsAtlasGroup, ...] = ()
     groups: tuple[Any, ...] = ()  # atlas groups: (class position, concept rank) members
 
-    def results(self, ctx: Ctx, threshold: float) -> dict[str, Any]:
+    def results(self, ctx: Ctx, threshold: float) -> ConceptsResults:
         """The section's report.json ``results``."""
-        out: list[dict[str, Any]] = []
+        out: list[ConceptsClass] = []
         for cc in ([] if self.negative is not None else self.classes):
-            rows = [{"concept": rank, "importance": round(float(cc.importance[j]), 4),
-                     "share": round(float(cc.share[j]), 4),
-                     "top_crops": [{"image": ctx.images.name(i), "box": list(box)}
-                                   for i, box in (cc.crop(r, self.boxes) for r in cc.tops[j])]}
+            rows = [ConceptsConcept(concept=rank, importance=round(float(cc.importance[j]), 4),
+                                    share=round(float(cc.share[j]), 4),
+                                    top_crops=[ConceptsCrop(image=ctx.images.name(i), box=list(box))
+                                               for i, box in (cc.crop(r, self.boxes) for r in cc.tops[j])])
                     for rank, j in enumerate(cc.order)]
-            out.append({"class": cc.cls, "images": len(cc.images), "crops": cc.crops,
-                        "reconstruction_error": round(cc.error, 4), "within_similarity": round(cc.within, 4),
-                        "across_similarity": round(cc.across, 4), "concepts": rows})
-        return {"layer": self.layer, "importance_method": "gradient_x_coefficient", "crops_per_image": len(self.boxes),
-                "classes": out, "atlas": list(self.atlas), "atlas_threshold": threshold}
+            out.append(ConceptsClass(class_=cc.cls, images=len(cc.images), crops=cc.crops,
+                                     reconstruction_error=round(cc.error, 4), within_similarity=round(cc.within, 4),
+                                     across_similarity=round(cc.across, 4), concepts=rows))
+        return ConceptsResults(layer=self.layer, importance_method="gradient_x_coefficient",
+                               crops_per_image=len(self.boxes), classes=out, atlas=list(self.atlas),
+                               atlas_threshold=threshold)
 
 
 def _crop_thumb(ctx: Ctx, i: int, box: tuple[int, int, int], size: int) -> np.ndarray:
@@ -201,12 +244,13 @@ def compute_concepts(ctx: Ctx, opts: ConceptsOptions, classes: np.ndarray, chose
     bases = [cc.basis for cc in done]
     groups, cos = shared_groups(bases, opts.atlas_threshold)
     offs = np.cumsum([0] + [len(b) for b in bases])
-    atlas: list[dict[str, Any]] = []
+    atlas: list[ConceptsAtlasGroup] = []
     for g in groups:
         flat = [offs[ci] + j for ci, j in g]
         pairs = [cos[a, b] for a in flat for b in flat if a < b and
                  np.searchsorted(offs, a, "right") != np.searchsorted(offs, b, "right")]
-        atlas.append({"members": [f"{done[ci].cls}:{j}" for ci, j in g], "min_cosine": round(float(min(pairs)), 4)})
+        atlas.append(ConceptsAtlasGroup(members=[f"{done[ci].cls}:{j}" for ci, j in g],
+                                        min_cosine=round(float(min(pairs)), 4)))
     return ConceptsResult(name, tuple(boxes), tuple(done), atlas=tuple(atlas), groups=tuple(groups))
 
 
@@ -261,7 +305,7 @@ def show_concepts(ctx: Ctx, opts: ConceptsOptions, r: ConceptsResult, n_chosen: 
                                    "most activating crop."))
     if n_chosen >= 2:
         blocks.append(Table(["shared concept group (class:concept)", "smallest cosine"],
-                            [[", ".join(a["members"]), a["min_cosine"]] for a in r.atlas], numeric=[1],
+                            [[", ".join(a.members), a.min_cosine] for a in r.atlas], numeric=[1],
                             title="Concept atlas: concepts that several classes share",
                             caption=(f"Concepts of different classes joined when their NMF basis vectors have cosine "
                                      f">= {opts.atlas_threshold}." + ("" if r.atlas else " None reach it here."))))
@@ -300,5 +344,5 @@ def concepts(ctx: Ctx, opts: ConceptsOptions) -> Section:
         sec.add(block)
     if r.negative is None:
         sec.params.update(layer=r.layer)
-    sec.results = r.results(ctx, opts.atlas_threshold)
+    sec.results = to_json(r.results(ctx, opts.atlas_threshold))
     return sec

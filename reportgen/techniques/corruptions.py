@@ -12,7 +12,7 @@ flip rate averaged over the severities, checked against the others by a paired b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Literal, get_args, overload
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ import torch
 from ..device import device_batch_size, inference_model
 from ..papers import HENDRYCKS_DIETTERICH_2019
 from ..pictures import figure_to_png, new_figure, unit_to_uint8
+from ..results_schema import result_type, to_json
 from ..registry import Range, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, Table, Tone
 from ..robustness import evaluate as E
@@ -28,39 +29,78 @@ from ..robustness.corruptions import (CORRUPTIONS, LABELS, TABLE_NAMES, TABLE_SI
 from ..sampling import spread_indices
 from ._explain import cell_width
 
+
 if TYPE_CHECKING:
     from ..context import Ctx
 
-RESULTS = {
-    "parameters": "the paper's parameter table used: imagenet_c or cifar_10_c",
-    "input_side": "the model's input side in px (the blur's sigma is scaled to it)",
-    "severities": "the paper's severity levels run (1 mildest .. 5)",
-    "images": "images evaluated (a spread sample of the set)",
-    "labelled": "whether the evaluated images have labels (accuracy is null without)",
-    "clean_accuracy": "(with labels) accuracy of the clean predictions on the evaluated images",
-    "per_corruption": "one row per corruption and severity run",
-    "per_corruption[].corruption": "corruption name",
-    "per_corruption[].severity": "the paper's severity level",
-    "per_corruption[].parameter": "the corruption's parameter at this input side (noise std, blur sigma in px, JPEG "
-                                  "quality, brightness delta, contrast factor, pixelation factor)",
-    "per_corruption[].parameter_text": "the parameter in words",
-    "per_corruption[].accuracy": "accuracy on the corrupted images (null without labels)",
-    "per_corruption[].flip_rate": "share of images whose prediction differs from the clean prediction",
-    "per_corruption[].flip_rate_ci95": "Wilson 95% interval of the flip rate",
-    "per_corruption[].mean_prob_drop": "mean drop of the clean-predicted class's softmax probability",
-    "per_corruption[].images": "images evaluated",
-    "fragility": "corruption -> flip rate averaged over the severities run",
-    "most_fragile": "the corruption with the highest averaged flip rate (ties: the larger probability drop)",
-    "most_fragile_tied_with": "corruptions whose paired bootstrap 95% interval of the difference to it reaches 0",
-    "mildest_severity": "the lowest severity run",
-    "mildest_flips": "images whose prediction flips under at least one corruption at the lowest severity run",
-    "examples": "the flipping images shown (clean | corrupted pairs)",
-    "examples[].image": "an image that flips at its corruption's lowest severity (shown)",
-    "examples[].corruption": "the corruption",
-    "examples[].severity": "its severity",
-    "examples[].clean": "the clean prediction",
-    "examples[].corrupted": "the prediction on the corrupted image",
-}
+@result_type
+class CorruptionsLevel:
+    corruption: str
+    """corruption name"""
+    severity: int
+    """the paper's severity level"""
+    parameter: float | None
+    """the corruption's parameter at this input side (noise std, blur sigma in px, JPEG quality, brightness delta,
+    contrast factor, pixelation factor)"""
+    parameter_text: str
+    """the parameter in words"""
+    accuracy: float | None
+    """accuracy on the corrupted images (null without labels)"""
+    flip_rate: float
+    """share of images whose prediction differs from the clean prediction"""
+    flip_rate_ci95: list[float]
+    """Wilson 95% interval of the flip rate"""
+    mean_prob_drop: float
+    """mean drop of the clean-predicted class's softmax probability"""
+    images: int
+    """images evaluated"""
+
+
+@result_type
+class CorruptionsExample:
+    image: str
+    """an image that flips at its corruption's lowest severity (shown)"""
+    corruption: str
+    """the corruption"""
+    severity: int
+    """its severity"""
+    clean: str
+    """the clean prediction"""
+    corrupted: str
+    """the prediction on the corrupted image"""
+
+
+@result_type
+class CorruptionsResults:
+    parameters: str | None
+    """the paper's parameter table used: imagenet_c or cifar_10_c"""
+    input_side: int
+    """the model's input side in px (the blur's sigma is scaled to it)"""
+    severities: list[int]
+    """the paper's severity levels run (1 mildest .. 5)"""
+    images: int
+    """images evaluated (a spread sample of the set)"""
+    labelled: bool
+    """whether the evaluated images have labels (accuracy is null without)"""
+    clean_accuracy: float | None
+    """(with labels) accuracy of the clean predictions on the evaluated images"""
+    per_corruption: list[CorruptionsLevel]
+    """one row per corruption and severity run"""
+    fragility: dict[str, float]
+    """corruption -> flip rate averaged over the severities run"""
+    most_fragile: str | None
+    """the corruption with the highest averaged flip rate (ties: the larger probability drop)"""
+    most_fragile_tied_with: list[str]
+    """corruptions whose paired bootstrap 95% interval of the difference to it reaches 0"""
+    mildest_severity: int | None
+    """the lowest severity run"""
+    mildest_flips: int
+    """images whose prediction flips under at least one corruption at the lowest severity run"""
+    examples: list[CorruptionsExample]
+    """the flipping images shown (clean | corrupted pairs)"""
+
+
+RESULTS = CorruptionsResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -151,10 +191,10 @@ def corruptions(ctx: Ctx, opts: CorruptionsOptions) -> Section:
     if not opts.corruptions or not opts.severities:
         sec.add(Note("No corruption or no severity was chosen (corruptions.corruptions / corruptions.severities): "
                      "nothing to measure.", kind="warning"))
-        sec.results = {"parameters": None, "input_side": int(ctx.pre.size), "severities": [], "images": 0,
-                       "labelled": bool(ctx.images.has_labels), "clean_accuracy": None, "per_corruption": [],
-                       "fragility": {}, "most_fragile": None, "most_fragile_tied_with": [], "mildest_severity": None,
-                       "mildest_flips": 0, "examples": []}
+        sec.results = to_json(CorruptionsResults(
+            parameters=None, input_side=int(ctx.pre.size), severities=[], images=0,
+            labelled=bool(ctx.images.has_labels), clean_accuracy=None, per_corruption=[], fragility={},
+            most_fragile=None, most_fragile_tied_with=[], mildest_severity=None, mildest_flips=0, examples=[]))
         return sec
     return present(ctx, measure(ctx, opts), sec)
 
@@ -178,32 +218,36 @@ def present(ctx: Ctx, m: Measured, sec: Section) -> Section:
     if n < 30:
         sec.add(Note(f"Only {n} images were evaluated: every rate here is a rough estimate (one image moves it by "
                      f"{100 / n:.0f} points); read the 95 % intervals in the table.", kind="warning"))
-    examples = []
+    examples: list[CorruptionsExample] = []
     if m.examples:
         sec.add(_examples_grid(ctx, m))
         for li, p, _ in m.examples:
             lv = run.levels[li]
-            examples.append({"image": ctx.images.name(m.indices[p]), "corruption": lv.corruption,
-                             "severity": lv.severity, "clean": ctx.class_name(int(run.clean_preds[p])),
-                             "corrupted": ctx.class_name(int(run.preds[li, p]))})
+            examples.append(CorruptionsExample(
+                image=ctx.images.name(m.indices[p]), corruption=lv.corruption, severity=lv.severity,
+                clean=ctx.class_name(int(run.clean_preds[p])), corrupted=ctx.class_name(int(run.preds[li, p]))))
     elif severities:
         sec.add(Note(f"No image flips at severity {severities[0]} under any corruption run.", kind="info"))
     sec.params.update(images=[ctx.images.name(i) for i in m.indices])
     ms, mf = m.mildest
-    sec.results = {
-        "parameters": m.table, "input_side": side, "severities": severities, "images": n,
-        "labelled": bool(known.any()), "clean_accuracy": _r(clean_acc),
-        "per_corruption": [{"corruption": r.corruption, "severity": r.severity, "parameter": _r(r.parameter),
-                            "parameter_text": r.text, "accuracy": _r(r.accuracy), "flip_rate": _r(r.flip_rate),
-                            "flip_rate_ci95": [_r(r.flip_ci95[0]), _r(r.flip_ci95[1])],
-                            "mean_prob_drop": _r(r.mean_prob_drop), "images": r.images} for r in m.rows],
-        "fragility": {c: _r(v) for c, v in m.frag.scores.items()},
-        "most_fragile": m.frag.most_fragile, "most_fragile_tied_with": list(m.frag.tied),
-        "mildest_severity": ms, "mildest_flips": mf, "examples": examples,
-    }
+    sec.results = to_json(CorruptionsResults(
+        parameters=m.table, input_side=side, severities=severities, images=n,
+        labelled=bool(known.any()), clean_accuracy=_r(clean_acc),
+        per_corruption=[CorruptionsLevel(corruption=r.corruption, severity=r.severity, parameter=_r(r.parameter),
+                                         parameter_text=r.text, accuracy=_r(r.accuracy), flip_rate=_r(r.flip_rate),
+                                         flip_rate_ci95=[_r(r.flip_ci95[0]), _r(r.flip_ci95[1])],
+                                         mean_prob_drop=_r(r.mean_prob_drop), images=r.images) for r in m.rows],
+        fragility={c: _r(v) for c, v in m.frag.scores.items()},
+        most_fragile=m.frag.most_fragile, most_fragile_tied_with=list(m.frag.tied),
+        mildest_severity=ms, mildest_flips=mf, examples=examples,
+    ))
     return sec
 
 
+@overload
+def _r(v: float) -> float: ...
+@overload
+def _r(v: None) -> None: ...
 def _r(v: float | None) -> float | None:
     return None if v is None else round(float(v), 4)
 

@@ -22,31 +22,63 @@ from ..cache import MemoKey
 from ..failures.labelnoise import LabelIssues, confident_learning
 from ..failures.reference import check_reference_folder, reference_features
 from ..papers import NORTHCUTT_2021
+from ..results_schema import MISSING, Absent, result_type, to_json
 from ..registry import Range, technique
 from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, Tone, plural
 
 if TYPE_CHECKING:
     from ..context import Ctx
 
-RESULTS = {
-    "exact_duplicates": "groups of images with identical decoded pixels: lists of file names",
-    "near_duplicates": "near-duplicate pairs inside the set, most similar first",
-    "near_duplicates[].a": "one image (file name)",
-    "near_duplicates[].b": "the other image (file name)",
-    "near_duplicates[].similarity": "the lower of the two similarities (pixel correlation, feature cosine)",
-    "reference_duplicates": "(with --reference-images) images of the set with an exact or near copy in the "
-                            "reference folder",
-    "reference_duplicates[].image": "the image of the set",
-    "reference_duplicates[].reference": "its copy in the reference folder (path inside it)",
-    "reference_duplicates[].similarity": "1 for exact copies, else as for near_duplicates",
-    "reference_images": "(with --reference-images) images in the reference folder",
-    "label_issues": "(with labels) suspected label errors, most likely first",
-    "label_issues[].image": "the image (file name)",
-    "label_issues[].given": "its given label",
-    "label_issues[].likely": "the label confident learning suggests",
-    "label_issues[].self_confidence": "p(given label | image)",
-    "counts": "{exact_duplicates, near_duplicates, reference_duplicates, label_issues}: how many of each",
-}
+
+@result_type
+class DataIssuesNearDuplicate:
+    a: str
+    """one image (file name)"""
+    b: str
+    """the other image (file name)"""
+    similarity: float
+    """the lower of the two similarities (pixel correlation, feature cosine)"""
+
+
+@result_type
+class DataIssuesReferenceDuplicate:
+    image: str
+    """the image of the set"""
+    reference: str
+    """its copy in the reference folder (path inside it)"""
+    similarity: float
+    """1 for exact copies, else as for near_duplicates"""
+
+
+@result_type
+class DataIssuesLabelIssue:
+    image: str
+    """the image (file name)"""
+    given: str
+    """its given label"""
+    likely: str
+    """the label confident learning suggests"""
+    self_confidence: float
+    """p(given label | image)"""
+
+
+@result_type
+class DataIssuesResults:
+    exact_duplicates: list[list[str]]
+    """groups of images with identical decoded pixels: lists of file names"""
+    near_duplicates: list[DataIssuesNearDuplicate]
+    """near-duplicate pairs inside the set, most similar first"""
+    reference_images: Absent[int] = MISSING
+    """(with --reference-images) images in the reference folder"""
+    reference_duplicates: Absent[list[DataIssuesReferenceDuplicate]] = MISSING
+    """(with --reference-images) images of the set with an exact or near copy in the reference folder"""
+    label_issues: Absent[list[DataIssuesLabelIssue]] = MISSING
+    """(with labels) suspected label errors, most likely first"""
+    counts: dict[str, int]
+    """{exact_duplicates, near_duplicates, reference_duplicates, label_issues}: how many of each"""
+
+
+RESULTS = DataIssuesResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -103,8 +135,8 @@ def data_issues(ctx: Ctx, opts: DataIssuesOptions) -> Section:
                                    feature_threshold=opts.feature_threshold, k=opts.neighbours,
                                    seed=ctx.seed_for("data_issues/pca"))
              if frozenset((p.a, p.b)) not in in_exact]
-    near = [{"a": names(p.a), "b": names(p.b), "similarity": round(p.similarity, 4)} for p in pairs]
-    res: dict = {"exact_duplicates": exact, "near_duplicates": near}
+    near = [DataIssuesNearDuplicate(a=names(p.a), b=names(p.b), similarity=round(p.similarity, 4)) for p in pairs]
+    res: dict = {"exact_duplicates": exact, "near_duplicates": near}  # DataIssuesResults' fields, as they are found
     _duplicates_blocks(ctx, sec, groups, pairs, opts)
     if ref_dir:
         _reference(ctx, sec, feats, ref_dir, opts, res)
@@ -114,7 +146,7 @@ def data_issues(ctx: Ctx, opts: DataIssuesOptions) -> Section:
         sec.add(Note("The images have no labels: no label check.", kind="info"))
     res["counts"] = {k: len(res[k]) for k in ("exact_duplicates", "near_duplicates", "reference_duplicates",
                                               "label_issues") if k in res}
-    sec.results = res
+    sec.results = to_json(DataIssuesResults(**res))
     return sec
 
 
@@ -167,8 +199,8 @@ def _reference(ctx: Ctx, sec: Section, feats, ref_dir, opts: DataIssuesOptions, 
             found[p.a] = (p.b, p.similarity)
     order = sorted(found, key=lambda i: (-found[i][1], i))
     res["reference_images"] = len(rctx.images)
-    res["reference_duplicates"] = [{"image": ctx.images.name(i), "reference": rnames(found[i][0]),
-                                    "similarity": round(found[i][1], 4)} for i in order]
+    res["reference_duplicates"] = [DataIssuesReferenceDuplicate(image=ctx.images.name(i), reference=rnames(found[i][0]),
+                                                                similarity=round(found[i][1], 4)) for i in order]
     if not order:
         sec.add(Note(f"None of the {len(ctx.images)} images has an exact or near copy among the "
                      f"{len(rctx.images)} reference images.", kind="info"))
@@ -189,8 +221,8 @@ def _reference(ctx: Ctx, sec: Section, feats, ref_dir, opts: DataIssuesOptions, 
 def _labels(ctx: Ctx, sec: Section, opts: DataIssuesOptions, res: dict) -> None:
     li = label_issues(ctx)
     names = ctx.images.name
-    res["label_issues"] = [{"image": names(int(i)), "given": ctx.class_name(int(g)), "likely": ctx.class_name(int(k)),
-                            "self_confidence": round(float(c), 4)}
+    res["label_issues"] = [DataIssuesLabelIssue(image=names(int(i)), given=ctx.class_name(int(g)),
+                                                likely=ctx.class_name(int(k)), self_confidence=round(float(c), 4))
                            for i, g, k, c in zip(li.images, li.given, li.likely, li.self_confidence)]
     labelled = int((ctx.images.labels >= 0).sum())
     caveat = ("Confident learning wants out-of-sample probabilities (from a model that did not train on these "

@@ -14,7 +14,7 @@ fur, arches) where the network half-sees them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Sequence
 
 import numpy as np
 import torch
@@ -30,26 +30,52 @@ from ..optvis.plotting import history_plot
 from ..papers import MORDVINTSEV_2015
 from ..registry import Range, technique
 from ..report import Block, Figure, Group, ImageData, KeyValues, Row, Section, plural
+from ..results_schema import local, result_type, to_json
 from ..sampling import spread_indices
 
 if TYPE_CHECKING:
     from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "layers": "layers requested",
-    "objective_layers": "layer each objective reads (the activation after the requested one where there is one)",
-    "relu_applied": "per layer: relu applied to the layer's output because no activation follows it",
-    "jitter_px": "jitter at full size after the cap",
-    "image_size": "side of the dreamed images",
-    "dreams[].image": "image name",
-    "dreams[].layer": "requested layer",
-    "dreams[].objective_layer": "layer read",
-    "dreams[].relu_applied": "relu applied",
-    "dreams[].gain_last_octave": "objective at the end / at the start of the last octave",
-    "dreams[].objective_start_last_octave": "0.5 ||a||^2 at the start of the last octave",
-    "dreams[].objective_end": "0.5 ||a||^2 at the end",
-}
+
+
+@result_type
+class DeepDreamDream:
+    image: str
+    """image name"""
+    layer: str
+    """requested layer"""
+    objective_layer: str
+    """layer read"""
+    relu_applied: bool
+    """relu applied"""
+    gain_last_octave: float
+    """objective at the end / at the start of the last octave"""
+    objective_start_last_octave: float
+    """0.5 ||a||^2 at the start of the last octave"""
+    objective_end: float
+    """0.5 ||a||^2 at the end"""
+
+
+@result_type
+class DeepDreamResults:
+    layers: list[str]
+    """layers requested"""
+    objective_layers: list[str]
+    """layer each objective reads (the activation after the requested one where there is one)"""
+    relu_applied: list[bool]
+    """per layer: relu applied to the layer's output because no activation follows it"""
+    jitter_px: int
+    """jitter at full size after the cap"""
+    image_size: int
+    """side of the dreamed images"""
+    dreams: list[DeepDreamDream]
+    targets: list[tuple[str, bool, str]] = local()  # per layer: (layer read, relu applied, in words)
+    runs: list[tuple[int, torch.Tensor, torch.Tensor, list[Any]]] = local()  # per image: (index, input, the
+    # dreamed image per layer, the optvis result per octave)
+
+
+RESULTS = DeepDreamResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -161,6 +187,17 @@ def deepdream(ctx: Ctx, opts: DeepDreamOptions) -> Section:
     activation function after it) stronger everywhere, so whatever that layer already detects is exaggerated.
     Shallow layers add strokes and textures; deeper layers hallucinate object parts, showing what the network is
     primed to see."""
+    r = compute_deepdream(ctx, opts)
+    sec = Section(id="deepdream", title="DeepDream")
+    sec.add(*present_deepdream(ctx, opts, r))
+    sec.params["layers"] = r.layers
+    sec.results = to_json(r)
+    return sec
+
+
+def compute_deepdream(ctx: Ctx, opts: DeepDreamOptions) -> DeepDreamResults:
+    """The layers, then each chosen image dreamed at each of them octave by octave: images and objective curves, no
+    blocks."""
     probe = ctx.probe()
     if opts.layers:
         names = list(opts.layers)
@@ -176,8 +213,8 @@ def deepdream(ctx: Ctx, opts: DeepDreamOptions) -> Section:
     n = min(max(1, opts.max_images), len(ctx.images))
     size = int(opts.image_size or ctx.pre.size)
     jitter = min(int(opts.jitter), max(1, round(opts.max_jitter_fraction * size))) if opts.jitter > 0 else 0
-    sec = Section(id="deepdream", title="DeepDream")
-    gains: list[dict] = []
+    gains: list[DeepDreamDream] = []
+    runs = []
     for i in spread_indices(ctx, n, "deepdream/images"):
         img = ctx.images.tensor(i)
         if img.shape[-1] != size:
@@ -188,29 +225,42 @@ def deepdream(ctx: Ctx, opts: DeepDreamOptions) -> Section:
                                 octave_scale=opts.octave_scale, steps=opts.steps, lr=opts.lr, jitter=jitter,
                                 generator=ctx.generator(f"deepdream/jitter/{i}"),
                                 layer_root=ctx.model, progress=ctx.progress, fit=ctx.fit_input)
+        runs.append((i, img, dreams, results))
+        for b, name in enumerate(names):
+            gain = float(results[-1].history[-1, b] / max(results[-1].history[0, b], 1e-12))
+            gains.append(DeepDreamDream(image=ctx.images.name(i), layer=name, objective_layer=targets[b][0],
+                                        relu_applied=targets[b][1], gain_last_octave=round(gain, 4),
+                                        objective_start_last_octave=float(results[-1].history[0, b]),
+                                        objective_end=float(results[-1].history[-1, b])))
+    return DeepDreamResults(layers=names, objective_layers=[t[0] for t in targets],
+                            relu_applied=[t[1] for t in targets], jitter_px=jitter, image_size=size, dreams=gains,
+                            targets=targets, runs=runs)
+
+
+def present_deepdream(ctx: Ctx, opts: DeepDreamOptions, r: DeepDreamResults) -> list[Block]:
+    """Per image the input and its dream at each layer with the objective's curve, then the settings."""
+    names, targets, size, jitter = r.layers, r.targets, r.image_size, r.jitter_px
+    blocks: list[Block] = []
+    for i, img, dreams, results in r.runs:
         figs: list[Block] = [Figure(ImageData(unit_to_uint8(img.cpu().permute(1, 2, 0).numpy()), display_width=224),
                        caption=f"{ctx.images.name(i)} (input)", alt=f"input {ctx.images.name(i)}")]
-        hist = np.concatenate([r.history for r in results], 0)  # steps x layers
+        hist = np.concatenate([res.history for res in results], 0)  # steps x layers
         for b, name in enumerate(names):
-            gain = [float(r.history[-1, b] / max(r.history[0, b], 1e-12)) for r in results]
-            gains.append({"image": ctx.images.name(i), "layer": name, "objective_layer": targets[b][0],
-                          "relu_applied": targets[b][1], "gain_last_octave": round(gain[-1], 4),
-                          "objective_start_last_octave": float(results[-1].history[0, b]),
-                          "objective_end": float(results[-1].history[-1, b])})
-            weak = "" if gain[-1] > 1.05 else " — barely changed: the layer is hardly active here"
+            gain = float(results[-1].history[-1, b] / max(results[-1].history[0, b], 1e-12))
+            weak = "" if gain > 1.05 else " — barely changed: the layer is hardly active here"
             figs.append(Figure(ImageData(unit_to_uint8(dreams[b].permute(1, 2, 0).numpy()), display_width=224),
-                               caption=f"dreamed at {targets[b][2]}; 0.5‖a‖² ×{gain[-1]:.2f} over the last "
+                               caption=f"dreamed at {targets[b][2]}; 0.5‖a‖² ×{gain:.2f} over the last "
                                        f"octave{weak}",
                                alt=f"DeepDream of {ctx.images.name(i)} at layer {name}"))
-        boundaries = list(np.cumsum([len(r.history) for r in results])[:-1])
+        boundaries = list(np.cumsum([len(res.history) for res in results])[:-1])
         norm = hist / np.maximum(hist[:1], 1e-12)
         plot = history_plot({nm: norm[:, b] for b, nm in enumerate(names)}, boundaries=boundaries,
                             title="0.5‖a‖² per step (÷ first step); dashed: new octave",
                             ylabel="relative objective")
-        sec.add(Group(ctx.images.name(i), [Row(figs), Figure(plot, caption="DeepDream objective per step, "
-                                                               "relative to the first step of the first octave",
-                                                               alt="objective per step")]))
-    sec.add(KeyValues([
+        blocks.append(Group(ctx.images.name(i), [Row(figs), Figure(plot, caption="DeepDream objective per step, "
+                                                                   "relative to the first step of the first octave",
+                                                                   alt="objective per step")]))
+    blocks.append(KeyValues([
         ("layers", ", ".join(names) + ("" if opts.layers else " (convolutions at 1/4, 1/2, 3/4 of the depth)")),
         ("objective", "0.5‖a‖² of the rectified activation: " + "; ".join(t for _, _, t in targets)),
         ("schedule", f"{plural(opts.octaves, 'octave')} × {plural(opts.steps, 'step')}, "
@@ -218,7 +268,4 @@ def deepdream(ctx: Ctx, opts: DeepDreamOptions) -> Section:
         ("step", f"I ← clip(I + {opts.lr:g}·g/mean|g|, 0, 1), jitter ±{jitter}px at full size (scaled per "
                  f"octave; at most {opts.max_jitter_fraction:g} of the side)"),
     ], title="Settings"))
-    sec.params["layers"] = names
-    sec.results = {"layers": names, "objective_layers": [t[0] for t in targets],
-                   "relu_applied": [t[1] for t in targets], "jitter_px": jitter, "image_size": size, "dreams": gains}
-    return sec
+    return blocks

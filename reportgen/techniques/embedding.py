@@ -31,6 +31,7 @@ from ..pictures import figure_to_png, new_figure
 from ..papers import KARPATHY_TSNE, VAN_DER_MAATEN_2008, VENNA_KASKI_2001
 from ..registry import Range, technique
 from ..report import Figure, ImageData, Note, Section
+from ..results_schema import result_type, to_json
 from ._catalog import explorer_block
 from ._layout import (
     SKLEARN_MAX_POINTS, Layout, have_opentsne, layout, sklearn_tsne, trustworthiness_scores,
@@ -40,22 +41,37 @@ if TYPE_CHECKING:
     from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "points": "images embedded",
-    "images": "images in the set",
-    "subsampled": "true when points < images (seeded subsample)",
-    "coloured_by": "true label or predicted class",
-    "pca_explained": "variance ratio of the two principal components",
-    "tsne": "whether t-SNE ran",
-    "method": "the t-SNE implementation that ran (openTSNE (FFT-accelerated), scikit-learn (Barnes-Hut), none)",
-    "perplexity": "t-SNE perplexity (null when it did not run)",
-    "feature_dims": "dimension of the embedded features",
-    "degenerate": "null, or what makes the features unusable or weak (kind non_finite / constant / rank_one, message)",
-    "trustworthiness": "how well each layout keeps feature-space neighbourhoods (Venna & Kaski): k, points (of "
-                       "embedded), pca, "
-                       "tsne, and random (2-D positions drawn at random, the floor, ~0.5); 1 = every 2-D neighbour is "
-                       "a true one",
-}
+
+
+@result_type
+class EmbeddingResults:
+    points: int
+    """images embedded"""
+    images: int
+    """images in the set"""
+    subsampled: bool
+    """true when points < images (seeded subsample)"""
+    coloured_by: str | None
+    """true label or predicted class"""
+    pca_explained: list[float] | None
+    """variance ratio of the two principal components"""
+    tsne: bool
+    """whether t-SNE ran"""
+    perplexity: float | None
+    """t-SNE perplexity (null when it did not run)"""
+    feature_dims: int
+    """dimension of the embedded features"""
+    method: str | None
+    """the t-SNE implementation that ran (openTSNE (FFT-accelerated), scikit-learn (Barnes-Hut), none)"""
+    degenerate: dict[str, Any] | None
+    """null, or what makes the features unusable or weak (kind non_finite / constant / rank_one, message)"""
+    trustworthiness: dict[str, Any] | None = None
+    """how well each layout keeps feature-space neighbourhoods (Venna & Kaski): k, points (of embedded), pca, tsne,
+    and random (2-D positions drawn at random, the floor, ~0.5); 1 = every 2-D neighbour is a true one (null: too
+    few points, or the features are unusable)"""
+
+
+RESULTS = EmbeddingResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 WEAK_TRUST_MARGIN = 0.1  # t-SNE within this of random positions' trustworthiness is named weak
@@ -286,18 +302,18 @@ class EmbeddingResult:
             info.update(perplexity=self.lay.perplexity, pca_dims_before_tsne=self.lay.pca_dims)
         return info
 
-    def results(self) -> dict[str, Any]:
+    def results(self) -> EmbeddingResults:
         """The section's report.json ``results``."""
         n, m, deg = self.images, len(self.idx), self.degenerate
         if self.lay is None:
-            return {"points": int(m), "images": int(n), "subsampled": bool(m < n), "coloured_by": None,
-                    "pca_explained": None, "tsne": False, "perplexity": None, "feature_dims": self.feature_dims,
-                    "method": None, "degenerate": deg.results()}
-        return {"points": int(m), "images": int(n), "subsampled": bool(m < n), "coloured_by": self.legend,
-                "pca_explained": [round(v, 4) for v in self.lay.pca_explained], "tsne": self.lay.xy is not None,
-                "perplexity": self.info.get("perplexity"), "feature_dims": self.feature_dims,
-                "method": self.lay.method, "degenerate": None if deg is None else deg.results(),
-                "trustworthiness": self.trust}
+            return EmbeddingResults(points=int(m), images=int(n), subsampled=bool(m < n), coloured_by=None,
+                                    pca_explained=None, tsne=False, perplexity=None, feature_dims=self.feature_dims,
+                                    method=None, degenerate=deg.results())
+        return EmbeddingResults(
+            points=int(m), images=int(n), subsampled=bool(m < n), coloured_by=self.legend,
+            pca_explained=[round(v, 4) for v in self.lay.pca_explained], tsne=self.lay.xy is not None,
+            perplexity=self.info.get("perplexity"), feature_dims=self.feature_dims, method=self.lay.method,
+            degenerate=None if deg is None else deg.results(), trustworthiness=self.trust)
 
 
 def _mosaic(ctx: Ctx, opts: EmbeddingOptions, idx: np.ndarray, t2: np.ndarray) -> Mosaic:
@@ -423,5 +439,5 @@ def embedding(ctx: Ctx, opts: EmbeddingOptions) -> Section:
         sec.add(block)
     if r.lay is not None:
         sec.params.update({"points": int(len(r.idx)), "subsampled": bool(len(r.idx) < r.images), **r.info})
-    sec.results = r.results()
+    sec.results = to_json(r.results())
     return sec

@@ -20,7 +20,7 @@ are, and a map is computed here only when no section computed it for these image
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from ..papers import ADEBAYO_2018, BHATT_2020, PETSIUK_2018, RONG_2022, SIXT_202
 from ..pictures import figure_to_png, new_figure
 from ..registry import METHOD_TECHNIQUES, Range, technique
 from ..report import Figure, ImageData, Note, Section, Table, plural
+from ..results_schema import result_type, to_json
 from ..device import device_batch_size, inference_model
 from ..features.split import SplitForward
 from ._explain import explain_batch
@@ -42,44 +43,84 @@ from ._sanity_checks import FLAG_RHO, MethodCheck, checked_methods, method_check
 if TYPE_CHECKING:
     from ..context import Ctx
 
-RESULTS = {
-    "images": "names of the images scored (the ones the attribution sections show)",
-    "ranked_by": "the per-image score the ranking uses (insertion AUC - deletion AUC)",
-    "deletion_fill": "what deleted pixels are replaced by",
-    "insertion_start": "the image insertion starts from",
-    "steps": "deletion/insertion steps from 0 to all units",
-    "patch_px": "side of the square units removed/inserted together (1: single pixels)",
-    "fractions": "fractions of the units changed at each step",
-    "road_fractions": "fractions of pixels imputed by ROAD ([] when ROAD is off)",
-    "road_images": "how many of the images ROAD scored",
-    "methods_from_config": "the methods are those enabled in this run (false: none was, all were scored)",
-    "perturbation_forward": "what ran the perturbed copies: the model's own forward, or a frozen TorchScript copy "
-                            "checked to give the same logits (device.inference_copy)",
-    "occlusion_cost_scaled": "null, or how the occlusion map's window was grown for an expensive model (as the "
-                             "occlusion section's cost_scaled)",
-    "most_faithful": "the top-ranked method (null when none beats the random map)",
-    "no_better_than_random": "methods whose paired bootstrap interval against the random map reaches 0 "
-                             "(under 3 images: whose mean score is not above it)",
-    "methods[].method": "attribution method or baseline",
-    "methods[].rank": "rank by mean insertion - deletion AUC (1 = most faithful)",
-    "methods[].deletion_auc": "mean deletion AUC of the class probability (lower = more faithful)",
-    "methods[].insertion_auc": "mean insertion AUC (higher = more faithful)",
-    "methods[].score": "mean insertion - deletion AUC",
-    "methods[].score_ci95": "seeded bootstrap 95% interval of that mean over images",
-    "methods[].vs_random_ci95": "bootstrap 95% interval of the mean paired difference to the random map",
-    "methods[].mufidelity": "mean faithfulness correlation (0 for a constant map)",
-    "methods[].road_morf": "ROAD: mean probability with the most relevant pixels imputed (lower = better; null: off)",
-    "methods[].road_lerf": "ROAD: mean probability with the least relevant pixels imputed (higher = better)",
-    "methods[].weights_rho": "mean Spearman rho of the map to the one with every layer re-initialised (null: not run;"
-                              " the sanity section's check)",
-    "methods[].random_class_rho": "mean Spearman rho of the map to the map of a random other class (null: not run)",
-    "methods[].sanity": "the sanity section's verdicts: weights passes / insensitive to top layers / fails, class "
-                        "passes / fails (mean rho below 0.5 passes), with the rho range over its images",
-    "sanity_images": "the images the sanity verdicts come from (the sanity section's)",
-    "maps_reused": "method -> how many of its scored maps came from another section (this run or the cache)",
-    "per_image_score": "method -> insertion - deletion AUC per image",
-    "curves": "method -> mean deletion and insertion curves over the images",
-}
+
+@result_type
+class FaithfulnessMethod:
+    method: str
+    """attribution method or baseline"""
+    rank: int
+    """rank by mean insertion - deletion AUC (1 = most faithful)"""
+    deletion_auc: float
+    """mean deletion AUC of the class probability (lower = more faithful)"""
+    insertion_auc: float
+    """mean insertion AUC (higher = more faithful)"""
+    score: float
+    """mean insertion - deletion AUC"""
+    score_ci95: list[float]
+    """seeded bootstrap 95% interval of that mean over images"""
+    vs_random_ci95: list[float]
+    """bootstrap 95% interval of the mean paired difference to the random map"""
+    mufidelity: float
+    """mean faithfulness correlation (0 for a constant map)"""
+    road_morf: float | None
+    """ROAD: mean probability with the most relevant pixels imputed (lower = better; null: off)"""
+    road_lerf: float | None
+    """ROAD: mean probability with the least relevant pixels imputed (higher = better)"""
+    weights_rho: float | None
+    """mean Spearman rho of the map to the one with every layer re-initialised (null: not run; the sanity section's
+    check)"""
+    random_class_rho: float | None
+    """mean Spearman rho of the map to the map of a random other class (null: not run)"""
+    sanity: str
+    """the sanity section's verdicts: weights passes / insensitive to top layers / fails, class passes / fails (mean
+    rho below 0.5 passes), with the rho range over its images"""
+
+
+@result_type
+class FaithfulnessResults:
+    images: list[str]
+    """names of the images scored (the ones the attribution sections show)"""
+    ranked_by: str
+    """the per-image score the ranking uses (insertion AUC - deletion AUC)"""
+    deletion_fill: str
+    """what deleted pixels are replaced by"""
+    insertion_start: str
+    """the image insertion starts from"""
+    steps: int
+    """deletion/insertion steps from 0 to all units"""
+    patch_px: int
+    """side of the square units removed/inserted together (1: single pixels)"""
+    fractions: list[float]
+    """fractions of the units changed at each step"""
+    road_fractions: list[float]
+    """fractions of pixels imputed by ROAD ([] when ROAD is off)"""
+    road_images: int
+    """how many of the images ROAD scored"""
+    methods_from_config: bool
+    """the methods are those enabled in this run (false: none was, all were scored)"""
+    perturbation_forward: str
+    """what ran the perturbed copies: the model's own forward, or a frozen TorchScript copy checked to give the same
+    logits (device.inference_copy)"""
+    occlusion_cost_scaled: dict[str, Any] | None
+    """null, or how the occlusion map's window was grown for an expensive model (as the occlusion section's
+    cost_scaled)"""
+    most_faithful: str | None
+    """the top-ranked method (null when none beats the random map)"""
+    no_better_than_random: list[str]
+    """methods whose paired bootstrap interval against the random map reaches 0 (under 3 images: whose mean score is
+    not above it)"""
+    sanity_images: list[str]
+    """the images the sanity verdicts come from (the sanity section's)"""
+    maps_reused: dict[str, int]
+    """method -> how many of its scored maps came from another section (this run or the cache)"""
+    methods: list[FaithfulnessMethod]
+    per_image_score: dict[str, list[float]]
+    """method -> insertion - deletion AUC per image"""
+    curves: dict[str, dict[str, list[float]]]
+    """method -> mean deletion and insertion curves over the images"""
+
+
+RESULTS = FaithfulnessResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 FILLS = ("mean", "blur", "black")
 
@@ -180,20 +221,20 @@ def faithfulness(ctx: Ctx, opts: FaithfulnessOptions) -> Section:
                      "options.", kind="info"))
     names = [ctx.images.name(i) for i in b.idx]
     sec.params.update(images=names, patch_px=s.patch)
-    sec.results = {
-        "images": names, "ranked_by": "insertion_auc - deletion_auc",
-        "deletion_fill": opts.deletion_fill if opts.deletion_fill != "blur" else f"blur sigma {s.sigma:g} px",
-        "insertion_start": f"blur sigma {s.sigma:g} px", "steps": opts.steps, "patch_px": s.patch,
-        "fractions": [round(float(v), 4) for v in sc.fractions],
-        "road_fractions": list(opts.road_fractions) if s.road_n else [], "road_images": s.road_n,
-        "methods_from_config": from_config,
-        "perturbation_forward": getattr(s.model, "source", "the model's own forward"),
-        "occlusion_cost_scaled": scaled.scaled if scaled else None, "most_faithful": rank.best,
-        "no_better_than_random": rank.named, "sanity_images": sanity_images, "maps_reused": reused,
-        "methods": rank.records,
-        "per_image_score": {m: [round(float(v), 4) for v in sc.per_image(m)] for m in rank.order},
-        "curves": sc.curves,
-    }
+    sec.results = to_json(FaithfulnessResults(
+        images=names, ranked_by="insertion_auc - deletion_auc",
+        deletion_fill=opts.deletion_fill if opts.deletion_fill != "blur" else f"blur sigma {s.sigma:g} px",
+        insertion_start=f"blur sigma {s.sigma:g} px", steps=opts.steps, patch_px=s.patch,
+        fractions=[round(float(v), 4) for v in sc.fractions],
+        road_fractions=list(opts.road_fractions) if s.road_n else [], road_images=s.road_n,
+        methods_from_config=from_config,
+        perturbation_forward=getattr(s.model, "source", "the model's own forward"),
+        occlusion_cost_scaled=scaled.scaled if scaled else None, most_faithful=rank.best,
+        no_better_than_random=rank.named, sanity_images=sanity_images, maps_reused=reused,
+        methods=rank.records,
+        per_image_score={m: [round(float(v), 4) for v in sc.per_image(m)] for m in rank.order},
+        curves=sc.curves,
+    ))
     # the scored maps, small, for a later run's explanation drift (reportgen/drift/; written beside report.json)
     sec.arrays = pack_maps({m: maps[m] for m in maps if m not in BASELINES},
                            [ctx.images.records[i].sha256 for i in b.idx], names, t, b.preds).to_arrays()
@@ -241,7 +282,7 @@ class Ranking:
     random map (``weak``; ``named``: the real methods among them), the best sound one, those failing a check."""
 
     order: list[str]
-    records: list[dict]
+    records: list[FaithfulnessMethod]
     rows: list[list]
     weak: list[str]
     named: list[str]
@@ -257,7 +298,8 @@ def ranking(ctx: Ctx, sc: Scores, checks: dict[str, MethodCheck], bootstrap: int
     rng = ctx.rng("faithfulness/bootstrap")
     idx = rng.integers(0, n, size=(bootstrap, n)) if n > 1 else np.zeros((1, 1), dtype=np.int64)
     order = sorted(per, key=lambda m: -float(per[m].mean()))
-    records, rows, weak = [], [], []
+    records: list[FaithfulnessMethod] = []
+    rows, weak = [], []
     for rank, m in enumerate(order, 1):
         means, diffs = per[m][idx].mean(1), (per[m] - per[RANDOM])[idx].mean(1)
         ci = (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
@@ -265,20 +307,21 @@ def ranking(ctx: Ctx, sc: Scores, checks: dict[str, MethodCheck], bootstrap: int
         if m != RANDOM and (vs[0] <= 0 if n >= 3 else float((per[m] - per[RANDOM]).mean()) <= 0):
             weak.append(m)
         c = checks.get(m)
-        rec = {"method": m, "rank": rank, "deletion_auc": round(float(sc.deletion[m].mean()), 4),
-               "insertion_auc": round(float(sc.insertion[m].mean()), 4), "score": round(float(per[m].mean()), 4),
-               "score_ci95": [round(v, 4) for v in ci], "vs_random_ci95": [round(v, 4) for v in vs],
-               "mufidelity": round(float(sc.mufidelity[m].mean()), 4),
-               "road_morf": round(float(sc.road_morf[m].mean()), 4) if m in sc.road_morf else None,
-               "road_lerf": round(float(sc.road_lerf[m].mean()), 4) if m in sc.road_lerf else None,
-               "weights_rho": round(float(np.mean(c.final)), 4) if c else None,
-               "random_class_rho": round(float(np.mean(c.other)), 4) if c else None,
-               "sanity": c.text() if c else ""}
+        rec = FaithfulnessMethod(
+            method=m, rank=rank, deletion_auc=round(float(sc.deletion[m].mean()), 4),
+            insertion_auc=round(float(sc.insertion[m].mean()), 4), score=round(float(per[m].mean()), 4),
+            score_ci95=[round(v, 4) for v in ci], vs_random_ci95=[round(v, 4) for v in vs],
+            mufidelity=round(float(sc.mufidelity[m].mean()), 4),
+            road_morf=round(float(sc.road_morf[m].mean()), 4) if m in sc.road_morf else None,
+            road_lerf=round(float(sc.road_lerf[m].mean()), 4) if m in sc.road_lerf else None,
+            weights_rho=round(float(np.mean(c.final)), 4) if c else None,
+            random_class_rho=round(float(np.mean(c.other)), 4) if c else None,
+            sanity=c.text() if c else "")
         records.append(rec)
-        rows.append([rank, m, rec["deletion_auc"], rec["insertion_auc"],
-                     f"{rec['score']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]", rec["mufidelity"],
-                     "-" if rec["road_morf"] is None else f"{rec['road_morf']:.3f} / {rec['road_lerf']:.3f}",
-                     rec["sanity"] or "-"])
+        rows.append([rank, m, rec.deletion_auc, rec.insertion_auc,
+                     f"{rec.score:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]", rec.mufidelity,
+                     "-" if rec.road_morf is None else f"{rec.road_morf:.3f} / {rec.road_lerf:.3f}",
+                     rec.sanity or "-"])
     real = [m for m in order if m not in BASELINES]
     failed = [m for m, c in checks.items() if c.weights != "passes" or c.random_class != "passes"]
     return Ranking(order, records, rows, weak, [m for m in weak if m not in BASELINES],

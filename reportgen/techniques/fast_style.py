@@ -25,6 +25,7 @@ from ..optvis.plotting import history_plot
 from ..papers import GATYS_STYLE_2016, JOHNSON_2016
 from ..registry import Range, reads_options, technique
 from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
+from ..results_schema import result_type, to_json
 from ..synthesis.style import resize_to, style_objective
 from ..synthesis.transformnet import TransformNet, load_numpy_state, perceptual_loss, state_to_numpy, train
 from ..synthesis.gatys import options_of, per_image_seconds, style_setup
@@ -34,15 +35,27 @@ if TYPE_CHECKING:
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "forward_ms_per_image": "one transformation-network forward pass per image, ms",
-    "optimisation_s_per_image": "the optimisation-based style transfer per image, s (same device, batched)",
-    "speed_ratio": "optimisation time / network time per image",
-    "training_seconds": "per style: training time of its network, s",
-    "cached": "per style: the network came from the cache of an earlier build",
-    "held_out_loss_before": "per style: perceptual loss on held-out images before training",
-    "held_out_loss_after": "per style: the same after training",
-}
+
+
+@result_type
+class FastStyleResults:
+    forward_ms_per_image: float
+    """one transformation-network forward pass per image, ms"""
+    optimisation_s_per_image: float
+    """the optimisation-based style transfer per image, s (same device, batched)"""
+    speed_ratio: float
+    """optimisation time / network time per image"""
+    training_seconds: list[float]
+    """per style: training time of its network, s"""
+    cached: list[bool]
+    """per style: the network came from the cache of an earlier build"""
+    held_out_loss_before: list[float]
+    """per style: perceptual loss on held-out images before training"""
+    held_out_loss_after: list[float]
+    """per style: the same after training"""
+
+
+RESULTS = FastStyleResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 @dataclass
 class FastStyleOptions:
@@ -106,9 +119,9 @@ class FastStyleResult:
     def ratio(self) -> float:
         return self.optimisation["seconds_per_image"] / max(np.mean([n.forward_s for n in self.nets]), 1e-9)
 
-    def results(self) -> dict[str, Any]:
+    def results(self) -> FastStyleResults:
         """The section's report.json ``results``."""
-        return dict(
+        return FastStyleResults(
             forward_ms_per_image=round(1000 * self.forward_s, 3),
             optimisation_s_per_image=round(self.optimisation["seconds_per_image"], 3),
             speed_ratio=round(float(self.ratio), 1), training_seconds=[round(n.seconds, 1) for n in self.nets],
@@ -240,7 +253,7 @@ def fast_style(ctx: Ctx, opts: FastStyleOptions) -> Section:
         sec.add(block)
     sec.params.update(styles=[n.style for n in r.nets], layers=r.setup["layers"],
                       content_layer=r.setup["content_layer"])
-    sec.results.update(r.results())
+    sec.results = to_json(r.results())
     return sec
 
 

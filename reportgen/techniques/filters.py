@@ -24,20 +24,35 @@ from ..pictures import tile, to_uint8
 from ..papers import KRIZHEVSKY_2012, YOSINSKI_2015
 from ..registry import Range, technique
 from ..report import Block, Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, plural
+from ..results_schema import MISSING, Absent, result_type, to_json
 
 if TYPE_CHECKING:
     from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "first_layer": "dotted name of the first convolution",
-    "first_shape": "[filters, input channels, kernel height, kernel width]",
-    "scale": "colour scale used: filter (per-filter min/max) or global",
-    "first_max_abs_weight": "largest |weight| of the first layer",
-    "dead_filters": "indices of first-layer filters whose largest |weight| is below dead_fraction of the layer's",
-    "filter_max_abs_weight": "largest |weight| of each shown first-layer filter",
-    "higher_layer": "dotted name of the higher convolution shown (null: none)",
-}
+
+
+@result_type
+class FiltersResults:
+    patch_embedding_components: Absent[int] = MISSING
+    """(when the first convolution is a patch embedding) principal components of its filters shown"""
+    first_layer: str
+    """dotted name of the first convolution"""
+    first_shape: list[int]
+    """[filters, input channels, kernel height, kernel width]"""
+    scale: str
+    """colour scale used: filter (per-filter min/max) or global"""
+    first_max_abs_weight: float
+    """largest |weight| of the first layer"""
+    dead_filters: list[int]
+    """indices of first-layer filters whose largest |weight| is below dead_fraction of the layer's"""
+    higher_layer: str | None
+    """dotted name of the higher convolution shown (null: none)"""
+    filter_max_abs_weight: list[float]
+    """largest |weight| of each shown first-layer filter"""
+
+
+RESULTS = FiltersResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -108,13 +123,14 @@ class FiltersResult:
     patch_embedding: int | None  # principal components shown when the first conv is a patch embedding, else None
     higher: HigherConv | None
 
-    def results(self) -> dict:
+    def results(self) -> FiltersResults:
         k, c, kh, kw = self.weight.shape
-        out: dict = {} if self.patch_embedding is None else {"patch_embedding_components": self.patch_embedding}
-        return {**out, "first_layer": self.first, "first_shape": [k, c, kh, kw], "scale": self.scale,
-                "first_max_abs_weight": round(self.layer_max, 6), "dead_filters": self.dead,
-                "higher_layer": self.higher.name if self.higher else None,
-                "filter_max_abs_weight": [round(float(v), 6) for v in self.strength[:self.shown]]}
+        return FiltersResults(
+            patch_embedding_components=MISSING if self.patch_embedding is None else self.patch_embedding,
+            first_layer=self.first, first_shape=[k, c, kh, kw],
+            scale=self.scale, first_max_abs_weight=round(self.layer_max, 6), dead_filters=self.dead,
+            higher_layer=self.higher.name if self.higher else None,
+            filter_max_abs_weight=[round(float(v), 6) for v in self.strength[:self.shown]])
 
 
 def compute_filters(ctx: Ctx, opts: FiltersOptions) -> FiltersResult:
@@ -226,7 +242,7 @@ def filters(ctx: Ctx, opts: FiltersOptions) -> Section:
     sec = Section(id="filters", title="Filters")
     sec.add(*present_filters(res, opts))
     sec.params.update({"first_layer": res.first, "higher_layer": res.higher.name if res.higher else None})
-    sec.results = res.results()
+    sec.results = to_json(res.results())
     return sec
 
 

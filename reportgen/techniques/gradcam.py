@@ -23,6 +23,7 @@ from ..papers import CHATTOPADHAY_2018, SELVARAJU_2017, SPRINGENBERG_2015
 from ..inspection.layers import resolve_layer
 from ..registry import AttributionMethod, ClassMaps, Range, SanityCheck, technique
 from ..report import Grid, Note, Section, Table
+from ..results_schema import result_type, to_json
 from ..attribution.visualization import attr_item
 from ._explain import cam_layer_choice, cam_unsupported, cell_width, explain_batch, heat_item, input_item, peak_area
 from ..features.split import split_rows
@@ -34,18 +35,38 @@ if TYPE_CHECKING:
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "layer": "the layer Grad-CAM reads",
-    "layer_why": "why that layer was chosen over the requested or default one (empty: no change)",
-    "layer_cells": "the layer's spatial grid [h, w]",
-    "median_rank_corr_gradcam_vs_pp": "median Spearman rank correlation of Grad-CAM and Grad-CAM++ maps",
-    "zero_maps": "images whose Grad-CAM map is zero everywhere (no positive evidence at the layer)",
-    "images[].image": "image name",
-    "images[].class": "class explained (true label where known, else the prediction)",
-    "images[].p": "softmax probability of that class",
-    "images[].peak_area": "share of the image at or above half the Grad-CAM map's maximum",
-    "images[].peak_area_pp": "the same for Grad-CAM++",
-}
+
+
+@result_type
+class GradCamImage:
+    image: str
+    """image name"""
+    class_: str
+    """class explained (true label where known, else the prediction)"""
+    p: float
+    """softmax probability of that class"""
+    peak_area: float
+    """share of the image at or above half the Grad-CAM map's maximum"""
+    peak_area_pp: float
+    """the same for Grad-CAM++"""
+
+
+@result_type
+class GradCamResults:
+    layer: str
+    """the layer Grad-CAM reads"""
+    layer_why: str | None
+    """why that layer was chosen over the requested or default one (empty: no change)"""
+    layer_cells: list[int]
+    """the layer's spatial grid [h, w]"""
+    median_rank_corr_gradcam_vs_pp: float
+    """median Spearman rank correlation of Grad-CAM and Grad-CAM++ maps"""
+    zero_maps: list[str]
+    """images whose Grad-CAM map is zero everywhere (no positive evidence at the layer)"""
+    images: list[GradCamImage]
+
+
+RESULTS = GradCamResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 @dataclass
 class GradCamOptions:
@@ -146,7 +167,8 @@ def gradcam(ctx: Ctx, opts: GradCamOptions) -> Section:
     if gg is not None:
         put_maps(ctx, specs["Guided Grad-CAM"], b.idx, t, np.abs(gg).max(1))
 
-    items, rows, agree, flat = [], [], [], []
+    items, agree, flat = [], [], []
+    rows: list[list[Any]] = []
     for k, i in enumerate(b.idx):
         img = ctx.images.display(i)
         items.append(input_item(ctx, b, k))
@@ -190,9 +212,8 @@ def gradcam(ctx: Ctx, opts: GradCamOptions) -> Section:
         sec.add(Note(f"No positive evidence at {name} for: {', '.join(flat)} (the map is zero everywhere; "
                      "the class score falls with every channel's average gradient).", kind="warning"))
     sec.params.update(layer=name, images=[ctx.images.name(i) for i in b.idx])
-    sec.results = {"layer": name, "layer_why": choice.why, "layer_cells": list(hw),
-                   "median_rank_corr_gradcam_vs_pp": round(med, 4),
-                   "zero_maps": flat,
-                   "images": [{"image": r[0], "class": r[1], "p": r[2], "peak_area": r[3], "peak_area_pp": r[4]}
-                              for r in rows]}
+    sec.results = to_json(GradCamResults(
+        layer=name, layer_why=choice.why, layer_cells=list(hw), median_rank_corr_gradcam_vs_pp=round(med, 4),
+        zero_maps=flat,
+        images=[GradCamImage(image=r[0], class_=r[1], p=r[2], peak_area=r[3], peak_area_pp=r[4]) for r in rows]))
     return sec

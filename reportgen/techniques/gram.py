@@ -11,14 +11,15 @@ that the Gram synthesis of the texture section reached at each layer is given be
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 
 from ..pictures import figure_to_png, unit_to_uint8
 from ..papers import GATYS_STYLE_2016, GATYS_TEXTURE_2015
 from ..registry import Range, reads_options, technique
-from ..report import Figure, Group, ImageData, Note, Row, Section, Table
+from ..report import Block, Figure, Group, ImageData, Note, Row, Section, Table
+from ..results_schema import local, result_type, to_json
 from ..synthesis.style import gram_targets, source_images
 from ..synthesis.gatys import gram_synthesis, options_of
 
@@ -27,11 +28,21 @@ if TYPE_CHECKING:
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "layers": "the layers whose Gram matrices are shown",
-    "gram_error": "per texture, per layer: relative Gram error ||G(x) - G(s)||^2 / ||G(s)||^2 after the synthesis",
-    "style_source": "where the style images came from",
-}
+
+
+@result_type
+class GramResults:
+    layers: list[str]
+    """the layers whose Gram matrices are shown"""
+    gram_error: dict[str, dict[str, float]]
+    """per texture, per layer: relative Gram error ||G(x) - G(s)||^2 / ||G(s)||^2 after the synthesis"""
+    style_source: str
+    """where the style images came from"""
+    syn: dict[str, Any] = local()  # synthesis.gatys.gram_synthesis's record (the texture section's syntheses)
+    styles: list[tuple[Any, dict[str, np.ndarray]]] = local()  # per style image: it and its Gram matrix per layer
+
+
+RESULTS = GramResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 @dataclass
 class GramOptions:
@@ -87,15 +98,39 @@ def gram(ctx: Ctx, opts: GramOptions) -> Section:
     """Each heatmap is one layer's Gram matrix: entry (i, j) is how strongly channels i and j fire together over the
     whole image, with the position thrown away. Channels are reordered so co-active groups form bright blocks; this
     summary is all that texture synthesis and style transfer keep of an image."""
+    r = compute_gram(ctx, opts)
+    sec = Section(id="gram", title="Gram matrices")
+    sec.add(*present_gram(opts, r))
+    sec.params.update(layers=r.layers, styles=[st.name for st, _ in r.styles])
+    sec.results = to_json(r)
+    return sec
+
+
+def compute_gram(ctx: Ctx, opts: GramOptions) -> GramResults:
+    """The texture section's syntheses with their per-layer Gram errors, and the Gram matrices of the style images."""
     syn = gram_synthesis(ctx, options_of(ctx, "texture"))
     layers, n_sets, errors = syn["layers"], syn["n_sets"], syn["errors"]
-    sec = Section(id="gram", title="Gram matrices")
     rows = []
+    for j, tex in enumerate(syn["textures"]):
+        b = j * n_sets + (n_sets - 1)  # the synthesis that matched every layer
+        rows.append([tex.name] + [float(f"{errors[b, k]:.4g}") for k in range(len(layers))])
+    styles, where = source_images(ctx, "styles", opts.max_styles, syn["size"])
+    grams = [(st, {n: v[0].cpu().numpy() for n, v in gram_targets(ctx, layers, st.image[None]).items()})
+             for st in styles]
+    return GramResults(layers=layers, gram_error={r[0]: dict(zip(layers, r[1:])) for r in rows},
+                       style_source=where, syn=syn, styles=grams)
+
+
+def present_gram(opts: GramOptions, r: GramResults) -> list[Block]:
+    """Per texture its synthesis and Gram matrices, per style image its Gram matrices, the error table and a note."""
+    syn, layers = r.syn, r.layers
+    n_sets, errors = syn["n_sets"], syn["errors"]
+    blocks: list[Block] = []
     for j, tex in enumerate(syn["textures"]):
         grams = {n: syn["targets"][j][n][0].cpu().numpy() for n in layers}
         b = j * n_sets + (n_sets - 1)  # the synthesis that matched every layer
         synth = syn["result"].images[b]
-        sec.add(Group(f"texture: {tex.name}", [Row([
+        blocks.append(Group(f"texture: {tex.name}", [Row([
             Figure(ImageData(unit_to_uint8(tex.image.permute(1, 2, 0).numpy()), display_width=128),
                    caption=f"{tex.name}", alt=f"texture {tex.name}"),
             Figure(ImageData(unit_to_uint8(synth.permute(1, 2, 0).numpy()), display_width=128),
@@ -106,30 +141,25 @@ def gram(ctx: Ctx, opts: GramOptions) -> Section:
                            + ", ".join(f"{n} {errors[b, k]:.3g}" for k, n in enumerate(layers)) + ".",
                    alt=f"Gram matrices of {tex.name}"),
         ])]))
-        rows.append([tex.name] + [float(f"{errors[b, k]:.4g}") for k in range(len(layers))])
-    styles, where = source_images(ctx, "styles", opts.max_styles, syn["size"])
-    for st in styles:
-        g = gram_targets(ctx, layers, st.image[None])
-        sec.add(Group(f"style: {st.name}", [Row([
+    for st, g in r.styles:
+        blocks.append(Group(f"style: {st.name}", [Row([
             Figure(ImageData(unit_to_uint8(st.image.permute(1, 2, 0).numpy()), display_width=128), caption=st.name,
                    alt=f"style image {st.name}"),
-            Figure(gram_heatmaps({n: v[0].cpu().numpy() for n, v in g.items()},
-                                 f"Gram matrices of {st.name}", opts.max_channels),
+            Figure(gram_heatmaps(g, f"Gram matrices of {st.name}", opts.max_channels),
                    caption="Per layer: G_l of the painting (what style transfer matches).",
                    alt=f"Gram matrices of {st.name}"),
         ])]))
-    sec.add(Table(["texture"] + layers, rows, numeric=list(range(1, len(layers) + 1)),
-                  title="Relative Gram error of the synthesised texture, per layer",
-                  caption="||G_l(x) − G_l(s)||² / ||G_l(s)||² after the synthesis that matched every layer."))
+    rows = [[tex.name] + [float(f"{errors[j * n_sets + n_sets - 1, k]:.4g}") for k in range(len(layers))]
+            for j, tex in enumerate(syn["textures"])]
+    blocks.append(Table(["texture"] + layers, rows, numeric=list(range(1, len(layers) + 1)),
+                        title="Relative Gram error of the synthesised texture, per layer",
+                        caption="||G_l(x) − G_l(s)||² / ||G_l(s)||² after the synthesis that matched every layer."))
     shown = errors[n_sets - 1::n_sets]  # each texture's all-layer synthesis (the table), not the partial ones
     worst = float(shown.max()) if shown.size else 0.0
     if worst > 0.1:
-        sec.add(Note(f"Some layers were matched only loosely (relative Gram error up to {worst:.2f}): the synthesis "
-                     "ran too few steps for them.", kind="warning"))
-    sec.params.update(layers=layers, styles=[s.name for s in styles])
-    sec.results.update(layers=layers, gram_error={r[0]: dict(zip(layers, r[1:])) for r in rows},
-                       style_source=where)
-    return sec
+        blocks.append(Note(f"Some layers were matched only loosely (relative Gram error up to {worst:.2f}): the "
+                           "synthesis ran too few steps for them.", kind="warning"))
+    return blocks
 
 
 __all__ = ["cluster_order", "gram_heatmaps"]

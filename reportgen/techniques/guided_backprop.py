@@ -23,6 +23,7 @@ from ..inspection.layers import activation_after
 from ..papers import SPRINGENBERG_2015, ZEILER_FERGUS_2014
 from ..registry import AttributionMethod, Range, SanityCheck, technique
 from ..report import Block, Figure, Grid, Group, ImageData, Note, Row, Section
+from ..results_schema import result_type, to_json
 from ..device import gradient_batch_size
 from ..sampling import spread_indices
 from ..attribution.visualization import attr_item
@@ -33,19 +34,41 @@ if TYPE_CHECKING:
     from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "layer": "layer whose units are explained (post-activation by default)",
-    "max_pool_calls": "max-pooling calls seen in one forward pass (module or functional); "
-                      "0: deconvnet is image-independent",
-    "unreached_activations": "activation calls the gradient-rule patcher could not reach "
-                             "(they keep the plain gradient)",
-    "images[].image": "image name",
-    "images[].predicted": "predicted class",
-    "images[].p": "its probability",
-    "images[].units[].channel": "channel of an explained unit",
-    "images[].units[].position": "its position [y, x] (the channel's maximum)",
-    "images[].units[].activation": "its activation",
-}
+
+
+@result_type
+class GuidedBackpropUnit:
+    channel: int
+    """channel of an explained unit"""
+    position: list[int]
+    """its position [y, x] (the channel's maximum)"""
+    activation: float
+    """its activation"""
+
+
+@result_type
+class GuidedBackpropImage:
+    image: str
+    """image name"""
+    predicted: str
+    """predicted class"""
+    p: float
+    """its probability"""
+    units: list[GuidedBackpropUnit]
+
+
+@result_type
+class GuidedBackpropResults:
+    layer: str
+    """layer whose units are explained (post-activation by default)"""
+    max_pool_calls: int
+    """max-pooling calls seen in one forward pass (module or functional); 0: deconvnet is image-independent"""
+    unreached_activations: int
+    """activation calls the gradient-rule patcher could not reach (they keep the plain gradient)"""
+    images: list[GuidedBackpropImage]
+
+
+RESULTS = GuidedBackpropResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 RULE_TITLES = {"backprop": "backprop", "deconvnet": "deconvnet", "guided": "guided backprop"}
 
@@ -98,18 +121,19 @@ class GuidedBackpropResult:
     def unreached(self) -> int:
         return sum(self.reports["guided"].unreached.values())
 
-    def results(self, ctx: Ctx) -> dict:
-        return {
-            "layer": self.layer,
-            "max_pool_calls": self.reports["deconvnet"].max_pool_calls,
-            "unreached_activations": self.unreached,
-            "images": [{
-                "image": ctx.images.name(i),
-                "predicted": ctx.class_name(int(self.preds[b])),
-                "p": round(float(self.p[b]), 4),
-                "units": [{"channel": c, "position": list(p), "activation": round(v, 5)} for c, p, v in self.units[b]],
-            } for b, i in enumerate(self.images)],
-        }
+    def results(self, ctx: Ctx) -> GuidedBackpropResults:
+        return GuidedBackpropResults(
+            layer=self.layer,
+            max_pool_calls=self.reports["deconvnet"].max_pool_calls,
+            unreached_activations=self.unreached,
+            images=[GuidedBackpropImage(
+                image=ctx.images.name(i),
+                predicted=ctx.class_name(int(self.preds[b])),
+                p=round(float(self.p[b]), 4),
+                units=[GuidedBackpropUnit(channel=c, position=list(p), activation=round(v, 5))
+                       for c, p, v in self.units[b]],
+            ) for b, i in enumerate(self.images)],
+        )
 
 
 def compute_guided_backprop(ctx: Ctx, opts: GuidedBackpropOptions) -> GuidedBackpropResult:
@@ -215,5 +239,5 @@ def guided_backprop(ctx: Ctx, opts: GuidedBackpropOptions) -> Section:
     sec = Section(id="guided_backprop", title="Guided backprop")
     sec.add(*present_guided_backprop(ctx, res, opts.percentile))
     sec.params["layer"] = res.layer
-    sec.results = res.results(ctx)
+    sec.results = to_json(res.results(ctx))
     return sec

@@ -19,6 +19,7 @@ from .. import attribution as A
 from ..papers import SUNDARARAJAN_2017
 from ..registry import AttributionMethod, Range, SanityCheck, technique
 from ..report import Grid, Note, Section, Table, plural
+from ..results_schema import result_type, to_json
 from ..device import gradient_batch_size
 from ..features.split import split_rows
 from ._explain import cell_width, explain_batch, heat_item, input_item, make_baseline
@@ -33,21 +34,44 @@ BASELINES = {"black": "a black image (all pixels 0)", "grey": "a uniform mid-gre
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "baseline": "the baseline image (black, grey or blur)",
-    "steps": "Gauss-Legendre steps of the last round (the most any image needed, or the limit)",
-    "tolerance": "completeness tolerance, as a share of the image's score difference",
-    "converged": "every image met the tolerance",
-    "worst_gap": "largest |sum of IG - (S(x) - S(baseline))| relative to the image's score range",
-    "tried": "[steps, worst gap] of each doubling round",
-    "images[].image": "image name",
-    "images[].class": "class explained",
-    "images[].score_x": "logit S(x) of the class",
-    "images[].score_baseline": "logit of the class at the baseline",
-    "images[].sum_ig": "sum of the attributions (completeness: equals score_x - score_baseline)",
-    "images[].steps": "steps this image's map was computed with",
-    "images[].gap": "this image's completeness gap (relative)",
-}
+
+
+@result_type
+class IntegratedGradientsImage:
+    image: str
+    """image name"""
+    class_: str
+    """class explained"""
+    score_x: float
+    """logit S(x) of the class"""
+    score_baseline: float
+    """logit of the class at the baseline"""
+    sum_ig: float
+    """sum of the attributions (completeness: equals score_x - score_baseline)"""
+    steps: int
+    """steps this image's map was computed with"""
+    gap: float
+    """this image's completeness gap (relative)"""
+
+
+@result_type
+class IntegratedGradientsResults:
+    baseline: str
+    """the baseline image (black, grey or blur)"""
+    steps: int
+    """Gauss-Legendre steps of the last round (the most any image needed, or the limit)"""
+    tolerance: float
+    """completeness tolerance, as a share of the image's score difference"""
+    converged: bool
+    """every image met the tolerance"""
+    worst_gap: float
+    """largest |sum of IG - (S(x) - S(baseline))| relative to the image's score range"""
+    tried: list[list[float]]
+    """[steps, worst gap] of each doubling round"""
+    images: list[IntegratedGradientsImage]
+
+
+RESULTS = IntegratedGradientsResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 @dataclass
 class IntegratedGradientsOptions:
@@ -168,10 +192,10 @@ def integrated_gradients(ctx: Ctx, opts: IntegratedGradientsOptions) -> Section:
                      + " (the score difference is under 5% of the image's logit range): there is little to attribute, "
                      "so those maps are weak.", kind="warning"))
     sec.params["images"] = [ctx.images.name(i) for i in b.idx]
-    sec.results = {"baseline": opts.baseline, "steps": res.steps, "tolerance": opts.tolerance,
-                   "converged": res.converged, "worst_gap": round(worst, 6),
-                   "tried": [[s, round(g, 6)] for s, g in res.tried],
-                   "images": [{"image": r[0], "class": r[1], "score_x": r[2], "score_baseline": r[3],
-                               "sum_ig": r[5], "steps": r[6], "gap": round(float(g), 6)}
-                              for r, g in zip(rows, res.gap)]}
+    sec.results = to_json(IntegratedGradientsResults(
+        baseline=opts.baseline, steps=res.steps, tolerance=opts.tolerance, converged=res.converged,
+        worst_gap=round(worst, 6), tried=[[s, round(g, 6)] for s, g in res.tried],
+        images=[IntegratedGradientsImage(image=r[0], class_=r[1], score_x=r[2], score_baseline=r[3], sum_ig=r[5],
+                                         steps=r[6], gap=round(float(g), 6))
+                for r, g in zip(rows, res.gap)]))
     return sec

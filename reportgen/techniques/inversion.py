@@ -21,6 +21,7 @@ from ..pictures import unit_to_uint8
 from ..optvis import objectives as O
 from ..optvis.plotting import history_plot
 from ..papers import MAHENDRAN_VEDALDI_2015
+from ..results_schema import result_type, to_json
 from ..registry import Range, technique
 from ..report import Block, Figure, Grid, GridItem, ImageData, KeyValues, Note, NoteKind, Section
 from ..sampling import spread_indices
@@ -31,13 +32,21 @@ if TYPE_CHECKING:
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "layers": "the layers inverted",
-    "feature_error": "per layer: mean relative feature error ||phi(x) - phi(x0)||^2 / ||phi(x0)||^2 of the "
-                     "reconstructions",
-    "pixel_rms": "per layer: mean RMS pixel distance of the reconstructions from the originals (RGB in [0, 1])",
-    "loss_fell": "per layer: the loss fell for every image",
-}
+
+
+@result_type
+class InversionResults:
+    layers: list[str]
+    """the layers inverted"""
+    feature_error: dict[str, float]
+    """per layer: mean relative feature error ||phi(x) - phi(x0)||^2 / ||phi(x0)||^2 of the reconstructions"""
+    pixel_rms: dict[str, float]
+    """per layer: mean RMS pixel distance of the reconstructions from the originals (RGB in [0, 1])"""
+    loss_fell: dict[str, bool]
+    """per layer: the loss fell for every image"""
+
+
+RESULTS = InversionResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 @dataclass
 class InversionOptions:
@@ -85,9 +94,10 @@ class InversionResult:
     def mean_pixel_rms(self) -> dict[str, float]:
         return {n: float(np.mean(v)) for n, v in self.pixel_rms.items()}
 
-    def results(self) -> dict:
-        return {"layers": self.layers, "feature_error": self.mean_feature_error, "pixel_rms": self.mean_pixel_rms,
-                "loss_fell": {n: bool(r.improved().all()) for n, r in self.runs.items()}}
+    def results(self) -> InversionResults:
+        return InversionResults(layers=self.layers, feature_error=self.mean_feature_error,
+                                pixel_rms=self.mean_pixel_rms,
+                                loss_fell={n: bool(r.improved().all()) for n, r in self.runs.items()})
 
 
 def compute_inversion(ctx: Ctx, opts: InversionOptions) -> InversionResult:
@@ -193,5 +203,5 @@ def inversion(ctx: Ctx, opts: InversionOptions) -> Section:
     sec.add(*present_inversion(ctx, res, opts))
     sec.params.update(layers=res.layers, image_size=res.size, parameterization=res.parameterization,
                       images=[ctx.images.name(i) for i in res.images])
-    sec.results.update(res.results())
+    sec.results = to_json(res.results())
     return sec

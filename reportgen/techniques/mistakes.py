@@ -24,6 +24,7 @@ from ..concepts.confusions import confused_pairs, lowest_margin_pairs, nearest_o
 from ..papers import PRABHUSHANKAR_2020, SELVARAJU_2017
 from ..registry import Range, technique
 from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, Table, plural
+from ..results_schema import MISSING, Absent, result_type, to_json
 from ..device import graph_batch_size
 from ..features.split import split_rows
 from ._explain import cell_width, heat_item
@@ -32,31 +33,57 @@ from ._setlevel import SetLevelMethod, class_maps_of, map_layer, map_unsupported
 if TYPE_CHECKING:
     from ..context import Ctx
 
-RESULTS = {
-    "mode": "confusions (labelled mistakes) or lowest_margin (no labelled mistakes: the least certain predictions)",
-    "method": "what draws the per-class maps (gradcam or gradient_x_input)",
-    "layer": "the Grad-CAM layer",
-    "labelled_images": "images with a true label",
-    "mistakes": "labelled images whose prediction differs from the label",
-    "pairs": "the pairs shown",
-    "pairs[].true": "(confusions) the true class",
-    "pairs[].runner_up": "(lowest_margin) the runner-up class",
-    "pairs[].predicted": "the predicted class",
-    "pairs[].count": "images of the whole set with this (true, predicted) pair "
-                     "(lowest_margin: this runner-up and prediction)",
-    "pairs[].images[].image": "an image of the pair "
-                              "(most confident mistakes first; lowest margin first without labels)",
-    "pairs[].images[].margin": "p(predicted) - p(true) (lowest_margin: - p(runner-up))",
-    "pairs[].images[].p_predicted": "softmax probability of the predicted class",
-    "pairs[].images[].p_true": "(confusions) softmax probability of the true class",
-    "pairs[].images[].p_runner_up": "(lowest_margin) softmax probability of the runner-up class",
-    "pairs[].images[].nearest_predicted_distance": "cosine distance to the nearest correctly classified image of P "
-                                                   "(null: none)",
-    "pairs[].images[].nearest_true_distance": "(confusions) cosine distance to the nearest correctly classified "
-                                              "image of T (null: none)",
-    "pairs[].images[].nearest_runner_up_distance": "(lowest_margin) cosine distance to the nearest image predicted "
-                                                   "as the runner-up class (null: none)",
-}
+
+@result_type
+class MistakesImage:
+    image: str
+    """an image of the pair (most confident mistakes first; lowest margin first without labels)"""
+    margin: float
+    """p(predicted) - p(true) (lowest_margin: - p(runner-up))"""
+    p_predicted: float
+    """softmax probability of the predicted class"""
+    p_true: Absent[float] = MISSING
+    """(confusions) softmax probability of the true class"""
+    p_runner_up: Absent[float] = MISSING
+    """(lowest_margin) softmax probability of the runner-up class"""
+    nearest_predicted_distance: float | None
+    """cosine distance to the nearest correctly classified image of P (null: none)"""
+    nearest_true_distance: Absent[float | None] = MISSING
+    """(confusions) cosine distance to the nearest correctly classified image of T (null: none)"""
+    nearest_runner_up_distance: Absent[float | None] = MISSING
+    """(lowest_margin) cosine distance to the nearest image predicted as the runner-up class (null: none)"""
+
+
+@result_type
+class MistakesPairRow:
+    true: Absent[str] = MISSING
+    """(confusions) the true class"""
+    runner_up: Absent[str] = MISSING
+    """(lowest_margin) the runner-up class"""
+    predicted: str
+    """the predicted class"""
+    count: int
+    """images of the whole set with this (true, predicted) pair (lowest_margin: this runner-up and prediction)"""
+    images: list[MistakesImage]
+
+
+@result_type
+class MistakesResults:
+    mode: str
+    """confusions (labelled mistakes) or lowest_margin (no labelled mistakes: the least certain predictions)"""
+    method: str
+    """what draws the per-class maps (gradcam or gradient_x_input)"""
+    layer: str
+    """the Grad-CAM layer"""
+    labelled_images: int
+    """images with a true label"""
+    mistakes: int
+    """labelled images whose prediction differs from the label"""
+    pairs: list[MistakesPairRow]
+    """the pairs shown"""
+
+
+RESULTS = MistakesResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -151,22 +178,28 @@ class MistakesResult:
     def tname(self) -> str:
         return "T" if self.mode == "confusions" else "runner-up"
 
-    def image_results(self, ctx: Ctx, p: MistakePair) -> list[dict]:
+    def image_results(self, ctx: Ctx, p: MistakePair) -> list[MistakesImage]:
         rows = []
         for m in p.images:
             near = {"P": m.near_predicted[0][1] if m.near_predicted else None,
                     "T": m.near_other[0][1] if m.near_other else None}
-            rows.append({"image": ctx.images.name(m.index), "margin": round(m.p_predicted - m.p_other, 4),
-                         "p_predicted": round(m.p_predicted, 4), f"p_{self.tkey}": round(m.p_other, 4),
-                         "nearest_predicted_distance": _r(near["P"]),
-                         f"nearest_{self.tkey}_distance": _r(near["T"])})
+            t, near_t = round(m.p_other, 4), _r(near["T"])  # the true class, or without labels the runner-up
+            conf = self.tkey == "true"
+            rows.append(MistakesImage(image=ctx.images.name(m.index), margin=round(m.p_predicted - m.p_other, 4),
+                                      p_predicted=round(m.p_predicted, 4), p_true=t if conf else MISSING,
+                                      p_runner_up=MISSING if conf else t, nearest_predicted_distance=_r(near["P"]),
+                                      nearest_true_distance=near_t if conf else MISSING,
+                                      nearest_runner_up_distance=MISSING if conf else near_t))
         return rows
 
-    def results(self, ctx: Ctx) -> dict:
-        pairs = [{self.tkey: ctx.class_name(p.other), "predicted": ctx.class_name(p.predicted), "count": p.count,
-                  "images": self.image_results(ctx, p)} for p in self.pairs]
-        return {"mode": self.mode, "method": self.method, "layer": self.layer, "labelled_images": self.labelled,
-                "mistakes": self.wrong, "pairs": pairs}
+    def results(self, ctx: Ctx) -> MistakesResults:
+        conf = self.tkey == "true"
+        pairs = [MistakesPairRow(true=ctx.class_name(p.other) if conf else MISSING,
+                                 runner_up=MISSING if conf else ctx.class_name(p.other),
+                                 predicted=ctx.class_name(p.predicted), count=p.count,
+                                 images=self.image_results(ctx, p)) for p in self.pairs]
+        return MistakesResults(mode=self.mode, method=self.method, layer=self.layer, labelled_images=self.labelled,
+                               mistakes=self.wrong, pairs=pairs)
 
 
 def compute_mistakes(ctx: Ctx, opts: MistakesOptions) -> MistakesResult:
@@ -284,7 +317,7 @@ def mistakes(ctx: Ctx, opts: MistakesOptions) -> Section:
     sec = Section(id="mistakes", title="Mistakes: confused pairs and why P rather than T")
     sec.add(*present_mistakes(ctx, res, int(opts.thumb)))
     sec.params.update(layer=res.layer, images=[ctx.images.name(m.index) for p in res.pairs for m in p.images])
-    sec.results = res.results(ctx)
+    sec.results = to_json(res.results(ctx))
     return sec
 
 

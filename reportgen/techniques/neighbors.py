@@ -19,29 +19,51 @@ from ..features.degenerate import check_features
 from ..papers import KRIZHEVSKY_2012
 from ..registry import Range, technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table
+from ..results_schema import MISSING, Absent, result_type, to_json
 from ..sampling import spread_indices
 
 if TYPE_CHECKING:
     from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "feature_agreement": "leave-one-out: fraction of labelled images whose nearest labelled neighbour in feature "
-                         "space has the same TRUE label (null without labels: agreement with predictions would be "
-                         "circular)",
-    "pixel_agreement": "the same in pixel space (null without labels)",
-    "chance": "probability that two random labelled images share a label (null without labels)",
-    "labelled_images": "images with a true label",
-    "metric": "feature-space distance (cosine or l2)",
-    "queries[].image": "query image",
-    "queries[].class": "its class (label where known, else prediction)",
-    "queries[].class_is_label": "true when the class is a label, false when it is a prediction",
-    "queries[].feature_neighbours_same_class": "of its k feature-space neighbours, how many share that class",
-    "queries[].pixel_neighbours_same_class": "the same in pixel space",
-    "queries[].k": "neighbours per space",
-    "degenerate": "null, or why the feature-space neighbours mean nothing "
-                  "(kind non_finite / constant / rank_one, message)",
-}
+
+
+@result_type
+class NeighborsQuery:
+    image: str
+    """query image"""
+    class_: str
+    """its class (label where known, else prediction)"""
+    class_is_label: bool
+    """true when the class is a label, false when it is a prediction"""
+    feature_neighbours_same_class: int
+    """of its k feature-space neighbours, how many share that class"""
+    pixel_neighbours_same_class: int
+    """the same in pixel space"""
+    k: int
+    """neighbours per space"""
+
+
+@result_type
+class NeighborsResults:
+    feature_agreement: float | None
+    """leave-one-out: fraction of labelled images whose nearest labelled neighbour in feature space has the same TRUE
+    label (null without labels: agreement with predictions would be circular)"""
+    pixel_agreement: float | None
+    """the same in pixel space (null without labels)"""
+    chance: float | None
+    """probability that two random labelled images share a label (null without labels)"""
+    labelled_images: int
+    """images with a true label"""
+    metric: str
+    """feature-space distance (cosine or l2)"""
+    queries: Absent[list[NeighborsQuery]] = MISSING
+    """one entry per query image (absent when the features are unusable)"""
+    degenerate: dict[str, Any] | None
+    """null, or why the feature-space neighbours mean nothing (kind non_finite / constant / rank_one, message)"""
+
+
+RESULTS = NeighborsResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 def pairwise_distances(queries: np.ndarray, data: np.ndarray, metric: str, chunk: int = 4096) -> np.ndarray:
@@ -127,25 +149,25 @@ class NeighborsResult:
         c = self.counts
         return None if c is None or not c.sum() else float(((c / c.sum()) ** 2).sum())
 
-    def results(self, ctx: Ctx, opts: NeighborsOptions) -> dict[str, Any]:
+    def results(self, ctx: Ctx, opts: NeighborsOptions) -> NeighborsResults:
         """The section's report.json ``results``."""
         fa, pa, deg = self.feature_agreement, self.pixel_agreement, self.degenerate
         if self.feature_nn is None or self.pixel_nn is None or self.classes is None:
-            return {"feature_agreement": None, "pixel_agreement": None, "chance": None,
-                    "labelled_images": self.labelled, "metric": opts.metric, "degenerate": deg.results()}
+            return NeighborsResults(feature_agreement=None, pixel_agreement=None, chance=None,
+                                    labelled_images=self.labelled, metric=opts.metric, degenerate=deg.results())
         classes, labels, fidx, pidx = self.classes, ctx.images.labels, self.feature_nn[0], self.pixel_nn[0]
-        return {
-            "feature_agreement": None if fa is None else round(fa, 4),
-            "pixel_agreement": None if pa is None else round(pa, 4),
-            "chance": None if self.chance is None else round(self.chance, 4),
-            "labelled_images": self.labelled, "metric": opts.metric,
-            "queries": [{"image": ctx.images.name(q), "class": ctx.class_name(int(classes[q])),
-                         "class_is_label": bool(labels[q] >= 0),
-                         "feature_neighbours_same_class": int(sum(classes[int(i)] == classes[q] for i in fidx[r])),
-                         "pixel_neighbours_same_class": int(sum(classes[int(i)] == classes[q] for i in pidx[r])),
-                         "k": self.k} for r, q in enumerate(self.queries)],
-            "degenerate": None if deg is None else deg.results(),
-        }
+        return NeighborsResults(
+            feature_agreement=None if fa is None else round(fa, 4),
+            pixel_agreement=None if pa is None else round(pa, 4),
+            chance=None if self.chance is None else round(self.chance, 4),
+            labelled_images=self.labelled, metric=opts.metric,
+            queries=[NeighborsQuery(
+                image=ctx.images.name(q), class_=ctx.class_name(int(classes[q])), class_is_label=bool(labels[q] >= 0),
+                feature_neighbours_same_class=int(sum(classes[int(i)] == classes[q] for i in fidx[r])),
+                pixel_neighbours_same_class=int(sum(classes[int(i)] == classes[q] for i in pidx[r])),
+                k=self.k) for r, q in enumerate(self.queries)],
+            degenerate=None if deg is None else deg.results(),
+        )
 
 
 def compute_neighbors(ctx: Ctx, opts: NeighborsOptions) -> NeighborsResult:
@@ -260,5 +282,5 @@ def neighbors(ctx: Ctx, opts: NeighborsOptions) -> Section:
         sec.params.update({"queries": [ctx.images.name(q) for q in r.queries],
                            "feature_agreement": None if fa is None else round(fa, 4),
                            "pixel_agreement": None if pa is None else round(pa, 4)})
-    sec.results = r.results(ctx, opts)
+    sec.results = to_json(r.results(ctx, opts))
     return sec

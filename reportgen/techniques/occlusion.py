@@ -28,6 +28,7 @@ from ..pictures import figure_to_png, new_figure
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
 from ..registry import AttributionMethod, Range, technique
 from ..report import Figure, Grid, ImageData, Note, Section
+from ..results_schema import result_type, to_json
 from ..device import FrozenForward, device_batch_size, inference_model
 from ..attribution.visualization import attr_image, attr_item
 from ._faith_maps import MapMethod
@@ -40,22 +41,45 @@ if TYPE_CHECKING:
     from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "fill": "fill option: mean (the set's mean colour) or grey",
-    "method": "incremental (exact incremental inference, the same maps) or full forward passes, with the reason",
-    "fill_rgb": "the fill colour actually used, RGB in [0, 1]",
-    "window_px": "side of the square",
-    "stride_px": "step between positions",
-    "cost_scaled": "null, or how window and stride were grown for an expensive model: gmac_per_image, "
-                   "reference_gmac, factor, window_px / stride_px / positions as [preset, used]",
-    "images[].image": "image name",
-    "images[].class": "class whose probability is tracked",
-    "images[].class_from_label": "the class is the true label (else the prediction)",
-    "images[].p_unoccluded": "its probability without occlusion",
-    "images[].p_occluded_min": "lowest probability over the window positions",
-    "images[].p_occluded_max": "highest probability over the window positions (above p_unoccluded: covering raised it)",
-    "images[].max_change": "largest |probability change| over the window positions (below 0.05: a flat map, flagged)",
-}
+
+
+@result_type
+class OcclusionImage:
+    image: str
+    """image name"""
+    class_: str
+    """class whose probability is tracked"""
+    class_from_label: bool
+    """the class is the true label (else the prediction)"""
+    p_unoccluded: float
+    """its probability without occlusion"""
+    p_occluded_min: float
+    """lowest probability over the window positions"""
+    p_occluded_max: float
+    """highest probability over the window positions (above p_unoccluded: covering raised it)"""
+    max_change: float
+    """largest |probability change| over the window positions (below 0.05: a flat map, flagged)"""
+
+
+@result_type
+class OcclusionResults:
+    method: str | None
+    """incremental (exact incremental inference, the same maps) or full forward passes, with the reason"""
+    fill: str
+    """fill option: mean (the set's mean colour) or grey"""
+    fill_rgb: list[float]
+    """the fill colour actually used, RGB in [0, 1]"""
+    window_px: int
+    """side of the square"""
+    stride_px: int
+    """step between positions"""
+    cost_scaled: dict[str, Any] | None
+    """null, or how window and stride were grown for an expensive model: gmac_per_image, reference_gmac, factor,
+    window_px / stride_px / positions as [preset, used]"""
+    images: list[OcclusionImage]
+
+
+RESULTS = OcclusionResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 MIN_SPAN = 0.05  # overlay colour scale spans at least this much probability
 # the change map: signed, scaled by its largest |change| (at least MIN_SPAN), red = the probability drops
@@ -250,14 +274,13 @@ def occlusion(ctx: Ctx, opts: OcclusionOptions) -> Section:
     sec.params.update({"window_px": window, "stride_px": stride, "positions_per_image": npos,
                        "batch_size": inc_batch if results and results[0].method == "incremental" else batch,
                        "images": [ctx.images.name(r.index) for r in results]})
-    sec.results = {"method": results[0].method if results else None,
-                   "fill": opts.fill, "fill_rgb": [round(float(v), 4) for v in fill], "window_px": window,
-                   "stride_px": stride, "cost_scaled": cs.scaled, "images": [{
-                       "image": ctx.images.name(r.index), "class": ctx.class_name(r.target),
-                       "class_from_label": r.from_label, "p_unoccluded": round(r.base, 4),
-                       "p_occluded_min": round(float(r.grid.min()), 4), "p_occluded_max": round(float(r.grid.max()), 4),
-                       "max_change": round(_max_change(r), 4),
-                   } for r in results]}
+    sec.results = to_json(OcclusionResults(
+        method=results[0].method if results else None, fill=opts.fill, fill_rgb=[round(float(v), 4) for v in fill],
+        window_px=window, stride_px=stride, cost_scaled=cs.scaled, images=[OcclusionImage(
+            image=ctx.images.name(r.index), class_=ctx.class_name(r.target), class_from_label=r.from_label,
+            p_unoccluded=round(r.base, 4), p_occluded_min=round(float(r.grid.min()), 4),
+            p_occluded_max=round(float(r.grid.max()), 4), max_change=round(_max_change(r), 4),
+        ) for r in results]))
     return sec
 
 

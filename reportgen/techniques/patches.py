@@ -26,24 +26,44 @@ from ..papers import GIRSHICK_2014, SPRINGENBERG_2015, ZEILER_FERGUS_2014
 from ..inspection.receptive import TOKEN_PATCH, ReceptiveField, crop_field, field_for
 from ..registry import Range, technique
 from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section
+from ..results_schema import result_type, to_json
 from ._units import unit_set
 
 if TYPE_CHECKING:
     from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "layer": "layer whose channels are ranked (post-activation by default; the activation's input when it clips, "
-             "as ReLU6 does)",
-    "layer_type": "its module class",
-    "tied_channels": "shown channels where several of the top patches tie at the channel's largest value",
-    "receptive_field": "receptive field of its units: layer, size, jump, origin, method, clipped, input_size",
-    "interior_only": "only units whose field lies inside the image were searched",
-    "channels[].channel": "channel index",
-    "channels[].peak": "highest response over the set",
-    "channels[].mean": "mean response over the set",
-    "channels[].top_images": "names of the images of the shown patches, best first",
-}
+
+
+@result_type
+class PatchesChannel:
+    channel: int
+    """channel index"""
+    peak: float
+    """highest response over the set"""
+    mean: float
+    """mean response over the set"""
+    top_images: list[str]
+    """names of the images of the shown patches, best first"""
+
+
+@result_type
+class PatchesResults:
+    layer: str
+    """layer whose channels are ranked (post-activation by default; the activation's input when it clips, as ReLU6
+    does)"""
+    layer_type: str
+    """its module class"""
+    tied_channels: list[int]
+    """shown channels where several of the top patches tie at the channel's largest value"""
+    receptive_field: dict[str, Any]
+    """receptive field of its units: layer, size, jump, origin, method, clipped, input_size"""
+    interior_only: bool
+    """only units whose field lies inside the image were searched"""
+    channels: list[PatchesChannel]
+
+
+RESULTS = PatchesResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 PAD_GREY = (128, 128, 128)
 
@@ -179,16 +199,16 @@ class PatchesResult:
     tied: dict[int, int]  # channel -> patches tied at its peak (only channels with more than one)
     preds: np.ndarray  # every image's predicted class
 
-    def results(self, ctx: Ctx) -> dict:
+    def results(self, ctx: Ctx) -> PatchesResults:
         st, k = self.stats, self.k
-        return {
-            "layer": self.layer, "layer_type": self.layer_type,
-            "tied_channels": sorted(self.tied),
-            "receptive_field": self.rf.to_dict(), "interior_only": self.interior,
-            "channels": [{"channel": ch, "peak": round(float(st.peak[ch]), 5), "mean": round(float(st.mean[ch]), 5),
-                          "top_images": [ctx.images.name(int(i)) for i in st.top_image[ch, :k] if i >= 0]}
-                         for ch in self.channels],
-        }
+        return PatchesResults(
+            layer=self.layer, layer_type=self.layer_type,
+            tied_channels=sorted(self.tied),
+            receptive_field=self.rf.to_dict(), interior_only=self.interior,
+            channels=[PatchesChannel(channel=ch, peak=round(float(st.peak[ch]), 5), mean=round(float(st.mean[ch]), 5),
+                                     top_images=[ctx.images.name(int(i)) for i in st.top_image[ch, :k] if i >= 0])
+                      for ch in self.channels],
+        )
 
 
 def compute_patches(ctx: Ctx, opts: PatchesOptions) -> PatchesResult:
@@ -304,5 +324,5 @@ def patches(ctx: Ctx, opts: PatchesOptions) -> Section:
     sec.add(*present_patches(ctx, res, opts))
     sec.params.update({"layer": res.layer, "layer_choice": res.how, "receptive_field": res.rf.to_dict(),
                        "channels": list(res.channels), "interior_only": res.interior})
-    sec.results = res.results(ctx)
+    sec.results = to_json(res.results(ctx))
     return sec

@@ -21,6 +21,7 @@ from ..attribution.contrast import gradient_x_input
 from ..papers import SIMONYAN_2014
 from ..registry import AttributionMethod, ClassMaps, Range, SanityCheck, technique
 from ..report import Grid, Note, Section
+from ..results_schema import result_type, to_json
 from ..attribution.visualization import attr_item
 from ._explain import cached_saliency, cell_width, image_item, show_indices, smooth
 from ._faith_maps import MapMethod, as_numpy
@@ -30,16 +31,35 @@ if TYPE_CHECKING:
     from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "images[].image": "image name",
-    "images[].class": "class explained",
-    "images[].class_index": "its index",
-    "images[].class_from_label": "the class is the true label (else the prediction)",
-    "images[].p": "softmax probability of the class",
-    "images[].predicted": "predicted class",
-    "images[].max_abs_grad": "largest |d score / d pixel|",
-    "images[].top5pct_mass": "share of the map's total in its brightest 5% of pixels (0.05: flat)",
-}
+
+
+@result_type
+class SaliencyImage:
+    image: str
+    """image name"""
+    class_: str
+    """class explained"""
+    class_index: int
+    """its index"""
+    class_from_label: bool
+    """the class is the true label (else the prediction)"""
+    p: float
+    """softmax probability of the class"""
+    predicted: str
+    """predicted class"""
+    max_abs_grad: float
+    """largest |d score / d pixel|"""
+    top5pct_mass: float
+    """share of the map's total in its brightest 5% of pixels (0.05: flat)"""
+
+
+@result_type
+class SaliencyResults:
+    images: list[SaliencyImage]
+
+
+RESULTS = SaliencyResults  # report.json "results" of this section (docs/results.md is generated from it)
+
 
 @dataclass
 class SaliencyOptions:
@@ -100,13 +120,13 @@ def saliency(ctx: Ctx, opts: SaliencyOptions) -> Section:
     if not results:
         sec.add(Note("No images to show.", kind="warning"))
     sec.params["images"] = [ctx.images.name(r.index) for r in results]
-    sec.results = {"images": [{
-        "image": ctx.images.name(r.index), "class": ctx.class_name(r.target), "class_index": int(r.target),
-        "class_from_label": bool(r.from_label), "p": round(float(r.prob), 4), "predicted": ctx.class_name(r.pred),
-        "max_abs_grad": float(r.map.max()),
+    sec.results = to_json(SaliencyResults(images=[SaliencyImage(
+        image=ctx.images.name(r.index), class_=ctx.class_name(r.target), class_index=int(r.target),
+        class_from_label=bool(r.from_label), p=round(float(r.prob), 4), predicted=ctx.class_name(r.pred),
+        max_abs_grad=float(r.map.max()),
         # share of the total saliency inside the brightest 5% of pixels: 0.05 = flat, near 1 = concentrated
-        "top5pct_mass": round(float(np.sort(r.map.ravel())[::-1][:max(1, r.map.size // 20)].sum()
-                                    / max(float(r.map.sum()), 1e-12)), 4),
-    } for r in results]}
+        top5pct_mass=round(float(np.sort(r.map.ravel())[::-1][:max(1, r.map.size // 20)].sum()
+                                 / max(float(r.map.sum()), 1e-12)), 4),
+    ) for r in results]))
     return sec
 

@@ -13,7 +13,7 @@ never modified.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from .. import attribution as A
 from ..pictures import figure_to_png, new_figure
 from ..papers import ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004
 from ..registry import METHOD_TECHNIQUES, Range, technique
+from ..results_schema import result_type, to_json
 from ..report import Figure, Grid, GridItem, Group, ImageData, Note, Section, Table
 from ._explain import cam_layer_choice, cam_unsupported, cell_width, input_item, saliency_to_uint8
 from ._faith_maps import method_reads
@@ -32,20 +33,32 @@ if TYPE_CHECKING:
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "layers": "the parameter layers, input to output",
-    "stages": "the cascade's stages: layers randomised from the top down to the named one",
-    "flag_rho": "the rank correlation at or above which a map counts as unchanged",
-    "verdict": "per method: the model-randomisation verdict (passes, fails, insensitive to top layers, ...)",
-    "cascade_rank_corr": "per method, per stage: mean Spearman rank correlation with the trained model's map",
-    "cascade_ssim": "per method, per stage: mean SSIM with the trained model's map",
-    "independent_rank_corr": "per method, per layer randomised alone: mean Spearman rank correlation",
-    "random_logit": "the random-class check: classes used and, per method, rank_corr, its range over the images, "
-                    "ssim and verdict",
-    "checks": "per method: the one record of both checks that faithfulness shows too (rho with the top half and "
-              "with all layers random, rho for a random other class: mean and range over the images; the two "
-              "verdicts)",
-}
+
+
+@result_type
+class SanityResults:
+    layers: list[str]
+    """the parameter layers, input to output"""
+    stages: list[str]
+    """the cascade's stages: layers randomised from the top down to the named one"""
+    flag_rho: float
+    """the rank correlation at or above which a map counts as unchanged"""
+    verdict: dict[str, str]
+    """per method: the model-randomisation verdict (passes, fails, insensitive to top layers, ...)"""
+    cascade_rank_corr: dict[str, list[float]]
+    """per method, per stage: mean Spearman rank correlation with the trained model's map"""
+    cascade_ssim: dict[str, list[float]]
+    """per method, per stage: mean SSIM with the trained model's map"""
+    independent_rank_corr: dict[str, list[float]]
+    """per method, per layer randomised alone: mean Spearman rank correlation"""
+    random_logit: dict[str, Any]
+    """the random-class check: classes used and, per method, rank_corr, its range over the images, ssim and verdict"""
+    checks: dict[str, dict[str, Any]]
+    """per method: the one record of both checks that faithfulness shows too (rho with the top half and with all layers
+    random, rho for a random other class: mean and range over the images; the two verdicts)"""
+
+
+RESULTS = SanityResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -231,12 +244,12 @@ def sanity(ctx: Ctx, opts: SanityOptions) -> Section:
                  "and biases, gamma = 1 and beta = 0 (fresh statistics) for normalisation layers, seeded per layer; "
                  "every randomised model is a copy, the model being reported is unchanged."))
     sec.params.update(layer=cam_name, images=[ctx.images.name(i) for i in b.idx])
-    sec.results = {
-        "layers": names, "stages": cas_lab, "flag_rho": FLAG_RHO, "verdict": status,
-        "cascade_rank_corr": {m: [round(v, 4) for v in cas[m]] for m in methods},
-        "cascade_ssim": {m: [round(v, 4) for v in cas_ssim[m]] for m in methods},
-        "independent_rank_corr": {m: [round(v, 4) for v in ind[m]] for m in methods},
-        "random_logit": rl,
-        "checks": {m: checks[m].to_dict() for m in methods},
-    }
+    sec.results = to_json(SanityResults(
+        layers=names, stages=cas_lab, flag_rho=FLAG_RHO, verdict=status,
+        cascade_rank_corr={m: [round(v, 4) for v in cas[m]] for m in methods},
+        cascade_ssim={m: [round(v, 4) for v in cas_ssim[m]] for m in methods},
+        independent_rank_corr={m: [round(v, 4) for v in ind[m]] for m in methods},
+        random_logit=rl,
+        checks={m: checks[m].to_dict() for m in methods},
+    ))
     return sec

@@ -13,31 +13,56 @@ mask means its saliency sits on the object.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 
 from ..pictures import mask_overlay
 from ..papers import ROTHER_2004, SIMONYAN_2014
 from ..registry import Range, technique
-from ..report import Grid, GridItem, ImageData, Note, Section
+from ..report import Block, Grid, GridItem, ImageData, Note, Section
+from ..results_schema import local, result_type, to_json
 from ._explain import cached_saliency, image_item, show_indices, smooth
 
 if TYPE_CHECKING:
     from ..context import Ctx
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "iterations": "graph cuts (1: colour models from the seeds only, as in the paper)",
-    "skipped": "images where GrabCut could not run (flat map)",
-    "mean_foreground_fraction": "mean share of the image in the mask (null: no image)",
-    "images[].image": "image name",
-    "images[].class": "class whose saliency seeded the cut",
-    "images[].class_from_label": "the class is the true label (else the prediction)",
-    "images[].foreground_fraction": "share of the image in the mask (largest connected component)",
-    "images[].fg_seed_fraction": "share of pixels seeded as foreground",
-    "images[].bg_seed_fraction": "share of pixels seeded as background",
-}
+
+
+@result_type
+class SegmentationImage:
+    image: str
+    """image name"""
+    class_: str
+    """class whose saliency seeded the cut"""
+    class_from_label: bool
+    """the class is the true label (else the prediction)"""
+    foreground_fraction: float
+    """share of the image in the mask (largest connected component)"""
+    fg_seed_fraction: float
+    """share of pixels seeded as foreground"""
+    bg_seed_fraction: float
+    """share of pixels seeded as background"""
+    saliency: Any = local()  # the image's saliency record (_explain.cached_saliency: index, map, target, ...)
+    mask: np.ndarray = local()  # H x W foreground mask
+    seeds: np.ndarray = local()  # H x W: 1 foreground seed, 0 background seed, else unseeded
+
+
+@result_type
+class SegmentationResults:
+    images: list[SegmentationImage]
+    skipped: int
+    """images where GrabCut could not run (flat map)"""
+    iterations: int
+    """graph cuts (1: colour models from the seeds only, as in the paper)"""
+    mean_foreground_fraction: float | None
+    """mean share of the image in the mask (null: no image)"""
+    failed: list[str] = local()  # "image: why" of each image GrabCut could not run on
+    tried: list[str] = local()  # every image tried
+
+
+RESULTS = SegmentationResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 def seeds_from_saliency(sal: np.ndarray, fg_quantile: float, bg_quantile: float, blur: float) -> np.ndarray:
@@ -147,14 +172,25 @@ def segmentation(ctx: Ctx, opts: SegmentationOptions) -> Section:
     fit on these seeds label the other pixels by a graph cut (GrabCut), and the largest connected foreground region
     is the mask (Simonyan et al. 2014, section 3.1). The model never saw a mask: a mask that covers the object shows
     its saliency is on the object, a mask on the background shows it is not."""
+    r = compute_segmentation(ctx, opts)
+    sec = Section(id="segmentation", title="Segmentation from saliency")
+    sec.add(*present_segmentation(ctx, opts, r))
+    sec.params["images"] = r.tried
+    if r.images:
+        sec.params["mean_foreground_fraction"] = round(float(np.mean([float(m.mask.mean()) for m in r.images])), 3)
+    sec.results = to_json(r)
+    return sec
+
+
+def compute_segmentation(ctx: Ctx, opts: SegmentationOptions) -> SegmentationResults:
+    """GrabCut seeded by each shown image's saliency map (the run's maps): masks and seed fractions, no blocks."""
     if not 0 < opts.bg_quantile < opts.fg_quantile < 1:
         raise ValueError("need 0 < bg_quantile < fg_quantile < 1")
     idx = show_indices(ctx, opts.max_images)
     results = cached_saliency(ctx, idx)
-    items = []
     failed = []
     fg_fracs = []
-    per_image = []
+    per_image: list[SegmentationImage] = []
     for r in results:
         img = ctx.images.display(r.index)
         name = ctx.images.name(r.index)
@@ -165,11 +201,24 @@ def segmentation(ctx: Ctx, opts: SegmentationOptions) -> Section:
             failed.append(f"{name}: {e}")
             continue
         fg_fracs.append(float(fg.mean()))
-        per_image.append({"image": name, "class": ctx.class_name(int(r.target)),
-                          "class_from_label": bool(r.from_label),
-                          "foreground_fraction": round(float(fg.mean()), 4),
-                          "fg_seed_fraction": round(float((seeds == 1).mean()), 4),
-                          "bg_seed_fraction": round(float((seeds == 0).mean()), 4)})
+        per_image.append(SegmentationImage(image=name, class_=ctx.class_name(int(r.target)),
+                                           class_from_label=bool(r.from_label),
+                                           foreground_fraction=round(float(fg.mean()), 4),
+                                           fg_seed_fraction=round(float((seeds == 1).mean()), 4),
+                                           bg_seed_fraction=round(float((seeds == 0).mean()), 4),
+                                           saliency=r, mask=fg, seeds=seeds))
+    return SegmentationResults(
+        images=per_image, skipped=len(failed), iterations=int(opts.iterations),
+        mean_foreground_fraction=round(float(np.mean(fg_fracs)), 4) if fg_fracs else None,
+        failed=failed, tried=[ctx.images.name(r.index) for r in results])
+
+
+def present_segmentation(ctx: Ctx, opts: SegmentationOptions, res: SegmentationResults) -> list[Block]:
+    """Per image: the image, its seeds and its mask; notes on the images skipped."""
+    items = []
+    for m in res.images:
+        r, fg, seeds, name = m.saliency, m.mask, m.seeds, m.image
+        img = ctx.images.display(r.index)
         items.append(image_item(ctx, r.index, r.target, r.from_label, r.pred, r.prob))
         items.append(GridItem(ImageData(seeds_image(img, seeds)), label="seeds",
                               sublabel=f"top {100 * (1 - opts.fg_quantile):.0f}% / bottom "
@@ -177,25 +226,22 @@ def segmentation(ctx: Ctx, opts: SegmentationOptions) -> Section:
                               alt=f"GrabCut seeds of {name}"))
         items.append(GridItem(ImageData(mask_overlay(img, fg)), label="GrabCut mask",
                               sublabel=f"{100 * fg.mean():.0f}% of the image", alt=f"segmentation of {name}"))
-    sec = Section(id="segmentation", title="Segmentation from saliency")
+    blocks: list[Block] = []
     size = ctx.pre.size
     if items:
-        sec.add(Grid(items, columns=6, cell_width=min(192, size * 2 if size < 96 else size),
-                     caption=(f"Image, seeds from its saliency map (Gaussian-smoothed; red: above the "
-                              f"{opts.fg_quantile:g} quantile, blue: below the {opts.bg_quantile:g} quantile), and "
-                              "the mask (tinted; the rest dimmed): foreground/background colour models (5-component "
-                              "GMMs) fit on the seed pixels only, a graph cut labels the unseeded pixels"
-                              + (f" ({opts.iterations - 1} more GrabCut re-estimation round(s) from the cut)"
-                                 if opts.iterations > 1 else "")
-                              + ", and the largest connected foreground component is kept (Simonyan et al. 2014, "
-                              "section 3.1). Saliency explains the true label where known, else the predicted class.")))
-    if failed:
-        sec.add(Note("GrabCut was skipped for: " + "; ".join(failed), kind="warning"))
-    if not results:
-        sec.add(Note("No images to show.", kind="warning"))
-    sec.params["images"] = [ctx.images.name(r.index) for r in results]
-    if fg_fracs:
-        sec.params["mean_foreground_fraction"] = round(float(np.mean(fg_fracs)), 3)
-    sec.results = {"images": per_image, "skipped": len(failed), "iterations": int(opts.iterations),
-                   "mean_foreground_fraction": round(float(np.mean(fg_fracs)), 4) if fg_fracs else None}
-    return sec
+        blocks.append(Grid(items, columns=6, cell_width=min(192, size * 2 if size < 96 else size),
+                           caption=(f"Image, seeds from its saliency map (Gaussian-smoothed; red: above the "
+                                    f"{opts.fg_quantile:g} quantile, blue: below the {opts.bg_quantile:g} quantile), "
+                                    "and the mask (tinted; the rest dimmed): foreground/background colour models "
+                                    "(5-component GMMs) fit on the seed pixels only, a graph cut labels the unseeded "
+                                    "pixels"
+                                    + (f" ({opts.iterations - 1} more GrabCut re-estimation round(s) from the cut)"
+                                       if opts.iterations > 1 else "")
+                                    + ", and the largest connected foreground component is kept (Simonyan et al. "
+                                    "2014, section 3.1). Saliency explains the true label where known, else the "
+                                    "predicted class.")))
+    if res.failed:
+        blocks.append(Note("GrabCut was skipped for: " + "; ".join(res.failed), kind="warning"))
+    if not res.tried:
+        blocks.append(Note("No images to show.", kind="warning"))
+    return blocks

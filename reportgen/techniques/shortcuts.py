@@ -20,6 +20,7 @@ from ..papers import LAPUSCHKIN_2019, SELVARAJU_2017, VON_LUXBURG_2007
 from ..pictures import resize_map
 from ..registry import Range, technique
 from ..report import Block, Grid, GridItem, Group, ImageData, Note, Section, Table
+from ..results_schema import result_type, to_json
 from ._explain import heat_item
 from ._setlevel import (
     SetLevelMethod,
@@ -32,31 +33,62 @@ from ._setlevel import (
     set_level_method,
 )
 
+
 if TYPE_CHECKING:
     from ..context import Ctx
 
-RESULTS = {
-    "method": "attribution behind the maps (gradcam or gradient_x_input)",
-    "layer": "the Grad-CAM layer",
-    "side": "maps are downsampled to side x side before clustering",
-    "classes_from": "labels or predictions (the class each image is grouped under)",
-    "candidates": "number of clusters named as candidate shortcuts (to be checked by a person)",
-    "classes": "one entry per class scanned (an empty list when no class has enough images)",
-    "classes[].class": "class name",
-    "classes[].images": "images of the class that were clustered",
-    "classes[].clusters": "number of clusters (eigengap)",
-    "classes[].eigenvalues": "smallest eigenvalues of the normalised Laplacian (the eigengap picks the cluster count)",
-    "classes[].groups[].cluster": "cluster id (0 = largest)",
-    "classes[].groups[].size": "images in the cluster",
-    "classes[].groups[].mean_confidence": "mean softmax probability of the class over its images",
-    "classes[].groups[].images": "names of its member images",
-    "classes[].groups[].centre_of_mass": "(y, x) of its mean map, in [0, 1] of the image side",
-    "classes[].groups[].border_fraction": "share of its mean map's mass in the outer border band (1/8 of the side)",
-    "classes[].groups[].corner_fraction": "share of its mean map's mass in its strongest corner square "
-                                          "(1/4 of the side)",
-    "classes[].groups[].corner": "that corner",
-    "classes[].groups[].candidate_shortcut": "null, or why its evidence sits apart from the rest of the class",
-}
+@result_type
+class ShortcutsGroup:
+    cluster: int
+    """cluster id (0 = largest)"""
+    size: int
+    """images in the cluster"""
+    mean_confidence: float
+    """mean softmax probability of the class over its images"""
+    images: list[str]
+    """names of its member images"""
+    centre_of_mass: list[float]
+    """(y, x) of its mean map, in [0, 1] of the image side"""
+    border_fraction: float
+    """share of its mean map's mass in the outer border band (1/8 of the side)"""
+    corner_fraction: float
+    """share of its mean map's mass in its strongest corner square (1/4 of the side)"""
+    corner: str
+    """that corner"""
+    candidate_shortcut: str | None
+    """null, or why its evidence sits apart from the rest of the class"""
+
+
+@result_type
+class ShortcutsClass:
+    class_: str
+    """class name"""
+    images: int
+    """images of the class that were clustered"""
+    clusters: int
+    """number of clusters (eigengap)"""
+    eigenvalues: list[float]
+    """smallest eigenvalues of the normalised Laplacian (the eigengap picks the cluster count)"""
+    groups: list[ShortcutsGroup]
+
+
+@result_type
+class ShortcutsResults:
+    method: str
+    """attribution behind the maps (gradcam or gradient_x_input)"""
+    layer: str
+    """the Grad-CAM layer"""
+    side: int
+    """maps are downsampled to side x side before clustering"""
+    candidates: int
+    """number of clusters named as candidate shortcuts (to be checked by a person)"""
+    classes_from: str
+    """labels or predictions (the class each image is grouped under)"""
+    classes: list[ShortcutsClass]
+    """one entry per class scanned (an empty list when no class has enough images)"""
+
+
+RESULTS = ShortcutsResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -102,13 +134,13 @@ class ShortcutCluster:
     def size(self) -> int:
         return len(self.names)
 
-    def results(self) -> dict:
+    def results(self) -> ShortcutsGroup:
         mm = self.mass
-        return {"cluster": self.cluster, "size": self.size, "mean_confidence": round(self.mean_confidence, 4),
-                "images": list(self.names), "centre_of_mass": list(mm["centre_of_mass"]),
-                "border_fraction": round(mm["border_fraction"], 4),
-                "corner_fraction": round(mm["corners"][self.corner], 4), "corner": self.corner,
-                "candidate_shortcut": self.why}
+        return ShortcutsGroup(cluster=self.cluster, size=self.size, mean_confidence=round(self.mean_confidence, 4),
+                              images=list(self.names), centre_of_mass=list(mm["centre_of_mass"]),
+                              border_fraction=round(mm["border_fraction"], 4),
+                              corner_fraction=round(mm["corners"][self.corner], 4), corner=self.corner,
+                              candidate_shortcut=self.why)
 
 
 @dataclass(frozen=True)
@@ -138,12 +170,12 @@ class ShortcutsResult:
         return [f"{c.name}, cluster {g.cluster} ({g.size} images): {g.why}"
                 for c in self.classes for g in c.clusters if g.why]
 
-    def results(self) -> dict:
-        out = [{"class": c.name, "images": c.images, "clusters": c.k,
-                "eigenvalues": [round(float(v), 4) for v in c.eigenvalues],
-                "groups": [g.results() for g in c.clusters]} for c in self.classes]
-        return {"method": self.method, "layer": self.layer, "side": self.side, "candidates": len(self.flagged),
-                "classes_from": "labels" if self.all_labelled else "predictions", "classes": out}
+    def results(self) -> ShortcutsResults:
+        out = [ShortcutsClass(class_=c.name, images=c.images, clusters=c.k,
+                              eigenvalues=[round(float(v), 4) for v in c.eigenvalues],
+                              groups=[g.results() for g in c.clusters]) for c in self.classes]
+        return ShortcutsResults(method=self.method, layer=self.layer, side=self.side, candidates=len(self.flagged),
+                                classes_from="labels" if self.all_labelled else "predictions", classes=out)
 
 
 def _clusters(ctx: Ctx, x: np.ndarray, labels: np.ndarray, k: int, idx: list[int], probs: np.ndarray, c,
@@ -263,7 +295,7 @@ def shortcuts(ctx: Ctx, opts: ShortcutsOptions) -> Section:
     sec.add(*present_shortcuts(ctx, res, opts.exemplars))
     if res.classes:
         sec.params.update(layer=res.layer)
-    sec.results = res.results()
+    sec.results = to_json(res.results())
     return sec
 
 

@@ -11,35 +11,56 @@ say what lives there, the thumbnails what it looks like. See :mod:`reportgen.fai
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 
 from ..failures.slices import Slice, auto_clusters, find_slices, majority, softmax, top_probability
 from ..features.degenerate import check_features
 from ..papers import DEON_2022, PLUMB_2023
+from ..results_schema import result_type, to_json
 from ..registry import Range, technique
 from ..report import Grid, GridItem, Group, ImageData, Note, Section, Table, Tone, plural
 
 if TYPE_CHECKING:
     from ..context import Ctx
 
-RESULTS = {
-    "slices": "the significant slices, most errors first (without labels: lowest confidence first)",
-    "slices[].size": "images in the slice",
-    "slices[].accuracy": "(with labels) accuracy on the slice's images",
-    "slices[].rest_accuracy": "(with labels) accuracy on the other labelled images",
-    "slices[].mean_confidence": "mean top-1 softmax probability of the slice's images",
-    "slices[].p_value": "Bonferroni-corrected p-value (Fisher exact on errors; Mann-Whitney on confidence "
-                        "without labels)",
-    "slices[].top_true_classes": "(with labels) the most frequent true classes in the slice: [[class, images]]",
-    "slices[].top_predicted_classes": "the most frequent predictions in the slice: [[class, images]]",
-    "slices[].images": "the slice's images (file names)",
-    "candidates": "clusters tested (the Bonferroni factor)",
-    "labelled": "whether errors (true) or confidence (false) were tested",
-    "alpha": "significance level",
-    "degenerate": "null, or what makes the features unusable (kind non_finite / constant / rank_one, message)",
-}
+
+@result_type
+class SlicesSlice:
+    size: int
+    """images in the slice"""
+    accuracy: float | None
+    """(with labels) accuracy on the slice's images"""
+    rest_accuracy: float | None
+    """(with labels) accuracy on the other labelled images"""
+    mean_confidence: float
+    """mean top-1 softmax probability of the slice's images"""
+    p_value: float
+    """Bonferroni-corrected p-value (Fisher exact on errors; Mann-Whitney on confidence without labels)"""
+    top_true_classes: list[list]
+    """(with labels) the most frequent true classes in the slice: [[class, images]]"""
+    top_predicted_classes: list[list]
+    """the most frequent predictions in the slice: [[class, images]]"""
+    images: list[str]
+    """the slice's images (file names)"""
+
+
+@result_type
+class SlicesResults:
+    slices: list[SlicesSlice]
+    """the significant slices, most errors first (without labels: lowest confidence first)"""
+    candidates: int
+    """clusters tested (the Bonferroni factor)"""
+    labelled: bool
+    """whether errors (true) or confidence (false) were tested"""
+    alpha: float
+    """significance level"""
+    degenerate: dict[str, Any] | None
+    """null, or what makes the features unusable (kind non_finite / constant / rank_one, message)"""
+
+
+RESULTS = SlicesResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -92,31 +113,31 @@ def slices(ctx: Ctx, opts: SlicesOptions) -> Section:
     sec = Section(id="slices", title="Failure slices")
     n = len(ctx.images)
     if n < 2 * opts.min_size:
-        sec.results = {"slices": [], "candidates": 0, "labelled": bool(ctx.images.has_labels), "alpha": opts.alpha,
-                       "degenerate": None}
+        sec.results = to_json(SlicesResults(slices=[], candidates=0, labelled=bool(ctx.images.has_labels),
+                                            alpha=opts.alpha, degenerate=None))
         return sec.add(Note(f"{n} images: too few to find slices of at least {opts.min_size} (slices.min_size).",
                             kind="warning"))
     feats = ctx.features()
     deg = check_features(feats.penultimate, f"the penultimate features ({feats.penultimate_source})")
     if deg is not None and deg.blocking:
-        sec.results = {"slices": [], "candidates": 0, "labelled": bool(ctx.images.has_labels), "alpha": opts.alpha,
-                       "degenerate": deg.results()}
+        sec.results = to_json(SlicesResults(slices=[], candidates=0, labelled=bool(ctx.images.has_labels),
+                                            alpha=opts.alpha, degenerate=deg.results()))
         return sec.add(Note(f"No slices: {deg.message}", kind="warning"))
     res = search(ctx, opts)
     return present(ctx, sec, res, opts)
 
 
-def _slice_row(ctx: Ctx, s: Slice, labelled: bool) -> dict:
+def _slice_row(ctx: Ctx, s: Slice, labelled: bool) -> SlicesSlice:
     labels, preds = ctx.images.labels, ctx.features().preds
     m = s.members
-    return {
-        "size": s.size, "accuracy": None if s.accuracy is None else round(s.accuracy, 4),
-        "rest_accuracy": None if s.rest_accuracy is None else round(s.rest_accuracy, 4),
-        "mean_confidence": round(s.mean_confidence, 4), "p_value": float(f"{s.p_value:.3g}"),
-        "top_true_classes": [[ctx.class_name(c), k] for c, k in majority(labels[m])] if labelled else [],
-        "top_predicted_classes": [[ctx.class_name(c), k] for c, k in majority(preds[m])],
-        "images": [ctx.images.name(int(i)) for i in m],
-    }
+    return SlicesSlice(
+        size=s.size, accuracy=None if s.accuracy is None else round(s.accuracy, 4),
+        rest_accuracy=None if s.rest_accuracy is None else round(s.rest_accuracy, 4),
+        mean_confidence=round(s.mean_confidence, 4), p_value=float(f"{s.p_value:.3g}"),
+        top_true_classes=[[ctx.class_name(c), k] for c, k in majority(labels[m])] if labelled else [],
+        top_predicted_classes=[[ctx.class_name(c), k] for c, k in majority(preds[m])],
+        images=[ctx.images.name(int(i)) for i in m],
+    )
 
 
 def present(ctx: Ctx, sec: Section, res, opts: SlicesOptions) -> Section:
@@ -126,8 +147,8 @@ def present(ctx: Ctx, sec: Section, res, opts: SlicesOptions) -> Section:
     rows = [_slice_row(ctx, s, res.labelled) for s in res.slices]
     what = "error rate" if res.labelled else "top-1 confidence"
     test = "one-sided Fisher exact test" if res.labelled else "one-sided Mann-Whitney U test"
-    sec.results = {"slices": rows, "candidates": res.candidates, "labelled": res.labelled, "alpha": opts.alpha,
-                   "degenerate": None}
+    sec.results = to_json(SlicesResults(slices=rows, candidates=res.candidates, labelled=res.labelled,
+                                        alpha=opts.alpha, degenerate=None))
     how = (f"{res.candidates} candidate clusters (Gaussian mixture on {opts.pca_dims} PCA dimensions of the "
            f"penultimate features, {100 * res.explained_variance:.0f}% of their variance) were tested, each against "
            f"the rest on its {what} ({test}, Bonferroni-corrected, alpha {opts.alpha}).")
@@ -138,8 +159,8 @@ def present(ctx: Ctx, sec: Section, res, opts: SlicesOptions) -> Section:
     cols = ["slice", "images", "accuracy", "rest", "mean confidence", "p (corrected)", "true classes", "predicted"]
     trows = []
     for j, r in enumerate(rows[:opts.max_slices]):
-        trows.append([j + 1, r["size"], _f(r["accuracy"]), _f(r["rest_accuracy"]), _f(r["mean_confidence"]),
-                      f"{r['p_value']:.2g}", _names(r["top_true_classes"]), _names(r["top_predicted_classes"])])
+        trows.append([j + 1, r.size, _f(r.accuracy), _f(r.rest_accuracy), _f(r.mean_confidence),
+                      f"{r.p_value:.2g}", _names(r.top_true_classes), _names(r.top_predicted_classes)])
     sec.add(Table(cols, trows, numeric=[0, 1, 2, 3, 4], title=f"{plural(len(res.slices), 'significant slice')}",
                   caption=how))
     for j, s in enumerate(shown):
@@ -157,12 +178,12 @@ def present(ctx: Ctx, sec: Section, res, opts: SlicesOptions) -> Section:
                                             whole=True), label=ctx.images.name(i), sublabel=sub, tone=tone,
                                   alt=f"slice {j + 1}: {ctx.images.name(i)}"))
         r = rows[j]
-        head = (f"accuracy {r['accuracy']:.2f} against {r['rest_accuracy']:.2f} for the rest" if res.labelled
+        head = (f"accuracy {r.accuracy:.2f} against {r.rest_accuracy:.2f} for the rest" if res.labelled
                 else f"mean confidence {s.mean_confidence:.2f} against {s.rest_confidence:.2f} for the rest")
         sec.add(Group(f"Slice {j + 1}: {s.size} images, {head}", [Grid(
             items, columns=min(len(items), 8), cell_width=opts.thumb,
             caption=f"The {len(items)} least confident of its {s.size} images (predicted class and probability). "
-                    "Mostly " + _names(r["top_true_classes"] or r["top_predicted_classes"]) + ".")]))
+                    "Mostly " + _names(r.top_true_classes or r.top_predicted_classes) + ".")]))
     if len(res.slices) > len(shown):
         more = plural(len(res.slices) - len(shown), "more significant slice")
         sec.add(Note(f"{more} in report.json (slices.max_slices)."))

@@ -20,6 +20,7 @@ from ..device import gradient_batch_size
 from ..papers import SIMONYAN_2014, SMILKOV_2017
 from ..registry import AttributionMethod, Range, technique
 from ..report import Grid, Note, Section
+from ..results_schema import result_type, to_json
 from ._explain import cell_width, explain_batch, heat_item, input_item
 from ._faith_maps import MapMethod, as_numpy
 from ._map_store import MapSpec
@@ -29,14 +30,21 @@ if TYPE_CHECKING:
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "samples": "noisy copies averaged per image",
-    "noise": "noise sigma as a share of the image's value range",
-    "median_speckle_ratio": "median over images of total variation of SmoothGrad / of the plain gradient "
-                            "(< 1: smoother)",
-    "median_rank_corr_to_gradient": "median Spearman rank correlation of SmoothGrad with the plain gradient "
-                                    "(null: no image)",
-}
+
+
+@result_type
+class SmoothGradResults:
+    samples: int
+    """noisy copies averaged per image"""
+    noise: float
+    """noise sigma as a share of the image's value range"""
+    median_speckle_ratio: float
+    """median over images of total variation of SmoothGrad / of the plain gradient (< 1: smoother)"""
+    median_rank_corr_to_gradient: float | None
+    """median Spearman rank correlation of SmoothGrad with the plain gradient (null: no image)"""
+
+
+RESULTS = SmoothGradResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 @dataclass
 class SmoothGradOptions:
@@ -107,6 +115,7 @@ def smoothgrad(ctx: Ctx, opts: SmoothGradOptions) -> Section:
                      f"{opts.samples} samples at noise {opts.noise:g} did not smooth this model's gradients. "
                      "More samples or more noise may.", kind="warning"))
     sec.params["images"] = [ctx.images.name(i) for i in b.idx]
-    sec.results = {"samples": opts.samples, "noise": opts.noise, "median_speckle_ratio": round(med, 4),
-                   "median_rank_corr_to_gradient": round(float(np.median(corr)), 4) if corr else None}
+    sec.results = to_json(SmoothGradResults(
+        samples=opts.samples, noise=opts.noise, median_speckle_ratio=round(med, 4),
+        median_rank_corr_to_gradient=round(float(np.median(corr)), 4) if corr else None))
     return sec

@@ -11,7 +11,7 @@ L-BFGS (the paper's optimiser) and Adam are both available; the section says whi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ from ..pictures import unit_to_uint8
 from ..optvis.plotting import history_plot
 from ..papers import GATYS_STYLE_2016
 from ..registry import Range, technique
-from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
+from ..report import Block, Figure, Grid, GridItem, ImageData, KeyValues, Note, Section
+from ..results_schema import local, result_type, to_json
 from ..inspection.activations import activations
 from ..synthesis.gatys import per_image_seconds, style_setup, transfer
 from ..synthesis.style import resolve_parameterization
@@ -30,15 +31,32 @@ if TYPE_CHECKING:
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "optimizer": "the optimiser asked for (adam or lbfgs)",
-    "seconds_per_image": "wall time per stylised image of the grid, s (batched)",
-    "gram_error": "mean relative Gram error of the grid's results against their style",
-    "ratios": "the style weights w_s of the strip",
-    "strip_gram_error": "per strip step: mean relative Gram error (falls as w_s grows)",
-    "strip_content_error": "per strip step: relative content error (rises as w_s grows)",
-    "loss_fell": "the total loss fell for every image",
-}
+
+
+@result_type
+class StyleTransferResults:
+    optimizer: str
+    """the optimiser asked for (adam or lbfgs)"""
+    seconds_per_image: float
+    """wall time per stylised image of the grid, s (batched)"""
+    gram_error: float
+    """mean relative Gram error of the grid's results against their style"""
+    ratios: list[float]
+    """the style weights w_s of the strip"""
+    strip_gram_error: list[float]
+    """per strip step: mean relative Gram error (falls as w_s grows)"""
+    strip_content_error: list[float]
+    """per strip step: relative content error (rises as w_s grows)"""
+    loss_fell: bool
+    """the total loss fell for every image"""
+    setup: dict[str, Any] = local()  # synthesis.gatys.style_setup's record (styles, contents, layers, ...)
+    grid: dict[str, Any] = local()  # synthesis.gatys.per_image_seconds's record (the grid's result and errors)
+    strip: Any = local()  # the strip's optvis result
+    strip_errors: np.ndarray = local()  # per strip image: Gram error per style layer
+    content_errors: np.ndarray = local()  # per strip image: relative content error
+
+
+RESULTS = StyleTransferResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 @dataclass
 class StyleTransferOptions:
@@ -86,12 +104,42 @@ def style_transfer(ctx: Ctx, opts: StyleTransferOptions) -> Section:
     """Each photograph is changed, starting from itself, so that one layer's features stay those of the photograph
     while the Gram matrices of several layers become those of a painting. The strip shows the trade-off: a low style
     weight keeps the photograph, a high one lets the painting's colours and strokes take over."""
+    r = compute_style_transfer(ctx, opts)
+    sec = Section(id="style_transfer", title="Style transfer (Gatys et al.)")
+    sec.add(*present_style_transfer(ctx, opts, r))
+    sec.params.update(layers=r.setup["layers"], content_layer=r.setup["content_layer"], optimizer=opts.optimizer)
+    sec.results = to_json(r)
+    return sec
+
+
+def compute_style_transfer(ctx: Ctx, opts: StyleTransferOptions) -> StyleTransferResults:
+    """The grid (every content image in every style) and the strip (one pair at growing style weights) with their
+    Gram and content errors: numbers and images, no blocks."""
     s = style_setup(ctx, opts)
     grid = per_image_seconds(ctx, opts)
+    contents = s["contents"]
+    ratios = list(opts.ratios) if opts.ratios else [opts.style_weight * 10.0 ** e for e in (-2, -1, 0, 1, 2)]
+    strip, serr = transfer(ctx, opts, s, [(0, 0)] * len(ratios), ratios, "Style transfer: weight ratios")
+    ctarget = activations(ctx.pixel_model, [s["content_layer"]], ctx.to_device(contents[:1]), root=ctx.model,
+                          fit=ctx.fit_input)
+    got = activations(ctx.pixel_model, [s["content_layer"]], ctx.to_device(strip.images), root=ctx.model,
+                      fit=ctx.fit_input)
+    cerr = ((got[s["content_layer"]] - ctarget[s["content_layer"]]).pow(2).flatten(1).sum(1)
+            / ctarget[s["content_layer"]].pow(2).sum()).cpu().numpy()
+    fell = np.concatenate([grid["result"].improved(), strip.improved()])
+    return StyleTransferResults(
+        optimizer=opts.optimizer, seconds_per_image=round(grid["seconds_per_image"], 3),
+        gram_error=float(grid["errors"].mean()), ratios=ratios, strip_gram_error=[float(v) for v in serr.mean(1)],
+        strip_content_error=[float(v) for v in cerr], loss_fell=bool(fell.all()),
+        setup=s, grid=grid, strip=strip, strip_errors=serr, content_errors=cerr)
+
+
+def present_style_transfer(ctx: Ctx, opts: StyleTransferOptions, r: StyleTransferResults) -> list[Block]:
+    """The grid, the strip, what the strip's errors show, the loss curves and the settings."""
+    s, grid, strip, serr, cerr, ratios = r.setup, r.grid, r.strip, r.strip_errors, r.content_errors, r.ratios
     res, errs = grid["result"], grid["errors"]
     styles, contents, idx = s["styles"], s["contents"], s["idx"]
     opt_name = "L-BFGS" if opts.optimizer == "lbfgs" else "Adam"
-    sec = Section(id="style_transfer", title="Style transfer (Gatys et al.)")
     items = [GridItem(_img(torch.ones_like(contents[0]), 64), label="content \\ style")]
     items += [GridItem(_img(st.image), label=st.name, sublabel="style", alt=f"style {st.name}") for st in styles]
     for ci in range(len(contents)):
@@ -102,40 +150,32 @@ def style_transfer(ctx: Ctx, opts: StyleTransferOptions) -> Section:
             items.append(GridItem(_img(res.images[b]), label=f"× {st.name}",
                                   sublabel=f"Gram err {errs[b].mean():.3f}",
                                   alt=f"{ctx.images.name(idx[ci])} in the style of {st.name}"))
-    sec.add(Grid(items, columns=len(styles) + 1, cell_width=160,
-                 caption=f"Rows: content images; columns: styles. w_s = {opts.style_weight:g}; "
-                         "Gram err = mean relative "
-                         "Gram error over the style layers after the optimisation."))
-    ratios = list(opts.ratios) if opts.ratios else [opts.style_weight * 10.0 ** e for e in (-2, -1, 0, 1, 2)]
-    strip, serr = transfer(ctx, opts, s, [(0, 0)] * len(ratios), ratios, "Style transfer: weight ratios")
-    ctarget = activations(ctx.pixel_model, [s["content_layer"]], ctx.to_device(contents[:1]), root=ctx.model,
-                          fit=ctx.fit_input)
-    got = activations(ctx.pixel_model, [s["content_layer"]], ctx.to_device(strip.images), root=ctx.model,
-                      fit=ctx.fit_input)
-    cerr = ((got[s["content_layer"]] - ctarget[s["content_layer"]]).pow(2).flatten(1).sum(1)
-            / ctarget[s["content_layer"]].pow(2).sum()).cpu().numpy()
-    sec.add(Grid([GridItem(_img(strip.images[k]), label=f"w_s = {r:g}",
-                           sublabel=f"content err {cerr[k]:.3f}, Gram err {serr[k].mean():.3f}",
-                           alt=f"style weight {r:g}") for k, r in enumerate(ratios)],
-                 columns=len(ratios), cell_width=140,
-                 title=f"Style / content ratio: {ctx.images.name(idx[0])} × {styles[0].name}",
-                 caption="The same pair with the style weight growing over four orders of magnitude (left to right)."))
+    blocks: list[Block] = [Grid(items, columns=len(styles) + 1, cell_width=160,
+                                caption=f"Rows: content images; columns: styles. w_s = {opts.style_weight:g}; "
+                                        "Gram err = mean relative "
+                                        "Gram error over the style layers after the optimisation.")]
+    blocks.append(Grid([GridItem(_img(strip.images[k]), label=f"w_s = {w:g}",
+                                 sublabel=f"content err {cerr[k]:.3f}, Gram err {serr[k].mean():.3f}",
+                                 alt=f"style weight {w:g}") for k, w in enumerate(ratios)],
+                       columns=len(ratios), cell_width=140,
+                       title=f"Style / content ratio: {ctx.images.name(idx[0])} × {styles[0].name}",
+                       caption="The same pair with the style weight growing over four orders of magnitude (left to "
+                               "right)."))
     monotone = bool(np.all(np.diff(serr.mean(1)) <= 1e-6)) and bool(np.all(np.diff(cerr) >= -1e-6))
-    sec.add(Note(
+    blocks.append(Note(
         f"{opt_name} ran. " + ("Along the strip the Gram error falls and the content error rises as w_s grows: the "
                                "two losses trade off as in the paper." if monotone else
                                "Along the strip the errors do not change monotonically with w_s in this run "
                                f"(Gram err {', '.join(f'{v:.3f}' for v in serr.mean(1))}; content err "
                                f"{', '.join(f'{v:.3f}' for v in cerr)}): more steps would be needed."),
         kind="info" if monotone else "warning"))
-    fell = np.concatenate([res.improved(), strip.improved()])
-    if not fell.all():
-        sec.add(Note("The total loss did not fall for some images.", kind="warning"))
+    if not r.loss_fell:
+        blocks.append(Note("The total loss did not fall for some images.", kind="warning"))
     curves = {f"{ctx.images.name(idx[ci])} × {styles[si].name}"[:40]: -res.history[:, b]
               for b, (ci, si) in enumerate(grid["pairs"][:6])}
-    sec.add(Figure(history_plot(curves, title=f"total loss per {opt_name} step", ylabel="loss"),
-                   caption="Total loss per step (grid images).", alt="style transfer loss per step"))
-    sec.add(KeyValues([
+    blocks.append(Figure(history_plot(curves, title=f"total loss per {opt_name} step", ylabel="loss"),
+                         caption="Total loss per step (grid images).", alt="style transfer loss per step"))
+    blocks.append(KeyValues([
         ("styles", s["where"]),
         ("content layer", s["content_layer"]),
         ("style layers", ", ".join(s["layers"])),
@@ -145,9 +185,4 @@ def style_transfer(ctx: Ctx, opts: StyleTransferOptions) -> Section:
         ("time", f"grid {res.wall_time_s:.1f} s for {len(grid['pairs'])} images ({grid['seconds_per_image']:.2f} s "
                  f"per image, batched), strip {strip.wall_time_s:.1f} s"),
     ], title="Settings"))
-    sec.params.update(layers=s["layers"], content_layer=s["content_layer"], optimizer=opts.optimizer)
-    sec.results.update(optimizer=opts.optimizer, seconds_per_image=round(grid["seconds_per_image"], 3),
-                       gram_error=float(errs.mean()), ratios=ratios,
-                       strip_gram_error=[float(v) for v in serr.mean(1)], strip_content_error=[float(v) for v in cerr],
-                       loss_fell=bool(fell.all()))
-    return sec
+    return blocks

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
@@ -23,7 +23,8 @@ from ..synthesis.nearest_neighbour import synthesize_nn
 from ..optvis.plotting import history_plot
 from ..papers import EFROS_LEUNG_1999, GATYS_TEXTURE_2015, WEI_LEVOY_2000
 from ..registry import Range, technique
-from ..report import Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, plural
+from ..report import Block, Figure, Grid, GridItem, ImageData, KeyValues, Note, Section, plural
+from ..results_schema import local, result_type, to_json
 from ..synthesis.gatys import gram_synthesis
 from ..synthesis.style import resize_to, resolve_parameterization
 
@@ -32,17 +33,37 @@ if TYPE_CHECKING:
 
 
 # report.json "results" of this section: key -> meaning (docs/results.md is generated from it)
-RESULTS = {
-    "layers": "the layers whose Gram matrices are matched",
-    "optimizer": "the optimiser asked for (adam or lbfgs)",
-    "gram_seconds": "wall time of the Gram syntheses, s",
-    "nn_seconds": "per texture: wall time of the nearest-neighbour synthesis, s",
-    "nn_histogram_distance": "per texture: colour-histogram total variation distance of the nearest-neighbour "
-                             "synthesis from the source (0 = identical)",
-    "gram_error_by_set": "per texture, per growing set of matched layers: mean relative Gram error",
-    "loss_fell": "the Gram loss fell for every synthesis",
-    "contrast_by_set": "per texture, per set of layers: pixel std of the synthesis / of the source",
-}
+
+
+@result_type
+class TextureResults:
+    layers: list[str]
+    """the layers whose Gram matrices are matched"""
+    optimizer: str
+    """the optimiser asked for (adam or lbfgs)"""
+    gram_seconds: float
+    """wall time of the Gram syntheses, s"""
+    nn_seconds: list[float]
+    """per texture: wall time of the nearest-neighbour synthesis, s"""
+    nn_histogram_distance: list[float]
+    """per texture: colour-histogram total variation distance of the nearest-neighbour synthesis from the source (0 =
+    identical)"""
+    gram_error_by_set: list[list[float]]
+    """per texture, per growing set of matched layers: mean relative Gram error"""
+    loss_fell: bool
+    """the Gram loss fell for every synthesis"""
+    contrast_by_set: list[list[float]]
+    """per texture, per set of layers: pixel std of the synthesis / of the source"""
+    syn: dict[str, Any] = local()  # synthesis.gatys.gram_synthesis's record (textures, result, errors, n_sets, ...)
+    nn_images: list[np.ndarray] = local()  # per texture: its nearest-neighbour synthesis, uint8
+    nn_times: list[float] = local()  # the same times and distances unrounded
+    nn_hist: list[float] = local()
+    contrast: np.ndarray = local()  # per synthesis (texture-major): contrast, mean Gram error, histogram distance
+    err: np.ndarray = local()
+    hist: np.ndarray = local()
+
+
+RESULTS = TextureResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 @dataclass
 class TextureOptions:
@@ -82,12 +103,20 @@ def texture(ctx: Ctx, opts: TextureOptions) -> Section:
     """New textures made from a source texture two ways: by copying source pixels whose neighbourhoods match (no
     network), and by optimising noise until its Gram matrices (channel co-activations) at some layers of this model
     match the source's. More Gram layers give larger structures."""
+    r = compute_texture(ctx, opts)
+    sec = Section(id="texture", title="Texture synthesis")
+    sec.add(*present_texture(opts, r))
+    sec.params.update(layers=r.layers, textures=[t.name for t in r.syn["textures"]])
+    sec.results = to_json(r)
+    return sec
+
+
+def compute_texture(ctx: Ctx, opts: TextureOptions) -> TextureResults:
+    """The Gram syntheses of each texture for growing sets of layers and its nearest-neighbour synthesis, with their
+    errors, contrasts and colour-histogram distances: numbers and images, no blocks."""
     syn = gram_synthesis(ctx, opts)
     layers, textures, res, errors, n_sets = syn["layers"], syn["textures"], syn["result"], syn["errors"], syn["n_sets"]
-    sec = Section(id="texture", title="Texture synthesis")
-    items = []
-    nn_times = []
-    nn_hist = []
+    nn_images, nn_times, nn_hist = [], [], []
     for j, tex in enumerate(textures):
         src_small = unit_to_uint8(resize_to(tex.image, opts.nn_source_size).permute(1, 2, 0).numpy())
         src_small = src_small[: opts.nn_source_size, : opts.nn_source_size]
@@ -96,11 +125,36 @@ def texture(ctx: Ctx, opts: TextureOptions) -> Section:
                                      seed=ctx.seed_for(f"texture/nnsynth/{j}"))
         nn_times.append(time.perf_counter() - t0)
         nn_hist.append(_hist_distance(src_small, nn_img))
-        width = 128
+        nn_images.append(nn_img)
+    fell = res.improved()
+    contrast = np.array([float(res.images[j * n_sets + k].std() / max(float(textures[j].image.std()), 1e-6))
+                         for j in range(len(textures)) for k in range(n_sets)])
+    err = np.array([float(errors[b, :b % n_sets + 1].mean()) for b in range(len(textures) * n_sets)])
+    hist = np.array([_hist_distance(unit_to_uint8(textures[b // n_sets].image.permute(1, 2, 0).numpy()),
+                                    unit_to_uint8(res.images[b].permute(1, 2, 0).numpy()))
+                     for b in range(len(contrast))])
+    return TextureResults(
+        layers=layers, optimizer=opts.optimizer, gram_seconds=round(res.wall_time_s, 2),
+        nn_seconds=[round(t, 2) for t in nn_times], nn_histogram_distance=[round(h, 4) for h in nn_hist],
+        gram_error_by_set=[[float(errors[j * n_sets + k, :k + 1].mean()) for k in range(n_sets)]
+                           for j in range(len(textures))],
+        loss_fell=bool(fell.all()), contrast_by_set=[[round(float(c), 3) for c in contrast[j * n_sets:(j + 1) * n_sets]]
+                                                     for j in range(len(textures))],
+        syn=syn, nn_images=nn_images, nn_times=nn_times, nn_hist=nn_hist, contrast=contrast, err=err, hist=hist)
+
+
+def present_texture(opts: TextureOptions, r: TextureResults) -> list[Block]:
+    """Per texture a row: the source, its nearest-neighbour synthesis and the Gram syntheses; the loss curves, the
+    notes on what the syntheses show and the settings."""
+    syn, layers = r.syn, r.layers
+    textures, res, errors, n_sets = syn["textures"], syn["result"], syn["errors"], syn["n_sets"]
+    items = []
+    width = 128
+    for j, tex in enumerate(textures):
         items.append(GridItem(ImageData(unit_to_uint8(tex.image.permute(1, 2, 0).numpy()), display_width=width),
                               label=tex.name, sublabel="source", alt=f"source texture {tex.name}"))
-        items.append(GridItem(ImageData(nn_img, display_width=width), label="nearest neighbour",
-                              sublabel=f"{opts.nn_size}² from {opts.nn_source_size}², {nn_times[-1]:.1f} s",
+        items.append(GridItem(ImageData(r.nn_images[j], display_width=width), label="nearest neighbour",
+                              sublabel=f"{opts.nn_size}² from {opts.nn_source_size}², {r.nn_times[j]:.1f} s",
                               alt=f"nearest-neighbour synthesis of {tex.name}"))
         for k in range(n_sets):
             b = j * n_sets + k
@@ -109,28 +163,24 @@ def texture(ctx: Ctx, opts: TextureOptions) -> Section:
                 label=f"Gram: {k + 1} layer{'s' if k else ''}",
                 sublabel=f"up to {layers[k]}; Gram err {errors[b, :k + 1].mean():.3f}",
                 alt=f"Gram synthesis of {tex.name} matching {k + 1} layers"))
-    sec.add(Grid(items, columns=2 + n_sets, cell_width=128,
-                 caption="Per row: the source; nearest-neighbour synthesis (pixels copied from the source in scan-line "
-                         "order); Gram synthesis matching a growing set of layers (first column: the shallowest only). "
-                         "Gram err = mean relative error ||G − G_src||² / ||G_src||² over the matched layers."))
+    blocks: list[Block] = [Grid(
+        items, columns=2 + n_sets, cell_width=128,
+        caption="Per row: the source; nearest-neighbour synthesis (pixels copied from the source in scan-line "
+                "order); Gram synthesis matching a growing set of layers (first column: the shallowest only). "
+                "Gram err = mean relative error ||G − G_src||² / ||G_src||² over the matched layers.")]
     fell = res.improved()
     curves = {f"{textures[j].name}: {k + 1} layers"[:40]: -res.history[:, j * n_sets + k]
               for j in range(min(2, len(textures))) for k in range(n_sets)}
-    sec.add(Figure(history_plot(curves, title="Gram loss per step", ylabel="Σ relative Gram error"),
-                   caption="Gram loss per optimisation step (first two textures).", alt="Gram loss per step"))
-    sec.add(Note(f"Nearest-neighbour copies only source pixels: its colour histogram is {np.mean(nn_hist):.3f} (total "
-                 "variation distance, 0 = identical) from the source's."))
-    contrast = np.array([float(res.images[j * n_sets + k].std() / max(float(textures[j].image.std()), 1e-6))
-                         for j in range(len(textures)) for k in range(n_sets)])
-    err = np.array([float(errors[b, :b % n_sets + 1].mean()) for b in range(len(textures) * n_sets)])
-    hist = np.array([_hist_distance(unit_to_uint8(textures[b // n_sets].image.permute(1, 2, 0).numpy()),
-                                    unit_to_uint8(res.images[b].permute(1, 2, 0).numpy()))
-                     for b in range(len(contrast))])
-    sec.add(_gram_note(contrast, err, [f"{textures[b // n_sets].name} with {plural(b % n_sets + 1, 'layer')}"
-                                       for b in range(len(contrast))], hist))
+    blocks.append(Figure(history_plot(curves, title="Gram loss per step", ylabel="Σ relative Gram error"),
+                         caption="Gram loss per optimisation step (first two textures).", alt="Gram loss per step"))
+    blocks.append(Note(f"Nearest-neighbour copies only source pixels: its colour histogram is {np.mean(r.nn_hist):.3f} "
+                       "(total variation distance, 0 = identical) from the source's."))
+    blocks.append(_gram_note(r.contrast, r.err, [f"{textures[b // n_sets].name} with {plural(b % n_sets + 1, 'layer')}"
+                                                 for b in range(len(r.contrast))], r.hist))
     if not fell.all():
-        sec.add(Note(f"The Gram loss did not fall for {int((~fell).sum())} of {len(fell)} syntheses.", kind="warning"))
-    sec.add(KeyValues([
+        blocks.append(Note(f"The Gram loss did not fall for {int((~fell).sum())} of {len(fell)} syntheses.",
+                           kind="warning"))
+    blocks.append(KeyValues([
         ("textures", syn["where"]),
         ("Gram layers", ", ".join(layers)),
         ("Gram synthesis", f"{'L-BFGS' if opts.optimizer == 'lbfgs' else 'Adam'} ({opts.optimizer} ran), "
@@ -138,17 +188,9 @@ def texture(ctx: Ctx, opts: TextureOptions) -> Section:
                            f"{resolve_parameterization(opts.parameterization, syn['size'])} "
                            f"parameterisation, {syn['size']}×{syn['size']} from noise, {res.wall_time_s:.1f} s"),
         ("nearest neighbour", f"{opts.nn_window}×{opts.nn_window} causal window, {opts.nn_levels} levels, "
-                              f"{np.mean(nn_times):.1f} s per texture"),
+                              f"{np.mean(r.nn_times):.1f} s per texture"),
     ], title="Settings"))
-    sec.params.update(layers=layers, textures=[t.name for t in textures])
-    sec.results.update(
-        layers=layers, optimizer=opts.optimizer, gram_seconds=round(res.wall_time_s, 2),
-        nn_seconds=[round(t, 2) for t in nn_times], nn_histogram_distance=[round(h, 4) for h in nn_hist],
-        gram_error_by_set=[[float(errors[j * n_sets + k, :k + 1].mean()) for k in range(n_sets)]
-                           for j in range(len(textures))],
-        loss_fell=bool(fell.all()), contrast_by_set=[[round(float(c), 3) for c in contrast[j * n_sets:(j + 1) * n_sets]]
-                                                      for j in range(len(textures))])
-    return sec
+    return blocks
 
 
 FLAT_CONTRAST = 0.3  # pixel std of a synthesis below this fraction of its source's: a flat image, not a texture

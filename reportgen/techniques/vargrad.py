@@ -23,6 +23,7 @@ from ..device import gradient_batch_size
 from ..papers import ADEBAYO_2018, SMILKOV_2017
 from ..registry import AttributionMethod, Range, SanityCheck, technique
 from ..report import Block, Grid, Note, Section
+from ..results_schema import result_type, to_json
 from ._explain import Batch, cell_width, explain_batch, heat_item, input_item
 from ._faith_maps import MapMethod, as_numpy
 from ._map_store import MapSpec
@@ -30,17 +31,32 @@ from ._map_store import MapSpec
 if TYPE_CHECKING:
     from ..context import Ctx
 
-RESULTS = {
-    "samples": "noisy copies per image the variance is taken over",
-    "noise": "noise sigma as a share of the image's value range",
-    "median_rank_corr_to_gradient": "median Spearman rank correlation of VarGrad with the plain |gradient| "
-                                    "(null: no image)",
-    "zero_maps": "images whose VarGrad map is zero everywhere (the gradient did not change under the noise)",
-    "images[].image": "image name",
-    "images[].class": "class explained (the true label where known, else the prediction)",
-    "images[].top5pct_mass": "share of the map's total in its brightest 5% of pixels (0.05: flat)",
-    "images[].rank_corr_to_gradient": "Spearman rank correlation of the map with the plain |gradient|",
-}
+@result_type
+class VarGradImage:
+    image: str
+    """image name"""
+    class_: str
+    """class explained (the true label where known, else the prediction)"""
+    top5pct_mass: float
+    """share of the map's total in its brightest 5% of pixels (0.05: flat)"""
+    rank_corr_to_gradient: float
+    """Spearman rank correlation of the map with the plain |gradient|"""
+
+
+@result_type
+class VarGradResults:
+    samples: int
+    """noisy copies per image the variance is taken over"""
+    noise: float
+    """noise sigma as a share of the image's value range"""
+    median_rank_corr_to_gradient: float | None
+    """median Spearman rank correlation of VarGrad with the plain |gradient| (null: no image)"""
+    zero_maps: list[str]
+    """images whose VarGrad map is zero everywhere (the gradient did not change under the noise)"""
+    images: list[VarGradImage]
+
+
+RESULTS = VarGradResults  # report.json "results" of this section (docs/results.md is generated from it)
 
 
 @dataclass
@@ -107,14 +123,14 @@ class VarGradResult:
     def zero(self) -> list[str]:
         return [n for n, m in zip(self.names, self.maps) if float(m.max()) <= 0]
 
-    def results(self) -> dict:
+    def results(self) -> VarGradResults:
         corr = [self.corr(k) for k in range(len(self.names))]
-        return {"samples": self.samples, "noise": self.noise,
-                "median_rank_corr_to_gradient": round(float(np.median(corr)), 4) if corr else None,
-                "zero_maps": self.zero,
-                "images": [{"image": n, "class": c, "top5pct_mass": round(self.top5(k), 4),
-                            "rank_corr_to_gradient": round(corr[k], 4)}
-                           for k, (n, c) in enumerate(zip(self.names, self.classes))]}
+        return VarGradResults(
+            samples=self.samples, noise=self.noise,
+            median_rank_corr_to_gradient=round(float(np.median(corr)), 4) if corr else None, zero_maps=self.zero,
+            images=[VarGradImage(image=n, class_=c, top5pct_mass=round(self.top5(k), 4),
+                                 rank_corr_to_gradient=round(corr[k], 4))
+                    for k, (n, c) in enumerate(zip(self.names, self.classes))])
 
 
 def compute_vargrad(ctx: Ctx, opts: VarGradOptions) -> VarGradResult:
@@ -165,6 +181,6 @@ def vargrad(ctx: Ctx, opts: VarGradOptions) -> Section:
     is unstable nearby (the model's non-linear evidence), dark where it is flat or linear. Faithfulness and sanity
     score this map like the other attribution methods whenever this section runs."""
     res = compute_vargrad(ctx, opts)
-    sec = Section(id="vargrad", title="VarGrad", results=res.results())
+    sec = Section(id="vargrad", title="VarGrad", results=to_json(res.results()))
     sec.params["images"] = list(res.names)
     return sec.add(*present_vargrad(ctx, res))

@@ -242,6 +242,7 @@ def test_runs_and_fills_its_declared_results(tid, run_of):
     assert sec.blocks, f"{tid} produced an empty section"
     assert not rs.undeclared(tid, sec.results), f"{tid} wrote undeclared results: {rs.undeclared(tid, sec.results)}"
     assert not rs.missing(tid, sec.results), f"{tid} left declared results out: {rs.missing(tid, sec.results)}"
+    assert rs.check(tid, sec.results) == [], f"{tid}: results differ from its result type: {rs.check(tid, sec.results)}"
 
 
 @pytest.mark.parametrize("tid", TECHNIQUES)
