@@ -75,3 +75,13 @@ def test_rank_correlation_is_zero_when_either_map_is_constant():
     a = np.arange(16.0).reshape(4, 4)
     assert rank_correlation(a, np.ones((4, 4))) == 0.0
     assert rank_correlation(np.ones((4, 4)), a) == 0.0
+
+
+def test_ssim_of_masks_and_float32_maps_is_computed_in_float64():
+    """Thresholded (boolean) maps and float32 maps are compared as float64: a mask subtracts like numbers and float32
+    rounding does not enter the value."""
+    a, b = _related_pair(5)
+    assert ssim(a.astype(np.float32), b.astype(np.float32)) == pytest.approx(
+        _ssim_reference(a.astype(np.float32), b.astype(np.float32)), abs=1e-10)
+    ma, mb = a > np.median(a), b > np.median(b)
+    assert ssim(ma, mb) == pytest.approx(_ssim_reference(ma, mb), abs=1e-10)

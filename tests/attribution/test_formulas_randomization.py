@@ -61,6 +61,9 @@ def test_layer_seed_is_the_documented_hash():
     assert R.layer_seed(3, "features.6") == (3 * 1_000_003 + zlib.crc32(b"features.6")) % 2 ** 31
     assert R.layer_seed(3, "a") != R.layer_seed(4, "a") and R.layer_seed(3, "a") != R.layer_seed(3, "b")
     assert 0 <= R.layer_seed(10 ** 9, "x" * 50) < 2 ** 31
+    raw = 1 * 1_000_003 + zlib.crc32(b"features.0")
+    assert raw % 2 ** 32 >= 2 ** 31  # a case where the modulus matters
+    assert R.layer_seed(1, "features.0") == raw % 2 ** 31
 
 
 def test_randomized_copy_uses_each_layers_own_seed_under_a_root():
@@ -81,6 +84,18 @@ def test_randomized_copy_uses_each_layers_own_seed_under_a_root():
     assert torch.equal(twin.model.features[0].weight, w.model.features[0].weight)
 
 
+def test_randomized_copy_of_a_plain_model_leaves_the_original_untouched():
+    m = make_tiny_cnn()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    twin = R.randomized_copy(m, ["classifier", "features.3"], seed=2)  # no root: the names are the model's own
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), k  # a deep copy: the user's layers are not re-initialised
+    assert twin is not m and twin.classifier is not m.classifier
+    assert not torch.equal(twin.classifier.weight, m.classifier.weight)
+    assert not torch.equal(twin.features[3].weight, m.features[3].weight)
+    assert torch.equal(twin.features[0].weight, m.features[0].weight)
+
+
 def test_param_layers_lists_uncalled_owners_last():
     class Side(nn.Module):
         def __init__(self):
@@ -95,8 +110,14 @@ def test_param_layers_lists_uncalled_owners_last():
     assert R.param_layers(Side(), torch.rand(2, 3, 4, 4)) == ["b", "a", "unused"]
 
 
+def test_param_layers_lists_only_modules_with_their_own_parameters():
+    """Containers (their parameters belong to children) and parameter-free modules (ReLU, pooling) are no layer."""
+    m = nn.Sequential(nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU()), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    assert R.param_layers(m, torch.rand(1, 3, 4, 4)) == ["0.0", "2"]
+
+
 @pytest.mark.parametrize("n,stages,want", [(10, 3, [3, 7, 10]), (7, 3, [2, 5, 7]), (4, 4, [1, 2, 3, 4]),
-                                           (5, 1, [5]), (3, 9, [1, 2, 3]), (0, 3, []), (6, 0, [6])])
+                                           (5, 1, [5]), (3, 9, [1, 2, 3]), (1, 3, [1]), (0, 3, []), (6, 0, [6])])
 def test_cascade_stages(n, stages, want):
     assert R.cascade_stages(n, stages) == want
 

@@ -106,3 +106,16 @@ def test_inputs_are_not_modified_and_the_default_estimator_is_unbiased():
         K.cka_from_grams(k, l, "x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^CKA needs the same examples: 4 vs 5 rows$"):
         K.linear_cka(np.ones((4, 2)), np.ones((5, 2)))
+
+
+def test_unbiased_hsic_of_float32_grams_is_accumulated_in_float64():
+    """Gram matrices handed over as float32 (entries ~1e8 with a common offset) are summed in float64: in float32 the
+    centred part, a small difference of large sums, is lost."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(30, 6)) + 3000.0
+    y = x @ rng.normal(size=(6, 5)) + rng.normal(size=(30, 5)) + 2000.0
+    k32, l32 = K.gram(x).astype(np.float32), K.gram(y).astype(np.float32)
+    k64, l64 = k32.astype(np.float64), l32.astype(np.float64)
+    assert K.hsic_unbiased(k32, l32) == pytest.approx(K.hsic_unbiased(k64, l64), rel=1e-9)
+    assert K.hsic_unbiased(k32, k32) == pytest.approx(K.hsic_unbiased(k64, k64), rel=1e-9)
+    assert K.hsic_unbiased(l32, l32) == pytest.approx(K.hsic_unbiased(l64, l64), rel=1e-9)
