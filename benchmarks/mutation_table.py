@@ -2,8 +2,8 @@
 
 Run from the repository root after ``mutmut run``: ``python benchmarks/mutation_table.py [MODULE ...]``
 (module paths such as ``reportgen/attribution/cam.py``; default: every mutated module). Columns: mutants,
-killed (a test failed), timeout (counted apart: on a loaded machine
-a slow mutant can time out, so each is re-checked by hand), survived, no tests (no selected test reaches the function), not checked.
+killed (a test failed), timeout (counted apart: on a loaded machine a slow mutant can time out, so each is
+re-checked by hand), survived, no tests (no selected test reaches the function), not checked.
 Survivor names are listed under the table, so each can be killed or named equivalent in docs/mutation.md.
 """
 

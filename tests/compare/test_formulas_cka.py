@@ -24,8 +24,10 @@ def test_pooled_averages_maps_above_eight_by_eight_and_keeps_smaller_ones():
     torch.testing.assert_close(K.pooled(tall), tall.flatten(1))
     wide = torch.rand(2, 3, 5, 13)  # 65 positions: pooled, the short side kept
     torch.testing.assert_close(K.pooled(wide), F.adaptive_avg_pool2d(wide, (5, 8)).flatten(1))
-    exact = torch.rand(2, 3, 8, 8)  # exactly 64: kept as is
+    exact = torch.rand(2, 3, 4, 16)  # exactly 64 positions: kept as is (not pooled to 4 x 8)
     torch.testing.assert_close(K.pooled(exact), exact.flatten(1))
+    narrow = torch.rand(2, 3, 30, 3)  # 90 positions, though the width alone is small: pooled to 8 x 3
+    torch.testing.assert_close(K.pooled(narrow), F.adaptive_avg_pool2d(narrow, (8, 3)).flatten(1))
     tokens = torch.rand(2, 50, 7)  # not a 4-d map: flattened
     torch.testing.assert_close(K.pooled(tokens), tokens.flatten(1))
 
