@@ -44,6 +44,40 @@ def test_unit_target_picks_one_value_per_image_from_any_activation_shape():
     torch.testing.assert_close(A.unit_target([2, 1])(None, c), torch.tensor([2.0, 4.0]))
 
 
+class _Tokens(nn.Module):
+    """4 x 4 patches of an 8 x 16 input -> 2 x 4 = 8 tokens of 5 channels (B x 8 x 5) -> ``proj`` -> mean -> head."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.patch = nn.Conv2d(3, 5, 4, stride=4)
+        self.proj = nn.Linear(5, 5)
+        self.head = nn.Linear(5, 3)
+
+    def tokens(self, x):
+        return self.proj(self.patch(x).flatten(2).transpose(1, 2))
+
+    def forward(self, x):
+        return self.head(self.tokens(x).mean(1))
+
+
+def test_a_unit_of_a_token_layer_is_addressed_in_the_grid_of_a_non_square_input():
+    """The input's H x W (8 x 16) tells the token sequence's grid (2 x 4): unit (channel c, row i, column j) is
+    token i * 4 + j; a wrong size hint (or none) reads another grid or none."""
+    m = _Tokens().eval()
+    x = torch.rand(2, 3, 8, 16, generator=torch.Generator().manual_seed(4))
+    (g,), _ = A.rule_gradients(m, x, [A.unit_target([3, 1], [(1, 2), (0, 3)])], "backprop", layer=m.proj)
+    want = _grad(lambda v: torch.stack([m.tokens(v)[0, 1 * 4 + 2, 3], m.tokens(v)[1, 0 * 4 + 3, 1]]), x)
+    torch.testing.assert_close(g, want)
+
+
+def test_default_rule_of_rule_gradients_is_guided():
+    m = _mlp()
+    x = torch.randn(3, 2, 2, 2, generator=torch.Generator().manual_seed(5))
+    (g,), report = A.rule_gradients(m, x, [A.class_target([2, 0, 1])])
+    torch.testing.assert_close(g, A.guided_backprop(m, x, [2, 0, 1]))
+
+
 def test_guided_backprop_is_the_guided_rule_and_differs_from_the_gradient():
     m = _mlp()
     x = torch.randn(3, 2, 2, 2, generator=torch.Generator().manual_seed(2))
