@@ -131,8 +131,17 @@ def test_random_other_classes_is_quantus_draw_and_never_the_target():
     assert (got != t).all() and got.min() >= 0 and got.max() <= 9
     assert set(got.tolist()) == set(range(10))  # every other class can be drawn, the last one included
     assert R.random_other_classes([1, 0], 2, seed=0).tolist() == [0, 1]
-    with pytest.raises(ValueError, match="at least two classes"):
+    with pytest.raises(ValueError, match="^the random-logit test needs at least two classes$"):
         R.random_other_classes([0], 1, seed=0)
+
+
+def test_random_other_classes_seed_wraps_at_two_to_the_32_and_targets_may_be_a_column():
+    t = np.array([[2], [0], [4], [1], [3]] * 8)  # a column of targets: one class per image all the same
+    for seed, used in [(1000, 1000), (2 ** 32 + 5, 5)]:
+        got = R.random_other_classes(t, 6, seed=seed)
+        r = np.random.RandomState(used).randint(0, 5, len(t))
+        assert got.shape == (len(t),) and got.dtype == np.int64
+        assert got.tolist() == [ri + (ri >= ti) for ri, ti in zip(r, t[:, 0])]
 
 
 class _Linear(nn.Module):
