@@ -80,3 +80,58 @@ def test_errors_name_the_problem():
     unused = nn.Conv2d(3, 3, 1)
     with pytest.raises(RuntimeError, match="^the layer was not called during the forward pass$"):
         A.gradcam(flat, unused, torch.rand(1, 3, 2, 2), 0)
+
+
+class _ChannelsLast(nn.Module):
+    """4 x 4 patches of a 16 x 16 input -> B x 4 x 4 x 4 channels-last -> ``proj`` (Linear over C) -> mean -> head.
+    Four channels on a 4 x 4 grid: the shape alone cannot tell NHWC from NCHW, the Linear module tells it."""
+
+    def __init__(self, tokens: bool = False):
+        super().__init__()
+        torch.manual_seed(5)
+        self.patch = nn.Conv2d(3, 4, 4, stride=4)
+        self.proj = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 3)
+        self.tokens = tokens
+
+    def act(self, x):
+        p = self.patch(x).permute(0, 2, 3, 1)  # B x 4 x 4 x C
+        return self.proj(p.flatten(1, 2) if self.tokens else p)
+
+    def forward(self, x):
+        a = self.act(x)
+        return self.head(a.flatten(1, -2).mean(1))
+
+
+def _cam_by_hand(m, x, k, grid):
+    xr = x.clone().requires_grad_(True)
+    a = m.act(xr)
+    (g,) = torch.autograd.grad(m.head(a.flatten(1, -2).mean(1))[:, k].sum(), a)
+    a, g = (t.reshape(len(x), *grid, -1).permute(0, 3, 1, 2) for t in (a.detach(), g))
+    return torch.relu((g.mean((2, 3), keepdim=True) * a).sum(1))
+
+
+@pytest.mark.parametrize("tokens", [False, True])
+def test_gradcam_at_a_channels_last_or_token_layer_uses_its_grid_view(tokens):
+    m = _ChannelsLast(tokens).eval()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    got = A.gradcam(m, m.proj, x, 1)
+    want = _cam_by_hand(m, x, 1, (4, 4))
+    assert got.shape == (2, 4, 4) and (want > 0).any()
+    torch.testing.assert_close(got, want)
+
+
+def test_a_layer_that_does_not_depend_on_the_input_is_named():
+    class Cut(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Conv2d(3, 2, 1)
+            self.head = nn.Linear(3, 2)
+
+        def forward(self, x):
+            self.layer(x.detach())
+            return self.head(x.mean((2, 3)))
+
+    m = Cut()
+    with pytest.raises(RuntimeError, match="^the layer's output does not depend on the input$"):
+        A.gradcam(m, m.layer, torch.rand(1, 3, 4, 4), 0)
