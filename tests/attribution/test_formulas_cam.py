@@ -111,13 +111,14 @@ def _cam_by_hand(m, x, k, grid):
     return torch.relu((g.mean((2, 3), keepdim=True) * a).sum(1))
 
 
-@pytest.mark.parametrize("tokens", [False, True])
-def test_gradcam_at_a_channels_last_or_token_layer_uses_its_grid_view(tokens):
+@pytest.mark.parametrize("tokens,width", [(False, 16), (True, 16), (False, 32), (True, 32)])
+def test_gradcam_at_a_channels_last_or_token_layer_uses_its_grid_view(tokens, width):
+    """The layer's grid comes from the input's H x W (16 x 16 or 16 x 32 -> 4 x 4 or 4 x 8 patches)."""
     m = _ChannelsLast(tokens).eval()
-    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    x = torch.rand(2, 3, 16, width, generator=torch.Generator().manual_seed(6))
     got = A.gradcam(m, m.proj, x, 1)
-    want = _cam_by_hand(m, x, 1, (4, 4))
-    assert got.shape == (2, 4, 4) and (want > 0).any()
+    want = _cam_by_hand(m, x, 1, (4, width // 4))
+    assert got.shape == (2, 4, width // 4) and (want > 0).any()
     torch.testing.assert_close(got, want)
 
 

@@ -83,6 +83,17 @@ def test_scores_equal_the_metric_functions_method_by_method():
     np.testing.assert_allclose(out.fractions, np.round(np.linspace(0, 64, 6)) / 64)
 
 
+def test_a_single_image_is_scored_like_the_first_of_a_batch():
+    _, x, t, maps, s = _setup(road_n=0)
+    one = {m: v[:1] for m, v in maps.items()}
+    s1 = S.Setup(**{**s.__dict__, "fill": s.fill[:1], "start": s.start[:1]})
+    out = S.score_maps(_Ctx(), x[:1], t[:1], one, s1)
+    full = S.score_maps(_Ctx(), x, t, maps, s)
+    for m in maps:
+        np.testing.assert_allclose(out.deletion[m], full.deletion[m][:1], atol=1e-6)
+        np.testing.assert_allclose(out.insertion[m], full.insertion[m][:1], atol=1e-6)
+
+
 def test_without_road_images_road_is_skipped():
     _, x, t, maps, s = _setup(road_n=0)
     ctx = _Ctx()
