@@ -101,14 +101,14 @@ def floor_of(info: registry.TechniqueInfo, name: str) -> int:
 
 
 def _estimates(cfg: Config, techniques: list[registry.TechniqueInfo], m: Measure) -> dict[str, float]:
-    return {FEATURES: feature_pass_s(m), **{t.id: estimate(t, cfg.options(t.id), m) for t in techniques}}
+    return {FEATURES: feature_pass_s(m), **{t.id: estimate(t, cfg.options(t.id), m, cfg) for t in techniques}}
 
 
 def _step(cfg: Config, t: registry.TechniqueInfo, m: Measure) -> tuple[str, int, int, int] | None:
     """(option, value, lowered value, floor) of the scalable option of ``t`` furthest above its floor whose step
     lowers the estimate (an image count above the run's images does not), or None."""
     opts = cfg.options(t.id)
-    now = estimate(t, opts, m)
+    now = estimate(t, opts, m, cfg)
     cands = []
     for name in formula_for(t)[1]:
         v = getattr(opts, name, None)
@@ -117,7 +117,7 @@ def _step(cfg: Config, t: registry.TechniqueInfo, m: Measure) -> tuple[str, int,
     for _, name, v, fl in sorted(cands, reverse=True):
         while v > fl:
             new = max(fl, min(v - 1, int(v * STEP)))
-            if estimate(t, dataclasses.replace(opts, **{name: new}), m) < now:
+            if estimate(t, dataclasses.replace(opts, **{name: new}), m, cfg) < now:
                 return name, getattr(opts, name), new, fl
             v = new  # no effect yet (e.g. max_images above the images there are): look further down
     return None
@@ -142,7 +142,7 @@ def make_plan(cfg: Config, m: Measure, budget_s: float | None,
         _, t, (name, v, new, fl) = max(steps, key=lambda e: e[0])
         _apply(cfg.options(t.id), {name: new}, f"techniques.{t.id}")  # bounds checked as for any value
         first.setdefault((t.id, name), Reduction(t.id, name, v, new, fl)).after = new
-        est[t.id] = estimate(t, cfg.options(t.id), m)
+        est.update({u.id: estimate(u, cfg.options(u.id), m, cfg) for u in techniques})  # faithfulness reads others
     plan.estimate_s = est
     plan.reductions = list(first.values())
     return plan
@@ -175,7 +175,7 @@ def replan(plan: Plan | None, cfg: Config, done: list[Any], remaining: list[regi
     est, got = sum(e for e, _ in pairs), sum(g for _, g in pairs)
     left = plan.budget_s - (time.perf_counter() - plan.started)
     ratio = min(4.0, got / est) if est >= 1.0 else 1.0
-    ahead = sum(estimate(t, cfg.options(t.id), plan.measure) for t in remaining) * ratio
+    ahead = sum(estimate(t, cfg.options(t.id), plan.measure, cfg) for t in remaining) * ratio
     if ratio <= 1.1 or ahead <= left:
         return
     m = dataclasses.replace(plan.measure, fwd=plan.measure.fwd * ratio, grad=plan.measure.grad * ratio)
@@ -188,7 +188,8 @@ def replan(plan: Plan | None, cfg: Config, done: list[Any], remaining: list[regi
             have[(r.section, r.option)].after = r.after
         else:
             plan.reductions.append(r)
-        plan.estimate_s[r.section] = sub.estimate_s[r.section] / ratio  # in the probe's seconds, as the others
+    for t in remaining:  # in the probe's seconds, as the others (faithfulness's follows its sources' options)
+        plan.estimate_s[t.id] = sub.estimate_s[t.id] / ratio
     note = (f"after {len(done)} sections the run is {ratio:.1f}x slower than estimated; {left:.0f} s left for "
             f"{len(remaining)}: " + "; ".join(r.text() for r in sub.reductions))
     plan.replans.append(note)
