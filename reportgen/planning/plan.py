@@ -19,6 +19,9 @@ from .cost import DEFAULT_COST_S, Measure, estimate, feature_pass_s, formula_for
 
 #: the feature pass's key in the plan's per-section dictionaries
 FEATURES = "features"
+#: the largest slowdown re-planning believes (a demo --budget 3m build at load 20 on 2 cores ran 19x slower than its
+#: probe said; at the earlier cap of 4x the plan left for the sections after it was 3x too long)
+MAX_SLOWDOWN = 25.0
 #: one reduction step keeps this share of an option's value (and always lowers it by at least 1)
 STEP = 0.7
 
@@ -166,15 +169,15 @@ def plan_run(ctx: Any, budget_s: float | None, plan_only: bool, log: Callable[[s
 def replan(plan: Plan | None, cfg: Config, done: list[Any], remaining: list[registry.TechniqueInfo],
            log: Callable[[str], None]) -> None:
     """Before the next section: when the sections run so far (``done``) took longer than estimated (the machine's
-    load changed since the probe), re-plan the ``remaining`` ones with the probe scaled by that ratio (at most 4x)
-    into the budget left; new reductions join the plan's."""
+    load changed since the probe), re-plan the ``remaining`` ones with the probe scaled by that ratio (at most
+    :data:`MAX_SLOWDOWN`) into the budget left; new reductions join the plan's."""
     if plan is None or plan.budget_s is None or not remaining:
         return
     pairs = [(plan.estimate_s[s.id], s.wall_time_s) for s in done
              if s.id in plan.estimate_s and not s.cached and s.wall_time_s is not None]
     est, got = sum(e for e, _ in pairs), sum(g for _, g in pairs)
     left = plan.budget_s - (time.perf_counter() - plan.started)
-    ratio = min(4.0, got / est) if est >= 1.0 else 1.0
+    ratio = min(MAX_SLOWDOWN, got / est) if est >= 1.0 else 1.0
     ahead = sum(estimate(t, cfg.options(t.id), plan.measure, cfg) for t in remaining) * ratio
     if ratio <= 1.1 or ahead <= left:
         return
