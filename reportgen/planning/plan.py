@@ -66,6 +66,9 @@ class Plan:
             return f"estimate {total:.0f} s fits the budget of {self.budget_s:.0f} s: nothing reduced"
         again = (f"; re-planned {len(self.replans)} times as the sections ran slower than estimated"
                  if self.replans else "")
+        if self.reachable and before <= self.budget_s:  # every reduction came from re-planning
+            return (f"estimate {before:.0f} s fit the budget of {self.budget_s:.0f} s, but the sections ran slower "
+                    f"than estimated: {len(self.reductions)} options reduced{again}")
         if self.reachable:
             return (f"estimate {before:.0f} s exceeded the budget of {self.budget_s:.0f} s; "
                     f"{len(self.reductions)} options reduced, now {total:.0f} s at the probe's speed{again}")
