@@ -21,12 +21,12 @@ def recompute(data: dict) -> dict[str, float]:
 
     pm = data["plan"]["measure"]
     m = Measure(fwd=pm["forward_s_per_image"], grad=pm["grad_s_per_image"], n=pm["images"], size=pm["input_size"],
-                macs=pm["macs"])
+                macs=pm["macs"], attends=bool(pm.get("attends", False)))
     cfg = make_config(data["config"]["preset"], technique_overrides=data["config"]["techniques"])
     out = {"features": feature_pass_s(m)}
     for sid in data["plan"]["estimate_s"]:
         if sid != "features":
-            out[sid] = estimate(registry.get(sid), cfg.options(sid), m)
+            out[sid] = estimate(registry.get(sid), cfg.options(sid), m, cfg)
     return out
 
 

@@ -101,7 +101,8 @@ def _pixels(units: torch.Tensor, patch: int, size: tuple[int, int], offset: tupl
     return units[:, offset[0]:offset[0] + size[0], offset[1]:offset[1] + size[1]]
 
 
-def _scores(model: nn.Module, x: torch.Tensor, t: torch.Tensor, output: Output) -> torch.Tensor:
+def class_scores(model: nn.Module, x: torch.Tensor, t: torch.Tensor, output: Output = "prob") -> torch.Tensor:
+    """The score of class ``t[b]`` for each copy ``x[b]`` (softmax probability or logit), one forward pass."""
     z = model(fast_layout(x)).float()
     if output == "prob":
         z = torch.softmax(z, 1)
@@ -139,17 +140,26 @@ def blend_curve(model: nn.Module, base: torch.Tensor, src: torch.Tensor, rank: t
                 output: Output = "prob", offset: tuple[int, int] = (0, 0)) -> np.ndarray:
     """B x S: the score of copy (b, s) = ``base[b]`` with its first ``counts[s]`` units (``rank`` order; the unit
     grid starts ``offset`` px above / left of the image) from ``src[b]``; all B x S copies in batches of ``batch``."""
-    n, size = len(base), (base.shape[-2], base.shape[-1])
+    n = len(base)
     cnt = torch.as_tensor(np.asarray(counts), device=base.device)
     t = _targets(target, n, base.device)
     out = torch.empty(n * len(cnt), dtype=torch.float32)
     with eval_mode(model), torch.inference_mode():
         for r in chunks(len(out), batch):
             pair = torch.arange(r.start, r.stop, device=base.device)
-            bi, si = pair // len(cnt), pair % len(cnt)
-            m = _pixels(rank[bi] < cnt[si].view(-1, 1, 1), patch, size, offset)[:, None]
-            out[r.start:r.stop] = _scores(model, torch.where(m, src[bi], base[bi]), t[bi], output).cpu()
+            bi = pair // len(cnt)
+            out[r.start:r.stop] = class_scores(model, blend_copies(base, src, rank, cnt, pair, patch, offset),
+                                               t[bi], output).cpu()
     return out.view(n, len(cnt)).numpy()
+
+
+def blend_copies(base: torch.Tensor, src: torch.Tensor, rank: torch.Tensor, cnt: torch.Tensor, pair: torch.Tensor,
+                 patch: int = 1, offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Copies ``pair`` (flat index ``b * len(cnt) + s``) of :func:`blend_curve`: ``base[b]`` with its first
+    ``cnt[s]`` units (``rank`` order) from ``src[b]``."""
+    bi, si = pair // len(cnt), pair % len(cnt)
+    m = _pixels(rank[bi] < cnt[si].view(-1, 1, 1), patch, (base.shape[-2], base.shape[-1]), offset)[:, None]
+    return torch.where(m, src[bi], base[bi])
 
 
 def deletion_curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor, steps: int = 32,
@@ -255,7 +265,7 @@ def faithfulness_correlation(model: nn.Module, x: torch.Tensor, target: Target, 
     ``subset_size`` units. ``unit``: ``pixel`` (a pixel or ``patch`` square, all channels; its attribution is the
     map's sum over it) or ``value`` (one channel of one pixel, indexing C x H x W flat, the map broadcast over
     channels). ``subsets`` (B x R x S) replaces the seeded draw."""
-    n, c, h, w = x.shape
+    n, c = x.shape[:2]
     t = _targets(target, n, x.device)
     base = fill_image(x, baseline)
     scores, grid = _unit_values(maps, c, patch, unit)
@@ -265,18 +275,26 @@ def faithfulness_correlation(model: nn.Module, x: torch.Tensor, target: Target, 
     r = subsets.shape[1]
     drops = torch.empty(n * r, dtype=torch.float32)
     with eval_mode(model), torch.inference_mode():
-        full = _scores(model, x, t, output).cpu()
-        flat = subsets.reshape(n * r, -1)
+        full = class_scores(model, x, t, output).cpu()
         for rg in chunks(n * r, batch):
             lo, pair = rg.start, torch.arange(rg.start, rg.stop, device=x.device)
             bi = pair // r
-            m = torch.zeros(len(pair), int(np.prod(grid)), dtype=torch.bool, device=x.device)
-            m.scatter_(1, flat[pair], True)
-            m = m.view(len(pair), *grid)
-            m = m if unit == "value" else _pixels(m, patch, (h, w))[:, None]
-            drops[lo:lo + len(pair)] = full[bi.cpu()] - _scores(model, torch.where(m, base[bi], x[bi]), t[bi],
-                                                               output).cpu()
+            copies = subset_copies(x, base, subsets, pair, grid, patch, unit)
+            drops[lo:lo + len(pair)] = full[bi.cpu()] - class_scores(model, copies, t[bi], output).cpu()
     return subset_correlation(maps, subsets, drops.view(n, r).double().numpy(), patch, unit, c)
+
+
+def subset_copies(x: torch.Tensor, base: torch.Tensor, subsets: torch.Tensor, pair: torch.Tensor,
+                  grid: tuple[int, ...], patch: int = 1, unit: str = "pixel") -> torch.Tensor:
+    """Copies ``pair`` (flat index ``b * R + r``) of :func:`faithfulness_correlation`: ``x[b]`` with the units of
+    subset ``subsets[b, r]`` (B x R x S, on the unit ``grid``) taken from ``base[b]``."""
+    r = subsets.shape[1]
+    bi = pair // r
+    m = torch.zeros(len(pair), int(np.prod(grid)), dtype=torch.bool, device=x.device)
+    m.scatter_(1, subsets.reshape(-1, subsets.shape[2])[pair], True)
+    m = m.view(len(pair), *grid)
+    m = m if unit == "value" else _pixels(m, patch, (x.shape[-2], x.shape[-1]))[:, None]
+    return torch.where(m, base[bi], x[bi])
 
 
 def _unit_values(maps: torch.Tensor, channels: int, patch: int, unit: str) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -328,14 +346,7 @@ def road_curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Te
     for ``lerf``) is replaced by :func:`noisy_linear_imputation` (``noise`` std, from ``rng``) and the copy
     classified. All copies of the batch are imputed first, then run ``batch`` at a time."""
     n, t = len(x), _targets(target, len(x), x.device)
-    rank = ranks(maps, 1, generator, descending=(order == "morf")).cpu()
-    xs = x.detach().float().cpu()
-    copies = []
-    for b in range(n):
-        for f in fractions:
-            removed = (rank[b] < removed_count(rank[b].numel(), f)).numpy()
-            copies.append(noisy_linear_imputation(xs[b].numpy(), removed, noise, rng))
-    allx = torch.from_numpy(np.stack(copies)).to(x.device, x.dtype)
+    allx = road_copies(x, maps, fractions, order, noise, rng, generator)
     ti = t.repeat_interleave(len(fractions))
     probs, correct = [], []
     with eval_mode(model), torch.inference_mode():
@@ -347,6 +358,21 @@ def road_curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Te
     shape = (n, len(fractions))
     return RoadCurve(np.asarray(fractions, dtype=np.float64), torch.cat(probs).view(shape).numpy(),
                      torch.cat(correct).view(shape).numpy(), order)
+
+
+def road_copies(x: torch.Tensor, maps: torch.Tensor, fractions: Sequence[float], order: Literal["morf", "lerf"],
+                noise: float = 0.01, rng: np.random.Generator | np.random.RandomState | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`road_curve`'s imputed copies (B * F, image-major, like ``x``): for each image and fraction, that share
+    of the pixels in ``order`` replaced by :func:`noisy_linear_imputation` (``rng`` drawn in that order)."""
+    rank = ranks(maps, 1, generator, descending=(order == "morf")).cpu()
+    xs = x.detach().float().cpu()
+    copies = []
+    for b in range(len(x)):
+        for f in fractions:
+            removed = (rank[b] < removed_count(rank[b].numel(), f)).numpy()
+            copies.append(noisy_linear_imputation(xs[b].numpy(), removed, noise, rng))
+    return torch.from_numpy(np.stack(copies)).to(x.device, x.dtype)
 
 
 def random_map(shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
@@ -371,6 +397,10 @@ __all__ = [
     "blur",
     "chunks",
     "centre_map",
+    "class_scores",
+    "blend_copies",
+    "road_copies",
+    "subset_copies",
     "deletion_curve",
     "faithfulness_correlation",
     "fill_image",

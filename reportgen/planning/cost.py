@@ -38,8 +38,13 @@ BATCH_EFFICIENCY = 0.6
 #: backward, measured on a 2-core CPU (0.09 s per step of 2 images for the demo model); a GPU is far faster
 TRANSFORM_NET_S = 0.045
 
-#: attribution methods (and baselines) the faithfulness section scores in a standard run
-FAITH_METHODS = 6
+#: maps faithfulness computes per sanity image for the check of a method the sanity section does not run: on the two
+#: randomised copies (top half, all layers) and, but for occlusion (read off the occlusion section's passes), for a
+#: random other class; as a multiple of the section's per-image cost (gradcam: Grad-CAM++ and Guided Grad-CAM)
+FAITH_TWIN_MAPS = {"smoothgrad": 3.0, "gradcam": 2.0, "occlusion": 2.0}
+#: seconds of ROAD's noisy linear imputation per copy of a 224 px image (one sparse solve; 0.17 s measured on this
+#: 2-core CPU, half of the pixels imputed), scaled by the pixel count
+IMPUTE_S_224 = 0.17
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -73,10 +78,12 @@ class Measure:
     size: int
     macs: int | None = None
     source: str = "probe"
+    attends: bool = False  # the model has global self-attention (attention rollout is scored too)
 
     def to_dict(self) -> dict[str, Any]:
         return {"forward_s_per_image": round(self.fwd, 5), "grad_s_per_image": round(self.grad, 5),
-                "images": self.n, "input_size": self.size, "macs": self.macs, "source": self.source}
+                "images": self.n, "input_size": self.size, "macs": self.macs, "source": self.source,
+                "attends": self.attends}
 
 
 def measure(ctx: Ctx) -> Measure:
@@ -91,10 +98,20 @@ def measure(ctx: Ctx) -> Measure:
         with eval_mode(ctx.model):
             fwd = _best(lambda: _forward(model, x)) / 2
             grad = _best(lambda: _gradient(model, x)) / 2
-        return Measure(fwd=fwd, grad=max(grad, fwd), n=len(ctx.images), size=size, macs=macs)
+        return Measure(fwd=fwd, grad=max(grad, fwd), n=len(ctx.images), size=size, macs=macs,
+                       attends=_attends(ctx))
     except Exception:  # noqa: BLE001 - a model the probe cannot time: assume 1 GMAC/s of CPU throughput
         f = (macs or 2e9) / 1e9
         return Measure(fwd=f, grad=3 * f, n=len(ctx.images), size=size, macs=macs, source="MACs (probe failed)")
+
+
+def _attends(ctx: Ctx) -> bool:
+    from ..techniques._explain import attention_reason
+
+    try:
+        return attention_reason(ctx) is not None
+    except Exception:  # noqa: BLE001 - a model the layer probe cannot run: counted without rollout
+        return False
 
 
 def _forward(model: Any, x: torch.Tensor) -> None:
@@ -173,6 +190,7 @@ FORMULAS: dict[str, tuple[Formula, tuple[str, ...]]] = {
     "occlusion": (_occlusion, ("max_images",)),
     "saliency": (lambda o, m: _n(o, m) * m.grad, ("max_images",)),
     "smoothgrad": (lambda o, m: _n(o, m) * o.samples * m.grad * BATCH_EFFICIENCY, ("samples", "max_images")),
+    "vargrad": (lambda o, m: _n(o, m) * o.samples * m.grad * BATCH_EFFICIENCY, ("samples", "max_images")),
     "gradcam": (lambda o, m: _n(o, m) * m.grad, ("max_images",)),
     "segmentation": (lambda o, m: _n(o, m) * (1 + o.iterations) * m.grad, ("max_images",)),
     # steps doubles until the completeness gap is within tolerance, up to max_steps: counted as if it reaches it
@@ -182,9 +200,7 @@ FORMULAS: dict[str, tuple[Formula, tuple[str, ...]]] = {
     "attention": (lambda o, m: (_n(o, m) + min(o.distance_images, m.n)) * m.fwd, ("distance_images", "max_images")),
     "shortcuts": (lambda o, m: _features(m), ()),
     "sanity": (lambda o, m: _n(o, m) * o.stages * (3 + o.ig_steps) * m.grad, ("stages", "max_images")),
-    "faithfulness": (lambda o, m: _n(o, m) * FAITH_METHODS * (2 * o.steps + o.mufidelity_runs) * m.fwd
-                     * BATCH_EFFICIENCY + o.road_images * FAITH_METHODS * 2 * o.steps * m.fwd,
-                     ("mufidelity_runs", "steps", "max_images")),
+    "faithfulness": (lambda o, m: _faithfulness(o, m), ("mufidelity_runs", "steps", "max_images")),
     "corruptions": (lambda o, m: _n(o, m) * 15 * m.fwd * BATCH_EFFICIENCY, ("max_images",)),
     "slices": (lambda o, m: _features(m), ()),
     "data_issues": (lambda o, m: _features(m), ()),
@@ -204,6 +220,71 @@ FORMULAS: dict[str, tuple[Formula, tuple[str, ...]]] = {
 }
 
 
+def _faithfulness(o: Any, m: Measure, cfg: Any = None) -> float:
+    """The faithfulness section: one stream of perturbed copies (per image the image, the fill and the blurred start
+    once, each method's inner deletion and insertion steps, the MuFidelity subsets; ROAD's imputed copies), and, with
+    the run's configuration ``cfg``, the maps it computes itself: those of the images a method's section does not
+    show and the sanity checks of the methods the sanity section does not run (:data:`FAITH_TWIN_MAPS`)."""
+    n, srcs = _n(o, m), _faith_sources(cfg)
+    k = sum(srcs.values()) + 2 + int(m.attends)
+    copies = n * (3 + 2 * k * (max(2, int(o.steps)) - 1) + int(o.mufidelity_runs))
+    road = min(n, int(o.road_images)) * 2 * k * len(o.road_fractions) if o.road else 0
+    total = (copies + road) * m.fwd * BATCH_EFFICIENCY + road * IMPUTE_S_224 * (m.size / 224) ** 2
+    if cfg is None:
+        return total
+    from .. import registry
+
+    on = {t.id for t in cfg.enabled()}
+    checked = min(int(_options(cfg, "sanity").max_images), m.n) if o.sanity else 0
+    for tid in srcs:
+        so = _options(cfg, tid)
+        shown = _n(so, m) if tid in on else 0  # a section not run leaves every map to faithfulness
+        per = max(0.0, estimate(registry.get(tid), so, m) - SECTION_OVERHEAD_S) / max(1, _n(so, m))
+        total += per * (max(0, n - shown) + checked * FAITH_TWIN_MAPS.get(tid, 0.0))
+    return total
+
+
+def faith_sources(preset: str | None = None) -> dict[str, int]:
+    """Technique -> how many of its methods the faithfulness section scores (gradcam: Grad-CAM, Grad-CAM++ and
+    Guided Grad-CAM), read off the one list of attribution methods (``registry.attribution_methods``), for the
+    techniques of ``preset`` (every one when None); attention rollout is counted apart (on a model that attends)."""
+    from .. import registry
+
+    out: dict[str, int] = {}
+    for meth in registry.attribution_methods():
+        if meth.maps is None or meth.technique == "attention":
+            continue
+        if preset is None or preset in registry.get(meth.technique).runs_in:
+            out[meth.technique] = out.get(meth.technique, 0) + 1
+    return out
+
+
+def _faith_sources(cfg: Any) -> dict[str, int]:
+    """:func:`faith_sources` of the sections ``cfg`` enables (those of its preset when it enables none; all of them
+    when ``cfg`` is None)."""
+    if cfg is None:
+        return faith_sources()
+    on = {t.id for t in cfg.enabled()}
+    every = faith_sources(cfg.preset)
+    out = {tid: k for tid, k in every.items() if tid in on}
+    if "gradcam" in out and not getattr(_options(cfg, "gradcam"), "guided", True):
+        out["gradcam"] = 2
+    return out or every
+
+
+def _options(cfg: Any, tid: str) -> Any:
+    try:
+        return cfg.options(tid)
+    except KeyError:
+        from .. import registry
+
+        return registry.get(tid).default_options(cfg.preset)
+
+
+#: formulas that read the run's configuration too (``fn(opts, m, cfg)``)
+WITH_CONFIG = {"faithfulness": _faithfulness}
+
+
 def _crop_area(o: Any) -> float:
     return float(getattr(o, "crop", 0.5)) ** 2
 
@@ -217,12 +298,15 @@ def formula_for(info: Any) -> tuple[Formula | None, tuple[str, ...]]:
     return FORMULAS.get(info.id, (None, ()))
 
 
-def estimate(info: Any, opts: Any, m: Measure) -> float:
-    """Seconds the section of ``info`` with options ``opts`` is expected to take (see the module docstring)."""
+def estimate(info: Any, opts: Any, m: Measure, cfg: Any = None) -> float:
+    """Seconds the section of ``info`` with options ``opts`` is expected to take (see the module docstring); ``cfg``:
+    the run's configuration, for the formulas that depend on other sections (:data:`WITH_CONFIG`)."""
     fn, _ = formula_for(info)
     if fn is None:
         return DEFAULT_COST_S
     try:
+        if getattr(info, "cost", None) is None and info.id in WITH_CONFIG:
+            return SECTION_OVERHEAD_S + max(0.0, float(WITH_CONFIG[info.id](opts, m, cfg)))
         return SECTION_OVERHEAD_S + max(0.0, float(fn(opts, m)))
     except (AttributeError, TypeError, ValueError):  # options changed under the formula: the default
         return DEFAULT_COST_S

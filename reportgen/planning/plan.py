@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 #: the feature pass's key in the plan's per-section dictionaries
 FEATURES = "features"
+#: the largest slowdown re-planning believes (a demo --budget 3m build at load 20 on 2 cores ran 19x slower than its
+#: probe said; at the earlier cap of 4x the plan left for the sections after it was 3x too long)
+MAX_SLOWDOWN = 25.0
 #: one reduction step keeps this share of an option's value (and always lowers it by at least 1)
 STEP = 0.7
 
@@ -66,6 +69,9 @@ class Plan:
             return f"estimate {total:.0f} s fits the budget of {self.budget_s:.0f} s: nothing reduced"
         again = (f"; re-planned {len(self.replans)} times as the sections ran slower than estimated"
                  if self.replans else "")
+        if self.reachable and before <= self.budget_s:  # every reduction came from re-planning
+            return (f"estimate {before:.0f} s fit the budget of {self.budget_s:.0f} s, but the sections ran slower "
+                    f"than estimated: {len(self.reductions)} options reduced{again}")
         if self.reachable:
             return (f"estimate {before:.0f} s exceeded the budget of {self.budget_s:.0f} s; "
                     f"{len(self.reductions)} options reduced, now {total:.0f} s at the probe's speed{again}")
@@ -104,14 +110,14 @@ def floor_of(info: registry.TechniqueInfo, name: str) -> int:
 
 
 def _estimates(cfg: Config, techniques: list[registry.TechniqueInfo], m: Measure) -> dict[str, float]:
-    return {FEATURES: feature_pass_s(m), **{t.id: estimate(t, cfg.options(t.id), m) for t in techniques}}
+    return {FEATURES: feature_pass_s(m), **{t.id: estimate(t, cfg.options(t.id), m, cfg) for t in techniques}}
 
 
 def _step(cfg: Config, t: registry.TechniqueInfo, m: Measure) -> tuple[str, int, int, int] | None:
     """(option, value, lowered value, floor) of the scalable option of ``t`` furthest above its floor whose step
     lowers the estimate (an image count above the run's images does not), or None."""
     opts = cfg.options(t.id)
-    now = estimate(t, opts, m)
+    now = estimate(t, opts, m, cfg)
     cands = []
     for name in formula_for(t)[1]:
         v = getattr(opts, name, None)
@@ -120,7 +126,7 @@ def _step(cfg: Config, t: registry.TechniqueInfo, m: Measure) -> tuple[str, int,
     for _, name, v, fl in sorted(cands, reverse=True):
         while v > fl:
             new = max(fl, min(v - 1, int(v * STEP)))
-            if estimate(t, dataclasses.replace(opts, **{name: new}), m) < now:
+            if estimate(t, dataclasses.replace(opts, **{name: new}), m, cfg) < now:
                 return name, getattr(opts, name), new, fl
             v = new  # no effect yet (e.g. max_images above the images there are): look further down
     return None
@@ -145,7 +151,7 @@ def make_plan(cfg: Config, m: Measure, budget_s: float | None,
         _, t, (name, v, new, fl) = max(steps, key=lambda e: e[0])
         _apply(cfg.options(t.id), {name: new}, f"techniques.{t.id}")  # bounds checked as for any value
         first.setdefault((t.id, name), Reduction(t.id, name, v, new, fl)).after = new
-        est[t.id] = estimate(t, cfg.options(t.id), m)
+        est.update({u.id: estimate(u, cfg.options(u.id), m, cfg) for u in techniques})  # faithfulness reads others
     plan.estimate_s = est
     plan.reductions = list(first.values())
     return plan
@@ -169,16 +175,16 @@ def plan_run(ctx: Ctx, budget_s: float | None, plan_only: bool, log: Callable[[s
 def replan(plan: Plan | None, cfg: Config, done: list[Any], remaining: list[registry.TechniqueInfo],
            log: Callable[[str], None]) -> None:
     """Before the next section: when the sections run so far (``done``) took longer than estimated (the machine's
-    load changed since the probe), re-plan the ``remaining`` ones with the probe scaled by that ratio (at most 4x)
-    into the budget left; new reductions join the plan's."""
+    load changed since the probe), re-plan the ``remaining`` ones with the probe scaled by that ratio (at most
+    :data:`MAX_SLOWDOWN`) into the budget left; new reductions join the plan's."""
     if plan is None or plan.budget_s is None or not remaining:
         return
     pairs = [(plan.estimate_s[s.id], s.wall_time_s) for s in done
              if s.id in plan.estimate_s and not s.cached and s.wall_time_s is not None]
     est, got = sum(e for e, _ in pairs), sum(g for _, g in pairs)
     left = plan.budget_s - (time.perf_counter() - plan.started)
-    ratio = min(4.0, got / est) if est >= 1.0 else 1.0
-    ahead = sum(estimate(t, cfg.options(t.id), plan.measure) for t in remaining) * ratio
+    ratio = min(MAX_SLOWDOWN, got / est) if est >= 1.0 else 1.0
+    ahead = sum(estimate(t, cfg.options(t.id), plan.measure, cfg) for t in remaining) * ratio
     if ratio <= 1.1 or ahead <= left:
         return
     m = dataclasses.replace(plan.measure, fwd=plan.measure.fwd * ratio, grad=plan.measure.grad * ratio)
@@ -191,7 +197,8 @@ def replan(plan: Plan | None, cfg: Config, done: list[Any], remaining: list[regi
             have[(r.section, r.option)].after = r.after
         else:
             plan.reductions.append(r)
-        plan.estimate_s[r.section] = sub.estimate_s[r.section] / ratio  # in the probe's seconds, as the others
+    for t in remaining:  # in the probe's seconds, as the others (faithfulness's follows its sources' options)
+        plan.estimate_s[t.id] = sub.estimate_s[t.id] / ratio
     note = (f"after {len(done)} sections the run is {ratio:.1f}x slower than estimated; {left:.0f} s left for "
             f"{len(remaining)}: " + "; ".join(r.text() for r in sub.reductions))
     plan.replans.append(note)

@@ -34,6 +34,8 @@ from ..attribution.visualization import attr_image, attr_item
 from ._faith_maps import MapMethod
 from ._map_store import MapSpec, put_maps
 from ..features.split import split_rows
+from ._faith_maps import technique_options
+from ._sanity_checks import protocol
 from ._explain import (attention_reason, cell_width, cost_scaled_window, image_item, incremental_batch_size,
                        predict_batch, resolve_window, show_indices)
 
@@ -100,18 +102,23 @@ class OcclusionResult:
     from_label: bool
     pred: int
     method: str = "incremental"  # or "full forward passes (why)"
+    # (class, H x W map p - heat) for another class from the same occluded passes (``occlusion_maps``' ``others``)
+    other: tuple[int, np.ndarray] | None = None
 
 
 
 
 def occlusion_maps(ctx: Ctx, indices: list[int], window: int, stride: int, batch_size: int = 64,
                    fill: np.ndarray | float = 0.5, classes: list[int] | None = None,
-                   incremental: bool = True, incremental_batch: int | None = None) -> list[OcclusionResult]:
+                   incremental: bool = True, incremental_batch: int | None = None,
+                   others: dict[int, int] | None = None) -> list[OcclusionResult]:
     """Occlusion probability maps of ``indices`` (:func:`reportgen.attribution.occlusion_grid`, exact incremental
     inference where the model allows it unless ``incremental`` is False; same maps either way). Full passes run
-    ``batch_size`` copies at a time, incremental ones ``incremental_batch`` (default: ``batch_size``)."""
+    ``batch_size`` copies at a time, incremental ones ``incremental_batch`` (default: ``batch_size``).
+    ``others``: image index -> another class whose change map (``other``) is read off the same passes."""
     bt = predict_batch(ctx, list(indices), classes)
     x = bt.x.float()
+    others = {int(i): int(c) for i, c in (others or {}).items() if int(i) in bt.idx}
     no_reuse = attention_reason(ctx) if incremental else None
     if not incremental:
         occ, why = None, "incremental inference turned off"
@@ -121,13 +128,38 @@ def occlusion_maps(ctx: Ctx, indices: list[int], window: int, stride: int, batch
         occ, why = ctx.memo(OCCLUDER, lambda: IncrementalOccluder.build(ctx.pixel_model))
     batch = (incremental_batch or batch_size) if occ is not None else batch_size
     model = ctx.pixel_model if occ is not None else inference_model(ctx)
-    grids = A.occlusion_grid(model, x, bt.targets, window, stride, fill, batch, occ is not None,
-                             progress=lambda it, desc, total: ctx.progress(it, desc, total=total), occluder=occ)
-    heats = A.coverage_average(grids, cast(tuple[int, int], tuple(x.shape[-2:])), window, stride, bt.probs).numpy()
+    t2 = np.stack([bt.targets, [others.get(int(i), int(t)) for i, t in zip(bt.idx, bt.targets)]], 1)
+    both = A.occlusion_grid(model, x, t2 if others else bt.targets, window, stride, fill, batch, occ is not None,
+                            progress=lambda it, desc, total: ctx.progress(it, desc, total=total), occluder=occ)
+    grids = both[:, 0] if others else both
+    size = cast(tuple[int, int], tuple(x.shape[-2:]))
+    heats = A.coverage_average(grids, size, window, stride, bt.probs).numpy()
     via = f", {model.source}" if isinstance(model, FrozenForward) else ""
     method = "incremental" if occ is not None else f"full forward passes ({why}{via})"
-    return [OcclusionResult(int(i), heats[k], grids[k].numpy(), float(bt.probs[k]), int(bt.targets[k]),
-                            bool(bt.from_label[k]), int(bt.preds[k]), method) for k, i in enumerate(bt.idx)]
+    out = [OcclusionResult(int(i), heats[k], grids[k].numpy(), float(bt.probs[k]), int(bt.targets[k]),
+                           bool(bt.from_label[k]), int(bt.preds[k]), method) for k, i in enumerate(bt.idx)]
+    if others:
+        with torch.inference_mode():
+            p = torch.softmax(ctx.pixel_model(x).float(), 1).gather(1, torch.as_tensor(t2[:, 1:], device=x.device))
+        p = p[:, 0].cpu()
+        maps = p.numpy()[:, None, None] - A.coverage_average(both[:, 1], size, window, stride, p).numpy()
+        for k, r in enumerate(out):
+            if r.index in others:
+                r.other = (others[r.index], maps[k])
+    return out
+
+
+def sanity_classes(ctx: Ctx) -> dict[int, int]:
+    """Image index -> the random other class whose occlusion map the faithfulness section's sanity check asks for
+    (the sanity protocol's images and classes, :mod:`._sanity_checks`); {} when it shows no checks."""
+    enabled = {t.id for t in ctx.config.enabled()}
+    if "faithfulness" not in enabled or not ctx.config.options("faithfulness").sanity:
+        return {}
+    try:
+        p = protocol(ctx, technique_options(ctx, "sanity"))
+    except ValueError:  # no parameters to randomise: no checks
+        return {}
+    return {int(i): int(c) for i, c in zip(p.batch.idx, p.other)}
 
 
 def naive_occlusion(ctx: Ctx, index: int, target: int, window: int, stride: int, fill) -> np.ndarray:
@@ -230,9 +262,14 @@ def occlusion(ctx: Ctx, opts: OcclusionOptions) -> Section:
     inc_batch = batch if opts.batch_size > 0 else incremental_batch_size(ctx)
     results = split_rows(ctx, [(int(i), window, stride, tuple(float(v) for v in np.ravel(fill))) for i in idx],
                          lambda keys: occlusion_maps(ctx, [k[0] for k in keys], window, stride, batch, fill,
-                                                     incremental_batch=inc_batch))  # torchrun: ranks share images
-    put_maps(ctx, occlusion_spec(window, stride, fill), [r.index for r in results], [r.target for r in results],
+                                                     incremental_batch=inc_batch, others=sanity_classes(ctx))
+                         )  # torchrun: ranks share images
+    spec = occlusion_spec(window, stride, fill)
+    put_maps(ctx, spec, [r.index for r in results], [r.target for r in results],
              np.stack([r.base - r.heat for r in results]))  # the maps faithfulness scores
+    for r in results:  # and the random-class maps of its sanity check, from the same passes
+        if r.other is not None:
+            put_maps(ctx, spec, [r.index], [r.other[0]], r.other[1][None])
     sec = Section(id="occlusion", title="Occlusion sensitivity")
     items = []
     for r in results:
