@@ -179,8 +179,10 @@ def main(argv=None) -> int:
     if a.list:
         print(",".join(names))
         return 0
-    rows = []
+    rows: list[dict] = []
     for name in names:
+        if a.out and rows:  # each row is kept as soon as it is known (a timed-out one too)
+            Path(a.out).write_text(json.dumps(rows, indent=1))
         cmd = [sys.executable, __file__, "--child", name, "--images", str(a.images), "--sections", a.sections,
                "--cpu-timeout", str(a.cpu_timeout)]
         if a.folder:
@@ -210,8 +212,8 @@ def main(argv=None) -> int:
                   f"layer {row['layers'].get('activations', '-')}  slowest {row['slowest']}", flush=True)
             for k, v in {**row["unsupported"], **row["failed"]}.items():
                 print(f"    {k}: {v}", flush=True)
-        if a.out:
-            Path(a.out).write_text(json.dumps(rows, indent=1))
+    if a.out:
+        Path(a.out).write_text(json.dumps(rows, indent=1))
     return 0
 
 
