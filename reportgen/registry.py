@@ -31,7 +31,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Sequence
 
-from .report import Reference, Section
+from .report import Reference, Section, plural
 
 #: the presets, written once: options, config, the CLI and each technique's ``runs_in`` read them
 Preset = Literal["minimal", "standard", "full"]
@@ -374,7 +374,8 @@ def run_order(infos: list[TechniqueInfo]) -> list[TechniqueInfo]:
     for t in infos:
         unknown = [u for u in uses[t.id] if u not in known]
         if unknown:
-            raise ValueError(f"technique {t.id!r} uses unknown technique(s) {', '.join(map(repr, unknown))} "
+            raise ValueError(f"technique {t.id!r} uses {plural(len(unknown), 'unknown technique')}: "
+                             f"{', '.join(map(repr, unknown))} "
                              f"(known: {', '.join(sorted(known))})")
     here = {t.id for t in infos}
     left = list(infos)

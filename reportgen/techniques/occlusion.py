@@ -157,7 +157,7 @@ def sanity_classes(ctx: Ctx) -> dict[int, int]:
         return {}
     try:
         p = protocol(ctx, technique_options(ctx, "sanity"))
-    except ValueError:  # no parameters to randomise: no checks
+    except (ValueError, RuntimeError):  # no parameters to randomise, or no hooks (a TorchScript archive): no checks
         return {}
     return {int(i): int(c) for i, c in zip(p.batch.idx, p.other)}
 

@@ -72,8 +72,8 @@ def test_activation_and_gradient_are_the_layer_output_and_its_class_gradient():
 
 def test_errors_name_the_problem():
     flat = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
-    with pytest.raises(ValueError, match=r"^the model has no layer with a spatial \(B x C x h x w, B x h x w x C "
-                                         r"or token grid\) output$"):
+    with pytest.raises(ValueError, match=r"^The model has no layer with a spatial \(B x C x h x w, B x h x w x C "
+                                         r"or token grid\) output for Grad-CAM to weight; pass the layer's name"):
         A.last_spatial_block(flat, torch.rand(1, 3, 2, 2))
     with pytest.raises(ValueError, match=r"^Grad-CAM needs a spatial layer \(B x C x h x w output\), got shape"):
         A.gradcam(flat, flat[1], torch.rand(1, 3, 2, 2), 0)

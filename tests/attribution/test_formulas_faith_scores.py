@@ -51,7 +51,7 @@ def test_scores_equal_the_metric_functions_method_by_method():
     model, x, t, maps, s = _setup()
     ctx = _Ctx()
     out = S.score_maps(ctx, x, t, maps, s)
-    assert ctx.progress_calls == [("Faithfulness: deletion and insertion, MuFidelity, ROAD", 3)]
+    assert ctx.progress_calls == [("Faithfulness: perturbed copies", 14)]  # the one stream's batches
     ref = _Ctx()
     for m, v in maps.items():
         mt = torch.from_numpy(v)
@@ -98,7 +98,7 @@ def test_without_road_images_road_is_skipped():
     _, x, t, maps, s = _setup(road_n=0)
     ctx = _Ctx()
     out = S.score_maps(ctx, x, t, {"ramp": maps["ramp"]}, s)
-    assert ctx.progress_calls == [("Faithfulness: deletion and insertion, MuFidelity, ROAD", 2)]
+    assert ctx.progress_calls == [("Faithfulness: perturbed copies", 6)]
     assert out.road_morf == {} and out.road_lerf == {} and set(out.deletion) == {"ramp"}
 
 
