@@ -24,6 +24,7 @@ from .. import attribution as A
 from ..attribution import window_positions
 from ..attribution.incremental import IncrementalOccluder
 from ..cache import MemoKey
+from ..inspection.hooks import hookable
 from ..pictures import figure_to_png, new_figure
 from ..papers import NAKANDALA_2019, ZEILER_FERGUS_2014
 from ..registry import AttributionMethod, Range, technique
@@ -153,11 +154,11 @@ def sanity_classes(ctx: Ctx) -> dict[int, int]:
     """Image index -> the random other class whose occlusion map the faithfulness section's sanity check asks for
     (the sanity protocol's images and classes, :mod:`._sanity_checks`); {} when it shows no checks."""
     enabled = {t.id for t in ctx.config.enabled()}
-    if "faithfulness" not in enabled or not ctx.config.options("faithfulness").sanity:
-        return {}
+    if "faithfulness" not in enabled or not ctx.config.options("faithfulness").sanity or not hookable(ctx.model):
+        return {}  # no checks (a TorchScript archive takes no hooks: no randomised copies either)
     try:
         p = protocol(ctx, technique_options(ctx, "sanity"))
-    except (ValueError, RuntimeError):  # no parameters to randomise, or no hooks (a TorchScript archive): no checks
+    except ValueError:  # no parameters to randomise: no checks
         return {}
     return {int(i): int(c) for i, c in zip(p.batch.idx, p.other)}
 
