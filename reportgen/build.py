@@ -42,7 +42,7 @@ from .display_paths import display_path, published_command, published_model_info
 from .report import ImagesInfo, Note, Report, RunInfo, Section, SkippedImage
 from .publish.rerender import publish_report, staged_output, store_tree
 from .review import review_plan, run_predictions
-from .planning.plan import plan_run, record_measured, replan
+from .planning.plan import before_section, plan_run, record_measured
 from .device import apply_threads, device_description, resolve_device
 
 
@@ -203,12 +203,16 @@ def run_technique(ctx: RunContext, info: registry.TechniqueInfo, strict: bool = 
 
 
 def compute_sections(ctx: RunContext, techniques: list[registry.TechniqueInfo], strict: bool = False,
-                     log: Callable[[str], None] | None = None, before: Callable[..., None] | None = None
+                     log: Callable[[str], None] | None = None, before: Callable[..., str | None] | None = None
                      ) -> list[Section]:
     sections: list[Section] = []
     for k, info in enumerate(techniques, 1):
         if before is not None:  # --budget: re-plan the sections left (reportgen/planning/plan.py)
-            before(sections, techniques[k - 1:])
+            gone = before(sections, techniques[k - 1:])
+            if gone is not None:  # the plan leaves it out (listed on the overview)
+                if log:
+                    log(f"[{k}/{len(techniques)}] {info.title} ({info.id}): {gone}")
+                continue
         if log:
             log(f"[{k}/{len(techniques)}] {info.title} ({info.id})")
         sec = run_technique(ctx, info, strict=strict)
@@ -398,7 +402,7 @@ def build_report(
         warning = untrained_warning(ctx, loaded.untrained, log)
         techniques = cfg.enabled()
         sections = compute_sections(ctx, techniques, strict=o.strict, log=log,
-                                    before=lambda done, left: replan(plan, cfg, done, left, log))
+                                    before=lambda done, left: before_section(plan, cfg, done, left, log))
         split.end(ctx)  # the other ranks are done
         if o.baseline is not None:  # explanation drift against the earlier report's kept maps (reportgen/drift/)
             from .drift.section import baseline_drift_section

@@ -12,10 +12,12 @@ from .config import allowed_values
 def techniques_markdown() -> str:
     out = ["# Techniques\n",
            "Generated from the registry by `python -m reportgen techniques --markdown`; do not edit by hand.\n"]
-    out.append("| id | title | papers | presets |\n| --- | --- | --- | --- |")
+    out.append("Role: what the section is to a review (`registry.Role`); `--budget` leaves `lecture` sections out "
+               "before `review` ones when every option at its floor does not fit, and never the `overview`.\n")
+    out.append("| id | title | papers | presets | role |\n| --- | --- | --- | --- | --- |")
     for t in registry.all_techniques():
         papers = "; ".join(f"[{r.short()}]({r.url})" if r.url else r.short() for r in t.references)
-        out.append(f"| `{t.id}` | {t.title} | {papers} | {', '.join(t.runs_in)} |")
+        out.append(f"| `{t.id}` | {t.title} | {papers} | {', '.join(t.runs_in)} | {t.role} |")
     out.append("")
     for t in registry.all_techniques():
         out.append(f"## `{t.id}`: {t.title}\n")

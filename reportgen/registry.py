@@ -36,6 +36,11 @@ from .report import Reference, Section, plural
 #: the presets, written once: options, config, the CLI and each technique's ``runs_in`` read them
 Preset = Literal["minimal", "standard", "full"]
 PRESETS: tuple[Preset, ...] = ("minimal", "standard", "full")
+#: what a section is to a model review, which orders how ``--budget`` leaves whole sections out once every option is
+#: at its floor (:mod:`reportgen.planning.plan`): ``lecture`` sections (the lecture's pictures) go first, then
+#: ``review`` ones (the numbers a review reads and the maps they score); ``overview`` never
+Role = Literal["overview", "review", "lecture"]
+ROLES: tuple[Role, ...] = ("overview", "review", "lecture")
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,7 @@ class TechniqueInfo:
     cost_scales: tuple[str, ...] = ()
     methods: tuple[AttributionMethod, ...] = ()
     uses: tuple[str, ...] = ()
+    role: Role = "lecture"
 
     def default_options(self, preset: str = "standard") -> Any:
         """Options dataclass for ``preset`` (dataclass defaults, then the preset's overrides)."""
@@ -181,6 +187,7 @@ def technique(
     cost_scales: tuple[str, ...] = (),
     methods: Sequence[AttributionMethod] = (),
     uses: tuple[str, ...] = (),
+    role: Role = "lecture",
 ) -> Callable[[Callable[..., Section]], Callable[..., Section]]:
     """Register ``fn(ctx, opts) -> Section`` under ``id``. Duplicate ids are an error.
 
@@ -198,7 +205,8 @@ def technique(
     for ``--budget``; ``cost_scales``: the options the budget may lower; see :mod:`reportgen.planning.cost`) and
     ``methods`` (the attribution methods it explains with, :class:`AttributionMethod`; see :func:`attribution_methods`)
     and ``uses`` (the ids of the techniques whose output it takes when they ran, or :data:`METHOD_TECHNIQUES` for
-    every technique that declares a method: the run puts it after them, see :func:`run_order`).
+    every technique that declares a method: the run puts it after them, see :func:`run_order`) and ``role`` (what
+    the section is to a review, :data:`Role`: the order in which ``--budget`` leaves sections out).
     """
     if not id or not id.replace("_", "").isalnum() or id != id.lower():
         raise ValueError(f"technique id must be lower_snake_case, got {id!r}")
@@ -208,6 +216,8 @@ def technique(
     presets = _checked_presets(id, opts_cls, dict(presets or {}), runs_in)
     if id in uses:
         raise ValueError(f"technique {id!r} lists itself in uses")
+    if role not in ROLES:
+        raise ValueError(f"technique {id!r}: role must be one of {', '.join(ROLES)}, got {role!r}")
 
     def deco(fn: Callable[..., Section]) -> Callable[..., Section]:
         if id in _REGISTRY:
@@ -235,6 +245,7 @@ def technique(
             cost_scales=tuple(cost_scales),
             methods=_register_methods(id, fn.__module__, methods),  # before the technique: a duplicate adds neither
             uses=tuple(uses),
+            role=role,
         )
         return fn
 

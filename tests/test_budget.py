@@ -16,7 +16,8 @@ from reportgen.cli import main
 from reportgen.config import make_config
 from reportgen.errors import ConfigError
 from reportgen.planning.cost import FORMULAS, Measure, estimate, formula_for, parse_duration
-from reportgen.planning.plan import FEATURES, _step, floor_of, make_plan
+from reportgen.planning import plan as plan_mod
+from reportgen.planning.plan import FEATURES, LEAVE_OUT_ORDER, _step, floor_of, make_plan
 
 TINY = dict(preset="minimal", resize=None, input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, device="cpu",
             labels=CLASSES)
@@ -24,9 +25,9 @@ TINY = dict(preset="minimal", resize=None, input_size=32, mean=(0.5,) * 3, std=(
 M = Measure(fwd=0.01, grad=0.03, n=100, size=64, macs=None)
 
 
-def _floors_total(cfg) -> float:
+def _floors_total(cfg, only=None) -> float:
     """The estimate with every scalable option at its floor (an independent walk of the declarations)."""
-    low = make_config("standard")
+    low = make_config("standard", only=only)
     for t in low.enabled():
         for name in formula_for(t)[1]:
             v = getattr(low.options(t.id), name)
@@ -59,12 +60,44 @@ def test_unreachable_budget_says_so_and_stops_at_the_floors():
     plan = make_plan(cfg, M, 0.5)
     assert not plan.reachable
     assert "cannot be met" in plan.verdict() and f"{plan.total_s - 0.5:.0f} s over" in plan.verdict()
+    assert "left out" in plan.verdict()
     assert plan.total_s <= _floors_total(cfg) + 1e-9
     for t in cfg.enabled():  # no step that lowers the estimate is left
         assert _step(cfg, t, M) is None, t.id
         std = make_config("standard").options(t.id)
         for name in formula_for(t)[1]:
             assert getattr(cfg.options(t.id), name) >= min(floor_of(t, name), getattr(std, name))
+    assert [t.id for t in cfg.enabled()] == ["card"]  # every section but the overview left out
+    assert {g.section for g in plan.left_out} == {t.id for t in make_config("standard").enabled()} - {"card"}
+
+
+def test_floors_that_do_not_fit_leave_sections_out_lecture_ones_first():
+    cfg = make_config("standard")
+    floors = _floors_total(cfg)
+    plan = make_plan(cfg, M, floors * 0.6)
+    assert plan.reachable and plan.total_s <= floors * 0.6
+    gone = [g.section for g in plan.left_out]
+    assert gone and set(gone) == set(cfg.skip)  # left out as --skip would
+    assert set(gone).isdisjoint(plan.estimate_s) and "card" not in gone
+    roles = [registry.get(s).role for s in gone]
+    assert roles == sorted(roles, key=LEAVE_OUT_ORDER.__getitem__)  # lecture sections before review ones
+    if "review" in roles:  # a review section goes only when every lecture section has gone
+        assert {t.id for t in make_config("standard").enabled() if t.role == "lecture"} <= set(gone)
+    # the first left out was the most expensive lecture section at the floors
+    at_floors = make_config("standard")
+    low = make_plan(at_floors, M, floors * 0.9999)
+    assert not low.left_out or low.left_out[0].section == gone[0]
+    lecture = {k: v for k, v in low.estimate_s.items() if k != FEATURES and registry.get(k).role == "lecture"}
+    assert gone[0] == max(lecture, key=lecture.get)
+    for line in ("left out " + plan.left_out[0].text(),):
+        assert any(line in x for x in plan.lines())
+    assert plan.to_dict()["left_out"][0]["section"] == gone[0]
+
+
+def test_a_budget_the_floors_fit_leaves_nothing_out():
+    cfg = make_config("standard")
+    plan = make_plan(cfg, M, _floors_total(cfg) * 1.02)
+    assert plan.reachable and plan.reductions and plan.left_out == [] and cfg.skip == []
 
 
 def test_without_a_budget_nothing_changes():
@@ -118,19 +151,37 @@ def test_plan_exits_0_without_running_sections(tmp_path, image_dir, monkeypatch)
     assert not (tmp_path / "d").exists()
 
 
-def test_budgeted_build_records_the_plan(tmp_path, image_dir):
+def test_budgeted_build_records_the_plan(tmp_path, image_dir, monkeypatch):
+    monkeypatch.setattr(plan_mod, "measure", lambda ctx: M)  # the probe's timing, fixed
     only = ["card", "smoothgrad", "integrated_gradients"]
-    res = build_mod.build_report(make_tiny_cnn(), image_dir, tmp_path / "o", only=only, budget=1e-3,
+    cfg = make_config("standard", only=only)
+    budget = (_floors_total(cfg, only) + make_plan(make_config("standard", only=only), M, None).total_s) / 2
+    res = build_mod.build_report(make_tiny_cnn(), image_dir, tmp_path / "o", only=only, budget=budget,
                                  use_cache=False, **{**TINY, "preset": "standard", "max_images": 6})
     plan = json.loads((tmp_path / "o" / "report.json").read_text())["plan"]
-    assert plan["budget_s"] == 1e-3 and plan["reachable"] is False
-    assert {r["section"] for r in plan["reductions"]} == {"smoothgrad", "integrated_gradients"}
+    assert plan["budget_s"] == budget and plan["left_out"] == []
+    assert {r["section"] for r in plan["reductions"]} <= {"smoothgrad", "integrated_gradients"}
     assert set(plan["measured_s"]) == set(only) | {FEATURES}
     assert all(v is not None and v >= 0 for v in plan["measured_s"].values())
     card = next(s for s in res.report.sections if s.id == "card")
-    assert "smoothgrad.samples 25 -> 8" in card.blocks[0].text
-    smooth = next(s for s in res.report.sections if s.id == "smoothgrad")
-    assert smooth.params["samples"] == 8  # the section ran with the reduced option
+    for r in plan["reductions"]:
+        assert f"{r['section']}.{r['option']} {r['before']} -> {r['after']}" in card.blocks[0].text
+        sec = next(s for s in res.report.sections if s.id == r["section"])
+        assert sec.params[r["option"]] == r["after"]  # the section ran with the reduced option
+
+
+def test_a_budget_below_the_floors_leaves_sections_out_of_the_build(tmp_path, image_dir):
+    only = ["card", "smoothgrad", "integrated_gradients"]
+    res = build_mod.build_report(make_tiny_cnn(), image_dir, tmp_path / "o", only=only, budget=1e-3,
+                                 use_cache=False, **{**TINY, "preset": "standard", "max_images": 6})
+    data = json.loads((tmp_path / "o" / "report.json").read_text())
+    plan = data["plan"]
+    assert plan["reachable"] is False and "cannot be met" in plan["verdict"]
+    assert {g["section"] for g in plan["left_out"]} == {"smoothgrad", "integrated_gradients"}
+    assert [s.id for s in res.report.sections] == ["card"]  # not run
+    assert set(data["config"]["skip"]) == {"smoothgrad", "integrated_gradients"}
+    note = next(s for s in res.report.sections if s.id == "card").blocks[0].text
+    assert "Left out" in note and "smoothgrad (estimated" in note and "integrated_gradients (estimated" in note
 
 
 def test_without_budget_no_plan_key(tmp_path, image_dir):
@@ -168,3 +219,24 @@ def test_replan_when_the_sections_run_slower_than_estimated():
     assert len(logged) == 1 and "3.0x slower" in logged[0] and plan.to_dict()["replans"]
     for r in plan.reductions:
         assert getattr(cfg.options(r.section), r.option) == r.after < r.before
+
+
+def test_a_run_far_slower_than_estimated_leaves_the_sections_ahead_out():
+    from reportgen.planning.plan import before_section
+    from reportgen.report import Section
+
+    cfg = make_config("standard")
+    techniques = cfg.enabled()
+    plan = make_plan(cfg, M, make_plan(make_config("standard"), M, None).total_s * 1.01)
+    first = [t for t in techniques if plan.estimate_s[t.id] > 1][:2]
+    done = [Section(id=t.id, title=t.id, wall_time_s=plan.estimate_s[t.id] * 25) for t in first]
+    plan.started -= plan.budget_s * 0.98  # nearly all the budget spent
+    rest = [t for t in techniques if t not in first]
+    logged: list[str] = []
+    why = before_section(plan, cfg, done, rest, logged.append)
+    gone = {g.section for g in plan.left_out}
+    assert gone and gone <= {t.id for t in rest} and gone <= set(cfg.skip) and "card" not in gone
+    assert "left out" in logged[0]
+    assert (why is not None) == (rest[0].id in gone)
+    nxt = next(t for t in rest if t.id in gone)
+    assert "--budget" in before_section(plan, cfg, done, rest[rest.index(nxt):], logged.append)

@@ -42,6 +42,17 @@ def test_presets_written_once():
     assert _field_type(Config, "preset") == registry.Preset
 
 
+def test_roles_written_once_and_read_by_the_budget():
+    from reportgen.planning.plan import LEAVE_OUT_ORDER
+
+    assert registry.ROLES == typing.get_args(registry.Role)
+    assert set(LEAVE_OUT_ORDER) < set(registry.ROLES)  # the overview is never left out
+    roles = {t.id: t.role for t in registry.all_techniques()}
+    assert roles["card"] == "overview" and set(roles.values()) == set(registry.ROLES)
+    with pytest.raises(ValueError, match="role must be one of"):
+        registry.technique("not_registered_role", "x", role="decoration")  # type: ignore[arg-type]
+
+
 def test_color_schemes_are_the_builtin_themes():
     assert themes.COLOR_SCHEMES == typing.get_args(themes.ColorScheme)
     assert set(themes.COLOR_SCHEMES) <= set(themes.available_themes())

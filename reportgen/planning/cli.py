@@ -14,6 +14,7 @@ def budget_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      "without running the sections.")(f)
     return click.option("--budget", metavar="DURATION",
                          help="Time for the sections, e.g. 90s, 5m, 1h: the most expensive sections' images, steps "
-                         "and samples are lowered (never below the minimal preset) to fit the estimate; "
+                         "and samples are lowered (never below the minimal preset) to fit the estimate, then, if "
+                         "that is not enough, whole sections are left out (the lecture's pictures first); "
                          "report.json's plan holds the estimate and measured time (general.budget in the TOML "
                          "file, in seconds).")(f)

@@ -2,8 +2,13 @@
 
 While the estimate exceeds the budget, the most expensive section that can still be reduced gives up one step
 (about 30 %, at least 1) of the scalable option furthest above its floor (the ``minimal`` preset's value, or 1);
-the loop ends when the estimate fits or every floor is reached (the plan then says the budget cannot be met and by
-how much). The reduced options go through :mod:`reportgen.config`'s checks, so their bounds hold.
+the loop ends when the estimate fits or every floor is reached. If every option is at its floor and the estimate still
+exceeds the budget, whole sections are left out (as ``--skip`` would): ``lecture`` sections before ``review`` ones
+(:data:`reportgen.registry.Role`), the most expensive first but the last the cheapest that makes the plan fit, each
+only where that lowers the total (faithfulness computes the maps of a method whose section is left out); the
+overview never. If even that does not fit, the plan
+says the budget cannot be met and by how much. The reduced options go through :mod:`reportgen.config`'s checks, so
+their bounds hold; the overview lists every reduction and every section left out.
 """
 
 from __future__ import annotations
@@ -42,6 +47,22 @@ class Reduction:
 
 
 @dataclass
+class LeftOut:
+    """A section the plan leaves out: every option at its floor did not fit the budget."""
+
+    section: str
+    role: str
+    estimate_s: float
+
+    def text(self) -> str:
+        return f"{self.section} (estimated {self.estimate_s:.0f} s)"
+
+
+#: the order in which the plan leaves sections out, by role (an absent role is never left out)
+LEAVE_OUT_ORDER = {"lecture": 0, "review": 1}
+
+
+@dataclass
 class Plan:
     budget_s: float | None
     measure: Measure
@@ -52,6 +73,7 @@ class Plan:
     measured_s: dict[str, float | None] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     replans: list[str] = field(default_factory=list)
+    left_out: list[LeftOut] = field(default_factory=list)
 
     @property
     def total_s(self) -> float:
@@ -69,14 +91,17 @@ class Plan:
             return f"estimate {total:.0f} s fits the budget of {self.budget_s:.0f} s: nothing reduced"
         again = (f"; re-planned {len(self.replans)} times as the sections ran slower than estimated"
                  if self.replans else "")
+        gone = (f"; {len(self.left_out)} sections left out, every option being at its floor"
+                if self.left_out else "")
         if self.reachable and before <= self.budget_s:  # every reduction came from re-planning
             return (f"estimate {before:.0f} s fit the budget of {self.budget_s:.0f} s, but the sections ran slower "
-                    f"than estimated: {len(self.reductions)} options reduced{again}")
+                    f"than estimated: {len(self.reductions)} options reduced{gone}{again}")
         if self.reachable:
             return (f"estimate {before:.0f} s exceeded the budget of {self.budget_s:.0f} s; "
-                    f"{len(self.reductions)} options reduced, now {total:.0f} s at the probe's speed{again}")
-        return (f"the budget of {self.budget_s:.0f} s cannot be met: with every scalable option at its floor the "
-                f"estimate is {total:.0f} s, {total - self.budget_s:.0f} s over")
+                    f"{len(self.reductions)} options reduced{gone}, now {total:.0f} s at the probe's speed{again}")
+        return (f"the budget of {self.budget_s:.0f} s cannot be met: with every scalable option at its floor"
+                + (" and every section but the overview left out" if self.left_out else "")
+                + f" the estimate is {total:.0f} s, {total - self.budget_s:.0f} s over")
 
     def lines(self) -> list[str]:
         """The plan as log lines: the verdict, each section's estimate, each reduction."""
@@ -90,6 +115,8 @@ class Plan:
             out.append(f"  {sid:<22} {s:8.1f} s" + (f"  (was {was:.1f} s)" if abs(was - s) > 0.05 else "") + note)
         for r in self.reductions:
             out.append(f"  reduced {r.text()}: most expensive section first, to fit the budget")
+        for g in self.left_out:
+            out.append(f"  left out {g.text()}, a {g.role} section: every option at its floor did not fit")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +127,7 @@ class Plan:
                 "reductions": [dataclasses.asdict(r) for r in self.reductions],
                 "default_cost_sections": list(self.defaults), "default_cost_s": DEFAULT_COST_S,
                 "replans": list(self.replans),
+                "left_out": [dataclasses.asdict(g) for g in self.left_out],
                 "measured_s": {k: (None if v is None else round(v, 2)) for k, v in self.measured_s.items()}}
 
 
@@ -152,9 +180,47 @@ def make_plan(cfg: Config, m: Measure, budget_s: float | None,
         _apply(cfg.options(t.id), {name: new}, f"techniques.{t.id}")  # bounds checked as for any value
         first.setdefault((t.id, name), Reduction(t.id, name, v, new, fl)).after = new
         est.update({u.id: estimate(u, cfg.options(u.id), m, cfg) for u in techniques})  # faithfulness reads others
+    plan.left_out = _leave_out(cfg, techniques, m, budget_s, est)
     plan.estimate_s = est
     plan.reductions = list(first.values())
     return plan
+
+
+def _leave_out(cfg: Config, techniques: list[registry.TechniqueInfo], m: Measure, budget_s: float,
+               est: dict[str, float]) -> list[LeftOut]:
+    """While ``est`` (updated in place) exceeds ``budget_s``: leave out a section of the first role in
+    :data:`LEAVE_OUT_ORDER` that has one whose removal lowers the total (it joins ``cfg.skip``): the cheapest whose
+    removal makes the plan fit, else the most expensive."""
+    out: list[LeftOut] = []
+    while sum(est.values()) > budget_s:
+        tiers: dict[int, list[tuple[float, registry.TechniqueInfo, dict[str, float]]]] = {}
+        for t in techniques:
+            if t.role in LEAVE_OUT_ORDER and t.id in est:
+                after = _without(cfg, techniques, m, est, t.id)
+                if sum(after.values()) < sum(est.values()):
+                    tiers.setdefault(LEAVE_OUT_ORDER[t.role], []).append((est[t.id], t, after))
+        if not tiers:
+            break
+        tier = tiers[min(tiers)]
+        fits = [e for e in tier if sum(e[2].values()) <= budget_s]
+        cost, t, after = min(fits, key=lambda e: e[0]) if fits else max(tier, key=lambda e: e[0])
+        cfg.skip.append(t.id)
+        out.append(LeftOut(t.id, t.role, cost))
+        est.clear()
+        est.update(after)
+    return out
+
+
+def _without(cfg: Config, techniques: list[registry.TechniqueInfo], m: Measure, est: dict[str, float],
+             tid: str) -> dict[str, float]:
+    """``est`` with section ``tid`` left out and the others re-estimated (faithfulness then maps that method)."""
+    cfg.skip.append(tid)
+    try:
+        after = {k: v for k, v in est.items() if k != tid}
+        after.update({u.id: estimate(u, cfg.options(u.id), m, cfg) for u in techniques if u.id in after})
+    finally:
+        cfg.skip.pop()
+    return after
 
 
 def plan_run(ctx: Ctx, budget_s: float | None, plan_only: bool, log: Callable[[str], None]) -> Plan | None:
@@ -172,11 +238,23 @@ def plan_run(ctx: Ctx, budget_s: float | None, plan_only: bool, log: Callable[[s
     return plan
 
 
+def before_section(plan: Plan | None, cfg: Config, done: list[Any], remaining: list[registry.TechniqueInfo],
+                   log: Callable[[str], None]) -> str | None:
+    """Before the next section (``remaining[0]``): :func:`replan`, then why the plan leaves that section out (None:
+    it runs)."""
+    replan(plan, cfg, done, remaining, log)
+    if plan is None or not remaining:
+        return None
+    gone = next((g for g in plan.left_out if g.section == remaining[0].id), None)
+    return None if gone is None else (f"left out to fit the time budget (--budget {plan.budget_s:.0f} s): "
+                                      f"{gone.text()}; every option at its floor did not fit")
+
+
 def replan(plan: Plan | None, cfg: Config, done: list[Any], remaining: list[registry.TechniqueInfo],
            log: Callable[[str], None]) -> None:
     """Before the next section: when the sections run so far (``done``) took longer than estimated (the machine's
     load changed since the probe), re-plan the ``remaining`` ones with the probe scaled by that ratio (at most
-    :data:`MAX_SLOWDOWN`) into the budget left; new reductions join the plan's."""
+    :data:`MAX_SLOWDOWN`) into the budget left; new reductions and sections left out join the plan's."""
     if plan is None or plan.budget_s is None or not remaining:
         return
     pairs = [(plan.estimate_s[s.id], s.wall_time_s) for s in done
@@ -188,8 +266,9 @@ def replan(plan: Plan | None, cfg: Config, done: list[Any], remaining: list[regi
     if ratio <= 1.1 or ahead <= left:
         return
     m = dataclasses.replace(plan.measure, fwd=plan.measure.fwd * ratio, grad=plan.measure.grad * ratio)
+    remaining = [t for t in remaining if t.id not in cfg.skip]
     sub = make_plan(cfg, m, max(left, 0.0), remaining, features=False)
-    if not sub.reductions:
+    if not sub.reductions and not sub.left_out:
         return
     have = {(r.section, r.option): r for r in plan.reductions}
     for r in sub.reductions:
@@ -197,10 +276,15 @@ def replan(plan: Plan | None, cfg: Config, done: list[Any], remaining: list[regi
             have[(r.section, r.option)].after = r.after
         else:
             plan.reductions.append(r)
+    plan.left_out += sub.left_out
     for t in remaining:  # in the probe's seconds, as the others (faithfulness's follows its sources' options)
-        plan.estimate_s[t.id] = sub.estimate_s[t.id] / ratio
+        if t.id in sub.estimate_s:
+            plan.estimate_s[t.id] = sub.estimate_s[t.id] / ratio
+        else:
+            plan.estimate_s.pop(t.id, None)
     note = (f"after {len(done)} sections the run is {ratio:.1f}x slower than estimated; {left:.0f} s left for "
-            f"{len(remaining)}: " + "; ".join(r.text() for r in sub.reductions))
+            f"{len(remaining)}: " + "; ".join([r.text() for r in sub.reductions]
+                                              + [f"left out {g.text()}" for g in sub.left_out]))
     plan.replans.append(note)
     log(f"Re-plan: {note}")
 
@@ -214,13 +298,15 @@ def record_measured(plan: Plan | None, sections: list[Any], report: Any) -> None
         if s.id in plan.estimate_s:
             plan.measured_s[s.id] = None if s.cached else s.wall_time_s
     report.meta.extra["plan"] = plan.to_dict()
-    if plan.budget_s is None or not plan.reductions and plan.reachable:
+    if plan.budget_s is None or not plan.reductions and not plan.left_out and plan.reachable:
         return
     from ..report import Note
 
     card = next((s for s in sections if s.id == "card"), None)
     if card is not None:
         text = (f"Time budget (--budget): {plan.verdict()}. Reduced: "
-                + ("; ".join(r.text() for r in plan.reductions) or "nothing") + ". The plan in report.json "
-                "gives each section's estimate beside its measured time.")
+                + ("; ".join(r.text() for r in plan.reductions) or "nothing") + "."
+                + (" Left out (not run; rerun without --budget, or with a larger one, for them): "
+                   + ", ".join(g.text() for g in plan.left_out) + "." if plan.left_out else "")
+                + " The plan in report.json gives each section's estimate beside its measured time.")
         card.blocks.insert(0, Note(text, kind="warning" if not plan.reachable else "info"))

@@ -288,7 +288,7 @@ def rollout_method(ctx: Ctx, _opts) -> MapMethod | None:
 
 
 @technique(
-    "attention", "Attention maps (rollout, gradient rollout, heads)", options=AttentionOptions, order=48,
+    "attention", "Attention maps (rollout, gradient rollout, heads)", role="review", options=AttentionOptions, order=48,
     needs_autograd=True, needs_layers=True, unsupported_if=_why_not,
     references=[ABNAR_ZUIDEMA_2020, CHEFER_2021, DOSOVITSKIY_2021],
     presets={"minimal": {"max_images": 2, "head_images": 1, "distance_images": 16},

@@ -148,7 +148,7 @@ def _why_not(ctx: Ctx) -> str | None:
 
 
 @technique(
-    "calibration", "Calibration", options=CalibrationOptions, order=5, unsupported_if=_why_not,
+    "calibration", "Calibration", role="review", options=CalibrationOptions, order=5, unsupported_if=_why_not,
     references=[GUO_2017, NAEINI_2015, NIXON_2019],
 )
 def calibration_technique(ctx: Ctx, opts: CalibrationOptions) -> Section:

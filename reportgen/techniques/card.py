@@ -223,7 +223,7 @@ def present_card(sec: Section, ctx: Ctx, res: CardResult, opts: CardOptions) -> 
 
 
 @technique(
-    "card", "Model card", options=CardOptions, order=0,
+    "card", "Model card", role="overview", options=CardOptions, order=0,
     references=[ZEILER_FERGUS_2014],
     presets={"minimal": {"gallery": 8}, "full": {"gallery": 96}},
 )

@@ -317,7 +317,7 @@ def show_concepts(ctx: Ctx, opts: ConceptsOptions, r: ConceptsResult, n_chosen: 
 
 
 @technique(
-    "concepts", "Concepts per class (CRAFT: NMF of crop activations)", options=ConceptsOptions, order=36,
+    "concepts", "Concepts per class (CRAFT: NMF of crop activations)", role="review", options=ConceptsOptions, order=36,
     needs_autograd=True, needs_layers=True, unsupported_if=map_unsupported("concepts"),
     references=[FEL_2023, COLLINS_2018],
     presets={"minimal": {"max_classes": 2, "per_class": 8, "concepts": 3, "top_crops": 3, "examples": 2},

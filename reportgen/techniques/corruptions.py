@@ -176,7 +176,7 @@ def measure(ctx: Ctx, opts: CorruptionsOptions) -> Measured:
 
 
 @technique(
-    "corruptions", "Common corruptions: noise, blur, JPEG, brightness, contrast, pixelation",
+    "corruptions", "Common corruptions: noise, blur, JPEG, brightness, contrast, pixelation", role="review",
     options=CorruptionsOptions, order=51, references=[HENDRYCKS_DIETTERICH_2019],
     presets={"minimal": {"max_images": 64, "show_flips": 4, "bootstrap": 500}, "full": {"max_images": 1000}},
 )

@@ -117,6 +117,7 @@ def label_issues(ctx: Ctx):
 
 
 @technique("data_issues", "Data issues: duplicates, leakage, label errors", options=DataIssuesOptions, order=53,
+           role="review",
            references=[NORTHCUTT_2021], presets={"minimal": {"max_shown": 4, "thumb": 48}})
 def data_issues(ctx: Ctx, opts: DataIssuesOptions) -> Section:
     """Problems in the images rather than the model: the same image twice (exactly, or resized / re-compressed), an

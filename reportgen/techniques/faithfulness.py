@@ -185,7 +185,7 @@ def sanity_checks(ctx: Ctx, fns) -> tuple[dict[str, MethodCheck], list[str]]:
 
 
 @technique(
-    "faithfulness", "Faithfulness of the attribution maps", options=FaithfulnessOptions, order=50,
+    "faithfulness", "Faithfulness of the attribution maps", role="review", options=FaithfulnessOptions, order=50,
     needs_autograd=True, needs_layers=True,
     references=[PETSIUK_2018, BHATT_2020, RONG_2022, ADEBAYO_2018, SIXT_2020],
     presets={"minimal": {"max_images": 2, "steps": 8, "mufidelity_runs": 16, "road_images": 1,

@@ -145,6 +145,7 @@ def cam_maps(ctx: Ctx, name: str, layer, idx: list[int], x: torch.Tensor, t: np.
 
 @technique(
     "gradcam", "Grad-CAM, Grad-CAM++ and Guided Grad-CAM", options=GradCamOptions, order=46, needs_autograd=True,
+    role="review",
     needs_layers=True, unsupported_if=_why_not,
     references=[SELVARAJU_2017, CHATTOPADHAY_2018, SPRINGENBERG_2015],
     presets={"minimal": {"max_images": 2}, "full": {"max_images": 12}}, methods=METHODS,

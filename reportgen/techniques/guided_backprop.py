@@ -223,7 +223,7 @@ GUIDED_BACKPROP = MapMethod(MapSpec("guided backprop"),
 
 
 @technique(
-    "guided_backprop", "Guided backprop", options=GuidedBackpropOptions, order=48, needs_autograd=True,
+    "guided_backprop", "Guided backprop", role="review", options=GuidedBackpropOptions, order=48, needs_autograd=True,
     needs_layers=True,
     references=[ZEILER_FERGUS_2014, SPRINGENBERG_2015],
     presets={"minimal": {"max_images": 1, "units": 2}, "full": {"max_images": 4, "units": 6}},

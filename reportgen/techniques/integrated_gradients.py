@@ -138,7 +138,7 @@ def split_ig(ctx: Ctx, idx: list[int], x: torch.Tensor, targets: np.ndarray, bas
 
 
 @technique(
-    "integrated_gradients", "Integrated Gradients", options=IntegratedGradientsOptions, order=47,
+    "integrated_gradients", "Integrated Gradients", role="review", options=IntegratedGradientsOptions, order=47,
     needs_autograd=True,
     references=[SUNDARARAJAN_2017],
     presets={"minimal": {"max_images": 2, "steps": 8, "max_steps": 64}, "full": {"max_images": 12}},

@@ -302,7 +302,7 @@ def present_mistakes(ctx: Ctx, res: MistakesResult, thumb: int) -> list[Block]:
 
 
 @technique(
-    "mistakes", "Mistakes: confused pairs and why P rather than T", options=MistakesOptions, order=47,
+    "mistakes", "Mistakes: confused pairs and why P rather than T", role="review", options=MistakesOptions, order=47,
     needs_autograd=True, needs_layers=True, unsupported_if=map_unsupported("mistakes"),
     references=[SELVARAJU_2017, PRABHUSHANKAR_2020],
     presets={"minimal": {"max_pairs": 2, "images_per_pair": 2, "neighbours": 2, "thumb": 48},

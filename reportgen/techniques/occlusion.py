@@ -240,7 +240,7 @@ def occlusion_method(ctx: Ctx, o: OcclusionOptions) -> MapMethod:
 
 
 @technique(
-    "occlusion", "Occlusion sensitivity", options=OcclusionOptions, order=40,
+    "occlusion", "Occlusion sensitivity", role="review", options=OcclusionOptions, order=40,
     references=[ZEILER_FERGUS_2014, NAKANDALA_2019],
     presets={"minimal": {"max_images": 1, "window": 8, "stride": 8},
              "full": {"max_images": 8}},

@@ -83,7 +83,7 @@ METHODS = (
 )
 
 @technique(
-    "saliency", "Saliency maps", options=SaliencyOptions, order=44, needs_autograd=True,
+    "saliency", "Saliency maps", role="review", options=SaliencyOptions, order=44, needs_autograd=True,
     references=[SIMONYAN_2014],
     presets={"minimal": {"max_images": 2}, "full": {"max_images": 16}}, methods=METHODS,
 )

@@ -186,7 +186,7 @@ def stage_grid(ctx: Ctx, b, orig, maps, method, labels, caption, shown: int) -> 
 
 
 @technique(
-    "sanity", "Sanity checks for saliency maps", options=SanityOptions, order=49, needs_autograd=True,
+    "sanity", "Sanity checks for saliency maps", role="review", options=SanityOptions, order=49, needs_autograd=True,
     needs_layers=True,
     references=[ADEBAYO_2018, SIXT_2020, WANG_SSIM_2004],
     presets={"minimal": {"max_images": 1, "stages": 3, "ig_steps": 8},

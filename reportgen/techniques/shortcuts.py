@@ -280,6 +280,7 @@ def present_shortcuts(ctx: Ctx, res: ShortcutsResult, exemplars: int) -> list[Bl
 
 @technique(
     "shortcuts", "Shortcut scan (SpRAy clusters of attribution maps)", options=ShortcutsOptions, order=48,
+    role="review",
     needs_autograd=True, needs_layers=True, unsupported_if=map_unsupported("shortcuts"),
     references=[LAPUSCHKIN_2019, SELVARAJU_2017, VON_LUXBURG_2007],
     presets={"minimal": {"max_classes": 2, "min_images": 4, "exemplars": 2, "max_per_class": 60},

@@ -105,6 +105,7 @@ def search(ctx: Ctx, opts: SlicesOptions):
 
 
 @technique("slices", "Failure slices", options=SlicesOptions, order=52, references=[PLUMB_2023, DEON_2022],
+           role="review",
            presets={"minimal": {"max_slices": 3, "thumbs": 6, "thumb": 48}, "full": {"max_slices": 10}})
 def slices(ctx: Ctx, opts: SlicesOptions) -> Section:
     """Groups of images that lie together in the model's feature space and that it gets wrong more often than the

@@ -77,7 +77,7 @@ def total_variation(m: np.ndarray) -> float:
 
 
 @technique(
-    "smoothgrad", "SmoothGrad", options=SmoothGradOptions, order=45, needs_autograd=True,
+    "smoothgrad", "SmoothGrad", role="review", options=SmoothGradOptions, order=45, needs_autograd=True,
     references=[SMILKOV_2017, SIMONYAN_2014],
     presets={"minimal": {"max_images": 2, "samples": 8}, "full": {"max_images": 12, "samples": 50}},
     methods=[AttributionMethod("SmoothGrad", lambda ctx, o: smoothgrad_maps(ctx, o.samples, o.noise), order=20)],

@@ -170,7 +170,7 @@ def present_vargrad(ctx: Ctx, res: VarGradResult) -> list[Block]:
 
 
 @technique(
-    "vargrad", "VarGrad", options=VarGradOptions, order=45, needs_autograd=True, runs_in=("full",),
+    "vargrad", "VarGrad", role="review", options=VarGradOptions, order=45, needs_autograd=True, runs_in=("full",),
     references=[ADEBAYO_2018, SMILKOV_2017],
     presets={"minimal": {"max_images": 2, "samples": 8}, "full": {"max_images": 6}},
     methods=[AttributionMethod("VarGrad", lambda ctx, o: vargrad_method(ctx, o.samples, o.noise), order=25,
