@@ -129,6 +129,10 @@ def summary_markdown(data: dict[str, Any], review: Review, where: str | None = N
     meta.append(f"rules: {review.rules_source}" + (f" ({len(review.outcomes) - n_fail} pass, {n_fail} fail)"
                                                    if review.outcomes else ""))
     lines += [" · ".join(meta), ""]
+    gone = [g.get("section", "?") for g in (data.get("plan") or {}).get("left_out") or []]
+    if gone:  # --budget left them out: their numbers are missing from this review, not judged
+        lines += [f"Left out by --budget, so not judged here: {_cell(', '.join(gone), 300)} (rebuild without "
+                  "--budget, or with a larger one, to review them)", ""]
     if review.links.get("index"):
         lines += [f"Full report: {review.links['index']}", ""]
     else:

@@ -74,3 +74,18 @@ def test_the_example_review_is_whole():
     assert (root / "child" / "card.png").read_bytes()[:4] == b"\x89PNG"
     review = json.loads((root / "child" / "report.json").read_text())["review"]
     assert not review["passed"] and review["pairing"] == "paired on 300 images"
+
+
+def test_sections_the_budget_left_out_are_named_as_not_judged(tmp_path):
+    new, old = _report(3, 40, 0), _report(3, 40, 0)
+    new["sections"] = [s for s in new["sections"] if s["id"] != "faithfulness"]
+    new["plan"] = {"left_out": [{"section": "faithfulness", "role": "review", "estimate_s": 148.0}]}
+    (tmp_path / "report.json").write_text(json.dumps(new))
+    write_review(tmp_path, ReviewPlan(Baseline(old, None, "main"), None, None))
+    text = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    line = next(x for x in text.splitlines() if x.startswith("Left out by --budget"))
+    assert "faithfulness" in line and "not judged" in line
+    # without a plan (or with nothing left out) there is no such line
+    (tmp_path / "report.json").write_text(json.dumps(_report(3, 40, 0)))
+    write_review(tmp_path, ReviewPlan(Baseline(old, None, "main"), None, None))
+    assert "Left out by --budget" not in (tmp_path / "summary.md").read_text(encoding="utf-8")
