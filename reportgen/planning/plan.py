@@ -89,7 +89,7 @@ class Plan:
             return f"estimate {total:.0f} s (no budget: nothing reduced)"
         if not self.reductions:
             return f"estimate {total:.0f} s fits the budget of {self.budget_s:.0f} s: nothing reduced"
-        again = (f"; re-planned {len(self.replans)} times as the sections ran slower than estimated"
+        again = (f"; re-planned {_times(len(self.replans))} as the sections ran slower than estimated"
                  if self.replans else "")
         gone = (f"; {len(self.left_out)} sections left out, every option being at its floor"
                 if self.left_out else "")
@@ -129,6 +129,10 @@ class Plan:
                 "replans": list(self.replans),
                 "left_out": [dataclasses.asdict(g) for g in self.left_out],
                 "measured_s": {k: (None if v is None else round(v, 2)) for k, v in self.measured_s.items()}}
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
 
 
 def floor_of(info: registry.TechniqueInfo, name: str) -> int:
@@ -300,13 +304,31 @@ def record_measured(plan: Plan | None, sections: list[Any], report: Any) -> None
     report.meta.extra["plan"] = plan.to_dict()
     if plan.budget_s is None or not plan.reductions and not plan.left_out and plan.reachable:
         return
-    from ..report import Note
-
     card = next((s for s in sections if s.id == "card"), None)
     if card is not None:
-        text = (f"Time budget (--budget): {plan.verdict()}. Reduced: "
-                + ("; ".join(r.text() for r in plan.reductions) or "nothing") + "."
-                + (" Left out (not run; rerun without --budget, or with a larger one, for them): "
-                   + ", ".join(g.text() for g in plan.left_out) + "." if plan.left_out else "")
-                + " The plan in report.json gives each section's estimate beside its measured time.")
-        card.blocks.insert(0, Note(text, kind="warning" if not plan.reachable else "info"))
+        card.blocks[0:0] = budget_blocks(plan, sum(v for v in plan.measured_s.values() if v is not None))
+
+
+def budget_blocks(plan: Plan, measured_s: float) -> list[Any]:
+    """The overview's account of a budget that changed the run: a note (the estimate, how many options were lowered
+    and sections left out, the time the sections took) and a table of each change."""
+    from ..report import Note, Table
+
+    before = sum(plan.estimate_before_s.values())
+    did = [f"{len(plan.reductions)} options lowered (never below the minimal preset's values)"] * bool(plan.reductions)
+    did += [f"{len(plan.left_out)} sections left out (not run: rebuild without --budget, or with a larger one, "
+            "for them)"] * bool(plan.left_out)
+    text = (f"Time budget (--budget {plan.budget_s:.3g} s): every section at its options was estimated at "
+            f"{before:.0f} s; " + ("; ".join(did) or "nothing changed")
+            + (f"; re-planned {_times(len(plan.replans))} as the sections ran slower than estimated" if plan.replans
+               else "") + f". The sections took {measured_s:.0f} s"
+            + (f", {measured_s / plan.budget_s - 1:.0%} over the budget" if measured_s > plan.budget_s * 1.05 else "")
+            + ("" if plan.reachable else f"; {plan.verdict()}") + ". report.json's plan has each section's estimate "
+            "beside its measured time.")
+    rows = [[r.section, r.option, r.before, r.after, r.floor] for r in plan.reductions]
+    rows += [[g.section, f"left out ({g.role} section)", "", "", f"estimated {g.estimate_s:.0f} s"]
+             for g in plan.left_out]
+    return [Note(text, kind="warning" if not plan.reachable or plan.left_out else "info"),
+            Table(["section", "option", "preset's value", "used", "floor"], rows, numeric=[2, 3],
+                  caption="What the time budget changed: the options lowered, most expensive section first, and the "
+                          "sections left out, lecture pictures before review sections.")]
