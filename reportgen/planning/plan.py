@@ -314,15 +314,15 @@ def budget_blocks(plan: Plan, measured_s: float) -> list[Any]:
     and sections left out, the time the sections took) and a table of each change."""
     from ..report import Note, Table
 
-    before = sum(plan.estimate_before_s.values())
+    before, budget = sum(plan.estimate_before_s.values()), plan.budget_s or 0.0
     did = [f"{len(plan.reductions)} options lowered (never below the minimal preset's values)"] * bool(plan.reductions)
     did += [f"{len(plan.left_out)} sections left out (not run: rebuild without --budget, or with a larger one, "
             "for them)"] * bool(plan.left_out)
-    text = (f"Time budget (--budget {plan.budget_s:.3g} s): every section at its options was estimated at "
+    text = (f"Time budget (--budget {budget:.3g} s): every section at its options was estimated at "
             f"{before:.0f} s; " + ("; ".join(did) or "nothing changed")
             + (f"; re-planned {_times(len(plan.replans))} as the sections ran slower than estimated" if plan.replans
                else "") + f". The sections took {measured_s:.0f} s"
-            + (f", {measured_s / plan.budget_s - 1:.0%} over the budget" if measured_s > plan.budget_s * 1.05 else "")
+            + (f", {measured_s / budget - 1:.0%} over the budget" if measured_s > budget * 1.05 else "")
             + ("" if plan.reachable else f"; {plan.verdict()}") + ". report.json's plan has each section's estimate "
             "beside its measured time.")
     rows = [[r.section, r.option, r.before, r.after, r.floor] for r in plan.reductions]
