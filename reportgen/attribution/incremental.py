@@ -77,7 +77,9 @@ def paste(dst: torch.Tensor, y: torch.Tensor, x: torch.Tensor, vals: torch.Tenso
 
 
 def materialize(s: Inc) -> torch.Tensor:
-    full = s.base.expand(s.vals.shape[0], *s.base.shape[1:]).contiguous(memory_format=torch.channels_last)
+    # a copy, never a view: for one copy `expand(1, ...).contiguous()` would be the base itself, and pasting into it
+    # would leave this copy's patch in the base activations the next copies start from
+    full = s.base.expand(s.vals.shape[0], *s.base.shape[1:]).clone(memory_format=torch.channels_last)
     return paste(full, s.y, s.x, s.vals)
 
 

@@ -158,6 +158,16 @@ def test_incremental_grid_equals_the_written_out_loop(spy):
     torch.testing.assert_close(got.double(), ref, atol=1e-5, rtol=0)
 
 
+def test_incremental_grid_one_copy_per_pass():
+    """Regression (found by the mutant ``occlusion__mutmut_19``): with one copy per pass (``batch=1``, or after
+    halving on CUDA out-of-memory) ``incremental.materialize`` pasted each copy's patch into the shared base
+    activations, so every later copy of the image was wrong (p off by up to 0.07 here)."""
+    m, x = _model(), _images()
+    ref = _naive_grid(m, x, [[1], [3]], 5, 3, COLOUR)[:, 0]
+    got = O.occlusion_grid(m, x, [1, 3], 5, 3, COLOUR, batch=1)
+    torch.testing.assert_close(got.double(), ref, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("incremental", [False, True])
 def test_several_classes_per_image(incremental):
     m, x = _model(), _images()
