@@ -173,7 +173,7 @@ class RuleReport:
             out.setdefault(t, set()).add(how)
         for fn, n in self.functional_calls.items():
             out.setdefault(f"{fn} (functional, {n} call{'s' if n != 1 else ''})", set()).add(
-                _describe(self.rule, "relu6" if "relu6" in fn else "relu"))
+                _describe(self.rule, "clamp", 0.0, 6.0 if "relu6" in fn else None))
         return {k: sorted(v) for k, v in sorted(out.items())}
 
     def describe(self) -> str:
