@@ -396,11 +396,11 @@ def build_report(
         log(f"Images: {len(ctx.images)} usable under {images}"
             + (f", {len(ctx.images.skipped)} skipped" if ctx.images.skipped else "")
             + (f"; labels from {ctx.images.label_source}" if ctx.images.label_source else ""))
+        techniques = cfg.enabled()  # before the plan: a section it leaves out may come back (before_section)
         plan = plan_run(ctx, cfg.general.budget, o.plan_only, log)  # --budget / --plan (reportgen/planning/)
         if o.plan_only:
             return BuildResult(out=out, index=out, report=None)
         warning = untrained_warning(ctx, loaded.untrained, log)
-        techniques = cfg.enabled()
         sections = compute_sections(ctx, techniques, strict=o.strict, log=log,
                                     before=lambda done, left: before_section(plan, cfg, done, left, log))
         split.end(ctx)  # the other ranks are done

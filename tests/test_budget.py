@@ -25,14 +25,14 @@ TINY = dict(preset="minimal", resize=None, input_size=32, mean=(0.5,) * 3, std=(
 M = Measure(fwd=0.01, grad=0.03, n=100, size=64, macs=None)
 
 
-def _floors_total(cfg, only=None) -> float:
+def _floors_total(cfg, only=None, m=M) -> float:
     """The estimate with every scalable option at its floor (an independent walk of the declarations)."""
     low = make_config("standard", only=only)
     for t in low.enabled():
         for name in formula_for(t)[1]:
             v = getattr(low.options(t.id), name)
             setattr(low.options(t.id), name, min(v, floor_of(t, name)))
-    return make_plan(low, M, None).total_s
+    return make_plan(low, m, None).total_s
 
 
 def test_reachable_budget_fits_and_states_each_reduction():
@@ -261,3 +261,45 @@ def test_a_slowdown_over_a_few_seconds_of_sections_is_believed_only_in_part():
     logged: list[str] = []
     replan(plan, cfg, done, [t for t in techniques if t not in small], logged.append)
     assert plan.reductions == [] and plan.left_out == [] and logged == []  # 3x on fixed costs: no re-plan
+
+
+def test_a_section_left_out_runs_after_all_when_the_run_is_faster_than_estimated(tmp_path, image_dir, monkeypatch):
+    """The probe says 100x slower than the tiny CNN runs: the plan leaves Integrated Gradients out, the sections
+    before it take a hundredth of their estimate, so it comes back (at its floors) and the overview says so."""
+    slow = Measure(fwd=1.0, grad=3.0, n=6, size=32, macs=None)
+    monkeypatch.setattr(plan_mod, "measure", lambda ctx: slow)
+    only = ["card", "saliency", "smoothgrad", "integrated_gradients"]
+    budget = _floors_total(make_config("standard", only=only), only, slow) * 0.8  # below the floors
+    first = make_plan(make_config("standard", only=only), slow, budget)
+    assert [g.section for g in first.left_out] == ["integrated_gradients"]
+    logged: list[str] = []
+    res = build_mod.build_report(make_tiny_cnn(), image_dir, tmp_path / "o", only=only, budget=budget,
+                                 use_cache=False, log=logged.append, **{**TINY, "preset": "standard", "max_images": 6})
+    data = json.loads((tmp_path / "o" / "report.json").read_text())
+    plan = data["plan"]
+    assert plan["left_out"] == [] and [g["section"] for g in plan["brought_back"]] == ["integrated_gradients"]
+    assert "integrated_gradients" in [s.id for s in res.report.sections] and data["config"]["skip"] == []
+    assert any("brought back integrated_gradients" in line for line in logged)
+    assert "integrated_gradients" in plan["measured_s"] and "integrated_gradients" in plan["estimate_s"]
+    card = next(s for s in res.report.sections if s.id == "card")
+    assert "1 sections left out at first were run as time was left" in card.blocks[0].text
+    ig = next(s for s in res.report.sections if s.id == "integrated_gradients")
+    lowered = [r for r in plan["reductions"] if r["section"] == "integrated_gradients"]
+    assert lowered and all(ig.params[r["option"]] == r["after"] for r in lowered)  # at the options the plan left
+
+
+def test_a_section_left_out_stays_out_without_the_time_for_it():
+    from reportgen.planning.plan import before_section
+    from reportgen.report import Section
+
+    only = ["card", "saliency", "smoothgrad", "integrated_gradients"]
+    cfg = make_config("standard", only=only)
+    techniques = cfg.enabled()
+    plan = make_plan(cfg, M, _floors_total(make_config("standard", only=only), only) * 0.8)
+    assert [g.section for g in plan.left_out] == ["integrated_gradients"]
+    done = [Section(id=t.id, title=t.id, wall_time_s=plan.estimate_s[t.id]) for t in techniques[:3]]  # on pace
+    plan.started -= plan.total_s  # the budget less the time the plan gave the left-out section: spent
+    logged: list[str] = []
+    why = before_section(plan, cfg, done, techniques[3:], logged.append)
+    assert why is not None and "--budget" in why and cfg.skip == ["integrated_gradients"]
+    assert plan.brought_back == [] and not any("brought back" in x for x in logged)

@@ -6,7 +6,9 @@ the loop ends when the estimate fits or every floor is reached. If every option 
 exceeds the budget, whole sections are left out (as ``--skip`` would): ``lecture`` sections before ``review`` ones
 (:data:`reportgen.registry.Role`), the most expensive first but the last the cheapest that makes the plan fit, each
 only where that lowers the total (faithfulness computes the maps of a method whose section is left out); the
-overview never. If even that does not fit, the plan
+overview never; before each section the plan is checked against the time left (:func:`before_section`: slower
+sections ahead are reduced or left out, a section left out runs after all when the time left holds it). If even
+leaving sections out does not fit, the plan
 says the budget cannot be met and by how much. The reduced options go through :mod:`reportgen.config`'s checks, so
 their bounds hold; the overview lists every reduction and every section left out.
 """
@@ -34,6 +36,10 @@ MAX_SLOWDOWN = 25.0
 #: the budget (less in proportion before: ViT-B/16's first three sections, 1.5 s of estimate, ran 2x slower than
 #: estimated and the re-plan left faithfulness out; the whole build then took 65 % of its budget)
 TRUST_SHARE = 0.05
+#: a section the plan left out comes back, at its floors, when its estimate at the run's pace fits this share of the
+#: time the sections ahead leave (ViT-B/16 under --budget 3m ended at 58 % of its budget: Integrated Gradients'
+#: worst-case estimate, every image doubling its steps to the limit, is 3x what a converging run takes)
+BRING_BACK_SHARE = 0.8
 #: one reduction step keeps this share of an option's value (and always lowers it by at least 1)
 STEP = 0.7
 
@@ -78,6 +84,7 @@ class Plan:
     started: float = field(default_factory=time.perf_counter)
     replans: list[str] = field(default_factory=list)
     left_out: list[LeftOut] = field(default_factory=list)
+    brought_back: list[LeftOut] = field(default_factory=list)
 
     @property
     def total_s(self) -> float:
@@ -97,6 +104,8 @@ class Plan:
                  if self.replans else "")
         gone = (f"; {len(self.left_out)} sections left out, every option being at its floor"
                 if self.left_out else "")
+        gone += (f"; {len(self.brought_back)} left out at first but run as time was left" if self.brought_back
+                 else "")
         if self.reachable and before <= self.budget_s:  # every reduction came from re-planning
             return (f"estimate {before:.0f} s fit the budget of {self.budget_s:.0f} s, but the sections ran slower "
                     f"than estimated: {len(self.reductions)} options reduced{gone}{again}")
@@ -132,6 +141,7 @@ class Plan:
                 "default_cost_sections": list(self.defaults), "default_cost_s": DEFAULT_COST_S,
                 "replans": list(self.replans),
                 "left_out": [dataclasses.asdict(g) for g in self.left_out],
+                "brought_back": [dataclasses.asdict(g) for g in self.brought_back],
                 "measured_s": {k: (None if v is None else round(v, 2)) for k, v in self.measured_s.items()}}
 
 
@@ -249,13 +259,48 @@ def plan_run(ctx: Ctx, budget_s: float | None, plan_only: bool, log: Callable[[s
 def before_section(plan: Plan | None, cfg: Config, done: list[Any], remaining: list[registry.TechniqueInfo],
                    log: Callable[[str], None]) -> str | None:
     """Before the next section (``remaining[0]``): :func:`replan`, then why the plan leaves that section out (None:
-    it runs)."""
+    it runs, and a section left out earlier runs when :func:`bring_back` finds the time for it)."""
     replan(plan, cfg, done, remaining, log)
     if plan is None or not remaining:
         return None
     gone = next((g for g in plan.left_out if g.section == remaining[0].id), None)
-    return None if gone is None else (f"left out to fit the time budget (--budget {plan.budget_s:.0f} s): "
-                                      f"{gone.text()}; every option at its floor did not fit")
+    if gone is None or bring_back(plan, cfg, done, remaining, log):
+        return None
+    return (f"left out to fit the time budget (--budget {plan.budget_s:.0f} s): {gone.text()}; every option at its "
+            "floor did not fit")
+
+
+def _pace(plan: Plan, done: list[Any]) -> float:
+    """How many times slower than estimated the sections run so far were (at most :data:`MAX_SLOWDOWN`), believed
+    in part while they were estimated at less than :data:`TRUST_SHARE` of the budget (fixed costs, a warm-up)."""
+    pairs = [(plan.estimate_s[s.id], s.wall_time_s) for s in done
+             if s.id in plan.estimate_s and not s.cached and s.wall_time_s is not None]
+    est, got = sum(e for e, _ in pairs), sum(g for _, g in pairs)
+    raw = min(MAX_SLOWDOWN, got / est) if est > 0 else 1.0
+    return 1.0 + (raw - 1.0) * min(1.0, est / (TRUST_SHARE * (plan.budget_s or 1.0)))
+
+
+def bring_back(plan: Plan, cfg: Config, done: list[Any], remaining: list[registry.TechniqueInfo],
+               log: Callable[[str], None]) -> bool:
+    """Run ``remaining[0]``, a section the plan left out, after all when its estimate at the run's pace fits
+    :data:`BRING_BACK_SHARE` of the time the sections ahead leave (the estimates are worst cases: Integrated
+    Gradients counts every doubling round). It leaves ``cfg.skip`` and ``plan.left_out`` for ``plan.brought_back``."""
+    t, ratio = remaining[0], _pace(plan, done)
+    left = plan.budget_s - (time.perf_counter() - plan.started) if plan.budget_s is not None else 0.0
+    ahead = [u for u in remaining[1:] if u.id not in cfg.skip]
+    need = sum(estimate(u, cfg.options(u.id), plan.measure, cfg) for u in ahead) * ratio
+    cfg.skip.remove(t.id)
+    own = estimate(t, cfg.options(t.id), plan.measure, cfg)
+    if own * ratio > BRING_BACK_SHARE * (left - need):
+        cfg.skip.append(t.id)
+        return False
+    gone = next(g for g in plan.left_out if g.section == t.id)
+    plan.left_out.remove(gone)
+    plan.brought_back.append(LeftOut(t.id, t.role, own))
+    plan.estimate_s[t.id] = own
+    log(f"Re-plan: after {len(done)} sections {left:.0f} s are left and the {len(ahead)} ahead need {need:.0f} s at "
+        f"{ratio:.1f}x the estimate: brought back {t.id} (estimated {own * ratio:.0f} s at this pace)")
+    return True
 
 
 def replan(plan: Plan | None, cfg: Config, done: list[Any], remaining: list[registry.TechniqueInfo],
@@ -265,19 +310,13 @@ def replan(plan: Plan | None, cfg: Config, done: list[Any], remaining: list[regi
     :data:`MAX_SLOWDOWN`) into the budget left; new reductions and sections left out join the plan's."""
     if plan is None or plan.budget_s is None or not remaining:
         return
-    pairs = [(plan.estimate_s[s.id], s.wall_time_s) for s in done
-             if s.id in plan.estimate_s and not s.cached and s.wall_time_s is not None]
-    est, got = sum(e for e, _ in pairs), sum(g for _, g in pairs)
     left = plan.budget_s - (time.perf_counter() - plan.started)
-    # a slowdown read off a few seconds of sections (fixed costs, a warm-up) is believed only in part: in full once
-    # the sections run so far were estimated at TRUST_SHARE of the budget
-    raw = min(MAX_SLOWDOWN, got / est) if est > 0 else 1.0
-    ratio = 1.0 + (raw - 1.0) * min(1.0, est / (TRUST_SHARE * plan.budget_s))
+    ratio = _pace(plan, done)
+    remaining = [t for t in remaining if t.id not in cfg.skip]  # not those left out already
     ahead = sum(estimate(t, cfg.options(t.id), plan.measure, cfg) for t in remaining) * ratio
     if ratio <= 1.1 or ahead <= left:
         return
     m = dataclasses.replace(plan.measure, fwd=plan.measure.fwd * ratio, grad=plan.measure.grad * ratio)
-    remaining = [t for t in remaining if t.id not in cfg.skip]
     sub = make_plan(cfg, m, max(left, 0.0), remaining, features=False)
     if not sub.reductions and not sub.left_out:
         return
@@ -328,13 +367,17 @@ def budget_blocks(plan: Plan, measured_s: float) -> list[Any]:
     text = (f"Time budget (--budget {budget:.3g} s): every section at its options was estimated at "
             f"{before:.0f} s; " + ("; ".join(did) or "nothing changed")
             + (f"; re-planned {_times(len(plan.replans))} as the sections ran slower than estimated" if plan.replans
-               else "") + f". The sections took {measured_s:.0f} s"
+               else "")
+            + (f"; {len(plan.brought_back)} sections left out at first were run as time was left"
+               if plan.brought_back else "") + f". The sections took {measured_s:.0f} s"
             + (f", {measured_s / budget - 1:.0%} over the budget" if measured_s > budget * 1.05 else "")
             + ("" if plan.reachable else f"; {plan.verdict()}") + ". report.json's plan has each section's estimate "
             "beside its measured time.")
     rows = [[r.section, r.option, r.before, r.after, r.floor] for r in plan.reductions]
     rows += [[g.section, f"left out ({g.role} section)", "", "", f"estimated {g.estimate_s:.0f} s"]
              for g in plan.left_out]
+    rows += [[g.section, f"run after all ({g.role} section)", "", "", f"estimated {g.estimate_s:.0f} s"]
+             for g in plan.brought_back]
     return [Note(text, kind="warning" if not plan.reachable or plan.left_out else "info"),
             Table(["section", "option", "preset's value", "used", "floor"], rows, numeric=[2, 3],
                   caption="What the time budget changed: the options lowered, most expensive section first, and the "
