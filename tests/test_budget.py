@@ -303,3 +303,21 @@ def test_a_section_left_out_stays_out_without_the_time_for_it():
     why = before_section(plan, cfg, done, techniques[3:], logged.append)
     assert why is not None and "--budget" in why and cfg.skip == ["integrated_gradients"]
     assert plan.brought_back == [] and not any("brought back" in x for x in logged)
+
+
+def test_optimisation_on_a_fixed_size_model_is_counted_at_its_own_size(make_ctx, image_dir):
+    """Class visualisation runs two optimisations (L2 only, regularised) per class; a model that takes only its
+    own size (ViT-B/16) is shown each step resized to it, so a smaller canvas costs no less."""
+    from torch import nn
+
+    from reportgen.planning.cost import SECTION_OVERHEAD_S, measure
+
+    t = registry.get("class_visualization")
+    opts = dataclasses.replace(make_config("standard").options(t.id), image_size=32)
+    per = 2 * opts.num_classes * opts.steps * M.grad
+    cfg = make_config("standard")
+    assert estimate(t, opts, M, cfg) == pytest.approx(SECTION_OVERHEAD_S + per * (32 / 64) ** 2)
+    assert estimate(t, opts, dataclasses.replace(M, fixed_size=True), cfg) == pytest.approx(SECTION_OVERHEAD_S + per)
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4)).eval()  # takes 32 px only
+    assert measure(make_ctx(flat, image_dir)).fixed_size is True
+    assert measure(make_ctx(make_tiny_cnn(), image_dir)).fixed_size is False

@@ -79,11 +79,12 @@ class Measure:
     macs: int | None = None
     source: str = "probe"
     attends: bool = False  # the model has global self-attention (attention rollout is scored too)
+    fixed_size: bool = False  # the model takes only its input size (optimisation at other sizes is resized to it)
 
     def to_dict(self) -> dict[str, Any]:
         return {"forward_s_per_image": round(self.fwd, 5), "grad_s_per_image": round(self.grad, 5),
                 "images": self.n, "input_size": self.size, "macs": self.macs, "source": self.source,
-                "attends": self.attends}
+                "attends": self.attends, "fixed_size": self.fixed_size}
 
 
 def measure(ctx: Ctx) -> Measure:
@@ -99,7 +100,7 @@ def measure(ctx: Ctx) -> Measure:
             fwd = _best(lambda: _forward(model, x)) / 2
             grad = _best(lambda: _gradient(model, x)) / 2
         return Measure(fwd=fwd, grad=max(grad, fwd), n=len(ctx.images), size=size, macs=macs,
-                       attends=_attends(ctx))
+                       attends=_attends(ctx), fixed_size=_fixed_size(ctx))
     except Exception:  # noqa: BLE001 - a model the probe cannot time: assume 1 GMAC/s of CPU throughput
         f = (macs or 2e9) / 1e9
         return Measure(fwd=f, grad=3 * f, n=len(ctx.images), size=size, macs=macs, source="MACs (probe failed)")
@@ -111,6 +112,13 @@ def _attends(ctx: Ctx) -> bool:
     try:
         return attention_reason(ctx) is not None
     except Exception:  # noqa: BLE001 - a model the layer probe cannot run: counted without rollout
+        return False
+
+
+def _fixed_size(ctx: Ctx) -> bool:
+    try:
+        return ctx.probe().sizes.kind == "fixed"
+    except Exception:  # noqa: BLE001 - a model the layer probe cannot run: its sections' own sizes are counted
         return False
 
 
@@ -141,6 +149,8 @@ def _area(opts: Any, m: Measure, cap: bool = True) -> float:
     """Pixels of a section's own image size relative to the model's input (optimisation sections); with ``cap`` at
     most 1 (class visualisation and inversion optimise at the model's size; texture and style transfer pass their
     own size through the model, measured on the demo: 16x the pixels of its 28 px input cost about 16x)."""
+    if m.fixed_size:  # every image is resized to the model's own size (ViT-B/16's 160 px class visualisation)
+        return 1.0
     side = getattr(opts, "image_size", None) or m.size
     return min(1.0, (side / m.size) ** 2) if cap else (side / m.size) ** 2
 
@@ -218,7 +228,9 @@ FORMULAS: dict[str, tuple[Formula, tuple[str, ...]]] = {
     "slices": (lambda o, m: _features(m), ()),
     "data_issues": (lambda o, m: _features(m), ()),
     "guided_backprop": (lambda o, m: _n(o, m) * o.units * m.grad, ("max_images",)),
-    "class_visualization": (lambda o, m: o.num_classes * o.steps * m.grad * _area(o, m), ("steps", "num_classes")),
+    # two optimisations per class (L2 only, regularised)
+    "class_visualization": (lambda o, m: 2 * o.num_classes * o.steps * m.grad * _area(o, m),
+                            ("steps", "num_classes")),
     "adversarial": (lambda o, m: (_n(o, m) * o.max_steps + min(o.attack_images, m.n) * o.pgd_steps) * m.grad,
                     ("max_steps", "attack_images", "max_images")),
     "deepdream": (lambda o, m: _n(o, m) * o.octaves * o.steps * m.grad, ("steps", "max_images")),
