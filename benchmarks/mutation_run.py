@@ -1,7 +1,7 @@
 """Run the mutants mutmut 3 generated, one forked child per mutant (docs/mutation.md).
 
     mutmut run "reportgen.attribution.metrics.x_spearman*"    # once: generates mutants/ and the test stats
-    OMP_NUM_THREADS=1 python benchmarks/mutation_run.py [--workers N] [--retry-timeouts] MODULE ...
+    OMP_NUM_THREADS=1 python benchmarks/mutation_run.py [--workers N] [--retry-timeouts] [--with-tests FILE] MODULE ...
 
 MODULE: a mutated module's path below ``reportgen/`` without ``.py`` (``attribution/faithfulness``). Why not
 ``mutmut run`` itself: its fork-server runner stalled on this suite (workers that imported torch and the test
@@ -11,7 +11,9 @@ the cross-check libraries. Here one parent imports them once and forks a child p
 say reach the mutated function, fastest first. A child over its CPU limit gets SIGXCPU (a timeout, counted apart).
 Verdicts go into mutmut's own ``mutants/**/*.py.meta`` (the codes ``mutmut results`` and
 ``benchmarks/mutation_table.py`` read); a mutant with a verdict is not run again unless ``--retry-timeouts`` and
-it timed out.
+it timed out. ``--with-tests FILE`` (repeatable) runs a test file outside mutmut's selection (the MobileNet-sized
+incremental-occlusion and attention tests, left out of ``pyproject.toml``'s selection as slow) after the selected
+tests, for every mutant they have not killed yet; each adds ``EXTRA_S`` CPU seconds to the limit.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 #: CPU seconds a child may use: (the tests' measured duration + CONSTANT) x MULTIPLIER, at least FLOOR
 CONSTANT, MULTIPLIER, FLOOR = 10.0, 4.0, 60
 TIMEOUT = -24  # mutmut's code for SIGXCPU
+EXTRA_S = 120
 
 
 def _child(name: str, tests: list[str], limit: int) -> None:
@@ -79,6 +82,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("modules", nargs="+")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--retry-timeouts", action="store_true")
+    ap.add_argument("--with-tests", action="append", default=[], metavar="FILE")
     args = ap.parse_args(argv)
     root = Path("mutants").resolve()
     stats = json.loads((root / "mutmut-stats.json").read_text())
@@ -117,10 +121,12 @@ def main(argv: list[str]) -> int:
             while todo and len(running) < args.workers:
                 name = todo.pop(0)
                 tests = sorted(by_fn.get(name.partition("__mutmut_")[0], []), key=lambda t: durations.get(t, 1.0))
-                if not tests:
+                if not tests and not args.with_tests:
                     meta.record(name, 33, 0.0)
                     continue
                 limit = max(FLOOR, ceil((sum(durations.get(t, 1.0) for t in tests) + CONSTANT) * MULTIPLIER))
+                limit += EXTRA_S * len(args.with_tests)
+                tests += args.with_tests
                 pid = os.fork()
                 if pid == 0:
                     _child(name, tests, limit)
