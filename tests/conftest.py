@@ -266,3 +266,34 @@ def walk_blocks():
                 yield from _walk(b.blocks)
 
     return _walk
+
+
+# ROAD's noisy linear imputation written out (tests/attribution/test_formulas_imputation.py and
+# test_formulas_faith_mufidelity_road.py)
+# Rong et al.'s weights: 1/6 for the four edge neighbours, 1/12 for the four diagonal ones
+NEIGHBOURS = [(dy, dx, 1 / 6 if dy == 0 or dx == 0 else 1 / 12)
+              for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+
+
+def imputation_dense(x: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """Each removed value the weighted mean of its in-image neighbours, all removed pixels solved together as one
+    dense system ``sum_j w_ij (x_i - x_j) = 0``; kept pixels unchanged (float64)."""
+    c, h, w = x.shape
+    idx = [(y, xx) for y in range(h) for xx in range(w) if removed[y, xx]]
+    pos = {p: k for k, p in enumerate(idx)}
+    a, rhs = np.zeros((len(idx), len(idx))), np.zeros((len(idx), c))
+    for k, (y, xx) in enumerate(idx):
+        for dy, dx, wt in NEIGHBOURS:
+            ny, nx = y + dy, xx + dx
+            if 0 <= ny < h and 0 <= nx < w:
+                a[k, k] += wt
+                if (ny, nx) in pos:
+                    a[k, pos[ny, nx]] -= wt
+                else:
+                    rhs[k] += wt * x[:, ny, nx]
+    out = x.astype(np.float64).copy()
+    if idx:
+        sol = np.linalg.solve(a, rhs)
+        for k, (y, xx) in enumerate(idx):
+            out[:, y, xx] = sol[k]
+    return out

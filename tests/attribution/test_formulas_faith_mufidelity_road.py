@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import pearsonr
-from test_formulas_imputation import imputation_dense
+from conftest import imputation_dense
 from torch import nn
 
 from reportgen.attribution import faithfulness as FM
