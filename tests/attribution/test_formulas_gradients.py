@@ -90,6 +90,18 @@ def test_smoothgrad_noise_does_not_depend_on_the_default_dtype():
     torch.testing.assert_close(got.double(), _smoothgrad_loop(w, x, 4, 0.3, 6), atol=1e-4, rtol=1e-4)
 
 
+def test_smoothgrad_of_a_bfloat16_model_feeds_it_bfloat16_copies():
+    """The noisy copies keep the input's dtype (a bfloat16 ``nn.Linear`` refuses float32 input); the gradient of a
+    linear score is its weight row at every copy, so SmoothGrad returns that row (as float32)."""
+    lin = nn.Linear(12, 2).to(torch.bfloat16)
+    m = nn.Sequential(nn.Flatten(), lin)
+    x = torch.rand((2, 3, 2, 2), generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    got = smoothgrad(m, x, [1, 0], n_samples=3, noise=0.2, generator=torch.Generator().manual_seed(0))
+    assert got.dtype == torch.float32
+    want = lin.weight.detach()[[1, 0]].float().view(2, 3, 2, 2)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
 def test_smoothgrad_and_integrated_gradients_are_float32_for_a_float64_model():
     """Both accumulate in float32: a float64 model still gives float32 maps (as the float32 report arrays)."""
     w, x = _wx(5)
@@ -110,6 +122,16 @@ def test_target_count_must_match_the_batch():
             fn(m, x, [0, 1, 1])
     torch.testing.assert_close(class_scores(m, x[:1], [1]), x[:1].flatten(1).sum(1))
     torch.testing.assert_close(class_scores(m, x, 1), x.flatten(1).sum(1))
+
+
+def test_uint8_labels_are_class_indices():
+    """Labels stored as uint8 (as in the CIFAR and MNIST arrays) index classes like int64 ones."""
+    w, x = _wx(8)
+    m = Quadratic(w)
+    labels = np.array([1, 0], dtype=np.uint8)
+    torch.testing.assert_close(gradient(m, x, labels), torch.stack([torch.ones_like(x[0]), 2 * w * x[1]]))
+    torch.testing.assert_close(class_scores(m, x, torch.as_tensor(labels)),
+                               torch.stack([x[0].sum(), (w * x[1] * x[1]).sum()]))
 
 
 def test_to_map_defaults_to_the_channel_absmax():
