@@ -25,6 +25,8 @@ class Quadratic(nn.Module):
 
     def forward(self, x):
         self.sizes.append(len(x))
+        if len(self.sizes) > 200:  # a loop that never stops fails, not hangs
+            raise RuntimeError("more than 200 passes")
         return torch.stack([(self.w * x * x).flatten(1).sum(1), x.flatten(1).sum(1)], 1)
 
 
@@ -145,7 +147,15 @@ class Stairs(nn.Module):
     gradients sum to 0 while ``S(x) - S(0)`` is 0.5 (or 1e-4) for an image with ``sum x`` in [1, 2): the
     completeness gap never closes."""
 
+    def __init__(self, budget: int = 10_000):
+        super().__init__()
+        self.budget = budget  # images the model agrees to see: a schedule that never stops fails, not hangs
+        self.seen = 0
+
     def forward(self, x):
+        self.seen += len(x)
+        if self.seen > self.budget:
+            raise RuntimeError(f"{self.seen} images evaluated, more than {self.budget}")
         f = torch.floor(x.flatten(1).sum(1))
         return torch.stack([0.5 * f, 1e-4 * f], 1)
 
@@ -157,8 +167,10 @@ def _stairs_x():
 def test_integrated_gradients_defaults_never_converging():
     """Defaults: 32 nodes, doubled up to 512, tol 0.01, floor 1e-3. The gap is ``|total - delta| / max(|delta|,
     1e-3)``: 1 for delta 0.5 and 1e-4 / 1e-3 = 0.1 for delta 1e-4 (under the floor)."""
-    r = integrated_gradients(Stairs(), _stairs_x(), [0, 1])
+    m = Stairs()
+    r = integrated_gradients(m, _stairs_x(), [0, 1])
     assert [s for s, _ in r.tried] == [32, 64, 128, 256, 512]
+    assert m.seen == 2 * 2 + 2 * (32 + 64 + 128 + 256 + 512)  # S(x), S(x') and every node once; stops at 512
     assert r.steps == 512 and r.steps_per_image.tolist() == [512, 512] and r.steps_per_image.dtype.kind == "i"
     assert r.tol == 0.01 and not r.converged
     np.testing.assert_allclose(r.delta, [0.5, 1e-4], rtol=1e-6)
