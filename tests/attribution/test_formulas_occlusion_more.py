@@ -1,14 +1,18 @@
 """reportgen.attribution.occlusion: several classes per image given as uint8 labels (as stored in the CIFAR and MNIST
-arrays), against the written-out occlusion loop, on the batched and the incremental path."""
+arrays), against the written-out occlusion loop, on the batched and the incremental path; the occlusion map's
+defaults (incremental inference, mid-grey) against the written-out coverage average."""
 
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from reportgen.attribution.occlusion import occlusion_grid
+O = importlib.import_module("reportgen.attribution.occlusion")  # the module, not its function
+occlusion_grid = O.occlusion_grid
 
 torch.set_num_threads(1)
 
@@ -51,3 +55,33 @@ def test_uint8_class_rows_are_class_indices(incremental):
     assert got.shape == (2, 2, 3, 3)
     torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
     assert float(want.amax((2, 3)).sub(want.amin((2, 3))).min()) > 1e-3  # the windows matter: not vacuous
+
+
+def test_occlusion_map_defaults_to_incremental_inference(monkeypatch):
+    """``occlusion`` with its defaults evaluates the copies by incremental inference (one ``occlusion_logits`` run
+    per image, as the module documents for a traceable local model) with a mid-grey square, and gives each pixel the
+    mean probability over the windows covering it (the unoccluded one where none does)."""
+    calls = []
+    real = O.occlusion_logits
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(O, "occlusion_logits", counted)
+    m = _model()
+    x = torch.rand((2, 3, 9, 8), generator=torch.Generator().manual_seed(2))
+    heat = O.occlusion(m, x, [2, 4], 3, 4)  # window 3, stride 4: rows 3 and column 3 are never covered
+    assert len(calls) == 2
+    grid = _naive(m, x, [[2], [4]], 3, 4, 0.5)[:, 0]
+    with torch.no_grad():
+        p = torch.softmax(m(x).double(), 1)[[0, 1], [2, 4]]
+    ys, xs = [0, 4, 6], [0, 4, 5]
+    want = torch.empty(2, 9, 8, dtype=torch.float64)
+    for b in range(2):
+        for r in range(9):
+            for c in range(8):
+                v = [grid[b, i, j] for i, y0 in enumerate(ys) for j, x0 in enumerate(xs)
+                     if y0 <= r < y0 + 3 and x0 <= c < x0 + 3]
+                want[b, r, c] = torch.stack(v).mean() if v else p[b]
+    torch.testing.assert_close(heat.double(), want, atol=1e-5, rtol=0)
