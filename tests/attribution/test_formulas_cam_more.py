@@ -261,8 +261,10 @@ def test_gradient_reach_is_the_largest_gradient_magnitude_at_the_grid_cells():
     got = CAM.gradient_reach(m, {"body": m.body, "unused": unused}, x, [2, 0])
     assert got["unused"] is None
     assert got["body"] == pytest.approx(float(torch.maximum(w[2], w[0]).max()), rel=1e-6)
-    pred = m(x).argmax(1).tolist()
-    auto = CAM.gradient_reach(m, {"body": m.body}, x)
+    x0 = _x(2, seed=0)
+    pred = m(x0).argmax(1).tolist()
+    assert pred == [0, 2]  # one predicted class per image, not one for the batch
+    auto = CAM.gradient_reach(m, {"body": m.body}, x0)
     assert auto["body"] == pytest.approx(float(w[pred].max()), rel=1e-6)
     one = CAM.gradient_reach(m, {"body": m.body}, x[1:], 1)
     assert one["body"] == pytest.approx(float(w[1].max()), rel=1e-6)
@@ -294,6 +296,11 @@ def test_gradient_reach_reads_only_patch_tokens_and_none_for_layers_without_grap
         def forward(self, x):
             self.layer(x.detach())
             return self.head(x.mean((2, 3)))
+
+    # the token grid comes from the input's H x W: 2 x 2 or 2 x 4 patches after one class token (another size could
+    # read the class token as a patch and count its gradient)
+    for shape in ((8, 8), (8, 16)):
+        assert CAM.gradient_reach(v, {"b1": v.blocks[1]}, torch.rand(1, 3, *shape), 0) == {"b1": 0.0}
 
     c = Cut().eval()
     assert CAM.gradient_reach(c, {"layer": c.layer}, _x(), 0) == {"layer": None}

@@ -1,0 +1,66 @@
+"""reportgen.techniques._faith_scores.run_stream on its own: every part's copies, asked for in order and in full
+batches that cross the parts' edges, scored as the softmax probability of their class written out in NumPy; with no
+progress callback; for a model without parameters; float32 whatever torch's default dtype (kills the mutants the
+mutation run left, docs/mutation.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from reportgen.techniques import _faith_scores as S
+
+torch.set_num_threads(1)
+
+
+class _Pick(nn.Module):
+    """No parameters: the logits are the first three pixel values times 4."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :3] * 4
+
+
+def _want(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    z = x.reshape(len(x), -1)[:, :3].astype(np.float64) * 4
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    return p[np.arange(len(x)), t]
+
+
+def _parts(calls):
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.rand(n, 1, 2, 2, generator=g) for n in (5, 3, 4)]
+    ts = [torch.tensor([0, 2, 1, 1, 0]), torch.tensor([2, 2, 0]), torch.tensor([1, 0, 2, 1])]
+
+    def make(j):
+        def f(p):
+            calls.append((j, p.tolist()))
+            return xs[j][p], ts[j][p]
+        return f
+
+    return xs, ts, [S.Part(len(x), make(j)) for j, x in enumerate(xs)]
+
+
+def test_run_stream_scores_every_copy_of_every_part_in_order():
+    calls = []
+    xs, ts, parts = _parts(calls)
+    got = S.run_stream(_Pick(), parts, 5)  # 12 copies: 3 batches of 4, across the parts' edges; no progress
+    assert [len(g) for g in got] == [5, 3, 4]
+    for g, x, t in zip(got, xs, ts):
+        assert g.dtype == torch.float32
+        np.testing.assert_allclose(g.numpy(), _want(x.numpy(), t.numpy()), rtol=1e-5)
+    assert calls == [(0, [0, 1, 2, 3]), (0, [4]), (1, [0, 1, 2]), (2, [0, 1, 2, 3])]
+
+
+def test_run_stream_is_float32_under_a_float64_default_dtype():
+    """The scores are float32 (the section's MuFidelity drops are float32 differences, as the metric's), even
+    where the caller made float64 torch's default."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        _, _, parts = _parts([])
+        got = S.run_stream(_Pick(), parts, 64, lambda it, k: it)
+    finally:
+        torch.set_default_dtype(old)
+    assert all(g.dtype == torch.float32 for g in got)
