@@ -351,3 +351,29 @@ def test_gradcam_against_the_written_out_closed_form():
     got = CAM.gradcam(m, m.body, x, [0, 2])
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(CAM.gradcam(m, m.body, x, [0, 2], size=(16, 16)), CAM.upsample(got, (16, 16)))
+
+
+class _GatedViT(_TinyViT):
+    """_TinyViT plus ``relu(+-(mean of blocks.1's patch tokens - thr))``: a dark image leaves the gate shut (blocks.1's
+    patch tokens get no gradient), a bright one opens it."""
+
+    def __init__(self):
+        super().__init__()
+        with torch.no_grad():
+            dark, bright = (self.blocks(self.tokens(torch.full((1, 3, 16, 16), v)))[:, 1:].mean() for v in (0., 1.))
+        self.thr, self.sign = float(dark + bright) / 2, float(torch.sign(bright - dark))
+
+    def forward(self, x):
+        b = self.blocks(self.tokens(x))
+        return self.head(b[:, 0]) + torch.relu(self.sign * (b[:, 1:].mean((1, 2)) - self.thr))[:, None]
+
+
+def test_last_spatial_block_chooses_on_the_first_image_only():
+    """``choose_cam_layer`` is checked on one image: the example's first (a second image that opens the gate does
+    not change the choice made for a dark first image)."""
+    m = _GatedViT()
+    dark, bright = torch.zeros(1, 3, 16, 16), torch.ones(1, 3, 16, 16)
+    assert CAM.last_spatial_block(m, dark) == "blocks.0"
+    assert CAM.last_spatial_block(m, bright) == "blocks.1"
+    assert CAM.last_spatial_block(m, torch.cat([dark, bright])) == "blocks.0"
+    assert CAM.last_spatial_block(m, torch.cat([bright, dark])) == "blocks.1"
