@@ -9,6 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from conftest import make_tiny_cnn
+from reportgen import sampling
+from reportgen.attribution import faithfulness as FM
 from reportgen.techniques import _faith_scores as S
 
 torch.set_num_threads(1)
@@ -64,3 +67,38 @@ def test_run_stream_is_float32_under_a_float64_default_dtype():
     finally:
         torch.set_default_dtype(old)
     assert all(g.dtype == torch.float32 for g in got)
+
+
+class _Ctx:
+    seed = 5
+
+    def generator(self, name):
+        return sampling.torch_generator(self.seed, name)
+
+    def rng(self, name):
+        return sampling.numpy_rng(self.seed, name)
+
+    def progress(self, it, desc, total=None):
+        return it
+
+
+def test_two_steps_one_inner_copy_per_image_keeps_each_images_class():
+    """``steps=2``: one inner deletion / insertion copy per image and method, scored for that image's own class:
+    the AUCs equal deletion_curve / insertion_curve's method by method."""
+    torch.manual_seed(0)
+    model = make_tiny_cnn().eval()
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    t = np.array([3, 0, 1])
+    g = torch.Generator().manual_seed(2)
+    maps = {"a": torch.rand(3, 16, 16, generator=g).numpy(), "b": torch.rand(3, 16, 16, generator=g).numpy()}
+    s = S.Setup(patch=4, sigma=1.5, fill=FM.fill_image(x, "mean"), start=FM.blur(x, 1.5), subset=3, runs=4, steps=2,
+                road_n=0, road_fractions=[0.5], road_noise=0.05, batch=7, model=model)
+    out = S.score_maps(_Ctx(), x, t, maps, s)
+    ref = _Ctx()
+    for m, v in maps.items():
+        mt = torch.from_numpy(v)
+        d = FM.deletion_curve(model, x, t, mt, 2, s.fill, 4, 7, generator=ref.generator(f"faithfulness/ties/{m}"))
+        i = FM.insertion_curve(model, x, t, mt, 2, s.start, 4, 7, generator=ref.generator(f"faithfulness/ties/{m}"))
+        assert d.scores.shape == (3, 3)
+        np.testing.assert_allclose(out.deletion[m], d.auc, atol=1e-6)
+        np.testing.assert_allclose(out.insertion[m], i.auc, atol=1e-6)
