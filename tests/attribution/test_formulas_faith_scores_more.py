@@ -104,16 +104,17 @@ def test_two_steps_one_inner_copy_per_image_keeps_each_images_class():
         np.testing.assert_allclose(out.insertion[m], i.auc, atol=1e-6)
 
 
-def test_int32_targets_score_like_int64_ones():
-    """The classes may come as any integer array (a dataset's int32 labels): they are cast to int64 indices."""
+def test_uint8_and_int32_targets_score_like_int64_ones():
+    """The classes may come as any integer array (a dataset's uint8 or int32 labels): they are cast to int64 indices."""
     torch.manual_seed(0)
     model = make_tiny_cnn().eval()
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     maps = {"a": torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(4)).numpy()}
     s = S.Setup(patch=4, sigma=1.5, fill=FM.fill_image(x, "mean"), start=FM.blur(x, 1.5), subset=3, runs=4, steps=3,
                 road_n=1, road_fractions=[0.5], road_noise=0.05, batch=16, model=model)
-    a = S.score_maps(_Ctx(), x, np.array([2, 1], dtype=np.int32), maps, s)
     b = S.score_maps(_Ctx(), x, np.array([2, 1], dtype=np.int64), maps, s)
-    for k in ("deletion", "insertion", "mufidelity", "road_morf", "road_lerf"):
-        np.testing.assert_array_equal(getattr(a, k)["a"], getattr(b, k)["a"])
-    assert a.curves == b.curves
+    for dt in (np.uint8, np.int32):
+        a = S.score_maps(_Ctx(), x, np.array([2, 1], dtype=dt), maps, s)
+        for k in ("deletion", "insertion", "mufidelity", "road_morf", "road_lerf"):
+            np.testing.assert_array_equal(getattr(a, k)["a"], getattr(b, k)["a"])
+        assert a.curves == b.curves
