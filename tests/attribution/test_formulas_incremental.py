@@ -609,6 +609,7 @@ class _TwoInputs(nn.Module):
         return x + y
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_refusals_give_the_reason():
     """Two inputs, TorchScript and untraceable models: None and the reason shown in the report."""
     assert IncrementalOccluder.build(_TwoInputs()) == (None, "the model must take exactly one input")
@@ -665,3 +666,43 @@ def test_occlusion_logits_fill_colour_window_and_batches():
             assert got.dtype == torch.float32 and got.shape == (5, 5)
             torch.testing.assert_close(got, ref.float(), atol=1e-5, rtol=1e-5)
     assert (ref - ref[:1]).abs().max() > 1e-3
+
+
+# ---- the changed region: exactly the output rows / columns whose window meets the patch, clipped to the map
+
+
+def _changed(a, length, k, s, p, d, n_in):
+    """How many output positions of a sliding window (kernel k, stride s, padding p, dilation d) over ``n_in`` inputs
+    lie from the first to the last whose window reads one of the inputs ``[a, a + length)`` (at least one), written
+    out position by position, and the output size."""
+    n_out = (n_in + 2 * p - d * (k - 1) - 1) // s + 1
+    hit = [o for o in range(n_out) if any(a <= o * s - p + d * j < a + length for j in range(k))]
+    return (hit[-1] - hit[0] + 1 if hit else 1), n_out
+
+
+@pytest.mark.parametrize("k, s, p, d", [(3, 1, 1, 1), (3, 2, 1, 1), (1, 1, 0, 1), (1, 3, 0, 1), (5, 2, 3, 2),
+                                        (2, 2, 0, 1), (4, 3, 1, 1), (3, 1, 0, 3)])
+@pytest.mark.parametrize("where", ["top_left", "bottom_right", "inner"])
+def test_changed_region_is_exactly_the_windows_that_read_the_patch(k, s, p, d, where):
+    """One copy at a time: a layer runs incrementally with ``tau`` half a cell above the share of the exactly changed
+    region (from the first to the last output position whose window reads the patch, clipped to the map; at least
+    one) and on whole copies with ``tau`` half a cell below it, so the region is neither larger nor smaller."""
+    torch.manual_seed(25)
+    size, ph, pw = (13, 14), 1 if k == 1 else 2, 3
+    y = {"top_left": 0, "bottom_right": size[0] - ph, "inner": 5}[where]
+    x = {"top_left": 0, "bottom_right": size[1] - pw, "inner": 6}[where]
+    rows, ho = _changed(y, ph, k, s, p, d, size[0])
+    cols, wo = _changed(x, pw, (k + 1) // 2, 1, p // 2, d, size[1])
+    cells = rows * cols
+    for pool in (False, True):
+        layer = (nn.MaxPool2d((k, (k + 1) // 2), (s, 1), (p, p // 2), (d, d)) if pool and 2 * p <= k and
+                 2 * (p // 2) <= (k + 1) // 2 else nn.Conv2d(3, 2, (k, (k + 1) // 2), (s, 1), (p, p // 2), (d, d)))
+        for tau, incremental in (((cells + 0.5) / (ho * wo), 1), ((cells - 0.5) / (ho * wo), 0)):
+            occ, _ = IncrementalOccluder.build(nn.Sequential(layer).eval(), tau)
+            img, patch = torch.randn(1, 3, *size), torch.randn(1, 3, ph, pw)
+            with torch.no_grad():
+                got = occ.logits(occ.base(img), torch.tensor([y]), torch.tensor([x]), patch)
+                ref = layer(_copies(img, torch.tensor([y]), torch.tensor([x]), patch))
+            assert got.shape == (1, 2 if not isinstance(layer, nn.MaxPool2d) else 3, ho, wo)
+            _close(got, ref)
+            assert occ.stats["incremental_ops"] == incremental, (cells, occ.stats)
