@@ -83,6 +83,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--retry-timeouts", action="store_true")
     ap.add_argument("--with-tests", action="append", default=[], metavar="FILE")
+    ap.add_argument("--screen", action="append", default=[], metavar="FILE")
     args = ap.parse_args(argv)
     root = Path("mutants").resolve()
     stats = json.loads((root / "mutmut-stats.json").read_text())
@@ -114,6 +115,7 @@ def main(argv: list[str]) -> int:
     for module in args.modules:
         meta = Meta(root / "reportgen" / f"{module}.py.meta")
         todo = _todo(meta, args.retry_timeouts)
+        left: list[str] = []
         print(f"{module}: {len(todo)} of {len(meta.codes)} mutants to run", flush=True)
         running: dict[int, tuple[str, float]] = {}
         t0, done = time.perf_counter(), 0
@@ -121,12 +123,15 @@ def main(argv: list[str]) -> int:
             while todo and len(running) < args.workers:
                 name = todo.pop(0)
                 tests = sorted(by_fn.get(name.partition("__mutmut_")[0], []), key=lambda t: durations.get(t, 1.0))
-                if not tests and not args.with_tests:
+                if not tests and not args.with_tests and not args.screen:
                     meta.record(name, 33, 0.0)
                     continue
-                limit = max(FLOOR, ceil((sum(durations.get(t, 1.0) for t in tests) + CONSTANT) * MULTIPLIER))
-                limit += EXTRA_S * len(args.with_tests)
-                tests += args.with_tests
+                if args.screen:
+                    tests, limit = list(args.screen), FLOOR
+                else:
+                    limit = max(FLOOR, ceil((sum(durations.get(t, 1.0) for t in tests) + CONSTANT) * MULTIPLIER))
+                    limit += EXTRA_S * len(args.with_tests)
+                    tests += args.with_tests
                 pid = os.fork()
                 if pid == 0:
                     _child(name, tests, limit)
@@ -135,12 +140,19 @@ def main(argv: list[str]) -> int:
                 continue
             pid, status = os.wait()
             name, start = running.pop(pid)
-            meta.record(name, _verdict(status), time.perf_counter() - start)
+            code = _verdict(status)
+            if args.screen and code not in (1, TIMEOUT):
+                left.append(name)  # not killed by the screen: the full selection decides
+            else:
+                meta.record(name, code, time.perf_counter() - start)
             done += 1
             if done % 25 == 0:
                 rate = done / (time.perf_counter() - t0) * 60
                 print(f"{module}: {done} run, {len(todo)} left, {rate:.1f}/min", flush=True)
-        (root / f"{module.replace('/', '.')}.done").touch()
+        if args.screen:
+            print(f"{module}: screened, {len(left)} left for the full selection: {' '.join(left)}", flush=True)
+        else:
+            (root / f"{module.replace('/', '.')}.done").touch()
     return 0
 
 
