@@ -314,8 +314,10 @@ class IncrementalOccluder:
                 return None
             s = incs[0]
             if _pointwise_module(m):
-                # an in-place module writes into s.vals, which only this node reads (checked in __init__)
-                return Inc(out_base, s.y, s.x, m(s.vals))
+                # an in-place module (ReLU(inplace=True)) gets a copy: s.vals may be shared with an earlier node's
+                # region (constant padding only shifts it), which other nodes still read
+                vals = s.vals.clone() if getattr(m, "inplace", False) else s.vals
+                return Inc(out_base, s.y, s.x, m(vals))
             sp = spatial_params(m)
             if sp is not None:
                 return self._sliding(s, sp, out_base)
