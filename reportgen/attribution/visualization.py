@@ -36,11 +36,14 @@ def normalize_attr(attr: np.ndarray, sign: str = "absolute_value", outlier_perc:
     ``max(-a, 0) / t`` (all in [0, 1]); ``all`` -> ``a / t`` in [-1, 1]. ``t`` is the
     ``100 - outlier_perc`` percentile of the selected magnitudes (so the top ``outlier_perc`` % saturate),
     the maximum where that is ~0 (a sparse map), at least ``floor`` (a map of negligible values stays
-    pale); an all-zero selection gives zeros.
+    pale); an all-zero selection gives zeros. Values that are not finite (NaN, inf) count as 0 (see
+    :func:`non_finite`: :func:`attr_item` says how many).
     """
     if sign not in SIGNS:
         raise ValueError(f"unknown sign {sign!r}; choose one of {', '.join(SIGNS)}")
     a = np.asarray(attr)
+    if non_finite(a):
+        a = np.where(np.isfinite(a), a, 0.0)
     mag = {"absolute_value": np.abs(a), "positive": np.maximum(a, 0), "negative": np.maximum(-a, 0),
            "all": np.abs(a)}[sign]
     t = float(np.percentile(mag, 100.0 - outlier_perc)) if mag.size else 0.0
@@ -80,11 +83,21 @@ def attr_image(attr: np.ndarray | None, image: np.ndarray | None = None, view: s
                    lo=-1.0 if signed else 0.0, hi=1.0)
 
 
+def non_finite(attr: np.ndarray | None) -> int:
+    """How many entries of ``attr`` are NaN or infinite (0 for None)."""
+    return 0 if attr is None else int(np.size(attr) - np.count_nonzero(np.isfinite(attr)))
+
+
 def attr_item(attr: np.ndarray | None, image: np.ndarray | None = None, view: str = "map", label: str = "",
               sublabel: str = "", alt: str = "", tone: Tone = "", **scale) -> GridItem:
-    """:func:`attr_image` as a grid cell (``scale``: sign, outlier_perc, cmap, alpha, floor)."""
+    """:func:`attr_image` as a grid cell (``scale``: sign, outlier_perc, cmap, alpha, floor). A map with NaN or
+    infinite entries is drawn with them as 0, and the cell says how many there were (tone ``bad``)."""
+    bad = non_finite(attr) if view != "image" else 0
+    if bad:
+        note = f"{bad} of {np.size(attr)} values not finite (NaN or inf), drawn as 0"
+        sublabel, tone = (f"{sublabel} · {note}" if sublabel else note), "bad"
     return GridItem(ImageData(attr_image(attr, image, view, **scale)), label=label, sublabel=sublabel,
                     alt=alt or f"{label} {sublabel}".strip(), tone=tone)
 
 
-__all__ = ["normalize_attr", "attr_image", "attr_item", "SIGNS", "VIEWS"]
+__all__ = ["normalize_attr", "attr_image", "attr_item", "non_finite", "SIGNS", "VIEWS"]
