@@ -55,3 +55,11 @@ def test_the_cell_names_how_many_values_were_not_finite():
     fine = attr_item(np.nan_to_num(a[0], posinf=0.0, neginf=0.0), label="IG", sublabel="max 2.1", tone="ok")
     assert (fine.sublabel, fine.tone) == ("max 2.1", "ok")
     assert attr_item(None, img, "image", label="input").sublabel == ""
+
+
+def test_the_input_view_has_no_note_about_a_map_it_does_not_draw():
+    """``view="image"`` shows the input alone: a map passed along with NaN in it adds no note and no tone."""
+    img = np.zeros((9, 11, 3), dtype=np.uint8)
+    item = attr_item(_map_with_holes()[0], img, "image", label="input", sublabel="class 3")
+    assert (item.sublabel, item.tone) == ("class 3", "")
+    assert item.image.array is not None and (item.image.array == img).all()
