@@ -94,7 +94,7 @@ def attr_item(attr: np.ndarray | None, image: np.ndarray | None = None, view: st
     infinite entries is drawn with them as 0, and the cell says how many there were (tone ``bad``)."""
     bad = non_finite(attr) if view != "image" else 0
     if bad:
-        note = f"{bad} of {np.size(attr)} values not finite (NaN or inf), drawn as 0"
+        note = f"{bad} of {np.asarray(attr).size} values not finite (NaN or inf), drawn as 0"
         sublabel, tone = (f"{sublabel} · {note}" if sublabel else note), "bad"
     return GridItem(ImageData(attr_image(attr, image, view, **scale)), label=label, sublabel=sublabel,
                     alt=alt or f"{label} {sublabel}".strip(), tone=tone)
