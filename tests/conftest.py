@@ -17,6 +17,16 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+def occluded_copies(img: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
+    """Occlusion written out, the reference for incremental occlusion: ``img`` (1 x C x H x W) repeated once per
+    position with ``patch[i]`` written over rows ys[i].., columns xs[i].."""
+    out = img.repeat(len(ys), 1, 1, 1)
+    ph, pw = patch.shape[-2:]
+    for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist())):
+        out[i, :, y:y + ph, x:x + pw] = patch[i]
+    return out
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
 

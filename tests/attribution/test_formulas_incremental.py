@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import occluded_copies
+
 from reportgen.attribution.incremental import IncrementalOccluder, Unsupported, occlusion_logits
 
 torch.set_num_threads(1)
@@ -25,15 +27,6 @@ def _positions(h, w, ph, pw):
     ys = [0, 0, h - ph, h - ph, 0, h - ph, 3, 1]
     xs = [0, w - pw, 0, w - pw, 4, 2, 5, w - pw - 1]
     return torch.tensor(ys), torch.tensor(xs)
-
-
-def _copies(img, ys, xs, patch):
-    """The occluded copies written out: ``img`` with ``patch[i]`` pasted at (ys[i], xs[i])."""
-    out = img.repeat(len(ys), 1, 1, 1)
-    ph, pw = patch.shape[-2:]
-    for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist())):
-        out[i, :, y:y + ph, x:x + pw] = patch[i]
-    return out
 
 
 def _close(got, ref):
@@ -59,7 +52,7 @@ def _check(model, c=3, size=(H, W), patch=(3, 4), tau=0.8, seed=0, twice=True):
     ys, xs = _positions(*size, *patch)
     p = torch.randn(len(ys), c, *patch, generator=g)
     with torch.no_grad():
-        ref = model(_copies(img, ys, xs, p))
+        ref = model(occluded_copies(img, ys, xs, p))
         base = occ.base(img)
         got = occ.logits(base, ys, xs, p)
         _close(got, ref)
@@ -210,7 +203,7 @@ def test_batchnorm_with_batch_statistics_is_not_pointwise():
     img, p = torch.randn(1, 3, H, W, generator=g), torch.randn(8, 3, 3, 4, generator=g)
     ys, xs = _positions(H, W, 3, 4)
     with torch.no_grad():
-        ref = m(_copies(img, ys, xs, p))
+        ref = m(occluded_copies(img, ys, xs, p))
         got = occ.logits(occ.base(img), ys, xs, p)
     _close(got, ref)
     assert occ.stats["incremental_ops"] == 1
@@ -527,7 +520,7 @@ def test_several_outputs_and_constants_computed_from_buffers():
     g = torch.Generator().manual_seed(0)
     img, p = torch.randn(1, 3, H, W, generator=g), torch.randn(8, 3, 3, 4, generator=g)
     ys, xs = _positions(H, W, 3, 4)
-    copies = _copies(img, ys, xs, p)
+    copies = occluded_copies(img, ys, xs, p)
     with torch.no_grad():
         ref = m(copies)
         got = occ.logits(occ.base(img), ys, xs, p)
@@ -702,7 +695,7 @@ def test_changed_region_is_exactly_the_windows_that_read_the_patch(k, s, p, d, w
             img, patch = torch.randn(1, 3, *size), torch.randn(1, 3, ph, pw)
             with torch.no_grad():
                 got = occ.logits(occ.base(img), torch.tensor([y]), torch.tensor([x]), patch)
-                ref = layer(_copies(img, torch.tensor([y]), torch.tensor([x]), patch))
+                ref = layer(occluded_copies(img, torch.tensor([y]), torch.tensor([x]), patch))
             assert got.shape == (1, 2 if not isinstance(layer, nn.MaxPool2d) else 3, ho, wo)
             _close(got, ref)
             assert occ.stats["incremental_ops"] == incremental, (cells, occ.stats)

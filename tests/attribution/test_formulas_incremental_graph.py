@@ -11,18 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import occluded_copies
+
 from reportgen.attribution.incremental import IncrementalOccluder
 
 torch.set_num_threads(1)
-
-
-def _occluded(img, ys, xs, patch):
-    """``img`` repeated once per position with ``patch[i]`` written over rows ys[i].., columns xs[i].."""
-    out = img.repeat(len(ys), 1, 1, 1)
-    ph, pw = patch.shape[-2:]
-    for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist())):
-        out[i, :, y:y + ph, x:x + pw] = patch[i]
-    return out
 
 
 def _run(model, size, patch, ys, xs, tau=0.8, c=3, seed=0, per_copy=False):
@@ -36,7 +29,7 @@ def _run(model, size, patch, ys, xs, tau=0.8, c=3, seed=0, per_copy=False):
     ys, xs = torch.tensor(ys), torch.tensor(xs)
     p = torch.randn(len(ys), c, *patch, generator=g)
     with torch.no_grad():
-        ref = model(_occluded(img, ys, xs, p))
+        ref = model(occluded_copies(img, ys, xs, p))
         base = occ.base(img)
         if per_copy:
             got = torch.cat([occ.logits(base, ys[i:i + 1], xs[i:i + 1], p[i:i + 1]) for i in range(len(ys))])
