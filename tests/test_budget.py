@@ -321,3 +321,49 @@ def test_optimisation_on_a_fixed_size_model_is_counted_at_its_own_size(make_ctx,
     flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4)).eval()  # takes 32 px only
     assert measure(make_ctx(flat, image_dir)).fixed_size is True
     assert measure(make_ctx(make_tiny_cnn(), image_dir)).fixed_size is False
+
+
+def test_time_left_goes_to_a_review_section_left_out_before_a_lecture_one_ahead_of_it():
+    """Segmentation (lecture) comes before Integrated Gradients (review) in the build; both are left out and the
+    time left holds either but not both: the review section gets it, the lecture one stays out and says why."""
+    from reportgen.planning.plan import BRING_BACK_SHARE, before_section
+    from reportgen.report import Section
+
+    only = ["card", "segmentation", "integrated_gradients"]
+    cfg = make_config("standard", only=only)
+    techniques = cfg.enabled()
+    assert [t.id for t in techniques] == only
+    plan = make_plan(cfg, M, 1e-3)
+    assert {g.section for g in plan.left_out} == {"segmentation", "integrated_gradients"}
+    seg, ig = (estimate(registry.get(s), cfg.options(s), M, cfg) for s in only[1:])
+    assert 0 < seg and 0 < ig
+    done = [Section(id="card", title="card", wall_time_s=plan.estimate_s["card"])]  # on pace
+    left = (ig + seg / 2) / BRING_BACK_SHARE  # either fits, not both
+    plan.started -= plan.budget_s - left
+    logged: list[str] = []
+    why = before_section(plan, cfg, done, techniques[1:], logged.append)
+    assert why is not None and "--budget" in why and "segmentation" in cfg.skip
+    assert any("segmentation stays left out" in x and "higher role" in x for x in logged)
+    assert before_section(plan, cfg, done, techniques[2:], logged.append) is None
+    assert [g.section for g in plan.brought_back] == ["integrated_gradients"]
+    assert [g.section for g in plan.left_out] == ["segmentation"] and cfg.skip == ["segmentation"]
+
+
+def test_a_lecture_section_comes_back_when_the_review_one_ahead_would_not_fit_anyway():
+    """Nothing is held for a left-out review section too expensive for the time left: the lecture section that fits
+    comes back."""
+    from reportgen.planning.plan import BRING_BACK_SHARE, before_section
+    from reportgen.report import Section
+
+    only = ["card", "segmentation", "integrated_gradients"]
+    cfg = make_config("standard", only=only)
+    techniques = cfg.enabled()
+    plan = make_plan(cfg, M, 1e-3)
+    seg, ig = (estimate(registry.get(s), cfg.options(s), M, cfg) for s in only[1:])
+    assert seg < ig / 2
+    done = [Section(id="card", title="card", wall_time_s=plan.estimate_s["card"])]
+    plan.started -= plan.budget_s - (ig / 2) / BRING_BACK_SHARE  # room for segmentation, not for IG
+    logged: list[str] = []
+    assert before_section(plan, cfg, done, techniques[1:], logged.append) is None
+    assert [g.section for g in plan.brought_back] == ["segmentation"]
+    assert "--budget" in before_section(plan, cfg, done, techniques[2:], logged.append)

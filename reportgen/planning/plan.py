@@ -7,8 +7,8 @@ exceeds the budget, whole sections are left out (as ``--skip`` would): ``lecture
 (:data:`reportgen.registry.Role`), the most expensive first but the last the cheapest that makes the plan fit, each
 only where that lowers the total (faithfulness computes the maps of a method whose section is left out); the
 overview never; before each section the plan is checked against the time left (:func:`before_section`: slower
-sections ahead are reduced or left out, a section left out runs after all when the time left holds it). If even
-leaving sections out does not fit, the plan
+sections ahead are reduced or left out, a section left out runs after all when the time left holds it, review
+sections left out further on having first call on that time). If even leaving sections out does not fit, the plan
 says the budget cannot be met and by how much. The reduced options go through :mod:`reportgen.config`'s checks, so
 their bounds hold; the overview lists every reduction and every section left out.
 """
@@ -280,19 +280,40 @@ def _pace(plan: Plan, done: list[Any]) -> float:
     return 1.0 + (raw - 1.0) * min(1.0, est / (TRUST_SHARE * (plan.budget_s or 1.0)))
 
 
+def _held(plan: Plan, cfg: Config, t: registry.TechniqueInfo, later: list[registry.TechniqueInfo], ratio: float,
+          room: float) -> float:
+    """Seconds (at the run's pace) held out of ``room`` for the sections ``later`` in the build that the plan left
+    out and that outrank ``t`` (:data:`LEAVE_OUT_ORDER`: a review section before a lecture one), in build order, each
+    that fits what is still free: a section comes back by role, not by its place in the build."""
+    gone = {g.section for g in plan.left_out}
+    rank, held = LEAVE_OUT_ORDER.get(t.role, 0), 0.0
+    for u in later:
+        if u.id in gone and LEAVE_OUT_ORDER.get(u.role, 0) > rank:
+            cost = estimate(u, cfg.options(u.id), plan.measure, cfg) * ratio
+            if cost <= room - held:
+                held += cost
+    return held
+
+
 def bring_back(plan: Plan, cfg: Config, done: list[Any], remaining: list[registry.TechniqueInfo],
                log: Callable[[str], None]) -> bool:
     """Run ``remaining[0]``, a section the plan left out, after all when its estimate at the run's pace fits
     :data:`BRING_BACK_SHARE` of the time the sections ahead leave (the estimates are worst cases: Integrated
-    Gradients counts every doubling round). It leaves ``cfg.skip`` and ``plan.left_out`` for ``plan.brought_back``."""
+    Gradients counts every doubling round), less the time held for left-out sections of a higher role further on
+    (:func:`_held`). It leaves ``cfg.skip`` and ``plan.left_out`` for ``plan.brought_back``."""
     t, ratio = remaining[0], _pace(plan, done)
     left = plan.budget_s - (time.perf_counter() - plan.started) if plan.budget_s is not None else 0.0
     ahead = [u for u in remaining[1:] if u.id not in cfg.skip]
     need = sum(estimate(u, cfg.options(u.id), plan.measure, cfg) for u in ahead) * ratio
+    room = BRING_BACK_SHARE * (left - need)
     cfg.skip.remove(t.id)
     own = estimate(t, cfg.options(t.id), plan.measure, cfg)
-    if own * ratio > BRING_BACK_SHARE * (left - need):
+    held = _held(plan, cfg, t, remaining[1:], ratio, room)
+    if own * ratio > room - held:
         cfg.skip.append(t.id)
+        if held > 0 and own * ratio <= room:
+            log(f"Re-plan: {t.id} stays left out: {held:.0f} s of the time left are held for the left-out sections "
+                f"of a higher role further on")
         return False
     gone = next(g for g in plan.left_out if g.section == t.id)
     plan.left_out.remove(gone)
