@@ -74,8 +74,8 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: Target, n_samples: int
     """Smilkov et al. (2017): ``mean_n A(x + eps_n)``, ``eps_n ~ N(0, sigma^2)``, ``sigma = noise * (max x - min x)``.
 
     ``attribute`` is the base method (default the plain gradient, as in the paper); ``squared``
-    averages ``A^2`` (SmoothGrad-Squared). Noise is drawn from ``generator`` (CPU) so runs repeat;
-    ``chunk`` noisy copies of the batch go through the model at once.
+    averages ``A^2`` (SmoothGrad-Squared). Noise is drawn from ``generator`` (CPU), one batch-shaped draw per
+    sample, so runs repeat whatever ``chunk`` (noisy copies of the batch per pass) is.
     """
     b = len(x)
     flat = x.detach().flatten(1)
@@ -85,7 +85,10 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: Target, n_samples: int
     done = 0
     while done < n_samples:
         m = min(chunk, n_samples - done)
-        eps = torch.randn((m, *x.shape), generator=generator, dtype=torch.float32).to(x.device, x.dtype)
+        # one x-shaped draw per sample: torch fills normals in blocks of 16, so one (m, *x.shape) draw would change
+        # the noise with chunk where x.numel() is not a multiple of 16
+        eps = torch.stack([torch.randn(x.shape, generator=generator, dtype=torch.float32)
+                           for _ in range(m)]).to(x.device, x.dtype)
         xn = (x.detach()[None] + eps * sigma[None]).reshape(m * b, *x.shape[1:])
         a = attribute(model, xn, t.repeat(m)).float().reshape(m, *x.shape)
         total += (a * a if squared else a).sum(0)

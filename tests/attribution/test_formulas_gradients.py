@@ -79,6 +79,17 @@ def test_smoothgrad_passes_hold_chunk_noisy_copies_of_the_batch_and_none_is_empt
     assert m.sizes == [6, 6, 2]
 
 
+def test_smoothgrad_noise_does_not_depend_on_chunk_for_any_batch_shape():
+    """A batch of 2 x 3 x 5 x 5 (150 values, not a multiple of the 16 normals torch fills at a time): chunks of 1, 3
+    and 8 give the written-out loop's map, sample k's noise being the generator's k-th batch-shaped draw."""
+    w, x = _wx(5, shape=(2, 3, 5, 5))
+    want = _smoothgrad_loop(w, x, 7, 0.2, 9)
+    for chunk in (1, 3, 8):
+        got = smoothgrad(Quadratic(w), x, 0, n_samples=7, noise=0.2, generator=torch.Generator().manual_seed(9),
+                         chunk=chunk)
+        torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+
+
 def test_smoothgrad_noise_does_not_depend_on_the_default_dtype():
     """The noise is drawn as float32 from the generator whatever ``torch.get_default_dtype()`` is, so a run repeats
     (float64 draws are a different stream)."""
