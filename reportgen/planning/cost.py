@@ -2,13 +2,16 @@
 
 The measurement (:func:`measure`): a probe batch of 2 random images at the model's input size, timed 3 times after
 one warm-up pass (the median): forward seconds per image and forward+backward (input gradient) seconds per image,
-beside the MAC count (:func:`reportgen.device.forward_macs`). MACs alone do not give seconds; the probe does.
+beside the MAC count (:func:`reportgen.device.forward_macs`), then one forward pass of a batch of
+:data:`EFFICIENCY_BATCH` after its warm-up: the batch efficiency, the per-image share of the probe's seconds that the
+sections' batched passes keep (a tiny model gains much from batching; ResNet-50 on one CPU thread nothing). MACs
+alone do not give seconds; the probe does.
 
 A formula (:data:`FORMULAS`, or a technique's own ``cost=`` in its ``@technique`` entry, which wins) is
 ``fn(opts, m) -> seconds`` for one section, counting the forward passes (``m.fwd``) and gradient passes
 (``m.grad``) its options ask for; ``SCALES`` names the options the plan may lower (never below the ``minimal``
 preset's value). A technique with neither gets :data:`DEFAULT_COST_S` (stated in the plan as a default).
-The estimate is coarse by design: batching makes real passes cheaper per image than the 2-image probe, and
+The estimate is coarse by design: the batch efficiency is measured forward and applied to gradient passes too, and
 sections with CPU work (t-SNE, k-means, rendering) are counted only by their model passes.
 """
 
@@ -31,8 +34,15 @@ if TYPE_CHECKING:
 DEFAULT_COST_S = 60.0
 #: fixed seconds per section (rendering figures, bookkeeping) added to every formula
 SECTION_OVERHEAD_S = 0.5
-#: per-image share of a probe pass that batched passes keep (a batch of 32 costs less than 16 batches of 2)
+#: per-image share of a probe pass that batched passes keep where the probe could not measure it (a model timed by
+#: its MACs); otherwise measured (:func:`measure`: ResNet-50 at 1 CPU thread keeps ~1.0, batching gains nothing)
 BATCH_EFFICIENCY = 0.6
+#: the batch the probe times once more, forward, to measure the batch efficiency (a faithfulness stream batch, a
+#: SmoothGrad chunk)
+EFFICIENCY_BATCH = 8
+#: bounds on the measured efficiency (a batch may even cost more per image than 2 images, its activations leaving
+#: the cache)
+EFFICIENCY_RANGE = (0.1, 2.0)
 
 #: seconds per image per training step of fast_style's own transformation net (width 16, 128 px), forward and
 #: backward, measured on a 2-core CPU (0.09 s per step of 2 images for the demo model); a GPU is far faster
@@ -78,13 +88,14 @@ class Measure:
     size: int
     macs: int | None = None
     source: str = "probe"
+    batch_eff: float = BATCH_EFFICIENCY  # seconds per image in a batch of EFFICIENCY_BATCH / in the probe's batch of 2
     attends: bool = False  # the model has global self-attention (attention rollout is scored too)
     fixed_size: bool = False  # the model takes only its input size (optimisation at other sizes is resized to it)
 
     def to_dict(self) -> dict[str, Any]:
         return {"forward_s_per_image": round(self.fwd, 5), "grad_s_per_image": round(self.grad, 5),
                 "images": self.n, "input_size": self.size, "macs": self.macs, "source": self.source,
-                "attends": self.attends, "fixed_size": self.fixed_size}
+                "attends": self.attends, "fixed_size": self.fixed_size, "batch_efficiency": round(self.batch_eff, 3)}
 
 
 def measure(ctx: Ctx) -> Measure:
@@ -99,8 +110,12 @@ def measure(ctx: Ctx) -> Measure:
         with eval_mode(ctx.model):
             fwd = _best(lambda: _forward(model, x)) / 2
             grad = _best(lambda: _gradient(model, x)) / 2
+            xb = torch.rand(EFFICIENCY_BATCH, 3, size, size, device=ctx.device)
+            batched = _best(lambda: _forward(model, xb), repeats=1) / EFFICIENCY_BATCH
+        lo, hi = EFFICIENCY_RANGE
         return Measure(fwd=fwd, grad=max(grad, fwd), n=len(ctx.images), size=size, macs=macs,
-                       attends=_attends(ctx), fixed_size=_fixed_size(ctx))
+                       attends=_attends(ctx), fixed_size=_fixed_size(ctx),
+                       batch_eff=min(hi, max(lo, batched / fwd)) if fwd > 0 else BATCH_EFFICIENCY)
     except Exception:  # noqa: BLE001 - a model the probe cannot time: assume 1 GMAC/s of CPU throughput
         f = (macs or 2e9) / 1e9
         return Measure(fwd=f, grad=3 * f, n=len(ctx.images), size=size, macs=macs, source="MACs (probe failed)")
@@ -161,7 +176,7 @@ def _occlusion(o: Any, m: Measure) -> float:
     factor = max(1.0, (m.macs or 0) / 2e9) if getattr(o, "scale_with_cost", False) else 1.0
     wf, sf = w * math.sqrt(factor), s * math.sqrt(factor)
     positions = (max(1.0, (m.size - wf) / sf + 1)) ** 2
-    return _n(o, m) * positions * m.fwd * BATCH_EFFICIENCY
+    return _n(o, m) * positions * m.fwd * m.batch_eff
 
 
 def _n(o: Any, m: Measure, name: str = "max_images") -> int:
@@ -211,12 +226,12 @@ FORMULAS: dict[str, tuple[Formula, tuple[str, ...]]] = {
                                                                        + m.grad), ("per_class", "max_classes")),
     "occlusion": (_occlusion, ("max_images",)),
     "saliency": (lambda o, m: _n(o, m) * m.grad, ("max_images",)),
-    "smoothgrad": (lambda o, m: _n(o, m) * o.samples * m.grad * BATCH_EFFICIENCY, ("samples", "max_images")),
-    "vargrad": (lambda o, m: _n(o, m) * o.samples * m.grad * BATCH_EFFICIENCY, ("samples", "max_images")),
+    "smoothgrad": (lambda o, m: _n(o, m) * o.samples * m.grad * m.batch_eff, ("samples", "max_images")),
+    "vargrad": (lambda o, m: _n(o, m) * o.samples * m.grad * m.batch_eff, ("samples", "max_images")),
     "gradcam": (lambda o, m: _n(o, m) * m.grad, ("max_images",)),
     "segmentation": (lambda o, m: _n(o, m) * (1 + o.iterations) * m.grad, ("max_images",)),
     # steps doubles until the completeness gap is within tolerance, up to max_steps: counted as if it reaches it
-    "integrated_gradients": (lambda o, m: _n(o, m) * _ig_passes(o.steps, o.max_steps) * m.grad * BATCH_EFFICIENCY,
+    "integrated_gradients": (lambda o, m: _n(o, m) * _ig_passes(o.steps, o.max_steps) * m.grad * m.batch_eff,
                              ("max_steps", "steps", "max_images")),
     "mistakes": (lambda o, m: o.max_pairs * o.images_per_pair * 2 * m.grad, ("images_per_pair", "max_pairs")),
     "attention": (lambda o, m: (_n(o, m) + min(o.distance_images, m.n)) * m.fwd, ("distance_images", "max_images")),
@@ -224,7 +239,7 @@ FORMULAS: dict[str, tuple[Formula, tuple[str, ...]]] = {
     # the maps on the image, then after each cascading and each independent randomisation stage
     "sanity": (lambda o, m: _n(o, m) * (1 + 2 * o.stages) * (3 + o.ig_steps) * m.grad, ("stages", "max_images")),
     "faithfulness": (lambda o, m: _faithfulness(o, m), ("mufidelity_runs", "steps", "max_images")),
-    "corruptions": (lambda o, m: _n(o, m) * 15 * m.fwd * BATCH_EFFICIENCY, ("max_images",)),
+    "corruptions": (lambda o, m: _n(o, m) * 15 * m.fwd * m.batch_eff, ("max_images",)),
     "slices": (lambda o, m: _features(m), ()),
     "data_issues": (lambda o, m: _features(m), ()),
     "guided_backprop": (lambda o, m: _n(o, m) * o.units * m.grad, ("max_images",)),
@@ -259,7 +274,7 @@ def _faithfulness(o: Any, m: Measure, cfg: Any = None) -> float:
     k = sum(srcs.values()) + 2 + int(m.attends)
     copies = n * (3 + 2 * k * (max(2, int(o.steps)) - 1) + int(o.mufidelity_runs))
     road = min(n, int(o.road_images)) * 2 * k * len(o.road_fractions) if o.road else 0
-    total = (copies + road) * m.fwd * BATCH_EFFICIENCY + road * IMPUTE_S_224 * (m.size / 224) ** 2
+    total = (copies + road) * m.fwd * m.batch_eff + road * IMPUTE_S_224 * (m.size / 224) ** 2
     if cfg is None:
         return total
     from .. import registry
@@ -344,4 +359,4 @@ def estimate(info: Any, opts: Any, m: Measure, cfg: Any = None) -> float:
 
 def feature_pass_s(m: Measure) -> float:
     """The shared feature pass: every image once, forward."""
-    return m.n * m.fwd * BATCH_EFFICIENCY
+    return m.n * m.fwd * m.batch_eff

@@ -120,7 +120,8 @@ class Plan:
         """The plan as log lines: the verdict, each section's estimate, each reduction."""
         m = self.measure
         out = [f"Plan: {self.verdict()}",
-               f"  measured per image: forward {m.fwd * 1e3:.1f} ms, forward+backward {m.grad * 1e3:.1f} ms "
+               f"  measured per image: forward {m.fwd * 1e3:.1f} ms, forward+backward {m.grad * 1e3:.1f} ms, "
+               f"batched x{m.batch_eff:.2f} "
                f"({m.source}; {m.n} images, {m.size} px" + (f", {m.macs / 1e9:.2f} GMAC)" if m.macs else ")")]
         for sid, s in sorted(self.estimate_s.items(), key=lambda kv: -kv[1]):
             was = self.estimate_before_s.get(sid, s)

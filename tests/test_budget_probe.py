@@ -1,0 +1,84 @@
+"""The budget's probe measures how much batching saves on this model, and the batched sections' estimates use it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_tiny_cnn
+from reportgen import registry
+from reportgen.config import make_config
+from reportgen.planning import cost
+from reportgen.planning.cost import EFFICIENCY_BATCH, EFFICIENCY_RANGE, SECTION_OVERHEAD_S, Measure, estimate
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class Costed(nn.Module):
+    """The tiny CNN, each call advancing a fake clock by ``per_call + per_image * batch`` seconds."""
+
+    def __init__(self, clock: FakeClock, per_call: float, per_image: float) -> None:
+        super().__init__()
+        self.net, self.clock, self.per_call, self.per_image = make_tiny_cnn(), clock, per_call, per_image
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.clock.now += self.per_call + self.per_image * len(x)
+        return self.net(x)
+
+
+@pytest.mark.parametrize("per_call, per_image, want", [
+    (0.0, 0.01, 1.0),  # cost per image only (a large model on a CPU): batching saves nothing
+    (0.02, 0.0, 2 / EFFICIENCY_BATCH),  # a fixed cost per call (a tiny model): a batch of 8 shares it 4x better
+    (0.01, 0.01, (0.01 + 0.08) / EFFICIENCY_BATCH / ((0.01 + 0.02) / 2)),
+])
+def test_the_probe_measures_the_batch_efficiency_of_the_model(make_ctx, image_dir, monkeypatch, per_call, per_image,
+                                                            want):
+    clock = FakeClock()
+    monkeypatch.setattr(cost, "time", clock)
+    m = cost.measure(make_ctx(Costed(clock, per_call, per_image).eval(), image_dir))
+    assert m.source == "probe"
+    assert m.fwd == pytest.approx((per_call + 2 * per_image) / 2)
+    assert m.batch_eff == pytest.approx(min(EFFICIENCY_RANGE[1], max(EFFICIENCY_RANGE[0], want)))
+    assert m.to_dict()["batch_efficiency"] == pytest.approx(m.batch_eff, abs=1e-3)
+
+
+def test_the_measured_efficiency_is_bounded(make_ctx, image_dir, monkeypatch):
+    """A batch of 8 that costs 10x per image what 2 images do (its activations leave the cache, or the clock was
+    disturbed) counts as the upper bound, not as 10x."""
+    clock = FakeClock()
+    monkeypatch.setattr(cost, "time", clock)
+
+    class Worse(Costed):
+        def forward(self, x):
+            self.clock.now += 0.01 * len(x) * (10 if len(x) == EFFICIENCY_BATCH else 1)
+            return self.net(x)
+
+    assert cost.measure(make_ctx(Worse(clock, 0, 0).eval(), image_dir)).batch_eff == EFFICIENCY_RANGE[1]
+
+
+@pytest.mark.parametrize("tid", ["smoothgrad", "vargrad", "integrated_gradients", "occlusion", "corruptions",
+                                 "faithfulness"])
+def test_batched_sections_scale_with_the_measured_efficiency(tid):
+    """Each section whose passes run in batches counts the probe's seconds times the measured efficiency: at 1.0 its
+    model time is twice that at 0.5 (faithfulness's ROAD imputations, pixel work, are left out here: they do not)."""
+    cfg = make_config("standard")
+    t, o = registry.get(tid), cfg.options(tid)
+    m = Measure(fwd=0.1, grad=0.3, n=10, size=224, macs=4_000_000_000)
+    if tid == "faithfulness":  # its perturbation stream; the maps it computes itself follow their sections' formulas
+        o, cfg = dataclasses.replace(o, road=False), None
+    half, full = (estimate(t, o, dataclasses.replace(m, batch_eff=e), cfg) - SECTION_OVERHEAD_S for e in (0.5, 1.0))
+    assert half > 0 and full == pytest.approx(2 * half)
+
+
+def test_the_feature_pass_scales_with_the_measured_efficiency():
+    m = Measure(fwd=0.1, grad=0.3, n=10, size=224, batch_eff=0.9)
+    assert cost.feature_pass_s(m) == pytest.approx(10 * 0.1 * 0.9)
