@@ -254,7 +254,7 @@ def test_a_slowdown_over_a_few_seconds_of_sections_is_believed_only_in_part():
     cfg = make_config("standard")
     techniques = cfg.enabled()
     plan = make_plan(cfg, M, make_plan(make_config("standard"), M, None).total_s * 1.01)
-    small = [t for t in techniques if 0 < plan.estimate_s[t.id] < 1][:2]
+    small = [t for t in techniques if 0 < plan.estimate_s[t.id] < 1][:1]
     est = sum(plan.estimate_s[t.id] for t in small)
     assert est < TRUST_SHARE * plan.budget_s
     done = [Section(id=t.id, title=t.id, wall_time_s=plan.estimate_s[t.id] * 3) for t in small]
@@ -316,8 +316,9 @@ def test_optimisation_on_a_fixed_size_model_is_counted_at_its_own_size(make_ctx,
     opts = dataclasses.replace(make_config("standard").options(t.id), image_size=32)
     per = 2 * opts.num_classes * opts.steps * M.grad
     cfg = make_config("standard")
-    assert estimate(t, opts, M, cfg) == pytest.approx(SECTION_OVERHEAD_S + per * (32 / 64) ** 2)
-    assert estimate(t, opts, dataclasses.replace(M, fixed_size=True), cfg) == pytest.approx(SECTION_OVERHEAD_S + per)
+    m = dataclasses.replace(M, batch_eff=1.0)  # passes cost in proportion to their pixels
+    assert estimate(t, opts, m, cfg) == pytest.approx(SECTION_OVERHEAD_S + per * (32 / 64) ** 2)
+    assert estimate(t, opts, dataclasses.replace(m, fixed_size=True), cfg) == pytest.approx(SECTION_OVERHEAD_S + per)
     flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4)).eval()  # takes 32 px only
     assert measure(make_ctx(flat, image_dir)).fixed_size is True
     assert measure(make_ctx(make_tiny_cnn(), image_dir)).fixed_size is False

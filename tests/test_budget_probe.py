@@ -82,3 +82,34 @@ def test_batched_sections_scale_with_the_measured_efficiency(tid):
 def test_the_feature_pass_scales_with_the_measured_efficiency():
     m = Measure(fwd=0.1, grad=0.3, n=10, size=224, batch_eff=0.9)
     assert cost.feature_pass_s(m) == pytest.approx(10 * 0.1 * 0.9)
+
+
+def test_a_pass_costs_its_per_call_part_once_and_its_per_image_part_per_image_and_pixel():
+    """The 2-image probe pass split by the measured efficiency: at efficiency 1 a pass costs in proportion to its
+    images and pixels; at 1/4 (batching shares the whole cost) it costs the probe's pass whatever its batch and size;
+    between, ``c0 + c1 B a`` with ``c0 + 2 c1`` the probe's pass and ``(c0 + 8 c1) / 8`` its efficiency."""
+    from reportgen.planning.cost import _pass
+
+    base = Measure(fwd=0.1, grad=0.3, n=10, size=64)
+    m1, m4 = (dataclasses.replace(base, batch_eff=e) for e in (1.0, 0.25))
+    assert _pass(m1, 0.3, 5, 0.25) == pytest.approx(0.3 * 5 * 0.25)
+    assert _pass(m4, 0.3, 5, 0.25) == pytest.approx(0.6) == pytest.approx(_pass(m4, 0.3, 1, 9.0))
+    m = dataclasses.replace(base, batch_eff=0.7)
+    c1 = (0.7 * 8 * 0.3 - 2 * 0.3) / 6  # from the pass of 8 and the pass of 2
+    c0 = 2 * 0.3 - 2 * c1
+    assert _pass(m, 0.3, 2) == pytest.approx(0.6) and _pass(m, 0.3, 8) == pytest.approx(8 * 0.3 * 0.7)
+    assert _pass(m, 0.3, 3, 4.0) == pytest.approx(c0 + c1 * 3 * 4.0)
+
+
+@pytest.mark.parametrize("tid", ["texture", "style_transfer", "inversion", "class_visualization"])
+def test_optimisation_on_a_tiny_model_is_not_scaled_by_its_canvas(tid):
+    """A 28 px model whose passes are all per-call cost (efficiency 1/4): the texture's 112 px canvas costs what the
+    model's 28 px do (the demo's 61 s texture estimate against 9 s measured came from scaling that cost by 16)."""
+    cfg = make_config("standard")
+    t, o = registry.get(tid), cfg.options(tid)
+    tiny = Measure(fwd=0.001, grad=0.003, n=10, size=28, batch_eff=0.25)
+    small = dataclasses.replace(o, image_size=28)
+    assert estimate(t, o, tiny, cfg) == pytest.approx(estimate(t, small, tiny, cfg))
+    big = dataclasses.replace(tiny, batch_eff=1.0)
+    if tid in ("texture", "style_transfer"):  # their canvas is larger than 28 px: a large model pays for it
+        assert estimate(t, o, big, cfg) > 2 * estimate(t, small, big, cfg)

@@ -92,6 +92,13 @@ class Measure:
     attends: bool = False  # the model has global self-attention (attention rollout is scored too)
     fixed_size: bool = False  # the model takes only its input size (optimisation at other sizes is resized to it)
 
+    @property
+    def fixed_share(self) -> float:
+        """Share of the 2-image probe pass that is paid per call, not per image: with a pass of B images costing
+        ``c0 + c1 B``, the efficiency ``e = (c0 / 8 + c1) / (c0 / 2 + c1)`` gives ``c0 / (c0 + 2 c1) = 4 (1 - e) / 3``
+        (0 where a batch costs as much per image as the probe, or more)."""
+        return min(1.0, max(0.0, 4.0 * (1.0 - self.batch_eff) / 3.0))
+
     def to_dict(self) -> dict[str, Any]:
         return {"forward_s_per_image": round(self.fwd, 5), "grad_s_per_image": round(self.grad, 5),
                 "images": self.n, "input_size": self.size, "macs": self.macs, "source": self.source,
@@ -158,6 +165,15 @@ def _best(fn: Callable[[], None], repeats: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
+
+
+def _pass(m: Measure, per: float, batch: int, area: float = 1.0) -> float:
+    """Seconds of one pass of ``batch`` images at ``area`` times the model's input pixels, where ``per`` is the
+    probe's seconds per image (``m.fwd`` or ``m.grad``): the per-call part of the probe's 2-image pass
+    (:attr:`Measure.fixed_share`) once, the per-image part for each image and in proportion to its pixels. A tiny
+    model's passes cost about the same at any batch and size; a large model's in proportion to pixels."""
+    phi = m.fixed_share
+    return 2.0 * per * (phi + (1.0 - phi) * batch * area / 2.0)
 
 
 def _area(opts: Any, m: Measure, cap: bool = True) -> float:
@@ -244,21 +260,23 @@ FORMULAS: dict[str, tuple[Formula, tuple[str, ...]]] = {
     "data_issues": (lambda o, m: _features(m), ()),
     "guided_backprop": (lambda o, m: _n(o, m) * o.units * m.grad, ("max_images",)),
     # two optimisations per class (L2 only, regularised)
-    "class_visualization": (lambda o, m: 2 * o.num_classes * o.steps * m.grad * _area(o, m),
+    "class_visualization": (lambda o, m: 2 * o.steps * _pass(m, m.grad, o.num_classes, _area(o, m)),
                             ("steps", "num_classes")),
     "adversarial": (lambda o, m: (_n(o, m) * o.max_steps + min(o.attack_images, m.n) * o.pgd_steps) * m.grad,
                     ("max_steps", "attack_images", "max_images")),
     "deepdream": (lambda o, m: _n(o, m) * o.octaves * o.steps * m.grad, ("steps", "max_images")),
-    # one reconstruction per layer (4 by default: 1/4, 1/2, 3/4 of the depth and the last block)
-    "inversion": (lambda o, m: _n(o, m) * _layers(o) * o.steps * _evals(o) * m.grad * _area(o, m),
+    # one reconstruction of the images per layer (4 by default: 1/4, 1/2, 3/4 of the depth and the last block)
+    "inversion": (lambda o, m: _layers(o) * o.steps * _evals(o) * _pass(m, m.grad, _n(o, m), _area(o, m)),
                   ("steps", "max_images")),
-    # one synthesis per texture and growing layer set (4 by default)
-    "texture": (lambda o, m: o.max_textures * _layers(o) * o.steps * _evals(o) * m.grad * _area(o, m, cap=False),
-                ("steps", "max_textures")),
+    # one synthesis of one image per texture and growing layer set (4 by default)
+    "texture": (lambda o, m: o.max_textures * _layers(o) * o.steps * _evals(o)
+                * _pass(m, m.grad, 1, _area(o, m, cap=False)), ("steps", "max_textures")),
     "gram": (lambda o, m: o.max_styles * m.fwd, ()),
-    # the content x style grid and the style-weight strip (5 ratios by default)
-    "style_transfer": (lambda o, m: (_n(o, m, 'max_contents') * o.max_styles + len(o.ratios or range(5))) * o.steps
-                       * _evals(o) * m.grad * _area(o, m, cap=False), ("steps", "max_styles")),
+    # two batches: the content x style grid and the style-weight strip (5 ratios by default)
+    "style_transfer": (lambda o, m: o.steps * _evals(o) * (_pass(m, m.grad, _n(o, m, "max_contents") * o.max_styles,
+                                                                 _area(o, m, cap=False))
+                                                           + _pass(m, m.grad, len(o.ratios or range(5)),
+                                                                   _area(o, m, cap=False))), ("steps", "max_styles")),
     "fast_style": (lambda o, m: o.max_styles * o.iterations * o.batch
                    * (m.grad * min(1.0, (128 / m.size) ** 2) + TRANSFORM_NET_S * o.width / 16),
                    ("iterations",)),
