@@ -52,8 +52,8 @@ def test_the_probe_measures_the_batch_efficiency_of_the_model(make_ctx, image_di
 
 
 def test_the_measured_efficiency_is_bounded(make_ctx, image_dir, monkeypatch):
-    """A batch of 8 that costs 10x per image what 2 images do (its activations leave the cache, or the clock was
-    disturbed) counts as the upper bound, not as 10x."""
+    """A batch of 8 that costs 10x per image what 2 images do (the clock was disturbed, or its activations left the
+    cache) counts as the upper bound, 1: no slower per image than the probe."""
     clock = FakeClock()
     monkeypatch.setattr(cost, "time", clock)
 
@@ -62,7 +62,7 @@ def test_the_measured_efficiency_is_bounded(make_ctx, image_dir, monkeypatch):
             self.clock.now += 0.01 * len(x) * (10 if len(x) == EFFICIENCY_BATCH else 1)
             return self.net(x)
 
-    assert cost.measure(make_ctx(Worse(clock, 0, 0).eval(), image_dir)).batch_eff == EFFICIENCY_RANGE[1]
+    assert cost.measure(make_ctx(Worse(clock, 0, 0).eval(), image_dir)).batch_eff == EFFICIENCY_RANGE[1] == 1.0
 
 
 @pytest.mark.parametrize("tid", ["smoothgrad", "vargrad", "integrated_gradients", "occlusion", "corruptions",
