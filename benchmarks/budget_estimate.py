@@ -23,7 +23,8 @@ def recompute(data: dict) -> dict[str, float]:
     m = Measure(fwd=pm["forward_s_per_image"], grad=pm["grad_s_per_image"], n=pm["images"], size=pm["input_size"],
                 macs=pm["macs"], attends=bool(pm.get("attends", False)), fixed_size=bool(pm.get("fixed_size", False)),
                 batch_eff=min(EFFICIENCY_RANGE[1], max(EFFICIENCY_RANGE[0],
-                                                       pm.get("batch_efficiency", BATCH_EFFICIENCY))))
+                                                       pm.get("batch_efficiency", BATCH_EFFICIENCY))),
+                small_grad=pm.get("small_grad_s"))
     cfg = make_config(data["config"]["preset"], technique_overrides=data["config"]["techniques"])
     out = {"features": feature_pass_s(m)}
     for sid in data["plan"]["estimate_s"]:

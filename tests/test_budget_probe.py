@@ -113,3 +113,46 @@ def test_optimisation_on_a_tiny_model_is_not_scaled_by_its_canvas(tid):
     big = dataclasses.replace(tiny, batch_eff=1.0)
     if tid in ("texture", "style_transfer"):  # their canvas is larger than 28 px: a large model pays for it
         assert estimate(t, o, big, cfg) > 2 * estimate(t, small, big, cfg)
+
+
+class PixelCosted(Costed):
+    """Each call advances the fake clock by ``per_call`` plus ``per_image`` per image in proportion to its pixels
+    (``per_image`` at the probe's side)."""
+
+    side = 32  # the test images' side (conftest's tiny_pre)
+
+    def forward(self, x):
+        self.clock.now += self.per_call + self.per_image * len(x) * x.shape[-2] * x.shape[-1] / self.side ** 2
+        return self.net(x)
+
+
+def test_the_half_side_pass_splits_a_pass_into_its_per_call_and_per_pixel_parts(make_ctx, image_dir, monkeypatch):
+    """A model costing ``c0 + c1 B a`` (B images at a pixels' ratio a): the probe's 2-image pass and its one half-side
+    image give ``call_share = c0 / (c0 + 2 c1)``, and a texture-like pass (1 image at 112/224 of the side) is counted
+    at ``c0 + c1 / 4``, not a quarter of the probe's per-image seconds."""
+    from reportgen.planning.cost import _pass
+
+    clock = FakeClock()
+    monkeypatch.setattr(cost, "time", clock)
+    c0, c1 = 0.02, 0.03
+    ctx = make_ctx(PixelCosted(clock, c0, c1).eval(), image_dir)
+    assert ctx.pre.size == PixelCosted.side
+    m = cost.measure(ctx)
+    assert m.small_grad == pytest.approx(c0 + c1 / 4)
+    assert m.call_share == pytest.approx(c0 / (c0 + 2 * c1))
+    assert _pass(m, m.grad, 1, 0.25) == pytest.approx(c0 + c1 / 4)
+    assert _pass(m, m.grad, 3, 2.0) == pytest.approx(c0 + c1 * 3 * 2.0)
+    assert m.to_dict()["small_grad_s"] == pytest.approx(c0 + c1 / 4, abs=1e-5)
+
+
+def test_a_fixed_size_model_gets_no_half_side_pass_and_the_batch_split_is_used(make_ctx, image_dir, tiny_pre):
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * tiny_pre.size ** 2, 4)).eval()  # takes its own size only
+    m = cost.measure(make_ctx(flat, image_dir))
+    assert m.fixed_size and m.small_grad is None and m.call_share == m.fixed_share
+
+
+def test_call_share_is_bounded_whatever_the_half_side_pass_took():
+    base = Measure(fwd=0.1, grad=0.3, n=10, size=64, batch_eff=1.0)
+    assert dataclasses.replace(base, small_grad=0.6).call_share == 1.0  # no cheaper than 2 full images: all per call
+    assert dataclasses.replace(base, small_grad=0.0).call_share == 0.0  # cheaper than its pixels: none per call
+    assert dataclasses.replace(base, small_grad=None).call_share == base.fixed_share == 0.0

@@ -4,8 +4,9 @@ The measurement (:func:`measure`): a probe batch of 2 random images at the model
 one warm-up pass (the median): forward seconds per image and forward+backward (input gradient) seconds per image,
 beside the MAC count (:func:`reportgen.device.forward_macs`), then one forward pass of a batch of
 :data:`EFFICIENCY_BATCH` after its warm-up: the batch efficiency, the per-image share of the probe's seconds that the
-sections' batched passes keep (a tiny model gains much from batching; ResNet-50 on one CPU thread nothing). MACs
-alone do not give seconds; the probe does.
+sections' batched passes keep (a tiny model gains much from batching; ResNet-50 on one CPU thread nothing), and one
+forward+backward pass of one image at half the side: the per-call part of a pass that a smaller canvas does not
+shrink (:attr:`Measure.call_share`). MACs alone do not give seconds; the probe does.
 
 A formula (:data:`FORMULAS`, or a technique's own ``cost=`` in its ``@technique`` entry, which wins) is
 ``fn(opts, m) -> seconds`` for one section, counting the forward passes (``m.fwd``) and gradient passes
@@ -92,6 +93,18 @@ class Measure:
     batch_eff: float = BATCH_EFFICIENCY  # seconds per image in a batch of EFFICIENCY_BATCH / in the probe's batch of 2
     attends: bool = False  # the model has global self-attention (attention rollout is scored too)
     fixed_size: bool = False  # the model takes only its input size (optimisation at other sizes is resized to it)
+    small_grad: float | None = None  # one forward+backward of 1 image at half the side; None: fixed size or failed
+
+    @property
+    def call_share(self) -> float:
+        """Share of the 2-image gradient probe pass paid per call, not per pixel, for passes of other sizes: from it
+        (``2 grad = c0 + 2 c1``) and the pass of one half-side image (``small_grad = c0 + c1 / 4``) where that was
+        measured, else :attr:`fixed_share`. (MobileNetV2 on this CPU: each 112 px texture evaluation took 0.56x the
+        probe's 224 px gradient seconds per image, not the 0.25x its pixels say; its texture was estimated at 0.4x.)"""
+        if self.small_grad is None or self.grad <= 0:
+            return self.fixed_share
+        c1 = max(0.0, (2.0 * self.grad - self.small_grad) / 1.75)
+        return min(1.0, max(0.0, (2.0 * self.grad - 2.0 * c1) / (2.0 * self.grad)))
 
     @property
     def fixed_share(self) -> float:
@@ -103,7 +116,8 @@ class Measure:
     def to_dict(self) -> dict[str, Any]:
         return {"forward_s_per_image": round(self.fwd, 5), "grad_s_per_image": round(self.grad, 5),
                 "images": self.n, "input_size": self.size, "macs": self.macs, "source": self.source,
-                "attends": self.attends, "fixed_size": self.fixed_size, "batch_efficiency": round(self.batch_eff, 3)}
+                "attends": self.attends, "fixed_size": self.fixed_size, "batch_efficiency": round(self.batch_eff, 3),
+                "small_grad_s": None if self.small_grad is None else round(self.small_grad, 5)}
 
 
 def measure(ctx: Ctx) -> Measure:
@@ -120,9 +134,11 @@ def measure(ctx: Ctx) -> Measure:
             grad = _best(lambda: _gradient(model, x)) / 2
             xb = torch.rand(EFFICIENCY_BATCH, 3, size, size, device=ctx.device)
             batched = _best(lambda: _forward(model, xb), repeats=1) / EFFICIENCY_BATCH
+            fixed = _fixed_size(ctx)
+            small = None if fixed else _small_grad(model, size, ctx.device)
         lo, hi = EFFICIENCY_RANGE
         return Measure(fwd=fwd, grad=max(grad, fwd), n=len(ctx.images), size=size, macs=macs,
-                       attends=_attends(ctx), fixed_size=_fixed_size(ctx),
+                       attends=_attends(ctx), fixed_size=fixed, small_grad=small,
                        batch_eff=min(hi, max(lo, batched / fwd)) if fwd > 0 else BATCH_EFFICIENCY)
     except Exception:  # noqa: BLE001 - a model the probe cannot time: assume 1 GMAC/s of CPU throughput
         f = (macs or 2e9) / 1e9
@@ -143,6 +159,15 @@ def _fixed_size(ctx: Ctx) -> bool:
         return ctx.probe().sizes.kind == "fixed"
     except Exception:  # noqa: BLE001 - a model the layer probe cannot run: its sections' own sizes are counted
         return False
+
+
+def _small_grad(model: Any, size: int, device: Any) -> float | None:
+    """Seconds of one forward+backward pass of one image at half the side (None: the model refuses that size)."""
+    xs = torch.rand(1, 3, max(1, size // 2), max(1, size // 2), device=device)
+    try:
+        return _best(lambda: _gradient(model, xs))
+    except Exception:  # noqa: BLE001 - e.g. a pooling stack too deep for half the side: the batch split is used
+        return None
 
 
 def _forward(model: Any, x: torch.Tensor) -> None:
@@ -171,9 +196,9 @@ def _best(fn: Callable[[], None], repeats: int = 3) -> float:
 def _pass(m: Measure, per: float, batch: int, area: float = 1.0) -> float:
     """Seconds of one pass of ``batch`` images at ``area`` times the model's input pixels, where ``per`` is the
     probe's seconds per image (``m.fwd`` or ``m.grad``): the per-call part of the probe's 2-image pass
-    (:attr:`Measure.fixed_share`) once, the per-image part for each image and in proportion to its pixels. A tiny
+    (:attr:`Measure.call_share`) once, the per-image part for each image and in proportion to its pixels. A tiny
     model's passes cost about the same at any batch and size; a large model's in proportion to pixels."""
-    phi = m.fixed_share
+    phi = m.call_share
     return 2.0 * per * (phi + (1.0 - phi) * batch * area / 2.0)
 
 
