@@ -278,6 +278,9 @@ def test_a_section_left_out_runs_after_all_when_the_run_is_faster_than_estimated
     data = json.loads((tmp_path / "o" / "report.json").read_text())
     plan = data["plan"]
     assert plan["left_out"] == [] and [g["section"] for g in plan["brought_back"]] == ["integrated_gradients"]
+    # its estimate ran on time the run saved: the plan still met its budget, and says so
+    assert plan["estimate_total_s"] > budget and plan["reachable"] is True
+    assert "cannot be met" not in plan["verdict"] and "run as time was left" in plan["verdict"]
     assert "integrated_gradients" in [s.id for s in res.report.sections] and data["config"]["skip"] == []
     assert any("brought back integrated_gradients" in line for line in logged)
     assert "integrated_gradients" in plan["measured_s"] and "integrated_gradients" in plan["estimate_s"]

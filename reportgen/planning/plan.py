@@ -91,8 +91,14 @@ class Plan:
         return sum(self.estimate_s.values())
 
     @property
+    def planned_s(self) -> float:
+        """The estimate without the sections brought back (those ran on time the run saved, at its pace)."""
+        back = {g.section for g in self.brought_back}
+        return sum(v for k, v in self.estimate_s.items() if k not in back)
+
+    @property
     def reachable(self) -> bool:
-        return self.budget_s is None or self.total_s <= self.budget_s
+        return self.budget_s is None or self.planned_s <= self.budget_s
 
     def verdict(self) -> str:
         total, before = self.total_s, sum(self.estimate_before_s.values())
@@ -111,10 +117,11 @@ class Plan:
                     f"than estimated: {len(self.reductions)} options reduced{gone}{again}")
         if self.reachable:
             return (f"estimate {before:.0f} s exceeded the budget of {self.budget_s:.0f} s; "
-                    f"{len(self.reductions)} options reduced{gone}, now {total:.0f} s at the probe's speed{again}")
+                    f"{len(self.reductions)} options reduced{gone}, now {self.planned_s:.0f} s at the probe's speed"
+                    + (f" ({total:.0f} s with those run as time was left)" if self.brought_back else "") + again)
         return (f"the budget of {self.budget_s:.0f} s cannot be met: with every scalable option at its floor"
                 + (" and every section but the overview left out" if self.left_out else "")
-                + f" the estimate is {total:.0f} s, {total - self.budget_s:.0f} s over")
+                + f" the estimate is {self.planned_s:.0f} s, {self.planned_s - self.budget_s:.0f} s over")
 
     def lines(self) -> list[str]:
         """The plan as log lines: the verdict, each section's estimate, each reduction."""
