@@ -17,13 +17,12 @@ def recompute(data: dict) -> dict[str, float]:
     """Each section's estimate by this checkout's formulas, from the report's recorded probe and options."""
     from reportgen import registry
     from reportgen.config import make_config
-    from reportgen.planning.cost import BATCH_EFFICIENCY, EFFICIENCY_RANGE, Measure, estimate, feature_pass_s
+    from reportgen.planning.cost import BATCH_EFFICIENCY, Measure, bounded_efficiency, estimate, feature_pass_s
 
     pm = data["plan"]["measure"]
     m = Measure(fwd=pm["forward_s_per_image"], grad=pm["grad_s_per_image"], n=pm["images"], size=pm["input_size"],
                 macs=pm["macs"], attends=bool(pm.get("attends", False)), fixed_size=bool(pm.get("fixed_size", False)),
-                batch_eff=min(EFFICIENCY_RANGE[1], max(EFFICIENCY_RANGE[0],
-                                                       pm.get("batch_efficiency", BATCH_EFFICIENCY))),
+                batch_eff=bounded_efficiency(pm.get("batch_efficiency", BATCH_EFFICIENCY)),
                 small_grad=pm.get("small_grad_s"))
     cfg = make_config(data["config"]["preset"], technique_overrides=data["config"]["techniques"])
     out = {"features": feature_pass_s(m)}

@@ -46,6 +46,11 @@ EFFICIENCY_BATCH = 8
 #: its Integrated Gradients and faithfulness then at 0.53x and 0.59x of the estimate that implied)
 EFFICIENCY_RANGE = (0.1, 1.0)
 
+
+def bounded_efficiency(e: float) -> float:
+    """A measured (or recorded) batch efficiency within :data:`EFFICIENCY_RANGE`."""
+    return min(EFFICIENCY_RANGE[1], max(EFFICIENCY_RANGE[0], e))
+
 #: seconds per image per training step of fast_style's own transformation net (width 16, 128 px), forward and
 #: backward, measured on a 2-core CPU (0.09 s per step of 2 images for the demo model); a GPU is far faster
 TRANSFORM_NET_S = 0.045
@@ -136,10 +141,9 @@ def measure(ctx: Ctx) -> Measure:
             batched = _best(lambda: _forward(model, xb), repeats=1) / EFFICIENCY_BATCH
             fixed = _fixed_size(ctx)
             small = None if fixed else _small_grad(model, size, ctx.device)
-        lo, hi = EFFICIENCY_RANGE
         return Measure(fwd=fwd, grad=max(grad, fwd), n=len(ctx.images), size=size, macs=macs,
                        attends=_attends(ctx), fixed_size=fixed, small_grad=small,
-                       batch_eff=min(hi, max(lo, batched / fwd)) if fwd > 0 else BATCH_EFFICIENCY)
+                       batch_eff=bounded_efficiency(batched / fwd) if fwd > 0 else BATCH_EFFICIENCY)
     except Exception:  # noqa: BLE001 - a model the probe cannot time: assume 1 GMAC/s of CPU throughput
         f = (macs or 2e9) / 1e9
         return Measure(fwd=f, grad=3 * f, n=len(ctx.images), size=size, macs=macs, source="MACs (probe failed)")
