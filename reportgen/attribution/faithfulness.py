@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -37,6 +37,8 @@ from .gradients import Target, _targets
 
 Fill = Literal["mean", "blur", "black"]
 Output = Literal["prob", "logit"]
+Unit = Literal["pixel", "value"]  # faithfulness_correlation's unit: a pixel (or patch) or one value
+UNITS: tuple[Unit, ...] = get_args(Unit)
 
 
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -242,12 +244,18 @@ class FaithfulnessCorrelation:
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise Pearson correlation and whether it is defined (neither row constant); undefined -> 0."""
-    a = a - a.mean(1, keepdims=True)
-    b = b - b.mean(1, keepdims=True)
-    den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
-    ok = den > 1e-12 * np.maximum(1.0, np.abs(a).max(1) * np.abs(b).max(1))
-    return np.where(ok, (a * b).sum(1) / np.where(ok, den, 1.0), 0.0), ok
+    """Row-wise Pearson correlation and whether it is defined (neither row constant); undefined -> 0. A row is
+    constant when its spread about the mean is below 1e-12 of its largest magnitude (rounding of the mean), so the
+    verdict, like the correlation, does not change when either row is scaled."""
+    def centred(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        top = np.abs(r).max(1, keepdims=True)
+        r = r / np.where(top > 0, top, 1.0)  # each row at unit magnitude: no overflow or underflow below
+        r = r - r.mean(1, keepdims=True)
+        return r, np.sqrt((r * r).sum(1))
+
+    (ac, na), (bc, nb) = centred(np.asarray(a, np.float64)), centred(np.asarray(b, np.float64))
+    ok = (na > 1e-12 * np.sqrt(a.shape[1])) & (nb > 1e-12 * np.sqrt(b.shape[1]))
+    return np.where(ok, (ac * bc).sum(1) / np.where(ok, na * nb, 1.0), 0.0), ok
 
 
 def random_subsets(n: int, runs: int, n_units: int, size: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -258,7 +266,7 @@ def random_subsets(n: int, runs: int, n_units: int, size: int, generator: torch.
 
 def faithfulness_correlation(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor,
                              subset_size: int, runs: int = 64, baseline: Fill | float | torch.Tensor = "mean",
-                             patch: int = 1, unit: Literal["pixel", "value"] = "pixel",
+                             patch: int = 1, unit: Unit = "pixel",
                              subsets: torch.Tensor | None = None, generator: torch.Generator | None = None,
                              batch: int = 64, output: Output = "prob") -> FaithfulnessCorrelation:
     """Bhatt et al. (2020): ``corr_S(sum_{i in S} a_i, f(x) - f(x_{S <- baseline}))`` over ``runs`` subsets of
@@ -285,9 +293,10 @@ def faithfulness_correlation(model: nn.Module, x: torch.Tensor, target: Target, 
 
 
 def subset_copies(x: torch.Tensor, base: torch.Tensor, subsets: torch.Tensor, pair: torch.Tensor,
-                  grid: tuple[int, ...], patch: int = 1, unit: str = "pixel") -> torch.Tensor:
+                  grid: tuple[int, ...], patch: int = 1, unit: Unit = "pixel") -> torch.Tensor:
     """Copies ``pair`` (flat index ``b * R + r``) of :func:`faithfulness_correlation`: ``x[b]`` with the units of
     subset ``subsets[b, r]`` (B x R x S, on the unit ``grid``) taken from ``base[b]``."""
+    _check_unit(unit)
     r = subsets.shape[1]
     bi = pair // r
     m = torch.zeros(len(pair), int(np.prod(grid)), dtype=torch.bool, device=x.device)
@@ -297,8 +306,14 @@ def subset_copies(x: torch.Tensor, base: torch.Tensor, subsets: torch.Tensor, pa
     return torch.where(m, base[bi], x[bi])
 
 
+def _check_unit(unit: str) -> None:
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {unit!r}")
+
+
 def _unit_values(maps: torch.Tensor, channels: int, patch: int, unit: str) -> tuple[torch.Tensor, tuple[int, ...]]:
     """B x units: the attribution of each unit (:func:`faithfulness_correlation`'s ``unit``) and the unit grid."""
+    _check_unit(unit)
     if unit == "value":
         n, h, w = maps.shape
         return maps.float()[:, None].expand(n, channels, h, w).reshape(n, -1), (channels, h, w)
@@ -307,7 +322,7 @@ def _unit_values(maps: torch.Tensor, channels: int, patch: int, unit: str) -> tu
 
 
 def subset_correlation(maps: torch.Tensor, subsets: torch.Tensor, drops: np.ndarray, patch: int = 1,
-                       unit: Literal["pixel", "value"] = "pixel", channels: int = 3) -> FaithfulnessCorrelation:
+                       unit: Unit = "pixel", channels: int = 3) -> FaithfulnessCorrelation:
     """MuFidelity of ``maps`` from score drops already measured for ``subsets`` (B x R): the perturbed copies do
     not depend on the map, so one set of passes serves every map scored on the same subsets."""
     n, r = subsets.shape[:2]

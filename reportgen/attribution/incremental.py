@@ -250,10 +250,15 @@ class IncrementalOccluder:
             if n.op == "output":
                 break
             args, kwargs = _map((n.args, n.kwargs), lambda a: env[a])
-            if _inplace(n, self.modules) and args and isinstance(args[0], torch.Tensor):
-                args = (args[0].clone(),) + tuple(args[1:])
-            env[n] = self._call(n, args, kwargs)
+            env[n] = self._call(n, self._writable(n, args, kept=True), kwargs)
         return env
+
+    def _writable(self, n, args, kept: bool):
+        """``args`` with a copy of the first where ``n`` writes into it in place and it is ``kept`` (an activation
+        of the original, read again by later passes or nodes)."""
+        if kept and _inplace(n, self.modules) and args and isinstance(args[0], torch.Tensor):
+            return (args[0].clone(),) + tuple(args[1:])
+        return args
 
     def _call(self, n, args, kwargs):
         if n.op == "call_module":
@@ -300,7 +305,9 @@ class IncrementalOccluder:
                 return out
         self.stats["full_ops"] += 1
         fargs, fkwargs = _map((n.args, n.kwargs), lambda a: self._full(env, a) if a in self.dep else base[a])
-        return self._call(n, fargs, fkwargs)
+        first = n.args[0] if n.args else None
+        kept = isinstance(first, torch.fx.Node) and first not in self.dep
+        return self._call(n, self._writable(n, fargs, kept), fkwargs)
 
     def _incremental(self, n, args, incs, out_base):
         kw = {k: v for k, v in n.kwargs.items() if k != "inplace"}

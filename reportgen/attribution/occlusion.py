@@ -111,8 +111,8 @@ def coverage_average(grid: torch.Tensor, size: tuple[int, int], window: int, str
     empty = cover == 0
     cover[empty] = 1
     g = grid.detach().cpu().numpy() if isinstance(grid, torch.Tensor) else np.asarray(grid)
-    fill = np.broadcast_to(np.asarray(uncovered.cpu() if isinstance(uncovered, torch.Tensor) else uncovered,
-                                      dtype=np.float64), (len(g),))
+    u = uncovered.detach().cpu() if isinstance(uncovered, torch.Tensor) else uncovered
+    fill = np.broadcast_to(np.asarray(u, dtype=np.float64), (len(g),))
     out = np.empty((len(g), h, w), dtype=np.float32)
     for k in range(len(g)):
         heat = (R.T @ g[k].astype(np.float64) @ C) / cover

@@ -133,6 +133,18 @@ def test_subset_copies_defaults_to_single_pixels():
         assert torch.equal(out[k], ref)
 
 
+@pytest.mark.parametrize("unit", ["pixels", "channel", ""])
+def test_an_unknown_unit_is_refused_not_read_as_pixels(unit):
+    x, maps = torch.rand(1, 3, 4, 4), torch.rand(1, 4, 4)
+    subsets = torch.tensor([[[0, 1], [2, 3]]])
+    with pytest.raises(ValueError, match="unit must be one of pixel, value"):
+        FM.faithfulness_correlation(torch.nn.Flatten(), x, 0, maps, 2, runs=2, unit=unit)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unit must be one of"):
+        FM.subset_copies(x, torch.zeros_like(x), subsets, torch.tensor([0]), (4, 4), unit=unit)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unit must be one of"):
+        FM.subset_correlation(maps, subsets, np.zeros((1, 2)), unit=unit)  # type: ignore[arg-type]
+
+
 def test_pearson_is_scipy_row_by_row_and_rows_are_independent():
     rng = np.random.default_rng(0)
     a, b = rng.random((3, 10)), rng.random((3, 10))
@@ -163,11 +175,21 @@ def test_pearson_constant_rows_are_undefined_and_zero():
     assert ok.tolist() == [False, True, False] and corr.dtype == np.float64
     assert corr[0] == 0.0 and corr[2] == 0.0
     assert corr[1] == pytest.approx(pearsonr(a[1], b[1])[0], abs=1e-12)
-    # the test is relative: spread below 1e-12 x max(1, |a|max |b|max) of the product of the norms is "constant"
+    # the test is per row and relative to the row's magnitude: scaling a row never changes the verdict
     one = np.array([[-1.0, 1.0]])
-    for s, defined in ((7e-13, True), (5e-13, False), (2.5e-13, False)):  # norms' product 1.4e-12, 1e-12, 5e-13
+    for s in (1e-300, 1e-14, 1.0, 1e14, 1e300):
         c, o = FM.pearson(one * s, one)
-        assert bool(o[0]) is defined and c[0] == (1.0 if defined else 0.0)
+        assert bool(o[0]) and c[0] == pytest.approx(1.0)
+        c, o = FM.pearson(one, one * -s)
+        assert bool(o[0]) and c[0] == pytest.approx(-1.0)
+    # a spread at the rounding of the mean is constant; one of 1e-9 of the values is not
+    ramp = np.array([[0.0, 1.0, 2.0]])
+    for base, spread, defined in ((0.1, 0.0, False), (1e6, 1e-11, False), (1e6, 1e-3, True), (1.0, 1e-9, True)):
+        row = np.array([[base, base, base + spread]])
+        for s in (1e-8, 1.0, 1e8):
+            c, o = FM.pearson(row * s, ramp)
+            assert bool(o[0]) is defined and bool(c[0] != 0.0) is defined
+    assert not FM.pearson(np.zeros((1, 4)), np.arange(4.0)[None])[1][0]
 
 
 def test_removed_count_is_quantus_percentages():

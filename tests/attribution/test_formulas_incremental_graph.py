@@ -67,6 +67,39 @@ def test_in_place_activation_after_padding_leaves_the_padded_input_intact(functi
     assert occ.stats == {"incremental_ops": 5, "full_ops": 1}
 
 
+class _InPlaceOnAConstant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.prior = nn.Parameter(torch.randn(1, 4, 1, 1))
+
+    def forward(self, x):
+        gate = self.prior * 2.0  # does not depend on the image: the occluder keeps the original's value
+        return gate.add_(self.conv(x).mean((2, 3), keepdim=True)).flatten(1)
+
+
+def test_an_in_place_op_on_a_value_kept_from_the_original_does_not_rewrite_it():
+    """Regression: a node that writes in place into a value that does not depend on the image (here
+    ``prior * 2``, kept from the original's pass) ran on the kept tensor itself, so every pass added its copies'
+    values to it and the next pass started from a wrong value. One copy per pass (the only shape this model takes);
+    the reference is the model on each written-out copy."""
+    torch.manual_seed(3)
+    model = _InPlaceOnAConstant().eval()
+    occ, why = IncrementalOccluder.build(model)
+    assert occ is not None, why
+    img, p = torch.randn(1, 3, 9, 10), torch.randn(3, 3, 3, 3)
+    ys, xs = torch.tensor([0, 4, 6]), torch.tensor([1, 5, 7])
+    with torch.no_grad():
+        base = occ.base(img)
+        gate = next(n for n in occ.nodes if n.op == "call_function" and n.name.startswith("mul"))
+        kept = base[gate].clone()
+        for _ in range(2):  # the same kept activations serve every pass
+            got = torch.cat([occ.logits(base, ys[i:i + 1], xs[i:i + 1], p[i:i + 1]) for i in range(3)])
+            ref = torch.cat([model(occluded_copies(img, ys[i:i + 1], xs[i:i + 1], p[i:i + 1])) for i in range(3)])
+            torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+        assert torch.equal(base[gate], kept)
+
+
 class _PadNdKeyword(nn.Module):
     def __init__(self):
         super().__init__()

@@ -270,3 +270,6 @@ def test_coverage_average_uncovered_pixels():
     per_image = O.coverage_average(torch.tensor(g), (6, 5), 2, 4, torch.tensor([0.25, -1.5]))
     np.testing.assert_allclose(per_image.numpy(), _naive_cover(g, 6, 5, 2, 4, [0.25, -1.5]))
     assert per_image[1, 2, 2] == -1.5 and per_image[1, 0, 4] == 6.0
+    # a per-image fill that needs grad (a score of the model's output) is read, not refused
+    graded = O.coverage_average(torch.tensor(g), (6, 5), 2, 4, torch.tensor([0.25, -1.5], requires_grad=True))
+    np.testing.assert_allclose(graded.numpy(), per_image.numpy())
