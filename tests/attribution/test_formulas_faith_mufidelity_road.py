@@ -189,7 +189,28 @@ def test_pearson_constant_rows_are_undefined_and_zero():
         for s in (1e-8, 1.0, 1e8):
             c, o = FM.pearson(row * s, ramp)
             assert bool(o[0]) is defined and bool(c[0] != 0.0) is defined
-    assert not FM.pearson(np.zeros((1, 4)), np.arange(4.0)[None])[1][0]
+    # the spread is the root-mean-square deviation: 99 equal values and one 5e-12 above (RMS 5e-13) are constant
+    for delta, defined in ((5e-12, False), (5e-10, True)):
+        row = np.ones((1, 100))
+        row[0, -1] += delta
+        assert bool(FM.pearson(row, np.arange(100.0)[None])[1][0]) is defined
+        assert bool(FM.pearson(np.arange(100.0)[None], row)[1][0]) is defined
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an all-zero row is undefined without a 0 / 0 on the way
+        c, o = FM.pearson(np.zeros((2, 4)), np.arange(8.0).reshape(2, 4))
+    assert not o.any() and not c.any()
+
+
+def test_pearson_of_float32_rows_is_computed_in_float64():
+    rng = np.random.default_rng(2)
+    a, b = rng.random((2, 50)).astype(np.float32), rng.random((2, 50)).astype(np.float32)
+    a[1] = 1000 + a[1] * 1e-3  # a small spread on a large value: float32 arithmetic would lose digits
+    corr, ok = FM.pearson(a, b)
+    assert corr.dtype == np.float64 and ok.all()
+    want = [pearsonr(a[i].astype(np.float64), b[i].astype(np.float64))[0] for i in range(2)]
+    np.testing.assert_allclose(corr, want, atol=1e-12)
+    corr2, _ = FM.pearson(b, a)
+    np.testing.assert_allclose(corr2, want, atol=1e-12)
 
 
 def test_removed_count_is_quantus_percentages():

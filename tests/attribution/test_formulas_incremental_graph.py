@@ -100,6 +100,23 @@ def test_an_in_place_op_on_a_value_kept_from_the_original_does_not_rewrite_it():
         assert torch.equal(base[gate], kept)
 
 
+class _Concat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 2, 3, padding=1), nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], 1).relu()  # the first argument is a list of two nodes
+
+
+def test_a_function_of_a_list_of_nodes_runs_on_whole_copies():
+    """``torch.cat([a, b], 1)`` (Inception and DenseNet blocks): its first argument is a list, not a node, so it is
+    no kept activation to copy; the copies are materialised and joined as in the model."""
+    torch.manual_seed(7)
+    occ = _exact(_Concat())
+    assert occ.stats == {"incremental_ops": 2, "full_ops": 4}
+
+
 class _PadNdKeyword(nn.Module):
     def __init__(self):
         super().__init__()
